@@ -1,0 +1,1230 @@
+//! The envelope: everything about a transfer except the payload. It carries the record keeping
+//! the source documents ask for (who, why, on what basis, what, for how long) and is parsed once
+//! into typed values; a request whose envelope does not parse is answered 400 or 422 and never
+//! reaches the policy decision.
+//!
+//! Sits between ingest (which reads the JSON off the wire) and policy (which decides).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::{Date, Duration};
+
+use super::ids::{OrgId, PurposeId, TransferId};
+use super::lawful::{DataCategory, LawfulBasis, SpecialCategoryCondition};
+use super::marking::{Marking, MarkingError, MarkingScheme};
+use super::subject::SubjectRef;
+
+/// Free text that may describe a person or a family (a justification, a reason, a summary).
+/// It is recorded and sealed for recipients, but its `Debug` is redacted and it has no
+/// `Display`, so it cannot reach an operational log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} chars>", self.0.chars().count())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire form. Every field is optional here so that one request reports every missing or
+// invalid field at once, rather than the first one serde happens to meet.
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvelope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lawful_basis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub special_category_condition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_categories: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marking: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originator_permission_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<RawPractitioner>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<RawConsent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_informed: Option<RawSubjectInformed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<RawUrgency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RawRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disclosed_summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RawRetention>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_refs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPractitioner {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubjectInformed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub informed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUrgency {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated form.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Practitioner {
+    pub name: String,
+    pub role: String,
+    pub contact: String,
+}
+
+/// Consent is rarely the right basis in safeguarding, but whether it was sought is always recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consent {
+    Given,
+    RefusedOverridden(Sensitive),
+    NotSought(Sensitive),
+}
+
+impl Consent {
+    pub fn status(&self) -> &'static str {
+        match self {
+            Consent::Given => "given",
+            Consent::RefusedOverridden(_) => "refused_overridden",
+            Consent::NotSought(_) => "not_sought",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectInformed {
+    Yes,
+    /// Telling the person may increase the risk; the reason is recorded.
+    No(Sensitive),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Urgency {
+    Routine,
+    /// Share first, with the reason for urgency recorded.
+    Urgent(Sensitive),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub reference: String,
+    pub requested: Sensitive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Until(Date),
+    Days(u32),
+}
+
+impl Retention {
+    /// The last day the recipient may keep the information, counted from the day received.
+    pub fn until(self, received: Date) -> Date {
+        match self {
+            Retention::Until(d) => d,
+            Retention::Days(n) => received
+                .checked_add(Duration::days(i64::from(n)))
+                .unwrap_or(Date::MAX),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub recipients: Vec<OrgId>,
+    pub purpose: PurposeId,
+    pub justification: Sensitive,
+    pub lawful_basis: LawfulBasis,
+    pub special_category_condition: Option<SpecialCategoryCondition>,
+    pub data_categories: BTreeSet<DataCategory>,
+    pub marking: Marking,
+    /// The data holding agency that first held the data; the sender unless stated.
+    pub originator: OrgId,
+    pub originator_permission_ref: Option<String>,
+    pub practitioner: Practitioner,
+    pub consent: Consent,
+    pub subject_informed: SubjectInformed,
+    pub urgency: Urgency,
+    pub request: Option<Request>,
+    pub disclosed_summary: Sensitive,
+    pub retention: Retention,
+    pub subject_refs: Vec<SubjectRef>,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub correction_of: Option<TransferId>,
+}
+
+impl Envelope {
+    pub fn has_special_category(&self) -> bool {
+        self.data_categories
+            .contains(&DataCategory::SpecialCategory)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// What is wrong with one field. The code is stable and machine-readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldProblem {
+    MissingField,
+    InvalidValue,
+    TooLong,
+    UnknownField,
+    UnrecognisedMarking,
+}
+
+impl FieldProblem {
+    pub fn code(self) -> &'static str {
+        match self {
+            FieldProblem::MissingField => "missing_field",
+            FieldProblem::InvalidValue => "invalid_value",
+            FieldProblem::TooLong => "too_long",
+            FieldProblem::UnknownField => "unknown_field",
+            FieldProblem::UnrecognisedMarking => "unrecognised_marking",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub code: FieldProblem,
+    /// Dotted path of the field, e.g. `practitioner.role` or `recipients[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON at all (400).
+    #[error("the envelope is not valid JSON: {0}")]
+    Malformed(String),
+    /// JSON, but fields are missing or invalid (422). Never empty.
+    #[error("the envelope has {} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+}
+
+/// Limits on free text, so that a record stays a record and not a second copy of the case file.
+pub mod limits {
+    pub const SHORT_TEXT: usize = 256;
+    pub const REASON: usize = 4_000;
+    pub const JUSTIFICATION: usize = 8_000;
+    pub const MAX_RECIPIENTS: usize = 64;
+    pub const MAX_SUBJECT_REFS: usize = 64;
+    pub const MAX_RETENTION_DAYS: u32 = 3_650;
+}
+
+/// What parsing needs to know besides the JSON.
+pub struct ParseContext<'a> {
+    pub sender: &'a OrgId,
+    pub marking: &'a MarkingScheme,
+    pub today: Date,
+}
+
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn push(&mut self, code: FieldProblem, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            code,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn missing(&mut self, field: &str, what: &str) {
+        self.push(
+            FieldProblem::MissingField,
+            field,
+            format!("`{field}` is required: {what}"),
+        );
+    }
+
+    /// A required text field: present, not blank, within its length limit.
+    fn text(&mut self, v: Option<String>, field: &str, max: usize, what: &str) -> Option<String> {
+        match v.map(|s| s.trim().to_owned()) {
+            None => {
+                self.missing(field, what);
+                None
+            }
+            Some(s) if s.is_empty() => {
+                self.push(
+                    FieldProblem::MissingField,
+                    field,
+                    format!("`{field}` is blank: {what}"),
+                );
+                None
+            }
+            Some(s) => self.limit(s, field, max),
+        }
+    }
+
+    /// Optional text: absent is fine, blank is treated as absent.
+    fn optional_text(&mut self, v: Option<String>, field: &str, max: usize) -> Option<String> {
+        let s = v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())?;
+        self.limit(s, field, max)
+    }
+
+    fn limit(&mut self, s: String, field: &str, max: usize) -> Option<String> {
+        if s.chars().count() > max {
+            self.push(
+                FieldProblem::TooLong,
+                field,
+                format!("`{field}` is longer than {max} characters"),
+            );
+            None
+        } else {
+            Some(s)
+        }
+    }
+
+    fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(FieldProblem::InvalidValue, field, message);
+    }
+}
+
+/// Parses the JSON bytes of an envelope. Syntax errors are `Malformed`; a wrong type or an
+/// unknown field is reported with the path of the field.
+pub fn parse_json(bytes: &[u8], cx: &ParseContext<'_>) -> Result<Envelope, EnvelopeError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let msg = inner.to_string();
+            // serde's message for unknown fields is already clear; add the path so that the
+            // person fixing it knows where.
+            let code = if msg.starts_with("unknown field") {
+                FieldProblem::UnknownField
+            } else {
+                FieldProblem::InvalidValue
+            };
+            let field = if path == "." { String::new() } else { path };
+            let message = strip_position(&msg);
+            EnvelopeError::Invalid(vec![FieldError {
+                code,
+                message: if field.is_empty() {
+                    message
+                } else {
+                    format!("`{field}`: {message}")
+                },
+                field,
+            }])
+        } else {
+            EnvelopeError::Malformed(inner.to_string())
+        }
+    })?;
+    parse(raw, cx)
+}
+
+/// serde_json appends " at line 1 column 57"; the field path already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Validates a raw envelope, reporting every problem at once.
+pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, EnvelopeError> {
+    let mut c = Collector(Vec::new());
+
+    // recipients: at least one, registered-id syntax, no repeats, never the sender itself.
+    let mut recipients = Vec::new();
+    match raw.recipients {
+        None => c.missing("recipients", "the organisation ids to share with"),
+        Some(list) if list.is_empty() => c.push(
+            FieldProblem::MissingField,
+            "recipients",
+            "`recipients` is empty: name at least one organisation to share with",
+        ),
+        Some(list) if list.len() > limits::MAX_RECIPIENTS => c.invalid(
+            "recipients",
+            format!("at most {} recipients per transfer", limits::MAX_RECIPIENTS),
+        ),
+        Some(list) => {
+            for (i, r) in list.iter().enumerate() {
+                let field = format!("recipients[{i}]");
+                match r.trim().parse::<OrgId>() {
+                    Err(e) => c.invalid(field, e.to_string()),
+                    Ok(id) if &id == cx.sender => c.invalid(
+                        field,
+                        format!("`{id}` is the sending organisation; a transfer cannot be sent to its own sender"),
+                    ),
+                    Ok(id) if recipients.contains(&id) => {
+                        c.invalid(field, format!("`{id}` is listed more than once"))
+                    }
+                    Ok(id) => recipients.push(id),
+                }
+            }
+        }
+    }
+
+    let purpose = c
+        .text(
+            raw.purpose,
+            "purpose",
+            limits::SHORT_TEXT,
+            "the purpose id of this share",
+        )
+        .and_then(|p| match p.parse::<PurposeId>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.invalid("purpose", e.to_string());
+                None
+            }
+        });
+
+    let justification = c.text(
+        raw.justification,
+        "justification",
+        limits::JUSTIFICATION,
+        "why this share is necessary and why the public interest outweighs confidentiality",
+    );
+
+    let lawful_basis = c
+        .text(
+            raw.lawful_basis,
+            "lawful_basis",
+            limits::SHORT_TEXT,
+            "the UK GDPR Article 6 basis",
+        )
+        .and_then(|b| {
+            let parsed = LawfulBasis::parse(&b);
+            if parsed.is_none() {
+                c.invalid(
+                    "lawful_basis",
+                    format!(
+                        "`{b}` is not a UK GDPR Article 6 basis; use one of {}",
+                        LawfulBasis::expected()
+                    ),
+                );
+            }
+            parsed
+        });
+
+    let special_category_condition = c
+        .optional_text(
+            raw.special_category_condition,
+            "special_category_condition",
+            limits::SHORT_TEXT,
+        )
+        .and_then(|s| {
+            let parsed = SpecialCategoryCondition::parse(&s);
+            if parsed.is_none() {
+                c.invalid(
+                    "special_category_condition",
+                    format!(
+                        "`{s}` is not an Article 9 condition this gateway knows; use one of {}",
+                        SpecialCategoryCondition::expected()
+                    ),
+                );
+            }
+            parsed
+        });
+
+    let mut data_categories = BTreeSet::new();
+    match raw.data_categories {
+        None => c.missing(
+            "data_categories",
+            "which kinds of data are disclosed (personal, special_category, criminal_offence)",
+        ),
+        Some(list) if list.is_empty() => c.push(
+            FieldProblem::MissingField,
+            "data_categories",
+            "`data_categories` is empty: name at least one of personal, special_category, criminal_offence",
+        ),
+        Some(list) => {
+            for (i, d) in list.iter().enumerate() {
+                match DataCategory::parse(d.trim()) {
+                    Some(cat) => {
+                        data_categories.insert(cat);
+                    }
+                    None => c.invalid(
+                        format!("data_categories[{i}]"),
+                        format!(
+                            "`{d}` is not a data category; use one of {}",
+                            DataCategory::expected()
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    let marking = match raw.marking {
+        None => {
+            c.missing(
+                "marking",
+                "the protective marking, e.g. OFFICIAL-SENSITIVE PERSONAL",
+            );
+            None
+        }
+        Some(m) => match cx.marking.parse(&m) {
+            Ok(m) if m.given.chars().count() > limits::SHORT_TEXT => {
+                c.push(FieldProblem::TooLong, "marking", "`marking` is too long");
+                None
+            }
+            Ok(m) => Some(m),
+            Err(MarkingError::Empty) => {
+                c.push(
+                    FieldProblem::MissingField,
+                    "marking",
+                    "`marking` is blank: give the protective marking, e.g. OFFICIAL-SENSITIVE PERSONAL",
+                );
+                None
+            }
+            Err(e) => {
+                c.push(
+                    FieldProblem::UnrecognisedMarking,
+                    "marking",
+                    format!(
+                        "{e}; use one of {}, or a legacy GPMS label",
+                        cx.marking.levels().join(", ")
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    let originator = match c.optional_text(raw.originator, "originator", limits::SHORT_TEXT) {
+        None => Some(cx.sender.clone()),
+        Some(o) => match o.parse::<OrgId>() {
+            Ok(o) => Some(o),
+            Err(e) => {
+                c.invalid("originator", e.to_string());
+                None
+            }
+        },
+    };
+    let originator_permission_ref = c.optional_text(
+        raw.originator_permission_ref,
+        "originator_permission_ref",
+        limits::SHORT_TEXT,
+    );
+
+    let practitioner = match raw.practitioner {
+        None => {
+            c.missing(
+                "practitioner",
+                "who is making this share (name, role, contact)",
+            );
+            None
+        }
+        Some(p) => {
+            let name = c.text(
+                p.name,
+                "practitioner.name",
+                limits::SHORT_TEXT,
+                "the practitioner's name",
+            );
+            let role = c.text(
+                p.role,
+                "practitioner.role",
+                limits::SHORT_TEXT,
+                "the practitioner's role",
+            );
+            let contact = c.text(
+                p.contact,
+                "practitioner.contact",
+                limits::SHORT_TEXT,
+                "how a recipient can reach the practitioner",
+            );
+            match (name, role, contact) {
+                (Some(name), Some(role), Some(contact)) => Some(Practitioner {
+                    name,
+                    role,
+                    contact,
+                }),
+                _ => None,
+            }
+        }
+    };
+
+    let consent = match raw.consent {
+        None => {
+            c.missing(
+                "consent",
+                "whether consent was sought (given, refused_overridden, not_sought)",
+            );
+            None
+        }
+        Some(rc) => {
+            let reason = c.optional_text(rc.reason, "consent.reason", limits::REASON);
+            match rc.status.as_deref().map(str::trim) {
+                None => {
+                    c.missing(
+                        "consent.status",
+                        "one of given, refused_overridden, not_sought",
+                    );
+                    None
+                }
+                Some("given") => Some(Consent::Given),
+                Some(status @ ("refused_overridden" | "not_sought")) => match reason {
+                    None => {
+                        c.missing("consent.reason", "why consent was overridden or not sought");
+                        None
+                    }
+                    Some(r) if status == "not_sought" => Some(Consent::NotSought(Sensitive(r))),
+                    Some(r) => Some(Consent::RefusedOverridden(Sensitive(r))),
+                },
+                Some(other) => {
+                    c.invalid(
+                        "consent.status",
+                        format!("`{other}` is not a consent status; use given, refused_overridden or not_sought"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
+    let subject_informed = match raw.subject_informed {
+        None => {
+            c.missing(
+                "subject_informed",
+                "whether the person was told of this share",
+            );
+            None
+        }
+        Some(si) => {
+            let reason = c.optional_text(si.reason, "subject_informed.reason", limits::REASON);
+            match (si.informed, reason) {
+                (None, _) => {
+                    c.missing("subject_informed.informed", "true or false");
+                    None
+                }
+                (Some(true), _) => Some(SubjectInformed::Yes),
+                (Some(false), Some(r)) => Some(SubjectInformed::No(Sensitive(r))),
+                (Some(false), None) => {
+                    c.missing(
+                        "subject_informed.reason",
+                        "why the person was not told (for example, telling them may increase the risk)",
+                    );
+                    None
+                }
+            }
+        }
+    };
+
+    let urgency = match raw.urgency {
+        None => {
+            c.missing("urgency", "routine or urgent");
+            None
+        }
+        Some(u) => {
+            let reason = c.optional_text(u.reason, "urgency.reason", limits::REASON);
+            match (u.level.as_deref().map(str::trim), reason) {
+                (None, _) => {
+                    c.missing("urgency.level", "routine or urgent");
+                    None
+                }
+                (Some("routine"), _) => Some(Urgency::Routine),
+                (Some("urgent"), Some(r)) => Some(Urgency::Urgent(Sensitive(r))),
+                (Some("urgent"), None) => {
+                    c.missing("urgency.reason", "why this share is urgent");
+                    None
+                }
+                (Some(other), _) => {
+                    c.invalid(
+                        "urgency.level",
+                        format!("`{other}` is not an urgency; use routine or urgent"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
+    let request = raw.request.and_then(|r| {
+        let reference = c.text(
+            r.reference,
+            "request.reference",
+            limits::SHORT_TEXT,
+            "the reference of the request this share answers",
+        );
+        let requested = c.text(
+            r.requested,
+            "request.requested",
+            limits::REASON,
+            "what was requested (it may differ from what is disclosed)",
+        );
+        Some(Request {
+            reference: reference?,
+            requested: Sensitive(requested?),
+        })
+    });
+
+    let disclosed_summary = c.text(
+        raw.disclosed_summary,
+        "disclosed_summary",
+        limits::REASON,
+        "a summary of what is disclosed",
+    );
+
+    let retention = match raw.retention {
+        None => {
+            c.missing(
+                "retention",
+                "how long the recipient may keep it: {\"days\": N} or {\"until\": \"YYYY-MM-DD\"}",
+            );
+            None
+        }
+        Some(RawRetention {
+            until: Some(_),
+            days: Some(_),
+        }) => {
+            c.invalid(
+                "retention",
+                "give either `retention.until` or `retention.days`, not both",
+            );
+            None
+        }
+        Some(RawRetention {
+            until: None,
+            days: None,
+        }) => {
+            c.missing("retention", "`retention.days` or `retention.until`");
+            None
+        }
+        Some(RawRetention { days: Some(n), .. }) => {
+            if n == 0 || n > limits::MAX_RETENTION_DAYS {
+                c.invalid(
+                    "retention.days",
+                    format!("must be between 1 and {}", limits::MAX_RETENTION_DAYS),
+                );
+                None
+            } else {
+                Some(Retention::Days(n))
+            }
+        }
+        Some(RawRetention { until: Some(s), .. }) => {
+            match Date::parse(
+                s.trim(),
+                time::macros::format_description!("[year]-[month]-[day]"),
+            ) {
+                Err(_) => {
+                    c.invalid(
+                        "retention.until",
+                        format!("`{s}` is not a date; write YYYY-MM-DD"),
+                    );
+                    None
+                }
+                Ok(d) if d <= cx.today => {
+                    c.invalid("retention.until", format!("{d} is not in the future"));
+                    None
+                }
+                Ok(d) if d > cx.today + Duration::days(i64::from(limits::MAX_RETENTION_DAYS)) => {
+                    c.invalid(
+                        "retention.until",
+                        format!("{d} is more than {} days ahead", limits::MAX_RETENTION_DAYS),
+                    );
+                    None
+                }
+                Ok(d) => Some(Retention::Until(d)),
+            }
+        }
+    };
+
+    let mut subject_refs = Vec::new();
+    match raw.subject_refs {
+        None => c.missing(
+            "subject_refs",
+            "at least one reference to the person this is about (e.g. nhs:9434765919, case:ABC123), so that subject access requests can find it",
+        ),
+        Some(list) if list.is_empty() => c.push(
+            FieldProblem::MissingField,
+            "subject_refs",
+            "`subject_refs` is empty: give at least one reference to the person this is about",
+        ),
+        Some(list) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
+            "subject_refs",
+            format!("at most {} subject references per transfer", limits::MAX_SUBJECT_REFS),
+        ),
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                match SubjectRef::parse(s) {
+                    // The reference itself is never echoed back: error text ends up in logs.
+                    Err(e) => c.invalid(format!("subject_refs[{i}]"), e.to_string()),
+                    Ok(r) if subject_refs.contains(&r) => {}
+                    Ok(r) => subject_refs.push(r),
+                }
+            }
+        }
+    }
+
+    let file_name = c
+        .optional_text(raw.file_name, "file_name", limits::SHORT_TEXT)
+        .and_then(|f| {
+            if f.contains(['/', '\\']) || f.chars().any(char::is_control) || f == "." || f == ".." {
+                c.invalid(
+                    "file_name",
+                    "a file name without directories or control characters",
+                );
+                None
+            } else {
+                Some(f)
+            }
+        });
+
+    let content_type = c
+        .optional_text(raw.content_type, "content_type", limits::SHORT_TEXT)
+        .and_then(|t| {
+            let ok = t.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && t.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
+            });
+            if ok {
+                Some(t)
+            } else {
+                c.invalid(
+                    "content_type",
+                    format!("`{t}` is not a media type such as application/pdf"),
+                );
+                None
+            }
+        });
+
+    let correction_of = c
+        .optional_text(raw.correction_of, "correction_of", limits::SHORT_TEXT)
+        .and_then(|s| match s.parse::<TransferId>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                c.invalid(
+                    "correction_of",
+                    "the transfer id of the record being corrected",
+                );
+                None
+            }
+        });
+
+    if !c.0.is_empty() {
+        return Err(EnvelopeError::Invalid(c.0));
+    }
+    // Every `None` below has pushed an error above, so reaching here means all are present.
+    let (
+        Some(purpose),
+        Some(justification),
+        Some(lawful_basis),
+        Some(marking),
+        Some(originator),
+        Some(practitioner),
+        Some(consent),
+        Some(subject_informed),
+        Some(urgency),
+        Some(disclosed_summary),
+        Some(retention),
+    ) = (
+        purpose,
+        justification,
+        lawful_basis,
+        marking,
+        originator,
+        practitioner,
+        consent,
+        subject_informed,
+        urgency,
+        disclosed_summary,
+        retention,
+    )
+    else {
+        return Err(EnvelopeError::Invalid(vec![FieldError {
+            code: FieldProblem::InvalidValue,
+            field: String::new(),
+            message: "the envelope is incomplete".into(),
+        }]));
+    };
+    Ok(Envelope {
+        recipients,
+        purpose,
+        justification: Sensitive(justification),
+        lawful_basis,
+        special_category_condition,
+        data_categories,
+        marking,
+        originator,
+        originator_permission_ref,
+        practitioner,
+        consent,
+        subject_informed,
+        urgency,
+        request,
+        disclosed_summary: Sensitive(disclosed_summary),
+        retention,
+        subject_refs,
+        file_name,
+        content_type,
+        correction_of,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::marking::tests::demo_scheme;
+    use serde_json::json;
+
+    pub(crate) fn today() -> Date {
+        time::macros::date!(2026 - 11 - 22)
+    }
+
+    /// A complete, valid envelope from the council to the police.
+    pub(crate) fn valid_json() -> serde_json::Value {
+        json!({
+            "recipients": ["northshire-police"],
+            "purpose": "child-protection-s47",
+            "justification": "Disclosure at school indicates risk of significant harm.",
+            "lawful_basis": "public_task",
+            "special_category_condition": "safeguarding_children",
+            "data_categories": ["personal", "special_category"],
+            "marking": "OFFICIAL-SENSITIVE PERSONAL",
+            "practitioner": {"name": "Sam Patel", "role": "Social worker", "contact": "sam.patel@northshire.gov.example"},
+            "consent": {"status": "not_sought", "reason": "Seeking consent may place the child at increased risk."},
+            "subject_informed": {"informed": false, "reason": "Telling the family may increase the risk."},
+            "urgency": {"level": "routine"},
+            "request": {"reference": "REQ-2026-0042", "requested": "Police contacts with the household"},
+            "disclosed_summary": "Strategy discussion notes, two pages.",
+            "retention": {"days": 365},
+            "subject_refs": ["nhs:9434765919", "case:ABC123"],
+            "file_name": "strategy-notes.pdf",
+            "content_type": "application/pdf"
+        })
+    }
+
+    fn parse_value(v: &serde_json::Value) -> Result<Envelope, EnvelopeError> {
+        let sender: OrgId = "northshire-cc".parse().unwrap();
+        let scheme = demo_scheme();
+        let cx = ParseContext {
+            sender: &sender,
+            marking: &scheme,
+            today: today(),
+        };
+        parse_json(v.to_string().as_bytes(), &cx)
+    }
+
+    fn errors(v: &serde_json::Value) -> Vec<(String, FieldProblem)> {
+        match parse_value(v) {
+            Err(EnvelopeError::Invalid(e)) => e.into_iter().map(|e| (e.field, e.code)).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_envelope_parses_with_defaults_filled_in() {
+        let e = parse_value(&valid_json()).unwrap();
+        assert_eq!(
+            e.originator.as_str(),
+            "northshire-cc",
+            "originator defaults to the sender"
+        );
+        assert_eq!(e.recipients.len(), 1);
+        assert!(e.has_special_category());
+        assert_eq!(
+            e.retention.until(today()),
+            time::macros::date!(2027 - 11 - 22)
+        );
+        assert_eq!(e.subject_refs.len(), 2);
+    }
+
+    #[test]
+    fn every_missing_required_field_is_named_at_once() {
+        let required = [
+            "recipients",
+            "purpose",
+            "justification",
+            "lawful_basis",
+            "data_categories",
+            "marking",
+            "practitioner",
+            "consent",
+            "subject_informed",
+            "urgency",
+            "disclosed_summary",
+            "retention",
+            "subject_refs",
+        ];
+        let mut v = valid_json();
+        for f in required {
+            v.as_object_mut().unwrap().remove(f);
+        }
+        let got = errors(&v);
+        for f in required {
+            assert!(
+                got.contains(&(f.to_string(), FieldProblem::MissingField)),
+                "{f} not reported: {got:?}"
+            );
+        }
+        assert_eq!(got.len(), required.len());
+    }
+
+    #[test]
+    fn conditional_fields_are_required_where_the_rules_need_them() {
+        let table: Vec<(serde_json::Value, &str, FieldProblem)> = vec![
+            (
+                json!({"consent": {"status": "not_sought"}}),
+                "consent.reason",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"consent": {"status": "refused_overridden"}}),
+                "consent.reason",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"consent": {"status": "maybe"}}),
+                "consent.status",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"subject_informed": {"informed": false}}),
+                "subject_informed.reason",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"urgency": {"level": "urgent"}}),
+                "urgency.reason",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"urgency": {"level": "asap"}}),
+                "urgency.level",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"request": {"reference": "R1"}}),
+                "request.requested",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"retention": {"days": 0}}),
+                "retention.days",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"retention": {"until": "2026-11-22"}}),
+                "retention.until",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"retention": {"until": "2027-01-01", "days": 3}}),
+                "retention",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"retention": {"until": "next week"}}),
+                "retention.until",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"recipients": ["northshire-cc"]}),
+                "recipients[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"recipients": ["a", "a"]}),
+                "recipients[1]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"recipients": []}),
+                "recipients",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"lawful_basis": "because"}),
+                "lawful_basis",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"special_category_condition": "whim"}),
+                "special_category_condition",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"data_categories": ["gossip"]}),
+                "data_categories[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"marking": "EYES ONLY"}),
+                "marking",
+                FieldProblem::UnrecognisedMarking,
+            ),
+            (
+                json!({"marking": ""}),
+                "marking",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"subject_refs": ["nhs:1234567890"]}),
+                "subject_refs[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"file_name": "../etc/passwd"}),
+                "file_name",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"content_type": "pdf"}),
+                "content_type",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"correction_of": "yesterday's"}),
+                "correction_of",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"originator": "Not An Id"}),
+                "originator",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"justification": "x".repeat(limits::JUSTIFICATION + 1)}),
+                "justification",
+                FieldProblem::TooLong,
+            ),
+            (
+                json!({"practitioner": {"name": "A", "role": " "}}),
+                "practitioner.role",
+                FieldProblem::MissingField,
+            ),
+        ];
+        for (patch, field, code) in table {
+            let mut v = valid_json();
+            for (k, val) in patch.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let got = errors(&v);
+            assert!(
+                got.contains(&(field.to_string(), code)),
+                "patch {patch}: expected {field} {code:?}, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_fields_name_the_field() {
+        let mut v = valid_json();
+        v["practitioner"]["grade"] = json!("senior");
+        assert_eq!(
+            errors(&v),
+            vec![("practitioner.grade".to_string(), FieldProblem::UnknownField)]
+        );
+        let mut v = valid_json();
+        v["retention"]["days"] = json!("ten");
+        assert_eq!(
+            errors(&v),
+            vec![("retention.days".to_string(), FieldProblem::InvalidValue)]
+        );
+    }
+
+    #[test]
+    fn broken_json_is_malformed_not_invalid() {
+        let sender: OrgId = "a".parse().unwrap();
+        let scheme = demo_scheme();
+        let cx = ParseContext {
+            sender: &sender,
+            marking: &scheme,
+            today: today(),
+        };
+        assert!(matches!(
+            parse_json(b"{\"recipients\": [", &cx),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn subject_references_are_never_echoed_in_errors() {
+        let mut v = valid_json();
+        v["subject_refs"] = json!(["nhs:1234567890"]);
+        let Err(EnvelopeError::Invalid(errs)) = parse_value(&v) else {
+            panic!()
+        };
+        assert!(errs.iter().all(|e| !e.message.contains("1234567890")));
+        assert!(!format!("{:?}", parse_value(&valid_json()).unwrap()).contains("9434765919"));
+        assert!(
+            !format!("{:?}", parse_value(&valid_json()).unwrap()).contains("Disclosure at school")
+        );
+    }
+}

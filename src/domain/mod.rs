@@ -1,0 +1,11 @@
+//! The pure policy core: markings, envelopes, the registry of organisations, purposes and
+//! agreements, subject references, and the decision itself. No IO, no clock, no randomness:
+//! everything the core needs is passed in, so every rule is tested without a socket.
+
+pub mod envelope;
+pub mod ids;
+pub mod lawful;
+pub mod marking;
+pub mod policy;
+pub mod registry;
+pub mod subject;

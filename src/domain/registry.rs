@@ -1,0 +1,492 @@
+//! The registry: who may send and receive (organisations), why (purposes) and under which signed
+//! arrangement (agreements). Built once from configuration and then read by every decision; it
+//! also answers "which organisation is this client certificate?" for the TLS layer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+
+use time::Date;
+
+use super::ids::{AgreementId, OrgId, PurposeId};
+use super::lawful::LawfulBasis;
+use super::marking::{MarkingScheme, Rank};
+
+/// The statutory sectors named in safeguarding guidance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sector {
+    LocalAuthority,
+    Police,
+    Health,
+    Education,
+    Probation,
+    YouthJustice,
+    Other,
+}
+
+impl Sector {
+    pub const NAMES: &'static str =
+        "local_authority, police, health, education, probation, youth_justice, other";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "local_authority" => Sector::LocalAuthority,
+            "police" => Sector::Police,
+            "health" => Sector::Health,
+            "education" => Sector::Education,
+            "probation" => Sector::Probation,
+            "youth_justice" => Sector::YouthJustice,
+            "other" => Sector::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether an organisation is a statutory body matters in law: some gateways (s.115 Crime and
+/// Disorder Act 1998) give no power to share with non-statutory organisations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgKind {
+    Statutory(Sector),
+    Voluntary,
+    Private,
+}
+
+impl OrgKind {
+    pub fn is_statutory(self) -> bool {
+        matches!(self, OrgKind::Statutory(_))
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            OrgKind::Statutory(_) => "statutory",
+            OrgKind::Voluntary => "voluntary",
+            OrgKind::Private => "private",
+        }
+    }
+}
+
+/// SHA-256 of a certificate's DER encoding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CertFingerprint(pub [u8; 32]);
+
+impl fmt::Display for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a SHA-256 certificate fingerprint: expected 64 hex digits, optionally prefixed `sha256:` and separated by colons"
+)]
+pub struct InvalidFingerprint(pub String);
+
+impl FromStr for CertFingerprint {
+    type Err = InvalidFingerprint;
+    /// Accepts `sha256:<hex>` and the colon-separated form `openssl x509 -fingerprint` prints.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let t = t
+            .strip_prefix("sha256:")
+            .or_else(|| t.strip_prefix("SHA256:"))
+            .unwrap_or(t);
+        let digits: String = t.chars().filter(|c| *c != ':').collect();
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&digits, &mut out).map_err(|_| InvalidFingerprint(s.to_owned()))?;
+        Ok(CertFingerprint(out))
+    }
+}
+
+/// How a client certificate is recognised as an organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// Exactly this certificate.
+    Fingerprint(CertFingerprint),
+    /// Any certificate from a trusted CA carrying this subject alternative name (DNS name, URI or
+    /// email address; compared without regard to ASCII case). Survives certificate renewal.
+    San(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// Secure email through the configured relay.
+    Email { address: String },
+    /// Direct HTTPS with mutual TLS to the recipient's gateway.
+    Https { url: String },
+}
+
+/// Where and how an organisation receives transfers. Used by delivery; validated at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub channel: Channel,
+    /// age recipients (`age1...`) the payload is resealed to for this organisation.
+    pub age_recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Organisation {
+    pub id: OrgId,
+    pub name: String,
+    pub kind: OrgKind,
+    /// The highest marking this organisation may receive.
+    pub clearance: Rank,
+    pub identities: Vec<ClientIdentity>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Purpose {
+    pub id: PurposeId,
+    pub title: String,
+    /// The lawful bases that fit this purpose.
+    pub lawful_bases: BTreeSet<LawfulBasis>,
+    /// A legal gateway that only works between statutory bodies (e.g. s.115 CDA 1998).
+    pub statutory_only: bool,
+    /// Whether special category data may be shared under this purpose at all.
+    pub special_category: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agreement {
+    pub id: AgreementId,
+    pub title: String,
+    pub parties: BTreeSet<OrgId>,
+    pub purposes: BTreeSet<PurposeId>,
+    pub lawful_bases: BTreeSet<LawfulBasis>,
+    pub max_marking: Rank,
+    /// First and last day in force, inclusive (UTC dates).
+    pub valid_from: Date,
+    pub valid_until: Date,
+}
+
+impl Agreement {
+    pub fn in_force(&self, today: Date) -> bool {
+        self.valid_from <= today && today <= self.valid_until
+    }
+
+    pub fn binds(&self, a: &OrgId, b: &OrgId) -> bool {
+        self.parties.contains(a) && self.parties.contains(b)
+    }
+}
+
+/// Which entry of the registry an error concerns, so the config layer can point at its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAt {
+    Organisation(usize),
+    Purpose(usize),
+    Agreement(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryError {
+    pub at: RegistryAt,
+    /// The key within the entry, e.g. `parties`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Result of mapping a presented client certificate to an organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identification {
+    Unknown,
+    One(OrgId),
+    /// The certificate matches identities of more than one organisation: refused, because a
+    /// transfer must have exactly one accountable sender.
+    Ambiguous(Vec<OrgId>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub marking: MarkingScheme,
+    organisations: BTreeMap<OrgId, Organisation>,
+    purposes: BTreeMap<PurposeId, Purpose>,
+    agreements: Vec<Agreement>,
+    by_fingerprint: HashMap<CertFingerprint, OrgId>,
+    by_san: HashMap<String, OrgId>,
+}
+
+impl Registry {
+    /// Builds the registry and checks what ties its parts together: unique ids, every reference
+    /// resolves, no client identity claimed by two organisations, sensible dates. Returns every
+    /// problem found.
+    pub fn new(
+        marking: MarkingScheme,
+        organisations: Vec<Organisation>,
+        purposes: Vec<Purpose>,
+        agreements: Vec<Agreement>,
+    ) -> Result<Self, Vec<RegistryError>> {
+        let mut errors = Vec::new();
+        let mut err = |at: RegistryAt, field: &'static str, message: String| {
+            errors.push(RegistryError { at, field, message });
+        };
+
+        let mut orgs = BTreeMap::new();
+        let mut by_fingerprint = HashMap::new();
+        let mut by_san = HashMap::new();
+        for (i, org) in organisations.into_iter().enumerate() {
+            let at = || RegistryAt::Organisation(i);
+            if orgs.contains_key(&org.id) {
+                err(
+                    at(),
+                    "id",
+                    format!("organisation `{}` is defined twice", org.id),
+                );
+                continue;
+            }
+            for identity in &org.identities {
+                let (claimed_by, what) = match identity {
+                    ClientIdentity::Fingerprint(fp) => (
+                        by_fingerprint.insert(*fp, org.id.clone()),
+                        format!("fingerprint {fp}"),
+                    ),
+                    ClientIdentity::San(san) => (
+                        by_san.insert(san.to_ascii_lowercase(), org.id.clone()),
+                        format!("subject alternative name `{san}`"),
+                    ),
+                };
+                if let Some(other) = claimed_by.filter(|o| *o != org.id) {
+                    err(
+                        at(),
+                        "identity",
+                        format!(
+                            "client {what} is also claimed by organisation `{other}`; a certificate must identify exactly one organisation"
+                        ),
+                    );
+                }
+            }
+            orgs.insert(org.id.clone(), org);
+        }
+
+        let mut purpose_map = BTreeMap::new();
+        for (i, p) in purposes.into_iter().enumerate() {
+            if p.lawful_bases.is_empty() {
+                err(
+                    RegistryAt::Purpose(i),
+                    "lawful_bases",
+                    format!("purpose `{}` must list at least one lawful basis", p.id),
+                );
+            }
+            if purpose_map.contains_key(&p.id) {
+                err(
+                    RegistryAt::Purpose(i),
+                    "id",
+                    format!("purpose `{}` is defined twice", p.id),
+                );
+                continue;
+            }
+            purpose_map.insert(p.id.clone(), p);
+        }
+
+        let mut seen = BTreeSet::new();
+        for (i, a) in agreements.iter().enumerate() {
+            let at = || RegistryAt::Agreement(i);
+            if !seen.insert(a.id.clone()) {
+                err(at(), "id", format!("agreement `{}` is defined twice", a.id));
+            }
+            if a.parties.len() < 2 {
+                err(
+                    at(),
+                    "parties",
+                    format!("agreement `{}` must have at least two parties", a.id),
+                );
+            }
+            for party in a.parties.iter().filter(|p| !orgs.contains_key(*p)) {
+                err(
+                    at(),
+                    "parties",
+                    format!("party `{party}` is not a registered organisation"),
+                );
+            }
+            if a.purposes.is_empty() {
+                err(
+                    at(),
+                    "purposes",
+                    format!("agreement `{}` must permit at least one purpose", a.id),
+                );
+            }
+            for purpose in a.purposes.iter().filter(|p| !purpose_map.contains_key(*p)) {
+                err(
+                    at(),
+                    "purposes",
+                    format!("purpose `{purpose}` is not defined in purposes.toml"),
+                );
+            }
+            if a.lawful_bases.is_empty() {
+                err(
+                    at(),
+                    "lawful_bases",
+                    format!("agreement `{}` must permit at least one lawful basis", a.id),
+                );
+            }
+            if a.valid_until < a.valid_from {
+                err(
+                    at(),
+                    "valid_until",
+                    format!(
+                        "agreement `{}` ends ({}) before it starts ({})",
+                        a.id, a.valid_until, a.valid_from
+                    ),
+                );
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(Registry {
+                marking,
+                organisations: orgs,
+                purposes: purpose_map,
+                agreements,
+                by_fingerprint,
+                by_san,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn organisation(&self, id: &OrgId) -> Option<&Organisation> {
+        self.organisations.get(id)
+    }
+
+    pub fn organisations(&self) -> impl Iterator<Item = &Organisation> {
+        self.organisations.values()
+    }
+
+    pub fn purpose(&self, id: &PurposeId) -> Option<&Purpose> {
+        self.purposes.get(id)
+    }
+
+    pub fn purposes(&self) -> impl Iterator<Item = &Purpose> {
+        self.purposes.values()
+    }
+
+    pub fn agreements(&self) -> &[Agreement] {
+        &self.agreements
+    }
+
+    /// Maps a verified client certificate (its fingerprint and subject alternative names) to the
+    /// organisation it authenticates as.
+    pub fn identify<'a>(
+        &self,
+        fingerprint: &CertFingerprint,
+        sans: impl IntoIterator<Item = &'a str>,
+    ) -> Identification {
+        let mut found: BTreeSet<&OrgId> = BTreeSet::new();
+        if let Some(org) = self.by_fingerprint.get(fingerprint) {
+            found.insert(org);
+        }
+        for san in sans {
+            if let Some(org) = self.by_san.get(&san.to_ascii_lowercase()) {
+                found.insert(org);
+            }
+        }
+        let mut it = found.into_iter();
+        match (it.next(), it.next()) {
+            (None, _) => Identification::Unknown,
+            (Some(one), None) => Identification::One(one.clone()),
+            (Some(a), Some(b)) => {
+                let mut all = vec![a.clone(), b.clone()];
+                all.extend(it.cloned());
+                Identification::Ambiguous(all)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::marking::tests::demo_scheme;
+
+    fn org(id: &str, identities: Vec<ClientIdentity>) -> Organisation {
+        Organisation {
+            id: id.parse().unwrap(),
+            name: id.to_owned(),
+            kind: OrgKind::Voluntary,
+            clearance: Rank::Level(0),
+            identities,
+            endpoints: vec![],
+        }
+    }
+
+    #[test]
+    fn fingerprints_parse_in_both_common_forms() {
+        let hexs = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        let a: CertFingerprint = format!("sha256:{hexs}").parse().unwrap();
+        let b: CertFingerprint = colons.parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), format!("sha256:{hexs}"));
+        assert!("sha256:abcd".parse::<CertFingerprint>().is_err());
+    }
+
+    #[test]
+    fn identification_needs_exactly_one_organisation() {
+        let fp = CertFingerprint([7; 32]);
+        let reg = Registry::new(
+            demo_scheme(),
+            vec![
+                org("a", vec![ClientIdentity::Fingerprint(fp)]),
+                org("b", vec![ClientIdentity::San("b.clients.test".into())]),
+            ],
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            reg.identify(&fp, []),
+            Identification::One("a".parse().unwrap())
+        );
+        assert_eq!(
+            reg.identify(&CertFingerprint([0; 32]), ["B.Clients.Test"]),
+            Identification::One("b".parse().unwrap())
+        );
+        assert_eq!(
+            reg.identify(&CertFingerprint([0; 32]), ["nobody"]),
+            Identification::Unknown
+        );
+        assert!(matches!(
+            reg.identify(&fp, ["b.clients.test"]),
+            Identification::Ambiguous(v) if v.len() == 2
+        ));
+    }
+
+    #[test]
+    fn cross_references_are_checked_all_at_once() {
+        let d = |s: &str| {
+            Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap()
+        };
+        let errors = Registry::new(
+            demo_scheme(),
+            vec![
+                org("a", vec![ClientIdentity::San("x".into())]),
+                org("b", vec![ClientIdentity::San("X".into())]),
+            ],
+            vec![],
+            vec![Agreement {
+                id: "dsa".parse().unwrap(),
+                title: "t".into(),
+                parties: ["a".parse().unwrap(), "ghost".parse().unwrap()].into(),
+                purposes: ["nothing".parse().unwrap()].into(),
+                lawful_bases: BTreeSet::new(),
+                max_marking: Rank::Level(0),
+                valid_from: d("2026-01-01"),
+                valid_until: d("2025-01-01"),
+            }],
+        )
+        .unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| (e.at.clone(), e.field)).collect();
+        assert!(fields.contains(&(RegistryAt::Organisation(1), "identity")));
+        assert!(fields.contains(&(RegistryAt::Agreement(0), "parties")));
+        assert!(fields.contains(&(RegistryAt::Agreement(0), "purposes")));
+        assert!(fields.contains(&(RegistryAt::Agreement(0), "lawful_bases")));
+        assert!(fields.contains(&(RegistryAt::Agreement(0), "valid_until")));
+    }
+}
