@@ -4,4 +4,14 @@
 //! agency system ──mTLS──▶ [`ingest`] ──▶ [`domain::envelope`] ──▶ [`domain::policy`] ──▶
 //! [`seal`] ──▶ [`store`] (spool + transfer log) ──▶ 202 Accepted.
 
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod devkit;
 pub mod domain;
+pub mod ingest;
+pub mod live;
+pub mod pki;
+pub mod seal;
+pub mod store;
+pub mod transfer_log;

@@ -1,1 +1,114 @@
-fn main() {}
+//! `postern`: the command line. Parses arguments, runs one command, maps the outcome to an exit
+//! status (sysexits-style, so scripts can tell a refusal from a broken configuration):
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0  | done (for `send`: accepted) |
+//! | 1  | an unexpected error |
+//! | 64 | bad configuration or usage (`check-config` found errors) |
+//! | 65 | the envelope or request was invalid (400/413/415/422) |
+//! | 69 | the gateway could not be reached |
+//! | 77 | refused by policy (403) |
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "Postern: a secure gateway for safeguarding information sharing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration directory.
+    Serve(cli::serve::ServeArgs),
+    /// Run the gateway on loopback with the demo organisations, generating development
+    /// certificates and keys on first start.
+    Demo(cli::serve::DemoArgs),
+    /// Validate the whole configuration; print every error with file and line; exit 64 on error.
+    CheckConfig {
+        /// Configuration directory (postern.toml and the registry files).
+        #[arg(long, default_value = "config")]
+        config: PathBuf,
+    },
+    /// Send a transfer (what a small organisation without its own system uses).
+    Send(Box<cli::send::SendArgs>),
+    /// Show a transfer's state as its sender sees it.
+    Status(cli::send::StatusArgs),
+    /// Read the transfer log.
+    Log {
+        #[command(subcommand)]
+        command: cli::log::LogCommand,
+    },
+    /// Issue certificates with the project's own CA tooling.
+    Pki {
+        #[command(subcommand)]
+        command: cli::pki::PkiCommand,
+    },
+    /// Generate and inspect age keys and the subject hashing key.
+    Keys {
+        #[command(subcommand)]
+        command: cli::pki::KeysCommand,
+    },
+    /// Load generator: submit transfers over concurrent mutual-TLS connections and report
+    /// throughput, latency and the server's peak memory.
+    Load(cli::load::LoadArgs),
+    /// A server on the same TLS and HTTP stack that answers 202 without doing any work (the
+    /// load generator's baseline).
+    #[command(hide = true)]
+    NullServer {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postern: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => cli::serve::serve(a).await,
+            Command::Demo(a) => cli::serve::demo(a).await,
+            Command::CheckConfig { config } => cli::serve::check_config(&config),
+            Command::Send(a) => cli::send::send(*a).await,
+            Command::Status(a) => cli::send::status(a).await,
+            Command::Log { command } => cli::log::run(command),
+            Command::Pki { command } => cli::pki::pki(command),
+            Command::Keys { command } => cli::pki::keys(command),
+            Command::Load(a) => cli::load::run(a).await,
+            Command::NullServer { state_dir, listen } => {
+                cli::load::null_server(&state_dir, listen).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -38,7 +38,7 @@ impl fmt::Debug for Sensitive {
 // The wire form. Every field is optional here so that one request reports every missing or
 // invalid field at once, rather than the first one serde happens to meet.
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnvelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,7 +83,7 @@ pub struct RawEnvelope {
     pub correction_of: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPractitioner {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +94,7 @@ pub struct RawPractitioner {
     pub contact: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +103,7 @@ pub struct RawConsent {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSubjectInformed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,7 +112,7 @@ pub struct RawSubjectInformed {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUrgency {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +121,7 @@ pub struct RawUrgency {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +130,7 @@ pub struct RawRequest {
     pub requested: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +234,113 @@ impl Envelope {
     pub fn has_special_category(&self) -> bool {
         self.data_categories
             .contains(&DataCategory::SpecialCategory)
+    }
+}
+
+/// The envelope as a recipient receives it (sealed to the recipient alone): the whole record of
+/// who, why, what and on what basis, with subject references in clear because the recipient
+/// needs them to act. The gateway keeps this only sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientEnvelope {
+    pub transfer_id: TransferId,
+    pub sender: OrgId,
+    pub received_at: String,
+    pub recipients: Vec<OrgId>,
+    pub purpose: PurposeId,
+    pub justification: String,
+    pub lawful_basis: LawfulBasis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub special_category_condition: Option<SpecialCategoryCondition>,
+    pub data_categories: Vec<DataCategory>,
+    pub marking: String,
+    pub marking_normalised: String,
+    pub originator: OrgId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originator_permission_ref: Option<String>,
+    pub practitioner: RawPractitioner,
+    pub consent: RawConsent,
+    pub subject_informed: RawSubjectInformed,
+    pub urgency: RawUrgency,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RawRequest>,
+    pub disclosed_summary: String,
+    /// Destroy after this date (YYYY-MM-DD).
+    pub retain_until: String,
+    pub subject_refs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction_of: Option<TransferId>,
+}
+
+impl RecipientEnvelope {
+    pub fn new(
+        id: TransferId,
+        sender: &OrgId,
+        e: &Envelope,
+        scheme: &MarkingScheme,
+        received: time::OffsetDateTime,
+    ) -> Self {
+        let text = |s: &Sensitive| Some(s.expose().to_owned());
+        let (consent_status, consent_reason) = match &e.consent {
+            Consent::Given => ("given", None),
+            Consent::RefusedOverridden(r) => ("refused_overridden", text(r)),
+            Consent::NotSought(r) => ("not_sought", text(r)),
+        };
+        let (informed, informed_reason) = match &e.subject_informed {
+            SubjectInformed::Yes => (true, None),
+            SubjectInformed::No(r) => (false, text(r)),
+        };
+        let (urgency, urgency_reason) = match &e.urgency {
+            Urgency::Routine => ("routine", None),
+            Urgency::Urgent(r) => ("urgent", text(r)),
+        };
+        RecipientEnvelope {
+            transfer_id: id,
+            sender: sender.clone(),
+            received_at: received
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            recipients: e.recipients.clone(),
+            purpose: e.purpose.clone(),
+            justification: e.justification.expose().to_owned(),
+            lawful_basis: e.lawful_basis,
+            special_category_condition: e.special_category_condition,
+            data_categories: e.data_categories.iter().copied().collect(),
+            marking: e.marking.given.clone(),
+            marking_normalised: e.marking.normalised(scheme),
+            originator: e.originator.clone(),
+            originator_permission_ref: e.originator_permission_ref.clone(),
+            practitioner: RawPractitioner {
+                name: Some(e.practitioner.name.clone()),
+                role: Some(e.practitioner.role.clone()),
+                contact: Some(e.practitioner.contact.clone()),
+            },
+            consent: RawConsent {
+                status: Some(consent_status.to_owned()),
+                reason: consent_reason,
+            },
+            subject_informed: RawSubjectInformed {
+                informed: Some(informed),
+                reason: informed_reason,
+            },
+            urgency: RawUrgency {
+                level: Some(urgency.to_owned()),
+                reason: urgency_reason,
+            },
+            request: e.request.as_ref().map(|r| RawRequest {
+                reference: Some(r.reference.clone()),
+                requested: Some(r.requested.expose().to_owned()),
+            }),
+            disclosed_summary: e.disclosed_summary.expose().to_owned(),
+            retain_until: e.retention.until(received.date()).to_string(),
+            subject_refs: e.subject_refs.iter().map(SubjectRef::expose).collect(),
+            file_name: e.file_name.clone(),
+            content_type: e.content_type.clone(),
+            correction_of: e.correction_of,
+        }
     }
 }
 

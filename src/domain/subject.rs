@@ -136,7 +136,9 @@ impl SubjectKey {
 }
 
 /// HMAC-SHA256 of a normalised subject reference, hex encoded. Safe to store and to show.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct SubjectHash(String);
 

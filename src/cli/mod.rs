@@ -1,0 +1,33 @@
+//! The commands behind `postern`'s subcommands. Part of the binary's edge (like `main.rs`),
+//! so errors here are `anyhow` and end as a message and an exit status.
+
+pub mod load;
+pub mod log;
+pub mod pki;
+pub mod send;
+pub mod serve;
+
+use std::process::ExitCode;
+
+/// Exit statuses (see `main.rs`).
+pub const EX_USAGE: u8 = 64;
+pub const EX_DATAERR: u8 = 65;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_NOPERM: u8 = 77;
+
+pub fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}
+
+/// Operational logs go to stderr; `POSTERN_LOG` sets the filter (default `info`). They carry
+/// transfer ids, organisation ids, codes and sizes, never payloads, justification text or
+/// subject references.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,360 @@
+//! `postern send` and `postern status`: sharing from the command line, for organisations that
+//! have no system of their own (a youth club, a sports club), and for scripts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use postern_gateway::client::{self, Identity, Submission, Target};
+use postern_gateway::domain::envelope::{
+    RawConsent, RawEnvelope, RawPractitioner, RawRequest, RawRetention, RawSubjectInformed,
+    RawUrgency,
+};
+use postern_gateway::ingest::problem::Problem;
+use postern_gateway::ingest::routes::Accepted;
+
+use super::{EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE, exit};
+
+#[derive(Args)]
+pub struct Connect {
+    /// The gateway's base URL.
+    #[arg(long, env = "POSTERN_SERVER", default_value = "https://localhost:8443")]
+    pub server: String,
+    /// CA certificate(s) to trust for the gateway's server certificate (PEM).
+    #[arg(long, env = "POSTERN_CA")]
+    pub ca: PathBuf,
+    /// Your organisation's client certificate and private key, in one PEM file.
+    #[arg(long, env = "POSTERN_IDENTITY")]
+    pub identity: PathBuf,
+}
+
+impl Connect {
+    pub async fn open(&self) -> anyhow::Result<Result<client::Connection, client::ClientError>> {
+        let target = Target::parse(&self.server)?;
+        let roots = client::read_roots(&self.ca)?;
+        let identity = Identity::from_pem_file(&self.identity)?;
+        let config = Arc::new(client::tls_config(&roots, Some(&identity))?);
+        Ok(client::connect(&target, config).await)
+    }
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    connect: Connect,
+    /// A JSON envelope file. The flags below set or override its fields.
+    #[arg(long)]
+    envelope: Option<PathBuf>,
+    /// Recipient organisation id (repeat for several).
+    #[arg(long = "to", value_name = "ORG")]
+    to: Vec<String>,
+    /// Purpose id, e.g. safeguarding-referral.
+    #[arg(long)]
+    purpose: Option<String>,
+    /// Why this share is necessary, and why the public interest outweighs confidentiality.
+    #[arg(long)]
+    justification: Option<String>,
+    /// UK GDPR Article 6 basis: public_task, legal_obligation, legitimate_interests, vital_interests, consent, contract.
+    #[arg(long)]
+    lawful_basis: Option<String>,
+    /// Article 9 condition, needed with special category data (e.g. safeguarding_children).
+    #[arg(long)]
+    special_category_condition: Option<String>,
+    /// personal, special_category or criminal_offence (repeat for several).
+    #[arg(long = "data-category", value_name = "CATEGORY")]
+    data_categories: Vec<String>,
+    /// Protective marking, e.g. "OFFICIAL-SENSITIVE PERSONAL".
+    #[arg(long)]
+    marking: Option<String>,
+    /// The data holding agency, if not your organisation.
+    #[arg(long)]
+    originator: Option<String>,
+    /// The originator's permission reference for onward sharing.
+    #[arg(long)]
+    originator_permission_ref: Option<String>,
+    #[arg(long)]
+    practitioner_name: Option<String>,
+    #[arg(long)]
+    practitioner_role: Option<String>,
+    #[arg(long)]
+    practitioner_contact: Option<String>,
+    /// given, refused_overridden or not_sought.
+    #[arg(long)]
+    consent: Option<String>,
+    #[arg(long)]
+    consent_reason: Option<String>,
+    /// Whether the person was told: yes or no.
+    #[arg(long, value_parser = ["yes", "no"])]
+    subject_informed: Option<String>,
+    /// Why the person was not told.
+    #[arg(long)]
+    not_informed_reason: Option<String>,
+    /// Mark the share urgent, with the reason.
+    #[arg(long, value_name = "REASON")]
+    urgent: Option<String>,
+    /// The reference of the request this share answers.
+    #[arg(long)]
+    request_ref: Option<String>,
+    /// What the request asked for.
+    #[arg(long)]
+    requested: Option<String>,
+    /// A summary of what is disclosed.
+    #[arg(long)]
+    summary: Option<String>,
+    /// How many days the recipients may keep it.
+    #[arg(long, conflicts_with = "retain_until")]
+    retain_days: Option<u32>,
+    /// The date until which the recipients may keep it (YYYY-MM-DD).
+    #[arg(long)]
+    retain_until: Option<String>,
+    /// A reference to the person this is about, e.g. nhs:9434765919 (repeat for several).
+    #[arg(long = "subject", value_name = "SCHEME:VALUE")]
+    subjects: Vec<String>,
+    #[arg(long)]
+    file_name: Option<String>,
+    #[arg(long)]
+    content_type: Option<String>,
+    /// The transfer id this corrects.
+    #[arg(long)]
+    correction_of: Option<String>,
+    /// Makes a retry safe: the same key returns the first answer and creates nothing new.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Print the gateway's JSON answer instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// The file to share.
+    file: PathBuf,
+}
+
+fn set<T>(slot: &mut Option<T>, v: Option<T>) {
+    if v.is_some() {
+        *slot = v;
+    }
+}
+
+impl SendArgs {
+    fn envelope(&self) -> anyhow::Result<RawEnvelope> {
+        let mut e: RawEnvelope = match &self.envelope {
+            Some(p) => {
+                let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("{} is not a valid envelope file", p.display()))?
+            }
+            None => RawEnvelope::default(),
+        };
+        if !self.to.is_empty() {
+            e.recipients = Some(self.to.clone());
+        }
+        if !self.data_categories.is_empty() {
+            e.data_categories = Some(self.data_categories.clone());
+        }
+        if !self.subjects.is_empty() {
+            e.subject_refs = Some(self.subjects.clone());
+        }
+        set(&mut e.purpose, self.purpose.clone());
+        set(&mut e.justification, self.justification.clone());
+        set(&mut e.lawful_basis, self.lawful_basis.clone());
+        set(
+            &mut e.special_category_condition,
+            self.special_category_condition.clone(),
+        );
+        set(&mut e.marking, self.marking.clone());
+        set(&mut e.originator, self.originator.clone());
+        set(
+            &mut e.originator_permission_ref,
+            self.originator_permission_ref.clone(),
+        );
+        set(&mut e.disclosed_summary, self.summary.clone());
+        set(&mut e.file_name, self.file_name.clone());
+        set(&mut e.content_type, self.content_type.clone());
+        set(&mut e.correction_of, self.correction_of.clone());
+        if self.practitioner_name.is_some()
+            || self.practitioner_role.is_some()
+            || self.practitioner_contact.is_some()
+        {
+            let p = e.practitioner.get_or_insert_with(RawPractitioner::default);
+            set(&mut p.name, self.practitioner_name.clone());
+            set(&mut p.role, self.practitioner_role.clone());
+            set(&mut p.contact, self.practitioner_contact.clone());
+        }
+        if self.consent.is_some() || self.consent_reason.is_some() {
+            let c = e.consent.get_or_insert_with(RawConsent::default);
+            set(&mut c.status, self.consent.clone());
+            set(&mut c.reason, self.consent_reason.clone());
+        }
+        if self.subject_informed.is_some() || self.not_informed_reason.is_some() {
+            let s = e
+                .subject_informed
+                .get_or_insert_with(RawSubjectInformed::default);
+            set(
+                &mut s.informed,
+                self.subject_informed.as_deref().map(|v| v == "yes"),
+            );
+            set(&mut s.reason, self.not_informed_reason.clone());
+        }
+        if let Some(reason) = &self.urgent {
+            e.urgency = Some(RawUrgency {
+                level: Some("urgent".into()),
+                reason: Some(reason.clone()),
+            });
+        }
+        if self.request_ref.is_some() || self.requested.is_some() {
+            let r = e.request.get_or_insert_with(RawRequest::default);
+            set(&mut r.reference, self.request_ref.clone());
+            set(&mut r.requested, self.requested.clone());
+        }
+        if self.retain_days.is_some() {
+            e.retention = Some(RawRetention {
+                days: self.retain_days,
+                until: None,
+            });
+        }
+        if self.retain_until.is_some() {
+            e.retention = Some(RawRetention {
+                days: None,
+                until: self.retain_until.clone(),
+            });
+        }
+        if e.file_name.is_none() {
+            e.file_name = self
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+        }
+        Ok(e)
+    }
+}
+
+/// Prints a problem answer and returns the exit status for it.
+fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
+    if json {
+        println!("{}", String::from_utf8_lossy(body));
+    } else {
+        match serde_json::from_slice::<Problem>(body) {
+            Ok(p) => {
+                let verdict = if status == 403 {
+                    "Refused"
+                } else {
+                    "Not accepted"
+                };
+                eprintln!("{verdict} ({}): {}", p.code, p.detail);
+                for e in p.errors.iter().skip(usize::from(p.errors.len() == 1)) {
+                    eprintln!("  - {}: {}", e.field, e.message);
+                }
+                if let Some(a) = &p.agreement {
+                    eprintln!("  agreement considered: {a}");
+                }
+                if let Some(t) = &p.transfer_id {
+                    eprintln!("  recorded under reference {t}");
+                }
+            }
+            Err(_) => eprintln!(
+                "The gateway answered {status}: {}",
+                String::from_utf8_lossy(body)
+            ),
+        }
+    }
+    match status {
+        403 => exit(EX_NOPERM),
+        400..=499 => exit(EX_DATAERR),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
+    let envelope = a.envelope()?;
+    let (payload, len) = client::file_stream(&a.file)
+        .await
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let mut conn = match a.connect.open().await? {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return Ok(exit(EX_UNAVAILABLE));
+        }
+    };
+    let answer = conn
+        .submit(Submission {
+            envelope_json: Bytes::from(serde_json::to_vec(&envelope)?),
+            payload,
+            payload_len: Some(len),
+            file_name: envelope.file_name.clone(),
+            content_type: envelope.content_type.clone(),
+            idempotency_key: a.idempotency_key.clone(),
+        })
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "postern: the transfer did not complete: {e}. Nothing is confirmed; it is safe to retry with the same --idempotency-key."
+            );
+            return Ok(exit(EX_UNAVAILABLE));
+        }
+    };
+    if answer.status == 202 {
+        if a.json {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+        } else {
+            let accepted: Accepted = answer.json()?;
+            println!("{}", accepted.transfer_id);
+            for r in &accepted.recipients {
+                eprintln!(
+                    "Accepted for {} under agreement {}",
+                    r.recipient, r.agreement
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(report_problem(&answer.body, answer.status, a.json))
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    connect: Connect,
+    /// The transfer id `postern send` printed.
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut conn = match a.connect.open().await? {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return Ok(exit(EX_UNAVAILABLE));
+        }
+    };
+    let answer = conn.get(&format!("/v1/transfers/{}", a.id)).await?;
+    if answer.status != 200 {
+        return Ok(report_problem(&answer.body, answer.status, a.json));
+    }
+    if a.json {
+        println!("{}", String::from_utf8_lossy(&answer.body));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s: postern_gateway::store::TransferStatus = serde_json::from_slice(&answer.body)?;
+    println!(
+        "transfer {}  received {}  purpose {}  marking {}  {} bytes",
+        s.id, s.received_at, s.purpose, s.marking, s.payload_size
+    );
+    for r in &s.recipients {
+        let extra = r
+            .last_error
+            .as_deref()
+            .map(|e| format!("  last error: {e}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<24} {:<12} attempts {}{}",
+            r.recipient, r.state, r.attempts, extra
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,283 @@
+//! `postern serve`, `postern demo`, `postern check-config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use postern_gateway::config::{self, ConfigDir, ConfigErrors, LoadOptions, Overrides};
+use postern_gateway::daemon;
+use postern_gateway::devkit::{self, DevPaths};
+
+use super::{EX_USAGE, exit};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration directory: postern.toml (optional) and the registry files.
+    #[arg(long, env = "POSTERN_CONFIG_DIR", default_value = "/etc/postern")]
+    config: PathBuf,
+    /// Overrides `state_dir`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Overrides `api.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Where the store, spool, development certificates and keys go (created if missing).
+    #[arg(long, default_value = "postern-state")]
+    state_dir: PathBuf,
+    /// The API listener (loopback).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Registry directory; defaults to ./config/demo if present, else the copy built into the binary.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    eprintln!(
+        "postern: the configuration has {} error(s):",
+        errors.0.len()
+    );
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+}
+
+pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
+    let opts = LoadOptions {
+        dir: ConfigDir::Dir(dir.to_path_buf()),
+        overrides: Overrides::default(),
+        env: None,
+    };
+    match config::load(&opts) {
+        Ok(c) => {
+            println!(
+                "{}: configuration is valid: {} organisations, {} purposes, {} agreements; API on {}; state in {}",
+                dir.display(),
+                c.registry.organisations().count(),
+                c.registry.purposes().count(),
+                c.registry.agreements().len(),
+                c.daemon.listen,
+                c.daemon.state_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            Ok(exit(EX_USAGE))
+        }
+    }
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let opts = LoadOptions {
+        dir: ConfigDir::Dir(a.config.clone()),
+        overrides: Overrides {
+            state_dir: a.state_dir,
+            listen: a.listen,
+            config_dir: None,
+        },
+        env: None,
+    };
+    // Every configuration error is reported before any port is bound.
+    let config = match config::load(&opts) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_errors(&errors);
+            return Ok(exit(EX_USAGE));
+        }
+    };
+    let prepared = daemon::prepare(config).await?;
+    tracing::info!(address = %prepared.addr, "postern is listening");
+    prepared.run(daemon::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+const EXAMPLE_PAYLOAD: &str = "Referral from Riverside Youth Club (FICTIONAL EXAMPLE DATA)\n\nA youth worker observed injuries consistent with physical harm on a 14-year-old member\nand the young person disclosed concerns about an adult at home. Full notes attached.\n";
+
+/// A complete example envelope: the demo's commands override the fields that differ.
+fn example_envelope() -> serde_json::Value {
+    serde_json::json!({
+        "justification": "A young person disclosed physical harm at home; the club's safeguarding lead judges there is reasonable cause to suspect significant harm, so the public interest in protecting the child outweighs confidentiality.",
+        "data_categories": ["personal", "special_category"],
+        "special_category_condition": "safeguarding_children",
+        "practitioner": {"name": "Alex Morgan", "role": "Designated safeguarding lead", "contact": "alex.morgan@riverside-youth.example"},
+        "consent": {"status": "not_sought", "reason": "Seeking consent from the family could place the young person at increased risk."},
+        "subject_informed": {"informed": true},
+        "urgency": {"level": "routine"},
+        "disclosed_summary": "Youth worker's account of the disclosure and observed injuries (one page).",
+        "retention": {"days": 365},
+        "subject_refs": ["nhs:9434765919", "club-member:RY-0147"],
+        "file_name": "referral.txt",
+        "content_type": "text/plain"
+    })
+}
+
+/// A complete envelope (for curl, which has no flags to fill gaps): the council's children's
+/// services sharing strategy notes with the police for a s.47 enquiry.
+fn complete_envelope() -> serde_json::Value {
+    let mut v = example_envelope();
+    let extra = serde_json::json!({
+        "recipients": ["northshire-police"],
+        "purpose": "child-protection-s47",
+        "lawful_basis": "public_task",
+        "marking": "OFFICIAL-SENSITIVE PERSONAL",
+        "justification": "Strategy discussion held; a s.47 enquiry is under way and police hold relevant information about adults in the household.",
+        "practitioner": {"name": "Sam Patel", "role": "Social worker", "contact": "sam.patel@northshire-cc.example"},
+        "subject_informed": {"informed": false, "reason": "Informing the family now could prejudice the enquiry and increase the risk to the child."},
+        "disclosed_summary": "Strategy discussion notes (two pages).",
+        "request": {"reference": "NP-REQ-2026-0192", "requested": "Children's services involvement with the household"},
+    });
+    if let (Some(obj), Some(add)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, val) in add {
+            obj.insert(k.clone(), val.clone());
+        }
+    }
+    v
+}
+
+fn write_if_missing(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let dir = match a.config {
+        Some(d) => ConfigDir::Dir(d),
+        None if Path::new("config/demo/organisations.toml").is_file() => {
+            ConfigDir::Dir(PathBuf::from("config/demo"))
+        }
+        None => ConfigDir::EmbeddedDemo,
+    };
+    let organisations = match &dir {
+        ConfigDir::Dir(d) => std::fs::read_to_string(d.join("organisations.toml"))
+            .with_context(|| format!("reading {}", d.join("organisations.toml").display()))?,
+        ConfigDir::EmbeddedDemo => config::embedded_demo::ORGANISATIONS.to_owned(),
+    };
+    let orgs = devkit::dev_orgs(&organisations)?;
+    let created = devkit::ensure(&a.state_dir, &orgs)?;
+    for c in &created.0 {
+        tracing::info!("generated {c}");
+    }
+    let examples = a.state_dir.join("examples");
+    let envelope_path = examples.join("referral-envelope.json");
+    let payload_path = examples.join("referral.txt");
+    let curl_envelope_path = examples.join("cc-to-police-envelope.json");
+    write_if_missing(
+        &envelope_path,
+        &serde_json::to_string_pretty(&example_envelope())?,
+    )?;
+    write_if_missing(
+        &curl_envelope_path,
+        &serde_json::to_string_pretty(&complete_envelope())?,
+    )?;
+    write_if_missing(&payload_path, EXAMPLE_PAYLOAD)?;
+
+    let opts = LoadOptions {
+        dir: dir.clone(),
+        overrides: Overrides {
+            state_dir: Some(a.state_dir.clone()),
+            listen: Some(a.listen),
+            config_dir: None,
+        },
+        env: None,
+    };
+    let config = match config::load(&opts) {
+        Ok(c) => c,
+        Err(errors) => {
+            print_errors(&errors);
+            return Ok(exit(EX_USAGE));
+        }
+    };
+    let prepared = daemon::prepare(config).await?;
+    print_banner(
+        &a.state_dir,
+        prepared.addr,
+        &envelope_path,
+        &curl_envelope_path,
+        &payload_path,
+        &dir,
+    );
+    prepared.run(daemon::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn print_banner(
+    state_dir: &Path,
+    addr: SocketAddr,
+    envelope: &Path,
+    curl_envelope: &Path,
+    payload: &Path,
+    dir: &ConfigDir,
+) {
+    let exe = std::env::current_exe().ok().and_then(|p| {
+        let cwd = std::env::current_dir().ok()?;
+        Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
+    });
+    let exe = exe.map_or_else(|| "postern".to_owned(), |p| p.display().to_string());
+    let paths = DevPaths::new(state_dir);
+    let url = format!("https://{addr}");
+    let q = |p: &Path| shell_quote(&p.display().to_string());
+    let common = format!(
+        "--server {url} --ca {} --identity {} --envelope {}",
+        q(&paths.ca()),
+        q(&paths.client_identity("riverside-youth")),
+        q(envelope)
+    );
+    let registry = match dir {
+        ConfigDir::Dir(d) => d.display().to_string(),
+        ConfigDir::EmbeddedDemo => "built-in copy of config/demo".to_owned(),
+    };
+    println!(
+        "
+Postern demo gateway: {url}
+  state directory  {state}  (SQLite store, sealed spool, development PKI and keys)
+  organisations    {registry}
+
+A referral from Riverside Youth Club (voluntary) to the MASH: accepted, prints the transfer id.
+
+  {exe} send {common} --to northshire-mash --purpose safeguarding-referral --lawful-basis legitimate_interests --marking 'OFFICIAL-SENSITIVE PERSONAL' {payload}
+
+The same club sharing with the police under s.115 Crime and Disorder Act 1998: refused, because
+that gateway only works between statutory bodies.
+
+  {exe} send {common} --to northshire-police --purpose crime-prevention-s115 --lawful-basis public_task --data-category personal --marking OFFICIAL {payload}
+
+The transfer log (every decision, accepted or refused):
+
+  {exe} log list --state-dir {state}
+
+With curl, as an agency system would (the council's children's services to the police):
+
+  curl --cacert {ca} --cert {cert} -F 'envelope=<{env};type=application/json' -F 'payload=@{payload_raw}' {url}/v1/transfers
+
+Ctrl-C stops the gateway.
+",
+        state = q(state_dir),
+        payload = q(payload),
+        ca = q(&paths.ca()),
+        cert = q(&paths.client_identity("northshire-cc")),
+        env = curl_envelope.display(),
+        payload_raw = payload.display(),
+    );
+}

@@ -1,0 +1,341 @@
+//! The client side of the API, over mutual TLS: what `postern send` uses (the way a small
+//! organisation without its own system shares), what the load generator drives, and what the
+//! integration tests call. The payload is streamed from its source into a multipart body; it is
+//! never held whole in memory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, stream};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::ingest::tls::{PROTOCOLS, provider};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("`{0}` is not an https:// URL with a host")]
+    BadUrl(String),
+    #[error("cannot read `{path}`: {reason}")]
+    Pem { path: String, reason: String },
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A client certificate chain and its private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+fn pem_err(path: &Path, reason: impl ToString) -> ClientError {
+    ClientError::Pem {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Identity {
+    /// Reads a PEM file holding the certificate (chain) and the private key together, as
+    /// `postern pki` writes them (`<org>.pem`) and as `curl --cert` accepts.
+    pub fn from_pem_file(path: &Path) -> Result<Self, ClientError> {
+        Self::from_files(path, path)
+    }
+
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, ClientError> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| pem_err(cert, e))?;
+        if chain.is_empty() {
+            return Err(pem_err(cert, "no certificate in the file"));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+        Ok(Identity { chain, key })
+    }
+}
+
+/// Reads trusted CA certificates from a PEM file.
+pub fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_err(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// A TLS 1.2/1.3 client configuration trusting `roots`, presenting `identity` if given.
+pub fn tls_config(
+    roots: &[CertificateDer<'static>],
+    identity: Option<&Identity>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone())?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOLS)?
+        .with_root_certificates(store);
+    let mut config = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Where to connect: host and port from an `https://` base URL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, ClientError> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Target {
+            host,
+            port: uri.port_u16().unwrap_or(443),
+        })
+    }
+
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// An HTTP/1.1 connection over mutual TLS, reused for many requests.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    authority: String,
+}
+
+/// An answer: status, headers, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+pub async fn connect(
+    target: &Target,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Connection, ClientError> {
+    let addr = target.addr();
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(target.host.clone())
+        .map_err(|_| ClientError::BadUrl(target.host.clone()))?;
+    let tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ClientError::Handshake {
+            addr: addr.clone(),
+            source,
+        })?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "client connection ended");
+        }
+    });
+    Ok(Connection {
+        sender,
+        authority: addr,
+    })
+}
+
+/// The envelope and payload of one transfer, as a multipart/form-data body.
+pub struct Submission<S> {
+    pub envelope_json: Bytes,
+    pub payload: S,
+    /// The payload's length, if known: lets the body carry a Content-Length.
+    pub payload_len: Option<u64>,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+fn quote(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| {
+            if c == '"' || c == '\\' {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn boundary() -> String {
+    let mut b = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    format!("postern-{}", hex::encode(b))
+}
+
+impl Connection {
+    async fn send(&mut self, req: hyper::Request<Body>) -> Result<Answer, ClientError> {
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// `POST /v1/transfers`, streaming the payload.
+    pub async fn submit<S>(&mut self, s: Submission<S>) -> Result<Answer, ClientError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    {
+        let b = boundary();
+        let head = format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"envelope\"\r\nContent-Type: application/json\r\n\r\n"
+        );
+        let file_name = s
+            .file_name
+            .as_deref()
+            .map(|f| format!("; filename=\"{}\"", quote(f)))
+            .unwrap_or_default();
+        let ctype = s
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let mid = format!(
+            "\r\n--{b}\r\nContent-Disposition: form-data; name=\"payload\"{file_name}\r\nContent-Type: {}\r\n\r\n",
+            quote(&ctype)
+        );
+        let tail = format!("\r\n--{b}--\r\n");
+        let fixed = head.len() + s.envelope_json.len() + mid.len() + tail.len();
+        let prefix = stream::iter([
+            Ok(Bytes::from(head)),
+            Ok(s.envelope_json),
+            Ok(Bytes::from(mid)),
+        ]);
+        let body = prefix
+            .chain(s.payload)
+            .chain(stream::iter([Ok(Bytes::from(tail))]))
+            .map(|r| r.map(Frame::data));
+        let mut req = hyper::Request::post("/v1/transfers")
+            .header(hyper::header::HOST, &self.authority)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={b}"),
+            );
+        if let Some(len) = s.payload_len {
+            req = req.header(hyper::header::CONTENT_LENGTH, fixed as u64 + len);
+        }
+        if let Some(k) = &s.idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        let req = req.body(BodyExt::boxed(StreamBody::new(body)))?;
+        self.send(req).await
+    }
+
+    /// A GET of an API path, e.g. `/v1/transfers/{id}`.
+    pub async fn get(&mut self, path: &str) -> Result<Answer, ClientError> {
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.authority)
+            .body(BodyExt::boxed(
+                Full::new(Bytes::new()).map_err(|never| match never {}),
+            ))?;
+        self.send(req).await
+    }
+
+    /// Any request with a fixed body (used by tests for malformed input).
+    pub async fn raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(BodyExt::boxed(
+            Full::new(body).map_err(|never| match never {}),
+        ))?;
+        self.send(req).await
+    }
+}
+
+/// Streams a file in large chunks.
+pub async fn file_stream(
+    path: &Path,
+) -> std::io::Result<(
+    impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    u64,
+)> {
+    let file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    Ok((
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+        len,
+    ))
+}

@@ -1,0 +1,558 @@
+//! The daemon's own settings (`postern.toml`): listener, TLS material, limits, keys, state
+//! directory. Layered with the `config` crate: built-in defaults, then the file, then
+//! `POSTERN_*` environment variables, then command-line overrides. Every value that turns out
+//! to be wrong is reported where it came from: a file and line, an environment variable, or a
+//! command-line flag.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use toml::de::DeValue;
+
+use super::source::{ConfigError, Doc, Errors};
+use super::{Overrides, Paths, Source};
+use crate::domain::subject::SubjectKey;
+use crate::seal::SpoolKey;
+
+/// Environment variables with the `POSTERN_` prefix that are not configuration keys.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "POSTERN_LOG",
+    "POSTERN_CONFIG_DIR",
+    "POSTERN_SERVER",
+    "POSTERN_CA",
+    "POSTERN_IDENTITY",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<String>,
+    api: Option<RawApi>,
+    tls: Option<RawTls>,
+    limits: Option<RawLimits>,
+    spool: Option<RawSpool>,
+    subjects: Option<RawSubjects>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: Option<String>,
+    private_key: Option<String>,
+    client_cas: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_payload_bytes: Option<u64>,
+    max_envelope_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    handshake_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    identity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubjects {
+    key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_payload_bytes: u64,
+    pub max_envelope_bytes: usize,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub client_cas: Vec<PathBuf>,
+}
+
+/// Validated daemon settings (paths expanded, not yet read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub limits: Limits,
+    pub spool_identity: PathBuf,
+    pub subject_key: PathBuf,
+}
+
+/// The TLS material read from the files the daemon names.
+pub struct TlsMaterial {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub client_roots: Vec<CertificateDer<'static>>,
+}
+
+/// Says where a key's value came from, for error messages.
+struct Locator<'a> {
+    defaults: Option<Doc<'a>>,
+    file: Option<Doc<'a>>,
+    env: &'a HashMap<String, String>,
+    overrides: &'a Overrides,
+}
+
+pub fn env_var_for(path: &str) -> String {
+    format!("POSTERN_{}", path.to_uppercase().replace('.', "__"))
+}
+
+impl Locator<'_> {
+    fn at(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
+        if let Some(flag) = self.overrides.flag_for(path) {
+            return ConfigError {
+                origin: format!("command line ({flag})"),
+                line: None,
+                column: None,
+                key: Some(path.to_owned()),
+                message,
+            };
+        }
+        let var = env_var_for(path);
+        if self.env.contains_key(&var) {
+            return ConfigError {
+                origin: format!("environment variable {var}"),
+                line: None,
+                column: None,
+                key: Some(path.to_owned()),
+                message,
+            };
+        }
+        for doc in [&self.file, &self.defaults].into_iter().flatten() {
+            if has_key(doc, path) {
+                return doc.error_key(path, message);
+            }
+        }
+        ConfigError {
+            origin: "configuration".into(),
+            line: None,
+            column: None,
+            key: Some(path.to_owned()),
+            message,
+        }
+    }
+}
+
+fn has_key(doc: &Doc<'_>, path: &str) -> bool {
+    let mut table = doc.root.get_ref();
+    let mut parts = path.split('.').peekable();
+    while let Some(p) = parts.next() {
+        let Some(v) = table.get(p) else { return false };
+        if parts.peek().is_none() {
+            return true;
+        }
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Every leaf key of the defaults, e.g. `limits.max_payload_bytes`.
+fn known_keys(doc: &Doc<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in doc.root.get_ref().iter() {
+        let k: &str = k.get_ref();
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                out.extend(t.iter().map(|(k2, _)| format!("{k}.{}", k2.get_ref())))
+            }
+            _ => out.push(k.to_owned()),
+        }
+    }
+    out
+}
+
+/// Type-checks the user's own file section by section, so each bad section is reported at its
+/// line (the merged view below knows no lines).
+fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
+    for (k, v) in doc.root.get_ref().iter() {
+        let key: &str = k.get_ref();
+        match key {
+            "state_dir" => {
+                let _ = doc.deserialize::<String>(v, key, errors);
+            }
+            "api" => {
+                let _ = doc.deserialize::<RawApi>(v, key, errors);
+            }
+            "tls" => {
+                let _ = doc.deserialize::<RawTls>(v, key, errors);
+            }
+            "limits" => {
+                let _ = doc.deserialize::<RawLimits>(v, key, errors);
+            }
+            "spool" => {
+                let _ = doc.deserialize::<RawSpool>(v, key, errors);
+            }
+            "subjects" => {
+                let _ = doc.deserialize::<RawSubjects>(v, key, errors);
+            }
+            other => errors.push(doc.error_at(
+                Some(k.span()),
+                Some(other.to_owned()),
+                "unknown key; expected state_dir, api, tls, limits, spool, subjects",
+            )),
+        }
+    }
+}
+
+/// The key material a valid configuration names.
+pub struct Materials {
+    pub tls: TlsMaterial,
+    pub spool_key: SpoolKey,
+    pub subject_key: SubjectKey,
+}
+
+/// Reads and validates the daemon settings, then the files they name. `env` is the `POSTERN_*`
+/// environment. The materials are `None` if any of them failed (with the errors recorded).
+pub(super) fn load(
+    defaults: &Source,
+    file: Option<&Source>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+    errors: &mut Errors,
+) -> Option<(Daemon, Option<Materials>)> {
+    let before = errors.0.len();
+    let defaults_doc = Doc::parse(&defaults.name, &defaults.text, errors);
+    let file_doc = file.and_then(|f| Doc::parse(&f.name, &f.text, errors));
+    if let Some(doc) = &file_doc {
+        check_file(doc, errors);
+    }
+    let known = defaults_doc.as_ref().map(known_keys).unwrap_or_default();
+    let known_vars: Vec<String> = known.iter().map(|k| env_var_for(k)).collect();
+    for var in env.keys() {
+        if !known_vars.contains(var) && !NON_CONFIG_ENV.contains(&var.as_str()) {
+            errors.general(
+                format!("environment variable {var}"),
+                None,
+                format!(
+                    "not a configuration key; the settable keys are {}",
+                    known_vars.join(", ")
+                ),
+            );
+        }
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        &defaults.text,
+        config::FileFormat::Toml,
+    ));
+    if let Some(f) = file {
+        builder = builder.add_source(config::File::from_str(&f.text, config::FileFormat::Toml));
+    }
+    let env_source = config::Environment::with_prefix("POSTERN")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("tls.client_cas")
+        .source(Some(
+            env.iter()
+                .filter(|(k, _)| known_vars.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    builder = builder.add_source(env_source);
+    if let Some(dir) = &overrides.state_dir {
+        builder = builder
+            .set_override("state_dir", dir.display().to_string())
+            .ok()?;
+    }
+    if let Some(addr) = overrides.listen {
+        builder = builder.set_override("api.listen", addr.to_string()).ok()?;
+    }
+    let locator = Locator {
+        defaults: defaults_doc,
+        file: file_doc,
+        env,
+        overrides,
+    };
+    let raw: RawDaemon = match builder.build().and_then(config::Config::try_deserialize) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.general(
+                "configuration (after environment overrides)",
+                None,
+                e.to_string(),
+            );
+            return None;
+        }
+    };
+    let daemon = validate(raw, &locator, errors)?;
+    let materials = materials(&daemon, &locator, errors);
+    Some((daemon, materials))
+}
+
+fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Daemon> {
+    let before = errors.0.len();
+    let mut need = |v: Option<String>, path: &str| -> Option<String> {
+        match v.filter(|s| !s.trim().is_empty()) {
+            Some(s) => Some(s.trim().to_owned()),
+            None => {
+                errors.push(loc.at(path, "is required and must not be empty"));
+                None
+            }
+        }
+    };
+    let state_dir = need(raw.state_dir, "state_dir").map(PathBuf::from);
+    let api = raw.api.unwrap_or_default();
+    let tls = raw.tls.unwrap_or_default();
+    let listen_text = need(api.listen, "api.listen");
+    let certificate = need(tls.certificate, "tls.certificate");
+    let private_key = need(tls.private_key, "tls.private_key");
+    let spool_identity = need(raw.spool.unwrap_or_default().identity, "spool.identity");
+    let subject_key = need(raw.subjects.unwrap_or_default().key, "subjects.key");
+    let client_cas = tls.client_cas.unwrap_or_default();
+    if client_cas.is_empty() {
+        errors.push(loc.at(
+            "tls.client_cas",
+            "name at least one CA file: a client certificate is always required",
+        ));
+    }
+
+    let listen = listen_text.and_then(|l| match l.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(loc.at(
+                "api.listen",
+                format!("`{l}` is not an address and port such as 127.0.0.1:8443"),
+            ));
+            None
+        }
+    });
+
+    let lim = raw.limits.unwrap_or_default();
+    let mut range = |v: Option<u64>, path: &str, min: u64, max: u64| -> Option<u64> {
+        match v {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                errors.push(loc.at(path, format!("{n} is out of range ({min} to {max})")));
+                None
+            }
+            None => {
+                errors.push(loc.at(path, "is required"));
+                None
+            }
+        }
+    };
+    let max_payload = range(
+        lim.max_payload_bytes,
+        "limits.max_payload_bytes",
+        1,
+        1 << 40,
+    );
+    let max_envelope = range(
+        lim.max_envelope_bytes,
+        "limits.max_envelope_bytes",
+        1024,
+        16 << 20,
+    );
+    let max_conn = range(lim.max_connections, "limits.max_connections", 1, 100_000);
+    let handshake = range(
+        lim.handshake_timeout_secs,
+        "limits.handshake_timeout_secs",
+        1,
+        3600,
+    );
+    let idle = range(lim.idle_timeout_secs, "limits.idle_timeout_secs", 1, 3600);
+
+    if errors.0.len() > before {
+        return None;
+    }
+    let (
+        Some(state_dir),
+        Some(listen),
+        Some(certificate),
+        Some(private_key),
+        Some(spool_identity),
+        Some(subject_key),
+    ) = (
+        state_dir,
+        listen,
+        certificate,
+        private_key,
+        spool_identity,
+        subject_key,
+    )
+    else {
+        return None;
+    };
+    let (Some(max_payload), Some(max_envelope), Some(max_conn), Some(handshake), Some(idle)) =
+        (max_payload, max_envelope, max_conn, handshake, idle)
+    else {
+        return None;
+    };
+    let paths = Paths {
+        state_dir: state_dir.clone(),
+        config_dir: loc.overrides.config_dir.clone(),
+    };
+    Some(Daemon {
+        listen,
+        tls: TlsFiles {
+            certificate: paths.expand(&certificate),
+            private_key: paths.expand(&private_key),
+            client_cas: client_cas.iter().map(|c| paths.expand(c)).collect(),
+        },
+        limits: Limits {
+            max_payload_bytes: max_payload,
+            max_envelope_bytes: usize::try_from(max_envelope).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(max_conn).unwrap_or(usize::MAX),
+            handshake_timeout: Duration::from_secs(handshake),
+            idle_timeout: Duration::from_secs(idle),
+        },
+        spool_identity: paths.expand(&spool_identity),
+        subject_key: paths.expand(&subject_key),
+        state_dir,
+    })
+}
+
+/// Reads the certificates and keys the settings name. Each failure is reported at the key that
+/// names the file.
+fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Materials> {
+    let before = errors.0.len();
+    let chain: Vec<CertificateDer<'static>> =
+        match CertificateDer::pem_file_iter(&d.tls.certificate)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => {
+                errors.push(loc.at(
+                    "tls.certificate",
+                    format!(
+                        "`{}` contains no PEM certificate",
+                        d.tls.certificate.display()
+                    ),
+                ));
+                Vec::new()
+            }
+            Err(e) => {
+                errors.push(loc.at(
+                    "tls.certificate",
+                    format!(
+                        "cannot read certificates from `{}`: {e}",
+                        d.tls.certificate.display()
+                    ),
+                ));
+                Vec::new()
+            }
+        };
+    let key = match PrivateKeyDer::from_pem_file(&d.tls.private_key) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            errors.push(loc.at(
+                "tls.private_key",
+                format!(
+                    "cannot read a private key from `{}`: {e}",
+                    d.tls.private_key.display()
+                ),
+            ));
+            None
+        }
+    };
+    if let (Some(key), Some(leaf)) = (&key, chain.first()) {
+        match rustls::crypto::ring::sign::any_supported_type(key) {
+            Ok(signer) => {
+                let ck = rustls::sign::CertifiedKey::new(vec![leaf.clone()], signer);
+                if ck.keys_match().is_err() {
+                    errors.push(loc.at(
+                        "tls.private_key",
+                        format!(
+                            "`{}` is not the key of the certificate in `{}`",
+                            d.tls.private_key.display(),
+                            d.tls.certificate.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) => {
+                errors.push(loc.at("tls.private_key", format!("unsupported private key: {e}")))
+            }
+        }
+    }
+    let mut client_roots = Vec::new();
+    for (i, ca) in d.tls.client_cas.iter().enumerate() {
+        let key_path = format!("tls.client_cas[{i}]");
+        match CertificateDer::pem_file_iter(ca).and_then(|it| it.collect::<Result<Vec<_>, _>>()) {
+            Ok(c) if !c.is_empty() => client_roots.extend(c),
+            Ok(_) => errors.push(loc.at(
+                "tls.client_cas",
+                format!("{key_path}: `{}` contains no PEM certificate", ca.display()),
+            )),
+            Err(e) => errors.push(loc.at(
+                "tls.client_cas",
+                format!("{key_path}: cannot read `{}`: {e}", ca.display()),
+            )),
+        }
+    }
+    let spool = match SpoolKey::from_file(&d.spool_identity) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            errors.push(loc.at(
+                "spool.identity",
+                format!("cannot load `{}`: {e}", d.spool_identity.display()),
+            ));
+            None
+        }
+    };
+    let subject = match read_subject_key(&d.subject_key) {
+        Ok(k) => Some(k),
+        Err(msg) => {
+            errors.push(loc.at("subjects.key", msg));
+            None
+        }
+    };
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(Materials {
+        tls: TlsMaterial {
+            chain,
+            key: key?,
+            client_roots,
+        },
+        spool_key: spool?,
+        subject_key: subject?,
+    })
+}
+
+/// The subject key file holds hex digits (whitespace ignored), at least 32 bytes' worth.
+pub fn read_subject_key(path: &std::path::Path) -> Result<SubjectKey, String> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?,
+    );
+    let digits: zeroize::Zeroizing<String> =
+        zeroize::Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
+    let bytes = hex::decode(digits.as_bytes())
+        .map_err(|_| format!("`{}` must contain hex digits only", path.display()))?;
+    SubjectKey::new(bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+}

@@ -1,0 +1,221 @@
+//! Configuration: TOML files → raw structs (serde, unknown keys rejected) → validated domain
+//! types, once, at start-up. Every error is collected and reported with its file and line
+//! (`postern check-config` prints them and exits 64 before any port is bound).
+//!
+//! A configuration directory holds `postern.toml` (optional: the daemon settings, over built-in
+//! defaults) and the registry: `marking.toml`, `purposes.toml`, `organisations.toml`,
+//! `agreements.toml`.
+
+pub mod daemon;
+pub mod registry;
+pub mod source;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use daemon::{Daemon, Limits, TlsMaterial};
+pub use source::{ConfigError, ConfigErrors};
+
+use crate::domain::registry::Registry;
+use crate::domain::subject::SubjectKey;
+use crate::seal::SpoolKey;
+use registry::RegistrySources;
+use source::Errors;
+
+/// The built-in daemon defaults (`config/postern.toml`).
+pub const DEFAULT_DAEMON: &str = include_str!("../../config/postern.toml");
+
+/// The demo registry (`config/demo/`), embedded so that `postern demo` works from any directory.
+pub mod embedded_demo {
+    pub const MARKING: &str = include_str!("../../config/demo/marking.toml");
+    pub const PURPOSES: &str = include_str!("../../config/demo/purposes.toml");
+    pub const ORGANISATIONS: &str = include_str!("../../config/demo/organisations.toml");
+    pub const AGREEMENTS: &str = include_str!("../../config/demo/agreements.toml");
+}
+
+/// The text of one configuration file and the name to report it by.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Expands `${state_dir}` and `${config_dir}` in configured paths.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+}
+
+impl Paths {
+    pub fn expand(&self, s: &str) -> PathBuf {
+        let mut out = s.replace("${state_dir}", &self.state_dir.display().to_string());
+        if let Some(c) = &self.config_dir {
+            out = out.replace("${config_dir}", &c.display().to_string());
+        }
+        PathBuf::from(out)
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    /// Where the configuration was loaded from, for `${config_dir}`.
+    pub config_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn flag_for(&self, path: &str) -> Option<&'static str> {
+        match path {
+            "state_dir" if self.state_dir.is_some() => Some("--state-dir"),
+            "api.listen" if self.listen.is_some() => Some("--listen"),
+            _ => None,
+        }
+    }
+}
+
+/// Where the registry files come from.
+#[derive(Debug, Clone)]
+pub enum ConfigDir {
+    /// A directory on disk (its `postern.toml` is optional).
+    Dir(PathBuf),
+    /// The demo registry compiled into the binary, with the built-in daemon defaults.
+    EmbeddedDemo,
+}
+
+pub struct LoadOptions {
+    pub dir: ConfigDir,
+    pub overrides: Overrides,
+    /// The `POSTERN_*` environment; `None` reads the process environment.
+    pub env: Option<HashMap<String, String>>,
+}
+
+/// Everything the daemon needs, validated and loaded.
+pub struct Config {
+    pub daemon: Daemon,
+    pub registry: Registry,
+    pub tls: TlsMaterial,
+    pub spool_key: SpoolKey,
+    pub subject_key: SubjectKey,
+}
+
+fn process_env() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("POSTERN_"))
+        .collect()
+}
+
+fn read_file(path: &Path, required: bool, errors: &mut Errors) -> Option<Source> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(Source {
+            name: path.display().to_string(),
+            text,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
+        Err(e) => {
+            errors.general(
+                path.display().to_string(),
+                None,
+                format!("cannot read: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// Reads, validates and loads the whole configuration, reporting every error at once.
+pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors::default();
+    let env = opts.env.clone().unwrap_or_else(process_env);
+    let mut overrides = opts.overrides.clone();
+
+    let defaults = Source {
+        name: "built-in defaults (config/postern.toml)".into(),
+        text: DEFAULT_DAEMON.into(),
+    };
+    let (file, registry_sources) = match &opts.dir {
+        ConfigDir::Dir(dir) => {
+            if overrides.config_dir.is_none() {
+                overrides.config_dir = Some(dir.clone());
+            }
+            if !dir.is_dir() {
+                errors.general(
+                    dir.display().to_string(),
+                    None,
+                    "is not a configuration directory",
+                );
+                return Err(ConfigErrors(errors.0));
+            }
+            let file = read_file(&dir.join("postern.toml"), false, &mut errors);
+            let [m, p, o, a] =
+                RegistrySources::FILES.map(|f| read_file(&dir.join(f), true, &mut errors));
+            let sources = match (m, p, o, a) {
+                (Some(marking), Some(purposes), Some(organisations), Some(agreements)) => {
+                    Some(RegistrySources {
+                        marking,
+                        purposes,
+                        organisations,
+                        agreements,
+                    })
+                }
+                _ => None,
+            };
+            (file, sources)
+        }
+        ConfigDir::EmbeddedDemo => {
+            let src = |f: &str, text: &str| Source {
+                name: format!("config/demo/{f} (embedded)"),
+                text: text.to_owned(),
+            };
+            (
+                None,
+                Some(RegistrySources {
+                    marking: src("marking.toml", embedded_demo::MARKING),
+                    purposes: src("purposes.toml", embedded_demo::PURPOSES),
+                    organisations: src("organisations.toml", embedded_demo::ORGANISATIONS),
+                    agreements: src("agreements.toml", embedded_demo::AGREEMENTS),
+                }),
+            )
+        }
+    };
+
+    let daemon_and_materials =
+        daemon::load(&defaults, file.as_ref(), &env, &overrides, &mut errors);
+
+    // The registry is read even when the daemon settings failed, so that one run reports both.
+    let state_dir = daemon_and_materials
+        .as_ref()
+        .map(|(d, _)| d.state_dir.clone())
+        .or_else(|| overrides.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("postern-state"));
+    let paths = Paths {
+        state_dir,
+        config_dir: overrides.config_dir.clone(),
+    };
+    let registry = registry_sources.and_then(|s| match registry::load(&s, &paths) {
+        Ok(r) => Some(r),
+        Err(ConfigErrors(e)) => {
+            errors.0.extend(e);
+            None
+        }
+    });
+
+    match (daemon_and_materials, registry) {
+        (Some((daemon, Some(m))), Some(registry)) if errors.0.is_empty() => Ok(Config {
+            daemon,
+            registry,
+            tls: m.tls,
+            spool_key: m.spool_key,
+            subject_key: m.subject_key,
+        }),
+        _ => {
+            if errors.0.is_empty() {
+                errors.general("configuration", None, "could not be loaded");
+            }
+            Err(ConfigErrors(errors.0))
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The one place where errors become HTTP answers: RFC 9457 problem+json with a stable
+//! machine-readable `code`, the field at fault, and a sentence a person understands. Internal
+//! errors are logged and answered with a generic message; their details never reach the caller.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::envelope::FieldError;
+use crate::domain::policy::{Refusal, Rule};
+
+/// Every code the API can answer with, and its status. The OpenAPI document lists the same set
+/// (a test keeps them in step).
+pub const CODES: &[(&str, u16)] = &[
+    ("malformed_request", 400),
+    ("envelope_not_json", 400),
+    ("envelope_missing", 400),
+    ("payload_missing", 400),
+    ("unexpected_part", 400),
+    ("invalid_idempotency_key", 400),
+    ("invalid_envelope", 422),
+    ("idempotency_key_reused", 422),
+    ("envelope_too_large", 413),
+    ("payload_too_large", 413),
+    ("unsupported_media_type", 415),
+    ("request_timeout", 408),
+    ("not_found", 404),
+    ("transfer_not_found", 404),
+    ("method_not_allowed", 405),
+    ("internal_error", 500),
+    ("unavailable", 503),
+];
+
+/// A problem detail document. Extension members: `code`, `field`, `errors`, `recipient`,
+/// `agreement`, `transfer_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// The reference under which the gateway recorded this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemField {
+    pub code: String,
+    pub field: String,
+    pub message: String,
+}
+
+fn title_for(status: u16) -> &'static str {
+    match status {
+        400 => "Malformed request",
+        403 => "Refused by policy",
+        404 => "Not found",
+        405 => "Method not allowed",
+        408 => "Request timeout",
+        413 => "Too large",
+        415 => "Unsupported media type",
+        422 => "Invalid envelope",
+        503 => "Unavailable",
+        _ => "Internal error",
+    }
+}
+
+impl Problem {
+    pub fn new(status: u16, code: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            type_uri: format!("urn:postern:problem:{code}"),
+            title: title_for(status).to_owned(),
+            status,
+            detail: detail.into(),
+            code: code.to_owned(),
+            field: None,
+            errors: Vec::new(),
+            recipient: None,
+            agreement: None,
+            transfer_id: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_transfer(mut self, id: impl ToString) -> Self {
+        self.transfer_id = Some(id.to_string());
+        self
+    }
+
+    /// 422 with every field error; `field` is the first of them.
+    pub fn invalid(errors: &[FieldError]) -> Self {
+        let detail = match errors {
+            [one] => one.message.clone(),
+            _ => format!(
+                "The envelope has {} problems: {}",
+                errors.len(),
+                errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        let mut p = Problem::new(422, "invalid_envelope", detail);
+        p.field = errors.first().map(|e| e.field.clone());
+        p.errors = errors
+            .iter()
+            .map(|e| ProblemField {
+                code: e.code.code().to_owned(),
+                field: e.field.clone(),
+                message: e.message.clone(),
+            })
+            .collect();
+        p
+    }
+
+    /// 403 naming the rule (as the code), the recipient and the agreement considered.
+    pub fn refused(r: &Refusal, recipient_index: Option<usize>) -> Self {
+        let mut p = Problem::new(403, r.code(), r.detail.clone());
+        p.field = rule_field(r.rule, recipient_index);
+        p.recipient = r.recipient.as_ref().map(ToString::to_string);
+        p.agreement = r.agreement.as_ref().map(ToString::to_string);
+        p
+    }
+
+    pub fn internal() -> Self {
+        Problem::new(
+            500,
+            "internal_error",
+            "The gateway could not complete this request. Nothing was shared. Try again; if it persists, tell the gateway's operators the time of the request.",
+        )
+    }
+}
+
+/// The envelope field a refusal is about, so a client can highlight it.
+fn rule_field(rule: Rule, recipient_index: Option<usize>) -> Option<String> {
+    let recipients = || {
+        Some(
+            recipient_index.map_or_else(|| "recipients".to_owned(), |i| format!("recipients[{i}]")),
+        )
+    };
+    match rule {
+        Rule::SenderRegistered => None,
+        Rule::MarkingWithinGateway
+        | Rule::MarkingWithinClearance
+        | Rule::MarkingWithinAgreement => Some("marking".into()),
+        Rule::PurposeKnown | Rule::PurposeInAgreement | Rule::StatutoryOnlySender => {
+            Some("purpose".into())
+        }
+        Rule::LawfulBasisFitsPurpose | Rule::LawfulBasisInAgreement => Some("lawful_basis".into()),
+        Rule::SpecialCategoryCondition => Some("special_category_condition".into()),
+        Rule::SpecialCategoryPermitted => Some("data_categories".into()),
+        Rule::OriginatorPermission => Some("originator_permission_ref".into()),
+        Rule::RecipientRegistered
+        | Rule::StatutoryOnlyRecipient
+        | Rule::AgreementExists
+        | Rule::AgreementInForce => recipients(),
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            serde_json::to_vec(&self).unwrap_or_else(|_| b"{\"code\":\"internal_error\"}".to_vec());
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_and_every_refusal_rule_maps_to_403() {
+        let mut seen = std::collections::HashSet::new();
+        for (code, _) in CODES {
+            assert!(seen.insert(*code), "{code} listed twice");
+        }
+        for rule in Rule::ALL {
+            assert!(
+                !seen.contains(rule.refusal_code()),
+                "{} collides with a non-policy code",
+                rule.refusal_code()
+            );
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! The API handlers: `POST /v1/transfers` (accept, decide, seal, spool, record) and
+//! `GET /v1/transfers/{id}`. The caller is already authenticated: the TLS layer put its
+//! [`Peer`] on the request, and no request without one reaches these handlers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::App;
+use super::problem::Problem;
+use super::tls::Peer;
+use super::upload::{SpoolFile, SpoolUpload, UploadError};
+use crate::domain::envelope::{self, Envelope, EnvelopeError, ParseContext};
+use crate::domain::ids::TransferId;
+use crate::domain::policy::{self, Decision, Refusal};
+use crate::seal::{self, SealSummary};
+use crate::store::{IdempotentAnswer, NewTransfer, StoreError, payload_file_name};
+use crate::transfer_log::{
+    DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
+    TransferRecord,
+};
+
+/// The answer to an accepted transfer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub transfer_id: String,
+    pub status: String,
+    pub received_at: String,
+    pub recipients: Vec<AcceptedRecipient>,
+    pub payload: AcceptedPayload,
+    pub status_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptedRecipient {
+    pub recipient: String,
+    pub agreement: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptedPayload {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// How a request ended, when it did not end in 202.
+enum Fail {
+    /// Answer with this problem; record it in the transfer log as a rejection.
+    Reject(Box<Problem>),
+    /// Answer with this problem without recording it (nothing was decided: e.g. a replay).
+    Answer(Box<Response>),
+}
+
+impl Fail {
+    fn answer(r: Response) -> Self {
+        Fail::Answer(Box::new(r))
+    }
+}
+
+impl From<Problem> for Fail {
+    fn from(p: Problem) -> Self {
+        Fail::Reject(Box::new(p))
+    }
+}
+
+struct Request {
+    app: Arc<App>,
+    peer: Peer,
+    id: TransferId,
+    received: OffsetDateTime,
+    at: String,
+    idempotency_key: Option<String>,
+    envelope_sha256: Option<String>,
+}
+
+fn internal(e: impl std::fmt::Display, what: &str, id: TransferId) -> Fail {
+    tracing::error!(transfer_id = %id, error = %e, "{what}");
+    Fail::answer(Problem::internal().with_transfer(id).into_response())
+}
+
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let received = OffsetDateTime::now_utc();
+    let id = TransferId::from_uuid(uuid::Uuid::now_v7());
+    let mut req = Request {
+        app,
+        peer,
+        id,
+        received,
+        at: received.format(&Rfc3339).unwrap_or_default(),
+        idempotency_key: None,
+        envelope_sha256: None,
+    };
+    match run(&mut req, &headers, body).await {
+        Ok(resp) => resp,
+        Err(Fail::Answer(resp)) => *resp,
+        Err(Fail::Reject(problem)) => {
+            tracing::info!(transfer_id = %req.id, sender = %req.peer.org, status = problem.status, code = %problem.code, "transfer rejected");
+            match record_rejection(&req, &problem).await {
+                Ok(()) => (*problem).with_transfer(req.id).into_response(),
+                Err(e) => internal(e, "could not record a rejection", req.id).into_response_fail(),
+            }
+        }
+    }
+}
+
+impl Fail {
+    fn into_response_fail(self) -> Response {
+        match self {
+            Fail::Answer(r) => *r,
+            Fail::Reject(p) => p.into_response(),
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Fail> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default();
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Fail::from(
+            Problem::new(
+                400,
+                "invalid_idempotency_key",
+                "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
+            )
+            .with_field("Idempotency-Key"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn multer_problem(e: multer::Error, limits: &crate::config::Limits) -> Fail {
+    match e {
+        multer::Error::FieldSizeExceeded { field_name, .. } if field_name.as_deref() == Some("envelope") => {
+            Problem::new(413, "envelope_too_large", format!("The envelope is larger than this gateway accepts ({} bytes).", limits.max_envelope_bytes)).with_field("envelope").into()
+        }
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            Problem::new(413, "payload_too_large", format!("The payload is larger than this gateway accepts ({} bytes). Nothing was kept.", limits.max_payload_bytes)).with_field("payload").into()
+        }
+        multer::Error::UnknownField { field_name } => Problem::new(
+            400,
+            "unexpected_part",
+            format!("Unexpected multipart part `{}`: send exactly two parts, `envelope` then `payload`.", field_name.unwrap_or_default()),
+        )
+        .into(),
+        // The connection failed or the client went away: nothing to answer, nothing decided.
+        multer::Error::StreamReadFailed(_) => Fail::answer(StatusCode::BAD_REQUEST.into_response()),
+        other => Problem::new(400, "malformed_request", format!("The multipart body could not be read: {other}.")).into(),
+    }
+}
+
+async fn next_chunk(
+    field: &mut multer::Field<'_>,
+    req: &Request,
+) -> Result<Option<bytes::Bytes>, Fail> {
+    let limits = &req.app.limits;
+    match tokio::time::timeout(limits.idle_timeout, field.chunk()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(multer_problem(e, limits)),
+        Err(_) => {
+            tracing::info!(transfer_id = %req.id, "upload stalled; abandoned");
+            Err(Fail::answer(
+                Problem::new(
+                    408,
+                    "request_timeout",
+                    "The upload made no progress and was abandoned. Nothing was kept.",
+                )
+                .into_response(),
+            ))
+        }
+    }
+}
+
+async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Response, Fail> {
+    let app = req.app.clone();
+    let limits = &app.limits;
+    req.idempotency_key = idempotency_key(headers)?;
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        Problem::new(415, "unsupported_media_type", "Send the transfer as multipart/form-data with two parts: `envelope` (JSON) then `payload` (the file).")
+    })?;
+    let overhead = 64 * 1024;
+    let max_total = limits
+        .max_payload_bytes
+        .saturating_add(limits.max_envelope_bytes as u64)
+        .saturating_add(overhead);
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max_total
+    {
+        return Err(Problem::new(413, "payload_too_large", format!("The request is larger than this gateway accepts ({} bytes of payload). Nothing was kept.", limits.max_payload_bytes)).with_field("payload").into());
+    }
+    let constraints = multer::Constraints::new()
+        .allowed_fields(vec!["envelope", "payload"])
+        .size_limit(
+            multer::SizeLimit::new()
+                .whole_stream(max_total)
+                .for_field("envelope", limits.max_envelope_bytes as u64)
+                .for_field("payload", limits.max_payload_bytes),
+        );
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+
+    // 1. The envelope part, first.
+    let mut field = match multipart.next_field().await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(Problem::new(
+                400,
+                "envelope_missing",
+                "The request has no parts: send `envelope` (JSON) then `payload`.",
+            )
+            .with_field("envelope")
+            .into());
+        }
+        Err(e) => return Err(multer_problem(e, limits)),
+    };
+    if field.name() != Some("envelope") {
+        return Err(Problem::new(
+            400,
+            "envelope_missing",
+            "The first part must be `envelope` (JSON), followed by `payload`.",
+        )
+        .with_field("envelope")
+        .into());
+    }
+    let mut envelope_bytes = Vec::new();
+    while let Some(chunk) = next_chunk(&mut field, req).await? {
+        envelope_bytes.extend_from_slice(&chunk);
+    }
+    drop(field);
+    let envelope_sha256 = hex::encode(Sha256::digest(&envelope_bytes));
+    req.envelope_sha256 = Some(envelope_sha256.clone());
+
+    // 2. A repeat of an earlier request gets the earlier answer.
+    if let Some(key) = req.idempotency_key.clone() {
+        let sender = req.peer.org.clone();
+        let found = app
+            .store
+            .read(move |c| crate::store::idempotent_answer(c, &sender, &key))
+            .await
+            .map_err(|e| internal(e, "idempotency lookup failed", req.id))?;
+        if let Some(answer) = found {
+            return Err(Fail::answer(replay(&answer, &envelope_sha256)));
+        }
+    }
+
+    // 3. Parse and decide, before a single payload byte is read.
+    let registry = app.registry.current();
+    let envelope = {
+        let cx = ParseContext {
+            sender: &req.peer.org,
+            marking: &registry.marking,
+            today: req.received.date(),
+        };
+        match envelope::parse_json(&envelope_bytes, &cx) {
+            Ok(e) => e,
+            Err(EnvelopeError::Malformed(msg)) => {
+                return Err(Problem::new(
+                    400,
+                    "envelope_not_json",
+                    format!("The envelope is not valid JSON: {msg}."),
+                )
+                .with_field("envelope")
+                .into());
+            }
+            Err(EnvelopeError::Invalid(errors)) => {
+                let problem = Problem::invalid(&errors);
+                return Err(Fail::answer(record_invalid(req, problem, &errors).await));
+            }
+        }
+    };
+    drop(envelope_bytes);
+    let authorisations = match policy::decide(&registry, &req.peer.org, &envelope, req.received) {
+        Decision::Accept(a) => a,
+        Decision::Refuse(refusal) => {
+            return Err(Fail::answer(record_refusal(req, &envelope, &refusal).await));
+        }
+    };
+
+    // 4. The payload part, streamed through age into the spool.
+    let mut field = match multipart.next_field().await {
+        Ok(Some(f)) if f.name() == Some("payload") => f,
+        Ok(Some(_)) => {
+            return Err(
+                Problem::new(400, "unexpected_part", "The second part must be `payload`.")
+                    .with_field("payload")
+                    .into(),
+            );
+        }
+        Ok(None) => {
+            return Err(Problem::new(
+                400,
+                "payload_missing",
+                "The request has an envelope but no `payload` part.",
+            )
+            .with_field("payload")
+            .into());
+        }
+        Err(e) => return Err(multer_problem(e, limits)),
+    };
+    let part_file_name = field.file_name().map(str::to_owned);
+    let part_content_type = field.content_type().map(ToString::to_string);
+    let path = app.store.payload_path(req.id);
+    let mut upload = SpoolUpload::start(path, app.spool_recipient.clone());
+    while let Some(chunk) = next_chunk(&mut field, req).await? {
+        upload
+            .write(chunk)
+            .await
+            .map_err(|e| internal(e, "sealing failed", req.id))?;
+    }
+    drop(field);
+    match multipart.next_field().await {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err(Problem::new(
+            400,
+            "unexpected_part",
+            "Send exactly two parts, `envelope` then `payload`; nothing may follow the payload.",
+        )
+        .into()),
+        Err(e) => return Err(multer_problem(e, limits)),
+    }
+    let (summary, file) = match upload.finish().await {
+        Ok(done) => done,
+        Err(UploadError::Abandoned) => {
+            return Err(Fail::answer(StatusCode::BAD_REQUEST.into_response()));
+        }
+        Err(e) => return Err(internal(e, "sealing failed", req.id)),
+    };
+
+    // 5. Record and commit; answer only once durable.
+    accept(
+        req,
+        envelope,
+        &authorisations,
+        summary,
+        file,
+        part_file_name,
+        part_content_type,
+    )
+    .await
+}
+
+fn replay(answer: &IdempotentAnswer, envelope_sha256: &str) -> Response {
+    if answer.request_sha256 != envelope_sha256 {
+        return Problem::new(422, "idempotency_key_reused", "This Idempotency-Key was already used for a different envelope. Use a new key for a new transfer.").with_field("Idempotency-Key").into_response();
+    }
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let ct = if status == StatusCode::ACCEPTED {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    let mut resp = (status, answer.response.clone()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp
+}
+
+fn sender(req: &Request) -> SenderRecord {
+    SenderRecord {
+        org: req.peer.org.clone(),
+        certificate: req.peer.fingerprint.to_string(),
+    }
+}
+
+/// A rejected request (malformed, too large, invalid) is recorded too: nothing was shared, and
+/// the record says why.
+async fn record_rejection(req: &Request, problem: &Problem) -> Result<(), StoreError> {
+    let record = TransferRecord {
+        kind: RecordKind::TransferRejected,
+        transfer_id: req.id,
+        at: req.at.clone(),
+        sender: sender(req),
+        envelope: None,
+        payload: None,
+        decision: DecisionRecord::rejected(&problem.code, &problem.detail, &[]),
+        idempotency_key: req.idempotency_key.clone(),
+    };
+    let entry = LogEntry::transfer(&record)?;
+    req.app
+        .store
+        .write(false, move |tx| tx.append(&entry).map(|_| ()))
+        .await
+}
+
+/// Writes a decision record (and the idempotent answer) and returns the response to send.
+async fn record_decision(
+    req: &Request,
+    record: TransferRecord,
+    status: u16,
+    body: String,
+    response: Response,
+) -> Response {
+    let entry = match LogEntry::transfer(&record) {
+        Ok(e) => e,
+        Err(e) => return internal(e, "could not encode a record", req.id).into_response_fail(),
+    };
+    let remember = req.idempotency_key.clone().zip(req.envelope_sha256.clone());
+    let sender = req.peer.org.clone();
+    let at = req.at.clone();
+    let written = req
+        .app
+        .store
+        .write(false, move |tx| {
+            if let Some((key, sha)) = &remember {
+                if let Some(previous) = tx.idempotent_answer(&sender, key)? {
+                    return Ok(Some(previous));
+                }
+                tx.remember_answer(
+                    &sender,
+                    key,
+                    &IdempotentAnswer {
+                        request_sha256: sha.clone(),
+                        status,
+                        response: body,
+                    },
+                    &at,
+                )?;
+            }
+            tx.append(&entry)?;
+            Ok(None)
+        })
+        .await;
+    match written {
+        Ok(None) => response,
+        Ok(Some(previous)) => replay(
+            &previous,
+            req.envelope_sha256.as_deref().unwrap_or_default(),
+        ),
+        Err(e) => internal(e, "could not record a decision", req.id).into_response_fail(),
+    }
+}
+
+async fn record_invalid(
+    req: &Request,
+    problem: Problem,
+    errors: &[crate::domain::envelope::FieldError],
+) -> Response {
+    tracing::info!(transfer_id = %req.id, sender = %req.peer.org, fields = errors.len(), "envelope invalid");
+    let problem = problem.with_transfer(req.id);
+    let record = TransferRecord {
+        kind: RecordKind::TransferRejected,
+        transfer_id: req.id,
+        at: req.at.clone(),
+        sender: sender(req),
+        envelope: None,
+        payload: None,
+        decision: DecisionRecord::rejected(&problem.code, "the envelope is invalid", errors),
+        idempotency_key: req.idempotency_key.clone(),
+    };
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    record_decision(req, record, 422, body, problem.into_response()).await
+}
+
+async fn record_refusal(req: &Request, envelope: &Envelope, refusal: &Refusal) -> Response {
+    tracing::info!(transfer_id = %req.id, sender = %req.peer.org, code = refusal.code(), recipient = ?refusal.recipient, agreement = ?refusal.agreement, "transfer refused by policy");
+    let registry = req.app.registry.current();
+    let index = refusal
+        .recipient
+        .as_ref()
+        .and_then(|r| envelope.recipients.iter().position(|x| x == r));
+    let problem = Problem::refused(refusal, index).with_transfer(req.id);
+    let record = TransferRecord {
+        kind: RecordKind::TransferRefused,
+        transfer_id: req.id,
+        at: req.at.clone(),
+        sender: sender(req),
+        envelope: Some(EnvelopeRecord::new(
+            envelope,
+            &registry.marking,
+            &req.app.subject_key,
+            req.received.date(),
+        )),
+        payload: None,
+        decision: DecisionRecord::refused(refusal),
+        idempotency_key: req.idempotency_key.clone(),
+    };
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    record_decision(req, record, 403, body, problem.into_response()).await
+}
+
+/// A file name from the multipart header, if it is a plain name.
+fn plain_file_name(name: Option<String>) -> Option<String> {
+    let n = name?;
+    let n = n
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    (!n.is_empty()
+        && n != "."
+        && n != ".."
+        && n.chars().count() <= 255
+        && !n.chars().any(char::is_control))
+    .then_some(n)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    req: &Request,
+    mut envelope: Envelope,
+    authorisations: &[policy::Authorisation],
+    summary: SealSummary,
+    file: SpoolFile,
+    part_file_name: Option<String>,
+    part_content_type: Option<String>,
+) -> Result<Response, Fail> {
+    let app = &req.app;
+    if envelope.file_name.is_none() {
+        envelope.file_name = plain_file_name(part_file_name);
+    }
+    if envelope.content_type.is_none() {
+        envelope.content_type = part_content_type.filter(|c| c.len() <= 255 && c.contains('/'));
+    }
+    let registry = app.registry.current();
+    let env_record = EnvelopeRecord::new(
+        &envelope,
+        &registry.marking,
+        &app.subject_key,
+        req.received.date(),
+    );
+    // The recipient-facing envelope (with subject references in clear, as the recipient needs
+    // them) is kept only sealed to the spool key, like the payload.
+    let full = crate::domain::envelope::RecipientEnvelope::new(
+        req.id,
+        &req.peer.org,
+        &envelope,
+        &registry.marking,
+        req.received,
+    );
+    let sealed_envelope = serde_json::to_vec(&full)
+        .map_err(|e| internal(e, "could not encode the envelope", req.id))
+        .and_then(|json| {
+            seal::seal_bytes(&json, [&app.spool_recipient as &dyn age::Recipient])
+                .map_err(|e| internal(e, "could not seal the envelope", req.id))
+        })?;
+
+    let accepted = Accepted {
+        transfer_id: req.id.to_string(),
+        status: "accepted".into(),
+        received_at: req.at.clone(),
+        recipients: authorisations
+            .iter()
+            .map(|a| AcceptedRecipient {
+                recipient: a.recipient.to_string(),
+                agreement: a.agreement.to_string(),
+            })
+            .collect(),
+        payload: AcceptedPayload {
+            size: summary.plaintext_size,
+            sha256: hex::encode(summary.plaintext_sha256),
+        },
+        status_url: format!("/v1/transfers/{}", req.id),
+    };
+    let body = serde_json::to_string(&accepted)
+        .map_err(|e| internal(e, "could not encode the answer", req.id))?;
+    let record = TransferRecord {
+        kind: RecordKind::TransferAccepted,
+        transfer_id: req.id,
+        at: req.at.clone(),
+        sender: sender(req),
+        envelope: Some(env_record),
+        payload: Some(PayloadRecord::from(&summary)),
+        decision: DecisionRecord::accepted(authorisations),
+        idempotency_key: req.idempotency_key.clone(),
+    };
+    let entry = LogEntry::transfer(&record)
+        .map_err(|e| internal(e, "could not encode a record", req.id))?;
+    let new = NewTransfer {
+        id: req.id,
+        sender: req.peer.org.clone(),
+        received_at: req.at.clone(),
+        purpose: envelope.purpose.to_string(),
+        marking: envelope.marking.normalised(&registry.marking),
+        payload_file: payload_file_name(req.id),
+        summary,
+        sealed_envelope,
+        deliveries: authorisations
+            .iter()
+            .map(|a| (a.recipient.clone(), a.agreement.clone()))
+            .collect(),
+    };
+    let remember = req.idempotency_key.clone().zip(req.envelope_sha256.clone());
+    let sender = req.peer.org.clone();
+    let at = req.at.clone();
+    let stored_body = body.clone();
+    let outcome = app
+        .store
+        .write(true, move |tx| {
+            if let Some((key, sha)) = &remember {
+                // Two identical requests raced past the first lookup: the first to commit wins.
+                if let Some(previous) = tx.idempotent_answer(&sender, key)? {
+                    return Ok(Some(previous));
+                }
+                tx.remember_answer(
+                    &sender,
+                    key,
+                    &IdempotentAnswer {
+                        request_sha256: sha.clone(),
+                        status: 202,
+                        response: stored_body,
+                    },
+                    &at,
+                )?;
+            }
+            let seq = tx.append(&entry)?;
+            tx.insert_transfer(&new, seq)?;
+            Ok(None)
+        })
+        .await
+        .map_err(|e| internal(e, "could not commit an accepted transfer", req.id))?;
+    if let Some(previous) = outcome {
+        // `file` is dropped here, deleting this request's copy.
+        return Ok(replay(
+            &previous,
+            req.envelope_sha256.as_deref().unwrap_or_default(),
+        ));
+    }
+    file.keep();
+    tracing::info!(transfer_id = %req.id, sender = %req.peer.org, recipients = accepted.recipients.len(), size = accepted.payload.size, "transfer accepted");
+    let mut resp = (StatusCode::ACCEPTED, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(loc) = HeaderValue::from_str(&accepted.status_url) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+pub async fn status(
+    State(app): State<Arc<App>>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    Path(id): Path<String>,
+) -> Response {
+    let not_found = || {
+        Problem::new(
+            404,
+            "transfer_not_found",
+            "No transfer with this id was sent by your organisation.",
+        )
+        .with_field("id")
+        .into_response()
+    };
+    let Ok(id) = id.parse::<TransferId>() else {
+        return not_found();
+    };
+    let sender = peer.org.clone();
+    let key = id.to_string();
+    // Only the sender may see a transfer; to anyone else it does not exist.
+    match app
+        .store
+        .read(move |c| crate::store::transfer_status(c, &key, &sender))
+        .await
+    {
+        Ok(Some(s)) => Json(s).into_response(),
+        Ok(None) => not_found(),
+        Err(e) => internal(e, "status lookup failed", id).into_response_fail(),
+    }
+}

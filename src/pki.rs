@@ -1,0 +1,335 @@
+//! The project's own PKI: a certificate authority, server and client certificates (rcgen), and
+//! reading certificates back (fingerprint, subject alternative names) so that ingest can tell
+//! which organisation a client certificate belongs to.
+//!
+//! `postern demo` and the tests use it to make development certificates on first start; an
+//! agency's IT team can use `postern pki` to run a small private CA for its organisations, or
+//! bring certificates from its own CA. Private keys are written with mode 0600 into the state
+//! directory (never into the repository).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use crate::domain::registry::CertFingerprint;
+use crate::seal::{SealError, write_secret_file};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Secret(#[from] SealError),
+    #[error("`{0}` holds no PEM certificate")]
+    NoCertificate(String),
+    #[error("`{0}` is not a valid subject alternative name")]
+    BadSan(String),
+    #[error("cannot read the certificate: {0}")]
+    Parse(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A certificate and its private key, as PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: Zeroizing<String>,
+    pub fingerprint: CertFingerprint,
+}
+
+/// A certificate authority able to issue server and client certificates.
+pub struct Ca {
+    cert_pem: String,
+    key_pem: Zeroizing<String>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    // A failure of the system RNG leaves zeros plus the clock below: still unique enough for a
+    // private CA, and never a panic.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    bytes[0] &= 0x7f; // positive INTEGER
+    let nanos = OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .to_be_bytes();
+    for (b, n) in bytes[8..].iter_mut().zip(&nanos[8..]) {
+        *b ^= n;
+    }
+    SerialNumber::from_slice(&bytes)
+}
+
+fn san(name: &str) -> Result<SanType, PkiError> {
+    let bad = || PkiError::BadSan(name.to_owned());
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    if name.contains("://") || name.starts_with("urn:") {
+        return Ok(SanType::URI(name.try_into().map_err(|_| bad())?));
+    }
+    if name.contains('@') {
+        return Ok(SanType::Rfc822Name(name.try_into().map_err(|_| bad())?));
+    }
+    Ok(SanType::DnsName(name.try_into().map_err(|_| bad())?))
+}
+
+fn leaf_params(
+    common_name: &str,
+    sans: &[String],
+    days: i64,
+    eku: ExtendedKeyUsagePurpose,
+) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    p.distinguished_name = dn;
+    p.subject_alt_names = sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(days);
+    p.serial_number = Some(random_serial());
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![eku];
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+impl Ca {
+    /// A new self-signed CA (ECDSA P-256), valid for ten years.
+    pub fn generate(name: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationName, "Postern");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::hours(1);
+        p.not_after = now + Duration::days(3650);
+        p.serial_number = Some(random_serial());
+        let cert = p.self_signed(&key)?;
+        let key_pem = Zeroizing::new(key.serialize_pem());
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(p, key),
+        })
+    }
+
+    /// Loads a CA written by [`Ca::save`] (or any CA certificate and PKCS#8 key in PEM).
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(io_err(cert_path))?;
+        let key_pem = Zeroizing::new(std::fs::read_to_string(key_path).map_err(io_err(key_path))?);
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(Ca {
+            cert_pem,
+            key_pem,
+            issuer,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Writes `ca.crt` and `ca.key` (0600) into `dir`. Refuses to overwrite the key.
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        write_secret_file(&dir.join("ca.key"), self.key_pem.as_bytes())?;
+        let crt = dir.join("ca.crt");
+        std::fs::write(&crt, &self.cert_pem).map_err(io_err(&crt))?;
+        Ok(())
+    }
+
+    fn issue(&self, params: CertificateParams) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            fingerprint: fingerprint(cert.der()),
+            cert_pem: cert.pem(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        })
+    }
+
+    /// A TLS server certificate for the given DNS names and IP addresses (two years).
+    pub fn issue_server(&self, names: &[String]) -> Result<Issued, PkiError> {
+        let cn = names.first().map_or("postern", String::as_str);
+        self.issue(leaf_params(
+            cn,
+            names,
+            730,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?)
+    }
+
+    /// A TLS client certificate for an organisation's system or user (two years).
+    pub fn issue_client(&self, common_name: &str, sans: &[String]) -> Result<Issued, PkiError> {
+        self.issue(leaf_params(
+            common_name,
+            sans,
+            730,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?)
+    }
+
+    /// A client certificate that is also valid for TLS servers: a gateway presents the same
+    /// identity when it delivers to a peer as when it is called.
+    pub fn issue_gateway(&self, names: &[String]) -> Result<Issued, PkiError> {
+        let cn = names.first().map_or("postern", String::as_str);
+        let mut p = leaf_params(cn, names, 730, ExtendedKeyUsagePurpose::ServerAuth)?;
+        p.extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+        self.issue(p)
+    }
+}
+
+impl Issued {
+    /// Writes `<stem>.crt`, `<stem>.key` (0600) and `<stem>.pem` (certificate and key together,
+    /// 0600: what `postern send --identity` and `curl --cert` take) into `dir`.
+    pub fn save(&self, dir: &Path, stem: &str) -> Result<PathBuf, PkiError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let crt = dir.join(format!("{stem}.crt"));
+        std::fs::write(&crt, &self.cert_pem).map_err(io_err(&crt))?;
+        write_secret_file(&dir.join(format!("{stem}.key")), self.key_pem.as_bytes())?;
+        let combined = Zeroizing::new(format!("{}{}", self.cert_pem, self.key_pem.as_str()));
+        let pem = dir.join(format!("{stem}.pem"));
+        write_secret_file(&pem, combined.as_bytes())?;
+        Ok(pem)
+    }
+}
+
+/// SHA-256 of a certificate's DER encoding.
+pub fn fingerprint(der: &[u8]) -> CertFingerprint {
+    CertFingerprint(Sha256::digest(der).into())
+}
+
+/// The DNS names, URIs and email addresses among a certificate's subject alternative names.
+pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                Some((*s).to_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A human-readable summary of a certificate, for `postern pki show`.
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub sans: Vec<String>,
+    pub fingerprint: CertFingerprint,
+}
+
+pub fn summarise(der: &[u8]) -> Result<CertSummary, PkiError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    Ok(CertSummary {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        not_before: cert.validity().not_before.to_string(),
+        not_after: cert.validity().not_after.to_string(),
+        sans: subject_alt_names(der),
+        fingerprint: fingerprint(der),
+    })
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| PkiError::Parse(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(PkiError::NoCertificate(path.display().to_string()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_carry_their_names_and_fingerprints() {
+        let ca = Ca::generate("Test CA").unwrap();
+        let client = ca
+            .issue_client(
+                "Riverside Youth Club",
+                &[
+                    "riverside-youth.clients.postern.test".into(),
+                    "urn:postern:org:riverside-youth".into(),
+                ],
+            )
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).unwrap();
+        assert_eq!(fingerprint(&der), client.fingerprint);
+        let sans = subject_alt_names(&der);
+        assert_eq!(
+            sans,
+            vec![
+                "riverside-youth.clients.postern.test".to_string(),
+                "urn:postern:org:riverside-youth".to_string()
+            ]
+        );
+        let summary = summarise(&der).unwrap();
+        assert!(summary.subject.contains("Riverside Youth Club"));
+        assert!(summary.issuer.contains("Test CA"));
+    }
+
+    #[test]
+    fn a_saved_ca_reloads_and_keeps_issuing_under_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("Reload CA").unwrap();
+        ca.save(dir.path()).unwrap();
+        assert!(ca.save(dir.path()).is_err(), "never overwrite a CA key");
+        let again = Ca::load(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
+        let server = again
+            .issue_server(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).unwrap();
+        assert!(summarise(&der).unwrap().issuer.contains("Reload CA"));
+        let pem = server.save(dir.path(), "server").unwrap();
+        let text = std::fs::read_to_string(pem).unwrap();
+        assert!(text.contains("BEGIN CERTIFICATE") && text.contains("PRIVATE KEY"));
+    }
+}

@@ -1,0 +1,679 @@
+//! The store: the spool (sealed payload files plus one queue row per transfer and recipient)
+//! and the transfer log, in SQLite under the state directory.
+//!
+//! Durability, which is what a 202 promises:
+//! 1. ingest writes the sealed payload to `spool/<id>.age` and fsyncs the file;
+//! 2. it hands the records to the single writer thread, which collects every write that is
+//!    waiting, fsyncs the spool directory once (so the new file names survive a crash), and
+//!    commits them all in one SQLite transaction (WAL, `synchronous=FULL`: the commit is fsync'd);
+//! 3. only then does each waiting request get its answer.
+//!
+//! A payload file with no committed row is an orphan (a crash or a dropped upload between 1 and
+//! 2); [`Store::open`] deletes orphans before the gateway accepts anything, and ingest deletes its
+//! own file when an upload fails. Batching many requests into one commit is what keeps durable
+//! throughput high without weakening the promise.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::ids::{AgreementId, OrgId, TransferId};
+use crate::seal::SealSummary;
+use crate::transfer_log::{GENESIS, LogEntry, StoredRecord, chain_hash};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("record encoding: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("the store has shut down")]
+    Closed,
+    #[error("the database at {0} was written by a newer version of postern")]
+    TooNew(String),
+    #[error("no database at {0}: has the gateway been started with this state directory?")]
+    Missing(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE transfers (
+    id               TEXT PRIMARY KEY,
+    sender           TEXT NOT NULL,
+    received_at      TEXT NOT NULL,
+    purpose          TEXT NOT NULL,
+    marking          TEXT NOT NULL,
+    payload_file     TEXT,
+    payload_size     INTEGER NOT NULL,
+    plaintext_sha256 TEXT NOT NULL,
+    sealed_sha256    TEXT NOT NULL,
+    sealed_envelope  BLOB NOT NULL,
+    log_seq          INTEGER NOT NULL
+);
+CREATE INDEX transfers_sender ON transfers(sender, received_at);
+
+-- One row per (transfer, recipient): the unit a delivery worker takes.
+CREATE TABLE deliveries (
+    transfer_id     TEXT NOT NULL REFERENCES transfers(id),
+    recipient       TEXT NOT NULL,
+    agreement       TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, recipient)
+);
+CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+
+-- The transfer log: append-only, hash-chained.
+CREATE TABLE log (
+    seq         INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    transfer_id TEXT,
+    sender      TEXT,
+    code        TEXT,
+    body        BLOB NOT NULL,
+    prev_hash   BLOB NOT NULL,
+    hash        BLOB NOT NULL
+);
+CREATE INDEX log_transfer ON log(transfer_id);
+CREATE INDEX log_at ON log(at);
+
+-- Keyed hashes of subject references, for subject access requests.
+CREATE TABLE log_subjects (
+    subject_hash TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (subject_hash, seq)
+) WITHOUT ROWID;
+
+-- The first answer to each (sender, Idempotency-Key).
+CREATE TABLE idempotency (
+    sender          TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    request_sha256  TEXT NOT NULL,
+    status          INTEGER NOT NULL,
+    response        TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    PRIMARY KEY (sender, key)
+);
+";
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsync'd at every commit, so a committed record survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew(path.display().to_string()));
+    }
+    if version == 0 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Where the last record of the chain is.
+#[derive(Debug, Clone, Copy)]
+struct ChainHead {
+    seq: i64,
+    hash: [u8; 32],
+}
+
+fn chain_head(conn: &Connection) -> Result<ChainHead, StoreError> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        Some((seq, hash)) => ChainHead {
+            seq,
+            hash: hash.try_into().unwrap_or(GENESIS),
+        },
+        None => ChainHead {
+            seq: 0,
+            hash: GENESIS,
+        },
+    })
+}
+
+/// The writer's view of the open transaction, handed to each write job.
+pub struct Tx<'a> {
+    conn: &'a Connection,
+    head: &'a mut ChainHead,
+}
+
+/// What ingest records for an accepted transfer.
+pub struct NewTransfer {
+    pub id: TransferId,
+    pub sender: OrgId,
+    pub received_at: String,
+    pub purpose: String,
+    pub marking: String,
+    pub payload_file: String,
+    pub summary: SealSummary,
+    pub sealed_envelope: Vec<u8>,
+    pub deliveries: Vec<(OrgId, AgreementId)>,
+}
+
+/// A stored first answer to an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentAnswer {
+    pub request_sha256: String,
+    pub status: u16,
+    pub response: String,
+}
+
+impl Tx<'_> {
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// Appends a record to the chained log; returns its sequence number.
+    pub fn append(&mut self, e: &LogEntry) -> Result<i64, StoreError> {
+        let seq = self.head.seq + 1;
+        let hash = chain_hash(&self.head.hash, seq, &e.body);
+        self.conn
+            .prepare_cached("INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
+            .execute(params![seq, e.at, e.kind.as_str(), e.transfer_id.map(|t| t.to_string()), e.sender.as_ref().map(OrgId::as_str), e.code, e.body, &self.head.hash[..], &hash[..]])?;
+        let mut subj = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO log_subjects (subject_hash, seq) VALUES (?1, ?2)",
+        )?;
+        for s in &e.subjects {
+            subj.execute(params![s.as_str(), seq])?;
+        }
+        *self.head = ChainHead { seq, hash };
+        Ok(seq)
+    }
+
+    pub fn insert_transfer(&mut self, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                t.id.to_string(),
+                t.sender.as_str(),
+                t.received_at,
+                t.purpose,
+                t.marking,
+                t.payload_file,
+                i64::try_from(t.summary.plaintext_size).unwrap_or(i64::MAX),
+                hex::encode(t.summary.plaintext_sha256),
+                hex::encode(t.summary.sealed_sha256),
+                t.sealed_envelope,
+                log_seq
+            ])?;
+        let mut d = self.conn.prepare_cached(
+            "INSERT INTO deliveries (transfer_id, recipient, agreement, state, attempts, next_attempt_at, updated_at) VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?4)",
+        )?;
+        for (recipient, agreement) in &t.deliveries {
+            d.execute(params![
+                t.id.to_string(),
+                recipient.as_str(),
+                agreement.as_str(),
+                t.received_at
+            ])?;
+        }
+        Ok(())
+    }
+
+    pub fn idempotent_answer(
+        &self,
+        sender: &OrgId,
+        key: &str,
+    ) -> Result<Option<IdempotentAnswer>, StoreError> {
+        idempotent_answer(self.conn, sender, key)
+    }
+
+    pub fn remember_answer(
+        &mut self,
+        sender: &OrgId,
+        key: &str,
+        answer: &IdempotentAnswer,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("INSERT INTO idempotency (sender, key, request_sha256, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![sender.as_str(), key, answer.request_sha256, answer.status, answer.response, at])?;
+        Ok(())
+    }
+}
+
+/// A write job. Given the open transaction (in a savepoint of its own) it runs and says whether
+/// it succeeded; given `None` (the transaction could not be opened) it does not run. Either way
+/// it returns what to do once the batch's outcome is known.
+type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
+type JobFn = Box<dyn FnOnce(Option<&mut Tx<'_>>) -> (bool, Finisher) + Send>;
+type Job = (bool, JobFn);
+
+/// Handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+    spool_dir: PathBuf,
+}
+
+/// How many jobs one commit may carry. Large enough to amortise the fsync, small enough that the
+/// first request in a batch is not kept waiting long.
+const MAX_BATCH: usize = 512;
+
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("postern.db")
+}
+
+pub fn spool_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("spool")
+}
+
+impl Store {
+    /// Opens (creating if need be) the store under `state_dir`, removes orphaned spool files and
+    /// starts the writer thread. Call before binding any listener.
+    pub fn open(state_dir: &Path) -> Result<(Store, SweepReport), StoreError> {
+        let spool = spool_dir(state_dir);
+        std::fs::create_dir_all(&spool).map_err(io(&spool))?;
+        let path = db_path(state_dir);
+        let mut conn = Connection::open(&path)?;
+        configure(&conn)?;
+        migrate(&mut conn, &path)?;
+        let sweep = sweep_orphans(&conn, &spool)?;
+        let reader = Connection::open(&path)?;
+        configure(&reader)?;
+
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let spool_for_writer = spool.clone();
+        // The writer ends when the last handle is dropped. Nothing it has not yet committed was
+        // ever answered as durable, so it is never joined.
+        std::thread::Builder::new()
+            .name("postern-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, &spool_for_writer))
+            .map_err(io(&path))?;
+        Ok((
+            Store {
+                jobs: tx,
+                reader: Arc::new(Mutex::new(reader)),
+                spool_dir: spool,
+            },
+            sweep,
+        ))
+    }
+
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// The spool file of a transfer.
+    pub fn payload_path(&self, id: TransferId) -> PathBuf {
+        self.spool_dir.join(payload_file_name(id))
+    }
+
+    /// Runs `f` in the writer's transaction and waits for the commit. With `sync_spool`, the
+    /// spool directory is fsync'd before the commit (needed when `f` records a new spool file).
+    pub async fn write<T, F>(&self, sync_spool: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, wait) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = (
+            sync_spool,
+            Box::new(move |tx: Option<&mut Tx<'_>>| {
+                let result = match tx {
+                    Some(tx) => f(tx),
+                    None => Err(StoreError::Closed),
+                };
+                let ok = result.is_ok();
+                let finish: Finisher = Box::new(move |commit: Result<(), String>| {
+                    let out = match commit {
+                        Ok(()) => result,
+                        Err(msg) => Err(StoreError::Io {
+                            path: "commit".into(),
+                            source: std::io::Error::other(msg),
+                        }),
+                    };
+                    let _ = done.send(out);
+                });
+                (ok, finish)
+            }),
+        );
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a read on the reader connection (off the async threads).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| StoreError::Closed)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+pub fn payload_file_name(id: TransferId) -> String {
+    format!("{id}.age")
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, spool: &Path) {
+    let mut head = chain_head(&conn).unwrap_or_else(|e| {
+        // Appending to a chain whose head is unknown would corrupt it: refuse every write.
+        tracing::error!(error = %e, "cannot read the transfer log head; the store refuses writes");
+        ChainHead {
+            seq: -1,
+            hash: GENESIS,
+        }
+    });
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if head.seq < 0 {
+            for (_, job) in batch {
+                let (_, finish) = job(None);
+                finish(Err("the transfer log could not be opened".into()));
+            }
+            continue;
+        }
+        // One directory fsync covers every new spool file in the batch.
+        let dir_synced = if batch.iter().any(|(sync, _)| *sync) {
+            fsync_dir(spool).map_err(|e| format!("fsync of the spool directory failed: {e}"))
+        } else {
+            Ok(())
+        };
+
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            for (_, job) in batch {
+                let (_, finish) = job(None);
+                finish(Err(format!("cannot begin a transaction: {e}")));
+            }
+            continue;
+        }
+        let saved = head;
+        let mut finishers: Vec<(Option<String>, Finisher)> = Vec::with_capacity(batch.len());
+        for (needs_dir, job) in batch {
+            let forced = if needs_dir {
+                dir_synced.as_ref().err().cloned()
+            } else {
+                None
+            };
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                let (_, finish) = job(None);
+                finishers.push((Some(format!("cannot open a savepoint: {e}")), finish));
+                continue;
+            }
+            let before = head;
+            let (ok, finish) = job(Some(&mut Tx {
+                conn: &conn,
+                head: &mut head,
+            }));
+            let released = if ok && forced.is_none() {
+                conn.execute_batch("RELEASE job")
+            } else {
+                Err(rusqlite::Error::InvalidQuery)
+            };
+            if let Err(e) = released {
+                // The job failed (it reports its own error), its file's directory entry is not
+                // durable, or the release failed: undo exactly its writes.
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                head = before;
+                let forced =
+                    forced.or_else(|| (ok).then(|| format!("cannot release a savepoint: {e}")));
+                finishers.push((forced, finish));
+            } else {
+                finishers.push((None, finish));
+            }
+        }
+        let committed = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("commit failed: {e}"));
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+            head = saved;
+        }
+        for (forced, finish) in finishers {
+            match (&committed, forced) {
+                (Err(e), _) => finish(Err(e.clone())),
+                (Ok(()), Some(e)) => finish(Err(e)),
+                (Ok(()), None) => finish(Ok(())),
+            }
+        }
+    }
+}
+
+/// What the start-up sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub orphans_removed: usize,
+}
+
+/// Deletes spool files that no committed transfer owns: uploads cut off by a crash or a dropped
+/// connection. They were never answered 202, so nothing depends on them.
+fn sweep_orphans(conn: &Connection, spool: &Path) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    let entries = std::fs::read_dir(spool).map_err(io(spool))?;
+    let mut stmt = conn.prepare("SELECT 1 FROM transfers WHERE payload_file = ?1")?;
+    for entry in entries {
+        let entry = entry.map_err(io(spool))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owned = stmt.exists(params![name])?;
+        if !owned {
+            let p = entry.path();
+            std::fs::remove_file(&p).map_err(io(&p))?;
+            report.orphans_removed += 1;
+        }
+    }
+    if report.orphans_removed > 0 {
+        fsync_dir(spool).map_err(io(spool))?;
+    }
+    Ok(report)
+}
+
+/// Read-only access for the command-line tools (`postern log ...`), alongside a running daemon.
+pub struct Reader {
+    conn: Connection,
+}
+
+/// A transfer's state for its sender.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TransferStatus {
+    pub id: String,
+    pub received_at: String,
+    pub purpose: String,
+    pub marking: String,
+    pub payload_size: u64,
+    pub payload_sha256: String,
+    pub recipients: Vec<RecipientStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RecipientStatus {
+    pub recipient: String,
+    pub agreement: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+/// Filters for listing the log.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub transfer_id: Option<String>,
+    pub sender: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The stored first answer for a sender's Idempotency-Key, if any.
+pub fn idempotent_answer(
+    conn: &Connection,
+    sender: &OrgId,
+    key: &str,
+) -> Result<Option<IdempotentAnswer>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT request_sha256, status, response FROM idempotency WHERE sender = ?1 AND key = ?2")?
+        .query_row(params![sender.as_str(), key], |r| Ok(IdempotentAnswer { request_sha256: r.get(0)?, status: r.get(1)?, response: r.get(2)? }))
+        .optional()?)
+}
+
+pub fn transfer_status(
+    conn: &Connection,
+    id: &str,
+    sender: &OrgId,
+) -> Result<Option<TransferStatus>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT id, received_at, purpose, marking, payload_size, plaintext_sha256 FROM transfers WHERE id = ?1 AND sender = ?2")?
+        .query_row(params![id, sender.as_str()], |r| {
+            Ok(TransferStatus {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                purpose: r.get(2)?,
+                marking: r.get(3)?,
+                payload_size: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                payload_sha256: r.get(5)?,
+                recipients: Vec::new(),
+            })
+        })
+        .optional()?;
+    let Some(mut status) = row else {
+        return Ok(None);
+    };
+    status.recipients = recipient_statuses(conn, id)?;
+    Ok(Some(status))
+}
+
+pub fn recipient_statuses(conn: &Connection, id: &str) -> Result<Vec<RecipientStatus>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT recipient, agreement, state, attempts, next_attempt_at, last_error, updated_at FROM deliveries WHERE transfer_id = ?1 ORDER BY recipient")?;
+    let rows = stmt.query_map(params![id], |r| {
+        let state: String = r.get(2)?;
+        let next: String = r.get(4)?;
+        Ok(RecipientStatus {
+            recipient: r.get(0)?,
+            agreement: r.get(1)?,
+            next_attempt_at: (state == "queued" || state == "retrying").then_some(next),
+            state,
+            attempts: r.get(3)?,
+            last_error: r.get(5)?,
+            updated_at: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Reader {
+    pub fn open(state_dir: &Path) -> Result<Reader, StoreError> {
+        let path = db_path(state_dir);
+        if !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Reader { conn })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Log records, newest first.
+    pub fn records(&self, f: &LogFilter) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT seq, at, kind, transfer_id, sender, code, body, hash FROM log WHERE 1=1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        for (col, val) in [
+            ("transfer_id", &f.transfer_id),
+            ("sender", &f.sender),
+            ("kind", &f.kind),
+        ] {
+            if let Some(v) = val {
+                args.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+            }
+        }
+        sql.push_str(" ORDER BY seq DESC");
+        if let Some(n) = f.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            let body: Vec<u8> = r.get(6)?;
+            let hash: Vec<u8> = r.get(7)?;
+            Ok(StoredRecord {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                transfer_id: r.get(3)?,
+                sender: r.get(4)?,
+                code: r.get(5)?,
+                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                hash: hex::encode(hash),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn deliveries(&self, transfer_id: &str) -> Result<Vec<RecipientStatus>, StoreError> {
+        recipient_statuses(&self.conn, transfer_id)
+    }
+
+    /// Counts of records by kind, for summaries.
+    pub fn counts(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, COUNT(*) FROM log GROUP BY kind")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
