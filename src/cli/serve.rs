@@ -94,6 +94,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let prepared = daemon::prepare(config).await?;
     tracing::info!(address = %prepared.addr, "postern is listening");
+    // On stdout too, for scripts and supervisors that start it on port 0.
+    println!("postern listening on https://{}", prepared.addr);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     prepared.run(daemon::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

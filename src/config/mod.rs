@@ -152,18 +152,15 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             let file = read_file(&dir.join("postern.toml"), false, &mut errors);
             let [m, p, o, a] =
                 RegistrySources::FILES.map(|f| read_file(&dir.join(f), true, &mut errors));
-            let sources = match (m, p, o, a) {
-                (Some(marking), Some(purposes), Some(organisations), Some(agreements)) => {
-                    Some(RegistrySources {
-                        marking,
-                        purposes,
-                        organisations,
-                        agreements,
-                    })
-                }
-                _ => None,
-            };
-            (file, sources)
+            (
+                file,
+                Some(RegistrySources {
+                    marking: m,
+                    purposes: p,
+                    organisations: o,
+                    agreements: a,
+                }),
+            )
         }
         ConfigDir::EmbeddedDemo => {
             let src = |f: &str, text: &str| Source {
@@ -173,10 +170,10 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             (
                 None,
                 Some(RegistrySources {
-                    marking: src("marking.toml", embedded_demo::MARKING),
-                    purposes: src("purposes.toml", embedded_demo::PURPOSES),
-                    organisations: src("organisations.toml", embedded_demo::ORGANISATIONS),
-                    agreements: src("agreements.toml", embedded_demo::AGREEMENTS),
+                    marking: Some(src("marking.toml", embedded_demo::MARKING)),
+                    purposes: Some(src("purposes.toml", embedded_demo::PURPOSES)),
+                    organisations: Some(src("organisations.toml", embedded_demo::ORGANISATIONS)),
+                    agreements: Some(src("agreements.toml", embedded_demo::AGREEMENTS)),
                 }),
             )
         }

@@ -19,12 +19,12 @@ use crate::domain::registry::{
     Registry, RegistryAt, Sector,
 };
 
-/// The registry files of one configuration directory.
+/// The registry files of one configuration directory (`None`: could not be read, already reported).
 pub struct RegistrySources {
-    pub marking: Source,
-    pub purposes: Source,
-    pub organisations: Source,
-    pub agreements: Source,
+    pub marking: Option<Source>,
+    pub purposes: Option<Source>,
+    pub organisations: Option<Source>,
+    pub agreements: Option<Source>,
 }
 
 impl RegistrySources {
@@ -123,17 +123,18 @@ fn parse_date(d: &RawDate) -> Option<Date> {
     .ok()
 }
 
+fn parse_source<'a>(s: &'a Option<Source>, errors: &mut Errors) -> Option<Doc<'a>> {
+    s.as_ref()
+        .and_then(|s| Doc::parse(&s.name, &s.text, errors))
+}
+
 /// Reads the four registry files. `paths` expands `${state_dir}` in key file paths.
 pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErrors> {
     let mut errors = Errors::default();
-    let marking_doc = Doc::parse(&src.marking.name, &src.marking.text, &mut errors);
-    let purposes_doc = Doc::parse(&src.purposes.name, &src.purposes.text, &mut errors);
-    let orgs_doc = Doc::parse(
-        &src.organisations.name,
-        &src.organisations.text,
-        &mut errors,
-    );
-    let agreements_doc = Doc::parse(&src.agreements.name, &src.agreements.text, &mut errors);
+    let marking_doc = parse_source(&src.marking, &mut errors);
+    let purposes_doc = parse_source(&src.purposes, &mut errors);
+    let orgs_doc = parse_source(&src.organisations, &mut errors);
+    let agreements_doc = parse_source(&src.agreements, &mut errors);
 
     let scheme = marking_doc.as_ref().and_then(|d| marking(d, &mut errors));
     let (purposes, purpose_entries) = purposes_doc
@@ -151,17 +152,22 @@ pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErro
 
     // Cross-references are only meaningful once every file has read cleanly. (A missing scheme
     // has always recorded its error; the fallback message is belt and braces.)
+    // A file that could not be read at all was reported by the caller.
+    let missing = [
+        &src.marking,
+        &src.purposes,
+        &src.organisations,
+        &src.agreements,
+    ]
+    .iter()
+    .any(|s| s.is_none());
     let Some(scheme) = scheme else {
-        if errors.0.is_empty() {
-            errors.general(
-                &src.marking.name,
-                None,
-                "the marking scheme could not be read",
-            );
+        if errors.0.is_empty() && !missing {
+            errors.general("marking.toml", None, "the marking scheme could not be read");
         }
         return Err(ConfigErrors(errors.0));
     };
-    if !errors.0.is_empty() {
+    if !errors.0.is_empty() || missing {
         return Err(ConfigErrors(errors.0));
     }
     match Registry::new(scheme, orgs, purposes, agreements) {

@@ -326,22 +326,22 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     let part_content_type = field.content_type().map(ToString::to_string);
     let path = app.store.payload_path(req.id);
     let mut upload = SpoolUpload::start(path, app.spool_recipient.clone());
-    while let Some(chunk) = next_chunk(&mut field, req).await? {
-        upload
-            .write(chunk)
-            .await
-            .map_err(|e| internal(e, "sealing failed", req.id))?;
+    let streamed: Result<(), Fail> = async {
+        while let Some(chunk) = next_chunk(&mut field, req).await? {
+            upload.write(chunk).await.map_err(|e| internal(e, "sealing failed", req.id))?;
+        }
+        drop(field);
+        match multipart.next_field().await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(Problem::new(400, "unexpected_part", "Send exactly two parts, `envelope` then `payload`; nothing may follow the payload.").into()),
+            Err(e) => Err(multer_problem(e, limits)),
+        }
     }
-    drop(field);
-    match multipart.next_field().await {
-        Ok(None) => {}
-        Ok(Some(_)) => return Err(Problem::new(
-            400,
-            "unexpected_part",
-            "Send exactly two parts, `envelope` then `payload`; nothing may follow the payload.",
-        )
-        .into()),
-        Err(e) => return Err(multer_problem(e, limits)),
+    .await;
+    if let Err(fail) = streamed {
+        // The partial file is gone before the answer leaves: "nothing was kept" is true when said.
+        upload.abort().await;
+        return Err(fail);
     }
     let (summary, file) = match upload.finish().await {
         Ok(done) => done,

@@ -127,6 +127,11 @@ impl SpoolUpload {
         }
     }
 
+    /// Abandons the upload and waits until the partial file has been removed.
+    pub async fn abort(mut self) {
+        let _ = self.join().await;
+    }
+
     /// Ends the payload: seals the final chunk and fsyncs the file. The returned [`SpoolFile`]
     /// deletes it again unless kept once its record is committed.
     pub async fn finish(mut self) -> Result<(SealSummary, SpoolFile), UploadError> {

@@ -1,0 +1,243 @@
+//! Tests that run the real `postern` binary: memory under a large upload, a crash mid-upload,
+//! and what the operational logs may (not) contain.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use common::{Deployment, envelope, json, submit};
+use futures_util::stream;
+use postern_gateway::client::Submission;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1024 * 1024;
+
+/// A payload of `blocks` MiB generated on the fly (the test never holds it whole either), and
+/// its SHA-256.
+fn generated(
+    blocks: usize,
+    sent: Arc<AtomicU64>,
+) -> (
+    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    String,
+) {
+    let block: Vec<u8> = common::payload(MIB, 42);
+    let mut hash = Sha256::new();
+    for i in 0..blocks {
+        let mut b = block.clone();
+        b[0] = i as u8;
+        hash.update(&b);
+    }
+    let digest = hex::encode(hash.finalize());
+    let s = stream::unfold(0usize, move |i| {
+        let block = block.clone();
+        let sent = sent.clone();
+        async move {
+            if i == blocks {
+                return None;
+            }
+            let mut b = block;
+            b[0] = i as u8;
+            sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+            Some((Ok(Bytes::from(b)), i + 1))
+        }
+    });
+    (s, digest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_upload_does_not_grow_server_memory_with_its_size() {
+    let d = Deployment::new();
+    let server = d.spawn();
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    // Warm up: one small transfer, so the baseline includes TLS, SQLite and the sealing path.
+    assert_eq!(
+        submit(&mut conn, &envelope(json!({})), vec![7; MIB], None)
+            .await
+            .status,
+        202
+    );
+    let baseline = server.peak_rss_kib();
+
+    let (payload, digest) = generated(200, Arc::new(AtomicU64::new(0)));
+    let answer = conn
+        .submit(Submission {
+            envelope_json: Bytes::from(serde_json::to_vec(&envelope(json!({}))).expect("json")),
+            payload,
+            payload_len: Some(200 * MIB as u64),
+            file_name: None,
+            content_type: None,
+            idempotency_key: None,
+        })
+        .await
+        .expect("submit");
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        json(&answer)["payload"]["sha256"],
+        json!(digest),
+        "the gateway saw every byte"
+    );
+    let peak = server.peak_rss_kib();
+    let growth_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    eprintln!(
+        "server peak RSS: baseline {} MiB, after 200 MiB upload {} MiB (growth {growth_mib:.1} MiB)",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib < 32.0,
+        "memory grew by {growth_mib:.1} MiB during a 200 MiB upload"
+    );
+    let sealed = std::fs::metadata(d.spool_files().last().expect("file"))
+        .expect("meta")
+        .len();
+    assert!(
+        sealed > 200 * MIB as u64,
+        "the whole payload is in the spool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_upload_leaves_nothing_deliverable_and_the_orphan_is_swept() {
+    let d = Deployment::new();
+    let mut server = d.spawn();
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    assert_eq!(
+        submit(&mut conn, &envelope(json!({})), vec![1; 1000], None)
+            .await
+            .status,
+        202
+    );
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let (payload, _) = generated(64, sent.clone());
+    // Slow the client down so the crash lands mid-upload.
+    let payload = futures_util::StreamExt::then(payload, |c| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        c
+    });
+    let mut conn2 = d.connect(server.addr, "northshire-cc").await;
+    let upload = tokio::spawn(async move {
+        conn2
+            .submit(Submission {
+                envelope_json: Bytes::from(serde_json::to_vec(&envelope(json!({}))).expect("json")),
+                payload,
+                payload_len: Some(64 * MIB as u64),
+                file_name: None,
+                content_type: None,
+                idempotency_key: None,
+            })
+            .await
+    });
+    while sent.load(Ordering::Relaxed) < 8 * MIB as u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        d.spool_files().len(),
+        2,
+        "the upload in progress has a partial sealed file"
+    );
+    server.kill9();
+    assert!(
+        upload.await.expect("task").is_err(),
+        "the interrupted upload was never answered"
+    );
+
+    // On restart the partial file is removed before anything is accepted; the accepted one stays.
+    let server = d.spawn();
+    assert_eq!(
+        d.spool_files().len(),
+        1,
+        "orphan swept: {:?}",
+        d.spool_files()
+    );
+    let accepted: Vec<_> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["kind"] == "transfer_accepted")
+        .collect();
+    assert_eq!(accepted.len(), 1);
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    assert_eq!(
+        submit(&mut conn, &envelope(json!({})), vec![2; 1000], None)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(d.spool_files().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_payloads_justifications_or_subject_references() {
+    let d = Deployment::new();
+    let server = d.spawn_with_env(&[("POSTERN_LOG", "debug")]);
+    let mut payload = b"PAYLOAD-SENTINEL ".to_vec();
+    payload.extend(common::payload(100_000, 9));
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    assert_eq!(
+        submit(&mut conn, &envelope(json!({})), payload.clone(), None)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        submit(
+            &mut conn,
+            &envelope(json!({"marking": "SECRET"})),
+            payload.clone(),
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        submit(
+            &mut conn,
+            &envelope(json!({"subject_refs": ["nhs:1234567890"]})),
+            payload.clone(),
+            None
+        )
+        .await
+        .status,
+        422
+    );
+    assert_eq!(
+        submit(
+            &mut conn,
+            &envelope(json!({"practitioner": null})),
+            payload,
+            None
+        )
+        .await
+        .status,
+        422
+    );
+    let stderr = server.terminate();
+    assert!(
+        stderr.contains("transfer accepted") && stderr.contains("transfer refused by policy"),
+        "the logs say what happened:\n{stderr}"
+    );
+    for secret in [
+        "PAYLOAD-SENTINEL",
+        "JUSTIFICATION-SENTINEL",
+        "SUBJECT-SENTINEL",
+        "9434765919",
+        "1234567890",
+        "Telling the family",
+    ] {
+        assert!(
+            !stderr.contains(secret),
+            "`{secret}` appeared in the logs:\n{stderr}"
+        );
+    }
+}

@@ -1,0 +1,422 @@
+//! Shared test harness: a scratch deployment (configuration directory, state directory,
+//! certificates and keys made by the project's own PKI code), a gateway running in-process on
+//! port 0 or as the real binary, and mutual-TLS clients for each organisation.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream;
+use postern_gateway::client::{self, Answer, Connection, Identity, Submission, Target};
+use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
+use postern_gateway::devkit;
+use postern_gateway::pki::Ca;
+use postern_gateway::store::{LogFilter, Reader};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The demo organisations plus two that exist only to test agreements: one whose only agreement
+/// has expired, one with no agreement at all.
+pub fn organisations_toml() -> String {
+    let demo = include_str!("../../config/demo/organisations.toml");
+    format!(
+        "{demo}
+[[organisation]]
+id = \"old-partner\"
+name = \"Old Partner Trust\"
+kind = \"statutory\"
+sector = \"other\"
+clearance = \"OFFICIAL-SENSITIVE\"
+identities = [{{ san = \"old-partner.clients.postern.test\" }}]
+[[organisation.endpoint]]
+channel = \"email\"
+address = \"info@old-partner.example\"
+age_recipients_file = \"${{state_dir}}/keys/orgs/old-partner.pub\"
+
+[[organisation]]
+id = \"lonely-charity\"
+name = \"Lonely Charity\"
+kind = \"voluntary\"
+clearance = \"OFFICIAL-SENSITIVE\"
+identities = [{{ san = \"lonely-charity.clients.postern.test\" }}]
+[[organisation.endpoint]]
+channel = \"email\"
+address = \"info@lonely-charity.example\"
+age_recipients_file = \"${{state_dir}}/keys/orgs/lonely-charity.pub\"
+"
+    )
+}
+
+/// Agreements valid for the foreseeable future (tests must not depend on today's date), and one
+/// that has ended.
+pub const AGREEMENTS: &str = r#"
+[[agreement]]
+id = "test-isp"
+title = "Test information sharing protocol"
+parties = ["northshire-cc", "northshire-police", "northshire-health", "millbrook-academy", "northshire-mash", "riverside-youth"]
+purposes = ["child-protection-s47", "safeguarding-referral", "early-help", "mash-triage"]
+lawful_bases = ["public_task", "legal_obligation", "legitimate_interests", "vital_interests", "consent"]
+max_marking = "OFFICIAL-SENSITIVE"
+valid_from = 2000-01-01
+valid_until = 2999-12-31
+
+[[agreement]]
+id = "test-s115"
+title = "Test s.115 agreement"
+parties = ["northshire-cc", "northshire-police", "northshire-health", "northshire-mash"]
+purposes = ["crime-prevention-s115"]
+lawful_bases = ["public_task", "legal_obligation"]
+max_marking = "OFFICIAL-SENSITIVE"
+valid_from = 2000-01-01
+valid_until = 2999-12-31
+
+[[agreement]]
+id = "ended-agreement"
+title = "An agreement that has ended"
+parties = ["northshire-cc", "old-partner"]
+purposes = ["child-protection-s47"]
+lawful_bases = ["public_task"]
+max_marking = "OFFICIAL-SENSITIVE"
+valid_from = 2001-01-01
+valid_until = 2002-01-01
+"#;
+
+pub struct Deployment {
+    pub dir: TempDir,
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Deployment {
+    pub fn new() -> Self {
+        Self::with_daemon("")
+    }
+
+    /// A deployment whose postern.toml also contains `extra` (e.g. a `[limits]` section).
+    pub fn with_daemon(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_dir = dir.path().join("config");
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        let orgs = organisations_toml();
+        devkit::ensure(&state_dir, &devkit::dev_orgs(&orgs).expect("orgs")).expect("dev material");
+        std::fs::write(config_dir.join("organisations.toml"), &orgs).expect("write");
+        std::fs::write(config_dir.join("agreements.toml"), AGREEMENTS).expect("write");
+        std::fs::write(
+            config_dir.join("purposes.toml"),
+            include_str!("../../config/demo/purposes.toml"),
+        )
+        .expect("write");
+        std::fs::write(
+            config_dir.join("marking.toml"),
+            include_str!("../../config/demo/marking.toml"),
+        )
+        .expect("write");
+        let daemon = format!(
+            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
+            state_dir.display()
+        );
+        std::fs::write(config_dir.join("postern.toml"), daemon).expect("write");
+        Deployment {
+            dir,
+            config_dir,
+            state_dir,
+        }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.state_dir.join("pki/ca.crt")
+    }
+
+    pub fn identity_path(&self, org: &str) -> PathBuf {
+        devkit::DevPaths::new(&self.state_dir).client_identity(org)
+    }
+
+    /// The deployment's own CA, for issuing extra certificates in tests.
+    pub fn ca(&self) -> Ca {
+        Ca::load(
+            &self.state_dir.join("pki/ca.crt"),
+            &self.state_dir.join("pki/ca.key"),
+        )
+        .expect("ca")
+    }
+
+    pub fn load(&self) -> config::Config {
+        let opts = LoadOptions {
+            dir: ConfigDir::Dir(self.config_dir.clone()),
+            overrides: Overrides::default(),
+            env: Some(Default::default()),
+        };
+        match config::load(&opts) {
+            Ok(c) => c,
+            Err(e) => panic!("test configuration invalid:\n{e}"),
+        }
+    }
+
+    /// Runs the gateway in this process on an ephemeral port.
+    pub async fn start(&self) -> Server {
+        let prepared = postern_gateway::daemon::prepare(self.load())
+            .await
+            .expect("prepare");
+        let addr = prepared.addr;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            prepared
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Runs the real binary (`postern serve`) and waits until it listens.
+    pub fn spawn(&self) -> BinaryServer {
+        self.spawn_with_env(&[])
+    }
+
+    pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> BinaryServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postern"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_dir)
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn postern");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("postern listening on https://") {
+                        break rest.trim().parse::<SocketAddr>().expect("address");
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().expect("output");
+                    panic!(
+                        "postern serve did not start:\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        };
+        BinaryServer { child, addr }
+    }
+
+    /// A client connection authenticated as `org`.
+    pub async fn connect(&self, addr: SocketAddr, org: &str) -> Connection {
+        let identity = Identity::from_pem_file(&self.identity_path(org)).expect("identity");
+        self.connect_with(addr, Some(&identity))
+            .await
+            .expect("connect")
+    }
+
+    pub async fn connect_with(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&Identity>,
+    ) -> Result<Connection, client::ClientError> {
+        let roots = client::read_roots(&self.ca_path()).expect("roots");
+        let config = Arc::new(client::tls_config(&roots, identity).expect("tls"));
+        let target = Target {
+            host: "localhost".into(),
+            port: addr.port(),
+        };
+        client::connect(&target, config).await
+    }
+
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.state_dir.join("spool"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn reader(&self) -> Reader {
+        Reader::open(&self.state_dir).expect("reader")
+    }
+
+    /// Every log record's body, oldest first.
+    pub fn records(&self) -> Vec<Value> {
+        let mut r = self
+            .reader()
+            .records(&LogFilter::default())
+            .expect("records");
+        r.reverse();
+        r.into_iter().map(|r| r.body).collect()
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub struct BinaryServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BinaryServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("VmHWM")
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// Stops with SIGTERM and returns everything it wrote to stderr.
+    pub fn terminate(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"))
+            .wait_with_output()
+            .expect("wait");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A complete, valid envelope from the council to the police; `patch` replaces top-level keys
+/// (null removes one).
+pub fn envelope(patch: Value) -> Value {
+    let mut v = json!({
+        "recipients": ["northshire-police"],
+        "purpose": "child-protection-s47",
+        "justification": "JUSTIFICATION-SENTINEL: disclosure at school indicates risk of significant harm.",
+        "lawful_basis": "public_task",
+        "special_category_condition": "safeguarding_children",
+        "data_categories": ["personal", "special_category"],
+        "marking": "OFFICIAL-SENSITIVE PERSONAL",
+        "practitioner": {"name": "Sam Patel", "role": "Social worker", "contact": "sam.patel@northshire-cc.example"},
+        "consent": {"status": "not_sought", "reason": "Seeking consent may place the child at increased risk."},
+        "subject_informed": {"informed": false, "reason": "Telling the family may increase the risk."},
+        "urgency": {"level": "routine"},
+        "disclosed_summary": "Strategy discussion notes, two pages.",
+        "retention": {"days": 365},
+        "subject_refs": ["nhs:9434765919", "case:SUBJECT-SENTINEL-77"],
+        "file_name": "notes.pdf",
+        "content_type": "application/pdf"
+    });
+    if let (Some(obj), Some(p)) = (v.as_object_mut(), patch.as_object()) {
+        for (k, val) in p {
+            if val.is_null() {
+                obj.remove(k);
+            } else {
+                obj.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    v
+}
+
+/// Deterministic bytes that do not compress away and are easy to recognise.
+pub fn payload(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub async fn submit(
+    conn: &mut Connection,
+    envelope: &Value,
+    payload: Vec<u8>,
+    idempotency_key: Option<&str>,
+) -> Answer {
+    let len = payload.len() as u64;
+    let chunks: Vec<std::io::Result<Bytes>> = payload
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    conn.submit(Submission {
+        envelope_json: Bytes::from(serde_json::to_vec(envelope).expect("json")),
+        payload: stream::iter(chunks),
+        payload_len: Some(len),
+        file_name: Some("notes.pdf".into()),
+        content_type: Some("application/pdf".into()),
+        idempotency_key: idempotency_key.map(str::to_owned),
+    })
+    .await
+    .expect("submit")
+}
+
+pub fn json(answer: &Answer) -> Value {
+    serde_json::from_slice(&answer.body).unwrap_or_else(|_| {
+        panic!(
+            "not JSON ({}): {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        )
+    })
+}
+
+/// Reads a file's bytes and the bytes of any SQLite side files next to it.
+pub fn db_bytes(state_dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["postern.db", "postern.db-wal"] {
+        if let Ok(b) = std::fs::read(state_dir.join(name)) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,333 @@
+//! Configuration errors: all of them at once, each with its file and line; environment
+//! overrides; `check-config` and `serve` exit 64 before binding anything.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use common::Deployment;
+use postern_gateway::config::{self, ConfigDir, ConfigError, LoadOptions, Overrides};
+
+fn load_errors(d: &Deployment, env: HashMap<String, String>) -> Vec<ConfigError> {
+    let opts = LoadOptions {
+        dir: ConfigDir::Dir(d.config_dir.clone()),
+        overrides: Overrides::default(),
+        env: Some(env),
+    };
+    match config::load(&opts) {
+        Ok(_) => panic!("configuration should be invalid"),
+        Err(e) => e.0,
+    }
+}
+
+fn replace(d: &Deployment, file: &str, from: &str, to: &str) {
+    let p = d.config_dir.join(file);
+    let text = std::fs::read_to_string(&p).expect("read");
+    assert!(text.contains(from), "{file} does not contain {from:?}");
+    std::fs::write(&p, text.replacen(from, to, 1)).expect("write");
+}
+
+fn line_of(d: &Deployment, file: &str, needle: &str) -> usize {
+    let text = std::fs::read_to_string(d.config_dir.join(file)).expect("read");
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in {file}"))
+}
+
+fn find<'a>(errors: &'a [ConfigError], file: &str, message: &str) -> &'a ConfigError {
+    errors
+        .iter()
+        .find(|e| e.origin.ends_with(file) && e.message.contains(message))
+        .unwrap_or_else(|| {
+            panic!(
+                "no error in {file} containing {message:?}; got:\n{}",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+}
+
+/// One broken value in each file: every one is reported, at its line.
+#[test]
+fn every_error_is_reported_at_once_with_file_and_line() {
+    let d = Deployment::new();
+    replace(
+        &d,
+        "organisations.toml",
+        "clearance = \"OFFICIAL\"",
+        "clearance = \"TOP-ISH\"",
+    );
+    replace(
+        &d,
+        "organisations.toml",
+        "sector = \"police\"",
+        "sector = \"constabulary\"",
+    );
+    replace(
+        &d,
+        "agreements.toml",
+        "\"northshire-mash\"]\npurposes = [\"crime",
+        "\"northshire-ghost\"]\npurposes = [\"crime",
+    );
+    replace(
+        &d,
+        "agreements.toml",
+        "valid_until = 2002-01-01",
+        "valid_until = 2000-06-01",
+    );
+    replace(
+        &d,
+        "purposes.toml",
+        "special_category = false",
+        "special_category = false\ncolour = \"blue\"",
+    );
+    replace(&d, "marking.toml", "CONFIDENTIAL = \"SECRET\"", "");
+    std::fs::write(d.config_dir.join("postern.toml"), format!("state_dir = \"{}\"\n[api]\nlisten = \"nowhere\"\n[limits]\nmax_connections = 0\nmax_payload = 5\n", d.state_dir.display())).expect("write");
+
+    // marking.toml fails on its own first: a scheme problem stops the registry (orgs and
+    // agreements need the scale), but the daemon file is still checked in the same run.
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(&errors, "marking.toml", "CONFIDENTIAL");
+    assert!(e.line.is_some());
+    let e = find(&errors, "postern.toml", "unknown field `max_payload`");
+    assert_eq!(e.line, Some(6), "{e}");
+    let e = find(&errors, "purposes.toml", "unknown field `colour`");
+    assert_eq!(e.line, Some(line_of(&d, "purposes.toml", "colour")), "{e}");
+
+    // With the scale repaired, the registry's own errors all appear together.
+    replace(
+        &d,
+        "marking.toml",
+        "[legacy]",
+        "[legacy]\nCONFIDENTIAL = \"SECRET\"",
+    );
+    replace(&d, "purposes.toml", "\ncolour = \"blue\"", "");
+    std::fs::write(
+        d.config_dir.join("postern.toml"),
+        format!(
+            "state_dir = \"{}\"\n[api]\nlisten = \"nowhere\"\n[limits]\nmax_connections = 0\n",
+            d.state_dir.display()
+        ),
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(&errors, "organisations.toml", "`TOP-ISH` is not a level");
+    assert_eq!(
+        e.line,
+        Some(line_of(&d, "organisations.toml", "TOP-ISH")),
+        "{e}"
+    );
+    assert!(e.key.as_deref().is_some_and(|k| k.ends_with(".clearance")));
+    let e = find(
+        &errors,
+        "organisations.toml",
+        "`constabulary` is not a sector",
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(&d, "organisations.toml", "constabulary"))
+    );
+    let e = find(&errors, "postern.toml", "`nowhere` is not an address");
+    assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("api.listen")));
+    let e = find(&errors, "postern.toml", "0 is out of range");
+    assert_eq!(e.line, Some(5));
+    // Cross-reference errors need every file to parse, and the organisations above do not:
+    // fix them and the agreement errors appear, at their lines.
+    replace(&d, "organisations.toml", "TOP-ISH", "OFFICIAL");
+    replace(&d, "organisations.toml", "constabulary", "police");
+    std::fs::write(
+        d.config_dir.join("postern.toml"),
+        format!("state_dir = \"{}\"\n", d.state_dir.display()),
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(
+        &errors,
+        "agreements.toml",
+        "party `northshire-ghost` is not a registered organisation",
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(
+            &d,
+            "agreements.toml",
+            "parties = [\"northshire-cc\", \"northshire-police\", \"northshire-health\", \"northshire-ghost\""
+        ))
+    );
+    let e = find(
+        &errors,
+        "agreements.toml",
+        "ends (2000-06-01) before it starts (2001-01-01)",
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(&d, "agreements.toml", "valid_until = 2000-06-01"))
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    // The display form is file:line:column: key: message.
+    assert!(
+        e.to_string()
+            .contains(&format!("agreements.toml:{}:", e.line.unwrap_or(0))),
+        "{e}"
+    );
+}
+
+#[test]
+fn syntax_errors_and_missing_files_are_reported_with_the_rest() {
+    let d = Deployment::new();
+    std::fs::write(
+        d.config_dir.join("purposes.toml"),
+        "[[purpose]]\nid = \"x\"\ntitle = = \"broken\"\n",
+    )
+    .expect("write");
+    std::fs::remove_file(d.config_dir.join("agreements.toml")).expect("rm");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(&errors, "purposes.toml", "not valid TOML");
+    assert_eq!(e.line, Some(3));
+    find(&errors, "agreements.toml", "cannot read");
+}
+
+#[test]
+fn key_files_that_are_missing_or_wrong_are_reported_at_the_key_naming_them() {
+    let d = Deployment::new();
+    std::fs::write(
+        d.config_dir.join("postern.toml"),
+        format!("state_dir = \"{}\"\n\n[tls]\nprivate_key = \"${{state_dir}}/pki/ca.key\"\n\n[spool]\nidentity = \"/nonexistent/spool.age\"\n", d.state_dir.display()),
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(&errors, "postern.toml", "is not the key of the certificate");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(4), Some("tls.private_key"))
+    );
+    let e = find(
+        &errors,
+        "postern.toml",
+        "cannot load `/nonexistent/spool.age`",
+    );
+    assert_eq!(e.line, Some(7));
+}
+
+#[test]
+fn environment_overrides_apply_and_their_errors_name_the_variable() {
+    let d = Deployment::new();
+    let opts = |env: &[(&str, &str)]| LoadOptions {
+        dir: ConfigDir::Dir(d.config_dir.clone()),
+        overrides: Overrides::default(),
+        env: Some(
+            env.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+    };
+    let c = config::load(&opts(&[
+        ("POSTERN_LIMITS__MAX_CONNECTIONS", "7"),
+        ("POSTERN_API__LISTEN", "127.0.0.1:9999"),
+    ]))
+    .expect("valid");
+    assert_eq!(c.daemon.limits.max_connections, 7);
+    assert_eq!(c.daemon.listen.port(), 9999);
+
+    let errors = config::load(&opts(&[("POSTERN_API__LISTEN", "not-an-address")]))
+        .err()
+        .expect("invalid")
+        .0;
+    let e = errors
+        .iter()
+        .find(|e| e.origin == "environment variable POSTERN_API__LISTEN")
+        .expect("named");
+    assert!(e.message.contains("not an address"));
+    let errors = config::load(&opts(&[("POSTERN_LIMITS__MAX_CONECTIONS", "7")]))
+        .err()
+        .expect("invalid")
+        .0;
+    assert!(
+        errors.iter().any(
+            |e| e.origin == "environment variable POSTERN_LIMITS__MAX_CONECTIONS"
+                && e.message.contains("not a configuration key")
+        ),
+        "{errors:?}"
+    );
+}
+
+fn postern(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("POSTERN_LOG")
+        .output()
+        .expect("run postern")
+}
+
+#[test]
+fn check_config_and_serve_exit_64_with_every_error_before_binding() {
+    let d = Deployment::new();
+    let dir = d.config_dir.to_str().expect("utf8");
+    let ok = postern(&["check-config", "--config", dir]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains("configuration is valid: 8 organisations, 5 purposes, 3 agreements")
+    );
+
+    replace(
+        &d,
+        "organisations.toml",
+        "clearance = \"OFFICIAL\"",
+        "clearance = \"HUSH\"",
+    );
+    replace(
+        &d,
+        "purposes.toml",
+        "statutory_only = true",
+        "statutory_only = \"yes\"",
+    );
+    let line_org = line_of(&d, "organisations.toml", "HUSH");
+    let line_purpose = line_of(&d, "purposes.toml", "statutory_only = \"yes\"");
+    let bad = postern(&["check-config", "--config", dir]);
+    assert_eq!(bad.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains(&format!("organisations.toml:{line_org}:")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("purposes.toml:{line_purpose}:")),
+        "{stderr}"
+    );
+
+    // serve refuses too, and never announces a listener.
+    let serve = postern(&["serve", "--config", dir]);
+    assert_eq!(serve.status.code(), Some(64));
+    assert!(!String::from_utf8_lossy(&serve.stdout).contains("listening"));
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains(&format!("organisations.toml:{line_org}:"))
+    );
+}
+
+#[test]
+fn the_demo_configuration_is_valid() {
+    // The registry shipped in config/demo, with the keys the demo generates.
+    let d = Deployment::new();
+    for f in ["organisations.toml", "agreements.toml"] {
+        std::fs::copy(format!("config/demo/{f}"), d.config_dir.join(f)).expect("copy");
+    }
+    let c = d.load();
+    assert_eq!(c.registry.organisations().count(), 6);
+    assert!(
+        c.registry
+            .organisations()
+            .any(|o| o.id.as_str() == "riverside-youth" && !o.kind.is_statutory())
+    );
+}
