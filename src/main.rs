@@ -12,7 +12,6 @@
 
 mod cli;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,9 +68,7 @@ enum Command {
     #[command(hide = true)]
     NullServer {
         #[arg(long)]
-        state_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
+        config: PathBuf,
     },
 }
 
@@ -99,9 +96,7 @@ fn main() -> ExitCode {
             Command::Pki { command } => cli::pki::pki(command),
             Command::Keys { command } => cli::pki::keys(command),
             Command::Load(a) => cli::load::run(a).await,
-            Command::NullServer { state_dir, listen } => {
-                cli::load::null_server(&state_dir, listen).await
-            }
+            Command::NullServer { config } => cli::load::null_server(&config).await,
         }
     });
     match result {

@@ -117,17 +117,81 @@ pub struct SealSummary {
     pub sealed_sha256: [u8; 32],
 }
 
+/// A running SHA-256: computed inline, or on a thread of its own so that hashing a large payload
+/// (twice: plaintext and sealed) overlaps with encrypting it instead of adding to it.
+enum Digest256 {
+    Inline(Sha256),
+    Offloaded {
+        tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        done: std::thread::JoinHandle<[u8; 32]>,
+    },
+}
+
+impl Digest256 {
+    fn inline() -> Self {
+        Digest256::Inline(Sha256::new())
+    }
+
+    fn offloaded() -> io::Result<Self> {
+        // Bounded: at most a few chunks wait, so memory stays flat whatever the payload size.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+        let done = std::thread::Builder::new()
+            .name("postern-digest".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h.finalize().into()
+            })?;
+        Ok(Digest256::Offloaded { tx, done })
+    }
+
+    fn update(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Digest256::Inline(h) => {
+                h.update(data);
+                Ok(())
+            }
+            Digest256::Offloaded { .. } => self.update_bytes(bytes::Bytes::copy_from_slice(data)),
+        }
+    }
+
+    fn update_bytes(&mut self, data: bytes::Bytes) -> io::Result<()> {
+        match self {
+            Digest256::Inline(h) => {
+                h.update(&data);
+                Ok(())
+            }
+            Digest256::Offloaded { tx, .. } => tx
+                .send(data)
+                .map_err(|_| io::Error::other("the digest thread stopped")),
+        }
+    }
+
+    fn finish(self) -> io::Result<[u8; 32]> {
+        match self {
+            Digest256::Inline(h) => Ok(h.finalize().into()),
+            Digest256::Offloaded { tx, done } => {
+                drop(tx);
+                done.join()
+                    .map_err(|_| io::Error::other("the digest thread failed"))
+            }
+        }
+    }
+}
+
 /// Counts and hashes what passes through to the inner writer.
 struct Tee<W> {
     inner: W,
-    hash: Sha256,
+    hash: Digest256,
     size: u64,
 }
 
 impl<W: Write> Write for Tee<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
+        self.hash.update(&buf[..n])?;
         self.size += n as u64;
         Ok(n)
     }
@@ -140,32 +204,64 @@ impl<W: Write> Write for Tee<W> {
 /// Streaming age encryption with digests of both sides.
 pub struct Sealer<W: Write> {
     stream: age::stream::StreamWriter<Tee<W>>,
-    plain: Sha256,
+    plain: Digest256,
     size: u64,
 }
 
 impl<W: Write> Sealer<W> {
+    /// Digests computed inline: right for small payloads.
     pub fn new<'a>(
         out: W,
         recipients: impl IntoIterator<Item = &'a dyn age::Recipient>,
     ) -> Result<Self, SealError> {
+        Self::build(out, recipients, Digest256::inline(), Digest256::inline())
+    }
+
+    /// Digests computed on two helper threads: right for large payloads, where hashing twice
+    /// would otherwise double the time the sealing thread needs.
+    pub fn with_parallel_digests<'a>(
+        out: W,
+        recipients: impl IntoIterator<Item = &'a dyn age::Recipient>,
+    ) -> Result<Self, SealError> {
+        Self::build(
+            out,
+            recipients,
+            Digest256::offloaded()?,
+            Digest256::offloaded()?,
+        )
+    }
+
+    fn build<'a>(
+        out: W,
+        recipients: impl IntoIterator<Item = &'a dyn age::Recipient>,
+        plain: Digest256,
+        sealed: Digest256,
+    ) -> Result<Self, SealError> {
         let encryptor = age::Encryptor::with_recipients(recipients.into_iter())?;
         let tee = Tee {
             inner: out,
-            hash: Sha256::new(),
+            hash: sealed,
             size: 0,
         };
         Ok(Sealer {
             stream: encryptor.wrap_output(tee)?,
-            plain: Sha256::new(),
+            plain,
             size: 0,
         })
     }
 
     pub fn write_all(&mut self, chunk: &[u8]) -> Result<(), SealError> {
-        self.plain.update(chunk);
+        self.plain.update(chunk)?;
         self.size += chunk.len() as u64;
         self.stream.write_all(chunk)?;
+        Ok(())
+    }
+
+    /// Like [`Sealer::write_all`], without copying the chunk for an offloaded digest.
+    pub fn write_bytes(&mut self, chunk: bytes::Bytes) -> Result<(), SealError> {
+        self.size += chunk.len() as u64;
+        self.stream.write_all(&chunk)?;
+        self.plain.update_bytes(chunk)?;
         Ok(())
     }
 
@@ -180,9 +276,9 @@ impl<W: Write> Sealer<W> {
         tee.flush()?;
         let summary = SealSummary {
             plaintext_size: self.size,
-            plaintext_sha256: self.plain.finalize().into(),
+            plaintext_sha256: self.plain.finish()?,
             sealed_size: tee.size,
-            sealed_sha256: tee.hash.finalize().into(),
+            sealed_sha256: tee.hash.finish()?,
         };
         Ok((tee.inner, summary))
     }
@@ -274,6 +370,33 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn parallel_digests_equal_inline_ones() {
+        let key = SpoolKey::from_identity(age::x25519::Identity::generate());
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut s =
+            Sealer::with_parallel_digests(Vec::new(), [key.recipient() as &dyn age::Recipient])
+                .unwrap();
+        for chunk in data.chunks(100_003) {
+            s.write_bytes(bytes::Bytes::copy_from_slice(chunk)).unwrap();
+        }
+        let (sealed, summary) = s.finish().unwrap();
+        assert_eq!(
+            summary.plaintext_sha256,
+            <[u8; 32]>::from(Sha256::digest(&data))
+        );
+        assert_eq!(
+            summary.sealed_sha256,
+            <[u8; 32]>::from(Sha256::digest(&sealed))
+        );
+        let mut out = Vec::new();
+        open(&sealed[..], key.identity())
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

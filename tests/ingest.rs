@@ -109,6 +109,78 @@ async fn an_accepted_transfer_is_sealed_spooled_and_recorded() {
     server.stop().await;
 }
 
+/// Small sealed payloads are committed inline with their records; larger ones go to a spool
+/// file. Both open with the spool key to exactly what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_payloads_are_stored_inline_and_large_ones_in_the_spool() {
+    let d = Deployment::new();
+    let server = d.start().await;
+    let key = SpoolKey::from_file(&d.state_dir.join("keys/spool.age")).expect("key");
+    let limit = postern_gateway::ingest::upload::INLINE_MAX;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    // Sizes around the threshold, with and without a declared length.
+    for (size, declared, file_expected) in [
+        (0, true, false),
+        (4096, true, false),
+        (limit - 1000, false, false),
+        (limit + 1, false, true),
+        (limit + 1, true, true),
+        (5 * limit, false, true),
+    ] {
+        let data = payload(size, 11);
+        let before_files = d.spool_files().len();
+        let answer = if declared {
+            submit(&mut conn, &envelope(json!({})), data.clone(), None).await
+        } else {
+            let chunks: Vec<std::io::Result<Bytes>> = data
+                .chunks(10_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            conn.submit(Submission {
+                envelope_json: Bytes::from(serde_json::to_vec(&envelope(json!({}))).expect("json")),
+                payload: stream::iter(chunks),
+                payload_len: None,
+                file_name: None,
+                content_type: None,
+                idempotency_key: None,
+            })
+            .await
+            .expect("submit")
+        };
+        assert_eq!(answer.status, 202, "{size}");
+        let id = json(&answer)["transfer_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        assert_eq!(
+            d.spool_files().len() > before_files,
+            file_expected,
+            "size {size} declared {declared}"
+        );
+        let sealed = d.sealed_payload(&id);
+        assert!(
+            size < 64 || !contains(&sealed, &data[..64]),
+            "no plaintext at rest"
+        );
+        let mut opened = Vec::new();
+        seal::open(&sealed[..], key.identity())
+            .expect("open")
+            .read_to_end(&mut opened)
+            .expect("decrypt");
+        assert_eq!(opened, data, "size {size}");
+        let record = d
+            .records()
+            .into_iter()
+            .find(|r| r["transfer_id"] == json!(id))
+            .expect("record");
+        assert_eq!(
+            record["payload"]["sealed_sha256"],
+            json!(hex::encode(Sha256::digest(&sealed)))
+        );
+    }
+    server.stop().await;
+}
+
 struct Case {
     name: &'static str,
     sender: &'static str,
@@ -654,10 +726,10 @@ async fn an_idempotent_retry_creates_one_transfer() {
             .and_then(|v| v.to_str().ok()),
         Some("true")
     );
-    assert_eq!(d.spool_files().len(), 1);
+    assert_eq!(d.transfers(), 1);
     assert_eq!(d.records().len(), 1);
 
-    // Concurrent repeats: still one.
+    // Concurrent repeats: still one (and, the payload being large, one spool file).
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let mut c = d.connect(server.addr, "northshire-cc").await;
@@ -669,7 +741,8 @@ async fn an_idempotent_retry_creates_one_transfer() {
         ids.push(t.await.expect("task"));
     }
     assert!(ids.iter().all(|i| *i == ids[0] && i.is_string()), "{ids:?}");
-    assert_eq!(d.spool_files().len(), 2);
+    assert_eq!(d.transfers(), 2);
+    assert_eq!(d.spool_files().len(), 1, "the losers' files were removed");
     assert_eq!(d.records().len(), 2);
 
     // The same key with a different envelope is an error, not a silent replay.

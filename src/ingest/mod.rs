@@ -77,10 +77,54 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let permits = Arc::new(Semaphore::new(app.limits.max_connections));
-    let handshake_timeout = app.limits.handshake_timeout;
     let router = router(app.clone());
+    serve_router(
+        listener,
+        tls,
+        router,
+        &app.limits,
+        app.registry.clone(),
+        shutdown,
+    )
+    .await
+}
+
+/// A router that answers `POST /v1/transfers` with 202 after reading and discarding the body,
+/// and does nothing else: the load generator's baseline, on the same TLS and HTTP stack.
+pub fn null_router() -> Router {
+    async fn drain(body: axum::body::Body) -> axum::response::Response {
+        use futures_util::StreamExt;
+        let mut s = body.into_data_stream();
+        while let Some(chunk) = s.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+        let mut r = axum::response::IntoResponse::into_response((
+            axum::http::StatusCode::ACCEPTED,
+            r#"{"status":"accepted"}"#,
+        ));
+        r.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+    Router::new().route("/v1/transfers", post(drain))
+}
+
+/// The accept loop, TLS and HTTP/1.1 for any router.
+pub async fn serve_router(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    limits: &Limits,
+    registry: Live<Registry>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let handshake_timeout = limits.handshake_timeout;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -106,7 +150,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let registry = app.registry.clone();
+        let registry = registry.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
             let _permit = permit;

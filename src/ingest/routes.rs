@@ -18,12 +18,12 @@ use time::format_description::well_known::Rfc3339;
 use super::App;
 use super::problem::Problem;
 use super::tls::Peer;
-use super::upload::{SpoolFile, SpoolUpload, UploadError};
+use super::upload::{Sealed, SpoolUpload, UploadError};
 use crate::domain::envelope::{self, Envelope, EnvelopeError, ParseContext};
 use crate::domain::ids::TransferId;
 use crate::domain::policy::{self, Decision, Refusal};
 use crate::seal::{self, SealSummary};
-use crate::store::{IdempotentAnswer, NewTransfer, StoreError, payload_file_name};
+use crate::store::{IdempotentAnswer, NewTransfer, StoreError, StoredPayload, payload_file_name};
 use crate::transfer_log::{
     DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
     TransferRecord,
@@ -325,7 +325,11 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     let part_file_name = field.file_name().map(str::to_owned);
     let part_content_type = field.content_type().map(ToString::to_string);
     let path = app.store.payload_path(req.id);
-    let mut upload = SpoolUpload::start(path, app.spool_recipient.clone());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut upload = SpoolUpload::start(path, app.spool_recipient.clone(), declared);
     let streamed: Result<(), Fail> = async {
         while let Some(chunk) = next_chunk(&mut field, req).await? {
             upload.write(chunk).await.map_err(|e| internal(e, "sealing failed", req.id))?;
@@ -343,7 +347,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         upload.abort().await;
         return Err(fail);
     }
-    let (summary, file) = match upload.finish().await {
+    let (summary, sealed) = match upload.finish().await {
         Ok(done) => done,
         Err(UploadError::Abandoned) => {
             return Err(Fail::answer(StatusCode::BAD_REQUEST.into_response()));
@@ -357,7 +361,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         envelope,
         &authorisations,
         summary,
-        file,
+        sealed,
         part_file_name,
         part_content_type,
     )
@@ -528,7 +532,7 @@ async fn accept(
     mut envelope: Envelope,
     authorisations: &[policy::Authorisation],
     summary: SealSummary,
-    file: SpoolFile,
+    sealed: Sealed,
     part_file_name: Option<String>,
     part_content_type: Option<String>,
 ) -> Result<Response, Fail> {
@@ -593,13 +597,18 @@ async fn accept(
     };
     let entry = LogEntry::transfer(&record)
         .map_err(|e| internal(e, "could not encode a record", req.id))?;
+    // The spool file (if any) stays guarded until the commit: dropped without `keep`, it goes.
+    let (payload, file) = match sealed {
+        Sealed::File(f) => (StoredPayload::File(payload_file_name(req.id)), Some(f)),
+        Sealed::Inline(bytes) => (StoredPayload::Inline(bytes), None),
+    };
     let new = NewTransfer {
         id: req.id,
         sender: req.peer.org.clone(),
         received_at: req.at.clone(),
         purpose: envelope.purpose.to_string(),
         marking: envelope.marking.normalised(&registry.marking),
-        payload_file: payload_file_name(req.id),
+        payload,
         summary,
         sealed_envelope,
         deliveries: authorisations
@@ -611,9 +620,11 @@ async fn accept(
     let sender = req.peer.org.clone();
     let at = req.at.clone();
     let stored_body = body.clone();
+    // A spool file's directory entry must be durable too: the writer fsyncs the directory.
+    let new_file = file.is_some();
     let outcome = app
         .store
-        .write(true, move |tx| {
+        .write(new_file, move |tx| {
             if let Some((key, sha)) = &remember {
                 // Two identical requests raced past the first lookup: the first to commit wins.
                 if let Some(previous) = tx.idempotent_answer(&sender, key)? {
@@ -637,13 +648,15 @@ async fn accept(
         .await
         .map_err(|e| internal(e, "could not commit an accepted transfer", req.id))?;
     if let Some(previous) = outcome {
-        // `file` is dropped here, deleting this request's copy.
+        // `file` is dropped here, deleting this request's spool file if it had one.
         return Ok(replay(
             &previous,
             req.envelope_sha256.as_deref().unwrap_or_default(),
         ));
     }
-    file.keep();
+    if let Some(f) = file {
+        f.keep();
+    }
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, recipients = accepted.recipients.len(), size = accepted.payload.size, "transfer accepted");
     let mut resp = (StatusCode::ACCEPTED, body).into_response();
     resp.headers_mut().insert(

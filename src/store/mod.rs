@@ -61,7 +61,9 @@ CREATE TABLE transfers (
     received_at      TEXT NOT NULL,
     purpose          TEXT NOT NULL,
     marking          TEXT NOT NULL,
+    -- The sealed payload: a file in the spool, or (when small) inline here.
     payload_file     TEXT,
+    payload_inline   BLOB,
     payload_size     INTEGER NOT NULL,
     plaintext_sha256 TEXT NOT NULL,
     sealed_sha256    TEXT NOT NULL,
@@ -181,10 +183,18 @@ pub struct NewTransfer {
     pub received_at: String,
     pub purpose: String,
     pub marking: String,
-    pub payload_file: String,
+    pub payload: StoredPayload,
     pub summary: SealSummary,
     pub sealed_envelope: Vec<u8>,
     pub deliveries: Vec<(OrgId, AgreementId)>,
+}
+
+/// Where a sealed payload rests.
+pub enum StoredPayload {
+    /// In the database, committed with the records (small payloads).
+    Inline(Vec<u8>),
+    /// A file in the spool directory (its name), fsync'd before the commit.
+    File(String),
 }
 
 /// A stored first answer to an idempotent request.
@@ -220,8 +230,8 @@ impl Tx<'_> {
     pub fn insert_transfer(&mut self, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_inline, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 t.id.to_string(),
@@ -229,7 +239,14 @@ impl Tx<'_> {
                 t.received_at,
                 t.purpose,
                 t.marking,
-                t.payload_file,
+                match &t.payload {
+                    StoredPayload::File(name) => Some(name.as_str()),
+                    StoredPayload::Inline(_) => None,
+                },
+                match &t.payload {
+                    StoredPayload::Inline(bytes) => Some(bytes.as_slice()),
+                    StoredPayload::File(_) => None,
+                },
                 i64::try_from(t.summary.plaintext_size).unwrap_or(i64::MAX),
                 hex::encode(t.summary.plaintext_sha256),
                 hex::encode(t.summary.sealed_sha256),

@@ -248,6 +248,36 @@ impl Deployment {
         v
     }
 
+    /// How many transfers the store holds (whatever their payload's storage).
+    pub fn transfers(&self) -> usize {
+        let r = self.reader();
+        let n: i64 = r
+            .conn()
+            .query_row("SELECT COUNT(*) FROM transfers", [], |row| row.get(0))
+            .expect("count");
+        n as usize
+    }
+
+    /// The sealed payload of a transfer, from the spool file or the database.
+    pub fn sealed_payload(&self, id: &str) -> Vec<u8> {
+        let r = self.reader();
+        let (file, inline): (Option<String>, Option<Vec<u8>>) = r
+            .conn()
+            .query_row(
+                "SELECT payload_file, payload_inline FROM transfers WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("transfer row");
+        match (file, inline) {
+            (Some(f), None) => {
+                std::fs::read(self.state_dir.join("spool").join(f)).expect("spool file")
+            }
+            (None, Some(b)) => b,
+            other => panic!("a payload is either a file or inline: {other:?}"),
+        }
+    }
+
     pub fn reader(&self) -> Reader {
         Reader::open(&self.state_dir).expect("reader")
     }
