@@ -505,6 +505,12 @@ async fn malformed_requests_get_400s_and_nothing_is_kept() {
         (a.status, json(&a)["code"].clone()),
         (405, json!("method_not_allowed"))
     );
+    let a = conn.get("/v1/transfers/%FF%FE").await.expect("get");
+    assert_eq!(
+        (a.status, json(&a)["code"].clone()),
+        (404, json!("transfer_not_found")),
+        "an undecodable id is a problem too"
+    );
     let a = conn.get("/v1/transfers/not-an-id").await.expect("get");
     assert_eq!(
         (a.status, json(&a)["code"].clone()),
@@ -720,6 +726,11 @@ async fn an_idempotent_retry_creates_one_transfer() {
     assert_eq!(second.status, 202);
     assert_eq!(json(&first)["transfer_id"], json(&second)["transfer_id"]);
     assert_eq!(
+        second.headers.get("location").and_then(|v| v.to_str().ok()),
+        first.headers.get("location").and_then(|v| v.to_str().ok()),
+        "a replayed 202 carries the same Location"
+    );
+    assert_eq!(
         second
             .headers
             .get("idempotent-replayed")
@@ -820,5 +831,41 @@ async fn a_dropped_upload_leaves_nothing_behind() {
             .status,
         202
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_times_out_with_408_and_is_recorded() {
+    let d = Deployment::with_daemon("[limits]\nidle_timeout_secs = 1\n");
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    // 100 KB, then nothing for three seconds.
+    let stalled = futures_util::StreamExt::then(stream::iter(0..3u32), |i| async move {
+        if i == 1 {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+        Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 100_000]))
+    });
+    let answer = conn
+        .submit(Submission {
+            envelope_json: Bytes::from(serde_json::to_vec(&envelope(json!({}))).expect("json")),
+            payload: stalled,
+            payload_len: Some(300_000),
+            file_name: None,
+            content_type: None,
+            idempotency_key: None,
+        })
+        .await
+        .expect("an answer");
+    assert_eq!(
+        (answer.status, json(&answer)["code"].clone()),
+        (408, json!("request_timeout"))
+    );
+    let last = d.records().pop().expect("record");
+    assert_eq!(
+        (last["kind"].clone(), last["decision"]["code"].clone()),
+        (json!("transfer_rejected"), json!("request_timeout"))
+    );
+    assert!(d.spool_files().is_empty() && d.transfers() == 0);
     server.stop().await;
 }

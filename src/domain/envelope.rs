@@ -736,7 +736,12 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         }
         Some(rc) => {
             let reason = c.optional_text(rc.reason, "consent.reason", limits::REASON);
-            match rc.status.as_deref().map(str::trim) {
+            match rc
+                .status
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+            {
                 None => {
                     c.missing(
                         "consent.status",
@@ -799,7 +804,10 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         }
         Some(u) => {
             let reason = c.optional_text(u.reason, "urgency.reason", limits::REASON);
-            match (u.level.as_deref().map(str::trim), reason) {
+            match (
+                u.level.as_deref().map(str::trim).filter(|v| !v.is_empty()),
+                reason,
+            ) {
                 (None, _) => {
                     c.missing("urgency.level", "routine or urgent");
                     None
@@ -1154,6 +1162,16 @@ pub(crate) mod tests {
             (
                 json!({"consent": {"status": "refused_overridden"}}),
                 "consent.reason",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"consent": {"status": "  "}}),
+                "consent.status",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"urgency": {"level": ""}}),
+                "urgency.level",
                 FieldProblem::MissingField,
             ),
             (

@@ -87,6 +87,32 @@ fn internal(e: impl std::fmt::Display, what: &str, id: TransferId) -> Fail {
     Fail::answer(Problem::internal().with_transfer(id).into_response())
 }
 
+/// A store failure: 503 while the gateway is shutting down (the client should retry, ideally
+/// with its Idempotency-Key), 500 otherwise.
+fn store_failure(e: StoreError, what: &str, id: TransferId) -> Fail {
+    if matches!(e, StoreError::Closed) {
+        tracing::warn!(transfer_id = %id, "{what}: the store is closed (shutting down)");
+        let mut r = Problem::new(503, "unavailable", "The gateway is shutting down and accepted nothing from this request. Retry shortly with the same Idempotency-Key.").with_transfer(id).into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Fail::answer(r);
+    }
+    internal(e, what, id)
+}
+
+/// The client went away or the connection failed mid-request: usually nobody is left to read
+/// the answer, but if anyone is, it says what happened.
+fn interrupted() -> Fail {
+    Fail::answer(
+        Problem::new(
+            400,
+            "malformed_request",
+            "The request ended before the end of the payload. Nothing was kept.",
+        )
+        .into_response(),
+    )
+}
+
 pub async fn submit(
     State(app): State<Arc<App>>,
     axum::Extension(peer): axum::Extension<Peer>,
@@ -111,7 +137,9 @@ pub async fn submit(
             tracing::info!(transfer_id = %req.id, sender = %req.peer.org, status = problem.status, code = %problem.code, "transfer rejected");
             match record_rejection(&req, &problem).await {
                 Ok(()) => (*problem).with_transfer(req.id).into_response(),
-                Err(e) => internal(e, "could not record a rejection", req.id).into_response_fail(),
+                Err(e) => {
+                    store_failure(e, "could not record a rejection", req.id).into_response_fail()
+                }
             }
         }
     }
@@ -159,7 +187,7 @@ fn multer_problem(e: multer::Error, limits: &crate::config::Limits) -> Fail {
         )
         .into(),
         // The connection failed or the client went away: nothing to answer, nothing decided.
-        multer::Error::StreamReadFailed(_) => Fail::answer(StatusCode::BAD_REQUEST.into_response()),
+        multer::Error::StreamReadFailed(_) => interrupted(),
         other => Problem::new(400, "malformed_request", format!("The multipart body could not be read: {other}.")).into(),
     }
 }
@@ -174,14 +202,12 @@ async fn next_chunk(
         Ok(Err(e)) => Err(multer_problem(e, limits)),
         Err(_) => {
             tracing::info!(transfer_id = %req.id, "upload stalled; abandoned");
-            Err(Fail::answer(
-                Problem::new(
-                    408,
-                    "request_timeout",
-                    "The upload made no progress and was abandoned. Nothing was kept.",
-                )
-                .into_response(),
-            ))
+            Err(Problem::new(
+                408,
+                "request_timeout",
+                "The upload made no progress and was abandoned. Nothing was kept.",
+            )
+            .into())
         }
     }
 }
@@ -262,7 +288,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
             .store
             .read(move |c| crate::store::idempotent_answer(c, &sender, &key))
             .await
-            .map_err(|e| internal(e, "idempotency lookup failed", req.id))?;
+            .map_err(|e| store_failure(e, "idempotency lookup failed", req.id))?;
         if let Some(answer) = found {
             return Err(Fail::answer(replay(&answer, &envelope_sha256)));
         }
@@ -349,9 +375,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     }
     let (summary, sealed) = match upload.finish().await {
         Ok(done) => done,
-        Err(UploadError::Abandoned) => {
-            return Err(Fail::answer(StatusCode::BAD_REQUEST.into_response()));
-        }
+        Err(UploadError::Abandoned) => return Err(interrupted()),
         Err(e) => return Err(internal(e, "sealing failed", req.id)),
     };
 
@@ -370,7 +394,9 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
 
 fn replay(answer: &IdempotentAnswer, envelope_sha256: &str) -> Response {
     if answer.request_sha256 != envelope_sha256 {
-        return Problem::new(422, "idempotency_key_reused", "This Idempotency-Key was already used for a different envelope. Use a new key for a new transfer.").with_field("Idempotency-Key").into_response();
+        let mut p = Problem::new(422, "idempotency_key_reused", "This Idempotency-Key was already used for a different envelope. Use a new key for a new transfer.").with_field("Idempotency-Key");
+        p.title = "Idempotency key reused".into();
+        return p.into_response();
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let ct = if status == StatusCode::ACCEPTED {
@@ -383,6 +409,12 @@ fn replay(answer: &IdempotentAnswer, envelope_sha256: &str) -> Response {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     resp.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if status == StatusCode::ACCEPTED
+        && let Ok(accepted) = serde_json::from_str::<Accepted>(&answer.response)
+        && let Ok(loc) = HeaderValue::from_str(&accepted.status_url)
+    {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
     resp
 }
 
@@ -457,7 +489,7 @@ async fn record_decision(
             &previous,
             req.envelope_sha256.as_deref().unwrap_or_default(),
         ),
-        Err(e) => internal(e, "could not record a decision", req.id).into_response_fail(),
+        Err(e) => store_failure(e, "could not record a decision", req.id).into_response_fail(),
     }
 }
 
@@ -646,7 +678,7 @@ async fn accept(
             Ok(None)
         })
         .await
-        .map_err(|e| internal(e, "could not commit an accepted transfer", req.id))?;
+        .map_err(|e| store_failure(e, "could not commit an accepted transfer", req.id))?;
     if let Some(previous) = outcome {
         // `file` is dropped here, deleting this request's spool file if it had one.
         return Ok(replay(
@@ -672,7 +704,7 @@ async fn accept(
 pub async fn status(
     State(app): State<Arc<App>>,
     axum::Extension(peer): axum::Extension<Peer>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let not_found = || {
         Problem::new(
@@ -683,7 +715,7 @@ pub async fn status(
         .with_field("id")
         .into_response()
     };
-    let Ok(id) = id.parse::<TransferId>() else {
+    let Some(id) = id.ok().and_then(|Path(id)| id.parse::<TransferId>().ok()) else {
         return not_found();
     };
     let sender = peer.org.clone();
@@ -696,6 +728,6 @@ pub async fn status(
     {
         Ok(Some(s)) => Json(s).into_response(),
         Ok(None) => not_found(),
-        Err(e) => internal(e, "status lookup failed", id).into_response_fail(),
+        Err(e) => store_failure(e, "status lookup failed", id).into_response_fail(),
     }
 }
