@@ -122,10 +122,18 @@ pub struct SealSummary {
 enum Digest256 {
     Inline(Sha256),
     Offloaded {
-        tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        tx: std::sync::mpsc::SyncSender<Vec<bytes::Bytes>>,
         done: std::thread::JoinHandle<[u8; 32]>,
+        /// Chunks gathered into one message: one hand-off per batch, not per TLS record.
+        batch: Vec<bytes::Bytes>,
+        batched: usize,
+        /// Borrowed data is copied here first (`update`).
+        staging: bytes::BytesMut,
     },
 }
+
+/// How much data one hand-off to a digest thread carries.
+const DIGEST_BATCH: usize = 256 * 1024;
 
 impl Digest256 {
     fn inline() -> Self {
@@ -133,18 +141,26 @@ impl Digest256 {
     }
 
     fn offloaded() -> io::Result<Self> {
-        // Bounded: at most a few chunks wait, so memory stays flat whatever the payload size.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+        // Bounded: at most a few batches wait, so memory stays flat whatever the payload size.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(4);
         let done = std::thread::Builder::new()
             .name("postern-digest".into())
             .spawn(move || {
                 let mut h = Sha256::new();
-                for chunk in rx {
-                    h.update(&chunk);
+                for batch in rx {
+                    for chunk in batch {
+                        h.update(&chunk);
+                    }
                 }
                 h.finalize().into()
             })?;
-        Ok(Digest256::Offloaded { tx, done })
+        Ok(Digest256::Offloaded {
+            tx,
+            done,
+            batch: Vec::new(),
+            batched: 0,
+            staging: bytes::BytesMut::new(),
+        })
     }
 
     fn update(&mut self, data: &[u8]) -> io::Result<()> {
@@ -153,7 +169,15 @@ impl Digest256 {
                 h.update(data);
                 Ok(())
             }
-            Digest256::Offloaded { .. } => self.update_bytes(bytes::Bytes::copy_from_slice(data)),
+            Digest256::Offloaded { staging, .. } => {
+                staging.extend_from_slice(data);
+                if staging.len() < DIGEST_BATCH {
+                    return Ok(());
+                }
+                let full = staging.split().freeze();
+                staging.reserve(DIGEST_BATCH);
+                self.update_bytes(full)
+            }
         }
     }
 
@@ -163,16 +187,38 @@ impl Digest256 {
                 h.update(&data);
                 Ok(())
             }
-            Digest256::Offloaded { tx, .. } => tx
-                .send(data)
-                .map_err(|_| io::Error::other("the digest thread stopped")),
+            Digest256::Offloaded {
+                tx, batch, batched, ..
+            } => {
+                *batched += data.len();
+                batch.push(data);
+                if *batched >= DIGEST_BATCH {
+                    *batched = 0;
+                    tx.send(std::mem::take(batch))
+                        .map_err(|_| io::Error::other("the digest thread stopped"))?;
+                }
+                Ok(())
+            }
         }
     }
 
     fn finish(self) -> io::Result<[u8; 32]> {
         match self {
             Digest256::Inline(h) => Ok(h.finalize().into()),
-            Digest256::Offloaded { tx, done } => {
+            Digest256::Offloaded {
+                tx,
+                done,
+                mut batch,
+                staging,
+                ..
+            } => {
+                if !staging.is_empty() {
+                    batch.push(staging.freeze());
+                }
+                if !batch.is_empty() {
+                    tx.send(batch)
+                        .map_err(|_| io::Error::other("the digest thread stopped"))?;
+                }
                 drop(tx);
                 done.join()
                     .map_err(|_| io::Error::other("the digest thread failed"))

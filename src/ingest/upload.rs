@@ -29,9 +29,14 @@ pub const INLINE_MAX: usize = 64 * 1024;
 pub const PARALLEL_DIGESTS_FROM: u64 = 1 << 20;
 
 enum Msg {
-    Chunk(Bytes),
+    /// Network chunks (a TLS record each, typically), gathered so that one hand-off carries
+    /// about [`BATCH`] bytes.
+    Chunks(Vec<Bytes>),
     Finish,
 }
+
+/// Bytes per hand-off to the sealing thread.
+const BATCH: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -46,6 +51,7 @@ pub enum UploadError {
 /// The spool file, starting writeback as it grows. Without this, a large payload's pages are
 /// all still dirty when the upload ends and the final fsync (before the 202) writes them all at
 /// once; with it, the disk works while the network and the cipher do, and little is left.
+/// Used where direct IO is not available.
 struct WritebackFile {
     file: File,
     written: u64,
@@ -76,6 +82,248 @@ impl Write for WritebackFile {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// A buffer whose usable region starts on an [`DirectFile::ALIGN`] boundary.
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+}
+
+impl Aligned {
+    fn new() -> Option<Aligned> {
+        let raw = vec![0u8; DirectFile::BUFFER + DirectFile::ALIGN];
+        let start = raw.as_ptr().align_offset(DirectFile::ALIGN);
+        // Always true for a byte buffer; checked so that a surprise means no direct IO, not a
+        // misaligned write.
+        (start <= DirectFile::ALIGN).then_some(Aligned { raw, start })
+    }
+
+    fn region(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + DirectFile::BUFFER]
+    }
+}
+
+enum ToWriter {
+    Block(Aligned, usize),
+    /// The last (padded) block if any, then truncate to the true length and fsync.
+    Finish(Option<(Aligned, usize)>, u64),
+}
+
+/// The spool file written with direct IO (O_DIRECT): ciphertext goes from aligned buffers to
+/// the disk without being copied into the page cache, which is most of the cost of writing a
+/// large payload (and would fill the cache with data nobody reads soon). A writer thread does
+/// the IO, so the sealing thread encrypts the next buffer while the disk takes the last one.
+/// Writes are whole aligned blocks; the last block is padded and the file then truncated to its
+/// true length.
+struct DirectFile {
+    current: Aligned,
+    len: usize,
+    total: u64,
+    to_writer: std::sync::mpsc::SyncSender<ToWriter>,
+    returned: std::sync::mpsc::Receiver<Aligned>,
+    allocated: usize,
+    writer: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl DirectFile {
+    /// Alignment and size unit of direct writes: covers 512-byte and 4 KiB logical blocks.
+    const ALIGN: usize = 4096;
+    const BUFFER: usize = 512 * 1024;
+    /// Buffers per file: one being filled, one being written, one spare.
+    const BUFFERS: usize = 3;
+
+    /// Opens `path` (which must not exist) for direct IO, or `None` if the filesystem does not
+    /// support it (tmpfs, for one).
+    fn create(path: &Path) -> std::io::Result<Option<DirectFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(current) = Aligned::new() else {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Ok(None);
+        };
+        let (to_writer, jobs) = std::sync::mpsc::sync_channel::<ToWriter>(Self::BUFFERS - 1);
+        let (give_back, returned) = std::sync::mpsc::channel::<Aligned>();
+        let writer = std::thread::Builder::new()
+            .name("postern-spool-io".into())
+            .spawn(move || {
+                let mut write_block = |buf: &Aligned, n: usize| -> std::io::Result<()> {
+                    let written = file.write(&buf.raw[buf.start..buf.start + n])?;
+                    if written != n {
+                        // A short direct write would leave the next one misaligned.
+                        return Err(std::io::Error::other(format!(
+                            "short direct write ({written} of {n} bytes)"
+                        )));
+                    }
+                    Ok(())
+                };
+                for job in jobs {
+                    match job {
+                        ToWriter::Block(buf, n) => {
+                            write_block(&buf, n)?;
+                            let _ = give_back.send(buf);
+                        }
+                        ToWriter::Finish(tail, total) => {
+                            if let Some((buf, n)) = tail {
+                                write_block(&buf, n)?;
+                            }
+                            file.set_len(total)?;
+                            return file.sync_all();
+                        }
+                    }
+                }
+                // Dropped without `finish`: the upload failed; the guard removes the file.
+                Ok(())
+            })?;
+        Ok(Some(DirectFile {
+            current,
+            len: 0,
+            total: 0,
+            to_writer,
+            returned,
+            allocated: 1,
+            writer,
+        }))
+    }
+
+    fn writer_failed(self) -> std::io::Error {
+        drop(self.to_writer);
+        match self.writer.join() {
+            Ok(Err(e)) => e,
+            _ => std::io::Error::other("the spool writer stopped"),
+        }
+    }
+
+    fn next_buffer(&mut self) -> std::io::Result<Aligned> {
+        if let Ok(b) = self.returned.try_recv() {
+            return Ok(b);
+        }
+        if self.allocated < Self::BUFFERS {
+            self.allocated += 1;
+            return Aligned::new().ok_or_else(|| std::io::Error::other("cannot align a buffer"));
+        }
+        self.returned
+            .recv()
+            .map_err(|_| std::io::Error::other("the spool writer stopped"))
+    }
+
+    /// Writes the rest, cuts the padding off and fsyncs.
+    fn finish(mut self) -> std::io::Result<()> {
+        let tail = if self.len > 0 {
+            let padded = self.len.div_ceil(Self::ALIGN) * Self::ALIGN;
+            let len = self.len;
+            self.current.region()[len..padded].fill(0);
+            let buf = std::mem::replace(
+                &mut self.current,
+                Aligned {
+                    raw: Vec::new(),
+                    start: 0,
+                },
+            );
+            Some((buf, padded))
+        } else {
+            None
+        };
+        if self
+            .to_writer
+            .send(ToWriter::Finish(tail, self.total))
+            .is_err()
+        {
+            return Err(self.writer_failed());
+        }
+        drop(self.to_writer);
+        self.writer
+            .join()
+            .map_err(|_| std::io::Error::other("the spool writer failed"))?
+    }
+}
+
+impl Write for DirectFile {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = Self::BUFFER - self.len;
+        let n = room.min(data.len());
+        let len = self.len;
+        self.current.region()[len..len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+        self.total += n as u64;
+        if self.len == Self::BUFFER {
+            let next = self.next_buffer()?;
+            let full = std::mem::replace(&mut self.current, next);
+            self.len = 0;
+            if self
+                .to_writer
+                .send(ToWriter::Block(full, Self::BUFFER))
+                .is_err()
+            {
+                return Err(std::io::Error::other("the spool writer stopped"));
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Partial blocks can only be written at the end (see `finish`).
+        Ok(())
+    }
+}
+
+/// A spool file being written: directly where possible, through the page cache otherwise.
+enum SpoolWriter {
+    Direct(DirectFile),
+    Buffered(BufWriter<WritebackFile>),
+}
+
+impl SpoolWriter {
+    fn create(path: &Path, direct: bool) -> std::io::Result<SpoolWriter> {
+        if direct && let Some(d) = DirectFile::create(path)? {
+            return Ok(SpoolWriter::Direct(d));
+        }
+        let file = File::create_new(path)?;
+        Ok(SpoolWriter::Buffered(BufWriter::with_capacity(
+            WRITE_BUFFER,
+            WritebackFile {
+                file,
+                written: 0,
+                flushed_to: 0,
+            },
+        )))
+    }
+
+    /// Durability step 1: the sealed bytes are on disk before anything is recorded.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            SpoolWriter::Direct(d) => d.finish(),
+            SpoolWriter::Buffered(b) => b.into_inner().map_err(|e| e.into_error())?.file.sync_all(),
+        }
+    }
+}
+
+impl Write for SpoolWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SpoolWriter::Direct(d) => d.write(data),
+            SpoolWriter::Buffered(b) => b.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SpoolWriter::Direct(d) => d.flush(),
+            SpoolWriter::Buffered(b) => b.flush(),
+        }
     }
 }
 
@@ -114,25 +362,18 @@ enum Sink {
     Memory {
         buf: Vec<u8>,
         path: PathBuf,
+        direct: bool,
     },
     File {
-        out: BufWriter<WritebackFile>,
+        out: SpoolWriter,
         guard: SpoolFile,
     },
 }
 
 impl Sink {
-    fn file(path: PathBuf) -> std::io::Result<Sink> {
-        let file = File::create_new(&path)?;
+    fn file(path: PathBuf, direct: bool) -> std::io::Result<Sink> {
+        let out = SpoolWriter::create(&path, direct)?;
         let guard = SpoolFile { path, keep: false };
-        let out = BufWriter::with_capacity(
-            WRITE_BUFFER,
-            WritebackFile {
-                file,
-                written: 0,
-                flushed_to: 0,
-            },
-        );
         Ok(Sink::File { out, guard })
     }
 }
@@ -144,8 +385,8 @@ impl Write for Sink {
                 buf.extend_from_slice(data);
                 Ok(data.len())
             }
-            Sink::Memory { buf, path } => {
-                let mut spilled = Sink::file(path.clone())?;
+            Sink::Memory { buf, path, direct } => {
+                let mut spilled = Sink::file(path.clone(), *direct)?;
                 spilled.write_all(buf)?;
                 *self = spilled;
                 self.write(data)
@@ -173,19 +414,34 @@ pub enum Sealed {
 pub struct SpoolUpload {
     tx: Option<mpsc::Sender<Msg>>,
     task: Option<JoinHandle<Result<(SealSummary, Sealed), UploadError>>>,
+    batch: Vec<Bytes>,
+    batched: usize,
 }
 
 impl SpoolUpload {
     /// Starts sealing for the given recipient; if the payload outgrows [`INLINE_MAX`] it goes to
     /// `path` (which must not exist). `expected` is the size the client announced, if any.
     pub fn start(path: PathBuf, recipient: age::x25519::Recipient, expected: Option<u64>) -> Self {
+        Self::start_with(path, recipient, expected, true)
+    }
+
+    /// As [`SpoolUpload::start`]; `direct` false forces the page-cache path (for tests).
+    pub fn start_with(
+        path: PathBuf,
+        recipient: age::x25519::Recipient,
+        expected: Option<u64>,
+        direct: bool,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         let task = tokio::task::spawn_blocking(move || {
             let sink = match expected {
-                Some(n) if n > INLINE_MAX as u64 => Sink::file(path).map_err(SealError::Io)?,
+                Some(n) if n > INLINE_MAX as u64 => {
+                    Sink::file(path, direct).map_err(SealError::Io)?
+                }
                 _ => Sink::Memory {
                     buf: Vec::new(),
                     path,
+                    direct,
                 },
             };
             let recipients = [&recipient as &dyn age::Recipient];
@@ -195,7 +451,11 @@ impl SpoolUpload {
             };
             loop {
                 match rx.blocking_recv() {
-                    Some(Msg::Chunk(c)) => sealer.write_bytes(c)?,
+                    Some(Msg::Chunks(batch)) => {
+                        for c in batch {
+                            sealer.write_bytes(c)?;
+                        }
+                    }
                     Some(Msg::Finish) => break,
                     // The request went away before the end of the payload: nothing is kept
                     // (dropping the sink deletes a spilled file).
@@ -206,12 +466,7 @@ impl SpoolUpload {
             let sealed = match sink {
                 Sink::Memory { buf, .. } => Sealed::Inline(buf),
                 Sink::File { out, guard } => {
-                    let file = out
-                        .into_inner()
-                        .map_err(|e| SealError::Io(e.into_error()))?
-                        .file;
-                    // Durability step 1: the sealed bytes are on disk before anything is recorded.
-                    file.sync_all().map_err(SealError::Io)?;
+                    out.finish().map_err(SealError::Io)?;
                     Sealed::File(guard)
                 }
             };
@@ -220,14 +475,27 @@ impl SpoolUpload {
         SpoolUpload {
             tx: Some(tx),
             task: Some(task),
+            batch: Vec::new(),
+            batched: 0,
         }
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), UploadError> {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= BATCH {
+            self.send_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(&mut self) -> Result<(), UploadError> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
         let Some(tx) = &self.tx else {
             return Err(UploadError::Lost);
         };
-        if tx.send(Msg::Chunk(chunk)).await.is_err() {
+        if tx.send(Msg::Chunks(batch)).await.is_err() {
             // The thread stopped early: take its error.
             return Err(self.join().await.err().unwrap_or(UploadError::Lost));
         }
@@ -249,6 +517,9 @@ impl SpoolUpload {
 
     /// Ends the payload: seals the final chunk and, for a spool file, fsyncs it.
     pub async fn finish(mut self) -> Result<(SealSummary, Sealed), UploadError> {
+        if !self.batch.is_empty() {
+            self.send_batch().await?;
+        }
         if let Some(tx) = &self.tx {
             tx.send(Msg::Finish).await.map_err(|_| UploadError::Lost)?;
         }
@@ -260,5 +531,89 @@ impl Drop for SpoolUpload {
     fn drop(&mut self) {
         // Closing the channel without `Finish` makes the thread discard what it has.
         self.tx = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    async fn seal_through(direct: bool, size: usize, declared: bool) -> (Vec<u8>, Vec<u8>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::seal::SpoolKey::from_identity(age::x25519::Identity::generate());
+        let path = dir.path().join("x.age");
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let mut up = SpoolUpload::start_with(
+            path.clone(),
+            key.recipient().clone(),
+            declared.then_some(size as u64),
+            direct,
+        );
+        for c in data.chunks(100_000) {
+            up.write(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        let (summary, sealed) = up.finish().await.unwrap();
+        let (bytes, in_file) = match sealed {
+            Sealed::Inline(b) => (b, false),
+            Sealed::File(f) => {
+                let b = std::fs::read(f.path()).unwrap();
+                f.keep();
+                (b, true)
+            }
+        };
+        assert_eq!(
+            summary.sealed_size,
+            bytes.len() as u64,
+            "the file is exactly the sealed length"
+        );
+        let mut opened = Vec::new();
+        crate::seal::open(&bytes[..], key.identity())
+            .unwrap()
+            .read_to_end(&mut opened)
+            .unwrap();
+        (data, opened, in_file)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_and_buffered_spool_files_open_to_the_payload() {
+        // Sizes that end on, just after and just before the direct-IO block and buffer sizes.
+        for size in [
+            INLINE_MAX + 1,
+            DirectFile::BUFFER,
+            DirectFile::BUFFER + 1,
+            3 * DirectFile::BUFFER - 5,
+            2_500_000,
+        ] {
+            for direct in [true, false] {
+                for declared in [true, false] {
+                    let (data, opened, in_file) = seal_through(direct, size, declared).await;
+                    assert!(in_file, "size {size} spills to a file");
+                    assert_eq!(
+                        opened, data,
+                        "size {size} direct {direct} declared {declared}"
+                    );
+                }
+            }
+        }
+        let (data, opened, in_file) = seal_through(true, 1000, false).await;
+        assert!(!in_file);
+        assert_eq!(opened, data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_spilled_upload_leaves_no_file() {
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let key = crate::seal::SpoolKey::from_identity(age::x25519::Identity::generate());
+            let path = dir.path().join("x.age");
+            let mut up =
+                SpoolUpload::start_with(path.clone(), key.recipient().clone(), None, direct);
+            up.write(Bytes::from(vec![1u8; 3 * INLINE_MAX]))
+                .await
+                .unwrap();
+            up.abort().await;
+            assert!(!path.exists(), "direct {direct}");
+        }
     }
 }
