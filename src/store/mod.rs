@@ -694,3 +694,150 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer_log::RecordKind;
+
+    fn entry(n: usize) -> LogEntry {
+        LogEntry {
+            kind: RecordKind::TransferRejected,
+            at: format!("2026-11-22T00:00:{:02}Z", n % 60),
+            transfer_id: None,
+            sender: Some("northshire-cc".parse().unwrap()),
+            code: Some(format!("code-{n}")),
+            subjects: Vec::new(),
+            body: format!("{{\"n\":{n}}}").into_bytes(),
+        }
+    }
+
+    /// (seq, body, prev_hash, hash)
+    type Row = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    fn chain(state: &Path) -> Vec<Row> {
+        let r = Reader::open(state).unwrap();
+        let mut stmt = r
+            .conn()
+            .prepare("SELECT seq, body, prev_hash, hash FROM log ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    fn assert_chained(rows: &[Row]) {
+        let mut prev = GENESIS;
+        for (i, (seq, body, prev_hash, hash)) in rows.iter().enumerate() {
+            assert_eq!(*seq, i as i64 + 1, "sequence numbers have no gaps");
+            assert_eq!(prev_hash.as_slice(), prev.as_slice());
+            let expected = chain_hash(&prev, *seq, body);
+            assert_eq!(hash.as_slice(), expected.as_slice());
+            prev = expected;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_batched_into_one_unbroken_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(false, move |tx| {
+                        tx.append(&entry(n))?;
+                        // Every seventh job fails after appending: its record must vanish with
+                        // it, and must not leave a gap or a broken link.
+                        if n % 7 == 3 {
+                            Err(StoreError::Closed)
+                        } else {
+                            Ok(n)
+                        }
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        let rows = chain(dir.path());
+        assert_eq!(rows.len(), ok);
+        assert_chained(&rows);
+        // The chain continues across a restart.
+        drop(store);
+        let (store, _) = Store::open(dir.path()).unwrap();
+        store
+            .write(false, |tx| tx.append(&entry(999)).map(|_| ()))
+            .await
+            .unwrap();
+        let rows = chain(dir.path());
+        assert_eq!(rows.len(), ok + 1);
+        assert_chained(&rows);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_the_store_sweeps_orphans_and_keeps_owned_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, sweep) = Store::open(dir.path()).unwrap();
+        assert_eq!(sweep.orphans_removed, 0);
+        let id = TransferId::from_uuid(uuid::Uuid::now_v7());
+        std::fs::write(store.payload_path(id), b"sealed").unwrap();
+        let summary = SealSummary {
+            plaintext_size: 1,
+            plaintext_sha256: [0; 32],
+            sealed_size: 6,
+            sealed_sha256: [0; 32],
+        };
+        let new = NewTransfer {
+            id,
+            sender: "northshire-cc".parse().unwrap(),
+            received_at: "2026-11-22T00:00:00Z".into(),
+            purpose: "p".into(),
+            marking: "OFFICIAL".into(),
+            payload: StoredPayload::File(payload_file_name(id)),
+            summary,
+            sealed_envelope: vec![1],
+            deliveries: vec![("northshire-police".parse().unwrap(), "isp".parse().unwrap())],
+        };
+        store
+            .write(true, move |tx| {
+                let seq = tx.append(&entry(1))?;
+                tx.insert_transfer(&new, seq)
+            })
+            .await
+            .unwrap();
+        let orphan = store.payload_path(TransferId::from_uuid(uuid::Uuid::now_v7()));
+        std::fs::write(&orphan, b"half an upload").unwrap();
+        drop(store);
+        let (store, sweep) = Store::open(dir.path()).unwrap();
+        assert_eq!(sweep.orphans_removed, 1);
+        assert!(!orphan.exists());
+        assert!(store.payload_path(id).exists());
+        let status = store
+            .read(move |c| transfer_status(c, &id.to_string(), &"northshire-cc".parse().unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.recipients[0].state, "queued");
+        assert!(
+            store
+                .read(move |c| transfer_status(
+                    c,
+                    &id.to_string(),
+                    &"northshire-police".parse().unwrap()
+                ))
+                .await
+                .unwrap()
+                .is_none(),
+            "only the sender sees it"
+        );
+    }
+}
