@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::envelope::{Consent, Envelope, FieldError, SubjectInformed, Urgency};
+use crate::domain::envelope::{Envelope, FieldError};
 use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::marking::MarkingScheme;
 use crate::domain::policy::{Authorisation, Refusal};
@@ -143,19 +143,16 @@ impl EnvelopeRecord {
                 role: e.practitioner.role.clone(),
                 contact: e.practitioner.contact.clone(),
             },
-            consent: match &e.consent {
-                Consent::Given => sr("given", None),
-                Consent::RefusedOverridden(r) => sr("refused_overridden", Some(r.expose())),
-                Consent::NotSought(r) => sr("not_sought", Some(r.expose())),
-            },
-            subject_informed: match &e.subject_informed {
-                SubjectInformed::Yes => sr("informed", None),
-                SubjectInformed::No(r) => sr("not_informed", Some(r.expose())),
-            },
-            urgency: match &e.urgency {
-                Urgency::Routine => sr("routine", None),
-                Urgency::Urgent(r) => sr("urgent", Some(r.expose())),
-            },
+            consent: sr(e.consent.status(), e.consent.reason()),
+            subject_informed: sr(
+                if e.subject_informed.informed() {
+                    "informed"
+                } else {
+                    "not_informed"
+                },
+                e.subject_informed.reason(),
+            ),
+            urgency: sr(e.urgency.level(), e.urgency.reason()),
             request: e.request.as_ref().map(|r| RequestRecord {
                 reference: r.reference.clone(),
                 requested: r.requested.expose().to_owned(),

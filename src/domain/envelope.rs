@@ -165,6 +165,42 @@ impl Consent {
             Consent::NotSought(_) => "not_sought",
         }
     }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Consent::Given => None,
+            Consent::RefusedOverridden(r) | Consent::NotSought(r) => Some(r.expose()),
+        }
+    }
+}
+
+impl SubjectInformed {
+    pub fn informed(&self) -> bool {
+        matches!(self, SubjectInformed::Yes)
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            SubjectInformed::Yes => None,
+            SubjectInformed::No(r) => Some(r.expose()),
+        }
+    }
+}
+
+impl Urgency {
+    pub fn level(&self) -> &'static str {
+        match self {
+            Urgency::Routine => "routine",
+            Urgency::Urgent(_) => "urgent",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Urgency::Routine => None,
+            Urgency::Urgent(r) => Some(r.expose()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,20 +319,6 @@ impl RecipientEnvelope {
         scheme: &MarkingScheme,
         received: time::OffsetDateTime,
     ) -> Self {
-        let text = |s: &Sensitive| Some(s.expose().to_owned());
-        let (consent_status, consent_reason) = match &e.consent {
-            Consent::Given => ("given", None),
-            Consent::RefusedOverridden(r) => ("refused_overridden", text(r)),
-            Consent::NotSought(r) => ("not_sought", text(r)),
-        };
-        let (informed, informed_reason) = match &e.subject_informed {
-            SubjectInformed::Yes => (true, None),
-            SubjectInformed::No(r) => (false, text(r)),
-        };
-        let (urgency, urgency_reason) = match &e.urgency {
-            Urgency::Routine => ("routine", None),
-            Urgency::Urgent(r) => ("urgent", text(r)),
-        };
         RecipientEnvelope {
             transfer_id: id,
             sender: sender.clone(),
@@ -319,16 +341,16 @@ impl RecipientEnvelope {
                 contact: Some(e.practitioner.contact.clone()),
             },
             consent: RawConsent {
-                status: Some(consent_status.to_owned()),
-                reason: consent_reason,
+                status: Some(e.consent.status().to_owned()),
+                reason: e.consent.reason().map(str::to_owned),
             },
             subject_informed: RawSubjectInformed {
-                informed: Some(informed),
-                reason: informed_reason,
+                informed: Some(e.subject_informed.informed()),
+                reason: e.subject_informed.reason().map(str::to_owned),
             },
             urgency: RawUrgency {
-                level: Some(urgency.to_owned()),
-                reason: urgency_reason,
+                level: Some(e.urgency.level().to_owned()),
+                reason: e.urgency.reason().map(str::to_owned),
             },
             request: e.request.as_ref().map(|r| RawRequest {
                 reference: Some(r.reference.clone()),

@@ -23,7 +23,9 @@ use crate::domain::envelope::{self, Envelope, EnvelopeError, ParseContext};
 use crate::domain::ids::TransferId;
 use crate::domain::policy::{self, Decision, Refusal};
 use crate::seal::{self, SealSummary};
-use crate::store::{IdempotentAnswer, NewTransfer, StoreError, StoredPayload, payload_file_name};
+use crate::store::{
+    IdempotencyClaim, IdempotentAnswer, NewTransfer, StoreError, StoredPayload, payload_file_name,
+};
 use crate::transfer_log::{
     DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
     TransferRecord,
@@ -418,6 +420,17 @@ fn replay(answer: &IdempotentAnswer, envelope_sha256: &str) -> Response {
     resp
 }
 
+impl Request {
+    fn claim(&self) -> Option<IdempotencyClaim> {
+        Some(IdempotencyClaim {
+            sender: self.peer.org.clone(),
+            key: self.idempotency_key.clone()?,
+            request_sha256: self.envelope_sha256.clone()?,
+            at: self.at.clone(),
+        })
+    }
+}
+
 fn sender(req: &Request) -> SenderRecord {
     SenderRecord {
         org: req.peer.org.clone(),
@@ -457,27 +470,15 @@ async fn record_decision(
         Ok(e) => e,
         Err(e) => return internal(e, "could not encode a record", req.id).into_response_fail(),
     };
-    let remember = req.idempotency_key.clone().zip(req.envelope_sha256.clone());
-    let sender = req.peer.org.clone();
-    let at = req.at.clone();
+    let claim = req.claim();
     let written = req
         .app
         .store
         .write(false, move |tx| {
-            if let Some((key, sha)) = &remember {
-                if let Some(previous) = tx.idempotent_answer(&sender, key)? {
-                    return Ok(Some(previous));
-                }
-                tx.remember_answer(
-                    &sender,
-                    key,
-                    &IdempotentAnswer {
-                        request_sha256: sha.clone(),
-                        status,
-                        response: body,
-                    },
-                    &at,
-                )?;
+            if let Some(c) = &claim
+                && let Some(previous) = tx.claim(c, status, body)?
+            {
+                return Ok(Some(previous));
             }
             tx.append(&entry)?;
             Ok(None)
@@ -648,30 +649,18 @@ async fn accept(
             .map(|a| (a.recipient.clone(), a.agreement.clone()))
             .collect(),
     };
-    let remember = req.idempotency_key.clone().zip(req.envelope_sha256.clone());
-    let sender = req.peer.org.clone();
-    let at = req.at.clone();
+    let claim = req.claim();
     let stored_body = body.clone();
     // A spool file's directory entry must be durable too: the writer fsyncs the directory.
     let new_file = file.is_some();
     let outcome = app
         .store
         .write(new_file, move |tx| {
-            if let Some((key, sha)) = &remember {
-                // Two identical requests raced past the first lookup: the first to commit wins.
-                if let Some(previous) = tx.idempotent_answer(&sender, key)? {
-                    return Ok(Some(previous));
-                }
-                tx.remember_answer(
-                    &sender,
-                    key,
-                    &IdempotentAnswer {
-                        request_sha256: sha.clone(),
-                        status: 202,
-                        response: stored_body,
-                    },
-                    &at,
-                )?;
+            // Two identical requests may race past the first lookup: the first to commit wins.
+            if let Some(c) = &claim
+                && let Some(previous) = tx.claim(c, 202, stored_body)?
+            {
+                return Ok(Some(previous));
             }
             let seq = tx.append(&entry)?;
             tx.insert_transfer(&new, seq)?;

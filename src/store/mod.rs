@@ -197,6 +197,16 @@ pub enum StoredPayload {
     File(String),
 }
 
+/// A request's Idempotency-Key and what identifies the request it was sent with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub sender: OrgId,
+    pub key: String,
+    /// SHA-256 of the envelope bytes: the same key with a different envelope is an error.
+    pub request_sha256: String,
+    pub at: String,
+}
+
 /// A stored first answer to an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotentAnswer {
@@ -273,6 +283,27 @@ impl Tx<'_> {
         key: &str,
     ) -> Result<Option<IdempotentAnswer>, StoreError> {
         idempotent_answer(self.conn, sender, key)
+    }
+
+    /// Checks and remembers an Idempotency-Key in the same transaction as the request's effects:
+    /// if the key already has an answer it is returned (and the caller must write nothing
+    /// else); otherwise `status` and `response` become its answer and `None` is returned.
+    pub fn claim(
+        &mut self,
+        claim: &IdempotencyClaim,
+        status: u16,
+        response: String,
+    ) -> Result<Option<IdempotentAnswer>, StoreError> {
+        if let Some(previous) = self.idempotent_answer(&claim.sender, &claim.key)? {
+            return Ok(Some(previous));
+        }
+        let answer = IdempotentAnswer {
+            request_sha256: claim.request_sha256.clone(),
+            status,
+            response,
+        };
+        self.remember_answer(&claim.sender, &claim.key, &answer, &claim.at)?;
+        Ok(None)
     }
 
     pub fn remember_answer(
