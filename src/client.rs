@@ -249,47 +249,35 @@ impl Connection {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
     {
-        let b = boundary();
-        let head = format!(
-            "--{b}\r\nContent-Disposition: form-data; name=\"envelope\"\r\nContent-Type: application/json\r\n\r\n"
+        let payload_part = Part {
+            name: "payload",
+            file_name: s.file_name.clone(),
+            content_type: s
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        };
+        let envelope_part = Part {
+            name: "envelope",
+            file_name: None,
+            content_type: "application/json".into(),
+        };
+        let m = multipart(
+            vec![(envelope_part, s.envelope_json)],
+            payload_part,
+            s.payload,
+            s.payload_len,
         );
-        let file_name = s
-            .file_name
-            .as_deref()
-            .map(|f| format!("; filename=\"{}\"", quote(f)))
-            .unwrap_or_default();
-        let ctype = s
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let mid = format!(
-            "\r\n--{b}\r\nContent-Disposition: form-data; name=\"payload\"{file_name}\r\nContent-Type: {}\r\n\r\n",
-            quote(&ctype)
-        );
-        let tail = format!("\r\n--{b}--\r\n");
-        let fixed = head.len() + s.envelope_json.len() + mid.len() + tail.len();
-        let prefix = stream::iter([
-            Ok(Bytes::from(head)),
-            Ok(s.envelope_json),
-            Ok(Bytes::from(mid)),
-        ]);
-        let body = prefix
-            .chain(s.payload)
-            .chain(stream::iter([Ok(Bytes::from(tail))]))
-            .map(|r| r.map(Frame::data));
         let mut req = hyper::Request::post("/v1/transfers")
             .header(hyper::header::HOST, &self.authority)
-            .header(
-                hyper::header::CONTENT_TYPE,
-                format!("multipart/form-data; boundary={b}"),
-            );
-        if let Some(len) = s.payload_len {
-            req = req.header(hyper::header::CONTENT_LENGTH, fixed as u64 + len);
+            .header(hyper::header::CONTENT_TYPE, m.content_type);
+        if let Some(len) = m.length {
+            req = req.header(hyper::header::CONTENT_LENGTH, len);
         }
         if let Some(k) = &s.idempotency_key {
             req = req.header("idempotency-key", k);
         }
-        let req = req.body(BodyExt::boxed(StreamBody::new(body)))?;
+        let req = req.body(m.body)?;
         self.send(req).await
     }
 
@@ -322,6 +310,67 @@ impl Connection {
             Full::new(body).map_err(|never| match never {}),
         ))?;
         self.send(req).await
+    }
+}
+
+/// One part of a multipart/form-data body.
+pub struct Part {
+    pub name: &'static str,
+    pub file_name: Option<String>,
+    pub content_type: String,
+}
+
+/// A multipart/form-data body, ready to send.
+pub struct Multipart {
+    /// The Content-Type header value, with its boundary.
+    pub content_type: String,
+    /// The whole body's length, when the streamed part's length is known.
+    pub length: Option<u64>,
+    pub body: Body,
+}
+
+fn part_header(b: &str, p: &Part, first: bool) -> String {
+    let file_name = p
+        .file_name
+        .as_deref()
+        .map(|f| format!("; filename=\"{}\"", quote(f)))
+        .unwrap_or_default();
+    format!(
+        "{}--{b}\r\nContent-Disposition: form-data; name=\"{}\"{file_name}\r\nContent-Type: {}\r\n\r\n",
+        if first { "" } else { "\r\n" },
+        p.name,
+        quote(&p.content_type)
+    )
+}
+
+/// Builds a multipart body: the `fixed` parts in order, then `last`, streamed.
+pub fn multipart<S>(
+    fixed: Vec<(Part, Bytes)>,
+    last: Part,
+    stream_body: S,
+    last_len: Option<u64>,
+) -> Multipart
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+{
+    let b = boundary();
+    let mut head: Vec<Bytes> = Vec::new();
+    for (i, (part, bytes)) in fixed.into_iter().enumerate() {
+        head.push(Bytes::from(part_header(&b, &part, i == 0)));
+        head.push(bytes);
+    }
+    let first = head.is_empty();
+    head.push(Bytes::from(part_header(&b, &last, first)));
+    let tail = Bytes::from(format!("\r\n--{b}--\r\n"));
+    let fixed_len: u64 = head.iter().map(|x| x.len() as u64).sum::<u64>() + tail.len() as u64;
+    let body = stream::iter(head.into_iter().map(Ok))
+        .chain(stream_body)
+        .chain(stream::iter([Ok(tail)]))
+        .map(|r| r.map(Frame::data));
+    Multipart {
+        content_type: format!("multipart/form-data; boundary={b}"),
+        length: last_len.map(|n| fixed_len + n),
+        body: BodyExt::boxed(StreamBody::new(body)),
     }
 }
 

@@ -5,10 +5,13 @@
 //! [`seal`] ──▶ [`store`] (spool + transfer log) ──▶ 202 Accepted.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
 pub mod devkit;
 pub mod domain;
+pub mod inbox;
 pub mod ingest;
 pub mod live;
 pub mod pki;

@@ -6,7 +6,7 @@
 //! | 0  | done (for `send`: accepted) |
 //! | 1  | an unexpected error |
 //! | 64 | bad configuration or usage (`check-config` found errors) |
-//! | 65 | the envelope or request was invalid (400/413/415/422) |
+//! | 65 | the envelope or request was invalid (400/408/413/415/422) |
 //! | 69 | the gateway could not be reached |
 //! | 77 | refused by policy (403) |
 
@@ -38,7 +38,7 @@ enum Command {
     /// Validate the whole configuration; print every error with file and line; exit 64 on error.
     CheckConfig {
         /// Configuration directory (postern.toml and the registry files).
-        #[arg(long, default_value = "config")]
+        #[arg(long, env = "POSTERN_CONFIG_DIR", default_value = "/etc/postern")]
         config: PathBuf,
     },
     /// Send a transfer (what a small organisation without its own system uses).
@@ -75,6 +75,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_tracing();
+    // Everything the gateway writes (the store, the spool, keys) is for its own user only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,6 +103,15 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`postern log list | head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("postern: {e:#}");
             ExitCode::FAILURE

@@ -228,10 +228,39 @@ impl Digest256 {
 }
 
 /// Counts and hashes what passes through to the inner writer.
-struct Tee<W> {
+pub struct Tee<W> {
     inner: W,
     hash: Digest256,
     size: u64,
+}
+
+impl<W: Write> Tee<W> {
+    /// `parallel`: hash on a helper thread (for large streams).
+    pub fn new(inner: W, parallel: bool) -> io::Result<Self> {
+        Ok(Tee {
+            inner,
+            hash: if parallel {
+                Digest256::offloaded()?
+            } else {
+                Digest256::inline()
+            },
+            size: 0,
+        })
+    }
+
+    /// Like `write_all`, without copying the chunk for an offloaded digest.
+    pub fn write_bytes(&mut self, chunk: bytes::Bytes) -> io::Result<()> {
+        self.inner.write_all(&chunk)?;
+        self.size += chunk.len() as u64;
+        self.hash.update_bytes(chunk)
+    }
+
+    /// The inner writer, the byte count and the SHA-256 of what passed.
+    pub fn finish(mut self) -> io::Result<(W, u64, [u8; 32])> {
+        self.inner.flush()?;
+        let digest = self.hash.finish()?;
+        Ok((self.inner, self.size, digest))
+    }
 }
 
 impl<W: Write> Write for Tee<W> {
@@ -341,13 +370,19 @@ pub fn seal_bytes<'a>(
 }
 
 /// Opens sealed bytes from a reader with one identity.
-pub fn open<R: Read>(input: R, identity: &dyn age::Identity) -> Result<impl Read, SealError> {
+pub fn open<R: Read>(
+    input: R,
+    identity: &dyn age::Identity,
+) -> Result<age::stream::StreamReader<BufReader<R>>, SealError> {
     let d = age::Decryptor::new_buffered(BufReader::new(input))?;
     Ok(d.decrypt(std::iter::once(identity))?)
 }
 
 /// Opens a sealed file.
-pub fn open_file(path: &Path, identity: &dyn age::Identity) -> Result<impl Read, SealError> {
+pub fn open_file(
+    path: &Path,
+    identity: &dyn age::Identity,
+) -> Result<age::stream::StreamReader<BufReader<File>>, SealError> {
     open(File::open(path)?, identity)
 }
 

@@ -41,6 +41,14 @@ pub enum RecordKind {
     TransferRefused,
     /// The request was malformed, invalid or too large (400/413/422): nothing was shared.
     TransferRejected,
+    /// One attempt to deliver to one recipient, whatever its outcome.
+    DeliveryAttempt,
+    /// A transfer's sealed payload was deleted from the spool (every recipient delivered or dead).
+    PayloadPurged,
+    /// This gateway's inbox received a transfer for one of its organisations.
+    InboxReceived,
+    /// The receiving organisation acknowledged an inbox item; its payload was deleted.
+    InboxAcknowledged,
 }
 
 impl RecordKind {
@@ -49,6 +57,10 @@ impl RecordKind {
             RecordKind::TransferAccepted => "transfer_accepted",
             RecordKind::TransferRefused => "transfer_refused",
             RecordKind::TransferRejected => "transfer_rejected",
+            RecordKind::DeliveryAttempt => "delivery_attempt",
+            RecordKind::PayloadPurged => "payload_purged",
+            RecordKind::InboxReceived => "inbox_received",
+            RecordKind::InboxAcknowledged => "inbox_acknowledged",
         }
     }
 }
@@ -288,6 +300,61 @@ pub struct TransferRecord {
     pub idempotency_key: Option<String>,
 }
 
+/// What a recipient's endpoint said it received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The recipient side's reference for what it received.
+    pub receipt_id: String,
+    /// SHA-256 of the sealed payload as received.
+    pub sha256: String,
+    /// When the recipient side recorded it (RFC 3339).
+    pub received_at: String,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttemptRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+    pub recipient: OrgId,
+    pub attempt: i64,
+    /// `email`, `https` or `inbox`.
+    pub channel: String,
+    /// `delivered`, `retrying` or `dead`.
+    pub outcome: String,
+    /// The SMTP reply, the HTTP status, or the error, as a person can read it.
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+/// A spool payload deleted once no recipient needs it any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadPurgedRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+}
+
+/// An inbox event at the receiving side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+    pub inbox_id: String,
+    pub recipient: OrgId,
+    /// The sending organisation, as the delivering gateway stated it.
+    pub sender: OrgId,
+    /// The peer gateway it came through, or `local`.
+    pub via: String,
+    pub payload_size: u64,
+    pub payload_sha256: String,
+}
+
 /// A record ready to append: the indexed columns and the body.
 pub struct LogEntry {
     pub kind: RecordKind,
@@ -300,6 +367,26 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// Any record body, with the columns it is filed under.
+    pub fn of<T: Serialize>(
+        kind: RecordKind,
+        at: &str,
+        transfer_id: TransferId,
+        sender: Option<&OrgId>,
+        code: Option<String>,
+        body: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(LogEntry {
+            kind,
+            at: at.to_owned(),
+            transfer_id: Some(transfer_id),
+            sender: sender.cloned(),
+            code,
+            subjects: Vec::new(),
+            body: serde_json::to_vec(body)?,
+        })
+    }
+
     pub fn transfer(r: &TransferRecord) -> Result<Self, serde_json::Error> {
         Ok(LogEntry {
             kind: r.kind,

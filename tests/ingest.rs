@@ -869,3 +869,86 @@ async fn a_stalled_upload_times_out_with_408_and_is_recorded() {
     assert!(d.spool_files().is_empty() && d.transfers() == 0);
     server.stop().await;
 }
+
+/// A client that sends a whole request and then resets the connection without waiting for the
+/// answer: whatever the gateway committed must keep its payload (the handler is dropped, the
+/// commit is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_vanishing_after_its_upload_never_leaves_a_record_without_its_payload() {
+    use tokio::io::AsyncWriteExt;
+    let d = Deployment::new();
+    let server = d.start().await;
+    let roots = postern_gateway::client::read_roots(&d.ca_path()).expect("roots");
+    let id = Identity::from_pem_file(&d.identity_path("northshire-cc")).expect("id");
+    let tls =
+        std::sync::Arc::new(postern_gateway::client::tls_config(&roots, Some(&id)).expect("tls"));
+    let env = serde_json::to_vec(&envelope(json!({}))).expect("json");
+    let data = payload(200 * 1024, 12);
+    let b = "Bnd7";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"envelope\"\r\nContent-Type: application/json\r\n\r\n").as_bytes());
+    body.extend_from_slice(&env);
+    body.extend_from_slice(
+        format!("\r\n--{b}\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let mut request = format!("POST /v1/transfers HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    request.extend_from_slice(&body);
+    let request = std::sync::Arc::new(request);
+    let mut tasks = Vec::new();
+    for i in 0..150u64 {
+        let (tls, request) = (tls.clone(), request.clone());
+        let port = server.addr.port();
+        tasks.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            // A reset, not a polite close: the client is simply gone. (The lint is about
+            // lingering blocking the dropping thread, which a zero linger does not do.)
+            #[allow(deprecated)]
+            let _ = tcp.set_linger(Some(std::time::Duration::ZERO));
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let mut s = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .expect("tls");
+            s.write_all(&request).await.expect("write");
+            s.flush().await.expect("flush");
+            // Vanish at various moments around the commit, with a reset.
+            tokio::time::sleep(std::time::Duration::from_micros((i % 50) * 600)).await;
+            drop(s);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Let commits that were already queued land.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let r = d.reader();
+    let mut stmt = r
+        .conn()
+        .prepare("SELECT id, payload_file FROM transfers")
+        .expect("prepare");
+    let rows: Vec<(String, Option<String>)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        !rows.is_empty(),
+        "some uploads completed before their clients vanished"
+    );
+    for (id, file) in &rows {
+        let file = file.as_ref().expect("a 200 KiB payload is a spool file");
+        assert!(
+            d.state_dir.join("spool").join(file).exists(),
+            "transfer {id} was committed without its payload"
+        );
+    }
+    eprintln!(
+        "{} of 150 vanished clients' transfers committed, each with its payload",
+        rows.len()
+    );
+    server.stop().await;
+}

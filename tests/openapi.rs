@@ -348,6 +348,8 @@ fn listed_in_all(rule: Rule) -> bool {
         | Rule::RecipientRegistered
         | Rule::StatutoryOnlyRecipient
         | Rule::MarkingWithinClearance
+        | Rule::RecipientHasEndpoint
+        | Rule::MarkingWithinChannel
         | Rule::AgreementExists
         | Rule::AgreementInForce
         | Rule::PurposeInAgreement

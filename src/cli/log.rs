@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use clap::Subcommand;
 use postern_gateway::store::{LogFilter, Reader};
 use postern_gateway::transfer_log::StoredRecord;
@@ -58,6 +60,8 @@ fn text(v: Option<&serde_json::Value>) -> String {
 }
 
 pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    // Written with `?` rather than println!, so that `postern log list | head` ends quietly.
+    let mut out = std::io::stdout().lock();
     match cmd {
         LogCommand::List {
             state_dir,
@@ -76,20 +80,22 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             })?;
             if json {
                 for r in &records {
-                    println!("{}", serde_json::to_string(r)?);
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            writeln!(
+                out,
                 "{:>6}  {:<20}  {:<18}  {:<36}  {:<18}  {:<24}  {:<22}  OUTCOME",
                 "SEQ", "TIME (UTC)", "KIND", "TRANSFER", "SENDER", "RECIPIENTS", "PURPOSE",
-            );
+            )?;
             for r in &records {
                 let outcome = match (&r.code, text(field(r, &["decision", "outcome"])).as_str()) {
                     (Some(code), o) => format!("{o}: {code}"),
                     (None, o) => o.to_owned(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "{:>6}  {:<20}  {:<18}  {:<36}  {:<18}  {:<24}  {:<22}  {}",
                     r.seq,
                     r.at.get(..19).unwrap_or(&r.at).replace('T', " "),
@@ -99,7 +105,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                     text(field(r, &["envelope", "recipients"])),
                     text(field(r, &["envelope", "purpose"])),
                     outcome
-                );
+                )?;
             }
             if records.is_empty() {
                 eprintln!("(no records)");
@@ -123,25 +129,31 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             let deliveries = reader.deliveries(&id)?;
             if json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(
                         &serde_json::json!({"records": records, "deliveries": deliveries})
                     )?
-                );
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             for r in &records {
-                println!("record {}  {}  {}  hash {}", r.seq, r.at, r.kind, r.hash);
-                println!("{}", serde_json::to_string_pretty(&r.body)?);
+                writeln!(
+                    out,
+                    "record {}  {}  {}  hash {}",
+                    r.seq, r.at, r.kind, r.hash
+                )?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&r.body)?)?;
             }
             if !deliveries.is_empty() {
-                println!("deliveries:");
+                writeln!(out, "deliveries:")?;
                 for d in &deliveries {
-                    println!(
+                    writeln!(
+                        out,
                         "  {:<24} {:<12} agreement {}  attempts {}  updated {}",
                         d.recipient, d.state, d.agreement, d.attempts, d.updated_at
-                    );
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -249,7 +249,11 @@ fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
                     eprintln!("  agreement considered: {a}");
                 }
                 if let Some(t) = &p.transfer_id {
-                    eprintln!("  recorded under reference {t}");
+                    if status < 500 {
+                        eprintln!("  recorded under reference {t}");
+                    } else {
+                        eprintln!("  quote this reference to the gateway's operators: {t}");
+                    }
                 }
             }
             Err(_) => eprintln!(
@@ -260,7 +264,8 @@ fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
     }
     match status {
         403 => exit(EX_NOPERM),
-        400..=499 => exit(EX_DATAERR),
+        400 | 408 | 413 | 415 | 422 => exit(EX_DATAERR),
+        503 => exit(EX_UNAVAILABLE),
         _ => ExitCode::FAILURE,
     }
 }
@@ -332,7 +337,13 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             return Ok(exit(EX_UNAVAILABLE));
         }
     };
-    let answer = conn.get(&format!("/v1/transfers/{}", a.id)).await?;
+    let answer = match conn.get(&format!("/v1/transfers/{}", a.id)).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return Ok(exit(EX_UNAVAILABLE));
+        }
+    };
     if answer.status != 200 {
         return Ok(report_problem(&answer.body, answer.status, a.json));
     }

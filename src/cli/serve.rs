@@ -81,6 +81,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             state_dir: a.state_dir,
             listen: a.listen,
             config_dir: None,
+            demo: false,
         },
         env: None,
     };
@@ -192,6 +193,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             state_dir: Some(a.state_dir.clone()),
             listen: Some(a.listen),
             config_dir: None,
+            demo: true,
         },
         env: None,
     };

@@ -14,6 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use toml::de::DeValue;
 
+use super::delivery::{DeliverySettings, SmtpSettings};
 use super::source::{ConfigError, Doc, Errors};
 use super::{Overrides, Paths, Source};
 use crate::domain::subject::SubjectKey;
@@ -37,6 +38,8 @@ struct RawDaemon {
     limits: Option<RawLimits>,
     spool: Option<RawSpool>,
     subjects: Option<RawSubjects>,
+    delivery: Option<super::delivery::RawDelivery>,
+    smtp: Option<super::delivery::RawSmtp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +54,8 @@ struct RawTls {
     certificate: Option<String>,
     private_key: Option<String>,
     client_cas: Option<Vec<String>>,
+    client_certificate: Option<String>,
+    client_private_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,10 +94,12 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub client_cas: Vec<PathBuf>,
+    /// What the gateway presents when it delivers to a peer: (certificate, key).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// Validated daemon settings (paths expanded, not yet read).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Daemon {
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
@@ -100,6 +107,8 @@ pub struct Daemon {
     pub limits: Limits,
     pub spool_identity: PathBuf,
     pub subject_key: PathBuf,
+    pub delivery: DeliverySettings,
+    pub smtp: SmtpSettings,
 }
 
 /// The TLS material read from the files the daemon names.
@@ -107,10 +116,13 @@ pub struct TlsMaterial {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub client_roots: Vec<CertificateDer<'static>>,
+    /// Presented when delivering to peers (the server certificate unless configured).
+    pub client_chain: Vec<CertificateDer<'static>>,
+    pub client_key: PrivateKeyDer<'static>,
 }
 
 /// Says where a key's value came from, for error messages.
-struct Locator<'a> {
+pub(super) struct Locator<'a> {
     defaults: Option<Doc<'a>>,
     file: Option<Doc<'a>>,
     env: &'a HashMap<String, String>,
@@ -122,7 +134,7 @@ pub fn env_var_for(path: &str) -> String {
 }
 
 impl Locator<'_> {
-    fn at(&self, path: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn at(&self, path: &str, message: impl Into<String>) -> ConfigError {
         let message = message.into();
         if let Some(flag) = self.overrides.flag_for(path) {
             return ConfigError {
@@ -213,10 +225,16 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
             "subjects" => {
                 let _ = doc.deserialize::<RawSubjects>(v, key, errors);
             }
+            "delivery" => {
+                let _ = doc.deserialize::<super::delivery::RawDelivery>(v, key, errors);
+            }
+            "smtp" => {
+                let _ = doc.deserialize::<super::delivery::RawSmtp>(v, key, errors);
+            }
             other => errors.push(doc.error_at(
                 Some(k.span()),
                 Some(other.to_owned()),
-                "unknown key; expected state_dir, api, tls, limits, spool, subjects",
+                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects",
             )),
         }
     }
@@ -231,6 +249,29 @@ pub struct Materials {
 
 /// Reads and validates the daemon settings, then the files they name. `env` is the `POSTERN_*`
 /// environment. The materials are `None` if any of them failed (with the errors recorded).
+/// The state directory as configured, even when other settings are wrong, so that paths under
+/// it (key files named in the registry) are checked where they really are.
+pub(super) fn state_dir_hint(
+    defaults: &Source,
+    file: Option<&Source>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+) -> PathBuf {
+    let from_toml = |src: &Source| {
+        toml::from_str::<toml::Table>(&src.text).ok().and_then(|t| {
+            t.get("state_dir")
+                .and_then(|v| v.as_str().map(str::to_owned))
+        })
+    };
+    overrides
+        .state_dir
+        .clone()
+        .or_else(|| env.get(&env_var_for("state_dir")).map(PathBuf::from))
+        .or_else(|| file.and_then(from_toml).map(PathBuf::from))
+        .or_else(|| from_toml(defaults).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("postern-state"))
+}
+
 pub(super) fn load(
     defaults: &Source,
     file: Option<&Source>,
@@ -326,12 +367,28 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     let state_dir = need(raw.state_dir, "state_dir").map(PathBuf::from);
     let api = raw.api.unwrap_or_default();
     let tls = raw.tls.unwrap_or_default();
+
     let listen_text = need(api.listen, "api.listen");
     let certificate = need(tls.certificate, "tls.certificate");
     let private_key = need(tls.private_key, "tls.private_key");
     let spool_identity = need(raw.spool.unwrap_or_default().identity, "spool.identity");
     let subject_key = need(raw.subjects.unwrap_or_default().key, "subjects.key");
     let client_cas = tls.client_cas.unwrap_or_default();
+    let client_identity = match (
+        tls.client_certificate
+            .clone()
+            .filter(|s| !s.trim().is_empty()),
+        tls.client_private_key
+            .clone()
+            .filter(|s| !s.trim().is_empty()),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            errors.push(loc.at("tls.client_certificate", "give both `client_certificate` and `client_private_key`, or neither (to use the server certificate)"));
+            None
+        }
+    };
     if client_cas.is_empty() {
         errors.push(loc.at(
             "tls.client_cas",
@@ -385,9 +442,26 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     );
     let idle = range(lim.idle_timeout_secs, "limits.idle_timeout_secs", 1, 3600);
 
+    // Paths in [delivery] and [smtp] expand against the state directory too.
+    let paths = Paths {
+        state_dir: state_dir.clone().unwrap_or_default(),
+        config_dir: loc.overrides.config_dir.clone(),
+    };
+    let delivery = super::delivery::delivery(raw.delivery.unwrap_or_default(), loc, errors);
+    let smtp = super::delivery::smtp(
+        raw.smtp.unwrap_or_default(),
+        &paths,
+        loc.overrides.demo,
+        loc,
+        errors,
+    );
+
     if errors.0.len() > before {
         return None;
     }
+    let (Some(delivery), Some(smtp)) = (delivery, smtp) else {
+        return None;
+    };
     let (
         Some(state_dir),
         Some(listen),
@@ -421,6 +495,7 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
             certificate: paths.expand(&certificate),
             private_key: paths.expand(&private_key),
             client_cas: client_cas.iter().map(|c| paths.expand(c)).collect(),
+            client_identity: client_identity.map(|(c, k)| (paths.expand(&c), paths.expand(&k))),
         },
         limits: Limits {
             max_payload_bytes: max_payload,
@@ -432,6 +507,8 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
         spool_identity: paths.expand(&spool_identity),
         subject_key: paths.expand(&subject_key),
         state_dir,
+        delivery,
+        smtp,
     })
 }
 
@@ -530,14 +607,30 @@ fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Mater
             None
         }
     };
+    let client = match &d.tls.client_identity {
+        Some((cert, key_path)) => match crate::client::Identity::from_files(cert, key_path) {
+            Ok(id) => Some((id.chain, id.key)),
+            Err(e) => {
+                errors.push(loc.at(
+                    "tls.client_certificate",
+                    format!("cannot load the outbound client identity: {e}"),
+                ));
+                None
+            }
+        },
+        None => key.as_ref().map(|k| (chain.clone(), k.clone_key())),
+    };
     if errors.0.len() > before {
         return None;
     }
+    let (client_chain, client_key) = client?;
     Some(Materials {
         tls: TlsMaterial {
             chain,
             key: key?,
             client_roots,
+            client_chain,
+            client_key,
         },
         spool_key: spool?,
         subject_key: subject?,

@@ -4,9 +4,10 @@
 //!
 //! A configuration directory holds `postern.toml` (optional: the daemon settings, over built-in
 //! defaults) and the registry: `marking.toml`, `purposes.toml`, `organisations.toml`,
-//! `agreements.toml`.
+//! `agreements.toml`, and optionally `peers.toml` (gateways allowed to deliver here).
 
 pub mod daemon;
+pub mod delivery;
 pub mod registry;
 pub mod source;
 
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use daemon::{Daemon, Limits, TlsMaterial};
+pub use delivery::{DeliverySettings, Relay, SmtpSettings, SmtpTls};
 pub use source::{ConfigError, ConfigErrors};
 
 use crate::domain::registry::Registry;
@@ -32,6 +34,7 @@ pub mod embedded_demo {
     pub const PURPOSES: &str = include_str!("../../config/demo/purposes.toml");
     pub const ORGANISATIONS: &str = include_str!("../../config/demo/organisations.toml");
     pub const AGREEMENTS: &str = include_str!("../../config/demo/agreements.toml");
+    pub const PEERS: &str = include_str!("../../config/demo/peers.toml");
 }
 
 /// The text of one configuration file and the name to report it by.
@@ -65,6 +68,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// Where the configuration was loaded from, for `${config_dir}`.
     pub config_dir: Option<PathBuf>,
+    /// `postern demo`: development-only settings (the email outbox folder) are allowed.
+    pub demo: bool,
 }
 
 impl Overrides {
@@ -159,6 +164,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
                     purposes: p,
                     organisations: o,
                     agreements: a,
+                    peers: read_file(&dir.join("peers.toml"), false, &mut errors),
                 }),
             )
         }
@@ -174,6 +180,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
                     purposes: Some(src("purposes.toml", embedded_demo::PURPOSES)),
                     organisations: Some(src("organisations.toml", embedded_demo::ORGANISATIONS)),
                     agreements: Some(src("agreements.toml", embedded_demo::AGREEMENTS)),
+                    peers: Some(src("peers.toml", embedded_demo::PEERS)),
                 }),
             )
         }
@@ -186,8 +193,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     let state_dir = daemon_and_materials
         .as_ref()
         .map(|(d, _)| d.state_dir.clone())
-        .or_else(|| overrides.state_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("postern-state"));
+        .unwrap_or_else(|| daemon::state_dir_hint(&defaults, file.as_ref(), &env, &overrides));
     let paths = Paths {
         state_dir,
         config_dir: overrides.config_dir.clone(),
@@ -199,6 +205,24 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             None
         }
     });
+
+    // Email recipients need somewhere for their messages to go.
+    if let (Some((d, _)), Some(r)) = (&daemon_and_materials, &registry)
+        && d.smtp.relays.is_empty()
+        && d.smtp.outbox_dir.is_none()
+    {
+        for org in r.organisations() {
+            if let Some(ep) = &org.endpoint
+                && ep.channel.kind() == "email"
+            {
+                errors.general(
+                    "organisations.toml",
+                    Some(format!("organisation `{}`", org.id)),
+                    "receives by email, but no SMTP relay is configured (smtp.relays in postern.toml)",
+                );
+            }
+        }
+    }
 
     match (daemon_and_materials, registry) {
         (Some((daemon, Some(m))), Some(registry)) if errors.0.is_empty() => Ok(Config {

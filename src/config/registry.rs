@@ -11,13 +11,17 @@ use toml::de::DeValue;
 
 use super::source::{ConfigErrors, Doc, Errors};
 use super::{Paths, Source};
-use crate::domain::ids::{AgreementId, OrgId, PurposeId};
+use crate::domain::ids::{AgreementId, OrgId, PeerId, PurposeId};
 use crate::domain::lawful::LawfulBasis;
 use crate::domain::marking::{MarkingScheme, Rank, SchemeAt};
 use crate::domain::registry::{
-    Agreement, CertFingerprint, Channel, ClientIdentity, Endpoint, OrgKind, Organisation, Purpose,
-    Registry, RegistryAt, Sector,
+    Agreement, CertFingerprint, Channel, ClientIdentity, Declared, Endpoint, OrgKind, Organisation,
+    Peer, Purpose, Registry, RegistryAt, Sector,
 };
+
+/// Placeholder for this gateway's own API port in endpoint URLs (a gateway delivering to itself,
+/// as the demo does); replaced at delivery time with the port actually bound.
+pub const API_PORT: &str = "${api_port}";
 
 /// The registry files of one configuration directory (`None`: could not be read, already reported).
 pub struct RegistrySources {
@@ -25,6 +29,8 @@ pub struct RegistrySources {
     pub purposes: Option<Source>,
     pub organisations: Option<Source>,
     pub agreements: Option<Source>,
+    /// `peers.toml` is optional: without it no peer gateway may deliver to this one.
+    pub peers: Option<Source>,
 }
 
 impl RegistrySources {
@@ -71,8 +77,21 @@ struct RawEndpoint {
     channel: String,
     address: Option<String>,
     url: Option<String>,
+    ca: Option<String>,
+    #[serde(default)]
+    tls_only: bool,
+    max_marking: Option<String>,
     age_recipients: Option<Vec<String>>,
     age_recipients_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    id: String,
+    name: String,
+    #[serde(default)]
+    identities: Vec<RawIdentity>,
 }
 
 #[derive(Deserialize)]
@@ -85,8 +104,7 @@ struct RawOrganisation {
     clearance: String,
     #[serde(default)]
     identities: Vec<RawIdentity>,
-    #[serde(default)]
-    endpoint: Vec<RawEndpoint>,
+    endpoint: Option<RawEndpoint>,
 }
 
 /// TOML has native dates; people also write them as strings. Accept both.
@@ -135,24 +153,30 @@ pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErro
     let purposes_doc = parse_source(&src.purposes, &mut errors);
     let orgs_doc = parse_source(&src.organisations, &mut errors);
     let agreements_doc = parse_source(&src.agreements, &mut errors);
+    let peers_doc = parse_source(&src.peers, &mut errors);
 
     let scheme = marking_doc.as_ref().and_then(|d| marking(d, &mut errors));
     let (purposes, purpose_entries) = purposes_doc
         .as_ref()
         .map(|d| purposes(d, &mut errors))
         .unwrap_or_default();
-    let (orgs, org_entries) = match (&orgs_doc, &scheme) {
-        (Some(d), Some(s)) => organisations(d, s, paths, &mut errors),
-        _ => Default::default(),
-    };
-    let (agreements, agreement_entries) = match (&agreements_doc, &scheme) {
-        (Some(d), Some(s)) => agreements(d, s, &mut errors),
-        _ => Default::default(),
-    };
+    // Without a valid scale the levels cannot be checked, but everything else still is.
+    let (orgs, org_entries) = orgs_doc
+        .as_ref()
+        .map(|d| organisations(d, scheme.as_ref(), paths, &mut errors))
+        .unwrap_or_default();
+    let (agreements, agreement_entries) = agreements_doc
+        .as_ref()
+        .map(|d| agreements(d, scheme.as_ref(), &mut errors))
+        .unwrap_or_default();
+    let (peers, peer_entries) = peers_doc
+        .as_ref()
+        .map(|d| peers(d, &mut errors))
+        .unwrap_or_default();
 
-    // Cross-references are only meaningful once every file has read cleanly. (A missing scheme
-    // has always recorded its error; the fallback message is belt and braces.)
-    // A file that could not be read at all was reported by the caller.
+    // Cross-references are checked whatever else failed, against every id the files declare
+    // (so an entry that failed for its own reasons is not reported again as missing wherever
+    // it is used). A file that could not be read at all was reported by the caller.
     let missing = [
         &src.marking,
         &src.purposes,
@@ -161,33 +185,79 @@ pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErro
     ]
     .iter()
     .any(|s| s.is_none());
-    let Some(scheme) = scheme else {
-        if errors.0.is_empty() && !missing {
-            errors.general("marking.toml", None, "the marking scheme could not be read");
-        }
-        return Err(ConfigErrors(errors.0));
+    let declared = Declared {
+        organisations: declared_ids(&orgs_doc, "organisation"),
+        purposes: declared_ids(&purposes_doc, "purpose"),
     };
-    if !errors.0.is_empty() || missing {
-        return Err(ConfigErrors(errors.0));
-    }
-    match Registry::new(scheme, orgs, purposes, agreements) {
-        Ok(r) => Ok(r),
-        Err(problems) => {
-            for p in problems {
-                let (doc, entry) = match p.at {
-                    RegistryAt::Organisation(i) => (&orgs_doc, org_entries.get(i)),
-                    RegistryAt::Purpose(i) => (&purposes_doc, purpose_entries.get(i)),
-                    RegistryAt::Agreement(i) => (&agreements_doc, agreement_entries.get(i)),
-                };
-                if let Some(doc) = doc {
-                    let span = entry.and_then(|e| doc.entry_field(e, p.field));
-                    let key = entry_key(&p.at, p.field);
-                    errors.push(doc.error_at(span, Some(key), p.message));
-                }
-            }
-            Err(ConfigErrors(errors.0))
+    let problems = match scheme
+        .clone()
+        .or_else(placeholder_scheme)
+        .map(|s| Registry::new_declared(s, orgs, purposes, agreements, peers, &declared))
+    {
+        Some(Ok(registry)) if errors.0.is_empty() && !missing && scheme.is_some() => {
+            return Ok(registry);
+        }
+        Some(Err(problems)) => problems,
+        _ => Vec::new(),
+    };
+    for p in problems {
+        let (doc, entry) = match p.at {
+            RegistryAt::Organisation(i) => (&orgs_doc, org_entries.get(i)),
+            RegistryAt::Purpose(i) => (&purposes_doc, purpose_entries.get(i)),
+            RegistryAt::Agreement(i) => (&agreements_doc, agreement_entries.get(i)),
+            RegistryAt::Peer(i) => (&peers_doc, peer_entries.get(i)),
+        };
+        if let Some(doc) = doc {
+            let span = entry.and_then(|e| doc.entry_field(e, p.field));
+            let key = entry_key(&p.at, p.field);
+            errors.push(doc.error_at(span, Some(key), p.message));
         }
     }
+    if errors.0.is_empty() {
+        errors.general("configuration", None, "the registry could not be loaded");
+    }
+    Err(ConfigErrors(errors.0))
+}
+
+/// The ids an array of tables declares, valid entries or not.
+fn declared_ids<T: std::str::FromStr + Ord>(
+    doc: &Option<Doc<'_>>,
+    key: &str,
+) -> std::collections::BTreeSet<T> {
+    let Some(doc) = doc else {
+        return Default::default();
+    };
+    let Some(items) = doc
+        .root
+        .get_ref()
+        .get(key)
+        .and_then(|v| v.get_ref().as_array())
+    else {
+        return Default::default();
+    };
+    items
+        .iter()
+        .filter_map(|e| {
+            e.get_ref()
+                .as_table()?
+                .get("id")?
+                .get_ref()
+                .as_str()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A stand-in scale for checking cross-references when `marking.toml` itself is broken (a
+/// one-level scale with every legacy label mapped, which is always valid).
+fn placeholder_scheme() -> Option<MarkingScheme> {
+    let legacy: Vec<(String, String)> = crate::domain::marking::LEGACY_LABELS
+        .iter()
+        .map(|l| ((*l).to_owned(), "OFFICIAL".to_owned()))
+        .collect();
+    MarkingScheme::new(&["OFFICIAL".to_owned()], &[], &legacy).ok()
 }
 
 fn entry_key(at: &RegistryAt, field: &str) -> String {
@@ -195,6 +265,7 @@ fn entry_key(at: &RegistryAt, field: &str) -> String {
         RegistryAt::Organisation(i) => format!("organisation[{i}].{field}"),
         RegistryAt::Purpose(i) => format!("purpose[{i}].{field}"),
         RegistryAt::Agreement(i) => format!("agreement[{i}].{field}"),
+        RegistryAt::Peer(i) => format!("peer[{i}].{field}"),
     }
 }
 
@@ -302,13 +373,18 @@ fn purposes<'a>(doc: &Doc<'a>, errors: &mut Errors) -> (Vec<Purpose>, Vec<Spanne
 
 fn rank(
     s: &str,
-    scheme: &MarkingScheme,
+    scheme: Option<&MarkingScheme>,
     doc: &Doc<'_>,
     entry: &Spanned<DeValue<'_>>,
     field: &str,
     key: &str,
     errors: &mut Errors,
 ) -> Option<Rank> {
+    // Without a valid scale, levels are not checked; a stand-in keeps the entry so that its
+    // other fields and references still are.
+    let Some(scheme) = scheme else {
+        return Some(Rank::Level(0));
+    };
     let r = scheme.rank_of(s);
     if r.is_none() {
         errors.push(doc.error_at(
@@ -325,7 +401,7 @@ fn rank(
 
 fn organisations<'a>(
     doc: &Doc<'a>,
-    scheme: &MarkingScheme,
+    scheme: Option<&MarkingScheme>,
     paths: &Paths,
     errors: &mut Errors,
 ) -> (Vec<Organisation>, Vec<Spanned<DeValue<'a>>>) {
@@ -391,107 +467,15 @@ fn organisations<'a>(
             errors.push(doc.error_at(at("clearance"), Some(format!("{key}.clearance")), "a clearance above the OFFICIAL tier has no effect: this gateway never carries SECRET material"));
         }
 
-        let mut identities = Vec::new();
-        for (j, ident) in raw.identities.iter().enumerate() {
-            let field = format!("identities[{j}]");
-            match (&ident.san, &ident.fingerprint) {
-                (Some(san), None) if !san.trim().is_empty() => {
-                    identities.push(ClientIdentity::San(san.trim().to_owned()))
-                }
-                (None, Some(fp)) => match fp.parse::<CertFingerprint>() {
-                    Ok(fp) => identities.push(ClientIdentity::Fingerprint(fp)),
-                    Err(e) => errors.push(doc.error_at(
-                        at(&field),
-                        Some(format!("{key}.{field}")),
-                        e.to_string(),
-                    )),
-                },
-                _ => errors.push(doc.error_at(
-                    at(&field),
-                    Some(format!("{key}.{field}")),
-                    "each identity is either { san = \"...\" } or { fingerprint = \"sha256:...\" }",
-                )),
-            }
-        }
+        let identities = identities(&raw.identities, doc, entry, &key, errors);
 
-        let mut endpoints = Vec::new();
-        for (j, ep) in raw.endpoint.iter().enumerate() {
-            let field = format!("endpoint[{j}]");
-            let mut bad = |f: &str, msg: String| {
-                errors.push(doc.error_at(
-                    at(&format!("{field}.{f}")),
-                    Some(format!("{key}.{field}.{f}")),
-                    msg,
-                ))
-            };
-            let channel = match (ep.channel.as_str(), &ep.address, &ep.url) {
-                ("email", Some(a), None) => {
-                    if valid_email(a) {
-                        Some(Channel::Email {
-                            address: a.trim().to_owned(),
-                        })
-                    } else {
-                        bad("address", format!("`{a}` is not an email address"));
-                        None
-                    }
-                }
-                ("https", None, Some(u)) => match u.parse::<http::Uri>() {
-                    Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {
-                        Some(Channel::Https {
-                            url: u.trim().to_owned(),
-                        })
-                    }
-                    _ => {
-                        bad("url", format!("`{u}` is not an https:// URL"));
-                        None
-                    }
-                },
-                ("email", _, _) => {
-                    bad(
-                        "address",
-                        "an email endpoint needs `address` (and no `url`)".to_owned(),
-                    );
-                    None
-                }
-                ("https", _, _) => {
-                    bad(
-                        "url",
-                        "an https endpoint needs `url` (and no `address`)".to_owned(),
-                    );
-                    None
-                }
-                (other, _, _) => {
-                    bad(
-                        "channel",
-                        format!("`{other}` is not a delivery channel; use email or https"),
-                    );
-                    None
-                }
-            };
-            let mut recipients = ep.age_recipients.clone().unwrap_or_default();
-            if let Some(file) = &ep.age_recipients_file {
-                match read_recipients_file(&paths.expand(file)) {
-                    Ok(mut r) => recipients.append(&mut r),
-                    Err(msg) => bad("age_recipients_file", msg),
-                }
-            }
-            if recipients.is_empty() {
-                bad("age_recipients", "at least one age recipient (age1...) is needed to seal payloads for this organisation; give `age_recipients` or `age_recipients_file`".to_owned());
-            }
-            for r in &recipients {
-                if r.parse::<age::x25519::Recipient>().is_err() {
-                    bad(
-                        "age_recipients",
-                        format!("`{r}` is not an age X25519 recipient (age1...)"),
-                    );
-                }
-            }
-            if let Some(channel) = channel {
-                endpoints.push(Endpoint {
-                    channel,
-                    age_recipients: recipients,
-                });
-            }
+        let endpoint = raw
+            .endpoint
+            .as_ref()
+            .and_then(|ep| endpoint(ep, scheme, paths, doc, entry, &key, errors));
+        if raw.endpoint.is_some() && endpoint.is_none() {
+            // Its errors are recorded; make sure the organisation is not kept without them.
+            continue;
         }
 
         if errors.0.len() == before
@@ -503,7 +487,225 @@ fn organisations<'a>(
                 kind,
                 clearance,
                 identities,
-                endpoints,
+                endpoint,
+            });
+            kept.push(entry.clone());
+        }
+    }
+    (out, kept)
+}
+
+/// One organisation's `[organisation.endpoint]`.
+fn endpoint(
+    ep: &RawEndpoint,
+    scheme: Option<&MarkingScheme>,
+    paths: &Paths,
+    doc: &Doc<'_>,
+    entry: &Spanned<DeValue<'_>>,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<Endpoint> {
+    let before = errors.0.len();
+    let mut bad = |f: &str, msg: String| {
+        errors.push(doc.error_at(
+            doc.entry_field(entry, &format!("endpoint.{f}")),
+            Some(format!("{key}.endpoint.{f}")),
+            msg,
+        ))
+    };
+    let not_for = |field: &str, present: bool, channel: &str, bad: &mut dyn FnMut(&str, String)| {
+        if present {
+            bad(
+                field,
+                format!("`{field}` does not apply to an {channel} endpoint"),
+            );
+        }
+    };
+    let channel = match ep.channel.as_str() {
+        "email" => {
+            not_for("url", ep.url.is_some(), "email", &mut bad);
+            not_for("ca", ep.ca.is_some(), "email", &mut bad);
+            match &ep.address {
+                Some(a) if valid_email(a) => Some(Channel::Email {
+                    address: a.trim().to_owned(),
+                    tls_only: ep.tls_only,
+                }),
+                Some(a) => {
+                    bad("address", format!("`{a}` is not an email address"));
+                    None
+                }
+                None => {
+                    bad("channel", "an email endpoint needs `address`".to_owned());
+                    None
+                }
+            }
+        }
+        "https" => {
+            not_for("address", ep.address.is_some(), "https", &mut bad);
+            let url = match &ep.url {
+                // `${api_port}` (this gateway's own port) is filled in at delivery time.
+                Some(u) => match u.replace(API_PORT, "8443").parse::<http::Uri>() {
+                    Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {
+                        Some(u.trim().to_owned())
+                    }
+                    _ => {
+                        bad("url", format!("`{u}` is not an https:// URL"));
+                        None
+                    }
+                },
+                None => {
+                    bad("channel", "an https endpoint needs `url` (the peer's inbound endpoint, e.g. https://gateway.example:8443/v1/inbound)".to_owned());
+                    None
+                }
+            };
+            // The endpoint is verified against this CA alone, never the system roots.
+            let ca = match &ep.ca {
+                Some(c) => {
+                    let path = paths.expand(c);
+                    match crate::pki::read_certs(&path) {
+                        Ok(_) => Some(path.display().to_string()),
+                        Err(e) => {
+                            bad(
+                                "ca",
+                                format!(
+                                    "cannot use `{}` as the endpoint's CA: {e}",
+                                    path.display()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                None => {
+                    bad("channel", "an https endpoint needs `ca`: the CA file its certificate is verified against".to_owned());
+                    None
+                }
+            };
+            url.zip(ca)
+                .map(|(url, ca_file)| Channel::Https { url, ca_file })
+        }
+        "inbox" => {
+            not_for("address", ep.address.is_some(), "inbox", &mut bad);
+            not_for("url", ep.url.is_some(), "inbox", &mut bad);
+            not_for("ca", ep.ca.is_some(), "inbox", &mut bad);
+            Some(Channel::Inbox)
+        }
+        other => {
+            bad(
+                "channel",
+                format!("`{other}` is not a delivery channel; use email, https or inbox"),
+            );
+            None
+        }
+    };
+    if ep.tls_only && ep.channel != "email" {
+        bad(
+            "tls_only",
+            "`tls_only` applies to email endpoints only".to_owned(),
+        );
+    }
+    let ceiling = match &ep.max_marking {
+        Some(m) => match scheme.map(|sc| (sc, sc.rank_of(m))) {
+            None => None,
+            Some((_, Some(r))) => Some(r),
+            Some((sc, None)) => {
+                bad(
+                    "max_marking",
+                    format!(
+                        "`{m}` is not a level of the marking scale; use one of {}",
+                        sc.levels().join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    if ep.tls_only && ep.max_marking.is_none() {
+        bad("tls_only", "a tls_only endpoint receives content unencrypted inside the message: set `max_marking`, the highest marking it may receive that way".to_owned());
+    }
+    let mut recipients = ep.age_recipients.clone().unwrap_or_default();
+    let mut file_failed = false;
+    if let Some(file) = &ep.age_recipients_file {
+        match read_recipients_file(&paths.expand(file)) {
+            Ok(mut r) => recipients.append(&mut r),
+            Err(msg) => {
+                file_failed = true;
+                bad("age_recipients_file", msg);
+            }
+        }
+    }
+    if recipients.is_empty() && !ep.tls_only && !file_failed {
+        bad("age_recipients", "at least one age recipient (age1...) is needed to seal payloads for this organisation; give `age_recipients` or `age_recipients_file`".to_owned());
+    }
+    for r in &recipients {
+        if r.parse::<age::x25519::Recipient>().is_err() {
+            bad(
+                "age_recipients",
+                format!("`{r}` is not an age X25519 recipient (age1...)"),
+            );
+        }
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+    channel.map(|channel| Endpoint {
+        channel,
+        age_recipients: recipients,
+        ceiling,
+    })
+}
+
+fn identities(
+    raw: &[RawIdentity],
+    doc: &Doc<'_>,
+    entry: &Spanned<DeValue<'_>>,
+    key: &str,
+    errors: &mut Errors,
+) -> Vec<ClientIdentity> {
+    let mut out = Vec::new();
+    for (j, ident) in raw.iter().enumerate() {
+        let field = format!("identities[{j}]");
+        let at = || doc.entry_field(entry, &field);
+        match (&ident.san, &ident.fingerprint) {
+            (Some(san), None) if !san.trim().is_empty() => {
+                out.push(ClientIdentity::San(san.trim().to_owned()))
+            }
+            (None, Some(fp)) => match fp.parse::<CertFingerprint>() {
+                Ok(fp) => out.push(ClientIdentity::Fingerprint(fp)),
+                Err(e) => {
+                    errors.push(doc.error_at(at(), Some(format!("{key}.{field}")), e.to_string()))
+                }
+            },
+            _ => errors.push(doc.error_at(
+                at(),
+                Some(format!("{key}.{field}")),
+                "each identity is either { san = \"...\" } or { fingerprint = \"sha256:...\" }",
+            )),
+        }
+    }
+    out
+}
+
+fn peers<'a>(doc: &Doc<'a>, errors: &mut Errors) -> (Vec<Peer>, Vec<Spanned<DeValue<'a>>>) {
+    doc.reject_unknown_top_level(&["peer"], errors);
+    let mut out = Vec::new();
+    let mut kept = Vec::new();
+    for (i, entry) in doc.entries("peer", errors).iter().enumerate() {
+        let key = format!("peer[{i}]");
+        let Some(raw) = doc.deserialize::<RawPeer>(entry, &key, errors) else {
+            continue;
+        };
+        let before = errors.0.len();
+        let pid = id::<PeerId>(&raw.id, doc, entry, "id", &key, errors);
+        let identities = identities(&raw.identities, doc, entry, &key, errors);
+        if errors.0.len() == before
+            && let Some(pid) = pid
+        {
+            out.push(Peer {
+                id: pid,
+                name: raw.name.trim().to_owned(),
+                identities,
             });
             kept.push(entry.clone());
         }
@@ -540,7 +742,7 @@ fn read_recipients_file(path: &Path) -> Result<Vec<String>, String> {
 
 fn agreements<'a>(
     doc: &Doc<'a>,
-    scheme: &MarkingScheme,
+    scheme: Option<&MarkingScheme>,
     errors: &mut Errors,
 ) -> (Vec<Agreement>, Vec<Spanned<DeValue<'a>>>) {
     doc.reject_unknown_top_level(&["agreement"], errors);

@@ -494,25 +494,17 @@ impl Collector {
 pub fn parse_json(bytes: &[u8], cx: &ParseContext<'_>) -> Result<Envelope, EnvelopeError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        let path = safe_path(&e.path().to_string());
         let inner = e.into_inner();
         if inner.is_data() {
-            let msg = inner.to_string();
-            // serde's message for unknown fields is already clear; add the path so that the
-            // person fixing it knows where.
-            let code = if msg.starts_with("unknown field") {
-                FieldProblem::UnknownField
-            } else {
-                FieldProblem::InvalidValue
-            };
+            let (code, message) = describe_serde(&strip_position(&inner.to_string()));
             let field = if path == "." { String::new() } else { path };
-            let message = strip_position(&msg);
             EnvelopeError::Invalid(vec![FieldError {
                 code,
                 message: if field.is_empty() {
-                    message
+                    format!("the envelope {message}")
                 } else {
-                    format!("`{field}`: {message}")
+                    format!("`{field}` {message}")
                 },
                 field,
             }])
@@ -521,6 +513,68 @@ pub fn parse_json(bytes: &[u8], cx: &ParseContext<'_>) -> Result<Envelope, Envel
         }
     })?;
     parse(raw, cx)
+}
+
+/// A field name is echoed only if it looks like one: the record must not become a copy of
+/// whatever was typed into the wrong place (an NHS number used as a key, say).
+fn safe_name(s: &str) -> bool {
+    s.len() <= 40
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn safe_path(path: &str) -> String {
+    path.split('.')
+        .map(|seg| {
+            let name = seg.split('[').next().unwrap_or(seg);
+            if name.is_empty() || safe_name(name) {
+                seg.to_owned()
+            } else {
+                "?".to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// serde's messages quote the offending value (`invalid type: string "nhs:943..."`); these are
+/// recorded and answered, so the value is dropped and only what was expected is said.
+fn describe_serde(msg: &str) -> (FieldProblem, String) {
+    let expected = |rest: &str| {
+        rest.split_once(", expected ")
+            .map(|(_, e)| format!(": expected {e}"))
+            .unwrap_or_default()
+    };
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        return (
+            FieldProblem::InvalidValue,
+            format!("has the wrong type{}", expected(rest)),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        return (
+            FieldProblem::InvalidValue,
+            format!("has an invalid value{}", expected(rest)),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| format!("; expected {e}"))
+            .unwrap_or_default();
+        return (
+            FieldProblem::UnknownField,
+            format!("is not a known field{expected}"),
+        );
+    }
+    if msg.starts_with("invalid length") {
+        return (
+            FieldProblem::InvalidValue,
+            format!("has the wrong {}", msg.trim_start_matches("invalid ")),
+        );
+    }
+    (FieldProblem::InvalidValue, "is not valid here".to_owned())
 }
 
 /// serde_json appends " at line 1 column 57"; the field path already says where.
@@ -552,13 +606,13 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
             for (i, r) in list.iter().enumerate() {
                 let field = format!("recipients[{i}]");
                 match r.trim().parse::<OrgId>() {
-                    Err(e) => c.invalid(field, e.to_string()),
+                    Err(_) => c.invalid(field.clone(), format!("`{field}` is not an organisation id: use the id the gateway registers it under (lower-case letters, digits, '-', '_', '.')")),
                     Ok(id) if &id == cx.sender => c.invalid(
                         field,
                         format!("`{id}` is the sending organisation; a transfer cannot be sent to its own sender"),
                     ),
                     Ok(id) if recipients.contains(&id) => {
-                        c.invalid(field, format!("`{id}` is listed more than once"))
+                        c.invalid(field.clone(), format!("`{field}` repeats an earlier recipient"))
                     }
                     Ok(id) => recipients.push(id),
                 }
@@ -575,8 +629,8 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         )
         .and_then(|p| match p.parse::<PurposeId>() {
             Ok(p) => Some(p),
-            Err(e) => {
-                c.invalid("purpose", e.to_string());
+            Err(_) => {
+                c.invalid("purpose", "`purpose` is not a purpose id: use the id the gateway's purposes are configured under (e.g. child-protection-s47)");
                 None
             }
         });
@@ -601,7 +655,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                 c.invalid(
                     "lawful_basis",
                     format!(
-                        "`{b}` is not a UK GDPR Article 6 basis; use one of {}",
+                        "`lawful_basis` is not a UK GDPR Article 6 basis; use one of {}",
                         LawfulBasis::expected()
                     ),
                 );
@@ -621,7 +675,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                 c.invalid(
                     "special_category_condition",
                     format!(
-                        "`{s}` is not an Article 9 condition this gateway knows; use one of {}",
+                        "`special_category_condition` is not an Article 9 condition this gateway knows; use one of {}",
                         SpecialCategoryCondition::expected()
                     ),
                 );
@@ -649,7 +703,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                     None => c.invalid(
                         format!("data_categories[{i}]"),
                         format!(
-                            "`{d}` is not a data category; use one of {}",
+                            "`data_categories[{i}]` is not a data category; use one of {}",
                             DataCategory::expected()
                         ),
                     ),
@@ -681,14 +735,13 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                 None
             }
             Err(e) => {
-                c.push(
-                    FieldProblem::UnrecognisedMarking,
-                    "marking",
-                    format!(
-                        "{e}; use one of {}, or a legacy GPMS label",
-                        cx.marking.levels().join(", ")
+                let what = match e {
+                    MarkingError::UnknownDescriptor { label, .. } => format!(
+                        "`marking` starts with {label} but what follows is not a handling descriptor this gateway knows"
                     ),
-                );
+                    _ => "`marking` is not a protective marking this gateway recognises".to_owned(),
+                };
+                c.push(FieldProblem::UnrecognisedMarking, "marking", format!("{what}; use one of {}, optionally with a handling descriptor, or a legacy GPMS label", cx.marking.levels().join(", ")));
                 None
             }
         },
@@ -698,8 +751,8 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         None => Some(cx.sender.clone()),
         Some(o) => match o.parse::<OrgId>() {
             Ok(o) => Some(o),
-            Err(e) => {
-                c.invalid("originator", e.to_string());
+            Err(_) => {
+                c.invalid("originator", "`originator` is not an organisation id (lower-case letters, digits, '-', '_', '.')");
                 None
             }
         },
@@ -780,10 +833,10 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                     Some(r) if status == "not_sought" => Some(Consent::NotSought(Sensitive(r))),
                     Some(r) => Some(Consent::RefusedOverridden(Sensitive(r))),
                 },
-                Some(other) => {
+                Some(_) => {
                     c.invalid(
                         "consent.status",
-                        format!("`{other}` is not a consent status; use given, refused_overridden or not_sought"),
+                        "`consent.status` must be given, refused_overridden or not_sought",
                     );
                     None
                 }
@@ -840,11 +893,8 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                     c.missing("urgency.reason", "why this share is urgent");
                     None
                 }
-                (Some(other), _) => {
-                    c.invalid(
-                        "urgency.level",
-                        format!("`{other}` is not an urgency; use routine or urgent"),
-                    );
+                (Some(_), _) => {
+                    c.invalid("urgency.level", "`urgency.level` must be routine or urgent");
                     None
                 }
             }
@@ -921,18 +971,21 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
                 Err(_) => {
                     c.invalid(
                         "retention.until",
-                        format!("`{s}` is not a date; write YYYY-MM-DD"),
+                        "`retention.until` is not a date: write YYYY-MM-DD",
                     );
                     None
                 }
                 Ok(d) if d <= cx.today => {
-                    c.invalid("retention.until", format!("{d} is not in the future"));
+                    c.invalid("retention.until", "`retention.until` is not in the future");
                     None
                 }
                 Ok(d) if d > cx.today + Duration::days(i64::from(limits::MAX_RETENTION_DAYS)) => {
                     c.invalid(
                         "retention.until",
-                        format!("{d} is more than {} days ahead", limits::MAX_RETENTION_DAYS),
+                        format!(
+                            "`retention.until` is more than {} days ahead",
+                            limits::MAX_RETENTION_DAYS
+                        ),
                     );
                     None
                 }
@@ -995,7 +1048,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
             } else {
                 c.invalid(
                     "content_type",
-                    format!("`{t}` is not a media type such as application/pdf"),
+                    "`content_type` is not a media type such as application/pdf",
                 );
                 None
             }
@@ -1362,16 +1415,56 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn subject_references_are_never_echoed_in_errors() {
-        let mut v = valid_json();
-        v["subject_refs"] = json!(["nhs:1234567890"]);
-        let Err(EnvelopeError::Invalid(errs)) = parse_value(&v) else {
-            panic!()
-        };
-        assert!(errs.iter().all(|e| !e.message.contains("1234567890")));
-        assert!(!format!("{:?}", parse_value(&valid_json()).unwrap()).contains("9434765919"));
-        assert!(
-            !format!("{:?}", parse_value(&valid_json()).unwrap()).contains("Disclosure at school")
-        );
+    fn submitted_values_are_never_echoed_in_errors() {
+        // An identifier typed into the wrong place must not be copied into the error (which is
+        // answered, recorded in the transfer log and stored as the idempotent answer).
+        let sentinel = "9434765919";
+        let cases: Vec<serde_json::Value> = vec![
+            json!({"subject_refs": ["nhs:1234567890"]}),
+            json!({"subject_refs": "nhs:9434765919"}),
+            json!({"subject_refs": [9434765919u64]}),
+            json!({"subject_informed": "no - Mr 9434765919 is violent"}),
+            json!({"marking": "OFFICIAL 9434765919"}),
+            json!({"marking": "9434765919"}),
+            json!({"lawful_basis": "9434765919"}),
+            json!({"special_category_condition": "9434765919"}),
+            json!({"recipients": ["Nhs 9434765919"]}),
+            json!({"recipients": ["9434765919", "9434765919"]}),
+            json!({"data_categories": ["9434765919"]}),
+            json!({"retention": {"until": "9434765919"}}),
+            json!({"retention": {"days": "9434765919"}}),
+            json!({"content_type": "9434765919"}),
+            json!({"consent": {"status": "9434765919"}}),
+            json!({"urgency": {"level": "9434765919"}}),
+            json!({"originator": "Org 9434765919"}),
+            json!({"purpose": "Purpose 9434765919"}),
+            json!({"9434765919": true}),
+            json!({"practitioner": {"name": "A", "role": "B", "contact": "C", "9434765919": 1}}),
+        ];
+        for patch in cases {
+            let mut v = valid_json();
+            for (k, val) in patch.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let Err(EnvelopeError::Invalid(errs)) = parse_value(&v) else {
+                panic!("{patch} should be invalid")
+            };
+            for e in &errs {
+                assert!(
+                    !e.message.contains(sentinel) && !e.message.contains("1234567890"),
+                    "{patch}: message echoes the value: {}",
+                    e.message
+                );
+                assert!(
+                    !e.field.contains(sentinel),
+                    "{patch}: field echoes the value: {}",
+                    e.field
+                );
+                assert!(!e.message.is_empty(), "{patch}");
+            }
+        }
+        let ok = parse_value(&valid_json()).unwrap();
+        assert!(!format!("{ok:?}").contains(sentinel));
+        assert!(!format!("{ok:?}").contains("Disclosure at school"));
     }
 }

@@ -71,6 +71,10 @@ slug_id!(
     /// A configured purpose of sharing, e.g. `child-protection-s47`.
     PurposeId
 );
+slug_id!(
+    /// A peer gateway allowed to deliver to this gateway's inbox.
+    PeerId
+);
 
 /// One submission to the gateway, accepted or refused. Time-ordered (UUID v7), so ids sort by
 /// arrival. Generated at the edge (the domain has no clock or randomness) and passed in.

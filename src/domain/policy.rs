@@ -34,6 +34,8 @@ pub enum Rule {
     RecipientRegistered,
     StatutoryOnlyRecipient,
     MarkingWithinClearance,
+    RecipientHasEndpoint,
+    MarkingWithinChannel,
     AgreementExists,
     AgreementInForce,
     PurposeInAgreement,
@@ -54,6 +56,8 @@ impl Rule {
         Rule::RecipientRegistered,
         Rule::StatutoryOnlyRecipient,
         Rule::MarkingWithinClearance,
+        Rule::RecipientHasEndpoint,
+        Rule::MarkingWithinChannel,
         Rule::AgreementExists,
         Rule::AgreementInForce,
         Rule::PurposeInAgreement,
@@ -75,6 +79,8 @@ impl Rule {
             Rule::RecipientRegistered => "unknown_recipient",
             Rule::StatutoryOnlyRecipient => "statutory_only_recipient",
             Rule::MarkingWithinClearance => "marking_above_clearance",
+            Rule::RecipientHasEndpoint => "no_delivery_endpoint",
+            Rule::MarkingWithinChannel => "marking_above_channel",
             Rule::AgreementExists => "no_agreement",
             Rule::AgreementInForce => "agreement_not_in_force",
             Rule::PurposeInAgreement => "purpose_not_in_agreement",
@@ -105,6 +111,10 @@ impl Rule {
                 "a statutory-only purpose is used with a statutory recipient"
             }
             Rule::MarkingWithinClearance => "the marking is within the recipient's clearance",
+            Rule::RecipientHasEndpoint => "the recipient has a delivery endpoint",
+            Rule::MarkingWithinChannel => {
+                "the marking is within the ceiling of the recipient's delivery channel"
+            }
             Rule::AgreementExists => "sender and recipient are parties to a common agreement",
             Rule::AgreementInForce => "the agreement is in force today",
             Rule::PurposeInAgreement => "the agreement permits the purpose",
@@ -394,6 +404,33 @@ fn run(
             },
         )?;
 
+        let endpoint = recipient.endpoint.as_ref();
+        t.check(
+            Rule::RecipientHasEndpoint,
+            Some(rid),
+            None,
+            endpoint.is_some(),
+            || match endpoint {
+                Some(ep) => format!("{} receives by {}", t_name(recipient), ep.channel.kind()),
+                None => format!(
+                    "{} has no delivery endpoint configured, so nothing can be delivered to it",
+                    t_name(recipient)
+                ),
+            },
+        )?;
+        if let Some(ceiling) = endpoint.and_then(|ep| ep.ceiling) {
+            let within = e.marking.rank <= ceiling;
+            let kind = endpoint.map_or("", |ep| ep.channel.kind());
+            t.check(Rule::MarkingWithinChannel, Some(rid), None, within, || {
+                format!(
+                    "the marking {marking} is {} the ceiling of {}'s {kind} channel ({})",
+                    if within { "within" } else { "above" },
+                    t_name(recipient),
+                    scheme.name(ceiling)
+                )
+            })?;
+        }
+
         let agreement = choose_agreement(t, sender_id, recipient, e, today)?;
         authorisations.push(Authorisation {
             recipient: rid.clone(),
@@ -552,7 +589,7 @@ mod tests {
     use crate::domain::lawful::LawfulBasis;
     use crate::domain::marking::Rank;
     use crate::domain::marking::tests::demo_scheme;
-    use crate::domain::registry::{OrgKind, Purpose, Sector};
+    use crate::domain::registry::{Channel, Endpoint, OrgKind, Purpose, Sector};
     use serde_json::{Value, json};
     use time::macros::{date, datetime};
 
@@ -563,7 +600,11 @@ mod tests {
             kind,
             clearance,
             identities: vec![],
-            endpoints: vec![],
+            endpoint: Some(Endpoint {
+                channel: Channel::Inbox,
+                age_recipients: vec![],
+                ceiling: None,
+            }),
         }
     }
 
@@ -586,6 +627,21 @@ mod tests {
             org("riverside-youth", OrgKind::Voluntary, Rank::Level(1)),
             org("millbrook-academy", stat(Sector::Education), Rank::Level(0)),
             org("lonely-hospital", stat(Sector::Health), Rank::Level(1)),
+            Organisation {
+                endpoint: None,
+                ..org("silent-charity", OrgKind::Voluntary, Rank::Level(1))
+            },
+            Organisation {
+                endpoint: Some(Endpoint {
+                    channel: Channel::Email {
+                        address: "x@y.example".into(),
+                        tls_only: true,
+                    },
+                    age_recipients: vec![],
+                    ceiling: Some(Rank::Level(0)),
+                }),
+                ..org("email-trust", stat(Sector::Health), Rank::Level(1))
+            },
         ];
         let purposes = vec![
             Purpose {
@@ -624,6 +680,16 @@ mod tests {
                 }
             };
         let agreements = vec![
+            // Listed first, so that choosing the agreement in force below has to skip it.
+            agreement(
+                "cc-police-2020",
+                vec!["northshire-cc", "northshire-police"],
+                vec!["child-protection-s47"],
+                set([PublicTask]),
+                Rank::Level(1),
+                date!(2020 - 01 - 01),
+                date!(2020 - 12 - 31),
+            ),
             agreement(
                 "isp",
                 vec![
@@ -631,6 +697,8 @@ mod tests {
                     "northshire-police",
                     "riverside-youth",
                     "millbrook-academy",
+                    "silent-charity",
+                    "email-trust",
                 ],
                 vec![
                     "child-protection-s47",
@@ -651,6 +719,16 @@ mod tests {
                 date!(2025 - 01 - 01),
                 date!(2030 - 01 - 01),
             ),
+            // A second agreement for the same pair, for another purpose.
+            agreement(
+                "hospital-early-help",
+                vec!["northshire-cc", "lonely-hospital"],
+                vec!["early-help"],
+                set([PublicTask]),
+                Rank::Level(1),
+                date!(2025 - 01 - 01),
+                date!(2030 - 01 - 01),
+            ),
             agreement(
                 "expired-pilot",
                 vec!["riverside-youth", "lonely-hospital"],
@@ -661,7 +739,7 @@ mod tests {
                 date!(2024 - 12 - 31),
             ),
         ];
-        Registry::new(demo_scheme(), orgs, purposes, agreements).unwrap()
+        Registry::new(demo_scheme(), orgs, purposes, agreements, vec![]).unwrap()
     }
 
     fn envelope(sender: &str, patch: Value) -> Envelope {
@@ -820,6 +898,30 @@ mod tests {
                 want: ok(&[("millbrook-academy", "isp")]),
             },
             Case {
+                name: "a recipient that cannot receive",
+                sender: "northshire-cc",
+                patch: json!({"recipients": ["silent-charity"]}),
+                want: no(Rule::RecipientHasEndpoint, Some("silent-charity"), None),
+            },
+            Case {
+                name: "above the channel's ceiling",
+                sender: "northshire-cc",
+                patch: json!({"recipients": ["email-trust"]}),
+                want: no(Rule::MarkingWithinChannel, Some("email-trust"), None),
+            },
+            Case {
+                name: "within the channel's ceiling",
+                sender: "northshire-cc",
+                patch: json!({"recipients": ["email-trust"], "marking": "OFFICIAL"}),
+                want: ok(&[("email-trust", "isp")]),
+            },
+            Case {
+                name: "a second agreement authorises what the first does not",
+                sender: "northshire-cc",
+                patch: json!({"recipients": ["lonely-hospital"], "purpose": "early-help"}),
+                want: ok(&[("lonely-hospital", "hospital-early-help")]),
+            },
+            Case {
                 name: "no common agreement",
                 sender: "northshire-police",
                 patch: json!({"recipients": ["lonely-hospital"]}),
@@ -836,9 +938,9 @@ mod tests {
                 ),
             },
             Case {
-                name: "agreement does not permit the purpose",
+                name: "neither agreement permits the purpose (the first of equals is named)",
                 sender: "northshire-cc",
-                patch: json!({"recipients": ["lonely-hospital"], "purpose": "early-help"}),
+                patch: json!({"recipients": ["lonely-hospital"], "purpose": "crime-prevention-s115", "data_categories": ["personal"], "special_category_condition": null}),
                 want: no(
                     Rule::PurposeInAgreement,
                     Some("lonely-hospital"),

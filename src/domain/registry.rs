@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use time::Date;
 
-use super::ids::{AgreementId, OrgId, PurposeId};
+use super::ids::{AgreementId, OrgId, PeerId, PurposeId};
 use super::lawful::LawfulBasis;
 use super::marking::{MarkingScheme, Rank};
 
@@ -116,18 +116,37 @@ pub enum ClientIdentity {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Channel {
-    /// Secure email through the configured relay.
-    Email { address: String },
-    /// Direct HTTPS with mutual TLS to the recipient's gateway.
-    Https { url: String },
+    /// Secure email through the configured relay(s), TLS required. With `tls_only`, the
+    /// recipient (an accredited secure email domain whose users cannot run age) receives the
+    /// envelope and payload unencrypted inside the message, so only over verified TLS and only
+    /// up to the endpoint's ceiling.
+    Email { address: String, tls_only: bool },
+    /// Direct HTTPS with mutual TLS to the recipient's gateway (`POST .../v1/inbound`), whose
+    /// certificate is verified against `ca_file`, not the system roots.
+    Https { url: String, ca_file: String },
+    /// This gateway's own inbox: the organisation pulls with its client certificate.
+    Inbox,
 }
 
-/// Where and how an organisation receives transfers. Used by delivery; validated at load.
+impl Channel {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Email { .. } => "email",
+            Channel::Https { .. } => "https",
+            Channel::Inbox => "inbox",
+        }
+    }
+}
+
+/// Where and how an organisation receives transfers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub channel: Channel,
-    /// age recipients (`age1...`) the payload is resealed to for this organisation.
+    /// age recipients (`age1...`) the payload is resealed to for this organisation. Empty only
+    /// for a `tls_only` email endpoint.
     pub age_recipients: Vec<String>,
+    /// The highest marking this channel may carry; `None`: the organisation's clearance.
+    pub ceiling: Option<Rank>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +157,33 @@ pub struct Organisation {
     /// The highest marking this organisation may receive.
     pub clearance: Rank,
     pub identities: Vec<ClientIdentity>,
-    pub endpoints: Vec<Endpoint>,
+    /// How it receives; `None`: it can send but not receive.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Another Postern gateway (or a system implementing its inbound contract) allowed to deliver
+/// to this gateway's inbox over mutual TLS.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub id: PeerId,
+    pub name: String,
+    pub identities: Vec<ClientIdentity>,
+}
+
+/// Who a client certificate belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Principal {
+    Organisation(OrgId),
+    Peer(PeerId),
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Organisation(o) => write!(f, "organisation `{o}`"),
+            Principal::Peer(p) => write!(f, "peer gateway `{p}`"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,12 +221,47 @@ impl Agreement {
     }
 }
 
+/// Registers a principal's client identities; returns a message for each identity another
+/// principal already claims.
+fn claim_identities(
+    identities: &[ClientIdentity],
+    who: Principal,
+    by_fingerprint: &mut HashMap<CertFingerprint, Principal>,
+    by_san: &mut HashMap<String, Principal>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for identity in identities {
+        let (claimed_by, what) = match identity {
+            ClientIdentity::Fingerprint(fp) => (
+                by_fingerprint.insert(*fp, who.clone()),
+                format!("fingerprint {fp}"),
+            ),
+            ClientIdentity::San(san) => (
+                by_san.insert(san.to_ascii_lowercase(), who.clone()),
+                format!("subject alternative name `{san}`"),
+            ),
+        };
+        if let Some(other) = claimed_by.filter(|o| *o != who) {
+            problems.push(format!("client {what} is also claimed by {other}; a certificate must identify exactly one organisation or peer"));
+        }
+    }
+    problems
+}
+
+/// The ids the configuration declares, whether or not their entries are valid.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub organisations: BTreeSet<OrgId>,
+    pub purposes: BTreeSet<PurposeId>,
+}
+
 /// Which entry of the registry an error concerns, so the config layer can point at its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryAt {
     Organisation(usize),
     Purpose(usize),
     Agreement(usize),
+    Peer(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,10 +276,10 @@ pub struct RegistryError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identification {
     Unknown,
-    One(OrgId),
-    /// The certificate matches identities of more than one organisation: refused, because a
-    /// transfer must have exactly one accountable sender.
-    Ambiguous(Vec<OrgId>),
+    One(Principal),
+    /// The certificate matches the identities of more than one organisation or peer: refused,
+    /// because every request must have exactly one accountable sender.
+    Ambiguous(Vec<Principal>),
 }
 
 #[derive(Debug, Clone)]
@@ -208,8 +288,9 @@ pub struct Registry {
     organisations: BTreeMap<OrgId, Organisation>,
     purposes: BTreeMap<PurposeId, Purpose>,
     agreements: Vec<Agreement>,
-    by_fingerprint: HashMap<CertFingerprint, OrgId>,
-    by_san: HashMap<String, OrgId>,
+    peers: BTreeMap<PeerId, Peer>,
+    by_fingerprint: HashMap<CertFingerprint, Principal>,
+    by_san: HashMap<String, Principal>,
 }
 
 impl Registry {
@@ -221,6 +302,32 @@ impl Registry {
         organisations: Vec<Organisation>,
         purposes: Vec<Purpose>,
         agreements: Vec<Agreement>,
+        peers: Vec<Peer>,
+    ) -> Result<Self, Vec<RegistryError>> {
+        let declared = Declared {
+            organisations: organisations.iter().map(|o| o.id.clone()).collect(),
+            purposes: purposes.iter().map(|p| p.id.clone()).collect(),
+        };
+        Self::new_declared(
+            marking,
+            organisations,
+            purposes,
+            agreements,
+            peers,
+            &declared,
+        )
+    }
+
+    /// As [`Registry::new`], where references count as resolved if they name anything in
+    /// `declared` (which may list entries that failed to load for their own reasons, so that
+    /// one mistake is not reported again as a dangling reference everywhere it is used).
+    pub fn new_declared(
+        marking: MarkingScheme,
+        organisations: Vec<Organisation>,
+        purposes: Vec<Purpose>,
+        agreements: Vec<Agreement>,
+        peers: Vec<Peer>,
+        declared: &Declared,
     ) -> Result<Self, Vec<RegistryError>> {
         let mut errors = Vec::new();
         let mut err = |at: RegistryAt, field: &'static str, message: String| {
@@ -240,28 +347,43 @@ impl Registry {
                 );
                 continue;
             }
-            for identity in &org.identities {
-                let (claimed_by, what) = match identity {
-                    ClientIdentity::Fingerprint(fp) => (
-                        by_fingerprint.insert(*fp, org.id.clone()),
-                        format!("fingerprint {fp}"),
-                    ),
-                    ClientIdentity::San(san) => (
-                        by_san.insert(san.to_ascii_lowercase(), org.id.clone()),
-                        format!("subject alternative name `{san}`"),
-                    ),
-                };
-                if let Some(other) = claimed_by.filter(|o| *o != org.id) {
-                    err(
-                        at(),
-                        "identity",
-                        format!(
-                            "client {what} is also claimed by organisation `{other}`; a certificate must identify exactly one organisation"
-                        ),
-                    );
-                }
+            for message in claim_identities(
+                &org.identities,
+                Principal::Organisation(org.id.clone()),
+                &mut by_fingerprint,
+                &mut by_san,
+            ) {
+                err(at(), "identities", message);
             }
             orgs.insert(org.id.clone(), org);
+        }
+
+        let mut peer_map = BTreeMap::new();
+        for (i, peer) in peers.into_iter().enumerate() {
+            if peer_map.contains_key(&peer.id) {
+                err(
+                    RegistryAt::Peer(i),
+                    "id",
+                    format!("peer `{}` is defined twice", peer.id),
+                );
+                continue;
+            }
+            if peer.identities.is_empty() {
+                err(
+                    RegistryAt::Peer(i),
+                    "identities",
+                    format!("peer `{}` needs at least one client identity", peer.id),
+                );
+            }
+            for message in claim_identities(
+                &peer.identities,
+                Principal::Peer(peer.id.clone()),
+                &mut by_fingerprint,
+                &mut by_san,
+            ) {
+                err(RegistryAt::Peer(i), "identities", message);
+            }
+            peer_map.insert(peer.id.clone(), peer);
         }
 
         let mut purpose_map = BTreeMap::new();
@@ -297,7 +419,11 @@ impl Registry {
                     format!("agreement `{}` must have at least two parties", a.id),
                 );
             }
-            for party in a.parties.iter().filter(|p| !orgs.contains_key(*p)) {
+            for party in a
+                .parties
+                .iter()
+                .filter(|p| !orgs.contains_key(*p) && !declared.organisations.contains(*p))
+            {
                 err(
                     at(),
                     "parties",
@@ -311,7 +437,11 @@ impl Registry {
                     format!("agreement `{}` must permit at least one purpose", a.id),
                 );
             }
-            for purpose in a.purposes.iter().filter(|p| !purpose_map.contains_key(*p)) {
+            for purpose in a
+                .purposes
+                .iter()
+                .filter(|p| !purpose_map.contains_key(*p) && !declared.purposes.contains(*p))
+            {
                 err(
                     at(),
                     "purposes",
@@ -343,6 +473,7 @@ impl Registry {
                 organisations: orgs,
                 purposes: purpose_map,
                 agreements,
+                peers: peer_map,
                 by_fingerprint,
                 by_san,
             })
@@ -371,14 +502,22 @@ impl Registry {
         &self.agreements
     }
 
+    pub fn peer(&self, id: &PeerId) -> Option<&Peer> {
+        self.peers.get(id)
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
     /// Maps a verified client certificate (its fingerprint and subject alternative names) to the
-    /// organisation it authenticates as.
+    /// organisation or peer gateway it authenticates as.
     pub fn identify<'a>(
         &self,
         fingerprint: &CertFingerprint,
         sans: impl IntoIterator<Item = &'a str>,
     ) -> Identification {
-        let mut found: BTreeSet<&OrgId> = BTreeSet::new();
+        let mut found: BTreeSet<&Principal> = BTreeSet::new();
         if let Some(org) = self.by_fingerprint.get(fingerprint) {
             found.insert(org);
         }
@@ -412,7 +551,7 @@ mod tests {
             kind: OrgKind::Voluntary,
             clearance: Rank::Level(0),
             identities,
-            endpoints: vec![],
+            endpoint: None,
         }
     }
 
@@ -428,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn identification_needs_exactly_one_organisation() {
+    fn identification_needs_exactly_one_organisation_or_peer() {
         let fp = CertFingerprint([7; 32]);
         let reg = Registry::new(
             demo_scheme(),
@@ -438,15 +577,22 @@ mod tests {
             ],
             vec![],
             vec![],
+            vec![Peer {
+                id: "gw".parse().unwrap(),
+                name: "Gateway".into(),
+                identities: vec![ClientIdentity::San("gateway.test".into())],
+            }],
         )
         .unwrap();
-        assert_eq!(
-            reg.identify(&fp, []),
-            Identification::One("a".parse().unwrap())
-        );
+        let org_ = |s: &str| Identification::One(Principal::Organisation(s.parse().unwrap()));
+        assert_eq!(reg.identify(&fp, []), org_("a"));
         assert_eq!(
             reg.identify(&CertFingerprint([0; 32]), ["B.Clients.Test"]),
-            Identification::One("b".parse().unwrap())
+            org_("b")
+        );
+        assert_eq!(
+            reg.identify(&CertFingerprint([0; 32]), ["gateway.test"]),
+            Identification::One(Principal::Peer("gw".parse().unwrap()))
         );
         assert_eq!(
             reg.identify(&CertFingerprint([0; 32]), ["nobody"]),
@@ -454,6 +600,10 @@ mod tests {
         );
         assert!(matches!(
             reg.identify(&fp, ["b.clients.test"]),
+            Identification::Ambiguous(v) if v.len() == 2
+        ));
+        assert!(matches!(
+            reg.identify(&fp, ["gateway.test"]),
             Identification::Ambiguous(v) if v.len() == 2
         ));
     }
@@ -480,10 +630,19 @@ mod tests {
                 valid_from: d("2026-01-01"),
                 valid_until: d("2025-01-01"),
             }],
+            vec![Peer {
+                id: "gw".parse().unwrap(),
+                name: "Gateway".into(),
+                identities: vec![ClientIdentity::San("x".into())],
+            }],
         )
         .unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| (e.at.clone(), e.field)).collect();
-        assert!(fields.contains(&(RegistryAt::Organisation(1), "identity")));
+        assert!(fields.contains(&(RegistryAt::Organisation(1), "identities")));
+        assert!(
+            fields.contains(&(RegistryAt::Peer(0), "identities")),
+            "a peer cannot share an organisation's identity"
+        );
         assert!(fields.contains(&(RegistryAt::Agreement(0), "parties")));
         assert!(fields.contains(&(RegistryAt::Agreement(0), "purposes")));
         assert!(fields.contains(&(RegistryAt::Agreement(0), "lawful_bases")));

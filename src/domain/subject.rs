@@ -73,7 +73,11 @@ impl SubjectRef {
         {
             return Err(SubjectRefError::BadScheme);
         }
-        let value: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+        // NHS numbers are digits only, and are often written 943-476-5919 as well as with spaces.
+        let value: String = value
+            .chars()
+            .filter(|c| !(c.is_whitespace() || scheme == "nhs" && *c == '-'))
+            .collect();
         if value.is_empty() {
             return Err(SubjectRefError::EmptyValue);
         }
@@ -162,6 +166,12 @@ mod tests {
         let a = SubjectRef::parse("nhs:9434765919").unwrap().hash(&k);
         let b = SubjectRef::parse(" NHS : 943 476 5919 ").unwrap().hash(&k);
         assert_eq!(a, b);
+        assert_eq!(a, SubjectRef::parse("nhs:943-476-5919").unwrap().hash(&k));
+        // Only NHS numbers lose their hyphens: other schemes' references may contain them.
+        assert_ne!(
+            SubjectRef::parse("case:AB-12").unwrap().hash(&k),
+            SubjectRef::parse("case:AB12").unwrap().hash(&k)
+        );
         let other = SubjectRef::parse("nhs:9434765870").unwrap().hash(&k);
         assert_ne!(a, other);
         // A different deployment key gives unrelated hashes.

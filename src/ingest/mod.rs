@@ -5,6 +5,7 @@
 //! [`serve`] takes its listener and a shutdown future as arguments, so tests run it on port 0
 //! and stop it when they like.
 
+pub mod caller;
 pub mod problem;
 pub mod routes;
 pub mod tls;
@@ -30,7 +31,7 @@ use crate::domain::subject::SubjectKey;
 use crate::live::Live;
 use crate::store::Store;
 use problem::Problem;
-pub use tls::Peer;
+pub use tls::Caller;
 
 /// What the handlers share.
 pub struct App {
@@ -201,13 +202,14 @@ async fn connection(
     };
     // The verifier already mapped the certificate; map it again for this connection (the
     // registry may have been reloaded in between, in which case the newer answer wins).
-    let Some(peer) = tls::peer(&registry.current(), stream.get_ref().1.peer_certificates()) else {
-        tracing::info!(%remote, "client certificate no longer maps to an organisation; closing");
+    let Some(caller) = tls::caller(&registry.current(), stream.get_ref().1.peer_certificates())
+    else {
+        tracing::info!(%remote, "client certificate no longer maps to an organisation or peer; closing");
         return;
     };
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer.clone());
+            req.extensions_mut().insert(caller.clone());
             router.clone().oneshot(req)
         });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -27,6 +27,8 @@ pub const CODES: &[(&str, u16)] = &[
     ("not_found", 404),
     ("transfer_not_found", 404),
     ("method_not_allowed", 405),
+    ("not_an_organisation", 403),
+    ("not_a_peer", 403),
     ("internal_error", 500),
     ("unavailable", 503),
 ];
@@ -158,6 +160,7 @@ fn rule_field(rule: Rule, recipient_index: Option<usize>) -> Option<String> {
         Rule::SenderRegistered => None,
         Rule::MarkingWithinGateway
         | Rule::MarkingWithinClearance
+        | Rule::MarkingWithinChannel
         | Rule::MarkingWithinAgreement => Some("marking".into()),
         Rule::PurposeKnown | Rule::PurposeInAgreement | Rule::StatutoryOnlySender => {
             Some("purpose".into())
@@ -168,6 +171,7 @@ fn rule_field(rule: Rule, recipient_index: Option<usize>) -> Option<String> {
         Rule::OriginatorPermission => Some("originator_permission_ref".into()),
         Rule::RecipientRegistered
         | Rule::StatutoryOnlyRecipient
+        | Rule::RecipientHasEndpoint
         | Rule::AgreementExists
         | Rule::AgreementInForce => recipients(),
     }

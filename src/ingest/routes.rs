@@ -1,6 +1,6 @@
 //! The API handlers: `POST /v1/transfers` (accept, decide, seal, spool, record) and
 //! `GET /v1/transfers/{id}`. The caller is already authenticated: the TLS layer put its
-//! [`Peer`] on the request, and no request without one reaches these handlers.
+//! caller on the request (see [`super::caller`]), and no request without one reaches these handlers.
 
 use std::sync::Arc;
 
@@ -13,18 +13,18 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::App;
+use super::caller::OrgCaller;
 use super::problem::Problem;
-use super::tls::Peer;
 use super::upload::{Sealed, SpoolUpload, UploadError};
 use crate::domain::envelope::{self, Envelope, EnvelopeError, ParseContext};
 use crate::domain::ids::TransferId;
 use crate::domain::policy::{self, Decision, Refusal};
 use crate::seal::{self, SealSummary};
 use crate::store::{
-    IdempotencyClaim, IdempotentAnswer, NewTransfer, StoreError, StoredPayload, payload_file_name,
+    IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
+    payload_file_name,
 };
 use crate::transfer_log::{
     DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
@@ -76,7 +76,7 @@ impl From<Problem> for Fail {
 
 struct Request {
     app: Arc<App>,
-    peer: Peer,
+    peer: OrgCaller,
     id: TransferId,
     received: OffsetDateTime,
     at: String,
@@ -117,7 +117,7 @@ fn interrupted() -> Fail {
 
 pub async fn submit(
     State(app): State<Arc<App>>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    peer: OrgCaller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -128,7 +128,7 @@ pub async fn submit(
         peer,
         id,
         received,
-        at: received.format(&Rfc3339).unwrap_or_default(),
+        at: crate::clock::stamp(received),
         idempotency_key: None,
         envelope_sha256: None,
     };
@@ -646,37 +646,57 @@ async fn accept(
         sealed_envelope,
         deliveries: authorisations
             .iter()
-            .map(|a| (a.recipient.clone(), a.agreement.clone()))
+            .map(|a| NewDelivery {
+                recipient: a.recipient.clone(),
+                agreement: a.agreement.clone(),
+                // Policy admitted only recipients with an endpoint.
+                channel: registry
+                    .organisation(&a.recipient)
+                    .and_then(|o| o.endpoint.as_ref())
+                    .map_or("inbox", |e| e.channel.kind()),
+            })
             .collect(),
     };
     let claim = req.claim();
     let stored_body = body.clone();
     // A spool file's directory entry must be durable too: the writer fsyncs the directory.
     let new_file = file.is_some();
-    let outcome = app
-        .store
-        .write(new_file, move |tx| {
-            // Two identical requests may race past the first lookup: the first to commit wins.
-            if let Some(c) = &claim
-                && let Some(previous) = tx.claim(c, 202, stored_body)?
-            {
-                return Ok(Some(previous));
-            }
-            let seq = tx.append(&entry)?;
-            tx.insert_transfer(&new, seq)?;
-            Ok(None)
-        })
-        .await
-        .map_err(|e| store_failure(e, "could not commit an accepted transfer", req.id))?;
+    // The commit, and keeping the spool file exactly when its record committed, run in a task
+    // of their own: if the client goes away meanwhile, this handler is dropped, but the commit
+    // (already queued) and the file it refers to stay together.
+    let store = app.store.clone();
+    let commit = tokio::spawn(async move {
+        let outcome = store
+            .write(new_file, move |tx| {
+                // Two identical requests may race past the first lookup: the first to commit wins.
+                if let Some(c) = &claim
+                    && let Some(previous) = tx.claim(c, 202, stored_body)?
+                {
+                    return Ok(Some(previous));
+                }
+                let seq = tx.append(&entry)?;
+                tx.insert_transfer(&new, seq)?;
+                Ok(None)
+            })
+            .await;
+        if let (Ok(None), Some(f)) = (&outcome, file) {
+            f.keep();
+        }
+        // Otherwise (a replay of an earlier answer, or a failed commit) the file was dropped
+        // just above, and with it deleted.
+        outcome
+    });
+    let outcome = match commit.await {
+        Ok(r) => {
+            r.map_err(|e| store_failure(e, "could not commit an accepted transfer", req.id))?
+        }
+        Err(e) => return Err(internal(e, "the commit task failed", req.id)),
+    };
     if let Some(previous) = outcome {
-        // `file` is dropped here, deleting this request's spool file if it had one.
         return Ok(replay(
             &previous,
             req.envelope_sha256.as_deref().unwrap_or_default(),
         ));
-    }
-    if let Some(f) = file {
-        f.keep();
     }
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, recipients = accepted.recipients.len(), size = accepted.payload.size, "transfer accepted");
     let mut resp = (StatusCode::ACCEPTED, body).into_response();
@@ -692,7 +712,7 @@ async fn accept(
 
 pub async fn status(
     State(app): State<Arc<App>>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    peer: OrgCaller,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let not_found = || {

@@ -1,7 +1,7 @@
 //! TLS for the API listener: TLS 1.2 and 1.3 only (rustls, ring provider), a client certificate
 //! always required, and verified twice: by the trusted CAs, then against the registry, so that a
-//! certificate that does not map to exactly one organisation fails the handshake and never
-//! reaches a handler.
+//! certificate that does not map to exactly one organisation or peer gateway fails the handshake
+//! and never reaches a handler.
 
 use std::sync::Arc;
 
@@ -15,8 +15,7 @@ use rustls::{
 };
 
 use crate::config::TlsMaterial;
-use crate::domain::ids::OrgId;
-use crate::domain::registry::{CertFingerprint, Identification, Registry};
+use crate::domain::registry::{CertFingerprint, Identification, Principal, Registry};
 use crate::live::Live;
 use crate::pki;
 
@@ -36,10 +35,10 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub const PROTOCOLS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// Who is calling: the organisation a verified client certificate maps to.
+/// Who is calling: the organisation or peer gateway a verified client certificate maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub org: OrgId,
+pub struct Caller {
+    pub principal: Principal,
     pub fingerprint: CertFingerprint,
 }
 
@@ -49,12 +48,12 @@ pub fn identify(registry: &Registry, cert: &CertificateDer<'_>) -> Identificatio
     registry.identify(&fp, sans.iter().map(String::as_str))
 }
 
-/// The peer of an established connection, if its certificate maps to one organisation.
-pub fn peer(registry: &Registry, certs: Option<&[CertificateDer<'_>]>) -> Option<Peer> {
+/// The caller of an established connection, if its certificate maps to exactly one principal.
+pub fn caller(registry: &Registry, certs: Option<&[CertificateDer<'_>]>) -> Option<Caller> {
     let leaf = certs?.first()?;
     match identify(registry, leaf) {
-        Identification::One(org) => Some(Peer {
-            org,
+        Identification::One(principal) => Some(Caller {
+            principal,
             fingerprint: pki::fingerprint(leaf),
         }),
         _ => None,
@@ -92,13 +91,13 @@ impl ClientCertVerifier for OrgVerifier {
         match identify(&self.registry.current(), end_entity) {
             Identification::One(_) => Ok(ClientCertVerified::assertion()),
             Identification::Unknown => {
-                tracing::info!(fingerprint = %pki::fingerprint(end_entity), "client certificate from a trusted CA maps to no organisation; handshake refused");
+                tracing::info!(fingerprint = %pki::fingerprint(end_entity), "client certificate from a trusted CA maps to no organisation or peer; handshake refused");
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
                 ))
             }
             Identification::Ambiguous(orgs) => {
-                tracing::warn!(fingerprint = %pki::fingerprint(end_entity), organisations = ?orgs, "client certificate maps to several organisations; handshake refused");
+                tracing::warn!(fingerprint = %pki::fingerprint(end_entity), principals = ?orgs, "client certificate maps to several organisations or peers; handshake refused");
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
                 ))

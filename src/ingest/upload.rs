@@ -425,10 +425,25 @@ impl SpoolUpload {
         Self::start_with(path, recipient, expected, true)
     }
 
+    /// Stores bytes that are already sealed (for someone else: an inbox item), digesting them
+    /// on the way; the summary's plaintext and sealed fields are then the same.
+    pub fn start_store(path: PathBuf, expected: Option<u64>) -> Self {
+        Self::spawn(path, None, expected, true)
+    }
+
     /// As [`SpoolUpload::start`]; `direct` false forces the page-cache path (for tests).
     pub fn start_with(
         path: PathBuf,
         recipient: age::x25519::Recipient,
+        expected: Option<u64>,
+        direct: bool,
+    ) -> Self {
+        Self::spawn(path, Some(recipient), expected, direct)
+    }
+
+    fn spawn(
+        path: PathBuf,
+        recipient: Option<age::x25519::Recipient>,
         expected: Option<u64>,
         direct: bool,
     ) -> Self {
@@ -444,16 +459,35 @@ impl SpoolUpload {
                     direct,
                 },
             };
-            let recipients = [&recipient as &dyn age::Recipient];
-            let mut sealer = match expected {
-                Some(n) if n < PARALLEL_DIGESTS_FROM => Sealer::new(sink, recipients)?,
-                _ => Sealer::with_parallel_digests(sink, recipients)?,
+            let parallel = !matches!(expected, Some(n) if n < PARALLEL_DIGESTS_FROM);
+            // Seal (ingest) or only digest (bytes already sealed for their recipient).
+            // One per upload, on this thread's stack: the size difference does not matter.
+            #[allow(clippy::large_enum_variant)]
+            enum Processor {
+                Seal(Sealer<Sink>),
+                Store(crate::seal::Tee<Sink>),
+            }
+            let mut p = match &recipient {
+                Some(r) => {
+                    let recipients = [r as &dyn age::Recipient];
+                    Processor::Seal(if parallel {
+                        Sealer::with_parallel_digests(sink, recipients)?
+                    } else {
+                        Sealer::new(sink, recipients)?
+                    })
+                }
+                None => {
+                    Processor::Store(crate::seal::Tee::new(sink, parallel).map_err(SealError::Io)?)
+                }
             };
             loop {
                 match rx.blocking_recv() {
                     Some(Msg::Chunks(batch)) => {
                         for c in batch {
-                            sealer.write_bytes(c)?;
+                            match &mut p {
+                                Processor::Seal(s) => s.write_bytes(c)?,
+                                Processor::Store(t) => t.write_bytes(c).map_err(SealError::Io)?,
+                            }
                         }
                     }
                     Some(Msg::Finish) => break,
@@ -462,7 +496,21 @@ impl SpoolUpload {
                     None => return Err(UploadError::Abandoned),
                 }
             }
-            let (sink, summary) = sealer.finish()?;
+            let (sink, summary) = match p {
+                Processor::Seal(s) => s.finish()?,
+                Processor::Store(t) => {
+                    let (sink, size, sha) = t.finish().map_err(SealError::Io)?;
+                    (
+                        sink,
+                        SealSummary {
+                            plaintext_size: size,
+                            plaintext_sha256: sha,
+                            sealed_size: size,
+                            sealed_sha256: sha,
+                        },
+                    )
+                }
+            };
             let sealed = match sink {
                 Sink::Memory { buf, .. } => Sealed::Inline(buf),
                 Sink::File { out, guard } => {

@@ -21,6 +21,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod inbox;
+pub mod queue;
+
 use crate::domain::ids::{AgreementId, OrgId, TransferId};
 use crate::seal::SealSummary;
 use crate::transfer_log::{GENESIS, LogEntry, StoredRecord, chain_hash};
@@ -43,6 +46,8 @@ pub enum StoreError {
     TooNew(String),
     #[error("no database at {0}: has the gateway been started with this state directory?")]
     Missing(String),
+    #[error("another postern process is using the state directory {0} (it holds {0}/postern.lock)")]
+    Locked(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -68,19 +73,30 @@ CREATE TABLE transfers (
     plaintext_sha256 TEXT NOT NULL,
     sealed_sha256    TEXT NOT NULL,
     sealed_envelope  BLOB NOT NULL,
-    log_seq          INTEGER NOT NULL
+    log_seq          INTEGER NOT NULL,
+    -- When the 202 was committed.
+    accepted_at      TEXT NOT NULL,
+    -- When the last recipient became delivered or dead; the payload goes after a grace period.
+    completed_at     TEXT,
+    payload_purged_at TEXT
 );
 CREATE INDEX transfers_sender ON transfers(sender, received_at);
+CREATE INDEX transfers_completed ON transfers(completed_at) WHERE payload_purged_at IS NULL;
 
 -- One row per (transfer, recipient): the unit a delivery worker takes.
 CREATE TABLE deliveries (
     transfer_id     TEXT NOT NULL REFERENCES transfers(id),
     recipient       TEXT NOT NULL,
     agreement       TEXT NOT NULL,
+    -- queued, delivering, retrying, delivered, dead
     state           TEXT NOT NULL,
+    channel         TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
     last_error      TEXT,
+    -- The recipient's receipt (JSON), once delivered.
+    receipt         TEXT,
+    delivered_at    TEXT,
     updated_at      TEXT NOT NULL,
     PRIMARY KEY (transfer_id, recipient)
 );
@@ -107,6 +123,30 @@ CREATE TABLE log_subjects (
     seq          INTEGER NOT NULL,
     PRIMARY KEY (subject_hash, seq)
 ) WITHOUT ROWID;
+
+-- What peer gateways (and this gateway's own delivery worker) delivered here, still sealed for
+-- the recipient organisation, until it downloads and acknowledges it.
+CREATE TABLE inbox (
+    id              TEXT PRIMARY KEY,
+    transfer_id     TEXT NOT NULL,
+    recipient       TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    sender_name     TEXT NOT NULL,
+    via             TEXT NOT NULL,
+    purpose         TEXT NOT NULL,
+    marking         TEXT NOT NULL,
+    retain_until    TEXT NOT NULL,
+    received_at     TEXT NOT NULL,
+    sealed_envelope BLOB NOT NULL,
+    payload_file    TEXT,
+    payload_inline  BLOB,
+    payload_size    INTEGER NOT NULL,
+    payload_sha256  TEXT NOT NULL,
+    acknowledged_at TEXT,
+    -- At-least-once delivery: a repeat of the same transfer to the same recipient is stored once.
+    UNIQUE (transfer_id, recipient)
+);
+CREATE INDEX inbox_recipient ON inbox(recipient, acknowledged_at, received_at);
 
 -- The first answer to each (sender, Idempotency-Key).
 CREATE TABLE idempotency (
@@ -186,7 +226,15 @@ pub struct NewTransfer {
     pub payload: StoredPayload,
     pub summary: SealSummary,
     pub sealed_envelope: Vec<u8>,
-    pub deliveries: Vec<(OrgId, AgreementId)>,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// One recipient of an accepted transfer: the unit the delivery worker takes.
+pub struct NewDelivery {
+    pub recipient: OrgId,
+    pub agreement: AgreementId,
+    /// `email`, `https` or `inbox`.
+    pub channel: &'static str,
 }
 
 /// Where a sealed payload rests.
@@ -240,8 +288,8 @@ impl Tx<'_> {
     pub fn insert_transfer(&mut self, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_inline, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_inline, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 t.id.to_string(),
@@ -261,16 +309,18 @@ impl Tx<'_> {
                 hex::encode(t.summary.plaintext_sha256),
                 hex::encode(t.summary.sealed_sha256),
                 t.sealed_envelope,
-                log_seq
+                log_seq,
+                crate::clock::stamp(crate::clock::now())
             ])?;
         let mut d = self.conn.prepare_cached(
-            "INSERT INTO deliveries (transfer_id, recipient, agreement, state, attempts, next_attempt_at, updated_at) VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?4)",
+            "INSERT INTO deliveries (transfer_id, recipient, agreement, channel, state, attempts, next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?5)",
         )?;
-        for (recipient, agreement) in &t.deliveries {
+        for nd in &t.deliveries {
             d.execute(params![
                 t.id.to_string(),
-                recipient.as_str(),
-                agreement.as_str(),
+                nd.recipient.as_str(),
+                nd.agreement.as_str(),
+                nd.channel,
                 t.received_at
             ])?;
         }
@@ -333,6 +383,8 @@ pub struct Store {
     jobs: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     spool_dir: PathBuf,
+    inbox_dir: PathBuf,
+    _lock: Arc<std::fs::File>,
 }
 
 /// How many jobs one commit may carry. Large enough to amortise the fsync, small enough that the
@@ -347,33 +399,61 @@ pub fn spool_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("spool")
 }
 
+pub fn inbox_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("inbox")
+}
+
 impl Store {
     /// Opens (creating if need be) the store under `state_dir`, removes orphaned spool files and
     /// starts the writer thread. Call before binding any listener.
     pub fn open(state_dir: &Path) -> Result<(Store, SweepReport), StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+        // One gateway per state directory: a second would sweep the first's uploads in progress
+        // and fork the transfer log's chain. The lock lasts as long as the store.
+        let lock_path = state_dir.join("postern.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| StoreError::Locked(state_dir.display().to_string()))?;
         let spool = spool_dir(state_dir);
-        std::fs::create_dir_all(&spool).map_err(io(&spool))?;
+        let inbox = inbox_dir(state_dir);
+        for dir in [&spool, &inbox] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
         let path = db_path(state_dir);
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         migrate(&mut conn, &path)?;
-        let sweep = sweep_orphans(&conn, &spool)?;
+        let mut sweep = sweep_orphans(
+            &conn,
+            &spool,
+            "SELECT 1 FROM transfers WHERE payload_file = ?1",
+        )?;
+        sweep.orphans_removed +=
+            sweep_orphans(&conn, &inbox, "SELECT 1 FROM inbox WHERE payload_file = ?1")?
+                .orphans_removed;
         let reader = Connection::open(&path)?;
         configure(&reader)?;
 
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        let spool_for_writer = spool.clone();
+        let dirs = [spool.clone(), inbox.clone()];
         // The writer ends when the last handle is dropped. Nothing it has not yet committed was
         // ever answered as durable, so it is never joined.
         std::thread::Builder::new()
             .name("postern-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &spool_for_writer))
+            .spawn(move || writer_loop(conn, rx, &dirs))
             .map_err(io(&path))?;
         Ok((
             Store {
                 jobs: tx,
                 reader: Arc::new(Mutex::new(reader)),
                 spool_dir: spool,
+                inbox_dir: inbox,
+                _lock: Arc::new(lock),
             },
             sweep,
         ))
@@ -383,13 +463,19 @@ impl Store {
         &self.spool_dir
     }
 
+    /// Where an inbox item's sealed payload file lives.
+    pub fn inbox_path(&self, id: &str) -> PathBuf {
+        self.inbox_dir.join(format!("{id}.age"))
+    }
+
     /// The spool file of a transfer.
     pub fn payload_path(&self, id: TransferId) -> PathBuf {
         self.spool_dir.join(payload_file_name(id))
     }
 
     /// Runs `f` in the writer's transaction and waits for the commit. With `sync_spool`, the
-    /// spool directory is fsync'd before the commit (needed when `f` records a new spool file).
+    /// spool and inbox directories are fsync'd before the commit (needed when `f` records a new
+    /// file in either).
     pub async fn write<T, F>(&self, sync_spool: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -445,7 +531,7 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, spool: &Path) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) {
     let mut head = chain_head(&conn).unwrap_or_else(|e| {
         // Appending to a chain whose head is unknown would corrupt it: refuse every write.
         tracing::error!(error = %e, "cannot read the transfer log head; the store refuses writes");
@@ -469,9 +555,11 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, spool: &Path) {
             }
             continue;
         }
-        // One directory fsync covers every new spool file in the batch.
+        // One fsync of each directory covers every new spool or inbox file in the batch.
         let dir_synced = if batch.iter().any(|(sync, _)| *sync) {
-            fsync_dir(spool).map_err(|e| format!("fsync of the spool directory failed: {e}"))
+            dirs.iter().try_for_each(|d| {
+                fsync_dir(d).map_err(|e| format!("fsync of {} failed: {e}", d.display()))
+            })
         } else {
             Ok(())
         };
@@ -543,10 +631,10 @@ pub struct SweepReport {
 
 /// Deletes spool files that no committed transfer owns: uploads cut off by a crash or a dropped
 /// connection. They were never answered 202, so nothing depends on them.
-fn sweep_orphans(conn: &Connection, spool: &Path) -> Result<SweepReport, StoreError> {
+fn sweep_orphans(conn: &Connection, spool: &Path, owner: &str) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     let entries = std::fs::read_dir(spool).map_err(io(spool))?;
-    let mut stmt = conn.prepare("SELECT 1 FROM transfers WHERE payload_file = ?1")?;
+    let mut stmt = conn.prepare(owner)?;
     for entry in entries {
         let entry = entry.map_err(io(spool))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -815,6 +903,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_directory_serves_one_gateway_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+        // Readers (the log tools) do not need the lock.
+        store
+            .write(false, |tx| tx.append(&entry(1)).map(|_| ()))
+            .await
+            .unwrap();
+        assert!(Reader::open(dir.path()).is_ok());
+        drop(store);
+        assert!(Store::open(dir.path()).is_ok(), "released with the store");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opening_the_store_sweeps_orphans_and_keeps_owned_files() {
         let dir = tempfile::tempdir().unwrap();
         let (store, sweep) = Store::open(dir.path()).unwrap();
@@ -836,7 +942,11 @@ mod tests {
             payload: StoredPayload::File(payload_file_name(id)),
             summary,
             sealed_envelope: vec![1],
-            deliveries: vec![("northshire-police".parse().unwrap(), "isp".parse().unwrap())],
+            deliveries: vec![NewDelivery {
+                recipient: "northshire-police".parse().unwrap(),
+                agreement: "isp".parse().unwrap(),
+                channel: "https",
+            }],
         };
         store
             .write(true, move |tx| {

@@ -32,7 +32,7 @@ kind = \"statutory\"
 sector = \"other\"
 clearance = \"OFFICIAL-SENSITIVE\"
 identities = [{{ san = \"old-partner.clients.postern.test\" }}]
-[[organisation.endpoint]]
+[organisation.endpoint]
 channel = \"email\"
 address = \"info@old-partner.example\"
 age_recipients_file = \"${{state_dir}}/keys/orgs/old-partner.pub\"
@@ -43,7 +43,7 @@ name = \"Lonely Charity\"
 kind = \"voluntary\"
 clearance = \"OFFICIAL-SENSITIVE\"
 identities = [{{ san = \"lonely-charity.clients.postern.test\" }}]
-[[organisation.endpoint]]
+[organisation.endpoint]
 channel = \"email\"
 address = \"info@lonely-charity.example\"
 age_recipients_file = \"${{state_dir}}/keys/orgs/lonely-charity.pub\"
@@ -116,8 +116,15 @@ impl Deployment {
             include_str!("../../config/demo/marking.toml"),
         )
         .expect("write");
+        // Email recipients need a relay; unless a test brings its own, point at a port nobody
+        // listens on (deliveries by email then simply wait to be retried).
+        let smtp = if extra.contains("[smtp]") {
+            ""
+        } else {
+            "[smtp]\nrelays = [{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }]\n"
+        };
         let daemon = format!(
-            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
+            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n{smtp}\n{extra}\n",
             state_dir.display()
         );
         std::fs::write(config_dir.join("postern.toml"), daemon).expect("write");

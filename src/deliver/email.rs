@@ -1,0 +1,287 @@
+//! Delivery by secure email through the configured relays (lettre). TLS is always required:
+//! STARTTLS that must succeed, or TLS from the first byte; the relay's certificate is verified
+//! against its configured CA or the system roots; there is never a plaintext fallback.
+//!
+//! The message carries no personal data in clear: the subject starts with the marking and
+//! names the transfer and the sending organisation; the body says what it is and how to open
+//! it; the envelope and payload are attached as age files, sealed to the recipient's keys. A
+//! `tls_only` recipient (an accredited secure email domain whose users cannot run age) instead
+//! gets them unencrypted inside the message, which policy allows only up to that endpoint's
+//! ceiling.
+//!
+//! In development (`postern demo` without a relay) messages are written as `.eml` files to an
+//! outbox folder instead: the exact messages that would have been sent.
+
+use std::path::{Path, PathBuf};
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::Outcome;
+use crate::config::{SmtpSettings, SmtpTls};
+use crate::domain::envelope::RecipientEnvelope;
+use crate::transfer_log::Receipt;
+
+/// What one message says.
+pub struct Letter<'a> {
+    pub transfer_id: &'a str,
+    pub recipient_id: &'a str,
+    pub to: &'a str,
+    pub tls_only: bool,
+    pub envelope: &'a RecipientEnvelope,
+    pub sender_name: &'a str,
+    pub recipient_name: &'a str,
+    /// The envelope (JSON) and payload, sealed to the recipient or, for `tls_only`, plain.
+    pub envelope_bytes: Vec<u8>,
+    pub payload_bytes: Vec<u8>,
+}
+
+struct Relay {
+    name: String,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+pub struct EmailChannel {
+    from: Mailbox,
+    relays: Vec<Relay>,
+    outbox: Option<PathBuf>,
+    pub max_message_bytes: u64,
+}
+
+impl EmailChannel {
+    pub fn new(s: &SmtpSettings) -> Result<Self, String> {
+        let from: Mailbox = s.from.parse().map_err(|e| format!("smtp.from: {e}"))?;
+        let mut relays = Vec::new();
+        for r in &s.relays {
+            let mut tls = TlsParameters::builder(r.host.clone());
+            if let Some(ca) = &r.ca {
+                // A configured CA replaces the system roots for this relay.
+                tls = tls.certificate_store(CertificateStore::None);
+                for der in ca {
+                    tls = tls.add_root_certificate(
+                        Certificate::from_der(der.to_vec())
+                            .map_err(|e| format!("relay {}: CA: {e}", r.host))?,
+                    );
+                }
+            }
+            let tls = tls
+                .build_rustls()
+                .map_err(|e| format!("relay {}: TLS: {e}", r.host))?;
+            let mode = match r.tls {
+                SmtpTls::StartTls => Tls::Required(tls),
+                SmtpTls::Implicit => Tls::Wrapper(tls),
+            };
+            // `builder_dangerous` only means "no TLS mode chosen yet"; one is set just below,
+            // and it is always Required or Wrapper.
+            let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(r.host.clone())
+                .port(r.port)
+                .tls(mode)
+                .timeout(Some(s.timeout));
+            if let (Some(u), Some(p)) = (&r.username, &r.password) {
+                b = b.credentials(Credentials::new(u.clone(), p.to_string()));
+            }
+            relays.push(Relay {
+                name: format!("{}:{}", r.host, r.port),
+                transport: b.build(),
+            });
+        }
+        Ok(EmailChannel {
+            from,
+            relays,
+            outbox: s.outbox_dir.clone(),
+            max_message_bytes: s.max_message_bytes,
+        })
+    }
+
+    pub fn compose(&self, l: &Letter<'_>) -> Result<Message, String> {
+        let to: Mailbox =
+            l.to.parse()
+                .map_err(|e| format!("recipient address `{}`: {e}", l.to))?;
+        let e = l.envelope;
+        let subject = format!(
+            "{}: secure transfer {} from {}",
+            e.marking_normalised, l.transfer_id, l.sender_name
+        );
+        let ext = e
+            .file_name
+            .as_deref()
+            .and_then(|f| Path::new(f).extension())
+            .and_then(|x| x.to_str())
+            .filter(|x| x.len() <= 8 && x.chars().all(|c| c.is_ascii_alphanumeric()));
+        let (envelope_name, payload_name, how) = if l.tls_only {
+            (
+                format!("transfer-{}-envelope.json", l.transfer_id),
+                format!("transfer-{}-payload{}", l.transfer_id, ext.map(|x| format!(".{x}")).unwrap_or_default()),
+                "Both attachments are in clear: your organisation's secure email domain received them over verified TLS only.\nStore and handle them according to their marking.".to_owned(),
+            )
+        } else {
+            let env = format!("transfer-{}-envelope.json.age", l.transfer_id);
+            let pay = format!("transfer-{}-payload.age", l.transfer_id);
+            let how = format!(
+                "Both attachments are encrypted with age (https://age-encryption.org) to your organisation's key.\nTo open them with the standard age command-line tool and your identity file:\n\n    age -d -i YOUR-IDENTITY-FILE -o envelope.json {env}\n    age -d -i YOUR-IDENTITY-FILE -o payload{} {pay}\n\nenvelope.json records why this was shared, on what lawful basis, what it contains and its\noriginal file name.",
+                ext.map(|x| format!(".{x}")).unwrap_or_default()
+            );
+            (env, pay, how)
+        };
+        let body = format!(
+            "{sender} has shared information with {recipient} through Postern, a secure gateway for\nsafeguarding information sharing.\n\nTransfer:     {id}\nFrom:         {sender} ({sender_id})\nPurpose:      {purpose}\nMarking:      {marking}\nDestroy by:   {until} (do not keep it after this date)\n\n{how}\n\nThis message contains no personal data outside its attachments.\n",
+            sender = l.sender_name,
+            recipient = l.recipient_name,
+            id = l.transfer_id,
+            sender_id = e.sender,
+            purpose = e.purpose,
+            marking = e.marking_normalised,
+            until = e.retain_until,
+        );
+        let octet = ContentType::parse("application/octet-stream").map_err(|e| e.to_string())?;
+        let json = ContentType::parse(if l.tls_only {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        })
+        .map_err(|e| e.to_string())?;
+        let mut msg = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            // A stable Message-ID: a repeat delivery is the same message, which mail systems and
+            // people can recognise.
+            .message_id(Some(format!(
+                "<{}.{}@postern>",
+                l.transfer_id, l.recipient_id
+            )))
+            .multipart(
+                MultiPart::mixed()
+                    .singlepart(SinglePart::plain(body))
+                    .singlepart(Attachment::new(envelope_name).body(l.envelope_bytes.clone(), json))
+                    .singlepart(Attachment::new(payload_name).body(l.payload_bytes.clone(), octet)),
+            )
+            .map_err(|e| format!("cannot compose the message: {e}"))?;
+        for (name, value) in [
+            ("X-Postern-Transfer-Id", l.transfer_id),
+            ("X-Postern-Recipient", l.recipient_id),
+        ] {
+            let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|e| e.to_string())?;
+            msg.headers_mut()
+                .insert_raw(HeaderValue::new(name, value.to_owned()));
+        }
+        Ok(msg)
+    }
+
+    pub async fn deliver(&self, l: Letter<'_>) -> Outcome {
+        let msg = match self.compose(&l) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Permanent(e),
+        };
+        let now = crate::clock::stamp(crate::clock::now());
+        if let Some(dir) = &self.outbox {
+            return match write_outbox(dir, l.transfer_id, l.recipient_id, &msg.formatted()) {
+                Ok(path) => Outcome::Delivered {
+                    receipt: Receipt {
+                        receipt_id: format!("outbox:{}", path.display()),
+                        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                            &l.payload_bytes,
+                        )),
+                        received_at: now,
+                    },
+                    detail: format!("written to the development outbox {}", path.display()),
+                },
+                Err(e) => Outcome::Temporary(format!("cannot write to the outbox: {e}")),
+            };
+        }
+        if self.relays.is_empty() {
+            return Outcome::Temporary("no SMTP relay is configured".into());
+        }
+        let mut failures = Vec::new();
+        let mut permanent = true;
+        for relay in &self.relays {
+            match relay.transport.send(msg.clone()).await {
+                Ok(response) => {
+                    let reply = format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    );
+                    return Outcome::Delivered {
+                        receipt: Receipt {
+                            receipt_id: format!("smtp:{}:{}", relay.name, reply.trim()),
+                            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                                &l.payload_bytes,
+                            )),
+                            received_at: now,
+                        },
+                        detail: format!("accepted by relay {}: {}", relay.name, reply.trim()),
+                    };
+                }
+                Err(e) => {
+                    // Only a 5xx reply is a verdict on the message; anything else (including a
+                    // relay that does not offer STARTTLS, or a certificate it cannot prove) is
+                    // the relay's state and may change, unless it is a TLS verification
+                    // failure, which is treated as permanent below.
+                    let this_permanent = e.is_permanent() || (e.is_tls() && tls_verification(&e));
+                    permanent &= this_permanent;
+                    failures.push(format!("relay {}: {}", relay.name, describe(&e)));
+                }
+            }
+        }
+        let why = failures.join("; ");
+        if permanent {
+            Outcome::Permanent(why)
+        } else {
+            Outcome::Temporary(why)
+        }
+    }
+}
+
+/// Whether a TLS error is a certificate that does not verify (as opposed to, say, a relay
+/// that closed the connection mid-handshake).
+fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(rustls::Error::InvalidCertificate(_)) =
+                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn describe(e: &lettre::transport::smtp::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        source = err.source();
+    }
+    s
+}
+
+/// Writes a message atomically (temporary name, fsync, rename) as `<transfer>-<recipient>.eml`:
+/// a repeat overwrites, so the outbox never holds a duplicate.
+fn write_outbox(
+    dir: &Path,
+    transfer_id: &str,
+    recipient: &str,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{transfer_id}-{recipient}.eml"));
+    let tmp = dir.join(format!(".{transfer_id}-{recipient}.eml.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}

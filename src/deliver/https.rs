@@ -1,0 +1,207 @@
+//! Delivery by direct mutual TLS: an HTTPS POST of the meta, the sealed envelope and the
+//! sealed payload (streamed) to the recipient's inbound endpoint, presenting this gateway's
+//! client certificate and verifying the endpoint against the CA configured for it (never the
+//! system roots). The endpoint answers with a receipt: its id and the SHA-256 of what it
+//! received, which must match what was sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::Outcome;
+use super::reseal::Resealed;
+use crate::client::{self, Body, Part};
+use crate::inbox::InboundMeta;
+use crate::transfer_log::Receipt;
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Pooled clients, one per endpoint CA: connections are reused across deliveries.
+pub struct HttpsChannel {
+    identity: (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>),
+    clients: Mutex<HashMap<String, HttpsClient>>,
+}
+
+impl HttpsChannel {
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        HttpsChannel {
+            identity: (chain, Arc::new(key)),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, ca_file: &str) -> Result<HttpsClient, String> {
+        if let Ok(map) = self.clients.lock()
+            && let Some(c) = map.get(ca_file)
+        {
+            return Ok(c.clone());
+        }
+        let roots = crate::pki::read_certs(std::path::Path::new(ca_file))
+            .map_err(|e| format!("the endpoint's CA: {e}"))?;
+        let identity = client::Identity {
+            chain: self.identity.0.clone(),
+            key: self.identity.1.clone_key(),
+        };
+        let config = client::tls_config(&roots, Some(&identity)).map_err(|e| e.to_string())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .build();
+        let c: HttpsClient = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        if let Ok(mut map) = self.clients.lock() {
+            map.insert(ca_file.to_owned(), c.clone());
+        }
+        Ok(c)
+    }
+
+    pub async fn deliver(
+        &self,
+        url: &str,
+        ca_file: &str,
+        meta: &InboundMeta,
+        envelope: Vec<u8>,
+        payload: Resealed,
+    ) -> Outcome {
+        let client = match self.client(ca_file) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Permanent(e),
+        };
+        let meta_json = match serde_json::to_vec(meta) {
+            Ok(j) => j,
+            Err(e) => return Outcome::Permanent(format!("cannot encode the delivery: {e}")),
+        };
+        let (stream, done) = payload.into_stream();
+        let part = |name: &'static str, content_type: &str| Part {
+            name,
+            file_name: None,
+            content_type: content_type.into(),
+        };
+        let m = client::multipart(
+            vec![
+                (part("meta", "application/json"), Bytes::from(meta_json)),
+                (
+                    part("envelope", "application/octet-stream"),
+                    Bytes::from(envelope),
+                ),
+            ],
+            part("payload", "application/octet-stream"),
+            stream,
+            None,
+        );
+        let request = match hyper::Request::post(url)
+            .header(hyper::header::CONTENT_TYPE, m.content_type)
+            .body(m.body)
+        {
+            Ok(r) => r,
+            Err(e) => return Outcome::Permanent(format!("bad endpoint URL `{url}`: {e}")),
+        };
+        let response = match client.request(request).await {
+            Ok(r) => r,
+            Err(e) => return classify_error(&e),
+        };
+        let status = response.status().as_u16();
+        let body = match response.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Outcome::Temporary(format!(
+                    "HTTP {status}, then the answer was cut off: {e}"
+                ));
+            }
+        };
+        let summary = match done.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Outcome::Permanent(format!(
+                    "the spooled payload could not be resealed: {e}"
+                ));
+            }
+            Err(e) => return Outcome::Temporary(format!("resealing stopped: {e}")),
+        };
+        let detail = |b: &Bytes| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| {
+                    v.get("code")
+                        .and_then(|c| c.as_str())
+                        .map(|c| format!(" ({c})"))
+                })
+                .unwrap_or_default()
+        };
+        match status {
+            200 | 201 => match serde_json::from_slice::<Receipt>(&body) {
+                Ok(receipt) if receipt.sha256 == hex::encode(summary.sealed_sha256) => {
+                    Outcome::Delivered {
+                        receipt,
+                        detail: format!("HTTP {status}"),
+                    }
+                }
+                Ok(receipt) => Outcome::Temporary(format!(
+                    "HTTP {status}, but the receipt's digest {} does not match what was sent",
+                    receipt.sha256
+                )),
+                Err(e) => Outcome::Temporary(format!("HTTP {status} without a valid receipt: {e}")),
+            },
+            408 | 429 => Outcome::Temporary(format!("HTTP {status}{}", detail(&body))),
+            400..=499 => Outcome::Permanent(format!("HTTP {status}{}", detail(&body))),
+            _ => Outcome::Temporary(format!("HTTP {status}{}", detail(&body))),
+        }
+    }
+}
+
+/// Connection-level failures are temporary (the peer may come back), except certificate
+/// failures: a certificate that does not verify will not start verifying on its own.
+fn classify_error(e: &hyper_util::client::legacy::Error) -> Outcome {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return tls_outcome(tls);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return tls_outcome(tls);
+        }
+        source = err.source();
+    }
+    Outcome::Temporary(format!("could not deliver: {}", error_chain(e)))
+}
+
+fn tls_outcome(tls: &rustls::Error) -> Outcome {
+    use rustls::AlertDescription as A;
+    match tls {
+        // Our verification of the endpoint failed, or the endpoint refused our certificate.
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::CertificateRequired
+            | A::AccessDenied,
+        ) => Outcome::Permanent(format!("TLS: {tls}")),
+        other => Outcome::Temporary(format!("TLS: {other}")),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        source = err.source();
+    }
+    s
+}

@@ -1,0 +1,517 @@
+//! The delivery worker: takes due (transfer, recipient) deliveries from the spool, reseals each
+//! payload for its recipient, sends it by the recipient's channel, and records every attempt.
+//!
+//! - At-least-once: a delivery is claimed (state `delivering`) before it is attempted, and an
+//!   attempt interrupted by a crash is retried after restart; the recipient side makes repeats
+//!   harmless (the inbox stores a transfer once per recipient; emails carry a stable Message-ID).
+//! - Bounded: at most `delivery.concurrency` attempts at once, and `delivery.per_recipient` to
+//!   any one recipient, so a slow recipient does not hold up the others.
+//! - Temporary failures are retried with exponential backoff and jitter until the delivery's
+//!   lifetime ends; permanent failures (SMTP 5xx, HTTP 4xx other than 408/429, a certificate
+//!   that does not verify) end it at once. Either way the end is `dead`, with its reason.
+//! - Once every recipient of a transfer is delivered or dead, its sealed payload is deleted
+//!   after a grace period.
+
+pub mod email;
+pub mod https;
+pub mod reseal;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock;
+use crate::config::{DeliverySettings, SmtpSettings};
+use crate::domain::ids::{OrgId, TransferId};
+use crate::domain::registry::{Channel, Registry};
+use crate::inbox::{self, InboundMeta};
+use crate::live::Live;
+use crate::seal::SpoolKey;
+use crate::store::queue::{self, Due, Finish, Job};
+use crate::store::{Store, StoreError};
+use crate::transfer_log::{
+    DeliveryAttemptRecord, LogEntry, PayloadPurgedRecord, Receipt, RecordKind,
+};
+use email::{EmailChannel, Letter};
+use https::HttpsChannel;
+use reseal::{Source, Target};
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        receipt: Receipt,
+        detail: String,
+    },
+    /// Worth trying again later.
+    Temporary(String),
+    /// Will not succeed by trying again.
+    Permanent(String),
+}
+
+/// Everything an attempt needs.
+pub struct Deliverer {
+    pub store: Store,
+    pub registry: Live<Registry>,
+    pub spool_key: Arc<SpoolKey>,
+    pub settings: DeliverySettings,
+    pub email: EmailChannel,
+    pub https: HttpsChannel,
+    /// This gateway's API port, for `${api_port}` in endpoint URLs.
+    pub api_port: u16,
+}
+
+/// Wakes the worker when there is something new to deliver.
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Store,
+        registry: Live<Registry>,
+        spool_key: Arc<SpoolKey>,
+        settings: DeliverySettings,
+        smtp: &SmtpSettings,
+        tls: &crate::config::TlsMaterial,
+        api_port: u16,
+    ) -> Result<Self, String> {
+        Ok(Deliverer {
+            email: EmailChannel::new(smtp)?,
+            https: HttpsChannel::new(tls.client_chain.clone(), tls.client_key.clone_key()),
+            store,
+            registry,
+            spool_key,
+            settings,
+            api_port,
+        })
+    }
+
+    /// One attempt at one delivery.
+    pub async fn attempt(&self, job: &Job) -> Outcome {
+        let registry = self.registry.current();
+        let Ok(rid) = job.recipient.parse::<OrgId>() else {
+            return Outcome::Permanent(format!("`{}` is not an organisation id", job.recipient));
+        };
+        let Some(recipient) = registry.organisation(&rid) else {
+            return Outcome::Permanent(format!("`{rid}` is no longer a registered organisation"));
+        };
+        let Some(endpoint) = &recipient.endpoint else {
+            return Outcome::Permanent(format!("`{rid}` no longer has a delivery endpoint"));
+        };
+        let sender_name = job
+            .sender
+            .parse::<OrgId>()
+            .ok()
+            .and_then(|s| registry.organisation(&s))
+            .map_or_else(|| job.sender.clone(), |o| o.name.clone());
+        let tls_only = matches!(endpoint.channel, Channel::Email { tls_only: true, .. });
+        let target = match Target::parse(&endpoint.age_recipients, tls_only) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Permanent(e.to_string()),
+        };
+        let (envelope, envelope_bytes) =
+            match reseal::envelope(&job.sealed_envelope, &self.spool_key, &target) {
+                Ok(x) => x,
+                Err(e) => {
+                    return Outcome::Permanent(format!(
+                        "the spooled envelope could not be opened: {e}"
+                    ));
+                }
+            };
+        let source = match (&job.payload_file, &job.payload_inline) {
+            (Some(f), _) => Source::File(self.store.spool_dir().join(f)),
+            (None, Some(b)) => Source::Inline(b.clone()),
+            (None, None) => {
+                return Outcome::Permanent("the payload is no longer in the spool".into());
+            }
+        };
+        let Ok(transfer_id) = job.transfer_id.parse::<TransferId>() else {
+            return Outcome::Permanent("bad transfer id".into());
+        };
+        let meta = InboundMeta {
+            transfer_id,
+            recipient: rid.clone(),
+            sender: envelope.sender.clone(),
+            sender_name: sender_name.clone(),
+            purpose: job.purpose.clone(),
+            marking: job.marking.clone(),
+            retain_until: envelope.retain_until.clone(),
+        };
+        let payload = reseal::payload(source, self.spool_key.clone(), target);
+        match &endpoint.channel {
+            Channel::Https { url, ca_file } => {
+                let url = url.replace(
+                    crate::config::registry::API_PORT,
+                    &self.api_port.to_string(),
+                );
+                self.https
+                    .deliver(&url, ca_file, &meta, envelope_bytes, payload)
+                    .await
+            }
+            Channel::Inbox => {
+                let (stream, done) = payload.into_stream();
+                match inbox::receive(
+                    &self.store,
+                    &meta,
+                    "local",
+                    envelope_bytes,
+                    stream,
+                    Some(job.payload_size),
+                )
+                .await
+                {
+                    Ok(received) => match done.await {
+                        Ok(Ok(_)) => Outcome::Delivered {
+                            receipt: received.receipt(),
+                            detail: if received.new {
+                                "stored in this gateway's inbox".into()
+                            } else {
+                                "already in this gateway's inbox".into()
+                            },
+                        },
+                        Ok(Err(e)) => Outcome::Permanent(format!(
+                            "the spooled payload could not be resealed: {e}"
+                        )),
+                        Err(e) => Outcome::Temporary(format!("resealing stopped: {e}")),
+                    },
+                    Err(e) => Outcome::Temporary(format!("could not store in the inbox: {e}")),
+                }
+            }
+            Channel::Email { address, tls_only } => {
+                let (payload_bytes, _) =
+                    match reseal::collect(payload, self.email.max_message_bytes).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            return Outcome::Permanent(format!("cannot prepare the message: {e}"));
+                        }
+                    };
+                self.email
+                    .deliver(Letter {
+                        transfer_id: &job.transfer_id,
+                        recipient_id: rid.as_str(),
+                        to: address,
+                        tls_only: *tls_only,
+                        envelope: &envelope,
+                        sender_name: &sender_name,
+                        recipient_name: &recipient.name,
+                        envelope_bytes,
+                        payload_bytes,
+                    })
+                    .await
+            }
+        }
+    }
+}
+
+/// Keeps track of attempts in flight per recipient.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<String, usize>>);
+
+impl InFlight {
+    fn count(&self, r: &str) -> usize {
+        self.0
+            .lock()
+            .map(|m| m.get(r).copied().unwrap_or(0))
+            .unwrap_or(usize::MAX)
+    }
+
+    fn add(&self, r: &str, delta: isize) {
+        if let Ok(mut m) = self.0.lock() {
+            let e = m.entry(r.to_owned()).or_insert(0);
+            *e = e.saturating_add_signed(delta);
+            if *e == 0 {
+                m.remove(r);
+            }
+        }
+    }
+}
+
+fn jitter_sample() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    (u64::from_le_bytes(b) as f64 / u64::MAX as f64) * 2.0 - 1.0
+}
+
+/// Runs the worker until `stop` is cancelled, then lets attempts in flight finish.
+pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
+    let now = clock::stamp(clock::now());
+    match d
+        .store
+        .write(false, move |tx| tx.recover_in_flight(&now))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deliveries = n,
+            "retrying deliveries that were in flight when the gateway stopped"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not recover in-flight deliveries"),
+    }
+    let permits = Arc::new(Semaphore::new(d.settings.concurrency));
+    let in_flight = Arc::new(InFlight::default());
+    let tracker = TaskTracker::new();
+    let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        if last_purge.elapsed() >= Duration::from_secs(60) {
+            purge(&d).await;
+            last_purge = std::time::Instant::now();
+        }
+        let free = permits.available_permits();
+        if free > 0 {
+            match claim(&d, &in_flight, free).await {
+                Ok(jobs) => {
+                    for due in jobs {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        in_flight.add(&due.recipient, 1);
+                        let (d, wake, in_flight) = (d.clone(), wake.clone(), in_flight.clone());
+                        tracker.spawn(async move {
+                            run_one(&d, &due).await;
+                            in_flight.add(&due.recipient, -1);
+                            drop(permit);
+                            wake.now();
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not read the delivery queue"),
+            }
+        }
+        // Sleep until something is due, something is accepted, an attempt ends, or a minute
+        // passes (the purge, and anything that became due without a wake-up).
+        let next = d
+            .store
+            .read(queue::next_due)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| clock::parse(&t));
+        let wait = next.map_or(Duration::from_secs(60), |t| {
+            let s = (t - clock::now()).as_seconds_f64();
+            Duration::from_secs_f64(s.clamp(0.0, 60.0))
+        });
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = wake.0.notified() => {}
+            () = tokio::time::sleep(wait.max(Duration::from_millis(if free == 0 { 50 } else { 0 }))) => {}
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Claims up to `free` due deliveries, skipping recipients already at their limit.
+async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<Due>, StoreError> {
+    let now = clock::stamp(clock::now());
+    let now2 = now.clone();
+    let candidates = d
+        .store
+        .read(move |c| queue::due(c, &now2, free * 4))
+        .await?;
+    let mut chosen = Vec::new();
+    let mut planned: HashMap<String, usize> = HashMap::new();
+    for c in candidates {
+        let p = planned.entry(c.recipient.clone()).or_insert(0);
+        if in_flight.count(&c.recipient) + *p < d.settings.per_recipient && chosen.len() < free {
+            *p += 1;
+            chosen.push(c);
+        }
+    }
+    if chosen.is_empty() {
+        return Ok(chosen);
+    }
+    d.store
+        .write(false, move |tx| {
+            let mut claimed = Vec::new();
+            for c in chosen {
+                if tx.claim_delivery(&c, &now)? {
+                    claimed.push(c);
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+}
+
+async fn run_one(d: &Deliverer, due: &Due) {
+    let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
+    let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
+        Ok(Some(j)) => j,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not load a delivery");
+            return;
+        }
+    };
+    let outcome = match tokio::time::timeout(d.settings.attempt_timeout, d.attempt(&job)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Temporary(format!(
+            "the attempt took longer than {} s",
+            d.settings.attempt_timeout.as_secs()
+        )),
+    };
+    if let Err(e) = record(d, &job, &outcome).await {
+        // The delivery stays `delivering`; it is retried after the next restart.
+        tracing::error!(transfer_id = %job.transfer_id, error = %e, "could not record a delivery attempt");
+    }
+}
+
+async fn record(d: &Deliverer, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
+    let now = clock::now();
+    let at = clock::stamp(now);
+    let accepted = clock::parse(&job.accepted_at).unwrap_or(now);
+    let (finish, outcome_name, detail, receipt, next) = match outcome {
+        Outcome::Delivered { receipt, detail } => (
+            Finish::Delivered {
+                receipt: serde_json::to_string(receipt)?,
+            },
+            "delivered",
+            detail.clone(),
+            Some(receipt.clone()),
+            None,
+        ),
+        Outcome::Permanent(e) => (
+            Finish::Dead { error: e.clone() },
+            "dead",
+            e.clone(),
+            None,
+            None,
+        ),
+        Outcome::Temporary(e) => match retry::after_failure(
+            &d.settings,
+            u32::try_from(job.attempt).unwrap_or(u32::MAX),
+            accepted,
+            now,
+            jitter_sample(),
+        ) {
+            retry::Next::RetryAt(t) => {
+                let t = clock::stamp(t);
+                (
+                    Finish::Retry {
+                        at: t.clone(),
+                        error: e.clone(),
+                    },
+                    "retrying",
+                    e.clone(),
+                    None,
+                    Some(t),
+                )
+            }
+            retry::Next::Expired => {
+                let why = format!(
+                    "expired after {} attempts over the delivery lifetime; last error: {e}",
+                    job.attempt
+                );
+                (Finish::Dead { error: why.clone() }, "dead", why, None, None)
+            }
+        },
+    };
+    let transfer_id: TransferId = job.transfer_id.parse().map_err(|_| StoreError::Closed)?;
+    let recipient: OrgId = job.recipient.parse().map_err(|_| StoreError::Closed)?;
+    match outcome_name {
+        "delivered" => {
+            tracing::info!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, "delivered")
+        }
+        "dead" => {
+            tracing::warn!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, reason = %detail, "delivery dead")
+        }
+        _ => {
+            tracing::info!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, error = %detail, "delivery will be retried")
+        }
+    }
+    let rec = DeliveryAttemptRecord {
+        kind: RecordKind::DeliveryAttempt,
+        transfer_id,
+        at: at.clone(),
+        recipient: recipient.clone(),
+        attempt: job.attempt,
+        channel: job.channel.clone(),
+        outcome: outcome_name.to_owned(),
+        detail,
+        receipt,
+        next_attempt_at: next,
+    };
+    let entry = LogEntry::of(
+        RecordKind::DeliveryAttempt,
+        &at,
+        transfer_id,
+        job.sender.parse::<OrgId>().ok().as_ref(),
+        Some(outcome_name.to_owned()),
+        &rec,
+    )?;
+    let (t, r) = (job.transfer_id.clone(), job.recipient.clone());
+    d.store
+        .write(false, move |tx| {
+            tx.append(&entry)?;
+            tx.finish_delivery(&t, &r, &finish, &at)
+        })
+        .await
+}
+
+/// Deletes the sealed payloads of transfers finished longer ago than the grace period.
+async fn purge(d: &Deliverer) {
+    let cutoff = clock::stamp(clock::now() - d.settings.payload_grace);
+    let due = match d
+        .store
+        .read(move |c| queue::purgeable(c, &cutoff, 1000))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list payloads to purge");
+            return;
+        }
+    };
+    for (id, file) in due {
+        let Ok(tid) = id.parse::<TransferId>() else {
+            continue;
+        };
+        let at = clock::stamp(clock::now());
+        let rec = PayloadPurgedRecord {
+            kind: RecordKind::PayloadPurged,
+            transfer_id: tid,
+            at: at.clone(),
+        };
+        let Ok(entry) = LogEntry::of(RecordKind::PayloadPurged, &at, tid, None, None, &rec) else {
+            continue;
+        };
+        let written = d
+            .store
+            .write(false, move |tx| {
+                tx.append(&entry)?;
+                tx.mark_purged(&tid, &at)
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                if let Some(f) = file {
+                    let path = d.store.spool_dir().join(f);
+                    if let Err(e) = std::fs::remove_file(&path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(transfer_id = %tid, error = %e, "could not delete a purged payload file; the start-up sweep will");
+                    }
+                }
+                tracing::info!(transfer_id = %tid, "payload deleted: every recipient delivered or dead");
+            }
+            Err(e) => tracing::error!(transfer_id = %tid, error = %e, "could not purge a payload"),
+        }
+    }
+}
+
+/// The time until a delivery lifetime ends, for tests and status.
+pub fn lifetime_end(s: &DeliverySettings, accepted: OffsetDateTime) -> OffsetDateTime {
+    accepted + s.lifetime
+}

@@ -1,0 +1,157 @@
+//! Receiving into the inbox: a transfer, already sealed for one of this gateway's organisations,
+//! arrives (from a peer gateway's delivery worker over `POST /v1/inbound`, or from this
+//! gateway's own worker for an `inbox` endpoint) and is kept until the organisation downloads
+//! and acknowledges it. At-least-once delivery means repeats arrive: each (transfer, recipient)
+//! is stored once, and a repeat gets the first one's receipt.
+//!
+//! The inbound contract ([`InboundMeta`] plus the sealed envelope and payload) is in
+//! `docs/openapi.json`, so an agency can implement it without running Postern.
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{OrgId, TransferId};
+use crate::ingest::upload::{Sealed, SpoolUpload, UploadError};
+use crate::store::inbox::{InboxItem, NewInboxItem};
+use crate::store::{Store, StoreError, StoredPayload};
+use crate::transfer_log::{InboxRecord, LogEntry, Receipt, RecordKind};
+
+/// What travels in clear with an inbound delivery: enough to file it and for the recipient to
+/// triage it, nothing about the person it concerns (that is in the sealed envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundMeta {
+    pub transfer_id: TransferId,
+    /// The organisation it is for: one of the receiving gateway's.
+    pub recipient: OrgId,
+    pub sender: OrgId,
+    pub sender_name: String,
+    pub purpose: String,
+    /// The protective marking, normalised.
+    pub marking: String,
+    /// The date after which the recipient must destroy it (YYYY-MM-DD).
+    pub retain_until: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Upload(#[from] UploadError),
+    #[error("the payload stream failed: {0}")]
+    Stream(std::io::Error),
+}
+
+/// The outcome of one delivery into the inbox.
+pub struct Received {
+    pub item: InboxItem,
+    /// False for a repeat of something already here.
+    pub new: bool,
+    /// Of the payload bytes in *this* delivery (what the receipt reports).
+    pub sha256: String,
+}
+
+impl Received {
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            receipt_id: self.item.id.clone(),
+            sha256: self.sha256.clone(),
+            received_at: self.item.received_at.clone(),
+        }
+    }
+}
+
+/// Stores a delivery. `via` is the peer gateway's id, or `local`.
+pub async fn receive<S>(
+    store: &Store,
+    meta: &InboundMeta,
+    via: &str,
+    sealed_envelope: Vec<u8>,
+    payload: S,
+    expected: Option<u64>,
+) -> Result<Received, InboxError>
+where
+    S: Stream<Item = std::io::Result<Bytes>>,
+{
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut upload = SpoolUpload::start_store(store.inbox_path(&id), expected);
+    let mut payload = std::pin::pin!(payload);
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(c) => upload.write(c).await?,
+            Err(e) => {
+                upload.abort().await;
+                return Err(InboxError::Stream(e));
+            }
+        }
+    }
+    let (summary, sealed) = upload.finish().await?;
+    let sha256 = hex::encode(summary.sealed_sha256);
+    let (stored, file) = match sealed {
+        Sealed::File(f) => (StoredPayload::File(format!("{id}.age")), Some(f)),
+        Sealed::Inline(b) => (StoredPayload::Inline(b), None),
+    };
+    let now = crate::clock::stamp(crate::clock::now());
+    let item = NewInboxItem {
+        id: id.clone(),
+        transfer_id: meta.transfer_id.to_string(),
+        recipient: meta.recipient.to_string(),
+        sender: meta.sender.to_string(),
+        sender_name: meta.sender_name.clone(),
+        via: via.to_owned(),
+        purpose: meta.purpose.clone(),
+        marking: meta.marking.clone(),
+        retain_until: meta.retain_until.clone(),
+        received_at: now.clone(),
+        sealed_envelope,
+        payload: stored,
+        payload_size: summary.sealed_size,
+        payload_sha256: sha256.clone(),
+    };
+    let record = InboxRecord {
+        kind: RecordKind::InboxReceived,
+        transfer_id: meta.transfer_id,
+        at: now.clone(),
+        inbox_id: id,
+        recipient: meta.recipient.clone(),
+        sender: meta.sender.clone(),
+        via: via.to_owned(),
+        payload_size: summary.sealed_size,
+        payload_sha256: sha256.clone(),
+    };
+    let entry = LogEntry::of(
+        RecordKind::InboxReceived,
+        &now,
+        meta.transfer_id,
+        Some(&meta.sender),
+        None,
+        &record,
+    )
+    .map_err(StoreError::from)?;
+    // As at ingest: the commit and the keeping of its file happen together in a task of their
+    // own, whatever becomes of the request that brought them.
+    let store = store.clone();
+    let commit = tokio::spawn(async move {
+        let written = store
+            .write(file.is_some(), move |tx| {
+                let (stored, new) = tx.insert_inbox(&item)?;
+                if new {
+                    tx.append(&entry)?;
+                }
+                Ok((stored, new))
+            })
+            .await;
+        if let (Ok((_, true)), Some(f)) = (&written, file) {
+            f.keep();
+        }
+        // A repeat's file, or one whose commit failed, is dropped here and deleted.
+        written
+    });
+    let (item, new) = commit.await.map_err(|e| StoreError::Io {
+        path: "inbox commit".into(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    Ok(Received { item, new, sha256 })
+}
