@@ -291,6 +291,48 @@ impl Connection {
         self.send(req).await
     }
 
+    /// A POST without a body (e.g. acknowledging an inbox item).
+    pub async fn post_empty(&mut self, path: &str) -> Result<Answer, ClientError> {
+        self.raw("POST", path, &[], Bytes::new()).await
+    }
+
+    /// A GET whose body is streamed into `out` when the answer is 200; any other answer is
+    /// returned whole (a problem document) and nothing is written.
+    pub async fn download<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        path: &str,
+        out: &mut W,
+    ) -> Result<Answer, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.authority)
+            .body(BodyExt::boxed(
+                Full::new(Bytes::new()).map_err(|never| match never {}),
+            ))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let (parts, mut body) = resp.into_parts();
+        if parts.status != hyper::StatusCode::OK {
+            let body = body.collect().await?.to_bytes();
+            return Ok(Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            });
+        }
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data).await?;
+            }
+        }
+        out.flush().await?;
+        Ok(Answer {
+            status: 200,
+            headers: parts.headers,
+            body: Bytes::new(),
+        })
+    }
+
     /// Any request with a fixed body (used by tests for malformed input).
     pub async fn raw(
         &mut self,

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
+use crate::deliver::{self, Deliverer};
 use crate::ingest::{self, App, tls};
 use crate::live::Live;
 use crate::store::{Store, StoreError};
@@ -27,6 +30,8 @@ pub enum DaemonError {
     },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("delivery: {0}")]
+    Delivery(String),
 }
 
 /// A gateway that has opened its store and bound its listener, ready to serve.
@@ -35,6 +40,8 @@ pub struct Prepared {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Arc<App>,
+    deliverer: Arc<Deliverer>,
+    wake: deliver::Wake,
 }
 
 /// Opens the store and binds the listener (in that order: nothing is accepted before the
@@ -63,18 +70,34 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    let wake = deliver::Wake::default();
+    let spool_key = Arc::new(spool_key);
+    let deliverer = Deliverer::new(
+        store.clone(),
+        registry.clone(),
+        spool_key.clone(),
+        daemon.delivery.clone(),
+        &daemon.smtp,
+        &material,
+        addr.port(),
+    )
+    .map_err(DaemonError::Delivery)?;
     let app = Arc::new(App {
         registry,
         store: store.clone(),
         spool_recipient: spool_key.recipient().clone(),
         subject_key: Arc::new(subject_key),
         limits: daemon.limits.clone(),
+        wake: wake.clone(),
+        max_email_bytes: daemon.smtp.max_message_bytes,
     });
     Ok(Prepared {
         addr,
         listener,
         tls,
         app,
+        deliverer: Arc::new(deliverer),
+        wake,
     })
 }
 
@@ -82,9 +105,27 @@ impl Prepared {
     /// Serves until `shutdown` completes; in-flight requests finish first.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         let Prepared {
-            listener, tls, app, ..
+            listener,
+            tls,
+            app,
+            deliverer,
+            wake,
+            ..
         } = self;
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(deliver::run(deliverer, wake, stop.clone()));
         ingest::serve(listener, tls, app, shutdown).await?;
+        // Attempts in flight finish (within their own timeout); what is still queued waits in
+        // the spool for the next start.
+        stop.cancel();
+        if tokio::time::timeout(ingest::SHUTDOWN_GRACE, worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "delivery attempts did not finish within the grace period; they will be retried at the next start"
+            );
+        }
         Ok(())
     }
 }

@@ -45,6 +45,11 @@ enum Command {
     Send(Box<cli::send::SendArgs>),
     /// Show a transfer's state as its sender sees it.
     Status(cli::send::StatusArgs),
+    /// What other organisations sent to yours: list, download, acknowledge.
+    Inbox {
+        #[command(subcommand)]
+        command: cli::inbox::InboxCommand,
+    },
     /// Read the transfer log.
     Log {
         #[command(subcommand)]
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
             Command::CheckConfig { config } => cli::serve::check_config(&config),
             Command::Send(a) => cli::send::send(*a).await,
             Command::Status(a) => cli::send::status(a).await,
+            Command::Inbox { command } => cli::inbox::run(command).await,
             Command::Log { command } => cli::log::run(command),
             Command::Pki { command } => cli::pki::pki(command),
             Command::Keys { command } => cli::pki::keys(command),

@@ -1,6 +1,7 @@
 //! The commands behind `postern`'s subcommands. Part of the binary's edge (like `main.rs`),
 //! so errors here are `anyhow` and end as a message and an exit status.
 
+pub mod inbox;
 pub mod load;
 pub mod log;
 pub mod pki;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
 pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_TEMPFAIL: u8 = 75;
 pub const EX_NOPERM: u8 = 77;
 
 pub fn exit(code: u8) -> ExitCode {

@@ -16,7 +16,7 @@ use postern_gateway::domain::envelope::{
 use postern_gateway::ingest::problem::Problem;
 use postern_gateway::ingest::routes::Accepted;
 
-use super::{EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE, exit};
+use super::{EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE, exit};
 
 #[derive(Args)]
 pub struct Connect {
@@ -126,6 +126,13 @@ pub struct SendArgs {
     /// Print the gateway's JSON answer instead of a summary.
     #[arg(long)]
     json: bool,
+    /// After acceptance, follow the deliveries until every recipient is delivered or dead
+    /// (exit 0 if all delivered, 1 if any is dead, 75 if still in progress at the time limit).
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait follows the deliveries, in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_secs: u64,
     /// The file to share.
     file: PathBuf,
 }
@@ -230,7 +237,7 @@ impl SendArgs {
 }
 
 /// Prints a problem answer and returns the exit status for it.
-fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
+pub fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
     if json {
         println!("{}", String::from_utf8_lossy(body));
     } else {
@@ -302,10 +309,10 @@ pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if answer.status == 202 {
+        let accepted: Accepted = answer.json()?;
         if a.json {
             println!("{}", String::from_utf8_lossy(&answer.body));
         } else {
-            let accepted: Accepted = answer.json()?;
             println!("{}", accepted.transfer_id);
             for r in &accepted.recipients {
                 eprintln!(
@@ -314,9 +321,79 @@ pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        if a.wait {
+            return wait_for_delivery(
+                &mut conn,
+                &accepted.transfer_id,
+                std::time::Duration::from_secs(a.wait_secs),
+            )
+            .await;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     Ok(report_problem(&answer.body, answer.status, a.json))
+}
+
+/// Follows a transfer's deliveries, printing each change, until all are final or time runs out.
+async fn wait_for_delivery(
+    conn: &mut client::Connection,
+    id: &str,
+    limit: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    loop {
+        let answer = conn.get(&format!("/v1/transfers/{id}")).await?;
+        if answer.status != 200 {
+            return Ok(report_problem(&answer.body, answer.status, false));
+        }
+        let s: postern_gateway::store::TransferStatus = serde_json::from_slice(&answer.body)?;
+        for r in &s.recipients {
+            let line = match r.state.as_str() {
+                "delivered" => format!(
+                    "delivered by {}{}",
+                    r.channel,
+                    r.receipt
+                        .as_ref()
+                        .map(|x| format!(" (receipt {})", x.receipt_id))
+                        .unwrap_or_default()
+                ),
+                "dead" => format!(
+                    "dead: {}",
+                    r.last_error.as_deref().unwrap_or("no reason recorded")
+                ),
+                "retrying" => format!(
+                    "retrying (attempt {} failed: {}; next at {})",
+                    r.attempts,
+                    r.last_error.as_deref().unwrap_or("-"),
+                    r.next_attempt_at.as_deref().unwrap_or("-")
+                ),
+                other => other.to_owned(),
+            };
+            if seen.get(&r.recipient) != Some(&line) {
+                eprintln!("  {:<24} {line}", r.recipient);
+                seen.insert(r.recipient.clone(), line);
+            }
+        }
+        if s.recipients
+            .iter()
+            .all(|r| r.state == "delivered" || r.state == "dead")
+        {
+            return Ok(if s.recipients.iter().any(|r| r.state == "dead") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        if start.elapsed() >= limit {
+            eprintln!(
+                "still in progress after {} s; `postern status {id}` follows it later",
+                limit.as_secs()
+            );
+            return Ok(exit(EX_TEMPFAIL));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 #[derive(Args)]
@@ -357,14 +434,32 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
         s.id, s.received_at, s.purpose, s.marking, s.payload_size
     );
     for r in &s.recipients {
-        let extra = r
-            .last_error
-            .as_deref()
-            .map(|e| format!("  last error: {e}"))
-            .unwrap_or_default();
+        let extra = match r.state.as_str() {
+            "delivered" => r
+                .receipt
+                .as_ref()
+                .map(|x| format!("  receipt {}", x.receipt_id))
+                .unwrap_or_default(),
+            "retrying" | "queued" => format!(
+                "{}{}",
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!("  last error: {e}"))
+                    .unwrap_or_default(),
+                r.next_attempt_at
+                    .as_deref()
+                    .map(|t| format!("  next attempt {t}"))
+                    .unwrap_or_default()
+            ),
+            _ => r
+                .last_error
+                .as_deref()
+                .map(|e| format!("  reason: {e}"))
+                .unwrap_or_default(),
+        };
         println!(
-            "  {:<24} {:<12} attempts {}{}",
-            r.recipient, r.state, r.attempts, extra
+            "  {:<24} {:<6} {:<11} attempts {}{}",
+            r.recipient, r.channel, r.state, r.attempts, extra
         );
     }
     Ok(ExitCode::SUCCESS)

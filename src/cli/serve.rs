@@ -259,9 +259,16 @@ Postern demo gateway: {url}
   state directory  {state}  (SQLite store, sealed spool, development PKI and keys)
   organisations    {registry}
 
-A referral from Riverside Youth Club (voluntary) to the MASH: accepted, prints the transfer id.
+A referral from Riverside Youth Club (voluntary) to the MASH: accepted (it prints the transfer
+id), then delivered by mutual TLS to the MASH's inbox on this gateway's own inbound endpoint.
 
-  {exe} send {common} --to northshire-mash --purpose safeguarding-referral --lawful-basis legitimate_interests --marking 'OFFICIAL-SENSITIVE PERSONAL' {payload}
+  {exe} send {common} --to northshire-mash --purpose safeguarding-referral --lawful-basis legitimate_interests --marking 'OFFICIAL-SENSITIVE PERSONAL' --wait {payload}
+
+The MASH sees it arrive, downloads and decrypts it with its own key, and acknowledges it:
+
+  {exe} inbox list {mash}
+  {exe} inbox get {mash} --decrypt-with {mash_key} --out {state}/received ITEM-ID
+  {exe} inbox ack {mash} ITEM-ID
 
 The same club sharing with the police under s.115 Crime and Disorder Act 1998: refused, because
 that gateway only works between statutory bodies.
@@ -276,6 +283,9 @@ With curl, as an agency system would (the council's children's services to the p
 
   curl --cacert {ca} --cert {cert} -F 'envelope=<{env};type=application/json' -F 'payload=@{payload_raw}' {url}/v1/transfers
 
+Recipients who receive by email (the council, the NHS trust, the school) get their messages in
+{outbox}: the exact .eml files a relay would have been sent (no relay is configured here).
+
 Ctrl-C stops the gateway.
 ",
         state = q(state_dir),
@@ -283,6 +293,9 @@ Ctrl-C stops the gateway.
         ca = q(&paths.ca()),
         cert = q(&paths.client_identity("northshire-cc")),
         env = curl_envelope.display(),
+        mash = format!("--server {url} --ca {} --identity {}", q(&paths.ca()), q(&paths.client_identity("northshire-mash"))),
+        mash_key = q(&paths.org_identity("northshire-mash")),
+        outbox = q(&state_dir.join("outbox")),
         payload_raw = payload.display(),
     );
 }

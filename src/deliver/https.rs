@@ -48,7 +48,9 @@ impl HttpsChannel {
             chain: self.identity.0.clone(),
             key: self.identity.1.clone_key(),
         };
-        let config = client::tls_config(&roots, Some(&identity)).map_err(|e| e.to_string())?;
+        let mut config = client::tls_config(&roots, Some(&identity)).map_err(|e| e.to_string())?;
+        // The connector sets ALPN itself (and insists on doing so).
+        config.alpn_protocols.clear();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()

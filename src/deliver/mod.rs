@@ -345,7 +345,7 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
         .await
 }
 
-async fn run_one(d: &Deliverer, due: &Due) {
+async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
     let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
         Ok(Some(j)) => j,
@@ -355,12 +355,24 @@ async fn run_one(d: &Deliverer, due: &Due) {
             return;
         }
     };
-    let outcome = match tokio::time::timeout(d.settings.attempt_timeout, d.attempt(&job)).await {
-        Ok(o) => o,
-        Err(_) => Outcome::Temporary(format!(
+    // The attempt runs as a task of its own, so that even a panic inside it (a bug) ends as a
+    // recorded, retried failure rather than a delivery stuck in flight.
+    let attempt = {
+        let (d, job) = (d.clone(), job.clone());
+        tokio::spawn(async move {
+            tokio::time::timeout(d.settings.attempt_timeout, d.attempt(&job)).await
+        })
+    };
+    let outcome = match attempt.await {
+        Ok(Ok(o)) => o,
+        Ok(Err(_)) => Outcome::Temporary(format!(
             "the attempt took longer than {} s",
             d.settings.attempt_timeout.as_secs()
         )),
+        Err(e) => {
+            tracing::error!(transfer_id = %job.transfer_id, error = %e, "a delivery attempt failed unexpectedly");
+            Outcome::Temporary("the attempt failed unexpectedly inside the gateway".into())
+        }
     };
     if let Err(e) = record(d, &job, &outcome).await {
         // The delivery stays `delivering`; it is retried after the next restart.

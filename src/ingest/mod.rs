@@ -6,6 +6,7 @@
 //! and stop it when they like.
 
 pub mod caller;
+pub mod inbound;
 pub mod problem;
 pub mod routes;
 pub mod tls;
@@ -40,16 +41,33 @@ pub struct App {
     pub spool_recipient: age::x25519::Recipient,
     pub subject_key: Arc<SubjectKey>,
     pub limits: Limits,
+    /// Wakes the delivery worker when a transfer is accepted.
+    pub wake: crate::deliver::Wake,
+    /// The largest payload an email recipient can be sent.
+    pub max_email_bytes: u64,
 }
 
 /// Every route the API serves, as (method, path template). The OpenAPI document must describe
 /// exactly these (a test checks).
-pub const ROUTES: &[(&str, &str)] = &[("post", "/v1/transfers"), ("get", "/v1/transfers/{id}")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/transfers"),
+    ("get", "/v1/transfers/{id}"),
+    ("post", "/v1/inbound"),
+    ("get", "/v1/inbox"),
+    ("get", "/v1/inbox/{id}"),
+    ("get", "/v1/inbox/{id}/payload"),
+    ("post", "/v1/inbox/{id}/ack"),
+];
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/transfers", post(routes::submit))
         .route("/v1/transfers/{id}", get(routes::status))
+        .route("/v1/inbound", post(inbound::receive))
+        .route("/v1/inbox", get(inbound::list))
+        .route("/v1/inbox/{id}", get(inbound::get))
+        .route("/v1/inbox/{id}/payload", get(inbound::payload))
+        .route("/v1/inbox/{id}/ack", post(inbound::acknowledge))
         .fallback(|| async {
             Problem::new(
                 404,

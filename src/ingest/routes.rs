@@ -570,6 +570,25 @@ async fn accept(
     part_content_type: Option<String>,
 ) -> Result<Response, Fail> {
     let app = &req.app;
+    // Email carries only so much: say so now, not in five days' time as a dead delivery.
+    let registry = app.registry.current();
+    if summary.sealed_size > app.max_email_bytes
+        && let Some(a) = authorisations.iter().find(|a| {
+            registry
+                .organisation(&a.recipient)
+                .and_then(|o| o.endpoint.as_ref())
+                .is_some_and(|e| e.channel.kind() == "email")
+        })
+    {
+        // `sealed` is dropped on return, deleting its spool file.
+        return Err(Problem::new(
+            413,
+            "payload_too_large_for_email",
+            format!("`{}` receives by email, which carries at most {} bytes, and this payload is {} bytes sealed. Nothing was kept; send it to that recipient separately, or as smaller parts.", a.recipient, app.max_email_bytes, summary.sealed_size),
+        )
+        .with_field("payload")
+        .into());
+    }
     if envelope.file_name.is_none() {
         envelope.file_name = plain_file_name(part_file_name);
     }
@@ -698,6 +717,7 @@ async fn accept(
             req.envelope_sha256.as_deref().unwrap_or_default(),
         ));
     }
+    app.wake.now();
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, recipients = accepted.recipients.len(), size = accepted.payload.size, "transfer accepted");
     let mut resp = (StatusCode::ACCEPTED, body).into_response();
     resp.headers_mut().insert(

@@ -468,6 +468,11 @@ impl Store {
         self.inbox_dir.join(format!("{id}.age"))
     }
 
+    /// An inbox file by the name its row records.
+    pub fn inbox_file(&self, name: &str) -> PathBuf {
+        self.inbox_dir.join(name)
+    }
+
     /// The spool file of a transfer.
     pub fn payload_path(&self, id: TransferId) -> PathBuf {
         self.spool_dir.join(payload_file_name(id))
@@ -672,10 +677,18 @@ pub struct TransferStatus {
 pub struct RecipientStatus {
     pub recipient: String,
     pub agreement: String,
+    /// `email`, `https` or `inbox`.
+    pub channel: String,
+    /// `queued`, `delivering`, `retrying`, `delivered` or `dead`.
     pub state: String,
     pub attempts: i64,
+    /// When the next attempt is due (queued or retrying).
     pub next_attempt_at: Option<String>,
+    /// The last failure; for a dead delivery, why it is dead.
     pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    /// What the recipient's side acknowledged receiving.
+    pub receipt: Option<crate::transfer_log::Receipt>,
     pub updated_at: String,
 }
 
@@ -727,17 +740,27 @@ pub fn transfer_status(
 }
 
 pub fn recipient_statuses(conn: &Connection, id: &str) -> Result<Vec<RecipientStatus>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT recipient, agreement, state, attempts, next_attempt_at, last_error, updated_at FROM deliveries WHERE transfer_id = ?1 ORDER BY recipient")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT recipient, agreement, state, attempts, next_attempt_at, last_error, updated_at, channel, delivered_at, receipt FROM deliveries WHERE transfer_id = ?1 ORDER BY recipient",
+    )?;
     let rows = stmt.query_map(params![id], |r| {
         let state: String = r.get(2)?;
         let next: String = r.get(4)?;
+        let receipt: Option<String> = r.get(9)?;
         Ok(RecipientStatus {
             recipient: r.get(0)?,
             agreement: r.get(1)?,
+            channel: r.get(7)?,
             next_attempt_at: (state == "queued" || state == "retrying").then_some(next),
+            last_error: if state == "delivered" {
+                None
+            } else {
+                r.get(5)?
+            },
             state,
             attempts: r.get(3)?,
-            last_error: r.get(5)?,
+            delivered_at: r.get(8)?,
+            receipt: receipt.and_then(|j| serde_json::from_str(&j).ok()),
             updated_at: r.get(6)?,
         })
     })?;

@@ -1,0 +1,392 @@
+//! The receiving side: `POST /v1/inbound`, where registered peer gateways deliver transfers
+//! for this gateway's organisations (still sealed for the recipient), and the inbox API, where
+//! those organisations list, download and acknowledge what arrived.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::App;
+use super::caller::{OrgCaller, PeerCaller};
+use super::problem::Problem;
+use crate::inbox::{self, InboundMeta, InboxError};
+use crate::store::inbox::{self as items, InboxItem, InboxPayload};
+use crate::transfer_log::{InboxRecord, LogEntry, RecordKind};
+
+/// The largest meta part accepted (it is a few hundred bytes in practice).
+const MAX_META: u64 = 64 * 1024;
+/// The largest sealed envelope accepted (the JSON envelope plus age's overhead).
+const MAX_SEALED_ENVELOPE: u64 = 1 << 20;
+
+fn problem(status: u16, code: &str, detail: impl Into<String>) -> Response {
+    Problem::new(status, code, detail).into_response()
+}
+
+async fn read_part(
+    field: &mut multer::Field<'_>,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, Response> {
+    let mut out = Vec::new();
+    loop {
+        match field.chunk().await {
+            Ok(Some(c)) => {
+                if (out.len() + c.len()) as u64 > limit {
+                    return Err(problem(
+                        413,
+                        "payload_too_large",
+                        format!("The {what} part is larger than this gateway accepts."),
+                    ));
+                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => {
+                return Err(problem(
+                    400,
+                    "malformed_request",
+                    format!("The {what} part could not be read: {e}."),
+                ));
+            }
+        }
+    }
+}
+
+/// `POST /v1/inbound`: multipart parts `meta` (JSON), `envelope` (the sealed envelope) and
+/// `payload` (the sealed payload, streamed). Answers 201 with a receipt, or 200 with the first
+/// receipt for a repeat.
+pub async fn receive(
+    State(app): State<Arc<App>>,
+    peer: PeerCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Ok(boundary) = multer::parse_boundary(content_type) else {
+        return problem(
+            415,
+            "unsupported_media_type",
+            "Deliver as multipart/form-data with parts `meta`, `envelope` and `payload`.",
+        );
+    };
+    let limits = &app.limits;
+    let constraints = multer::Constraints::new()
+        .allowed_fields(vec!["meta", "envelope", "payload"])
+        .size_limit(
+            multer::SizeLimit::new().for_field("payload", limits.max_payload_bytes + (1 << 20)),
+        );
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut next = async |name: &str| -> Result<multer::Field<'static>, Response> {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some(name) => Ok(f),
+            Ok(_) => Err(problem(
+                400,
+                "unexpected_part",
+                "Send the parts `meta`, `envelope` and `payload`, in that order.",
+            )),
+            Err(e) => Err(problem(
+                400,
+                "malformed_request",
+                format!("The multipart body could not be read: {e}."),
+            )),
+        }
+    };
+    let mut meta_field = match next("meta").await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let meta_bytes = match read_part(&mut meta_field, MAX_META, "meta").await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    drop(meta_field);
+    let meta: InboundMeta = match serde_json::from_slice(&meta_bytes) {
+        Ok(m) => m,
+        Err(_) => {
+            return problem(
+                422,
+                "invalid_inbound",
+                "The `meta` part is not a valid delivery description (see the inbound contract in docs/openapi.json).",
+            );
+        }
+    };
+    if app
+        .registry
+        .current()
+        .organisation(&meta.recipient)
+        .is_none()
+    {
+        return problem(
+            422,
+            "recipient_not_here",
+            format!(
+                "`{}` is not an organisation of this gateway.",
+                meta.recipient
+            ),
+        );
+    }
+    let mut envelope_field = match next("envelope").await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let envelope = match read_part(&mut envelope_field, MAX_SEALED_ENVELOPE, "envelope").await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    drop(envelope_field);
+    let payload = match next("payload").await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let idle = limits.idle_timeout;
+    let chunks = futures_util::stream::unfold(payload, move |mut field| async move {
+        match tokio::time::timeout(idle, field.chunk()).await {
+            Ok(Ok(Some(c))) => Some((Ok(c), field)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some((Err(std::io::Error::other(e.to_string())), field)),
+            Err(_) => Some((Err(std::io::Error::other("the delivery stalled")), field)),
+        }
+    });
+    match inbox::receive(
+        &app.store,
+        &meta,
+        peer.peer.as_str(),
+        envelope,
+        chunks,
+        None,
+    )
+    .await
+    {
+        Ok(received) => {
+            tracing::info!(transfer_id = %meta.transfer_id, recipient = %meta.recipient, peer = %peer.peer, new = received.new, "inbound delivery received");
+            let status = if received.new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(received.receipt())).into_response()
+        }
+        Err(InboxError::Stream(e)) => problem(
+            400,
+            "malformed_request",
+            format!("The payload could not be read to its end: {e}. Nothing was kept."),
+        ),
+        Err(e) => {
+            tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not store an inbound delivery");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// Include acknowledged items.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct InboxList {
+    pub items: Vec<InboxItem>,
+}
+
+/// One item with its sealed envelope (base64 of the age file).
+#[derive(Serialize, Deserialize)]
+pub struct InboxEntry {
+    #[serde(flatten)]
+    pub item: InboxItem,
+    pub envelope_age_base64: String,
+}
+
+fn item_not_found() -> Response {
+    problem(
+        404,
+        "inbox_item_not_found",
+        "No inbox item with this id is addressed to your organisation.",
+    )
+}
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    org: OrgCaller,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let recipient = org.org.to_string();
+    match app
+        .store
+        .read(move |c| items::list(c, &recipient, q.all))
+        .await
+    {
+        Ok(items) => Json(InboxList { items }).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "inbox listing failed");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    org: OrgCaller,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return item_not_found();
+    };
+    let recipient = org.org.to_string();
+    match app
+        .store
+        .read(move |c| items::get(c, &recipient, &id))
+        .await
+    {
+        Ok(Some((item, envelope))) => Json(InboxEntry {
+            item,
+            envelope_age_base64: base64::engine::general_purpose::STANDARD.encode(envelope),
+        })
+        .into_response(),
+        Ok(None) => item_not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "inbox lookup failed");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+pub async fn payload(
+    State(app): State<Arc<App>>,
+    org: OrgCaller,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return item_not_found();
+    };
+    let recipient = org.org.to_string();
+    let lookup = id.clone();
+    let found = match app
+        .store
+        .read(move |c| items::payload(c, &recipient, &lookup))
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "inbox lookup failed");
+            return Problem::internal().into_response();
+        }
+    };
+    let body = match found {
+        None => return item_not_found(),
+        Some(InboxPayload::Gone) => {
+            return problem(
+                410,
+                "payload_gone",
+                "This item was acknowledged and its payload deleted.",
+            );
+        }
+        Some(InboxPayload::Inline(b)) => Body::from(b),
+        Some(InboxPayload::File(f)) => {
+            match tokio::fs::File::open(app.store.inbox_file(&f)).await {
+                Ok(file) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    256 * 1024,
+                )),
+                Err(e) => {
+                    tracing::error!(inbox_id = %id, error = %e, "an inbox payload file is missing");
+                    return Problem::internal().into_response();
+                }
+            }
+        }
+    };
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Acknowledged {
+    pub id: String,
+    pub acknowledged_at: String,
+}
+
+pub async fn acknowledge(
+    State(app): State<Arc<App>>,
+    org: OrgCaller,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return item_not_found();
+    };
+    let recipient = org.org.clone();
+    let now = crate::clock::stamp(crate::clock::now());
+    let store = app.store.clone();
+    let (r, i, at) = (recipient.to_string(), id.clone(), now.clone());
+    let written = store
+        .write(false, move |tx| {
+            let Some((before, file)) = tx.acknowledge(&r, &i, &at)? else {
+                return Ok(None);
+            };
+            if before.acknowledged_at.is_none()
+                && let Ok(tid) = before.transfer_id.parse()
+                && let Ok(sender) = before.sender.parse()
+            {
+                let rec = InboxRecord {
+                    kind: RecordKind::InboxAcknowledged,
+                    transfer_id: tid,
+                    at: at.clone(),
+                    inbox_id: before.id.clone(),
+                    recipient: recipient.clone(),
+                    sender,
+                    via: "-".into(),
+                    payload_size: before.payload_size,
+                    payload_sha256: before.payload_sha256.clone(),
+                };
+                tx.append(&LogEntry::of(
+                    RecordKind::InboxAcknowledged,
+                    &at,
+                    tid,
+                    Some(&recipient),
+                    None,
+                    &rec,
+                )?)?;
+            }
+            Ok(Some((before, file)))
+        })
+        .await;
+    match written {
+        Ok(Some((before, file))) => {
+            if let Some(f) = file {
+                let path = app.store.inbox_file(&f);
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(inbox_id = %id, error = %e, "could not delete an acknowledged payload; the start-up sweep will");
+                }
+            }
+            Json(Acknowledged {
+                id,
+                acknowledged_at: before.acknowledged_at.unwrap_or(now),
+            })
+            .into_response()
+        }
+        Ok(None) => item_not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not acknowledge an inbox item");
+            Problem::internal().into_response()
+        }
+    }
+}
