@@ -16,5 +16,6 @@ pub mod ingest;
 pub mod live;
 pub mod pki;
 pub mod seal;
+pub mod smtp_sink;
 pub mod store;
 pub mod transfer_log;

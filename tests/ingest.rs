@@ -98,7 +98,16 @@ async fn an_accepted_transfer_is_sealed_spooled_and_recorded() {
     assert_eq!(status.status, 200);
     let s = json(&status);
     assert_eq!(s["recipients"][0]["recipient"], "northshire-police");
-    assert_eq!(s["recipients"][0]["state"], "queued");
+    // The delivery worker may already have taken it (the police receive by mutual TLS at this
+    // very gateway): any state on the way is right.
+    let state = s["recipients"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        ["queued", "delivering", "delivered"].contains(&state.as_str()),
+        "{s}"
+    );
     let mut police = d.connect(server.addr, "northshire-police").await;
     let other = police
         .get(&format!("/v1/transfers/{id}"))
@@ -916,7 +925,9 @@ async fn a_client_vanishing_after_its_upload_never_leaves_a_record_without_its_p
             s.write_all(&request).await.expect("write");
             s.flush().await.expect("flush");
             // Vanish at various moments around the commit, with a reset.
-            tokio::time::sleep(std::time::Duration::from_micros((i % 50) * 600)).await;
+            // (Every tenth stays until well after its commit, so that some certainly commit.)
+            let wait = if i % 10 == 9 { 500_000 } else { (i % 50) * 600 };
+            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
             drop(s);
         }));
     }
@@ -924,7 +935,7 @@ async fn a_client_vanishing_after_its_upload_never_leaves_a_record_without_its_p
         t.await.expect("task");
     }
     // Let commits that were already queued land.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let r = d.reader();
     let mut stmt = r
         .conn()

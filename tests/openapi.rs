@@ -1,22 +1,42 @@
-//! Keeps `docs/openapi.json` true to the code: the routes, the problem codes and their statuses,
-//! the envelope (its fields, which are required, its vocabularies and limits, and a worked
-//! example that the real parser accepts) and the shape of every answer body.
+//! Keeps `docs/openapi.json` true to the code: the routes and which kind of caller each is for,
+//! the problem codes and their statuses, the envelope (its fields, which are required, its
+//! vocabularies and limits, and a worked example that the real parser accepts), the inbound
+//! contract (its `meta` part, with an example the real type accepts), the shape of every answer
+//! body, and, through the real router, the answers the inbound and inbox operations give.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use axum::body::Body;
+use base64::Engine;
+use postern_gateway::config::Limits;
+use postern_gateway::deliver::Wake;
 use postern_gateway::domain::envelope::{
     self, Envelope, EnvelopeError, FieldProblem, ParseContext, RawConsent, RawEnvelope,
-    RawPractitioner, RawRequest, RawRetention, RawSubjectInformed, RawUrgency, limits,
+    RawPractitioner, RawRequest, RawRetention, RawSubjectInformed, RawUrgency, RecipientEnvelope,
+    limits,
 };
-use postern_gateway::domain::ids::OrgId;
+use postern_gateway::domain::ids::{OrgId, PeerId, TransferId};
 use postern_gateway::domain::lawful::{DataCategory, LawfulBasis, SpecialCategoryCondition};
-use postern_gateway::domain::marking::MarkingScheme;
+use postern_gateway::domain::marking::{MarkingScheme, Rank};
 use postern_gateway::domain::policy::Rule;
-use postern_gateway::ingest::ROUTES;
+use postern_gateway::domain::registry::{
+    CertFingerprint, Channel, ClientIdentity, Endpoint, OrgKind, Organisation, Peer, Principal,
+    Registry, Sector,
+};
+use postern_gateway::domain::subject::SubjectKey;
+use postern_gateway::inbox::InboundMeta;
+use postern_gateway::ingest::inbound::{Acknowledged, InboxEntry, InboxList};
 use postern_gateway::ingest::problem::{CODES, Problem, ProblemField};
 use postern_gateway::ingest::routes::{Accepted, AcceptedPayload, AcceptedRecipient};
-use postern_gateway::store::{RecipientStatus, TransferStatus};
+use postern_gateway::ingest::{App, Caller, ROUTES, router};
+use postern_gateway::live::Live;
+use postern_gateway::store::inbox::InboxItem;
+use postern_gateway::store::{RecipientStatus, Store, TransferStatus};
+use postern_gateway::transfer_log::Receipt;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
 
 const DOCUMENT: &str = include_str!("../docs/openapi.json");
 
@@ -261,15 +281,123 @@ fn accepted() -> Accepted {
     }
 }
 
+fn receipt() -> Receipt {
+    Receipt {
+        receipt_id: "r".into(),
+        sha256: "s".into(),
+        received_at: "at".into(),
+    }
+}
+
 fn recipient_status(set_optional: bool) -> RecipientStatus {
     RecipientStatus {
         recipient: "r".into(),
         agreement: "a".into(),
+        channel: "inbox".into(),
         state: "queued".into(),
         attempts: 0,
         next_attempt_at: set_optional.then(|| "n".into()),
         last_error: set_optional.then(|| "e".into()),
+        delivered_at: set_optional.then(|| "d".into()),
+        receipt: set_optional.then(receipt),
         updated_at: "u".into(),
+    }
+}
+
+fn org(id: &str) -> OrgId {
+    id.parse().expect("an organisation id")
+}
+
+fn transfer_id() -> TransferId {
+    TransferId::from_uuid(uuid::Uuid::nil())
+}
+
+fn inbound_meta() -> InboundMeta {
+    InboundMeta {
+        transfer_id: transfer_id(),
+        recipient: org("r"),
+        sender: org("s"),
+        sender_name: "n".into(),
+        purpose: "p".into(),
+        marking: "m".into(),
+        retain_until: "2030-01-01".into(),
+    }
+}
+
+fn inbox_item(set_optional: bool) -> InboxItem {
+    InboxItem {
+        id: "i".into(),
+        transfer_id: "t".into(),
+        sender: "s".into(),
+        sender_name: "n".into(),
+        purpose: "p".into(),
+        marking: "m".into(),
+        retain_until: "2030-01-01".into(),
+        received_at: "at".into(),
+        payload_size: 1,
+        payload_sha256: "s".into(),
+        acknowledged_at: set_optional.then(|| "a".into()),
+    }
+}
+
+fn inbox_entry(set_optional: bool) -> InboxEntry {
+    InboxEntry {
+        item: inbox_item(set_optional),
+        envelope_age_base64: "e".into(),
+    }
+}
+
+fn acknowledged() -> Acknowledged {
+    Acknowledged {
+        id: "i".into(),
+        acknowledged_at: "a".into(),
+    }
+}
+
+fn recipient_envelope(set_optional: bool) -> RecipientEnvelope {
+    let some = |s: &str| Some(s.to_owned());
+    let optional = |s: &str| set_optional.then(|| s.to_owned());
+    RecipientEnvelope {
+        transfer_id: transfer_id(),
+        sender: org("s"),
+        received_at: "at".into(),
+        recipients: vec![org("r")],
+        purpose: "p".parse().unwrap(),
+        justification: "j".into(),
+        lawful_basis: LawfulBasis::ALL[0],
+        special_category_condition: set_optional.then_some(SpecialCategoryCondition::ALL[0]),
+        data_categories: vec![DataCategory::ALL[0]],
+        marking: "m".into(),
+        marking_normalised: "m".into(),
+        originator: org("o"),
+        originator_permission_ref: optional("r"),
+        practitioner: RawPractitioner {
+            name: some("n"),
+            role: some("r"),
+            contact: some("c"),
+        },
+        consent: RawConsent {
+            status: some("given"),
+            reason: optional("r"),
+        },
+        subject_informed: RawSubjectInformed {
+            informed: Some(true),
+            reason: optional("r"),
+        },
+        urgency: RawUrgency {
+            level: some("routine"),
+            reason: optional("r"),
+        },
+        request: set_optional.then(|| RawRequest {
+            reference: some("r"),
+            requested: some("q"),
+        }),
+        disclosed_summary: "d".into(),
+        retain_until: "2030-01-01".into(),
+        subject_refs: vec!["case:1".into()],
+        file_name: optional("f"),
+        content_type: optional("text/plain"),
+        correction_of: set_optional.then(transfer_id),
     }
 }
 
@@ -358,6 +486,63 @@ fn listed_in_all(rule: Rule) -> bool {
     }
 }
 
+/// Every channel's `kind()`, with a match that stops compiling when a channel is added.
+fn channel_kinds() -> BTreeSet<String> {
+    let all = [
+        Channel::Email {
+            address: String::new(),
+            tls_only: false,
+        },
+        Channel::Https {
+            url: String::new(),
+            ca_file: String::new(),
+        },
+        Channel::Inbox,
+    ];
+    for c in &all {
+        match c {
+            Channel::Email { .. } | Channel::Https { .. } | Channel::Inbox => {}
+        }
+    }
+    all.iter().map(|c| c.kind().to_owned()).collect()
+}
+
+/// The delivery states the store writes and reads: the quoted values compared with `state` in its
+/// SQL (`state = 'x'`, `state IN ('x', 'y')`, `state NOT IN (...)`) and in its Rust
+/// (`state == "x"`). The store has no enum of them; if its statements change shape so that a
+/// state is no longer found here, the comparison with the document fails rather than passes.
+fn delivery_states_in_the_store() -> BTreeSet<String> {
+    let sources = [
+        include_str!("../src/store/queue.rs"),
+        include_str!("../src/store/mod.rs"),
+    ];
+    let mut states = BTreeSet::new();
+    for src in sources {
+        for (at, _) in src.match_indices("state") {
+            let rest = src[at + "state".len()..].trim_start();
+            let list = if let Some(r) = rest
+                .strip_prefix("NOT IN (")
+                .or_else(|| rest.strip_prefix("IN ("))
+            {
+                &r[..r.find(')').unwrap_or(0)]
+            } else if let Some(r) = rest.strip_prefix("= '") {
+                &r[..r.find('\'').unwrap_or(0)]
+            } else if let Some(r) = rest.strip_prefix("== \"") {
+                &r[..r.find('"').unwrap_or(0)]
+            } else {
+                continue;
+            };
+            for item in list.split(',') {
+                let item = item.trim().trim_matches(|c| c == '\'' || c == '"');
+                if !item.is_empty() && item.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    states.insert(item.to_owned());
+                }
+            }
+        }
+    }
+    states
+}
+
 // ---------------------------------------------------------------------------------------------
 // The document as a whole.
 
@@ -440,6 +625,46 @@ fn the_paths_are_exactly_the_routes_the_router_serves() {
     assert_eq!(documented, served);
 }
 
+/// The kinds of caller, as `x-postern-caller` names them, and the code the other kind gets.
+const CALLERS: &[(&str, &str)] = &[
+    ("organisation", "not_an_organisation"),
+    ("peer_gateway", "not_a_peer"),
+];
+
+#[test]
+fn every_operation_says_which_caller_it_is_for_and_what_the_other_kind_gets() {
+    let doc = doc();
+    for (method, path, op) in operations(&doc) {
+        let at = format!("{method} {path}");
+        let caller = op["x-postern-caller"].as_str().unwrap_or_default();
+        let Some((_, refused)) = CALLERS.iter().find(|(c, _)| *c == caller) else {
+            panic!("{at}: x-postern-caller must be `organisation` or `peer_gateway`");
+        };
+        let description = op["description"].as_str().unwrap_or_default();
+        assert!(
+            description.contains("**Caller:**") && description.contains(&format!("`{refused}`")),
+            "{at}: the description says who the caller is and that the other kind gets `{refused}`"
+        );
+        let forbidden = resolve(&doc, &op["responses"]["403"]);
+        assert!(forbidden.is_object(), "{at}: no 403 answer");
+        assert!(
+            forbidden["description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("`{refused}`")),
+            "{at} 403 mentions `{refused}`"
+        );
+        // The submission's 403 lists exactly the policy refusals (see
+        // every_code_is_documented_under_its_status); everywhere else the code is listed.
+        if (method.as_str(), path.as_str()) != ("post", "/v1/transfers") {
+            assert!(
+                strings(&forbidden["x-problem-codes"]).contains(&(*refused).to_owned()),
+                "{at} 403 lists `{refused}`"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Problem codes.
 
@@ -472,6 +697,8 @@ fn rule_all_lists_every_rule() {
         Rule::RecipientRegistered,
         Rule::StatutoryOnlyRecipient,
         Rule::MarkingWithinClearance,
+        Rule::RecipientHasEndpoint,
+        Rule::MarkingWithinChannel,
         Rule::AgreementExists,
         Rule::AgreementInForce,
         Rule::PurposeInAgreement,
@@ -604,6 +831,21 @@ fn every_code_is_documented_under_its_status() {
         refusals, rules,
         "POST /v1/transfers 403 lists every refusal"
     );
+    // ... in the order they are checked (the document says so), which is Rule::ALL's.
+    let in_order: Vec<&str> = Rule::ALL.iter().map(|r| r.refusal_code()).collect();
+    assert_eq!(
+        strings(&submit_403["x-problem-codes"]),
+        in_order,
+        "POST /v1/transfers 403 lists the refusals in Rule::ALL's order"
+    );
+    let description = submit_403["description"].as_str().unwrap_or_default();
+    let mut from = 0;
+    for code in &in_order {
+        let Some(i) = description[from..].find(&format!("- `{code}`")) else {
+            panic!("POST /v1/transfers 403: `{code}` is not described in order");
+        };
+        from += i;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1012,11 +1254,65 @@ fn errors_or_none(v: &Value) -> Vec<(String, FieldProblem)> {
 // ---------------------------------------------------------------------------------------------
 // The answers.
 
+/// A schema's properties and required members, with `allOf` branches (and `$ref`s) merged.
+fn flat(doc: &Value, schema: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let schema = resolve(doc, schema);
+    let mut props = BTreeSet::new();
+    let mut req = BTreeSet::new();
+    if schema.get("properties").is_some() {
+        props.extend(properties(schema));
+    }
+    req.extend(required(schema));
+    for branch in schema["allOf"].as_array().into_iter().flatten() {
+        let (p, r) = flat(doc, branch);
+        props.extend(p);
+        req.extend(r);
+    }
+    (props, req)
+}
+
+/// The schema of a (possibly `allOf`) schema's property.
+fn property_schema<'a>(doc: &'a Value, schema: &'a Value, name: &str) -> &'a Value {
+    let schema = resolve(doc, schema);
+    if let Some(p) = schema["properties"].get(name) {
+        return resolve(doc, p);
+    }
+    for branch in schema["allOf"].as_array().into_iter().flatten() {
+        let p = property_schema(doc, branch, name);
+        if p.is_object() {
+            return p;
+        }
+    }
+    &Value::Null
+}
+
+/// Whether a property's schema admits null: `type` includes `"null"`, or an `anyOf`/`oneOf`
+/// branch is `{"type": "null"}`.
+fn nullable(schema: &Value) -> bool {
+    schema["type"]
+        .as_array()
+        .is_some_and(|t| t.contains(&json!("null")))
+        || ["anyOf", "oneOf"].iter().any(|k| {
+            schema[*k]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|x| x["type"] == "null"))
+        })
+}
+
 /// The document's properties and required list for a schema equal the serialised struct's keys
-/// (all optional members set) and the keys that are always present.
-fn assert_shape(name: &str, schema: &Value, full: &Value, minimal: &Value) {
-    assert_eq!(properties(schema), keys(full), "{name} properties");
-    assert_eq!(required(schema), keys(minimal), "{name} required");
+/// (all optional members set) and the keys that are always present; and a member is nullable in
+/// the document exactly when the struct serialises it as null.
+fn assert_shape(doc: &Value, name: &str, schema: &Value, full: &Value, minimal: &Value) {
+    let (props, req) = flat(doc, schema);
+    assert_eq!(props, keys(full), "{name} properties");
+    assert_eq!(req, keys(minimal), "{name} required");
+    for (k, v) in minimal.as_object().unwrap() {
+        assert_eq!(
+            nullable(property_schema(doc, schema, k)),
+            v.is_null(),
+            "{name}.{k}: nullable in the document exactly when the code serialises null"
+        );
+    }
 }
 
 #[test]
@@ -1025,9 +1321,10 @@ fn response_schemas_match_the_rust_structs() {
 
     let accepted = to_json(&accepted());
     let s = schema(&doc, "Accepted");
-    assert_shape("Accepted", s, &accepted, &accepted);
+    assert_shape(&doc, "Accepted", s, &accepted, &accepted);
     let items = resolve(&doc, &s["properties"]["recipients"]["items"]);
     assert_shape(
+        &doc,
         "Accepted.recipients[]",
         items,
         &accepted["recipients"][0],
@@ -1035,6 +1332,7 @@ fn response_schemas_match_the_rust_structs() {
     );
     let payload = resolve(&doc, &s["properties"]["payload"]);
     assert_shape(
+        &doc,
         "Accepted.payload",
         payload,
         &accepted["payload"],
@@ -1044,31 +1342,90 @@ fn response_schemas_match_the_rust_structs() {
     let full = to_json(&transfer_status(true));
     let minimal = to_json(&transfer_status(false));
     let s = schema(&doc, "TransferStatus");
-    assert_shape("TransferStatus", s, &full, &minimal);
+    assert_shape(&doc, "TransferStatus", s, &full, &minimal);
     assert_eq!(
         s["properties"]["recipients"]["items"]["$ref"],
         "#/components/schemas/RecipientStatus"
     );
     let s = schema(&doc, "RecipientStatus");
     assert_shape(
+        &doc,
         "RecipientStatus",
         s,
         &to_json(&recipient_status(true)),
         &to_json(&recipient_status(false)),
     );
-    // Members that serialise as null are nullable.
-    for (k, v) in to_json(&recipient_status(false)).as_object().unwrap() {
-        if v.is_null() {
-            let types = &s["properties"][k]["type"];
-            assert!(
-                types.as_array().is_some_and(|t| t.contains(&json!("null"))),
-                "RecipientStatus.{k} can be null"
-            );
+    assert!(
+        s["properties"]["receipt"]["anyOf"]
+            .as_array()
+            .is_some_and(|b| b.contains(&json!({ "$ref": "#/components/schemas/Receipt" }))),
+        "RecipientStatus.receipt is a Receipt (or null)"
+    );
+
+    let r = to_json(&receipt());
+    assert_shape(&doc, "Receipt", schema(&doc, "Receipt"), &r, &r);
+
+    let meta = to_json(&inbound_meta());
+    assert_shape(
+        &doc,
+        "InboundMeta",
+        schema(&doc, "InboundMeta"),
+        &meta,
+        &meta,
+    );
+
+    let full = to_json(&recipient_envelope(true));
+    let minimal = to_json(&recipient_envelope(false));
+    let s = schema(&doc, "RecipientEnvelope");
+    assert_shape(&doc, "RecipientEnvelope", s, &full, &minimal);
+    for (name, value) in full.as_object().unwrap() {
+        if value.is_object() {
+            let nested = property_schema(&doc, s, name);
+            let (props, req) = flat(&doc, nested);
+            assert_eq!(props, keys(value), "RecipientEnvelope.{name} properties");
+            if let Some(m) = minimal.get(name) {
+                assert_eq!(req, keys(m), "RecipientEnvelope.{name} required");
+            }
         }
     }
 
+    let s = schema(&doc, "InboxItem");
+    assert_shape(
+        &doc,
+        "InboxItem",
+        s,
+        &to_json(&inbox_item(true)),
+        &to_json(&inbox_item(false)),
+    );
+    let s = schema(&doc, "InboxEntry");
+    assert_shape(
+        &doc,
+        "InboxEntry",
+        s,
+        &to_json(&inbox_entry(true)),
+        &to_json(&inbox_entry(false)),
+    );
+    let list = to_json(&InboxList {
+        items: vec![inbox_item(true)],
+    });
+    let s = schema(&doc, "InboxList");
+    assert_shape(&doc, "InboxList", s, &list, &list);
+    assert_eq!(
+        s["properties"]["items"]["items"]["$ref"],
+        "#/components/schemas/InboxItem"
+    );
+    let ack = to_json(&acknowledged());
+    assert_shape(
+        &doc,
+        "Acknowledged",
+        schema(&doc, "Acknowledged"),
+        &ack,
+        &ack,
+    );
+
     let s = schema(&doc, "Problem");
     assert_shape(
+        &doc,
         "Problem",
         s,
         &to_json(&full_problem()),
@@ -1079,32 +1436,719 @@ fn response_schemas_match_the_rust_structs() {
         "#/components/schemas/ProblemField"
     );
     let field = to_json(&problem_field());
-    assert_shape("ProblemField", schema(&doc, "ProblemField"), &field, &field);
+    assert_shape(
+        &doc,
+        "ProblemField",
+        schema(&doc, "ProblemField"),
+        &field,
+        &field,
+    );
+}
+
+#[test]
+fn delivery_channels_and_states_are_the_code_s() {
+    let doc = doc();
+    let s = schema(&doc, "RecipientStatus");
+    let enum_of = |name: &str| -> BTreeSet<String> {
+        strings(&s["properties"][name]["enum"])
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        enum_of("channel"),
+        channel_kinds(),
+        "RecipientStatus.channel"
+    );
+    let states = delivery_states_in_the_store();
+    assert_eq!(
+        states,
+        set(["queued", "delivering", "retrying", "delivered", "dead"]),
+        "the states the store uses (this test reads them from its SQL)"
+    );
+    assert_eq!(enum_of("state"), states, "RecipientStatus.state");
+    let description = s["properties"]["state"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    for state in &states {
+        assert!(
+            description.contains(&format!("`{state}`")),
+            "RecipientStatus.state describes `{state}`"
+        );
+    }
+}
+
+/// Deserialises a JSON example into the Rust type the schema `name` describes and serialises it
+/// again.
+fn round_trip(name: &str, v: &Value) -> Value {
+    fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(name: &str, v: &Value) -> Value {
+        let t: T = serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("the {name} example does not deserialise: {e}\n{v}"));
+        to_json(&t)
+    }
+    match name {
+        "Accepted" => rt::<Accepted>(name, v),
+        "TransferStatus" => rt::<TransferStatus>(name, v),
+        "Receipt" => rt::<Receipt>(name, v),
+        "InboundMeta" => rt::<InboundMeta>(name, v),
+        "RecipientEnvelope" => rt::<RecipientEnvelope>(name, v),
+        "InboxList" => rt::<InboxList>(name, v),
+        "InboxEntry" => rt::<InboxEntry>(name, v),
+        "Acknowledged" => rt::<Acknowledged>(name, v),
+        other => panic!("no Rust type is known for the schema {other}"),
+    }
+}
+
+fn schema_name(v: &Value) -> &str {
+    v["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .unwrap_or_else(|| panic!("expected a $ref to a schema, got {v}"))
 }
 
 #[test]
 fn success_examples_are_what_the_code_produces() {
     let doc = doc();
+    let mut seen = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if !status.starts_with('2') {
+                continue;
+            }
+            let Some(content) = resolve(&doc, response)["content"].get("application/json") else {
+                continue;
+            };
+            let name = schema_name(&content["schema"]);
+            let Some(example) = content.get("example") else {
+                panic!("{method} {path} {status}: give an example");
+            };
+            assert_eq!(
+                round_trip(name, example),
+                *example,
+                "{method} {path} {status}: the example has members {name} does not"
+            );
+            seen.insert(name.to_owned());
+        }
+    }
+    assert_eq!(
+        seen,
+        set([
+            "Accepted",
+            "TransferStatus",
+            "Receipt",
+            "InboxList",
+            "InboxEntry",
+            "Acknowledged"
+        ]),
+        "the JSON success answers"
+    );
+    for name in ["InboundMeta", "RecipientEnvelope"] {
+        let example = &schema(&doc, name)["example"];
+        assert!(example.is_object(), "the {name} schema has an example");
+        assert_eq!(round_trip(name, example), *example, "the {name} example");
+    }
+
     let submit = &doc["paths"]["/v1/transfers"]["post"]["responses"]["202"];
     assert_eq!(
-        submit["content"]["application/json"]["schema"]["$ref"],
-        "#/components/schemas/Accepted"
+        schema_name(&submit["content"]["application/json"]["schema"]),
+        "Accepted"
     );
     assert!(
         submit["headers"]["Location"].is_object(),
         "202 has Location"
     );
-    if let Some(ex) = submit["content"]["application/json"].get("example") {
-        let a: Accepted = serde_json::from_value(ex.clone()).expect("the 202 example");
-        assert_eq!(to_json(&a), *ex, "the 202 example has unknown members");
-    }
     let status = &doc["paths"]["/v1/transfers/{id}"]["get"]["responses"]["200"];
     assert_eq!(
-        status["content"]["application/json"]["schema"]["$ref"],
-        "#/components/schemas/TransferStatus"
+        schema_name(&status["content"]["application/json"]["schema"]),
+        "TransferStatus"
     );
-    if let Some(ex) = status["content"]["application/json"].get("example") {
-        let s: TransferStatus = serde_json::from_value(ex.clone()).expect("the 200 example");
-        assert_eq!(to_json(&s), *ex, "the 200 example has unknown members");
+    let entry = &doc["paths"]["/v1/inbox/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["example"];
+    let b64 = entry["envelope_age_base64"].as_str().unwrap_or_default();
+    assert!(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .is_ok(),
+        "the InboxEntry example's envelope_age_base64 is base64"
+    );
+    let payload = &doc["paths"]["/v1/inbox/{id}/payload"]["get"]["responses"]["200"]["content"];
+    assert_eq!(
+        keys(payload),
+        set(["application/octet-stream"]),
+        "the inbox payload is an octet stream"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inbound contract.
+
+fn meta_example(doc: &Value) -> Value {
+    let ex = schema(doc, "InboundMeta")["example"].clone();
+    assert!(ex.is_object(), "the InboundMeta schema has no example");
+    ex
+}
+
+fn meta(v: &Value) -> Result<InboundMeta, serde_json::Error> {
+    serde_json::from_value(v.clone())
+}
+
+#[test]
+fn the_meta_example_is_an_inbound_meta() {
+    let doc = doc();
+    let ex = meta_example(&doc);
+    let m = meta(&ex).expect("the InboundMeta example");
+    assert_eq!(to_json(&m), ex, "the InboundMeta example round-trips");
+    assert!(
+        time::Date::parse(
+            &m.retain_until,
+            time::macros::format_description!("[year]-[month]-[day]")
+        )
+        .is_ok(),
+        "the example's retain_until is a date"
+    );
+}
+
+#[test]
+fn the_meta_schema_refuses_what_the_code_refuses() {
+    let doc = doc();
+    let s = schema(&doc, "InboundMeta");
+    let ex = meta_example(&doc);
+    assert_eq!(s["additionalProperties"], false, "InboundMeta");
+    assert!(
+        meta(&edit(&ex, "not_a_member", Some(json!("x")))).is_err(),
+        "an unknown member is refused (deny_unknown_fields)"
+    );
+    for member in required(s) {
+        assert!(
+            meta(&edit(&ex, &member, None)).is_err(),
+            "without {member}: refused, as the document says it is required"
+        );
     }
+    for member in properties(s) {
+        let p = &s["properties"][&member];
+        let bad = if p["format"] == "uuid" {
+            Some("not-a-uuid")
+        } else if p.get("pattern").is_some() {
+            Some("Not An Id")
+        } else {
+            None
+        };
+        if let Some(bad) = bad {
+            assert!(
+                meta(&edit(&ex, &member, Some(json!(bad)))).is_err(),
+                "{member} = {bad:?} is refused, as the document's format or pattern says"
+            );
+        }
+        assert!(
+            meta(&edit(&ex, &member, Some(json!(7)))).is_err(),
+            "{member} must be a string"
+        );
+    }
+}
+
+#[test]
+fn the_inbound_body_is_meta_then_envelope_then_payload() {
+    let doc = doc();
+    let body =
+        &doc["paths"]["/v1/inbound"]["post"]["requestBody"]["content"]["multipart/form-data"];
+    assert_eq!(
+        strings(&body["schema"]["required"]),
+        ["meta", "envelope", "payload"]
+    );
+    assert_eq!(
+        keys(&body["schema"]["properties"]),
+        set(["meta", "envelope", "payload"])
+    );
+    assert_eq!(
+        schema_name(&body["schema"]["properties"]["meta"]),
+        "InboundMeta"
+    );
+    for part in ["envelope", "payload"] {
+        assert_eq!(
+            body["schema"]["properties"][part]["format"], "binary",
+            "{part}"
+        );
+        assert_eq!(
+            body["encoding"][part]["contentType"], "application/octet-stream",
+            "{part}"
+        );
+    }
+    assert_eq!(body["encoding"]["meta"]["contentType"], "application/json");
+    let responses = &doc["paths"]["/v1/inbound"]["post"]["responses"];
+    for status in ["200", "201"] {
+        assert_eq!(
+            schema_name(&responses[status]["content"]["application/json"]["schema"]),
+            "Receipt",
+            "{status}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the real router: the caller kinds, and the answers of the inbound and inbox operations.
+
+const PEER: &str = "westshire-gateway";
+
+/// A gateway's router state over a scratch store, with one organisation (the recipient of the
+/// document's `meta` example, receiving by inbox) and one peer gateway.
+struct Gateway {
+    app: Arc<App>,
+    recipient: Principal,
+    peer: Principal,
+    _state: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn new(doc: &Value) -> Self {
+        let scheme = marking_scheme();
+        let recipient = org(meta_example(doc)["recipient"].as_str().unwrap());
+        let organisation = Organisation {
+            id: recipient.clone(),
+            name: "The recipient".into(),
+            kind: OrgKind::Statutory(Sector::Police),
+            clearance: Rank::Level(1),
+            identities: vec![ClientIdentity::Fingerprint(CertFingerprint([1; 32]))],
+            endpoint: Some(Endpoint {
+                channel: Channel::Inbox,
+                age_recipients: vec![age::x25519::Identity::generate().to_public().to_string()],
+                ceiling: None,
+            }),
+        };
+        let peer: PeerId = PEER.parse().unwrap();
+        let registry = Registry::new(
+            scheme,
+            vec![organisation],
+            Vec::new(),
+            Vec::new(),
+            vec![Peer {
+                id: peer.clone(),
+                name: "Westshire gateway".into(),
+                identities: vec![ClientIdentity::Fingerprint(CertFingerprint([2; 32]))],
+            }],
+        )
+        .expect("the test registry");
+        let state = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(state.path()).expect("a scratch store");
+        let app = App {
+            registry: Live::new(registry),
+            store,
+            spool_recipient: age::x25519::Identity::generate().to_public(),
+            subject_key: Arc::new(SubjectKey::new(vec![7; 32]).unwrap()),
+            limits: Limits {
+                max_payload_bytes: 1 << 20,
+                max_envelope_bytes: 64 * 1024,
+                max_connections: 8,
+                handshake_timeout: std::time::Duration::from_secs(10),
+                idle_timeout: std::time::Duration::from_secs(10),
+            },
+            wake: Wake::default(),
+            max_email_bytes: 1 << 20,
+        };
+        Gateway {
+            app: Arc::new(app),
+            recipient: Principal::Organisation(recipient),
+            peer: Principal::Peer(peer),
+            _state: state,
+        }
+    }
+
+    async fn call(
+        &self,
+        who: &Principal,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = http::Request::builder()
+            .method(method.to_ascii_uppercase().as_str())
+            .uri(uri)
+            .extension(Caller {
+                principal: who.clone(),
+                fingerprint: CertFingerprint([0; 32]),
+            });
+        if let Some(ct) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, ct);
+        }
+        let resp = router(self.app.clone())
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn code(&self) -> Option<String> {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+    }
+}
+
+/// Checks that an answer is one the document gives for this response: its status is listed,
+/// its media type is the listed one, a problem's code is listed under that status, and a JSON
+/// body has the schema's members. Returns the JSON body, if it is JSON.
+fn check_response(at: &str, response: &Value, doc: &Value, a: &Answer) -> Option<Value> {
+    let response = resolve(doc, response);
+    assert!(
+        response.is_object(),
+        "{at}: answered {}, which the document does not list",
+        a.status
+    );
+    let media = a.content_type.split(';').next().unwrap_or_default().trim();
+    let content = &response["content"][media];
+    assert!(
+        content.is_object(),
+        "{at} {}: answered {media}, but the document lists {:?}",
+        a.status,
+        keys(&response["content"])
+    );
+    match media {
+        "application/problem+json" => {
+            let p: Problem = serde_json::from_slice(&a.body)
+                .unwrap_or_else(|e| panic!("{at} {}: not a Problem: {e}", a.status));
+            assert_eq!(p.status, a.status, "{at}: the problem's status");
+            assert!(
+                strings(&response["x-problem-codes"]).contains(&p.code),
+                "{at} {}: answered `{}`, which is not listed under it",
+                a.status,
+                p.code
+            );
+            Some(to_json(&p))
+        }
+        "application/json" => {
+            let v: Value = serde_json::from_slice(&a.body)
+                .unwrap_or_else(|e| panic!("{at} {}: not JSON: {e}", a.status));
+            let (props, req) = flat(doc, &content["schema"]);
+            let got = keys(&v);
+            assert!(
+                got.is_subset(&props) && req.is_subset(&got),
+                "{at} {}: members {got:?}, the schema has {props:?} (required {req:?})",
+                a.status
+            );
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+/// As [`check_response`], for an operation.
+fn documented(doc: &Value, method: &str, path: &str, a: &Answer) -> Option<Value> {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    check_response(
+        &format!("{method} {path}"),
+        &op["responses"][a.status.to_string()],
+        doc,
+        a,
+    )
+}
+
+fn multipart(parts: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "postern-openapi-test";
+    let mut body = Vec::new();
+    for (name, content_type, bytes) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_refuses_the_other_kind_of_caller_as_documented() {
+    let doc = doc();
+    let gw = Gateway::new(&doc);
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][*path][*method];
+        let caller = op["x-postern-caller"].as_str().unwrap_or_default();
+        let uri = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
+        let as_org = gw.call(&gw.recipient, method, &uri, None, Vec::new()).await;
+        let as_peer = gw.call(&gw.peer, method, &uri, None, Vec::new()).await;
+        let (right, wrong, code) = match caller {
+            "organisation" => (&as_org, &as_peer, "not_an_organisation"),
+            "peer_gateway" => (&as_peer, &as_org, "not_a_peer"),
+            other => panic!("{method} {path}: x-postern-caller {other:?}"),
+        };
+        assert_eq!(
+            (wrong.status, wrong.code().as_deref()),
+            (403, Some(code)),
+            "{method} {path} is for {caller}: the other kind gets 403 `{code}`"
+        );
+        assert!(
+            !(right.status == 403
+                && CALLERS
+                    .iter()
+                    .any(|(_, c)| right.code().as_deref() == Some(*c))),
+            "{method} {path} is for {caller}, but refused it"
+        );
+        if (*method, *path) != ("post", "/v1/transfers") {
+            documented(&doc, method, path, wrong);
+        }
+        // Empty requests from the right caller are answered as documented too.
+        documented(&doc, method, path, right);
+    }
+
+    // The router's own answers.
+    let not_found = gw
+        .call(&gw.recipient, "get", "/v1/no-such-thing", None, Vec::new())
+        .await;
+    check_response(
+        "GET /v1/no-such-thing",
+        &doc["components"]["responses"]["NotFound"],
+        &doc,
+        &not_found,
+    );
+    assert_eq!(not_found.status, 404);
+    let not_allowed = gw
+        .call(&gw.peer, "delete", "/v1/inbound", None, Vec::new())
+        .await;
+    check_response(
+        "DELETE /v1/inbound",
+        &doc["components"]["responses"]["MethodNotAllowed"],
+        &doc,
+        &not_allowed,
+    );
+    assert_eq!(not_allowed.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_and_inbox_answer_as_documented() {
+    let doc = &doc();
+    let gw = &Gateway::new(doc);
+    let ex = meta_example(doc);
+    let meta_json = ex.to_string();
+    let envelope: &[u8] =
+        b"age-encryption.org/v1 (a sealed envelope, as far as this gateway can tell)";
+    let first = b"the sealed payload, first delivery".as_slice();
+    let again = b"the sealed payload, a repeat with other bytes".as_slice();
+    let deliver = |payload: &'static [u8], meta: String| async move {
+        let (ct, body) = multipart(&[
+            ("meta", "application/json", meta.as_bytes()),
+            ("envelope", "application/octet-stream", envelope),
+            ("payload", "application/octet-stream", payload),
+        ]);
+        gw.call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+            .await
+    };
+    let inbound = |a: &Answer| documented(doc, "post", "/v1/inbound", a);
+
+    // New: 201 with a receipt of exactly these bytes.
+    let a = deliver(first, meta_json.clone()).await;
+    assert_eq!(a.status, 201, "a new delivery");
+    let receipt: Receipt = serde_json::from_value(inbound(&a).unwrap()).unwrap();
+    assert_eq!(receipt.sha256, sha256_hex(first));
+
+    // A repeat: 200, the first receipt's id and time, the digest of this request's bytes.
+    let a = deliver(again, meta_json.clone()).await;
+    assert_eq!(a.status, 200, "a repeat");
+    let repeat: Receipt = serde_json::from_value(inbound(&a).unwrap()).unwrap();
+    assert_eq!(repeat.receipt_id, receipt.receipt_id);
+    assert_eq!(repeat.received_at, receipt.received_at);
+    assert_eq!(repeat.sha256, sha256_hex(again));
+
+    // The problem answers.
+    let a = deliver(
+        first,
+        edit(&ex, "recipient", Some(json!("nobody-here"))).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.code().as_deref()),
+        (422, Some("recipient_not_here"))
+    );
+    inbound(&a);
+    for bad in [
+        edit(&ex, "not_a_member", Some(json!("x"))).to_string(),
+        edit(&ex, "transfer_id", Some(json!("not-a-uuid"))).to_string(),
+        "not json".to_owned(),
+    ] {
+        let a = deliver(first, bad).await;
+        assert_eq!(
+            (a.status, a.code().as_deref()),
+            (422, Some("invalid_inbound"))
+        );
+        inbound(&a);
+    }
+    let (ct, body) = multipart(&[
+        ("meta", "application/json", meta_json.as_bytes()),
+        ("payload", "application/octet-stream", first),
+    ]);
+    let a = gw
+        .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_deref()),
+        (400, Some("unexpected_part"))
+    );
+    inbound(&a);
+    let a = gw
+        .call(
+            &gw.peer,
+            "post",
+            "/v1/inbound",
+            Some("application/json"),
+            meta_json.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_deref()),
+        (415, Some("unsupported_media_type"))
+    );
+    inbound(&a);
+    let big = vec![b'x'; 64 * 1024 + 1];
+    let (ct, body) = multipart(&[("meta", "application/json", &big)]);
+    let a = gw
+        .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_deref()),
+        (413, Some("payload_too_large"))
+    );
+    inbound(&a);
+
+    // The recipient's inbox: the item, its envelope and payload (the first delivery's bytes).
+    let me = &gw.recipient;
+    let list = |query: &'static str| async move {
+        let a = gw
+            .call(me, "get", &format!("/v1/inbox{query}"), None, Vec::new())
+            .await;
+        assert_eq!(a.status, 200);
+        let v = documented(doc, "get", "/v1/inbox", &a).unwrap();
+        serde_json::from_value::<InboxList>(v).unwrap().items
+    };
+    let items = list("").await;
+    assert_eq!(items.len(), 1, "stored once");
+    let item = &items[0];
+    assert_eq!(item.id, receipt.receipt_id, "the receipt id is the item id");
+    assert_eq!(item.transfer_id, ex["transfer_id"]);
+    assert_eq!(item.payload_sha256, sha256_hex(first));
+    assert_eq!(item.payload_size, first.len() as u64);
+    assert_eq!(item.acknowledged_at, None);
+
+    let id = item.id.clone();
+    let a = gw
+        .call(me, "get", &format!("/v1/inbox/{id}"), None, Vec::new())
+        .await;
+    assert_eq!(a.status, 200);
+    let entry: InboxEntry =
+        serde_json::from_value(documented(doc, "get", "/v1/inbox/{id}", &a).unwrap()).unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&entry.envelope_age_base64)
+            .unwrap(),
+        envelope
+    );
+
+    let payload = |id: String| async move {
+        let a = gw
+            .call(
+                me,
+                "get",
+                &format!("/v1/inbox/{id}/payload"),
+                None,
+                Vec::new(),
+            )
+            .await;
+        documented(doc, "get", "/v1/inbox/{id}/payload", &a);
+        a
+    };
+    let a = payload(id.clone()).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, first);
+
+    let ack = |id: String| async move {
+        let a = gw
+            .call(me, "post", &format!("/v1/inbox/{id}/ack"), None, Vec::new())
+            .await;
+        let v = documented(doc, "post", "/v1/inbox/{id}/ack", &a);
+        (a, v)
+    };
+    let (a, v) = ack(id.clone()).await;
+    assert_eq!(a.status, 200);
+    let first_ack: Acknowledged = serde_json::from_value(v.unwrap()).unwrap();
+    assert_eq!(first_ack.id, id);
+    let (a, v) = ack(id.clone()).await;
+    assert_eq!(a.status, 200, "acknowledging again is harmless");
+    let second_ack: Acknowledged = serde_json::from_value(v.unwrap()).unwrap();
+    assert_eq!(
+        second_ack.acknowledged_at, first_ack.acknowledged_at,
+        "with the first acknowledgement's time"
+    );
+
+    let a = payload(id.clone()).await;
+    assert_eq!((a.status, a.code().as_deref()), (410, Some("payload_gone")));
+    assert!(
+        list("").await.is_empty(),
+        "acknowledged items leave the listing"
+    );
+    let all = list("?all=true").await;
+    assert_eq!(all.len(), 1, "?all=true includes them");
+    assert_eq!(
+        all[0].acknowledged_at.as_deref(),
+        Some(first_ack.acknowledged_at.as_str())
+    );
+
+    // Unknown items, and another organisation's caller.
+    let nobody = uuid::Uuid::now_v7().to_string();
+    for (method, path) in [
+        ("get", "/v1/inbox/{id}"),
+        ("get", "/v1/inbox/{id}/payload"),
+        ("post", "/v1/inbox/{id}/ack"),
+    ] {
+        let a = gw
+            .call(me, method, &path.replace("{id}", &nobody), None, Vec::new())
+            .await;
+        assert_eq!(
+            (a.status, a.code().as_deref()),
+            (404, Some("inbox_item_not_found")),
+            "{method} {path}"
+        );
+        documented(doc, method, path, &a);
+    }
+    let a = gw
+        .call(
+            me,
+            "get",
+            &format!("/v1/transfers/{nobody}"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_deref()),
+        (404, Some("transfer_not_found"))
+    );
+    documented(doc, "get", "/v1/transfers/{id}", &a);
 }

@@ -221,7 +221,7 @@ impl EmailChannel {
                     // relay that does not offer STARTTLS, or a certificate it cannot prove) is
                     // the relay's state and may change, unless it is a TLS verification
                     // failure, which is treated as permanent below.
-                    let this_permanent = e.is_permanent() || (e.is_tls() && tls_verification(&e));
+                    let this_permanent = e.is_permanent() || tls_verification(&e);
                     permanent &= this_permanent;
                     failures.push(format!("relay {}: {}", relay.name, describe(&e)));
                 }
@@ -236,23 +236,13 @@ impl EmailChannel {
     }
 }
 
-/// Whether a TLS error is a certificate that does not verify (as opposed to, say, a relay
+/// Whether a failure is a certificate that does not verify (as opposed to, say, a relay
 /// that closed the connection mid-handshake).
 fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(rustls::Error::InvalidCertificate(_)) =
-                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    matches!(
+        super::find_tls_error(e),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
 }
 
 fn describe(e: &lettre::transport::smtp::Error) -> String {

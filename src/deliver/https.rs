@@ -162,19 +162,10 @@ impl HttpsChannel {
 /// Connection-level failures are temporary (the peer may come back), except certificate
 /// failures: a certificate that does not verify will not start verifying on its own.
 fn classify_error(e: &hyper_util::client::legacy::Error) -> Outcome {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return tls_outcome(tls);
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return tls_outcome(tls);
-        }
-        source = err.source();
+    match super::find_tls_error(e) {
+        Some(tls) => tls_outcome(tls),
+        None => Outcome::Temporary(format!("could not deliver: {}", error_chain(e))),
     }
-    Outcome::Temporary(format!("could not deliver: {}", error_chain(e)))
 }
 
 fn tls_outcome(tls: &rustls::Error) -> Outcome {
@@ -191,7 +182,9 @@ fn tls_outcome(tls: &rustls::Error) -> Outcome {
             | A::CertificateUnknown
             | A::UnknownCA
             | A::CertificateRequired
-            | A::AccessDenied,
+            | A::AccessDenied
+            // What rustls sends when a certificate's signature does not verify.
+            | A::DecryptError,
         ) => Outcome::Permanent(format!("TLS: {tls}")),
         other => Outcome::Temporary(format!("TLS: {other}")),
     }

@@ -55,6 +55,30 @@ pub enum Outcome {
     Permanent(String),
 }
 
+/// The TLS error somewhere in an error's chain, if there is one. Libraries wrap rustls errors
+/// in `io::Error`s (sometimes twice), and `io::Error::source` skips the wrapped error itself,
+/// so each `io::Error` is opened with `get_ref` as well as followed by `source`.
+pub(crate) fn find_tls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut pending = vec![e];
+    while let Some(err) = pending.pop() {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            pending.push(inner);
+        }
+        if let Some(next) = err.source() {
+            pending.push(next);
+        }
+    }
+    None
+}
+
 /// Everything an attempt needs.
 pub struct Deliverer {
     pub store: Store,
@@ -264,7 +288,8 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
     let tracker = TaskTracker::new();
     let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
     loop {
-        if last_purge.elapsed() >= Duration::from_secs(60) {
+        // An indexed query: cheap enough to run often, so that a short grace period is honoured.
+        if last_purge.elapsed() >= Duration::from_secs(1) {
             purge(&d).await;
             last_purge = std::time::Instant::now();
         }
@@ -289,8 +314,8 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
                 Err(e) => tracing::error!(error = %e, "could not read the delivery queue"),
             }
         }
-        // Sleep until something is due, something is accepted, an attempt ends, or a minute
-        // passes (the purge, and anything that became due without a wake-up).
+        // Sleep until something is due, something is accepted, an attempt ends, or a second
+        // passes (for the purge).
         let next = d
             .store
             .read(queue::next_due)
@@ -298,9 +323,9 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
             .ok()
             .flatten()
             .and_then(|t| clock::parse(&t));
-        let wait = next.map_or(Duration::from_secs(60), |t| {
+        let wait = next.map_or(Duration::from_secs(1), |t| {
             let s = (t - clock::now()).as_seconds_f64();
-            Duration::from_secs_f64(s.clamp(0.0, 60.0))
+            Duration::from_secs_f64(s.clamp(0.0, 1.0))
         });
         tokio::select! {
             () = stop.cancelled() => break,

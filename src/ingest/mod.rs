@@ -7,6 +7,7 @@
 
 pub mod caller;
 pub mod inbound;
+mod linger;
 pub mod problem;
 pub mod routes;
 pub mod tls;
@@ -207,7 +208,12 @@ async fn connection(
     stop: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+    let stream = match tokio::time::timeout(
+        handshake_timeout,
+        acceptor.accept(linger::Lingering::new(tcp)),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "TLS handshake failed");

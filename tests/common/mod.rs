@@ -116,6 +116,11 @@ impl Deployment {
             include_str!("../../config/demo/marking.toml"),
         )
         .expect("write");
+        std::fs::write(
+            config_dir.join("peers.toml"),
+            include_str!("../../config/demo/peers.toml"),
+        )
+        .expect("write");
         // Email recipients need a relay; unless a test brings its own, point at a port nobody
         // listens on (deliveries by email then simply wait to be retried).
         let smtp = if extra.contains("[smtp]") {
@@ -133,6 +138,31 @@ impl Deployment {
             config_dir,
             state_dir,
         }
+    }
+
+    /// Replaces text in one of the configuration files (before the gateway starts).
+    pub fn rewrite(&self, file: &str, from: &str, to: &str) {
+        let p = self.config_dir.join(file);
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).expect("write");
+    }
+
+    /// The age identity an organisation's deliveries are sealed to (the demo generates one each).
+    pub fn org_key(&self, org: &str) -> postern_gateway::seal::SpoolKey {
+        postern_gateway::seal::SpoolKey::from_file(
+            &devkit::DevPaths::new(&self.state_dir).org_identity(org),
+        )
+        .expect("org key")
+    }
+
+    /// This deployment's gateway certificate and key (what it presents to peers, too).
+    pub fn server_identity(&self) -> Identity {
+        Identity::from_files(
+            &self.state_dir.join("pki/server.crt"),
+            &self.state_dir.join("pki/server.key"),
+        )
+        .expect("server identity")
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -203,6 +233,12 @@ impl Deployment {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn postern");
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
@@ -214,15 +250,21 @@ impl Deployment {
                 }
                 _ => {
                     let _ = child.kill();
-                    let out = child.wait_with_output().expect("output");
+                    let _ = child.wait();
                     panic!(
                         "postern serve did not start:\n{}",
-                        String::from_utf8_lossy(&out.stderr)
+                        stderr.join().unwrap_or_default()
                     );
                 }
             }
         };
-        BinaryServer { child, addr }
+        // Keep draining stdout too, for the same reason.
+        std::thread::spawn(move || for _ in lines {});
+        BinaryServer {
+            child,
+            addr,
+            stderr,
+        }
     }
 
     /// A client connection authenticated as `org`.
@@ -289,8 +331,20 @@ impl Deployment {
         Reader::open(&self.state_dir).expect("reader")
     }
 
-    /// Every log record's body, oldest first.
+    /// The decision records (accepted, refused, rejected), oldest first.
     pub fn records(&self) -> Vec<Value> {
+        self.all_records()
+            .into_iter()
+            .filter(|r| {
+                r["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("transfer_"))
+            })
+            .collect()
+    }
+
+    /// Every log record's body (decisions, delivery attempts, inbox events...), oldest first.
+    pub fn all_records(&self) -> Vec<Value> {
         let mut r = self
             .reader()
             .records(&LogFilter::default())
@@ -320,6 +374,8 @@ impl Server {
 pub struct BinaryServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Everything written to stderr, read as it comes (a full pipe would stall the gateway).
+    stderr: std::thread::JoinHandle<String>,
 }
 
 impl BinaryServer {
@@ -350,10 +406,10 @@ impl BinaryServer {
             .arg("-TERM")
             .arg(self.pid().to_string())
             .status();
-        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"))
-            .wait_with_output()
-            .expect("wait");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+            .join()
+            .unwrap_or_default()
     }
 }
 
@@ -430,7 +486,7 @@ pub async fn submit(
         idempotency_key: idempotency_key.map(str::to_owned),
     })
     .await
-    .expect("submit")
+    .unwrap_or_else(|e| panic!("submit: {e:?}"))
 }
 
 pub fn json(answer: &Answer) -> Value {
@@ -456,4 +512,58 @@ pub fn db_bytes(state_dir: &Path) -> Vec<u8> {
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Polls until `f` returns Some, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed().as_secs() < secs,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls a transfer's status until `done` holds for one recipient's entry, and returns that entry.
+pub async fn wait_recipient(
+    conn: &mut Connection,
+    id: &str,
+    recipient: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let s = recipient_state(conn, id, recipient).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "timed out after 20 s waiting for {what}; last state {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A transfer's state for one recipient, as its sender sees it.
+pub async fn recipient_state(conn: &mut Connection, id: &str, recipient: &str) -> Value {
+    let a = conn
+        .get(&format!("/v1/transfers/{id}"))
+        .await
+        .expect("status");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    json(&a)["recipients"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["recipient"] == recipient).cloned())
+        .expect("recipient listed")
 }

@@ -1,0 +1,787 @@
+//! Delivery with real parts: a real SMTP server (mailin's state machine over tokio, STARTTLS by
+//! rustls) started in the test, and two gateways exchanging a transfer over mutual TLS.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::{
+    Deployment, contains, envelope, eventually, json, payload, recipient_state, submit,
+    wait_recipient,
+};
+use mail_parser::{MessageParser, MimeHeaders};
+use postern_gateway::seal;
+use postern_gateway::smtp_sink::{SinkOptions, SmtpSink, tls_config};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// Fast retries, so that tests see several attempts in a second or two.
+const FAST: &str = "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n";
+
+fn relay(port: u16, ca: &std::path::Path, tls: &str) -> String {
+    format!(
+        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"{tls}\", ca = \"{}\" }}]\n",
+        ca.display()
+    )
+}
+
+/// An SMTP server whose certificate (for `localhost`) is issued by `ca`.
+fn sink(
+    listener: TcpListener,
+    ca: &postern_gateway::pki::Ca,
+    mut options: SinkOptions,
+) -> SmtpSink {
+    let issued = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()])
+        .expect("issue");
+    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+    if options.starttls.is_none() && !options.reject && options.fail_first == usize::MAX {
+        options.fail_first = 0;
+    }
+    options.starttls = options
+        .starttls
+        .or_else(|| Some(std::sync::Arc::new(tls_config(chain, key).expect("tls"))));
+    SmtpSink::start(listener, options).expect("sink")
+}
+
+async fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+/// The police share with the council's children's services, who receive by email.
+fn to_council() -> Value {
+    envelope(json!({"recipients": ["northshire-cc"]}))
+}
+
+fn open_with(bytes: &[u8], key: &postern_gateway::seal::SpoolKey) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    seal::open(bytes, key.identity())
+        .map_err(|e| e.to_string())?
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_is_sealed_for_its_recipient_alone_and_sent_over_starttls() {
+    let (l, port) = listener().await;
+    let d0 = Deployment::new();
+    let d = Deployment::with_daemon(&format!("{}{FAST}", relay(port, &d0.ca_path(), "starttls")));
+    // The relay's certificate comes from another CA (d0's) and is verified against it.
+    let smtp = sink(l, &d0.ca(), SinkOptions::default());
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let data = payload(50_000, 21);
+    let a = submit(&mut police, &to_council(), data.clone(), None).await;
+    assert_eq!(a.status, 202);
+    let id = json(&a)["transfer_id"].as_str().expect("id").to_owned();
+    let state = wait_recipient(&mut police, &id, "northshire-cc", "delivery", |s| {
+        s["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(state["channel"], "email");
+    assert!(
+        state["receipt"]["receipt_id"]
+            .as_str()
+            .is_some_and(|r| r.contains("250")),
+        "{state}"
+    );
+
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert!(mail.tls, "sent over STARTTLS");
+    assert_eq!(
+        mail.to,
+        vec!["childrens.services@northshire-cc.example".to_string()]
+    );
+    let msg = MessageParser::default()
+        .parse(&mail.data)
+        .expect("a MIME message");
+    let subject = msg.subject().expect("subject");
+    assert_eq!(
+        subject,
+        format!("OFFICIAL-SENSITIVE PERSONAL: secure transfer {id} from Northshire Police")
+    );
+    assert_eq!(
+        msg.header_raw("X-Postern-Transfer-Id").map(str::trim),
+        Some(id.as_str())
+    );
+    let body = msg.body_text(0).expect("a text body");
+    for needle in [
+        id.as_str(),
+        "child-protection-s47",
+        "OFFICIAL-SENSITIVE PERSONAL",
+        "Destroy by",
+        "age -d -i",
+    ] {
+        assert!(body.contains(needle), "the body says {needle:?}:\n{body}");
+    }
+    // Nothing personal outside the sealed attachments.
+    for secret in [
+        "JUSTIFICATION-SENTINEL",
+        "SUBJECT-SENTINEL",
+        "9434765919",
+        "notes.pdf",
+    ] {
+        assert!(
+            !contains(&mail.data, secret.as_bytes()),
+            "{secret} appears in the message"
+        );
+    }
+
+    let attachments: Vec<_> = msg.attachments().collect();
+    assert_eq!(attachments.len(), 2);
+    let council = d.org_key("northshire-cc");
+    let police_key = d.org_key("northshire-police");
+    let by_name = |suffix: &str| {
+        attachments
+            .iter()
+            .find(|a| a.attachment_name().is_some_and(|n| n.ends_with(suffix)))
+            .map(|a| a.contents().to_vec())
+            .expect("attachment")
+    };
+    let sealed_envelope = by_name("-envelope.json.age");
+    let sealed_payload = by_name("-payload.age");
+    assert_eq!(
+        open_with(&sealed_payload, &council).expect("opens with the council's key"),
+        data
+    );
+    let env: Value =
+        serde_json::from_slice(&open_with(&sealed_envelope, &council).expect("envelope opens"))
+            .expect("JSON");
+    assert_eq!(env["transfer_id"], json!(id));
+    assert_eq!(env["sender"], "northshire-police");
+    assert!(
+        env["justification"]
+            .as_str()
+            .is_some_and(|j| j.contains("JUSTIFICATION-SENTINEL"))
+    );
+    assert_eq!(
+        env["subject_refs"],
+        json!(["nhs:9434765919", "case:SUBJECT-SENTINEL-77"])
+    );
+    assert_eq!(env["file_name"], "notes.pdf");
+    assert!(
+        open_with(&sealed_payload, &police_key).is_err(),
+        "no one else's key opens it"
+    );
+
+    // The attempt is in the transfer log.
+    let attempt = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "delivery_attempt" && r["recipient"] == "northshire-cc")
+        .expect("attempt record");
+    assert_eq!(attempt["outcome"], "delivered");
+    assert_eq!(attempt["channel"], "email");
+    assert!(
+        attempt["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("250")),
+        "{attempt}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
+    // No STARTTLS offered: the gateway never falls back to plaintext, and keeps trying.
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let plain = SmtpSink::start(l, SinkOptions::default()).expect("sink");
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![1; 1000], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(
+        &mut police,
+        &id,
+        "northshire-cc",
+        "two failed attempts",
+        |s| s["attempts"].as_i64() >= Some(2) && s["state"] == "retrying",
+    )
+    .await;
+    assert_eq!(s["state"], "retrying", "{s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("tls")),
+        "{s}"
+    );
+    assert!(plain.received().is_empty(), "nothing was sent in plaintext");
+    server.stop().await;
+
+    // STARTTLS, but a certificate from a CA the gateway was not told to trust: dead at once.
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let foreign = postern_gateway::pki::Ca::generate("Someone else's CA").expect("ca");
+    let impostor = sink(l, &foreign, SinkOptions::default());
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![1; 1000], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(&mut police, &id, "northshire-cc", "a dead delivery", |s| {
+        s["state"] == "dead"
+    })
+    .await;
+    assert_eq!(
+        s["attempts"], 1,
+        "a certificate that does not verify is permanent: {s}"
+    );
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("certificate")),
+        "{s}"
+    );
+    assert!(impostor.received().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_is_down_gets_the_message_after_a_retry() {
+    let (l, port) = listener().await;
+    drop(l); // nobody listens yet
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let data = payload(2000, 22);
+    let id = json(&submit(&mut police, &to_council(), data.clone(), None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_recipient(&mut police, &id, "northshire-cc", "a failed attempt", |s| {
+        s["state"] == "retrying"
+    })
+    .await;
+    let smtp = sink(
+        TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind"),
+        &d.ca(),
+        SinkOptions::default(),
+    );
+    let s = wait_recipient(
+        &mut police,
+        &id,
+        "northshire-cc",
+        "delivery after the relay came back",
+        |s| s["state"] == "delivered",
+    )
+    .await;
+    assert!(s["attempts"].as_i64() >= Some(2), "{s}");
+    assert_eq!(smtp.received().len(), 1);
+    let attempts: Vec<String> = d
+        .all_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "delivery_attempt")
+        .map(|r| r["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        attempts.first().is_some_and(|o| o == "retrying")
+            && attempts.last().is_some_and(|o| o == "delivered"),
+        "{attempts:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
+    // 451 twice, then accepted.
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let smtp = sink(
+        l,
+        &d.ca(),
+        SinkOptions {
+            fail_first: 2,
+            ..SinkOptions::default()
+        },
+    );
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(&mut police, &id, "northshire-cc", "delivery", |s| {
+        s["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(s["attempts"], 3, "{s}");
+    assert_eq!(smtp.received().len(), 1);
+    server.stop().await;
+
+    // 550: dead after one attempt.
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let _smtp = sink(
+        l,
+        &d.ca(),
+        SinkOptions {
+            reject: true,
+            ..SinkOptions::default()
+        },
+    );
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(&mut police, &id, "northshire-cc", "a dead delivery", |s| {
+        s["state"] == "dead"
+    })
+    .await;
+    assert_eq!(s["attempts"], 1);
+    assert!(
+        s["last_error"].as_str().is_some_and(|e| e.contains("550")),
+        "{s}"
+    );
+    server.stop().await;
+
+    // A relay that never answers, and a lifetime of one second: dead, with its reason recorded.
+    let (l, port) = listener().await;
+    drop(l);
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}lifetime_secs = 1\n",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(
+        &mut police,
+        &id,
+        "northshire-cc",
+        "an expired delivery",
+        |s| s["state"] == "dead",
+    )
+    .await;
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("expired after")),
+        "{s}"
+    );
+    let last = d
+        .all_records()
+        .into_iter()
+        .rev()
+        .find(|r| r["kind"] == "delivery_attempt")
+        .expect("attempt");
+    assert_eq!(last["outcome"], "dead");
+    assert!(
+        last["detail"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("expired after"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_only_recipient_gets_plain_attachments_and_only_up_to_its_ceiling() {
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    d.rewrite(
+        "organisations.toml",
+        "address = \"childrens.services@northshire-cc.example\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-cc.pub\"",
+        "address = \"childrens.services@northshire-cc.example\"\ntls_only = true\nmax_marking = \"OFFICIAL\"",
+    );
+    let smtp = sink(l, &d.ca(), SinkOptions::default());
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    // Above the tls_only ceiling: refused, never sent.
+    let refused = submit(&mut police, &to_council(), vec![1; 10], None).await;
+    assert_eq!(
+        (refused.status, json(&refused)["code"].clone()),
+        (403, json!("marking_above_channel"))
+    );
+    // Within it: sent with the envelope and payload in clear inside the TLS-protected message.
+    let data = payload(3000, 23);
+    let a = submit(
+        &mut police,
+        &envelope(json!({"recipients": ["northshire-cc"], "marking": "OFFICIAL"})),
+        data.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+    let id = json(&a)["transfer_id"].as_str().expect("id").to_owned();
+    wait_recipient(&mut police, &id, "northshire-cc", "delivery", |s| {
+        s["state"] == "delivered"
+    })
+    .await;
+    let mail = smtp.received().pop().expect("a message");
+    assert!(mail.tls);
+    let msg = MessageParser::default().parse(&mail.data).expect("MIME");
+    let attachments: Vec<_> = msg.attachments().collect();
+    let payload_part = attachments
+        .iter()
+        .find(|a| a.attachment_name().is_some_and(|n| n.contains("-payload")))
+        .expect("payload");
+    assert_eq!(payload_part.contents(), &data[..]);
+    assert!(
+        payload_part
+            .attachment_name()
+            .is_some_and(|n| n.ends_with(".pdf")),
+        "keeps the file's extension, not its name"
+    );
+    let env_part = attachments
+        .iter()
+        .find(|a| {
+            a.attachment_name()
+                .is_some_and(|n| n.ends_with("-envelope.json"))
+        })
+        .expect("envelope");
+    let env: Value = serde_json::from_slice(env_part.contents()).expect("plain JSON");
+    assert_eq!(env["transfer_id"], json!(id));
+    server.stop().await;
+}
+
+/// Gateway A (the council's) delivers to gateway B (the police's) over mutual TLS; the police
+/// download, decrypt and acknowledge from B's inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_exchange_a_transfer_and_the_recipient_acknowledges_it() {
+    let a = Deployment::with_daemon(FAST);
+    let b = Deployment::new();
+    // B trusts A's CA for client certificates and knows A's gateway certificate as a peer.
+    let a_fp = postern_gateway::pki::fingerprint(&a.server_identity().chain[0]).to_string();
+    std::fs::write(
+        b.config_dir.join("postern.toml"),
+        format!(
+            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_cas = [\"${{state_dir}}/pki/ca.crt\", \"{}\"]\n[smtp]\nrelays = [{{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }}]\n",
+            b.state_dir.display(),
+            a.ca_path().display()
+        ),
+    )
+    .expect("write");
+    std::fs::write(b.config_dir.join("peers.toml"), format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\" }}]\n")).expect("write");
+    let b_server = b.start().await;
+    // A reaches the police at B, verifying B against B's CA, sealing to the police's key at B.
+    a.rewrite(
+        "organisations.toml",
+        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
+        &format!(
+            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
+            b_server.addr.port(),
+            b.ca_path().display(),
+            b.state_dir.join("keys/orgs/northshire-police.pub").display()
+        ),
+    );
+    let a_server = a.start().await;
+
+    let mut council = a.connect(a_server.addr, "northshire-cc").await;
+    let data = payload(300_000, 24);
+    let accepted = submit(&mut council, &envelope(json!({})), data.clone(), None).await;
+    assert_eq!(accepted.status, 202);
+    let id = json(&accepted)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(
+        &mut council,
+        &id,
+        "northshire-police",
+        "delivery to the peer",
+        |s| s["state"] == "delivered",
+    )
+    .await;
+    assert_eq!(s["channel"], "https");
+    let receipt_id = s["receipt"]["receipt_id"]
+        .as_str()
+        .expect("receipt")
+        .to_owned();
+
+    // The police, at B, find it in their inbox.
+    let mut police = b.connect(b_server.addr, "northshire-police").await;
+    let list = json(&police.get("/v1/inbox").await.expect("list"));
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["id"],
+        json!(receipt_id),
+        "the receipt names the inbox item"
+    );
+    assert_eq!(items[0]["transfer_id"], json!(id));
+    assert_eq!(items[0]["sender"], "northshire-cc");
+    let entry = json(
+        &police
+            .get(&format!("/v1/inbox/{receipt_id}"))
+            .await
+            .expect("get"),
+    );
+    let sealed_env = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        entry["envelope_age_base64"].as_str().expect("envelope"),
+    )
+    .expect("base64");
+    let mut sealed_payload = Vec::new();
+    let dl = police
+        .download(
+            &format!("/v1/inbox/{receipt_id}/payload"),
+            &mut sealed_payload,
+        )
+        .await
+        .expect("download");
+    assert_eq!(dl.status, 200);
+    let key = b.org_key("northshire-police");
+    assert_eq!(
+        open_with(&sealed_payload, &key).expect("opens with the police's key"),
+        data
+    );
+    let env: Value =
+        serde_json::from_slice(&open_with(&sealed_env, &key).expect("envelope")).expect("JSON");
+    assert_eq!(env["purpose"], "child-protection-s47");
+    // Another organisation at B sees nothing of it.
+    let mut health = b.connect(b_server.addr, "northshire-health").await;
+    assert_eq!(
+        json(&health.get("/v1/inbox").await.expect("list"))["items"],
+        json!([])
+    );
+    assert_eq!(
+        health
+            .get(&format!("/v1/inbox/{receipt_id}"))
+            .await
+            .expect("get")
+            .status,
+        404
+    );
+    // Acknowledged: the payload is gone, the item remains listed with --all.
+    assert_eq!(
+        police
+            .post_empty(&format!("/v1/inbox/{receipt_id}/ack"))
+            .await
+            .expect("ack")
+            .status,
+        200
+    );
+    let mut sink = Vec::new();
+    assert_eq!(
+        police
+            .download(&format!("/v1/inbox/{receipt_id}/payload"), &mut sink)
+            .await
+            .expect("download")
+            .status,
+        410
+    );
+    assert_eq!(
+        json(&police.get("/v1/inbox").await.expect("list"))["items"],
+        json!([])
+    );
+    assert_eq!(
+        json(&police.get("/v1/inbox?all=true").await.expect("list"))["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        b.all_records()
+            .iter()
+            .any(|r| r["kind"] == "inbox_acknowledged")
+    );
+
+    // Callers of the wrong kind are refused: an organisation at the inbound endpoint, a peer
+    // gateway at the API.
+    let mut as_org = b.connect(b_server.addr, "northshire-cc").await;
+    let r = as_org
+        .raw(
+            "POST",
+            "/v1/inbound",
+            &[("content-type", "multipart/form-data; boundary=x")],
+            bytes::Bytes::from_static(b"--x--\r\n"),
+        )
+        .await
+        .expect("post");
+    assert_eq!(
+        (r.status, json(&r)["code"].clone()),
+        (403, json!("not_a_peer"))
+    );
+    let mut as_peer = b
+        .connect_with(b_server.addr, Some(&a.server_identity()))
+        .await
+        .expect("connect");
+    assert_eq!(
+        json(&as_peer.get("/v1/inbox").await.expect("get"))["code"],
+        "not_an_organisation"
+    );
+
+    a_server.stop().await;
+    b_server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_the_wrong_certificate_is_refused_both_ways() {
+    // A does not trust B's certificate (A was told the wrong CA): dead at once, nothing arrives.
+    let a = Deployment::with_daemon(FAST);
+    let b = Deployment::new();
+    let b_server = b.start().await;
+    a.rewrite(
+        "organisations.toml",
+        "url = \"https://localhost:${api_port}/v1/inbound\"",
+        &format!(
+            "url = \"https://localhost:{}/v1/inbound\"",
+            b_server.addr.port()
+        ),
+    );
+    let a_server = a.start().await;
+    let mut council = a.connect(a_server.addr, "northshire-cc").await;
+    let id =
+        json(&submit(&mut council, &envelope(json!({})), vec![5; 500], None).await)["transfer_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+    let s = wait_recipient(
+        &mut council,
+        &id,
+        "northshire-police",
+        "a dead delivery",
+        |s| s["state"] == "dead",
+    )
+    .await;
+    assert_eq!(s["attempts"], 1, "{s}");
+    assert!(
+        s["last_error"].as_str().is_some_and(|e| e.contains("TLS")),
+        "{s}"
+    );
+    let mut police = b.connect(b_server.addr, "northshire-police").await;
+    assert_eq!(
+        json(&police.get("/v1/inbox").await.expect("list"))["items"],
+        json!([])
+    );
+    a_server.stop().await;
+
+    // B does not know A (not a peer, CA not trusted): A's handshake is refused, nothing arrives.
+    let a = Deployment::with_daemon(FAST);
+    a.rewrite(
+        "organisations.toml",
+        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"",
+        &format!(
+            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"",
+            b_server.addr.port(),
+            b.ca_path().display()
+        ),
+    );
+    let a_server = a.start().await;
+    let mut council = a.connect(a_server.addr, "northshire-cc").await;
+    let id =
+        json(&submit(&mut council, &envelope(json!({})), vec![5; 500], None).await)["transfer_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+    let s = wait_recipient(
+        &mut council,
+        &id,
+        "northshire-police",
+        "a dead delivery",
+        |s| s["state"] == "dead",
+    )
+    .await;
+    assert!(
+        s["last_error"].as_str().is_some_and(|e| e.contains("TLS")),
+        "{s}"
+    );
+    assert_eq!(
+        json(&police.get("/v1/inbox").await.expect("list"))["items"],
+        json!([])
+    );
+    a_server.stop().await;
+    b_server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_deleted_once_every_recipient_is_done() {
+    let d = Deployment::with_daemon(&format!("{FAST}payload_grace_secs = 0\n"));
+    let server = d.start().await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    // To the police (mutual TLS to this very gateway) and the youth club (this gateway's inbox).
+    let data = payload(200_000, 25);
+    let id = json(&submit(&mut council, &envelope(json!({"recipients": ["northshire-police", "riverside-youth"], "marking": "OFFICIAL", "data_categories": ["personal"], "special_category_condition": null})), data, None).await)["transfer_id"].as_str().expect("id").to_owned();
+    eventually(20, "the payload to be purged", || async {
+        d.all_records()
+            .iter()
+            .any(|r| r["kind"] == "payload_purged")
+            .then_some(())
+    })
+    .await;
+    assert!(d.spool_files().is_empty(), "{:?}", d.spool_files());
+    for org in ["northshire-police", "riverside-youth"] {
+        assert_eq!(
+            recipient_state(&mut council, &id, org).await["state"],
+            "delivered"
+        );
+    }
+    // Both deliveries landed in this gateway's inbox, one each.
+    let r = d.reader();
+    let n: i64 = r
+        .conn()
+        .query_row(
+            "SELECT COUNT(*) FROM inbox WHERE transfer_id = ?1",
+            [&id],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 2);
+    server.stop().await;
+    let _ = Duration::ZERO;
+}
