@@ -88,11 +88,14 @@ fn every_error_is_reported_at_once_with_file_and_line() {
         "special_category = false\ncolour = \"blue\"",
     );
     replace(&d, "marking.toml", "CONFIDENTIAL = \"SECRET\"", "");
+    replace(&d, "peers.toml", "\nsenders = [", "\nspeaks_for = [");
     std::fs::write(d.config_dir.join("postern.toml"), format!("state_dir = \"{}\"\n[api]\nlisten = \"nowhere\"\n[limits]\nmax_connections = 0\nmax_payload = 5\n", d.state_dir.display())).expect("write");
     let errors = load_errors(&d, HashMap::new());
 
     let e = find(&errors, "marking.toml", "CONFIDENTIAL");
     assert!(e.line.is_some());
+    let e = find(&errors, "peers.toml", "unknown field `speaks_for`");
+    assert_eq!(e.line, Some(line_of(&d, "peers.toml", "speaks_for")), "{e}");
     let e = find(&errors, "postern.toml", "unknown field `max_payload`");
     assert_eq!(e.line, Some(6), "{e}");
     let e = find(&errors, "purposes.toml", "unknown field `colour`");
@@ -166,6 +169,8 @@ fn every_error_is_reported_at_once_with_file_and_line() {
         "valid_until = 2002-01-01",
     );
     replace(&d, "purposes.toml", "\ncolour = \"blue\"", "");
+    // A peer must say whom it delivers for.
+    replace(&d, "peers.toml", "\nspeaks_for = [", "\n# speaks_for = [");
     replace(
         &d,
         "marking.toml",
@@ -185,7 +190,17 @@ fn every_error_is_reported_at_once_with_file_and_line() {
     assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("api.listen")));
     let e = find(&errors, "postern.toml", "0 is out of range");
     assert_eq!(e.line, Some(5));
-    assert_eq!(errors.len(), 2, "{errors:?}");
+    let e = find(
+        &errors,
+        "peers.toml",
+        "list the organisations this peer delivers for",
+    );
+    assert_eq!(e.key.as_deref(), Some("peer[0].senders"));
+    assert_eq!(
+        e.line,
+        Some(line_of(&d, "peers.toml", "id = \"northshire-gateway\""))
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
 }
 
 #[test]
@@ -340,5 +355,46 @@ fn the_demo_configuration_is_valid() {
         c.registry
             .organisations()
             .any(|o| o.id.as_str() == "riverside-youth" && !o.kind.is_statutory())
+    );
+}
+
+/// The folder outbox is for the demo only: a real deployment must send email through a relay
+/// (or have no email recipients), and says so at start-up rather than writing messages to disk.
+#[test]
+fn the_outbox_folder_and_email_without_a_relay_are_refused_outside_the_demo() {
+    let d = Deployment::with_daemon("");
+    std::fs::write(
+        d.config_dir.join("postern.toml"),
+        format!(
+            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[smtp]\noutbox_dir = \"/tmp/outbox\"\n",
+            d.state_dir.display()
+        ),
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(
+        &errors,
+        "postern.toml",
+        "is a development setting for `postern demo`",
+    );
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(5), Some("smtp.outbox_dir"))
+    );
+    // Without it and without relays, the email recipients cannot be reached: also an error.
+    std::fs::write(
+        d.config_dir.join("postern.toml"),
+        format!(
+            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            d.state_dir.display()
+        ),
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.to_lowercase().contains("relay")),
+        "{errors:?}"
     );
 }

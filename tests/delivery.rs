@@ -516,7 +516,7 @@ async fn two_gateways_exchange_a_transfer_and_the_recipient_acknowledges_it() {
         ),
     )
     .expect("write");
-    std::fs::write(b.config_dir.join("peers.toml"), format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\" }}]\n")).expect("write");
+    std::fs::write(b.config_dir.join("peers.toml"), format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\" }}]\nsenders = [\"northshire-cc\"]\n")).expect("write");
     let b_server = b.start().await;
     // A reaches the police at B, verifying B against B's CA, sealing to the police's key at B.
     a.rewrite(
@@ -747,6 +747,73 @@ async fn a_peer_with_the_wrong_certificate_is_refused_both_ways() {
     );
     a_server.stop().await;
     b_server.stop().await;
+}
+
+/// A peer gateway delivers only in the names it is registered for: here the gateway delivering
+/// to itself may speak for the police but not for the council.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_may_deliver_only_for_its_registered_senders() {
+    let d = Deployment::with_daemon(FAST);
+    d.rewrite(
+        "peers.toml",
+        "senders = [\"northshire-cc\", ",
+        "senders = [",
+    );
+    let server = d.start().await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let refused =
+        json(&submit(&mut council, &envelope(json!({})), vec![7; 700], None).await)["transfer_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+    let s = wait_recipient(
+        &mut council,
+        &refused,
+        "northshire-police",
+        "a dead delivery",
+        |s| s["state"] == "dead",
+    )
+    .await;
+    assert_eq!(s["attempts"], 1, "a 403 is permanent: {s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403") && e.contains("sender_not_permitted")),
+        "{s}"
+    );
+
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let allowed = json(
+        &submit(
+            &mut police,
+            &envelope(json!({"recipients": ["northshire-mash"]})),
+            vec![8; 800],
+            None,
+        )
+        .await,
+    )["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_recipient(&mut police, &allowed, "northshire-mash", "delivery", |s| {
+        s["state"] == "delivered"
+    })
+    .await;
+    let inbox: Vec<String> = d
+        .reader()
+        .conn()
+        .prepare("SELECT transfer_id FROM inbox")
+        .expect("query")
+        .query_map([], |row| row.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("inbox");
+    assert_eq!(
+        inbox,
+        vec![allowed],
+        "only the permitted sender's transfer arrived"
+    );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! `postern demo` on a fresh state directory: it starts, and the commands it prints do what it
-//! says they do (one accepted, one refused, the log shows both).
+//! says they do (one accepted and delivered to the MASH's inbox, where it is listed, decrypted
+//! and acknowledged; one refused; the log shows both).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -53,6 +54,64 @@ fn the_demo_starts_and_its_printed_commands_work() {
     let id = String::from_utf8_lossy(&accepted.stdout).trim().to_owned();
     assert_eq!(id.len(), 36, "prints the transfer id: {id}");
 
+    // `send --wait` returned once it was delivered, so the MASH's inbox has it: list, get (and
+    // decrypt with the MASH's key), acknowledge, exactly as printed.
+    let inbox: Vec<&String> = banner
+        .iter()
+        .filter(|l| l.starts_with("  ") && l.contains(" inbox "))
+        .collect();
+    assert_eq!(inbox.len(), 3, "banner:\n{}", banner.join("\n"));
+    let listed = run(inbox[0]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.contains("safeguarding-referral"))
+        .unwrap_or_else(|| panic!("the referral is listed: {listing}"));
+    assert!(line.contains("riverside-youth"), "{line}");
+    let item = line.split_whitespace().next().expect("item id").to_owned();
+    let got = run(&inbox[1].replace("ITEM-ID", &item));
+    assert_eq!(
+        got.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let files: Vec<String> = String::from_utf8_lossy(&got.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        files.len(),
+        2,
+        "prints the envelope and payload paths: {files:?}"
+    );
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("envelope")).expect("JSON");
+    assert_eq!(envelope["transfer_id"], id.as_str());
+    assert_eq!(envelope["sender"], "riverside-youth");
+    let payload_arg = commands[0]
+        .split_whitespace()
+        .last()
+        .expect("payload path")
+        .trim_matches('\'');
+    assert_eq!(
+        std::fs::read(&files[1]).expect("decrypted"),
+        std::fs::read(payload_arg).expect("sent"),
+        "what the MASH decrypts is what the club sent"
+    );
+    let acked = run(&inbox[2].replace("ITEM-ID", &item));
+    assert_eq!(
+        acked.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&acked.stderr)
+    );
+    let after = run(inbox[0]);
+    assert!(
+        !String::from_utf8_lossy(&after.stdout).contains(&item),
+        "an acknowledged item is no longer waiting"
+    );
+
     let refused = run(commands[1]);
     assert_eq!(refused.status.code(), Some(77));
     let why = String::from_utf8_lossy(&refused.stderr);
@@ -81,6 +140,33 @@ fn the_demo_starts_and_its_printed_commands_work() {
     } else {
         eprintln!("curl not installed: the curl command was not exercised");
     }
+    // An email recipient (the council): with no relay configured, the demo writes the exact
+    // message to its outbox folder.
+    let to_council = run(&commands[0].replace("--to northshire-mash", "--to northshire-cc"));
+    assert_eq!(
+        to_council.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&to_council.stderr)
+    );
+    let council_id = String::from_utf8_lossy(&to_council.stdout)
+        .trim()
+        .to_owned();
+    let eml = state
+        .join("outbox")
+        .join(format!("{council_id}-northshire-cc.eml"));
+    let message = std::fs::read(&eml).expect("the message is in the outbox once delivered");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&message)
+        .expect("MIME");
+    assert!(
+        parsed
+            .subject()
+            .is_some_and(|s| s.starts_with("OFFICIAL-SENSITIVE PERSONAL: secure transfer")),
+        "{:?}",
+        parsed.subject()
+    );
+    assert_eq!(parsed.attachment_count(), 2, "sealed envelope and payload");
     let _ = child.kill();
     let _ = child.wait();
     assert!(state.join("pki/ca.crt").exists() && state.join("keys/spool.age").exists());

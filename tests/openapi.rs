@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use base64::Engine;
 use postern_gateway::config::Limits;
 use postern_gateway::deliver::Wake;
@@ -32,7 +33,7 @@ use postern_gateway::ingest::routes::{Accepted, AcceptedPayload, AcceptedRecipie
 use postern_gateway::ingest::{App, Caller, ROUTES, router};
 use postern_gateway::live::Live;
 use postern_gateway::store::inbox::InboxItem;
-use postern_gateway::store::{RecipientStatus, Store, TransferStatus};
+use postern_gateway::store::{RecipientStatus, Store, StoreError, TransferStatus};
 use postern_gateway::transfer_log::Receipt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -809,6 +810,12 @@ fn every_code_is_documented_under_its_status() {
             );
             assert_eq!(p.status, status, "{at} {status}: example status");
             assert!(codes.contains(&p.code), "{at} {status}: example code");
+            assert_eq!(
+                p.title,
+                Problem::new(status, &p.code, "").title,
+                "{at} {status}: the example's title is the one the code gives `{}`",
+                p.code
+            );
         }
     }
     let expected: BTreeSet<String> = statuses.keys().cloned().collect();
@@ -845,6 +852,90 @@ fn every_code_is_documented_under_its_status() {
             panic!("POST /v1/transfers 403: `{code}` is not described in order");
         };
         from += i;
+    }
+}
+
+/// The title the code gives a status when the code has no title of its own.
+fn status_title(status: u16) -> String {
+    Problem::new(status, "", "").title
+}
+
+#[test]
+fn the_titles_are_the_code_s() {
+    let doc = doc();
+    let description = schema(&doc, "Problem")["properties"]["title"]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let statuses = code_statuses();
+    for status in statuses.values().collect::<BTreeSet<_>>() {
+        let title = status_title(*status);
+        assert!(
+            description.contains(&format!("`{title}` ({status}")),
+            "Problem.title: {status} is `{title}`"
+        );
+    }
+    let mut own = 0;
+    for (code, status) in &statuses {
+        let title = Problem::new(*status, code, "").title;
+        if title != status_title(*status) {
+            own += 1;
+            let at = description
+                .find(&format!("`{title}` for "))
+                .unwrap_or_else(|| panic!("Problem.title: `{code}` has the title `{title}`"));
+            let names = &description[at..description[at..]
+                .find(';')
+                .map_or(description.len(), |i| at + i)];
+            assert!(
+                names.contains(&format!("`{code}`")),
+                "Problem.title: `{title}` is said to be for {names:?}, but `{code}` has it too"
+            );
+        }
+    }
+    assert!(own >= 6, "only {own} codes have a title of their own");
+}
+
+#[test]
+fn every_503_and_only_a_503_says_retry_after() {
+    // The code adds `Retry-After` to every 503 problem answer and to nothing else.
+    let doc = doc();
+    let mut seen = 0;
+    for (at, status, _, response) in problem_responses(&doc) {
+        let header = resolve(&doc, &response["headers"]["Retry-After"]);
+        assert_eq!(
+            header.is_object(),
+            status == 503,
+            "{at} {status}: documents Retry-After exactly when the status is 503"
+        );
+        if status == 503 {
+            seen += 1;
+            assert_eq!(
+                response["headers"]["Retry-After"]["$ref"], "#/components/headers/RetryAfter",
+                "{at}"
+            );
+        }
+    }
+    assert!(seen >= 7, "only {seen} operations document 503");
+    let retry_after = Problem::new(503, "unavailable", "d").into_response();
+    let value = retry_after.headers()[http::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        doc["components"]["headers"]["RetryAfter"]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("({value})")),
+        "the RetryAfter header's description gives the code's value, {value}"
+    );
+    for status in [400, 403, 422, 500] {
+        assert!(
+            !Problem::new(status, "x", "d")
+                .into_response()
+                .headers()
+                .contains_key(http::header::RETRY_AFTER),
+            "{status} carries no Retry-After"
+        );
     }
 }
 
@@ -1687,9 +1778,17 @@ fn the_inbound_body_is_meta_then_envelope_then_payload() {
 // Through the real router: the caller kinds, and the answers of the inbound and inbox operations.
 
 const PEER: &str = "westshire-gateway";
+/// Organisations of the test gateway that do not receive through its inbox, and one that does
+/// by `https` (its endpoint is this gateway's inbound URL).
+const EMAIL_RECIPIENT: &str = "northshire-health";
+const NO_ENDPOINT: &str = "millbrook-academy";
+const HTTPS_RECIPIENT: &str = "riverside-youth";
+/// An organisation the peer is not registered to deliver for.
+const OTHER_SENDER: &str = "westshire-cc";
 
-/// A gateway's router state over a scratch store, with one organisation (the recipient of the
-/// document's `meta` example, receiving by inbox) and one peer gateway.
+/// A gateway's router state over a scratch store, with organisations (the recipient of the
+/// document's `meta` example, receiving by inbox, and the ones above) and one peer gateway,
+/// registered to deliver for the `meta` example's sender only.
 struct Gateway {
     app: Arc<App>,
     recipient: Principal,
@@ -1699,30 +1798,58 @@ struct Gateway {
 
 impl Gateway {
     fn new(doc: &Value) -> Self {
+        Self::with_idle_timeout(doc, std::time::Duration::from_secs(10))
+    }
+
+    fn with_idle_timeout(doc: &Value, idle_timeout: std::time::Duration) -> Self {
         let scheme = marking_scheme();
-        let recipient = org(meta_example(doc)["recipient"].as_str().unwrap());
-        let organisation = Organisation {
-            id: recipient.clone(),
-            name: "The recipient".into(),
+        let ex = meta_example(doc);
+        let recipient = org(ex["recipient"].as_str().unwrap());
+        let sender = org(ex["sender"].as_str().unwrap());
+        assert_ne!(sender.as_str(), OTHER_SENDER);
+        let organisation = |id: OrgId, n: u8, channel: Option<Channel>| Organisation {
+            id,
+            name: format!("Organisation {n}"),
             kind: OrgKind::Statutory(Sector::Police),
             clearance: Rank::Level(1),
-            identities: vec![ClientIdentity::Fingerprint(CertFingerprint([1; 32]))],
-            endpoint: Some(Endpoint {
-                channel: Channel::Inbox,
+            identities: vec![ClientIdentity::Fingerprint(CertFingerprint([n; 32]))],
+            endpoint: channel.map(|channel| Endpoint {
+                channel,
                 age_recipients: vec![age::x25519::Identity::generate().to_public().to_string()],
                 ceiling: None,
             }),
         };
+        let organisations = vec![
+            organisation(recipient.clone(), 1, Some(Channel::Inbox)),
+            organisation(
+                org(EMAIL_RECIPIENT),
+                3,
+                Some(Channel::Email {
+                    address: "safeguarding@health.example".into(),
+                    tls_only: false,
+                }),
+            ),
+            organisation(org(NO_ENDPOINT), 4, None),
+            organisation(
+                org(HTTPS_RECIPIENT),
+                5,
+                Some(Channel::Https {
+                    url: "https://localhost:8443/v1/inbound".into(),
+                    ca_file: "ca.crt".into(),
+                }),
+            ),
+        ];
         let peer: PeerId = PEER.parse().unwrap();
         let registry = Registry::new(
             scheme,
-            vec![organisation],
+            organisations,
             Vec::new(),
             Vec::new(),
             vec![Peer {
                 id: peer.clone(),
                 name: "Westshire gateway".into(),
                 identities: vec![ClientIdentity::Fingerprint(CertFingerprint([2; 32]))],
+                senders: vec![sender],
             }],
         )
         .expect("the test registry");
@@ -1738,7 +1865,7 @@ impl Gateway {
                 max_envelope_bytes: 64 * 1024,
                 max_connections: 8,
                 handshake_timeout: std::time::Duration::from_secs(10),
-                idle_timeout: std::time::Duration::from_secs(10),
+                idle_timeout,
             },
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
@@ -1759,6 +1886,18 @@ impl Gateway {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Answer {
+        self.call_with(who, method, uri, content_type, Body::from(body))
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        who: &Principal,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Body,
+    ) -> Answer {
         let mut req = http::Request::builder()
             .method(method.to_ascii_uppercase().as_str())
             .uri(uri)
@@ -1770,7 +1909,7 @@ impl Gateway {
             req = req.header(http::header::CONTENT_TYPE, ct);
         }
         let resp = router(self.app.clone())
-            .oneshot(req.body(Body::from(body)).unwrap())
+            .oneshot(req.body(body).unwrap())
             .await
             .unwrap();
         let status = resp.status().as_u16();
@@ -1780,6 +1919,10 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap()
@@ -1787,6 +1930,7 @@ impl Gateway {
         Answer {
             status,
             content_type,
+            retry_after,
             body,
         }
     }
@@ -1795,6 +1939,7 @@ impl Gateway {
 struct Answer {
     status: u16,
     content_type: String,
+    retry_after: Option<String>,
     body: Vec<u8>,
 }
 
@@ -1804,10 +1949,23 @@ impl Answer {
             .ok()
             .and_then(|v| v["code"].as_str().map(str::to_owned))
     }
+
+    /// The status, the problem's code and its field.
+    fn problem(&self) -> (u16, Option<String>, Option<String>) {
+        let v: Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        (self.status, text("code"), text("field"))
+    }
+}
+
+/// What [`Answer::problem`] should be.
+fn expect(status: u16, code: &str, field: Option<&str>) -> (u16, Option<String>, Option<String>) {
+    (status, Some(code.to_owned()), field.map(str::to_owned))
 }
 
 /// Checks that an answer is one the document gives for this response: its status is listed,
-/// its media type is the listed one, a problem's code is listed under that status, and a JSON
+/// its media type is the listed one, a problem's code is listed under that status and the
+/// field it names is mentioned there, `Retry-After` is sent exactly when documented, and a JSON
 /// body has the schema's members. Returns the JSON body, if it is JSON.
 fn check_response(at: &str, response: &Value, doc: &Value, a: &Answer) -> Option<Value> {
     let response = resolve(doc, response);
@@ -1816,6 +1974,25 @@ fn check_response(at: &str, response: &Value, doc: &Value, a: &Answer) -> Option
         "{at}: answered {}, which the document does not list",
         a.status
     );
+    let documents_retry_after = response["headers"].get("Retry-After").is_some();
+    assert_eq!(
+        a.retry_after.is_some(),
+        documents_retry_after,
+        "{at} {}: Retry-After is {:?}; the document {} it",
+        a.status,
+        a.retry_after,
+        if documents_retry_after {
+            "lists"
+        } else {
+            "does not list"
+        }
+    );
+    if let Some(seconds) = &a.retry_after {
+        assert!(
+            seconds.parse::<u32>().is_ok(),
+            "{at}: Retry-After {seconds:?} is a number of seconds"
+        );
+    }
     let media = a.content_type.split(';').next().unwrap_or_default().trim();
     let content = &response["content"][media];
     assert!(
@@ -1835,6 +2012,19 @@ fn check_response(at: &str, response: &Value, doc: &Value, a: &Answer) -> Option
                 a.status,
                 p.code
             );
+            if let Some(field) = &p.field {
+                let description = response["description"].as_str().unwrap_or_default();
+                let line = description
+                    .lines()
+                    .find(|l| l.starts_with(&format!("- `{}`", p.code)))
+                    .unwrap_or(description);
+                assert!(
+                    line.contains(&format!("`field` is `{field}`")),
+                    "{at} {}: `{}` names the field `{field}`, but its description does not say \"`field` is `{field}`\"",
+                    a.status,
+                    p.code
+                );
+            }
             Some(to_json(&p))
         }
         "application/json" => {
@@ -1978,41 +2168,205 @@ async fn inbound_and_inbox_answer_as_documented() {
     assert_eq!(repeat.received_at, receipt.received_at);
     assert_eq!(repeat.sha256, sha256_hex(again));
 
-    // The problem answers.
-    let a = deliver(
-        first,
-        edit(&ex, "recipient", Some(json!("nobody-here"))).to_string(),
-    )
-    .await;
-    assert_eq!(
-        (a.status, a.code().as_deref()),
-        (422, Some("recipient_not_here"))
-    );
-    inbound(&a);
+    // The problem answers. Each one's status, code and field are the document's; none of these
+    // deliveries is kept (the inbox below holds the first delivery only).
+    let with = |member: &str, value: Value| edit(&ex, member, Some(value)).to_string();
+    let fresh = || {
+        edit(
+            &ex,
+            "transfer_id",
+            Some(json!(uuid::Uuid::now_v7().to_string())),
+        )
+    };
+
+    // `meta` that is not an InboundMeta.
     for bad in [
-        edit(&ex, "not_a_member", Some(json!("x"))).to_string(),
-        edit(&ex, "transfer_id", Some(json!("not-a-uuid"))).to_string(),
+        with("not_a_member", json!("x")),
+        with("transfer_id", json!("not-a-uuid")),
+        with("sender", json!("Not An Id")),
+        edit(&ex, "purpose", None).to_string(),
         "not json".to_owned(),
     ] {
-        let a = deliver(first, bad).await;
+        let a = deliver(first, bad.clone()).await;
         assert_eq!(
-            (a.status, a.code().as_deref()),
-            (422, Some("invalid_inbound"))
+            a.problem(),
+            expect(422, "invalid_inbound", Some("meta")),
+            "{bad}"
         );
         inbound(&a);
     }
+
+    // A sender the peer is not registered to deliver for.
+    let a = deliver(first, with("sender", json!(OTHER_SENDER))).await;
+    assert_eq!(
+        a.problem(),
+        expect(403, "sender_not_permitted", Some("meta.sender"))
+    );
+    inbound(&a);
+
+    // A peer gateway the registry no longer knows (reloaded since its connection was made).
+    let gone = Principal::Peer("gone-gateway".parse().unwrap());
     let (ct, body) = multipart(&[
         ("meta", "application/json", meta_json.as_bytes()),
+        ("envelope", "application/octet-stream", envelope),
         ("payload", "application/octet-stream", first),
     ]);
+    let a = gw.call(&gone, "post", "/v1/inbound", Some(&ct), body).await;
+    assert_eq!(a.problem(), expect(403, "not_a_peer", None));
+    inbound(&a);
+
+    // Recipients this gateway keeps no inbox for: unknown, reached by email, without an endpoint.
+    for recipient in ["nobody-here", EMAIL_RECIPIENT, NO_ENDPOINT] {
+        let a = deliver(first, with("recipient", json!(recipient))).await;
+        assert_eq!(
+            a.problem(),
+            expect(422, "recipient_not_here", Some("meta.recipient")),
+            "{recipient}"
+        );
+        inbound(&a);
+    }
+    // ... while one reached by https is served here, as the document says.
+    let a = deliver(first, with("recipient", json!(HTTPS_RECIPIENT))).await;
+    assert_eq!(a.status, 201, "an https recipient's delivery");
+    inbound(&a);
+
+    // A retain_until that is not a date.
+    assert_eq!(
+        schema(doc, "InboundMeta")["properties"]["retain_until"]["format"],
+        "date"
+    );
+    for bad in [
+        "2027-13-01",
+        "2027-02-30",
+        "22/11/2027",
+        "2027-11-22T00:00:00Z",
+        "",
+    ] {
+        let a = deliver(first, with("retain_until", json!(bad))).await;
+        assert_eq!(
+            a.problem(),
+            expect(422, "invalid_inbound", Some("meta.retain_until")),
+            "retain_until {bad:?}"
+        );
+        inbound(&a);
+    }
+
+    // The parts: missing, unknown, out of order, or anything after the payload.
+    let other = fresh().to_string();
+    for parts in [
+        vec![
+            ("meta", "application/json", other.as_bytes()),
+            ("payload", "application/octet-stream", first),
+        ],
+        vec![
+            ("meta", "application/json", other.as_bytes()),
+            ("envelope", "application/octet-stream", envelope),
+        ],
+        vec![
+            ("meta", "application/json", other.as_bytes()),
+            ("signature", "application/octet-stream", envelope),
+            ("envelope", "application/octet-stream", envelope),
+            ("payload", "application/octet-stream", first),
+        ],
+        vec![
+            ("envelope", "application/octet-stream", envelope),
+            ("meta", "application/json", other.as_bytes()),
+            ("payload", "application/octet-stream", first),
+        ],
+    ] {
+        let (ct, body) = multipart(&parts);
+        let a = gw
+            .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+            .await;
+        let names: Vec<&str> = parts.iter().map(|p| p.0).collect();
+        assert_eq!(
+            a.problem(),
+            expect(400, "unexpected_part", None),
+            "{names:?}"
+        );
+        inbound(&a);
+    }
+    for after in ["payload", "signature"] {
+        let (ct, body) = multipart(&[
+            ("meta", "application/json", other.as_bytes()),
+            ("envelope", "application/octet-stream", envelope),
+            ("payload", "application/octet-stream", first),
+            (after, "application/octet-stream", b"more"),
+        ]);
+        let a = gw
+            .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+            .await;
+        assert_eq!(
+            a.problem(),
+            expect(400, "unexpected_part", Some("payload")),
+            "`{after}` after the payload"
+        );
+        inbound(&a);
+    }
+
+    // A body that ends inside the payload.
+    let (ct, mut body) = multipart(&[
+        ("meta", "application/json", other.as_bytes()),
+        ("envelope", "application/octet-stream", envelope),
+        ("payload", "application/octet-stream", first),
+    ]);
+    body.truncate(body.len() - "\r\n--postern-openapi-test--\r\n".len() - 4);
     let a = gw
         .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
         .await;
     assert_eq!(
-        (a.status, a.code().as_deref()),
-        (400, Some("unexpected_part"))
+        a.problem(),
+        expect(400, "malformed_request", Some("payload"))
     );
     inbound(&a);
+
+    // Too large: meta, envelope, payload (the limit is 1 MiB here, plus 1 MiB for age).
+    let big_meta = vec![b'x'; 64 * 1024 + 1];
+    let big_envelope = vec![b'x'; (1 << 20) + 1];
+    let big_payload = vec![b'x'; (2 << 20) + 1];
+    for (parts, field) in [
+        (
+            vec![("meta", "application/json", big_meta.as_slice())],
+            None,
+        ),
+        (
+            vec![
+                ("meta", "application/json", other.as_bytes()),
+                (
+                    "envelope",
+                    "application/octet-stream",
+                    big_envelope.as_slice(),
+                ),
+            ],
+            None,
+        ),
+        (
+            vec![
+                ("meta", "application/json", other.as_bytes()),
+                ("envelope", "application/octet-stream", envelope),
+                (
+                    "payload",
+                    "application/octet-stream",
+                    big_payload.as_slice(),
+                ),
+            ],
+            Some("payload"),
+        ),
+    ] {
+        let (ct, body) = multipart(&parts);
+        let a = gw
+            .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+            .await;
+        let last = parts.last().unwrap().0;
+        assert_eq!(
+            a.problem(),
+            expect(413, "payload_too_large", field),
+            "`{last}` too large"
+        );
+        inbound(&a);
+    }
+
+    // Not multipart.
     let a = gw
         .call(
             &gw.peer,
@@ -2022,20 +2376,7 @@ async fn inbound_and_inbox_answer_as_documented() {
             meta_json.clone().into_bytes(),
         )
         .await;
-    assert_eq!(
-        (a.status, a.code().as_deref()),
-        (415, Some("unsupported_media_type"))
-    );
-    inbound(&a);
-    let big = vec![b'x'; 64 * 1024 + 1];
-    let (ct, body) = multipart(&[("meta", "application/json", &big)]);
-    let a = gw
-        .call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
-        .await;
-    assert_eq!(
-        (a.status, a.code().as_deref()),
-        (413, Some("payload_too_large"))
-    );
+    assert_eq!(a.problem(), expect(415, "unsupported_media_type", None));
     inbound(&a);
 
     // The recipient's inbox: the item, its envelope and payload (the first delivery's bytes).
@@ -2151,4 +2492,91 @@ async fn inbound_and_inbox_answer_as_documented() {
         (404, Some("transfer_not_found"))
     );
     documented(doc, "get", "/v1/transfers/{id}", &a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_payload_is_answered_as_documented() {
+    use futures_util::StreamExt;
+    let doc = &doc();
+    let gw = Gateway::with_idle_timeout(doc, std::time::Duration::from_millis(200));
+    let meta = meta_example(doc).to_string();
+    let (ct, body) = multipart(&[
+        ("meta", "application/json", meta.as_bytes()),
+        ("envelope", "application/octet-stream", b"sealed"),
+        (
+            "payload",
+            "application/octet-stream",
+            b"the start of the payload",
+        ),
+    ]);
+    // Everything up to the middle of the payload, then nothing more, ever.
+    let head = bytes::Bytes::copy_from_slice(&body[..body.len() - 40]);
+    let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(head)])
+        .chain(futures_util::stream::pending());
+    let a = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gw.call_with(
+            &gw.peer,
+            "post",
+            "/v1/inbound",
+            Some(&ct),
+            Body::from_stream(stalled),
+        ),
+    )
+    .await
+    .expect("a stalled delivery is answered");
+    assert_eq!(a.problem(), expect(408, "request_timeout", Some("payload")));
+    documented(doc, "post", "/v1/inbound", &a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_no_longer_writes_is_answered_as_documented() {
+    let doc = &doc();
+    let gw = &Gateway::new(doc);
+    let ex = &meta_example(doc);
+    let deliver = |transfer_id: String| async move {
+        let meta = edit(ex, "transfer_id", Some(json!(transfer_id))).to_string();
+        let (ct, body) = multipart(&[
+            ("meta", "application/json", meta.as_bytes()),
+            ("envelope", "application/octet-stream", b"sealed"),
+            ("payload", "application/octet-stream", b"payload"),
+        ]);
+        gw.call(&gw.peer, "post", "/v1/inbound", Some(&ct), body)
+            .await
+    };
+    let a = deliver(uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(a.status, 201);
+    let receipt: Receipt =
+        serde_json::from_value(documented(doc, "post", "/v1/inbound", &a).unwrap()).unwrap();
+
+    // The store refuses writes (`StoreError::Closed`) once its writer has stopped, as when the
+    // gateway shuts down; a write job that panics stops it.
+    let stopped = gw
+        .app
+        .store
+        .write(false, |_| -> Result<(), StoreError> {
+            panic!("stopping the store's writer for the test")
+        })
+        .await;
+    assert!(
+        matches!(stopped, Err(StoreError::Closed)),
+        "the store's writer has stopped"
+    );
+
+    let a = deliver(uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(a.problem(), expect(503, "unavailable", None));
+    documented(doc, "post", "/v1/inbound", &a);
+
+    let me = &gw.recipient;
+    let ack = format!("/v1/inbox/{}/ack", receipt.receipt_id);
+    let a = gw.call(me, "post", &ack, None, Vec::new()).await;
+    assert_eq!(a.problem(), expect(503, "unavailable", None));
+    documented(doc, "post", "/v1/inbox/{id}/ack", &a);
+
+    // Reads still work, and the item was not acknowledged.
+    let a = gw.call(me, "get", "/v1/inbox", None, Vec::new()).await;
+    let list: InboxList =
+        serde_json::from_value(documented(doc, "get", "/v1/inbox", &a).unwrap()).unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].acknowledged_at, None);
 }

@@ -23,6 +23,7 @@ pub(super) struct RawDelivery {
     retry_jitter: Option<f64>,
     lifetime_secs: Option<u64>,
     attempt_timeout_secs: Option<u64>,
+    attempt_min_rate_kib: Option<u64>,
     payload_grace_secs: Option<u64>,
 }
 
@@ -57,7 +58,18 @@ pub struct DeliverySettings {
     pub retry_jitter: f64,
     pub lifetime: Duration,
     pub attempt_timeout: Duration,
+    /// The slowest sending rate allowed for: each attempt also gets the time its payload takes
+    /// at this rate, so a large payload over a slow link is not cut off by `attempt_timeout`.
+    pub attempt_min_rate_kib: u64,
     pub payload_grace: Duration,
+}
+
+impl DeliverySettings {
+    /// How long an attempt at a payload of `size` bytes may take.
+    pub fn attempt_deadline(&self, size: u64) -> Duration {
+        let rate = self.attempt_min_rate_kib.max(1).saturating_mul(1024);
+        self.attempt_timeout + Duration::from_secs(size.div_ceil(rate))
+    }
 }
 
 /// TLS to a relay: STARTTLS on a plain connection (required, never optional), or TLS from the
@@ -178,6 +190,14 @@ pub(super) fn delivery(
         loc,
         errors,
     );
+    let min_rate = range(
+        raw.attempt_min_rate_kib,
+        "delivery.attempt_min_rate_kib",
+        1,
+        100_000_000,
+        loc,
+        errors,
+    );
     let grace = range(
         raw.payload_grace_secs,
         "delivery.payload_grace_secs",
@@ -219,6 +239,7 @@ pub(super) fn delivery(
         retry_jitter: jitter?,
         lifetime: Duration::from_secs(lifetime?),
         attempt_timeout: Duration::from_secs(timeout?),
+        attempt_min_rate_kib: min_rate?,
         payload_grace: Duration::from_secs(grace?),
     })
 }

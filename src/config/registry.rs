@@ -92,6 +92,8 @@ struct RawPeer {
     name: String,
     #[serde(default)]
     identities: Vec<RawIdentity>,
+    #[serde(default)]
+    senders: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -699,6 +701,19 @@ fn peers<'a>(doc: &Doc<'a>, errors: &mut Errors) -> (Vec<Peer>, Vec<Spanned<DeVa
         let before = errors.0.len();
         let pid = id::<PeerId>(&raw.id, doc, entry, "id", &key, errors);
         let identities = identities(&raw.identities, doc, entry, &key, errors);
+        if raw.senders.is_empty() {
+            errors.push(doc.error_at(
+                doc.entry_field(entry, "id"),
+                Some(format!("{key}.senders")),
+                "list the organisations this peer delivers for, e.g. senders = [\"westshire-cc\"]: a peer may not deliver in anyone else's name".to_owned(),
+            ));
+        }
+        let senders: Vec<OrgId> = raw
+            .senders
+            .iter()
+            .enumerate()
+            .filter_map(|(j, s)| id(s, doc, entry, &format!("senders[{j}]"), &key, errors))
+            .collect();
         if errors.0.len() == before
             && let Some(pid) = pid
         {
@@ -706,6 +721,7 @@ fn peers<'a>(doc: &Doc<'a>, errors: &mut Errors) -> (Vec<Peer>, Vec<Spanned<DeVa
                 id: pid,
                 name: raw.name.trim().to_owned(),
                 identities,
+                senders,
             });
             kept.push(entry.clone());
         }

@@ -51,11 +51,16 @@ impl HttpsChannel {
         let mut config = client::tls_config(&roots, Some(&identity)).map_err(|e| e.to_string())?;
         // The connector sets ALPN itself (and insists on doing so).
         config.alpn_protocols.clear();
+        // No Nagle: a request goes out as headers then body chunks, and waiting for the peer's
+        // (delayed) ACK between them would add tens of milliseconds to every delivery.
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp);
         let c: HttpsClient = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build(connector);

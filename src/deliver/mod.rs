@@ -385,14 +385,18 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     let attempt = {
         let (d, job) = (d.clone(), job.clone());
         tokio::spawn(async move {
-            tokio::time::timeout(d.settings.attempt_timeout, d.attempt(&job)).await
+            tokio::time::timeout(
+                d.settings.attempt_deadline(job.payload_size),
+                d.attempt(&job),
+            )
+            .await
         })
     };
     let outcome = match attempt.await {
         Ok(Ok(o)) => o,
         Ok(Err(_)) => Outcome::Temporary(format!(
             "the attempt took longer than {} s",
-            d.settings.attempt_timeout.as_secs()
+            d.settings.attempt_deadline(job.payload_size).as_secs()
         )),
         Err(e) => {
             tracing::error!(transfer_id = %job.transfer_id, error = %e, "a delivery attempt failed unexpectedly");

@@ -60,8 +60,17 @@ mod tests {
             retry_jitter: 0.2,
             lifetime: Duration::from_secs(5 * 86_400),
             attempt_timeout: Duration::from_secs(60),
+            attempt_min_rate_kib: 1024,
             payload_grace: Duration::from_secs(0),
         }
+    }
+
+    #[test]
+    fn an_attempt_gets_time_for_its_payload_at_the_minimum_rate() {
+        let s = settings();
+        assert_eq!(s.attempt_deadline(0), Duration::from_secs(60));
+        assert_eq!(s.attempt_deadline(1), Duration::from_secs(61));
+        assert_eq!(s.attempt_deadline(2 << 30), Duration::from_secs(60 + 2048));
     }
 
     #[test]

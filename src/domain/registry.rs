@@ -168,6 +168,14 @@ pub struct Peer {
     pub id: PeerId,
     pub name: String,
     pub identities: Vec<ClientIdentity>,
+    /// The organisations it may deliver on behalf of: a peer cannot claim any other sender.
+    pub senders: Vec<OrgId>,
+}
+
+impl Peer {
+    pub fn delivers_for(&self, sender: &OrgId) -> bool {
+        self.senders.contains(sender)
+    }
 }
 
 /// Who a client certificate belongs to.
@@ -581,6 +589,7 @@ mod tests {
                 id: "gw".parse().unwrap(),
                 name: "Gateway".into(),
                 identities: vec![ClientIdentity::San("gateway.test".into())],
+                senders: vec!["a".parse().unwrap()],
             }],
         )
         .unwrap();
@@ -634,6 +643,7 @@ mod tests {
                 id: "gw".parse().unwrap(),
                 name: "Gateway".into(),
                 identities: vec![ClientIdentity::San("x".into())],
+                senders: vec![],
             }],
         )
         .unwrap_err();

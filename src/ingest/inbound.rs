@@ -59,9 +59,85 @@ async fn read_part(
     }
 }
 
+/// A multipart failure as an IO error whose kind says how to answer it.
+fn multer_io(e: multer::Error) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    match e {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            Error::new(
+                ErrorKind::FileTooLarge,
+                "the payload is larger than this gateway accepts",
+            )
+        }
+        other => Error::other(other.to_string()),
+    }
+}
+
+/// Checks the clear description of a delivery before anything else is read: the peer may
+/// speak for the sender, the recipient is served by this gateway's inbox, the date is a date.
+fn check_meta(app: &App, peer: &PeerCaller, meta: &InboundMeta) -> Result<(), Box<Problem>> {
+    let registry = app.registry.current();
+    let Some(p) = registry.peer(&peer.peer) else {
+        return Err(Box::new(Problem::new(
+            403,
+            "not_a_peer",
+            "Your certificate no longer identifies a registered peer gateway.",
+        )));
+    };
+    if !p.delivers_for(&meta.sender) {
+        return Err(Box::new(Problem::new(
+            403,
+            "sender_not_permitted",
+            format!(
+                "Your gateway is not registered to deliver for `{}`; ask this gateway's operators to add it to your peer entry's `senders`.",
+                meta.sender
+            ),
+        )
+        .with_field("meta.sender")));
+    }
+    // Only organisations this gateway keeps an inbox for: its `inbox` organisations, and those
+    // reached over https (whose inbound endpoint is this one). An email recipient, or one that
+    // cannot receive at all, would get an inbox nobody reads.
+    let served = registry
+        .organisation(&meta.recipient)
+        .and_then(|o| o.endpoint.as_ref())
+        .is_some_and(|e| {
+            matches!(
+                e.channel,
+                crate::domain::registry::Channel::Inbox
+                    | crate::domain::registry::Channel::Https { .. }
+            )
+        });
+    if !served {
+        return Err(Box::new(
+            Problem::new(
+                422,
+                "recipient_not_here",
+                format!(
+                    "`{}` does not receive through this gateway's inbox.",
+                    meta.recipient
+                ),
+            )
+            .with_field("meta.recipient"),
+        ));
+    }
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    if time::Date::parse(&meta.retain_until, date).is_err() {
+        return Err(Box::new(
+            Problem::new(
+                422,
+                "invalid_inbound",
+                "`retain_until` must be a date, YYYY-MM-DD.",
+            )
+            .with_field("meta.retain_until"),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/inbound`: multipart parts `meta` (JSON), `envelope` (the sealed envelope) and
-/// `payload` (the sealed payload, streamed). Answers 201 with a receipt, or 200 with the first
-/// receipt for a repeat.
+/// `payload` (the sealed payload, streamed), in that order and nothing after. Answers 201 with
+/// a receipt, or 200 with the first receipt for a repeat.
 pub async fn receive(
     State(app): State<Arc<App>>,
     peer: PeerCaller,
@@ -83,6 +159,7 @@ pub async fn receive(
     let constraints = multer::Constraints::new()
         .allowed_fields(vec!["meta", "envelope", "payload"])
         .size_limit(
+            // The limit is on the payload as submitted; allow for age's framing.
             multer::SizeLimit::new().for_field("payload", limits.max_payload_bytes + (1 << 20)),
         );
     let stream = body
@@ -92,7 +169,7 @@ pub async fn receive(
     let mut next = async |name: &str| -> Result<multer::Field<'static>, Response> {
         match multipart.next_field().await {
             Ok(Some(f)) if f.name() == Some(name) => Ok(f),
-            Ok(_) => Err(problem(
+            Ok(_) | Err(multer::Error::UnknownField { .. }) => Err(problem(
                 400,
                 "unexpected_part",
                 "Send the parts `meta`, `envelope` and `payload`, in that order.",
@@ -116,27 +193,17 @@ pub async fn receive(
     let meta: InboundMeta = match serde_json::from_slice(&meta_bytes) {
         Ok(m) => m,
         Err(_) => {
-            return problem(
+            return Problem::new(
                 422,
                 "invalid_inbound",
                 "The `meta` part is not a valid delivery description (see the inbound contract in docs/openapi.json).",
-            );
+            )
+            .with_field("meta")
+            .into_response();
         }
     };
-    if app
-        .registry
-        .current()
-        .organisation(&meta.recipient)
-        .is_none()
-    {
-        return problem(
-            422,
-            "recipient_not_here",
-            format!(
-                "`{}` is not an organisation of this gateway.",
-                meta.recipient
-            ),
-        );
+    if let Err(p) = check_meta(&app, &peer, &meta) {
+        return p.into_response();
     }
     let mut envelope_field = match next("envelope").await {
         Ok(f) => f,
@@ -151,15 +218,32 @@ pub async fn receive(
         Ok(f) => f,
         Err(r) => return r,
     };
+    // The payload streams into the store; after it, the body must end. Each error's kind says
+    // how it is answered (below).
     let idle = limits.idle_timeout;
-    let chunks = futures_util::stream::unfold(payload, move |mut field| async move {
-        match tokio::time::timeout(idle, field.chunk()).await {
-            Ok(Ok(Some(c))) => Some((Ok(c), field)),
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => Some((Err(std::io::Error::other(e.to_string())), field)),
-            Err(_) => Some((Err(std::io::Error::other("the delivery stalled")), field)),
-        }
-    });
+    let chunks =
+        futures_util::stream::unfold(Some((multipart, payload)), move |state| async move {
+            use std::io::{Error, ErrorKind};
+            let stalled = || Error::new(ErrorKind::TimedOut, "the delivery stalled");
+            let failed = |e| Some((Err(e), None));
+            let (mut multipart, mut field) = state?;
+            match tokio::time::timeout(idle, field.chunk()).await {
+                Ok(Ok(Some(c))) => Some((Ok(c), Some((multipart, field)))),
+                Ok(Ok(None)) => {
+                    drop(field);
+                    match tokio::time::timeout(idle, multipart.next_field()).await {
+                        Ok(Ok(None)) => None,
+                        Ok(Ok(Some(_)) | Err(multer::Error::UnknownField { .. })) => failed(
+                            Error::new(ErrorKind::InvalidInput, "a part after `payload`"),
+                        ),
+                        Ok(Err(e)) => failed(multer_io(e)),
+                        Err(_) => failed(stalled()),
+                    }
+                }
+                Ok(Err(e)) => failed(multer_io(e)),
+                Err(_) => failed(stalled()),
+            }
+        });
     match inbox::receive(
         &app.store,
         &meta,
@@ -179,11 +263,42 @@ pub async fn receive(
             };
             (status, Json(received.receipt())).into_response()
         }
-        Err(InboxError::Stream(e)) => problem(
-            400,
-            "malformed_request",
-            format!("The payload could not be read to its end: {e}. Nothing was kept."),
-        ),
+        Err(InboxError::Stream(e)) => {
+            use std::io::ErrorKind;
+            let (status, code, detail) = match e.kind() {
+                ErrorKind::FileTooLarge => (
+                    413,
+                    "payload_too_large",
+                    "The payload is larger than this gateway accepts. Nothing was kept.".to_owned(),
+                ),
+                ErrorKind::TimedOut => (
+                    408,
+                    "request_timeout",
+                    "The payload stopped arriving before its end. Nothing was kept.".to_owned(),
+                ),
+                ErrorKind::InvalidInput => (
+                    400,
+                    "unexpected_part",
+                    "Nothing may follow the `payload` part. Nothing was kept.".to_owned(),
+                ),
+                _ => (
+                    400,
+                    "malformed_request",
+                    format!("The payload could not be read to its end: {e}. Nothing was kept."),
+                ),
+            };
+            Problem::new(status, code, detail)
+                .with_field("payload")
+                .into_response()
+        }
+        Err(InboxError::Store(e)) => {
+            tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not store an inbound delivery");
+            super::problem::store_failure(
+                &e,
+                "The gateway is shutting down and kept nothing from this delivery. Retry shortly.",
+            )
+            .into_response()
+        }
         Err(e) => {
             tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not store an inbound delivery");
             Problem::internal().into_response()
@@ -233,7 +348,7 @@ pub async fn list(
         Ok(items) => Json(InboxList { items }).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "inbox listing failed");
-            Problem::internal().into_response()
+            super::problem::store_failure(&e, super::problem::SHUTTING_DOWN).into_response()
         }
     }
 }
@@ -260,7 +375,7 @@ pub async fn get(
         Ok(None) => item_not_found(),
         Err(e) => {
             tracing::error!(error = %e, "inbox lookup failed");
-            Problem::internal().into_response()
+            super::problem::store_failure(&e, super::problem::SHUTTING_DOWN).into_response()
         }
     }
 }
@@ -283,7 +398,8 @@ pub async fn payload(
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "inbox lookup failed");
-            return Problem::internal().into_response();
+            return super::problem::store_failure(&e, super::problem::SHUTTING_DOWN)
+                .into_response();
         }
     };
     let body = match found {
@@ -386,7 +502,11 @@ pub async fn acknowledge(
         Ok(None) => item_not_found(),
         Err(e) => {
             tracing::error!(error = %e, "could not acknowledge an inbox item");
-            Problem::internal().into_response()
+            super::problem::store_failure(
+                &e,
+                "The gateway is shutting down; the item was not acknowledged. Try again shortly.",
+            )
+            .into_response()
         }
     }
 }

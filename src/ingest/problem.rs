@@ -32,6 +32,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("not_a_peer", 403),
     ("invalid_inbound", 422),
     ("recipient_not_here", 422),
+    ("sender_not_permitted", 403),
     ("inbox_item_not_found", 404),
     ("payload_gone", 410),
     ("internal_error", 500),
@@ -68,7 +69,15 @@ pub struct ProblemField {
     pub message: String,
 }
 
-fn title_for(status: u16) -> &'static str {
+fn title_for(code: &str, status: u16) -> &'static str {
+    match code {
+        "not_an_organisation" | "not_a_peer" => return "Wrong kind of caller",
+        "sender_not_permitted" => return "Sender not permitted",
+        "invalid_inbound" => return "Invalid delivery",
+        "recipient_not_here" => return "Recipient not served here",
+        "idempotency_key_reused" => return "Idempotency key reused",
+        _ => {}
+    }
     match status {
         400 => "Malformed request",
         403 => "Refused by policy",
@@ -88,7 +97,7 @@ impl Problem {
     pub fn new(status: u16, code: &str, detail: impl Into<String>) -> Self {
         Problem {
             type_uri: format!("urn:postern:problem:{code}"),
-            title: title_for(status).to_owned(),
+            title: title_for(code, status).to_owned(),
             status,
             detail: detail.into(),
             code: code.to_owned(),
@@ -155,6 +164,18 @@ impl Problem {
     }
 }
 
+/// The 503 detail for a request that changes nothing (a read).
+pub const SHUTTING_DOWN: &str = "The gateway is shutting down. Try again shortly.";
+
+/// A store failure as a problem: 503 while the gateway is shutting down (`detail` says what
+/// was and was not done; the answer carries `Retry-After`), 500 otherwise. The caller logs it.
+pub fn store_failure(e: &crate::store::StoreError, detail: &str) -> Problem {
+    match e {
+        crate::store::StoreError::Closed => Problem::new(503, "unavailable", detail),
+        _ => Problem::internal(),
+    }
+}
+
 /// The envelope field a refusal is about, so a client can highlight it.
 fn rule_field(rule: Rule, recipient_index: Option<usize>) -> Option<String> {
     let recipients = || {
@@ -193,6 +214,11 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Only ever temporary here (shutting down): worth retrying soon.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         resp
     }
 }

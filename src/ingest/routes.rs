@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::App;
 use super::caller::OrgCaller;
-use super::problem::Problem;
+use super::problem::{self, Problem};
 use super::upload::{Sealed, SpoolUpload, UploadError};
 use crate::domain::envelope::{self, Envelope, EnvelopeError, ParseContext};
 use crate::domain::ids::TransferId;
@@ -94,12 +94,14 @@ fn internal(e: impl std::fmt::Display, what: &str, id: TransferId) -> Fail {
 fn store_failure(e: StoreError, what: &str, id: TransferId) -> Fail {
     if matches!(e, StoreError::Closed) {
         tracing::warn!(transfer_id = %id, "{what}: the store is closed (shutting down)");
-        let mut r = Problem::new(503, "unavailable", "The gateway is shutting down and accepted nothing from this request. Retry shortly with the same Idempotency-Key.").with_transfer(id).into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return Fail::answer(r);
+    } else {
+        tracing::error!(transfer_id = %id, error = %e, "{what}");
     }
-    internal(e, what, id)
+    Fail::answer(
+        problem::store_failure(&e, "The gateway is shutting down and accepted nothing from this request. Retry shortly with the same Idempotency-Key.")
+            .with_transfer(id)
+            .into_response(),
+    )
 }
 
 /// The client went away or the connection failed mid-request: usually nobody is left to read
@@ -757,6 +759,11 @@ pub async fn status(
     {
         Ok(Some(s)) => Json(s).into_response(),
         Ok(None) => not_found(),
-        Err(e) => store_failure(e, "status lookup failed", id).into_response_fail(),
+        Err(e) => {
+            tracing::warn!(transfer_id = %id, error = %e, "status lookup failed");
+            problem::store_failure(&e, problem::SHUTTING_DOWN)
+                .with_transfer(id)
+                .into_response()
+        }
     }
 }

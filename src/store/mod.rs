@@ -42,6 +42,8 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
     #[error("the store has shut down")]
     Closed,
+    #[error("a store task failed: {0}")]
+    Task(String),
     #[error("the database at {0} was written by a newer version of postern")]
     TooNew(String),
     #[error("no database at {0}: has the gateway been started with this state directory?")]
@@ -520,11 +522,15 @@ impl Store {
     {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| StoreError::Closed)?;
+            // A read that panicked left nothing half-done on this connection (reads change
+            // nothing), so a poisoned lock is still safe to use.
+            let conn = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&conn)
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
 

@@ -24,6 +24,8 @@ use postern_gateway::ingest;
 use postern_gateway::live::Live;
 use postern_gateway::seal::SpoolKey;
 
+mod deliver;
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Against {
     Gateway,
@@ -56,6 +58,14 @@ pub struct LoadArgs {
     /// Warm-up transfers per connection, not measured.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+    /// Delivery benchmark: accepted-to-delivered latency at `--rate` transfers/s, then
+    /// deliveries/s at saturation, to a second gateway over mutual TLS (`mtls`) or to the load
+    /// generator's own SMTP server (`email`).
+    #[arg(long, value_enum)]
+    deliver: Option<deliver::Mode>,
+    /// Submissions per second for the fixed-rate phase of `--deliver`.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
     /// Work directory for the scratch deployment (default: a temporary one, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -93,7 +103,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(work_dir: Option<&Path>, max_payload: u64) -> anyhow::Result<Scratch> {
+    fn new(work_dir: Option<&Path>) -> anyhow::Result<Scratch> {
         let (tmp, root) = match work_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
@@ -120,15 +130,27 @@ impl Scratch {
         ] {
             std::fs::write(cfg.join(name), text)?;
         }
+        std::fs::write(cfg.join("peers.toml"), config::embedded_demo::PEERS)?;
+        Ok(s)
+    }
+
+    /// Writes `postern.toml` for a gateway with this state directory: email goes to the SMTP
+    /// server the load generator runs, over STARTTLS verified against the development CA.
+    fn write_daemon(
+        config_dir: &Path,
+        state_dir: &Path,
+        max_payload: u64,
+        relay_port: u16,
+    ) -> anyhow::Result<()> {
         let limit = max_payload.max(1 << 20) + (1 << 20);
         std::fs::write(
-            cfg.join("postern.toml"),
+            config_dir.join("postern.toml"),
             format!(
-                "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload_bytes = {limit}\nmax_connections = 4096\n",
-                s.state_dir().display()
+                "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload_bytes = {limit}\nmax_connections = 4096\n[smtp]\nrelays = [{{ host = \"localhost\", port = {relay_port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n",
+                state_dir.display()
             ),
         )?;
-        Ok(s)
+        Ok(())
     }
 
     fn config_dir(&self) -> PathBuf {
@@ -141,15 +163,44 @@ impl Scratch {
 
     /// A fresh state directory per measured server, so that runs do not see each other's data.
     fn reset_store(&self) -> anyhow::Result<()> {
-        for name in ["postern.db", "postern.db-wal", "postern.db-shm"] {
-            let _ = std::fs::remove_file(self.state_dir().join(name));
-        }
-        let spool = self.state_dir().join("spool");
-        if spool.exists() {
-            std::fs::remove_dir_all(&spool)?;
-        }
-        Ok(())
+        reset_state(&self.state_dir())
     }
+}
+
+/// Removes a state directory's store, spool and inbox (keeping its PKI and keys).
+fn reset_state(state_dir: &Path) -> anyhow::Result<()> {
+    for name in ["postern.db", "postern.db-wal", "postern.db-shm"] {
+        let _ = std::fs::remove_file(state_dir.join(name));
+    }
+    for dir in ["spool", "inbox"] {
+        let d = state_dir.join(dir);
+        if d.exists() {
+            std::fs::remove_dir_all(&d)?;
+        }
+    }
+    Ok(())
+}
+
+/// The load generator's own SMTP server (the relay the gateways are configured with), with
+/// STARTTLS on the development server certificate.
+fn start_sink(
+    state_dir: &Path,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<postern_gateway::smtp_sink::SmtpSink> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = state_dir.join("pki");
+    let chain =
+        CertificateDer::pem_file_iter(pki.join("server.crt"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(pki.join("server.key"))?;
+    let tls = postern_gateway::smtp_sink::tls_config(chain, key)?;
+    Ok(postern_gateway::smtp_sink::SmtpSink::start(
+        listener,
+        postern_gateway::smtp_sink::SinkOptions {
+            starttls: Some(Arc::new(tls)),
+            ..Default::default()
+        },
+    )?)
 }
 
 /// A server child process that is killed when dropped.
@@ -424,7 +475,16 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     if a.connections == 0 || a.transfers == 0 {
         bail!("--connections and --transfers must be at least 1");
     }
-    let scratch = Scratch::new(a.work_dir.as_deref(), a.size)?;
+    let scratch = Scratch::new(a.work_dir.as_deref())?;
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let relay_port = relay.local_addr()?.port();
+    let sink = start_sink(&scratch.state_dir(), relay)?;
+    Scratch::write_daemon(
+        &scratch.config_dir(),
+        &scratch.state_dir(),
+        a.size,
+        relay_port,
+    )?;
     let payload = make_payload(a.size, &scratch.root)?;
     let paths = DevPaths::new(&scratch.state_dir());
     let roots = client::read_roots(&paths.ca())?;
@@ -433,6 +493,9 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
 
     if a.compare_age {
         return seal_benchmark(&a, &scratch, &payload, tls).await;
+    }
+    if let Some(mode) = a.deliver {
+        return deliver::benchmark(&a, mode, &scratch, relay_port, &sink, &payload).await;
     }
     println!(
         "postern load: {} transfers of {} over {} mutual-TLS connections (+{} warm-up per connection); {} CPUs",
