@@ -49,6 +49,12 @@ pub enum RecordKind {
     InboxReceived,
     /// The receiving organisation acknowledged an inbox item; its payload was deleted.
     InboxAcknowledged,
+    /// A practitioner's recorded decision not to share (no payload), with the reasons.
+    DecisionDeclined,
+    /// The rationale of an urgent share, recorded after the share itself.
+    RationaleAdded,
+    /// Records older than the retention period were deleted; this record says which.
+    LogPurged,
 }
 
 impl RecordKind {
@@ -61,6 +67,9 @@ impl RecordKind {
             RecordKind::PayloadPurged => "payload_purged",
             RecordKind::InboxReceived => "inbox_received",
             RecordKind::InboxAcknowledged => "inbox_acknowledged",
+            RecordKind::DecisionDeclined => "decision_declined",
+            RecordKind::RationaleAdded => "rationale_added",
+            RecordKind::LogPurged => "log_purged",
         }
     }
 }
@@ -355,6 +364,56 @@ pub struct InboxRecord {
     pub payload_sha256: String,
 }
 
+/// How a decision record is filed for searching (`log_facets`, `log_recipients`): the fields a
+/// data protection officer filters on, copied out of the body when it is appended. An index,
+/// not evidence: the chained body is what counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facets {
+    /// `shared`, `refused`, `rejected` or `declined`.
+    pub decision: &'static str,
+    pub originator: Option<String>,
+    pub purpose: Option<String>,
+    pub lawful_basis: Option<String>,
+    /// The normalised marking.
+    pub marking: Option<String>,
+    /// `routine` or `urgent`.
+    pub urgency: Option<String>,
+    pub correction_of: Option<TransferId>,
+    /// Accepted urgent shares whose justification was left to follow.
+    pub rationale_to_follow: bool,
+    pub recipients: Vec<OrgId>,
+}
+
+impl Facets {
+    /// The facets of a transfer decision: what the envelope said, where there was one.
+    pub fn of_transfer(r: &TransferRecord) -> Self {
+        let decision = match r.kind {
+            RecordKind::TransferAccepted => "shared",
+            RecordKind::TransferRefused => "refused",
+            _ => "rejected",
+        };
+        let Some(e) = &r.envelope else {
+            return Facets {
+                decision,
+                ..Facets::default()
+            };
+        };
+        Facets {
+            decision,
+            originator: Some(e.originator.to_string()),
+            purpose: Some(e.purpose.clone()),
+            lawful_basis: Some(e.lawful_basis.clone()),
+            marking: Some(e.marking_normalised.clone()),
+            urgency: Some(e.urgency.status.clone()),
+            correction_of: e.correction_of,
+            rationale_to_follow: decision == "shared"
+                && e.urgency.status == "urgent"
+                && e.justification.is_empty(),
+            recipients: e.recipients.clone(),
+        }
+    }
+}
+
 /// A record ready to append: the indexed columns and the body.
 pub struct LogEntry {
     pub kind: RecordKind,
@@ -363,6 +422,8 @@ pub struct LogEntry {
     pub sender: Option<OrgId>,
     pub code: Option<String>,
     pub subjects: Vec<SubjectHash>,
+    /// Set on decision records (shared, refused, rejected, declined) only.
+    pub facets: Option<Facets>,
     pub body: Vec<u8>,
 }
 
@@ -383,6 +444,7 @@ impl LogEntry {
             sender: sender.cloned(),
             code,
             subjects: Vec::new(),
+            facets: None,
             body: serde_json::to_vec(body)?,
         })
     }
@@ -399,6 +461,7 @@ impl LogEntry {
                 .as_ref()
                 .map(|e| e.subject_ref_hashes.clone())
                 .unwrap_or_default(),
+            facets: Some(Facets::of_transfer(r)),
             body: serde_json::to_vec(r)?,
         })
     }

@@ -635,12 +635,28 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
             }
         });
 
-    let justification = c.text(
-        raw.justification,
-        "justification",
-        limits::JUSTIFICATION,
-        "why this share is necessary and why the public interest outweighs confidentiality",
-    );
+    // In an emergency the share comes first and its rationale after (`POST
+    // /v1/transfers/{id}/rationale`): an urgent share may leave the justification out.
+    let urgent = raw
+        .urgency
+        .as_ref()
+        .and_then(|u| u.level.as_deref())
+        .is_some_and(|l| l.trim() == "urgent");
+    let justification = if urgent
+        && raw
+            .justification
+            .as_deref()
+            .is_none_or(|j| j.trim().is_empty())
+    {
+        Some(String::new())
+    } else {
+        c.text(
+            raw.justification,
+            "justification",
+            limits::JUSTIFICATION,
+            "why this share is necessary and why the public interest outweighs confidentiality (an urgent share may add it afterwards)",
+        )
+    };
 
     let lawful_basis = c
         .text(

@@ -59,7 +59,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE transfers (
@@ -162,6 +162,107 @@ CREATE TABLE idempotency (
 );
 ";
 
+/// Version 2: the search index over decision records, and signed checkpoints of the chain.
+const SCHEMA_V2: &str = "
+-- One row per decision record (shared, refused, rejected, declined): what a data protection
+-- officer filters on, copied from the record's body when it is appended.
+CREATE TABLE log_facets (
+    seq           INTEGER PRIMARY KEY,
+    at            TEXT NOT NULL,
+    decision      TEXT NOT NULL,
+    transfer_id   TEXT,
+    sender        TEXT,
+    originator    TEXT,
+    purpose       TEXT,
+    lawful_basis  TEXT,
+    marking       TEXT,
+    urgency       TEXT,
+    correction_of TEXT,
+    -- An urgent share accepted with its rationale to follow, until the rationale is added.
+    rationale_pending INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX log_facets_at ON log_facets(at);
+CREATE INDEX log_facets_sender ON log_facets(sender, seq);
+CREATE INDEX log_facets_originator ON log_facets(originator, seq);
+CREATE INDEX log_facets_purpose ON log_facets(purpose, seq);
+CREATE INDEX log_facets_basis ON log_facets(lawful_basis, seq);
+CREATE INDEX log_facets_marking ON log_facets(marking, seq);
+CREATE INDEX log_facets_decision ON log_facets(decision, seq);
+CREATE INDEX log_facets_urgency ON log_facets(urgency, seq);
+CREATE INDEX log_facets_transfer ON log_facets(transfer_id);
+CREATE INDEX log_facets_correction ON log_facets(correction_of) WHERE correction_of IS NOT NULL;
+CREATE INDEX log_facets_pending ON log_facets(at) WHERE rationale_pending = 1;
+
+CREATE TABLE log_recipients (
+    recipient TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    PRIMARY KEY (recipient, seq)
+) WITHOUT ROWID;
+
+CREATE INDEX log_subjects_seq ON log_subjects(seq);
+CREATE INDEX deliveries_state ON deliveries(state, transfer_id);
+
+-- Signed checkpoints: the chain's head at a moment, signed with the gateway's ed25519 key, so
+-- that rewriting the chain from some record onwards (recomputing every hash) is still detected.
+CREATE TABLE checkpoints (
+    seq        INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    hash       BLOB NOT NULL,
+    public_key TEXT NOT NULL,
+    signature  BLOB NOT NULL
+);
+";
+
+/// Files one decision record's facets (in the caller's transaction).
+pub(crate) fn insert_facets(
+    conn: &Connection,
+    seq: i64,
+    e: &LogEntry,
+    f: &crate::transfer_log::Facets,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        seq,
+        e.at,
+        f.decision,
+        e.transfer_id.map(|t| t.to_string()),
+        e.sender.as_ref().map(OrgId::as_str),
+        f.originator,
+        f.purpose,
+        f.lawful_basis,
+        f.marking,
+        f.urgency,
+        f.correction_of.map(|t| t.to_string()),
+        f.rationale_to_follow,
+    ])?;
+    let mut rec = conn
+        .prepare_cached("INSERT OR IGNORE INTO log_recipients (recipient, seq) VALUES (?1, ?2)")?;
+    for r in &f.recipients {
+        rec.execute(params![r.as_str(), seq])?;
+    }
+    Ok(())
+}
+
+/// Builds the version 2 index over the decision records of a version 1 log.
+fn backfill_facets(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, body FROM log WHERE kind IN ('transfer_accepted', 'transfer_refused', 'transfer_rejected') ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    for row in rows {
+        let (seq, body) = row?;
+        let record: crate::transfer_log::TransferRecord = serde_json::from_slice(&body)?;
+        let mut entry = LogEntry::transfer(&record)?;
+        if let Some(f) = entry.facets.take() {
+            insert_facets(conn, seq, &entry, &f)?;
+        }
+    }
+    Ok(())
+}
+
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is fsync'd at every commit, so a committed record survives power loss.
@@ -176,9 +277,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew(path.display().to_string()));
     }
-    if version == 0 {
+    if version < SCHEMA_VERSION {
         let tx = conn.transaction()?;
-        tx.execute_batch(SCHEMA)?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA)?;
+        }
+        tx.execute_batch(SCHEMA_V2)?;
+        if version == 1 {
+            backfill_facets(&tx)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -282,6 +389,9 @@ impl Tx<'_> {
         )?;
         for s in &e.subjects {
             subj.execute(params![s.as_str(), seq])?;
+        }
+        if let Some(f) = &e.facets {
+            insert_facets(self.conn, seq, e, f)?;
         }
         *self.head = ChainHead { seq, hash };
         Ok(seq)
@@ -856,6 +966,7 @@ mod tests {
             sender: Some("northshire-cc".parse().unwrap()),
             code: Some(format!("code-{n}")),
             subjects: Vec::new(),
+            facets: None,
             body: format!("{{\"n\":{n}}}").into_bytes(),
         }
     }
