@@ -31,6 +31,8 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check every record's hash and link, and every signed checkpoint; report the first break.
+    Verify(crate::cli::log_verify::VerifyArgs),
     /// Show every record about one transfer, and its deliveries.
     Show {
         /// The transfer id (a refusal's reference works too).
@@ -112,6 +114,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        LogCommand::Verify(args) => crate::cli::log_verify::run(args),
         LogCommand::Show {
             id,
             state_dir,

@@ -4,6 +4,7 @@
 pub mod inbox;
 pub mod load;
 pub mod log;
+pub mod log_verify;
 pub mod pki;
 pub mod send;
 pub mod serve;

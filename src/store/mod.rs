@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod checkpoint;
 pub mod inbox;
 pub mod queue;
 

@@ -1,0 +1,1 @@
+//! Signed checkpoints of the transfer log's chain, and the retention purge.
