@@ -1,47 +1,557 @@
-//! `postern log list` and `postern log show`: reading the transfer log. Opens the store read
-//! only, so it works alongside a running gateway.
+//! `postern log ...`: the data protection officer's view of the transfer log (list, show,
+//! subject, export, report, verify). Opens the store read only, so it works alongside a running
+//! gateway.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::io::Write;
 
+use anyhow::{Context, bail};
 use clap::Subcommand;
+use postern_gateway::domain::subject::SubjectRef;
+use postern_gateway::store::search::{self, DecisionRow, LogQuery, SearchError};
 use postern_gateway::store::{LogFilter, Reader};
 use postern_gateway::transfer_log::StoredRecord;
 
+/// Filters shared by `list`, `export` and `report`'s neighbours: each one narrows the result.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Filters {
+    /// From this time (YYYY-MM-DD or RFC 3339, UTC), inclusive.
+    #[arg(long)]
+    from: Option<String>,
+    /// Until this time: a date includes the whole day; an RFC 3339 time is exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    /// Only this transfer (or decision) id.
+    #[arg(long)]
+    transfer: Option<String>,
+    /// Only shares by this organisation.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Only shares to (or decisions considering) this organisation.
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Only data that originated with this organisation.
+    #[arg(long)]
+    originator: Option<String>,
+    /// Only this purpose id.
+    #[arg(long)]
+    purpose: Option<String>,
+    /// Only this UK GDPR Article 6 basis (e.g. public_task).
+    #[arg(long)]
+    lawful_basis: Option<String>,
+    /// Only this marking (normalised, e.g. 'OFFICIAL-SENSITIVE PERSONAL').
+    #[arg(long)]
+    marking: Option<String>,
+    /// Only this decision: shared, refused, rejected (malformed or invalid) or declined.
+    #[arg(long, value_parser = ["shared", "refused", "rejected", "declined"])]
+    decision: Option<String>,
+    /// Only routine or urgent shares.
+    #[arg(long, value_parser = ["routine", "urgent"])]
+    urgency: Option<String>,
+    /// Only transfers with a recipient in this delivery state.
+    #[arg(long, value_parser = ["queued", "delivering", "retrying", "delivered", "dead"])]
+    delivery_state: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum LogCommand {
-    /// List records, newest first.
+    /// List decisions (shared, refused, rejected, declined), newest first.
     List {
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
-        /// Only records about this transfer.
-        #[arg(long)]
-        transfer: Option<String>,
-        /// Only records of this sending organisation.
-        #[arg(long)]
-        sender: Option<String>,
-        /// Only records of this kind: transfer_accepted, transfer_refused, transfer_rejected.
-        #[arg(long)]
-        kind: Option<String>,
+        #[command(flatten)]
+        filters: Filters,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's hash and link, and every signed checkpoint; report the first break.
-    Verify(crate::cli::log_verify::VerifyArgs),
-    /// Show every record about one transfer, and its deliveries.
+    /// Show every record about one transfer: the decision, its delivery timeline, its
+    /// rationale, and the corrections linked to it.
     Show {
-        /// The transfer id (a refusal's reference works too).
+        /// The transfer id (a refusal's or a declined decision's reference works too).
         id: String,
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
         #[arg(long)]
         json: bool,
     },
+    /// Every decision about one person, oldest first, for a subject access request. The
+    /// identifier is hashed with the deployment's subject key; it is never stored or printed.
+    Subject {
+        /// As the DPO knows it: `nhs:9434765919`, `case:ABC123`, ...
+        identifier: String,
+        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+        state_dir: PathBuf,
+        /// The subject key file ([subjects] key in postern.toml); default STATE_DIR/keys/subject.key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every matching decision record, oldest first, as CSV or JSON lines (streamed).
+    Export {
+        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+        state_dir: PathBuf,
+        #[arg(long, value_parser = ["csv", "jsonl"])]
+        format: String,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Counts by purpose, recipient, marking, lawful basis and refusal reason; urgent shares
+    /// still waiting for their rationale; deliveries that died.
+    Report {
+        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+        state_dir: PathBuf,
+        /// From (YYYY-MM-DD or RFC 3339), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Until (a date includes the whole day).
+        #[arg(long)]
+        to: Option<String>,
+        /// An urgent share's rationale is overdue this many hours after the share.
+        #[arg(long, default_value_t = 24)]
+        rationale_due_hours: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's hash and link, and every signed checkpoint; report the first break.
+    Verify(crate::cli::log_verify::VerifyArgs),
+}
+
+/// A `--from`/`--to` value as the stored form (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC), which
+/// compares correctly as text. A date `--to` means the end of that day.
+fn bound(flag: &str, v: &str, end: bool) -> anyhow::Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    let at = if let Ok(d) = time::Date::parse(v, date) {
+        let d = if end {
+            d.next_day().context("date out of range")?
+        } else {
+            d
+        };
+        d.midnight().assume_utc()
+    } else if let Ok(t) = time::OffsetDateTime::parse(v, &Rfc3339) {
+        t.to_offset(time::UtcOffset::UTC)
+    } else {
+        bail!("--{flag} `{v}` is neither a date (YYYY-MM-DD) nor an RFC 3339 time");
+    };
+    Ok(postern_gateway::clock::stamp(at))
+}
+
+impl Filters {
+    fn query(&self) -> anyhow::Result<LogQuery> {
+        Ok(LogQuery {
+            from: self
+                .from
+                .as_deref()
+                .map(|v| bound("from", v, false))
+                .transpose()?,
+            to: self
+                .to
+                .as_deref()
+                .map(|v| bound("to", v, true))
+                .transpose()?,
+            transfer: self.transfer.clone(),
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+            originator: self.originator.clone(),
+            purpose: self.purpose.clone(),
+            lawful_basis: self.lawful_basis.clone(),
+            marking: self
+                .marking
+                .as_deref()
+                .map(|m| m.trim().to_uppercase().replace('_', "-")),
+            decision: self.decision.clone(),
+            urgency: self.urgency.clone(),
+            delivery_state: self.delivery_state.clone(),
+            ..LogQuery::default()
+        })
+    }
+}
+
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+fn table(out: &mut impl Write, rows: &[DecisionRow]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>7}  {:<19}  {:<8}  {:<36}  {:<18}  {:<24}  {:<24}  {:<26}  CODE",
+        "SEQ", "TIME (UTC)", "DECISION", "TRANSFER", "SENDER", "RECIPIENTS", "PURPOSE", "MARKING",
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:>7}  {:<19}  {:<8}  {:<36}  {:<18}  {:<24}  {:<24}  {:<26}  {}{}",
+            r.seq,
+            r.at.get(..19).unwrap_or(&r.at).replace('T', " "),
+            r.decision,
+            opt(&r.transfer_id),
+            opt(&r.sender),
+            if r.recipients.is_empty() {
+                "-".to_owned()
+            } else {
+                r.recipients.join(",")
+            },
+            opt(&r.purpose),
+            opt(&r.marking),
+            opt(&r.code),
+            if r.rationale_pending {
+                "  (urgent: rationale to follow)"
+            } else {
+                ""
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The columns of `log export --format csv`: the filing columns, then the record's own fields a
+/// spreadsheet needs; `record` holds the whole record as chained (JSON).
+const CSV_HEADER: [&str; 22] = [
+    "seq",
+    "at",
+    "kind",
+    "decision",
+    "transfer_id",
+    "sender",
+    "recipients",
+    "originator",
+    "purpose",
+    "lawful_basis",
+    "marking",
+    "urgency",
+    "code",
+    "correction_of",
+    "rationale_pending",
+    "justification",
+    "data_categories",
+    "consent",
+    "subject_informed",
+    "practitioner",
+    "hash",
+    "record",
+];
+
+fn csv_row(r: &DecisionRow) -> Vec<String> {
+    let e = |path: &[&str]| {
+        let v = path.iter().try_fold(&r.record, |v, k| v.get(k));
+        match v {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+            Some(other) => other.to_string(),
+        }
+    };
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    vec![
+        r.seq.to_string(),
+        r.at.clone(),
+        r.kind.clone(),
+        r.decision.clone(),
+        o(&r.transfer_id),
+        o(&r.sender),
+        r.recipients.join(";"),
+        o(&r.originator),
+        o(&r.purpose),
+        o(&r.lawful_basis),
+        o(&r.marking),
+        o(&r.urgency),
+        o(&r.code),
+        o(&r.correction_of),
+        r.rationale_pending.to_string(),
+        e(&["envelope", "justification"]),
+        e(&["envelope", "data_categories"]),
+        e(&["envelope", "consent", "status"]),
+        e(&["envelope", "subject_informed", "status"]),
+        e(&["envelope", "practitioner", "name"]),
+        r.hash.clone(),
+        r.record.to_string(),
+    ]
+}
+
+/// Streams the export: one row is formatted and written at a time.
+fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
+    let stdout = std::io::stdout().lock();
+    let result = if format == "csv" {
+        let mut w = csv::Writer::from_writer(std::io::BufWriter::new(stdout));
+        w.write_record(CSV_HEADER)?;
+        let r = search::for_each_decision(reader.conn(), q, |row| w.write_record(csv_row(&row)));
+        w.flush()?;
+        r.map_err(|e| match e {
+            SearchError::Store(s) => anyhow::Error::from(s),
+            SearchError::Output(o) => anyhow::Error::from(o),
+        })
+    } else {
+        let mut w = std::io::BufWriter::new(stdout);
+        let r = search::for_each_decision(reader.conn(), q, |row| {
+            serde_json::to_writer(&mut w, &row)?;
+            w.write_all(b"\n").map_err(serde_json::Error::io)
+        });
+        w.flush()?;
+        r.map_err(|e| match e {
+            SearchError::Store(s) => anyhow::Error::from(s),
+            SearchError::Output(o) => anyhow::Error::from(o),
+        })
+    };
+    result
+}
+
+fn show(out: &mut impl Write, reader: &Reader, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut records = reader.records(&LogFilter {
+        transfer_id: Some(id.to_owned()),
+        ..LogFilter::default()
+    })?;
+    records.reverse();
+    if records.is_empty() {
+        eprintln!("No record of transfer {id}.");
+        return Ok(ExitCode::from(1));
+    }
+    let deliveries = reader.deliveries(id)?;
+    let corrected_by = search::corrections_of(reader.conn(), id)?;
+    let corrects = records
+        .iter()
+        .find_map(|r| field(r, &["envelope", "correction_of"]).and_then(|v| v.as_str()))
+        .map(str::to_owned);
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "records": records,
+                "deliveries": deliveries,
+                "corrects": corrects,
+                "corrected_by": corrected_by,
+            }))?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in records.iter().filter(|r| r.kind != "delivery_attempt") {
+        writeln!(
+            out,
+            "record {}  {}  {}  hash {}",
+            r.seq, r.at, r.kind, r.hash
+        )?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&r.body)?)?;
+    }
+    if let Some(x) = &corrects {
+        writeln!(out, "corrects: {x}")?;
+    }
+    for y in &corrected_by {
+        writeln!(out, "corrected by: {y}")?;
+    }
+    let attempts: Vec<&StoredRecord> = records
+        .iter()
+        .filter(|r| r.kind == "delivery_attempt")
+        .collect();
+    if !attempts.is_empty() {
+        writeln!(out, "delivery timeline:")?;
+        for r in attempts {
+            writeln!(
+                out,
+                "  {}  {:<24} {:<6} attempt {:<3} {:<9} {}",
+                r.at.get(..19).unwrap_or(&r.at).replace('T', " "),
+                text(field(r, &["recipient"])),
+                text(field(r, &["channel"])),
+                text(field(r, &["attempt"])),
+                text(field(r, &["outcome"])),
+                text(field(r, &["detail"])),
+            )?;
+        }
+    }
+    if !deliveries.is_empty() {
+        writeln!(out, "deliveries now:")?;
+        for d in &deliveries {
+            writeln!(
+                out,
+                "  {:<24} {:<10} {:<6} agreement {}  attempts {}  {}",
+                d.recipient,
+                d.state,
+                d.channel,
+                d.agreement,
+                d.attempts,
+                d.last_error.as_deref().unwrap_or(""),
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_counts(
+    out: &mut impl Write,
+    title: &str,
+    m: &std::collections::BTreeMap<String, i64>,
+) -> std::io::Result<()> {
+    writeln!(out, "{title}:")?;
+    if m.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (k, n) in v {
+        writeln!(out, "  {n:>8}  {k}")?;
+    }
+    Ok(())
+}
+
+pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    // Written with `?` rather than println!, so that `postern log list | head` ends quietly.
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        LogCommand::List {
+            state_dir,
+            filters,
+            limit,
+            json,
+        } => {
+            let reader = Reader::open(&state_dir)?;
+            let q = LogQuery {
+                limit: Some(limit),
+                ..filters.query()?
+            };
+            let rows = search::decisions(reader.conn(), &q)?;
+            if json {
+                for r in &rows {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+            } else {
+                table(&mut out, &rows)?;
+                if rows.is_empty() {
+                    eprintln!("(no matching decisions)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Show {
+            id,
+            state_dir,
+            json,
+        } => show(&mut out, &Reader::open(&state_dir)?, &id, json),
+        LogCommand::Subject {
+            identifier,
+            state_dir,
+            key,
+            json,
+        } => {
+            // The identifier is not echoed in any message: it is personal data.
+            let subject = SubjectRef::parse(&identifier)
+                .map_err(|e| anyhow::anyhow!("the identifier is not a subject reference: {e}"))?;
+            let key_path = key.unwrap_or_else(|| state_dir.join("keys").join("subject.key"));
+            let key = postern_gateway::config::daemon::read_subject_key(&key_path)
+                .map_err(|e| anyhow::anyhow!("subject key: {e}"))?;
+            let reader = Reader::open(&state_dir)?;
+            let q = LogQuery {
+                subject_hash: Some(subject.hash(&key).as_str().to_owned()),
+                oldest_first: true,
+                ..LogQuery::default()
+            };
+            let rows = search::decisions(reader.conn(), &q)?;
+            if json {
+                for r in &rows {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+            } else {
+                table(&mut out, &rows)?;
+                eprintln!(
+                    "{} decision(s) about this person. A refusal or a declined decision is listed too: it was recorded, nothing was shared.",
+                    rows.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Export {
+            state_dir,
+            format,
+            filters,
+        } => {
+            drop(out);
+            let reader = Reader::open(&state_dir)?;
+            let q = LogQuery {
+                oldest_first: true,
+                ..filters.query()?
+            };
+            export(&reader, &q, &format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Report {
+            state_dir,
+            from,
+            to,
+            rationale_due_hours,
+            json,
+        } => {
+            let from = from
+                .as_deref()
+                .map(|v| bound("from", v, false))
+                .transpose()?;
+            let to = to.as_deref().map(|v| bound("to", v, true)).transpose()?;
+            let cutoff = postern_gateway::clock::stamp(
+                postern_gateway::clock::now()
+                    - time::Duration::hours(i64::from(rationale_due_hours)),
+            );
+            let reader = Reader::open(&state_dir)?;
+            let r = search::report(reader.conn(), from.as_deref(), to.as_deref(), &cutoff)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            writeln!(
+                out,
+                "Transfer log report, {} to {}",
+                r.from.as_deref().unwrap_or("the beginning"),
+                r.to.as_deref().unwrap_or("now")
+            )?;
+            print_counts(&mut out, "decisions", &r.decisions)?;
+            print_counts(&mut out, "shared, by purpose", &r.shared_by_purpose)?;
+            print_counts(&mut out, "shared, by recipient", &r.shared_by_recipient)?;
+            print_counts(&mut out, "shared, by marking", &r.shared_by_marking)?;
+            print_counts(
+                &mut out,
+                "shared, by lawful basis",
+                &r.shared_by_lawful_basis,
+            )?;
+            print_counts(&mut out, "refused, by reason", &r.refused_by_reason)?;
+            writeln!(
+                out,
+                "urgent shares still without their rationale after {rationale_due_hours} h:"
+            )?;
+            if r.rationale_overdue.is_empty() {
+                writeln!(out, "  (none)")?;
+            }
+            for o in &r.rationale_overdue {
+                writeln!(out, "  {}  {}  {}", o.at, o.transfer_id, o.sender)?;
+            }
+            writeln!(out, "deliveries that died:")?;
+            if r.dead_deliveries.is_empty() {
+                writeln!(out, "  (none)")?;
+            }
+            for d in &r.dead_deliveries {
+                writeln!(
+                    out,
+                    "  {}  {:<24} {:<6} after {} attempt(s): {}",
+                    d.transfer_id,
+                    d.recipient,
+                    d.channel,
+                    d.attempts,
+                    d.reason.as_deref().unwrap_or("-")
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Verify(args) => crate::cli::log_verify::run(args),
+    }
 }
 
 fn field<'a>(r: &'a StoredRecord, path: &[&str]) -> Option<&'a serde_json::Value> {
@@ -58,108 +568,5 @@ fn text(v: Option<&serde_json::Value>) -> String {
             .join(","),
         Some(other) => other.to_string(),
         None => "-".into(),
-    }
-}
-
-pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
-    // Written with `?` rather than println!, so that `postern log list | head` ends quietly.
-    let mut out = std::io::stdout().lock();
-    match cmd {
-        LogCommand::List {
-            state_dir,
-            transfer,
-            sender,
-            kind,
-            limit,
-            json,
-        } => {
-            let reader = Reader::open(&state_dir)?;
-            let records = reader.records(&LogFilter {
-                transfer_id: transfer,
-                sender,
-                kind,
-                limit: Some(limit),
-            })?;
-            if json {
-                for r in &records {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            writeln!(
-                out,
-                "{:>6}  {:<20}  {:<18}  {:<36}  {:<18}  {:<24}  {:<22}  OUTCOME",
-                "SEQ", "TIME (UTC)", "KIND", "TRANSFER", "SENDER", "RECIPIENTS", "PURPOSE",
-            )?;
-            for r in &records {
-                let outcome = match (&r.code, text(field(r, &["decision", "outcome"])).as_str()) {
-                    (Some(code), o) => format!("{o}: {code}"),
-                    (None, o) => o.to_owned(),
-                };
-                writeln!(
-                    out,
-                    "{:>6}  {:<20}  {:<18}  {:<36}  {:<18}  {:<24}  {:<22}  {}",
-                    r.seq,
-                    r.at.get(..19).unwrap_or(&r.at).replace('T', " "),
-                    r.kind,
-                    r.transfer_id.as_deref().unwrap_or("-"),
-                    r.sender.as_deref().unwrap_or("-"),
-                    text(field(r, &["envelope", "recipients"])),
-                    text(field(r, &["envelope", "purpose"])),
-                    outcome
-                )?;
-            }
-            if records.is_empty() {
-                eprintln!("(no records)");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        LogCommand::Verify(args) => crate::cli::log_verify::run(args),
-        LogCommand::Show {
-            id,
-            state_dir,
-            json,
-        } => {
-            let reader = Reader::open(&state_dir)?;
-            let mut records = reader.records(&LogFilter {
-                transfer_id: Some(id.clone()),
-                ..LogFilter::default()
-            })?;
-            records.reverse();
-            if records.is_empty() {
-                eprintln!("No record of transfer {id}.");
-                return Ok(ExitCode::from(1));
-            }
-            let deliveries = reader.deliveries(&id)?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"records": records, "deliveries": deliveries})
-                    )?
-                )?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            for r in &records {
-                writeln!(
-                    out,
-                    "record {}  {}  {}  hash {}",
-                    r.seq, r.at, r.kind, r.hash
-                )?;
-                writeln!(out, "{}", serde_json::to_string_pretty(&r.body)?)?;
-            }
-            if !deliveries.is_empty() {
-                writeln!(out, "deliveries:")?;
-                for d in &deliveries {
-                    writeln!(
-                        out,
-                        "  {:<24} {:<12} agreement {}  attempts {}  updated {}",
-                        d.recipient, d.state, d.agreement, d.attempts, d.updated_at
-                    )?;
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }

@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 pub mod checkpoint;
 pub mod inbox;
 pub mod queue;
+pub mod search;
+pub mod synthetic;
 
 use crate::domain::ids::{AgreementId, OrgId, TransferId};
 use crate::seal::SealSummary;

@@ -1,0 +1,330 @@
+//! Searching the transfer log for data protection officers: decision records (shared, refused,
+//! rejected, declined) found through the `log_facets` index, by time, party, purpose, basis,
+//! marking, decision, urgency, delivery state or subject; read from a read-only connection, so
+//! alongside a running gateway. Rows are handed to a callback one at a time, so exporting the
+//! whole log does not hold it in memory.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, params_from_iter};
+use serde::Serialize;
+
+use super::StoreError;
+
+/// Which decision records to find. Every field set narrows the result (AND).
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Inclusive lower bound on the record's time (RFC 3339, UTC, as stored).
+    pub from: Option<String>,
+    /// Exclusive upper bound.
+    pub to: Option<String>,
+    pub transfer: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub originator: Option<String>,
+    pub purpose: Option<String>,
+    pub lawful_basis: Option<String>,
+    /// The normalised marking, e.g. `OFFICIAL-SENSITIVE PERSONAL`.
+    pub marking: Option<String>,
+    /// `shared`, `refused`, `rejected` or `declined`.
+    pub decision: Option<String>,
+    /// `routine` or `urgent`.
+    pub urgency: Option<String>,
+    /// Transfers with at least one recipient in this state (`queued`, `delivering`,
+    /// `retrying`, `delivered`, `dead`).
+    pub delivery_state: Option<String>,
+    /// The keyed hash of a subject reference (`SubjectRef::hash`).
+    pub subject_hash: Option<String>,
+    pub limit: Option<usize>,
+    /// Oldest first (exports) rather than newest first (listings).
+    pub oldest_first: bool,
+}
+
+/// One decision record with the columns it is filed under.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionRow {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub decision: String,
+    pub transfer_id: Option<String>,
+    pub sender: Option<String>,
+    pub recipients: Vec<String>,
+    pub originator: Option<String>,
+    pub purpose: Option<String>,
+    pub lawful_basis: Option<String>,
+    pub marking: Option<String>,
+    pub urgency: Option<String>,
+    /// The refusal rule or rejection code.
+    pub code: Option<String>,
+    pub correction_of: Option<String>,
+    pub rationale_pending: bool,
+    pub hash: String,
+    /// The record exactly as chained.
+    pub record: serde_json::Value,
+}
+
+const COLUMNS: &str = "f.seq, f.at, l.kind, f.decision, f.transfer_id, f.sender, \
+    (SELECT group_concat(recipient, ',') FROM log_recipients r WHERE r.seq = f.seq), \
+    f.originator, f.purpose, f.lawful_basis, f.marking, f.urgency, l.code, f.correction_of, \
+    f.rationale_pending, l.hash, l.body";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
+    let filed: Option<String> = r.get(6)?;
+    let hash: Vec<u8> = r.get(15)?;
+    let body: Vec<u8> = r.get(16)?;
+    // A body that is not JSON is shown as null here; `log verify` is what judges it.
+    let record: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    // In the order the sender named them, as recorded; the index keeps them sorted.
+    let named = record
+        .get("envelope")
+        .and_then(|e| e.get("recipients"))
+        .or_else(|| record.get("recipients"))
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        });
+    let recipients = named.unwrap_or_else(|| {
+        filed
+            .map(|s| s.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    });
+    Ok(DecisionRow {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        decision: r.get(3)?,
+        transfer_id: r.get(4)?,
+        sender: r.get(5)?,
+        recipients,
+        originator: r.get(7)?,
+        purpose: r.get(8)?,
+        lawful_basis: r.get(9)?,
+        marking: r.get(10)?,
+        urgency: r.get(11)?,
+        code: r.get(12)?,
+        correction_of: r.get(13)?,
+        rationale_pending: r.get(14)?,
+        hash: hex::encode(hash),
+        record,
+    })
+}
+
+/// The WHERE clause and its arguments for a query.
+fn conditions(q: &LogQuery) -> (String, Vec<String>) {
+    let mut sql = String::from(" WHERE 1=1");
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |clause: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            args.push(v.clone());
+            sql.push_str(&clause.replace("?", &format!("?{}", args.len())));
+        }
+    };
+    push(" AND f.at >= ?", &q.from);
+    push(" AND f.at < ?", &q.to);
+    push(" AND f.transfer_id = ?", &q.transfer);
+    push(" AND f.sender = ?", &q.sender);
+    push(
+        " AND f.seq IN (SELECT seq FROM log_recipients WHERE recipient = ?)",
+        &q.recipient,
+    );
+    push(" AND f.originator = ?", &q.originator);
+    push(" AND f.purpose = ?", &q.purpose);
+    push(" AND f.lawful_basis = ?", &q.lawful_basis);
+    push(" AND f.marking = ?", &q.marking);
+    push(" AND f.decision = ?", &q.decision);
+    push(" AND f.urgency = ?", &q.urgency);
+    push(
+        " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.transfer_id = f.transfer_id AND d.state = ?)",
+        &q.delivery_state,
+    );
+    push(
+        " AND f.seq IN (SELECT seq FROM log_subjects WHERE subject_hash = ?)",
+        &q.subject_hash,
+    );
+    (sql, args)
+}
+
+/// Calls `each` with every decision record matching `q`, in order, one at a time; stops early
+/// if `each` returns an error.
+pub fn for_each_decision<E>(
+    conn: &Connection,
+    q: &LogQuery,
+    mut each: impl FnMut(DecisionRow) -> Result<(), E>,
+) -> Result<(), SearchError<E>> {
+    let (cond, args) = conditions(q);
+    let mut sql = format!("SELECT {COLUMNS} FROM log_facets f JOIN log l ON l.seq = f.seq{cond}");
+    sql.push_str(if q.oldest_first {
+        " ORDER BY f.seq"
+    } else {
+        " ORDER BY f.seq DESC"
+    });
+    if let Some(n) = q.limit {
+        sql.push_str(&format!(" LIMIT {n}"));
+    }
+    let mut stmt = conn.prepare(&sql).map_err(StoreError::from)?;
+    let mut rows = stmt
+        .query(params_from_iter(args.iter()))
+        .map_err(StoreError::from)?;
+    while let Some(r) = rows.next().map_err(StoreError::from)? {
+        each(row(r).map_err(StoreError::from)?).map_err(SearchError::Output)?;
+    }
+    Ok(())
+}
+
+/// A search failed in the store, or the caller's output failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError<E> {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Output(E),
+}
+
+/// Matching decision records, collected (for listings with a limit).
+pub fn decisions(conn: &Connection, q: &LogQuery) -> Result<Vec<DecisionRow>, StoreError> {
+    let mut out = Vec::new();
+    for_each_decision(conn, q, |r| {
+        out.push(r);
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .map_err(|e| match e {
+        SearchError::Store(s) => s,
+        SearchError::Output(never) => match never {},
+    })?;
+    Ok(out)
+}
+
+/// Decision records that correct the given transfer (`correction_of` = it).
+pub fn corrections_of(conn: &Connection, transfer_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT transfer_id FROM log_facets WHERE correction_of = ?1 AND transfer_id IS NOT NULL ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([transfer_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What `postern log report` shows for a period.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Decision records by decision (shared, refused, rejected, declined).
+    pub decisions: BTreeMap<String, i64>,
+    /// Shared transfers by purpose, recipient, marking and lawful basis.
+    pub shared_by_purpose: BTreeMap<String, i64>,
+    pub shared_by_recipient: BTreeMap<String, i64>,
+    pub shared_by_marking: BTreeMap<String, i64>,
+    pub shared_by_lawful_basis: BTreeMap<String, i64>,
+    /// Refusals by the rule that refused them.
+    pub refused_by_reason: BTreeMap<String, i64>,
+    /// Urgent shares accepted before the cutoff whose rationale has not been recorded.
+    pub rationale_overdue: Vec<OverdueRationale>,
+    /// Deliveries of transfers in the period that ended dead.
+    pub dead_deliveries: Vec<DeadDelivery>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OverdueRationale {
+    pub transfer_id: String,
+    pub sender: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadDelivery {
+    pub transfer_id: String,
+    pub recipient: String,
+    pub channel: String,
+    pub attempts: i64,
+    pub reason: Option<String>,
+}
+
+fn counts(
+    conn: &Connection,
+    sql: &str,
+    args: &[String],
+) -> Result<BTreeMap<String, i64>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+        Ok((
+            r.get::<_, Option<String>>(0)?.unwrap_or_else(|| "-".into()),
+            r.get::<_, i64>(1)?,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Counts over `[from, to)`; urgent shares accepted before `rationale_cutoff` still without
+/// their rationale; deliveries that died.
+pub fn report(
+    conn: &Connection,
+    from: Option<&str>,
+    to: Option<&str>,
+    rationale_cutoff: &str,
+) -> Result<Report, StoreError> {
+    let q = LogQuery {
+        from: from.map(str::to_owned),
+        to: to.map(str::to_owned),
+        ..LogQuery::default()
+    };
+    let (cond, args) = conditions(&q);
+    let by = |col: &str, extra: &str| {
+        format!("SELECT {col}, COUNT(*) FROM log_facets f{cond}{extra} GROUP BY 1 ORDER BY 2 DESC")
+    };
+    let shared = " AND f.decision = 'shared'";
+    let mut r = Report {
+        from: q.from.clone(),
+        to: q.to.clone(),
+        decisions: counts(conn, &by("f.decision", ""), &args)?,
+        shared_by_purpose: counts(conn, &by("f.purpose", shared), &args)?,
+        shared_by_marking: counts(conn, &by("f.marking", shared), &args)?,
+        shared_by_lawful_basis: counts(conn, &by("f.lawful_basis", shared), &args)?,
+        shared_by_recipient: counts(
+            conn,
+            &format!(
+                "SELECT r.recipient, COUNT(*) FROM log_facets f JOIN log_recipients r ON r.seq = f.seq{cond}{shared} GROUP BY 1 ORDER BY 2 DESC"
+            ),
+            &args,
+        )?,
+        refused_by_reason: counts(
+            conn,
+            &format!(
+                "SELECT l.code, COUNT(*) FROM log_facets f JOIN log l ON l.seq = f.seq{cond} AND f.decision = 'refused' GROUP BY 1 ORDER BY 2 DESC"
+            ),
+            &args,
+        )?,
+        ..Report::default()
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT f.transfer_id, f.sender, f.at FROM log_facets f{cond} AND f.rationale_pending = 1 AND f.at < ?{} ORDER BY f.seq",
+        args.len() + 1
+    ))?;
+    let mut with_cutoff = args.clone();
+    with_cutoff.push(rationale_cutoff.to_owned());
+    let rows = stmt.query_map(params_from_iter(with_cutoff.iter()), |row| {
+        Ok(OverdueRationale {
+            transfer_id: row.get::<_, Option<String>>(0)?.unwrap_or_default(),
+            sender: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            at: row.get(2)?,
+        })
+    })?;
+    r.rationale_overdue = rows.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT d.transfer_id, d.recipient, d.channel, d.attempts, d.last_error FROM deliveries d JOIN log_facets f ON f.transfer_id = d.transfer_id AND f.decision = 'shared'{} AND d.state = 'dead' ORDER BY f.seq, d.recipient",
+        cond.replacen(" WHERE 1=1", "", 1)
+    ))?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |row| {
+        Ok(DeadDelivery {
+            transfer_id: row.get(0)?,
+            recipient: row.get(1)?,
+            channel: row.get(2)?,
+            attempts: row.get(3)?,
+            reason: row.get(4)?,
+        })
+    })?;
+    r.dead_deliveries = rows.collect::<Result<_, _>>()?;
+    Ok(r)
+}
