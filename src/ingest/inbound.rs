@@ -471,11 +471,13 @@ pub async fn acknowledge(
                     payload_size: before.payload_size,
                     payload_sha256: before.payload_sha256.clone(),
                 };
+                // Filed under the transfer's sender, like the inbox_received record before it;
+                // the acknowledging organisation is the record's `recipient`.
                 tx.append(&LogEntry::of(
                     RecordKind::InboxAcknowledged,
                     &at,
                     tid,
-                    Some(&recipient),
+                    Some(&rec.sender),
                     None,
                     &rec,
                 )?)?;

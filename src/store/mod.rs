@@ -201,6 +201,7 @@ CREATE TABLE log_recipients (
     seq       INTEGER NOT NULL,
     PRIMARY KEY (recipient, seq)
 ) WITHOUT ROWID;
+CREATE INDEX log_recipients_seq ON log_recipients(seq);
 
 CREATE INDEX log_subjects_seq ON log_subjects(seq);
 CREATE INDEX deliveries_state ON deliveries(state, transfer_id);

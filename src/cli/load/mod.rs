@@ -25,6 +25,7 @@ use postern_gateway::live::Live;
 use postern_gateway::seal::SpoolKey;
 
 mod deliver;
+mod log;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Against {
@@ -66,6 +67,10 @@ pub struct LoadArgs {
     /// Submissions per second for the fixed-rate phase of `--deliver`.
     #[arg(long, default_value_t = 200)]
     rate: u32,
+    /// Transfer log benchmark: write this many generated decision records, then time `postern
+    /// log subject`, filtered `log list`, `log verify` and `log export` on them.
+    #[arg(long)]
+    log_records: Option<u64>,
     /// Work directory for the scratch deployment (default: a temporary one, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -122,6 +127,9 @@ impl Scratch {
         std::fs::create_dir_all(&cfg)?;
         let orgs = config::embedded_demo::ORGANISATIONS;
         devkit::ensure(&s.state_dir(), &devkit::dev_orgs(orgs)?)?;
+        postern_gateway::store::checkpoint::ensure_key_file(
+            &s.state_dir().join("keys").join("checkpoint.key"),
+        )?;
         for (name, text) in [
             ("organisations.toml", orgs),
             ("agreements.toml", config::embedded_demo::AGREEMENTS),
@@ -476,6 +484,9 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
         bail!("--connections and --transfers must be at least 1");
     }
     let scratch = Scratch::new(a.work_dir.as_deref())?;
+    if let Some(n) = a.log_records {
+        return log::benchmark(n, &scratch).await;
+    }
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let relay_port = relay.local_addr()?.port();
     let sink = start_sink(&scratch.state_dir(), relay)?;
