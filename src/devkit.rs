@@ -25,6 +25,8 @@ pub enum DevkitError {
     },
     #[error("organisations file: {0}")]
     Organisations(String),
+    #[error("{0}")]
+    CheckpointKey(#[from] crate::store::checkpoint::KeyError),
 }
 
 #[derive(Deserialize)]
@@ -174,6 +176,12 @@ pub fn ensure(state_dir: &Path, orgs: &[DevOrg]) -> Result<Created, DevkitError>
             .push(format!("subject hashing key {}", subject.display()));
     } else if let Err(msg) = read_subject_key(&subject) {
         return Err(DevkitError::Organisations(msg));
+    }
+    let checkpoint = p.keys.join("checkpoint.key");
+    if crate::store::checkpoint::ensure_key_file(&checkpoint)?.is_some() {
+        created
+            .0
+            .push(format!("checkpoint signing key {}", checkpoint.display()));
     }
     Ok(created)
 }

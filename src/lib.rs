@@ -19,3 +19,4 @@ pub mod seal;
 pub mod smtp_sink;
 pub mod store;
 pub mod transfer_log;
+pub mod verify;

@@ -71,6 +71,9 @@ fn brute(all: &[Generated], keep: impl Fn(&Generated) -> bool) -> BTreeSet<i64> 
     all.iter().filter(|g| keep(g)).map(|g| g.seq).collect()
 }
 
+/// Which generated records a filter should find.
+type Keep = Box<dyn Fn(&Generated) -> bool>;
+
 /// Fields an envelope carries are absent from rejected records (there was no valid envelope).
 fn enveloped(g: &Generated) -> bool {
     g.decision != "rejected"
@@ -83,7 +86,7 @@ async fn each_filter_returns_exactly_the_matching_records() {
     let all = generated_log(&state, 700).await;
     assert_eq!(all.len(), 700);
 
-    let cases: Vec<(Vec<&str>, Box<dyn Fn(&Generated) -> bool>)> = vec![
+    let cases: Vec<(Vec<&str>, Keep)> = vec![
         (vec![], Box::new(|_| true)),
         (
             vec!["--sender", "northshire-police"],

@@ -285,7 +285,7 @@ fn csv_row(r: &DecisionRow) -> Vec<String> {
 /// Streams the export: one row is formatted and written at a time.
 fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
     let stdout = std::io::stdout().lock();
-    let result = if format == "csv" {
+    if format == "csv" {
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(stdout));
         w.write_record(CSV_HEADER)?;
         let r = search::for_each_decision(reader.conn(), q, |row| w.write_record(csv_row(&row)));
@@ -305,8 +305,7 @@ fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
             SearchError::Store(s) => anyhow::Error::from(s),
             SearchError::Output(o) => anyhow::Error::from(o),
         })
-    };
-    result
+    }
 }
 
 fn show(out: &mut impl Write, reader: &Reader, id: &str, json: bool) -> anyhow::Result<ExitCode> {

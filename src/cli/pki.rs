@@ -8,6 +8,7 @@ use clap::Subcommand;
 use postern_gateway::devkit;
 use postern_gateway::pki::{self, Ca};
 use postern_gateway::seal::{SpoolKey, generate_identity_file};
+use postern_gateway::store::checkpoint::CheckpointKey;
 
 #[derive(Subcommand)]
 pub enum PkiCommand {
@@ -67,6 +68,14 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Generate the ed25519 key that signs transfer log checkpoints (PKCS#8 PEM, mode 0600);
+    /// prints its public key and fingerprint, to publish for `postern log verify --public-key`.
+    CheckpointKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key and fingerprint of a checkpoint key file.
+    CheckpointPublic { file: PathBuf },
 }
 
 fn ca(dir: &Path) -> anyhow::Result<Ca> {
@@ -154,6 +163,21 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::SubjectKey { out } => {
             devkit::write_subject_key(&out)?;
             println!("created {}", out.display());
+        }
+        KeysCommand::CheckpointKey { out } => {
+            let public = CheckpointKey::generate_file(&out)?;
+            println!("created {}", out.display());
+            println!(
+                "public key   {public}\nfingerprint  {}",
+                public.fingerprint()
+            );
+        }
+        KeysCommand::CheckpointPublic { file } => {
+            let public = *CheckpointKey::from_file(&file)?.public();
+            println!(
+                "public key   {public}\nfingerprint  {}",
+                public.fingerprint()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -19,6 +19,7 @@ use super::source::{ConfigError, Doc, Errors};
 use super::{Overrides, Paths, Source};
 use crate::domain::subject::SubjectKey;
 use crate::seal::SpoolKey;
+use crate::store::checkpoint::CheckpointKey;
 
 /// Environment variables with the `POSTERN_` prefix that are not configuration keys.
 pub const NON_CONFIG_ENV: &[&str] = &[
@@ -40,6 +41,7 @@ struct RawDaemon {
     subjects: Option<RawSubjects>,
     delivery: Option<super::delivery::RawDelivery>,
     smtp: Option<super::delivery::RawSmtp>,
+    log: Option<RawLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +82,25 @@ struct RawSubjects {
     key: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    checkpoint_key: Option<String>,
+    checkpoint_interval_secs: Option<u64>,
+    retain_days: Option<u64>,
+}
+
+/// `[log]`: the transfer log's signed checkpoints and retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// The ed25519 key (PKCS#8 PEM) that signs checkpoints.
+    pub checkpoint_key: PathBuf,
+    /// How often the chain's head is signed (when it has moved).
+    pub checkpoint_interval: Duration,
+    /// Records older than this many days are purged; 0: never.
+    pub retain_days: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_payload_bytes: u64,
@@ -109,6 +130,7 @@ pub struct Daemon {
     pub subject_key: PathBuf,
     pub delivery: DeliverySettings,
     pub smtp: SmtpSettings,
+    pub log: LogSettings,
 }
 
 /// The TLS material read from the files the daemon names.
@@ -231,10 +253,13 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
             "smtp" => {
                 let _ = doc.deserialize::<super::delivery::RawSmtp>(v, key, errors);
             }
+            "log" => {
+                let _ = doc.deserialize::<RawLog>(v, key, errors);
+            }
             other => errors.push(doc.error_at(
                 Some(k.span()),
                 Some(other.to_owned()),
-                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects",
+                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log",
             )),
         }
     }
@@ -245,6 +270,7 @@ pub struct Materials {
     pub tls: TlsMaterial,
     pub spool_key: SpoolKey,
     pub subject_key: SubjectKey,
+    pub checkpoint_key: CheckpointKey,
 }
 
 /// Reads and validates the daemon settings, then the files they name. `env` is the `POSTERN_*`
@@ -373,6 +399,8 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     let private_key = need(tls.private_key, "tls.private_key");
     let spool_identity = need(raw.spool.unwrap_or_default().identity, "spool.identity");
     let subject_key = need(raw.subjects.unwrap_or_default().key, "subjects.key");
+    let log = raw.log.unwrap_or_default();
+    let checkpoint_key = need(log.checkpoint_key, "log.checkpoint_key");
     let client_cas = tls.client_cas.unwrap_or_default();
     let client_identity = match (
         tls.client_certificate
@@ -441,6 +469,14 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
         3600,
     );
     let idle = range(lim.idle_timeout_secs, "limits.idle_timeout_secs", 1, 3600);
+    let checkpoint_interval = range(
+        log.checkpoint_interval_secs,
+        "log.checkpoint_interval_secs",
+        1,
+        86_400,
+    );
+    // 0 turns retention off; at most a century.
+    let retain_days = range(log.retain_days, "log.retain_days", 0, 36_500);
 
     // Paths in [delivery] and [smtp] expand against the state directory too.
     let paths = Paths {
@@ -485,6 +521,11 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     else {
         return None;
     };
+    let (Some(checkpoint_key), Some(checkpoint_interval), Some(retain_days)) =
+        (checkpoint_key, checkpoint_interval, retain_days)
+    else {
+        return None;
+    };
     let paths = Paths {
         state_dir: state_dir.clone(),
         config_dir: loc.overrides.config_dir.clone(),
@@ -509,6 +550,11 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
         state_dir,
         delivery,
         smtp,
+        log: LogSettings {
+            checkpoint_key: paths.expand(&checkpoint_key),
+            checkpoint_interval: Duration::from_secs(checkpoint_interval),
+            retain_days: u32::try_from(retain_days).unwrap_or(u32::MAX),
+        },
     })
 }
 
@@ -607,6 +653,16 @@ fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Mater
             None
         }
     };
+    let checkpoint = match CheckpointKey::from_file(&d.log.checkpoint_key) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            errors.push(loc.at(
+                "log.checkpoint_key",
+                format!("{e}; `postern keys checkpoint-key --out FILE` makes one"),
+            ));
+            None
+        }
+    };
     let client = match &d.tls.client_identity {
         Some((cert, key_path)) => match crate::client::Identity::from_files(cert, key_path) {
             Ok(id) => Some((id.chain, id.key)),
@@ -634,6 +690,7 @@ fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Mater
         },
         spool_key: spool?,
         subject_key: subject?,
+        checkpoint_key: checkpoint?,
     })
 }
 

@@ -104,6 +104,14 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
     let started = Instant::now();
     {
         let (store, _) = Store::open(&state)?;
+        let existing: u64 = store
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))?))
+            .await? as u64;
+        if existing != 0 {
+            bail!(
+                "the work directory already holds a transfer log ({existing} records): use an empty --work-dir"
+            );
+        }
         synthetic::generate(&store, plan, Arc::new(key), |g| {
             if someone.is_none() && g.decision == "shared" {
                 someone = g.subjects.first().cloned();
@@ -157,7 +165,15 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
     let (list1, _) = show(
         "log list --sender S --purpose P (50 newest)",
         &[
-            "log", "list", "--state-dir", s, "--sender", &sender, "--purpose", &purpose, "--json",
+            "log",
+            "list",
+            "--state-dir",
+            s,
+            "--sender",
+            &sender,
+            "--purpose",
+            &purpose,
+            "--json",
         ],
         runs,
     )?;
@@ -195,15 +211,20 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
         ],
         runs,
     )?;
-    let (verify, _) = show(
-        "log verify",
-        &["log", "verify", "--state-dir", s],
-        1,
-    )?;
+    let (verify, _) = show("log verify", &["log", "verify", "--state-dir", s], 1)?;
     // Memory against size: a one-day export (a small fraction of the log) and the whole log.
     let (_, small_peak) = show(
         "log export --format jsonl --to 2026-01-01 (first day)",
-        &["log", "export", "--state-dir", s, "--format", "jsonl", "--to", "2026-01-01"],
+        &[
+            "log",
+            "export",
+            "--state-dir",
+            s,
+            "--format",
+            "jsonl",
+            "--to",
+            "2026-01-01",
+        ],
         1,
     )?;
     let (export, full_peak) = show(

@@ -127,9 +127,6 @@ impl Scratch {
         std::fs::create_dir_all(&cfg)?;
         let orgs = config::embedded_demo::ORGANISATIONS;
         devkit::ensure(&s.state_dir(), &devkit::dev_orgs(orgs)?)?;
-        postern_gateway::store::checkpoint::ensure_key_file(
-            &s.state_dir().join("keys").join("checkpoint.key"),
-        )?;
         for (name, text) in [
             ("organisations.toml", orgs),
             ("agreements.toml", config::embedded_demo::AGREEMENTS),

@@ -1,0 +1,1034 @@
+//! Checking the transfer log: the pure logic behind `postern log verify` (and the check the
+//! retention purge makes before it deletes anything). No IO: the store streams rows in and
+//! answers the few look-ups a break needs ([`Lookup`]).
+//!
+//! Two kinds of evidence are checked:
+//!
+//! - **the chain**: every record's `hash` must equal `chain_hash(prev_hash, seq, body)` and its
+//!   `prev_hash` the hash of the record before (or [`GENESIS`], or the signed checkpoint the log
+//!   was purged up to). This catches a record altered, deleted, inserted or reordered.
+//! - **signed checkpoints**: the chain's head at a moment, signed with the gateway's ed25519 key.
+//!   Someone who rewrites the chain from some record on (recomputing every hash after it) is
+//!   caught by the first checkpoint whose hash no longer matches, and cannot sign a new one.
+//!
+//! The first break is reported with its kind and where it is. Telling the kinds apart: when a
+//! record does not verify where it stands, its content is tried at other positions (the chain
+//! hash includes the position, so a record that verifies at position `c` was written there).
+//! A record that belongs one place later, followed by one that belongs one place earlier, is a
+//! swap; a run of records that all belong `n` places later means `n` records were deleted and the
+//! rest renumbered; a record that belongs earlier means the records before it were inserted.
+//!
+//! What a checkpoint signs ([`signed_message`]): the bytes of [`CHECKPOINT_DOMAIN`], then the
+//! checkpoint's `seq` as 8 bytes big-endian, the 32-byte chain hash of the record at `seq`, and
+//! the checkpoint's time (`at`, RFC 3339 UTC, as stored) in UTF-8. The domain prefix keeps a
+//! checkpoint signature from being valid as anything else signed with the same key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use ring::signature::{ED25519, UnparsedPublicKey};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::transfer_log::{GENESIS, chain_hash};
+
+/// Prefix of every signed checkpoint message (domain separation).
+pub const CHECKPOINT_DOMAIN: &[u8] = b"postern transfer log checkpoint v1\0";
+
+/// How far either side of a record's own position its content is looked for, when the cheaper
+/// candidates (its neighbours, the place after the record it chains from) fail. Bounded, so that
+/// classifying a break costs milliseconds; beyond it a moved record is reported as altered.
+const SEARCH_WINDOW: i64 = 4096;
+
+/// The message a checkpoint's signature covers.
+pub fn signed_message(seq: i64, hash: &[u8; 32], at: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 8 + 32 + at.len());
+    m.extend_from_slice(CHECKPOINT_DOMAIN);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(at.as_bytes());
+    m
+}
+
+/// An ed25519 public key (32 bytes), written as standard base64.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; 32]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "not an ed25519 public key: give its 32 bytes as base64 (44 characters) or hex (64 digits)"
+)]
+pub struct BadPublicKey;
+
+impl PublicKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PublicKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `SHA256:` and the unpadded base64 of the key's SHA-256, as OpenSSH prints key
+    /// fingerprints: short enough to read out and compare with the one published.
+    pub fn fingerprint(&self) -> String {
+        format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(self.0)))
+    }
+
+    /// Whether `signature` is this key's signature of checkpoint `(seq, hash, at)`.
+    pub fn verifies(&self, seq: i64, hash: &[u8; 32], at: &str, signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(&signed_message(seq, hash, at), signature)
+            .is_ok()
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&STANDARD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = BadPublicKey;
+
+    fn from_str(s: &str) -> Result<Self, BadPublicKey> {
+        let s = s.trim();
+        let bytes = if s.len() == 64 {
+            hex::decode(s).map_err(|_| BadPublicKey)?
+        } else {
+            STANDARD.decode(s).map_err(|_| BadPublicKey)?
+        };
+        bytes.try_into().map(PublicKey).map_err(|_| BadPublicKey)
+    }
+}
+
+/// One log row as stored (borrowed from the database row, so that streaming a million of them
+/// copies nothing). The hashes are whatever the columns hold: a tampered row may hold anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub seq: i64,
+    pub prev_hash: &'a [u8],
+    pub hash: &'a [u8],
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRow {
+    pub seq: i64,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+impl OwnedRow {
+    pub fn as_row(&self) -> Row<'_> {
+        Row {
+            seq: self.seq,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            body: &self.body,
+        }
+    }
+}
+
+impl Row<'_> {
+    pub fn to_owned_row(&self) -> OwnedRow {
+        OwnedRow {
+            seq: self.seq,
+            prev_hash: self.prev_hash.to_vec(),
+            hash: self.hash.to_vec(),
+            body: self.body.to_vec(),
+        }
+    }
+
+    /// Whether this row's content was written at position `seq`: its hash is its chain hash
+    /// there. Says nothing about its link to the row before.
+    pub fn fits_at(&self, seq: i64) -> bool {
+        match <&[u8; 32]>::try_from(self.prev_hash) {
+            Ok(prev) => chain_hash(prev, seq, self.body).as_slice() == self.hash,
+            Err(_) => false,
+        }
+    }
+}
+
+/// A checkpoint row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub at: String,
+    pub hash: Vec<u8>,
+    /// The key that signed it, as recorded (base64): informative only, the signature is checked
+    /// against the expected keys.
+    pub public_key: String,
+    pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// `None` if one of `keys` signed it; otherwise why not.
+    pub fn fault(&self, keys: &[PublicKey]) -> Option<String> {
+        let Ok(hash) = <[u8; 32]>::try_from(self.hash.as_slice()) else {
+            return Some(format!(
+                "the checkpoint of record {} holds no valid hash",
+                self.seq
+            ));
+        };
+        if keys
+            .iter()
+            .any(|k| k.verifies(self.seq, &hash, &self.at, &self.signature))
+        {
+            return None;
+        }
+        Some(match self.public_key.parse::<PublicKey>() {
+            Ok(k) if !keys.contains(&k) => format!(
+                "the checkpoint of record {} (at {}) is signed with key {}, not the expected key",
+                self.seq,
+                self.at,
+                k.fingerprint()
+            ),
+            _ => format!(
+                "the signature of the checkpoint of record {} (at {}) does not verify: the checkpoint was altered or forged",
+                self.seq, self.at
+            ),
+        })
+    }
+}
+
+/// What kind of break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// A record's content no longer matches its hash (or its hash no longer matches what the
+    /// next record was chained to).
+    Altered,
+    /// Records are missing: a gap in the sequence, records removed and the rest renumbered, or
+    /// records missing before the first one or after the last that a checkpoint vouches for.
+    Deleted,
+    /// Records that are not part of the chain, with the records after them renumbered.
+    Inserted,
+    /// A record stands at another record's position (two records swapped, or one moved).
+    Reordered,
+    /// The chain is consistent but does not match a signed checkpoint: records up to the
+    /// checkpoint were altered and every hash after them recomputed.
+    Rewritten,
+    /// A checkpoint whose signature does not verify under the expected key.
+    BadCheckpoint,
+}
+
+impl BreakKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::Altered => "altered",
+            BreakKind::Deleted => "deleted",
+            BreakKind::Inserted => "inserted",
+            BreakKind::Reordered => "reordered",
+            BreakKind::Rewritten => "rewritten",
+            BreakKind::BadCheckpoint => "bad_checkpoint",
+        }
+    }
+}
+
+impl fmt::Display for BreakKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first break found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Break {
+    pub kind: BreakKind,
+    /// The first record affected.
+    pub seq: i64,
+    /// The last record affected (`seq` when it is one record).
+    pub to_seq: i64,
+    /// For a reordering: the position the record at `seq` was written at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_seq: Option<i64>,
+    /// One sentence, for a person.
+    pub message: String,
+}
+
+impl Break {
+    fn one(kind: BreakKind, seq: i64, message: String) -> Self {
+        Break {
+            kind,
+            seq,
+            to_seq: seq,
+            other_seq: None,
+            message,
+        }
+    }
+
+    fn range(kind: BreakKind, seq: i64, to_seq: i64, message: String) -> Self {
+        Break {
+            kind,
+            seq,
+            to_seq,
+            other_seq: None,
+            message,
+        }
+    }
+}
+
+fn records(from: i64, to: i64) -> String {
+    if from == to {
+        format!("record {from}")
+    } else {
+        format!("records {from} to {to}")
+    }
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Records whose hash and link verified (up to the break, if there is one).
+    pub records: u64,
+    /// Checkpoints whose signature (and, where the record is still there, hash) verified.
+    pub checkpoints: u64,
+    pub first_seq: Option<i64>,
+    /// The last record verified.
+    pub last_seq: Option<i64>,
+    /// The signed checkpoint the first record chains from, when earlier records were purged.
+    pub anchor_seq: Option<i64>,
+    /// The last checkpoint that matched the chain: records up to here are covered by a
+    /// signature.
+    pub covered_to: Option<i64>,
+    /// Records after `covered_to` (not yet covered by a signature: a warning, not a break).
+    pub uncovered: u64,
+    #[serde(rename = "break")]
+    pub first_break: Option<Break>,
+}
+
+impl Report {
+    pub fn intact(&self) -> bool {
+        self.first_break.is_none()
+    }
+}
+
+/// The look-ups classifying a break needs (only then: a clean check never calls them).
+pub trait Lookup {
+    type Error;
+    /// The row stored at `seq`.
+    fn row(&mut self, seq: i64) -> Result<Option<OwnedRow>, Self::Error>;
+    /// The position of a row whose stored hash is `hash`.
+    fn seq_of_hash(&mut self, hash: &[u8]) -> Result<Option<i64>, Self::Error>;
+}
+
+/// A row that did not verify where it stands, with what was expected there.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    pub row: OwnedRow,
+    pub expected_seq: i64,
+    pub expected_prev: [u8; 32],
+    /// Whether a verified row precedes it (else it is the first row, chaining from
+    /// [`GENESIS`] or from the anchor checkpoint).
+    pub after_verified: bool,
+}
+
+/// Why the check stopped.
+#[derive(Debug)]
+pub enum Stop {
+    /// A break, already classified.
+    Break(Break),
+    /// A row that does not verify: call [`classify`].
+    Suspect(Box<Suspect>),
+}
+
+/// The streaming check. Feed every row in `seq` order with [`Verifier::row`]; stop at the first
+/// `Err`; then [`Verifier::finish`] and [`Verifier::report`].
+pub struct Verifier {
+    checkpoints: Vec<Checkpoint>,
+    /// Per checkpoint: why its signature does not verify, if it does not.
+    faults: Vec<Option<String>>,
+    next_checkpoint: usize,
+    records: u64,
+    checkpoints_checked: u64,
+    first_seq: Option<i64>,
+    last: Option<(i64, [u8; 32])>,
+    anchor: Option<i64>,
+    covered: Option<i64>,
+}
+
+impl Verifier {
+    /// `checkpoints` must be sorted by `seq`. Their signatures are checked here, all at once
+    /// and on every core: a six-year log holds hundreds of thousands of them.
+    pub fn new(keys: &[PublicKey], checkpoints: Vec<Checkpoint>) -> Self {
+        let faults = faults(keys, &checkpoints);
+        Verifier {
+            checkpoints,
+            faults,
+            next_checkpoint: 0,
+            records: 0,
+            checkpoints_checked: 0,
+            first_seq: None,
+            last: None,
+            anchor: None,
+            covered: None,
+        }
+    }
+
+    /// The next checkpoint if its seq is below `bound`; a bad signature is a break.
+    fn take_checkpoint(&mut self, bound: i64) -> Result<Option<usize>, Stop> {
+        let i = self.next_checkpoint;
+        match self.checkpoints.get(i) {
+            Some(cp) if cp.seq < bound => {
+                if let Some(why) = &self.faults[i] {
+                    return Err(Stop::Break(Break::one(
+                        BreakKind::BadCheckpoint,
+                        cp.seq,
+                        why.clone(),
+                    )));
+                }
+                self.next_checkpoint += 1;
+                Ok(Some(i))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub fn row(&mut self, r: Row<'_>) -> Result<(), Stop> {
+        let (expected_seq, expected_prev) = match self.last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => self.start(r.seq)?,
+        };
+        let linked = r.seq == expected_seq && r.prev_hash == expected_prev.as_slice();
+        if !(linked && r.fits_at(r.seq)) {
+            return Err(Stop::Suspect(Box::new(Suspect {
+                row: r.to_owned_row(),
+                expected_seq,
+                expected_prev,
+                after_verified: self.last.is_some(),
+            })));
+        }
+        let Ok(hash) = <[u8; 32]>::try_from(r.hash) else {
+            // fits_at checked the length; unreachable, but not worth a panic.
+            return Err(Stop::Break(Break::one(
+                BreakKind::Altered,
+                r.seq,
+                format!("record {} holds no valid hash", r.seq),
+            )));
+        };
+        self.records += 1;
+        self.last = Some((r.seq, hash));
+        while let Some(i) = self.take_checkpoint(r.seq + 1)? {
+            self.checkpoints_checked += 1;
+            let cp = &self.checkpoints[i];
+            if cp.seq != r.seq {
+                continue;
+            }
+            if cp.hash != hash {
+                let from = self.covered.map_or(self.first_seq.unwrap_or(1), |c| c + 1);
+                return Err(Stop::Break(Break::range(
+                    BreakKind::Rewritten,
+                    from,
+                    r.seq,
+                    format!(
+                        "the chain's hash at record {} does not match its signed checkpoint (at {}): {} altered and every hash after it recomputed",
+                        r.seq,
+                        cp.at,
+                        if from == r.seq {
+                            format!("record {from} was")
+                        } else {
+                            format!("a record from {from} to {} was", r.seq)
+                        },
+                    ),
+                )));
+            }
+            self.covered = Some(r.seq);
+        }
+        Ok(())
+    }
+
+    /// At the first row: the checkpoints before it, and what it must chain from.
+    fn start(&mut self, first: i64) -> Result<(i64, [u8; 32]), Stop> {
+        self.first_seq = Some(first);
+        let mut before = None;
+        while let Some(i) = self.take_checkpoint(first)? {
+            self.checkpoints_checked += 1;
+            before = Some(i);
+        }
+        if first == 1 {
+            return Ok((1, GENESIS));
+        }
+        let anchor = before.map(|i| &self.checkpoints[i]);
+        if let Some(cp) = anchor.filter(|cp| cp.seq == first - 1)
+            && let Ok(hash) = <[u8; 32]>::try_from(cp.hash.as_slice())
+        {
+            self.anchor = Some(cp.seq);
+            self.covered = Some(cp.seq);
+            return Ok((first, hash));
+        }
+        let from = anchor.map_or(1, |cp| cp.seq + 1);
+        Err(Stop::Break(Break::range(
+            BreakKind::Deleted,
+            from,
+            first - 1,
+            format!(
+                "{} missing: the log starts at record {first}, and no signed checkpoint at record {} vouches for a purge",
+                if from == first - 1 {
+                    format!("record {from} is")
+                } else {
+                    format!("records {from} to {} are", first - 1)
+                },
+                first - 1
+            ),
+        )))
+    }
+
+    /// After the last row: checkpoints beyond it mean records were deleted from the end.
+    pub fn finish(&mut self) -> Option<Break> {
+        let last = self.last.map_or(0, |(s, _)| s);
+        match self.take_checkpoint(i64::MAX) {
+            Err(Stop::Break(b)) => Some(b),
+            Err(Stop::Suspect(_)) | Ok(None) => None,
+            Ok(Some(i)) => {
+                let cp = &self.checkpoints[i];
+                Some(Break::range(
+                    BreakKind::Deleted,
+                    last + 1,
+                    cp.seq,
+                    format!(
+                        "{} missing: the log ends at record {last}, but a signed checkpoint (at {}) vouches for records up to {}",
+                        if last + 1 == cp.seq {
+                            format!("record {} is", cp.seq)
+                        } else {
+                            format!("records {} to {} are", last + 1, cp.seq)
+                        },
+                        cp.at,
+                        cp.seq
+                    ),
+                ))
+            }
+        }
+    }
+
+    pub fn report(&self, first_break: Option<Break>) -> Report {
+        let last_seq = self.last.map(|(s, _)| s);
+        let uncovered = match (self.first_seq, last_seq, self.covered) {
+            (_, Some(l), Some(c)) => l.saturating_sub(c),
+            (Some(f), Some(l), None) => l - f + 1,
+            _ => 0,
+        };
+        Report {
+            records: self.records,
+            checkpoints: self.checkpoints_checked,
+            first_seq: self.first_seq,
+            last_seq,
+            anchor_seq: self.anchor,
+            covered_to: self.covered,
+            uncovered: u64::try_from(uncovered).unwrap_or(0),
+            first_break,
+        }
+    }
+}
+
+/// Checks every checkpoint's signature, spread over the available cores (ed25519 verification
+/// is the costly part of a check with many checkpoints).
+fn faults(keys: &[PublicKey], checkpoints: &[Checkpoint]) -> Vec<Option<String>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || checkpoints.len() < 256 {
+        return checkpoints.iter().map(|c| c.fault(keys)).collect();
+    }
+    let chunk = checkpoints.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = checkpoints
+            .chunks(chunk)
+            .map(|part| {
+                let handle = s.spawn(move || part.iter().map(|c| c.fault(keys)).collect());
+                (part, handle)
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(part, handle)| {
+                // A panicking check (there is none to expect) must not pass for a valid one.
+                handle.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|_| Some("the signature could not be checked".to_owned()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect()
+    })
+}
+
+/// Where a row's content was written: a position other than its own at which it verifies.
+fn home<L: Lookup>(r: &OwnedRow, lookup: &mut L) -> Result<Option<i64>, L::Error> {
+    let row = r.as_row();
+    let p = r.seq;
+    for c in [p - 1, p + 1] {
+        if c >= 1 && row.fits_at(c) {
+            return Ok(Some(c));
+        }
+    }
+    // The place after the record it chains from: finds a record moved any distance.
+    if r.prev_hash == GENESIS && p != 1 && row.fits_at(1) {
+        return Ok(Some(1));
+    }
+    if let Some(s) = lookup.seq_of_hash(&r.prev_hash)?
+        && s + 1 != p
+        && row.fits_at(s + 1)
+    {
+        return Ok(Some(s + 1));
+    }
+    for d in 2..=SEARCH_WINDOW {
+        for c in [p - d, p + d] {
+            if c >= 1 && row.fits_at(c) {
+                return Ok(Some(c));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn fits<L: Lookup>(lookup: &mut L, at: i64, seq: i64) -> Result<Option<bool>, L::Error> {
+    Ok(lookup.row(at)?.map(|r| r.as_row().fits_at(seq)))
+}
+
+/// Says what happened at a row that did not verify.
+pub fn classify<L: Lookup>(s: &Suspect, lookup: &mut L) -> Result<Break, L::Error> {
+    let r = &s.row;
+    let p = r.seq;
+    if r.as_row().fits_at(p) {
+        if p > s.expected_seq {
+            let (from, to) = (s.expected_seq, p - 1);
+            return Ok(Break::range(
+                BreakKind::Deleted,
+                from,
+                to,
+                format!(
+                    "{} missing: the sequence jumps from {} to {p}",
+                    if from == to {
+                        format!("record {from} is")
+                    } else {
+                        format!("records {from} to {to} are")
+                    },
+                    from - 1
+                ),
+            ));
+        }
+        // Intact where it stands, but not chained to the record before it.
+        if !s.after_verified {
+            let from = if p == 1 {
+                "the start of the log".to_owned()
+            } else {
+                format!("the signed checkpoint of record {}", p - 1)
+            };
+            return Ok(Break::one(
+                BreakKind::Altered,
+                p,
+                format!(
+                    "record {p} does not chain from {from}: its link was altered and its hash recomputed"
+                ),
+            ));
+        }
+        return Ok(match lookup.seq_of_hash(&r.prev_hash)? {
+            Some(other) if other != p - 1 => Break {
+                kind: BreakKind::Reordered,
+                seq: p - 1,
+                to_seq: p - 1,
+                other_seq: Some(other),
+                message: format!(
+                    "record {p} was chained to the record now at {other}, not to record {}",
+                    p - 1
+                ),
+            },
+            _ => Break::one(
+                BreakKind::Altered,
+                p - 1,
+                format!(
+                    "record {} is not the record that record {p} was chained to: it was altered and its hash recomputed",
+                    p - 1
+                ),
+            ),
+        });
+    }
+    let Some(c) = home(r, lookup)? else {
+        // New content, or altered content. If the next record belongs here, this one was put
+        // in front of it.
+        if fits(lookup, p + 1, p)? == Some(true) {
+            return Ok(Break::one(
+                BreakKind::Inserted,
+                p,
+                format!(
+                    "record {p} is not part of the chain: the record after it was written at {p}, so it was inserted and the records after it renumbered"
+                ),
+            ));
+        }
+        return Ok(Break::one(
+            BreakKind::Altered,
+            p,
+            format!("record {p} was altered: its content no longer matches its hash"),
+        ));
+    };
+    if c < p {
+        return Ok(Break::range(
+            BreakKind::Inserted,
+            c,
+            p - 1,
+            format!(
+                "{} not part of the chain: the record now at {p} was written at {c}, so {} inserted before it and the records after renumbered",
+                if c == p - 1 {
+                    format!("record {c} is")
+                } else {
+                    format!("records {c} to {} are", p - 1)
+                },
+                if c == p - 1 { "one was" } else { "they were" }
+            ),
+        ));
+    }
+    let n = c - p;
+    let swapped = Break {
+        kind: BreakKind::Reordered,
+        seq: p,
+        to_seq: p,
+        other_seq: Some(c),
+        message: format!("records {p} and {c} were swapped"),
+    };
+    if fits(lookup, c, p)? == Some(true) {
+        return Ok(swapped);
+    }
+    match fits(lookup, p + 1, p + 1 + n)? {
+        Some(true) | None => Ok(Break::range(
+            BreakKind::Deleted,
+            p,
+            c - 1,
+            format!(
+                "{} deleted and the records after renumbered: the record now at {p} was written at {c}",
+                if n == 1 {
+                    format!("record {p} was")
+                } else {
+                    format!("{} were", records(p, c - 1))
+                }
+            ),
+        )),
+        Some(false) => Ok(Break {
+            message: format!("the record now at {p} was written at {c}: it was moved"),
+            ..swapped
+        }),
+    }
+}
+
+/// Checks rows held in memory (tests; small logs).
+pub fn verify_rows(rows: &[OwnedRow], checkpoints: Vec<Checkpoint>, keys: &[PublicKey]) -> Report {
+    let mut v = Verifier::new(keys, checkpoints);
+    let mut lookup = MemoryLookup {
+        rows,
+        by_hash: None,
+    };
+    for r in rows {
+        match v.row(r.as_row()) {
+            Ok(()) => {}
+            Err(Stop::Break(b)) => return v.report(Some(b)),
+            Err(Stop::Suspect(s)) => {
+                let b = match classify(&s, &mut lookup) {
+                    Ok(b) => b,
+                    Err(never) => match never {},
+                };
+                return v.report(Some(b));
+            }
+        }
+    }
+    let b = v.finish();
+    v.report(b)
+}
+
+struct MemoryLookup<'a> {
+    rows: &'a [OwnedRow],
+    by_hash: Option<HashMap<Vec<u8>, i64>>,
+}
+
+impl Lookup for MemoryLookup<'_> {
+    type Error = std::convert::Infallible;
+
+    fn row(&mut self, seq: i64) -> Result<Option<OwnedRow>, Self::Error> {
+        Ok(self.rows.iter().find(|r| r.seq == seq).cloned())
+    }
+
+    fn seq_of_hash(&mut self, hash: &[u8]) -> Result<Option<i64>, Self::Error> {
+        let map = self.by_hash.get_or_insert_with(|| {
+            let mut m = HashMap::new();
+            for r in self.rows {
+                m.entry(r.hash.clone()).or_insert(r.seq);
+            }
+            m
+        });
+        Ok(map.get(hash).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn key() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap()
+    }
+
+    fn public(k: &Ed25519KeyPair) -> PublicKey {
+        PublicKey::from_bytes(k.public_key().as_ref().try_into().unwrap())
+    }
+
+    /// A chain of `n` records, numbered from 1.
+    fn chain(n: i64) -> Vec<OwnedRow> {
+        let mut prev = GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let body = format!("{{\"n\":{seq}}}").into_bytes();
+                let hash = chain_hash(&prev, seq, &body);
+                let r = OwnedRow {
+                    seq,
+                    prev_hash: prev.to_vec(),
+                    hash: hash.to_vec(),
+                    body,
+                };
+                prev = hash;
+                r
+            })
+            .collect()
+    }
+
+    fn sign(k: &Ed25519KeyPair, row: &OwnedRow) -> Checkpoint {
+        let at = format!("2026-11-22T00:00:{:02}.000000Z", row.seq % 60);
+        let hash: [u8; 32] = row.hash.clone().try_into().unwrap();
+        Checkpoint {
+            seq: row.seq,
+            signature: k
+                .sign(&signed_message(row.seq, &hash, &at))
+                .as_ref()
+                .to_vec(),
+            at,
+            hash: row.hash.clone(),
+            public_key: public(k).to_string(),
+        }
+    }
+
+    fn check(rows: &[OwnedRow], cps: Vec<Checkpoint>) -> Report {
+        verify_rows(rows, cps, &[public(&key())])
+    }
+
+    fn broken(rows: &[OwnedRow]) -> (BreakKind, i64, i64, Option<i64>) {
+        let b = check(rows, Vec::new()).first_break.expect("a break");
+        (b.kind, b.seq, b.to_seq, b.other_seq)
+    }
+
+    fn renumber(rows: &mut [OwnedRow], from_index: usize, by: i64) {
+        for r in &mut rows[from_index..] {
+            r.seq += by;
+        }
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_reports_what_is_not_yet_signed() {
+        let rows = chain(10);
+        let r = check(&rows, vec![sign(&key(), &rows[6])]);
+        assert!(r.intact(), "{r:?}");
+        assert_eq!((r.records, r.checkpoints), (10, 1));
+        assert_eq!((r.covered_to, r.uncovered), (Some(7), 3));
+        let empty = check(&[], Vec::new());
+        assert!(empty.intact());
+        assert_eq!(empty.records, 0);
+    }
+
+    #[test]
+    fn an_altered_byte_is_located() {
+        let mut rows = chain(10);
+        rows[4].body[3] ^= 1;
+        assert_eq!(broken(&rows), (BreakKind::Altered, 5, 5, None));
+        // A hash or link altered is the same finding.
+        let mut rows = chain(10);
+        rows[0].hash[0] ^= 1;
+        assert_eq!(broken(&rows).0, BreakKind::Altered);
+        assert_eq!(broken(&rows).1, 1);
+    }
+
+    #[test]
+    fn an_altered_record_with_its_hash_recomputed_is_located_by_the_next_link() {
+        let mut rows = chain(10);
+        rows[4].body[3] ^= 1;
+        let prev: [u8; 32] = rows[4].prev_hash.clone().try_into().unwrap();
+        rows[4].hash = chain_hash(&prev, 5, &rows[4].body).to_vec();
+        assert_eq!(broken(&rows), (BreakKind::Altered, 5, 5, None));
+    }
+
+    #[test]
+    fn deletions_are_located_with_or_without_renumbering() {
+        let mut rows = chain(10);
+        rows.remove(3);
+        assert_eq!(broken(&rows), (BreakKind::Deleted, 4, 4, None));
+        let mut rows = chain(10);
+        rows.drain(3..6);
+        assert_eq!(broken(&rows), (BreakKind::Deleted, 4, 6, None));
+        let mut rows = chain(10);
+        rows.remove(3);
+        renumber(&mut rows, 3, -1);
+        assert_eq!(broken(&rows), (BreakKind::Deleted, 4, 4, None));
+        let mut rows = chain(10);
+        rows.drain(3..6);
+        renumber(&mut rows, 3, -3);
+        assert_eq!(broken(&rows), (BreakKind::Deleted, 4, 6, None));
+        // The last record deleted, and the one before renumbered into its place: nothing after.
+        let mut rows = chain(10);
+        rows.remove(8);
+        renumber(&mut rows, 8, -1);
+        assert_eq!(broken(&rows), (BreakKind::Deleted, 9, 9, None));
+        // The first records deleted.
+        let rows = chain(10);
+        assert_eq!(broken(&rows[3..]), (BreakKind::Deleted, 1, 3, None));
+    }
+
+    #[test]
+    fn insertions_are_located_whether_or_not_their_hash_looks_right() {
+        for good_hash in [true, false] {
+            let mut rows = chain(10);
+            renumber(&mut rows, 4, 1);
+            let prev = rows[3].hash.clone();
+            let body = b"{\"forged\":true}".to_vec();
+            let hash = if good_hash {
+                chain_hash(&prev.clone().try_into().unwrap(), 5, &body).to_vec()
+            } else {
+                vec![9; 32]
+            };
+            rows.insert(
+                4,
+                OwnedRow {
+                    seq: 5,
+                    prev_hash: prev,
+                    hash,
+                    body,
+                },
+            );
+            assert_eq!(
+                broken(&rows),
+                (BreakKind::Inserted, 5, 5, None),
+                "{good_hash}"
+            );
+        }
+        // Two inserted with good hashes.
+        let mut rows = chain(10);
+        renumber(&mut rows, 4, 2);
+        let mut prev: [u8; 32] = rows[3].hash.clone().try_into().unwrap();
+        for seq in [5, 6] {
+            let body = format!("{{\"forged\":{seq}}}").into_bytes();
+            let hash = chain_hash(&prev, seq, &body);
+            rows.insert(
+                usize::try_from(seq - 1).unwrap(),
+                OwnedRow {
+                    seq,
+                    prev_hash: prev.to_vec(),
+                    hash: hash.to_vec(),
+                    body,
+                },
+            );
+            prev = hash;
+        }
+        assert_eq!(broken(&rows), (BreakKind::Inserted, 5, 6, None));
+    }
+
+    #[test]
+    fn swaps_are_located_near_or_far() {
+        for (a, b) in [(4usize, 5usize), (2, 8), (0, 9)] {
+            let mut rows = chain(10);
+            let (sa, sb) = (rows[a].seq, rows[b].seq);
+            rows[a].seq = sb;
+            rows[b].seq = sa;
+            rows.sort_by_key(|r| r.seq);
+            assert_eq!(
+                broken(&rows),
+                (BreakKind::Reordered, sa, sa, Some(sb)),
+                "{a} {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rewritten_chain_is_caught_by_its_checkpoint() {
+        let k = key();
+        let original = chain(10);
+        let cps = vec![sign(&k, &original[2]), sign(&k, &original[7])];
+        // Record 5 altered and every hash from it recomputed: the chain itself is consistent.
+        let mut rows = original.clone();
+        rows[4].body[3] ^= 1;
+        let mut prev: [u8; 32] = rows[4].prev_hash.clone().try_into().unwrap();
+        for r in &mut rows[4..] {
+            r.prev_hash = prev.to_vec();
+            prev = chain_hash(&prev, r.seq, &r.body);
+            r.hash = prev.to_vec();
+        }
+        assert!(check(&rows, Vec::new()).intact());
+        let b = check(&rows, cps.clone()).first_break.unwrap();
+        assert_eq!((b.kind, b.seq, b.to_seq), (BreakKind::Rewritten, 4, 8));
+        // Re-signing needs the key: a checkpoint altered to match is a bad checkpoint.
+        let mut forged = cps;
+        forged[1].hash = rows[7].hash.clone();
+        let b = check(&rows, forged).first_break.unwrap();
+        assert_eq!((b.kind, b.seq), (BreakKind::BadCheckpoint, 8));
+        // As is one signed by another key.
+        let other = Ed25519KeyPair::from_seed_unchecked(&[8; 32]).unwrap();
+        let b = check(&original, vec![sign(&other, &original[2])])
+            .first_break
+            .unwrap();
+        assert_eq!((b.kind, b.seq), (BreakKind::BadCheckpoint, 3));
+        assert!(b.message.contains(&public(&other).fingerprint()));
+    }
+
+    #[test]
+    fn a_purged_log_verifies_from_its_anchor_and_only_from_it() {
+        let k = key();
+        let rows = chain(10);
+        let anchor = sign(&k, &rows[3]);
+        let r = check(&rows[4..], vec![anchor.clone()]);
+        assert!(r.intact(), "{r:?}");
+        assert_eq!(
+            (r.first_seq, r.anchor_seq, r.records, r.uncovered),
+            (Some(5), Some(4), 6, 6)
+        );
+        // Records deleted after the anchor.
+        let b = check(&rows[6..], vec![anchor]).first_break.unwrap();
+        assert_eq!((b.kind, b.seq, b.to_seq), (BreakKind::Deleted, 5, 6));
+        // Records deleted from the end, below a checkpoint.
+        let b = check(&rows[..6], vec![sign(&k, &rows[8])])
+            .first_break
+            .unwrap();
+        assert_eq!((b.kind, b.seq, b.to_seq), (BreakKind::Deleted, 7, 9));
+    }
+
+    #[test]
+    fn public_keys_read_as_base64_or_hex_and_print_a_fingerprint() {
+        let k = public(&key());
+        assert_eq!(k.to_string().parse::<PublicKey>(), Ok(k));
+        assert_eq!(hex::encode(k.as_bytes()).parse::<PublicKey>(), Ok(k));
+        assert_eq!("AAAA".parse::<PublicKey>(), Err(BadPublicKey));
+        assert!(k.fingerprint().starts_with("SHA256:"));
+        assert_eq!(k.fingerprint().len(), 7 + 43);
+    }
+
+    #[test]
+    fn the_signed_message_is_domain_separated_and_covers_every_field() {
+        let m = signed_message(5, &[1; 32], "2026-11-22T00:00:00.000000Z");
+        assert!(m.starts_with(CHECKPOINT_DOMAIN));
+        assert_ne!(
+            m,
+            signed_message(6, &[1; 32], "2026-11-22T00:00:00.000000Z")
+        );
+        assert_ne!(
+            m,
+            signed_message(5, &[2; 32], "2026-11-22T00:00:00.000000Z")
+        );
+        assert_ne!(
+            m,
+            signed_message(5, &[1; 32], "2026-11-22T00:00:01.000000Z")
+        );
+    }
+}

@@ -1,0 +1,603 @@
+//! The transfer log's tamper evidence, end to end: a chain written by the real store (and by a
+//! real gateway), tampered with directly in SQLite, then checked by the real `postern log
+//! verify`: each kind of tampering is detected, named and located, and the exit status says so.
+//! Signed checkpoints catch a rewritten chain; a retention purge keeps the chain verifiable.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{Deployment, envelope, submit};
+use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
+use postern_gateway::domain::ids::TransferId;
+use postern_gateway::seal::SealSummary;
+use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge};
+use postern_gateway::store::{NewDelivery, NewTransfer, Reader, Store, StoredPayload, db_path};
+use postern_gateway::transfer_log::{Facets, LogEntry, RecordKind, chain_hash};
+use postern_gateway::verify::{BreakKind, PublicKey, Report};
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+fn key_path(state: &Path) -> PathBuf {
+    state.join("keys").join("checkpoint.key")
+}
+
+/// A record as ingest would append one (a rejection, filed with facets so that the purge has
+/// index rows to remove), about `transfer` if given.
+fn entry(n: usize, at: &str, transfer: Option<TransferId>) -> LogEntry {
+    let org: postern_gateway::domain::ids::OrgId = "northshire-cc".parse().unwrap();
+    LogEntry {
+        kind: RecordKind::TransferRejected,
+        at: at.to_owned(),
+        transfer_id: transfer,
+        sender: Some(org.clone()),
+        code: Some("invalid_envelope".into()),
+        subjects: Vec::new(),
+        facets: Some(Facets {
+            decision: "rejected",
+            recipients: vec!["northshire-police".parse().unwrap()],
+            ..Facets::default()
+        }),
+        body: serde_json::to_vec(&json!({"n": n, "at": at, "note": "a record of some length"}))
+            .unwrap(),
+    }
+}
+
+fn now_stamp() -> String {
+    postern_gateway::clock::stamp(postern_gateway::clock::now())
+}
+
+/// A state directory with a checkpoint key and a store.
+struct Log {
+    _dir: TempDir,
+    state: PathBuf,
+    key: Arc<CheckpointKey>,
+    store: Option<Store>,
+}
+
+impl Log {
+    fn new() -> Log {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        CheckpointKey::generate_file(&key_path(&state)).unwrap();
+        let key = Arc::new(CheckpointKey::from_file(&key_path(&state)).unwrap());
+        let (store, _) = Store::open(&state).unwrap();
+        Log {
+            _dir: dir,
+            state,
+            key,
+            store: Some(store),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().unwrap()
+    }
+
+    async fn append(&self, e: LogEntry) -> i64 {
+        self.store()
+            .write(false, move |tx| tx.append(&e))
+            .await
+            .unwrap()
+    }
+
+    async fn checkpoint(&self) -> i64 {
+        checkpoint::checkpoint(self.store(), self.key.clone())
+            .await
+            .unwrap()
+            .expect("the head moved")
+            .seq
+    }
+
+    /// `n` records stamped now, with a checkpoint after each seq in `signed`.
+    async fn with(n: usize, signed: &[i64]) -> Log {
+        let log = Log::new();
+        for i in 1..=n {
+            let seq = log.append(entry(i, &now_stamp(), None)).await;
+            if signed.contains(&seq) {
+                assert_eq!(log.checkpoint().await, seq);
+            }
+        }
+        log
+    }
+
+    /// Closes the store, as a stopped gateway would leave it.
+    fn close(&mut self) {
+        self.store = None;
+    }
+
+    fn db(&self) -> Connection {
+        Connection::open(db_path(&self.state)).unwrap()
+    }
+
+    fn verify(&self) -> Report {
+        let r = Reader::open(&self.state).unwrap();
+        checkpoint::verify(r.conn(), &[*self.key.public()]).unwrap()
+    }
+}
+
+/// Runs `postern log verify --json` and returns its exit status and its report.
+fn verify_bin(state: &Path, extra: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "verify", "--json", "--state-dir"])
+        .arg(state)
+        .args(extra)
+        .env_remove("POSTERN_STATE_DIR")
+        .output()
+        .expect("run postern");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// Asserts the binary found exactly this break, and exited 1.
+fn assert_break(state: &Path, kind: &str, seq: i64, to_seq: i64) -> Value {
+    let (code, r) = verify_bin(state, &[]);
+    assert_eq!(r["intact"], false, "{r}");
+    assert_eq!(
+        (r["break"]["kind"].as_str(), r["break"]["seq"].as_i64()),
+        (Some(kind), Some(seq)),
+        "{r}"
+    );
+    assert_eq!(r["break"]["to_seq"].as_i64(), Some(to_seq), "{r}");
+    assert_eq!(code, 1, "a break is exit status 1");
+    r["break"].clone()
+}
+
+fn row(db: &Connection, seq: i64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    db.query_row(
+        "SELECT prev_hash, hash, body FROM log WHERE seq = ?1",
+        [seq],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+/// Moves rows with seq >= `from` by `by` (via negative numbers, so the primary key never
+/// collides mid-update).
+fn renumber(db: &Connection, from: i64, by: i64) {
+    db.execute("UPDATE log SET seq = -seq WHERE seq >= ?1", [from])
+        .unwrap();
+    db.execute("UPDATE log SET seq = -seq + ?1 WHERE seq < 0", [by])
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_log_is_intact_and_fully_signed_after_a_gateway_stops() {
+    let d = Deployment::new();
+    checkpoint::ensure_key_file(&key_path(&d.state_dir)).unwrap();
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    for i in 0..3u8 {
+        let a = submit(&mut conn, &envelope(json!({})), vec![i; 1000], None).await;
+        assert_eq!(a.status, 202);
+    }
+    let refused = submit(
+        &mut conn,
+        &envelope(json!({"purpose": "nope"})),
+        vec![1],
+        None,
+    )
+    .await;
+    assert_ne!(refused.status, 202);
+    drop(conn);
+    // Read only: it works alongside the running gateway.
+    let (code, r) = verify_bin(&d.state_dir, &[]);
+    assert_eq!((code, &r["intact"]), (0, &Value::Bool(true)), "{r}");
+    server.stop().await;
+
+    let (code, r) = verify_bin(&d.state_dir, &[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["intact"], true);
+    let last = r["last_seq"].as_i64().unwrap();
+    assert!(last >= 4, "{r}");
+    assert_eq!(r["records"].as_i64(), Some(last));
+    // The shutdown checkpoint signed the head: nothing is left uncovered.
+    assert_eq!(r["covered_to"].as_i64(), Some(last), "{r}");
+    assert_eq!(r["uncovered"], 0);
+    let public = CheckpointKey::from_file(&key_path(&d.state_dir))
+        .unwrap()
+        .public()
+        .fingerprint();
+    assert_eq!(r["keys"][0]["fingerprint"], public.as_str());
+
+    // With the deployment's configuration: its state directory, its key.
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "verify", "--json", "--config"])
+        .arg(&d.config_dir)
+        .env_remove("POSTERN_STATE_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["keys"][0]["fingerprint"], public.as_str());
+    assert_eq!(r["last_seq"].as_i64(), Some(last));
+
+    // The text form says so too.
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "verify", "--state-dir"])
+        .arg(&d.state_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("intact"), "{text}");
+    assert!(text.contains(&public), "{text}");
+
+    // One byte of one record altered.
+    let db = Connection::open(db_path(&d.state_dir)).unwrap();
+    let (_, _, mut body) = row(&db, 2);
+    body[10] ^= 0x20;
+    db.execute("UPDATE log SET body = ?1 WHERE seq = 2", params![body])
+        .unwrap();
+    assert_break(&d.state_dir, "altered", 2, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_byte_is_detected_and_located() {
+    let mut log = Log::with(10, &[10]).await;
+    log.close();
+    assert_eq!(verify_bin(&log.state, &[]).0, 0);
+    let db = log.db();
+    let (_, _, mut body) = row(&db, 6);
+    body[3] ^= 1;
+    db.execute("UPDATE log SET body = ?1 WHERE seq = 6", params![body])
+        .unwrap();
+    let b = assert_break(&log.state, "altered", 6, 6);
+    assert!(b["message"].as_str().unwrap().contains("record 6"), "{b}");
+    // The library says the same.
+    let r = log.verify();
+    assert_eq!(r.first_break.unwrap().kind, BreakKind::Altered);
+    assert_eq!(r.records, 5, "records before the break verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_record_is_detected_and_located() {
+    let mut log = Log::with(10, &[]).await;
+    log.close();
+    let db = log.db();
+    db.execute("DELETE FROM log WHERE seq = 4", []).unwrap();
+    assert_break(&log.state, "deleted", 4, 4);
+    // The gap closed by renumbering the records after it.
+    renumber(&db, 5, -1);
+    assert_break(&log.state, "deleted", 4, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_from_the_end_below_a_checkpoint_are_detected() {
+    let mut log = Log::with(10, &[8]).await;
+    log.close();
+    log.db()
+        .execute("DELETE FROM log WHERE seq >= 7", [])
+        .unwrap();
+    assert_break(&log.state, "deleted", 7, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inserted_record_is_detected_and_located() {
+    let mut log = Log::with(10, &[]).await;
+    log.close();
+    let db = log.db();
+    renumber(&db, 5, 1);
+    // A forged record at 5 whose hash is right for where it stands.
+    let (_, prev, _) = row(&db, 4);
+    let body = serde_json::to_vec(&json!({"n": "forged"})).unwrap();
+    let hash = chain_hash(&prev.clone().try_into().unwrap(), 5, &body);
+    db.execute(
+        "INSERT INTO log (seq, at, kind, body, prev_hash, hash) VALUES (5, ?1, 'transfer_rejected', ?2, ?3, ?4)",
+        params![now_stamp(), body, prev, &hash[..]],
+    )
+    .unwrap();
+    assert_break(&log.state, "inserted", 5, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_records_are_detected_and_located() {
+    for (a, b) in [(3, 7), (5, 6)] {
+        let mut log = Log::with(10, &[]).await;
+        log.close();
+        let db = log.db();
+        db.execute("UPDATE log SET seq = -1 WHERE seq = ?1", [a])
+            .unwrap();
+        db.execute("UPDATE log SET seq = ?1 WHERE seq = ?2", [a, b])
+            .unwrap();
+        db.execute("UPDATE log SET seq = ?1 WHERE seq = -1", [b])
+            .unwrap();
+        let brk = assert_break(&log.state, "reordered", a, a);
+        assert_eq!(brk["other_seq"].as_i64(), Some(b), "{brk}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_chain_is_caught_by_its_signed_checkpoint() {
+    let mut log = Log::with(20, &[10, 20]).await;
+    log.close();
+    let db = log.db();
+    // Record 15 altered and every hash from it on recomputed: the chain alone is consistent.
+    let (mut prev, _, mut body) = row(&db, 15);
+    body[3] ^= 1;
+    db.execute("UPDATE log SET body = ?1 WHERE seq = 15", params![body])
+        .unwrap();
+    for seq in 15..=20 {
+        let (_, _, body) = row(&db, seq);
+        let hash = chain_hash(&prev.clone().try_into().unwrap(), seq, &body);
+        db.execute(
+            "UPDATE log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            params![prev, &hash[..], seq],
+        )
+        .unwrap();
+        prev = hash.to_vec();
+    }
+    assert_break(&log.state, "rewritten", 11, 20);
+    // Making the checkpoint match needs the key: without it, the signature fails.
+    db.execute(
+        "UPDATE checkpoints SET hash = ?1 WHERE seq = 20",
+        params![prev],
+    )
+    .unwrap();
+    assert_break(&log.state, "bad_checkpoint", 20, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
+    let mut log = Log::new();
+    let old = |i: usize| format!("2015-01-01T00:00:{i:02}.000000Z");
+    let summary = SealSummary {
+        plaintext_size: 1,
+        plaintext_sha256: [0; 32],
+        sealed_size: 1,
+        sealed_sha256: [0; 32],
+    };
+    let transfer = |id: TransferId| NewTransfer {
+        id,
+        sender: "northshire-cc".parse().unwrap(),
+        received_at: old(0),
+        purpose: "p".into(),
+        marking: "OFFICIAL".into(),
+        payload: StoredPayload::Inline(vec![1]),
+        summary,
+        sealed_envelope: vec![1],
+        deliveries: vec![NewDelivery {
+            recipient: "northshire-police".parse().unwrap(),
+            agreement: "isp".parse().unwrap(),
+            channel: "https",
+        }],
+    };
+    // Three old transfers: `done` is finished (delivered, payload purged); `waiting` still has
+    // a delivery to make; `recent` has a record newer than the retention period.
+    let [done, waiting, recent] = [(); 3].map(|()| TransferId::from_uuid(uuid::Uuid::now_v7()));
+    for (i, id) in [done, waiting, recent].into_iter().enumerate() {
+        let (e, t) = (entry(i + 1, &old(i + 1), Some(id)), transfer(id));
+        log.store()
+            .write(false, move |tx| {
+                let seq = tx.append(&e)?;
+                tx.insert_transfer(&t, seq)
+            })
+            .await
+            .unwrap();
+    }
+    for i in 4..=10 {
+        log.append(entry(i, &old(i), Some(done))).await;
+    }
+    assert_eq!(log.checkpoint().await, 10);
+    for i in 11..=14 {
+        log.append(entry(i, &now_stamp(), None)).await;
+    }
+    log.append(entry(15, &now_stamp(), Some(recent))).await;
+    let (d, w) = (done.to_string(), waiting.to_string());
+    log.store()
+        .write(false, move |tx| {
+            let c = tx.conn();
+            c.execute(
+                "UPDATE transfers SET payload_purged_at = ?1, payload_inline = NULL",
+                [old(20)],
+            )?;
+            c.execute(
+                "UPDATE deliveries SET state = 'delivered' WHERE transfer_id != ?1",
+                [&w],
+            )?;
+            c.execute(
+                "UPDATE deliveries SET state = 'retrying' WHERE transfer_id = ?1",
+                [&w],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    let now = postern_gateway::clock::now();
+    let purged = checkpoint::purge(log.store(), log.key.clone(), 365, now)
+        .await
+        .unwrap();
+    let Purge::Done { seq, record } = purged else {
+        panic!("expected a purge, got {purged:?}");
+    };
+    assert_eq!(seq, 16, "the purge is recorded at the chain's head");
+    assert_eq!(
+        (record.from_seq, record.to_seq, record.records),
+        (1, 10, 10)
+    );
+    assert_eq!(record.anchor.seq, 10);
+    assert_eq!((record.transfers, record.deliveries), (1, 1));
+    // Nothing more is due.
+    assert_eq!(
+        checkpoint::purge(log.store(), log.key.clone(), 365, now)
+            .await
+            .unwrap(),
+        Purge::Nothing
+    );
+    log.close();
+
+    let db = log.db();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT MIN(seq) FROM log"), 11);
+    assert_eq!(count("SELECT COUNT(*) FROM log_facets WHERE seq <= 10"), 0);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM log_recipients WHERE seq <= 10"),
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM transfers"), 2);
+    assert_eq!(
+        db.query_row("SELECT COUNT(*) FROM transfers WHERE id = ?1", [&d], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap(),
+        0,
+        "the finished transfer went with its records"
+    );
+    let (kind, body): (String, Vec<u8>) = db
+        .query_row("SELECT kind, body FROM log WHERE seq = 16", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(kind, "log_purged");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (body["to_seq"].as_i64(), body["records"].as_i64()),
+        (Some(10), Some(10))
+    );
+
+    let (code, r) = verify_bin(&log.state, &[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(
+        (
+            r["first_seq"].as_i64(),
+            r["anchor_seq"].as_i64(),
+            r["records"].as_i64()
+        ),
+        (Some(11), Some(10), Some(6)),
+        "{r}"
+    );
+
+    // After a purge, the first records can still not be removed unnoticed.
+    db.execute("DELETE FROM log WHERE seq = 11", []).unwrap();
+    assert_break(&log.state, "deleted", 11, 11);
+    // And without the anchor, everything before the first record is missing.
+    db.execute("DELETE FROM checkpoints WHERE seq = 10", [])
+        .unwrap();
+    assert_break(&log.state, "deleted", 1, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_refuses_to_delete_records_that_do_not_verify() {
+    let log = Log::new();
+    for i in 1..=5 {
+        log.append(entry(i, &format!("2015-01-01T00:00:0{i}.000000Z"), None))
+            .await;
+    }
+    let db = log.db();
+    let (_, _, mut body) = row(&db, 3);
+    body[3] ^= 1;
+    db.execute("UPDATE log SET body = ?1 WHERE seq = 3", params![body])
+        .unwrap();
+    let purged = checkpoint::purge(
+        log.store(),
+        log.key.clone(),
+        30,
+        postern_gateway::clock::now(),
+    )
+    .await
+    .unwrap();
+    match purged {
+        Purge::Refused(b) => assert_eq!((b.kind, b.seq), (BreakKind::Altered, 3)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 5, "nothing was deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_status_tells_a_script_what_happened() {
+    let mut log = Log::with(3, &[3]).await;
+    log.close();
+    let public = log.key.public().to_string();
+    assert_eq!(verify_bin(&log.state, &["--public-key", &public]).0, 0);
+    // Checked against another key, the checkpoint does not verify: a break.
+    let other = tempfile::tempdir().unwrap();
+    let other_key = CheckpointKey::generate_file(&other.path().join("k")).unwrap();
+    let (code, r) = verify_bin(&log.state, &["--public-key", &other_key.to_string()]);
+    assert_eq!(
+        (code, r["break"]["kind"].as_str()),
+        (1, Some("bad_checkpoint"))
+    );
+    // Bad usage: 64.
+    assert_eq!(verify_bin(&log.state, &["--public-key", "not-a-key"]).0, 64);
+    let keyless = tempfile::tempdir().unwrap();
+    assert_eq!(verify_bin(keyless.path(), &[]).0, 64, "no key anywhere");
+    // No log to read: 66.
+    assert_eq!(verify_bin(keyless.path(), &["--public-key", &public]).0, 66);
+    // A public key is printed in a form `--public-key` takes back.
+    assert_eq!(public.parse::<PublicKey>().unwrap(), *log.key.public());
+}
+
+#[test]
+fn a_missing_checkpoint_key_is_reported_at_its_configuration_key() {
+    let d = Deployment::new();
+    let _ = std::fs::remove_file(key_path(&d.state_dir));
+    let opts = LoadOptions {
+        dir: ConfigDir::Dir(d.config_dir.clone()),
+        overrides: Overrides::default(),
+        env: Some(Default::default()),
+    };
+    let errors = match config::load(&opts) {
+        Ok(_) => panic!("loaded without a checkpoint key"),
+        Err(e) => e.to_string(),
+    };
+    assert!(errors.contains("log.checkpoint_key"), "{errors}");
+    assert!(errors.contains("postern keys checkpoint-key"), "{errors}");
+    // Made as the error says, it loads, with the default settings.
+    CheckpointKey::generate_file(&key_path(&d.state_dir)).unwrap();
+    let c = d.load();
+    assert_eq!(c.daemon.log.retain_days, 2190);
+    assert_eq!(c.daemon.log.checkpoint_interval.as_secs(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_checkpoints_are_thinned_to_one_a_day_and_the_log_still_verifies() {
+    let mut log = Log::new();
+    let now = postern_gateway::clock::now();
+    let recent = postern_gateway::clock::stamp(now - time::Duration::hours(1));
+    for (i, at) in [
+        "2020-03-01T09:00:00.000000Z",
+        "2020-03-01T17:00:00.000000Z",
+        "2020-03-02T09:00:00.000000Z",
+        &recent,
+        &now_stamp(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (e, key, at) = (entry(i, at, None), log.key.clone(), at.to_owned());
+        log.store()
+            .write(false, move |tx| {
+                tx.append(&e)?;
+                checkpoint::sign_head(tx, &key, &at)
+            })
+            .await
+            .unwrap()
+            .expect("signed");
+    }
+    let removed = checkpoint::thin(log.store(), now).await.unwrap();
+    assert_eq!(removed, 1, "only the first of 1 March goes");
+    log.close();
+    let seqs: Vec<i64> = log
+        .db()
+        .prepare("SELECT seq FROM checkpoints ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(seqs, vec![2, 3, 4, 5]);
+    let r = log.verify();
+    assert!(r.intact(), "{r:?}");
+    assert_eq!((r.checkpoints, r.uncovered), (4, 0));
+}
