@@ -291,6 +291,21 @@ impl Connection {
         self.send(req).await
     }
 
+    /// A POST of a JSON body (a decision not to share, a rationale), with an Idempotency-Key
+    /// if given.
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        json: Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(k) = idempotency_key {
+            headers.push(("idempotency-key", k));
+        }
+        self.raw("POST", path, &headers, json).await
+    }
+
     /// A POST without a body (e.g. acknowledging an inbox item).
     pub async fn post_empty(&mut self, path: &str) -> Result<Answer, ClientError> {
         self.raw("POST", path, &[], Bytes::new()).await

@@ -3,10 +3,10 @@
 //!
 //! | status | meaning |
 //! |---|---|
-//! | 0  | done (for `send`: accepted) |
-//! | 1  | an unexpected error |
+//! | 0  | done (for `send`: accepted; for `decline` and `rationale`: recorded) |
+//! | 1  | an unexpected error (or 404: no such transfer) |
 //! | 64 | bad configuration or usage (`check-config` found errors) |
-//! | 65 | the envelope or request was invalid (400/408/413/415/422) |
+//! | 65 | the envelope or request was invalid (400/408/409/413/415/422) |
 //! | 69 | the gateway could not be reached |
 //! | 77 | refused by policy (403) |
 
@@ -45,6 +45,10 @@ enum Command {
     Send(Box<cli::send::SendArgs>),
     /// Show a transfer's state as its sender sees it.
     Status(cli::send::StatusArgs),
+    /// Record a decision not to share: who was considered, and why not (no file is sent).
+    Decline(Box<cli::decline::DeclineArgs>),
+    /// Add the rationale of an urgent transfer sent without its justification.
+    Rationale(cli::decline::RationaleArgs),
     /// What other organisations sent to yours: list, download, acknowledge.
     Inbox {
         #[command(subcommand)]
@@ -99,6 +103,8 @@ fn main() -> ExitCode {
             Command::CheckConfig { config } => cli::serve::check_config(&config),
             Command::Send(a) => cli::send::send(*a).await,
             Command::Status(a) => cli::send::status(a).await,
+            Command::Decline(a) => cli::decline::decline(*a).await,
+            Command::Rationale(a) => cli::decline::rationale(a).await,
             Command::Inbox { command } => cli::inbox::run(command).await,
             Command::Log { command } => cli::log::run(command),
             Command::Pki { command } => cli::pki::pki(command),

@@ -1,8 +1,10 @@
 //! Keeps `docs/openapi.json` true to the code: the routes and which kind of caller each is for,
 //! the problem codes and their statuses, the envelope (its fields, which are required, its
 //! vocabularies and limits, and a worked example that the real parser accepts), the inbound
-//! contract (its `meta` part, with an example the real type accepts), the shape of every answer
-//! body, and, through the real router, the answers the inbound and inbox operations give.
+//! contract (its `meta` part, with an example the real type accepts), the bodies of a decision
+//! not to share and of an urgent share's rationale (their fields, limits and examples, against
+//! the real parsers), the shape of every answer body, and, through the real router, the answers
+//! the inbound, inbox, decision and rationale operations give.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,6 +14,9 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use postern_gateway::config::Limits;
 use postern_gateway::deliver::Wake;
+use postern_gateway::domain::decision::{
+    self as decision, DecisionContext, DecisionError, RawDecision, RawRationale,
+};
 use postern_gateway::domain::envelope::{
     self, Envelope, EnvelopeError, FieldProblem, ParseContext, RawConsent, RawEnvelope,
     RawPractitioner, RawRequest, RawRetention, RawSubjectInformed, RawUrgency, RecipientEnvelope,
@@ -23,18 +28,26 @@ use postern_gateway::domain::marking::{MarkingScheme, Rank};
 use postern_gateway::domain::policy::Rule;
 use postern_gateway::domain::registry::{
     CertFingerprint, Channel, ClientIdentity, Endpoint, OrgKind, Organisation, Peer, Principal,
-    Registry, Sector,
+    Purpose, Registry, Sector,
 };
 use postern_gateway::domain::subject::SubjectKey;
 use postern_gateway::inbox::InboundMeta;
+use postern_gateway::ingest::decisions::{
+    Declined, DeclinedRecord, RationaleRecord, RationaleRecorded,
+};
 use postern_gateway::ingest::inbound::{Acknowledged, InboxEntry, InboxList};
 use postern_gateway::ingest::problem::{CODES, Problem, ProblemField};
 use postern_gateway::ingest::routes::{Accepted, AcceptedPayload, AcceptedRecipient};
 use postern_gateway::ingest::{App, Caller, ROUTES, router};
 use postern_gateway::live::Live;
+use postern_gateway::seal::SealSummary;
 use postern_gateway::store::inbox::InboxItem;
-use postern_gateway::store::{RecipientStatus, Store, StoreError, TransferStatus};
-use postern_gateway::transfer_log::Receipt;
+use postern_gateway::store::{
+    NewTransfer, RecipientStatus, Store, StoreError, StoredPayload, TransferStatus,
+};
+use postern_gateway::transfer_log::{
+    Facets, LogEntry, PractitionerRecord, Receipt, RecordKind, RequestRecord, SenderRecord,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -669,6 +682,10 @@ fn every_operation_says_which_caller_it_is_for_and_what_the_other_kind_gets() {
 // ---------------------------------------------------------------------------------------------
 // Problem codes.
 
+/// The refusals of a submission that are not policy rules: checked by ingest before the policy
+/// decision (a correction from someone who may not correct the transfer).
+const CHECKED_BEFORE_POLICY: &[&str] = &["correction_not_permitted"];
+
 /// Every code the API can answer with, and its status: `problem::CODES` and the policy refusals.
 fn code_statuses() -> BTreeMap<String, u16> {
     let mut all: BTreeMap<String, u16> = CODES.iter().map(|(c, s)| ((*c).to_owned(), *s)).collect();
@@ -825,25 +842,40 @@ fn every_code_is_documented_under_its_status() {
         "these codes are not documented under any response: {missing:?}"
     );
 
-    // Every refusal is an answer to the submission.
+    // Every refusal is an answer to the submission: the correction check, made before the
+    // policy decision, then every policy rule.
+    for code in CHECKED_BEFORE_POLICY {
+        assert_eq!(
+            statuses.get(*code),
+            Some(&403),
+            "`{code}` is a 403 in problem::CODES"
+        );
+    }
     let submit_403 = &doc["paths"]["/v1/transfers"]["post"]["responses"]["403"];
     let refusals: BTreeSet<String> = strings(&submit_403["x-problem-codes"])
         .into_iter()
         .collect();
-    let rules: BTreeSet<String> = Rule::ALL
+    let rules: BTreeSet<String> = CHECKED_BEFORE_POLICY
         .iter()
-        .map(|r| r.refusal_code().to_owned())
+        .copied()
+        .chain(Rule::ALL.iter().map(|r| r.refusal_code()))
+        .map(str::to_owned)
         .collect();
     assert_eq!(
         refusals, rules,
         "POST /v1/transfers 403 lists every refusal"
     );
-    // ... in the order they are checked (the document says so), which is Rule::ALL's.
-    let in_order: Vec<&str> = Rule::ALL.iter().map(|r| r.refusal_code()).collect();
+    // ... in the order they are checked (the document says so): the correction check, then
+    // Rule::ALL's order.
+    let in_order: Vec<&str> = CHECKED_BEFORE_POLICY
+        .iter()
+        .copied()
+        .chain(Rule::ALL.iter().map(|r| r.refusal_code()))
+        .collect();
     assert_eq!(
         strings(&submit_403["x-problem-codes"]),
         in_order,
-        "POST /v1/transfers 403 lists the refusals in Rule::ALL's order"
+        "POST /v1/transfers 403 lists the refusals in the order they are checked"
     );
     let description = submit_403["description"].as_str().unwrap_or_default();
     let mut from = 0;
@@ -1030,12 +1062,45 @@ fn unknown_fields_are_rejected_at_every_level() {
     }
 }
 
+/// Whether `value` satisfies a (small) JSON Schema used as an `if`: `properties` (recursively),
+/// `required` and `const`. Enough for the document's conditions; anything else fails the test.
+fn holds(schema: &Value, value: &Value) -> bool {
+    for key in keys(schema) {
+        assert!(
+            ["properties", "required", "const"].contains(&key.as_str()),
+            "`if` uses `{key}`, which this test does not evaluate"
+        );
+    }
+    if let Some(c) = schema.get("const") {
+        return value == c;
+    }
+    if !required(schema).iter().all(|r| value.get(r).is_some()) {
+        return false;
+    }
+    schema["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(name, s)| value.get(name).is_none_or(|v| holds(s, v)))
+}
+
+/// The members an object schema requires of `value`: `required`, plus the `then` or `else`
+/// branch's, as its `if` holds or not.
+fn required_of(schema: &Value, value: &Value) -> BTreeSet<String> {
+    let mut req = required(schema);
+    if let Some(cond) = schema.get("if") {
+        let branch = if holds(cond, value) { "then" } else { "else" };
+        req.extend(required(&schema[branch]));
+    }
+    req
+}
+
 #[test]
 fn required_is_exactly_what_the_validator_reports_missing() {
     let doc = doc();
     let schema = envelope_schema(&doc);
     let ex = example(&doc);
-    let req = required(schema);
+    let req = required_of(schema, &ex);
     for field in &req {
         assert!(
             ex.get(field).is_some(),
@@ -1514,6 +1579,28 @@ fn response_schemas_match_the_rust_structs() {
         &ack,
     );
 
+    let d = to_json(&declined_answer());
+    assert_shape(&doc, "Declined", schema(&doc, "Declined"), &d, &d);
+    let s = schema(&doc, "DeclinedRecord");
+    let full = to_json(&declined_record(true));
+    let minimal = to_json(&declined_record(false));
+    assert_shape(&doc, "DeclinedRecord", s, &full, &minimal);
+    for (name, value) in full.as_object().unwrap() {
+        if value.is_object() {
+            let (props, req) = flat(&doc, property_schema(&doc, s, name));
+            assert_eq!(props, keys(value), "DeclinedRecord.{name} properties");
+            assert_eq!(req, keys(value), "DeclinedRecord.{name} required");
+        }
+    }
+    let r = to_json(&rationale_recorded());
+    assert_shape(
+        &doc,
+        "RationaleRecorded",
+        schema(&doc, "RationaleRecorded"),
+        &r,
+        &r,
+    );
+
     let s = schema(&doc, "Problem");
     assert_shape(
         &doc,
@@ -1585,6 +1672,9 @@ fn round_trip(name: &str, v: &Value) -> Value {
         "InboxList" => rt::<InboxList>(name, v),
         "InboxEntry" => rt::<InboxEntry>(name, v),
         "Acknowledged" => rt::<Acknowledged>(name, v),
+        "Declined" => rt::<Declined>(name, v),
+        "DeclinedRecord" => rt::<DeclinedRecord>(name, v),
+        "RationaleRecorded" => rt::<RationaleRecorded>(name, v),
         other => panic!("no Rust type is known for the schema {other}"),
     }
 }
@@ -1628,7 +1718,10 @@ fn success_examples_are_what_the_code_produces() {
             "Receipt",
             "InboxList",
             "InboxEntry",
-            "Acknowledged"
+            "Acknowledged",
+            "Declined",
+            "DeclinedRecord",
+            "RationaleRecorded"
         ]),
         "the JSON success answers"
     );
@@ -1646,6 +1739,15 @@ fn success_examples_are_what_the_code_produces() {
     assert!(
         submit["headers"]["Location"].is_object(),
         "202 has Location"
+    );
+    let declined = &doc["paths"]["/v1/decisions"]["post"]["responses"]["201"];
+    assert_eq!(
+        schema_name(&declined["content"]["application/json"]["schema"]),
+        "Declined"
+    );
+    assert!(
+        declined["headers"]["Location"].is_object(),
+        "201 has Location"
     );
     let status = &doc["paths"]["/v1/transfers/{id}"]["get"]["responses"]["200"];
     assert_eq!(
@@ -1898,6 +2000,36 @@ impl Gateway {
         content_type: Option<&str>,
         body: Body,
     ) -> Answer {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| ("content-type", ct))
+            .into_iter()
+            .collect();
+        self.call_headers(who, method, uri, &headers, body).await
+    }
+
+    /// A JSON body, with any other headers (e.g. an Idempotency-Key).
+    async fn call_json(
+        &self,
+        who: &Principal,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Answer {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.call_headers(who, method, uri, &all, Body::from(body.to_string()))
+            .await
+    }
+
+    async fn call_headers(
+        &self,
+        who: &Principal,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Answer {
         let mut req = http::Request::builder()
             .method(method.to_ascii_uppercase().as_str())
             .uri(uri)
@@ -1905,8 +2037,8 @@ impl Gateway {
                 principal: who.clone(),
                 fingerprint: CertFingerprint([0; 32]),
             });
-        if let Some(ct) = content_type {
-            req = req.header(http::header::CONTENT_TYPE, ct);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let resp = router(self.app.clone())
             .oneshot(req.body(body).unwrap())
@@ -2018,8 +2150,10 @@ fn check_response(at: &str, response: &Value, doc: &Value, a: &Answer) -> Option
                     .lines()
                     .find(|l| l.starts_with(&format!("- `{}`", p.code)))
                     .unwrap_or(description);
+                let first_error = p.errors.first().map(|e| &e.field) == Some(field)
+                    && line.contains("`field` is the first entry of `errors`");
                 assert!(
-                    line.contains(&format!("`field` is `{field}`")),
+                    first_error || line.contains(&format!("`field` is `{field}`")),
                     "{at} {}: `{}` names the field `{field}`, but its description does not say \"`field` is `{field}`\"",
                     a.status,
                     p.code
@@ -2549,6 +2683,9 @@ async fn a_store_that_no_longer_writes_is_answered_as_documented() {
     let receipt: Receipt =
         serde_json::from_value(documented(doc, "post", "/v1/inbound", &a).unwrap()).unwrap();
 
+    let me = &gw.recipient;
+    let urgent = accepted_transfer(gw, &org(me_org(me)), true, true).await;
+
     // The store refuses writes (`StoreError::Closed`) once its writer has stopped, as when the
     // gateway shuts down; a write job that panics stops it.
     let stopped = gw
@@ -2567,7 +2704,28 @@ async fn a_store_that_no_longer_writes_is_answered_as_documented() {
     assert_eq!(a.problem(), expect(503, "unavailable", None));
     documented(doc, "post", "/v1/inbound", &a);
 
-    let me = &gw.recipient;
+    let decision = json!({
+        "recipients": [EMAIL_RECIPIENT],
+        "reasons": "Not proportionate.",
+        "practitioner": {"name": "A", "role": "B", "contact": "C"}
+    });
+    let a = gw
+        .call_json(me, "post", "/v1/decisions", &[], &decision)
+        .await;
+    assert_eq!(a.problem(), expect(503, "unavailable", None));
+    documented(doc, "post", "/v1/decisions", &a);
+    let a = gw
+        .call_json(
+            me,
+            "post",
+            &format!("/v1/transfers/{urgent}/rationale"),
+            &[],
+            &json!({"justification": "J"}),
+        )
+        .await;
+    assert_eq!(a.problem(), expect(503, "unavailable", None));
+    documented(doc, "post", "/v1/transfers/{id}/rationale", &a);
+
     let ack = format!("/v1/inbox/{}/ack", receipt.receipt_id);
     let a = gw.call(me, "post", &ack, None, Vec::new()).await;
     assert_eq!(a.problem(), expect(503, "unavailable", None));
@@ -2579,4 +2737,595 @@ async fn a_store_that_no_longer_writes_is_answered_as_documented() {
         serde_json::from_value(documented(doc, "get", "/v1/inbox", &a).unwrap()).unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].acknowledged_at, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Urgent shares, decisions not to share and rationales.
+
+#[test]
+fn an_urgent_envelope_may_leave_its_justification_out() {
+    let doc = doc();
+    let schema = envelope_schema(&doc);
+    let ex = example(&doc);
+    assert!(
+        !required(schema).contains("justification"),
+        "justification is required only conditionally"
+    );
+    assert_eq!(required(&schema["else"]), set(["justification"]));
+    assert!(
+        property(schema, "justification").get("pattern").is_none()
+            && schema["else"]["properties"]["justification"]["pattern"] == "\\S",
+        "only a share that is not urgent must have a non-blank justification"
+    );
+    let cond = &schema["if"];
+    assert!(!holds(cond, &ex), "the example is routine");
+    let urgent = edit(
+        &ex,
+        "urgency",
+        Some(json!({"level": "urgent", "reason": "Immediate risk."})),
+    );
+    assert!(holds(cond, &urgent));
+    assert_parses(
+        &edit(&urgent, "justification", None),
+        "urgent, no justification",
+    );
+    assert_parses(
+        &edit(&urgent, "justification", Some(json!("  "))),
+        "urgent, blank justification",
+    );
+    for blank in [None, Some(json!(" "))] {
+        let got = errors(&edit(&ex, "justification", blank.clone()));
+        assert!(
+            got.contains(&("justification".to_owned(), FieldProblem::MissingField)),
+            "routine, justification {blank:?}: {got:?}"
+        );
+    }
+}
+
+fn declined_answer() -> Declined {
+    Declined {
+        decision_id: "d".into(),
+        status: "declined".into(),
+        recorded_at: "t".into(),
+        recipients: vec!["r".into()],
+        decision_url: "/v1/decisions/d".into(),
+    }
+}
+
+fn declined_record(set_optional: bool) -> DeclinedRecord {
+    DeclinedRecord {
+        kind: RecordKind::DecisionDeclined,
+        decision_id: transfer_id(),
+        at: "t".into(),
+        sender: SenderRecord {
+            org: org("northshire-cc"),
+            certificate: "sha256:00".into(),
+        },
+        recipients: vec![org("northshire-police")],
+        purpose: set_optional.then(|| "p".into()),
+        reasons: "r".into(),
+        practitioner: PractitionerRecord {
+            name: "n".into(),
+            role: "r".into(),
+            contact: "c".into(),
+        },
+        request: set_optional.then(|| RequestRecord {
+            reference: "r".into(),
+            requested: "q".into(),
+        }),
+        data_categories: Vec::new(),
+        subject_ref_hashes: Vec::new(),
+        idempotency_key: set_optional.then(|| "k".into()),
+    }
+}
+
+fn rationale_recorded() -> RationaleRecorded {
+    RationaleRecorded {
+        transfer_id: "t".into(),
+        status: "rationale_recorded".into(),
+        recorded_at: "t".into(),
+    }
+}
+
+/// Every field of the decision's wire form set, so that every key serialises.
+fn full_raw_decision() -> RawDecision {
+    RawDecision {
+        recipients: Some(vec!["r".into()]),
+        purpose: Some("p".into()),
+        reasons: Some("r".into()),
+        practitioner: Some(RawPractitioner {
+            name: Some("n".into()),
+            role: Some("r".into()),
+            contact: Some("c".into()),
+        }),
+        request: Some(RawRequest {
+            reference: Some("r".into()),
+            requested: Some("q".into()),
+        }),
+        subject_refs: Some(vec!["case:1".into()]),
+        data_categories: Some(vec!["personal".into()]),
+    }
+}
+
+fn full_raw_rationale() -> RawRationale {
+    RawRationale {
+        justification: Some("j".into()),
+        practitioner: Some(RawPractitioner {
+            name: Some("n".into()),
+            role: Some("r".into()),
+            contact: Some("c".into()),
+        }),
+    }
+}
+
+/// The organisation that decides in the document's examples.
+const DECIDER: &str = "northshire-cc";
+
+/// A registry in which the decision example's recipients and purpose exist, and the decider.
+fn decision_registry(doc: &Value) -> Registry {
+    let ex = &schema(doc, "Decision")["example"];
+    let mut ids: Vec<String> = strings(&ex["recipients"]);
+    ids.push(DECIDER.to_owned());
+    let organisations = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| Organisation {
+            id: org(id),
+            name: id.to_uppercase(),
+            kind: OrgKind::Statutory(Sector::LocalAuthority),
+            clearance: Rank::Level(1),
+            identities: vec![ClientIdentity::Fingerprint(CertFingerprint(
+                [u8::try_from(n).unwrap() + 10; 32],
+            ))],
+            endpoint: None,
+        })
+        .collect();
+    let purposes = ex["purpose"]
+        .as_str()
+        .map(|p| Purpose {
+            id: p.parse().unwrap(),
+            title: "Purpose".into(),
+            lawful_bases: [LawfulBasis::PublicTask].into(),
+            statutory_only: false,
+            special_category: true,
+        })
+        .into_iter()
+        .collect();
+    Registry::new(
+        marking_scheme(),
+        organisations,
+        purposes,
+        Vec::new(),
+        Vec::new(),
+    )
+    .expect("the decision registry")
+}
+
+/// How the gateway parses a JSON request body (its value is dropped: only errors matter here).
+type BodyParser<'a> = Box<dyn Fn(&Value) -> Result<(), DecisionError> + 'a>;
+
+/// A JSON request body the document describes, and the gateway's parser for it.
+struct BodySchema<'a> {
+    name: &'static str,
+    schema: &'a Value,
+    /// Every field set, as the Rust type serialises it.
+    full: Value,
+    parse: BodyParser<'a>,
+}
+
+impl BodySchema<'_> {
+    fn example(&self) -> Value {
+        let ex = self.schema["example"].clone();
+        assert!(ex.is_object(), "the {} schema has no example", self.name);
+        ex
+    }
+
+    fn assert_parses(&self, v: &Value, why: &str) {
+        if let Err(e) = (self.parse)(v) {
+            panic!("{} {why}: should parse, but: {e:?}\n{v}", self.name);
+        }
+    }
+
+    fn errors(&self, v: &Value) -> Vec<(String, FieldProblem)> {
+        match (self.parse)(v) {
+            Err(DecisionError::Invalid(e)) => e.into_iter().map(|e| (e.field, e.code)).collect(),
+            other => panic!("{}: expected invalid, got {other:?}\n{v}", self.name),
+        }
+    }
+
+    /// Every string property's path, nested ones as `practitioner.name`.
+    fn string_paths(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        for name in properties(self.schema) {
+            let p = property(self.schema, &name);
+            if p["type"] == "object" {
+                paths.extend(properties(p).into_iter().map(|i| format!("{name}.{i}")));
+            } else if p["type"] == "string" {
+                paths.push(name);
+            }
+        }
+        paths
+    }
+}
+
+fn body_schemas<'a>(doc: &'a Value, registry: &'a Registry) -> Vec<BodySchema<'a>> {
+    let decider = org(DECIDER);
+    vec![
+        BodySchema {
+            name: "Decision",
+            schema: schema(doc, "Decision"),
+            full: to_json(&full_raw_decision()),
+            parse: Box::new(move |v| {
+                let cx = DecisionContext {
+                    decider: &decider,
+                    registry,
+                };
+                decision::parse_decision(v.to_string().as_bytes(), &cx).map(|_| ())
+            }),
+        },
+        BodySchema {
+            name: "Rationale",
+            schema: schema(doc, "Rationale"),
+            full: to_json(&full_raw_rationale()),
+            parse: Box::new(|v| decision::parse_rationale(v.to_string().as_bytes()).map(|_| ())),
+        },
+    ]
+}
+
+#[test]
+fn the_decision_and_rationale_bodies_are_the_code_s() {
+    let doc = doc();
+    let registry = decision_registry(&doc);
+    let bodies = body_schemas(&doc, &registry);
+    for b in &bodies {
+        let name = b.name;
+        let ex = b.example();
+        b.assert_parses(&ex, "example");
+        let op_body = if name == "Decision" {
+            &doc["paths"]["/v1/decisions"]["post"]["requestBody"]
+        } else {
+            &doc["paths"]["/v1/transfers/{id}/rationale"]["post"]["requestBody"]
+        };
+        assert_eq!(
+            schema_name(&op_body["content"]["application/json"]["schema"]),
+            name
+        );
+
+        // The properties are the wire form's fields; unknown ones are refused at every level.
+        assert_eq!(properties(b.schema), keys(&b.full), "{name} properties");
+        assert_eq!(b.schema["additionalProperties"], false, "{name}");
+        let got = b.errors(&edit(&ex, "not_a_field", Some(json!("x"))));
+        assert!(
+            got.contains(&("not_a_field".to_owned(), FieldProblem::UnknownField)),
+            "{name}: {got:?}"
+        );
+        for (nested, value) in b.full.as_object().unwrap() {
+            if !value.is_object() {
+                continue;
+            }
+            let s = property(b.schema, nested);
+            assert_eq!(properties(s), keys(value), "{name}.{nested} properties");
+            assert_eq!(s["additionalProperties"], false, "{name}.{nested}");
+            if ex.get(nested).is_some() {
+                let field = format!("{nested}.not_a_field");
+                let got = b.errors(&edit(&ex, &field, Some(json!("x"))));
+                assert!(
+                    got.contains(&(field.clone(), FieldProblem::UnknownField)),
+                    "{name}: {got:?}"
+                );
+            }
+        }
+
+        // Required is exactly what the validator reports missing; the rest may be left out.
+        let req = required(b.schema);
+        for field in keys(&ex) {
+            let without = edit(&ex, &field, None);
+            if req.contains(&field) {
+                assert!(
+                    b.errors(&without)
+                        .contains(&(field.clone(), FieldProblem::MissingField)),
+                    "{name} without {field}"
+                );
+            } else {
+                b.assert_parses(&without, &format!("without the optional {field}"));
+            }
+            let nested = property(b.schema, &field);
+            if nested["type"] != "object" {
+                continue;
+            }
+            let nested_req = required(nested);
+            for inner in keys(&ex[&field]) {
+                let path = format!("{field}.{inner}");
+                let without = edit(&ex, &path, None);
+                if nested_req.contains(&inner) {
+                    assert!(
+                        b.errors(&without)
+                            .contains(&(path.clone(), FieldProblem::MissingField)),
+                        "{name} without {path}"
+                    );
+                } else {
+                    b.assert_parses(&without, &format!("without the optional {path}"));
+                }
+            }
+        }
+        assert!(
+            keys(&ex).is_superset(&req),
+            "the {name} example has every required field"
+        );
+
+        // Every string with a maxLength: that many characters is not too long; one more is refused.
+        let mut checked = 0;
+        for path in b.string_paths() {
+            let p = property(b.schema, &path);
+            let Some(len) = p["maxLength"].as_u64() else {
+                continue;
+            };
+            let len = usize::try_from(len).unwrap();
+            let at_limit = match (b.parse)(&edit(&ex, &path, Some(json!("x".repeat(len))))) {
+                Ok(()) => Vec::new(),
+                Err(DecisionError::Invalid(e)) => {
+                    e.into_iter().map(|e| (e.field, e.code)).collect()
+                }
+                Err(e) => panic!("{name}.{path}: {e:?}"),
+            };
+            assert!(
+                !at_limit.contains(&(path.clone(), FieldProblem::TooLong)),
+                "{name}.{path}: {len} characters should not be too long"
+            );
+            let over = b.errors(&edit(&ex, &path, Some(json!("x".repeat(len + 1)))));
+            assert!(
+                over.iter().any(|(f, _)| *f == path),
+                "{name}.{path}: {} characters should be refused, got {over:?}",
+                len + 1
+            );
+            checked += 1;
+        }
+        assert!(checked >= 4, "{name}: only {checked} maxLengths checked");
+    }
+
+    // The decision's lists and vocabulary.
+    let s = schema(&doc, "Decision");
+    let max = |path: &str, key: &str| property(s, path)[key].as_u64();
+    assert_eq!(
+        max("recipients", "maxItems"),
+        Some(limits::MAX_RECIPIENTS as u64)
+    );
+    assert_eq!(max("recipients", "minItems"), Some(1));
+    assert_eq!(
+        max("subject_refs", "maxItems"),
+        Some(limits::MAX_SUBJECT_REFS as u64)
+    );
+    assert_eq!(
+        strings(&property(s, "data_categories")["items"]["enum"])
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        set(DataCategory::ALL.iter().map(|d| d.as_str()))
+    );
+    let b = &bodies[0];
+    let ex = b.example();
+    for (field, bad) in [
+        ("recipients", json!([])),
+        ("recipients", json!(["not-registered-here"])),
+        ("recipients", json!([DECIDER])),
+        ("purpose", json!("not-a-configured-purpose")),
+        ("data_categories", json!(["gossip"])),
+        ("subject_refs", json!(["nhs:1234567890"])),
+    ] {
+        let got = b.errors(&edit(&ex, field, Some(bad.clone())));
+        assert!(
+            got.iter().any(|(f, _)| f.starts_with(field)),
+            "{field} = {bad}: {got:?}"
+        );
+    }
+}
+
+/// An accepted transfer from `sender`, as ingest stores it (its record, facets and row).
+async fn accepted_transfer(gw: &Gateway, sender: &OrgId, urgent: bool, pending: bool) -> String {
+    let id = TransferId::from_uuid(uuid::Uuid::now_v7());
+    let at = "2026-11-22T10:00:00.000000Z";
+    let entry = LogEntry {
+        kind: RecordKind::TransferAccepted,
+        at: at.into(),
+        transfer_id: Some(id),
+        sender: Some(sender.clone()),
+        code: None,
+        subjects: Vec::new(),
+        facets: Some(Facets {
+            decision: "shared",
+            urgency: Some(if urgent { "urgent" } else { "routine" }.into()),
+            rationale_to_follow: pending,
+            ..Facets::default()
+        }),
+        body: b"{}".to_vec(),
+    };
+    let new = NewTransfer {
+        id,
+        sender: sender.clone(),
+        received_at: at.into(),
+        purpose: "p".into(),
+        marking: "OFFICIAL".into(),
+        payload: StoredPayload::Inline(vec![1]),
+        summary: SealSummary {
+            plaintext_size: 1,
+            plaintext_sha256: [0; 32],
+            sealed_size: 1,
+            sealed_sha256: [0; 32],
+        },
+        sealed_envelope: vec![1],
+        deliveries: Vec::new(),
+    };
+    gw.app
+        .store
+        .write(false, move |tx| {
+            let seq = tx.append(&entry)?;
+            tx.insert_transfer(&new, seq)
+        })
+        .await
+        .expect("a stored transfer");
+    id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_rationales_answer_as_documented() {
+    let doc = &doc();
+    let gw = &Gateway::new(doc);
+    let me = &gw.recipient;
+    let other = &Principal::Organisation(org(EMAIL_RECIPIENT));
+    let body = json!({
+        "recipients": [EMAIL_RECIPIENT, HTTPS_RECIPIENT],
+        "reasons": "REASONS-SENTINEL: not proportionate.",
+        "practitioner": {"name": "Sam Patel", "role": "Social worker", "contact": "sam@example.org"},
+        "subject_refs": ["case:SUBJECT-SENTINEL"]
+    });
+    let post = |headers: &'static [(&'static str, &'static str)], body: Value| async move {
+        let a = gw
+            .call_json(me, "post", "/v1/decisions", headers, &body)
+            .await;
+        let v = documented(doc, "post", "/v1/decisions", &a);
+        (a, v)
+    };
+
+    // Recorded: 201, the decision's URL, and it reads back as documented, to its decider only.
+    let key: &[(&str, &str)] = &[("idempotency-key", "decision-1")];
+    let (a, v) = post(key, body.clone()).await;
+    assert_eq!(a.status, 201);
+    let declined: Declined = serde_json::from_value(v.unwrap()).unwrap();
+    assert_eq!(declined.status, "declined");
+    let (again, v) = post(key, body.clone()).await;
+    assert_eq!(again.status, 201, "a replay");
+    assert_eq!(
+        serde_json::from_value::<Declined>(v.unwrap()).unwrap(),
+        declined
+    );
+    let url = declined.decision_url.clone();
+    let a = gw.call(me, "get", &url, None, Vec::new()).await;
+    assert_eq!(a.status, 200);
+    let record: DeclinedRecord =
+        serde_json::from_value(documented(doc, "get", "/v1/decisions/{id}", &a).unwrap()).unwrap();
+    assert_eq!(record.decision_id.to_string(), declined.decision_id);
+    assert_eq!(record.subject_ref_hashes.len(), 1);
+    let a = gw.call(other, "get", &url, None, Vec::new()).await;
+    assert_eq!(a.problem(), expect(404, "decision_not_found", Some("id")));
+    documented(doc, "get", "/v1/decisions/{id}", &a);
+    let a = gw
+        .call(me, "get", "/v1/decisions/not-a-uuid", None, Vec::new())
+        .await;
+    assert_eq!(a.problem(), expect(404, "decision_not_found", Some("id")));
+
+    // The problems.
+    let (a, _) = post(key, edit(&body, "reasons", Some(json!("Other reasons.")))).await;
+    assert_eq!(
+        a.problem(),
+        expect(422, "idempotency_key_reused", Some("Idempotency-Key"))
+    );
+    let (a, _) = post(&[("idempotency-key", "")], body.clone()).await;
+    assert_eq!(
+        a.problem(),
+        expect(400, "invalid_idempotency_key", Some("Idempotency-Key"))
+    );
+    let (a, _) = post(
+        &[],
+        json!({"recipients": ["nobody-here"], "practitioner": {"name": "A"}}),
+    )
+    .await;
+    assert_eq!(
+        a.problem(),
+        expect(422, "invalid_decision", Some("recipients[0]"))
+    );
+    let p: Problem = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(p.errors.len(), 4, "{p:?}");
+    assert!(!String::from_utf8_lossy(&a.body).contains("nobody-here"));
+    let (a, _) = post(&[], edit(&body, "reasons", Some(json!("x".repeat(70_000))))).await;
+    assert_eq!(a.problem(), expect(413, "body_too_large", None));
+    for (ct, bytes, status, code) in [
+        (
+            Some("application/json"),
+            "{\"recipients\": [",
+            400,
+            "malformed_request",
+        ),
+        (Some("text/plain"), "{}", 415, "unsupported_media_type"),
+        (None, "{}", 415, "unsupported_media_type"),
+    ] {
+        let a = gw
+            .call(me, "post", "/v1/decisions", ct, bytes.as_bytes().to_vec())
+            .await;
+        assert_eq!(a.problem(), expect(status, code, None), "{ct:?}");
+        documented(doc, "post", "/v1/decisions", &a);
+    }
+
+    // The rationale of an urgent share, by its sender, once.
+    let sender = org(me_org(me));
+    let pending = accepted_transfer(gw, &sender, true, true).await;
+    let given = accepted_transfer(gw, &sender, true, false).await;
+    let routine = accepted_transfer(gw, &sender, false, false).await;
+    let path = |id: &str| format!("/v1/transfers/{id}/rationale");
+    let rationale = json!({"justification": "RATIONALE-SENTINEL"});
+    let send = async |who: &Principal, id: String, body: Value| {
+        let a = gw.call_json(who, "post", &path(&id), &[], &body).await;
+        let v = documented(doc, "post", "/v1/transfers/{id}/rationale", &a);
+        (a, v)
+    };
+
+    let (a, _) = send(other, pending.clone(), rationale.clone()).await;
+    assert_eq!(a.problem(), expect(404, "transfer_not_found", Some("id")));
+    let (a, _) = send(me, uuid::Uuid::now_v7().to_string(), rationale.clone()).await;
+    assert_eq!(a.problem(), expect(404, "transfer_not_found", Some("id")));
+    let (a, _) = send(me, pending.clone(), json!({"practitioner": {"name": "A"}})).await;
+    assert_eq!(
+        a.problem(),
+        expect(422, "invalid_rationale", Some("justification"))
+    );
+    let a = gw
+        .call(
+            me,
+            "post",
+            &path(&pending),
+            Some("text/plain"),
+            b"x".to_vec(),
+        )
+        .await;
+    assert_eq!(a.problem(), expect(415, "unsupported_media_type", None));
+    documented(doc, "post", "/v1/transfers/{id}/rationale", &a);
+    let (a, v) = send(me, pending.clone(), rationale.clone()).await;
+    assert_eq!(a.status, 200);
+    let recorded: RationaleRecorded = serde_json::from_value(v.unwrap()).unwrap();
+    assert_eq!(recorded.transfer_id, pending);
+    let (a, _) = send(me, pending.clone(), rationale.clone()).await;
+    assert_eq!(
+        a.problem(),
+        expect(409, "rationale_already_recorded", Some("id"))
+    );
+    let (a, _) = send(me, given, rationale.clone()).await;
+    assert_eq!(
+        a.problem(),
+        expect(409, "rationale_already_recorded", Some("id"))
+    );
+    let (a, _) = send(me, routine, rationale.clone()).await;
+    assert_eq!(a.problem(), expect(422, "transfer_not_urgent", Some("id")));
+
+    // What was recorded: the decision once, the rationale once, under the transfer.
+    let bodies: Vec<(String, Vec<u8>)> = gw
+        .app
+        .store
+        .read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT kind, body FROM log WHERE kind IN ('decision_declined', 'rationale_added') ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(bodies.len(), 2);
+    let added: RationaleRecord = serde_json::from_slice(&bodies[1].1).unwrap();
+    assert_eq!(added.transfer_id.to_string(), pending);
+    assert_eq!(added.justification, "RATIONALE-SENTINEL");
+}
+
+fn me_org(p: &Principal) -> &str {
+    match p {
+        Principal::Organisation(o) => o.as_str(),
+        Principal::Peer(_) => panic!("an organisation"),
+    }
 }

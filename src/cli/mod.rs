@@ -1,6 +1,7 @@
 //! The commands behind `postern`'s subcommands. Part of the binary's edge (like `main.rs`),
 //! so errors here are `anyhow` and end as a message and an exit status.
 
+pub mod decline;
 pub mod inbox;
 pub mod load;
 pub mod log;

@@ -271,7 +271,7 @@ pub fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
     }
     match status {
         403 => exit(EX_NOPERM),
-        400 | 408 | 413 | 415 | 422 => exit(EX_DATAERR),
+        400 | 408 | 409 | 413 | 415 | 422 => exit(EX_DATAERR),
         503 => exit(EX_UNAVAILABLE),
         _ => ExitCode::FAILURE,
     }

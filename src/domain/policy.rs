@@ -581,6 +581,50 @@ fn try_agreement(
     })
 }
 
+/// What the store knows of the transfer a correction corrects (its `correction_of`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrected {
+    pub sender: OrgId,
+    /// The data holding agency its envelope named (the sender, unless stated).
+    pub originator: OrgId,
+    /// Every recipient that received it or still may: deliveries not dead.
+    pub recipients: Vec<OrgId>,
+}
+
+/// Why a correction is not let through to the policy decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrectionDenied {
+    /// No accepted transfer has that id (unknown, or refused or rejected).
+    Unknown,
+    /// The corrector neither sent it nor originated its data.
+    NotPermitted,
+}
+
+/// Who a correction goes to: the recipients it names, then every earlier recipient of the
+/// transfer it corrects that it does not name (inaccurate data is corrected with *all* who
+/// received it, `002` §12.2), never the corrector itself. Only the transfer's sender or its
+/// originator may correct it. The recipients returned then go through [`decide`] like any
+/// other: a correction is a share, all or nothing.
+pub fn correction_recipients(
+    corrector: &OrgId,
+    named: &[OrgId],
+    corrected: Option<&Corrected>,
+) -> Result<Vec<OrgId>, CorrectionDenied> {
+    let Some(c) = corrected else {
+        return Err(CorrectionDenied::Unknown);
+    };
+    if &c.sender != corrector && &c.originator != corrector {
+        return Err(CorrectionDenied::NotPermitted);
+    }
+    let mut all = named.to_vec();
+    for r in &c.recipients {
+        if r != corrector && !all.contains(r) {
+            all.push(r.clone());
+        }
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,6 +650,53 @@ mod tests {
                 ceiling: None,
             }),
         }
+    }
+
+    #[test]
+    fn a_correction_reaches_every_earlier_recipient_and_only_its_sender_or_originator_may_send_it()
+    {
+        let id = |s: &str| -> OrgId { s.parse().unwrap() };
+        let x = Corrected {
+            sender: id("northshire-cc"),
+            originator: id("northshire-health"),
+            recipients: vec![
+                id("northshire-police"),
+                id("riverside-youth"),
+                id("northshire-health"),
+            ],
+        };
+        // The sender names a new recipient and one earlier one: the others are added, once each.
+        assert_eq!(
+            correction_recipients(
+                &id("northshire-cc"),
+                &[id("millbrook-academy"), id("riverside-youth")],
+                Some(&x)
+            ),
+            Ok(vec![
+                id("millbrook-academy"),
+                id("riverside-youth"),
+                id("northshire-police"),
+                id("northshire-health")
+            ])
+        );
+        // The originator may correct too, and is never sent its own correction.
+        assert_eq!(
+            correction_recipients(
+                &id("northshire-health"),
+                &[id("northshire-police")],
+                Some(&x)
+            ),
+            Ok(vec![id("northshire-police"), id("riverside-youth")])
+        );
+        // A recipient, or anyone else, may not.
+        assert_eq!(
+            correction_recipients(&id("northshire-police"), &[id("northshire-cc")], Some(&x)),
+            Err(CorrectionDenied::NotPermitted)
+        );
+        assert_eq!(
+            correction_recipients(&id("northshire-cc"), &[id("northshire-police")], None),
+            Err(CorrectionDenied::Unknown)
+        );
     }
 
     fn set<T: Ord, const N: usize>(items: [T; N]) -> std::collections::BTreeSet<T> {

@@ -6,6 +6,7 @@
 //! and stop it when they like.
 
 pub mod caller;
+pub mod decisions;
 pub mod inbound;
 mod linger;
 pub mod problem;
@@ -53,6 +54,9 @@ pub struct App {
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/transfers"),
     ("get", "/v1/transfers/{id}"),
+    ("post", "/v1/transfers/{id}/rationale"),
+    ("post", "/v1/decisions"),
+    ("get", "/v1/decisions/{id}"),
     ("post", "/v1/inbound"),
     ("get", "/v1/inbox"),
     ("get", "/v1/inbox/{id}"),
@@ -64,6 +68,9 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/transfers", post(routes::submit))
         .route("/v1/transfers/{id}", get(routes::status))
+        .route("/v1/transfers/{id}/rationale", post(decisions::rationale))
+        .route("/v1/decisions", post(decisions::decline))
+        .route("/v1/decisions/{id}", get(decisions::show))
         .route("/v1/inbound", post(inbound::receive))
         .route("/v1/inbox", get(inbound::list))
         .route("/v1/inbox/{id}", get(inbound::get))

@@ -35,6 +35,13 @@ pub const CODES: &[(&str, u16)] = &[
     ("sender_not_permitted", 403),
     ("inbox_item_not_found", 404),
     ("payload_gone", 410),
+    ("correction_not_permitted", 403),
+    ("invalid_decision", 422),
+    ("decision_not_found", 404),
+    ("body_too_large", 413),
+    ("invalid_rationale", 422),
+    ("transfer_not_urgent", 422),
+    ("rationale_already_recorded", 409),
     ("internal_error", 500),
     ("unavailable", 503),
 ];
@@ -76,6 +83,11 @@ fn title_for(code: &str, status: u16) -> &'static str {
         "invalid_inbound" => return "Invalid delivery",
         "recipient_not_here" => return "Recipient not served here",
         "idempotency_key_reused" => return "Idempotency key reused",
+        "correction_not_permitted" => return "Correction not permitted",
+        "invalid_decision" => return "Invalid decision",
+        "invalid_rationale" => return "Invalid rationale",
+        "transfer_not_urgent" => return "Transfer not urgent",
+        "rationale_already_recorded" => return "Rationale already recorded",
         _ => {}
     }
     match status {
@@ -84,6 +96,7 @@ fn title_for(code: &str, status: u16) -> &'static str {
         404 => "Not found",
         405 => "Method not allowed",
         408 => "Request timeout",
+        409 => "Conflict",
         410 => "Gone",
         413 => "Too large",
         415 => "Unsupported media type",
@@ -119,12 +132,17 @@ impl Problem {
         self
     }
 
-    /// 422 with every field error; `field` is the first of them.
+    /// 422 `invalid_envelope` with every field error; `field` is the first of them.
     pub fn invalid(errors: &[FieldError]) -> Self {
+        Self::invalid_body("invalid_envelope", "envelope", errors)
+    }
+
+    /// 422 with `code` and every field error of a JSON body (`what`: "envelope", "decision").
+    pub fn invalid_body(code: &str, what: &str, errors: &[FieldError]) -> Self {
         let detail = match errors {
             [one] => one.message.clone(),
             _ => format!(
-                "The envelope has {} problems: {}",
+                "The {what} has {} problems: {}",
                 errors.len(),
                 errors
                     .iter()
@@ -133,7 +151,7 @@ impl Problem {
                     .join("; ")
             ),
         };
-        let mut p = Problem::new(422, "invalid_envelope", detail);
+        let mut p = Problem::new(422, code, detail);
         p.field = errors.first().map(|e| e.field.clone());
         p.errors = errors
             .iter()

@@ -1,6 +1,11 @@
 //! The API handlers: `POST /v1/transfers` (accept, decide, seal, spool, record) and
 //! `GET /v1/transfers/{id}`. The caller is already authenticated: the TLS layer put its
 //! caller on the request (see [`super::caller`]), and no request without one reaches these handlers.
+//!
+//! A transfer with `correction_of` is a correction: before the policy decision, the transfer it
+//! corrects is looked up, the correction is refused unless its sender sent that transfer or
+//! originated its data, and every earlier recipient is added to its recipients, so that the
+//! policy decides for all of them and the correction reaches everyone who had the inaccurate data.
 
 use std::sync::Arc;
 
@@ -18,9 +23,11 @@ use super::App;
 use super::caller::OrgCaller;
 use super::problem::{self, Problem};
 use super::upload::{Sealed, SpoolUpload, UploadError};
-use crate::domain::envelope::{self, Envelope, EnvelopeError, ParseContext};
+use crate::domain::envelope::{
+    self, Envelope, EnvelopeError, FieldError, FieldProblem, ParseContext,
+};
 use crate::domain::ids::TransferId;
-use crate::domain::policy::{self, Decision, Refusal};
+use crate::domain::policy::{self, CorrectionDenied, Decision, Refusal};
 use crate::seal::{self, SealSummary};
 use crate::store::{
     IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
@@ -159,21 +166,7 @@ impl Fail {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Fail> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let s = v.to_str().unwrap_or_default();
-    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Fail::from(
-            Problem::new(
-                400,
-                "invalid_idempotency_key",
-                "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
-            )
-            .with_field("Idempotency-Key"),
-        ));
-    }
-    Ok(Some(s.to_owned()))
+    super::decisions::idempotency_key(headers).map_err(Fail::Reject)
 }
 
 fn multer_problem(e: multer::Error, limits: &crate::config::Limits) -> Fail {
@@ -300,7 +293,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
 
     // 3. Parse and decide, before a single payload byte is read.
     let registry = app.registry.current();
-    let envelope = {
+    let mut envelope = {
         let cx = ParseContext {
             sender: &req.peer.org,
             marking: &registry.marking,
@@ -324,10 +317,39 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         }
     };
     drop(envelope_bytes);
+    let named = envelope.recipients.len();
+    if let Some(corrects) = envelope.correction_of {
+        let key = corrects.to_string();
+        let found = app
+            .store
+            .read(move |c| super::decisions::corrected(c, &key))
+            .await
+            .map_err(|e| store_failure(e, "correction lookup failed", req.id))?;
+        match policy::correction_recipients(&req.peer.org, &envelope.recipients, found.as_ref()) {
+            Ok(all) => envelope.recipients = all,
+            Err(CorrectionDenied::Unknown) => {
+                let errors = [FieldError {
+                    code: FieldProblem::InvalidValue,
+                    field: "correction_of".into(),
+                    message: "`correction_of` is not the id of a transfer this gateway accepted"
+                        .into(),
+                }];
+                let problem = Problem::invalid(&errors);
+                return Err(Fail::answer(record_invalid(req, problem, &errors).await));
+            }
+            Err(CorrectionDenied::NotPermitted) => {
+                return Err(Fail::answer(
+                    record_correction_refusal(req, &envelope, corrects).await,
+                ));
+            }
+        }
+    }
     let authorisations = match policy::decide(&registry, &req.peer.org, &envelope, req.received) {
         Decision::Accept(a) => a,
         Decision::Refuse(refusal) => {
-            return Err(Fail::answer(record_refusal(req, &envelope, &refusal).await));
+            return Err(Fail::answer(
+                record_refusal(req, &envelope, &refusal, named).await,
+            ));
         }
     };
 
@@ -517,14 +539,25 @@ async fn record_invalid(
     record_decision(req, record, 422, body, problem.into_response()).await
 }
 
-async fn record_refusal(req: &Request, envelope: &Envelope, refusal: &Refusal) -> Response {
+/// `named`: how many recipients the envelope itself named; a correction's recipients after
+/// those are the corrected transfer's, and a refusal about one of them points at
+/// `correction_of` (the client never wrote a `recipients[i]` for it).
+async fn record_refusal(
+    req: &Request,
+    envelope: &Envelope,
+    refusal: &Refusal,
+    named: usize,
+) -> Response {
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, code = refusal.code(), recipient = ?refusal.recipient, agreement = ?refusal.agreement, "transfer refused by policy");
     let registry = req.app.registry.current();
     let index = refusal
         .recipient
         .as_ref()
         .and_then(|r| envelope.recipients.iter().position(|x| x == r));
-    let problem = Problem::refused(refusal, index).with_transfer(req.id);
+    let mut problem = Problem::refused(refusal, index).with_transfer(req.id);
+    if index.is_some_and(|i| i >= named) {
+        problem.field = Some("correction_of".into());
+    }
     let record = TransferRecord {
         kind: RecordKind::TransferRefused,
         transfer_id: req.id,
@@ -538,6 +571,50 @@ async fn record_refusal(req: &Request, envelope: &Envelope, refusal: &Refusal) -
         )),
         payload: None,
         decision: DecisionRecord::refused(refusal),
+        idempotency_key: req.idempotency_key.clone(),
+    };
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    record_decision(req, record, 403, body, problem.into_response()).await
+}
+
+/// A correction from an organisation that neither sent the corrected transfer nor originated
+/// its data: refused and recorded like a policy refusal, with the envelope as submitted (the
+/// corrected transfer's recipients are not its business).
+async fn record_correction_refusal(
+    req: &Request,
+    envelope: &Envelope,
+    corrects: TransferId,
+) -> Response {
+    tracing::info!(transfer_id = %req.id, sender = %req.peer.org, corrects = %corrects, code = "correction_not_permitted", "correction refused");
+    let registry = req.app.registry.current();
+    let problem = Problem::new(
+        403,
+        "correction_not_permitted",
+        "Only the organisation that sent a transfer, or the one that originated its data, may correct it. Nothing was shared.",
+    )
+    .with_field("correction_of")
+    .with_transfer(req.id);
+    let record = TransferRecord {
+        kind: RecordKind::TransferRefused,
+        transfer_id: req.id,
+        at: req.at.clone(),
+        sender: sender(req),
+        envelope: Some(EnvelopeRecord::new(
+            envelope,
+            &registry.marking,
+            &req.app.subject_key,
+            req.received.date(),
+        )),
+        payload: None,
+        decision: DecisionRecord {
+            outcome: "refused".into(),
+            code: Some(problem.code.clone()),
+            recipient: None,
+            agreement: None,
+            detail: Some(problem.detail.clone()),
+            errors: Vec::new(),
+            authorisations: Vec::new(),
+        },
         idempotency_key: req.idempotency_key.clone(),
     };
     let body = serde_json::to_string(&problem).unwrap_or_default();

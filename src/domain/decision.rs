@@ -1,0 +1,760 @@
+//! Decisions recorded without a share: a practitioner's decision *not* to share (the seventh
+//! golden rule: "record the decision, and the reasons for it, whether it is to share or not"),
+//! and the rationale of an urgent share, written after the share itself ("share first, document
+//! the rationale afterwards").
+//!
+//! Pure, like the envelope: ingest reads the JSON off the wire, this module turns it into typed
+//! values and reports every field at fault at once, in the envelope's [`FieldError`] form.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{FieldError, FieldProblem, RawPractitioner, RawRequest, limits};
+use super::ids::{OrgId, PurposeId};
+use super::lawful::DataCategory;
+use super::registry::Registry;
+use super::subject::SubjectRef;
+
+/// Free text that may describe a person (the reasons, what was requested, a rationale). As the
+/// envelope's `Sensitive`: its `Debug` is redacted and it has no `Display`, so it cannot reach
+/// an operational log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Confidential(String);
+
+impl Confidential {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Confidential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} chars>", self.0.chars().count())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire forms. Every field is optional here so that one request reports every missing or
+// invalid field at once.
+
+/// `POST /v1/decisions`: a decision not to share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecision {
+    /// The organisations the practitioner considered sharing with, and decided not to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<RawPractitioner>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RawRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_refs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_categories: Option<Vec<String>>,
+}
+
+/// `POST /v1/transfers/{id}/rationale`: the justification of an urgent share, added afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRationale {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// Who writes the rationale, when it is not the practitioner who shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<RawPractitioner>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated forms.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Practitioner {
+    pub name: String,
+    pub role: String,
+    pub contact: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub reference: String,
+    pub requested: Confidential,
+}
+
+/// A decision not to share: who decided (the caller, passed in), with whom sharing was
+/// considered, why not, and what it answers. Never a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decline {
+    pub recipients: Vec<OrgId>,
+    pub purpose: Option<PurposeId>,
+    pub reasons: Confidential,
+    pub practitioner: Practitioner,
+    pub request: Option<Request>,
+    pub subject_refs: Vec<SubjectRef>,
+    pub data_categories: BTreeSet<DataCategory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rationale {
+    pub justification: Confidential,
+    pub practitioner: Option<Practitioner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    /// Not JSON at all (400).
+    #[error("the body is not valid JSON: {0}")]
+    Malformed(String),
+    /// JSON, but fields are missing or invalid (422). Never empty.
+    #[error("the body has {} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+}
+
+/// What validating a decision needs besides the JSON: who decides, and the registry that says
+/// which organisations and purposes exist.
+pub struct DecisionContext<'a> {
+    pub decider: &'a OrgId,
+    pub registry: &'a Registry,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing.
+
+/// Parses and validates the JSON body of a decision not to share.
+pub fn parse_decision(bytes: &[u8], cx: &DecisionContext<'_>) -> Result<Decline, DecisionError> {
+    decision(read_json(bytes, "decision")?, cx)
+}
+
+/// Parses and validates the JSON body of a rationale.
+pub fn parse_rationale(bytes: &[u8]) -> Result<Rationale, DecisionError> {
+    rationale(read_json(bytes, "body")?)
+}
+
+/// Validates a raw decision, reporting every problem at once.
+///
+/// Recipients must be organisations registered here: the log files a decision under each
+/// recipient's registered id, and a mistyped id would file it where no data protection officer
+/// will look. A purpose, when given, must be a configured one for the same reason.
+pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, DecisionError> {
+    let mut c = Collector(Vec::new());
+
+    let mut recipients = Vec::new();
+    match raw.recipients {
+        None => c.missing(
+            "recipients",
+            "the organisations sharing with was considered (their registered ids)",
+        ),
+        Some(list) if list.is_empty() => c.push(
+            FieldProblem::MissingField,
+            "recipients",
+            "`recipients` is empty: name at least one organisation sharing with was considered",
+        ),
+        Some(list) if list.len() > limits::MAX_RECIPIENTS => c.invalid(
+            "recipients",
+            format!("at most {} recipients per decision", limits::MAX_RECIPIENTS),
+        ),
+        Some(list) => {
+            for (i, r) in list.iter().enumerate() {
+                let field = format!("recipients[{i}]");
+                match r.trim().parse::<OrgId>() {
+                    Err(_) => c.invalid(field.clone(), format!("`{field}` is not an organisation id: use the id the gateway registers it under (lower-case letters, digits, '-', '_', '.')")),
+                    Ok(id) if &id == cx.decider => c.invalid(
+                        field.clone(),
+                        format!("`{field}` is the deciding organisation itself"),
+                    ),
+                    Ok(id) if recipients.contains(&id) => {
+                        c.invalid(field.clone(), format!("`{field}` repeats an earlier recipient"))
+                    }
+                    Ok(id) if cx.registry.organisation(&id).is_none() => c.invalid(
+                        field.clone(),
+                        format!("`{field}` is not an organisation registered with this gateway"),
+                    ),
+                    Ok(id) => recipients.push(id),
+                }
+            }
+        }
+    }
+
+    let purpose = c
+        .optional_text(raw.purpose, "purpose", limits::SHORT_TEXT)
+        .and_then(|p| match p.parse::<PurposeId>() {
+            Ok(p) if cx.registry.purpose(&p).is_some() => Some(p),
+            _ => {
+                c.invalid("purpose", "`purpose` is not a purpose configured on this gateway: use its id (e.g. child-protection-s47)");
+                None
+            }
+        });
+
+    let reasons = c.text(
+        raw.reasons,
+        "reasons",
+        limits::JUSTIFICATION,
+        "why sharing was decided against",
+    );
+
+    let practitioner = match raw.practitioner {
+        None => {
+            c.missing(
+                "practitioner",
+                "who made this decision (name, role, contact)",
+            );
+            None
+        }
+        Some(p) => c.practitioner(p),
+    };
+
+    let request = raw.request.and_then(|r| {
+        let reference = c.text(
+            r.reference,
+            "request.reference",
+            limits::SHORT_TEXT,
+            "the reference of the request this decision answers",
+        );
+        let requested = c.text(
+            r.requested,
+            "request.requested",
+            limits::REASON,
+            "what was requested",
+        );
+        Some(Request {
+            reference: reference?,
+            requested: Confidential(requested?),
+        })
+    });
+
+    let mut subject_refs = Vec::new();
+    match raw.subject_refs {
+        None => {}
+        Some(list) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
+            "subject_refs",
+            format!(
+                "at most {} subject references per decision",
+                limits::MAX_SUBJECT_REFS
+            ),
+        ),
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                match SubjectRef::parse(s) {
+                    // The reference itself is never echoed back: error text is answered.
+                    Err(e) => c.invalid(format!("subject_refs[{i}]"), e.to_string()),
+                    Ok(r) if subject_refs.contains(&r) => {}
+                    Ok(r) => subject_refs.push(r),
+                }
+            }
+        }
+    }
+
+    let mut data_categories = BTreeSet::new();
+    for (i, d) in raw.data_categories.unwrap_or_default().iter().enumerate() {
+        match DataCategory::parse(d.trim()) {
+            Some(cat) => {
+                data_categories.insert(cat);
+            }
+            None => c.invalid(
+                format!("data_categories[{i}]"),
+                format!(
+                    "`data_categories[{i}]` is not a data category; use one of {}",
+                    DataCategory::expected()
+                ),
+            ),
+        }
+    }
+
+    if !c.0.is_empty() {
+        return Err(DecisionError::Invalid(c.0));
+    }
+    // Every `None` below has pushed an error above.
+    let (Some(reasons), Some(practitioner)) = (reasons, practitioner) else {
+        return Err(incomplete());
+    };
+    Ok(Decline {
+        recipients,
+        purpose,
+        reasons: Confidential(reasons),
+        practitioner,
+        request,
+        subject_refs,
+        data_categories,
+    })
+}
+
+/// Validates a raw rationale, reporting every problem at once.
+pub fn rationale(raw: RawRationale) -> Result<Rationale, DecisionError> {
+    let mut c = Collector(Vec::new());
+    let justification = c.text(
+        raw.justification,
+        "justification",
+        limits::JUSTIFICATION,
+        "why the share was necessary and why the public interest outweighed confidentiality",
+    );
+    let practitioner = raw.practitioner.map(|p| c.practitioner(p));
+    if !c.0.is_empty() {
+        return Err(DecisionError::Invalid(c.0));
+    }
+    let Some(justification) = justification else {
+        return Err(incomplete());
+    };
+    Ok(Rationale {
+        justification: Confidential(justification),
+        practitioner: practitioner.flatten(),
+    })
+}
+
+fn incomplete() -> DecisionError {
+    DecisionError::Invalid(vec![FieldError {
+        code: FieldProblem::InvalidValue,
+        field: String::new(),
+        message: "the body is incomplete".into(),
+    }])
+}
+
+/// Syntax errors are `Malformed`; a wrong type or an unknown field is reported with the path
+/// of the field, and never with the value (the answer must not echo what was typed).
+fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, DecisionError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = safe_path(&e.path().to_string());
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let (code, message) = describe_serde(&strip_position(&inner.to_string()));
+            let field = if path == "." { String::new() } else { path };
+            DecisionError::Invalid(vec![FieldError {
+                code,
+                message: if field.is_empty() {
+                    format!("the {what} {message}")
+                } else {
+                    format!("`{field}` {message}")
+                },
+                field,
+            }])
+        } else {
+            DecisionError::Malformed(inner.to_string())
+        }
+    })
+}
+
+// The three helpers below do what the envelope's private ones do, for the same reason: serde's
+// messages quote the offending value and the offending key.
+
+fn safe_name(s: &str) -> bool {
+    s.len() <= 40
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn safe_path(path: &str) -> String {
+    path.split('.')
+        .map(|seg| {
+            let name = seg.split('[').next().unwrap_or(seg);
+            if name.is_empty() || safe_name(name) {
+                seg.to_owned()
+            } else {
+                "?".to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn describe_serde(msg: &str) -> (FieldProblem, String) {
+    let expected = |rest: &str| {
+        rest.split_once(", expected ")
+            .map(|(_, e)| format!(": expected {e}"))
+            .unwrap_or_default()
+    };
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        return (
+            FieldProblem::InvalidValue,
+            format!("has the wrong type{}", expected(rest)),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        return (
+            FieldProblem::InvalidValue,
+            format!("has an invalid value{}", expected(rest)),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| format!("; expected {e}"))
+            .unwrap_or_default();
+        return (
+            FieldProblem::UnknownField,
+            format!("is not a known field{expected}"),
+        );
+    }
+    if msg.starts_with("invalid length") {
+        return (
+            FieldProblem::InvalidValue,
+            format!("has the wrong {}", msg.trim_start_matches("invalid ")),
+        );
+    }
+    (FieldProblem::InvalidValue, "is not valid here".to_owned())
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn push(&mut self, code: FieldProblem, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            code,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn missing(&mut self, field: &str, what: &str) {
+        self.push(
+            FieldProblem::MissingField,
+            field,
+            format!("`{field}` is required: {what}"),
+        );
+    }
+
+    fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(FieldProblem::InvalidValue, field, message);
+    }
+
+    /// A required text field: present, not blank, within its length limit.
+    fn text(&mut self, v: Option<String>, field: &str, max: usize, what: &str) -> Option<String> {
+        match v.map(|s| s.trim().to_owned()) {
+            None => {
+                self.missing(field, what);
+                None
+            }
+            Some(s) if s.is_empty() => {
+                self.push(
+                    FieldProblem::MissingField,
+                    field,
+                    format!("`{field}` is blank: {what}"),
+                );
+                None
+            }
+            Some(s) => self.limit(s, field, max),
+        }
+    }
+
+    /// Optional text: absent is fine, blank is treated as absent.
+    fn optional_text(&mut self, v: Option<String>, field: &str, max: usize) -> Option<String> {
+        let s = v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())?;
+        self.limit(s, field, max)
+    }
+
+    fn limit(&mut self, s: String, field: &str, max: usize) -> Option<String> {
+        if s.chars().count() > max {
+            self.push(
+                FieldProblem::TooLong,
+                field,
+                format!("`{field}` is longer than {max} characters"),
+            );
+            None
+        } else {
+            Some(s)
+        }
+    }
+
+    fn practitioner(&mut self, p: RawPractitioner) -> Option<Practitioner> {
+        let name = self.text(
+            p.name,
+            "practitioner.name",
+            limits::SHORT_TEXT,
+            "the practitioner's name",
+        );
+        let role = self.text(
+            p.role,
+            "practitioner.role",
+            limits::SHORT_TEXT,
+            "the practitioner's role",
+        );
+        let contact = self.text(
+            p.contact,
+            "practitioner.contact",
+            limits::SHORT_TEXT,
+            "how the practitioner can be reached",
+        );
+        Some(Practitioner {
+            name: name?,
+            role: role?,
+            contact: contact?,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::marking::Rank;
+    use crate::domain::marking::tests::demo_scheme;
+    use crate::domain::registry::{Channel, Endpoint, OrgKind, Organisation, Purpose, Sector};
+    use serde_json::json;
+
+    pub(crate) fn registry() -> Registry {
+        let org = |id: &str| Organisation {
+            id: id.parse().unwrap(),
+            name: id.to_uppercase(),
+            kind: OrgKind::Statutory(Sector::LocalAuthority),
+            clearance: Rank::Level(1),
+            identities: vec![],
+            endpoint: Some(Endpoint {
+                channel: Channel::Inbox,
+                age_recipients: vec![],
+                ceiling: None,
+            }),
+        };
+        Registry::new(
+            demo_scheme(),
+            vec![
+                org("northshire-cc"),
+                org("northshire-police"),
+                org("riverside-youth"),
+            ],
+            vec![Purpose {
+                id: "child-protection-s47".parse().unwrap(),
+                title: "Child protection enquiry".into(),
+                lawful_bases: [crate::domain::lawful::LawfulBasis::PublicTask].into(),
+                statutory_only: false,
+                special_category: true,
+            }],
+            vec![],
+            vec![],
+        )
+        .unwrap()
+    }
+
+    pub(crate) fn valid_json() -> serde_json::Value {
+        json!({
+            "recipients": ["northshire-police", "riverside-youth"],
+            "purpose": "child-protection-s47",
+            "reasons": "REASONS-SENTINEL: sharing now would alert the household to the enquiry.",
+            "practitioner": {"name": "Sam Patel", "role": "Social worker", "contact": "sam.patel@northshire.gov.example"},
+            "request": {"reference": "REQ-2026-0042", "requested": "Case notes for the family"},
+            "subject_refs": ["nhs:9434765919", "case:ABC123"],
+            "data_categories": ["personal", "special_category"]
+        })
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<Decline, DecisionError> {
+        let decider: OrgId = "northshire-cc".parse().unwrap();
+        let registry = registry();
+        let cx = DecisionContext {
+            decider: &decider,
+            registry: &registry,
+        };
+        parse_decision(v.to_string().as_bytes(), &cx)
+    }
+
+    fn errors(v: &serde_json::Value) -> Vec<(String, FieldProblem)> {
+        match parse(v) {
+            Err(DecisionError::Invalid(e)) => e.into_iter().map(|e| (e.field, e.code)).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    fn patched(patch: serde_json::Value) -> serde_json::Value {
+        let mut v = valid_json();
+        for (k, val) in patch.as_object().unwrap() {
+            if val.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = val.clone();
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_complete_decision_parses() {
+        let d = parse(&valid_json()).unwrap();
+        assert_eq!(d.recipients.len(), 2);
+        assert_eq!(d.subject_refs.len(), 2);
+        assert!(d.request.is_some());
+        assert_eq!(d.data_categories.len(), 2);
+        // The minimum: who considered, who decided, why not.
+        let d = parse(&json!({
+            "recipients": ["northshire-police"],
+            "reasons": "Not proportionate.",
+            "practitioner": {"name": "A", "role": "B", "contact": "C"}
+        }))
+        .unwrap();
+        assert!(d.purpose.is_none() && d.request.is_none() && d.subject_refs.is_empty());
+    }
+
+    #[test]
+    fn every_missing_required_field_is_named_at_once() {
+        let got = errors(&json!({}));
+        assert_eq!(
+            got,
+            vec![
+                ("recipients".to_owned(), FieldProblem::MissingField),
+                ("reasons".to_owned(), FieldProblem::MissingField),
+                ("practitioner".to_owned(), FieldProblem::MissingField),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_fields_are_each_reported() {
+        let table: Vec<(serde_json::Value, &str, FieldProblem)> = vec![
+            (
+                json!({"recipients": []}),
+                "recipients",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"recipients": ["northshire-cc"]}),
+                "recipients[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"recipients": ["Not An Id"]}),
+                "recipients[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"recipients": ["nobody-registered"]}),
+                "recipients[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"recipients": ["northshire-police", "northshire-police"]}),
+                "recipients[1]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"purpose": "not-configured"}),
+                "purpose",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"reasons": "  "}),
+                "reasons",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"reasons": "x".repeat(limits::JUSTIFICATION + 1)}),
+                "reasons",
+                FieldProblem::TooLong,
+            ),
+            (
+                json!({"practitioner": {"name": "A", "role": "B"}}),
+                "practitioner.contact",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"request": {"reference": "R1"}}),
+                "request.requested",
+                FieldProblem::MissingField,
+            ),
+            (
+                json!({"subject_refs": ["nhs:1234567890"]}),
+                "subject_refs[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"data_categories": ["gossip"]}),
+                "data_categories[0]",
+                FieldProblem::InvalidValue,
+            ),
+            (
+                json!({"payload": "x"}),
+                "payload",
+                FieldProblem::UnknownField,
+            ),
+            (json!({"reasons": 7}), "reasons", FieldProblem::InvalidValue),
+        ];
+        for (patch, field, code) in table {
+            let got = errors(&patched(patch.clone()));
+            assert!(
+                got.contains(&(field.to_owned(), code)),
+                "{patch}: expected {field} {code:?}, got {got:?}"
+            );
+        }
+        assert!(matches!(
+            parse_decision(
+                b"{\"recipients\": [",
+                &DecisionContext {
+                    decider: &"a".parse().unwrap(),
+                    registry: &registry()
+                }
+            ),
+            Err(DecisionError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn submitted_values_are_never_echoed_in_errors() {
+        let sentinel = "9434765919";
+        for patch in [
+            json!({"recipients": ["Nhs 9434765919"]}),
+            json!({"recipients": ["x9434765919"]}),
+            json!({"purpose": "p9434765919"}),
+            json!({"subject_refs": ["nhs:9434765918"]}),
+            json!({"subject_refs": "nhs:9434765919"}),
+            json!({"data_categories": ["9434765919"]}),
+            json!({"9434765919": true}),
+            json!({"reasons": ["9434765919"]}),
+        ] {
+            let Err(DecisionError::Invalid(errs)) = parse(&patched(patch.clone())) else {
+                panic!("{patch} should be invalid")
+            };
+            for e in errs {
+                assert!(
+                    !e.message.contains(sentinel) && !e.field.contains(sentinel),
+                    "{patch}: {e:?}"
+                );
+            }
+        }
+        let ok = parse(&valid_json()).unwrap();
+        assert!(!format!("{ok:?}").contains("REASONS-SENTINEL"));
+        assert!(!format!("{ok:?}").contains(sentinel));
+    }
+
+    #[test]
+    fn a_rationale_needs_its_justification_and_a_whole_practitioner_if_any() {
+        let ok = parse_rationale(br#"{"justification": "Immediate risk of harm."}"#).unwrap();
+        assert!(ok.practitioner.is_none());
+        assert!(!format!("{ok:?}").contains("Immediate"));
+        let with = parse_rationale(
+            br#"{"justification": "J", "practitioner": {"name": "A", "role": "B", "contact": "C"}}"#,
+        )
+        .unwrap();
+        assert_eq!(with.practitioner.map(|p| p.name), Some("A".to_owned()));
+        let Err(DecisionError::Invalid(errs)) =
+            parse_rationale(br#"{"practitioner": {"name": "A"}, "why": 1}"#)
+        else {
+            panic!("invalid")
+        };
+        // An unknown field is reported alone (the JSON is read in one pass), like the envelope's.
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].code, FieldProblem::UnknownField);
+        let Err(DecisionError::Invalid(errs)) =
+            parse_rationale(br#"{"justification": " ", "practitioner": {"name": "A"}}"#)
+        else {
+            panic!("invalid")
+        };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["justification", "practitioner.role", "practitioner.contact"]
+        );
+        assert!(matches!(
+            parse_rationale(b"not json"),
+            Err(DecisionError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,657 @@
+//! Decisions recorded without a payload: `POST /v1/decisions` (a practitioner's decision not to
+//! share, with its reasons), `GET /v1/decisions/{id}` (that record, for the organisation that
+//! decided), and `POST /v1/transfers/{id}/rationale` (the justification of an urgent share,
+//! added by its sender after the share). Also the lookup a correction needs before its policy
+//! decision (see [`corrected`]).
+//!
+//! The bodies are small JSON documents, validated by [`crate::domain::decision`]; each decision
+//! is appended to the transfer log by the store's single writer, and answered only once durable.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::App;
+use super::caller::OrgCaller;
+use super::problem::{self, Problem};
+use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Practitioner};
+use crate::domain::ids::{OrgId, TransferId};
+use crate::domain::policy::Corrected;
+use crate::domain::subject::SubjectHash;
+use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError};
+use crate::transfer_log::{
+    Facets, LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord,
+};
+
+// ---------------------------------------------------------------------------------------------
+// What is recorded and answered.
+
+/// A decision not to share, as stored in the body of a `decision_declined` log record. Holds
+/// the reasons and who was considered; never a payload, and subject references only as keyed
+/// hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclinedRecord {
+    pub kind: RecordKind,
+    pub decision_id: TransferId,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The deciding organisation and the certificate it presented.
+    pub sender: SenderRecord,
+    /// The organisations sharing with was considered.
+    pub recipients: Vec<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    pub reasons: String,
+    pub practitioner: PractitionerRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord>,
+    pub data_categories: Vec<String>,
+    pub subject_ref_hashes: Vec<SubjectHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The rationale of an urgent share, recorded after it (a `rationale_added` log record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RationaleRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+    pub sender: SenderRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<PractitionerRecord>,
+    pub justification: String,
+}
+
+/// The answer to a recorded decision not to share (201).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declined {
+    pub decision_id: String,
+    pub status: String,
+    pub recorded_at: String,
+    pub recipients: Vec<String>,
+    pub decision_url: String,
+}
+
+/// The answer to a recorded rationale (200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RationaleRecorded {
+    pub transfer_id: String,
+    pub status: String,
+    pub recorded_at: String,
+}
+
+fn practitioner_record(p: &Practitioner) -> PractitionerRecord {
+    PractitionerRecord {
+        name: p.name.clone(),
+        role: p.role.clone(),
+        contact: p.contact.clone(),
+    }
+}
+
+impl DeclinedRecord {
+    pub fn new(
+        id: TransferId,
+        at: &str,
+        sender: SenderRecord,
+        d: &Decline,
+        key: &crate::domain::subject::SubjectKey,
+        idempotency_key: Option<String>,
+    ) -> Self {
+        DeclinedRecord {
+            kind: RecordKind::DecisionDeclined,
+            decision_id: id,
+            at: at.to_owned(),
+            sender,
+            recipients: d.recipients.clone(),
+            purpose: d.purpose.as_ref().map(ToString::to_string),
+            reasons: d.reasons.expose().to_owned(),
+            practitioner: practitioner_record(&d.practitioner),
+            request: d.request.as_ref().map(|r| RequestRecord {
+                reference: r.reference.clone(),
+                requested: r.requested.expose().to_owned(),
+            }),
+            data_categories: d.data_categories.iter().map(|c| c.to_string()).collect(),
+            subject_ref_hashes: d.subject_refs.iter().map(|s| s.hash(key)).collect(),
+            idempotency_key,
+        }
+    }
+
+    /// The log entry: filed under the decision id, the decider, its subjects (so that a subject
+    /// access request finds decisions not to share too) and its facets (`declined`, with the
+    /// recipients considered).
+    pub fn entry(&self) -> Result<LogEntry, serde_json::Error> {
+        Ok(LogEntry {
+            kind: RecordKind::DecisionDeclined,
+            at: self.at.clone(),
+            transfer_id: Some(self.decision_id),
+            sender: Some(self.sender.org.clone()),
+            code: None,
+            subjects: self.subject_ref_hashes.clone(),
+            facets: Some(Facets {
+                decision: "declined",
+                purpose: self.purpose.clone(),
+                recipients: self.recipients.clone(),
+                ..Facets::default()
+            }),
+            body: serde_json::to_vec(self)?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a small JSON body.
+
+/// The Idempotency-Key header, if any: 1 to 255 visible ASCII characters.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Box<Problem>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default();
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Box::new(
+            Problem::new(
+                400,
+                "invalid_idempotency_key",
+                "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
+            )
+            .with_field("Idempotency-Key"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// Reads a JSON body of at most `limits.max_envelope_bytes`, giving up on a body that stalls
+/// for longer than the idle timeout (a slow client must not hold a connection permit forever).
+// Boxed: a refusal is rare, and the Ok path should stay small.
+async fn json_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Box<Problem>> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" && !media.ends_with("+json") {
+        return Err(Box::new(Problem::new(
+            415,
+            "unsupported_media_type",
+            "Send the body as JSON, with Content-Type: application/json.",
+        )));
+    }
+    let max = app.limits.max_envelope_bytes;
+    let too_large = || {
+        Box::new(Problem::new(
+            413,
+            "body_too_large",
+            format!(
+                "The body is larger than this gateway accepts ({max} bytes). Nothing was recorded."
+            ),
+        ))
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(app.limits.idle_timeout, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if out.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(_))) => {
+                return Err(Box::new(Problem::new(
+                    400,
+                    "malformed_request",
+                    "The request ended before the end of its body. Nothing was recorded.",
+                )));
+            }
+            Err(_) => {
+                return Err(Box::new(Problem::new(
+                    408,
+                    "request_timeout",
+                    "The body made no progress and was abandoned. Nothing was recorded.",
+                )));
+            }
+        }
+    }
+}
+
+/// A body that is not JSON (400) or not a valid document (422 with `code` and every field).
+fn body_problem(e: DecisionError, code: &str, what: &str) -> Problem {
+    match e {
+        DecisionError::Malformed(msg) => Problem::new(
+            400,
+            "malformed_request",
+            format!("The body is not valid JSON: {msg}."),
+        ),
+        DecisionError::Invalid(errors) => Problem::invalid_body(code, what, &errors),
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn sender(peer: &OrgCaller) -> SenderRecord {
+    SenderRecord {
+        org: peer.org.clone(),
+        certificate: peer.fingerprint.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/decisions
+
+/// A recorded decision's answer, first time or replayed.
+fn created(body: String, url: &str, replayed: bool) -> Response {
+    let mut r = json(StatusCode::CREATED, body);
+    if let Ok(loc) = HeaderValue::from_str(url) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// An earlier answer to the same Idempotency-Key: the same body gets it again; another body is
+/// refused. Only recorded decisions (201) are remembered.
+fn replay(answer: &IdempotentAnswer, request_sha256: &str) -> Response {
+    if answer.request_sha256 != request_sha256 || answer.status != 201 {
+        return Problem::new(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different request. Use a new key for a new decision.",
+        )
+        .with_field("Idempotency-Key")
+        .into_response();
+    }
+    let url = serde_json::from_str::<Declined>(&answer.response)
+        .map(|d| d.decision_url)
+        .unwrap_or_default();
+    created(answer.response.clone(), &url, true)
+}
+
+fn unavailable(e: &StoreError, what: &str) -> Response {
+    if matches!(e, StoreError::Closed) {
+        tracing::warn!("{what}: the store is closed (shutting down)");
+    } else {
+        tracing::error!(error = %e, "{what}");
+    }
+    problem::store_failure(
+        e,
+        "The gateway is shutting down and recorded nothing from this request. Retry shortly (with the same Idempotency-Key).",
+    )
+    .into_response()
+}
+
+pub async fn decline(
+    State(app): State<Arc<App>>,
+    peer: OrgCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(p) => return p.into_response(),
+    };
+    let bytes = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let request_sha256 = hex::encode(Sha256::digest(&bytes));
+    if let Some(k) = key.clone() {
+        let org = peer.org.clone();
+        match app
+            .store
+            .read(move |c| crate::store::idempotent_answer(c, &org, &k))
+            .await
+        {
+            Ok(Some(answer)) => return replay(&answer, &request_sha256),
+            Ok(None) => {}
+            Err(e) => return unavailable(&e, "idempotency lookup failed"),
+        }
+    }
+    let registry = app.registry.current();
+    let cx = DecisionContext {
+        decider: &peer.org,
+        registry: &registry,
+    };
+    let parsed = decision::parse_decision(&bytes, &cx);
+    drop(bytes);
+    let declined = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(decider = %peer.org, "decision not to share invalid; nothing recorded");
+            return body_problem(e, "invalid_decision", "decision").into_response();
+        }
+    };
+
+    let id = TransferId::from_uuid(uuid::Uuid::now_v7());
+    let at = crate::clock::stamp(crate::clock::now());
+    let record = DeclinedRecord::new(
+        id,
+        &at,
+        sender(&peer),
+        &declined,
+        &app.subject_key,
+        key.clone(),
+    );
+    let answer = Declined {
+        decision_id: id.to_string(),
+        status: "declined".into(),
+        recorded_at: at.clone(),
+        recipients: declined
+            .recipients
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        decision_url: format!("/v1/decisions/{id}"),
+    };
+    let (entry, body) = match (record.entry(), serde_json::to_string(&answer)) {
+        (Ok(e), Ok(b)) => (e, b),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(decision_id = %id, error = %e, "could not encode a decision");
+            return Problem::internal().into_response();
+        }
+    };
+    let claim = key.map(|key| IdempotencyClaim {
+        sender: peer.org.clone(),
+        key,
+        request_sha256: request_sha256.clone(),
+        at: at.clone(),
+    });
+    let stored = body.clone();
+    let written = app
+        .store
+        .write(false, move |tx| {
+            // Two identical requests may race past the lookup above: the first to commit wins.
+            if let Some(c) = &claim
+                && let Some(previous) = tx.claim(c, 201, stored)?
+            {
+                return Ok(Some(previous));
+            }
+            tx.append(&entry)?;
+            Ok(None)
+        })
+        .await;
+    match written {
+        Ok(None) => {
+            tracing::info!(decision_id = %id, decider = %peer.org, recipients = answer.recipients.len(), "decision not to share recorded");
+            created(body, &answer.decision_url, false)
+        }
+        Ok(Some(previous)) => replay(&previous, &request_sha256),
+        Err(e) => unavailable(&e, "could not record a decision not to share"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /v1/decisions/{id}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    peer: OrgCaller,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let not_found = || {
+        Problem::new(
+            404,
+            "decision_not_found",
+            "No decision with this id was recorded by your organisation.",
+        )
+        .with_field("id")
+        .into_response()
+    };
+    let Some(id) = id.ok().and_then(|Path(id)| id.parse::<TransferId>().ok()) else {
+        return not_found();
+    };
+    let (key, org) = (id.to_string(), peer.org.to_string());
+    // Only the deciding organisation may read its decision; to anyone else it does not exist.
+    let found = app
+        .store
+        .read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT body FROM log WHERE transfer_id = ?1 AND kind = 'decision_declined' AND sender = ?2",
+            )?
+            .query_row(params![key, org], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?)
+        })
+        .await;
+    match found {
+        Ok(Some(body)) => {
+            let mut r = (StatusCode::OK, body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Ok(None) => not_found(),
+        Err(e) => {
+            tracing::warn!(decision_id = %id, error = %e, "decision lookup failed");
+            problem::store_failure(&e, problem::SHUTTING_DOWN).into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/transfers/{id}/rationale
+
+/// What the write job found.
+enum Rationale {
+    Recorded,
+    NotFound,
+    NotUrgent,
+    AlreadyRecorded,
+}
+
+pub async fn rationale(
+    State(app): State<Arc<App>>,
+    peer: OrgCaller,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let not_found = || {
+        Problem::new(
+            404,
+            "transfer_not_found",
+            "No accepted transfer with this id was sent by your organisation.",
+        )
+        .with_field("id")
+        .into_response()
+    };
+    let Some(id) = id.ok().and_then(|Path(id)| id.parse::<TransferId>().ok()) else {
+        return not_found();
+    };
+    // Only the sender may add the rationale; to anyone else the transfer does not exist (as
+    // for `GET /v1/transfers/{id}`), so this is checked before the body is even read.
+    let (key, org) = (id.to_string(), peer.org.to_string());
+    let sent = app
+        .store
+        .read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM transfers WHERE id = ?1 AND sender = ?2")?
+                    .exists(params![key, org])?,
+            )
+        })
+        .await;
+    match sent {
+        Ok(true) => {}
+        Ok(false) => return not_found(),
+        Err(e) => {
+            tracing::warn!(transfer_id = %id, error = %e, "transfer lookup failed");
+            return problem::store_failure(&e, problem::SHUTTING_DOWN).into_response();
+        }
+    }
+    let bytes = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let rationale = match decision::parse_rationale(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(transfer_id = %id, sender = %peer.org, "rationale invalid; nothing recorded");
+            return body_problem(e, "invalid_rationale", "rationale").into_response();
+        }
+    };
+    let at = crate::clock::stamp(crate::clock::now());
+    let record = RationaleRecord {
+        kind: RecordKind::RationaleAdded,
+        transfer_id: id,
+        at: at.clone(),
+        sender: sender(&peer),
+        practitioner: rationale.practitioner.as_ref().map(practitioner_record),
+        justification: rationale.justification.expose().to_owned(),
+    };
+    let entry = match LogEntry::of(
+        RecordKind::RationaleAdded,
+        &at,
+        id,
+        Some(&peer.org),
+        None,
+        &record,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(transfer_id = %id, error = %e, "could not encode a rationale");
+            return Problem::internal().into_response();
+        }
+    };
+    let key = id.to_string();
+    // Checked and changed in one write job: the single writer runs jobs one at a time, so two
+    // rationales sent at once cannot both find the rationale pending.
+    let written = app
+        .store
+        .write(false, move |tx| {
+            let facets: Option<(Option<String>, bool)> = tx
+                .conn()
+                .prepare_cached(
+                    "SELECT urgency, rationale_pending FROM log_facets WHERE transfer_id = ?1 AND decision = 'shared'",
+                )?
+                .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let outcome = match facets {
+                None => Rationale::NotFound,
+                Some((urgency, _)) if urgency.as_deref() != Some("urgent") => Rationale::NotUrgent,
+                Some((_, false)) => Rationale::AlreadyRecorded,
+                Some((_, true)) => {
+                    tx.append(&entry)?;
+                    tx.conn()
+                        .prepare_cached(
+                            "UPDATE log_facets SET rationale_pending = 0 WHERE transfer_id = ?1 AND decision = 'shared'",
+                        )?
+                        .execute(params![key])?;
+                    Rationale::Recorded
+                }
+            };
+            Ok(outcome)
+        })
+        .await;
+    match written {
+        Ok(Rationale::Recorded) => {
+            tracing::info!(transfer_id = %id, sender = %peer.org, "rationale of an urgent share recorded");
+            let answer = RationaleRecorded {
+                transfer_id: id.to_string(),
+                status: "rationale_recorded".into(),
+                recorded_at: at,
+            };
+            match serde_json::to_string(&answer) {
+                Ok(b) => json(StatusCode::OK, b),
+                Err(_) => Problem::internal().into_response(),
+            }
+        }
+        Ok(Rationale::NotFound) => not_found(),
+        Ok(Rationale::NotUrgent) => Problem::new(
+            422,
+            "transfer_not_urgent",
+            "This transfer was not marked urgent: its justification was required, and recorded, when it was sent.",
+        )
+        .with_field("id")
+        .into_response(),
+        Ok(Rationale::AlreadyRecorded) => Problem::new(
+            409,
+            "rationale_already_recorded",
+            "This transfer's rationale is already recorded (with the share, or added since). A record is never overwritten.",
+        )
+        .with_field("id")
+        .into_response(),
+        Err(e) => {
+            if matches!(e, StoreError::Closed) {
+                tracing::warn!(transfer_id = %id, "could not record a rationale: the store is closed");
+            } else {
+                tracing::error!(transfer_id = %id, error = %e, "could not record a rationale");
+            }
+            problem::store_failure(
+                &e,
+                "The gateway is shutting down and recorded nothing from this request. Retry shortly.",
+            )
+            .into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corrections.
+
+/// The transfer `id` as a correction of it needs to know it: its sender, its originator and
+/// who received it (every recipient whose delivery is not dead), or `None` when no accepted
+/// transfer has that id (a refused or rejected one has no row in `transfers`).
+pub fn corrected(conn: &Connection, id: &str) -> Result<Option<Corrected>, StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT t.sender, f.originator FROM transfers t LEFT JOIN log_facets f ON f.seq = t.log_seq WHERE t.id = ?1",
+        )?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((sender, originator)) = row else {
+        return Ok(None);
+    };
+    let Ok(sender) = sender.parse::<OrgId>() else {
+        return Ok(None);
+    };
+    let originator = originator
+        .and_then(|o| o.parse::<OrgId>().ok())
+        .unwrap_or_else(|| sender.clone());
+    let mut stmt = conn.prepare_cached(
+        // In the order they were named (rowid order), so the merged list reads naturally.
+        "SELECT recipient FROM deliveries WHERE transfer_id = ?1 AND state <> 'dead' ORDER BY rowid",
+    )?;
+    let names = stmt
+        .query_map(params![id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let recipients = names
+        .into_iter()
+        .filter_map(|s| s.parse::<OrgId>().ok())
+        .collect();
+    Ok(Some(Corrected {
+        sender,
+        originator,
+        recipients,
+    }))
+}
