@@ -227,6 +227,38 @@ async fn a_correction_reaches_every_earlier_recipient_through_both_channels() {
         .collect::<Result<_, _>>()
         .expect("ids");
     assert_eq!(corrections, [y.as_str()]);
+    // What a data protection officer sees: `postern log show` links both ways and gives X's
+    // delivery timeline.
+    let show = |id: &str| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["log", "show", id, "--json", "--state-dir"])
+            .arg(&d.state_dir)
+            .output()
+            .expect("postern log show");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let shown_x = show(&x);
+    assert_eq!(shown_x["corrected_by"], json!([y]));
+    assert_eq!(show(&y)["corrects"], json!(x));
+    let delivered_to: std::collections::BTreeSet<&str> = shown_x["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["kind"] == "delivery_attempt" && r["body"]["outcome"] == "delivered")
+        .filter_map(|r| r["body"]["recipient"].as_str())
+        .collect();
+    assert_eq!(
+        delivered_to,
+        ["northshire-health", "northshire-police"]
+            .into_iter()
+            .collect(),
+        "X's delivery timeline"
+    );
 
     // An organisation that neither sent nor originated X may not correct it, even one that
     // received it: refused before its payload is read, and recorded.

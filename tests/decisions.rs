@@ -131,6 +131,33 @@ async fn a_decision_not_to_share_is_recorded_with_its_reasons_and_recipients_and
     );
     assert_eq!(r["subject_ref_hashes"].as_array().map(Vec::len), Some(2));
     assert!(r.get("payload").is_none() && r.get("envelope").is_none());
+    // A data protection officer finds it among the declined decisions, filed under the
+    // recipients considered.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args([
+            "log",
+            "list",
+            "--decision",
+            "declined",
+            "--recipient",
+            "riverside-youth",
+            "--json",
+            "--state-dir",
+        ])
+        .arg(&d.state_dir)
+        .output()
+        .expect("postern log list");
+    let rows: Vec<Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["decision"], "declined");
+    assert_eq!(rows[0]["transfer_id"], json!(id));
+    assert_eq!(
+        rows[0]["recipients"],
+        json!(["northshire-police", "riverside-youth"])
+    );
     assert_eq!(d.transfers(), 0, "nothing was queued for delivery");
     assert!(d.spool_files().is_empty());
 
