@@ -2,6 +2,17 @@
 //! build TLS, bind the listener, then serve until shutdown. Used by `postern serve` and
 //! `postern demo`, and by the integration tests.
 //!
+//! As a service ([`Prepared::run_service`]) it also answers signals and tells systemd what it is
+//! doing: READY=1 once the store is open and the listener bound, SIGHUP reloads the configuration
+//! (RELOADING=1, then READY=1 whether the new one was taken or refused), SIGTERM or SIGINT stops
+//! it (STOPPING=1, then the drain below), and WATCHDOG=1 keeps-alive when systemd asks for them.
+//!
+//! A reload ([`Reloader`]) loads and validates the whole configuration as at start-up, then
+//! swaps in what can change while running: the registry and the API listener's TLS configuration
+//! (certificate, key, client CAs and CRLs). Requests, uploads and deliveries in progress keep the
+//! snapshot they started with. A configuration with any error is refused and the one in force
+//! stays. Settings only a restart can change are compared and logged, never half-applied.
+//!
 //! Alongside the listener and the delivery worker runs the transfer log's upkeep: a signed
 //! checkpoint of the chain every `log.checkpoint_interval_secs`, and the retention purge (and the
 //! thinning of old checkpoints) at start-up and daily. At shutdown, once requests and delivery
@@ -12,15 +23,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::config::daemon::LogSettings;
+use crate::config::daemon::{Crl, LogSettings, TlsFiles};
+use crate::config::{Config, ConfigErrors, Daemon, LoadOptions, SmtpSettings, TlsMaterial};
 use crate::deliver::{self, Deliverer};
+use crate::domain::registry::Registry;
+use crate::domain::subject::{SubjectKey, SubjectRef};
 use crate::ingest::{self, App, tls};
 use crate::live::Live;
+use crate::seal::SpoolKey;
 use crate::store::checkpoint::{self, CheckpointKey, KeyError, Purge};
 use crate::store::{Store, StoreError};
 
@@ -42,17 +57,34 @@ pub enum DaemonError {
     Delivery(String),
     #[error("log.checkpoint_key: {0}")]
     CheckpointKey(#[from] KeyError),
+    #[error("cannot listen for signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Why a reload was refused; the configuration in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new configuration has {} error(s)", .0.0.len())]
+    Config(#[source] ConfigErrors),
+    #[error("the new TLS configuration cannot be used: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("the configuration could not be read: {0}")]
+    Read(String),
 }
 
 /// A gateway that has opened its store and bound its listener, ready to serve.
 pub struct Prepared {
     pub addr: SocketAddr,
+    /// The health and metrics listener's address, when there is one.
+    pub ops_addr: Option<SocketAddr>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    ops_listener: Option<TcpListener>,
+    tls: Live<rustls::ServerConfig>,
     app: Arc<App>,
     deliverer: Arc<Deliverer>,
     wake: deliver::Wake,
     upkeep: Upkeep,
+    reloader: Reloader,
 }
 
 /// Opens the store and binds the listener (in that order: nothing is accepted before the
@@ -65,6 +97,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         spool_key,
         subject_key,
     } = config;
+    let keys = KeyPrints::of(&spool_key, &subject_key, &material);
     let checkpoint_key = Arc::new(CheckpointKey::from_file(&daemon.log.checkpoint_key)?);
     let (store, sweep) = Store::open(&daemon.state_dir)?;
     if sweep.orphans_removed > 0 {
@@ -74,7 +107,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         );
     }
     let registry = Live::new(registry);
-    let tls = Arc::new(tls::server_config(&material, registry.clone())?);
+    let tls = Live::new(tls::server_config(&material, registry.clone())?);
+    log_crls(&material.client_crls, crate::clock::now());
     let listener = TcpListener::bind(daemon.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -82,6 +116,18 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    let ops_listener = match daemon.ops_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|source| DaemonError::Bind { addr: a, source })?,
+        ),
+        None => None,
+    };
+    let ops_addr = ops_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let wake = deliver::Wake::default();
     let spool_key = Arc::new(spool_key);
     let deliverer = Deliverer::new(
@@ -108,9 +154,21 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         fingerprint = %checkpoint_key.public().fingerprint(),
         "transfer log checkpoints are signed with this key"
     );
+    let reloader = Reloader(Arc::new(ReloaderInner {
+        started: Started {
+            keys,
+            checkpoint: checkpoint_key.public().to_string(),
+            daemon: daemon.clone(),
+        },
+        registry: app.registry.clone(),
+        tls: tls.clone(),
+        one_at_a_time: tokio::sync::Mutex::new(()),
+    }));
     Ok(Prepared {
         addr,
+        ops_addr,
         listener,
+        ops_listener,
         tls,
         app,
         deliverer: Arc::new(deliverer),
@@ -120,14 +178,92 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             key: checkpoint_key,
             settings: daemon.log,
         },
+        reloader,
     })
 }
 
 impl Prepared {
+    /// Applies new configurations to this gateway while it runs (what SIGHUP does).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Serves until `shutdown` completes; in-flight requests finish first.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        self.serve(shutdown, || {}).await
+    }
+
+    /// Serves as a system service until SIGTERM or SIGINT: SIGHUP reloads the configuration
+    /// from `reload_from`, and systemd hears of each step (a no-op without NOTIFY_SOCKET).
+    pub async fn run_service(self, reload_from: LoadOptions) -> Result<(), DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Before READY=1, so that no SIGHUP or SIGTERM systemd sends can find the default
+        // action (which is to die) in place.
+        let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let serving = format!("serving on {}", self.addr);
+        let reloader = self.reloader();
+        let stopping = CancellationToken::new();
+
+        let watchdog = tokio::spawn(systemd::watchdog(self.upkeep.store.clone()));
+        let shutdown = {
+            let stopping = stopping.clone();
+            async move {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                stopping.cancel();
+                tracing::info!("shutting down: no new connections; finishing requests in flight");
+                systemd::notify(&[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status("stopping: finishing requests in flight"),
+                ]);
+            }
+        };
+        let reloads = {
+            let (serving, stopping) = (serving.clone(), stopping.clone());
+            async move {
+                while hangup.recv().await.is_some() {
+                    // Once stopping, systemd is told nothing more but that.
+                    if stopping.is_cancelled() {
+                        tracing::info!("SIGHUP ignored: the gateway is stopping");
+                        continue;
+                    }
+                    systemd::reloading();
+                    let outcome = match reloader.reload(&reload_from).await {
+                        Ok(_) => format!(
+                            "configuration reloaded at {}",
+                            crate::clock::stamp(crate::clock::now())
+                        ),
+                        Err(e) => format!(
+                            "last reload refused ({e}); the previous configuration is in force"
+                        ),
+                    };
+                    systemd::ready(&format!("{serving}; {outcome}"));
+                }
+            }
+        };
+        let ready = || systemd::ready(&serving);
+        let served = tokio::select! {
+            biased;
+            r = self.serve(shutdown, ready) => r,
+            () = reloads => Ok(()),
+        };
+        watchdog.abort();
+        served
+    }
+
+    /// The listener, the delivery worker and the log's upkeep, until `shutdown`; `ready` is
+    /// called once everything is running.
+    async fn serve(
+        self,
+        shutdown: impl Future<Output = ()>,
+        ready: impl FnOnce(),
+    ) -> Result<(), DaemonError> {
         let Prepared {
             listener,
+            ops_listener,
             tls,
             app,
             deliverer,
@@ -136,9 +272,24 @@ impl Prepared {
             ..
         } = self;
         let stop = CancellationToken::new();
+        // Health and metrics answer until the very end, so a supervisor sees the drain.
+        let ops_stop = CancellationToken::new();
+        let ops = ops_listener.map(|l| {
+            let ops = Arc::new(crate::ops::Ops::new(
+                upkeep.store.clone(),
+                upkeep.store.spool_dir().to_path_buf(),
+            ));
+            tokio::spawn(crate::ops::serve(
+                l,
+                ops,
+                ops_stop.clone().cancelled_owned(),
+            ))
+        });
         let worker = tokio::spawn(deliver::run(deliverer, wake, stop.clone()));
         let (store, key) = (upkeep.store.clone(), upkeep.key.clone());
         let upkeep = tokio::spawn(upkeep.run(stop.clone()));
+        // The listener is bound (connections queue in its backlog) and the store is open.
+        ready();
         let served = ingest::serve(listener, tls, app, shutdown).await;
         // Attempts in flight finish (within their own timeout); what is still queued waits in
         // the spool for the next start.
@@ -159,8 +310,332 @@ impl Prepared {
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
         }
+        ops_stop.cancel();
+        if let Some(ops) = ops
+            && let Ok(Err(e)) = ops.await
+        {
+            tracing::warn!(error = %e, "the health and metrics listener failed");
+        }
         served?;
         Ok(())
+    }
+}
+
+/// What a reload took in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub organisations: usize,
+    pub purposes: usize,
+    pub agreements: usize,
+    pub peers: usize,
+    pub client_cas: usize,
+    pub client_crls: usize,
+    /// Certificates revoked by those lists.
+    pub revoked: usize,
+    /// Settings that differ from the ones in force but only a restart applies (they are ignored).
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Applies new configurations to a running gateway. Clones share the gateway.
+#[derive(Clone)]
+pub struct Reloader(Arc<ReloaderInner>);
+
+struct ReloaderInner {
+    /// What the gateway started with, for the settings only a restart changes.
+    started: Started,
+    registry: Live<Registry>,
+    tls: Live<rustls::ServerConfig>,
+    /// Two SIGHUPs in quick succession reload twice, in order, never interleaved.
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+struct Started {
+    daemon: Daemon,
+    keys: KeyPrints,
+    checkpoint: String,
+}
+
+/// Digests of the key material only a restart takes in, so a reload can say it changed without
+/// keeping a second copy of any secret.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyPrints {
+    spool: String,
+    subjects: String,
+    delivery_identity: String,
+}
+
+impl KeyPrints {
+    fn of(spool: &SpoolKey, subjects: &SubjectKey, tls: &TlsMaterial) -> Self {
+        // The keyed hash of a fixed reference changes with the key and reveals nothing of it.
+        let subjects = SubjectRef::parse("postern:reload-probe")
+            .map(|r| r.hash(subjects).as_str().to_owned())
+            .unwrap_or_default();
+        let mut identity = Sha256::new();
+        for c in &tls.client_chain {
+            identity.update(Sha256::digest(c.as_ref()));
+        }
+        identity.update(Sha256::digest(tls.client_key.secret_der()));
+        KeyPrints {
+            spool: spool.recipient().to_string(),
+            subjects,
+            delivery_identity: hex::encode(identity.finalize()),
+        }
+    }
+}
+
+impl Reloader {
+    /// Loads the configuration `opts` names and applies it, logging the outcome: what was
+    /// taken in, or every error (with its file and line) and that the old configuration stays.
+    pub async fn reload(&self, opts: &LoadOptions) -> Result<Reloaded, ReloadError> {
+        let _turn = self.0.one_at_a_time.lock().await;
+        tracing::info!("reloading the configuration");
+        let (opts, this) = (opts.clone(), self.clone());
+        // Reading files and checking keys and signatures: kept off the async workers.
+        let outcome = tokio::task::spawn_blocking(move || {
+            this.apply(crate::config::load(&opts).map_err(ReloadError::Config)?)
+        })
+        .await
+        .unwrap_or_else(|e| Err(ReloadError::Read(e.to_string())));
+        match &outcome {
+            Ok(r) => {
+                for setting in &r.needs_restart {
+                    tracing::warn!(
+                        setting,
+                        "changed, but needs a restart; the running gateway keeps the value it started with"
+                    );
+                }
+                tracing::info!(
+                    organisations = r.organisations,
+                    purposes = r.purposes,
+                    agreements = r.agreements,
+                    peers = r.peers,
+                    client_cas = r.client_cas,
+                    client_crls = r.client_crls,
+                    revoked_certificates = r.revoked,
+                    needs_restart = r.needs_restart.len(),
+                    "configuration reloaded; new connections and requests use it"
+                );
+            }
+            Err(ReloadError::Config(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!("configuration error: {e}");
+                }
+                tracing::error!(
+                    errors = errors.0.len(),
+                    "configuration reload refused; the configuration in force is unchanged"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "configuration reload refused; the configuration in force is unchanged"
+            ),
+        }
+        outcome
+    }
+
+    /// Applies a loaded configuration: the registry and the API listener's TLS are replaced
+    /// (new connections and requests see them; those in progress keep their snapshot), and any
+    /// setting only a restart can change is listed, not applied.
+    pub fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        let inner = &self.0;
+        let Config {
+            daemon,
+            registry,
+            tls: material,
+            spool_key,
+            subject_key,
+        } = config;
+        // Built before anything is replaced: if it fails, nothing has changed.
+        let server = tls::server_config(&material, inner.registry.clone())?;
+        let mut needs_restart = restart_only_changes(&inner.started.daemon, &daemon);
+        let (now, was) = (
+            KeyPrints::of(&spool_key, &subject_key, &material),
+            &inner.started.keys,
+        );
+        if now.spool != was.spool {
+            needs_restart.push("spool.identity");
+        }
+        if now.subjects != was.subjects {
+            needs_restart.push("subjects.key");
+        }
+        if now.delivery_identity != was.delivery_identity {
+            // The delivery worker keeps the identity it started with (src/deliver caches it).
+            needs_restart.push(if daemon.tls.client_identity.is_some() {
+                "tls.client_certificate (presented to peers when delivering)"
+            } else {
+                "tls.certificate (also presented to peers when delivering)"
+            });
+        }
+        match CheckpointKey::from_file(&daemon.log.checkpoint_key) {
+            Ok(k) if k.public().to_string() != inner.started.checkpoint => {
+                needs_restart.push("log.checkpoint_key");
+            }
+            _ => {}
+        }
+        needs_restart.sort_unstable();
+        needs_restart.dedup();
+        log_crls(&material.client_crls, crate::clock::now());
+        let reloaded = Reloaded {
+            organisations: registry.organisations().count(),
+            purposes: registry.purposes().count(),
+            agreements: registry.agreements().len(),
+            peers: registry.peers().count(),
+            client_cas: material.client_roots.len(),
+            client_crls: material.client_crls.len(),
+            revoked: material.client_crls.iter().map(|c| c.revoked).sum(),
+            needs_restart,
+        };
+        // The registry first: the new TLS configuration's verifier reads the same Live
+        // registry, so from here on both agree.
+        inner.registry.replace(registry);
+        inner.tls.replace(server);
+        Ok(reloaded)
+    }
+}
+
+/// The settings that differ between `old` and `new` and that only a restart applies. Every
+/// field is named, so a new setting cannot be added without deciding which kind it is.
+fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
+    let Daemon {
+        state_dir,
+        listen,
+        ops_listen,
+        tls,
+        limits,
+        spool_identity,
+        subject_key,
+        delivery,
+        smtp,
+        log,
+    } = old;
+    // Applied by a reload: the API listener's certificate, key, client CAs and CRLs.
+    let TlsFiles {
+        certificate: _,
+        private_key: _,
+        client_cas: _,
+        client_crls: _,
+        client_identity,
+    } = tls;
+    let mut changed = Vec::new();
+    let mut check = |differs: bool, setting: &'static str| {
+        if differs {
+            changed.push(setting);
+        }
+    };
+    check(*state_dir != new.state_dir, "state_dir");
+    check(*listen != new.listen, "api.listen");
+    check(*ops_listen != new.ops_listen, "ops.listen");
+    check(
+        *client_identity != new.tls.client_identity,
+        "tls.client_certificate (presented to peers when delivering)",
+    );
+    check(*limits != new.limits, "limits");
+    check(*spool_identity != new.spool_identity, "spool.identity");
+    check(*subject_key != new.subject_key, "subjects.key");
+    check(*delivery != new.delivery, "delivery");
+    check(!smtp_same(smtp, &new.smtp), "smtp");
+    check(
+        log.checkpoint_key != new.log.checkpoint_key,
+        "log.checkpoint_key",
+    );
+    check(
+        log.checkpoint_interval != new.log.checkpoint_interval
+            || log.retain_days != new.log.retain_days,
+        "log",
+    );
+    changed
+}
+
+fn smtp_same(a: &SmtpSettings, b: &SmtpSettings) -> bool {
+    a.from == b.from
+        && a.max_message_bytes == b.max_message_bytes
+        && a.timeout == b.timeout
+        && a.outbox_dir == b.outbox_dir
+        && a.relays.len() == b.relays.len()
+        && a.relays.iter().zip(&b.relays).all(|(x, y)| {
+            x.host == y.host
+                && x.port == y.port
+                && x.tls == y.tls
+                && x.ca == y.ca
+                && x.username == y.username
+                && x.password == y.password
+        })
+}
+
+/// Logs the revocation lists in force, and warns of any past its nextUpdate: still used (the
+/// alternative is refusing every client of that CA), but its publisher has fallen behind.
+fn log_crls(crls: &[Crl], now: time::OffsetDateTime) {
+    for crl in crls {
+        tracing::info!(
+            path = %crl.path.display(),
+            issuer = %crl.issuer,
+            revoked = crl.revoked,
+            "client certificate revocation list in force"
+        );
+        if let Some(next) = crl.next_update.filter(|n| *n < now) {
+            tracing::warn!(
+                path = %crl.path.display(),
+                issuer = %crl.issuer,
+                next_update = %crate::clock::stamp(next),
+                "the revocation list is past its nextUpdate; publish a fresh one and reload"
+            );
+        }
+    }
+}
+
+/// systemd's notify protocol. Each call is a no-op when NOTIFY_SOCKET is unset (not run by
+/// systemd as `Type=notify`).
+mod systemd {
+    use sd_notify::NotifyState;
+
+    use crate::store::Store;
+
+    pub fn notify(state: &[NotifyState<'_>]) {
+        if let Err(e) = sd_notify::notify(state) {
+            tracing::warn!(error = %e, "could not notify systemd");
+        }
+    }
+
+    pub fn ready(status: &str) {
+        notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// RELOADING=1 with the time it began, which `Type=notify-reload` needs and `notify` allows.
+    pub fn reloading() {
+        match NotifyState::monotonic_usec_now() {
+            Ok(t) => notify(&[NotifyState::Reloading, t]),
+            Err(_) => notify(&[NotifyState::Reloading]),
+        }
+    }
+
+    /// Sends WATCHDOG=1 at half the interval systemd asked for (WATCHDOG_USEC), each time after
+    /// the store has answered a query: a gateway whose runtime or database has stalled stops
+    /// sending them, and systemd restarts it.
+    pub async fn watchdog(store: Store) {
+        let Some(interval) = sd_notify::watchdog_enabled() else {
+            return;
+        };
+        let every = interval / 2;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let probe = store.read(|c| {
+                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map_err(Into::into)
+            });
+            // At most a quarter of the interval, so keep-alives are never more than three
+            // quarters of it apart.
+            match tokio::time::timeout(every / 2, probe).await {
+                Ok(Ok(_)) => notify(&[NotifyState::Watchdog]),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the store did not answer; no watchdog keep-alive")
+                }
+                Err(_) => {
+                    tracing::warn!("the store took too long to answer; no watchdog keep-alive")
+                }
+            }
+        }
     }
 }
 

@@ -4,11 +4,14 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0  | done (for `send`: accepted; for `decline` and `rationale`: recorded) |
-//! | 1  | an unexpected error (or 404: no such transfer) |
+//! | 1  | an unexpected error (or 404: no such transfer); `log verify`: a break was found |
+//! | 2  | the command line is wrong (clap's own status) |
 //! | 64 | bad configuration or usage (`check-config` found errors) |
 //! | 65 | the envelope or request was invalid (400/408/409/413/415/422) |
-//! | 69 | the gateway could not be reached |
-//! | 77 | refused by policy (403) |
+//! | 66 | `log verify`: the log could not be read |
+//! | 69 | the gateway could not be reached, or answered 503 |
+//! | 75 | `send --wait`: deliveries still in progress when the wait ran out |
+//! | 77 | refused by policy (403; `explain`: would be refused) |
 
 mod cli;
 
@@ -49,6 +52,9 @@ enum Command {
     Decline(Box<cli::decline::DeclineArgs>),
     /// Add the rationale of an urgent transfer sent without its justification.
     Rationale(cli::decline::RationaleArgs),
+    /// Run the real policy decision for a described share without sending anything, and print
+    /// every rule checked and why it would be allowed or refused.
+    Explain(Box<cli::explain::ExplainArgs>),
     /// What other organisations sent to yours: list, download, acknowledge.
     Inbox {
         #[command(subcommand)]
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cli::send::status(a).await,
             Command::Decline(a) => cli::decline::decline(*a).await,
             Command::Rationale(a) => cli::decline::rationale(a).await,
+            Command::Explain(a) => cli::explain::run(*a),
             Command::Inbox { command } => cli::inbox::run(command).await,
             Command::Log { command } => cli::log::run(command),
             Command::Pki { command } => cli::pki::pki(command),

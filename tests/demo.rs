@@ -11,6 +11,8 @@ fn the_demo_starts_and_its_printed_commands_work() {
     let state = dir.path().join("demo-state");
     let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["demo", "--listen", "127.0.0.1:0", "--state-dir"])
+        // The health and metrics listener on a free port too, so tests can run side by side.
+        .env("POSTERN_OPS__LISTEN", "127.0.0.1:0")
         .arg(&state)
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
@@ -174,6 +176,54 @@ fn the_demo_starts_and_its_printed_commands_work() {
         parsed.subject()
     );
     assert_eq!(parsed.attachment_count(), 2, "sealed envelope and payload");
+
+    // The health and metrics listener the banner names answers plain HTTP, and counts what the
+    // commands above did.
+    let ops = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("health, metrics"))
+        .and_then(|l| l.trim().strip_prefix("http://"))
+        .and_then(|l| l.split('/').next())
+        .unwrap_or_else(|| panic!("banner names the ops listener:\n{}", banner.join("\n")))
+        .to_owned();
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&ops).expect("connect to the ops listener");
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: {ops}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).expect("read");
+        answer
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    let accepted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postern_transfers_accepted_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // Two sends above, and the curl command when curl is installed: the log knows.
+    let logged: i64 = rusqlite::Connection::open(state.join("postern.db"))
+        .expect("db")
+        .query_row(
+            "SELECT COUNT(*) FROM log WHERE kind = 'transfer_accepted'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(logged >= 2);
+    assert_eq!(
+        accepted, logged as f64,
+        "the counter matches the transfer log"
+    );
+    assert!(
+        metrics.contains("postern_transfers_refused_total{reason=\"statutory_only_sender\"} 1"),
+        "{metrics}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(state.join("pki/ca.crt").exists() && state.join("keys/spool.age").exists());

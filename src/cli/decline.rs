@@ -5,14 +5,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use postern_gateway::domain::decision::{RawDecision, RawRationale};
-use postern_gateway::domain::envelope::{RawPractitioner, RawRequest};
 use postern_gateway::ingest::decisions::{Declined, RationaleRecorded};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::send::{Connect, report_problem};
+use super::send::{Connect, body_file, practitioner, report_problem, request, set, set_list};
 use super::{EX_UNAVAILABLE, exit};
 
 #[derive(Args)]
@@ -60,45 +60,12 @@ pub struct DeclineArgs {
     json: bool,
 }
 
-fn set<T>(slot: &mut Option<T>, v: Option<T>) {
-    if v.is_some() {
-        *slot = v;
-    }
-}
-
-fn practitioner(
-    slot: &mut Option<RawPractitioner>,
-    name: &Option<String>,
-    role: &Option<String>,
-    contact: &Option<String>,
-) {
-    if name.is_some() || role.is_some() || contact.is_some() {
-        let p = slot.get_or_insert_with(RawPractitioner::default);
-        set(&mut p.name, name.clone());
-        set(&mut p.role, role.clone());
-        set(&mut p.contact, contact.clone());
-    }
-}
-
 impl DeclineArgs {
     fn body(&self) -> anyhow::Result<RawDecision> {
-        let mut d: RawDecision = match &self.decision {
-            Some(p) => {
-                let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-                serde_json::from_slice(&text)
-                    .with_context(|| format!("{} is not a valid decision file", p.display()))?
-            }
-            None => RawDecision::default(),
-        };
-        if !self.to.is_empty() {
-            d.recipients = Some(self.to.clone());
-        }
-        if !self.subjects.is_empty() {
-            d.subject_refs = Some(self.subjects.clone());
-        }
-        if !self.data_categories.is_empty() {
-            d.data_categories = Some(self.data_categories.clone());
-        }
+        let mut d: RawDecision = body_file(self.decision.as_deref(), "decision")?;
+        set_list(&mut d.recipients, &self.to);
+        set_list(&mut d.subject_refs, &self.subjects);
+        set_list(&mut d.data_categories, &self.data_categories);
         set(&mut d.purpose, self.purpose.clone());
         set(&mut d.reasons, self.reasons.clone());
         practitioner(
@@ -107,50 +74,29 @@ impl DeclineArgs {
             &self.practitioner_role,
             &self.practitioner_contact,
         );
-        if self.request_ref.is_some() || self.requested.is_some() {
-            let r = d.request.get_or_insert_with(RawRequest::default);
-            set(&mut r.reference, self.request_ref.clone());
-            set(&mut r.requested, self.requested.clone());
-        }
+        request(&mut d.request, &self.request_ref, &self.requested);
         Ok(d)
     }
 }
 
 pub async fn decline(a: DeclineArgs) -> anyhow::Result<ExitCode> {
-    let body = Bytes::from(serde_json::to_vec(&a.body()?)?);
-    let mut conn = match a.connect.open().await? {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return Ok(exit(EX_UNAVAILABLE));
-        }
+    let body = a.body()?;
+    let record = Record {
+        path: "/v1/decisions".into(),
+        idempotency_key: a.idempotency_key.as_deref(),
+        confirmed: 201,
+        what: "decision",
+        retry: "It is safe to retry with the same --idempotency-key.",
     };
-    let answer = match conn
-        .post_json("/v1/decisions", body, a.idempotency_key.as_deref())
-        .await
-    {
-        Ok(answer) => answer,
-        Err(e) => {
+    record
+        .post(&a.connect, &body, a.json, |d: Declined| {
+            println!("{}", d.decision_id);
             eprintln!(
-                "postern: the decision was not confirmed: {e}. It is safe to retry with the same --idempotency-key."
+                "Recorded the decision not to share with {}",
+                d.recipients.join(", ")
             );
-            return Ok(exit(EX_UNAVAILABLE));
-        }
-    };
-    if answer.status != 201 {
-        return Ok(report_problem(&answer.body, answer.status, a.json));
-    }
-    if a.json {
-        println!("{}", String::from_utf8_lossy(&answer.body));
-    } else {
-        let d: Declined = answer.json()?;
-        println!("{}", d.decision_id);
-        eprintln!(
-            "Recorded the decision not to share with {}",
-            d.recipients.join(", ")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+        })
+        .await
 }
 
 #[derive(Args)]
@@ -192,35 +138,65 @@ pub async fn rationale(a: RationaleArgs) -> anyhow::Result<ExitCode> {
         eprintln!("postern: `{}` is not a transfer id", a.id);
         return Ok(exit(super::EX_USAGE));
     }
-    let body = Bytes::from(serde_json::to_vec(&raw)?);
-    let mut conn = match a.connect.open().await? {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return Ok(exit(EX_UNAVAILABLE));
-        }
+    let record = Record {
+        path: format!("/v1/transfers/{}/rationale", a.id),
+        idempotency_key: None,
+        confirmed: 200,
+        what: "rationale",
+        retry: "Retry; if it was recorded after all, the retry is answered rationale_already_recorded.",
     };
-    let answer = match conn
-        .post_json(&format!("/v1/transfers/{}/rationale", a.id), body, None)
+    record
+        .post(&a.connect, &raw, a.json, |r: RationaleRecorded| {
+            println!("{}", r.transfer_id);
+            eprintln!("Rationale recorded at {}", r.recorded_at);
+        })
         .await
-    {
-        Ok(answer) => answer,
-        Err(e) => {
-            eprintln!(
-                "postern: the rationale was not confirmed: {e}. Retry; if it was recorded after all, the retry is answered rationale_already_recorded."
-            );
-            return Ok(exit(EX_UNAVAILABLE));
+}
+
+/// A record posted to the gateway as JSON (a decision, a rationale).
+struct Record<'a> {
+    path: String,
+    idempotency_key: Option<&'a str>,
+    /// The status that confirms the record was kept.
+    confirmed: u16,
+    what: &'a str,
+    /// What to do when no answer came: the record may or may not have been kept.
+    retry: &'a str,
+}
+
+impl Record<'_> {
+    /// Posts `body` and reports the answer: the gateway's JSON with `--json`, else `summary`
+    /// of it; a problem as `postern send` reports one.
+    async fn post<T: DeserializeOwned>(
+        self,
+        connect: &Connect,
+        body: &impl Serialize,
+        json: bool,
+        summary: impl FnOnce(T),
+    ) -> anyhow::Result<ExitCode> {
+        let body = Bytes::from(serde_json::to_vec(body)?);
+        let mut conn = match connect.reach().await? {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let answer = match conn.post_json(&self.path, body, self.idempotency_key).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                eprintln!(
+                    "postern: the {} was not confirmed: {e}. {}",
+                    self.what, self.retry
+                );
+                return Ok(exit(EX_UNAVAILABLE));
+            }
+        };
+        if answer.status != self.confirmed {
+            return Ok(report_problem(&answer.body, answer.status, json));
         }
-    };
-    if answer.status != 200 {
-        return Ok(report_problem(&answer.body, answer.status, a.json));
+        if json {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+        } else {
+            summary(answer.json()?);
+        }
+        Ok(ExitCode::SUCCESS)
     }
-    if a.json {
-        println!("{}", String::from_utf8_lossy(&answer.body));
-    } else {
-        let r: RationaleRecorded = answer.json()?;
-        println!("{}", r.transfer_id);
-        eprintln!("Rationale recorded at {}", r.recorded_at);
-    }
-    Ok(ExitCode::SUCCESS)
 }

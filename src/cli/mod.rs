@@ -2,6 +2,7 @@
 //! so errors here are `anyhow` and end as a message and an exit status.
 
 pub mod decline;
+pub mod explain;
 pub mod inbox;
 pub mod load;
 pub mod log;
@@ -23,15 +24,9 @@ pub fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Operational logs go to stderr; `POSTERN_LOG` sets the filter (default `info`). They carry
-/// transfer ids, organisation ids, codes and sizes, never payloads, justification text or
-/// subject references.
+/// Operational logs go to stderr (see `postern_gateway::logging`: JSON when not on a terminal,
+/// `POSTERN_LOG` sets the filter). They carry transfer ids, organisation ids, codes and sizes,
+/// never payloads, justification text or subject references.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    postern_gateway::logging::init();
 }

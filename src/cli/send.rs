@@ -1,7 +1,9 @@
 //! `postern send` and `postern status`: sharing from the command line, for organisations that
-//! have no system of their own (a youth club, a sports club), and for scripts.
+//! have no system of their own (a youth club, a sports club), and for scripts. The other
+//! commands that call a gateway (`decline`, `rationale`, `inbox`) share its connection flags,
+//! its flags-over-a-file helpers and its reporting of problems.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use postern_gateway::domain::envelope::{
 };
 use postern_gateway::ingest::problem::Problem;
 use postern_gateway::ingest::routes::Accepted;
+use serde::de::DeserializeOwned;
 
 use super::{EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE, exit};
 
@@ -38,6 +41,14 @@ impl Connect {
         let identity = Identity::from_pem_file(&self.identity)?;
         let config = Arc::new(client::tls_config(&roots, Some(&identity))?);
         Ok(client::connect(&target, config).await)
+    }
+
+    /// Opens the connection, or says why not and gives the exit status for it (69).
+    pub async fn reach(&self) -> anyhow::Result<Result<client::Connection, ExitCode>> {
+        Ok(self.open().await?.map_err(|e| {
+            eprintln!("postern: {e}");
+            exit(EX_UNAVAILABLE)
+        }))
     }
 }
 
@@ -137,31 +148,68 @@ pub struct SendArgs {
     file: PathBuf,
 }
 
-fn set<T>(slot: &mut Option<T>, v: Option<T>) {
+/// A flag given on the command line overrides the file's field; one not given leaves it.
+pub(super) fn set<T>(slot: &mut Option<T>, v: Option<T>) {
     if v.is_some() {
         *slot = v;
     }
 }
 
+/// A repeatable flag: given at least once, its values replace the file's list.
+pub(super) fn set_list(slot: &mut Option<Vec<String>>, v: &[String]) {
+    if !v.is_empty() {
+        *slot = Some(v.to_vec());
+    }
+}
+
+/// The JSON body file named by `--envelope` or `--decision` (`what`), or an empty body without
+/// one, for the flags to fill in.
+pub(super) fn body_file<T: DeserializeOwned + Default>(
+    path: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<T> {
+    let Some(p) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a valid {what} file", p.display()))
+}
+
+/// The `--practitioner-*` flags over the file's practitioner: each one given replaces its part.
+pub(super) fn practitioner(
+    slot: &mut Option<RawPractitioner>,
+    name: &Option<String>,
+    role: &Option<String>,
+    contact: &Option<String>,
+) {
+    if name.is_some() || role.is_some() || contact.is_some() {
+        let p = slot.get_or_insert_with(RawPractitioner::default);
+        set(&mut p.name, name.clone());
+        set(&mut p.role, role.clone());
+        set(&mut p.contact, contact.clone());
+    }
+}
+
+/// `--request-ref` and `--requested` over the file's request.
+pub(super) fn request(
+    slot: &mut Option<RawRequest>,
+    reference: &Option<String>,
+    requested: &Option<String>,
+) {
+    if reference.is_some() || requested.is_some() {
+        let r = slot.get_or_insert_with(RawRequest::default);
+        set(&mut r.reference, reference.clone());
+        set(&mut r.requested, requested.clone());
+    }
+}
+
 impl SendArgs {
     fn envelope(&self) -> anyhow::Result<RawEnvelope> {
-        let mut e: RawEnvelope = match &self.envelope {
-            Some(p) => {
-                let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-                serde_json::from_slice(&text)
-                    .with_context(|| format!("{} is not a valid envelope file", p.display()))?
-            }
-            None => RawEnvelope::default(),
-        };
-        if !self.to.is_empty() {
-            e.recipients = Some(self.to.clone());
-        }
-        if !self.data_categories.is_empty() {
-            e.data_categories = Some(self.data_categories.clone());
-        }
-        if !self.subjects.is_empty() {
-            e.subject_refs = Some(self.subjects.clone());
-        }
+        let mut e: RawEnvelope = body_file(self.envelope.as_deref(), "envelope")?;
+        set_list(&mut e.recipients, &self.to);
+        set_list(&mut e.data_categories, &self.data_categories);
+        set_list(&mut e.subject_refs, &self.subjects);
         set(&mut e.purpose, self.purpose.clone());
         set(&mut e.justification, self.justification.clone());
         set(&mut e.lawful_basis, self.lawful_basis.clone());
@@ -179,15 +227,12 @@ impl SendArgs {
         set(&mut e.file_name, self.file_name.clone());
         set(&mut e.content_type, self.content_type.clone());
         set(&mut e.correction_of, self.correction_of.clone());
-        if self.practitioner_name.is_some()
-            || self.practitioner_role.is_some()
-            || self.practitioner_contact.is_some()
-        {
-            let p = e.practitioner.get_or_insert_with(RawPractitioner::default);
-            set(&mut p.name, self.practitioner_name.clone());
-            set(&mut p.role, self.practitioner_role.clone());
-            set(&mut p.contact, self.practitioner_contact.clone());
-        }
+        practitioner(
+            &mut e.practitioner,
+            &self.practitioner_name,
+            &self.practitioner_role,
+            &self.practitioner_contact,
+        );
         if self.consent.is_some() || self.consent_reason.is_some() {
             let c = e.consent.get_or_insert_with(RawConsent::default);
             set(&mut c.status, self.consent.clone());
@@ -209,11 +254,7 @@ impl SendArgs {
                 reason: Some(reason.clone()),
             });
         }
-        if self.request_ref.is_some() || self.requested.is_some() {
-            let r = e.request.get_or_insert_with(RawRequest::default);
-            set(&mut r.reference, self.request_ref.clone());
-            set(&mut r.requested, self.requested.clone());
-        }
+        request(&mut e.request, &self.request_ref, &self.requested);
         if self.retain_days.is_some() {
             e.retention = Some(RawRetention {
                 days: self.retain_days,
@@ -282,12 +323,9 @@ pub async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     let (payload, len) = client::file_stream(&a.file)
         .await
         .with_context(|| format!("reading {}", a.file.display()))?;
-    let mut conn = match a.connect.open().await? {
+    let mut conn = match a.connect.reach().await? {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return Ok(exit(EX_UNAVAILABLE));
-        }
+        Err(code) => return Ok(code),
     };
     let answer = conn
         .submit(Submission {
@@ -407,12 +445,9 @@ pub struct StatusArgs {
 }
 
 pub async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut conn = match a.connect.open().await? {
+    let mut conn = match a.connect.reach().await? {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return Ok(exit(EX_UNAVAILABLE));
-        }
+        Err(code) => return Ok(code),
     };
     let answer = match conn.get(&format!("/v1/transfers/{}", a.id)).await {
         Ok(answer) => answer,

@@ -1,4 +1,8 @@
 //! `postern serve`, `postern demo`, `postern check-config`.
+//!
+//! `serve` and `demo` run as a service: SIGHUP reloads the configuration they were started with
+//! (with the same command-line overrides), SIGTERM stops them, and under systemd they use its
+//! notify protocol (see `daemon`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,7 +58,7 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
         overrides: Overrides::default(),
         env: None,
     };
-    match config::load(&opts) {
+    match config::check(&opts) {
         Ok(c) => {
             println!(
                 "{}: configuration is valid: {} organisations, {} purposes, {} agreements; API on {}; state in {}",
@@ -65,6 +69,17 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
                 c.daemon.listen,
                 c.daemon.state_dir.display()
             );
+            if !c.unchecked.is_empty() {
+                // Not an error: systemd shows a unit's credentials to the service only (and,
+                // before systemd 260, not to ExecReload=). The gateway reads them itself at
+                // start-up and reload, and refuses a configuration whose files are wrong.
+                println!(
+                    "not checked here (systemd credentials, visible only to the service; the gateway checks them when it starts or reloads):"
+                );
+                for u in &c.unchecked {
+                    println!("  {u}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -98,7 +113,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // On stdout too, for scripts and supervisors that start it on port 0.
     println!("postern listening on https://{}", prepared.addr);
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    prepared.run(daemon::shutdown_signal()).await?;
+    prepared.run_service(opts).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -207,13 +222,13 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let prepared = daemon::prepare(config).await?;
     print_banner(
         &a.state_dir,
-        prepared.addr,
+        (prepared.addr, prepared.ops_addr),
         &envelope_path,
         &curl_envelope_path,
         &payload_path,
         &dir,
     );
-    prepared.run(daemon::shutdown_signal()).await?;
+    prepared.run_service(opts).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -229,7 +244,7 @@ fn shell_quote(s: &str) -> String {
 
 fn print_banner(
     state_dir: &Path,
-    addr: SocketAddr,
+    (addr, ops): (SocketAddr, Option<SocketAddr>),
     envelope: &Path,
     curl_envelope: &Path,
     payload: &Path,
@@ -253,11 +268,16 @@ fn print_banner(
         ConfigDir::Dir(d) => d.display().to_string(),
         ConfigDir::EmbeddedDemo => "built-in copy of config/demo".to_owned(),
     };
+    let ops = ops.map_or_else(
+        || "none ([ops] listen is empty)".to_owned(),
+        |a| format!("http://{a}/healthz, /readyz, /metrics"),
+    );
     println!(
         "
 Postern demo gateway: {url}
   state directory  {state}  (SQLite store, sealed spool, development PKI and keys)
   organisations    {registry}
+  health, metrics  {ops}
 
 A referral from Riverside Youth Club (voluntary) to the MASH: accepted (it prints the transfer
 id), then delivered by mutual TLS to the MASH's inbox on this gateway's own inbound endpoint.

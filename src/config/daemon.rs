@@ -3,27 +3,33 @@
 //! `POSTERN_*` environment variables, then command-line overrides. Every value that turns out
 //! to be wrong is reported where it came from: a file and line, an environment variable, or a
 //! command-line flag.
+//!
+//! Certificate revocation lists (`tls.client_crls`) are checked here, once: each must parse and
+//! be signed by one of `tls.client_cas`, so a CRL that could never match fails the configuration
+//! rather than silently revoking nothing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use serde::Deserialize;
 use toml::de::DeValue;
 
 use super::delivery::{DeliverySettings, SmtpSettings};
 use super::source::{ConfigError, Doc, Errors};
-use super::{Overrides, Paths, Source};
+use super::{Mode, Overrides, Paths, Source};
 use crate::domain::subject::SubjectKey;
 use crate::seal::SpoolKey;
 use crate::store::checkpoint::CheckpointKey;
 
-/// Environment variables with the `POSTERN_` prefix that are not configuration keys.
+/// Environment variables with the `POSTERN_` prefix that are not configuration keys. (Variables
+/// without the prefix, such as systemd's `CREDENTIALS_DIRECTORY`, are never taken for keys.)
 pub const NON_CONFIG_ENV: &[&str] = &[
     "POSTERN_LOG",
+    "POSTERN_LOG_FORMAT",
     "POSTERN_CONFIG_DIR",
     "POSTERN_SERVER",
     "POSTERN_CA",
@@ -42,6 +48,7 @@ struct RawDaemon {
     delivery: Option<super::delivery::RawDelivery>,
     smtp: Option<super::delivery::RawSmtp>,
     log: Option<RawLog>,
+    ops: Option<RawOps>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,10 +59,17 @@ struct RawApi {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawOps {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTls {
     certificate: Option<String>,
     private_key: Option<String>,
     client_cas: Option<Vec<String>>,
+    client_crls: Option<Vec<String>>,
     client_certificate: Option<String>,
     client_private_key: Option<String>,
 }
@@ -115,6 +129,8 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub client_cas: Vec<PathBuf>,
+    /// Revocation lists of the client CAs (PEM or DER), honoured on every handshake.
+    pub client_crls: Vec<PathBuf>,
     /// What the gateway presents when it delivers to a peer: (certificate, key).
     pub client_identity: Option<(PathBuf, PathBuf)>,
 }
@@ -124,6 +140,8 @@ pub struct TlsFiles {
 pub struct Daemon {
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The health and metrics listener (plain HTTP); `None` when `ops.listen` is empty.
+    pub ops_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     pub limits: Limits,
     pub spool_identity: PathBuf,
@@ -138,9 +156,55 @@ pub struct TlsMaterial {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub client_roots: Vec<CertificateDer<'static>>,
+    /// The CRLs of `tls.client_crls`, each checked against the CA that signed it.
+    pub client_crls: Vec<Crl>,
     /// Presented when delivering to peers (the server certificate unless configured).
     pub client_chain: Vec<CertificateDer<'static>>,
     pub client_key: PrivateKeyDer<'static>,
+}
+
+/// A certificate revocation list, parsed and verified against the client CA that issued it.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    pub path: PathBuf,
+    pub der: CertificateRevocationListDer<'static>,
+    /// The issuing CA, e.g. `CN=Northshire CA, O=Northshire`.
+    pub issuer: String,
+    /// After this the issuer promises a newer list. Handshakes still use an overdue list (an
+    /// outage for every organisation would be worse than a stale list); the gateway warns.
+    pub next_update: Option<time::OffsetDateTime>,
+    pub revoked: usize,
+}
+
+/// How files holding secrets are read: in [`Mode::Check`], a file under a `${credentials_dir}`
+/// this process cannot see is listed in `unchecked` instead of being an error.
+pub(super) struct Secrets<'a> {
+    pub mode: Mode,
+    pub credentials_dir: Option<PathBuf>,
+    pub unchecked: &'a mut Vec<String>,
+}
+
+impl Secrets<'_> {
+    /// Whether `path` (set at `key`) can be read here; if not, says so in the way the mode wants.
+    fn visible(&mut self, path: &Path, key: &str, loc: &Locator<'_>, errors: &mut Errors) -> bool {
+        if !super::hidden_credential(path) {
+            return true;
+        }
+        match self.mode {
+            Mode::Check => self
+                .unchecked
+                .push(format!("{key}: `{}`", path.display())),
+            Mode::Load => errors.push(loc.at(
+                key,
+                format!(
+                    "`{}` names a systemd credential, but {} is not set or is not a readable directory (systemd sets it for a unit with LoadCredential=)",
+                    path.display(),
+                    super::CREDENTIALS_ENV
+                ),
+            )),
+        }
+        false
+    }
 }
 
 /// Says where a key's value came from, for error messages.
@@ -256,10 +320,13 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
             "log" => {
                 let _ = doc.deserialize::<RawLog>(v, key, errors);
             }
+            "ops" => {
+                let _ = doc.deserialize::<RawOps>(v, key, errors);
+            }
             other => errors.push(doc.error_at(
                 Some(k.span()),
                 Some(other.to_owned()),
-                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log",
+                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops",
             )),
         }
     }
@@ -303,6 +370,7 @@ pub(super) fn load(
     file: Option<&Source>,
     env: &HashMap<String, String>,
     overrides: &Overrides,
+    mut secrets: Secrets<'_>,
     errors: &mut Errors,
 ) -> Option<(Daemon, Option<Materials>)> {
     let before = errors.0.len();
@@ -314,7 +382,10 @@ pub(super) fn load(
     let known = defaults_doc.as_ref().map(known_keys).unwrap_or_default();
     let known_vars: Vec<String> = known.iter().map(|k| env_var_for(k)).collect();
     for var in env.keys() {
-        if !known_vars.contains(var) && !NON_CONFIG_ENV.contains(&var.as_str()) {
+        if var.starts_with("POSTERN_")
+            && !known_vars.contains(var)
+            && !NON_CONFIG_ENV.contains(&var.as_str())
+        {
             errors.general(
                 format!("environment variable {var}"),
                 None,
@@ -342,6 +413,7 @@ pub(super) fn load(
         .try_parsing(true)
         .list_separator(",")
         .with_list_parse_key("tls.client_cas")
+        .with_list_parse_key("tls.client_crls")
         .source(Some(
             env.iter()
                 .filter(|(k, _)| known_vars.contains(k))
@@ -374,12 +446,17 @@ pub(super) fn load(
             return None;
         }
     };
-    let daemon = validate(raw, &locator, errors)?;
-    let materials = materials(&daemon, &locator, errors);
+    let daemon = validate(raw, &locator, secrets.credentials_dir.clone(), errors)?;
+    let materials = materials(&daemon, &locator, &mut secrets, errors);
     Some((daemon, materials))
 }
 
-fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Daemon> {
+fn validate(
+    raw: RawDaemon,
+    loc: &Locator<'_>,
+    credentials_dir: Option<PathBuf>,
+    errors: &mut Errors,
+) -> Option<Daemon> {
     let before = errors.0.len();
     let mut need = |v: Option<String>, path: &str| -> Option<String> {
         match v.filter(|s| !s.trim().is_empty()) {
@@ -402,6 +479,14 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     let log = raw.log.unwrap_or_default();
     let checkpoint_key = need(log.checkpoint_key, "log.checkpoint_key");
     let client_cas = tls.client_cas.unwrap_or_default();
+    // An empty string (as an empty POSTERN_TLS__CLIENT_CRLS gives) is no list at all.
+    let client_crls: Vec<String> = tls
+        .client_crls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
     let client_identity = match (
         tls.client_certificate
             .clone()
@@ -424,6 +509,20 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
         ));
     }
 
+    // Empty: no health and metrics listener.
+    let ops_listen = match raw.ops.unwrap_or_default().listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) => match l.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(loc.at(
+                    "ops.listen",
+                    format!("`{l}` is not an address and port such as 127.0.0.1:9464 (or empty for none)"),
+                ));
+                None
+            }
+        },
+    };
     let listen = listen_text.and_then(|l| match l.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -482,6 +581,7 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     let paths = Paths {
         state_dir: state_dir.clone().unwrap_or_default(),
         config_dir: loc.overrides.config_dir.clone(),
+        credentials_dir: credentials_dir.clone(),
     };
     let delivery = super::delivery::delivery(raw.delivery.unwrap_or_default(), loc, errors);
     let smtp = super::delivery::smtp(
@@ -529,13 +629,16 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
     let paths = Paths {
         state_dir: state_dir.clone(),
         config_dir: loc.overrides.config_dir.clone(),
+        credentials_dir,
     };
     Some(Daemon {
         listen,
+        ops_listen,
         tls: TlsFiles {
             certificate: paths.expand(&certificate),
             private_key: paths.expand(&private_key),
             client_cas: client_cas.iter().map(|c| paths.expand(c)).collect(),
+            client_crls: client_crls.iter().map(|c| paths.expand(c)).collect(),
             client_identity: client_identity.map(|(c, k)| (paths.expand(&c), paths.expand(&k))),
         },
         limits: Limits {
@@ -560,46 +663,60 @@ fn validate(raw: RawDaemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Da
 
 /// Reads the certificates and keys the settings name. Each failure is reported at the key that
 /// names the file.
-fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Materials> {
+fn materials(
+    d: &Daemon,
+    loc: &Locator<'_>,
+    secrets: &mut Secrets<'_>,
+    errors: &mut Errors,
+) -> Option<Materials> {
     let before = errors.0.len();
+    let unseen = secrets.unchecked.len();
     let chain: Vec<CertificateDer<'static>> =
-        match CertificateDer::pem_file_iter(&d.tls.certificate)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        {
-            Ok(c) if !c.is_empty() => c,
-            Ok(_) => {
-                errors.push(loc.at(
-                    "tls.certificate",
-                    format!(
-                        "`{}` contains no PEM certificate",
-                        d.tls.certificate.display()
-                    ),
-                ));
-                Vec::new()
+        if secrets.visible(&d.tls.certificate, "tls.certificate", loc, errors) {
+            match CertificateDer::pem_file_iter(&d.tls.certificate)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            {
+                Ok(c) if !c.is_empty() => c,
+                Ok(_) => {
+                    errors.push(loc.at(
+                        "tls.certificate",
+                        format!(
+                            "`{}` contains no PEM certificate",
+                            d.tls.certificate.display()
+                        ),
+                    ));
+                    Vec::new()
+                }
+                Err(e) => {
+                    errors.push(loc.at(
+                        "tls.certificate",
+                        format!(
+                            "cannot read certificates from `{}`: {e}",
+                            d.tls.certificate.display()
+                        ),
+                    ));
+                    Vec::new()
+                }
             }
+        } else {
+            Vec::new()
+        };
+    let key = if secrets.visible(&d.tls.private_key, "tls.private_key", loc, errors) {
+        match PrivateKeyDer::from_pem_file(&d.tls.private_key) {
+            Ok(k) => Some(k),
             Err(e) => {
                 errors.push(loc.at(
-                    "tls.certificate",
+                    "tls.private_key",
                     format!(
-                        "cannot read certificates from `{}`: {e}",
-                        d.tls.certificate.display()
+                        "cannot read a private key from `{}`: {e}",
+                        d.tls.private_key.display()
                     ),
                 ));
-                Vec::new()
+                None
             }
-        };
-    let key = match PrivateKeyDer::from_pem_file(&d.tls.private_key) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            errors.push(loc.at(
-                "tls.private_key",
-                format!(
-                    "cannot read a private key from `{}`: {e}",
-                    d.tls.private_key.display()
-                ),
-            ));
-            None
         }
+    } else {
+        None
     };
     if let (Some(key), Some(leaf)) = (&key, chain.first()) {
         match rustls::crypto::ring::sign::any_supported_type(key) {
@@ -624,6 +741,9 @@ fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Mater
     let mut client_roots = Vec::new();
     for (i, ca) in d.tls.client_cas.iter().enumerate() {
         let key_path = format!("tls.client_cas[{i}]");
+        if !secrets.visible(ca, "tls.client_cas", loc, errors) {
+            continue;
+        }
         match CertificateDer::pem_file_iter(ca).and_then(|it| it.collect::<Result<Vec<_>, _>>()) {
             Ok(c) if !c.is_empty() => client_roots.extend(c),
             Ok(_) => errors.push(loc.at(
@@ -636,47 +756,79 @@ fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Mater
             )),
         }
     }
-    let spool = match SpoolKey::from_file(&d.spool_identity) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            errors.push(loc.at(
-                "spool.identity",
-                format!("cannot load `{}`: {e}", d.spool_identity.display()),
-            ));
-            None
+    let mut client_crls = Vec::new();
+    for (i, path) in d.tls.client_crls.iter().enumerate() {
+        if !secrets.visible(path, "tls.client_crls", loc, errors) {
+            continue;
         }
-    };
-    let subject = match read_subject_key(&d.subject_key) {
-        Ok(k) => Some(k),
-        Err(msg) => {
-            errors.push(loc.at("subjects.key", msg));
-            None
+        match read_crls(path, &client_roots) {
+            Ok(crls) => client_crls.extend(crls),
+            Err(msg) => errors.push(loc.at(
+                "tls.client_crls",
+                format!("tls.client_crls[{i}]: `{}`: {msg}", path.display()),
+            )),
         }
-    };
-    let checkpoint = match CheckpointKey::from_file(&d.log.checkpoint_key) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            errors.push(loc.at(
-                "log.checkpoint_key",
-                format!("{e}; `postern keys checkpoint-key --out FILE` makes one"),
-            ));
-            None
-        }
-    };
-    let client = match &d.tls.client_identity {
-        Some((cert, key_path)) => match crate::client::Identity::from_files(cert, key_path) {
-            Ok(id) => Some((id.chain, id.key)),
+    }
+    let spool = if secrets.visible(&d.spool_identity, "spool.identity", loc, errors) {
+        match SpoolKey::from_file(&d.spool_identity) {
+            Ok(k) => Some(k),
             Err(e) => {
                 errors.push(loc.at(
-                    "tls.client_certificate",
-                    format!("cannot load the outbound client identity: {e}"),
+                    "spool.identity",
+                    format!("cannot load `{}`: {e}", d.spool_identity.display()),
                 ));
                 None
             }
-        },
+        }
+    } else {
+        None
+    };
+    let subject = if secrets.visible(&d.subject_key, "subjects.key", loc, errors) {
+        match read_subject_key(&d.subject_key) {
+            Ok(k) => Some(k),
+            Err(msg) => {
+                errors.push(loc.at("subjects.key", msg));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let checkpoint = if secrets.visible(&d.log.checkpoint_key, "log.checkpoint_key", loc, errors) {
+        match CheckpointKey::from_file(&d.log.checkpoint_key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.push(loc.at(
+                    "log.checkpoint_key",
+                    format!("{e}; `postern keys checkpoint-key --out FILE` makes one"),
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let client = match &d.tls.client_identity {
+        Some((cert, key_path)) => {
+            let seen = secrets.visible(cert, "tls.client_certificate", loc, errors);
+            if seen && secrets.visible(key_path, "tls.client_private_key", loc, errors) {
+                match crate::client::Identity::from_files(cert, key_path) {
+                    Ok(id) => Some((id.chain, id.key)),
+                    Err(e) => {
+                        errors.push(loc.at(
+                            "tls.client_certificate",
+                            format!("cannot load the outbound client identity: {e}"),
+                        ));
+                        None
+                    }
+                }
+            } else {
+                None
+            }
+        }
         None => key.as_ref().map(|k| (chain.clone(), k.clone_key())),
     };
-    if errors.0.len() > before {
+    if errors.0.len() > before || secrets.unchecked.len() > unseen {
         return None;
     }
     let (client_chain, client_key) = client?;
@@ -685,12 +837,69 @@ fn materials(d: &Daemon, loc: &Locator<'_>, errors: &mut Errors) -> Option<Mater
             chain,
             key: key?,
             client_roots,
+            client_crls,
             client_chain,
             client_key,
         },
         spool_key: spool?,
         subject_key: subject?,
         checkpoint_key: checkpoint?,
+    })
+}
+
+/// The CRLs in one file: PEM (`X509 CRL` blocks, any number) or a single DER list. Each must be
+/// signed by one of `roots`; webpki would otherwise just never match it, revoking nothing.
+fn read_crls(path: &Path, roots: &[CertificateDer<'static>]) -> Result<Vec<Crl>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let is_pem = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'-');
+    let ders: Vec<CertificateRevocationListDer<'static>> = if is_pem {
+        let ders = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("not a PEM CRL: {e}"))?;
+        if ders.is_empty() {
+            return Err("contains no PEM `X509 CRL` block".into());
+        }
+        ders
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    ders.into_iter()
+        .map(|der| check_crl(path, der, roots))
+        .collect()
+}
+
+fn check_crl(
+    path: &Path,
+    der: CertificateRevocationListDer<'static>,
+    roots: &[CertificateDer<'static>],
+) -> Result<Crl, String> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        .map_err(|e| format!("not a certificate revocation list: {e}"))?;
+    let issuer = crl.issuer().to_string();
+    let ca = roots.iter().find_map(|r| {
+        let (_, cert) = x509_parser::parse_x509_certificate(r).ok()?;
+        (cert.subject().as_raw() == crl.issuer().as_raw()).then_some(cert)
+    });
+    let Some(ca) = ca else {
+        return Err(format!(
+            "is issued by `{issuer}`, which is not one of tls.client_cas"
+        ));
+    };
+    crl.verify_signature(ca.public_key())
+        .map_err(|e| format!("its signature does not verify with the key of `{issuer}`: {e}"))?;
+    let next_update = crl.next_update().map(|t| t.to_datetime());
+    let revoked = crl.iter_revoked_certificates().count();
+    drop(crl);
+    Ok(Crl {
+        path: path.to_path_buf(),
+        der,
+        issuer,
+        next_update,
+        revoked,
     })
 }
 

@@ -5,6 +5,9 @@
 //! A configuration directory holds `postern.toml` (optional: the daemon settings, over built-in
 //! defaults) and the registry: `marking.toml`, `purposes.toml`, `organisations.toml`,
 //! `agreements.toml`, and optionally `peers.toml` (gateways allowed to deliver here).
+//!
+//! The running gateway loads the same way again on SIGHUP (see `daemon`); [`check`] is what
+//! `postern check-config` runs, which may not be able to see the service's systemd credentials.
 
 pub mod daemon;
 pub mod delivery;
@@ -44,11 +47,19 @@ pub struct Source {
     pub text: String,
 }
 
-/// Expands `${state_dir}` and `${config_dir}` in configured paths.
+/// In a configured path: the directory systemd puts a unit's `LoadCredential=` files in.
+pub const CREDENTIALS_DIR: &str = "${credentials_dir}";
+/// Where systemd says that directory is.
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// Expands `${state_dir}`, `${config_dir}` and `${credentials_dir}` in configured paths.
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub state_dir: PathBuf,
     pub config_dir: Option<PathBuf>,
+    /// `None` where this process cannot see systemd credentials: `${credentials_dir}` then stays
+    /// in the path, so that whatever reads it can say why.
+    pub credentials_dir: Option<PathBuf>,
 }
 
 impl Paths {
@@ -57,8 +68,16 @@ impl Paths {
         if let Some(c) = &self.config_dir {
             out = out.replace("${config_dir}", &c.display().to_string());
         }
+        if let Some(c) = &self.credentials_dir {
+            out = out.replace(CREDENTIALS_DIR, &c.display().to_string());
+        }
         PathBuf::from(out)
     }
+}
+
+/// A path that names a systemd credential this process cannot see.
+pub fn hidden_credential(path: &Path) -> bool {
+    path.to_string_lossy().contains(CREDENTIALS_DIR)
 }
 
 /// Values given on the command line; they win over everything else.
@@ -91,10 +110,12 @@ pub enum ConfigDir {
     EmbeddedDemo,
 }
 
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub dir: ConfigDir,
     pub overrides: Overrides,
-    /// The `POSTERN_*` environment; `None` reads the process environment.
+    /// The `POSTERN_*` environment (and `CREDENTIALS_DIRECTORY`); `None` reads the process
+    /// environment.
     pub env: Option<HashMap<String, String>>,
 }
 
@@ -107,10 +128,37 @@ pub struct Config {
     pub subject_key: SubjectKey,
 }
 
+/// What `postern check-config` found valid. Files it could not see are listed, not guessed at.
+pub struct Checked {
+    pub daemon: Daemon,
+    pub registry: Registry,
+    /// `key: path` of each file under `${credentials_dir}` that was not read: systemd shows a
+    /// unit's credentials to the service only (and, before systemd 260, not to `ExecReload=`).
+    /// The gateway reads them itself when it starts or reloads, and refuses what is wrong.
+    pub unchecked: Vec<String>,
+}
+
+/// Whether files under `${credentials_dir}` that this process cannot see are errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The gateway itself: every file must be read.
+    Load,
+    /// `check-config`: list them as not checked.
+    Check,
+}
+
 fn process_env() -> HashMap<String, String> {
     std::env::vars()
-        .filter(|(k, _)| k.starts_with("POSTERN_"))
+        .filter(|(k, _)| k.starts_with("POSTERN_") || k == CREDENTIALS_ENV)
         .collect()
+}
+
+/// The credentials directory, if systemd gave this process one it can read.
+fn credentials_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
+    env.get(CREDENTIALS_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
 }
 
 fn read_file(path: &Path, required: bool, errors: &mut Errors) -> Option<Source> {
@@ -133,8 +181,49 @@ fn read_file(path: &Path, required: bool, errors: &mut Errors) -> Option<Source>
 
 /// Reads, validates and loads the whole configuration, reporting every error at once.
 pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let parts = load_parts(opts, Mode::Load)?;
+    match parts.materials {
+        Some(m) => Ok(Config {
+            daemon: parts.daemon,
+            registry: parts.registry,
+            tls: m.tls,
+            spool_key: m.spool_key,
+            subject_key: m.subject_key,
+        }),
+        None => Err(ConfigErrors(vec![ConfigError {
+            origin: "configuration".into(),
+            line: None,
+            column: None,
+            key: None,
+            message: "could not be loaded".into(),
+        }])),
+    }
+}
+
+/// Validates the whole configuration as [`load`] does, except that files under
+/// `${credentials_dir}` this process cannot see are listed in [`Checked::unchecked`].
+pub fn check(opts: &LoadOptions) -> Result<Checked, ConfigErrors> {
+    let parts = load_parts(opts, Mode::Check)?;
+    Ok(Checked {
+        daemon: parts.daemon,
+        registry: parts.registry,
+        unchecked: parts.unchecked,
+    })
+}
+
+struct Parts {
+    daemon: Daemon,
+    registry: Registry,
+    /// `None` only in [`Mode::Check`], when some files could not be seen.
+    materials: Option<daemon::Materials>,
+    unchecked: Vec<String>,
+}
+
+fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
     let mut errors = Errors::default();
     let env = opts.env.clone().unwrap_or_else(process_env);
+    let credentials_dir = credentials_dir(&env);
+    let mut unchecked = Vec::new();
     let mut overrides = opts.overrides.clone();
 
     let defaults = Source {
@@ -186,8 +275,19 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         }
     };
 
-    let daemon_and_materials =
-        daemon::load(&defaults, file.as_ref(), &env, &overrides, &mut errors);
+    let secrets = daemon::Secrets {
+        mode,
+        credentials_dir: credentials_dir.clone(),
+        unchecked: &mut unchecked,
+    };
+    let daemon_and_materials = daemon::load(
+        &defaults,
+        file.as_ref(),
+        &env,
+        &overrides,
+        secrets,
+        &mut errors,
+    );
 
     // The registry is read even when the daemon settings failed, so that one run reports both.
     let state_dir = daemon_and_materials
@@ -197,6 +297,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     let paths = Paths {
         state_dir,
         config_dir: overrides.config_dir.clone(),
+        credentials_dir,
     };
     let registry = registry_sources.and_then(|s| match registry::load(&s, &paths) {
         Ok(r) => Some(r),
@@ -225,13 +326,16 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     }
 
     match (daemon_and_materials, registry) {
-        (Some((daemon, Some(m))), Some(registry)) if errors.0.is_empty() => Ok(Config {
-            daemon,
-            registry,
-            tls: m.tls,
-            spool_key: m.spool_key,
-            subject_key: m.subject_key,
-        }),
+        (Some((daemon, materials)), Some(registry))
+            if errors.0.is_empty() && (materials.is_some() || mode == Mode::Check) =>
+        {
+            Ok(Parts {
+                daemon,
+                registry,
+                materials,
+                unchecked,
+            })
+        }
         _ => {
             if errors.0.is_empty() {
                 errors.general("configuration", None, "could not be loaded");

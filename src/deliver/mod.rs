@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::clock;
 use crate::config::{DeliverySettings, SmtpSettings};
@@ -32,6 +33,7 @@ use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::registry::{Channel, Registry};
 use crate::inbox::{self, InboundMeta};
 use crate::live::Live;
+use crate::metrics;
 use crate::seal::SpoolKey;
 use crate::store::queue::{self, Due, Finish, Job};
 use crate::store::{Store, StoreError};
@@ -303,12 +305,22 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
                         };
                         in_flight.add(&due.recipient, 1);
                         let (d, wake, in_flight) = (d.clone(), wake.clone(), in_flight.clone());
-                        tracker.spawn(async move {
-                            run_one(&d, &due).await;
-                            in_flight.add(&due.recipient, -1);
-                            drop(permit);
-                            wake.now();
-                        });
+                        // Every line logged about this attempt, here or in a channel, carries
+                        // the transfer id.
+                        let span = tracing::info_span!(
+                            "delivery",
+                            transfer_id = %due.transfer_id,
+                            recipient = %due.recipient
+                        );
+                        tracker.spawn(
+                            async move {
+                                run_one(&d, &due).await;
+                                in_flight.add(&due.recipient, -1);
+                                drop(permit);
+                                wake.now();
+                            }
+                            .instrument(span),
+                        );
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "could not read the delivery queue"),
@@ -382,15 +394,19 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     };
     // The attempt runs as a task of its own, so that even a panic inside it (a bug) ends as a
     // recorded, retried failure rather than a delivery stuck in flight.
+    let started = std::time::Instant::now();
     let attempt = {
         let (d, job) = (d.clone(), job.clone());
-        tokio::spawn(async move {
-            tokio::time::timeout(
-                d.settings.attempt_deadline(job.payload_size),
-                d.attempt(&job),
-            )
-            .await
-        })
+        tokio::spawn(
+            async move {
+                tokio::time::timeout(
+                    d.settings.attempt_deadline(job.payload_size),
+                    d.attempt(&job),
+                )
+                .await
+            }
+            .instrument(tracing::Span::current()),
+        )
     };
     let outcome = match attempt.await {
         Ok(Ok(o)) => o,
@@ -403,13 +419,19 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due) {
             Outcome::Temporary("the attempt failed unexpectedly inside the gateway".into())
         }
     };
-    if let Err(e) = record(d, &job, &outcome).await {
+    if let Err(e) = record(d, &job, &outcome, started.elapsed()).await {
         // The delivery stays `delivering`; it is retried after the next restart.
         tracing::error!(transfer_id = %job.transfer_id, error = %e, "could not record a delivery attempt");
     }
 }
 
-async fn record(d: &Deliverer, job: &Job, outcome: &Outcome) -> Result<(), StoreError> {
+/// Records an attempt's outcome (`took`: how long the attempt ran) and, once committed, counts it.
+async fn record(
+    d: &Deliverer,
+    job: &Job,
+    outcome: &Outcome,
+    took: Duration,
+) -> Result<(), StoreError> {
     let now = clock::now();
     let at = clock::stamp(now);
     let accepted = clock::parse(&job.accepted_at).unwrap_or(now);
@@ -498,7 +520,16 @@ async fn record(d: &Deliverer, job: &Job, outcome: &Outcome) -> Result<(), Store
             tx.append(&entry)?;
             tx.finish_delivery(&t, &r, &finish, &at)
         })
-        .await
+        .await?;
+    // Counted only once recorded, so that the metrics agree with the transfer log.
+    metrics::delivery_attempt(&job.channel, outcome_name, took);
+    if outcome_name == "delivered" {
+        metrics::delivered(
+            &job.channel,
+            Duration::try_from(now - accepted).unwrap_or(Duration::ZERO),
+        );
+    }
+    Ok(())
 }
 
 /// Deletes the sealed payloads of transfers finished longer ago than the grace period.

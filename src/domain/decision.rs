@@ -7,33 +7,17 @@
 //! values and reports every field at fault at once, in the envelope's [`FieldError`] form.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::envelope::{FieldError, FieldProblem, RawPractitioner, RawRequest, limits};
+use super::envelope::{
+    self, FieldError, FieldProblem, RawPractitioner, RawRequest, Sensitive, limits,
+};
+use super::fields::{Collector, incomplete, read_json};
 use super::ids::{OrgId, PurposeId};
 use super::lawful::DataCategory;
 use super::registry::Registry;
 use super::subject::SubjectRef;
-
-/// Free text that may describe a person (the reasons, what was requested, a rationale). As the
-/// envelope's `Sensitive`: its `Debug` is redacted and it has no `Display`, so it cannot reach
-/// an operational log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Confidential(String);
-
-impl Confidential {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Confidential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted {} chars>", self.0.chars().count())
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The wire forms. Every field is optional here so that one request reports every missing or
@@ -72,20 +56,10 @@ pub struct RawRationale {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The validated forms.
+// The validated forms. The practitioner and the request are the envelope's own, read by the
+// same code.
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Practitioner {
-    pub name: String,
-    pub role: String,
-    pub contact: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub reference: String,
-    pub requested: Confidential,
-}
+pub use super::envelope::{Practitioner, Request};
 
 /// A decision not to share: who decided (the caller, passed in), with whom sharing was
 /// considered, why not, and what it answers. Never a payload.
@@ -93,7 +67,7 @@ pub struct Request {
 pub struct Decline {
     pub recipients: Vec<OrgId>,
     pub purpose: Option<PurposeId>,
-    pub reasons: Confidential,
+    pub reasons: Sensitive,
     pub practitioner: Practitioner,
     pub request: Option<Request>,
     pub subject_refs: Vec<SubjectRef>,
@@ -102,7 +76,7 @@ pub struct Decline {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rationale {
-    pub justification: Confidential,
+    pub justification: Sensitive,
     pub practitioner: Option<Practitioner>,
 }
 
@@ -128,12 +102,24 @@ pub struct DecisionContext<'a> {
 
 /// Parses and validates the JSON body of a decision not to share.
 pub fn parse_decision(bytes: &[u8], cx: &DecisionContext<'_>) -> Result<Decline, DecisionError> {
-    decision(read_json(bytes, "decision")?, cx)
+    let raw = read_json(
+        bytes,
+        "decision",
+        DecisionError::Malformed,
+        DecisionError::Invalid,
+    )?;
+    decision(raw, cx)
 }
 
 /// Parses and validates the JSON body of a rationale.
 pub fn parse_rationale(bytes: &[u8]) -> Result<Rationale, DecisionError> {
-    rationale(read_json(bytes, "body")?)
+    let raw = read_json(
+        bytes,
+        "body",
+        DecisionError::Malformed,
+        DecisionError::Invalid,
+    )?;
+    rationale(raw)
 }
 
 /// Validates a raw decision, reporting every problem at once.
@@ -206,26 +192,16 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
             );
             None
         }
-        Some(p) => c.practitioner(p),
+        Some(p) => practitioner(&mut c, p),
     };
 
     let request = raw.request.and_then(|r| {
-        let reference = c.text(
-            r.reference,
-            "request.reference",
-            limits::SHORT_TEXT,
+        envelope::request(
+            &mut c,
+            r,
             "the reference of the request this decision answers",
-        );
-        let requested = c.text(
-            r.requested,
-            "request.requested",
-            limits::REASON,
             "what was requested",
-        );
-        Some(Request {
-            reference: reference?,
-            requested: Confidential(requested?),
-        })
+        )
     });
 
     let mut subject_refs = Vec::new();
@@ -271,12 +247,12 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
     }
     // Every `None` below has pushed an error above.
     let (Some(reasons), Some(practitioner)) = (reasons, practitioner) else {
-        return Err(incomplete());
+        return Err(DecisionError::Invalid(vec![incomplete("body")]));
     };
     Ok(Decline {
         recipients,
         purpose,
-        reasons: Confidential(reasons),
+        reasons: Sensitive(reasons),
         practitioner,
         request,
         subject_refs,
@@ -293,206 +269,22 @@ pub fn rationale(raw: RawRationale) -> Result<Rationale, DecisionError> {
         limits::JUSTIFICATION,
         "why the share was necessary and why the public interest outweighed confidentiality",
     );
-    let practitioner = raw.practitioner.map(|p| c.practitioner(p));
+    let practitioner = raw.practitioner.map(|p| practitioner(&mut c, p));
     if !c.0.is_empty() {
         return Err(DecisionError::Invalid(c.0));
     }
     let Some(justification) = justification else {
-        return Err(incomplete());
+        return Err(DecisionError::Invalid(vec![incomplete("body")]));
     };
     Ok(Rationale {
-        justification: Confidential(justification),
+        justification: Sensitive(justification),
         practitioner: practitioner.flatten(),
     })
 }
 
-fn incomplete() -> DecisionError {
-    DecisionError::Invalid(vec![FieldError {
-        code: FieldProblem::InvalidValue,
-        field: String::new(),
-        message: "the body is incomplete".into(),
-    }])
-}
-
-/// Syntax errors are `Malformed`; a wrong type or an unknown field is reported with the path
-/// of the field, and never with the value (the answer must not echo what was typed).
-fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, DecisionError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = safe_path(&e.path().to_string());
-        let inner = e.into_inner();
-        if inner.is_data() {
-            let (code, message) = describe_serde(&strip_position(&inner.to_string()));
-            let field = if path == "." { String::new() } else { path };
-            DecisionError::Invalid(vec![FieldError {
-                code,
-                message: if field.is_empty() {
-                    format!("the {what} {message}")
-                } else {
-                    format!("`{field}` {message}")
-                },
-                field,
-            }])
-        } else {
-            DecisionError::Malformed(inner.to_string())
-        }
-    })
-}
-
-// The three helpers below do what the envelope's private ones do, for the same reason: serde's
-// messages quote the offending value and the offending key.
-
-fn safe_name(s: &str) -> bool {
-    s.len() <= 40
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn safe_path(path: &str) -> String {
-    path.split('.')
-        .map(|seg| {
-            let name = seg.split('[').next().unwrap_or(seg);
-            if name.is_empty() || safe_name(name) {
-                seg.to_owned()
-            } else {
-                "?".to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn describe_serde(msg: &str) -> (FieldProblem, String) {
-    let expected = |rest: &str| {
-        rest.split_once(", expected ")
-            .map(|(_, e)| format!(": expected {e}"))
-            .unwrap_or_default()
-    };
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        return (
-            FieldProblem::InvalidValue,
-            format!("has the wrong type{}", expected(rest)),
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("invalid value: ") {
-        return (
-            FieldProblem::InvalidValue,
-            format!("has an invalid value{}", expected(rest)),
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        let expected = rest
-            .split_once(", expected ")
-            .map(|(_, e)| format!("; expected {e}"))
-            .unwrap_or_default();
-        return (
-            FieldProblem::UnknownField,
-            format!("is not a known field{expected}"),
-        );
-    }
-    if msg.starts_with("invalid length") {
-        return (
-            FieldProblem::InvalidValue,
-            format!("has the wrong {}", msg.trim_start_matches("invalid ")),
-        );
-    }
-    (FieldProblem::InvalidValue, "is not valid here".to_owned())
-}
-
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
-    }
-}
-
-struct Collector(Vec<FieldError>);
-
-impl Collector {
-    fn push(&mut self, code: FieldProblem, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            code,
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    fn missing(&mut self, field: &str, what: &str) {
-        self.push(
-            FieldProblem::MissingField,
-            field,
-            format!("`{field}` is required: {what}"),
-        );
-    }
-
-    fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.push(FieldProblem::InvalidValue, field, message);
-    }
-
-    /// A required text field: present, not blank, within its length limit.
-    fn text(&mut self, v: Option<String>, field: &str, max: usize, what: &str) -> Option<String> {
-        match v.map(|s| s.trim().to_owned()) {
-            None => {
-                self.missing(field, what);
-                None
-            }
-            Some(s) if s.is_empty() => {
-                self.push(
-                    FieldProblem::MissingField,
-                    field,
-                    format!("`{field}` is blank: {what}"),
-                );
-                None
-            }
-            Some(s) => self.limit(s, field, max),
-        }
-    }
-
-    /// Optional text: absent is fine, blank is treated as absent.
-    fn optional_text(&mut self, v: Option<String>, field: &str, max: usize) -> Option<String> {
-        let s = v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())?;
-        self.limit(s, field, max)
-    }
-
-    fn limit(&mut self, s: String, field: &str, max: usize) -> Option<String> {
-        if s.chars().count() > max {
-            self.push(
-                FieldProblem::TooLong,
-                field,
-                format!("`{field}` is longer than {max} characters"),
-            );
-            None
-        } else {
-            Some(s)
-        }
-    }
-
-    fn practitioner(&mut self, p: RawPractitioner) -> Option<Practitioner> {
-        let name = self.text(
-            p.name,
-            "practitioner.name",
-            limits::SHORT_TEXT,
-            "the practitioner's name",
-        );
-        let role = self.text(
-            p.role,
-            "practitioner.role",
-            limits::SHORT_TEXT,
-            "the practitioner's role",
-        );
-        let contact = self.text(
-            p.contact,
-            "practitioner.contact",
-            limits::SHORT_TEXT,
-            "how the practitioner can be reached",
-        );
-        Some(Practitioner {
-            name: name?,
-            role: role?,
-            contact: contact?,
-        })
-    }
+/// A decision's or a rationale's practitioner, read as the envelope reads its own.
+fn practitioner(c: &mut Collector, p: RawPractitioner) -> Option<Practitioner> {
+    envelope::practitioner(c, p, "how the practitioner can be reached")
 }
 
 #[cfg(test)]

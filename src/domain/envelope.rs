@@ -6,33 +6,16 @@
 //! Sits between ingest (which reads the JSON off the wire) and policy (which decides).
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration};
 
+use super::fields::{Collector, incomplete, read_json};
+pub use super::fields::{FieldError, FieldProblem, Sensitive};
 use super::ids::{OrgId, PurposeId, TransferId};
 use super::lawful::{DataCategory, LawfulBasis, SpecialCategoryCondition};
 use super::marking::{Marking, MarkingError, MarkingScheme};
 use super::subject::SubjectRef;
-
-/// Free text that may describe a person or a family (a justification, a reason, a summary).
-/// It is recorded and sealed for recipients, but its `Debug` is redacted and it has no
-/// `Display`, so it cannot reach an operational log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sensitive(String);
-
-impl Sensitive {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Sensitive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted {} chars>", self.0.chars().count())
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The wire form. Every field is optional here so that one request reports every missing or
@@ -369,37 +352,6 @@ impl RecipientEnvelope {
 // ---------------------------------------------------------------------------------------------
 // Errors.
 
-/// What is wrong with one field. The code is stable and machine-readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldProblem {
-    MissingField,
-    InvalidValue,
-    TooLong,
-    UnknownField,
-    UnrecognisedMarking,
-}
-
-impl FieldProblem {
-    pub fn code(self) -> &'static str {
-        match self {
-            FieldProblem::MissingField => "missing_field",
-            FieldProblem::InvalidValue => "invalid_value",
-            FieldProblem::TooLong => "too_long",
-            FieldProblem::UnknownField => "unknown_field",
-            FieldProblem::UnrecognisedMarking => "unrecognised_marking",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub code: FieldProblem,
-    /// Dotted path of the field, e.g. `practitioner.role` or `recipients[1]`.
-    pub field: String,
-    pub message: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
     /// Not JSON at all (400).
@@ -427,162 +379,16 @@ pub struct ParseContext<'a> {
     pub today: Date,
 }
 
-struct Collector(Vec<FieldError>);
-
-impl Collector {
-    fn push(&mut self, code: FieldProblem, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            code,
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    fn missing(&mut self, field: &str, what: &str) {
-        self.push(
-            FieldProblem::MissingField,
-            field,
-            format!("`{field}` is required: {what}"),
-        );
-    }
-
-    /// A required text field: present, not blank, within its length limit.
-    fn text(&mut self, v: Option<String>, field: &str, max: usize, what: &str) -> Option<String> {
-        match v.map(|s| s.trim().to_owned()) {
-            None => {
-                self.missing(field, what);
-                None
-            }
-            Some(s) if s.is_empty() => {
-                self.push(
-                    FieldProblem::MissingField,
-                    field,
-                    format!("`{field}` is blank: {what}"),
-                );
-                None
-            }
-            Some(s) => self.limit(s, field, max),
-        }
-    }
-
-    /// Optional text: absent is fine, blank is treated as absent.
-    fn optional_text(&mut self, v: Option<String>, field: &str, max: usize) -> Option<String> {
-        let s = v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())?;
-        self.limit(s, field, max)
-    }
-
-    fn limit(&mut self, s: String, field: &str, max: usize) -> Option<String> {
-        if s.chars().count() > max {
-            self.push(
-                FieldProblem::TooLong,
-                field,
-                format!("`{field}` is longer than {max} characters"),
-            );
-            None
-        } else {
-            Some(s)
-        }
-    }
-
-    fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.push(FieldProblem::InvalidValue, field, message);
-    }
-}
-
 /// Parses the JSON bytes of an envelope. Syntax errors are `Malformed`; a wrong type or an
 /// unknown field is reported with the path of the field.
 pub fn parse_json(bytes: &[u8], cx: &ParseContext<'_>) -> Result<Envelope, EnvelopeError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = safe_path(&e.path().to_string());
-        let inner = e.into_inner();
-        if inner.is_data() {
-            let (code, message) = describe_serde(&strip_position(&inner.to_string()));
-            let field = if path == "." { String::new() } else { path };
-            EnvelopeError::Invalid(vec![FieldError {
-                code,
-                message: if field.is_empty() {
-                    format!("the envelope {message}")
-                } else {
-                    format!("`{field}` {message}")
-                },
-                field,
-            }])
-        } else {
-            EnvelopeError::Malformed(inner.to_string())
-        }
-    })?;
+    let raw: RawEnvelope = read_json(
+        bytes,
+        "envelope",
+        EnvelopeError::Malformed,
+        EnvelopeError::Invalid,
+    )?;
     parse(raw, cx)
-}
-
-/// A field name is echoed only if it looks like one: the record must not become a copy of
-/// whatever was typed into the wrong place (an NHS number used as a key, say).
-fn safe_name(s: &str) -> bool {
-    s.len() <= 40
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn safe_path(path: &str) -> String {
-    path.split('.')
-        .map(|seg| {
-            let name = seg.split('[').next().unwrap_or(seg);
-            if name.is_empty() || safe_name(name) {
-                seg.to_owned()
-            } else {
-                "?".to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// serde's messages quote the offending value (`invalid type: string "nhs:943..."`); these are
-/// recorded and answered, so the value is dropped and only what was expected is said.
-fn describe_serde(msg: &str) -> (FieldProblem, String) {
-    let expected = |rest: &str| {
-        rest.split_once(", expected ")
-            .map(|(_, e)| format!(": expected {e}"))
-            .unwrap_or_default()
-    };
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        return (
-            FieldProblem::InvalidValue,
-            format!("has the wrong type{}", expected(rest)),
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("invalid value: ") {
-        return (
-            FieldProblem::InvalidValue,
-            format!("has an invalid value{}", expected(rest)),
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        let expected = rest
-            .split_once(", expected ")
-            .map(|(_, e)| format!("; expected {e}"))
-            .unwrap_or_default();
-        return (
-            FieldProblem::UnknownField,
-            format!("is not a known field{expected}"),
-        );
-    }
-    if msg.starts_with("invalid length") {
-        return (
-            FieldProblem::InvalidValue,
-            format!("has the wrong {}", msg.trim_start_matches("invalid ")),
-        );
-    }
-    (FieldProblem::InvalidValue, "is not valid here".to_owned())
-}
-
-/// serde_json appends " at line 1 column 57"; the field path already says where.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
-    }
 }
 
 /// Validates a raw envelope, reporting every problem at once.
@@ -787,34 +593,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
             );
             None
         }
-        Some(p) => {
-            let name = c.text(
-                p.name,
-                "practitioner.name",
-                limits::SHORT_TEXT,
-                "the practitioner's name",
-            );
-            let role = c.text(
-                p.role,
-                "practitioner.role",
-                limits::SHORT_TEXT,
-                "the practitioner's role",
-            );
-            let contact = c.text(
-                p.contact,
-                "practitioner.contact",
-                limits::SHORT_TEXT,
-                "how a recipient can reach the practitioner",
-            );
-            match (name, role, contact) {
-                (Some(name), Some(role), Some(contact)) => Some(Practitioner {
-                    name,
-                    role,
-                    contact,
-                }),
-                _ => None,
-            }
-        }
+        Some(p) => practitioner(&mut c, p, "how a recipient can reach the practitioner"),
     };
 
     let consent = match raw.consent {
@@ -918,22 +697,12 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
     };
 
     let request = raw.request.and_then(|r| {
-        let reference = c.text(
-            r.reference,
-            "request.reference",
-            limits::SHORT_TEXT,
+        request(
+            &mut c,
+            r,
             "the reference of the request this share answers",
-        );
-        let requested = c.text(
-            r.requested,
-            "request.requested",
-            limits::REASON,
             "what was requested (it may differ from what is disclosed)",
-        );
-        Some(Request {
-            reference: reference?,
-            requested: Sensitive(requested?),
-        })
+        )
     });
 
     let disclosed_summary = c.text(
@@ -1113,11 +882,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         retention,
     )
     else {
-        return Err(EnvelopeError::Invalid(vec![FieldError {
-            code: FieldProblem::InvalidValue,
-            field: String::new(),
-            message: "the envelope is incomplete".into(),
-        }]));
+        return Err(EnvelopeError::Invalid(vec![incomplete("envelope")]));
     };
     Ok(Envelope {
         recipients,
@@ -1140,6 +905,59 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         file_name,
         content_type,
         correction_of,
+    })
+}
+
+/// Reads a practitioner, every part required; `contact` says what the contact is for. Decisions
+/// and rationales read theirs the same way.
+pub(super) fn practitioner(
+    c: &mut Collector,
+    p: RawPractitioner,
+    contact: &str,
+) -> Option<Practitioner> {
+    let name = c.text(
+        p.name,
+        "practitioner.name",
+        limits::SHORT_TEXT,
+        "the practitioner's name",
+    );
+    let role = c.text(
+        p.role,
+        "practitioner.role",
+        limits::SHORT_TEXT,
+        "the practitioner's role",
+    );
+    let contact = c.text(
+        p.contact,
+        "practitioner.contact",
+        limits::SHORT_TEXT,
+        contact,
+    );
+    Some(Practitioner {
+        name: name?,
+        role: role?,
+        contact: contact?,
+    })
+}
+
+/// Reads the request a share or a decision answers; `reference` and `requested` describe the
+/// two fields in the messages of a missing one.
+pub(super) fn request(
+    c: &mut Collector,
+    r: RawRequest,
+    reference: &str,
+    requested: &str,
+) -> Option<Request> {
+    let reference = c.text(
+        r.reference,
+        "request.reference",
+        limits::SHORT_TEXT,
+        reference,
+    );
+    let requested = c.text(r.requested, "request.requested", limits::REASON, requested);
+    Some(Request {
+        reference: reference?,
+        requested: Sensitive(requested?),
     })
 }
 

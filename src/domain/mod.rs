@@ -4,6 +4,7 @@
 
 pub mod decision;
 pub mod envelope;
+mod fields;
 pub mod ids;
 pub mod lawful;
 pub mod marking;

@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::App;
 use super::caller::{OrgCaller, PeerCaller};
 use super::problem::Problem;
 use crate::inbox::{self, InboundMeta, InboxError};
+use crate::metrics;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
 use crate::transfer_log::{InboxRecord, LogEntry, RecordKind};
 
@@ -144,6 +146,30 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The transfer id is known once `meta` is read; from then on every line carries it.
+    let span = tracing::info_span!(
+        "inbound",
+        peer = %peer.peer,
+        transfer_id = tracing::field::Empty
+    );
+    let response = receive_one(app, peer, headers, body)
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    let outcome = match status {
+        201 => metrics::Inbound::Stored,
+        200 => metrics::Inbound::Repeat,
+        500.. => metrics::Inbound::Error,
+        _ => metrics::Inbound::Rejected,
+    };
+    if outcome == metrics::Inbound::Rejected {
+        span.in_scope(|| tracing::info!(status, "inbound delivery rejected"));
+    }
+    metrics::inbound(outcome);
+    response
+}
+
+async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: Body) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -190,8 +216,11 @@ pub async fn receive(
         Err(r) => return r,
     };
     drop(meta_field);
-    let meta: InboundMeta = match serde_json::from_slice(&meta_bytes) {
-        Ok(m) => m,
+    let meta = match serde_json::from_slice::<InboundMeta>(&meta_bytes) {
+        Ok(m) => {
+            tracing::Span::current().record("transfer_id", tracing::field::display(&m.transfer_id));
+            m
+        }
         Err(_) => {
             return Problem::new(
                 422,

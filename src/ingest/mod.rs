@@ -3,7 +3,9 @@
 //! registered organisation), and serves the routes with the caller's identity attached.
 //!
 //! [`serve`] takes its listener and a shutdown future as arguments, so tests run it on port 0
-//! and stop it when they like.
+//! and stop it when they like. Its TLS configuration is [`Live`]: each accepted connection
+//! handshakes with the configuration current at that moment, so a reload (a rotated certificate,
+//! a new CA or CRL) applies to new connections and leaves established ones as they are.
 
 pub mod caller;
 pub mod decisions;
@@ -100,7 +102,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3
 /// finish (up to [`SHUTDOWN_GRACE`]) and returns.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<Live<rustls::ServerConfig>>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -143,13 +145,13 @@ pub fn null_router() -> Router {
 /// The accept loop, TLS and HTTP/1.1 for any router.
 pub async fn serve_router(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<Live<rustls::ServerConfig>>,
     router: Router,
     limits: &Limits,
     registry: Live<Registry>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let tls: Live<rustls::ServerConfig> = tls.into();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let handshake_timeout = limits.handshake_timeout;
     let stop = CancellationToken::new();
@@ -175,7 +177,8 @@ pub async fn serve_router(
             },
             () = &mut shutdown => break,
         };
-        let acceptor = acceptor.clone();
+        // Read at each accept: the configuration in force now is the one this client gets.
+        let acceptor = TlsAcceptor::from(tls.current());
         let router = router.clone();
         let registry = registry.clone();
         let stop = stop.clone();
@@ -223,10 +226,12 @@ async fn connection(
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            crate::metrics::tls_handshake_failed(crate::metrics::HandshakeFailure::classify(&e));
             tracing::info!(%remote, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            crate::metrics::tls_handshake_failed(crate::metrics::HandshakeFailure::Timeout);
             tracing::info!(%remote, "TLS handshake timed out");
             return;
         }
@@ -235,6 +240,7 @@ async fn connection(
     // registry may have been reloaded in between, in which case the newer answer wins).
     let Some(caller) = tls::caller(&registry.current(), stream.get_ref().1.peer_certificates())
     else {
+        crate::metrics::tls_handshake_failed(crate::metrics::HandshakeFailure::UnknownIdentity);
         tracing::info!(%remote, "client certificate no longer maps to an organisation or peer; closing");
         return;
     };

@@ -18,6 +18,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use super::App;
 use super::caller::OrgCaller;
@@ -28,6 +29,7 @@ use crate::domain::envelope::{
 };
 use crate::domain::ids::TransferId;
 use crate::domain::policy::{self, CorrectionDenied, Decision, Refusal};
+use crate::metrics;
 use crate::seal::{self, SealSummary};
 use crate::store::{
     IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
@@ -93,6 +95,7 @@ struct Request {
 
 fn internal(e: impl std::fmt::Display, what: &str, id: TransferId) -> Fail {
     tracing::error!(transfer_id = %id, error = %e, "{what}");
+    metrics::transfer_error(500);
     Fail::answer(Problem::internal().with_transfer(id).into_response())
 }
 
@@ -104,16 +107,18 @@ fn store_failure(e: StoreError, what: &str, id: TransferId) -> Fail {
     } else {
         tracing::error!(transfer_id = %id, error = %e, "{what}");
     }
-    Fail::answer(
-        problem::store_failure(&e, "The gateway is shutting down and accepted nothing from this request. Retry shortly with the same Idempotency-Key.")
-            .with_transfer(id)
-            .into_response(),
-    )
+    let problem = problem::store_failure(
+        &e,
+        "The gateway is shutting down and accepted nothing from this request. Retry shortly with the same Idempotency-Key.",
+    );
+    metrics::transfer_error(problem.status);
+    Fail::answer(problem.with_transfer(id).into_response())
 }
 
 /// The client went away or the connection failed mid-request: usually nobody is left to read
 /// the answer, but if anyone is, it says what happened.
 fn interrupted() -> Fail {
+    metrics::transfer_rejected(400, "malformed_request");
     Fail::answer(
         Problem::new(
             400,
@@ -132,6 +137,21 @@ pub async fn submit(
 ) -> Response {
     let received = OffsetDateTime::now_utc();
     let id = TransferId::from_uuid(uuid::Uuid::now_v7());
+    // Everything logged while handling this request, here or in what it calls, carries the id.
+    let span = tracing::info_span!("transfer", transfer_id = %id);
+    submit_as(app, peer, headers, body, id, received)
+        .instrument(span)
+        .await
+}
+
+async fn submit_as(
+    app: Arc<App>,
+    peer: OrgCaller,
+    headers: HeaderMap,
+    body: Body,
+    id: TransferId,
+    received: OffsetDateTime,
+) -> Response {
     let mut req = Request {
         app,
         peer,
@@ -147,7 +167,10 @@ pub async fn submit(
         Err(Fail::Reject(problem)) => {
             tracing::info!(transfer_id = %req.id, sender = %req.peer.org, status = problem.status, code = %problem.code, "transfer rejected");
             match record_rejection(&req, &problem).await {
-                Ok(()) => (*problem).with_transfer(req.id).into_response(),
+                Ok(()) => {
+                    metrics::transfer_rejected(problem.status, &problem.code);
+                    (*problem).with_transfer(req.id).into_response()
+                }
                 Err(e) => {
                     store_failure(e, "could not record a rejection", req.id).into_response_fail()
                 }
@@ -420,6 +443,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
 
 fn replay(answer: &IdempotentAnswer, envelope_sha256: &str) -> Response {
     if answer.request_sha256 != envelope_sha256 {
+        metrics::transfer_rejected(422, "idempotency_key_reused");
         let mut p = Problem::new(422, "idempotency_key_reused", "This Idempotency-Key was already used for a different envelope. Use a new key for a new transfer.").with_field("Idempotency-Key");
         p.title = "Idempotency key reused".into();
         return p.into_response();
@@ -483,12 +507,14 @@ async fn record_rejection(req: &Request, problem: &Problem) -> Result<(), StoreE
 }
 
 /// Writes a decision record (and the idempotent answer) and returns the response to send.
+/// `counted` runs once the record is committed (not for a replay of an earlier answer).
 async fn record_decision(
     req: &Request,
     record: TransferRecord,
     status: u16,
     body: String,
     response: Response,
+    counted: impl FnOnce(),
 ) -> Response {
     let entry = match LogEntry::transfer(&record) {
         Ok(e) => e,
@@ -509,7 +535,10 @@ async fn record_decision(
         })
         .await;
     match written {
-        Ok(None) => response,
+        Ok(None) => {
+            counted();
+            response
+        }
         Ok(Some(previous)) => replay(
             &previous,
             req.envelope_sha256.as_deref().unwrap_or_default(),
@@ -536,7 +565,11 @@ async fn record_invalid(
         idempotency_key: req.idempotency_key.clone(),
     };
     let body = serde_json::to_string(&problem).unwrap_or_default();
-    record_decision(req, record, 422, body, problem.into_response()).await
+    let code = problem.code.clone();
+    record_decision(req, record, 422, body, problem.into_response(), || {
+        metrics::transfer_rejected(422, &code);
+    })
+    .await
 }
 
 /// `named`: how many recipients the envelope itself named; a correction's recipients after
@@ -574,7 +607,10 @@ async fn record_refusal(
         idempotency_key: req.idempotency_key.clone(),
     };
     let body = serde_json::to_string(&problem).unwrap_or_default();
-    record_decision(req, record, 403, body, problem.into_response()).await
+    record_decision(req, record, 403, body, problem.into_response(), || {
+        metrics::transfer_refused(refusal.code());
+    })
+    .await
 }
 
 /// A correction from an organisation that neither sent the corrected transfer nor originated
@@ -618,7 +654,10 @@ async fn record_correction_refusal(
         idempotency_key: req.idempotency_key.clone(),
     };
     let body = serde_json::to_string(&problem).unwrap_or_default();
-    record_decision(req, record, 403, body, problem.into_response()).await
+    record_decision(req, record, 403, body, problem.into_response(), || {
+        metrics::transfer_refused("correction_not_permitted");
+    })
+    .await
 }
 
 /// A file name from the multipart header, if it is a plain name.
@@ -797,6 +836,7 @@ async fn accept(
         ));
     }
     app.wake.now();
+    metrics::transfer_accepted();
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, recipients = accepted.recipients.len(), size = accepted.payload.size, "transfer accepted");
     let mut resp = (StatusCode::ACCEPTED, body).into_response();
     resp.headers_mut().insert(

@@ -1,7 +1,11 @@
 //! TLS for the API listener: TLS 1.2 and 1.3 only (rustls, ring provider), a client certificate
 //! always required, and verified twice: by the trusted CAs, then against the registry, so that a
 //! certificate that does not map to exactly one organisation or peer gateway fails the handshake
-//! and never reaches a handler.
+//! and never reaches a handler. Revocation lists of the client CAs (`tls.client_crls`) are part of
+//! the first check.
+//!
+//! A [`ServerConfig`] is built whole from one configuration; a reload builds a new one, which
+//! the listener uses for connections accepted after it (see `ingest::serve_router`).
 
 use std::sync::Arc;
 
@@ -137,7 +141,15 @@ pub fn server_config(
     for ca in &material.client_roots {
         roots.add(ca.clone())?;
     }
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    if !material.client_crls.is_empty() {
+        builder = builder
+            .with_crls(material.client_crls.iter().map(|c| c.der.clone()))
+            // A CA without a list is not checked: without this, configuring a list for one CA
+            // would refuse every client of the others.
+            .allow_unknown_revocation_status();
+    }
+    let inner = builder.build()?;
     let verifier = Arc::new(OrgVerifier { inner, registry });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOLS)?

@@ -66,6 +66,37 @@ pub fn next_due(conn: &Connection) -> Result<Option<String>, StoreError> {
         .query_row([], |r| r.get::<_, Option<String>>(0))?)
 }
 
+/// The queue as an operator sees it: how many deliveries are in each pending state, and when
+/// the oldest transfer with a pending delivery was accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub by_state: Vec<(String, u64)>,
+    pub oldest_pending_accepted_at: Option<String>,
+}
+
+pub fn depth(conn: &Connection) -> Result<Depth, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COUNT(*) FROM deliveries WHERE state IN ('queued', 'delivering', 'retrying') GROUP BY state",
+    )?;
+    let by_state = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let oldest_pending_accepted_at = conn
+        .prepare_cached(
+            "SELECT MIN(t.accepted_at) FROM deliveries d JOIN transfers t ON t.id = d.transfer_id WHERE d.state IN ('queued', 'delivering', 'retrying')",
+        )?
+        .query_row([], |r| r.get::<_, Option<String>>(0))?;
+    Ok(Depth {
+        by_state,
+        oldest_pending_accepted_at,
+    })
+}
+
 pub fn job(
     conn: &Connection,
     transfer_id: &str,

@@ -129,7 +129,7 @@ impl Deployment {
             "[smtp]\nrelays = [{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }]\n"
         };
         let daemon = format!(
-            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n{smtp}\n{extra}\n",
+            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n[ops]\nlisten = \"127.0.0.1:0\"\n\n{smtp}\n{extra}\n",
             state_dir.display()
         );
         std::fs::write(config_dir.join("postern.toml"), daemon).expect("write");

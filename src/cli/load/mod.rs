@@ -151,7 +151,7 @@ impl Scratch {
         std::fs::write(
             config_dir.join("postern.toml"),
             format!(
-                "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload_bytes = {limit}\nmax_connections = 4096\n[smtp]\nrelays = [{{ host = \"localhost\", port = {relay_port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n",
+                "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[ops]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload_bytes = {limit}\nmax_connections = 4096\n[smtp]\nrelays = [{{ host = \"localhost\", port = {relay_port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n",
                 state_dir.display()
             ),
         )?;

@@ -1,0 +1,218 @@
+//! `postern explain`: runs the gateway's real policy decision ([`policy::evaluate`]) for a
+//! share described on the command line, sends nothing and records nothing, and prints every
+//! rule it checked, which agreement allowed the share, or which rule refused it and why. What an
+//! IT team runs when a practitioner asks "why was my transfer refused?".
+//!
+//! Exit status: 0 the share would be allowed; 77 it would be refused; 65 the description is
+//! not a valid envelope; 64 the configuration is invalid.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
+use postern_gateway::domain::envelope::{self, EnvelopeError, ParseContext};
+use postern_gateway::domain::ids::OrgId;
+use postern_gateway::domain::policy::{self, Decision};
+use serde_json::json;
+
+use super::{EX_DATAERR, EX_NOPERM, EX_USAGE, exit};
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// The sending organisation.
+    #[arg(long)]
+    from: String,
+    /// A recipient organisation (repeat for several: the decision is all or nothing).
+    #[arg(long = "to", required = true)]
+    to: Vec<String>,
+    #[arg(long)]
+    purpose: String,
+    /// UK GDPR Article 6 basis: public_task, legal_obligation, legitimate_interests,
+    /// vital_interests, consent, contract.
+    #[arg(long)]
+    lawful_basis: String,
+    /// The protective marking, as a practitioner would write it.
+    #[arg(long)]
+    marking: String,
+    /// personal, special_category, criminal_offence (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', default_value = "personal")]
+    data_categories: Vec<String>,
+    /// The Article 9 condition, for special category data.
+    #[arg(long)]
+    special_category_condition: Option<String>,
+    /// The organisation the data originated with, when not the sender.
+    #[arg(long)]
+    originator: Option<String>,
+    /// The originator's permission reference for onward sharing.
+    #[arg(long)]
+    originator_permission_ref: Option<String>,
+    /// Decide as of this date (YYYY-MM-DD, UTC) instead of now: agreements in force then.
+    #[arg(long)]
+    on: Option<String>,
+    /// Configuration directory; default ./config/demo if present, else the built-in demo.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (where the demo's generated keys live).
+    #[arg(long, env = "POSTERN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The evaluation as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// An envelope with the share's description and neutral values for everything the policy
+/// does not look at (the justification, the practitioner, ...).
+fn envelope_json(a: &ExplainArgs) -> serde_json::Value {
+    let mut e = json!({
+        "recipients": a.to,
+        "purpose": a.purpose,
+        "justification": "(postern explain: no transfer)",
+        "lawful_basis": a.lawful_basis,
+        "data_categories": a.data_categories,
+        "marking": a.marking,
+        "practitioner": {"name": "postern explain", "role": "-", "contact": "-"},
+        "consent": {"status": "not_sought", "reason": "postern explain"},
+        "subject_informed": {"informed": true},
+        "urgency": {"level": "routine"},
+        "disclosed_summary": "(postern explain: no transfer)",
+        "retention": {"days": 30},
+        "subject_refs": ["case:POSTERN-EXPLAIN"],
+    });
+    for (key, value) in [
+        ("special_category_condition", &a.special_category_condition),
+        ("originator", &a.originator),
+        ("originator_permission_ref", &a.originator_permission_ref),
+    ] {
+        if let Some(v) = value {
+            e[key] = json!(v);
+        }
+    }
+    e
+}
+
+pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let dir = match &a.config {
+        Some(d) => ConfigDir::Dir(d.clone()),
+        None if std::path::Path::new("config/demo").is_dir() => {
+            ConfigDir::Dir(PathBuf::from("config/demo"))
+        }
+        None => ConfigDir::EmbeddedDemo,
+    };
+    let opts = LoadOptions {
+        dir,
+        overrides: Overrides {
+            state_dir: a.state_dir.clone(),
+            demo: a.config.is_none(),
+            ..Overrides::default()
+        },
+        env: None,
+    };
+    let config = match config::load(&opts) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "postern: the configuration has {} error(s):",
+                errors.0.len()
+            );
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return Ok(exit(EX_USAGE));
+        }
+    };
+    let registry = &config.registry;
+    let Ok(sender) = a.from.parse::<OrgId>() else {
+        eprintln!("postern: --from `{}` is not an organisation id", a.from);
+        return Ok(exit(EX_DATAERR));
+    };
+    let now = match &a.on {
+        None => postern_gateway::clock::now(),
+        Some(d) => {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            match time::Date::parse(d, format) {
+                Ok(date) => date.midnight().assume_utc(),
+                Err(_) => {
+                    eprintln!("postern: --on `{d}` is not a date (YYYY-MM-DD)");
+                    return Ok(exit(EX_DATAERR));
+                }
+            }
+        }
+    };
+    let bytes = serde_json::to_vec(&envelope_json(&a))?;
+    let cx = ParseContext {
+        sender: &sender,
+        marking: &registry.marking,
+        today: now.date(),
+    };
+    let envelope = match envelope::parse_json(&bytes, &cx) {
+        Ok(e) => e,
+        Err(EnvelopeError::Malformed(m)) => {
+            eprintln!("postern: {m}");
+            return Ok(exit(EX_DATAERR));
+        }
+        Err(EnvelopeError::Invalid(errors)) => {
+            eprintln!("postern: this does not describe a valid share:");
+            for e in errors {
+                eprintln!("  {}: {}", e.field, e.message);
+            }
+            return Ok(exit(EX_DATAERR));
+        }
+    };
+    let ev = policy::evaluate(registry, &sender, &envelope, now);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let decision = match &ev.decision {
+            Decision::Accept(auths) => json!({"outcome": "allowed", "authorisations": auths}),
+            Decision::Refuse(r) => json!({"outcome": "refused", "code": r.code(), "refusal": r}),
+        };
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({"checks": ev.checks, "decision": decision}))?
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Explaining a share from {} to {} ({}, {}, {}), as of {}:",
+            sender,
+            a.to.join(", "),
+            a.purpose,
+            a.lawful_basis,
+            a.marking,
+            postern_gateway::clock::stamp(now).get(..10).unwrap_or("")
+        )?;
+        for c in &ev.checks {
+            let whom = match (&c.recipient, &c.agreement) {
+                (Some(r), Some(ag)) => format!(" [{r}, agreement {ag}]"),
+                (Some(r), None) => format!(" [{r}]"),
+                (None, Some(ag)) => format!(" [agreement {ag}]"),
+                (None, None) => String::new(),
+            };
+            writeln!(
+                out,
+                "  {} {}{}: {}",
+                if c.passed { "pass" } else { "FAIL" },
+                c.rule.refusal_code(),
+                whom,
+                c.detail
+            )?;
+        }
+        match &ev.decision {
+            Decision::Accept(auths) => {
+                writeln!(out, "ALLOWED:")?;
+                for au in auths {
+                    writeln!(out, "  {} under agreement {}", au.recipient, au.agreement)?;
+                }
+            }
+            Decision::Refuse(r) => {
+                writeln!(out, "REFUSED: {}: {}", r.code(), r.detail)?;
+            }
+        }
+    }
+    Ok(match ev.decision {
+        Decision::Accept(_) => ExitCode::SUCCESS,
+        Decision::Refuse(_) => exit(EX_NOPERM),
+    })
+}
