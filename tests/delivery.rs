@@ -852,3 +852,33 @@ async fn payloads_are_deleted_once_every_recipient_is_done() {
     server.stop().await;
     let _ = Duration::ZERO;
 }
+
+/// A transfer whose email would exceed the relay's limit is refused before anything is kept,
+/// counting the message as the relay will (base64 and the rest), not just the sealed payload; one
+/// that fits is accepted.
+#[tokio::test]
+async fn a_payload_too_large_for_email_is_refused_at_submission() {
+    let limit = 200_000u64;
+    let d = Deployment::with_daemon(&format!(
+        "[smtp]\nrelays = [{{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }}]\nmax_message_bytes = {limit}\n"
+    ));
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    // 120,000 bytes seal to a little more, and encode to about 165,000: with the room for the
+    // rest of the message, over 200,000, although the sealed payload alone is under it.
+    let too_big = submit(&mut police, &to_council(), payload(120_000, 3), None).await;
+    assert_eq!(
+        too_big.status,
+        413,
+        "{}",
+        String::from_utf8_lossy(&too_big.body)
+    );
+    let p = json(&too_big);
+    assert_eq!(p["code"], "payload_too_large_for_email");
+    assert_eq!(p["field"], "payload");
+    assert!(d.spool_files().is_empty(), "nothing was kept");
+    assert_eq!(d.transfers(), 0);
+    let fits = submit(&mut police, &to_council(), payload(80_000, 3), None).await;
+    assert_eq!(fits.status, 202, "{}", String::from_utf8_lossy(&fits.body));
+    server.stop().await;
+}

@@ -39,6 +39,20 @@ pub struct Letter<'a> {
     pub payload_bytes: Vec<u8>,
 }
 
+/// Room for the headers, the plain text body and the sealed envelope (a few KiB) in a message.
+const MESSAGE_OVERHEAD: u64 = 64 * 1024;
+
+/// The size of the message that carries a sealed payload of `sealed_payload` bytes, as a relay
+/// counts it: base64 (4 bytes per 3, in lines of 76 plus CRLF) plus the rest of the message.
+/// What `smtp.max_message_bytes` is compared with, so that a relay whose limit is that value
+/// never refuses the message with a 5xx (which would make the delivery dead).
+pub fn message_bytes(sealed_payload: u64) -> u64 {
+    let encoded = sealed_payload.div_ceil(3).saturating_mul(4);
+    encoded
+        .saturating_add(encoded.div_ceil(76).saturating_mul(2))
+        .saturating_add(MESSAGE_OVERHEAD)
+}
+
 struct Relay {
     name: String,
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -274,4 +288,21 @@ fn write_outbox(
     std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_a_third_larger_than_its_payload_plus_room_for_the_rest() {
+        assert_eq!(message_bytes(0), MESSAGE_OVERHEAD);
+        // 3 bytes → 4 characters, one line, CRLF.
+        assert_eq!(message_bytes(3), 4 + 2 + MESSAGE_OVERHEAD);
+        // 57 bytes fill one 76-character line exactly.
+        assert_eq!(message_bytes(57), 76 + 2 + MESSAGE_OVERHEAD);
+        let mib = 1 << 20;
+        let m = message_bytes(15 * mib);
+        assert!(m > 20 * mib && m < 21 * mib, "{m}");
+    }
 }

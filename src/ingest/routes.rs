@@ -690,7 +690,8 @@ async fn accept(
     let app = &req.app;
     // Email carries only so much: say so now, not in five days' time as a dead delivery.
     let registry = app.registry.current();
-    if summary.sealed_size > app.max_email_bytes
+    let message_bytes = crate::deliver::email::message_bytes(summary.sealed_size);
+    if message_bytes > app.max_email_bytes
         && let Some(a) = authorisations.iter().find(|a| {
             registry
                 .organisation(&a.recipient)
@@ -702,7 +703,7 @@ async fn accept(
         return Err(Problem::new(
             413,
             "payload_too_large_for_email",
-            format!("`{}` receives by email, which carries at most {} bytes, and this payload is {} bytes sealed. Nothing was kept; send it to that recipient separately, or as smaller parts.", a.recipient, app.max_email_bytes, summary.sealed_size),
+            format!("`{}` receives by email, which carries messages of at most {} bytes, and this payload would make a message of {} bytes ({} bytes sealed, encoded for email). Nothing was kept; send it to that recipient separately, or as smaller parts.", a.recipient, app.max_email_bytes, message_bytes, summary.sealed_size),
         )
         .with_field("payload")
         .into());
