@@ -85,6 +85,9 @@ impl From<Problem> for Fail {
 
 struct Request {
     app: Arc<App>,
+    /// The registry as it was when the request arrived: one request is decided, recorded and
+    /// checked against one configuration, even if a reload happens meanwhile.
+    registry: Arc<crate::domain::registry::Registry>,
     peer: OrgCaller,
     id: TransferId,
     received: OffsetDateTime,
@@ -153,6 +156,7 @@ async fn submit_as(
     received: OffsetDateTime,
 ) -> Response {
     let mut req = Request {
+        registry: app.registry.current(),
         app,
         peer,
         id,
@@ -315,7 +319,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     }
 
     // 3. Parse and decide, before a single payload byte is read.
-    let registry = app.registry.current();
+    let registry = req.registry.clone();
     let mut envelope = {
         let cx = ParseContext {
             sender: &req.peer.org,
@@ -582,7 +586,7 @@ async fn record_refusal(
     named: usize,
 ) -> Response {
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, code = refusal.code(), recipient = ?refusal.recipient, agreement = ?refusal.agreement, "transfer refused by policy");
-    let registry = req.app.registry.current();
+    let registry = req.registry.clone();
     let index = refusal
         .recipient
         .as_ref()
@@ -622,7 +626,7 @@ async fn record_correction_refusal(
     corrects: TransferId,
 ) -> Response {
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, corrects = %corrects, code = "correction_not_permitted", "correction refused");
-    let registry = req.app.registry.current();
+    let registry = req.registry.clone();
     let problem = Problem::new(
         403,
         "correction_not_permitted",
@@ -689,7 +693,7 @@ async fn accept(
 ) -> Result<Response, Fail> {
     let app = &req.app;
     // Email carries only so much: say so now, not in five days' time as a dead delivery.
-    let registry = app.registry.current();
+    let registry = req.registry.clone();
     let message_bytes = crate::deliver::email::message_bytes(summary.sealed_size);
     if message_bytes > app.max_email_bytes
         && let Some(a) = authorisations.iter().find(|a| {
@@ -714,7 +718,7 @@ async fn accept(
     if envelope.content_type.is_none() {
         envelope.content_type = part_content_type.filter(|c| c.len() <= 255 && c.contains('/'));
     }
-    let registry = app.registry.current();
+    let registry = req.registry.clone();
     let env_record = EnvelopeRecord::new(
         &envelope,
         &registry.marking,
