@@ -586,7 +586,6 @@ async fn record_refusal(
     named: usize,
 ) -> Response {
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, code = refusal.code(), recipient = ?refusal.recipient, agreement = ?refusal.agreement, "transfer refused by policy");
-    let registry = req.registry.clone();
     let index = refusal
         .recipient
         .as_ref()
@@ -595,26 +594,31 @@ async fn record_refusal(
     if index.is_some_and(|i| i >= named) {
         problem.field = Some("correction_of".into());
     }
-    let record = TransferRecord {
+    let record = refused_record(req, envelope, DecisionRecord::refused(refusal));
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    record_decision(req, record, 403, body, problem.into_response(), || {
+        metrics::transfer_refused(refusal.code());
+    })
+    .await
+}
+
+/// The record of a refusal: the envelope as submitted, and the decision.
+fn refused_record(req: &Request, envelope: &Envelope, decision: DecisionRecord) -> TransferRecord {
+    TransferRecord {
         kind: RecordKind::TransferRefused,
         transfer_id: req.id,
         at: req.at.clone(),
         sender: sender(req),
         envelope: Some(EnvelopeRecord::new(
             envelope,
-            &registry.marking,
+            &req.registry.marking,
             &req.app.subject_key,
             req.received.date(),
         )),
         payload: None,
-        decision: DecisionRecord::refused(refusal),
+        decision,
         idempotency_key: req.idempotency_key.clone(),
-    };
-    let body = serde_json::to_string(&problem).unwrap_or_default();
-    record_decision(req, record, 403, body, problem.into_response(), || {
-        metrics::transfer_refused(refusal.code());
-    })
-    .await
+    }
 }
 
 /// A correction from an organisation that neither sent the corrected transfer nor originated
@@ -626,7 +630,6 @@ async fn record_correction_refusal(
     corrects: TransferId,
 ) -> Response {
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, corrects = %corrects, code = "correction_not_permitted", "correction refused");
-    let registry = req.registry.clone();
     let problem = Problem::new(
         403,
         "correction_not_permitted",
@@ -634,19 +637,10 @@ async fn record_correction_refusal(
     )
     .with_field("correction_of")
     .with_transfer(req.id);
-    let record = TransferRecord {
-        kind: RecordKind::TransferRefused,
-        transfer_id: req.id,
-        at: req.at.clone(),
-        sender: sender(req),
-        envelope: Some(EnvelopeRecord::new(
-            envelope,
-            &registry.marking,
-            &req.app.subject_key,
-            req.received.date(),
-        )),
-        payload: None,
-        decision: DecisionRecord {
+    let record = refused_record(
+        req,
+        envelope,
+        DecisionRecord {
             outcome: "refused".into(),
             code: Some(problem.code.clone()),
             recipient: None,
@@ -655,8 +649,7 @@ async fn record_correction_refusal(
             errors: Vec::new(),
             authorisations: Vec::new(),
         },
-        idempotency_key: req.idempotency_key.clone(),
-    };
+    );
     let body = serde_json::to_string(&problem).unwrap_or_default();
     record_decision(req, record, 403, body, problem.into_response(), || {
         metrics::transfer_refused("correction_not_permitted");
