@@ -8,8 +8,10 @@
 //! it (STOPPING=1, then the drain below), and WATCHDOG=1 keeps-alive when systemd asks for them.
 //!
 //! A reload ([`Reloader`]) loads and validates the whole configuration as at start-up, then
-//! swaps in what can change while running: the registry and the API listener's TLS configuration
-//! (certificate, key, client CAs and CRLs). Requests, uploads and deliveries in progress keep the
+//! swaps in what can change while running: the registry, the API listener's TLS configuration
+//! (certificate, key, client CAs and CRLs) and the identity the delivery worker presents to peer
+//! gateways (`tls.client_certificate`, or the server certificate), whose next attempts also read
+//! their endpoints' CA files afresh. Requests, uploads and deliveries in progress keep the
 //! snapshot they started with. A configuration with any error is refused and the one in force
 //! stays. Settings only a restart can change are compared and logged, never half-applied.
 //!
@@ -23,7 +25,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
@@ -97,7 +98,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         spool_key,
         subject_key,
     } = config;
-    let keys = KeyPrints::of(&spool_key, &subject_key, &material);
+    let keys = KeyPrints::of(&spool_key, &subject_key);
     let checkpoint_key = Arc::new(CheckpointKey::from_file(&daemon.log.checkpoint_key)?);
     let (store, sweep) = Store::open(&daemon.state_dir)?;
     if sweep.orphans_removed > 0 {
@@ -154,6 +155,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         fingerprint = %checkpoint_key.public().fingerprint(),
         "transfer log checkpoints are signed with this key"
     );
+    let deliverer = Arc::new(deliverer);
     let reloader = Reloader(Arc::new(ReloaderInner {
         started: Started {
             keys,
@@ -162,6 +164,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         },
         registry: app.registry.clone(),
         tls: tls.clone(),
+        deliverer: deliverer.clone(),
         one_at_a_time: tokio::sync::Mutex::new(()),
     }));
     Ok(Prepared {
@@ -171,7 +174,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         ops_listener,
         tls,
         app,
-        deliverer: Arc::new(deliverer),
+        deliverer,
         wake,
         upkeep: Upkeep {
             store,
@@ -345,6 +348,8 @@ struct ReloaderInner {
     started: Started,
     registry: Live<Registry>,
     tls: Live<rustls::ServerConfig>,
+    /// Its HTTPS channel takes the new delivery identity (and forgets its endpoint CAs).
+    deliverer: Arc<Deliverer>,
     /// Two SIGHUPs in quick succession reload twice, in order, never interleaved.
     one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -361,24 +366,17 @@ struct Started {
 struct KeyPrints {
     spool: String,
     subjects: String,
-    delivery_identity: String,
 }
 
 impl KeyPrints {
-    fn of(spool: &SpoolKey, subjects: &SubjectKey, tls: &TlsMaterial) -> Self {
+    fn of(spool: &SpoolKey, subjects: &SubjectKey) -> Self {
         // The keyed hash of a fixed reference changes with the key and reveals nothing of it.
         let subjects = SubjectRef::parse("postern:reload-probe")
             .map(|r| r.hash(subjects).as_str().to_owned())
             .unwrap_or_default();
-        let mut identity = Sha256::new();
-        for c in &tls.client_chain {
-            identity.update(Sha256::digest(c.as_ref()));
-        }
-        identity.update(Sha256::digest(tls.client_key.secret_der()));
         KeyPrints {
             spool: spool.recipient().to_string(),
             subjects,
-            delivery_identity: hex::encode(identity.finalize()),
         }
     }
 }
@@ -434,7 +432,9 @@ impl Reloader {
     }
 
     /// Applies a loaded configuration: the registry and the API listener's TLS are replaced
-    /// (new connections and requests see them; those in progress keep their snapshot), and any
+    /// (new connections and requests see them; those in progress keep their snapshot), the
+    /// delivery worker presents the new client identity from its next attempt on (reading
+    /// endpoint CA files afresh; attempts in flight finish on their own connections), and any
     /// setting only a restart can change is listed, not applied.
     pub fn apply(&self, config: Config) -> Result<Reloaded, ReloadError> {
         let inner = &self.0;
@@ -448,23 +448,12 @@ impl Reloader {
         // Built before anything is replaced: if it fails, nothing has changed.
         let server = tls::server_config(&material, inner.registry.clone())?;
         let mut needs_restart = restart_only_changes(&inner.started.daemon, &daemon);
-        let (now, was) = (
-            KeyPrints::of(&spool_key, &subject_key, &material),
-            &inner.started.keys,
-        );
+        let (now, was) = (KeyPrints::of(&spool_key, &subject_key), &inner.started.keys);
         if now.spool != was.spool {
             needs_restart.push("spool.identity");
         }
         if now.subjects != was.subjects {
             needs_restart.push("subjects.key");
-        }
-        if now.delivery_identity != was.delivery_identity {
-            // The delivery worker keeps the identity it started with (src/deliver caches it).
-            needs_restart.push(if daemon.tls.client_identity.is_some() {
-                "tls.client_certificate (presented to peers when delivering)"
-            } else {
-                "tls.certificate (also presented to peers when delivering)"
-            });
         }
         match CheckpointKey::from_file(&daemon.log.checkpoint_key) {
             Ok(k) if k.public().to_string() != inner.started.checkpoint => {
@@ -489,6 +478,12 @@ impl Reloader {
         // registry, so from here on both agree.
         inner.registry.replace(registry);
         inner.tls.replace(server);
+        let TlsMaterial {
+            client_chain,
+            client_key,
+            ..
+        } = material;
+        inner.deliverer.https.reload(client_chain, client_key);
         Ok(reloaded)
     }
 }
@@ -508,13 +503,14 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
         smtp,
         log,
     } = old;
-    // Applied by a reload: the API listener's certificate, key, client CAs and CRLs.
+    // Applied by a reload: the API listener's certificate, key, client CAs and CRLs, and the
+    // identity presented to peers when delivering.
     let TlsFiles {
         certificate: _,
         private_key: _,
         client_cas: _,
         client_crls: _,
-        client_identity,
+        client_identity: _,
     } = tls;
     let mut changed = Vec::new();
     let mut check = |differs: bool, setting: &'static str| {
@@ -525,10 +521,6 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
     check(*state_dir != new.state_dir, "state_dir");
     check(*listen != new.listen, "api.listen");
     check(*ops_listen != new.ops_listen, "ops.listen");
-    check(
-        *client_identity != new.tls.client_identity,
-        "tls.client_certificate (presented to peers when delivering)",
-    );
     check(*limits != new.limits, "limits");
     check(*spool_identity != new.spool_identity, "spool.identity");
     check(*subject_key != new.subject_key, "subjects.key");

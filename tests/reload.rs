@@ -483,12 +483,134 @@ async fn a_rotated_server_certificate_is_served_to_new_connections_without_a_res
         202
     );
     let log = plain(&server.terminate());
-    // The delivery worker keeps presenting the identity it started with.
-    assert!(
-        log.lines().any(|l| l.contains("needs a restart")
-            && l.contains("tls.certificate (also presented to peers when delivering)")),
-        "{log}"
+    // The delivery worker takes the new certificate too: nothing waits for a restart.
+    assert!(!log.lines().any(|l| l.contains("needs a restart")), "{log}");
+}
+
+/// peers.toml registering `gateway`'s certificate as the council's gateway.
+fn council_gateway_peer(gateway: &CertificateDer<'_>) -> String {
+    let fp = postern_gateway::pki::fingerprint(gateway);
+    format!(
+        "[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{fp}\" }}]\nsenders = [\"northshire-cc\"]\n"
+    )
+}
+
+/// Submits a transfer from the council at `a` to the police (delivered to their gateway) and
+/// waits until that delivery is `state`; returns the recipient's status.
+async fn deliver_to_police(
+    a: &Deployment,
+    addr: std::net::SocketAddr,
+    state: &str,
+) -> serde_json::Value {
+    let mut council = a.connect(addr, "northshire-cc").await;
+    let accepted = submit(&mut council, &envelope(json!({})), vec![7; 20_000], None).await;
+    assert_eq!(accepted.status, 202);
+    let id = json(&accepted)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = common::wait_recipient(&mut council, &id, "northshire-police", state, |s| {
+        s["state"] == "delivered" || s["state"] == "dead"
+    })
+    .await;
+    assert_eq!(s["state"], state, "{s}");
+    s
+}
+
+/// Gateway A delivers to gateway B over mutual TLS, presenting its server certificate. A's
+/// certificate is rotated and A reloaded: its next delivery presents the new one (which B does
+/// not know yet, so it is refused). B registers the new certificate instead of the old and is
+/// reloaded: the next delivery arrives. Neither gateway restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_delivery_certificate_is_presented_to_peers_without_a_restart() {
+    let a = Deployment::with_daemon(
+        "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n",
     );
+    let b = Deployment::new();
+    // B trusts A's CA for client certificates and knows A's gateway certificate as a peer.
+    append(
+        &b,
+        "postern.toml",
+        &format!(
+            "[tls]\nclient_cas = [\"${{state_dir}}/pki/ca.crt\", \"{}\"]\n",
+            a.ca_path().display()
+        ),
+    );
+    let old_cert = a.server_identity().chain[0].clone();
+    std::fs::write(
+        b.config_dir.join("peers.toml"),
+        council_gateway_peer(&old_cert),
+    )
+    .expect("write");
+    let (b_server, b_notify) = spawn_notified(&b);
+    // A reaches the police at B, verifying B against B's CA, sealing to the police's key at B.
+    a.rewrite(
+        "organisations.toml",
+        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
+        &format!(
+            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
+            b_server.addr.port(),
+            b.ca_path().display(),
+            b.state_dir.join("keys/orgs/northshire-police.pub").display()
+        ),
+    );
+    let (a_server, a_notify) = spawn_notified(&a);
+
+    let first = deliver_to_police(&a, a_server.addr, "delivered").await;
+    assert_eq!(first["channel"], "https");
+
+    // A's certificate is rotated (renamed over the old, as an operator would) and A reloaded.
+    let pki = a.state_dir.join("pki");
+    let fresh = tempfile::tempdir().expect("tempdir");
+    a.ca()
+        .issue_gateway(&["localhost".into(), "127.0.0.1".into(), "::1".into()])
+        .expect("issue")
+        .save(fresh.path(), "server")
+        .expect("save");
+    for f in ["server.crt", "server.key"] {
+        std::fs::rename(fresh.path().join(f), pki.join(f)).expect("rename");
+    }
+    let new_cert = a.server_identity().chain[0].clone();
+    assert_ne!(old_cert, new_cert);
+    let ready = reload(&a_server, &a_notify);
+    assert!(ready.contains("configuration reloaded"), "{ready}");
+
+    // The next delivery presents the new certificate (not the old one, nor a connection pooled
+    // with it), which B does not know yet: refused at the handshake.
+    let refused = deliver_to_police(&a, a_server.addr, "dead").await;
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS")),
+        "{refused}"
+    );
+
+    // B registers the new certificate only, and is reloaded: the next delivery arrives.
+    std::fs::write(
+        b.config_dir.join("peers.toml"),
+        council_gateway_peer(&new_cert),
+    )
+    .expect("write");
+    let ready = reload(&b_server, &b_notify);
+    assert!(ready.contains("configuration reloaded"), "{ready}");
+    let second = deliver_to_police(&a, a_server.addr, "delivered").await;
+    let receipt = second["receipt"]["receipt_id"]
+        .as_str()
+        .expect("receipt")
+        .to_owned();
+
+    let mut police = b.connect(b_server.addr, "northshire-police").await;
+    let list = json(&police.get("/v1/inbox").await.expect("list"));
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "the first and the last delivery: {list}");
+    assert!(items.iter().any(|i| i["id"] == json!(receipt)), "{list}");
+
+    let a_log = plain(&a_server.terminate());
+    assert!(
+        !a_log.lines().any(|l| l.contains("needs a restart")),
+        "{a_log}"
+    );
+    b_server.terminate();
 }
 
 /// A second certificate for `org` (same SAN, so the same organisation), saved as a PEM identity.

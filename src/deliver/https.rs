@@ -5,7 +5,7 @@
 //! received, which must match what was sent.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -22,52 +22,73 @@ use crate::transfer_log::Receipt;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
-/// Pooled clients, one per endpoint CA: connections are reused across deliveries.
+/// Pooled clients, one per endpoint CA file: connections are reused across deliveries. A reload
+/// ([`HttpsChannel::reload`]) swaps the identity presented to peers and empties the pool, so the
+/// next attempt reads its endpoint's CA file afresh and connects with the new identity; attempts
+/// in flight finish on the connections they have.
 pub struct HttpsChannel {
-    identity: (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>),
-    clients: Mutex<HashMap<String, HttpsClient>>,
+    state: Mutex<State>,
+}
+
+/// The identity and the clients built with it, replaced together.
+struct State {
+    identity: Arc<client::Identity>,
+    clients: HashMap<String, HttpsClient>,
 }
 
 impl HttpsChannel {
     pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
         HttpsChannel {
-            identity: (chain, Arc::new(key)),
-            clients: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                identity: Arc::new(client::Identity { chain, key }),
+                clients: HashMap::new(),
+            }),
         }
     }
 
-    fn client(&self, ca_file: &str) -> Result<HttpsClient, String> {
-        if let Ok(map) = self.clients.lock()
-            && let Some(c) = map.get(ca_file)
-        {
-            return Ok(c.clone());
-        }
-        let roots = crate::pki::read_certs(std::path::Path::new(ca_file))
-            .map_err(|e| format!("the endpoint's CA: {e}"))?;
-        let identity = client::Identity {
-            chain: self.identity.0.clone(),
-            key: self.identity.1.clone_key(),
+    /// Presents `chain` and `key` from the next attempt on, and forgets every pooled client (and
+    /// with them the endpoint CAs they were built with and their idle connections).
+    pub fn reload(&self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) {
+        let identity = Arc::new(client::Identity { chain, key });
+        let old = {
+            let mut state = self.lock();
+            state.identity = identity;
+            std::mem::take(&mut state.clients)
         };
-        let mut config = client::tls_config(&roots, Some(&identity)).map_err(|e| e.to_string())?;
-        // The connector sets ALPN itself (and insists on doing so).
-        config.alpn_protocols.clear();
-        // No Nagle: a request goes out as headers then body chunks, and waiting for the peer's
-        // (delayed) ACK between them would add tens of milliseconds to every delivery.
-        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let c: HttpsClient = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
-        if let Ok(mut map) = self.clients.lock() {
-            map.insert(ca_file.to_owned(), c.clone());
+        // Dropped outside the lock; clones held by attempts in flight live on until they finish.
+        drop(old);
+    }
+
+    /// The state, even if a thread panicked holding the lock: both fields are replaced whole,
+    /// so what it left is consistent.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn client(&self, ca_file: &str) -> Result<HttpsClient, String> {
+        let identity = {
+            let state = self.lock();
+            if let Some(c) = state.clients.get(ca_file) {
+                return Ok(c.clone());
+            }
+            state.identity.clone()
+        };
+        // Built outside the lock (it reads the CA file).
+        let built = build_client(ca_file, &identity)?;
+        let mut state = self.lock();
+        if Arc::ptr_eq(&state.identity, &identity) {
+            // Another attempt may have built one meanwhile: keep the first, so that connections
+            // are pooled in one place.
+            Ok(state
+                .clients
+                .entry(ca_file.to_owned())
+                .or_insert(built)
+                .clone())
+        } else {
+            // Reloaded while this was being built: this attempt, which began before the reload,
+            // uses it, but it is not kept for the next.
+            Ok(built)
         }
-        Ok(c)
     }
 
     pub async fn deliver(
@@ -162,6 +183,28 @@ impl HttpsChannel {
             _ => Outcome::Temporary(format!("HTTP {status}{}", detail(&body))),
         }
     }
+}
+
+/// A client presenting `identity` and verifying endpoints against the CA in `ca_file`.
+fn build_client(ca_file: &str, identity: &client::Identity) -> Result<HttpsClient, String> {
+    let roots = crate::pki::read_certs(std::path::Path::new(ca_file))
+        .map_err(|e| format!("the endpoint's CA: {e}"))?;
+    let mut config = client::tls_config(&roots, Some(identity)).map_err(|e| e.to_string())?;
+    // The connector sets ALPN itself (and insists on doing so).
+    config.alpn_protocols.clear();
+    // No Nagle: a request goes out as headers then body chunks, and waiting for the peer's
+    // (delayed) ACK between them would add tens of milliseconds to every delivery.
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build(connector))
 }
 
 /// Connection-level failures are temporary (the peer may come back), except certificate
