@@ -152,6 +152,11 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Connection {
     sender: hyper::client::conn::http1::SendRequest<Body>,
     authority: String,
+    /// Cancelled when the task driving the connection ends. hyper can lose a request handed
+    /// to it just as the connection fails (the request lands in its queue after the driver
+    /// has drained it for the last time), and its answer then never comes: waiting for this
+    /// as well turns that into an error instead of a wait without end.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 /// An answer: status, headers, body.
@@ -190,7 +195,10 @@ pub async fn connect(
             source,
         })?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    let closed = tokio_util::sync::CancellationToken::new();
+    let driver_done = closed.clone().drop_guard();
     tokio::spawn(async move {
+        let _done = driver_done;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "client connection ended");
         }
@@ -198,6 +206,7 @@ pub async fn connect(
     Ok(Connection {
         sender,
         authority: addr,
+        closed,
     })
 }
 
@@ -232,9 +241,25 @@ fn boundary() -> String {
 }
 
 impl Connection {
-    async fn send(&mut self, req: hyper::Request<Body>) -> Result<Answer, ClientError> {
+    /// Sends a request and waits for the answer's head, or fails if the connection ends first.
+    async fn request(
+        &mut self,
+        req: hyper::Request<Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
+        tokio::select! {
+            // An answer the connection delivered before it ended still counts.
+            biased;
+            r = self.sender.send_request(req) => Ok(r?),
+            () = self.closed.cancelled() => Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the connection closed before an answer came",
+            ))),
+        }
+    }
+
+    async fn send(&mut self, req: hyper::Request<Body>) -> Result<Answer, ClientError> {
+        let resp = self.request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(Answer {
@@ -324,8 +349,7 @@ impl Connection {
             .body(BodyExt::boxed(
                 Full::new(Bytes::new()).map_err(|never| match never {}),
             ))?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
+        let resp = self.request(req).await?;
         let (parts, mut body) = resp.into_parts();
         if parts.status != hyper::StatusCode::OK {
             let body = body.collect().await?.to_bytes();
