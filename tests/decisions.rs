@@ -393,6 +393,36 @@ async fn an_urgent_share_gets_its_rationale_later_from_its_sender_once() {
     let accepted = &records_of(&d, "transfer_accepted")[0];
     assert_eq!(accepted["envelope"]["justification"], "");
     assert_eq!(pending(&d, &id), 1, "the rationale is to follow");
+    // The data protection officer's report lists it as overdue once the due time has passed
+    // (0 hours here), and not before (a day).
+    let overdue = |hours: &str| -> Vec<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args([
+                "log",
+                "report",
+                "--json",
+                "--rationale-due-hours",
+                hours,
+                "--state-dir",
+            ])
+            .arg(&d.state_dir)
+            .output()
+            .expect("postern log report");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+        r["rationale_overdue"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|o| o["transfer_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(overdue("0"), [id.clone()]);
+    assert!(overdue("24").is_empty());
 
     // Another organisation is told the transfer does not exist, as for its status.
     let mut police = d.connect(server.addr, "northshire-police").await;
@@ -434,6 +464,7 @@ async fn an_urgent_share_gets_its_rationale_later_from_its_sender_once() {
     assert_eq!(json(&a)["transfer_id"], json!(id));
     assert_eq!(json(&a)["status"], "rationale_recorded");
     assert_eq!(pending(&d, &id), 0);
+    assert!(overdue("0").is_empty(), "no longer overdue once added");
     let added = records_of(&d, "rationale_added");
     assert_eq!(added.len(), 1);
     assert_eq!(added[0]["transfer_id"], json!(id));
