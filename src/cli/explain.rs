@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
+use postern_gateway::config::{self, LoadOptions, Overrides};
 use postern_gateway::domain::envelope::{self, EnvelopeError, ParseContext};
 use postern_gateway::domain::ids::OrgId;
 use postern_gateway::domain::policy::{self, Decision};
@@ -93,13 +93,7 @@ fn envelope_json(a: &ExplainArgs) -> serde_json::Value {
 }
 
 pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let dir = match &a.config {
-        Some(d) => ConfigDir::Dir(d.clone()),
-        None if std::path::Path::new("config/demo").is_dir() => {
-            ConfigDir::Dir(PathBuf::from("config/demo"))
-        }
-        None => ConfigDir::EmbeddedDemo,
-    };
+    let dir = super::serve::demo_config_dir(a.config.clone());
     let opts = LoadOptions {
         dir,
         overrides: Overrides {
@@ -112,13 +106,7 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let config = match config::load(&opts) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!(
-                "postern: the configuration has {} error(s):",
-                errors.0.len()
-            );
-            for e in &errors.0 {
-                eprintln!("  {e}");
-            }
+            super::serve::print_errors(&errors);
             return Ok(exit(EX_USAGE));
         }
     };

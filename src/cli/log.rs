@@ -10,7 +10,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use postern_gateway::domain::subject::SubjectRef;
-use postern_gateway::store::search::{self, DecisionRow, LogQuery, SearchError};
+use postern_gateway::store::search::{self, DecisionRow, LogQuery};
 use postern_gateway::store::{LogFilter, Reader};
 use postern_gateway::transfer_log::StoredRecord;
 
@@ -290,10 +290,7 @@ fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
         w.write_record(CSV_HEADER)?;
         let r = search::for_each_decision(reader.conn(), q, |row| w.write_record(csv_row(&row)));
         w.flush()?;
-        r.map_err(|e| match e {
-            SearchError::Store(s) => anyhow::Error::from(s),
-            SearchError::Output(o) => anyhow::Error::from(o),
-        })
+        Ok(r?)
     } else {
         let mut w = std::io::BufWriter::new(stdout);
         let r = search::for_each_decision(reader.conn(), q, |row| {
@@ -301,10 +298,7 @@ fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
             w.write_all(b"\n").map_err(serde_json::Error::io)
         });
         w.flush()?;
-        r.map_err(|e| match e {
-            SearchError::Store(s) => anyhow::Error::from(s),
-            SearchError::Output(o) => anyhow::Error::from(o),
-        })
+        Ok(r?)
     }
 }
 

@@ -42,7 +42,19 @@ pub struct DemoArgs {
     config: Option<PathBuf>,
 }
 
-fn print_errors(errors: &ConfigErrors) {
+/// Where a demo-style command finds its registry: `--config`, else ./config/demo when run from
+/// a checkout, else the copy built into the binary.
+pub fn demo_config_dir(given: Option<PathBuf>) -> ConfigDir {
+    match given {
+        Some(d) => ConfigDir::Dir(d),
+        None if Path::new("config/demo/organisations.toml").is_file() => {
+            ConfigDir::Dir(PathBuf::from("config/demo"))
+        }
+        None => ConfigDir::EmbeddedDemo,
+    }
+}
+
+pub fn print_errors(errors: &ConfigErrors) {
     eprintln!(
         "postern: the configuration has {} error(s):",
         errors.0.len()
@@ -171,13 +183,7 @@ fn write_if_missing(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    let dir = match a.config {
-        Some(d) => ConfigDir::Dir(d),
-        None if Path::new("config/demo/organisations.toml").is_file() => {
-            ConfigDir::Dir(PathBuf::from("config/demo"))
-        }
-        None => ConfigDir::EmbeddedDemo,
-    };
+    let dir = demo_config_dir(a.config);
     let organisations = match &dir {
         ConfigDir::Dir(d) => std::fs::read_to_string(d.join("organisations.toml"))
             .with_context(|| format!("reading {}", d.join("organisations.toml").display()))?,

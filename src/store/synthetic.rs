@@ -82,23 +82,14 @@ impl Rng {
     }
 }
 
-/// A valid NHS number (mod 11 check digit) from a number below 10^9.
+/// A valid NHS number from a number below 10^9: the first check digit the project's own
+/// validator ([`SubjectRef::parse`]) accepts, or, when none does, the next base's.
 fn nhs_number(base: u64) -> String {
-    let digits: Vec<u32> = format!("{:09}", base % 1_000_000_000)
-        .chars()
-        .filter_map(|c| c.to_digit(10))
-        .collect();
-    let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
-    let check = 11 - (sum % 11);
-    let check = if check == 11 { 0 } else { check };
-    if check == 10 {
-        // No valid check digit for this base: use the next one.
-        return nhs_number(base + 1);
-    }
-    format!(
-        "{}{check}",
-        digits.iter().map(u32::to_string).collect::<String>()
-    )
+    let stem = format!("{:09}", base % 1_000_000_000);
+    (0..=9)
+        .map(|d| format!("{stem}{d}"))
+        .find(|n| SubjectRef::parse(&format!("nhs:{n}")).is_ok())
+        .unwrap_or_else(|| nhs_number(base + 1))
 }
 
 fn org(s: &str) -> Result<OrgId, StoreError> {
