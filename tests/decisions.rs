@@ -421,7 +421,7 @@ async fn an_urgent_share_gets_its_rationale_later_from_its_sender_once() {
             .filter_map(|o| o["transfer_id"].as_str().map(str::to_owned))
             .collect()
     };
-    assert_eq!(overdue("0"), [id.clone()]);
+    assert_eq!(overdue("0"), std::slice::from_ref(&id));
     assert!(overdue("24").is_empty());
 
     // Another organisation is told the transfer does not exist, as for its status.
