@@ -29,12 +29,12 @@ use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::daemon::{Crl, LogSettings, TlsFiles};
+use crate::config::daemon::{LogSettings, TlsFiles};
 use crate::config::{Config, ConfigErrors, Daemon, LoadOptions, SmtpSettings, TlsMaterial};
 use crate::deliver::{self, Deliverer};
 use crate::domain::registry::Registry;
 use crate::domain::subject::{SubjectKey, SubjectRef};
-use crate::ingest::{self, App, tls};
+use crate::ingest::{self, App, ListenerTls, tls};
 use crate::live::Live;
 use crate::seal::SpoolKey;
 use crate::store::checkpoint::{self, CheckpointKey, KeyError, Purge};
@@ -80,7 +80,7 @@ pub struct Prepared {
     pub ops_addr: Option<SocketAddr>,
     listener: TcpListener,
     ops_listener: Option<TcpListener>,
-    tls: Live<rustls::ServerConfig>,
+    tls: ListenerTls,
     app: Arc<App>,
     deliverer: Arc<Deliverer>,
     wake: deliver::Wake,
@@ -97,7 +97,9 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         tls: material,
         spool_key,
         subject_key,
+        warnings,
     } = config;
+    log_warnings(&warnings);
     let keys = KeyPrints::of(&spool_key, &subject_key);
     let checkpoint_key = Arc::new(CheckpointKey::from_file(&daemon.log.checkpoint_key)?);
     let (store, sweep) = Store::open(&daemon.state_dir)?;
@@ -108,8 +110,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         );
     }
     let registry = Live::new(registry);
-    let tls = Live::new(tls::server_config(&material, registry.clone())?);
-    log_crls(&material.client_crls, crate::clock::now());
+    let tls = ListenerTls::new(&material, registry.clone())?;
+    log_crls(&material, crate::clock::now());
     let listener = TcpListener::bind(daemon.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -347,7 +349,7 @@ struct ReloaderInner {
     /// What the gateway started with, for the settings only a restart changes.
     started: Started,
     registry: Live<Registry>,
-    tls: Live<rustls::ServerConfig>,
+    tls: ListenerTls,
     /// Its HTTPS channel takes the new delivery identity (and forgets its endpoint CAs).
     deliverer: Arc<Deliverer>,
     /// Two SIGHUPs in quick succession reload twice, in order, never interleaved.
@@ -444,9 +446,11 @@ impl Reloader {
             tls: material,
             spool_key,
             subject_key,
+            warnings,
         } = config;
         // Built before anything is replaced: if it fails, nothing has changed.
-        let server = tls::server_config(&material, inner.registry.clone())?;
+        let next = ListenerTls::prepare(&material, inner.registry.clone())?;
+        log_warnings(&warnings);
         let mut needs_restart = restart_only_changes(&inner.started.daemon, &daemon);
         let (now, was) = (KeyPrints::of(&spool_key, &subject_key), &inner.started.keys);
         if now.spool != was.spool {
@@ -463,21 +467,23 @@ impl Reloader {
         }
         needs_restart.sort_unstable();
         needs_restart.dedup();
-        log_crls(&material.client_crls, crate::clock::now());
+        log_crls(&material, crate::clock::now());
+        let crls = || material.client_cas.iter().flat_map(|c| &c.crls);
         let reloaded = Reloaded {
             organisations: registry.organisations().count(),
             purposes: registry.purposes().count(),
             agreements: registry.agreements().len(),
             peers: registry.peers().count(),
-            client_cas: material.client_roots.len(),
-            client_crls: material.client_crls.len(),
-            revoked: material.client_crls.iter().map(|c| c.revoked).sum(),
+            client_cas: material.client_cas.len(),
+            client_crls: crls().count(),
+            revoked: crls().map(|c| c.revoked).sum(),
             needs_restart,
         };
         // The registry first: the new TLS configuration's verifier reads the same Live
-        // registry, so from here on both agree.
+        // registry, so from here on both agree. Connections already open are authenticated
+        // again on their next request, against both.
         inner.registry.replace(registry);
-        inner.tls.replace(server);
+        inner.tls.replace(next);
         let TlsMaterial {
             client_chain,
             client_key,
@@ -554,12 +560,20 @@ fn smtp_same(a: &SmtpSettings, b: &SmtpSettings) -> bool {
         })
 }
 
+/// Logs what the configuration holds that is valid but weaker than it looks.
+fn log_warnings(warnings: &[crate::config::ConfigError]) {
+    for w in warnings {
+        tracing::warn!("configuration warning: {w}");
+    }
+}
+
 /// Logs the revocation lists in force, and warns of any past its nextUpdate: still used (the
 /// alternative is refusing every client of that CA), but its publisher has fallen behind.
-fn log_crls(crls: &[Crl], now: time::OffsetDateTime) {
-    for crl in crls {
+fn log_crls(material: &TlsMaterial, now: time::OffsetDateTime) {
+    for crl in material.client_cas.iter().flat_map(|c| &c.crls) {
         tracing::info!(
             path = %crl.path.display(),
+            ca = %crl.ca,
             issuer = %crl.issuer,
             revoked = crl.revoked,
             "client certificate revocation list in force"

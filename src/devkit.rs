@@ -78,6 +78,10 @@ pub fn dev_orgs(organisations_toml: &str) -> Result<Vec<DevOrg>, DevkitError> {
         .collect())
 }
 
+/// The name the demo gateway's certificate carries as the peer `northshire-gateway` (it delivers
+/// to itself); `config/demo/peers.toml` registers it.
+pub const DEMO_PEER_NAME: &str = "northshire-gateway.peers.postern.test";
+
 /// Paths of the generated material.
 pub struct DevPaths {
     pub pki: PathBuf,
@@ -133,9 +137,27 @@ pub fn ensure(state_dir: &Path, orgs: &[DevOrg]) -> Result<Created, DevkitError>
             .push(format!("development CA {}", p.ca().display()));
         ca
     };
-    if !p.pki.join("server.key").exists() {
-        // Client and server use: the gateway presents it when it delivers to a peer, too.
-        let server = ca.issue_gateway(&["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+    // A server certificate from before the demo's peer had a name of its own is issued again.
+    let server_crt = p.pki.join("server.crt");
+    let named = crate::pki::read_certs(&server_crt).is_ok_and(|certs| {
+        certs.first().is_some_and(|c| {
+            crate::pki::subject_alt_names(c)
+                .iter()
+                .any(|n| n == DEMO_PEER_NAME)
+        })
+    });
+    if !p.pki.join("server.key").exists() || !named {
+        let _ = std::fs::remove_file(p.pki.join("server.key"));
+        let _ = std::fs::remove_file(p.pki.join("server.pem"));
+        // Client and server use: the gateway presents it when it delivers to a peer, too, and
+        // the demo's peers.toml knows it by its peer name (not by "localhost", which many
+        // CAs issue).
+        let server = ca.issue_gateway(&[
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            DEMO_PEER_NAME.into(),
+        ])?;
         server.save(&p.pki, "server")?;
         created.0.push(format!(
             "server certificate {}",

@@ -41,7 +41,11 @@ impl<T> Live<T> {
     }
 
     pub fn replace(&self, value: T) {
-        let value = Arc::new(value);
+        self.replace_arc(Arc::new(value));
+    }
+
+    /// As [`Live::replace`], with a value already shared elsewhere.
+    pub fn replace_arc(&self, value: Arc<T>) {
         match self.0.write() {
             Ok(mut g) => *g = value,
             Err(p) => *p.into_inner() = value,

@@ -86,6 +86,8 @@ struct Metrics {
     queue_depth: Family<State, Gauge>,
     oldest_pending: Gauge<f64, AtomicU64>,
     handshakes: Family<Kind, Counter>,
+    refused_connections: Family<Kind, Counter>,
+    reauthentication: Family<Kind, Counter>,
 }
 
 /// From acceptance to delivery: seconds when all is well, hours while a recipient is down.
@@ -117,6 +119,8 @@ impl Metrics {
             queue_depth: Family::default(),
             oldest_pending: Gauge::default(),
             handshakes: Family::default(),
+            refused_connections: Family::default(),
+            reauthentication: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -182,8 +186,23 @@ impl Metrics {
             "API connections whose TLS handshake failed, by kind",
             m.handshakes.clone(),
         );
+        r.register(
+            "connections_refused",
+            "API connections closed at once because their source address already had too many connections (source_connections) or handshakes (source_handshakes) open",
+            m.refused_connections.clone(),
+        );
+        r.register(
+            "requests_refused_reauthentication",
+            "Requests on connections already open whose client certificate no longer authenticates anyone (revoked, expired, or its identity removed by a reload), by kind",
+            m.reauthentication.clone(),
+        );
         // Series that exist from the start, so that rates and alerts see a zero rather than
         // nothing until the first event.
+        for kind in SourceLimit::ALL {
+            let _ = m.refused_connections.get_or_create(&Kind {
+                kind: kind.as_str(),
+            });
+        }
         for channel in CHANNELS {
             for outcome in ATTEMPT_OUTCOMES {
                 let _ = m.deliveries.get_or_create(&ChannelOutcome {
@@ -397,6 +416,44 @@ impl HandshakeFailure {
             _ => Self::Protocol,
         }
     }
+}
+
+/// Which per-source limit closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceLimit {
+    Connections,
+    Handshakes,
+}
+
+impl SourceLimit {
+    pub const ALL: [SourceLimit; 2] = [Self::Connections, Self::Handshakes];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connections => "source_connections",
+            Self::Handshakes => "source_handshakes",
+        }
+    }
+}
+
+/// A connection was closed at once: its source address was at a limit.
+pub fn connection_refused(limit: SourceLimit) {
+    METRICS
+        .refused_connections
+        .get_or_create(&Kind {
+            kind: limit.as_str(),
+        })
+        .inc();
+}
+
+/// A request on an open connection was refused: its certificate no longer authenticates.
+pub fn reauthentication_refused(kind: HandshakeFailure) {
+    METRICS
+        .reauthentication
+        .get_or_create(&Kind {
+            kind: kind.as_str(),
+        })
+        .inc();
 }
 
 /// A TLS handshake on the API listener failed.

@@ -41,6 +41,8 @@ pub enum PkiError {
     BadSan(String),
     #[error("cannot read the certificate: {0}")]
     Parse(String),
+    #[error("the system random number generator failed")]
+    Random,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -64,19 +66,21 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn random_serial() -> SerialNumber {
+/// How long server and client certificates are valid unless asked otherwise: a year, so that a
+/// certificate that leaked unnoticed stops working within one, and renewal stays a yearly habit.
+pub const DEFAULT_LEAF_DAYS: i64 = 365;
+/// The longest validity `postern pki` issues a leaf certificate for.
+pub const MAX_LEAF_DAYS: i64 = 825;
+
+/// A random serial number (RFC 5280: positive, unpredictable). A failure of the system random
+/// number generator is an error: a predictable serial weakens what the CA signs.
+fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
-    // A failure of the system RNG leaves zeros plus the clock below: still unique enough for a
-    // private CA, and never a panic.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| PkiError::Random)?;
     bytes[0] &= 0x7f; // positive INTEGER
-    let nanos = OffsetDateTime::now_utc()
-        .unix_timestamp_nanos()
-        .to_be_bytes();
-    for (b, n) in bytes[8..].iter_mut().zip(&nanos[8..]) {
-        *b ^= n;
-    }
-    SerialNumber::from_slice(&bytes)
+    bytes[0] |= 0x01; // and never a leading zero byte to be trimmed away
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
 fn san(name: &str) -> Result<SanType, PkiError> {
@@ -107,7 +111,7 @@ fn leaf_params(
     let now = OffsetDateTime::now_utc();
     p.not_before = now - Duration::hours(1);
     p.not_after = now + Duration::days(days);
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(random_serial()?);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![eku];
     p.use_authority_key_identifier_extension = true;
@@ -132,7 +136,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::hours(1);
         p.not_after = now + Duration::days(3650);
-        p.serial_number = Some(random_serial());
+        p.serial_number = Some(random_serial()?);
         let cert = p.self_signed(&key)?;
         let key_pem = Zeroizing::new(key.serialize_pem());
         Ok(Ca {
@@ -178,32 +182,48 @@ impl Ca {
         })
     }
 
-    /// A TLS server certificate for the given DNS names and IP addresses (two years).
+    /// A TLS server certificate for the given DNS names and IP addresses
+    /// ([`DEFAULT_LEAF_DAYS`]).
     pub fn issue_server(&self, names: &[String]) -> Result<Issued, PkiError> {
         let cn = names.first().map_or("postern", String::as_str);
         self.issue(leaf_params(
             cn,
             names,
-            730,
+            DEFAULT_LEAF_DAYS,
             ExtendedKeyUsagePurpose::ServerAuth,
         )?)
     }
 
-    /// A TLS client certificate for an organisation's system or user (two years).
+    /// A TLS client certificate for an organisation's system or user ([`DEFAULT_LEAF_DAYS`]).
     pub fn issue_client(&self, common_name: &str, sans: &[String]) -> Result<Issued, PkiError> {
+        self.issue_client_for(common_name, sans, DEFAULT_LEAF_DAYS)
+    }
+
+    /// A TLS client certificate valid for `days`.
+    pub fn issue_client_for(
+        &self,
+        common_name: &str,
+        sans: &[String],
+        days: i64,
+    ) -> Result<Issued, PkiError> {
         self.issue(leaf_params(
             common_name,
             sans,
-            730,
+            days,
             ExtendedKeyUsagePurpose::ClientAuth,
         )?)
     }
 
     /// A client certificate that is also valid for TLS servers: a gateway presents the same
-    /// identity when it delivers to a peer as when it is called.
+    /// identity when it delivers to a peer as when it is called ([`DEFAULT_LEAF_DAYS`]).
     pub fn issue_gateway(&self, names: &[String]) -> Result<Issued, PkiError> {
+        self.issue_gateway_for(names, DEFAULT_LEAF_DAYS)
+    }
+
+    /// As [`Ca::issue_gateway`], valid for `days`.
+    pub fn issue_gateway_for(&self, names: &[String], days: i64) -> Result<Issued, PkiError> {
         let cn = names.first().map_or("postern", String::as_str);
-        let mut p = leaf_params(cn, names, 730, ExtendedKeyUsagePurpose::ServerAuth)?;
+        let mut p = leaf_params(cn, names, days, ExtendedKeyUsagePurpose::ServerAuth)?;
         p.extended_key_usages
             .push(ExtendedKeyUsagePurpose::ClientAuth);
         self.issue(p)
@@ -255,6 +275,8 @@ pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
 pub struct CertSummary {
     pub subject: String,
     pub issuer: String,
+    /// Hex, as `postern pki revoke --serial` takes it.
+    pub serial: String,
     pub not_before: String,
     pub not_after: String,
     pub sans: Vec<String>,
@@ -267,6 +289,7 @@ pub fn summarise(der: &[u8]) -> Result<CertSummary, PkiError> {
     Ok(CertSummary {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
+        serial: hex::encode(cert.raw_serial()),
         not_before: cert.validity().not_before.to_string(),
         not_after: cert.validity().not_after.to_string(),
         sans: subject_alt_names(der),
@@ -314,6 +337,28 @@ mod tests {
         let summary = summarise(&der).unwrap();
         assert!(summary.subject.contains("Riverside Youth Club"));
         assert!(summary.issuer.contains("Test CA"));
+    }
+
+    #[test]
+    fn server_and_client_certificates_are_valid_for_a_year_at_most_by_default() {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let ca = Ca::generate("Test CA").unwrap();
+        let days = |issued: Issued| {
+            let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            let v = cert.validity();
+            (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400
+        };
+        let names = ["gw.example".to_string()];
+        for (what, issued) in [
+            ("server", ca.issue_server(&names).unwrap()),
+            ("gateway", ca.issue_gateway(&names).unwrap()),
+            ("client", ca.issue_client("c", &names).unwrap()),
+        ] {
+            let d = days(issued);
+            assert!((365..=366).contains(&d), "{what}: {d} days");
+        }
+        assert_eq!(days(ca.issue_client_for("c", &names, 30).unwrap()), 30);
     }
 
     #[test]

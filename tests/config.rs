@@ -398,3 +398,103 @@ fn the_outbox_folder_and_email_without_a_relay_are_refused_outside_the_demo() {
         "{errors:?}"
     );
 }
+
+/// Every identity names the CA that may issue it. A configuration written before that (a SAN
+/// with no `ca`) is refused with the line to add; a CA that is not trusted is refused; a name
+/// many CAs issue (`localhost`, an IP address) is valid but warned about by `check-config`.
+#[test]
+fn identities_must_name_their_ca_and_generic_names_are_warned_about() {
+    let d = Deployment::new();
+    let dir = d.config_dir.to_str().expect("utf8");
+    replace(
+        &d,
+        "organisations.toml",
+        "{ san = \"riverside-youth.clients.postern.test\", ca = \"local\" }",
+        "{ san = \"riverside-youth.clients.postern.test\" }",
+    );
+    replace(
+        &d,
+        "organisations.toml",
+        "{ san = \"millbrook-academy.clients.postern.test\", ca = \"local\" }",
+        "{ san = \"millbrook-academy.clients.postern.test\", ca = \"westshire\" }",
+    );
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(
+        &errors,
+        "organisations.toml",
+        "a SAN identity must name the CA that may issue it",
+    );
+    assert!(
+        e.message
+            .contains("{ san = \"riverside-youth.clients.postern.test\", ca = \"local\" }"),
+        "the error says what to write: {e}"
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(
+            &d,
+            "organisations.toml",
+            "{ san = \"riverside-youth"
+        ))
+    );
+    let e = find(
+        &errors,
+        "organisations.toml",
+        "`westshire` is not one of tls.client_cas",
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(&d, "organisations.toml", "ca = \"westshire\""))
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+
+    // The CA may also be named by its certificate's SHA-256, as `pki show` prints it.
+    let ca_der = postern_gateway::pki::read_certs(&d.ca_path()).expect("ca")[0].clone();
+    let ca_fp = postern_gateway::pki::fingerprint(&ca_der).to_string();
+    replace(
+        &d,
+        "organisations.toml",
+        "{ san = \"riverside-youth.clients.postern.test\" }",
+        &format!("{{ san = \"riverside-youth.clients.postern.test\", ca = \"{ca_fp}\" }}"),
+    );
+    replace(
+        &d,
+        "organisations.toml",
+        "ca = \"westshire\"",
+        "ca = \"local\"",
+    );
+    // A generic name: valid, with a warning at its line.
+    replace(
+        &d,
+        "peers.toml",
+        "{ san = \"northshire-gateway.peers.postern.test\", ca = \"local\" }",
+        "{ san = \"localhost\", ca = \"local\" }",
+    );
+    let ok = postern(&["check-config", "--config", dir]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let line = line_of(&d, "peers.toml", "san = \"localhost\"");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("warning: ")
+            && l.contains(&format!("peers.toml:{line}:"))
+            && l.contains("`localhost`")),
+        "{stdout}"
+    );
+}
+
+/// `tls.client_cas` names each CA; a bare path is named after its file, and two CAs of the same
+/// name are refused with the form to use.
+#[test]
+fn client_cas_are_named_once_each() {
+    let d = Deployment::with_daemon(
+        "[tls]\nclient_cas = [\"${state_dir}/pki/ca.crt\", { name = \"ca\", file = \"${state_dir}/pki/ca.crt\" }, { name = \"Bad Name\", file = \"${state_dir}/pki/ca.crt\" }]\n",
+    );
+    let errors = load_errors(&d, HashMap::new());
+    find(&errors, "postern.toml", "the name `ca` is used twice");
+    find(&errors, "postern.toml", "`Bad Name` cannot name a CA");
+}

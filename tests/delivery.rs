@@ -510,13 +510,13 @@ async fn two_gateways_exchange_a_transfer_and_the_recipient_acknowledges_it() {
     std::fs::write(
         b.config_dir.join("postern.toml"),
         format!(
-            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_cas = [\"${{state_dir}}/pki/ca.crt\", \"{}\"]\n[smtp]\nrelays = [{{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }}]\n",
+            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n[smtp]\nrelays = [{{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }}]\n",
             b.state_dir.display(),
             a.ca_path().display()
         ),
     )
     .expect("write");
-    std::fs::write(b.config_dir.join("peers.toml"), format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\" }}]\nsenders = [\"northshire-cc\"]\n")).expect("write");
+    std::fs::write(b.config_dir.join("peers.toml"), format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n")).expect("write");
     let b_server = b.start().await;
     // A reaches the police at B, verifying B against B's CA, sealing to the police's key at B.
     a.rewrite(

@@ -885,7 +885,10 @@ async fn a_stalled_upload_times_out_with_408_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_vanishing_after_its_upload_never_leaves_a_record_without_its_payload() {
     use tokio::io::AsyncWriteExt;
-    let d = Deployment::new();
+    // 150 clients at once from one address: allowed as many handshakes as that.
+    let d = Deployment::with_daemon(
+        "[limits]\nmax_connections_per_source = 1000\nmax_handshakes_per_source = 1000\n",
+    );
     let server = d.start().await;
     let roots = postern_gateway::client::read_roots(&d.ca_path()).expect("roots");
     let id = Identity::from_pem_file(&d.identity_path("northshire-cc")).expect("id");

@@ -1914,7 +1914,10 @@ impl Gateway {
             name: format!("Organisation {n}"),
             kind: OrgKind::Statutory(Sector::Police),
             clearance: Rank::Level(1),
-            identities: vec![ClientIdentity::Fingerprint(CertFingerprint([n; 32]))],
+            identities: vec![ClientIdentity::Fingerprint {
+                fingerprint: CertFingerprint([n; 32]),
+                ca: None,
+            }],
             endpoint: channel.map(|channel| Endpoint {
                 channel,
                 age_recipients: vec![age::x25519::Identity::generate().to_public().to_string()],
@@ -1950,7 +1953,10 @@ impl Gateway {
             vec![Peer {
                 id: peer.clone(),
                 name: "Westshire gateway".into(),
-                identities: vec![ClientIdentity::Fingerprint(CertFingerprint([2; 32]))],
+                identities: vec![ClientIdentity::Fingerprint {
+                    fingerprint: CertFingerprint([2; 32]),
+                    ca: None,
+                }],
                 senders: vec![sender],
             }],
         )
@@ -1966,8 +1972,11 @@ impl Gateway {
                 max_payload_bytes: 1 << 20,
                 max_envelope_bytes: 64 * 1024,
                 max_connections: 8,
+                max_connections_per_source: 8,
+                max_handshakes_per_source: 8,
                 handshake_timeout: std::time::Duration::from_secs(10),
                 idle_timeout,
+                min_free_bytes: 0,
             },
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
@@ -2874,9 +2883,10 @@ fn decision_registry(doc: &Value) -> Registry {
             name: id.to_uppercase(),
             kind: OrgKind::Statutory(Sector::LocalAuthority),
             clearance: Rank::Level(1),
-            identities: vec![ClientIdentity::Fingerprint(CertFingerprint(
-                [u8::try_from(n).unwrap() + 10; 32],
-            ))],
+            identities: vec![ClientIdentity::Fingerprint {
+                fingerprint: CertFingerprint([u8::try_from(n).unwrap() + 10; 32]),
+                ca: None,
+            }],
             endpoint: None,
         })
         .collect();

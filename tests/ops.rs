@@ -49,7 +49,7 @@ impl Gateway {
         let daemon = config.daemon;
         let (store, _) = Store::open(&daemon.state_dir).expect("store");
         let registry = Live::new(config.registry);
-        let server_tls = tls::server_config(&config.tls, registry.clone()).expect("tls");
+        let server_tls = ingest::ListenerTls::new(&config.tls, registry.clone()).expect("tls");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let api = listener.local_addr().expect("addr");
         let wake = deliver::Wake::default();
@@ -82,7 +82,7 @@ impl Gateway {
             tokio::spawn({
                 let stop = stop.clone().cancelled_owned();
                 async move {
-                    ingest::serve(listener, Arc::new(server_tls), app, stop)
+                    ingest::serve(listener, server_tls, app, stop)
                         .await
                         .expect("api");
                 }

@@ -162,7 +162,7 @@ name = "Harbour Family Support Trust"
 kind = "statutory"
 sector = "health"
 clearance = "OFFICIAL-SENSITIVE"
-identities = [{ san = "harbour-trust.clients.postern.test" }]
+identities = [{ san = "harbour-trust.clients.postern.test", ca = "local" }]
 [organisation.endpoint]
 channel = "inbox"
 age_recipients_file = "${state_dir}/keys/orgs/harbour-trust.pub"
@@ -491,7 +491,7 @@ async fn a_rotated_server_certificate_is_served_to_new_connections_without_a_res
 fn council_gateway_peer(gateway: &CertificateDer<'_>) -> String {
     let fp = postern_gateway::pki::fingerprint(gateway);
     format!(
-        "[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{fp}\" }}]\nsenders = [\"northshire-cc\"]\n"
+        "[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n"
     )
 }
 
@@ -532,7 +532,7 @@ async fn a_rotated_delivery_certificate_is_presented_to_peers_without_a_restart(
         &b,
         "postern.toml",
         &format!(
-            "[tls]\nclient_cas = [\"${{state_dir}}/pki/ca.crt\", \"{}\"]\n",
+            "[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n",
             a.ca_path().display()
         ),
     );

@@ -27,6 +27,9 @@ pub enum PkiCommand {
         /// DNS names and IP addresses the gateway is reached at (repeat).
         #[arg(long = "name", required = true)]
         names: Vec<String>,
+        /// Days the certificate is valid for (at most 825).
+        #[arg(long, default_value_t = pki::DEFAULT_LEAF_DAYS, value_parser = leaf_days)]
+        days: i64,
     },
     /// Issue an organisation's client certificate (clients/ORG.crt, .key and .pem) from the CA in DIR.
     Client {
@@ -41,6 +44,34 @@ pub enum PkiCommand {
         /// Common name; defaults to the organisation id.
         #[arg(long)]
         name: Option<String>,
+        /// Days the certificate is valid for (at most 825).
+        #[arg(long, default_value_t = pki::DEFAULT_LEAF_DAYS, value_parser = leaf_days)]
+        days: i64,
+        /// This CA's name in `tls.client_cas`, for the identity line printed.
+        #[arg(long, default_value = "local")]
+        ca_name: String,
+    },
+    /// Revoke certificates issued by the CA in DIR: writes the complete revocation list (PEM),
+    /// keeping every certificate the previous list at the same place revoked, with a higher
+    /// list number. Name the list in `tls.client_crls` and reload the gateway (SIGHUP): new
+    /// connections with a revoked certificate fail their handshake, and open ones are refused
+    /// at their next request. Without --cert or --serial, the list is signed again with a
+    /// fresh nextUpdate (publish one before the last one's nextUpdate passes).
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A certificate to revoke (PEM; repeat).
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+        /// The serial number of a certificate to revoke, in hex as `pki show` prints it (repeat).
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        /// Where the list is written; defaults to DIR/crl.pem.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Days until the list's nextUpdate.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=366))]
+        next_update_days: i64,
     },
     /// Print a certificate's subject, issuer, validity, SANs and SHA-256 fingerprint.
     Show { file: PathBuf },
@@ -78,6 +109,16 @@ pub enum KeysCommand {
     CheckpointPublic { file: PathBuf },
 }
 
+fn leaf_days(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(d) if (1..=pki::MAX_LEAF_DAYS).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "give a number of days from 1 to {}",
+            pki::MAX_LEAF_DAYS
+        )),
+    }
+}
+
 fn ca(dir: &Path) -> anyhow::Result<Ca> {
     Ca::load(&dir.join("ca.crt"), &dir.join("ca.key"))
         .with_context(|| format!("loading the CA from {}", dir.display()))
@@ -93,8 +134,8 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                 dir.join("ca.key").display()
             );
         }
-        PkiCommand::Server { dir, names } => {
-            let issued = ca(&dir)?.issue_gateway(&names)?;
+        PkiCommand::Server { dir, names, days } => {
+            let issued = ca(&dir)?.issue_gateway_for(&names, days)?;
             issued.save(&dir, "server")?;
             println!(
                 "created {} ({})",
@@ -107,28 +148,43 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             org,
             san,
             name,
+            days,
+            ca_name,
         } => {
             let san = san.unwrap_or_else(|| format!("{org}.clients.postern.test"));
-            let issued = ca(&dir)?
-                .issue_client(name.as_deref().unwrap_or(&org), std::slice::from_ref(&san))?;
+            let issued = ca(&dir)?.issue_client_for(
+                name.as_deref().unwrap_or(&org),
+                std::slice::from_ref(&san),
+                days,
+            )?;
             let pem = issued.save(&dir.join("clients"), &org)?;
             println!("created {}", pem.display());
-            println!("add to the organisation in organisations.toml, either");
             println!(
-                "  identities = [{{ san = \"{san}\" }}]        # any certificate from this CA with that name"
+                "add to the organisation in organisations.toml (`{ca_name}`: this CA's name in tls.client_cas), either"
             );
             println!(
-                "  identities = [{{ fingerprint = \"{}\" }}]  # exactly this certificate",
+                "  identities = [{{ san = \"{san}\", ca = \"{ca_name}\" }}]   # any certificate from this CA with that name"
+            );
+            println!(
+                "  identities = [{{ fingerprint = \"{}\", ca = \"{ca_name}\" }}]   # exactly this certificate",
                 issued.fingerprint
             );
         }
+        PkiCommand::Revoke {
+            dir,
+            certs,
+            serials,
+            out,
+            next_update_days,
+        } => return revoke(&dir, &certs, &serials, out, next_update_days),
         PkiCommand::Show { file } => {
             for cert in pki::read_certs(&file)? {
                 let s = pki::summarise(&cert)?;
                 println!(
-                    "subject      {}\nissuer       {}\nvalid        {} to {}\nnames        {}\nfingerprint  {}\n",
+                    "subject      {}\nissuer       {}\nserial       {}\nvalid        {} to {}\nnames        {}\nfingerprint  {}\n",
                     s.subject,
                     s.issuer,
+                    s.serial,
                     s.not_before,
                     s.not_after,
                     s.sans.join(", "),
@@ -150,6 +206,82 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `postern pki revoke`: the previous list's revocations, plus the new ones, as a new list.
+fn revoke(
+    dir: &Path,
+    certs: &[PathBuf],
+    serials: &[String],
+    out: Option<PathBuf>,
+    next_update_days: i64,
+) -> anyhow::Result<ExitCode> {
+    use postern_gateway::pki_crl::{self, Revoked};
+    let ca_cert = std::fs::read_to_string(dir.join("ca.crt"))
+        .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
+    let ca_key = zeroize::Zeroizing::new(
+        std::fs::read_to_string(dir.join("ca.key"))
+            .with_context(|| format!("reading {}", dir.join("ca.key").display()))?,
+    );
+    let out = out.unwrap_or_else(|| dir.join("crl.pem"));
+    let existing = match std::fs::read(&out) {
+        Ok(pem) => pki_crl::read_existing(&ca_cert, &pem)
+            .with_context(|| format!("reading the existing list {}", out.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => pki_crl::Existing::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut revoked = existing.revoked.clone();
+    let mut added = 0;
+    let mut add = |r: Revoked, revoked: &mut Vec<Revoked>| {
+        if !revoked.iter().any(|x| x.serial == r.serial) {
+            revoked.push(r);
+            added += 1;
+        }
+    };
+    for path in certs {
+        let ders = pki::read_certs(path)?;
+        let Some(leaf) = ders.first() else { continue };
+        let new = pki_crl::serials(&ca_cert, std::slice::from_ref(leaf), now)
+            .with_context(|| format!("{}", path.display()))?;
+        for r in new {
+            add(r, &mut revoked);
+        }
+    }
+    for s in serials {
+        let digits: String = s
+            .chars()
+            .filter(|c| *c != ':' && !c.is_whitespace())
+            .collect();
+        let serial = hex::decode(&digits)
+            .ok()
+            .filter(|b| !b.is_empty())
+            .with_context(|| format!("`{s}` is not a serial number in hex"))?;
+        add(Revoked { serial, at: now }, &mut revoked);
+    }
+    let number = existing.number.saturating_add(1);
+    let pem = pki_crl::sign_list(
+        &ca_cert,
+        &ca_key,
+        &revoked,
+        number,
+        now,
+        time::Duration::days(next_update_days),
+    )?;
+    // Written whole, then renamed: the gateway never reads half a list.
+    let tmp = out.with_extension("pem.tmp");
+    std::fs::write(&tmp, &pem).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {}: list number {number}, {} certificate(s) revoked ({added} new), next update due {}",
+        out.display(),
+        revoked.len(),
+        postern_gateway::clock::stamp(now + time::Duration::days(next_update_days))
+    );
+    println!(
+        "name it in tls.client_crls (postern.toml) if it is not there yet, then reload the gateway (systemctl reload postern, or SIGHUP)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

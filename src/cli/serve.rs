@@ -81,6 +81,9 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
                 c.daemon.listen,
                 c.daemon.state_dir.display()
             );
+            for w in &c.warnings {
+                println!("warning: {w}");
+            }
             if !c.unchecked.is_empty() {
                 // Not an error: systemd shows a unit's credentials to the service only (and,
                 // before systemd 260, not to ExecReload=). The gateway reads them itself at

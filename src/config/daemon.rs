@@ -21,6 +21,7 @@ use toml::de::DeValue;
 use super::delivery::{DeliverySettings, SmtpSettings};
 use super::source::{ConfigError, Doc, Errors};
 use super::{Mode, Overrides, Paths, Source};
+use crate::domain::ids::CaId;
 use crate::domain::subject::SubjectKey;
 use crate::seal::SpoolKey;
 use crate::store::checkpoint::CheckpointKey;
@@ -68,10 +69,26 @@ struct RawOps {
 struct RawTls {
     certificate: Option<String>,
     private_key: Option<String>,
-    client_cas: Option<Vec<String>>,
+    client_cas: Option<Vec<RawCa>>,
     client_crls: Option<Vec<String>>,
     client_certificate: Option<String>,
     client_private_key: Option<String>,
+}
+
+/// One trusted client CA: `{ name = "northshire", file = "..." }`, or a bare path, named after
+/// its file (`/etc/postern/pki/northshire.crt` is `northshire`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawCa {
+    Path(String),
+    Named(RawNamedCa),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamedCa {
+    name: String,
+    file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,8 +97,11 @@ struct RawLimits {
     max_payload_bytes: Option<u64>,
     max_envelope_bytes: Option<u64>,
     max_connections: Option<u64>,
+    max_connections_per_source: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
     handshake_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,15 +140,29 @@ pub struct Limits {
     pub max_payload_bytes: u64,
     pub max_envelope_bytes: usize,
     pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64) may hold at once.
+    pub max_connections_per_source: usize,
+    /// Unfinished TLS handshakes one client address may hold at once.
+    pub max_handshakes_per_source: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Free space the state directory's filesystem keeps in reserve: below it, uploads are
+    /// refused (507) before they are read, and the gateway reports itself not ready.
+    pub min_free_bytes: u64,
+}
+
+/// A trusted client CA as configured: the name identities refer to, and its PEM file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFile {
+    pub id: CaId,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
-    pub client_cas: Vec<PathBuf>,
+    pub client_cas: Vec<CaFile>,
     /// Revocation lists of the client CAs (PEM or DER), honoured on every handshake.
     pub client_crls: Vec<PathBuf>,
     /// What the gateway presents when it delivers to a peer: (certificate, key).
@@ -151,13 +185,21 @@ pub struct Daemon {
     pub log: LogSettings,
 }
 
+/// A trusted client CA, read: its certificates (usually one; a renewed CA may have two) and the
+/// revocation lists it signed.
+#[derive(Debug, Clone)]
+pub struct TrustedCa {
+    pub id: CaId,
+    pub roots: Vec<CertificateDer<'static>>,
+    pub crls: Vec<Crl>,
+}
+
 /// The TLS material read from the files the daemon names.
 pub struct TlsMaterial {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
-    pub client_roots: Vec<CertificateDer<'static>>,
-    /// The CRLs of `tls.client_crls`, each checked against the CA that signed it.
-    pub client_crls: Vec<Crl>,
+    /// `tls.client_cas`, each with the CRLs of `tls.client_crls` that it signed.
+    pub client_cas: Vec<TrustedCa>,
     /// Presented when delivering to peers (the server certificate unless configured).
     pub client_chain: Vec<CertificateDer<'static>>,
     pub client_key: PrivateKeyDer<'static>,
@@ -170,6 +212,8 @@ pub struct Crl {
     pub der: CertificateRevocationListDer<'static>,
     /// The issuing CA, e.g. `CN=Northshire CA, O=Northshire`.
     pub issuer: String,
+    /// Its entry in `tls.client_cas`.
+    pub ca: CaId,
     /// After this the issuer promises a newer list. Handshakes still use an overdue list (an
     /// outage for every organisation would be worse than a stale list); the gateway warns.
     pub next_update: Option<time::OffsetDateTime>,
@@ -451,6 +495,43 @@ pub(super) fn load(
     Some((daemon, materials))
 }
 
+/// `tls.client_cas` as (name, file) pairs: every entry named (explicitly, or after its file),
+/// each name once.
+fn ca_entries(raw: Vec<RawCa>, loc: &Locator<'_>, errors: &mut Errors) -> Vec<(CaId, String)> {
+    let mut out: Vec<(CaId, String)> = Vec::new();
+    for (i, entry) in raw.into_iter().enumerate() {
+        let (name, file) = match entry {
+            RawCa::Named(RawNamedCa { name, file }) => (name.trim().to_owned(), file),
+            RawCa::Path(file) => {
+                let stem = Path::new(file.trim())
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (stem, file)
+            }
+        };
+        if file.trim().is_empty() {
+            errors.push(loc.at(
+                "tls.client_cas",
+                format!("tls.client_cas[{i}]: the CA file is empty"),
+            ));
+            continue;
+        }
+        match name.parse::<CaId>() {
+            Ok(id) if out.iter().any(|(o, _)| *o == id) => errors.push(loc.at(
+                "tls.client_cas",
+                format!("tls.client_cas[{i}]: the name `{id}` is used twice; give each CA its own, e.g. {{ name = \"westshire\", file = \"{}\" }}", file.trim()),
+            )),
+            Ok(id) => out.push((id, file.trim().to_owned())),
+            Err(_) => errors.push(loc.at(
+                "tls.client_cas",
+                format!("tls.client_cas[{i}]: `{name}` cannot name a CA (identities refer to it as `ca = \"...\"`); write the entry as {{ name = \"northshire\", file = \"{}\" }}", file.trim()),
+            )),
+        }
+    }
+    out
+}
+
 fn validate(
     raw: RawDaemon,
     loc: &Locator<'_>,
@@ -478,7 +559,7 @@ fn validate(
     let subject_key = need(raw.subjects.unwrap_or_default().key, "subjects.key");
     let log = raw.log.unwrap_or_default();
     let checkpoint_key = need(log.checkpoint_key, "log.checkpoint_key");
-    let client_cas = tls.client_cas.unwrap_or_default();
+    let client_cas = ca_entries(tls.client_cas.unwrap_or_default(), loc, errors);
     // An empty string (as an empty POSTERN_TLS__CLIENT_CRLS gives) is no list at all.
     let client_crls: Vec<String> = tls
         .client_crls
@@ -561,6 +642,19 @@ fn validate(
         16 << 20,
     );
     let max_conn = range(lim.max_connections, "limits.max_connections", 1, 100_000);
+    let per_source = range(
+        lim.max_connections_per_source,
+        "limits.max_connections_per_source",
+        1,
+        100_000,
+    );
+    let handshakes_per_source = range(
+        lim.max_handshakes_per_source,
+        "limits.max_handshakes_per_source",
+        1,
+        100_000,
+    );
+    let min_free = range(lim.min_free_bytes, "limits.min_free_bytes", 0, 1 << 50);
     let handshake = range(
         lim.handshake_timeout_secs,
         "limits.handshake_timeout_secs",
@@ -621,6 +715,11 @@ fn validate(
     else {
         return None;
     };
+    let (Some(per_source), Some(handshakes_per_source), Some(min_free)) =
+        (per_source, handshakes_per_source, min_free)
+    else {
+        return None;
+    };
     let (Some(checkpoint_key), Some(checkpoint_interval), Some(retain_days)) =
         (checkpoint_key, checkpoint_interval, retain_days)
     else {
@@ -637,7 +736,13 @@ fn validate(
         tls: TlsFiles {
             certificate: paths.expand(&certificate),
             private_key: paths.expand(&private_key),
-            client_cas: client_cas.iter().map(|c| paths.expand(c)).collect(),
+            client_cas: client_cas
+                .iter()
+                .map(|(id, file)| CaFile {
+                    id: id.clone(),
+                    path: paths.expand(file),
+                })
+                .collect(),
             client_crls: client_crls.iter().map(|c| paths.expand(c)).collect(),
             client_identity: client_identity.map(|(c, k)| (paths.expand(&c), paths.expand(&k))),
         },
@@ -645,8 +750,11 @@ fn validate(
             max_payload_bytes: max_payload,
             max_envelope_bytes: usize::try_from(max_envelope).unwrap_or(usize::MAX),
             max_connections: usize::try_from(max_conn).unwrap_or(usize::MAX),
+            max_connections_per_source: usize::try_from(per_source).unwrap_or(usize::MAX),
+            max_handshakes_per_source: usize::try_from(handshakes_per_source).unwrap_or(usize::MAX),
             handshake_timeout: Duration::from_secs(handshake),
             idle_timeout: Duration::from_secs(idle),
+            min_free_bytes: min_free,
         },
         spool_identity: paths.expand(&spool_identity),
         subject_key: paths.expand(&subject_key),
@@ -738,31 +846,50 @@ fn materials(
             }
         }
     }
-    let mut client_roots = Vec::new();
+    let mut client_cas: Vec<TrustedCa> = Vec::new();
     for (i, ca) in d.tls.client_cas.iter().enumerate() {
         let key_path = format!("tls.client_cas[{i}]");
-        if !secrets.visible(ca, "tls.client_cas", loc, errors) {
+        if !secrets.visible(&ca.path, "tls.client_cas", loc, errors) {
             continue;
         }
-        match CertificateDer::pem_file_iter(ca).and_then(|it| it.collect::<Result<Vec<_>, _>>()) {
-            Ok(c) if !c.is_empty() => client_roots.extend(c),
+        match CertificateDer::pem_file_iter(&ca.path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(roots) if !roots.is_empty() => client_cas.push(TrustedCa {
+                id: ca.id.clone(),
+                roots,
+                crls: Vec::new(),
+            }),
             Ok(_) => errors.push(loc.at(
                 "tls.client_cas",
-                format!("{key_path}: `{}` contains no PEM certificate", ca.display()),
+                format!(
+                    "{key_path} (`{}`): `{}` contains no PEM certificate",
+                    ca.id,
+                    ca.path.display()
+                ),
             )),
             Err(e) => errors.push(loc.at(
                 "tls.client_cas",
-                format!("{key_path}: cannot read `{}`: {e}", ca.display()),
+                format!(
+                    "{key_path} (`{}`): cannot read `{}`: {e}",
+                    ca.id,
+                    ca.path.display()
+                ),
             )),
         }
     }
-    let mut client_crls = Vec::new();
     for (i, path) in d.tls.client_crls.iter().enumerate() {
         if !secrets.visible(path, "tls.client_crls", loc, errors) {
             continue;
         }
-        match read_crls(path, &client_roots) {
-            Ok(crls) => client_crls.extend(crls),
+        match read_crls(path, &client_cas) {
+            Ok(crls) => {
+                for crl in crls {
+                    if let Some(ca) = client_cas.iter_mut().find(|c| c.id == crl.ca) {
+                        ca.crls.push(crl);
+                    }
+                }
+            }
             Err(msg) => errors.push(loc.at(
                 "tls.client_crls",
                 format!("tls.client_crls[{i}]: `{}`: {msg}", path.display()),
@@ -836,8 +963,7 @@ fn materials(
         tls: TlsMaterial {
             chain,
             key: key?,
-            client_roots,
-            client_crls,
+            client_cas,
             client_chain,
             client_key,
         },
@@ -849,7 +975,7 @@ fn materials(
 
 /// The CRLs in one file: PEM (`X509 CRL` blocks, any number) or a single DER list. Each must be
 /// signed by one of `roots`; webpki would otherwise just never match it, revoking nothing.
-fn read_crls(path: &Path, roots: &[CertificateDer<'static>]) -> Result<Vec<Crl>, String> {
+fn read_crls(path: &Path, cas: &[TrustedCa]) -> Result<Vec<Crl>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let is_pem = bytes
         .iter()
@@ -867,24 +993,26 @@ fn read_crls(path: &Path, roots: &[CertificateDer<'static>]) -> Result<Vec<Crl>,
         vec![CertificateRevocationListDer::from(bytes)]
     };
     ders.into_iter()
-        .map(|der| check_crl(path, der, roots))
+        .map(|der| check_crl(path, der, cas))
         .collect()
 }
 
 fn check_crl(
     path: &Path,
     der: CertificateRevocationListDer<'static>,
-    roots: &[CertificateDer<'static>],
+    cas: &[TrustedCa],
 ) -> Result<Crl, String> {
     use x509_parser::prelude::FromDer;
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
         .map_err(|e| format!("not a certificate revocation list: {e}"))?;
     let issuer = crl.issuer().to_string();
-    let ca = roots.iter().find_map(|r| {
-        let (_, cert) = x509_parser::parse_x509_certificate(r).ok()?;
-        (cert.subject().as_raw() == crl.issuer().as_raw()).then_some(cert)
+    let found = cas.iter().find_map(|ca| {
+        ca.roots.iter().find_map(|r| {
+            let (_, cert) = x509_parser::parse_x509_certificate(r).ok()?;
+            (cert.subject().as_raw() == crl.issuer().as_raw()).then_some((ca.id.clone(), cert))
+        })
     });
-    let Some(ca) = ca else {
+    let Some((ca_id, ca)) = found else {
         return Err(format!(
             "is issued by `{issuer}`, which is not one of tls.client_cas"
         ));
@@ -898,6 +1026,7 @@ fn check_crl(
         path: path.to_path_buf(),
         der,
         issuer,
+        ca: ca_id,
         next_update,
         revoked,
     })

@@ -126,6 +126,8 @@ pub struct Config {
     pub tls: TlsMaterial,
     pub spool_key: SpoolKey,
     pub subject_key: SubjectKey,
+    /// What is valid but weaker than it looks (logged at start-up and reload).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// What `postern check-config` found valid. Files it could not see are listed, not guessed at.
@@ -136,6 +138,8 @@ pub struct Checked {
     /// unit's credentials to the service only (and, before systemd 260, not to `ExecReload=`).
     /// The gateway reads them itself when it starts or reloads, and refuses what is wrong.
     pub unchecked: Vec<String>,
+    /// What is valid but weaker than it looks, with file and line.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Whether files under `${credentials_dir}` that this process cannot see are errors.
@@ -159,6 +163,23 @@ fn credentials_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .filter(|d| d.is_dir())
+}
+
+/// The names of `tls.client_cas` and the fingerprints of their certificates (a file that cannot
+/// be read contributes its name only; its error is reported where it is loaded).
+fn known_cas(cas: &[daemon::CaFile]) -> registry::KnownCas {
+    let mut known = registry::KnownCas::default();
+    for ca in cas {
+        known.names.push(ca.id.clone());
+        if let Ok(certs) = crate::pki::read_certs(&ca.path) {
+            for c in certs {
+                known
+                    .fingerprints
+                    .push((crate::pki::fingerprint(&c), ca.id.clone()));
+            }
+        }
+    }
+    known
 }
 
 fn read_file(path: &Path, required: bool, errors: &mut Errors) -> Option<Source> {
@@ -189,6 +210,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             tls: m.tls,
             spool_key: m.spool_key,
             subject_key: m.subject_key,
+            warnings: parts.warnings,
         }),
         None => Err(ConfigErrors(vec![ConfigError {
             origin: "configuration".into(),
@@ -208,6 +230,7 @@ pub fn check(opts: &LoadOptions) -> Result<Checked, ConfigErrors> {
         daemon: parts.daemon,
         registry: parts.registry,
         unchecked: parts.unchecked,
+        warnings: parts.warnings,
     })
 }
 
@@ -217,6 +240,7 @@ struct Parts {
     /// `None` only in [`Mode::Check`], when some files could not be seen.
     materials: Option<daemon::Materials>,
     unchecked: Vec<String>,
+    warnings: Vec<ConfigError>,
 }
 
 fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
@@ -299,8 +323,16 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
         config_dir: overrides.config_dir.clone(),
         credentials_dir,
     };
-    let registry = registry_sources.and_then(|s| match registry::load(&s, &paths) {
-        Ok(r) => Some(r),
+    // The CAs identities may name; unknown if the daemon settings failed (already reported).
+    let cas = daemon_and_materials
+        .as_ref()
+        .map(|(d, _)| known_cas(&d.tls.client_cas));
+    let mut warnings = Vec::new();
+    let registry = registry_sources.and_then(|s| match registry::load(&s, &paths, cas.as_ref()) {
+        Ok(r) => {
+            warnings = r.warnings;
+            Some(r.registry)
+        }
         Err(ConfigErrors(e)) => {
             errors.0.extend(e);
             None
@@ -334,6 +366,7 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
                 registry,
                 materials,
                 unchecked,
+                warnings,
             })
         }
         _ => {

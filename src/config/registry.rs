@@ -9,14 +9,14 @@ use time::Date;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::source::{ConfigErrors, Doc, Errors};
+use super::source::{ConfigError, ConfigErrors, Doc, Errors};
 use super::{Paths, Source};
-use crate::domain::ids::{AgreementId, OrgId, PeerId, PurposeId};
+use crate::domain::ids::{AgreementId, CaId, OrgId, PeerId, PurposeId};
 use crate::domain::lawful::LawfulBasis;
 use crate::domain::marking::{MarkingScheme, Rank, SchemeAt};
 use crate::domain::registry::{
     Agreement, CertFingerprint, Channel, ClientIdentity, Declared, Endpoint, OrgKind, Organisation,
-    Peer, Purpose, Registry, RegistryAt, Sector,
+    Peer, Purpose, Registry, RegistryAt, RegistryError, Sector,
 };
 
 /// Placeholder for this gateway's own API port in endpoint URLs (a gateway delivering to itself,
@@ -69,6 +69,58 @@ struct RawPurpose {
 struct RawIdentity {
     san: Option<String>,
     fingerprint: Option<String>,
+    /// The trusted CA that may issue it: a name from `tls.client_cas`, or the SHA-256 of that
+    /// CA's certificate.
+    ca: Option<String>,
+}
+
+/// The trusted client CAs identities may name (`tls.client_cas`): by name, and by the SHA-256
+/// of each of their certificates.
+#[derive(Debug, Clone, Default)]
+pub struct KnownCas {
+    pub names: Vec<CaId>,
+    pub fingerprints: Vec<(CertFingerprint, CaId)>,
+}
+
+impl KnownCas {
+    fn listed(&self) -> String {
+        if self.names.is_empty() {
+            return "none is configured".into();
+        }
+        self.names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn example(&self) -> String {
+        self.names
+            .first()
+            .map_or_else(|| "local".to_owned(), ToString::to_string)
+    }
+
+    /// The CA an identity's `ca` names, or why it names none.
+    fn resolve(&self, given: &str) -> Result<CaId, String> {
+        let given = given.trim();
+        if let Ok(id) = given.parse::<CaId>()
+            && self.names.contains(&id)
+        {
+            return Ok(id);
+        }
+        if let Ok(fp) = given.parse::<CertFingerprint>() {
+            return self
+                .fingerprints
+                .iter()
+                .find(|(f, _)| *f == fp)
+                .map(|(_, id)| id.clone())
+                .ok_or_else(|| format!("`{given}` is not the SHA-256 of a certificate in tls.client_cas (the trusted CAs are {})", self.listed()));
+        }
+        Err(format!(
+            "`{given}` is not one of tls.client_cas (the trusted CAs are {})",
+            self.listed()
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -148,8 +200,20 @@ fn parse_source<'a>(s: &'a Option<Source>, errors: &mut Errors) -> Option<Doc<'a
         .and_then(|s| Doc::parse(&s.name, &s.text, errors))
 }
 
-/// Reads the four registry files. `paths` expands `${state_dir}` in key file paths.
-pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErrors> {
+/// A loaded registry, and what is valid but worth a warning (with file and line).
+pub struct Loaded {
+    pub registry: Registry,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Reads the registry files. `paths` expands `${state_dir}` in key file paths; `cas` are the
+/// trusted client CAs identities may name (`None`: they could not be read, and are not checked
+/// here, so that one mistake is not reported twice).
+pub fn load(
+    src: &RegistrySources,
+    paths: &Paths,
+    cas: Option<&KnownCas>,
+) -> Result<Loaded, ConfigErrors> {
     let mut errors = Errors::default();
     let marking_doc = parse_source(&src.marking, &mut errors);
     let purposes_doc = parse_source(&src.purposes, &mut errors);
@@ -165,7 +229,7 @@ pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErro
     // Without a valid scale the levels cannot be checked, but everything else still is.
     let (orgs, org_entries) = orgs_doc
         .as_ref()
-        .map(|d| organisations(d, scheme.as_ref(), paths, &mut errors))
+        .map(|d| organisations(d, scheme.as_ref(), paths, cas, &mut errors))
         .unwrap_or_default();
     let (agreements, agreement_entries) = agreements_doc
         .as_ref()
@@ -173,7 +237,7 @@ pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErro
         .unwrap_or_default();
     let (peers, peer_entries) = peers_doc
         .as_ref()
-        .map(|d| peers(d, &mut errors))
+        .map(|d| peers(d, cas, &mut errors))
         .unwrap_or_default();
 
     // Cross-references are checked whatever else failed, against every id the files declare
@@ -191,30 +255,37 @@ pub fn load(src: &RegistrySources, paths: &Paths) -> Result<Registry, ConfigErro
         organisations: declared_ids(&orgs_doc, "organisation"),
         purposes: declared_ids(&purposes_doc, "purpose"),
     };
-    let problems = match scheme
-        .clone()
-        .or_else(placeholder_scheme)
-        .map(|s| Registry::new_declared(s, orgs, purposes, agreements, peers, &declared))
-    {
-        Some(Ok(registry)) if errors.0.is_empty() && !missing && scheme.is_some() => {
-            return Ok(registry);
-        }
-        Some(Err(problems)) => problems,
-        _ => Vec::new(),
-    };
-    for p in problems {
+    // Where a problem of the registry (an error or a warning) is, in the files.
+    let place = |p: RegistryError| {
         let (doc, entry) = match p.at {
             RegistryAt::Organisation(i) => (&orgs_doc, org_entries.get(i)),
             RegistryAt::Purpose(i) => (&purposes_doc, purpose_entries.get(i)),
             RegistryAt::Agreement(i) => (&agreements_doc, agreement_entries.get(i)),
             RegistryAt::Peer(i) => (&peers_doc, peer_entries.get(i)),
         };
-        if let Some(doc) = doc {
+        doc.as_ref().map(|doc| {
             let span = entry.and_then(|e| doc.entry_field(e, p.field));
-            let key = entry_key(&p.at, p.field);
-            errors.push(doc.error_at(span, Some(key), p.message));
+            doc.error_at(span, Some(entry_key(&p.at, p.field)), p.message)
+        })
+    };
+    let problems = match scheme
+        .clone()
+        .or_else(placeholder_scheme)
+        .map(|s| Registry::new_declared(s, orgs, purposes, agreements, peers, &declared))
+    {
+        Some(Ok(registry)) if errors.0.is_empty() && !missing && scheme.is_some() => {
+            let warnings = registry
+                .warnings()
+                .iter()
+                .cloned()
+                .filter_map(place)
+                .collect();
+            return Ok(Loaded { registry, warnings });
         }
-    }
+        Some(Err(problems)) => problems,
+        _ => Vec::new(),
+    };
+    errors.0.extend(problems.into_iter().filter_map(place));
     if errors.0.is_empty() {
         errors.general("configuration", None, "the registry could not be loaded");
     }
@@ -405,6 +476,7 @@ fn organisations<'a>(
     doc: &Doc<'a>,
     scheme: Option<&MarkingScheme>,
     paths: &Paths,
+    cas: Option<&KnownCas>,
     errors: &mut Errors,
 ) -> (Vec<Organisation>, Vec<Spanned<DeValue<'a>>>) {
     doc.reject_unknown_top_level(&["organisation"], errors);
@@ -469,7 +541,7 @@ fn organisations<'a>(
             errors.push(doc.error_at(at("clearance"), Some(format!("{key}.clearance")), "a clearance above the OFFICIAL tier has no effect: this gateway never carries SECRET material"));
         }
 
-        let identities = identities(&raw.identities, doc, entry, &key, errors);
+        let identities = identities(&raw.identities, doc, entry, &key, cas, errors);
 
         let endpoint = raw
             .endpoint
@@ -663,33 +735,64 @@ fn identities(
     doc: &Doc<'_>,
     entry: &Spanned<DeValue<'_>>,
     key: &str,
+    cas: Option<&KnownCas>,
     errors: &mut Errors,
 ) -> Vec<ClientIdentity> {
     let mut out = Vec::new();
     for (j, ident) in raw.iter().enumerate() {
         let field = format!("identities[{j}]");
-        let at = || doc.entry_field(entry, &field);
+        let mut bad = |msg: String| {
+            errors.push(doc.error_at(
+                doc.entry_field(entry, &field),
+                Some(format!("{key}.{field}")),
+                msg,
+            ))
+        };
+        // Without the list of CAs (it failed to load, and said so), a name is taken as given.
+        let ca = |given: &str, bad: &mut dyn FnMut(String)| -> Option<CaId> {
+            let resolved = match cas {
+                Some(known) => known.resolve(given),
+                None => given.trim().parse::<CaId>().map_err(|e| e.to_string()),
+            };
+            resolved.map_err(bad).ok()
+        };
         match (&ident.san, &ident.fingerprint) {
-            (Some(san), None) if !san.trim().is_empty() => {
-                out.push(ClientIdentity::San(san.trim().to_owned()))
-            }
-            (None, Some(fp)) => match fp.parse::<CertFingerprint>() {
-                Ok(fp) => out.push(ClientIdentity::Fingerprint(fp)),
-                Err(e) => {
-                    errors.push(doc.error_at(at(), Some(format!("{key}.{field}")), e.to_string()))
+            (Some(san), None) if !san.trim().is_empty() => match &ident.ca {
+                Some(given) => {
+                    if let Some(ca) = ca(given, &mut bad) {
+                        out.push(ClientIdentity::San {
+                            name: san.trim().to_owned(),
+                            ca,
+                        });
+                    }
+                }
+                None => {
+                    let example = cas.map_or_else(|| "local".to_owned(), KnownCas::example);
+                    let listed = cas.map_or_else(|| "see tls.client_cas".to_owned(), |c| format!("the trusted CAs are {}", c.listed()));
+                    bad(format!("a SAN identity must name the CA that may issue it: write {{ san = \"{}\", ca = \"{example}\" }} ({listed}). Without it, any trusted CA (a peer gateway's, say) could issue a certificate with this name and speak for this party", san.trim()));
                 }
             },
-            _ => errors.push(doc.error_at(
-                at(),
-                Some(format!("{key}.{field}")),
-                "each identity is either { san = \"...\" } or { fingerprint = \"sha256:...\" }",
-            )),
+            (None, Some(fp)) => {
+                let parsed = fp.parse::<CertFingerprint>().map_err(|e| bad(e.to_string())).ok();
+                let ca = match &ident.ca {
+                    Some(given) => ca(given, &mut bad).map(Some),
+                    None => Some(None),
+                };
+                if let (Some(fingerprint), Some(ca)) = (parsed, ca) {
+                    out.push(ClientIdentity::Fingerprint { fingerprint, ca });
+                }
+            }
+            _ => bad("each identity is either { san = \"...\", ca = \"...\" } or { fingerprint = \"sha256:...\" } (optionally with ca = \"...\")".to_owned()),
         }
     }
     out
 }
 
-fn peers<'a>(doc: &Doc<'a>, errors: &mut Errors) -> (Vec<Peer>, Vec<Spanned<DeValue<'a>>>) {
+fn peers<'a>(
+    doc: &Doc<'a>,
+    cas: Option<&KnownCas>,
+    errors: &mut Errors,
+) -> (Vec<Peer>, Vec<Spanned<DeValue<'a>>>) {
     doc.reject_unknown_top_level(&["peer"], errors);
     let mut out = Vec::new();
     let mut kept = Vec::new();
@@ -700,7 +803,7 @@ fn peers<'a>(doc: &Doc<'a>, errors: &mut Errors) -> (Vec<Peer>, Vec<Spanned<DeVa
         };
         let before = errors.0.len();
         let pid = id::<PeerId>(&raw.id, doc, entry, "id", &key, errors);
-        let identities = identities(&raw.identities, doc, entry, &key, errors);
+        let identities = identities(&raw.identities, doc, entry, &key, cas, errors);
         if raw.senders.is_empty() {
             errors.push(doc.error_at(
                 doc.entry_field(entry, "id"),

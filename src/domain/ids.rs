@@ -75,6 +75,11 @@ slug_id!(
     /// A peer gateway allowed to deliver to this gateway's inbox.
     PeerId
 );
+slug_id!(
+    /// A certificate authority this gateway trusts for client certificates (an entry of
+    /// `tls.client_cas`), named so that each identity can say which CA may issue it.
+    CaId
+);
 
 /// One submission to the gateway, accepted or refused. Time-ordered (UUID v7), so ids sort by
 /// arrival. Generated at the edge (the domain has no clock or randomness) and passed in.

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use time::Date;
 
-use super::ids::{AgreementId, OrgId, PeerId, PurposeId};
+use super::ids::{AgreementId, CaId, OrgId, PeerId, PurposeId};
 use super::lawful::LawfulBasis;
 use super::marking::{MarkingScheme, Rank};
 
@@ -104,14 +104,47 @@ impl FromStr for CertFingerprint {
     }
 }
 
-/// How a client certificate is recognised as an organisation.
+/// How a client certificate is recognised as an organisation or peer, and which trusted CA may
+/// issue it. A certificate matches only if its chain ends at that CA: trusting a second CA (a
+/// peer gateway's, say) must not let it issue certificates that speak for this gateway's own
+/// organisations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientIdentity {
-    /// Exactly this certificate.
-    Fingerprint(CertFingerprint),
-    /// Any certificate from a trusted CA carrying this subject alternative name (DNS name, URI or
-    /// email address; compared without regard to ASCII case). Survives certificate renewal.
-    San(String),
+    /// Exactly this certificate; with `ca`, only as issued by that CA.
+    Fingerprint {
+        fingerprint: CertFingerprint,
+        ca: Option<CaId>,
+    },
+    /// Any certificate from `ca` carrying this subject alternative name (DNS name, URI or email
+    /// address; compared without regard to ASCII case). Survives certificate renewal.
+    San { name: String, ca: CaId },
+}
+
+impl ClientIdentity {
+    /// The CA that must have issued a matching certificate, if one is named.
+    pub fn ca(&self) -> Option<&CaId> {
+        match self {
+            ClientIdentity::Fingerprint { ca, .. } => ca.as_ref(),
+            ClientIdentity::San { ca, .. } => Some(ca),
+        }
+    }
+}
+
+/// Why a subject alternative name is a weak identity: one that many CAs issue, so that binding
+/// it to one CA is the only thing that keeps it from matching another party's certificate.
+pub fn generic_san(name: &str) -> Option<&'static str> {
+    let n = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if n == "localhost" || n.ends_with(".localhost") || n == "localhost.localdomain" {
+        Some("`localhost` is in the certificates of many CAs")
+    } else if n.parse::<std::net::IpAddr>().is_ok() {
+        Some("an IP address is not a name unique to one organisation")
+    } else if n.starts_with("*.") {
+        Some("a wildcard matches any name under it")
+    } else if !n.contains(['.', '@', ':']) {
+        Some("a single-label name is not unique to one organisation")
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,31 +262,89 @@ impl Agreement {
     }
 }
 
-/// Registers a principal's client identities; returns a message for each identity another
-/// principal already claims.
-fn claim_identities(
-    identities: &[ClientIdentity],
-    who: Principal,
-    by_fingerprint: &mut HashMap<CertFingerprint, Principal>,
-    by_san: &mut HashMap<String, Principal>,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for identity in identities {
-        let (claimed_by, what) = match identity {
-            ClientIdentity::Fingerprint(fp) => (
-                by_fingerprint.insert(*fp, who.clone()),
-                format!("fingerprint {fp}"),
-            ),
-            ClientIdentity::San(san) => (
-                by_san.insert(san.to_ascii_lowercase(), who.clone()),
-                format!("subject alternative name `{san}`"),
-            ),
-        };
-        if let Some(other) = claimed_by.filter(|o| *o != who) {
-            problems.push(format!("client {what} is also claimed by {other}; a certificate must identify exactly one organisation or peer"));
+/// Who claims each client identity, keyed by what a certificate shows.
+#[derive(Debug, Clone, Default)]
+struct Claims {
+    by_fingerprint: HashMap<CertFingerprint, Vec<(Option<CaId>, Principal)>>,
+    /// Keyed by the lower-cased name.
+    by_san: HashMap<String, Vec<(CaId, Principal)>>,
+}
+
+impl Claims {
+    /// Registers a principal's client identities; returns a message for each identity another
+    /// principal already claims (the same fingerprint, or the same name from the same CA).
+    fn claim(&mut self, identities: &[ClientIdentity], who: &Principal) -> Vec<String> {
+        let mut problems = Vec::new();
+        for identity in identities {
+            let (other, what) = match identity {
+                ClientIdentity::Fingerprint { fingerprint, ca } => {
+                    let list = self.by_fingerprint.entry(*fingerprint).or_default();
+                    let other = list.iter().find(|(_, p)| p != who).map(|(_, p)| p.clone());
+                    list.push((ca.clone(), who.clone()));
+                    (other, format!("fingerprint {fingerprint}"))
+                }
+                ClientIdentity::San { name, ca } => {
+                    let list = self.by_san.entry(name.to_ascii_lowercase()).or_default();
+                    let other = list
+                        .iter()
+                        .find(|(c, p)| c == ca && p != who)
+                        .map(|(_, p)| p.clone());
+                    list.push((ca.clone(), who.clone()));
+                    (
+                        other,
+                        format!("subject alternative name `{name}` from CA `{ca}`"),
+                    )
+                }
+            };
+            if let Some(other) = other {
+                problems.push(format!("client {what} is also claimed by {other}; a certificate must identify exactly one organisation or peer"));
+            }
+        }
+        problems
+    }
+
+    /// Everyone a certificate with this fingerprint and these names, verified up to `anchors`,
+    /// is claimed by.
+    fn matching<'s>(
+        &self,
+        fingerprint: &CertFingerprint,
+        sans: impl IntoIterator<Item = &'s str>,
+        anchors: &[CaId],
+        found: &mut BTreeSet<Principal>,
+    ) {
+        let issued_by = |ca: &CaId| anchors.contains(ca);
+        for (ca, p) in self.by_fingerprint.get(fingerprint).into_iter().flatten() {
+            if ca.as_ref().is_none_or(issued_by) {
+                found.insert(p.clone());
+            }
+        }
+        for san in sans {
+            for (ca, p) in self
+                .by_san
+                .get(&san.to_ascii_lowercase())
+                .into_iter()
+                .flatten()
+            {
+                if issued_by(ca) {
+                    found.insert(p.clone());
+                }
+            }
         }
     }
-    problems
+}
+
+/// Warnings about a principal's identities (not errors: the configuration works, but is weaker
+/// than it looks).
+fn identity_warnings(identities: &[ClientIdentity]) -> Vec<String> {
+    identities
+        .iter()
+        .filter_map(|i| match i {
+            ClientIdentity::San { name, ca } => generic_san(name).map(|why| {
+                format!("subject alternative name `{name}` (from CA `{ca}`) is a weak identity: {why}; prefer a name only this party's certificates carry, or its certificate's fingerprint")
+            }),
+            ClientIdentity::Fingerprint { .. } => None,
+        })
+        .collect()
 }
 
 /// The ids the configuration declares, whether or not their entries are valid.
@@ -297,8 +388,8 @@ pub struct Registry {
     purposes: BTreeMap<PurposeId, Purpose>,
     agreements: Vec<Agreement>,
     peers: BTreeMap<PeerId, Peer>,
-    by_fingerprint: HashMap<CertFingerprint, Principal>,
-    by_san: HashMap<String, Principal>,
+    claims: Claims,
+    warnings: Vec<RegistryError>,
 }
 
 impl Registry {
@@ -343,8 +434,8 @@ impl Registry {
         };
 
         let mut orgs = BTreeMap::new();
-        let mut by_fingerprint = HashMap::new();
-        let mut by_san = HashMap::new();
+        let mut claims = Claims::default();
+        let mut warnings = Vec::new();
         for (i, org) in organisations.into_iter().enumerate() {
             let at = || RegistryAt::Organisation(i);
             if orgs.contains_key(&org.id) {
@@ -355,13 +446,15 @@ impl Registry {
                 );
                 continue;
             }
-            for message in claim_identities(
-                &org.identities,
-                Principal::Organisation(org.id.clone()),
-                &mut by_fingerprint,
-                &mut by_san,
-            ) {
+            for message in claims.claim(&org.identities, &Principal::Organisation(org.id.clone())) {
                 err(at(), "identities", message);
+            }
+            for message in identity_warnings(&org.identities) {
+                warnings.push(RegistryError {
+                    at: at(),
+                    field: "identities",
+                    message,
+                });
             }
             orgs.insert(org.id.clone(), org);
         }
@@ -383,13 +476,15 @@ impl Registry {
                     format!("peer `{}` needs at least one client identity", peer.id),
                 );
             }
-            for message in claim_identities(
-                &peer.identities,
-                Principal::Peer(peer.id.clone()),
-                &mut by_fingerprint,
-                &mut by_san,
-            ) {
+            for message in claims.claim(&peer.identities, &Principal::Peer(peer.id.clone())) {
                 err(RegistryAt::Peer(i), "identities", message);
+            }
+            for message in identity_warnings(&peer.identities) {
+                warnings.push(RegistryError {
+                    at: RegistryAt::Peer(i),
+                    field: "identities",
+                    message,
+                });
             }
             peer_map.insert(peer.id.clone(), peer);
         }
@@ -482,8 +577,8 @@ impl Registry {
                 purposes: purpose_map,
                 agreements,
                 peers: peer_map,
-                by_fingerprint,
-                by_san,
+                claims,
+                warnings,
             })
         } else {
             Err(errors)
@@ -518,29 +613,29 @@ impl Registry {
         self.peers.values()
     }
 
+    /// What is valid but weaker than it looks (identities many CAs could issue).
+    pub fn warnings(&self) -> &[RegistryError] {
+        &self.warnings
+    }
+
     /// Maps a verified client certificate (its fingerprint and subject alternative names) to the
-    /// organisation or peer gateway it authenticates as.
+    /// organisation or peer gateway it authenticates as. `anchors` are the trusted CAs its chain
+    /// was verified up to: an identity bound to another CA does not match.
     pub fn identify<'a>(
         &self,
         fingerprint: &CertFingerprint,
         sans: impl IntoIterator<Item = &'a str>,
+        anchors: &[CaId],
     ) -> Identification {
-        let mut found: BTreeSet<&Principal> = BTreeSet::new();
-        if let Some(org) = self.by_fingerprint.get(fingerprint) {
-            found.insert(org);
-        }
-        for san in sans {
-            if let Some(org) = self.by_san.get(&san.to_ascii_lowercase()) {
-                found.insert(org);
-            }
-        }
+        let mut found: BTreeSet<Principal> = BTreeSet::new();
+        self.claims.matching(fingerprint, sans, anchors, &mut found);
         let mut it = found.into_iter();
         match (it.next(), it.next()) {
             (None, _) => Identification::Unknown,
-            (Some(one), None) => Identification::One(one.clone()),
+            (Some(one), None) => Identification::One(one),
             (Some(a), Some(b)) => {
-                let mut all = vec![a.clone(), b.clone()];
-                all.extend(it.cloned());
+                let mut all = vec![a, b];
+                all.extend(it);
                 Identification::Ambiguous(all)
             }
         }
@@ -574,47 +669,141 @@ mod tests {
         assert!("sha256:abcd".parse::<CertFingerprint>().is_err());
     }
 
+    fn ca(s: &str) -> CaId {
+        s.parse().unwrap()
+    }
+
+    fn san(name: &str, from: &str) -> ClientIdentity {
+        ClientIdentity::San {
+            name: name.into(),
+            ca: ca(from),
+        }
+    }
+
+    fn fp_id(fp: CertFingerprint) -> ClientIdentity {
+        ClientIdentity::Fingerprint {
+            fingerprint: fp,
+            ca: None,
+        }
+    }
+
     #[test]
     fn identification_needs_exactly_one_organisation_or_peer() {
         let fp = CertFingerprint([7; 32]);
         let reg = Registry::new(
             demo_scheme(),
             vec![
-                org("a", vec![ClientIdentity::Fingerprint(fp)]),
-                org("b", vec![ClientIdentity::San("b.clients.test".into())]),
+                org("a", vec![fp_id(fp)]),
+                org("b", vec![san("b.clients.test", "local")]),
             ],
             vec![],
             vec![],
             vec![Peer {
                 id: "gw".parse().unwrap(),
                 name: "Gateway".into(),
-                identities: vec![ClientIdentity::San("gateway.test".into())],
+                identities: vec![san("gateway.test", "local")],
                 senders: vec!["a".parse().unwrap()],
             }],
         )
         .unwrap();
+        let local = [ca("local")];
         let org_ = |s: &str| Identification::One(Principal::Organisation(s.parse().unwrap()));
-        assert_eq!(reg.identify(&fp, []), org_("a"));
+        assert_eq!(reg.identify(&fp, [], &local), org_("a"));
         assert_eq!(
-            reg.identify(&CertFingerprint([0; 32]), ["B.Clients.Test"]),
+            reg.identify(&CertFingerprint([0; 32]), ["B.Clients.Test"], &local),
             org_("b")
         );
         assert_eq!(
-            reg.identify(&CertFingerprint([0; 32]), ["gateway.test"]),
+            reg.identify(&CertFingerprint([0; 32]), ["gateway.test"], &local),
             Identification::One(Principal::Peer("gw".parse().unwrap()))
         );
         assert_eq!(
-            reg.identify(&CertFingerprint([0; 32]), ["nobody"]),
+            reg.identify(&CertFingerprint([0; 32]), ["nobody"], &local),
             Identification::Unknown
         );
         assert!(matches!(
-            reg.identify(&fp, ["b.clients.test"]),
+            reg.identify(&fp, ["b.clients.test"], &local),
             Identification::Ambiguous(v) if v.len() == 2
         ));
         assert!(matches!(
-            reg.identify(&fp, ["gateway.test"]),
+            reg.identify(&fp, ["gateway.test"], &local),
             Identification::Ambiguous(v) if v.len() == 2
         ));
+    }
+
+    #[test]
+    fn an_identity_matches_only_certificates_from_its_own_ca() {
+        let fp = CertFingerprint([9; 32]);
+        let reg = Registry::new(
+            demo_scheme(),
+            vec![
+                org("a", vec![san("a.clients.test", "local")]),
+                org(
+                    "b",
+                    vec![ClientIdentity::Fingerprint {
+                        fingerprint: fp,
+                        ca: Some(ca("local")),
+                    }],
+                ),
+                // The same name from another CA is another identity.
+                org("c", vec![san("a.clients.test", "westshire")]),
+            ],
+            vec![],
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        let org_ = |s: &str| Identification::One(Principal::Organisation(s.parse().unwrap()));
+        let other = CertFingerprint([0; 32]);
+        assert_eq!(
+            reg.identify(&other, ["a.clients.test"], &[ca("local")]),
+            org_("a")
+        );
+        assert_eq!(
+            reg.identify(&other, ["a.clients.test"], &[ca("westshire")]),
+            org_("c"),
+            "a peer's CA issuing one of our names gets its own registration, not ours"
+        );
+        assert_eq!(
+            reg.identify(&other, ["a.clients.test"], &[ca("elsewhere")]),
+            Identification::Unknown
+        );
+        assert_eq!(
+            reg.identify(&fp, [], &[ca("westshire")]),
+            Identification::Unknown
+        );
+        assert_eq!(reg.identify(&fp, [], &[ca("local")]), org_("b"));
+    }
+
+    #[test]
+    fn generic_names_are_warned_about() {
+        for weak in [
+            "localhost",
+            "LOCALHOST.",
+            "127.0.0.1",
+            "::1",
+            "*.example.org",
+            "gateway",
+        ] {
+            assert!(generic_san(weak).is_some(), "{weak}");
+        }
+        for fine in [
+            "riverside-youth.clients.postern.test",
+            "urn:postern:org:x",
+            "dsl@school.example",
+        ] {
+            assert!(generic_san(fine).is_none(), "{fine}");
+        }
+        let reg = Registry::new(
+            demo_scheme(),
+            vec![org("a", vec![san("localhost", "local")])],
+            vec![],
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(reg.warnings().len(), 1);
+        assert_eq!(reg.warnings()[0].at, RegistryAt::Organisation(0));
     }
 
     #[test]
@@ -625,8 +814,8 @@ mod tests {
         let errors = Registry::new(
             demo_scheme(),
             vec![
-                org("a", vec![ClientIdentity::San("x".into())]),
-                org("b", vec![ClientIdentity::San("X".into())]),
+                org("a", vec![san("x.test", "local")]),
+                org("b", vec![san("X.test", "local")]),
             ],
             vec![],
             vec![Agreement {
@@ -642,7 +831,7 @@ mod tests {
             vec![Peer {
                 id: "gw".parse().unwrap(),
                 name: "Gateway".into(),
-                identities: vec![ClientIdentity::San("x".into())],
+                identities: vec![san("x.test", "local")],
                 senders: vec![],
             }],
         )

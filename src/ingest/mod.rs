@@ -3,9 +3,14 @@
 //! registered organisation), and serves the routes with the caller's identity attached.
 //!
 //! [`serve`] takes its listener and a shutdown future as arguments, so tests run it on port 0
-//! and stop it when they like. Its TLS configuration is [`Live`]: each accepted connection
-//! handshakes with the configuration current at that moment, so a reload (a rotated certificate,
-//! a new CA or CRL) applies to new connections and leaves established ones as they are.
+//! and stop it when they like. Its TLS configuration is live ([`ListenerTls`]): each accepted
+//! connection handshakes with the configuration current at that moment, so a reload (a rotated
+//! certificate, a new CA or CRL) applies to new connections; established connections keep their
+//! TLS session, but each of their requests is authenticated again against what is in force
+//! (see [`ConnectionAuth`]), so a revoked certificate or a removed identity stops at once.
+//!
+//! One client address may hold only so many connections and unfinished handshakes
+//! ([`sources`]), so that a flood from one address cannot starve the others.
 
 pub mod caller;
 pub mod decisions;
@@ -13,6 +18,7 @@ pub mod inbound;
 mod linger;
 pub mod problem;
 pub mod routes;
+pub mod sources;
 pub mod tls;
 pub mod upload;
 
@@ -36,7 +42,9 @@ use crate::domain::subject::SubjectKey;
 use crate::live::Live;
 use crate::store::Store;
 use problem::Problem;
-pub use tls::Caller;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use sources::Sources;
+pub use tls::{Caller, ListenerTls};
 
 /// What the handlers share.
 pub struct App {
@@ -102,20 +110,12 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3
 /// finish (up to [`SHUTDOWN_GRACE`]) and returns.
 pub async fn serve(
     listener: TcpListener,
-    tls: impl Into<Live<rustls::ServerConfig>>,
+    tls: ListenerTls,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let router = router(app.clone());
-    serve_router(
-        listener,
-        tls,
-        router,
-        &app.limits,
-        app.registry.clone(),
-        shutdown,
-    )
-    .await
+    serve_router(listener, tls, router, &app.limits, shutdown).await
 }
 
 /// A router that answers `POST /v1/transfers` with 202 after reading and discarding the body,
@@ -145,14 +145,16 @@ pub fn null_router() -> Router {
 /// The accept loop, TLS and HTTP/1.1 for any router.
 pub async fn serve_router(
     listener: TcpListener,
-    tls: impl Into<Live<rustls::ServerConfig>>,
+    tls: ListenerTls,
     router: Router,
     limits: &Limits,
-    registry: Live<Registry>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let tls: Live<rustls::ServerConfig> = tls.into();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Sources::new(
+        limits.max_connections_per_source,
+        limits.max_handshakes_per_source,
+    );
     let handshake_timeout = limits.handshake_timeout;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -177,10 +179,20 @@ pub async fn serve_router(
             },
             () = &mut shutdown => break,
         };
+        // A source at its limit is closed at once, and its permit goes back to the others.
+        let slot = match sources.admit(remote.ip()) {
+            Ok(s) => s,
+            Err(limit) => {
+                crate::metrics::connection_refused(limit);
+                tracing::debug!(%remote, limit = limit.as_str(), "connection refused: its source is at a limit");
+                drop(tcp);
+                continue;
+            }
+        };
         // Read at each accept: the configuration in force now is the one this client gets.
-        let acceptor = TlsAcceptor::from(tls.current());
+        let acceptor = TlsAcceptor::from(tls.config.current());
         let router = router.clone();
-        let registry = registry.clone();
+        let tls = tls.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
             let _permit = permit;
@@ -190,7 +202,8 @@ pub async fn serve_router(
                 acceptor,
                 handshake_timeout,
                 router,
-                registry,
+                tls,
+                slot,
                 stop,
             )
             .await;
@@ -208,22 +221,115 @@ pub async fn serve_router(
     Ok(())
 }
 
+/// How often a connection's certificate is checked again even when nothing was reloaded (it
+/// may have expired since the handshake).
+const REAUTHENTICATE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Who a connection's client certificate authenticates, checked again before a request when the
+/// trust or the registry in force has changed since the last check (a reload: a new CRL, a
+/// removed identity), and at least every [`REAUTHENTICATE_EVERY`]. Checking per request rather
+/// than capping connection age means a revocation takes effect at the next request, whatever
+/// the client's keep-alive, and costs nothing while the configuration is unchanged.
+struct ConnectionAuth {
+    tls: ListenerTls,
+    chain: Vec<CertificateDer<'static>>,
+    last: std::sync::Mutex<Checked>,
+}
+
+struct Checked {
+    trust: Arc<tls::ClientTrust>,
+    registry: Arc<Registry>,
+    at: std::time::Instant,
+    caller: Caller,
+}
+
+impl ConnectionAuth {
+    /// Authenticates a new connection's chain against what is in force now.
+    fn new(tls: ListenerTls, chain: Vec<CertificateDer<'static>>) -> Result<Self, tls::Refused> {
+        let (trust, registry) = (tls.trust.current(), tls.registry.current());
+        let caller = tls::authenticate_chain(&trust, &registry, &chain, UnixTime::now())?;
+        Ok(ConnectionAuth {
+            tls,
+            chain,
+            last: std::sync::Mutex::new(Checked {
+                trust,
+                registry,
+                at: std::time::Instant::now(),
+                caller,
+            }),
+        })
+    }
+
+    fn caller(&self) -> Result<Caller, tls::Refused> {
+        let (trust, registry) = (self.tls.trust.current(), self.tls.registry.current());
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Arc::ptr_eq(&last.trust, &trust)
+            && Arc::ptr_eq(&last.registry, &registry)
+            && last.at.elapsed() < REAUTHENTICATE_EVERY
+        {
+            return Ok(last.caller.clone());
+        }
+        let caller = tls::authenticate_chain(&trust, &registry, &self.chain, UnixTime::now())?;
+        *last = Checked {
+            trust,
+            registry,
+            at: std::time::Instant::now(),
+            caller: caller.clone(),
+        };
+        Ok(caller)
+    }
+}
+
+/// The answer to a request whose connection no longer authenticates anyone; the connection is
+/// closed after it.
+fn reauthentication_refused(refused: &tls::Refused) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let kind = match refused {
+        tls::Refused::Untrusted(e) => crate::metrics::HandshakeFailure::of_tls(e),
+        tls::Refused::Unknown | tls::Refused::Ambiguous(_) => {
+            crate::metrics::HandshakeFailure::UnknownIdentity
+        }
+    };
+    crate::metrics::reauthentication_refused(kind);
+    tracing::info!(
+        kind = kind.as_str(),
+        "request refused: the connection's client certificate no longer authenticates an organisation or peer"
+    );
+    let mut r = Problem::new(
+        401,
+        "certificate_no_longer_accepted",
+        "Your client certificate is no longer accepted by this gateway (revoked, expired, or its registration removed). Nothing was done. Connect again with a valid certificate.",
+    )
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     handshake_timeout: std::time::Duration,
     router: Router,
-    registry: Live<Registry>,
+    tls: ListenerTls,
+    mut slot: sources::Slot,
     stop: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(
+    let handshake = tokio::time::timeout(
         handshake_timeout,
         acceptor.accept(linger::Lingering::new(tcp)),
     )
-    .await
-    {
+    .await;
+    slot.handshake_done();
+    let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             crate::metrics::tls_handshake_failed(crate::metrics::HandshakeFailure::classify(&e));
@@ -236,18 +342,35 @@ async fn connection(
             return;
         }
     };
-    // The verifier already mapped the certificate; map it again for this connection (the
-    // registry may have been reloaded in between, in which case the newer answer wins).
-    let Some(caller) = tls::caller(&registry.current(), stream.get_ref().1.peer_certificates())
-    else {
-        crate::metrics::tls_handshake_failed(crate::metrics::HandshakeFailure::UnknownIdentity);
-        tracing::info!(%remote, "client certificate no longer maps to an organisation or peer; closing");
-        return;
+    // The verifier already authenticated the certificate; authenticate it again for this
+    // connection (the configuration may have been reloaded in between, in which case the
+    // newer answer wins), keeping the chain for the checks before later requests.
+    let chain: Vec<CertificateDer<'static>> = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let auth = match ConnectionAuth::new(tls, chain) {
+        Ok(a) => Arc::new(a),
+        Err(_) => {
+            crate::metrics::tls_handshake_failed(crate::metrics::HandshakeFailure::UnknownIdentity);
+            tracing::info!(%remote, "client certificate no longer maps to an organisation or peer; closing");
+            return;
+        }
     };
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(caller.clone());
-            router.clone().oneshot(req)
+            let (auth, router) = (auth.clone(), router.clone());
+            async move {
+                match auth.caller() {
+                    Ok(caller) => {
+                        req.extensions_mut().insert(caller);
+                        router.oneshot(req).await
+                    }
+                    Err(refused) => Ok(reauthentication_refused(&refused)),
+                }
+            }
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

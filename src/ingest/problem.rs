@@ -28,6 +28,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("not_found", 404),
     ("transfer_not_found", 404),
     ("method_not_allowed", 405),
+    ("certificate_no_longer_accepted", 401),
     ("not_an_organisation", 403),
     ("not_a_peer", 403),
     ("invalid_inbound", 422),
@@ -88,10 +89,12 @@ fn title_for(code: &str, status: u16) -> &'static str {
         "invalid_rationale" => return "Invalid rationale",
         "transfer_not_urgent" => return "Transfer not urgent",
         "rationale_already_recorded" => return "Rationale already recorded",
+        "certificate_no_longer_accepted" => return "Certificate no longer accepted",
         _ => {}
     }
     match status {
         400 => "Malformed request",
+        401 => "Unauthorized",
         403 => "Refused by policy",
         404 => "Not found",
         405 => "Method not allowed",

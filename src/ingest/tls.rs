@@ -1,11 +1,18 @@
 //! TLS for the API listener: TLS 1.2 and 1.3 only (rustls, ring provider), a client certificate
 //! always required, and verified twice: by the trusted CAs, then against the registry, so that a
 //! certificate that does not map to exactly one organisation or peer gateway fails the handshake
-//! and never reaches a handler. Revocation lists of the client CAs (`tls.client_crls`) are part of
-//! the first check.
+//! and never reaches a handler.
+//!
+//! Every identity in the registry names the CA that may issue it, so the first check must say
+//! *which* CA a chain ends at, not only that it ends at one of them: each trusted CA gets a
+//! verifier of its own ([`ClientTrust`]), with its own revocation lists (`tls.client_crls`), and
+//! the registry is asked about the certificate as issued by those CAs only ([`authenticate`]).
 //!
 //! A [`ServerConfig`] is built whole from one configuration; a reload builds a new one, which
-//! the listener uses for connections accepted after it (see `ingest::serve_router`).
+//! the listener uses for connections accepted after it (see `ingest::serve_router`). Connections
+//! already open are checked again on their next request against the trust and registry then in
+//! force (see `ingest::connection`), so a reload that revokes a certificate or removes an
+//! identity reaches kept-alive connections too.
 
 use std::sync::Arc;
 
@@ -19,6 +26,8 @@ use rustls::{
 };
 
 use crate::config::TlsMaterial;
+use crate::config::daemon::TrustedCa;
+use crate::domain::ids::CaId;
 use crate::domain::registry::{CertFingerprint, Identification, Principal, Registry};
 use crate::live::Live;
 use crate::pki;
@@ -27,8 +36,14 @@ use crate::pki;
 pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("client CA: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("client CA `{ca}`: {source}")]
+    Verifier {
+        ca: CaId,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("no client CA is configured (tls.client_cas)")]
+    NoClientCa,
 }
 
 /// The rustls provider used everywhere in Postern.
@@ -46,28 +61,157 @@ pub struct Caller {
     pub fingerprint: CertFingerprint,
 }
 
-pub fn identify(registry: &Registry, cert: &CertificateDer<'_>) -> Identification {
-    let fp = pki::fingerprint(cert);
-    let sans = pki::subject_alt_names(cert);
-    registry.identify(&fp, sans.iter().map(String::as_str))
+/// The trusted client CAs, each with a verifier of its own (its certificates and its CRLs), so
+/// that the CA a chain ends at is known.
+pub struct ClientTrust {
+    cas: Vec<(CaId, Arc<dyn ClientCertVerifier>)>,
+    hints: Vec<DistinguishedName>,
 }
 
-/// The caller of an established connection, if its certificate maps to exactly one principal.
-pub fn caller(registry: &Registry, certs: Option<&[CertificateDer<'_>]>) -> Option<Caller> {
-    let leaf = certs?.first()?;
-    match identify(registry, leaf) {
-        Identification::One(principal) => Some(Caller {
-            principal,
-            fingerprint: pki::fingerprint(leaf),
-        }),
-        _ => None,
+impl std::fmt::Debug for ClientTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.cas.iter().map(|(id, _)| id))
+            .finish()
     }
 }
 
-/// CA verification first, then "is this exactly one registered organisation?".
+impl ClientTrust {
+    pub fn new(cas: &[TrustedCa]) -> Result<Self, TlsError> {
+        if cas.is_empty() {
+            return Err(TlsError::NoClientCa);
+        }
+        let mut out = Vec::with_capacity(cas.len());
+        let mut hints = Vec::new();
+        for ca in cas {
+            let verifier = |source| TlsError::Verifier {
+                ca: ca.id.clone(),
+                source,
+            };
+            let mut roots = RootCertStore::empty();
+            for r in &ca.roots {
+                roots.add(r.clone())?;
+            }
+            let mut builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if !ca.crls.is_empty() {
+                builder = builder
+                    .with_crls(ca.crls.iter().map(|c| c.der.clone()))
+                    // An intermediate CA without a list of its own is not checked; the CA's own
+                    // list still revokes what it issued.
+                    .allow_unknown_revocation_status();
+            }
+            let built = builder.build().map_err(verifier)?;
+            hints.extend(built.root_hint_subjects().iter().cloned());
+            out.push((ca.id.clone(), built));
+        }
+        Ok(ClientTrust { cas: out, hints })
+    }
+
+    /// The CAs this chain verifies up to (revocation included), or, if none, the most telling
+    /// of their reasons (revoked or expired says more than "unknown issuer").
+    pub fn anchors(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Vec<CaId>, rustls::Error> {
+        let mut anchors = Vec::new();
+        let mut why: Option<rustls::Error> = None;
+        for (id, v) in &self.cas {
+            match v.verify_client_cert(end_entity, intermediates, now) {
+                Ok(_) => anchors.push(id.clone()),
+                Err(e) => {
+                    let unknown = matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(
+                            CertificateError::UnknownIssuer | CertificateError::BadSignature
+                        )
+                    );
+                    if why.is_none() || !unknown {
+                        why = Some(e);
+                    }
+                }
+            }
+        }
+        if anchors.is_empty() {
+            return Err(why.unwrap_or(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )));
+        }
+        Ok(anchors)
+    }
+
+    fn any(&self) -> Option<&Arc<dyn ClientCertVerifier>> {
+        self.cas.first().map(|(_, v)| v)
+    }
+}
+
+/// Why a client certificate does not authenticate anyone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// No trusted CA vouches for it (unknown issuer, revoked, expired...).
+    Untrusted(rustls::Error),
+    /// Trusted, but no identity issued by its CA matches it.
+    Unknown,
+    /// It matches several organisations or peers.
+    Ambiguous(Vec<Principal>),
+}
+
+impl Refused {
+    /// As the handshake reports it.
+    pub fn into_tls(self) -> rustls::Error {
+        match self {
+            Refused::Untrusted(e) => e,
+            Refused::Unknown | Refused::Ambiguous(_) => {
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+            }
+        }
+    }
+}
+
+/// Verifies a client certificate chain (leaf first) against the trusted CAs, then maps it to
+/// the one organisation or peer whose identity, issued by one of those CAs, it carries.
+pub fn authenticate(
+    trust: &ClientTrust,
+    registry: &Registry,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<Caller, Refused> {
+    let anchors = trust
+        .anchors(end_entity, intermediates, now)
+        .map_err(Refused::Untrusted)?;
+    let fingerprint = pki::fingerprint(end_entity);
+    let sans = pki::subject_alt_names(end_entity);
+    match registry.identify(&fingerprint, sans.iter().map(String::as_str), &anchors) {
+        Identification::One(principal) => Ok(Caller {
+            principal,
+            fingerprint,
+        }),
+        Identification::Unknown => Err(Refused::Unknown),
+        Identification::Ambiguous(all) => Err(Refused::Ambiguous(all)),
+    }
+}
+
+/// [`authenticate`] for a chain as a connection holds it.
+pub fn authenticate_chain(
+    trust: &ClientTrust,
+    registry: &Registry,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<Caller, Refused> {
+    match chain.split_first() {
+        Some((leaf, rest)) => authenticate(trust, registry, leaf, rest, now),
+        None => Err(Refused::Untrusted(rustls::Error::NoCertificatesPresented)),
+    }
+}
+
+/// CA verification first, then "is this exactly one registered organisation or peer, as issued
+/// by its own CA?".
 #[derive(Debug)]
 struct OrgVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    trust: Arc<ClientTrust>,
     registry: Live<Registry>,
 }
 
@@ -81,7 +225,7 @@ impl ClientCertVerifier for OrgVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &self.trust.hints
     }
 
     fn verify_client_cert(
@@ -90,21 +234,21 @@ impl ClientCertVerifier for OrgVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        match identify(&self.registry.current(), end_entity) {
-            Identification::One(_) => Ok(ClientCertVerified::assertion()),
-            Identification::Unknown => {
-                tracing::info!(fingerprint = %pki::fingerprint(end_entity), "client certificate from a trusted CA maps to no organisation or peer; handshake refused");
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ))
-            }
-            Identification::Ambiguous(orgs) => {
-                tracing::warn!(fingerprint = %pki::fingerprint(end_entity), principals = ?orgs, "client certificate maps to several organisations or peers; handshake refused");
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ))
+        let registry = self.registry.current();
+        match authenticate(&self.trust, &registry, end_entity, intermediates, now) {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            Err(refused) => {
+                let fingerprint = pki::fingerprint(end_entity);
+                match &refused {
+                    Refused::Untrusted(_) => {}
+                    Refused::Unknown => {
+                        tracing::info!(%fingerprint, "client certificate from a trusted CA maps to no organisation or peer registered for that CA; handshake refused")
+                    }
+                    Refused::Ambiguous(all) => {
+                        tracing::warn!(%fingerprint, principals = ?all, "client certificate maps to several organisations or peers; handshake refused")
+                    }
+                }
+                Err(refused.into_tls())
             }
         }
     }
@@ -115,7 +259,10 @@ impl ClientCertVerifier for OrgVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self.trust.any() {
+            Some(v) => v.verify_tls12_signature(message, cert, dss),
+            None => Err(rustls::Error::General("no client CA".into())),
+        }
     }
 
     fn verify_tls13_signature(
@@ -124,37 +271,86 @@ impl ClientCertVerifier for OrgVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self.trust.any() {
+            Some(v) => v.verify_tls13_signature(message, cert, dss),
+            None => Err(rustls::Error::General("no client CA".into())),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.trust
+            .any()
+            .map(|v| v.supported_verify_schemes())
+            .unwrap_or_default()
     }
 }
 
-/// The API listener's TLS configuration.
-pub fn server_config(
+/// The API listener's TLS configuration for one set of material.
+fn build(
     material: &TlsMaterial,
+    trust: Arc<ClientTrust>,
     registry: Live<Registry>,
 ) -> Result<ServerConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for ca in &material.client_roots {
-        roots.add(ca.clone())?;
-    }
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-    if !material.client_crls.is_empty() {
-        builder = builder
-            .with_crls(material.client_crls.iter().map(|c| c.der.clone()))
-            // A CA without a list is not checked: without this, configuring a list for one CA
-            // would refuse every client of the others.
-            .allow_unknown_revocation_status();
-    }
-    let inner = builder.build()?;
-    let verifier = Arc::new(OrgVerifier { inner, registry });
+    let verifier = Arc::new(OrgVerifier { trust, registry });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOLS)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(material.chain.clone(), material.key.clone_key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The API listener's TLS configuration (for a listener that never reloads).
+pub fn server_config(
+    material: &TlsMaterial,
+    registry: Live<Registry>,
+) -> Result<ServerConfig, TlsError> {
+    build(
+        material,
+        Arc::new(ClientTrust::new(&material.client_cas)?),
+        registry,
+    )
+}
+
+/// What the API listener authenticates with: its rustls configuration (for new connections)
+/// and the trust behind it (for requests on connections already open). Both are [`Live`]: a
+/// reload replaces them together. Clones share them.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub config: Live<ServerConfig>,
+    pub trust: Live<ClientTrust>,
+    pub registry: Live<Registry>,
+}
+
+/// A configuration and trust built, not yet in force (see [`ListenerTls::replace`]).
+pub struct NextTls {
+    config: ServerConfig,
+    trust: Arc<ClientTrust>,
+}
+
+impl ListenerTls {
+    pub fn new(material: &TlsMaterial, registry: Live<Registry>) -> Result<Self, TlsError> {
+        let next = Self::prepare(material, registry.clone())?;
+        Ok(ListenerTls {
+            config: Live::new(next.config),
+            trust: Arc::clone(&next.trust).into(),
+            registry,
+        })
+    }
+
+    /// Builds everything a reload will put in force, so that a failure changes nothing.
+    pub fn prepare(material: &TlsMaterial, registry: Live<Registry>) -> Result<NextTls, TlsError> {
+        let trust = Arc::new(ClientTrust::new(&material.client_cas)?);
+        Ok(NextTls {
+            config: build(material, trust.clone(), registry)?,
+            trust,
+        })
+    }
+
+    /// Puts a prepared configuration in force: new connections handshake with it, and
+    /// connections already open are checked against it on their next request.
+    pub fn replace(&self, next: NextTls) {
+        self.trust.replace_arc(next.trust);
+        self.config.replace(next.config);
+    }
 }

@@ -31,7 +31,7 @@ name = \"Old Partner Trust\"
 kind = \"statutory\"
 sector = \"other\"
 clearance = \"OFFICIAL-SENSITIVE\"
-identities = [{{ san = \"old-partner.clients.postern.test\" }}]
+identities = [{{ san = \"old-partner.clients.postern.test\", ca = \"local\" }}]
 [organisation.endpoint]
 channel = \"email\"
 address = \"info@old-partner.example\"
@@ -42,7 +42,7 @@ id = \"lonely-charity\"
 name = \"Lonely Charity\"
 kind = \"voluntary\"
 clearance = \"OFFICIAL-SENSITIVE\"
-identities = [{{ san = \"lonely-charity.clients.postern.test\" }}]
+identities = [{{ san = \"lonely-charity.clients.postern.test\", ca = \"local\" }}]
 [organisation.endpoint]
 channel = \"email\"
 address = \"info@lonely-charity.example\"
@@ -183,12 +183,7 @@ impl Deployment {
     }
 
     pub fn load(&self) -> config::Config {
-        let opts = LoadOptions {
-            dir: ConfigDir::Dir(self.config_dir.clone()),
-            overrides: Overrides::default(),
-            env: Some(Default::default()),
-        };
-        match config::load(&opts) {
+        match config::load(&self.load_options()) {
             Ok(c) => c,
             Err(e) => panic!("test configuration invalid:\n{e}"),
         }
@@ -196,9 +191,24 @@ impl Deployment {
 
     /// Runs the gateway in this process on an ephemeral port.
     pub async fn start(&self) -> Server {
+        self.start_reloadable().await.0
+    }
+
+    /// The options that load this deployment's configuration (what a reload reads).
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            dir: ConfigDir::Dir(self.config_dir.clone()),
+            overrides: Overrides::default(),
+            env: Some(Default::default()),
+        }
+    }
+
+    /// As [`Deployment::start`], with the handle that reloads its configuration (SIGHUP's work).
+    pub async fn start_reloadable(&self) -> (Server, postern_gateway::daemon::Reloader) {
         let prepared = postern_gateway::daemon::prepare(self.load())
             .await
             .expect("prepare");
+        let reloader = prepared.reloader();
         let addr = prepared.addr;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -209,11 +219,14 @@ impl Deployment {
                 .await
                 .expect("serve");
         });
-        Server {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        (
+            Server {
+                addr,
+                stop: Some(stop),
+                task: Some(task),
+            },
+            reloader,
+        )
     }
 
     /// Runs the real binary (`postern serve`) and waits until it listens.

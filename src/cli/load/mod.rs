@@ -645,7 +645,7 @@ pub async fn null_server(config_dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let config = config::load(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let registry = Live::new(config.registry);
-    let tls = Arc::new(ingest::tls::server_config(&config.tls, registry.clone())?);
+    let tls = ingest::ListenerTls::new(&config.tls, registry)?;
     let listener = tokio::net::TcpListener::bind(config.daemon.listen).await?;
     println!("postern listening on https://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
@@ -654,7 +654,6 @@ pub async fn null_server(config_dir: &Path) -> anyhow::Result<ExitCode> {
         tls,
         ingest::null_router(),
         &config.daemon.limits,
-        registry,
         postern_gateway::daemon::shutdown_signal(),
     )
     .await?;
