@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{OrgId, TransferId};
 use crate::ingest::upload::{Sealed, SpoolUpload, UploadError};
-use crate::store::inbox::{InboxItem, NewInboxItem};
+use crate::store::inbox::{InboxItem, Inserted, NewInboxItem};
 use crate::store::{Store, StoreError, StoredPayload};
-use crate::transfer_log::{InboxRecord, LogEntry, Receipt, RecordKind};
+use crate::transfer_log::{
+    InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, Receipt, RecordKind,
+};
 
 /// What travels in clear with an inbound delivery: enough to file it and for the recipient to
 /// triage it, nothing about the person it concerns (that is in the sealed envelope).
@@ -42,6 +44,62 @@ pub enum InboxError {
     Upload(#[from] UploadError),
     #[error("the payload stream failed: {0}")]
     Stream(std::io::Error),
+    /// This transfer is already held for this recipient with another description; nothing was
+    /// stored, and the refusal is recorded. The fields that differ.
+    #[error("a delivery of this transfer is already held with a different {}", .0.join(", "))]
+    Conflict(Vec<&'static str>),
+}
+
+/// Who brought a delivery into the inbox.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// This gateway's own worker (an `inbox` endpoint).
+    Local,
+    /// A peer gateway, over `POST /v1/inbound`.
+    Peer(PeerRecord),
+}
+
+impl Via {
+    pub fn name(&self) -> &str {
+        match self {
+            Via::Local => "local",
+            Via::Peer(p) => p.peer.as_str(),
+        }
+    }
+}
+
+/// The refusal of a repeat whose description differs from what is held (409 `inbound_conflict`).
+pub fn conflict_record(
+    meta: &InboundMeta,
+    via: PeerRecord,
+    differ: &[&str],
+    at: &str,
+) -> InboundRefusedRecord {
+    InboundRefusedRecord {
+        kind: RecordKind::InboundRefused,
+        transfer_id: meta.transfer_id,
+        at: at.to_owned(),
+        via,
+        sender: meta.sender.clone(),
+        recipient: meta.recipient.clone(),
+        purpose: meta.purpose.clone(),
+        marking: meta.marking.clone(),
+        retain_until: meta.retain_until.clone(),
+        rule: "repeat_matches".into(),
+        code: "inbound_conflict".into(),
+        field: Some("meta".into()),
+        detail: conflict_detail(meta, differ),
+    }
+}
+
+/// The sentence a conflicting repeat is answered and recorded with.
+pub fn conflict_detail(meta: &InboundMeta, differ: &[&str]) -> String {
+    format!(
+        "Transfer {} is already held here for `{}` with a different {}. A repeat must describe the delivery as the first did; nothing was kept.",
+        meta.transfer_id,
+        meta.recipient,
+        differ.join(", ")
+    )
 }
 
 /// The outcome of one delivery into the inbox.
@@ -63,11 +121,11 @@ impl Received {
     }
 }
 
-/// Stores a delivery. `via` is the peer gateway's id, or `local`.
+/// Stores a delivery brought by `via`.
 pub async fn receive<S>(
     store: &Store,
     meta: &InboundMeta,
-    via: &str,
+    via: &Via,
     sealed_envelope: Vec<u8>,
     payload: S,
     expected: Option<u64>,
@@ -100,7 +158,7 @@ where
         recipient: meta.recipient.to_string(),
         sender: meta.sender.to_string(),
         sender_name: meta.sender_name.clone(),
-        via: via.to_owned(),
+        via: via.name().to_owned(),
         purpose: meta.purpose.clone(),
         marking: meta.marking.clone(),
         retain_until: meta.retain_until.clone(),
@@ -117,41 +175,58 @@ where
         inbox_id: id,
         recipient: meta.recipient.clone(),
         sender: meta.sender.clone(),
-        via: via.to_owned(),
+        via: via.name().to_owned(),
         payload_size: summary.sealed_size,
         payload_sha256: sha256.clone(),
     };
-    let entry = LogEntry::of(
-        RecordKind::InboxReceived,
-        &now,
-        meta.transfer_id,
-        Some(&meta.sender),
-        None,
-        &record,
-    )
-    .map_err(StoreError::from)?;
+    let entry = LogEntry::new(&record).map_err(StoreError::from)?;
+    // A conflicting repeat is refused in the same transaction that finds it, and recorded.
+    let conflict = match via {
+        Via::Peer(p) => Some((meta.clone(), p.clone(), now.clone())),
+        Via::Local => None,
+    };
     // As at ingest: the commit and the keeping of its file happen together in a task of their
     // own, whatever becomes of the request that brought them.
     let store = store.clone();
     let commit = tokio::spawn(async move {
         let written = store
             .write(file.is_some(), move |tx| {
-                let (stored, new) = tx.insert_inbox(&item)?;
-                if new {
-                    tx.append(&entry)?;
+                let inserted = tx.insert_inbox(&item)?;
+                match &inserted {
+                    Inserted::New(_) => {
+                        tx.append(&entry)?;
+                    }
+                    Inserted::Conflict(differ) => {
+                        if let Some((meta, peer, at)) = &conflict {
+                            let record = conflict_record(meta, peer.clone(), differ, at);
+                            tx.append(&LogEntry::new(&record)?)?;
+                        }
+                    }
+                    Inserted::Repeat(_) => {}
                 }
-                Ok((stored, new))
+                Ok(inserted)
             })
             .await;
-        if let (Ok((_, true)), Some(f)) = (&written, file) {
+        if let (Ok(Inserted::New(_)), Some(f)) = (&written, file) {
             f.keep();
         }
-        // A repeat's file, or one whose commit failed, is dropped here and deleted.
+        // A repeat's file, a conflict's, or one whose commit failed, is dropped here and deleted.
         written
     });
-    let (item, new) = commit.await.map_err(|e| StoreError::Io {
-        path: "inbox commit".into(),
-        source: std::io::Error::other(e.to_string()),
-    })??;
-    Ok(Received { item, new, sha256 })
+    let inserted = commit
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+    match inserted {
+        Inserted::New(item) => Ok(Received {
+            item,
+            new: true,
+            sha256,
+        }),
+        Inserted::Repeat(item) => Ok(Received {
+            item,
+            new: false,
+            sha256,
+        }),
+        Inserted::Conflict(differ) => Err(InboxError::Conflict(differ)),
+    }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::envelope::{Envelope, FieldError};
-use crate::domain::ids::{OrgId, TransferId};
+use crate::domain::ids::{OrgId, PeerId, TransferId};
 use crate::domain::marking::MarkingScheme;
 use crate::domain::policy::{Authorisation, Refusal};
 use crate::domain::subject::{SubjectHash, SubjectKey};
@@ -55,6 +55,12 @@ pub enum RecordKind {
     RationaleAdded,
     /// Records older than the retention period were deleted; this record says which.
     LogPurged,
+    /// A peer gateway's delivery this gateway refused to hold, with the rule.
+    InboundRefused,
+    /// A transfer request that failed inside the gateway after it got its id (nothing accepted).
+    TransferFailed,
+    /// An operator accepted a log head the gateway had not signed (`postern log accept-head`).
+    HeadAccepted,
 }
 
 impl RecordKind {
@@ -70,6 +76,9 @@ impl RecordKind {
             RecordKind::DecisionDeclined => "decision_declined",
             RecordKind::RationaleAdded => "rationale_added",
             RecordKind::LogPurged => "log_purged",
+            RecordKind::InboundRefused => "inbound_refused",
+            RecordKind::TransferFailed => "transfer_failed",
+            RecordKind::HeadAccepted => "head_accepted",
         }
     }
 }
@@ -330,6 +339,9 @@ pub struct DeliveryAttemptRecord {
     pub attempt: i64,
     /// `email`, `https` or `inbox`.
     pub channel: String,
+    /// The transfer's sender (absent in records written before version 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<OrgId>,
     /// `delivered`, `retrying` or `dead`.
     pub outcome: String,
     /// The SMTP reply, the HTTP status, or the error, as a person can read it.
@@ -364,12 +376,143 @@ pub struct InboxRecord {
     pub payload_sha256: String,
 }
 
+/// A decision not to share, as stored in the body of a `decision_declined` log record. Holds
+/// the reasons and who was considered; never a payload, and subject references only as keyed
+/// hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclinedRecord {
+    pub kind: RecordKind,
+    pub decision_id: TransferId,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The deciding organisation and the certificate it presented.
+    pub sender: SenderRecord,
+    /// The organisations sharing with was considered.
+    pub recipients: Vec<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    pub reasons: String,
+    pub practitioner: PractitionerRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord>,
+    pub data_categories: Vec<String>,
+    pub subject_ref_hashes: Vec<SubjectHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The rationale of an urgent share, recorded after it (a `rationale_added` log record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RationaleRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+    pub sender: SenderRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<PractitionerRecord>,
+    pub justification: String,
+}
+
+/// The peer that brought a refused inbound delivery, and its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub peer: PeerId,
+    /// SHA-256 fingerprint of the client certificate presented.
+    pub certificate: String,
+}
+
+/// A delivery a peer gateway brought to `POST /v1/inbound` that this gateway refused to hold
+/// (`inbound_refused`): who brought it, what it said it was, and which rule refused it. The
+/// payload was never read, or was discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundRefusedRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+    pub via: PeerRecord,
+    pub sender: OrgId,
+    pub recipient: OrgId,
+    /// As the peer stated them.
+    pub purpose: String,
+    pub marking: String,
+    pub retain_until: String,
+    /// The rule that refused it (`marking_within_clearance`, `repeat_differs`...).
+    pub rule: String,
+    /// The code answered (`marking_above_clearance`, `inbound_conflict`...).
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub detail: String,
+}
+
+/// A transfer request that failed inside the gateway after it was given a transfer id (the disk
+/// filled during the upload, the store could not commit): nothing was accepted, and this says
+/// so, with the reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFailedRecord {
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    pub at: String,
+    pub sender: SenderRecord,
+    /// The code answered (`insufficient_storage`, `internal_error`, `unavailable`).
+    pub code: String,
+    pub detail: String,
+}
+
+/// An operator accepted a log head the gateway did not sign at its last shutdown
+/// (`postern log accept-head`): what was found, what the last checkpoint said, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadAcceptedRecord {
+    pub kind: RecordKind,
+    pub at: String,
+    /// The head found: the last record before this one.
+    pub found_seq: i64,
+    /// Hex.
+    pub found_hash: String,
+    /// The last checkpoint signed before it (in the database or the checkpoint file).
+    pub checkpoint_seq: i64,
+    /// Hex.
+    pub checkpoint_hash: String,
+    pub checkpoint_at: String,
+    /// `appended` (records after the checkpoint), `truncated` (the log ends before it) or
+    /// `diverged` (the record at the checkpoint's seq is another).
+    pub found: String,
+    pub reason: String,
+}
+
+/// The checkpoint a purge left the remaining chain anchored to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub seq: i64,
+    pub at: String,
+    /// Hex.
+    pub hash: String,
+}
+
+/// The body of a `log_purged` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPurgedRecord {
+    pub kind: RecordKind,
+    pub at: String,
+    pub retain_days: u32,
+    /// Records stamped before this were due.
+    pub cutoff: String,
+    pub from_seq: i64,
+    pub to_seq: i64,
+    pub records: u64,
+    pub anchor: Anchor,
+    /// Finished transfers (every delivery delivered or dead, payload purged) whose records were
+    /// all purged: their queue rows went too.
+    pub transfers: u64,
+    pub deliveries: u64,
+}
+
 /// How a decision record is filed for searching (`log_facets`, `log_recipients`): the fields a
-/// data protection officer filters on, copied out of the body when it is appended. An index,
-/// not evidence: the chained body is what counts.
+/// data protection officer filters on. An index, not evidence: it is derived from the chained
+/// body ([`Index`]), and `postern log verify` derives it again and compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facets {
-    /// `shared`, `refused`, `rejected` or `declined`.
+    /// `shared`, `refused`, `rejected`, `declined` or `inbound_refused`.
     pub decision: &'static str,
     pub originator: Option<String>,
     pub purpose: Option<String>,
@@ -379,7 +522,8 @@ pub struct Facets {
     /// `routine` or `urgent`.
     pub urgency: Option<String>,
     pub correction_of: Option<TransferId>,
-    /// Accepted urgent shares whose justification was left to follow.
+    /// Accepted urgent shares whose justification was left to follow (until a
+    /// `rationale_added` record for the same transfer).
     pub rationale_to_follow: bool,
     pub recipients: Vec<OrgId>,
 }
@@ -414,7 +558,214 @@ impl Facets {
     }
 }
 
-/// A record ready to append: the indexed columns and the body.
+/// Everything a record is filed under besides its body: the `log` table's columns, the keyed
+/// hashes of its subjects (`log_subjects`) and, for decisions, its facets. Derived from the
+/// record alone, so that appending and verifying compute the same thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    pub kind: RecordKind,
+    pub at: String,
+    pub transfer_id: Option<TransferId>,
+    pub sender: Option<OrgId>,
+    pub code: Option<String>,
+    pub subjects: Vec<SubjectHash>,
+    /// Set on decision records (shared, refused, rejected, declined, inbound refused) only.
+    pub facets: Option<Facets>,
+}
+
+impl Index {
+    fn plain(kind: RecordKind, at: &str, transfer_id: Option<TransferId>) -> Self {
+        Index {
+            kind,
+            at: at.to_owned(),
+            transfer_id,
+            sender: None,
+            code: None,
+            subjects: Vec::new(),
+            facets: None,
+        }
+    }
+}
+
+/// A body of the transfer log: what it is filed under is derived from it.
+pub trait Record: Serialize {
+    fn index(&self) -> Index;
+}
+
+impl Record for TransferRecord {
+    fn index(&self) -> Index {
+        Index {
+            kind: self.kind,
+            at: self.at.clone(),
+            transfer_id: Some(self.transfer_id),
+            sender: Some(self.sender.org.clone()),
+            code: self.decision.code.clone(),
+            subjects: self
+                .envelope
+                .as_ref()
+                .map(|e| e.subject_ref_hashes.clone())
+                .unwrap_or_default(),
+            facets: Some(Facets::of_transfer(self)),
+        }
+    }
+}
+
+impl Record for DeliveryAttemptRecord {
+    fn index(&self) -> Index {
+        Index {
+            sender: self.sender.clone(),
+            code: Some(self.outcome.clone()),
+            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
+        }
+    }
+}
+
+impl Record for PayloadPurgedRecord {
+    fn index(&self) -> Index {
+        Index::plain(self.kind, &self.at, Some(self.transfer_id))
+    }
+}
+
+impl Record for InboxRecord {
+    /// Filed under the transfer's sender; the organisation that received or acknowledged it is
+    /// the record's `recipient`.
+    fn index(&self) -> Index {
+        Index {
+            sender: Some(self.sender.clone()),
+            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
+        }
+    }
+}
+
+impl Record for DeclinedRecord {
+    /// Filed under the decision id, the decider, its subjects (so that a subject access request
+    /// finds decisions not to share too) and its facets (`declined`, with the recipients
+    /// considered).
+    fn index(&self) -> Index {
+        Index {
+            sender: Some(self.sender.org.clone()),
+            subjects: self.subject_ref_hashes.clone(),
+            facets: Some(Facets {
+                decision: "declined",
+                purpose: self.purpose.clone(),
+                recipients: self.recipients.clone(),
+                ..Facets::default()
+            }),
+            ..Index::plain(self.kind, &self.at, Some(self.decision_id))
+        }
+    }
+}
+
+impl Record for RationaleRecord {
+    fn index(&self) -> Index {
+        Index {
+            sender: Some(self.sender.org.clone()),
+            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
+        }
+    }
+}
+
+impl Record for InboundRefusedRecord {
+    /// A decision not to hold: filed as `inbound_refused`, under the sender the peer named, with
+    /// the recipient, purpose and marking as stated.
+    fn index(&self) -> Index {
+        Index {
+            sender: Some(self.sender.clone()),
+            code: Some(self.code.clone()),
+            facets: Some(Facets {
+                decision: "inbound_refused",
+                purpose: Some(self.purpose.clone()),
+                marking: Some(self.marking.clone()),
+                recipients: vec![self.recipient.clone()],
+                ..Facets::default()
+            }),
+            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
+        }
+    }
+}
+
+impl Record for TransferFailedRecord {
+    fn index(&self) -> Index {
+        Index {
+            sender: Some(self.sender.org.clone()),
+            code: Some(self.code.clone()),
+            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
+        }
+    }
+}
+
+impl Record for LogPurgedRecord {
+    fn index(&self) -> Index {
+        Index::plain(self.kind, &self.at, None)
+    }
+}
+
+impl Record for HeadAcceptedRecord {
+    fn index(&self) -> Index {
+        Index::plain(self.kind, &self.at, None)
+    }
+}
+
+/// Why a stored body does not yield an index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the record is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the record has no `kind`")]
+    NoKind,
+    #[error("the record is not a valid `{kind}` record: {source}")]
+    Invalid {
+        kind: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The index of a stored body: its `kind` says which record it is.
+pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: Option<RecordKind>,
+    }
+    let kind = serde_json::from_slice::<Kind>(body)
+        .map_err(IndexError::NotJson)?
+        .kind
+        .ok_or(IndexError::NoKind)?;
+    fn typed<R: Record + serde::de::DeserializeOwned>(
+        kind: RecordKind,
+        body: &[u8],
+    ) -> Result<Index, IndexError> {
+        let r: R = serde_json::from_slice(body).map_err(|source| IndexError::Invalid {
+            kind: kind.as_str().to_owned(),
+            source,
+        })?;
+        Ok(r.index())
+    }
+    let index = match kind {
+        RecordKind::TransferAccepted
+        | RecordKind::TransferRefused
+        | RecordKind::TransferRejected => typed::<TransferRecord>(kind, body)?,
+        RecordKind::DeliveryAttempt => typed::<DeliveryAttemptRecord>(kind, body)?,
+        RecordKind::PayloadPurged => typed::<PayloadPurgedRecord>(kind, body)?,
+        RecordKind::InboxReceived | RecordKind::InboxAcknowledged => {
+            typed::<InboxRecord>(kind, body)?
+        }
+        RecordKind::DecisionDeclined => typed::<DeclinedRecord>(kind, body)?,
+        RecordKind::RationaleAdded => typed::<RationaleRecord>(kind, body)?,
+        RecordKind::LogPurged => typed::<LogPurgedRecord>(kind, body)?,
+        RecordKind::InboundRefused => typed::<InboundRefusedRecord>(kind, body)?,
+        RecordKind::TransferFailed => typed::<TransferFailedRecord>(kind, body)?,
+        RecordKind::HeadAccepted => typed::<HeadAcceptedRecord>(kind, body)?,
+    };
+    // A body whose `kind` disagrees with its type's own (an inbox record claiming to be a
+    // purge) is not what was written.
+    if index.kind != kind {
+        return Err(IndexError::NoKind);
+    }
+    Ok(index)
+}
+
+/// A record ready to append: its index and its body.
 pub struct LogEntry {
     pub kind: RecordKind,
     pub at: String,
@@ -422,47 +773,31 @@ pub struct LogEntry {
     pub sender: Option<OrgId>,
     pub code: Option<String>,
     pub subjects: Vec<SubjectHash>,
-    /// Set on decision records (shared, refused, rejected, declined) only.
     pub facets: Option<Facets>,
     pub body: Vec<u8>,
 }
 
 impl LogEntry {
-    /// Any record body, with the columns it is filed under.
-    pub fn of<T: Serialize>(
-        kind: RecordKind,
-        at: &str,
-        transfer_id: TransferId,
-        sender: Option<&OrgId>,
-        code: Option<String>,
-        body: &T,
-    ) -> Result<Self, serde_json::Error> {
+    /// A record and everything it is filed under (derived from it).
+    pub fn new<R: Record>(record: &R) -> Result<Self, serde_json::Error> {
+        let Index {
+            kind,
+            at,
+            transfer_id,
+            sender,
+            code,
+            subjects,
+            facets,
+        } = record.index();
         Ok(LogEntry {
             kind,
-            at: at.to_owned(),
-            transfer_id: Some(transfer_id),
-            sender: sender.cloned(),
+            at,
+            transfer_id,
+            sender,
             code,
-            subjects: Vec::new(),
-            facets: None,
-            body: serde_json::to_vec(body)?,
-        })
-    }
-
-    pub fn transfer(r: &TransferRecord) -> Result<Self, serde_json::Error> {
-        Ok(LogEntry {
-            kind: r.kind,
-            at: r.at.clone(),
-            transfer_id: Some(r.transfer_id),
-            sender: Some(r.sender.org.clone()),
-            code: r.decision.code.clone(),
-            subjects: r
-                .envelope
-                .as_ref()
-                .map(|e| e.subject_ref_hashes.clone())
-                .unwrap_or_default(),
-            facets: Some(Facets::of_transfer(r)),
-            body: serde_json::to_vec(r)?,
+            subjects,
+            facets,
+            body: serde_json::to_vec(record)?,
         })
     }
 }

@@ -1958,6 +1958,8 @@ impl Gateway {
                     ca: None,
                 }],
                 senders: vec![sender],
+                // This registry defines no purposes: the peer's are taken as given.
+                purposes_as_given: true,
             }],
         )
         .expect("the test registry");
@@ -1977,6 +1979,7 @@ impl Gateway {
                 handshake_timeout: std::time::Duration::from_secs(10),
                 idle_timeout,
                 min_free_bytes: 0,
+                inbound_max_retain_days: 3650,
             },
             wake: Wake::default(),
             max_email_bytes: 1 << 20,

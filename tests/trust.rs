@@ -229,3 +229,289 @@ async fn an_identity_removed_by_a_reload_reaches_connections_already_open() {
     );
     server.stop().await;
 }
+
+/// A multipart body for `POST /v1/inbound`.
+fn inbound_body(meta: &Value, payload: &[u8]) -> (String, bytes::Bytes) {
+    let b = "postern-test-boundary";
+    let mut body = Vec::new();
+    for (name, bytes) in [
+        ("meta", serde_json::to_vec(meta).expect("json")),
+        ("envelope", b"age-encrypted envelope".to_vec()),
+        ("payload", payload.to_vec()),
+    ] {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary={b}"),
+        bytes::Bytes::from(body),
+    )
+}
+
+fn meta(patch: Value) -> Value {
+    let mut m = json!({
+        "transfer_id": "0193a7c4-5e2f-7b3a-9c1d-2f4e6a8b0c1d",
+        "recipient": "riverside-youth",
+        "sender": "northshire-cc",
+        "sender_name": "Northshire County Council Children's Services",
+        "purpose": "early-help",
+        "marking": "OFFICIAL",
+        "retain_until": "2030-01-01"
+    });
+    if let (Some(o), Some(p)) = (m.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    m
+}
+
+async fn deliver(c: &mut Connection, meta: &Value) -> (u16, Value) {
+    let (ct, body) = inbound_body(meta, b"sealed payload bytes");
+    let a = c
+        .raw("POST", "/v1/inbound", &[("content-type", &ct)], body)
+        .await
+        .expect("post");
+    (a.status, common::json(&a))
+}
+
+/// The receiving gateway holds a peer's delivery to its own rules: what its organisation must
+/// not hold is refused with a stable code and field, recorded, and nothing is kept; a repeat
+/// that describes a held delivery differently is a conflict, not a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_deliveries_are_held_to_this_gateways_policy_and_refusals_are_recorded() {
+    let d = Deployment::new();
+    // The MASH receives here over a channel limited to OFFICIAL.
+    d.rewrite(
+        "organisations.toml",
+        "age_recipients_file = \"${state_dir}/keys/orgs/northshire-mash.pub\"",
+        "age_recipients_file = \"${state_dir}/keys/orgs/northshire-mash.pub\"\nmax_marking = \"OFFICIAL\"",
+    );
+    let server = d.start().await;
+    let mut peer = d
+        .connect_with(server.addr, Some(&d.server_identity()))
+        .await
+        .expect("connect as the peer");
+    let id = |n: u32| format!("0193a7c4-5e2f-7b3a-9c1d-{n:012}");
+    let cases = [
+        (
+            json!({"marking": "TOP SECRET"}),
+            403,
+            "marking_above_gateway",
+            "meta.marking",
+            "marking_within_gateway",
+        ),
+        (
+            json!({"marking": ""}),
+            422,
+            "invalid_inbound",
+            "meta.marking",
+            "marking_recognised",
+        ),
+        (
+            json!({"marking": "OFFICIAL-SENSITIVE"}),
+            403,
+            "marking_above_clearance",
+            "meta.marking",
+            "marking_within_clearance",
+        ),
+        (
+            json!({"recipient": "northshire-mash", "marking": "OFFICIAL-SENSITIVE"}),
+            403,
+            "marking_above_channel",
+            "meta.marking",
+            "marking_within_channel",
+        ),
+        (
+            json!({"purpose": "astrology"}),
+            403,
+            "unknown_purpose",
+            "meta.purpose",
+            "purpose_known",
+        ),
+        (
+            json!({"retain_until": "2001-01-01"}),
+            422,
+            "invalid_inbound",
+            "meta.retain_until",
+            "retention_valid",
+        ),
+        (
+            json!({"retain_until": "2999-01-01"}),
+            422,
+            "invalid_inbound",
+            "meta.retain_until",
+            "retention_valid",
+        ),
+        (
+            json!({"sender": "westshire-cc"}),
+            403,
+            "sender_not_permitted",
+            "meta.sender",
+            "sender_permitted",
+        ),
+    ];
+    for (n, (patch, status, code, field, rule)) in cases.iter().enumerate() {
+        let m = meta(json!({"transfer_id": id(n as u32 + 1)}));
+        let m = {
+            let mut m = m;
+            for (k, v) in patch.as_object().expect("patch") {
+                m[k] = v.clone();
+            }
+            m
+        };
+        let (got, problem) = deliver(&mut peer, &m).await;
+        assert_eq!(
+            (got, problem["code"].as_str(), problem["field"].as_str()),
+            (*status, Some(*code), Some(*field)),
+            "{patch}: {problem}"
+        );
+        let refused = d
+            .all_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "inbound_refused")
+            .find(|r| r["transfer_id"] == m["transfer_id"])
+            .unwrap_or_else(|| panic!("{patch}: no inbound_refused record"));
+        assert_eq!(
+            (
+                refused["rule"].as_str(),
+                refused["code"].as_str(),
+                refused["via"]["peer"].as_str(),
+                refused["marking"].clone(),
+            ),
+            (
+                Some(*rule),
+                Some(*code),
+                Some("northshire-gateway"),
+                m["marking"].clone()
+            ),
+            "{refused}"
+        );
+    }
+    let held = |d: &Deployment| -> i64 {
+        d.reader()
+            .conn()
+            .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(held(&d), 0, "nothing refused was kept");
+    assert!(
+        std::fs::read_dir(d.state_dir.join("inbox"))
+            .expect("dir")
+            .next()
+            .is_none()
+    );
+
+    // A good delivery, its faithful repeat, and a repeat that says something else.
+    let good = meta(json!({"transfer_id": id(100)}));
+    let (status, first) = deliver(&mut peer, &good).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = deliver(&mut peer, &good).await;
+    assert_eq!((status, &again["receipt_id"]), (200, &first["receipt_id"]));
+    let mut changed = good.clone();
+    changed["purpose"] = json!("safeguarding-referral");
+    changed["retain_until"] = json!("2031-01-01");
+    let (status, problem) = deliver(&mut peer, &changed).await;
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["field"].as_str()),
+        (409, Some("inbound_conflict"), Some("meta")),
+        "{problem}"
+    );
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("purpose, retain_until"), "{detail}");
+    assert!(
+        d.all_records()
+            .iter()
+            .any(|r| r["kind"] == "inbound_refused"
+                && r["code"] == "inbound_conflict"
+                && r["transfer_id"] == good["transfer_id"]),
+        "the conflict is recorded"
+    );
+    assert_eq!(held(&d), 1);
+    let purpose: String = d
+        .reader()
+        .conn()
+        .query_row("SELECT purpose FROM inbox", [], |r| r.get(0))
+        .expect("purpose");
+    assert_eq!(purpose, "early-help", "the first delivery stays as it was");
+    server.stop().await;
+}
+
+/// What the receiving gateway refuses is a permanent failure for the sending one: dead at the
+/// first attempt, with the receiver's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiving_gateways_refusal_is_permanent_for_the_sender() {
+    let a = Deployment::with_daemon(
+        "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n",
+    );
+    let b = Deployment::new();
+    // B knows A's gateway as a peer (bound to A's CA), and clears the police to OFFICIAL only.
+    let a_fp = postern_gateway::pki::fingerprint(&a.server_identity().chain[0]).to_string();
+    let mut toml = std::fs::read_to_string(b.config_dir.join("postern.toml")).expect("read");
+    toml.push_str(&format!(
+        "\n[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n",
+        a.ca_path().display()
+    ));
+    std::fs::write(b.config_dir.join("postern.toml"), toml).expect("write");
+    std::fs::write(
+        b.config_dir.join("peers.toml"),
+        format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n"),
+    )
+    .expect("write");
+    b.rewrite(
+        "organisations.toml",
+        "sector = \"police\"\nclearance = \"OFFICIAL-SENSITIVE\"",
+        "sector = \"police\"\nclearance = \"OFFICIAL\"",
+    );
+    let b_server = b.start().await;
+    a.rewrite(
+        "organisations.toml",
+        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
+        &format!(
+            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
+            b_server.addr.port(),
+            b.ca_path().display(),
+            b.state_dir.join("keys/orgs/northshire-police.pub").display()
+        ),
+    );
+    let a_server = a.start().await;
+    let mut council = a.connect(a_server.addr, "northshire-cc").await;
+    let answer = common::submit(
+        &mut council,
+        &common::envelope(json!({"marking": "OFFICIAL-SENSITIVE PERSONAL"})),
+        vec![3; 300],
+        None,
+    )
+    .await;
+    let id = common::json(&answer)["transfer_id"]
+        .as_str()
+        .expect("accepted")
+        .to_owned();
+    let s = common::wait_recipient(
+        &mut council,
+        &id,
+        "northshire-police",
+        "a dead delivery",
+        |s| s["state"] == "dead",
+    )
+    .await;
+    assert_eq!(s["attempts"], 1, "permanent at once: {s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403") && e.contains("marking_above_clearance")),
+        "{s}"
+    );
+    assert!(
+        b.all_records()
+            .iter()
+            .any(|r| r["kind"] == "inbound_refused" && r["code"] == "marking_above_clearance"),
+        "the receiver recorded its refusal"
+    );
+    a_server.stop().await;
+    b_server.stop().await;
+}

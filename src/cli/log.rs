@@ -44,8 +44,9 @@ pub struct Filters {
     /// Only this marking (normalised, e.g. 'OFFICIAL-SENSITIVE PERSONAL').
     #[arg(long)]
     marking: Option<String>,
-    /// Only this decision: shared, refused, rejected (malformed or invalid) or declined.
-    #[arg(long, value_parser = ["shared", "refused", "rejected", "declined"])]
+    /// Only this decision: shared, refused, rejected (malformed or invalid), declined, or
+    /// inbound_refused (a peer gateway's delivery this gateway refused to hold).
+    #[arg(long, value_parser = ["shared", "refused", "rejected", "declined", "inbound_refused"])]
     decision: Option<String>,
     /// Only routine or urgent shares.
     #[arg(long, value_parser = ["routine", "urgent"])]
@@ -57,7 +58,7 @@ pub struct Filters {
 
 #[derive(Subcommand)]
 pub enum LogCommand {
-    /// List decisions (shared, refused, rejected, declined), newest first.
+    /// List decisions (shared, refused, rejected, declined, inbound_refused), newest first.
     List {
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,

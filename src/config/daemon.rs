@@ -102,6 +102,7 @@ struct RawLimits {
     handshake_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     min_free_bytes: Option<u64>,
+    inbound_max_retain_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +150,8 @@ pub struct Limits {
     /// Free space the state directory's filesystem keeps in reserve: below it, uploads are
     /// refused (507) before they are read, and the gateway reports itself not ready.
     pub min_free_bytes: u64,
+    /// How far ahead a peer's delivery may say it is to be kept (`retain_until`).
+    pub inbound_max_retain_days: u32,
 }
 
 /// A trusted client CA as configured: the name identities refer to, and its PEM file.
@@ -655,6 +658,12 @@ fn validate(
         100_000,
     );
     let min_free = range(lim.min_free_bytes, "limits.min_free_bytes", 0, 1 << 50);
+    let inbound_retain = range(
+        lim.inbound_max_retain_days,
+        "limits.inbound_max_retain_days",
+        1,
+        36_500,
+    );
     let handshake = range(
         lim.handshake_timeout_secs,
         "limits.handshake_timeout_secs",
@@ -715,8 +724,8 @@ fn validate(
     else {
         return None;
     };
-    let (Some(per_source), Some(handshakes_per_source), Some(min_free)) =
-        (per_source, handshakes_per_source, min_free)
+    let (Some(per_source), Some(handshakes_per_source), Some(min_free), Some(inbound_retain)) =
+        (per_source, handshakes_per_source, min_free, inbound_retain)
     else {
         return None;
     };
@@ -755,6 +764,7 @@ fn validate(
             handshake_timeout: Duration::from_secs(handshake),
             idle_timeout: Duration::from_secs(idle),
             min_free_bytes: min_free,
+            inbound_max_retain_days: u32::try_from(inbound_retain).unwrap_or(u32::MAX),
         },
         spool_identity: paths.expand(&spool_identity),
         subject_key: paths.expand(&subject_key),

@@ -146,6 +146,9 @@ struct RawPeer {
     identities: Vec<RawIdentity>,
     #[serde(default)]
     senders: Vec<String>,
+    /// Take purposes this gateway does not know as the peer states them.
+    #[serde(default)]
+    purposes_as_given: bool,
 }
 
 #[derive(Deserialize)]
@@ -825,6 +828,7 @@ fn peers<'a>(
                 name: raw.name.trim().to_owned(),
                 identities,
                 senders,
+                purposes_as_given: raw.purposes_as_given,
             });
             kept.push(entry.clone());
         }

@@ -191,7 +191,7 @@ impl Deliverer {
                 match inbox::receive(
                     &self.store,
                     &meta,
-                    "local",
+                    &inbox::Via::Local,
                     envelope_bytes,
                     stream,
                     Some(job.payload_size),
@@ -501,19 +501,13 @@ async fn record(
         recipient: recipient.clone(),
         attempt: job.attempt,
         channel: job.channel.clone(),
+        sender: job.sender.parse::<OrgId>().ok(),
         outcome: outcome_name.to_owned(),
         detail,
         receipt,
         next_attempt_at: next,
     };
-    let entry = LogEntry::of(
-        RecordKind::DeliveryAttempt,
-        &at,
-        transfer_id,
-        job.sender.parse::<OrgId>().ok().as_ref(),
-        Some(outcome_name.to_owned()),
-        &rec,
-    )?;
+    let entry = LogEntry::new(&rec)?;
     let (t, r) = (job.transfer_id.clone(), job.recipient.clone());
     d.store
         .write(false, move |tx| {
@@ -556,7 +550,7 @@ async fn purge(d: &Deliverer) {
             transfer_id: tid,
             at: at.clone(),
         };
-        let Ok(entry) = LogEntry::of(RecordKind::PayloadPurged, &at, tid, None, None, &rec) else {
+        let Ok(entry) = LogEntry::new(&rec) else {
             continue;
         };
         let written = d

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod envelope;
 mod fields;
 pub mod ids;
+pub mod inbound;
 pub mod lawful;
 pub mod marking;
 pub mod policy;

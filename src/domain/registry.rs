@@ -203,6 +203,9 @@ pub struct Peer {
     pub identities: Vec<ClientIdentity>,
     /// The organisations it may deliver on behalf of: a peer cannot claim any other sender.
     pub senders: Vec<OrgId>,
+    /// Whether a purpose this gateway does not know is taken as the peer states it (off by
+    /// default: inbound deliveries must name a purpose configured here).
+    pub purposes_as_given: bool,
 }
 
 impl Peer {
@@ -703,6 +706,7 @@ mod tests {
                 name: "Gateway".into(),
                 identities: vec![san("gateway.test", "local")],
                 senders: vec!["a".parse().unwrap()],
+                purposes_as_given: false,
             }],
         )
         .unwrap();
@@ -833,6 +837,7 @@ mod tests {
                 name: "Gateway".into(),
                 identities: vec![san("x.test", "local")],
                 senders: vec![],
+                purposes_as_given: false,
             }],
         )
         .unwrap_err();

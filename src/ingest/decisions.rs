@@ -24,51 +24,12 @@ use super::problem::{self, Problem};
 use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Practitioner};
 use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::policy::Corrected;
-use crate::domain::subject::SubjectHash;
 use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError};
-use crate::transfer_log::{
-    Facets, LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord,
-};
+pub use crate::transfer_log::{DeclinedRecord, RationaleRecord};
+use crate::transfer_log::{LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord};
 
 // ---------------------------------------------------------------------------------------------
 // What is recorded and answered.
-
-/// A decision not to share, as stored in the body of a `decision_declined` log record. Holds
-/// the reasons and who was considered; never a payload, and subject references only as keyed
-/// hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeclinedRecord {
-    pub kind: RecordKind,
-    pub decision_id: TransferId,
-    /// RFC 3339, UTC.
-    pub at: String,
-    /// The deciding organisation and the certificate it presented.
-    pub sender: SenderRecord,
-    /// The organisations sharing with was considered.
-    pub recipients: Vec<OrgId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purpose: Option<String>,
-    pub reasons: String,
-    pub practitioner: PractitionerRecord,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<RequestRecord>,
-    pub data_categories: Vec<String>,
-    pub subject_ref_hashes: Vec<SubjectHash>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-}
-
-/// The rationale of an urgent share, recorded after it (a `rationale_added` log record).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RationaleRecord {
-    pub kind: RecordKind,
-    pub transfer_id: TransferId,
-    pub at: String,
-    pub sender: SenderRecord,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub practitioner: Option<PractitionerRecord>,
-    pub justification: String,
-}
 
 /// The answer to a recorded decision not to share (201).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,61 +49,39 @@ pub struct RationaleRecorded {
     pub recorded_at: String,
 }
 
+/// A decision not to share, as recorded.
+pub fn declined_record(
+    id: TransferId,
+    at: &str,
+    sender: SenderRecord,
+    d: &Decline,
+    key: &crate::domain::subject::SubjectKey,
+    idempotency_key: Option<String>,
+) -> DeclinedRecord {
+    DeclinedRecord {
+        kind: RecordKind::DecisionDeclined,
+        decision_id: id,
+        at: at.to_owned(),
+        sender,
+        recipients: d.recipients.clone(),
+        purpose: d.purpose.as_ref().map(ToString::to_string),
+        reasons: d.reasons.expose().to_owned(),
+        practitioner: practitioner_record(&d.practitioner),
+        request: d.request.as_ref().map(|r| RequestRecord {
+            reference: r.reference.clone(),
+            requested: r.requested.expose().to_owned(),
+        }),
+        data_categories: d.data_categories.iter().map(|c| c.to_string()).collect(),
+        subject_ref_hashes: d.subject_refs.iter().map(|s| s.hash(key)).collect(),
+        idempotency_key,
+    }
+}
+
 fn practitioner_record(p: &Practitioner) -> PractitionerRecord {
     PractitionerRecord {
         name: p.name.clone(),
         role: p.role.clone(),
         contact: p.contact.clone(),
-    }
-}
-
-impl DeclinedRecord {
-    pub fn new(
-        id: TransferId,
-        at: &str,
-        sender: SenderRecord,
-        d: &Decline,
-        key: &crate::domain::subject::SubjectKey,
-        idempotency_key: Option<String>,
-    ) -> Self {
-        DeclinedRecord {
-            kind: RecordKind::DecisionDeclined,
-            decision_id: id,
-            at: at.to_owned(),
-            sender,
-            recipients: d.recipients.clone(),
-            purpose: d.purpose.as_ref().map(ToString::to_string),
-            reasons: d.reasons.expose().to_owned(),
-            practitioner: practitioner_record(&d.practitioner),
-            request: d.request.as_ref().map(|r| RequestRecord {
-                reference: r.reference.clone(),
-                requested: r.requested.expose().to_owned(),
-            }),
-            data_categories: d.data_categories.iter().map(|c| c.to_string()).collect(),
-            subject_ref_hashes: d.subject_refs.iter().map(|s| s.hash(key)).collect(),
-            idempotency_key,
-        }
-    }
-
-    /// The log entry: filed under the decision id, the decider, its subjects (so that a subject
-    /// access request finds decisions not to share too) and its facets (`declined`, with the
-    /// recipients considered).
-    pub fn entry(&self) -> Result<LogEntry, serde_json::Error> {
-        Ok(LogEntry {
-            kind: RecordKind::DecisionDeclined,
-            at: self.at.clone(),
-            transfer_id: Some(self.decision_id),
-            sender: Some(self.sender.org.clone()),
-            code: None,
-            subjects: self.subject_ref_hashes.clone(),
-            facets: Some(Facets {
-                decision: "declined",
-                purpose: self.purpose.clone(),
-                recipients: self.recipients.clone(),
-                ..Facets::default()
-            }),
-            body: serde_json::to_vec(self)?,
-        })
     }
 }
 
@@ -354,7 +293,7 @@ pub async fn decline(
 
     let id = TransferId::from_uuid(uuid::Uuid::now_v7());
     let at = crate::clock::stamp(crate::clock::now());
-    let record = DeclinedRecord::new(
+    let record = declined_record(
         id,
         &at,
         sender(&peer),
@@ -373,7 +312,7 @@ pub async fn decline(
             .collect(),
         decision_url: format!("/v1/decisions/{id}"),
     };
-    let (entry, body) = match (record.entry(), serde_json::to_string(&answer)) {
+    let (entry, body) = match (LogEntry::new(&record), serde_json::to_string(&answer)) {
         (Ok(e), Ok(b)) => (e, b),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(decision_id = %id, error = %e, "could not encode a decision");
@@ -529,14 +468,7 @@ pub async fn rationale(
         practitioner: rationale.practitioner.as_ref().map(practitioner_record),
         justification: rationale.justification.expose().to_owned(),
     };
-    let entry = match LogEntry::of(
-        RecordKind::RationaleAdded,
-        &at,
-        id,
-        Some(&peer.org),
-        None,
-        &record,
-    ) {
+    let entry = match LogEntry::new(&record) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(transfer_id = %id, error = %e, "could not encode a rationale");

@@ -17,10 +17,11 @@ use tracing::Instrument;
 use super::App;
 use super::caller::{OrgCaller, PeerCaller};
 use super::problem::Problem;
-use crate::inbox::{self, InboundMeta, InboxError};
+use crate::domain::inbound::{self, Offer};
+use crate::inbox::{self, InboundMeta, InboxError, Via};
 use crate::metrics;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
-use crate::transfer_log::{InboxRecord, LogEntry, RecordKind};
+use crate::transfer_log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
 
 /// The largest meta part accepted (it is a few hundred bytes in practice).
 const MAX_META: u64 = 64 * 1024;
@@ -75,66 +76,119 @@ fn multer_io(e: multer::Error) -> std::io::Error {
     }
 }
 
-/// Checks the clear description of a delivery before anything else is read: the peer may
-/// speak for the sender, the recipient is served by this gateway's inbox, the date is a date.
-fn check_meta(app: &App, peer: &PeerCaller, meta: &InboundMeta) -> Result<(), Box<Problem>> {
-    let registry = app.registry.current();
-    let Some(p) = registry.peer(&peer.peer) else {
-        return Err(Box::new(Problem::new(
-            403,
-            "not_a_peer",
-            "Your certificate no longer identifies a registered peer gateway.",
-        )));
+/// Refuses a delivery this gateway will not hold: records the refusal (who brought it, what it
+/// said it was, which rule), then answers with the problem. The sending gateway treats the 4xx
+/// as permanent.
+async fn refuse(
+    app: &App,
+    peer: &PeerCaller,
+    meta: &InboundMeta,
+    rule: &str,
+    problem: Problem,
+) -> Response {
+    let at = crate::clock::stamp(crate::clock::now());
+    let record = InboundRefusedRecord {
+        kind: RecordKind::InboundRefused,
+        transfer_id: meta.transfer_id,
+        at,
+        via: PeerRecord {
+            peer: peer.peer.clone(),
+            certificate: peer.fingerprint.to_string(),
+        },
+        sender: meta.sender.clone(),
+        recipient: meta.recipient.clone(),
+        purpose: meta.purpose.clone(),
+        marking: meta.marking.clone(),
+        retain_until: meta.retain_until.clone(),
+        rule: rule.to_owned(),
+        code: problem.code.clone(),
+        field: problem.field.clone(),
+        detail: problem.detail.clone(),
     };
-    if !p.delivers_for(&meta.sender) {
-        return Err(Box::new(Problem::new(
-            403,
-            "sender_not_permitted",
-            format!(
-                "Your gateway is not registered to deliver for `{}`; ask this gateway's operators to add it to your peer entry's `senders`.",
-                meta.sender
-            ),
-        )
-        .with_field("meta.sender")));
-    }
-    // Only organisations this gateway keeps an inbox for: its `inbox` organisations, and those
-    // reached over https (whose inbound endpoint is this one). An email recipient, or one that
-    // cannot receive at all, would get an inbox nobody reads.
-    let served = registry
-        .organisation(&meta.recipient)
-        .and_then(|o| o.endpoint.as_ref())
-        .is_some_and(|e| {
-            matches!(
-                e.channel,
-                crate::domain::registry::Channel::Inbox
-                    | crate::domain::registry::Channel::Https { .. }
+    tracing::info!(transfer_id = %meta.transfer_id, peer = %peer.peer, recipient = %meta.recipient, code = %problem.code, rule, "inbound delivery refused");
+    let entry = match LogEntry::new(&record) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not encode an inbound refusal");
+            return Problem::internal().into_response();
+        }
+    };
+    match app
+        .store
+        .write(false, move |tx| tx.append(&entry).map(|_| ()))
+        .await
+    {
+        Ok(()) => problem.into_response(),
+        Err(e) => {
+            tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not record an inbound refusal");
+            super::problem::store_failure(
+                &e,
+                "The gateway could not record its refusal of this delivery and kept nothing. Retry shortly.",
             )
-        });
-    if !served {
-        return Err(Box::new(
-            Problem::new(
-                422,
-                "recipient_not_here",
-                format!(
-                    "`{}` does not receive through this gateway's inbox.",
-                    meta.recipient
-                ),
-            )
-            .with_field("meta.recipient"),
-        ));
+            .into_response()
+        }
     }
-    let date = time::macros::format_description!("[year]-[month]-[day]");
-    if time::Date::parse(&meta.retain_until, date).is_err() {
-        return Err(Box::new(
-            Problem::new(
-                422,
-                "invalid_inbound",
-                "`retain_until` must be a date, YYYY-MM-DD.",
-            )
-            .with_field("meta.retain_until"),
-        ));
+}
+
+/// Holds the clear description of a delivery to this gateway's rules, before anything else is
+/// read: the peer, the sender, the recipient, the marking, the purpose and the retention date
+/// ([`crate::domain::inbound::admit`]); then, for a repeat of something already held, that it
+/// describes the delivery as the first did. `Err` is the answer, the refusal recorded.
+async fn admit(app: &App, peer: &PeerCaller, meta: &InboundMeta) -> Result<(), Response> {
+    let registry = app.registry.current();
+    let offer = Offer {
+        peer: &peer.peer,
+        sender: &meta.sender,
+        recipient: &meta.recipient,
+        purpose: &meta.purpose,
+        marking: &meta.marking,
+        retain_until: &meta.retain_until,
+    };
+    let today = crate::clock::now().date();
+    if let Err(r) = inbound::admit(&registry, &offer, today, app.limits.inbound_max_retain_days) {
+        let mut p = Problem::new(r.rule.status(), r.rule.code(), r.detail);
+        p.field = r.rule.field().map(str::to_owned);
+        return Err(refuse(app, peer, meta, r.rule.name(), p).await);
     }
-    Ok(())
+    let (transfer, recipient) = (meta.transfer_id.to_string(), meta.recipient.to_string());
+    let held = app
+        .store
+        .read(move |c| items::held(c, &transfer, &recipient))
+        .await;
+    match held {
+        Ok(Some((item, via))) => {
+            let differ = items::differences(
+                &item,
+                &via,
+                &items::Described {
+                    sender: meta.sender.as_str(),
+                    via: peer.peer.as_str(),
+                    purpose: &meta.purpose,
+                    marking: &meta.marking,
+                    retain_until: &meta.retain_until,
+                },
+            );
+            if !differ.is_empty() {
+                let p = Problem::new(
+                    409,
+                    "inbound_conflict",
+                    inbox::conflict_detail(meta, &differ),
+                )
+                .with_field("meta");
+                return Err(refuse(app, peer, meta, "repeat_matches", p).await);
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::error!(transfer_id = %meta.transfer_id, error = %e, "inbox lookup failed");
+            Err(super::problem::store_failure(
+                &e,
+                "The gateway is shutting down and kept nothing from this delivery. Retry shortly.",
+            )
+            .into_response())
+        }
+    }
 }
 
 /// `POST /v1/inbound`: multipart parts `meta` (JSON), `envelope` (the sealed envelope) and
@@ -231,8 +285,8 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
             .into_response();
         }
     };
-    if let Err(p) = check_meta(&app, &peer, &meta) {
-        return p.into_response();
+    if let Err(answer) = admit(&app, &peer, &meta).await {
+        return answer;
     }
     let mut envelope_field = match next("envelope").await {
         Ok(f) => f,
@@ -273,16 +327,11 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
                 Err(_) => failed(stalled()),
             }
         });
-    match inbox::receive(
-        &app.store,
-        &meta,
-        peer.peer.as_str(),
-        envelope,
-        chunks,
-        None,
-    )
-    .await
-    {
+    let via = Via::Peer(PeerRecord {
+        peer: peer.peer.clone(),
+        certificate: peer.fingerprint.to_string(),
+    });
+    match inbox::receive(&app.store, &meta, &via, envelope, chunks, None).await {
         Ok(received) => {
             tracing::info!(transfer_id = %meta.transfer_id, recipient = %meta.recipient, peer = %peer.peer, new = received.new, "inbound delivery received");
             let status = if received.new {
@@ -320,6 +369,13 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
                 .with_field("payload")
                 .into_response()
         }
+        Err(InboxError::Conflict(differ)) => Problem::new(
+            409,
+            "inbound_conflict",
+            inbox::conflict_detail(&meta, &differ),
+        )
+        .with_field("meta")
+        .into_response(),
         Err(InboxError::Store(e)) => {
             tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not store an inbound delivery");
             super::problem::store_failure(
@@ -502,14 +558,7 @@ pub async fn acknowledge(
                 };
                 // Filed under the transfer's sender, like the inbox_received record before it;
                 // the acknowledging organisation is the record's `recipient`.
-                tx.append(&LogEntry::of(
-                    RecordKind::InboxAcknowledged,
-                    &at,
-                    tid,
-                    Some(&rec.sender),
-                    None,
-                    &rec,
-                )?)?;
+                tx.append(&LogEntry::new(&rec)?)?;
             }
             Ok(Some((before, file)))
         })

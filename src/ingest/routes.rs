@@ -503,7 +503,7 @@ async fn record_rejection(req: &Request, problem: &Problem) -> Result<(), StoreE
         decision: DecisionRecord::rejected(&problem.code, &problem.detail, &[]),
         idempotency_key: req.idempotency_key.clone(),
     };
-    let entry = LogEntry::transfer(&record)?;
+    let entry = LogEntry::new(&record)?;
     req.app
         .store
         .write(false, move |tx| tx.append(&entry).map(|_| ()))
@@ -520,7 +520,7 @@ async fn record_decision(
     response: Response,
     counted: impl FnOnce(),
 ) -> Response {
-    let entry = match LogEntry::transfer(&record) {
+    let entry = match LogEntry::new(&record) {
         Ok(e) => e,
         Err(e) => return internal(e, "could not encode a record", req.id).into_response_fail(),
     };
@@ -763,8 +763,8 @@ async fn accept(
         decision: DecisionRecord::accepted(authorisations),
         idempotency_key: req.idempotency_key.clone(),
     };
-    let entry = LogEntry::transfer(&record)
-        .map_err(|e| internal(e, "could not encode a record", req.id))?;
+    let entry =
+        LogEntry::new(&record).map_err(|e| internal(e, "could not encode a record", req.id))?;
     // The spool file (if any) stays guarded until the commit: dropped without `keep`, it goes.
     let (payload, file) = match sealed {
         Sealed::File(f) => (StoredPayload::File(payload_file_name(req.id)), Some(f)),

@@ -24,11 +24,11 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{Store, StoreError, Tx};
 use crate::seal::{SealError, write_secret_file};
+pub use crate::transfer_log::{Anchor, LogPurgedRecord};
 use crate::transfer_log::{LogEntry, RecordKind};
 use crate::verify::{self, Break, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop};
 
@@ -275,33 +275,6 @@ pub async fn thin(store: &Store, now: time::OffsetDateTime) -> Result<usize, Sto
     store.write(false, move |tx| thin_in(tx, now)).await
 }
 
-/// The checkpoint a purge left the remaining chain anchored to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Anchor {
-    pub seq: i64,
-    pub at: String,
-    /// Hex.
-    pub hash: String,
-}
-
-/// The body of a `log_purged` record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct LogPurgedRecord {
-    pub kind: RecordKind,
-    pub at: String,
-    pub retain_days: u32,
-    /// Records stamped before this were due.
-    pub cutoff: String,
-    pub from_seq: i64,
-    pub to_seq: i64,
-    pub records: u64,
-    pub anchor: Anchor,
-    /// Finished transfers (every delivery delivered or dead, payload purged) whose records were
-    /// all purged: their queue rows went too.
-    pub transfers: u64,
-    pub deliveries: u64,
-}
-
 /// What a purge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purge {
@@ -394,16 +367,7 @@ pub fn purge_in(
         transfers: u64::try_from(transfers).unwrap_or(u64::MAX),
         deliveries: u64::try_from(deliveries).unwrap_or(u64::MAX),
     };
-    let seq = tx.append(&LogEntry {
-        kind: RecordKind::LogPurged,
-        at,
-        transfer_id: None,
-        sender: None,
-        code: None,
-        subjects: Vec::new(),
-        facets: None,
-        body: serde_json::to_vec(&record)?,
-    })?;
+    let seq = tx.append(&LogEntry::new(&record)?)?;
     Ok(Purge::Done { seq, record })
 }
 

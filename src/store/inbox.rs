@@ -44,6 +44,61 @@ pub struct InboxItem {
     pub acknowledged_at: Option<String>,
 }
 
+/// What storing an inbound item did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored now.
+    New(InboxItem),
+    /// This transfer already reached this recipient with the same description: the earlier
+    /// item, whose receipt a repeat gets (at-least-once delivery).
+    Repeat(InboxItem),
+    /// This transfer already reached this recipient with another description: nothing stored.
+    /// The fields that differ.
+    Conflict(Vec<&'static str>),
+}
+
+/// The description of a held item that a repeat must match (the sender's display name aside:
+/// a peer may rename an organisation between two attempts).
+pub struct Described<'a> {
+    pub sender: &'a str,
+    pub via: &'a str,
+    pub purpose: &'a str,
+    pub marking: &'a str,
+    pub retain_until: &'a str,
+}
+
+/// The fields in which a held item's description differs from `d`.
+pub fn differences(held: &InboxItem, held_via: &str, d: &Described<'_>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (name, a, b) in [
+        ("sender", held.sender.as_str(), d.sender),
+        ("peer", held_via, d.via),
+        ("purpose", held.purpose.as_str(), d.purpose),
+        ("marking", held.marking.as_str(), d.marking),
+        ("retain_until", held.retain_until.as_str(), d.retain_until),
+    ] {
+        if a != b {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The item held for a transfer and recipient, and the peer it came through.
+pub fn held(
+    conn: &Connection,
+    transfer_id: &str,
+    recipient: &str,
+) -> Result<Option<(InboxItem, String)>, StoreError> {
+    let Some(item) = for_transfer(conn, transfer_id, recipient)? else {
+        return Ok(None);
+    };
+    let via: String = conn
+        .prepare_cached("SELECT via FROM inbox WHERE id = ?1")?
+        .query_row(params![item.id], |r| r.get(0))?;
+    Ok(Some((item, via)))
+}
+
 /// Where an item's sealed payload is.
 pub enum InboxPayload {
     File(String),
@@ -137,11 +192,26 @@ pub fn payload(
 }
 
 impl Tx<'_> {
-    /// Stores an item unless this transfer already reached this recipient. Returns the stored
-    /// item (the earlier one for a repeat) and whether this one was new.
-    pub fn insert_inbox(&mut self, i: &NewInboxItem) -> Result<(InboxItem, bool), StoreError> {
-        if let Some(existing) = for_transfer(self.conn, &i.transfer_id, &i.recipient)? {
-            return Ok((existing, false));
+    /// Stores an item unless this transfer already reached this recipient: a repeat with the
+    /// same description gets the earlier item, one with another description is a conflict.
+    pub fn insert_inbox(&mut self, i: &NewInboxItem) -> Result<Inserted, StoreError> {
+        if let Some((existing, via)) = held(self.conn, &i.transfer_id, &i.recipient)? {
+            let differ = differences(
+                &existing,
+                &via,
+                &Described {
+                    sender: &i.sender,
+                    via: &i.via,
+                    purpose: &i.purpose,
+                    marking: &i.marking,
+                    retain_until: &i.retain_until,
+                },
+            );
+            return Ok(if differ.is_empty() {
+                Inserted::Repeat(existing)
+            } else {
+                Inserted::Conflict(differ)
+            });
         }
         let (file, inline) = match &i.payload {
             StoredPayload::File(f) => (Some(f.as_str()), None),
@@ -169,9 +239,10 @@ impl Tx<'_> {
                 i64::try_from(i.payload_size).unwrap_or(i64::MAX),
                 i.payload_sha256
             ])?;
-        let stored =
-            for_transfer(self.conn, &i.transfer_id, &i.recipient)?.ok_or(StoreError::Closed)?;
-        Ok((stored, true))
+        let stored = for_transfer(self.conn, &i.transfer_id, &i.recipient)?.ok_or_else(|| {
+            StoreError::Task("an inbox item was not found right after it was inserted".into())
+        })?;
+        Ok(Inserted::New(stored))
     }
 
     /// Acknowledges an item and forgets its payload. Returns the item as it was and its spool

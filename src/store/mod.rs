@@ -259,7 +259,7 @@ fn backfill_facets(conn: &Connection) -> Result<(), StoreError> {
     for row in rows {
         let (seq, body) = row?;
         let record: crate::transfer_log::TransferRecord = serde_json::from_slice(&body)?;
-        let mut entry = LogEntry::transfer(&record)?;
+        let mut entry = LogEntry::new(&record)?;
         if let Some(f) = entry.facets.take() {
             insert_facets(conn, seq, &entry, &f)?;
         }

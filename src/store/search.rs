@@ -26,7 +26,7 @@ pub struct LogQuery {
     pub lawful_basis: Option<String>,
     /// The normalised marking, e.g. `OFFICIAL-SENSITIVE PERSONAL`.
     pub marking: Option<String>,
-    /// `shared`, `refused`, `rejected` or `declined`.
+    /// `shared`, `refused`, `rejected`, `declined` or `inbound_refused`.
     pub decision: Option<String>,
     /// `routine` or `urgent`.
     pub urgency: Option<String>,

@@ -314,7 +314,7 @@ pub async fn generate(
             .write(false, move |tx| {
                 let mut out = Vec::with_capacity(records.len());
                 for (record, mut g) in records {
-                    let seq = tx.append(&LogEntry::transfer(&record)?)?;
+                    let seq = tx.append(&LogEntry::new(&record)?)?;
                     g.seq = seq;
                     if g.decision == "shared" {
                         tx.conn().prepare_cached(
