@@ -277,13 +277,16 @@ impl Prepared {
             ..
         } = self;
         let stop = CancellationToken::new();
-        // Health and metrics answer until the very end, so a supervisor sees the drain.
+        // Health and metrics answer until the very end, so a supervisor sees the drain (/readyz
+        // says 503 from its start).
         let ops_stop = CancellationToken::new();
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ops = ops_listener.map(|l| {
-            let ops = Arc::new(crate::ops::Ops::new(
-                upkeep.store.clone(),
-                upkeep.store.spool_dir().to_path_buf(),
-            ));
+            let ops = Arc::new(
+                crate::ops::Ops::new(upkeep.store.clone(), upkeep.store.spool_dir().to_path_buf())
+                    .with_reserve(app.limits.min_free_bytes)
+                    .with_draining(draining.clone()),
+            );
             tokio::spawn(crate::ops::serve(
                 l,
                 ops,
@@ -295,6 +298,10 @@ impl Prepared {
         let upkeep = tokio::spawn(upkeep.run(stop.clone()));
         // The listener is bound (connections queue in its backlog) and the store is open.
         ready();
+        let shutdown = async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
         let served = ingest::serve(listener, tls, app, shutdown).await;
         // Attempts in flight finish (within their own timeout); what is still queued waits in
         // the spool for the next start.

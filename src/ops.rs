@@ -3,9 +3,10 @@
 //! API port exposes nothing but the API.
 //!
 //! - `/healthz`: the process is alive and serving (always 200).
-//! - `/readyz`: the gateway could accept a transfer now: the store answers a read, its writer
-//!   commits, and a file can be created, fsync'd and removed in the spool directory. 200 `ready`,
-//!   or 503 with the reason.
+//! - `/readyz`: the gateway could accept a transfer now: it is not draining for shutdown, the
+//!   state directory's filesystem has its reserve of free space (`limits.min_free_bytes`), the
+//!   store answers a read, its writer commits, and a file can be created, fsync'd and removed in
+//!   the spool directory. 200 `ready`, or 503 with the reason.
 //! - `/metrics`: [`crate::metrics`], with the queue's gauges read from the store at scrape time.
 //!
 //! Like the API, [`serve`] takes its listener and a shutdown future, so tests run it on port 0.
@@ -50,6 +51,12 @@ pub enum NotReady {
     SpoolBusy,
     #[error("{0} did not answer within {secs} s", secs = CHECK_TIMEOUT.as_secs())]
     Timeout(&'static str),
+    #[error("shutting down: finishing requests in flight, accepting no more")]
+    Draining,
+    #[error(
+        "the disk is short of space: {free} bytes free, below the reserve of {reserve} (limits.min_free_bytes); uploads are refused with 507 until space is freed"
+    )]
+    Disk { free: u64, reserve: u64 },
 }
 
 /// What the ops endpoints look at.
@@ -61,6 +68,10 @@ pub struct Ops {
     probing: Arc<tokio::sync::Mutex<()>>,
     /// Whether the last readiness check passed, so that only changes are logged.
     was_ready: AtomicBool,
+    /// Free space the state directory's filesystem keeps in reserve.
+    reserve: u64,
+    /// Set once the gateway has begun to shut down.
+    draining: Arc<AtomicBool>,
 }
 
 impl Ops {
@@ -70,11 +81,36 @@ impl Ops {
             spool_dir,
             probing: Arc::new(tokio::sync::Mutex::new(())),
             was_ready: AtomicBool::new(true),
+            reserve: 0,
+            draining: Arc::default(),
         }
+    }
+
+    /// Not ready while the filesystem has less than `bytes` free.
+    pub fn with_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
+        self
+    }
+
+    /// Not ready once `draining` is set (the gateway has begun to shut down).
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+        self.draining = draining;
+        self
     }
 
     /// Whether the gateway could accept a transfer now.
     pub async fn readiness(&self) -> Result<(), NotReady> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(NotReady::Draining);
+        }
+        if let Ok(free) = self.store.free_bytes()
+            && free < self.reserve
+        {
+            return Err(NotReady::Disk {
+                free,
+                reserve: self.reserve,
+            });
+        }
         let read = self.store.read(|c| {
             Ok(
                 c.query_row("SELECT COUNT(*) FROM log WHERE seq = 1", [], |r| {

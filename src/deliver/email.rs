@@ -186,9 +186,10 @@ impl EmailChannel {
     }
 
     pub async fn deliver(&self, l: Letter<'_>) -> Outcome {
+        // Composing is this gateway's work: a failure is temporary.
         let msg = match self.compose(&l) {
             Ok(m) => m,
-            Err(e) => return Outcome::Permanent(e),
+            Err(e) => return Outcome::Temporary(e),
         };
         let now = crate::clock::stamp(crate::clock::now());
         if let Some(dir) = &self.outbox {

@@ -99,13 +99,16 @@ impl HttpsChannel {
         envelope: Vec<u8>,
         payload: Resealed,
     ) -> Outcome {
+        // Failures on this side (reading the endpoint's CA file, encoding, resealing) are
+        // temporary: only the recipient's answer or a certificate that does not verify is
+        // permanent.
         let client = match self.client(ca_file) {
             Ok(c) => c,
-            Err(e) => return Outcome::Permanent(e),
+            Err(e) => return Outcome::Temporary(e),
         };
         let meta_json = match serde_json::to_vec(meta) {
             Ok(j) => j,
-            Err(e) => return Outcome::Permanent(format!("cannot encode the delivery: {e}")),
+            Err(e) => return Outcome::Temporary(format!("cannot encode the delivery: {e}")),
         };
         let (stream, done) = payload.into_stream();
         let part = |name: &'static str, content_type: &str| Part {
@@ -130,7 +133,7 @@ impl HttpsChannel {
             .body(m.body)
         {
             Ok(r) => r,
-            Err(e) => return Outcome::Permanent(format!("bad endpoint URL `{url}`: {e}")),
+            Err(e) => return Outcome::Temporary(format!("bad endpoint URL `{url}`: {e}")),
         };
         let response = match client.request(request).await {
             Ok(r) => r,
@@ -145,15 +148,6 @@ impl HttpsChannel {
                 ));
             }
         };
-        let summary = match done.await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Outcome::Permanent(format!(
-                    "the spooled payload could not be resealed: {e}"
-                ));
-            }
-            Err(e) => return Outcome::Temporary(format!("resealing stopped: {e}")),
-        };
         let detail = |b: &Bytes| {
             serde_json::from_slice::<serde_json::Value>(b)
                 .ok()
@@ -163,6 +157,21 @@ impl HttpsChannel {
                         .map(|c| format!(" ({c})"))
                 })
                 .unwrap_or_default()
+        };
+        let summary = match done.await {
+            Ok(Ok(s)) => s,
+            // The endpoint answered before it had read the whole payload (it refused the
+            // delivery early, or failed), so resealing stopped for want of a reader: the answer
+            // is the verdict. Otherwise resealing failed on this side, which is temporary.
+            Ok(Err(_)) | Err(_) if !(200..300).contains(&status) => {
+                return answer_outcome(status, &detail(&body));
+            }
+            Ok(Err(e)) => {
+                return Outcome::Temporary(format!(
+                    "the spooled payload could not be resealed: {e}"
+                ));
+            }
+            Err(e) => return Outcome::Temporary(format!("resealing stopped: {e}")),
         };
         match status {
             200 | 201 => match serde_json::from_slice::<Receipt>(&body) {
@@ -178,10 +187,18 @@ impl HttpsChannel {
                 )),
                 Err(e) => Outcome::Temporary(format!("HTTP {status} without a valid receipt: {e}")),
             },
-            408 | 429 => Outcome::Temporary(format!("HTTP {status}{}", detail(&body))),
-            400..=499 => Outcome::Permanent(format!("HTTP {status}{}", detail(&body))),
-            _ => Outcome::Temporary(format!("HTTP {status}{}", detail(&body))),
+            _ => answer_outcome(status, &detail(&body)),
         }
+    }
+}
+
+/// What an answer other than a receipt means: a 4xx (but 408 and 429) is the recipient's
+/// verdict on the delivery, permanent; anything else may change.
+fn answer_outcome(status: u16, detail: &str) -> Outcome {
+    match status {
+        408 | 429 => Outcome::Temporary(format!("HTTP {status}{detail}")),
+        400..=499 => Outcome::Permanent(format!("HTTP {status}{detail}")),
+        _ => Outcome::Temporary(format!("HTTP {status}{detail}")),
     }
 }
 

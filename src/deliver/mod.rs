@@ -8,7 +8,11 @@
 //!   any one recipient, so a slow recipient does not hold up the others.
 //! - Temporary failures are retried with exponential backoff and jitter until the delivery's
 //!   lifetime ends; permanent failures (SMTP 5xx, HTTP 4xx other than 408/429, a certificate
-//!   that does not verify) end it at once. Either way the end is `dead`, with its reason.
+//!   that does not verify) end it at once. Either way the end is `dead`, with its reason. A
+//!   failure on this gateway's own side (disk, store, keys, resealing) is always temporary.
+//! - An outcome that cannot be recorded (the disk is full, the store is busy) is tried again;
+//!   a delivery left `delivering` without an attempt in flight is found by a sweep while the
+//!   gateway runs and queued again, not only at the next start.
 //! - Once every recipient of a transfer is delivered or dead, its sealed payload is deleted
 //!   after a grace period.
 
@@ -124,17 +128,21 @@ impl Deliverer {
         })
     }
 
-    /// One attempt at one delivery.
+    /// One attempt at one delivery. Everything that can go wrong on this gateway's side (its
+    /// registry, its keys, its spool, its disk, resealing) is temporary: only what the recipient's
+    /// side says, or a certificate that does not verify, ends a delivery at once (see the
+    /// channels). A failure here that a reload or freed space cures is retried until the
+    /// delivery's lifetime ends.
     pub async fn attempt(&self, job: &Job) -> Outcome {
         let registry = self.registry.current();
         let Ok(rid) = job.recipient.parse::<OrgId>() else {
-            return Outcome::Permanent(format!("`{}` is not an organisation id", job.recipient));
+            return Outcome::Temporary(format!("`{}` is not an organisation id", job.recipient));
         };
         let Some(recipient) = registry.organisation(&rid) else {
-            return Outcome::Permanent(format!("`{rid}` is no longer a registered organisation"));
+            return Outcome::Temporary(format!("`{rid}` is no longer a registered organisation"));
         };
         let Some(endpoint) = &recipient.endpoint else {
-            return Outcome::Permanent(format!("`{rid}` no longer has a delivery endpoint"));
+            return Outcome::Temporary(format!("`{rid}` no longer has a delivery endpoint"));
         };
         let sender_name = job
             .sender
@@ -145,13 +153,13 @@ impl Deliverer {
         let tls_only = matches!(endpoint.channel, Channel::Email { tls_only: true, .. });
         let target = match Target::parse(&endpoint.age_recipients, tls_only) {
             Ok(t) => t,
-            Err(e) => return Outcome::Permanent(e.to_string()),
+            Err(e) => return Outcome::Temporary(e.to_string()),
         };
         let (envelope, envelope_bytes) =
             match reseal::envelope(&job.sealed_envelope, &self.spool_key, &target) {
                 Ok(x) => x,
                 Err(e) => {
-                    return Outcome::Permanent(format!(
+                    return Outcome::Temporary(format!(
                         "the spooled envelope could not be opened: {e}"
                     ));
                 }
@@ -160,11 +168,11 @@ impl Deliverer {
             (Some(f), _) => Source::File(self.store.spool_dir().join(f)),
             (None, Some(b)) => Source::Inline(b.clone()),
             (None, None) => {
-                return Outcome::Permanent("the payload is no longer in the spool".into());
+                return Outcome::Temporary("the payload is no longer in the spool".into());
             }
         };
         let Ok(transfer_id) = job.transfer_id.parse::<TransferId>() else {
-            return Outcome::Permanent("bad transfer id".into());
+            return Outcome::Temporary("bad transfer id".into());
         };
         let meta = InboundMeta {
             transfer_id,
@@ -207,7 +215,7 @@ impl Deliverer {
                                 "already in this gateway's inbox".into()
                             },
                         },
-                        Ok(Err(e)) => Outcome::Permanent(format!(
+                        Ok(Err(e)) => Outcome::Temporary(format!(
                             "the spooled payload could not be resealed: {e}"
                         )),
                         Err(e) => Outcome::Temporary(format!("resealing stopped: {e}")),
@@ -220,7 +228,7 @@ impl Deliverer {
                     match reseal::collect(payload, self.email.max_message_bytes).await {
                         Ok(x) => x,
                         Err(e) => {
-                            return Outcome::Permanent(format!("cannot prepare the message: {e}"));
+                            return Outcome::Temporary(format!("cannot prepare the message: {e}"));
                         }
                     };
                 self.email
@@ -241,25 +249,101 @@ impl Deliverer {
     }
 }
 
-/// Keeps track of attempts in flight per recipient.
+/// Keeps track of attempts in flight: how many per recipient, and which deliveries.
 #[derive(Default)]
-struct InFlight(Mutex<HashMap<String, usize>>);
+struct InFlight {
+    per_recipient: Mutex<HashMap<String, usize>>,
+    deliveries: Mutex<std::collections::HashSet<(String, String)>>,
+}
 
 impl InFlight {
     fn count(&self, r: &str) -> usize {
-        self.0
+        self.per_recipient
             .lock()
             .map(|m| m.get(r).copied().unwrap_or(0))
             .unwrap_or(usize::MAX)
     }
 
+    fn start(&self, d: &Due) {
+        self.add(&d.recipient, 1);
+        if let Ok(mut s) = self.deliveries.lock() {
+            s.insert((d.transfer_id.clone(), d.recipient.clone()));
+        }
+    }
+
+    fn end(&self, d: &Due) {
+        self.add(&d.recipient, -1);
+        if let Ok(mut s) = self.deliveries.lock() {
+            s.remove(&(d.transfer_id.clone(), d.recipient.clone()));
+        }
+    }
+
+    fn holds(&self, d: &Due) -> bool {
+        self.deliveries
+            .lock()
+            .map(|s| s.contains(&(d.transfer_id.clone(), d.recipient.clone())))
+            .unwrap_or(true)
+    }
+
     fn add(&self, r: &str, delta: isize) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.per_recipient.lock() {
             let e = m.entry(r.to_owned()).or_insert(0);
             *e = e.saturating_add_signed(delta);
             if *e == 0 {
                 m.remove(r);
             }
+        }
+    }
+}
+
+/// How often the worker looks for deliveries left `delivering` with no attempt in flight.
+const STRANDED_SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A delivery claimed this long ago with no attempt in flight is stranded (the claim is written
+/// before the attempt is registered in flight, within the same loop turn, so any age would do;
+/// a margin keeps the sweep from ever racing a claim).
+const STRANDED_AFTER: Duration = Duration::from_secs(5);
+
+/// Queues again the deliveries left `delivering` whose attempt is over but whose outcome could
+/// not be recorded (a full disk, a store that failed): while the gateway runs, not only at the
+/// next start.
+async fn requeue_stranded(d: &Deliverer, in_flight: &InFlight) {
+    let before = clock::stamp(clock::now() - STRANDED_AFTER);
+    let stale = match d
+        .store
+        .read(move |c| queue::stale_in_flight(c, &before))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for stranded deliveries");
+            return;
+        }
+    };
+    let stranded: Vec<Due> = stale.into_iter().filter(|x| !in_flight.holds(x)).collect();
+    if stranded.is_empty() {
+        return;
+    }
+    let now = clock::stamp(clock::now());
+    let n = stranded.len();
+    match d
+        .store
+        .write(false, move |tx| {
+            let mut done = 0;
+            for s in &stranded {
+                if tx.requeue(s, &now)? {
+                    done += 1;
+                }
+            }
+            Ok(done)
+        })
+        .await
+    {
+        Ok(done) => tracing::warn!(
+            deliveries = done,
+            "queued again deliveries whose last outcome could not be recorded"
+        ),
+        Err(e) => {
+            tracing::error!(deliveries = n, error = %e, "could not queue stranded deliveries again; will try again")
         }
     }
 }
@@ -289,11 +373,18 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
     let in_flight = Arc::new(InFlight::default());
     let tracker = TaskTracker::new();
     let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
+    let mut last_sweep = std::time::Instant::now();
     loop {
         // An indexed query: cheap enough to run often, so that a short grace period is honoured.
         if last_purge.elapsed() >= Duration::from_secs(1) {
             purge(&d).await;
             last_purge = std::time::Instant::now();
+        }
+        // In this loop, never alongside a claim: a claimed delivery is registered in flight
+        // before the loop turns again.
+        if last_sweep.elapsed() >= STRANDED_SWEEP_EVERY {
+            requeue_stranded(&d, &in_flight).await;
+            last_sweep = std::time::Instant::now();
         }
         let free = permits.available_permits();
         if free > 0 {
@@ -303,7 +394,7 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             break;
                         };
-                        in_flight.add(&due.recipient, 1);
+                        in_flight.start(&due);
                         let (d, wake, in_flight) = (d.clone(), wake.clone(), in_flight.clone());
                         // Every line logged about this attempt, here or in a channel, carries
                         // the transfer id.
@@ -315,7 +406,7 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
                         tracker.spawn(
                             async move {
                                 run_one(&d, &due).await;
-                                in_flight.add(&due.recipient, -1);
+                                in_flight.end(&due);
                                 drop(permit);
                                 wake.now();
                             }
@@ -420,8 +511,9 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due) {
         }
     };
     if let Err(e) = record(d, &job, &outcome, started.elapsed()).await {
-        // The delivery stays `delivering`; it is retried after the next restart.
-        tracing::error!(transfer_id = %job.transfer_id, error = %e, "could not record a delivery attempt");
+        // The delivery stays `delivering`; once this attempt is no longer in flight, the
+        // worker's sweep queues it again (the recipient side makes a repeat harmless).
+        tracing::error!(transfer_id = %job.transfer_id, error = %e, "could not record a delivery attempt; it will be attempted again");
     }
 }
 

@@ -19,7 +19,9 @@ use super::caller::{OrgCaller, PeerCaller};
 use super::problem::Problem;
 use crate::domain::inbound::{self, Offer};
 use crate::inbox::{self, InboundMeta, InboxError, Via};
+use crate::ingest::upload::UploadError;
 use crate::metrics;
+use crate::seal::SealError;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
 use crate::transfer_log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
 
@@ -224,6 +226,10 @@ pub async fn receive(
 }
 
 async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: Body) -> Response {
+    // Before a byte of the body is read.
+    if let Some(p) = super::storage_short(&app, &headers) {
+        return p.with_field("payload").into_response();
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -383,6 +389,14 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
                 "The gateway is shutting down and kept nothing from this delivery. Retry shortly.",
             )
             .into_response()
+        }
+        Err(InboxError::Upload(UploadError::Seal(SealError::Io(e))))
+            if crate::store::io_full(&e) =>
+        {
+            tracing::warn!(transfer_id = %meta.transfer_id, error = %e, "the disk filled during an inbound delivery; nothing was kept");
+            Problem::insufficient_storage()
+                .with_field("payload")
+                .into_response()
         }
         Err(e) => {
             tracing::error!(transfer_id = %meta.transfer_id, error = %e, "could not store an inbound delivery");

@@ -59,6 +59,36 @@ pub struct App {
     pub max_email_bytes: u64,
 }
 
+/// Refuses an upload before anything of it is read when the state directory's filesystem would
+/// be left with less than `limits.min_free_bytes` free once the request's declared length
+/// (Content-Length, when there is one) is written: 507 with Retry-After, instead of a 500 after
+/// the whole upload was read. A filesystem whose free space cannot be read is not refused: a
+/// write that then fails for want of space is answered 507 too.
+pub(crate) fn storage_short(app: &App, headers: &axum::http::HeaderMap) -> Option<Problem> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let reserve = app.limits.min_free_bytes;
+    match app.store.free_bytes() {
+        Ok(free) if free >= declared.saturating_add(reserve) => None,
+        Ok(free) => {
+            tracing::warn!(
+                free,
+                declared,
+                reserve,
+                "refusing an upload before reading it: the disk would fall below its reserve (limits.min_free_bytes)"
+            );
+            Some(Problem::insufficient_storage())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the free space of the state directory");
+            None
+        }
+    }
+}
+
 /// Every route the API serves, as (method, path template). The OpenAPI document must describe
 /// exactly these (a test checks).
 pub const ROUTES: &[(&str, &str)] = &[

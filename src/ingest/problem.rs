@@ -46,6 +46,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("rationale_already_recorded", 409),
     ("internal_error", 500),
     ("unavailable", 503),
+    ("insufficient_storage", 507),
 ];
 
 /// A problem detail document. Extension members: `code`, `field`, `errors`, `recipient`,
@@ -107,6 +108,7 @@ fn title_for(code: &str, status: u16) -> &'static str {
         415 => "Unsupported media type",
         422 => "Invalid envelope",
         503 => "Unavailable",
+        507 => "Insufficient storage",
         _ => "Internal error",
     }
 }
@@ -178,6 +180,15 @@ impl Problem {
         p
     }
 
+    /// 507: the gateway's disk is full (or below its reserve). Temporary, with Retry-After.
+    pub fn insufficient_storage() -> Self {
+        Problem::new(
+            507,
+            "insufficient_storage",
+            "The gateway is short of storage and kept nothing from this request. Try again later; its operators have been told.",
+        )
+    }
+
     pub fn internal() -> Self {
         Problem::new(
             500,
@@ -191,13 +202,19 @@ impl Problem {
 pub const SHUTTING_DOWN: &str = "The gateway is shutting down. Try again shortly.";
 
 /// A store failure as a problem: 503 while the gateway is shutting down (`detail` says what
-/// was and was not done; the answer carries `Retry-After`), 500 otherwise. The caller logs it.
+/// was and was not done; the answer carries `Retry-After`), 507 when the disk is full (also
+/// with `Retry-After`), 500 otherwise. The caller logs it.
 pub fn store_failure(e: &crate::store::StoreError, detail: &str) -> Problem {
     match e {
         crate::store::StoreError::Closed => Problem::new(503, "unavailable", detail),
+        e if e.is_full() => Problem::insufficient_storage(),
         _ => Problem::internal(),
     }
 }
+
+/// How long a client should wait before retrying after a 507: space is freed by operators or by
+/// deliveries completing, not within seconds.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 60;
 
 /// The envelope field a refusal is about, so a client can highlight it.
 fn rule_field(rule: Rule, recipient_index: Option<usize>) -> Option<String> {
@@ -241,6 +258,12 @@ impl IntoResponse for Problem {
             // Only ever temporary here (shutting down): worth retrying soon.
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STORAGE_RETRY_AFTER_SECS),
+            );
         }
         resp
     }

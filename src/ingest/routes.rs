@@ -37,7 +37,7 @@ use crate::store::{
 };
 use crate::transfer_log::{
     DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
-    TransferRecord,
+    TransferFailedRecord, TransferRecord,
 };
 
 /// The answer to an accepted transfer.
@@ -65,9 +65,14 @@ pub struct AcceptedPayload {
 
 /// How a request ended, when it did not end in 202.
 enum Fail {
-    /// Answer with this problem; record it in the transfer log as a rejection.
+    /// The request is at fault: answer with this problem; record it in the transfer log as a
+    /// rejection.
     Reject(Box<Problem>),
-    /// Answer with this problem without recording it (nothing was decided: e.g. a replay).
+    /// The gateway's side failed after the request got its id (the disk, the store, a bug):
+    /// answer with this problem and record a `transfer_failed` saying so.
+    Failed(Box<Problem>),
+    /// Answer with this without recording it (already recorded, or nothing was decided: e.g. a
+    /// replay).
     Answer(Box<Response>),
 }
 
@@ -99,11 +104,11 @@ struct Request {
 fn internal(e: impl std::fmt::Display, what: &str, id: TransferId) -> Fail {
     tracing::error!(transfer_id = %id, error = %e, "{what}");
     metrics::transfer_error(500);
-    Fail::answer(Problem::internal().with_transfer(id).into_response())
+    Fail::Failed(Box::new(Problem::internal().with_transfer(id)))
 }
 
 /// A store failure: 503 while the gateway is shutting down (the client should retry, ideally
-/// with its Idempotency-Key), 500 otherwise.
+/// with its Idempotency-Key), 507 when the disk is full, 500 otherwise.
 fn store_failure(e: StoreError, what: &str, id: TransferId) -> Fail {
     if matches!(e, StoreError::Closed) {
         tracing::warn!(transfer_id = %id, "{what}: the store is closed (shutting down)");
@@ -115,7 +120,23 @@ fn store_failure(e: StoreError, what: &str, id: TransferId) -> Fail {
         "The gateway is shutting down and accepted nothing from this request. Retry shortly with the same Idempotency-Key.",
     );
     metrics::transfer_error(problem.status);
-    Fail::answer(problem.with_transfer(id).into_response())
+    Fail::Failed(Box::new(problem.with_transfer(id)))
+}
+
+/// The upload could not be sealed into the spool: a full disk is 507 (temporary), anything else
+/// an internal failure.
+fn upload_failure(e: UploadError, id: TransferId) -> Fail {
+    let full =
+        matches!(&e, UploadError::Seal(seal::SealError::Io(io)) if crate::store::io_full(io));
+    if full {
+        tracing::warn!(transfer_id = %id, error = %e, "the disk filled during an upload; nothing was kept");
+        metrics::transfer_error(507);
+        Fail::Failed(Box::new(
+            Problem::insufficient_storage().with_field("payload"),
+        ))
+    } else {
+        internal(e, "sealing failed", id)
+    }
 }
 
 /// The client went away or the connection failed mid-request: usually nobody is left to read
@@ -168,6 +189,17 @@ async fn submit_as(
     match run(&mut req, &headers, body).await {
         Ok(resp) => resp,
         Err(Fail::Answer(resp)) => *resp,
+        Err(Fail::Failed(problem)) => {
+            // Nothing was accepted; the log says so, if it still can.
+            match record_failure(&req, &problem).await {
+                Ok(()) => {}
+                Err(StoreError::Closed) => {}
+                Err(e) => {
+                    tracing::error!(transfer_id = %req.id, error = %e, code = %problem.code, "could not record a failed transfer request")
+                }
+            }
+            (*problem).with_transfer(req.id).into_response()
+        }
         Err(Fail::Reject(problem)) => {
             tracing::info!(transfer_id = %req.id, sender = %req.peer.org, status = problem.status, code = %problem.code, "transfer rejected");
             match record_rejection(&req, &problem).await {
@@ -184,10 +216,12 @@ async fn submit_as(
 }
 
 impl Fail {
+    /// The answer, for a failure met while recording something else (the record it would
+    /// have written is the one that failed).
     fn into_response_fail(self) -> Response {
         match self {
             Fail::Answer(r) => *r,
-            Fail::Reject(p) => p.into_response(),
+            Fail::Reject(p) | Fail::Failed(p) => p.into_response(),
         }
     }
 }
@@ -239,6 +273,11 @@ async fn next_chunk(
 async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Response, Fail> {
     let app = req.app.clone();
     let limits = &app.limits;
+    // Before a byte of the body is read.
+    if let Some(p) = super::storage_short(&app, headers) {
+        metrics::transfer_error(507);
+        return Err(Fail::Failed(Box::new(p.with_field("payload"))));
+    }
     req.idempotency_key = idempotency_key(headers)?;
 
     let content_type = headers
@@ -411,7 +450,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     let mut upload = SpoolUpload::start(path, app.spool_recipient.clone(), declared);
     let streamed: Result<(), Fail> = async {
         while let Some(chunk) = next_chunk(&mut field, req).await? {
-            upload.write(chunk).await.map_err(|e| internal(e, "sealing failed", req.id))?;
+            upload.write(chunk).await.map_err(|e| upload_failure(e, req.id))?;
         }
         drop(field);
         match multipart.next_field().await {
@@ -429,7 +468,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     let (summary, sealed) = match upload.finish().await {
         Ok(done) => done,
         Err(UploadError::Abandoned) => return Err(interrupted()),
-        Err(e) => return Err(internal(e, "sealing failed", req.id)),
+        Err(e) => return Err(upload_failure(e, req.id)),
     };
 
     // 5. Record and commit; answer only once durable.
@@ -502,6 +541,24 @@ async fn record_rejection(req: &Request, problem: &Problem) -> Result<(), StoreE
         payload: None,
         decision: DecisionRecord::rejected(&problem.code, &problem.detail, &[]),
         idempotency_key: req.idempotency_key.clone(),
+    };
+    let entry = LogEntry::new(&record)?;
+    req.app
+        .store
+        .write(false, move |tx| tx.append(&entry).map(|_| ()))
+        .await
+}
+
+/// A request that failed on the gateway's side after it got its id is recorded too: nothing was
+/// accepted, and the record says why (`transfer_failed`).
+async fn record_failure(req: &Request, problem: &Problem) -> Result<(), StoreError> {
+    let record = TransferFailedRecord {
+        kind: RecordKind::TransferFailed,
+        transfer_id: req.id,
+        at: crate::clock::stamp(crate::clock::now()),
+        sender: sender(req),
+        code: problem.code.clone(),
+        detail: problem.detail.clone(),
     };
     let entry = LogEntry::new(&record)?;
     req.app

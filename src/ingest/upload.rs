@@ -124,7 +124,8 @@ struct DirectFile {
     to_writer: std::sync::mpsc::SyncSender<ToWriter>,
     returned: std::sync::mpsc::Receiver<Aligned>,
     allocated: usize,
-    writer: std::thread::JoinHandle<std::io::Result<()>>,
+    /// `None` once joined (after it failed).
+    writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl DirectFile {
@@ -163,10 +164,15 @@ impl DirectFile {
                 let mut write_block = |buf: &Aligned, n: usize| -> std::io::Result<()> {
                     let written = file.write(&buf.raw[buf.start..buf.start + n])?;
                     if written != n {
-                        // A short direct write would leave the next one misaligned.
-                        return Err(std::io::Error::other(format!(
-                            "short direct write ({written} of {n} bytes)"
-                        )));
+                        // A short direct write would leave the next one misaligned. A regular
+                        // file is written short when its filesystem (or quota) runs out of
+                        // space, which is how the caller must hear of it.
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::StorageFull,
+                            format!(
+                                "short direct write ({written} of {n} bytes): the disk is full"
+                            ),
+                        ));
                     }
                     Ok(())
                 };
@@ -195,16 +201,23 @@ impl DirectFile {
             to_writer,
             returned,
             allocated: 1,
-            writer,
+            writer: Some(writer),
         }))
     }
 
-    fn writer_failed(self) -> std::io::Error {
-        drop(self.to_writer);
-        match self.writer.join() {
-            Ok(Err(e)) => e,
+    /// The writer thread's own error, once it has stopped (it stops only on an error, or when
+    /// told to finish): a full disk must reach the caller as itself, not as "stopped".
+    fn writer_error(&mut self) -> std::io::Error {
+        match self.writer.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
             _ => std::io::Error::other("the spool writer stopped"),
         }
+    }
+
+    fn writer_failed(mut self) -> std::io::Error {
+        let (dead, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.to_writer, dead));
+        self.writer_error()
     }
 
     fn next_buffer(&mut self) -> std::io::Result<Aligned> {
@@ -215,9 +228,10 @@ impl DirectFile {
             self.allocated += 1;
             return Aligned::new().ok_or_else(|| std::io::Error::other("cannot align a buffer"));
         }
-        self.returned
-            .recv()
-            .map_err(|_| std::io::Error::other("the spool writer stopped"))
+        match self.returned.recv() {
+            Ok(b) => Ok(b),
+            Err(_) => Err(self.writer_error()),
+        }
     }
 
     /// Writes the rest, cuts the padding off and fsyncs.
@@ -244,10 +258,14 @@ impl DirectFile {
         {
             return Err(self.writer_failed());
         }
-        drop(self.to_writer);
-        self.writer
-            .join()
-            .map_err(|_| std::io::Error::other("the spool writer failed"))?
+        let (dead, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.to_writer, dead));
+        match self.writer.take() {
+            Some(w) => w
+                .join()
+                .map_err(|_| std::io::Error::other("the spool writer failed"))?,
+            None => Err(std::io::Error::other("the spool writer stopped")),
+        }
     }
 }
 
@@ -268,7 +286,7 @@ impl Write for DirectFile {
                 .send(ToWriter::Block(full, Self::BUFFER))
                 .is_err()
             {
-                return Err(std::io::Error::other("the spool writer stopped"));
+                return Err(self.writer_error());
             }
         }
         Ok(n)

@@ -53,6 +53,83 @@ pub enum StoreError {
     Missing(String),
     #[error("another postern process is using the state directory {0} (it holds {0}/postern.lock)")]
     Locked(String),
+    /// The filesystem under the state directory is full (or the quota is reached): nothing was
+    /// written. Temporary: it passes when space is freed.
+    #[error("the disk is full: {0}")]
+    Full(String),
+    /// The transfer log's last record cannot be chained from (its hash is unreadable or not 32
+    /// bytes): appending would fork or restart the chain, so nothing is appended.
+    #[error(
+        "the transfer log's head (record {seq}) cannot be chained from: {why}; run `postern log verify`"
+    )]
+    BadHead { seq: i64, why: String },
+}
+
+/// Whether an IO error says the disk (or the quota) is full.
+pub fn io_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::StorageFull | K::QuotaExceeded | K::FileTooLarge
+    )
+}
+
+impl StoreError {
+    /// Whether the store failed because the disk is full: a condition the caller answers with
+    /// 507 (and a delivery retries), never a 500.
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Full(_) => true,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Io { source, .. } => io_full(source),
+            _ => false,
+        }
+    }
+}
+
+/// Why a write job or its batch's commit failed, kept typed across the writer thread so that a
+/// full disk is still known to be one.
+#[derive(Debug, Clone)]
+struct CommitFailure {
+    message: String,
+    full: bool,
+}
+
+impl CommitFailure {
+    fn other(message: impl Into<String>) -> Self {
+        CommitFailure {
+            message: message.into(),
+            full: false,
+        }
+    }
+
+    fn sql(what: &str, e: &rusqlite::Error) -> Self {
+        let full = matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull);
+        CommitFailure {
+            message: format!("{what}: {e}"),
+            full,
+        }
+    }
+
+    fn io(what: &str, e: &std::io::Error) -> Self {
+        CommitFailure {
+            message: format!("{what}: {e}"),
+            full: io_full(e),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        if self.full {
+            StoreError::Full(self.message)
+        } else {
+            StoreError::Io {
+                path: "commit".into(),
+                source: std::io::Error::other(self.message),
+            }
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -303,24 +380,34 @@ struct ChainHead {
     hash: [u8; 32],
 }
 
+/// The chain's head. A head hash that is unreadable or of the wrong length is an error, never
+/// the genesis value: chaining from genesis would silently restart the chain after a tamperer
+/// (or damage) blanked the last record's hash.
 fn chain_head(conn: &Connection) -> Result<ChainHead, StoreError> {
-    let row: Option<(i64, Vec<u8>)> = conn
+    let row: Option<(i64, rusqlite::types::Value)> = conn
         .query_row(
             "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    Ok(match row {
-        Some((seq, hash)) => ChainHead {
-            seq,
-            hash: hash.try_into().unwrap_or(GENESIS),
-        },
-        None => ChainHead {
+    match row {
+        None => Ok(ChainHead {
             seq: 0,
             hash: GENESIS,
+        }),
+        Some((seq, rusqlite::types::Value::Blob(b))) => match <[u8; 32]>::try_from(b.as_slice()) {
+            Ok(hash) => Ok(ChainHead { seq, hash }),
+            Err(_) => Err(StoreError::BadHead {
+                seq,
+                why: format!("its hash is {} bytes, not 32", b.len()),
+            }),
         },
-    })
+        Some((seq, _)) => Err(StoreError::BadHead {
+            seq,
+            why: "its hash is not a blob".into(),
+        }),
+    }
 }
 
 /// The writer's view of the open transaction, handed to each write job.
@@ -489,7 +576,7 @@ impl Tx<'_> {
 /// A write job. Given the open transaction (in a savepoint of its own) it runs and says whether
 /// it succeeded; given `None` (the transaction could not be opened) it does not run. Either way
 /// it returns what to do once the batch's outcome is known.
-type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Finisher = Box<dyn FnOnce(Result<(), CommitFailure>) + Send>;
 type JobFn = Box<dyn FnOnce(Option<&mut Tx<'_>>) -> (bool, Finisher) + Send>;
 type Job = (bool, JobFn);
 
@@ -544,6 +631,9 @@ impl Store {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         migrate(&mut conn, &path)?;
+        // A log whose head cannot be chained from is refused now, with its reason, rather than
+        // every write failing later.
+        chain_head(&conn)?;
         let mut sweep = sweep_orphans(
             &conn,
             &spool,
@@ -579,6 +669,11 @@ impl Store {
         &self.spool_dir
     }
 
+    /// Bytes free for this (unprivileged) process on the filesystem holding the spool.
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        free_bytes(&self.spool_dir)
+    }
+
     /// Where an inbox item's sealed payload file lives.
     pub fn inbox_path(&self, id: &str) -> PathBuf {
         self.inbox_dir.join(format!("{id}.age"))
@@ -611,13 +706,12 @@ impl Store {
                     None => Err(StoreError::Closed),
                 };
                 let ok = result.is_ok();
-                let finish: Finisher = Box::new(move |commit: Result<(), String>| {
-                    let out = match commit {
-                        Ok(()) => result,
-                        Err(msg) => Err(StoreError::Io {
-                            path: "commit".into(),
-                            source: std::io::Error::other(msg),
-                        }),
+                let finish: Finisher = Box::new(move |commit: Result<(), CommitFailure>| {
+                    let out = match (commit, result) {
+                        (Ok(()), r) => r,
+                        // The job's own error says most (a full disk inside the job is one).
+                        (Err(_), Err(e)) => Err(e),
+                        (Err(f), Ok(_)) => Err(f.into_error()),
                     };
                     let _ = done.send(out);
                 });
@@ -648,6 +742,12 @@ impl Store {
     }
 }
 
+/// Bytes available to an unprivileged process on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let v = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(v.f_bavail.saturating_mul(v.f_frsize))
+}
+
 pub fn payload_file_name(id: TransferId) -> String {
     format!("{id}.age")
 }
@@ -676,28 +776,32 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
         if head.seq < 0 {
             for (_, job) in batch {
                 let (_, finish) = job(None);
-                finish(Err("the transfer log could not be opened".into()));
+                finish(Err(CommitFailure::other(
+                    "the transfer log's head cannot be chained from",
+                )));
             }
             continue;
         }
         // One fsync of each directory covers every new spool or inbox file in the batch.
         let dir_synced = if batch.iter().any(|(sync, _)| *sync) {
             dirs.iter().try_for_each(|d| {
-                fsync_dir(d).map_err(|e| format!("fsync of {} failed: {e}", d.display()))
+                fsync_dir(d)
+                    .map_err(|e| CommitFailure::io(&format!("fsync of {}", d.display()), &e))
             })
         } else {
             Ok(())
         };
 
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let failure = CommitFailure::sql("cannot begin a transaction", &e);
             for (_, job) in batch {
                 let (_, finish) = job(None);
-                finish(Err(format!("cannot begin a transaction: {e}")));
+                finish(Err(failure.clone()));
             }
             continue;
         }
         let saved = head;
-        let mut finishers: Vec<(Option<String>, Finisher)> = Vec::with_capacity(batch.len());
+        let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
         for (needs_dir, job) in batch {
             let forced = if needs_dir {
                 dir_synced.as_ref().err().cloned()
@@ -706,7 +810,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
             };
             if let Err(e) = conn.execute_batch("SAVEPOINT job") {
                 let (_, finish) = job(None);
-                finishers.push((Some(format!("cannot open a savepoint: {e}")), finish));
+                finishers.push((
+                    Some(CommitFailure::sql("cannot open a savepoint", &e)),
+                    finish,
+                ));
                 continue;
             }
             let before = head;
@@ -724,8 +831,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
                 // durable, or the release failed: undo exactly its writes.
                 let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
                 head = before;
-                let forced =
-                    forced.or_else(|| (ok).then(|| format!("cannot release a savepoint: {e}")));
+                let forced = forced
+                    .or_else(|| ok.then(|| CommitFailure::sql("cannot release a savepoint", &e)));
                 finishers.push((forced, finish));
             } else {
                 finishers.push((None, finish));
@@ -733,7 +840,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
         }
         let committed = conn
             .execute_batch("COMMIT")
-            .map_err(|e| format!("commit failed: {e}"));
+            .map_err(|e| CommitFailure::sql("commit failed", &e));
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
             head = saved;

@@ -126,6 +126,20 @@ pub fn job(
         .optional()?)
 }
 
+/// Deliveries in flight (`delivering`) whose claim or last change is older than `before`.
+pub fn stale_in_flight(conn: &Connection, before: &str) -> Result<Vec<Due>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND updated_at < ?1",
+    )?;
+    let rows = stmt.query_map(params![before], |r| {
+        Ok(Due {
+            transfer_id: r.get(0)?,
+            recipient: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Transfers whose every recipient is delivered or dead since before `cutoff`, payload still held.
 pub fn purgeable(
     conn: &Connection,
@@ -150,6 +164,18 @@ impl Tx<'_> {
             "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?1, updated_at = ?1, last_error = 'interrupted: the gateway stopped during the attempt' WHERE state = 'delivering'",
             params![now],
         )?)
+    }
+
+    /// A delivery left `delivering` although no attempt is in flight (its outcome could not be
+    /// recorded): queued again now. The recipient side makes the repeat harmless.
+    pub fn requeue(&mut self, d: &Due, now: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, updated_at = ?3, last_error = 'interrupted: the outcome of the last attempt could not be recorded' WHERE transfer_id = ?1 AND recipient = ?2 AND state = 'delivering'",
+            )?
+            .execute(params![d.transfer_id, d.recipient, now])?;
+        Ok(n == 1)
     }
 
     /// Marks a due delivery as in flight and counts the attempt. False if someone else got it

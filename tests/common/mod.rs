@@ -209,6 +209,7 @@ impl Deployment {
             .await
             .expect("prepare");
         let reloader = prepared.reloader();
+        let ops = prepared.ops_addr;
         let addr = prepared.addr;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -222,6 +223,7 @@ impl Deployment {
         (
             Server {
                 addr,
+                ops,
                 stop: Some(stop),
                 task: Some(task),
             },
@@ -369,6 +371,8 @@ impl Deployment {
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The health and metrics listener.
+    pub ops: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -525,6 +529,29 @@ pub fn db_bytes(state_dir: &Path) -> Vec<u8> {
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A plain HTTP GET (the ops listener): status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Polls until `f` returns Some, or panics after `secs` seconds.
