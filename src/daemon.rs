@@ -60,6 +60,10 @@ pub enum DaemonError {
     CheckpointKey(#[from] KeyError),
     #[error("cannot listen for signals: {0}")]
     Signals(#[source] std::io::Error),
+    /// The transfer log's head is not one this gateway signed: it will not sign what it did not
+    /// write. The message says what was found and what to do.
+    #[error("{0}")]
+    LogHead(String),
 }
 
 /// Why a reload was refused; the configuration in force stays.
@@ -103,6 +107,12 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let keys = KeyPrints::of(&spool_key, &subject_key);
     let checkpoint_key = Arc::new(CheckpointKey::from_file(&daemon.log.checkpoint_key)?);
     let (store, sweep) = Store::open(&daemon.state_dir)?;
+    let checkpoint_file = daemon
+        .log
+        .checkpoint_file
+        .clone()
+        .map(checkpoint::CheckpointFile::new);
+    check_head(&store, &checkpoint_key, checkpoint_file.as_ref()).await?;
     if sweep.orphans_removed > 0 {
         tracing::info!(
             removed = sweep.orphans_removed,
@@ -182,6 +192,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             store,
             key: checkpoint_key,
             settings: daemon.log,
+            file: checkpoint_file,
         },
         reloader,
     })
@@ -294,7 +305,11 @@ impl Prepared {
             ))
         });
         let worker = tokio::spawn(deliver::run(deliverer, wake, stop.clone()));
-        let (store, key) = (upkeep.store.clone(), upkeep.key.clone());
+        let (store, key, file) = (
+            upkeep.store.clone(),
+            upkeep.key.clone(),
+            upkeep.file.clone(),
+        );
         let upkeep = tokio::spawn(upkeep.run(stop.clone()));
         // The listener is bound (connections queue in its backlog) and the store is open.
         ready();
@@ -316,9 +331,13 @@ impl Prepared {
         }
         // A purge under way finishes (it is one write job); nothing else is waited for.
         let _ = upkeep.await;
-        // Last, so that it signs every record the requests and attempts above wrote.
-        match checkpoint::checkpoint(&store, key).await {
-            Ok(Some(c)) => tracing::info!(seq = c.seq, "signed the transfer log's head"),
+        // Last, so that it signs every record the requests and attempts above wrote; marked
+        // as a clean shutdown's, which the next start compares the head with.
+        match checkpoint::shutdown_checkpoint(&store, key).await {
+            Ok(Some(c)) => {
+                checkpoint::publish(file.as_ref(), &c);
+                tracing::info!(seq = c.seq, "signed the transfer log's head at shutdown");
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
         }
@@ -545,7 +564,8 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
     );
     check(
         log.checkpoint_interval != new.log.checkpoint_interval
-            || log.retain_days != new.log.retain_days,
+            || log.retain_days != new.log.retain_days
+            || log.checkpoint_file != new.log.checkpoint_file,
         "log",
     );
     changed
@@ -655,11 +675,44 @@ mod systemd {
 /// How often the retention purge and checkpoint thinning run.
 const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
+/// Refuses to start on a transfer log whose head this gateway did not sign: records added while
+/// it was stopped, records deleted, or a record rewritten, since the last checkpoint it signed
+/// (in the database or the checkpoint file). Records written after the last checkpoint before
+/// an unclean stop are the gateway's own, and are signed at the next checkpoint, with a warning.
+async fn check_head(
+    store: &Store,
+    key: &Arc<CheckpointKey>,
+    file: Option<&checkpoint::CheckpointFile>,
+) -> Result<(), DaemonError> {
+    let (public, file) = (*key.public(), file.cloned());
+    let found = store
+        .read(move |c| checkpoint::head_found(c, &public, file.as_ref()))
+        .await?;
+    match &found.state {
+        crate::verify::HeadState::Signed => Ok(()),
+        s @ crate::verify::HeadState::AfterUncleanStop { .. } => {
+            tracing::warn!(
+                "the gateway did not stop cleanly last time: {}; they are signed at the next checkpoint",
+                s.describe()
+            );
+            Ok(())
+        }
+        s => {
+            tracing::error!(state = s.kind(), "{}", s.describe());
+            Err(DaemonError::LogHead(format!(
+                "refusing to start: {}. The gateway does not sign records it did not write. Run `postern log verify` to see what changed; if it is legitimate (a backup restored, say), accept it with `postern log accept-head --config DIR --reason \"...\"` (which records the acceptance in the log), then start the gateway.",
+                s.describe()
+            )))
+        }
+    }
+}
+
 /// The transfer log's upkeep: periodic checkpoints, the retention purge, checkpoint thinning.
 struct Upkeep {
     store: Store,
     key: Arc<CheckpointKey>,
     settings: LogSettings,
+    file: Option<checkpoint::CheckpointFile>,
 }
 
 impl Upkeep {
@@ -677,8 +730,10 @@ impl Upkeep {
                 () = stop.cancelled() => break,
                 _ = purge.tick() => self.purge().await,
                 _ = sign.tick() => {
-                    if let Err(e) = checkpoint::checkpoint(&self.store, self.key.clone()).await {
-                        tracing::error!(error = %e, "could not sign the transfer log's head");
+                    match checkpoint::checkpoint(&self.store, self.key.clone()).await {
+                        Ok(Some(c)) => checkpoint::publish(self.file.as_ref(), &c),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
                     }
                 }
             }
@@ -700,14 +755,23 @@ impl Upkeep {
         }
         match checkpoint::purge(&self.store, self.key.clone(), days, crate::clock::now()).await {
             Ok(Purge::Nothing) => {}
-            Ok(Purge::Done { seq, record }) => tracing::info!(
-                records = record.records,
-                from_seq = record.from_seq,
-                to_seq = record.to_seq,
-                transfers = record.transfers,
-                log_seq = seq,
-                "purged transfer log records older than the retention period"
-            ),
+            Ok(Purge::Done {
+                seq,
+                record,
+                anchor,
+            }) => {
+                if let Some(a) = &anchor {
+                    checkpoint::publish(self.file.as_ref(), a);
+                }
+                tracing::info!(
+                    records = record.records,
+                    from_seq = record.from_seq,
+                    to_seq = record.to_seq,
+                    transfers = record.transfers,
+                    log_seq = seq,
+                    "purged transfer log records older than the retention period"
+                )
+            }
             Ok(Purge::Refused(b)) => tracing::error!(
                 kind = %b.kind,
                 seq = b.seq,

@@ -7,7 +7,7 @@
 //! | 1  | an unexpected error (or 404: no such transfer); `log verify`: a break was found |
 //! | 2  | the command line is wrong (clap's own status) |
 //! | 64 | bad configuration or usage (`check-config` found errors) |
-//! | 65 | the envelope or request was invalid (400/408/409/413/415/422) |
+//! | 65 | the envelope or request was invalid (400/408/409/413/415/422); `serve`/`demo`: the transfer log's head is not one the gateway signed (see `postern log accept-head`) |
 //! | 66 | `log verify`: the log could not be read |
 //! | 69 | the gateway could not be reached, or answered 503 |
 //! | 75 | `send --wait`: deliveries still in progress when the wait ran out |

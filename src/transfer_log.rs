@@ -477,6 +477,10 @@ pub struct HeadAcceptedRecord {
     /// `appended` (records after the checkpoint), `truncated` (the log ends before it) or
     /// `diverged` (the record at the checkpoint's seq is another).
     pub found: String,
+    /// Checkpoints signed before this acceptance for records after this seq vouch for records
+    /// that are gone or replaced: they no longer count (`None`: they all still do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<i64>,
     pub reason: String,
 }
 

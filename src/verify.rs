@@ -33,7 +33,8 @@ use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::transfer_log::{GENESIS, chain_hash};
+use crate::domain::ids::TransferId;
+use crate::transfer_log::{GENESIS, Index, RecordKind, chain_hash, index_of};
 
 /// Prefix of every signed checkpoint message (domain separation).
 pub const CHECKPOINT_DOMAIN: &[u8] = b"postern transfer log checkpoint v1\0";
@@ -222,6 +223,10 @@ pub enum BreakKind {
     Rewritten,
     /// A checkpoint whose signature does not verify under the expected key.
     BadCheckpoint,
+    /// A search index (`log` columns, `log_facets`, `log_recipients`, `log_subjects`, the
+    /// delivery states) disagrees with the chained record it is derived from: what a search
+    /// answers was changed without changing the evidence.
+    IndexAltered,
 }
 
 impl BreakKind {
@@ -233,6 +238,7 @@ impl BreakKind {
             BreakKind::Reordered => "reordered",
             BreakKind::Rewritten => "rewritten",
             BreakKind::BadCheckpoint => "bad_checkpoint",
+            BreakKind::IndexAltered => "index_altered",
         }
     }
 }
@@ -259,6 +265,11 @@ pub struct Break {
 }
 
 impl Break {
+    /// A search index that disagrees with record `seq`.
+    pub fn index(seq: i64, message: String) -> Self {
+        Break::one(BreakKind::IndexAltered, seq, message)
+    }
+
     fn one(kind: BreakKind, seq: i64, message: String) -> Self {
         Break {
             kind,
@@ -307,6 +318,11 @@ pub struct Report {
     pub uncovered: u64,
     #[serde(rename = "break")]
     pub first_break: Option<Break>,
+    /// Heads an operator accepted (`postern log accept-head`): records the gateway did not sign
+    /// when they were written, or lost. Not a break (the acceptance is itself a chained, signed
+    /// record), but always reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<Acceptance>,
 }
 
 impl Report {
@@ -528,9 +544,440 @@ impl Verifier {
             covered_to: self.covered,
             uncovered: u64::try_from(uncovered).unwrap_or(0),
             first_break,
+            accepted: Vec::new(),
         }
     }
 }
+
+/// What the store files one record under besides its body, as read back (a tamperer may have
+/// put anything there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredIndex {
+    pub at: String,
+    pub kind: String,
+    pub transfer_id: Option<String>,
+    pub sender: Option<String>,
+    pub code: Option<String>,
+    /// `log_subjects` rows of the record, sorted.
+    pub subjects: Vec<String>,
+    /// Its `log_facets` row, if it has one.
+    pub facets: Option<StoredFacets>,
+    /// `log_recipients` rows of the record, sorted.
+    pub recipients: Vec<String>,
+}
+
+/// A `log_facets` row as read back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredFacets {
+    pub at: String,
+    pub decision: String,
+    pub transfer_id: Option<String>,
+    pub sender: Option<String>,
+    pub originator: Option<String>,
+    pub purpose: Option<String>,
+    pub lawful_basis: Option<String>,
+    pub marking: Option<String>,
+    pub urgency: Option<String>,
+    pub correction_of: Option<String>,
+    pub rationale_pending: bool,
+}
+
+fn differs<T: PartialEq + fmt::Debug>(
+    what: &str,
+    stored: T,
+    expected: T,
+    out: &mut Option<String>,
+) {
+    if out.is_none() && stored != expected {
+        *out = Some(format!(
+            "{what} is {stored:?} where the record says {expected:?}"
+        ));
+    }
+}
+
+/// The first way `stored` differs from the index derived from the record, if any.
+pub fn index_difference(expected: &Index, stored: &StoredIndex) -> Option<String> {
+    let mut d = None;
+    let text = |v: &Option<TransferId>| v.map(|t| t.to_string());
+    differs(
+        "log.kind",
+        stored.kind.as_str(),
+        expected.kind.as_str(),
+        &mut d,
+    );
+    differs("log.at", stored.at.as_str(), expected.at.as_str(), &mut d);
+    differs(
+        "log.transfer_id",
+        stored.transfer_id.clone(),
+        text(&expected.transfer_id),
+        &mut d,
+    );
+    // Delivery attempts written before their body carried the sender were filed under it
+    // without it: there is nothing to compare that column with.
+    let unrecorded_sender =
+        expected.kind == RecordKind::DeliveryAttempt && expected.sender.is_none();
+    if !unrecorded_sender {
+        differs(
+            "log.sender",
+            stored.sender.as_deref(),
+            expected.sender.as_ref().map(|s| s.as_str()),
+            &mut d,
+        );
+    }
+    differs(
+        "log.code",
+        stored.code.as_deref(),
+        expected.code.as_deref(),
+        &mut d,
+    );
+    let mut subjects: Vec<&str> = expected.subjects.iter().map(|s| s.as_str()).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    differs(
+        "log_subjects",
+        stored
+            .subjects
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        subjects,
+        &mut d,
+    );
+    match (&expected.facets, &stored.facets) {
+        (None, None) => {}
+        (None, Some(_)) => differs("log_facets", "a row", "none", &mut d),
+        (Some(_), None) => differs("log_facets", "no row", "one", &mut d),
+        (Some(e), Some(f)) => {
+            differs(
+                "log_facets.decision",
+                f.decision.as_str(),
+                e.decision,
+                &mut d,
+            );
+            differs("log_facets.at", f.at.as_str(), expected.at.as_str(), &mut d);
+            differs(
+                "log_facets.transfer_id",
+                f.transfer_id.clone(),
+                text(&expected.transfer_id),
+                &mut d,
+            );
+            differs(
+                "log_facets.sender",
+                f.sender.as_deref(),
+                expected.sender.as_ref().map(|s| s.as_str()),
+                &mut d,
+            );
+            differs(
+                "log_facets.originator",
+                &f.originator,
+                &e.originator,
+                &mut d,
+            );
+            differs("log_facets.purpose", &f.purpose, &e.purpose, &mut d);
+            differs(
+                "log_facets.lawful_basis",
+                &f.lawful_basis,
+                &e.lawful_basis,
+                &mut d,
+            );
+            differs("log_facets.marking", &f.marking, &e.marking, &mut d);
+            differs("log_facets.urgency", &f.urgency, &e.urgency, &mut d);
+            differs(
+                "log_facets.correction_of",
+                f.correction_of.clone(),
+                text(&e.correction_of),
+                &mut d,
+            );
+        }
+    }
+    let mut recipients: Vec<&str> = expected
+        .facets
+        .iter()
+        .flat_map(|f| f.recipients.iter().map(|r| r.as_str()))
+        .collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    differs(
+        "log_recipients",
+        stored
+            .recipients
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        recipients,
+        &mut d,
+    );
+    d
+}
+
+/// Checks the search indexes record by record, against what each chained body says, and what
+/// only the whole stream can say: whether an urgent share's rationale is still pending.
+#[derive(Default)]
+pub struct IndexChecker {
+    /// Accepted urgent shares whose rationale was left to follow and has not been added since:
+    /// transfer id → the share's seq.
+    pending: HashMap<TransferId, i64>,
+    /// Seqs whose stored facets say the rationale is pending.
+    stored_pending: std::collections::BTreeSet<i64>,
+    checked: u64,
+}
+
+impl IndexChecker {
+    /// One record that verified in the chain, and what the store files it under.
+    pub fn record(&mut self, seq: i64, body: &[u8], stored: &StoredIndex) -> Result<(), Break> {
+        let expected = index_of(body)
+            .map_err(|e| Break::index(seq, format!("record {seq} cannot be filed: {e}")))?;
+        if let Some(why) = index_difference(&expected, stored) {
+            return Err(Break::index(
+                seq,
+                format!("the search index disagrees with record {seq}: {why}"),
+            ));
+        }
+        if let (Some(f), Some(t)) = (&expected.facets, expected.transfer_id)
+            && f.rationale_to_follow
+        {
+            self.pending.insert(t, seq);
+        }
+        if expected.kind == RecordKind::RationaleAdded
+            && let Some(t) = expected.transfer_id
+        {
+            self.pending.remove(&t);
+        }
+        if stored.facets.as_ref().is_some_and(|f| f.rationale_pending) {
+            self.stored_pending.insert(seq);
+        }
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// Records whose index was checked.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// After the last record: the pending rationales the index claims are the ones the records
+    /// say.
+    pub fn finish(&self) -> Option<Break> {
+        let expected: std::collections::BTreeSet<i64> = self.pending.values().copied().collect();
+        let seq = expected
+            .symmetric_difference(&self.stored_pending)
+            .next()
+            .copied()?;
+        let (is, should) = if self.stored_pending.contains(&seq) {
+            ("pending", "recorded since (or never due)")
+        } else {
+            ("recorded", "still pending")
+        };
+        Some(Break::index(
+            seq,
+            format!(
+                "the search index disagrees with record {seq}: log_facets.rationale_pending says the urgent share's rationale is {is}, where the records say it is {should}"
+            ),
+        ))
+    }
+}
+
+/// An index row for a record that does not exist, or that is not filed that way.
+pub fn orphan_index(table: &str, seq: i64) -> Break {
+    Break::index(
+        seq,
+        format!(
+            "{table} holds a row for record {seq}, which the chained records do not file there: the row was added"
+        ),
+    )
+}
+
+/// A delivery's state, checked against the last attempt the chained records hold for it.
+pub fn delivery_difference(state: &str, last_outcome: Option<&str>) -> Option<String> {
+    let fits = match state {
+        "delivered" => last_outcome == Some("delivered"),
+        "dead" => last_outcome == Some("dead"),
+        "queued" => last_outcome.is_none(),
+        "retrying" | "delivering" => matches!(last_outcome, None | Some("retrying")),
+        _ => false,
+    };
+    (!fits).then(|| {
+        format!(
+            "its state is `{state}` where the last attempt recorded for it {}",
+            last_outcome.map_or_else(|| "does not exist".to_owned(), |o| format!("ended `{o}`"))
+        )
+    })
+}
+
+/// Where the log's head stands against the last checkpoint the gateway signed (in the database
+/// or the checkpoint file), at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadState {
+    /// Nothing was signed yet, or the head is the last checkpoint.
+    Signed,
+    /// Records after the last checkpoint, which was not a clean shutdown's: the gateway wrote
+    /// them before it stopped uncleanly, and signs them now.
+    AfterUncleanStop { checkpoint: i64, head: i64 },
+    /// Records after the checkpoint the gateway signed at a clean shutdown: written while it
+    /// was stopped, by something else.
+    Appended { checkpoint: i64, head: i64 },
+    /// The log ends before the last checkpoint: records were deleted.
+    Truncated { checkpoint: i64, head: i64 },
+    /// The record at the last checkpoint's seq is not the one that was signed.
+    Diverged { checkpoint: i64 },
+}
+
+impl HeadState {
+    /// Whether the gateway may start on this log (and sign what follows).
+    pub fn may_start(&self) -> bool {
+        matches!(self, HeadState::Signed | HeadState::AfterUncleanStop { .. })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HeadState::Signed => "signed",
+            HeadState::AfterUncleanStop { .. } => "after_unclean_stop",
+            HeadState::Appended { .. } => "appended",
+            HeadState::Truncated { .. } => "truncated",
+            HeadState::Diverged { .. } => "diverged",
+        }
+    }
+
+    /// One sentence for an operator.
+    pub fn describe(&self) -> String {
+        match self {
+            HeadState::Signed => "the log's head is the last checkpoint signed".into(),
+            HeadState::AfterUncleanStop { checkpoint, head } => format!(
+                "records {} to {head} were written after the last checkpoint (record {checkpoint}) before the gateway stopped uncleanly",
+                checkpoint + 1
+            ),
+            HeadState::Appended { checkpoint, head } => format!(
+                "records {} to {head} were added to the transfer log while the gateway was stopped: at its last clean shutdown it signed record {checkpoint} as the head",
+                checkpoint + 1
+            ),
+            HeadState::Truncated { checkpoint, head } => format!(
+                "the transfer log ends at record {head}, but the gateway signed record {checkpoint} as the head: records were deleted"
+            ),
+            HeadState::Diverged { checkpoint } => format!(
+                "record {checkpoint} is not the record the gateway signed at that position: the log was rewritten"
+            ),
+        }
+    }
+}
+
+/// The head against the last checkpoint. `head`: the last record's seq and hash; `at_checkpoint`:
+/// the hash of the record at the checkpoint's seq, if there is one; `clean`: whether the
+/// checkpoint was signed at a clean shutdown.
+pub fn head_state(
+    head: Option<(i64, [u8; 32])>,
+    last: Option<&Checkpoint>,
+    at_checkpoint: Option<&[u8]>,
+    clean: bool,
+) -> HeadState {
+    let Some(cp) = last else {
+        return HeadState::Signed;
+    };
+    let head_seq = head.map_or(0, |(s, _)| s);
+    if head_seq < cp.seq {
+        return HeadState::Truncated {
+            checkpoint: cp.seq,
+            head: head_seq,
+        };
+    }
+    if at_checkpoint != Some(cp.hash.as_slice()) {
+        return HeadState::Diverged { checkpoint: cp.seq };
+    }
+    if head_seq == cp.seq {
+        return HeadState::Signed;
+    }
+    if clean {
+        HeadState::Appended {
+            checkpoint: cp.seq,
+            head: head_seq,
+        }
+    } else {
+        HeadState::AfterUncleanStop {
+            checkpoint: cp.seq,
+            head: head_seq,
+        }
+    }
+}
+
+/// An operator's acceptance of a head the gateway had not signed, as it bears on checkpoints:
+/// those signed before it for records after `valid_to` vouch for nothing any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Acceptance {
+    /// The `head_accepted` record.
+    pub seq: i64,
+    pub at: String,
+    pub found: String,
+    pub found_seq: i64,
+    pub checkpoint_seq: i64,
+    pub valid_to: Option<i64>,
+    pub reason: String,
+}
+
+impl Acceptance {
+    pub fn voids(&self, cp: &Checkpoint) -> bool {
+        self.valid_to
+            .is_some_and(|v| cp.seq > v && cp.at.as_str() < self.at.as_str())
+    }
+}
+
+/// Merges checkpoints from the database and the checkpoint file: one entry for each distinct
+/// checkpoint, sorted by seq, without those an acceptance voided. Of the file's old checkpoints
+/// (older than [`KEEP_EVERY_DAYS`] before the newest), one a day is kept: each vouches for every
+/// record before it, and checking hundreds of thousands of signatures would cost more than it
+/// tells. Returns the checkpoints and how many of the file's were used.
+pub fn merge_checkpoints(
+    db: Vec<Checkpoint>,
+    file: Vec<Checkpoint>,
+    accepted: &[Acceptance],
+    first_seq: Option<i64>,
+) -> (Vec<Checkpoint>, usize) {
+    let mut file: Vec<Checkpoint> = file
+        .into_iter()
+        // Before the log's first record, only the anchor it chains from matters.
+        .filter(|c| first_seq.is_none_or(|f| c.seq >= f - 1))
+        .collect();
+    file.sort_by(|a, b| (a.seq, &a.at).cmp(&(b.seq, &b.at)));
+    let newest = file
+        .iter()
+        .map(|c| c.at.as_str())
+        .max()
+        .unwrap_or("")
+        .to_owned();
+    let recent_from = crate::clock::parse(&newest)
+        .map(|t| crate::clock::stamp(t - time::Duration::days(KEEP_EVERY_DAYS)))
+        .unwrap_or_default();
+    let last_seq = file.last().map(|c| c.seq);
+    let mut kept_days: std::collections::HashMap<String, usize> = Default::default();
+    let mut thinned = Vec::new();
+    for c in file {
+        if c.at.as_str() >= recent_from.as_str()
+            || Some(c.seq) == last_seq
+            || Some(c.seq + 1) == first_seq
+        {
+            thinned.push(c);
+            continue;
+        }
+        let day = c.at.get(..10).unwrap_or("").to_owned();
+        // The last of each day (the file is in seq order).
+        match kept_days.get(&day) {
+            Some(&i) => thinned[i] = c,
+            None => {
+                kept_days.insert(day, thinned.len());
+                thinned.push(c);
+            }
+        }
+    }
+    let used = thinned.len();
+    let mut all: Vec<Checkpoint> = db.into_iter().chain(thinned).collect();
+    all.retain(|c| !accepted.iter().any(|a| a.voids(c)));
+    all.sort_by(|a, b| (a.seq, &a.at, &a.signature).cmp(&(b.seq, &b.at, &b.signature)));
+    all.dedup_by(|a, b| {
+        a.seq == b.seq && a.at == b.at && a.hash == b.hash && a.signature == b.signature
+    });
+    (all, used)
+}
+
+/// How many days of the checkpoint file's newest checkpoints are all checked.
+pub const KEEP_EVERY_DAYS: i64 = 7;
 
 /// Checks every checkpoint's signature, spread over the available cores (ed25519 verification
 /// is the costly part of a check with many checkpoints).

@@ -15,7 +15,9 @@ use postern_gateway::domain::ids::TransferId;
 use postern_gateway::seal::SealSummary;
 use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge};
 use postern_gateway::store::{NewDelivery, NewTransfer, Reader, Store, StoredPayload, db_path};
-use postern_gateway::transfer_log::{Facets, LogEntry, RecordKind, chain_hash};
+use postern_gateway::transfer_log::{
+    DeclinedRecord, LogEntry, PractitionerRecord, RecordKind, SenderRecord, chain_hash,
+};
 use postern_gateway::verify::{BreakKind, PublicKey, Report};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
@@ -25,25 +27,31 @@ fn key_path(state: &Path) -> PathBuf {
     state.join("keys").join("checkpoint.key")
 }
 
-/// A record as ingest would append one (a rejection, filed with facets so that the purge has
-/// index rows to remove), about `transfer` if given.
+/// A record as the gateway would append one (a decision not to share, filed with facets and a
+/// recipient so that the purge has index rows to remove), about `transfer` if given.
 fn entry(n: usize, at: &str, transfer: Option<TransferId>) -> LogEntry {
-    let org: postern_gateway::domain::ids::OrgId = "northshire-cc".parse().unwrap();
-    LogEntry {
-        kind: RecordKind::TransferRejected,
+    let record = DeclinedRecord {
+        kind: RecordKind::DecisionDeclined,
+        decision_id: transfer.unwrap_or_else(|| TransferId::from_uuid(uuid::Uuid::now_v7())),
         at: at.to_owned(),
-        transfer_id: transfer,
-        sender: Some(org.clone()),
-        code: Some("invalid_envelope".into()),
-        subjects: Vec::new(),
-        facets: Some(Facets {
-            decision: "rejected",
-            recipients: vec!["northshire-police".parse().unwrap()],
-            ..Facets::default()
-        }),
-        body: serde_json::to_vec(&json!({"n": n, "at": at, "note": "a record of some length"}))
-            .unwrap(),
-    }
+        sender: SenderRecord {
+            org: "northshire-cc".parse().unwrap(),
+            certificate: format!("sha256:{}", "0".repeat(64)),
+        },
+        recipients: vec!["northshire-police".parse().unwrap()],
+        purpose: None,
+        reasons: format!("record {n}: a record of some length"),
+        practitioner: PractitionerRecord {
+            name: "Sam Patel".into(),
+            role: "Social worker".into(),
+            contact: "sam.patel@northshire-cc.example".into(),
+        },
+        request: None,
+        data_categories: Vec::new(),
+        subject_ref_hashes: Vec::new(),
+        idempotency_key: None,
+    };
+    LogEntry::new(&record).unwrap()
 }
 
 fn now_stamp() -> String {
@@ -390,7 +398,8 @@ async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
         log.append(entry(i, &now_stamp(), None)).await;
     }
     log.append(entry(15, &now_stamp(), Some(recent))).await;
-    let (d, w) = (done.to_string(), waiting.to_string());
+    let d = done.to_string();
+    let finished = d.clone();
     log.store()
         .write(false, move |tx| {
             let c = tx.conn();
@@ -398,13 +407,15 @@ async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
                 "UPDATE transfers SET payload_purged_at = ?1, payload_inline = NULL",
                 [old(20)],
             )?;
+            // Finished: delivered. The others are still being retried (as far as the records
+            // say: no attempt is recorded for them).
             c.execute(
-                "UPDATE deliveries SET state = 'delivered' WHERE transfer_id != ?1",
-                [&w],
+                "UPDATE deliveries SET state = 'delivered' WHERE transfer_id = ?1",
+                [&finished],
             )?;
             c.execute(
-                "UPDATE deliveries SET state = 'retrying' WHERE transfer_id = ?1",
-                [&w],
+                "UPDATE deliveries SET state = 'retrying' WHERE transfer_id != ?1",
+                [&finished],
             )?;
             Ok(())
         })
@@ -415,7 +426,7 @@ async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
     let purged = checkpoint::purge(log.store(), log.key.clone(), 365, now)
         .await
         .unwrap();
-    let Purge::Done { seq, record } = purged else {
+    let Purge::Done { seq, record, .. } = purged else {
         panic!("expected a purge, got {purged:?}");
     };
     assert_eq!(seq, 16, "the purge is recorded at the chain's head");
@@ -600,4 +611,376 @@ async fn old_checkpoints_are_thinned_to_one_a_day_and_the_log_still_verifies() {
     let r = log.verify();
     assert!(r.intact(), "{r:?}");
     assert_eq!((r.checkpoints, r.uncovered), (4, 0));
+}
+
+/// What a DPO's searches read is evidence, or is checked against it: every index (the `log`
+/// columns, `log_facets`, `log_recipients`, `log_subjects`, the delivery states) altered,
+/// deleted or added to is a break, located at the record it disagrees with, exit 1. Each change
+/// is undone before the next, and the untouched log is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_index_a_search_reads_is_checked_against_the_chained_records() {
+    let d = Deployment::with_daemon(
+        "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n",
+    );
+    checkpoint::ensure_key_file(&key_path(&d.state_dir)).unwrap();
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    let shared = common::json(&submit(&mut conn, &envelope(json!({})), vec![1; 500], None).await)
+        ["transfer_id"]
+        .as_str()
+        .expect("accepted")
+        .to_owned();
+    // An urgent share whose rationale is to follow, and a refusal.
+    let urgent = submit(
+        &mut conn,
+        &envelope(json!({"urgency": {"level": "urgent", "reason": "The child is at risk tonight."}, "justification": ""})),
+        vec![2; 500],
+        None,
+    )
+    .await;
+    assert_eq!(
+        urgent.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&urgent.body)
+    );
+    let _ = submit(
+        &mut conn,
+        &envelope(json!({"purpose": "nope"})),
+        vec![3],
+        None,
+    )
+    .await;
+    common::wait_recipient(&mut conn, &shared, "northshire-police", "delivery", |s| {
+        s["state"] == "delivered"
+    })
+    .await;
+    drop(conn);
+    server.stop().await;
+    let (code, r) = verify_bin(&d.state_dir, &[]);
+    assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
+
+    let db = Connection::open(db_path(&d.state_dir)).unwrap();
+    let seq_of = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let accepted = seq_of("SELECT MIN(seq) FROM log WHERE kind = 'transfer_accepted'");
+    let pending = seq_of("SELECT seq FROM log_facets WHERE rationale_pending = 1");
+    let attempt = seq_of("SELECT MIN(seq) FROM log WHERE kind = 'delivery_attempt'");
+    // (what is changed, the change, its undoing, the record it is reported at)
+    let cases: Vec<(&str, String, String, i64)> = vec![
+        (
+            "a facet altered",
+            format!("UPDATE log_facets SET purpose = 'early-help' WHERE seq = {accepted}"),
+            format!(
+                "UPDATE log_facets SET purpose = 'child-protection-s47' WHERE seq = {accepted}"
+            ),
+            accepted,
+        ),
+        (
+            "a subject row deleted",
+            format!(
+                "CREATE TABLE saved AS SELECT * FROM log_subjects WHERE seq = {accepted}; DELETE FROM log_subjects WHERE seq = {accepted}"
+            ),
+            "INSERT INTO log_subjects SELECT * FROM saved; DROP TABLE saved".into(),
+            accepted,
+        ),
+        (
+            "a subject row added",
+            format!(
+                "INSERT INTO log_subjects VALUES ('0000000000000000000000000000000000000000000000000000000000000000', {attempt})"
+            ),
+            format!("DELETE FROM log_subjects WHERE seq = {attempt}"),
+            attempt,
+        ),
+        (
+            "the transfer id of a record changed",
+            format!(
+                "CREATE TABLE saved AS SELECT transfer_id FROM log WHERE seq = {attempt}; UPDATE log SET transfer_id = '0193a7c4-5e2f-7b3a-9c1d-2f4e6a8b0c1d' WHERE seq = {attempt}"
+            ),
+            format!(
+                "UPDATE log SET transfer_id = (SELECT transfer_id FROM saved) WHERE seq = {attempt}; DROP TABLE saved"
+            ),
+            attempt,
+        ),
+        (
+            "a recipient added",
+            format!("INSERT INTO log_recipients VALUES ('riverside-youth', {accepted})"),
+            format!(
+                "DELETE FROM log_recipients WHERE recipient = 'riverside-youth' AND seq = {accepted}"
+            ),
+            accepted,
+        ),
+        (
+            "a pending rationale marked recorded",
+            format!("UPDATE log_facets SET rationale_pending = 0 WHERE seq = {pending}"),
+            format!("UPDATE log_facets SET rationale_pending = 1 WHERE seq = {pending}"),
+            pending,
+        ),
+        (
+            "a facets row for a record that is not a decision",
+            format!("INSERT INTO log_facets (seq, at, decision) VALUES ({attempt}, 'x', 'shared')"),
+            format!("DELETE FROM log_facets WHERE seq = {attempt}"),
+            attempt,
+        ),
+        (
+            "a delivery's state changed",
+            format!("UPDATE deliveries SET state = 'dead' WHERE transfer_id = '{shared}'"),
+            format!("UPDATE deliveries SET state = 'delivered' WHERE transfer_id = '{shared}'"),
+            accepted,
+        ),
+    ];
+    for (what, change, undo, at) in cases {
+        db.execute_batch(&change).unwrap();
+        let (code, r) = verify_bin(&d.state_dir, &[]);
+        assert_eq!(
+            (
+                code,
+                r["break"]["kind"].as_str(),
+                r["break"]["seq"].as_i64()
+            ),
+            (1, Some("index_altered"), Some(at)),
+            "{what}: {r}"
+        );
+        db.execute_batch(&undo).unwrap();
+        let (code, r) = verify_bin(&d.state_dir, &[]);
+        assert_eq!(code, 0, "{what}, undone: {r}");
+    }
+}
+
+/// The head of a log written by a gateway that has stopped cleanly, and a record appended to it
+/// as an attacker with the database would (its hash chained correctly).
+fn append_forged(db: &Connection) -> i64 {
+    let (seq, hash): (i64, Vec<u8>) = db
+        .query_row(
+            "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let record = DeclinedRecord {
+        kind: RecordKind::DecisionDeclined,
+        decision_id: TransferId::from_uuid(uuid::Uuid::now_v7()),
+        at: now_stamp(),
+        sender: SenderRecord {
+            org: "northshire-cc".parse().unwrap(),
+            certificate: format!("sha256:{}", "0".repeat(64)),
+        },
+        recipients: vec!["northshire-police".parse().unwrap()],
+        purpose: None,
+        reasons: "forged after the gateway stopped".into(),
+        practitioner: PractitionerRecord {
+            name: "Nobody".into(),
+            role: "Nobody".into(),
+            contact: "nobody@example.org".into(),
+        },
+        request: None,
+        data_categories: Vec::new(),
+        subject_ref_hashes: Vec::new(),
+        idempotency_key: None,
+    };
+    let e = LogEntry::new(&record).unwrap();
+    let next = seq + 1;
+    let h = chain_hash(&hash.clone().try_into().unwrap(), next, &e.body);
+    db.execute(
+        "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, 'decision_declined', ?3, 'northshire-cc', NULL, ?4, ?5, ?6)",
+        params![next, e.at, e.transfer_id.map(|t| t.to_string()), e.body, hash, &h[..]],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO log_facets (seq, at, decision, transfer_id, sender) VALUES (?1, ?2, 'declined', ?3, 'northshire-cc')",
+        params![next, e.at, e.transfer_id.map(|t| t.to_string())],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO log_recipients VALUES ('northshire-police', ?1)",
+        [next],
+    )
+    .unwrap();
+    next
+}
+
+/// Runs `postern serve` to its exit or its first announcement; returns (exit status or None if
+/// it started, stderr).
+fn try_serve(d: &Deployment) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["serve", "--config"])
+        .arg(&d.config_dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+    if line.contains("listening") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return (None, String::new());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn accept_head(d: &Deployment, reason: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "accept-head", "--reason", reason, "--config"])
+        .arg(&d.config_dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Three transfers shared and delivered, then two refused (the newest records are refusals,
+/// which change nothing else), and the gateway stopped cleanly.
+async fn shared_and_stopped(d: &Deployment) {
+    checkpoint::ensure_key_file(&key_path(&d.state_dir)).unwrap();
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    for i in 0..3u8 {
+        let a = submit(&mut conn, &envelope(json!({})), vec![i; 500], None).await;
+        assert_eq!(a.status, 202);
+        let id = common::json(&a)["transfer_id"].as_str().unwrap().to_owned();
+        common::wait_recipient(&mut conn, &id, "northshire-police", "delivery", |s| {
+            s["state"] == "delivered"
+        })
+        .await;
+    }
+    for _ in 0..2 {
+        let refused = submit(
+            &mut conn,
+            &envelope(json!({"purpose": "nope"})),
+            vec![1],
+            None,
+        )
+        .await;
+        assert_eq!(refused.status, 403);
+    }
+    drop(conn);
+    server.stop().await;
+}
+
+/// A record appended and re-chained while the gateway was stopped is not signed at the next
+/// start: the gateway refuses to start (exit 65) until an operator accepts the head, which is
+/// recorded and reported by `log verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_added_while_the_gateway_was_stopped_are_not_signed_at_the_next_start() {
+    let d = Deployment::new();
+    shared_and_stopped(&d).await;
+    let forged = append_forged(&Connection::open(db_path(&d.state_dir)).unwrap());
+    let (code, stderr) = try_serve(&d);
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.contains(&format!("records {forged} to {forged} were added to the transfer log while the gateway was stopped"))
+            && stderr.contains("postern log accept-head"),
+        "{stderr}"
+    );
+    // `log verify` sees it too: the record is not covered by any checkpoint.
+    let (code, r) = verify_bin(&d.state_dir, &["--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!((code, r["uncovered"].as_i64()), (0, Some(1)), "{r}");
+
+    let (code, said) = accept_head(&d, "Checked by the DPO: the record was restored from paper");
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("accepted (appended)"), "{said}");
+    assert_eq!(
+        try_serve(&d).0,
+        None,
+        "the gateway starts once the head is accepted"
+    );
+    let (code, r) = verify_bin(&d.state_dir, &["--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
+    assert_eq!(r["accepted"][0]["found"], "appended", "{r}");
+    assert_eq!(r["accepted"][0]["found_seq"].as_i64(), Some(forged));
+    assert_eq!(
+        accept_head(&d, "again").1.contains("nothing to accept"),
+        true
+    );
+}
+
+/// Deleting the newest records together with the newest checkpoints in the database is caught
+/// by the checkpoint file kept outside it: by `log verify`, and by the gateway at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_log_and_its_checkpoints_together_is_caught_by_the_checkpoint_file() {
+    let d = Deployment::new();
+    shared_and_stopped(&d).await;
+    let config = ["--config", d.config_dir.to_str().unwrap()];
+    let (code, r) = verify_bin(&d.state_dir, &config);
+    assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
+    let file = r["checkpoint_file"].clone();
+    assert!(file["used"].as_u64() >= Some(1), "{r}");
+    let last = r["last_seq"].as_i64().unwrap();
+
+    let db = Connection::open(db_path(&d.state_dir)).unwrap();
+    let cut = last - 1;
+    for t in [
+        "log",
+        "log_facets",
+        "log_recipients",
+        "log_subjects",
+        "checkpoints",
+    ] {
+        db.execute(&format!("DELETE FROM {t} WHERE seq >= ?1"), [cut])
+            .unwrap();
+    }
+    // The database alone now looks intact...
+    let (_, alone) = verify_bin(
+        &d.state_dir,
+        &[
+            "--checkpoints",
+            d.dir.path().join("none.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(alone["intact"], true, "{alone}");
+    // ... the checkpoint file is not fooled.
+    let (code, r) = verify_bin(&d.state_dir, &config);
+    assert_eq!(
+        (
+            code,
+            r["break"]["kind"].as_str(),
+            r["break"]["seq"].as_i64()
+        ),
+        (1, Some("deleted"), Some(cut)),
+        "{r}"
+    );
+    let (code, stderr) = try_serve(&d);
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(stderr.contains("records were deleted"), "{stderr}");
+
+    // A backup restored, say: accepted, recorded, and then intact with the acceptance listed.
+    let (code, said) = accept_head(&d, "Restored from the backup of the night before");
+    assert_eq!(code, 0, "{said}");
+    let (code, r) = verify_bin(&d.state_dir, &config);
+    assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
+    assert_eq!(r["accepted"][0]["found"], "truncated", "{r}");
+    assert_eq!(try_serve(&d).0, None);
+}
+
+/// A head hash that is unreadable or of the wrong length is an error, never the genesis value:
+/// the store refuses to open (so the gateway does not start and chain from nothing), and
+/// `log verify` reports the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_hash_of_the_wrong_length_is_an_error_not_the_start_of_a_new_chain() {
+    let mut log = Log::with(5, &[]).await;
+    log.close();
+    log.db()
+        .execute("UPDATE log SET hash = x'0102' WHERE seq = 5", [])
+        .unwrap();
+    match Store::open(&log.state) {
+        Err(e) => assert!(
+            e.to_string().contains("record 5") && e.to_string().contains("2 bytes"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a store whose head cannot be chained from must not open"),
+    }
+    assert_break(&log.state, "altered", 5, 5);
 }

@@ -119,8 +119,13 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's hash and link, and every signed checkpoint; report the first break.
+    /// Check every record's hash and link, every signed checkpoint (in the database and the
+    /// checkpoint file) and every search index; report the first break.
     Verify(crate::cli::log_verify::VerifyArgs),
+    /// Accept a log head the gateway did not sign (records added, deleted or rewritten while it
+    /// was stopped), so that it starts again: records the acceptance, with the reason, in the
+    /// log itself, and signs the new head. Run with the gateway stopped.
+    AcceptHead(crate::cli::log_verify::AcceptArgs),
 }
 
 /// A `--from`/`--to` value as the stored form (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC), which
@@ -545,6 +550,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Verify(args) => crate::cli::log_verify::run(args),
+        LogCommand::AcceptHead(args) => crate::cli::log_verify::accept(args),
     }
 }
 

@@ -9,6 +9,11 @@
 //! published for the deployment, since whoever could rewrite the log could also swap the key
 //! file.
 //!
+//! Checkpoints kept outside the database are checked too: the checkpoint file
+//! (`log.checkpoint_file` with `--config`, else STATE_DIR/checkpoints/checkpoints.jsonl if it
+//! exists, or `--checkpoints FILE`). The report says which it used. Heads an operator accepted
+//! (`postern log accept-head`) are listed, loudly, though they are not breaks.
+//!
 //! Exit status (for scripts):
 //!
 //! | status | meaning |
@@ -51,16 +56,34 @@ pub struct VerifyArgs {
     /// prints it); repeat to accept checkpoints signed by any of several keys.
     #[arg(long = "public-key", value_name = "KEY")]
     pub public_key: Vec<String>,
+    /// A checkpoint file to check against (as the gateway writes it: `log.checkpoint_file`);
+    /// default: the configuration's, else STATE_DIR/checkpoints/checkpoints.jsonl if present.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoints: Option<PathBuf>,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
-/// The expected keys, where they came from, and the state directory.
+#[derive(clap::Args)]
+pub struct AcceptArgs {
+    /// Configuration directory: its state directory, checkpoint key and checkpoint file.
+    #[arg(long, env = "POSTERN_CONFIG_DIR", default_value = "/etc/postern")]
+    pub config: PathBuf,
+    /// Overrides `state_dir`.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Why the head is accepted (who checked what): recorded in the log.
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// The expected keys, where they came from, the state directory and the checkpoint file.
 struct Setup {
     keys: Vec<PublicKey>,
     source: String,
     state_dir: PathBuf,
+    file: Option<PathBuf>,
 }
 
 fn key_file(path: &Path) -> Result<PublicKey, String> {
@@ -84,10 +107,12 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
                     .map_err(|e| format!("--public-key {k}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let state_dir = default_state();
         return Ok(Setup {
             keys,
             source: "--public-key".into(),
-            state_dir: default_state(),
+            file: default_file(&state_dir),
+            state_dir,
         });
     }
     if let Some(dir) = &a.config {
@@ -105,6 +130,7 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
             keys: vec![key_file(&path)?],
             source: path.display().to_string(),
             state_dir: c.daemon.state_dir,
+            file: c.daemon.log.checkpoint_file,
         });
     }
     // Where the built-in configuration keeps it (what `postern demo` generates).
@@ -115,8 +141,25 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
     Ok(Setup {
         keys: vec![key],
         source: path.display().to_string(),
+        file: default_file(&state_dir),
         state_dir,
     })
+}
+
+/// Where the built-in configuration keeps the checkpoint file, if there is one there.
+fn default_file(state_dir: &Path) -> Option<PathBuf> {
+    let p = state_dir.join("checkpoints").join("checkpoints.jsonl");
+    p.exists().then_some(p)
+}
+
+/// What the checkpoint file held and how much of it was used.
+#[derive(serde::Serialize)]
+struct FileUse {
+    path: String,
+    lines: usize,
+    unreadable: usize,
+    used: usize,
+    last_seq: Option<i64>,
 }
 
 /// `1,234,567`.
@@ -136,7 +179,12 @@ fn seq(n: i64) -> String {
     u64::try_from(n).map_or_else(|_| n.to_string(), count)
 }
 
-fn print_text(out: &mut impl Write, s: &Setup, r: &Report) -> std::io::Result<()> {
+fn print_text(
+    out: &mut impl Write,
+    s: &Setup,
+    r: &Report,
+    file: Option<&FileUse>,
+) -> std::io::Result<()> {
     for k in &s.keys {
         writeln!(
             out,
@@ -155,6 +203,39 @@ fn print_text(out: &mut impl Write, s: &Setup, r: &Report) -> std::io::Result<()
     };
     writeln!(out, "records checked      {}{range}", count(r.records))?;
     writeln!(out, "checkpoints checked  {}", count(r.checkpoints))?;
+    match file {
+        Some(f) => writeln!(
+            out,
+            "checkpoint file      {} ({} line(s), {} used{}{})",
+            f.path,
+            count(f.lines as u64),
+            count(f.used as u64),
+            f.last_seq
+                .map(|s| format!(", the last for record {}", seq(s)))
+                .unwrap_or_default(),
+            if f.unreadable > 0 {
+                format!(", {} unreadable", f.unreadable)
+            } else {
+                String::new()
+            }
+        )?,
+        None => writeln!(
+            out,
+            "checkpoint file      none (only the database's checkpoints were checked)"
+        )?,
+    }
+    for a in &r.accepted {
+        writeln!(
+            out,
+            "ACCEPTED HEAD        record {}: at {}, an operator accepted a log the gateway had not signed ({}: found record {}, last checkpoint at record {}); reason: {}",
+            seq(a.seq),
+            a.at,
+            a.found,
+            seq(a.found_seq),
+            seq(a.checkpoint_seq),
+            a.reason
+        )?;
+    }
     if let Some(a) = r.anchor_seq {
         writeln!(
             out,
@@ -194,20 +275,49 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     // Every failure maps to its own status here: returning an error would exit 1, which means
     // "a break was found".
     let s = match setup(&a) {
-        Ok(s) => s,
+        Ok(s) => Setup {
+            file: a.checkpoints.clone().or(s.file),
+            ..s
+        },
         Err(e) => {
             eprintln!("postern: {e}");
             return Ok(exit(EX_USAGE));
         }
     };
-    let report =
-        match Reader::open(&s.state_dir).and_then(|r| checkpoint::verify(r.conn(), &s.keys)) {
-            Ok(r) => r,
+    let (external, file) = match &s.file {
+        Some(path) => match checkpoint::CheckpointFile::new(path.clone()).read() {
+            Ok(f) => (f, Some(path.display().to_string())),
             Err(e) => {
-                eprintln!("postern: cannot read the transfer log: {e}");
+                eprintln!(
+                    "postern: cannot read the checkpoint file {}: {e}",
+                    path.display()
+                );
                 return Ok(exit(EX_NOINPUT));
             }
-        };
+        },
+        None => (Default::default(), None),
+    };
+    let checkpoints: Vec<_> = external
+        .checkpoints
+        .iter()
+        .map(|(c, _)| c.clone())
+        .collect();
+    let (report, used) = match Reader::open(&s.state_dir)
+        .and_then(|r| checkpoint::verify_with(r.conn(), &s.keys, &checkpoints))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postern: cannot read the transfer log: {e}");
+            return Ok(exit(EX_NOINPUT));
+        }
+    };
+    let file_use = file.map(|path| FileUse {
+        path,
+        lines: external.lines,
+        unreadable: external.unreadable,
+        used,
+        last_seq: checkpoints.iter().map(|c| c.seq).max(),
+    });
     let mut out = std::io::stdout().lock();
     if a.json {
         let keys: Vec<_> = s
@@ -219,14 +329,97 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         if let Some(o) = v.as_object_mut() {
             o.insert("intact".into(), report.intact().into());
             o.insert("keys".into(), keys.into());
+            o.insert("checkpoint_file".into(), serde_json::to_value(&file_use)?);
         }
         writeln!(out, "{v}")?;
     } else {
-        print_text(&mut out, &s, &report)?;
+        print_text(&mut out, &s, &report, file_use.as_ref())?;
     }
     Ok(if report.intact() {
         ExitCode::SUCCESS
     } else {
         exit(EX_BROKEN)
     })
+}
+
+/// `postern log accept-head`: with the gateway stopped, records an operator's acceptance of a
+/// head it did not sign, and signs the new head. Exit 0 when accepted or when there was nothing
+/// to accept; 64 for a configuration that cannot be used; 69 when the state directory is in use
+/// (the gateway is running) or the log cannot be written.
+pub fn accept(a: AcceptArgs) -> anyhow::Result<ExitCode> {
+    use postern_gateway::store::Store;
+    use std::sync::Arc;
+    if a.reason.trim().is_empty() {
+        eprintln!("postern: give --reason: who checked what, and why the records are accepted");
+        return Ok(exit(EX_USAGE));
+    }
+    let opts = LoadOptions {
+        dir: ConfigDir::Dir(a.config.clone()),
+        overrides: Overrides {
+            state_dir: a.state_dir.clone(),
+            ..Overrides::default()
+        },
+        env: None,
+    };
+    let c = match config::load(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postern: the configuration has errors:\n{e}");
+            return Ok(exit(EX_USAGE));
+        }
+    };
+    let key = match CheckpointKey::from_file(&c.daemon.log.checkpoint_key) {
+        Ok(k) => Arc::new(k),
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return Ok(exit(EX_USAGE));
+        }
+    };
+    let file = c
+        .daemon
+        .log
+        .checkpoint_file
+        .clone()
+        .map(checkpoint::CheckpointFile::new);
+    let (store, _) = match Store::open(&c.daemon.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("postern: {e} (stop the gateway first)");
+            return Ok(exit(super::EX_UNAVAILABLE));
+        }
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let (reason, at) = (
+        a.reason.trim().to_owned(),
+        postern_gateway::clock::stamp(postern_gateway::clock::now()),
+    );
+    let job_file = file.clone();
+    let done = tokio::task::block_in_place(|| {
+        runtime.block_on(store.write(false, move |tx| {
+            checkpoint::accept_head(tx, &key, job_file.as_ref(), &reason, &at)
+        }))
+    });
+    match done {
+        Ok(None) => {
+            println!("nothing to accept: the log's head is one the gateway signed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Some((record, signed))) => {
+            checkpoint::publish(file.as_ref(), &signed);
+            println!(
+                "accepted ({}): the head was record {}, the last checkpoint record {} (at {}); the acceptance is record {} and is signed",
+                record.found,
+                record.found_seq,
+                record.checkpoint_seq,
+                record.checkpoint_at,
+                signed.seq
+            );
+            println!("`postern log verify` lists it; the gateway can start");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("postern: could not record the acceptance: {e}");
+            Ok(exit(super::EX_UNAVAILABLE))
+        }
+    }
 }

@@ -14,7 +14,7 @@ use postern_gateway::config::{self, ConfigDir, ConfigErrors, LoadOptions, Overri
 use postern_gateway::daemon;
 use postern_gateway::devkit::{self, DevPaths};
 
-use super::{EX_USAGE, exit};
+use super::{EX_DATAERR, EX_USAGE, exit};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -123,7 +123,14 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(exit(EX_USAGE));
         }
     };
-    let prepared = daemon::prepare(config).await?;
+    let prepared = match daemon::prepare(config).await {
+        Ok(p) => p,
+        Err(daemon::DaemonError::LogHead(why)) => {
+            eprintln!("postern: {why}");
+            return Ok(exit(EX_DATAERR));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(address = %prepared.addr, "postern is listening");
     // On stdout too, for scripts and supervisors that start it on port 0.
     println!("postern listening on https://{}", prepared.addr);
@@ -228,7 +235,14 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             return Ok(exit(EX_USAGE));
         }
     };
-    let prepared = daemon::prepare(config).await?;
+    let prepared = match daemon::prepare(config).await {
+        Ok(p) => p,
+        Err(daemon::DaemonError::LogHead(why)) => {
+            eprintln!("postern: {why}");
+            return Ok(exit(EX_DATAERR));
+        }
+        Err(e) => return Err(e.into()),
+    };
     print_banner(
         &a.state_dir,
         (prepared.addr, prepared.ops_addr),

@@ -121,6 +121,7 @@ struct RawSubjects {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     checkpoint_key: Option<String>,
+    checkpoint_file: Option<String>,
     checkpoint_interval_secs: Option<u64>,
     retain_days: Option<u64>,
 }
@@ -130,6 +131,8 @@ struct RawLog {
 pub struct LogSettings {
     /// The ed25519 key (PKCS#8 PEM) that signs checkpoints.
     pub checkpoint_key: PathBuf,
+    /// Where every checkpoint is also appended, outside the database; `None`: nowhere.
+    pub checkpoint_file: Option<PathBuf>,
     /// How often the chain's head is signed (when it has moved).
     pub checkpoint_interval: Duration,
     /// Records older than this many days are purged; 0: never.
@@ -562,6 +565,11 @@ fn validate(
     let subject_key = need(raw.subjects.unwrap_or_default().key, "subjects.key");
     let log = raw.log.unwrap_or_default();
     let checkpoint_key = need(log.checkpoint_key, "log.checkpoint_key");
+    let checkpoint_file = log
+        .checkpoint_file
+        .clone()
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty());
     let client_cas = ca_entries(tls.client_cas.unwrap_or_default(), loc, errors);
     // An empty string (as an empty POSTERN_TLS__CLIENT_CRLS gives) is no list at all.
     let client_crls: Vec<String> = tls
@@ -773,6 +781,7 @@ fn validate(
         smtp,
         log: LogSettings {
             checkpoint_key: paths.expand(&checkpoint_key),
+            checkpoint_file: checkpoint_file.map(|f| paths.expand(&f)),
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             retain_days: u32::try_from(retain_days).unwrap_or(u32::MAX),
         },

@@ -24,13 +24,17 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{Store, StoreError, Tx};
 use crate::seal::{SealError, write_secret_file};
 pub use crate::transfer_log::{Anchor, LogPurgedRecord};
-use crate::transfer_log::{LogEntry, RecordKind};
-use crate::verify::{self, Break, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop};
+use crate::transfer_log::{HeadAcceptedRecord, LogEntry, RecordKind};
+use crate::verify::{
+    self, Break, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop, StoredFacets,
+    StoredIndex,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -184,12 +188,51 @@ pub fn ensure_key_file(path: &Path) -> Result<Option<PublicKey>, KeyError> {
     CheckpointKey::generate_file(path).map(Some)
 }
 
+/// Why a checkpoint was signed. Recorded with it (not signed: a checkpoint's signature covers
+/// only its seq, hash and time), and written to the checkpoint file too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The periodic checkpoint of a head that moved.
+    Interval,
+    /// The last one before the gateway stopped: the head at a clean shutdown.
+    Shutdown,
+    /// The anchor a retention purge leaves the rest of the chain chained from.
+    Purge,
+    /// An operator accepted records the gateway had not signed (`postern log accept-head`).
+    Accepted,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Interval => "interval",
+            Reason::Shutdown => "shutdown",
+            Reason::Purge => "purge",
+            Reason::Accepted => "accepted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Some(match s {
+            "interval" => Reason::Interval,
+            "shutdown" => Reason::Shutdown,
+            "purge" => Reason::Purge,
+            "accepted" => Reason::Accepted,
+            _ => return None,
+        })
+    }
+}
+
 /// A checkpoint just written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
     pub seq: i64,
     pub at: String,
     pub hash: [u8; 32],
+    /// Base64, as the checkpoints table records it.
+    pub public_key: String,
+    pub signature: Vec<u8>,
+    pub reason: Reason,
 }
 
 fn sign_at(
@@ -198,21 +241,28 @@ fn sign_at(
     seq: i64,
     hash: [u8; 32],
     at: &str,
+    reason: Reason,
 ) -> Result<Signed, StoreError> {
+    let signature = key.sign(seq, &hash, at);
+    let public_key = key.public().to_string();
     conn.prepare_cached(
-        "INSERT INTO checkpoints (seq, at, hash, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         seq,
         at,
         &hash[..],
-        key.public().to_string(),
-        key.sign(seq, &hash, at)
+        public_key,
+        signature,
+        reason.as_str()
     ])?;
     Ok(Signed {
         seq,
         at: at.to_owned(),
         hash,
+        public_key,
+        signature,
+        reason,
     })
 }
 
@@ -222,6 +272,15 @@ pub fn sign_head(
     tx: &mut Tx<'_>,
     key: &CheckpointKey,
     at: &str,
+) -> Result<Option<Signed>, StoreError> {
+    sign_head_for(tx, key, at, Reason::Interval)
+}
+
+fn sign_head_for(
+    tx: &mut Tx<'_>,
+    key: &CheckpointKey,
+    at: &str,
+    reason: Reason,
 ) -> Result<Option<Signed>, StoreError> {
     let conn = tx.conn();
     let head: Option<(i64, [u8; 32])> = conn
@@ -238,7 +297,7 @@ pub fn sign_head(
     if last.is_some_and(|l| l >= seq) {
         return Ok(None);
     }
-    sign_at(conn, key, seq, hash, at).map(Some)
+    sign_at(conn, key, seq, hash, at, reason).map(Some)
 }
 
 /// Writes a checkpoint of the head now, as one write job, if the head moved since the last.
@@ -248,6 +307,318 @@ pub async fn checkpoint(
 ) -> Result<Option<Signed>, StoreError> {
     let at = crate::clock::stamp(crate::clock::now());
     store.write(false, move |tx| sign_head(tx, &key, &at)).await
+}
+
+/// The checkpoint a clean shutdown leaves: the head signed with reason `shutdown` (if it was
+/// signed already, that checkpoint is marked so). `None` for an empty log.
+pub async fn shutdown_checkpoint(
+    store: &Store,
+    key: Arc<CheckpointKey>,
+) -> Result<Option<Signed>, StoreError> {
+    let at = crate::clock::stamp(crate::clock::now());
+    store
+        .write(false, move |tx| {
+            if let Some(s) = sign_head_for(tx, &key, &at, Reason::Shutdown)? {
+                return Ok(Some(s));
+            }
+            let conn = tx.conn();
+            let last = conn
+                .query_row(
+                    "SELECT c.seq, c.at, c.hash, c.public_key, c.signature FROM checkpoints c
+                     WHERE c.seq = (SELECT MAX(seq) FROM log)",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, [u8; 32]>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((seq, at, hash, public_key, signature)) = last else {
+                return Ok(None);
+            };
+            conn.execute(
+                "UPDATE checkpoints SET reason = 'shutdown' WHERE seq = ?1",
+                [seq],
+            )?;
+            Ok(Some(Signed {
+                seq,
+                at,
+                hash,
+                public_key,
+                signature,
+                reason: Reason::Shutdown,
+            }))
+        })
+        .await
+}
+
+/// The checkpoint file: every checkpoint the gateway signs, appended (one JSON object per line)
+/// to a file outside the database, ideally on another disk or shipped elsewhere. Someone who
+/// can rewrite the database (and delete its newest records together with its newest
+/// checkpoints) cannot also make this file forget them; `postern log verify` reads both, and
+/// the gateway compares its head with both at start-up.
+#[derive(Debug, Clone)]
+pub struct CheckpointFile {
+    path: std::path::PathBuf,
+}
+
+/// One line of the checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FileLine {
+    pub seq: i64,
+    pub at: String,
+    /// Hex.
+    pub hash: String,
+    /// Base64.
+    pub public_key: String,
+    /// Base64.
+    pub signature: String,
+    pub reason: String,
+}
+
+/// What a checkpoint file holds.
+#[derive(Debug, Clone, Default)]
+pub struct FileCheckpoints {
+    pub lines: usize,
+    /// Lines that are not checkpoints (a torn last line after a crash, or damage).
+    pub unreadable: usize,
+    /// In file order, with the reason each was signed for.
+    pub checkpoints: Vec<(Checkpoint, Option<Reason>)>,
+}
+
+impl CheckpointFile {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        CheckpointFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a checkpoint and fsyncs the file (and, when it is created, its directory).
+    pub fn append(&self, s: &Signed) -> std::io::Result<()> {
+        use std::io::Write;
+        let line = FileLine {
+            seq: s.seq,
+            at: s.at.clone(),
+            hash: hex::encode(s.hash),
+            public_key: s.public_key.clone(),
+            signature: STANDARD.encode(&s.signature),
+            reason: s.reason.as_str().to_owned(),
+        };
+        let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+        text.push('\n');
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let created = !self.path.exists();
+        if created {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        if created {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the file; a file that does not exist holds nothing.
+    pub fn read(&self) -> std::io::Result<FileCheckpoints> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(e),
+        };
+        let mut out = FileCheckpoints::default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            out.lines += 1;
+            let parsed = serde_json::from_str::<FileLine>(line).ok().and_then(|l| {
+                Some((
+                    Checkpoint {
+                        seq: l.seq,
+                        at: l.at,
+                        hash: hex::decode(&l.hash).ok()?,
+                        public_key: l.public_key,
+                        signature: STANDARD.decode(&l.signature).ok()?,
+                    },
+                    Reason::parse(&l.reason),
+                ))
+            });
+            match parsed {
+                Some(c) => out.checkpoints.push(c),
+                None => out.unreadable += 1,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every checkpoint in the database, with the reason it was signed.
+fn all_checkpoints(conn: &Connection) -> Result<Vec<(Checkpoint, Option<Reason>)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, hash, public_key, signature, reason FROM checkpoints ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push((
+            Checkpoint {
+                seq: r.get(0)?,
+                at: String::from_utf8_lossy(bytes(r.get_ref(1)?)).into_owned(),
+                hash: bytes(r.get_ref(2)?).to_vec(),
+                public_key: String::from_utf8_lossy(bytes(r.get_ref(3)?)).into_owned(),
+                signature: bytes(r.get_ref(4)?).to_vec(),
+            },
+            text(r.get_ref(5)?).as_deref().and_then(Reason::parse),
+        ));
+    }
+    Ok(out)
+}
+
+/// What the start-up check found, and the checkpoint it compared the head with.
+#[derive(Debug, Clone)]
+pub struct HeadFound {
+    pub state: verify::HeadState,
+    pub checkpoint: Option<Checkpoint>,
+    /// The signed checkpoints that still match the records: the highest seq up to which the
+    /// checkpoints signed before now vouch for what is there.
+    pub valid_to: i64,
+    pub head: Option<(i64, [u8; 32])>,
+}
+
+/// Compares the log's head with the last checkpoint the gateway signed, in the database or in
+/// the checkpoint file (only checkpoints whose signature verifies under `key` count, and none
+/// an operator's acceptance voided). See [`verify::head_state`].
+pub fn head_found(
+    conn: &Connection,
+    key: &PublicKey,
+    file: Option<&CheckpointFile>,
+) -> Result<HeadFound, StoreError> {
+    let head = super::chain_head_of(conn)?;
+    let accepted = acceptances(conn)?;
+    let mut all = all_checkpoints(conn)?;
+    if let Some(f) = file {
+        let read = f.read().map_err(|source| StoreError::Io {
+            path: f.path().display().to_string(),
+            source,
+        })?;
+        all.extend(read.checkpoints);
+    }
+    all.retain(|(c, _)| {
+        c.fault(std::slice::from_ref(key)).is_none() && !accepted.iter().any(|a| a.voids(c))
+    });
+    let last_seq = all.iter().map(|(c, _)| c.seq).max();
+    let at_seq = |seq: i64| -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(conn
+            .query_row("SELECT hash FROM log WHERE seq = ?1", [seq], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?)
+    };
+    let mut valid_to = 0;
+    for (c, _) in &all {
+        if c.seq > valid_to && at_seq(c.seq)?.as_deref() == Some(c.hash.as_slice()) {
+            valid_to = c.seq;
+        }
+    }
+    let Some(last_seq) = last_seq else {
+        return Ok(HeadFound {
+            state: verify::HeadState::Signed,
+            checkpoint: None,
+            valid_to,
+            head: head.map(|h| (h.seq, h.hash)),
+        });
+    };
+    let at_last: Vec<&(Checkpoint, Option<Reason>)> =
+        all.iter().filter(|(c, _)| c.seq == last_seq).collect();
+    let clean = at_last.iter().any(|(_, r)| *r == Some(Reason::Shutdown));
+    let cp = at_last.first().map(|(c, _)| c.clone());
+    let at_cp = at_seq(last_seq)?;
+    let state = verify::head_state(
+        head.map(|h| (h.seq, h.hash)),
+        cp.as_ref(),
+        at_cp.as_deref(),
+        clean,
+    );
+    Ok(HeadFound {
+        state,
+        checkpoint: cp,
+        valid_to,
+        head: head.map(|h| (h.seq, h.hash)),
+    })
+}
+
+/// `postern log accept-head`, in the caller's write job: if the head is not one the gateway
+/// signed, records the operator's acceptance (a `head_accepted` record saying what was found
+/// and why it is accepted), forgets the database's checkpoints of records that are gone or
+/// replaced, and signs the new head. `None` when there is nothing to accept.
+pub fn accept_head(
+    tx: &mut Tx<'_>,
+    key: &CheckpointKey,
+    file: Option<&CheckpointFile>,
+    reason: &str,
+    at: &str,
+) -> Result<Option<(HeadAcceptedRecord, Signed)>, StoreError> {
+    let found = head_found(tx.conn(), key.public(), file)?;
+    if found.state.may_start() {
+        return Ok(None);
+    }
+    let Some(cp) = found.checkpoint.clone() else {
+        return Ok(None);
+    };
+    let (head_seq, head_hash) = found.head.unwrap_or((0, crate::transfer_log::GENESIS));
+    let valid_to = match found.state {
+        verify::HeadState::Appended { .. } => None,
+        _ => Some(found.valid_to),
+    };
+    if let Some(v) = valid_to {
+        tx.conn()
+            .execute("DELETE FROM checkpoints WHERE seq > ?1", [v])?;
+    }
+    let record = HeadAcceptedRecord {
+        kind: RecordKind::HeadAccepted,
+        at: at.to_owned(),
+        found_seq: head_seq,
+        found_hash: hex::encode(head_hash),
+        checkpoint_seq: cp.seq,
+        checkpoint_hash: hex::encode(&cp.hash),
+        checkpoint_at: cp.at.clone(),
+        found: found.state.kind().to_owned(),
+        valid_to,
+        reason: reason.to_owned(),
+    };
+    tx.append(&LogEntry::new(&record)?)?;
+    let signed = sign_head_for(tx, key, at, Reason::Accepted)?
+        .ok_or_else(|| StoreError::Task("the accepted head could not be signed".into()))?;
+    Ok(Some((record, signed)))
+}
+
+/// Makes a checkpoint known outside the database: the checkpoint file (if configured) and the
+/// operational log (journald under systemd), where it carries nothing but the seq, time, hash
+/// and signature. A failure to write the file is logged, never fatal: the database holds it.
+pub fn publish(file: Option<&CheckpointFile>, s: &Signed) {
+    tracing::info!(
+        target: "postern::checkpoint",
+        seq = s.seq,
+        at = %s.at,
+        hash = %hex::encode(s.hash),
+        signature = %STANDARD.encode(&s.signature),
+        reason = s.reason.as_str(),
+        "transfer log checkpoint signed"
+    );
+    if let Some(f) = file
+        && let Err(e) = f.append(s)
+    {
+        tracing::error!(path = %f.path().display(), error = %e, "could not write the checkpoint file; the checkpoint is in the database only");
+    }
 }
 
 /// Checkpoints younger than this many days are all kept; older ones are thinned to one a day.
@@ -280,8 +651,13 @@ pub async fn thin(store: &Store, now: time::OffsetDateTime) -> Result<usize, Sto
 pub enum Purge {
     /// Nothing is older than the retention period (or retention is off).
     Nothing,
-    /// Records were purged; `seq` is the `log_purged` record.
-    Done { seq: i64, record: LogPurgedRecord },
+    /// Records were purged; `seq` is the `log_purged` record. `anchor` is the checkpoint the
+    /// purge signed, if it had to sign one.
+    Done {
+        seq: i64,
+        record: Box<LogPurgedRecord>,
+        anchor: Option<Box<Signed>>,
+    },
     /// The records due do not verify: nothing was deleted, so that the evidence stays.
     Refused(Break),
 }
@@ -322,9 +698,12 @@ pub fn purge_in(
             r.get(0)
         })
         .optional()?;
-    let anchor_at = match existing {
-        Some(a) => a,
-        None => sign_at(conn, key, to, hash, &at)?.at,
+    let (anchor_at, signed) = match existing {
+        Some(a) => (a, None),
+        None => {
+            let s = sign_at(conn, key, to, hash, &at, Reason::Purge)?;
+            (s.at.clone(), Some(Box::new(s)))
+        }
     };
     for sql in [
         "DELETE FROM log_subjects WHERE seq <= ?1",
@@ -368,7 +747,11 @@ pub fn purge_in(
         deliveries: u64::try_from(deliveries).unwrap_or(u64::MAX),
     };
     let seq = tx.append(&LogEntry::new(&record)?)?;
-    Ok(Purge::Done { seq, record })
+    Ok(Purge::Done {
+        seq,
+        record: Box::new(record),
+        anchor: signed,
+    })
 }
 
 /// Purges as one write job (see [`purge_in`]).
@@ -387,11 +770,46 @@ pub async fn purge(
 /// committed meanwhile is seen entirely or not at all). Works on a read-only connection,
 /// alongside a running gateway.
 pub fn verify(conn: &Connection, keys: &[PublicKey]) -> Result<Report, StoreError> {
+    verify_with(conn, keys, &[]).map(|(r, _)| r)
+}
+
+/// As [`verify`], taking into account checkpoints kept outside the database (the checkpoint
+/// file): a log cut short together with its newest checkpoints is still caught by them. Returns
+/// the report and how many of `external` were used.
+pub fn verify_with(
+    conn: &Connection,
+    keys: &[PublicKey],
+    external: &[Checkpoint],
+) -> Result<(Report, usize), StoreError> {
     conn.execute_batch("BEGIN")?;
-    let report = check(conn, keys, None);
+    let report = check_with(conn, keys, None, external);
     // Nothing was written: ending the read cannot lose anything.
     let _ = conn.execute_batch("ROLLBACK");
     report
+}
+
+/// The acceptances of unsigned heads the log records (`head_accepted`).
+fn acceptances(conn: &Connection) -> Result<Vec<verify::Acceptance>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT seq, body FROM log WHERE kind = 'head_accepted' ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        // A body that is not an acceptance is a break the chain check reports.
+        if let Ok(a) = serde_json::from_slice::<HeadAcceptedRecord>(bytes(r.get_ref(1)?)) {
+            out.push(verify::Acceptance {
+                seq,
+                at: a.at,
+                found: a.found,
+                found_seq: a.found_seq,
+                checkpoint_seq: a.checkpoint_seq,
+                valid_to: a.valid_to,
+                reason: a.reason,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A column as bytes, whatever a tamperer stored in it.
@@ -420,14 +838,147 @@ fn checkpoints(conn: &Connection, up_to: i64) -> Result<Vec<Checkpoint>, StoreEr
     Ok(out)
 }
 
-/// Streams the records up to `up_to` (all, if `None`) through the verifier.
+/// An index table read in `seq` order alongside the log, so that a million records are checked
+/// without holding any table in memory. Rows for a seq the log stream has passed without
+/// claiming them belong to no record: they were added.
+struct IndexRows<'s, T> {
+    table: &'static str,
+    rows: rusqlite::Rows<'s>,
+    next: Option<(i64, T)>,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+}
+
+impl<'s, T> IndexRows<'s, T> {
+    fn new(
+        table: &'static str,
+        mut rows: rusqlite::Rows<'s>,
+        read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Self, StoreError> {
+        let next = Self::advance(&mut rows, read)?;
+        Ok(IndexRows {
+            table,
+            rows,
+            next,
+            read,
+        })
+    }
+
+    fn advance(
+        rows: &mut rusqlite::Rows<'s>,
+        read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<(i64, T)>, StoreError> {
+        Ok(match rows.next()? {
+            Some(r) => Some((r.get(0)?, read(r)?)),
+            None => None,
+        })
+    }
+
+    /// The rows filed under `seq`; a row under an earlier seq is an orphan.
+    fn take(&mut self, seq: i64) -> Result<Result<Vec<T>, Break>, StoreError> {
+        let mut out = Vec::new();
+        while let Some((s, _)) = &self.next {
+            let s = *s;
+            if s > seq {
+                break;
+            }
+            let Some((_, v)) = self.next.take() else {
+                break;
+            };
+            if s < seq {
+                return Ok(Err(verify::orphan_index(self.table, s)));
+            }
+            out.push(v);
+            self.next = Self::advance(&mut self.rows, self.read)?;
+        }
+        Ok(Ok(out))
+    }
+
+    /// After the last record: any row left belongs to none.
+    fn rest(&self) -> Option<Break> {
+        self.next
+            .as_ref()
+            .map(|(s, _)| verify::orphan_index(self.table, *s))
+    }
+}
+
+fn text(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        other => Some(String::from_utf8_lossy(bytes(other)).into_owned()),
+    }
+}
+
+fn facets_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFacets> {
+    Ok(StoredFacets {
+        at: text(r.get_ref(1)?).unwrap_or_default(),
+        decision: text(r.get_ref(2)?).unwrap_or_default(),
+        transfer_id: text(r.get_ref(3)?),
+        sender: text(r.get_ref(4)?),
+        originator: text(r.get_ref(5)?),
+        purpose: text(r.get_ref(6)?),
+        lawful_basis: text(r.get_ref(7)?),
+        marking: text(r.get_ref(8)?),
+        urgency: text(r.get_ref(9)?),
+        correction_of: text(r.get_ref(10)?),
+        rationale_pending: matches!(r.get_ref(11)?, ValueRef::Integer(n) if n != 0),
+    })
+}
+
+fn second_column(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    Ok(text(r.get_ref(1)?).unwrap_or_default())
+}
+
 fn check(conn: &Connection, keys: &[PublicKey], up_to: Option<i64>) -> Result<Report, StoreError> {
+    check_with(conn, keys, up_to, &[]).map(|(r, _)| r)
+}
+
+/// Streams the records up to `up_to` (all, if `None`) through the verifier, and every search
+/// index alongside them through the index checker; then the delivery states. `external`:
+/// checkpoints from outside the database.
+fn check_with(
+    conn: &Connection,
+    keys: &[PublicKey],
+    up_to: Option<i64>,
+    external: &[Checkpoint],
+) -> Result<(Report, usize), StoreError> {
     let bound = up_to.unwrap_or(i64::MAX);
-    let mut v = verify::Verifier::new(keys, checkpoints(conn, bound)?);
+    let accepted = acceptances(conn)?;
+    let first: Option<i64> = conn.query_row("SELECT MIN(seq) FROM log", [], |r| r.get(0))?;
+    let (cps, used) = verify::merge_checkpoints(
+        checkpoints(conn, bound)?,
+        external
+            .iter()
+            .filter(|c| c.seq <= bound)
+            .cloned()
+            .collect(),
+        &accepted,
+        first,
+    );
+    let mut v = verify::Verifier::new(keys, cps);
+    let mut ix = verify::IndexChecker::default();
     let mut stop = None;
+    let mut index_break: Option<Break> = None;
     {
-        let mut stmt = conn
-            .prepare("SELECT seq, prev_hash, hash, body FROM log WHERE seq <= ?1 ORDER BY seq")?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, prev_hash, hash, body, at, kind, transfer_id, sender, code FROM log WHERE seq <= ?1 ORDER BY seq",
+        )?;
+        let mut facets_stmt = conn.prepare(
+            "SELECT seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending FROM log_facets WHERE seq <= ?1 ORDER BY seq",
+        )?;
+        let mut recipients_stmt = conn.prepare(
+            "SELECT seq, recipient FROM log_recipients WHERE seq <= ?1 ORDER BY seq, recipient",
+        )?;
+        let mut subjects_stmt = conn.prepare(
+            "SELECT seq, subject_hash FROM log_subjects WHERE seq <= ?1 ORDER BY seq, subject_hash",
+        )?;
+        let mut facets = IndexRows::new("log_facets", facets_stmt.query([bound])?, facets_row)?;
+        let mut recipients = IndexRows::new(
+            "log_recipients",
+            recipients_stmt.query([bound])?,
+            second_column,
+        )?;
+        let mut subjects =
+            IndexRows::new("log_subjects", subjects_stmt.query([bound])?, second_column)?;
         let mut rows = stmt.query([bound])?;
         while let Some(r) = rows.next()? {
             let row = Row {
@@ -440,10 +991,54 @@ fn check(conn: &Connection, keys: &[PublicKey], up_to: Option<i64>) -> Result<Re
                 stop = Some(s);
                 break;
             }
+            let seq = row.seq;
+            let filed = (|| -> Result<Result<StoredIndex, Break>, StoreError> {
+                let mut f = match facets.take(seq)? {
+                    Ok(f) => f,
+                    Err(b) => return Ok(Err(b)),
+                };
+                let recipients = match recipients.take(seq)? {
+                    Ok(r) => r,
+                    Err(b) => return Ok(Err(b)),
+                };
+                let subjects = match subjects.take(seq)? {
+                    Ok(s) => s,
+                    Err(b) => return Ok(Err(b)),
+                };
+                Ok(Ok(StoredIndex {
+                    at: text(r.get_ref(4)?).unwrap_or_default(),
+                    kind: text(r.get_ref(5)?).unwrap_or_default(),
+                    transfer_id: text(r.get_ref(6)?),
+                    sender: text(r.get_ref(7)?),
+                    code: text(r.get_ref(8)?),
+                    subjects,
+                    facets: f.pop(),
+                    recipients,
+                }))
+            })()?;
+            // An index that disagrees is kept aside while the chain is checked on: a break in
+            // the chain itself (a record inserted, deleted, moved) explains more, and is what
+            // is reported if there is one.
+            if index_break.is_none()
+                && let Err(b) = filed.and_then(|stored| ix.record(seq, row.body, &stored))
+            {
+                index_break = Some(b);
+            }
+        }
+        if index_break.is_none() {
+            index_break = [facets.rest(), recipients.rest(), subjects.rest()]
+                .into_iter()
+                .flatten()
+                .min_by_key(|b| b.seq);
         }
     }
     let first_break = match stop {
-        None => v.finish(),
+        // The delivery states are checked for the whole log only (a purge checks its prefix).
+        None => match v.finish().or(index_break).or_else(|| ix.finish()) {
+            Some(b) => Some(b),
+            None if up_to.is_none() => deliveries(conn)?,
+            None => None,
+        },
         Some(Stop::Break(b)) => Some(b),
         Some(Stop::Suspect(s)) => Some(verify::classify(
             &s,
@@ -453,7 +1048,41 @@ fn check(conn: &Connection, keys: &[PublicKey], up_to: Option<i64>) -> Result<Re
             },
         )?),
     };
-    Ok(v.report(first_break))
+    let mut report = v.report(first_break);
+    report.accepted = accepted;
+    Ok((report, used))
+}
+
+/// Every delivery's state against the last attempt the chained records hold for it: the state
+/// `log list --delivery-state` and `log report` read. Run once the records and their `log`
+/// columns are known intact, so that the columns (and the bodies' JSON) can be relied on.
+fn deliveries(conn: &Connection) -> Result<Option<Break>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT d.transfer_id, d.recipient, d.state,
+                (SELECT l.code FROM log l
+                  WHERE l.transfer_id = d.transfer_id AND l.kind = 'delivery_attempt'
+                    AND json_extract(l.body, '$.recipient') = d.recipient
+                  ORDER BY l.seq DESC LIMIT 1),
+                (SELECT MIN(l.seq) FROM log l WHERE l.transfer_id = d.transfer_id)
+         FROM deliveries d ORDER BY d.transfer_id, d.recipient",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let state = text(r.get_ref(2)?).unwrap_or_default();
+        let last = text(r.get_ref(3)?);
+        if let Some(why) = verify::delivery_difference(&state, last.as_deref()) {
+            let transfer = text(r.get_ref(0)?).unwrap_or_default();
+            let recipient = text(r.get_ref(1)?).unwrap_or_default();
+            let seq: Option<i64> = r.get(4)?;
+            return Ok(Some(Break::index(
+                seq.unwrap_or(0),
+                format!(
+                    "the delivery of transfer {transfer} to `{recipient}` disagrees with the records: {why}"
+                ),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Look-ups for classifying a break. The hash index is built only then, with one scan.

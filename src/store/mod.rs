@@ -139,7 +139,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE transfers (
@@ -294,6 +294,12 @@ CREATE TABLE checkpoints (
 );
 ";
 
+/// Version 3: why each checkpoint was signed (`interval`, `shutdown`, `purge`, `accepted`), so
+/// that the gateway can tell at start-up whether its last stop was clean.
+const SCHEMA_V3: &str = "
+ALTER TABLE checkpoints ADD COLUMN reason TEXT;
+";
+
 /// Files one decision record's facets (in the caller's transaction).
 pub(crate) fn insert_facets(
     conn: &Connection,
@@ -363,9 +369,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         if version == 0 {
             tx.execute_batch(SCHEMA)?;
         }
-        tx.execute_batch(SCHEMA_V2)?;
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2)?;
+        }
         if version == 1 {
             backfill_facets(&tx)?;
+        }
+        if version < 3 {
+            tx.execute_batch(SCHEMA_V3)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -375,9 +386,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Where the last record of the chain is.
 #[derive(Debug, Clone, Copy)]
-struct ChainHead {
-    seq: i64,
-    hash: [u8; 32],
+pub(crate) struct ChainHead {
+    pub(crate) seq: i64,
+    pub(crate) hash: [u8; 32],
+}
+
+/// The chain's head (seq and hash), or `None` for an empty log.
+pub(crate) fn chain_head_of(conn: &Connection) -> Result<Option<ChainHead>, StoreError> {
+    let h = chain_head(conn)?;
+    Ok((h.seq > 0).then_some(h))
 }
 
 /// The chain's head. A head hash that is unreadable or of the wrong length is an error, never
