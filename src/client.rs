@@ -44,6 +44,10 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The system random number generator failed: no unpredictable multipart boundary can be
+    /// made (a predictable one lets a payload close the part early).
+    #[error("the system random number generator failed")]
+    Random,
 }
 
 /// A client certificate chain and its private key.
@@ -234,10 +238,11 @@ fn quote(s: &str) -> String {
         .collect()
 }
 
-fn boundary() -> String {
+fn boundary() -> Result<String, ClientError> {
     let mut b = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    format!("postern-{}", hex::encode(b))
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| ClientError::Random)?;
+    Ok(format!("postern-{}", hex::encode(b)))
 }
 
 impl Connection {
@@ -292,7 +297,7 @@ impl Connection {
             payload_part,
             s.payload,
             s.payload_len,
-        );
+        )?;
         let mut req = hyper::Request::post("/v1/transfers")
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, m.content_type);
@@ -424,17 +429,18 @@ fn part_header(b: &str, p: &Part, first: bool) -> String {
     )
 }
 
-/// Builds a multipart body: the `fixed` parts in order, then `last`, streamed.
+/// Builds a multipart body: the `fixed` parts in order, then `last`, streamed. Fails only if no
+/// random boundary can be made.
 pub fn multipart<S>(
     fixed: Vec<(Part, Bytes)>,
     last: Part,
     stream_body: S,
     last_len: Option<u64>,
-) -> Multipart
+) -> Result<Multipart, ClientError>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
 {
-    let b = boundary();
+    let b = boundary()?;
     let mut head: Vec<Bytes> = Vec::new();
     for (i, (part, bytes)) in fixed.into_iter().enumerate() {
         head.push(Bytes::from(part_header(&b, &part, i == 0)));
@@ -448,11 +454,11 @@ where
         .chain(stream_body)
         .chain(stream::iter([Ok(tail)]))
         .map(|r| r.map(Frame::data));
-    Multipart {
+    Ok(Multipart {
         content_type: format!("multipart/form-data; boundary={b}"),
         length: last_len.map(|n| fixed_len + n),
         body: BodyExt::boxed(StreamBody::new(body)),
-    }
+    })
 }
 
 /// Streams a file in large chunks.

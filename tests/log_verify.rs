@@ -901,10 +901,7 @@ async fn records_added_while_the_gateway_was_stopped_are_not_signed_at_the_next_
     assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
     assert_eq!(r["accepted"][0]["found"], "appended", "{r}");
     assert_eq!(r["accepted"][0]["found_seq"].as_i64(), Some(forged));
-    assert_eq!(
-        accept_head(&d, "again").1.contains("nothing to accept"),
-        true
-    );
+    assert!(accept_head(&d, "again").1.contains("nothing to accept"));
 }
 
 /// Deleting the newest records together with the newest checkpoints in the database is caught

@@ -2843,19 +2843,19 @@ fn rationale_recorded() -> RationaleRecorded {
 fn full_raw_decision() -> RawDecision {
     RawDecision {
         recipients: Some(vec!["r".into()]),
-        purpose: Some("p".into()),
+        purpose: Some(Some("p".into())),
         reasons: Some("r".into()),
         practitioner: Some(RawPractitioner {
             name: Some("n".into()),
             role: Some("r".into()),
             contact: Some("c".into()),
         }),
-        request: Some(RawRequest {
+        request: Some(Some(RawRequest {
             reference: Some("r".into()),
             requested: Some("q".into()),
-        }),
-        subject_refs: Some(vec!["case:1".into()]),
-        data_categories: Some(vec!["personal".into()]),
+        })),
+        subject_refs: Some(Some(vec!["case:1".into()])),
+        data_categories: Some(Some(vec!["personal".into()])),
     }
 }
 

@@ -63,10 +63,18 @@ pub struct DeclineArgs {
 impl DeclineArgs {
     fn body(&self) -> anyhow::Result<RawDecision> {
         let mut d: RawDecision = body_file(self.decision.as_deref(), "decision")?;
+        // A flag replaces what the file says (even an explicit null, which the gateway
+        // refuses); without the flag the file's member is sent as it is.
+        fn given<T>(slot: &mut Option<Option<T>>, v: Option<T>) {
+            if v.is_some() {
+                *slot = Some(v);
+            }
+        }
+        let list = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
         set_list(&mut d.recipients, &self.to);
-        set_list(&mut d.subject_refs, &self.subjects);
-        set_list(&mut d.data_categories, &self.data_categories);
-        set(&mut d.purpose, self.purpose.clone());
+        given(&mut d.subject_refs, list(&self.subjects));
+        given(&mut d.data_categories, list(&self.data_categories));
+        given(&mut d.purpose, self.purpose.clone());
         set(&mut d.reasons, self.reasons.clone());
         practitioner(
             &mut d.practitioner,
@@ -74,7 +82,11 @@ impl DeclineArgs {
             &self.practitioner_role,
             &self.practitioner_contact,
         );
-        request(&mut d.request, &self.request_ref, &self.requested);
+        if self.request_ref.is_some() || self.requested.is_some() {
+            let mut r = d.request.take().flatten();
+            request(&mut r, &self.request_ref, &self.requested);
+            d.request = Some(r);
+        }
         Ok(d)
     }
 }

@@ -294,7 +294,10 @@ fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
     if format == "csv" {
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(stdout));
         w.write_record(CSV_HEADER)?;
-        let r = search::for_each_decision(reader.conn(), q, |row| w.write_record(csv_row(&row)));
+        // JSONL is data for programs; CSV is opened in spreadsheets, so no cell may be a formula.
+        let r = search::for_each_decision(reader.conn(), q, |row| {
+            w.write_record(csv_row(&row).into_iter().map(search::spreadsheet_safe))
+        });
         w.flush()?;
         Ok(r?)
     } else {

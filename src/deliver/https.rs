@@ -128,6 +128,10 @@ impl HttpsChannel {
             stream,
             None,
         );
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => return Outcome::Temporary(format!("cannot build the request: {e}")),
+        };
         let request = match hyper::Request::post(url)
             .header(hyper::header::CONTENT_TYPE, m.content_type)
             .body(m.body)

@@ -348,10 +348,20 @@ async fn requeue_stranded(d: &Deliverer, in_flight: &InFlight) {
     }
 }
 
+/// A uniform sample in [-1, 1] for the retry delay's jitter. If the system random number
+/// generator fails, the delay gets no jitter (0), and the failure is logged as the error it is:
+/// never a made-up "random" value that would synchronise retries while claiming to spread them.
 fn jitter_sample() -> f64 {
     let mut b = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    (u64::from_le_bytes(b) as f64 / u64::MAX as f64) * 2.0 - 1.0
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b) {
+        Ok(()) => (u64::from_le_bytes(b) as f64 / u64::MAX as f64) * 2.0 - 1.0,
+        Err(_) => {
+            tracing::error!(
+                "the system random number generator failed; this retry is scheduled without jitter"
+            );
+            0.0
+        }
+    }
 }
 
 /// Runs the worker until `stop` is cancelled, then lets attempts in flight finish.

@@ -30,18 +30,36 @@ pub struct RawDecision {
     /// The organisations the practitioner considered sharing with, and decided not to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purpose: Option<String>,
+    // Optional members whose `null` is refused rather than taken for "left out": the record
+    // must say only what was said.
+    #[serde(
+        default,
+        deserialize_with = "super::fields::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub purpose: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasons: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub practitioner: Option<RawPractitioner>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<RawRequest>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject_refs: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_categories: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "super::fields::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request: Option<Option<RawRequest>>,
+    #[serde(
+        default,
+        deserialize_with = "super::fields::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subject_refs: Option<Option<Vec<String>>>,
+    #[serde(
+        default,
+        deserialize_with = "super::fields::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_categories: Option<Option<Vec<String>>>,
 }
 
 /// `POST /v1/transfers/{id}/rationale`: the justification of an urgent share, added afterwards.
@@ -167,8 +185,9 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
         }
     }
 
+    let raw_purpose = c.not_null(raw.purpose, "purpose");
     let purpose = c
-        .optional_text(raw.purpose, "purpose", limits::SHORT_TEXT)
+        .optional_text(raw_purpose, "purpose", limits::SHORT_TEXT)
         .and_then(|p| match p.parse::<PurposeId>() {
             Ok(p) if cx.registry.purpose(&p).is_some() => Some(p),
             _ => {
@@ -195,7 +214,7 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
         Some(p) => practitioner(&mut c, p),
     };
 
-    let request = raw.request.and_then(|r| {
+    let request = c.not_null(raw.request, "request").and_then(|r| {
         envelope::request(
             &mut c,
             r,
@@ -205,7 +224,7 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
     });
 
     let mut subject_refs = Vec::new();
-    match raw.subject_refs {
+    match c.not_null(raw.subject_refs, "subject_refs") {
         None => {}
         Some(list) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
             "subject_refs",
@@ -227,7 +246,8 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
     }
 
     let mut data_categories = BTreeSet::new();
-    for (i, d) in raw.data_categories.unwrap_or_default().iter().enumerate() {
+    let categories = c.not_null(raw.data_categories, "data_categories");
+    for (i, d) in categories.unwrap_or_default().iter().enumerate() {
         match DataCategory::parse(d.trim()) {
             Some(cat) => {
                 data_categories.insert(cat);

@@ -140,6 +140,35 @@ impl Collector {
 
 /// The error for a body whose every field passed but whose result is still missing a part;
 /// unreachable while each `None` pushes an error, but answered 422 rather than a panic.
+/// For an optional member whose `null` is not a value: absent is `None` (with
+/// `#[serde(default)]`), `null` is `Some(None)`, a value `Some(Some(v))`, so that validation can
+/// refuse an explicit `null` instead of taking it for "left out".
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+impl Collector {
+    /// An optional member: its value, or `None` when it was left out; an explicit `null` is
+    /// refused (it says nothing, and taking it for "left out" would record what was not said).
+    pub(super) fn not_null<T>(&mut self, v: Option<Option<T>>, field: &str) -> Option<T> {
+        match v {
+            None => None,
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                self.invalid(
+                    field,
+                    format!("`{field}` is null: give a value, or leave the member out"),
+                );
+                None
+            }
+        }
+    }
+}
+
 pub(super) fn incomplete(what: &str) -> FieldError {
     FieldError {
         code: FieldProblem::InvalidValue,

@@ -436,8 +436,18 @@ fn item_not_found() -> Response {
 pub async fn list(
     State(app): State<Arc<App>>,
     org: OrgCaller,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // A query string that does not parse is a problem like any other, never axum's plain text.
+    let Ok(Query(q)) = q else {
+        return Problem::new(
+            400,
+            "malformed_request",
+            "The query string is not valid: `all` may be `true` or `false`.",
+        )
+        .with_field("all")
+        .into_response();
+    };
     let recipient = org.org.to_string();
     match app
         .store

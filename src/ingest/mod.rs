@@ -16,6 +16,7 @@ pub mod caller;
 pub mod decisions;
 pub mod inbound;
 mod linger;
+mod parse_errors;
 pub mod problem;
 pub mod routes;
 pub mod sources;
@@ -407,7 +408,10 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection(
+        TokioIo::new(parse_errors::ProblemAnswers::new(stream)),
+        service,
+    );
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {

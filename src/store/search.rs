@@ -11,6 +11,17 @@ use serde::Serialize;
 
 use super::StoreError;
 
+/// A cell for a CSV export that a spreadsheet will not run as a formula: one that starts with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's "CSV injection"
+/// advice), so that text a sender wrote (a justification, a name) is shown, never evaluated.
+pub fn spreadsheet_safe(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 /// Which decision records to find. Every field set narrows the result (AND).
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
@@ -327,4 +338,26 @@ pub fn report(
     })?;
     r.dead_deliveries = rows.collect::<Result<_, _>>()?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_others_kept() {
+        for (given, out) in [
+            ("=1+2", "'=1+2"),
+            ("+44 20 7946 0000", "'+44 20 7946 0000"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("plain", "plain"),
+            ("", ""),
+            ("a=b", "a=b"),
+        ] {
+            assert_eq!(spreadsheet_safe(given.to_owned()), out, "{given:?}");
+        }
+    }
 }

@@ -329,6 +329,35 @@ pub async fn generate(
                         for (r, s) in g.recipients.iter().zip(&g.delivery_states) {
                             d.execute(params![g.transfer_id, r, s, g.at])?;
                         }
+                        drop(d);
+                        // A delivery that was attempted has its attempt recorded, as the
+                        // worker records it (what `log verify` checks the state against).
+                        let (Ok(tid), Ok(sender)) = (
+                            g.transfer_id.parse::<crate::domain::ids::TransferId>(),
+                            g.sender.parse::<crate::domain::ids::OrgId>(),
+                        ) else {
+                            return Err(StoreError::Task("a generated id does not parse".into()));
+                        };
+                        for (r, s) in g.recipients.iter().zip(&g.delivery_states) {
+                            if !matches!(*s, "delivered" | "dead" | "retrying") {
+                                continue;
+                            }
+                            let Ok(recipient) = r.parse() else { continue };
+                            let attempt = crate::transfer_log::DeliveryAttemptRecord {
+                                kind: crate::transfer_log::RecordKind::DeliveryAttempt,
+                                transfer_id: tid,
+                                at: g.at.clone(),
+                                recipient,
+                                attempt: 1,
+                                channel: "https".into(),
+                                sender: Some(sender.clone()),
+                                outcome: (*s).to_owned(),
+                                detail: "HTTP 201".into(),
+                                receipt: None,
+                                next_attempt_at: None,
+                            };
+                            tx.append(&LogEntry::new(&attempt)?)?;
+                        }
                     }
                     out.push(g);
                 }
