@@ -575,196 +575,245 @@ pub struct Index {
     pub subjects: Vec<SubjectHash>,
     /// Set on decision records (shared, refused, rejected, declined, inbound refused) only.
     pub facets: Option<Facets>,
+    /// For an accepted transfer: the recipients a delivery is queued for.
+    pub delivers_to: Vec<OrgId>,
+    /// For a delivery attempt: to whom, and how it ended.
+    pub attempt: Option<(OrgId, String)>,
 }
 
-impl Index {
-    fn plain(kind: RecordKind, at: &str, transfer_id: Option<TransferId>) -> Self {
-        Index {
-            kind,
-            at: at.to_owned(),
-            transfer_id,
-            sender: None,
-            code: None,
-            subjects: Vec::new(),
-            facets: None,
-        }
-    }
-}
+/// A body of the transfer log. What it is filed under is derived from its serialised form by
+/// [`index_of`], the one function both appending and `postern log verify` use.
+pub trait Record: Serialize {}
 
-/// A body of the transfer log: what it is filed under is derived from it.
-pub trait Record: Serialize {
-    fn index(&self) -> Index;
-}
-
-impl Record for TransferRecord {
-    fn index(&self) -> Index {
-        Index {
-            kind: self.kind,
-            at: self.at.clone(),
-            transfer_id: Some(self.transfer_id),
-            sender: Some(self.sender.org.clone()),
-            code: self.decision.code.clone(),
-            subjects: self
-                .envelope
-                .as_ref()
-                .map(|e| e.subject_ref_hashes.clone())
-                .unwrap_or_default(),
-            facets: Some(Facets::of_transfer(self)),
-        }
-    }
-}
-
-impl Record for DeliveryAttemptRecord {
-    fn index(&self) -> Index {
-        Index {
-            sender: self.sender.clone(),
-            code: Some(self.outcome.clone()),
-            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
-        }
-    }
-}
-
-impl Record for PayloadPurgedRecord {
-    fn index(&self) -> Index {
-        Index::plain(self.kind, &self.at, Some(self.transfer_id))
-    }
-}
-
-impl Record for InboxRecord {
-    /// Filed under the transfer's sender; the organisation that received or acknowledged it is
-    /// the record's `recipient`.
-    fn index(&self) -> Index {
-        Index {
-            sender: Some(self.sender.clone()),
-            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
-        }
-    }
-}
-
-impl Record for DeclinedRecord {
-    /// Filed under the decision id, the decider, its subjects (so that a subject access request
-    /// finds decisions not to share too) and its facets (`declined`, with the recipients
-    /// considered).
-    fn index(&self) -> Index {
-        Index {
-            sender: Some(self.sender.org.clone()),
-            subjects: self.subject_ref_hashes.clone(),
-            facets: Some(Facets {
-                decision: "declined",
-                purpose: self.purpose.clone(),
-                recipients: self.recipients.clone(),
-                ..Facets::default()
-            }),
-            ..Index::plain(self.kind, &self.at, Some(self.decision_id))
-        }
-    }
-}
-
-impl Record for RationaleRecord {
-    fn index(&self) -> Index {
-        Index {
-            sender: Some(self.sender.org.clone()),
-            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
-        }
-    }
-}
-
-impl Record for InboundRefusedRecord {
-    /// A decision not to hold: filed as `inbound_refused`, under the sender the peer named, with
-    /// the recipient, purpose and marking as stated.
-    fn index(&self) -> Index {
-        Index {
-            sender: Some(self.sender.clone()),
-            code: Some(self.code.clone()),
-            facets: Some(Facets {
-                decision: "inbound_refused",
-                purpose: Some(self.purpose.clone()),
-                marking: Some(self.marking.clone()),
-                recipients: vec![self.recipient.clone()],
-                ..Facets::default()
-            }),
-            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
-        }
-    }
-}
-
-impl Record for TransferFailedRecord {
-    fn index(&self) -> Index {
-        Index {
-            sender: Some(self.sender.org.clone()),
-            code: Some(self.code.clone()),
-            ..Index::plain(self.kind, &self.at, Some(self.transfer_id))
-        }
-    }
-}
-
-impl Record for LogPurgedRecord {
-    fn index(&self) -> Index {
-        Index::plain(self.kind, &self.at, None)
-    }
-}
-
-impl Record for HeadAcceptedRecord {
-    fn index(&self) -> Index {
-        Index::plain(self.kind, &self.at, None)
-    }
-}
+impl Record for TransferRecord {}
+impl Record for DeliveryAttemptRecord {}
+impl Record for PayloadPurgedRecord {}
+impl Record for InboxRecord {}
+impl Record for DeclinedRecord {}
+impl Record for RationaleRecord {}
+impl Record for InboundRefusedRecord {}
+impl Record for TransferFailedRecord {}
+impl Record for LogPurgedRecord {}
+impl Record for HeadAcceptedRecord {}
 
 /// Why a stored body does not yield an index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("the record is not JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
-    #[error("the record has no `kind`")]
-    NoKind,
-    #[error("the record is not a valid `{kind}` record: {source}")]
-    Invalid {
-        kind: String,
-        #[source]
-        source: serde_json::Error,
+    #[error("the record is not a transfer log record: {0}")]
+    Invalid(#[source] serde_json::Error),
+    #[error("a `{kind}` record lacks `{member}`")]
+    Missing {
+        kind: &'static str,
+        member: &'static str,
     },
 }
 
-/// The index of a stored body: its `kind` says which record it is.
+/// A sender as records hold it: an organisation id, or `{ "org": ..., "certificate": ... }`.
+struct SenderView(String);
+
+impl<'de> Deserialize<'de> for SenderView {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SenderView;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an organisation id or a sender record")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SenderView, E> {
+                Ok(SenderView(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<SenderView, A::Error> {
+                let mut org = None;
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if k == "org" {
+                        org = Some(m.next_value::<String>()?);
+                    } else {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                org.map(SenderView)
+                    .ok_or_else(|| serde::de::Error::missing_field("org"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct UrgencyView {
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct RecipientView {
+    recipient: OrgId,
+}
+
+#[derive(Deserialize)]
+struct DecisionView {
+    code: Option<String>,
+    #[serde(default)]
+    authorisations: Vec<RecipientView>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeView<'a> {
+    recipients: Vec<OrgId>,
+    purpose: String,
+    lawful_basis: String,
+    marking_normalised: String,
+    originator: String,
+    urgency: UrgencyView,
+    #[serde(borrow)]
+    justification: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    subject_ref_hashes: Vec<SubjectHash>,
+    correction_of: Option<TransferId>,
+}
+
+/// What any record is filed under, read from its body without copying what it is not filed
+/// under (the justification, the summary...).
+#[derive(Deserialize)]
+struct View<'a> {
+    kind: RecordKind,
+    at: String,
+    transfer_id: Option<TransferId>,
+    decision_id: Option<TransferId>,
+    sender: Option<SenderView>,
+    code: Option<String>,
+    outcome: Option<String>,
+    recipient: Option<OrgId>,
+    recipients: Option<Vec<OrgId>>,
+    purpose: Option<String>,
+    marking: Option<String>,
+    subject_ref_hashes: Option<Vec<SubjectHash>>,
+    decision: Option<DecisionView>,
+    #[serde(borrow)]
+    envelope: Option<EnvelopeView<'a>>,
+}
+
+/// What a record is filed under: derived from its body alone, by one function, whether the
+/// record is being appended or checked.
 pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
-    #[derive(Deserialize)]
-    struct Kind {
-        kind: Option<RecordKind>,
-    }
-    let kind = serde_json::from_slice::<Kind>(body)
-        .map_err(IndexError::NotJson)?
-        .kind
-        .ok_or(IndexError::NoKind)?;
-    fn typed<R: Record + serde::de::DeserializeOwned>(
-        kind: RecordKind,
-        body: &[u8],
-    ) -> Result<Index, IndexError> {
-        let r: R = serde_json::from_slice(body).map_err(|source| IndexError::Invalid {
-            kind: kind.as_str().to_owned(),
-            source,
-        })?;
-        Ok(r.index())
-    }
-    let index = match kind {
+    let v: View<'_> = serde_json::from_slice(body).map_err(IndexError::Invalid)?;
+    let kind = v.kind;
+    let need = |member: &'static str| IndexError::Missing {
+        kind: kind.as_str(),
+        member,
+    };
+    let mut index = Index {
+        kind,
+        at: v.at,
+        transfer_id: None,
+        sender: None,
+        code: None,
+        subjects: Vec::new(),
+        facets: None,
+        delivers_to: Vec::new(),
+        attempt: None,
+    };
+    let sender = || -> Result<Option<OrgId>, IndexError> {
+        match &v.sender {
+            None => Ok(None),
+            Some(SenderView(s)) => s.parse().map(Some).map_err(|_| need("sender")),
+        }
+    };
+    match kind {
         RecordKind::TransferAccepted
         | RecordKind::TransferRefused
-        | RecordKind::TransferRejected => typed::<TransferRecord>(kind, body)?,
-        RecordKind::DeliveryAttempt => typed::<DeliveryAttemptRecord>(kind, body)?,
-        RecordKind::PayloadPurged => typed::<PayloadPurgedRecord>(kind, body)?,
-        RecordKind::InboxReceived | RecordKind::InboxAcknowledged => {
-            typed::<InboxRecord>(kind, body)?
+        | RecordKind::TransferRejected => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            let decision = v.decision.ok_or_else(|| need("decision"))?;
+            index.code = decision.code;
+            let name = match kind {
+                RecordKind::TransferAccepted => "shared",
+                RecordKind::TransferRefused => "refused",
+                _ => "rejected",
+            };
+            index.facets = Some(match v.envelope {
+                None => Facets {
+                    decision: name,
+                    ..Facets::default()
+                },
+                Some(e) => {
+                    index.subjects = e.subject_ref_hashes;
+                    Facets {
+                        decision: name,
+                        originator: Some(e.originator),
+                        purpose: Some(e.purpose),
+                        lawful_basis: Some(e.lawful_basis),
+                        marking: Some(e.marking_normalised),
+                        rationale_to_follow: name == "shared"
+                            && e.urgency.status == "urgent"
+                            && e.justification.is_empty(),
+                        urgency: Some(e.urgency.status),
+                        correction_of: e.correction_of,
+                        recipients: e.recipients,
+                    }
+                }
+            });
+            if kind == RecordKind::TransferAccepted {
+                index.delivers_to = decision
+                    .authorisations
+                    .into_iter()
+                    .map(|a| a.recipient)
+                    .collect();
+            }
         }
-        RecordKind::DecisionDeclined => typed::<DeclinedRecord>(kind, body)?,
-        RecordKind::RationaleAdded => typed::<RationaleRecord>(kind, body)?,
-        RecordKind::LogPurged => typed::<LogPurgedRecord>(kind, body)?,
-        RecordKind::InboundRefused => typed::<InboundRefusedRecord>(kind, body)?,
-        RecordKind::TransferFailed => typed::<TransferFailedRecord>(kind, body)?,
-        RecordKind::HeadAccepted => typed::<HeadAcceptedRecord>(kind, body)?,
-    };
-    // A body whose `kind` disagrees with its type's own (an inbox record claiming to be a
-    // purge) is not what was written.
-    if index.kind != kind {
-        return Err(IndexError::NoKind);
+        RecordKind::DeliveryAttempt => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = sender()?;
+            let outcome = v.outcome.ok_or_else(|| need("outcome"))?;
+            index.code = Some(outcome.clone());
+            index.attempt = Some((v.recipient.ok_or_else(|| need("recipient"))?, outcome));
+        }
+        RecordKind::PayloadPurged => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+        }
+        // Filed under the transfer's sender; the organisation that received or acknowledged it
+        // is the record's `recipient`.
+        RecordKind::InboxReceived | RecordKind::InboxAcknowledged | RecordKind::RationaleAdded => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+        }
+        // Filed under the decision id, the decider, its subjects (so that a subject access
+        // request finds decisions not to share too) and its facets (`declined`, with the
+        // recipients considered).
+        RecordKind::DecisionDeclined => {
+            index.transfer_id = Some(v.decision_id.ok_or_else(|| need("decision_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.subjects = v.subject_ref_hashes.unwrap_or_default();
+            index.facets = Some(Facets {
+                decision: "declined",
+                purpose: v.purpose,
+                recipients: v.recipients.ok_or_else(|| need("recipients"))?,
+                ..Facets::default()
+            });
+        }
+        // A decision not to hold: filed as `inbound_refused`, under the sender the peer named,
+        // with the recipient, purpose and marking as stated.
+        RecordKind::InboundRefused => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.code = Some(v.code.ok_or_else(|| need("code"))?);
+            index.facets = Some(Facets {
+                decision: "inbound_refused",
+                purpose: v.purpose,
+                marking: v.marking,
+                recipients: vec![v.recipient.ok_or_else(|| need("recipient"))?],
+                ..Facets::default()
+            });
+        }
+        RecordKind::TransferFailed => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.code = Some(v.code.ok_or_else(|| need("code"))?);
+        }
+        RecordKind::LogPurged | RecordKind::HeadAccepted => {}
     }
     Ok(index)
 }
@@ -782,8 +831,10 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// A record and everything it is filed under (derived from it).
+    /// A record and everything it is filed under, derived from its serialised form by
+    /// [`index_of`] (what `postern log verify` derives again).
     pub fn new<R: Record>(record: &R) -> Result<Self, serde_json::Error> {
+        let body = serde_json::to_vec(record)?;
         let Index {
             kind,
             at,
@@ -792,7 +843,11 @@ impl LogEntry {
             code,
             subjects,
             facets,
-        } = record.index();
+            ..
+        } = index_of(&body).map_err(|e| match e {
+            IndexError::Invalid(e) => e,
+            other => <serde_json::Error as serde::de::Error>::custom(other),
+        })?;
         Ok(LogEntry {
             kind,
             at,
@@ -801,7 +856,7 @@ impl LogEntry {
             code,
             subjects,
             facets,
-            body: serde_json::to_vec(record)?,
+            body,
         })
     }
 }

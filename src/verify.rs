@@ -711,7 +711,8 @@ pub fn index_difference(expected: &Index, stored: &StoredIndex) -> Option<String
 }
 
 /// Checks the search indexes record by record, against what each chained body says, and what
-/// only the whole stream can say: whether an urgent share's rationale is still pending.
+/// only the whole stream can say: whether an urgent share's rationale is still pending, and
+/// what state each delivery should be in.
 #[derive(Default)]
 pub struct IndexChecker {
     /// Accepted urgent shares whose rationale was left to follow and has not been added since:
@@ -719,10 +720,38 @@ pub struct IndexChecker {
     pending: HashMap<TransferId, i64>,
     /// Seqs whose stored facets say the rationale is pending.
     stored_pending: std::collections::BTreeSet<i64>,
+    /// Every delivery an accepted transfer in the log queued, with the outcome of the last
+    /// attempt recorded for it (0: none yet). Keyed compactly: a long log has millions.
+    deliveries: HashMap<(u128, u16), u8>,
+    recipient_ids: HashMap<String, u16>,
     checked: u64,
 }
 
+fn outcome_code(outcome: &str) -> u8 {
+    match outcome {
+        "retrying" => 1,
+        "delivered" => 2,
+        "dead" => 3,
+        _ => 4,
+    }
+}
+
+fn outcome_name(code: u8) -> Option<&'static str> {
+    match code {
+        1 => Some("retrying"),
+        2 => Some("delivered"),
+        3 => Some("dead"),
+        4 => Some("unknown"),
+        _ => None,
+    }
+}
+
 impl IndexChecker {
+    fn recipient_id(&mut self, r: &str) -> u16 {
+        let next = u16::try_from(self.recipient_ids.len()).unwrap_or(u16::MAX);
+        *self.recipient_ids.entry(r.to_owned()).or_insert(next)
+    }
+
     /// One record that verified in the chain, and what the store files it under.
     pub fn record(&mut self, seq: i64, body: &[u8], stored: &StoredIndex) -> Result<(), Break> {
         let expected = index_of(body)
@@ -745,6 +774,16 @@ impl IndexChecker {
         }
         if stored.facets.as_ref().is_some_and(|f| f.rationale_pending) {
             self.stored_pending.insert(seq);
+        }
+        if let Some(t) = expected.transfer_id {
+            for r in &expected.delivers_to {
+                let key = (t.as_u128(), self.recipient_id(r.as_str()));
+                self.deliveries.entry(key).or_insert(0);
+            }
+            if let Some((r, outcome)) = &expected.attempt {
+                let key = (t.as_u128(), self.recipient_id(r.as_str()));
+                self.deliveries.insert(key, outcome_code(outcome));
+            }
         }
         self.checked += 1;
         Ok(())
@@ -773,6 +812,32 @@ impl IndexChecker {
             format!(
                 "the search index disagrees with record {seq}: log_facets.rationale_pending says the urgent share's rationale is {is}, where the records say it is {should}"
             ),
+        ))
+    }
+
+    /// A delivery queue row, against the records: why its state is not the one the last
+    /// recorded attempt implies (`None`: it agrees, or its transfer's acceptance was purged).
+    /// Each row is taken once; [`IndexChecker::unqueued`] then names any left without one.
+    pub fn delivery(&mut self, transfer: &str, recipient: &str, state: &str) -> Option<String> {
+        let t = transfer.parse::<TransferId>().ok()?;
+        let r = *self.recipient_ids.get(recipient)?;
+        let last = self.deliveries.remove(&(t.as_u128(), r))?;
+        delivery_difference(state, outcome_name(last))
+    }
+
+    /// A delivery an accepted transfer in the log queued, whose queue row is gone: (transfer,
+    /// recipient).
+    pub fn unqueued(&self) -> Option<(String, String)> {
+        let ((t, r), _) = self.deliveries.iter().min_by_key(|(k, _)| **k)?;
+        let recipient = self
+            .recipient_ids
+            .iter()
+            .find(|(_, id)| *id == r)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_default();
+        Some((
+            TransferId::from_uuid(uuid::Uuid::from_u128(*t)).to_string(),
+            recipient,
         ))
     }
 }

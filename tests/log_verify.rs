@@ -722,6 +722,14 @@ async fn every_index_a_search_reads_is_checked_against_the_chained_records() {
             attempt,
         ),
         (
+            "a delivery's queue row deleted",
+            format!(
+                "CREATE TABLE saved AS SELECT * FROM deliveries WHERE transfer_id = '{shared}'; DELETE FROM deliveries WHERE transfer_id = '{shared}'"
+            ),
+            "INSERT INTO deliveries SELECT * FROM saved; DROP TABLE saved".into(),
+            accepted,
+        ),
+        (
             "a delivery's state changed",
             format!("UPDATE deliveries SET state = 'dead' WHERE transfer_id = '{shared}'"),
             format!("UPDATE deliveries SET state = 'delivered' WHERE transfer_id = '{shared}'"),

@@ -91,6 +91,11 @@ impl TransferId {
     pub fn from_uuid(id: uuid::Uuid) -> Self {
         Self(id)
     }
+
+    /// The id as a number (a compact key for large in-memory sets).
+    pub fn as_u128(&self) -> u128 {
+        self.0.as_u128()
+    }
 }
 
 impl fmt::Display for TransferId {

@@ -838,6 +838,13 @@ fn checkpoints(conn: &Connection, up_to: i64) -> Result<Vec<Checkpoint>, StoreEr
     Ok(out)
 }
 
+/// Records handed to the index checker's thread: seq, body, and what the store files it under
+/// (or the orphan index row met while reading it).
+type IndexWork = Vec<(i64, Vec<u8>, Result<StoredIndex, Break>)>;
+
+/// Records per hand-off to the index checker's thread.
+const INDEX_BATCH: usize = 256;
+
 /// An index table read in `seq` order alongside the log, so that a million records are checked
 /// without holding any table in memory. Rows for a seq the log stream has passed without
 /// claiming them belong to no record: they were added.
@@ -955,88 +962,113 @@ fn check_with(
         first,
     );
     let mut v = verify::Verifier::new(keys, cps);
-    let mut ix = verify::IndexChecker::default();
-    let mut stop = None;
-    let mut index_break: Option<Break> = None;
-    {
-        let mut stmt = conn.prepare(
-            "SELECT seq, prev_hash, hash, body, at, kind, transfer_id, sender, code FROM log WHERE seq <= ?1 ORDER BY seq",
-        )?;
-        let mut facets_stmt = conn.prepare(
-            "SELECT seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending FROM log_facets WHERE seq <= ?1 ORDER BY seq",
-        )?;
-        let mut recipients_stmt = conn.prepare(
-            "SELECT seq, recipient FROM log_recipients WHERE seq <= ?1 ORDER BY seq, recipient",
-        )?;
-        let mut subjects_stmt = conn.prepare(
-            "SELECT seq, subject_hash FROM log_subjects WHERE seq <= ?1 ORDER BY seq, subject_hash",
-        )?;
-        let mut facets = IndexRows::new("log_facets", facets_stmt.query([bound])?, facets_row)?;
-        let mut recipients = IndexRows::new(
-            "log_recipients",
-            recipients_stmt.query([bound])?,
-            second_column,
-        )?;
-        let mut subjects =
-            IndexRows::new("log_subjects", subjects_stmt.query([bound])?, second_column)?;
-        let mut rows = stmt.query([bound])?;
-        while let Some(r) = rows.next()? {
-            let row = Row {
-                seq: r.get(0)?,
-                prev_hash: bytes(r.get_ref(1)?),
-                hash: bytes(r.get_ref(2)?),
-                body: bytes(r.get_ref(3)?),
-            };
-            if let Err(s) = v.row(row) {
-                stop = Some(s);
-                break;
+    // The chain is checked here, record by record; the indexes on a thread of their own, fed
+    // in batches (deriving a record's index means parsing its body: the costlier half).
+    let (stop, mut ix, index_break) = std::thread::scope(
+        |scope| -> Result<(Option<Stop>, verify::IndexChecker, Option<Break>), StoreError> {
+            let (work, batches) = std::sync::mpsc::sync_channel::<IndexWork>(8);
+            let indexer = scope.spawn(move || {
+                let mut ix = verify::IndexChecker::default();
+                let mut first: Option<Break> = None;
+                for batch in batches {
+                    for (seq, body, filed) in batch {
+                        // An index that disagrees is kept aside while the chain is checked
+                        // on: a break in the chain itself (a record inserted, deleted, moved)
+                        // explains more, and is what is reported if there is one.
+                        if first.is_none()
+                            && let Err(b) = filed.and_then(|stored| ix.record(seq, &body, &stored))
+                        {
+                            first = Some(b);
+                        }
+                    }
+                }
+                (ix, first)
+            });
+            let mut stop = None;
+            let mut batch: IndexWork = Vec::with_capacity(INDEX_BATCH);
+            let mut stmt = conn.prepare(
+                "SELECT seq, prev_hash, hash, body, at, kind, transfer_id, sender, code FROM log WHERE seq <= ?1 ORDER BY seq",
+            )?;
+            let mut facets_stmt = conn.prepare(
+                "SELECT seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending FROM log_facets WHERE seq <= ?1 ORDER BY seq",
+            )?;
+            let mut recipients_stmt = conn.prepare(
+                "SELECT seq, recipient FROM log_recipients WHERE seq <= ?1 ORDER BY seq, recipient",
+            )?;
+            let mut subjects_stmt = conn.prepare(
+                "SELECT seq, subject_hash FROM log_subjects WHERE seq <= ?1 ORDER BY seq, subject_hash",
+            )?;
+            let mut facets = IndexRows::new("log_facets", facets_stmt.query([bound])?, facets_row)?;
+            let mut recipients = IndexRows::new(
+                "log_recipients",
+                recipients_stmt.query([bound])?,
+                second_column,
+            )?;
+            let mut subjects =
+                IndexRows::new("log_subjects", subjects_stmt.query([bound])?, second_column)?;
+            let mut rows = stmt.query([bound])?;
+            while let Some(r) = rows.next()? {
+                let row = Row {
+                    seq: r.get(0)?,
+                    prev_hash: bytes(r.get_ref(1)?),
+                    hash: bytes(r.get_ref(2)?),
+                    body: bytes(r.get_ref(3)?),
+                };
+                if let Err(s) = v.row(row) {
+                    stop = Some(s);
+                    break;
+                }
+                let seq = row.seq;
+                let filed = (|| -> Result<Result<StoredIndex, Break>, StoreError> {
+                    let mut f = match facets.take(seq)? {
+                        Ok(f) => f,
+                        Err(b) => return Ok(Err(b)),
+                    };
+                    let recipients = match recipients.take(seq)? {
+                        Ok(r) => r,
+                        Err(b) => return Ok(Err(b)),
+                    };
+                    let subjects = match subjects.take(seq)? {
+                        Ok(s) => s,
+                        Err(b) => return Ok(Err(b)),
+                    };
+                    Ok(Ok(StoredIndex {
+                        at: text(r.get_ref(4)?).unwrap_or_default(),
+                        kind: text(r.get_ref(5)?).unwrap_or_default(),
+                        transfer_id: text(r.get_ref(6)?),
+                        sender: text(r.get_ref(7)?),
+                        code: text(r.get_ref(8)?),
+                        subjects,
+                        facets: f.pop(),
+                        recipients,
+                    }))
+                })()?;
+                batch.push((seq, row.body.to_vec(), filed));
+                if batch.len() == INDEX_BATCH {
+                    // A send fails only if the indexer is gone, which it is not before the end.
+                    let _ = work.send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(INDEX_BATCH),
+                    ));
+                }
             }
-            let seq = row.seq;
-            let filed = (|| -> Result<Result<StoredIndex, Break>, StoreError> {
-                let mut f = match facets.take(seq)? {
-                    Ok(f) => f,
-                    Err(b) => return Ok(Err(b)),
-                };
-                let recipients = match recipients.take(seq)? {
-                    Ok(r) => r,
-                    Err(b) => return Ok(Err(b)),
-                };
-                let subjects = match subjects.take(seq)? {
-                    Ok(s) => s,
-                    Err(b) => return Ok(Err(b)),
-                };
-                Ok(Ok(StoredIndex {
-                    at: text(r.get_ref(4)?).unwrap_or_default(),
-                    kind: text(r.get_ref(5)?).unwrap_or_default(),
-                    transfer_id: text(r.get_ref(6)?),
-                    sender: text(r.get_ref(7)?),
-                    code: text(r.get_ref(8)?),
-                    subjects,
-                    facets: f.pop(),
-                    recipients,
-                }))
-            })()?;
-            // An index that disagrees is kept aside while the chain is checked on: a break in
-            // the chain itself (a record inserted, deleted, moved) explains more, and is what
-            // is reported if there is one.
-            if index_break.is_none()
-                && let Err(b) = filed.and_then(|stored| ix.record(seq, row.body, &stored))
-            {
-                index_break = Some(b);
-            }
-        }
-        if index_break.is_none() {
-            index_break = [facets.rest(), recipients.rest(), subjects.rest()]
+            let _ = work.send(batch);
+            drop(work);
+            let orphans = [facets.rest(), recipients.rest(), subjects.rest()]
                 .into_iter()
                 .flatten()
                 .min_by_key(|b| b.seq);
-        }
-    }
+            let (ix, first) = indexer
+                .join()
+                .map_err(|_| StoreError::Task("the index check failed".into()))?;
+            Ok((stop, ix, first.or(orphans)))
+        },
+    )?;
     let first_break = match stop {
         // The delivery states are checked for the whole log only (a purge checks its prefix).
         None => match v.finish().or(index_break).or_else(|| ix.finish()) {
             Some(b) => Some(b),
-            None if up_to.is_none() => deliveries(conn)?,
+            None if up_to.is_none() => deliveries(conn, &mut ix)?,
             None => None,
         },
         Some(Stop::Break(b)) => Some(b),
@@ -1053,34 +1085,44 @@ fn check_with(
     Ok((report, used))
 }
 
-/// Every delivery's state against the last attempt the chained records hold for it: the state
-/// `log list --delivery-state` and `log report` read. Run once the records and their `log`
-/// columns are known intact, so that the columns (and the bodies' JSON) can be relied on.
-fn deliveries(conn: &Connection) -> Result<Option<Break>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT d.transfer_id, d.recipient, d.state,
-                (SELECT l.code FROM log l
-                  WHERE l.transfer_id = d.transfer_id AND l.kind = 'delivery_attempt'
-                    AND json_extract(l.body, '$.recipient') = d.recipient
-                  ORDER BY l.seq DESC LIMIT 1),
-                (SELECT MIN(l.seq) FROM log l WHERE l.transfer_id = d.transfer_id)
-         FROM deliveries d ORDER BY d.transfer_id, d.recipient",
-    )?;
+/// Every delivery's state against the last attempt the chained records hold for it (what
+/// `log list --delivery-state` and `log report` read), and every delivery an accepted transfer
+/// in the log queued against the queue's rows. Run once the records are known intact.
+fn deliveries(
+    conn: &Connection,
+    ix: &mut verify::IndexChecker,
+) -> Result<Option<Break>, StoreError> {
+    let at = |transfer: &str| -> Result<i64, StoreError> {
+        Ok(conn
+            .query_row(
+                "SELECT MIN(seq) FROM log WHERE transfer_id = ?1",
+                [transfer],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .unwrap_or(0))
+    };
+    let mut stmt = conn.prepare("SELECT transfer_id, recipient, state FROM deliveries")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
+        let transfer = text(r.get_ref(0)?).unwrap_or_default();
+        let recipient = text(r.get_ref(1)?).unwrap_or_default();
         let state = text(r.get_ref(2)?).unwrap_or_default();
-        let last = text(r.get_ref(3)?);
-        if let Some(why) = verify::delivery_difference(&state, last.as_deref()) {
-            let transfer = text(r.get_ref(0)?).unwrap_or_default();
-            let recipient = text(r.get_ref(1)?).unwrap_or_default();
-            let seq: Option<i64> = r.get(4)?;
+        if let Some(why) = ix.delivery(&transfer, &recipient, &state) {
             return Ok(Some(Break::index(
-                seq.unwrap_or(0),
+                at(&transfer)?,
                 format!(
                     "the delivery of transfer {transfer} to `{recipient}` disagrees with the records: {why}"
                 ),
             )));
         }
+    }
+    if let Some((transfer, recipient)) = ix.unqueued() {
+        return Ok(Some(Break::index(
+            at(&transfer)?,
+            format!(
+                "the delivery of transfer {transfer} to `{recipient}` is recorded as accepted, but its queue row is gone"
+            ),
+        )));
     }
     Ok(None)
 }

@@ -25,6 +25,7 @@ use postern_gateway::live::Live;
 use postern_gateway::seal::SpoolKey;
 
 mod deliver;
+mod flood;
 mod log;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,6 +68,11 @@ pub struct LoadArgs {
     /// Submissions per second for the fixed-rate phase of `--deliver`.
     #[arg(long, default_value_t = 200)]
     rate: u32,
+    /// Flood benchmark: one address holds this many half-open connections while a client at
+    /// another submits `--transfers` transfers (at most 1,000), a new connection each; measured
+    /// without the flood, with it, and with it and the per-source limits lifted.
+    #[arg(long)]
+    flood: Option<usize>,
     /// Transfer log benchmark: write this many generated decision records, then time `postern
     /// log subject`, filtered `log list`, `log verify` and `log export` on them.
     #[arg(long)]
@@ -504,6 +510,17 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(mode) = a.deliver {
         return deliver::benchmark(&a, mode, &scratch, relay_port, &sink, &payload).await;
+    }
+    if let Some(n) = a.flood {
+        return flood::benchmark(
+            n,
+            (a.transfers.min(1000), a.size),
+            &scratch.config_dir(),
+            &scratch.state_dir(),
+            &payload,
+            tls,
+        )
+        .await;
     }
     println!(
         "postern load: {} transfers of {} over {} mutual-TLS connections (+{} warm-up per connection); {} CPUs",
