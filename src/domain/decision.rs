@@ -122,7 +122,7 @@ pub struct DecisionContext<'a> {
 pub fn parse_decision(bytes: &[u8], cx: &DecisionContext<'_>) -> Result<Decline, DecisionError> {
     let raw = read_json(
         bytes,
-        "decision",
+        ("decision", &["practitioner", "request"]),
         DecisionError::Malformed,
         DecisionError::Invalid,
     )?;
@@ -133,7 +133,7 @@ pub fn parse_decision(bytes: &[u8], cx: &DecisionContext<'_>) -> Result<Decline,
 pub fn parse_rationale(bytes: &[u8]) -> Result<Rationale, DecisionError> {
     let raw = read_json(
         bytes,
-        "body",
+        ("body", &["practitioner"]),
         DecisionError::Malformed,
         DecisionError::Invalid,
     )?;

@@ -384,7 +384,17 @@ pub struct ParseContext<'a> {
 pub fn parse_json(bytes: &[u8], cx: &ParseContext<'_>) -> Result<Envelope, EnvelopeError> {
     let raw: RawEnvelope = read_json(
         bytes,
-        "envelope",
+        (
+            "envelope",
+            &[
+                "practitioner",
+                "consent",
+                "subject_informed",
+                "urgency",
+                "request",
+                "retention",
+            ],
+        ),
         EnvelopeError::Malformed,
         EnvelopeError::Invalid,
     )?;

@@ -182,10 +182,39 @@ pub(super) fn incomplete(what: &str) -> FieldError {
 /// (the answer must not echo what was typed). `what` names the body in messages.
 pub(super) fn read_json<T: DeserializeOwned, E>(
     bytes: &[u8],
-    what: &str,
+    (what, objects): (&str, &[&str]),
     malformed: impl FnOnce(String) -> E,
     invalid: impl FnOnce(Vec<FieldError>) -> E,
 ) -> Result<T, E> {
+    // serde's derived readers take a JSON array for a struct, members by position: the body,
+    // and each member named in `objects`, must be a JSON object (or, for a member, null).
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return Err(malformed(e.to_string())),
+    };
+    let Some(members) = value.as_object() else {
+        return Err(invalid(vec![FieldError {
+            code: FieldProblem::InvalidValue,
+            field: String::new(),
+            message: format!("the {what} must be a JSON object"),
+        }]));
+    };
+    let mut wrong: Vec<FieldError> = objects
+        .iter()
+        .filter(|m| {
+            members
+                .get(**m)
+                .is_some_and(|v| !v.is_object() && !v.is_null())
+        })
+        .map(|m| FieldError {
+            code: FieldProblem::InvalidValue,
+            field: (*m).to_owned(),
+            message: format!("`{m}` has the wrong type: expected an object"),
+        })
+        .collect();
+    if !wrong.is_empty() {
+        return Err(invalid(std::mem::take(&mut wrong)));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = safe_path(&e.path().to_string());
