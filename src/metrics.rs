@@ -145,7 +145,7 @@ impl Metrics {
         );
         r.register(
             "transfer_errors",
-            "Transfer requests that failed inside the gateway (500) or while it shut down (503)",
+            "Transfer requests that failed inside the gateway (500), while it shut down (503), or for want of disk space (507)",
             m.errors.clone(),
         );
         r.register(
@@ -221,7 +221,7 @@ impl Metrics {
                 outcome: outcome.as_str(),
             });
         }
-        for status in [500, 503] {
+        for status in [500, 503, 507] {
             let _ = m.errors.get_or_create(&Status { status });
         }
         for state in PENDING_STATES {

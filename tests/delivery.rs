@@ -506,29 +506,10 @@ async fn two_gateways_exchange_a_transfer_and_the_recipient_acknowledges_it() {
     let a = Deployment::with_daemon(FAST);
     let b = Deployment::new();
     // B trusts A's CA for client certificates and knows A's gateway certificate as a peer.
-    let a_fp = postern_gateway::pki::fingerprint(&a.server_identity().chain[0]).to_string();
-    std::fs::write(
-        b.config_dir.join("postern.toml"),
-        format!(
-            "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n[smtp]\nrelays = [{{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }}]\n",
-            b.state_dir.display(),
-            a.ca_path().display()
-        ),
-    )
-    .expect("write");
-    std::fs::write(b.config_dir.join("peers.toml"), format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n")).expect("write");
+    b.accept_deliveries_from(&a);
     let b_server = b.start().await;
     // A reaches the police at B, verifying B against B's CA, sealing to the police's key at B.
-    a.rewrite(
-        "organisations.toml",
-        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
-        &format!(
-            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
-            b_server.addr.port(),
-            b.ca_path().display(),
-            b.state_dir.join("keys/orgs/northshire-police.pub").display()
-        ),
-    );
+    a.deliver_police_to(&b, b_server.addr.port());
     let a_server = a.start().await;
 
     let mut council = a.connect(a_server.addr, "northshire-cc").await;

@@ -243,29 +243,9 @@ async fn a_full_receiver_is_a_temporary_failure_and_the_delivery_completes_later
         "[delivery]\nretry_initial_ms = 200\nretry_max_ms = 400\nretry_jitter = 0.0\n",
     );
     let b = on_disk(&disk, "[limits]\nmin_free_bytes = 4194304\n");
-    let a_fp = postern_gateway::pki::fingerprint(&a.server_identity().chain[0]).to_string();
-    let mut toml = std::fs::read_to_string(b.config_dir.join("postern.toml")).expect("read");
-    toml.push_str(&format!(
-        "\n[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n",
-        a.ca_path().display()
-    ));
-    std::fs::write(b.config_dir.join("postern.toml"), toml).expect("write");
-    std::fs::write(
-        b.config_dir.join("peers.toml"),
-        format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n"),
-    )
-    .expect("write");
+    b.accept_deliveries_from(&a);
     let b_server = b.start().await;
-    a.rewrite(
-        "organisations.toml",
-        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
-        &format!(
-            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
-            b_server.addr.port(),
-            b.ca_path().display(),
-            b.state_dir.join("keys/orgs/northshire-police.pub").display()
-        ),
-    );
+    a.deliver_police_to(&b, b_server.addr.port());
     let filler = disk.fill(1 << 20);
     let a_server = a.start().await;
     let mut council = a.connect(a_server.addr, "northshire-cc").await;

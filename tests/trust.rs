@@ -450,34 +450,14 @@ async fn a_receiving_gateways_refusal_is_permanent_for_the_sender() {
     );
     let b = Deployment::new();
     // B knows A's gateway as a peer (bound to A's CA), and clears the police to OFFICIAL only.
-    let a_fp = postern_gateway::pki::fingerprint(&a.server_identity().chain[0]).to_string();
-    let mut toml = std::fs::read_to_string(b.config_dir.join("postern.toml")).expect("read");
-    toml.push_str(&format!(
-        "\n[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n",
-        a.ca_path().display()
-    ));
-    std::fs::write(b.config_dir.join("postern.toml"), toml).expect("write");
-    std::fs::write(
-        b.config_dir.join("peers.toml"),
-        format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n"),
-    )
-    .expect("write");
+    b.accept_deliveries_from(&a);
     b.rewrite(
         "organisations.toml",
         "sector = \"police\"\nclearance = \"OFFICIAL-SENSITIVE\"",
         "sector = \"police\"\nclearance = \"OFFICIAL\"",
     );
     let b_server = b.start().await;
-    a.rewrite(
-        "organisations.toml",
-        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
-        &format!(
-            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
-            b_server.addr.port(),
-            b.ca_path().display(),
-            b.state_dir.join("keys/orgs/northshire-police.pub").display()
-        ),
-    );
+    a.deliver_police_to(&b, b_server.addr.port());
     let a_server = a.start().await;
     let mut council = a.connect(a_server.addr, "northshire-cc").await;
     let answer = common::submit(

@@ -838,9 +838,15 @@ fn checkpoints(conn: &Connection, up_to: i64) -> Result<Vec<Checkpoint>, StoreEr
     Ok(out)
 }
 
-/// Records handed to the index checker's thread: seq, body, and what the store files it under
-/// (or the orphan index row met while reading it).
-type IndexWork = Vec<(i64, Vec<u8>, Result<StoredIndex, Break>)>;
+/// Records handed to the index checker's thread: their bodies, one after another in one buffer,
+/// and for each its seq, where its body ends, and what the store files it under (or the orphan
+/// index row met while reading it). Handed back to be freed by the thread that allocated it:
+/// memory freed across threads makes the two contend for the allocator's lock.
+#[derive(Default)]
+struct IndexWork {
+    bodies: Vec<u8>,
+    records: Vec<(i64, usize, Result<StoredIndex, Break>)>,
+}
 
 /// Records per hand-off to the index checker's thread.
 const INDEX_BATCH: usize = 256;
@@ -967,25 +973,36 @@ fn check_with(
     let (stop, mut ix, index_break) = std::thread::scope(
         |scope| -> Result<(Option<Stop>, verify::IndexChecker, Option<Break>), StoreError> {
             let (work, batches) = std::sync::mpsc::sync_channel::<IndexWork>(8);
+            let (done, returned) = std::sync::mpsc::channel::<IndexWork>();
             let indexer = scope.spawn(move || {
                 let mut ix = verify::IndexChecker::default();
                 let mut first: Option<Break> = None;
                 for batch in batches {
-                    for (seq, body, filed) in batch {
+                    let mut start = 0;
+                    for (seq, end, filed) in &batch.records {
+                        let body = batch.bodies.get(start..*end).unwrap_or_default();
+                        start = *end;
                         // An index that disagrees is kept aside while the chain is checked
                         // on: a break in the chain itself (a record inserted, deleted, moved)
                         // explains more, and is what is reported if there is one.
-                        if first.is_none()
-                            && let Err(b) = filed.and_then(|stored| ix.record(seq, &body, &stored))
-                        {
-                            first = Some(b);
+                        if first.is_none() {
+                            let checked = match filed {
+                                Ok(stored) => ix.record(*seq, body, stored),
+                                Err(b) => Err(b.clone()),
+                            };
+                            first = checked.err();
                         }
                     }
+                    let _ = done.send(batch);
                 }
                 (ix, first)
             });
             let mut stop = None;
-            let mut batch: IndexWork = Vec::with_capacity(INDEX_BATCH);
+            let fresh = || IndexWork {
+                bodies: Vec::with_capacity(INDEX_BATCH * 2048),
+                records: Vec::with_capacity(INDEX_BATCH),
+            };
+            let mut batch = fresh();
             let mut stmt = conn.prepare(
                 "SELECT seq, prev_hash, hash, body, at, kind, transfer_id, sender, code FROM log WHERE seq <= ?1 ORDER BY seq",
             )?;
@@ -1043,13 +1060,21 @@ fn check_with(
                         recipients,
                     }))
                 })()?;
-                batch.push((seq, row.body.to_vec(), filed));
-                if batch.len() == INDEX_BATCH {
+                batch.bodies.extend_from_slice(row.body);
+                batch.records.push((seq, batch.bodies.len(), filed));
+                if batch.records.len() == INDEX_BATCH {
+                    // Reuse a batch the indexer has finished with, freeing its records here,
+                    // where they were allocated.
+                    let next = match returned.try_recv() {
+                        Ok(mut b) => {
+                            b.bodies.clear();
+                            b.records.clear();
+                            b
+                        }
+                        Err(_) => fresh(),
+                    };
                     // A send fails only if the indexer is gone, which it is not before the end.
-                    let _ = work.send(std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(INDEX_BATCH),
-                    ));
+                    let _ = work.send(std::mem::replace(&mut batch, next));
                 }
             }
             let _ = work.send(batch);

@@ -140,6 +140,38 @@ impl Deployment {
         }
     }
 
+    /// Makes this gateway (B) accept deliveries from `a`'s gateway: it trusts `a`'s CA (as the
+    /// CA named `council`) and registers `a`'s gateway certificate, bound to it, as the peer
+    /// `council-gateway` delivering for the council.
+    pub fn accept_deliveries_from(&self, a: &Deployment) {
+        let a_fp = postern_gateway::pki::fingerprint(&a.server_identity().chain[0]).to_string();
+        let mut toml = std::fs::read_to_string(self.config_dir.join("postern.toml")).expect("read");
+        toml.push_str(&format!(
+            "\n[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"council\", file = \"{}\" }}]\n",
+            a.ca_path().display()
+        ));
+        std::fs::write(self.config_dir.join("postern.toml"), toml).expect("write");
+        std::fs::write(
+            self.config_dir.join("peers.toml"),
+            format!("[[peer]]\nid = \"council-gateway\"\nname = \"Council gateway\"\nidentities = [{{ fingerprint = \"{a_fp}\", ca = \"council\" }}]\nsenders = [\"northshire-cc\"]\n"),
+        )
+        .expect("write");
+    }
+
+    /// Makes this gateway (A) reach the police at gateway `b` (listening on `port`): `b`'s
+    /// inbound URL, verified against `b`'s CA, sealed to the police's key at `b`.
+    pub fn deliver_police_to(&self, b: &Deployment, port: u16) {
+        self.rewrite(
+            "organisations.toml",
+            "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-police.pub\"",
+            &format!(
+                "url = \"https://localhost:{port}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
+                b.ca_path().display(),
+                b.state_dir.join("keys/orgs/northshire-police.pub").display()
+            ),
+        );
+    }
+
     /// Replaces text in one of the configuration files (before the gateway starts).
     pub fn rewrite(&self, file: &str, from: &str, to: &str) {
         let p = self.config_dir.join(file);
