@@ -1,6 +1,6 @@
 //! A full disk refuses; it never loses what it accepted. The state directory is put on a real
 //! small filesystem (a tmpfs this test mounts, which needs root: without it the tests that need
-//! one print SKIPPED, and `.ci/run` sets POSTERN_REQUIRE_TMPFS=1 so that they cannot skip there).
+//! one print SKIPPED, and `.ci/run` sets CI_REQUIRE_TMPFS=1 so that they cannot skip there).
 
 mod common;
 
@@ -39,8 +39,8 @@ impl SmallDisk {
                     Err(e) => e.to_string(),
                 };
                 assert!(
-                    std::env::var("POSTERN_REQUIRE_TMPFS").as_deref() != Ok("1"),
-                    "POSTERN_REQUIRE_TMPFS=1 but a tmpfs cannot be mounted: {why}"
+                    std::env::var("CI_REQUIRE_TMPFS").as_deref() != Ok("1"),
+                    "CI_REQUIRE_TMPFS=1 but a tmpfs cannot be mounted: {why}"
                 );
                 eprintln!(
                     "SKIPPED: this test needs to mount a small tmpfs (run as root; .ci/run does): {why}"
