@@ -723,6 +723,8 @@ pub struct IndexChecker {
     /// Every delivery an accepted transfer in the log queued, with the outcome of the last
     /// attempt recorded for it (0: none yet). Keyed compactly: a long log has millions.
     deliveries: HashMap<(u128, u16), u8>,
+    /// The transfers whose acceptance (which names every delivery queued) is in the log.
+    queued_transfers: std::collections::HashSet<u128>,
     recipient_ids: HashMap<String, u16>,
     checked: u64,
 }
@@ -776,6 +778,9 @@ impl IndexChecker {
             self.stored_pending.insert(seq);
         }
         if let Some(t) = expected.transfer_id {
+            if !expected.delivers_to.is_empty() {
+                self.queued_transfers.insert(t.as_u128());
+            }
             for r in &expected.delivers_to {
                 let key = (t.as_u128(), self.recipient_id(r.as_str()));
                 self.deliveries.entry(key).or_insert(0);
@@ -795,13 +800,19 @@ impl IndexChecker {
     }
 
     /// After the last record: the pending rationales the index claims are the ones the records
-    /// say.
-    pub fn finish(&self) -> Option<Break> {
+    /// say. `prefix`: only part of the log was read (a purge checks what it removes), so a
+    /// rationale still pending there may have been recorded after it: only an index that says
+    /// pending where the records read say recorded is a disagreement.
+    pub fn finish(&self, prefix: bool) -> Option<Break> {
         let expected: std::collections::BTreeSet<i64> = self.pending.values().copied().collect();
-        let seq = expected
-            .symmetric_difference(&self.stored_pending)
-            .next()
-            .copied()?;
+        let seq = if prefix {
+            self.stored_pending.difference(&expected).next().copied()?
+        } else {
+            expected
+                .symmetric_difference(&self.stored_pending)
+                .next()
+                .copied()?
+        };
         let (is, should) = if self.stored_pending.contains(&seq) {
             ("pending", "recorded since (or never due)")
         } else {
@@ -816,13 +827,24 @@ impl IndexChecker {
     }
 
     /// A delivery queue row, against the records: why its state is not the one the last
-    /// recorded attempt implies (`None`: it agrees, or its transfer's acceptance was purged).
-    /// Each row is taken once; [`IndexChecker::unqueued`] then names any left without one.
+    /// recorded attempt implies, or why it should not exist (`None`: it agrees, or its
+    /// transfer's acceptance was purged). Each row is taken once; [`IndexChecker::unqueued`]
+    /// then names any left without one.
     pub fn delivery(&mut self, transfer: &str, recipient: &str, state: &str) -> Option<String> {
-        let t = transfer.parse::<TransferId>().ok()?;
-        let r = *self.recipient_ids.get(recipient)?;
-        let last = self.deliveries.remove(&(t.as_u128(), r))?;
-        delivery_difference(state, outcome_name(last))
+        let t = transfer.parse::<TransferId>().ok()?.as_u128();
+        let last = self
+            .recipient_ids
+            .get(recipient)
+            .and_then(|r| self.deliveries.remove(&(t, *r)));
+        match last {
+            Some(last) => delivery_difference(state, outcome_name(last)),
+            // The acceptance is there and did not queue it: someone added the row.
+            None if self.queued_transfers.contains(&t) => Some(
+                "the transfer's acceptance record did not queue this delivery: the row was added"
+                    .to_owned(),
+            ),
+            None => None,
+        }
     }
 
     /// A delivery an accepted transfer in the log queued, whose queue row is gone: (transfer,
@@ -978,6 +1000,20 @@ pub struct Acceptance {
 }
 
 impl Acceptance {
+    /// Whether the gateway's key vouches for this acceptance: `postern log accept-head` signs
+    /// the head it appends, so a genuine acceptance has a checkpoint of its own record (same
+    /// seq, time and hash) under one of `keys`. Anyone who can write to the database can append
+    /// a record that parses as an acceptance; only the key holder can sign one, and an
+    /// acceptance that is not signed voids nothing.
+    pub fn is_signed(&self, record_hash: &[u8], cps: &[Checkpoint], keys: &[PublicKey]) -> bool {
+        cps.iter().any(|c| {
+            c.seq == self.seq
+                && c.at == self.at
+                && c.hash.as_slice() == record_hash
+                && c.fault(keys).is_none()
+        })
+    }
+
     pub fn voids(&self, cp: &Checkpoint) -> bool {
         self.valid_to
             .is_some_and(|v| cp.seq > v && cp.at.as_str() < self.at.as_str())

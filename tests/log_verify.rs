@@ -730,6 +730,16 @@ async fn every_index_a_search_reads_is_checked_against_the_chained_records() {
             accepted,
         ),
         (
+            "a delivery row added that the acceptance never queued",
+            format!(
+                "INSERT INTO deliveries (transfer_id, recipient, agreement, state, channel, attempts, next_attempt_at, last_error, updated_at) VALUES ('{shared}', 'riverside-youth', 'x', 'dead', 'email', 5, 'x', 'refused', 'x')"
+            ),
+            format!(
+                "DELETE FROM deliveries WHERE transfer_id = '{shared}' AND recipient = 'riverside-youth'"
+            ),
+            accepted,
+        ),
+        (
             "a delivery's state changed",
             format!("UPDATE deliveries SET state = 'dead' WHERE transfer_id = '{shared}'"),
             format!("UPDATE deliveries SET state = 'delivered' WHERE transfer_id = '{shared}'"),
@@ -988,4 +998,157 @@ async fn a_head_hash_of_the_wrong_length_is_an_error_not_the_start_of_a_new_chai
         Ok(_) => panic!("a store whose head cannot be chained from must not open"),
     }
     assert_break(&log.state, "altered", 5, 5);
+}
+
+/// A `head_accepted` record the checkpoint key did not sign (appended by someone who can write
+/// to the database) voids no checkpoint: records deleted behind it are still caught, by
+/// `log verify` and at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_acceptance_voids_no_checkpoint() {
+    let d = Deployment::new();
+    shared_and_stopped(&d).await;
+    let config = ["--config", d.config_dir.to_str().unwrap()];
+    let (_, r) = verify_bin(&d.state_dir, &config);
+    let last = r["last_seq"].as_i64().unwrap();
+    let db = Connection::open(db_path(&d.state_dir)).unwrap();
+    // The newest record deleted, and an acceptance forged in its place that would void every
+    // checkpoint (valid_to 0, stamped far in the future).
+    for t in ["log", "log_facets", "log_recipients", "log_subjects"] {
+        db.execute(&format!("DELETE FROM {t} WHERE seq = ?1"), [last])
+            .unwrap();
+    }
+    let (prev, prev_hash): (i64, Vec<u8>) = db
+        .query_row(
+            "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let record = postern_gateway::transfer_log::HeadAcceptedRecord {
+        kind: RecordKind::HeadAccepted,
+        at: "9999-12-31T23:59:59.999Z".into(),
+        found_seq: prev,
+        found_hash: hex::encode(&prev_hash),
+        checkpoint_seq: 0,
+        checkpoint_hash: String::new(),
+        checkpoint_at: String::new(),
+        found: "truncated".into(),
+        valid_to: Some(0),
+        reason: "forged".into(),
+    };
+    let e = LogEntry::new(&record).unwrap();
+    let h = chain_hash(&prev_hash.clone().try_into().unwrap(), last, &e.body);
+    db.execute(
+        "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, 'head_accepted', NULL, NULL, NULL, ?3, ?4, ?5)",
+        params![last, e.at, e.body, prev_hash, &h[..]],
+    )
+    .unwrap();
+
+    let (code, r) = verify_bin(&d.state_dir, &config);
+    assert_eq!(code, 1, "the rewritten record is caught: {r}");
+    assert_eq!(
+        (r["break"]["kind"].as_str(), r["break"]["to_seq"].as_i64()),
+        (Some("rewritten"), Some(last)),
+        "the signed checkpoint of record {last} no longer matches: {r}"
+    );
+    assert!(
+        r["accepted"].as_array().is_none_or(Vec::is_empty),
+        "the forged acceptance is not reported as one: {r}"
+    );
+    let (code, stderr) = try_serve(&d);
+    assert_eq!(code, Some(65), "the gateway refuses to start: {stderr}");
+}
+
+/// A purge whose cut falls between an urgent share and the rationale added for it later is not
+/// taken for tampering with the index (the prefix still shows the rationale as to follow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_between_an_urgent_share_and_its_rationale_goes_ahead() {
+    let d = Deployment::new();
+    checkpoint::ensure_key_file(&key_path(&d.state_dir)).unwrap();
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    let urgent = submit(
+        &mut conn,
+        &envelope(json!({"urgency": {"level": "urgent", "reason": "The child is at risk tonight."}, "justification": ""})),
+        vec![2; 500],
+        None,
+    )
+    .await;
+    assert_eq!(urgent.status, 202);
+    let id = common::json(&urgent)["transfer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let body = json!({
+        "justification": "A strategy discussion could not wait.",
+        "practitioner": {"name": "Alex Moore", "role": "Team manager", "contact": "alex.moore@northshire-cc.example"}
+    });
+    let a = conn
+        .post_json(
+            &format!("/v1/transfers/{id}/rationale"),
+            bytes::Bytes::from(serde_json::to_vec(&body).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    drop(conn);
+    server.stop().await;
+
+    let db = Connection::open(db_path(&d.state_dir)).unwrap();
+    let (rationale_seq, rationale_at): (i64, String) = db
+        .query_row(
+            "SELECT seq, at FROM log WHERE kind = 'rationale_added'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let share_seq: i64 = db
+        .query_row(
+            "SELECT seq FROM log WHERE kind = 'transfer_accepted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // Retention of one day, a day after the rationale: everything before it is due.
+    let now = postern_gateway::clock::parse(&rationale_at).unwrap() + time::Duration::days(1);
+    let (store, _) = Store::open(&d.state_dir).unwrap();
+    let key = Arc::new(CheckpointKey::from_file(&key_path(&d.state_dir)).unwrap());
+    let purged = checkpoint::purge(&store, key, 1, now).await.unwrap();
+    let Purge::Done { record, .. } = purged else {
+        panic!("the purge must go ahead: {purged:?}");
+    };
+    assert!(
+        record.to_seq >= share_seq && record.to_seq < rationale_seq,
+        "the cut falls between the share ({share_seq}) and its rationale ({rationale_seq}): {}",
+        record.to_seq
+    );
+    drop(store);
+    let (code, r) = verify_bin(&d.state_dir, &[]);
+    assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
+}
+
+/// A gateway that purged every record before the next checkpoint and then stopped uncleanly
+/// starts again: the purge's anchor vouches for the record the rest chains from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_of_everything_then_a_crash_still_starts() {
+    let mut log = Log::with(5, &[5]).await;
+    let now = postern_gateway::clock::now() + time::Duration::days(2);
+    let purged = checkpoint::purge(log.store(), log.key.clone(), 1, now)
+        .await
+        .unwrap();
+    assert!(matches!(purged, Purge::Done { .. }), "{purged:?}");
+    log.close();
+    let r = Reader::open(&log.state).unwrap();
+    let found = checkpoint::head_found(r.conn(), log.key.public(), None).unwrap();
+    assert!(
+        found.state.may_start(),
+        "the head after the purge follows its anchor: {:?}",
+        found.state
+    );
+    assert_eq!(
+        found.valid_to, 5,
+        "the anchor counts as a matching checkpoint"
+    );
 }

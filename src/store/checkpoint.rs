@@ -470,13 +470,7 @@ fn all_checkpoints(conn: &Connection) -> Result<Vec<(Checkpoint, Option<Reason>)
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push((
-            Checkpoint {
-                seq: r.get(0)?,
-                at: String::from_utf8_lossy(bytes(r.get_ref(1)?)).into_owned(),
-                hash: bytes(r.get_ref(2)?).to_vec(),
-                public_key: String::from_utf8_lossy(bytes(r.get_ref(3)?)).into_owned(),
-                signature: bytes(r.get_ref(4)?).to_vec(),
-            },
+            checkpoint_row(r)?,
             text(r.get_ref(5)?).as_deref().and_then(Reason::parse),
         ));
     }
@@ -503,24 +497,33 @@ pub fn head_found(
     file: Option<&CheckpointFile>,
 ) -> Result<HeadFound, StoreError> {
     let head = super::chain_head_of(conn)?;
-    let accepted = acceptances(conn)?;
     let mut all = all_checkpoints(conn)?;
+    let mut from_file = Vec::new();
     if let Some(f) = file {
         let read = f.read().map_err(|source| StoreError::Io {
             path: f.path().display().to_string(),
             source,
         })?;
+        from_file = read.checkpoints.iter().map(|(c, _)| c.clone()).collect();
         all.extend(read.checkpoints);
     }
+    let accepted = acceptances(conn, std::slice::from_ref(key), &from_file)?;
     all.retain(|(c, _)| {
         c.fault(std::slice::from_ref(key)).is_none() && !accepted.iter().any(|a| a.voids(c))
     });
     let last_seq = all.iter().map(|(c, _)| c.seq).max();
+    // The hash a checkpoint at `seq` vouches for: the record's, or, for the anchor a purge left
+    // just before the first record, the hash that record chains from.
     let at_seq = |seq: i64| -> Result<Option<Vec<u8>>, StoreError> {
         Ok(conn
-            .query_row("SELECT hash FROM log WHERE seq = ?1", [seq], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
+            .query_row(
+                "SELECT hash FROM log WHERE seq = ?1
+                 UNION ALL
+                 SELECT prev_hash FROM log WHERE seq = ?1 + 1 AND seq = (SELECT MIN(seq) FROM log)
+                 LIMIT 1",
+                [seq],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
             .optional()?)
     };
     let mut valid_to = 0;
@@ -636,7 +639,8 @@ pub fn thin_in(tx: &mut Tx<'_>, now: time::OffsetDateTime) -> Result<usize, Stor
         "DELETE FROM checkpoints
          WHERE at < ?1
            AND seq NOT IN (SELECT MAX(seq) FROM checkpoints WHERE at < ?1 GROUP BY substr(at, 1, 10))
-           AND seq != (SELECT IFNULL(MIN(seq), 1) - 1 FROM log)",
+           AND seq != (SELECT IFNULL(MIN(seq), 1) - 1 FROM log)
+           AND IFNULL(reason, '') != 'accepted'",
         [before],
     )?)
 }
@@ -788,17 +792,23 @@ pub fn verify_with(
     report
 }
 
-/// The acceptances of unsigned heads the log records (`head_accepted`).
-fn acceptances(conn: &Connection) -> Result<Vec<verify::Acceptance>, StoreError> {
+/// The acceptances of unsigned heads the log records (`head_accepted`) that the gateway's key
+/// signed (see [`verify::Acceptance::is_signed`]): their checkpoints are looked for among all the
+/// database's and `external`, whatever range is being checked.
+fn acceptances(
+    conn: &Connection,
+    keys: &[PublicKey],
+    external: &[Checkpoint],
+) -> Result<Vec<verify::Acceptance>, StoreError> {
     let mut stmt =
-        conn.prepare("SELECT seq, body FROM log WHERE kind = 'head_accepted' ORDER BY seq")?;
+        conn.prepare("SELECT seq, body, hash FROM log WHERE kind = 'head_accepted' ORDER BY seq")?;
     let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
         // A body that is not an acceptance is a break the chain check reports.
         if let Ok(a) = serde_json::from_slice::<HeadAcceptedRecord>(bytes(r.get_ref(1)?)) {
-            out.push(verify::Acceptance {
+            let acceptance = verify::Acceptance {
                 seq,
                 at: a.at,
                 found: a.found,
@@ -806,10 +816,42 @@ fn acceptances(conn: &Connection) -> Result<Vec<verify::Acceptance>, StoreError>
                 checkpoint_seq: a.checkpoint_seq,
                 valid_to: a.valid_to,
                 reason: a.reason,
-            });
+            };
+            found.push((acceptance, bytes(r.get_ref(2)?).to_vec()));
         }
     }
-    Ok(out)
+    drop(rows);
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cps: Vec<Checkpoint> = external
+        .iter()
+        .filter(|c| found.iter().any(|(a, _)| a.seq == c.seq))
+        .cloned()
+        .collect();
+    let mut own = conn
+        .prepare("SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq = ?1")?;
+    for (a, _) in &found {
+        let mut rows = own.query([a.seq])?;
+        while let Some(r) = rows.next()? {
+            cps.push(checkpoint_row(r)?);
+        }
+    }
+    let signed = found
+        .into_iter()
+        .filter(|(a, hash)| {
+            let ok = a.is_signed(hash, &cps, keys);
+            if !ok {
+                tracing::warn!(
+                    seq = a.seq,
+                    "a head_accepted record has no checkpoint the gateway's key signed: it is not taken into account"
+                );
+            }
+            ok
+        })
+        .map(|(a, _)| a)
+        .collect();
+    Ok(signed)
 }
 
 /// A column as bytes, whatever a tamperer stored in it.
@@ -827,15 +869,20 @@ fn checkpoints(conn: &Connection, up_to: i64) -> Result<Vec<Checkpoint>, StoreEr
     let mut rows = stmt.query([up_to])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(Checkpoint {
-            seq: r.get(0)?,
-            at: String::from_utf8_lossy(bytes(r.get_ref(1)?)).into_owned(),
-            hash: bytes(r.get_ref(2)?).to_vec(),
-            public_key: String::from_utf8_lossy(bytes(r.get_ref(3)?)).into_owned(),
-            signature: bytes(r.get_ref(4)?).to_vec(),
-        });
+        out.push(checkpoint_row(r)?);
     }
     Ok(out)
+}
+
+/// A checkpoint from a row whose first five columns are seq, at, hash, public_key, signature.
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        seq: r.get(0)?,
+        at: String::from_utf8_lossy(bytes(r.get_ref(1)?)).into_owned(),
+        hash: bytes(r.get_ref(2)?).to_vec(),
+        public_key: String::from_utf8_lossy(bytes(r.get_ref(3)?)).into_owned(),
+        signature: bytes(r.get_ref(4)?).to_vec(),
+    })
 }
 
 /// Records handed to the index checker's thread: their bodies, one after another in one buffer,
@@ -955,7 +1002,7 @@ fn check_with(
     external: &[Checkpoint],
 ) -> Result<(Report, usize), StoreError> {
     let bound = up_to.unwrap_or(i64::MAX);
-    let accepted = acceptances(conn)?;
+    let accepted = acceptances(conn, keys, external)?;
     let first: Option<i64> = conn.query_row("SELECT MIN(seq) FROM log", [], |r| r.get(0))?;
     let (cps, used) = verify::merge_checkpoints(
         checkpoints(conn, bound)?,
@@ -1091,7 +1138,11 @@ fn check_with(
     )?;
     let first_break = match stop {
         // The delivery states are checked for the whole log only (a purge checks its prefix).
-        None => match v.finish().or(index_break).or_else(|| ix.finish()) {
+        None => match v
+            .finish()
+            .or(index_break)
+            .or_else(|| ix.finish(up_to.is_some()))
+        {
             Some(b) => Some(b),
             None if up_to.is_none() => deliveries(conn, &mut ix)?,
             None => None,
