@@ -118,26 +118,52 @@ fn leaf_params(
     Ok(p)
 }
 
+fn ca_params(name: &str, path_len: u8, days: i64) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationName, "Postern");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(days);
+    p.serial_number = Some(random_serial()?);
+    Ok(p)
+}
+
 impl Ca {
-    /// A new self-signed CA (ECDSA P-256), valid for ten years.
+    /// A new self-signed CA (ECDSA P-256), valid for ten years, that issues certificates
+    /// directly.
     pub fn generate(name: &str) -> Result<Ca, PkiError> {
+        Self::generate_root(name, 0)
+    }
+
+    /// A new self-signed CA that may have `path_len` levels of issuing CAs below it (see
+    /// [`Ca::issue_intermediate`]): how large organisations' PKIs are built.
+    pub fn generate_root(name: &str, path_len: u8) -> Result<Ca, PkiError> {
         let key = KeyPair::generate()?;
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        dn.push(DnType::OrganizationName, "Postern");
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now - Duration::hours(1);
-        p.not_after = now + Duration::days(3650);
-        p.serial_number = Some(random_serial()?);
+        let p = ca_params(name, path_len, 3650)?;
         let cert = p.self_signed(&key)?;
+        let key_pem = Zeroizing::new(key.serialize_pem());
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(p, key),
+        })
+    }
+
+    /// An issuing CA below this one, valid for five years, that issues certificates directly.
+    pub fn issue_intermediate(&self, name: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut p = ca_params(name, 0, 1825)?;
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.issuer)?;
         let key_pem = Zeroizing::new(key.serialize_pem());
         Ok(Ca {
             cert_pem: cert.pem(),

@@ -495,3 +495,207 @@ async fn a_receiving_gateways_refusal_is_permanent_for_the_sender() {
     a_server.stop().await;
     b_server.stop().await;
 }
+
+/// A health trust's PKI: a root, an issuing CA below it, and two of Millbrook Academy's
+/// certificates from the issuing CA (one of them revoked by the issuing CA's list).
+struct Issuing {
+    dir: tempfile::TempDir,
+    revoked: Identity,
+    good: Identity,
+}
+
+impl Issuing {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Ca::generate_root("Northshire Health Root CA", 1).expect("root");
+        let issuing = root
+            .issue_intermediate("Northshire Health Issuing CA")
+            .expect("intermediate");
+        root.save(&dir.path().join("root")).expect("save");
+        issuing.save(&dir.path().join("issuing")).expect("save");
+        let leaf = |cn: &str| {
+            let issued = issuing
+                .issue_client(cn, &["millbrook-academy.clients.postern.test".into()])
+                .expect("issue");
+            Identity {
+                chain: vec![
+                    CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert"),
+                    CertificateDer::from_pem_slice(issuing.cert_pem().as_bytes()).expect("ca"),
+                ],
+                key: PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key"),
+            }
+        };
+        let (revoked, good) = (leaf("Millbrook revoked"), leaf("Millbrook"));
+        let list = |ca: &Ca, stem: &str, revoked: &[CertificateDer<'_>]| {
+            let key = std::fs::read_to_string(dir.path().join(stem).join("ca.key")).expect("key");
+            let pem = postern_gateway::pki_crl::revocation_list(
+                ca.cert_pem(),
+                &key,
+                &postern_gateway::pki_crl::ListParams {
+                    revoked,
+                    number: 1,
+                    this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(5),
+                    valid_for: time::Duration::days(7),
+                },
+            )
+            .expect("crl");
+            std::fs::write(dir.path().join(format!("{stem}.crl")), pem).expect("write");
+        };
+        list(&issuing, "issuing", std::slice::from_ref(&revoked.chain[0]));
+        list(&root, "root", &[]);
+        std::fs::write(
+            dir.path().join("bundle.crt"),
+            format!("{}{}", root.cert_pem(), issuing.cert_pem()),
+        )
+        .expect("write");
+        Issuing { dir, revoked, good }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A gateway whose Millbrook Academy certificates come from the health trust's CA, trusted
+    /// as the entries `cas` (name, file) with the lists `crls`.
+    fn deployment(&self, cas: &[(&str, &str)], crls: &[&str]) -> Deployment {
+        let mut entries =
+            vec!["{ name = \"local\", file = \"${state_dir}/pki/ca.crt\" }".to_owned()];
+        entries.extend(cas.iter().map(|(name, file)| {
+            format!("{{ name = \"{name}\", file = \"{}\" }}", self.path(file))
+        }));
+        let lists: Vec<String> = crls
+            .iter()
+            .map(|c| format!("\"{}\"", self.path(c)))
+            .collect();
+        let d = Deployment::with_daemon(&format!(
+            "[tls]\nclient_cas = [{}]\nclient_crls = [{}]\n",
+            entries.join(", "),
+            lists.join(", ")
+        ));
+        let orgs = d.config_dir.join("organisations.toml");
+        let text = std::fs::read_to_string(&orgs).expect("read");
+        let from = "{ san = \"millbrook-academy.clients.postern.test\", ca = \"local\" }";
+        assert!(text.contains(from));
+        std::fs::write(
+            &orgs,
+            text.replace(
+                from,
+                "{ san = \"millbrook-academy.clients.postern.test\", ca = \"health\" }",
+            ),
+        )
+        .expect("write");
+        d
+    }
+}
+
+/// Revocation by an issuing CA below a trusted root: the list is accepted when the issuing
+/// CA's certificate is in the root's file or an entry of its own, and revokes in either case.
+/// A list whose issuer the configuration does not hold is refused; and once an entry has lists,
+/// a certificate none of them covers is refused rather than let through unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuing_ca_below_a_trusted_root_revokes_what_it_issued() {
+    let pki = Issuing::new();
+    async fn get(d: &Deployment, addr: std::net::SocketAddr, id: &Identity) -> Option<u16> {
+        try_get(d, addr, id, "/v1/inbox").await.map(|(s, _)| s)
+    }
+
+    // The issuing CA's list, with only the root in the configuration: refused, saying why.
+    let d = pki.deployment(&[("health", "root/ca.crt")], &["issuing.crl"]);
+    let Err(errors) = postern_gateway::config::load(&d.load_options()) else {
+        panic!("a list from an issuer the configuration does not hold must be refused");
+    };
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|e| e.message.contains("tls.client_crls[0]")
+                && e.message.contains("Northshire Health Issuing CA")
+                && e.message.contains("not one of tls.client_cas")),
+        "{errors}"
+    );
+
+    for (layout, cas) in [
+        ("in the root's file", vec![("health", "bundle.crt")]),
+        (
+            "an entry of its own",
+            vec![
+                ("health", "root/ca.crt"),
+                ("health-issuing", "issuing/ca.crt"),
+            ],
+        ),
+    ] {
+        let d = pki.deployment(&cas, &["issuing.crl", "root.crl"]);
+        let server = d.start().await;
+        assert_eq!(
+            get(&d, server.addr, &pki.revoked).await,
+            None,
+            "issuing CA {layout}: the revoked certificate is refused at the handshake"
+        );
+        assert_eq!(
+            get(&d, server.addr, &pki.good).await,
+            Some(200),
+            "issuing CA {layout}: the other certificate works"
+        );
+        server.stop().await;
+    }
+
+    // Only the root's list: nothing can say whether the issuing CA revoked the certificate.
+    let d = pki.deployment(&[("health", "bundle.crt")], &["root.crl"]);
+    let server = d.start().await;
+    assert_eq!(
+        get(&d, server.addr, &pki.good).await,
+        None,
+        "a certificate whose issuer's list is not configured is refused"
+    );
+    let council = Identity::from_pem_file(&d.identity_path("northshire-cc")).expect("id");
+    assert_eq!(
+        get(&d, server.addr, &council).await,
+        Some(200),
+        "the local CA, which has no list, is unaffected"
+    );
+    server.stop().await;
+}
+
+/// Two trusted CAs with the same name (two deployments' development CAs, say): each one's list
+/// is matched to it by its signature, and revokes only what that CA issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_of_two_cas_with_the_same_name_each_revoke_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let twin = Ca::generate("Postern development CA").expect("ca");
+    twin.save(dir.path()).expect("save");
+    let twin_crl = postern_gateway::pki_crl::revocation_list(
+        twin.cert_pem(),
+        &std::fs::read_to_string(dir.path().join("ca.key")).expect("key"),
+        &postern_gateway::pki_crl::ListParams {
+            revoked: &[],
+            number: 1,
+            this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(5),
+            valid_for: time::Duration::days(7),
+        },
+    )
+    .expect("crl");
+    std::fs::write(dir.path().join("twin.crl"), twin_crl).expect("write");
+    let d = Deployment::with_daemon(&format!(
+        "[tls]\nclient_cas = [{{ name = \"local\", file = \"${{state_dir}}/pki/ca.crt\" }}, {{ name = \"twin\", file = \"{}\" }}]\nclient_crls = [\"{}\", \"${{state_dir}}/pki/crl.pem\"]\n",
+        dir.path().join("ca.crt").display(),
+        dir.path().join("twin.crl").display()
+    ));
+    // The local CA's list (written by `pki revoke`) after the twin's, whose issuer has the
+    // same name: each must find its own CA.
+    let said = revoke(&d.state_dir.join("pki"), "northshire-cc");
+    assert!(said.contains("1 certificate(s) revoked"), "{said}");
+    let server = d.start().await;
+    let council = Identity::from_pem_file(&d.identity_path("northshire-cc")).expect("id");
+    assert_eq!(
+        try_get(&d, server.addr, &council, NO_SUCH_TRANSFER).await,
+        None,
+        "revoked by the local CA's list"
+    );
+    let police = Identity::from_pem_file(&d.identity_path("northshire-police")).expect("id");
+    assert_eq!(
+        try_get(&d, server.addr, &police, NO_SUCH_TRANSFER).await,
+        Some((404, json!("transfer_not_found"))),
+        "the local CA's other certificates still work"
+    );
+    server.stop().await;
+}

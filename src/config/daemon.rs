@@ -218,8 +218,14 @@ pub struct Crl {
     pub der: CertificateRevocationListDer<'static>,
     /// The issuing CA, e.g. `CN=Northshire CA, O=Northshire`.
     pub issuer: String,
-    /// Its entry in `tls.client_cas`.
+    /// The entry in `tls.client_cas` whose file holds the list's issuer.
     pub ca: CaId,
+    /// The entries whose verification the list takes part in: the issuer's, and any whose
+    /// certificates issued the issuer (an issuing CA listed as an entry of its own still revokes
+    /// through its root's entry).
+    pub applies_to: Vec<CaId>,
+    /// The issuer's subject name (DER), which a certificate it revokes names as its issuer.
+    pub issuer_name: Vec<u8>,
     /// After this the issuer promises a newer list. Handshakes still use an overdue list (an
     /// outage for every organisation would be worse than a stale list); the gateway warns.
     pub next_update: Option<time::OffsetDateTime>,
@@ -993,7 +999,8 @@ fn materials(
 }
 
 /// The CRLs in one file: PEM (`X509 CRL` blocks, any number) or a single DER list. Each must be
-/// signed by one of `roots`; webpki would otherwise just never match it, revoking nothing.
+/// signed by a certificate in `tls.client_cas`; webpki would otherwise just never match it,
+/// revoking nothing.
 fn read_crls(path: &Path, cas: &[TrustedCa]) -> Result<Vec<Crl>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let is_pem = bytes
@@ -1025,29 +1032,79 @@ fn check_crl(
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
         .map_err(|e| format!("not a certificate revocation list: {e}"))?;
     let issuer = crl.issuer().to_string();
-    let found = cas.iter().find_map(|ca| {
-        ca.roots.iter().find_map(|r| {
-            let (_, cert) = x509_parser::parse_x509_certificate(r).ok()?;
-            (cert.subject().as_raw() == crl.issuer().as_raw()).then_some((ca.id.clone(), cert))
+    let certs: Vec<(&CaId, x509_parser::certificate::X509Certificate<'_>)> = cas
+        .iter()
+        .flat_map(|ca| {
+            ca.roots.iter().filter_map(move |r| {
+                x509_parser::parse_x509_certificate(r)
+                    .ok()
+                    .map(|(_, cert)| (&ca.id, cert))
+            })
         })
+        .collect();
+    // Two CAs may share a name (two deployments' development CAs do): the issuer is the one
+    // whose key signed the list.
+    let mut named = false;
+    let found = certs.iter().find(|(_, cert)| {
+        let same = cert.subject().as_raw() == crl.issuer().as_raw();
+        named |= same;
+        same && crl.verify_signature(cert.public_key()).is_ok()
     });
-    let Some((ca_id, ca)) = found else {
-        return Err(format!(
-            "is issued by `{issuer}`, which is not one of tls.client_cas"
-        ));
+    let Some((ca_id, issuer_cert)) = found else {
+        return Err(if named {
+            format!(
+                "its signature does not verify with the key of any certificate named `{issuer}` in tls.client_cas"
+            )
+        } else {
+            format!(
+                "is issued by `{issuer}`, which is not one of tls.client_cas (the certificate of an issuing CA belongs in the file of its root's entry, or an entry of its own)"
+            )
+        });
     };
-    crl.verify_signature(ca.public_key())
-        .map_err(|e| format!("its signature does not verify with the key of `{issuer}`: {e}"))?;
+    let applies_to = cas
+        .iter()
+        .filter(|ca| issued_within(issuer_cert, &ca.id, &certs, 0))
+        .map(|ca| ca.id.clone())
+        .collect();
     let next_update = crl.next_update().map(|t| t.to_datetime());
     let revoked = crl.iter_revoked_certificates().count();
+    let issuer_name = crl.issuer().as_raw().to_vec();
+    let ca = (*ca_id).clone();
     drop(crl);
     Ok(Crl {
         path: path.to_path_buf(),
         der,
         issuer,
-        ca: ca_id,
+        ca,
+        applies_to,
+        issuer_name,
         next_update,
         revoked,
+    })
+}
+
+/// Whether `cert` is in the entry `ca`'s file, or was issued (name and signature) by a
+/// certificate in `certs` that is, at most a few issuers up.
+fn issued_within(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    ca: &CaId,
+    certs: &[(&CaId, x509_parser::certificate::X509Certificate<'_>)],
+    depth: usize,
+) -> bool {
+    if certs
+        .iter()
+        .any(|(id, c)| *id == ca && c.as_raw() == cert.as_raw())
+    {
+        return true;
+    }
+    if depth >= 4 || cert.subject().as_raw() == cert.issuer().as_raw() {
+        return false;
+    }
+    certs.iter().any(|(_, parent)| {
+        parent.subject().as_raw() == cert.issuer().as_raw()
+            && parent.as_raw() != cert.as_raw()
+            && cert.verify_signature(Some(parent.public_key())).is_ok()
+            && issued_within(parent, ca, certs, depth + 1)
     })
 }
 

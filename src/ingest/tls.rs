@@ -26,7 +26,7 @@ use rustls::{
 };
 
 use crate::config::TlsMaterial;
-use crate::config::daemon::TrustedCa;
+use crate::config::daemon::{Crl, TrustedCa};
 use crate::domain::ids::CaId;
 use crate::domain::registry::{CertFingerprint, Identification, Principal, Registry};
 use crate::live::Live;
@@ -64,14 +64,25 @@ pub struct Caller {
 /// The trusted client CAs, each with a verifier of its own (its certificates and its CRLs), so
 /// that the CA a chain ends at is known.
 pub struct ClientTrust {
-    cas: Vec<(CaId, Arc<dyn ClientCertVerifier>)>,
+    cas: Vec<TrustEntry>,
     hints: Vec<DistinguishedName>,
+}
+
+struct TrustEntry {
+    id: CaId,
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// The issuers (subject names, DER) of the lists this entry checks. Once an entry has any,
+    /// a certificate whose issuer publishes none of them is refused: its revocation status is
+    /// unknown, and a list that silently revokes nothing is what an operator would never
+    /// expect (webpki's own "unknown" policy cannot tell the certificate from the CAs above
+    /// it, which may rightly have no list).
+    crl_issuers: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ClientTrust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.cas.iter().map(|(id, _)| id))
+            .entries(self.cas.iter().map(|e| &e.id))
             .finish()
     }
 }
@@ -94,16 +105,27 @@ impl ClientTrust {
             }
             let mut builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            if !ca.crls.is_empty() {
+            // Every list that bears on this entry: its own CAs', and those of issuing CAs
+            // listed as entries of their own.
+            let crls: Vec<&Crl> = cas
+                .iter()
+                .flat_map(|c| &c.crls)
+                .filter(|c| c.applies_to.contains(&ca.id))
+                .collect();
+            if !crls.is_empty() {
                 builder = builder
-                    .with_crls(ca.crls.iter().map(|c| c.der.clone()))
-                    // An intermediate CA without a list of its own is not checked; the CA's own
-                    // list still revokes what it issued.
+                    .with_crls(crls.iter().map(|c| c.der.clone()))
+                    // A CA above the certificate's issuer may publish no list; the certificate
+                    // itself must be covered (see `TrustEntry::crl_issuers`).
                     .allow_unknown_revocation_status();
             }
             let built = builder.build().map_err(verifier)?;
             hints.extend(built.root_hint_subjects().iter().cloned());
-            out.push((ca.id.clone(), built));
+            out.push(TrustEntry {
+                id: ca.id.clone(),
+                verifier: built,
+                crl_issuers: crls.iter().map(|c| c.issuer_name.clone()).collect(),
+            });
         }
         Ok(ClientTrust { cas: out, hints })
     }
@@ -118,9 +140,13 @@ impl ClientTrust {
     ) -> Result<Vec<CaId>, rustls::Error> {
         let mut anchors = Vec::new();
         let mut why: Option<rustls::Error> = None;
-        for (id, v) in &self.cas {
-            match v.verify_client_cert(end_entity, intermediates, now) {
-                Ok(_) => anchors.push(id.clone()),
+        for entry in &self.cas {
+            let checked = entry
+                .verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .and_then(|_| entry.covers(end_entity));
+            match checked {
+                Ok(()) => anchors.push(entry.id.clone()),
                 Err(e) => {
                     let unknown = matches!(
                         e,
@@ -143,7 +169,26 @@ impl ClientTrust {
     }
 
     fn any(&self) -> Option<&Arc<dyn ClientCertVerifier>> {
-        self.cas.first().map(|(_, v)| v)
+        self.cas.first().map(|e| &e.verifier)
+    }
+}
+
+impl TrustEntry {
+    /// Whether one of this entry's lists can say the certificate is revoked (always, if the
+    /// entry has none: revocation is then not checked at all).
+    fn covers(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        if self.crl_issuers.is_empty() {
+            return Ok(());
+        }
+        let unknown =
+            || rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus);
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| unknown())?;
+        let issuer = cert.issuer().as_raw();
+        if self.crl_issuers.iter().any(|i| i.as_slice() == issuer) {
+            Ok(())
+        } else {
+            Err(unknown())
+        }
     }
 }
 
