@@ -62,7 +62,7 @@ pub enum Via {
 impl Via {
     pub fn name(&self) -> &str {
         match self {
-            Via::Local => "local",
+            Via::Local => crate::domain::ids::LOCAL_VIA,
             Via::Peer(p) => p.peer.as_str(),
         }
     }

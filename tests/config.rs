@@ -418,6 +418,27 @@ fn identities_must_name_their_ca_and_generic_names_are_warned_about() {
         "{ san = \"millbrook-academy.clients.postern.test\", ca = \"local\" }",
         "{ san = \"millbrook-academy.clients.postern.test\", ca = \"westshire\" }",
     );
+    // A fingerprint identity, too, is bound to the CA that vouches for the certificate.
+    let fp = format!("sha256:{}", "ab".repeat(32));
+    let peers = std::fs::read_to_string(d.config_dir.join("peers.toml")).expect("read");
+    std::fs::write(
+        d.config_dir.join("peers.toml"),
+        format!("[[peer]]\nid = \"westshire-gateway\"\nname = \"Westshire gateway\"\nidentities = [{{ fingerprint = \"{fp}\" }}]\nsenders = [\"northshire-cc\"]\n"),
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(
+        &errors,
+        "peers.toml",
+        "a fingerprint identity must name the CA that issued the certificate",
+    );
+    assert!(
+        e.message
+            .contains(&format!("{{ fingerprint = \"{fp}\", ca = \"local\" }}")),
+        "the error says what to write: {e}"
+    );
+    assert_eq!(e.line, Some(line_of(&d, "peers.toml", "fingerprint")));
+    std::fs::write(d.config_dir.join("peers.toml"), peers).expect("restore");
     let errors = load_errors(&d, HashMap::new());
     let e = find(
         &errors,
@@ -497,4 +518,18 @@ fn client_cas_are_named_once_each() {
     let errors = load_errors(&d, HashMap::new());
     find(&errors, "postern.toml", "the name `ca` is used twice");
     find(&errors, "postern.toml", "`Bad Name` cannot name a CA");
+}
+
+/// `local` names this gateway's own deliveries into its inbox: a peer may not take it as its id.
+#[test]
+fn a_peer_may_not_be_called_local() {
+    let d = Deployment::new();
+    std::fs::write(
+        d.config_dir.join("peers.toml"),
+        "[[peer]]\nid = \"local\"\nname = \"Westshire gateway\"\nidentities = [{ san = \"gateway.westshire.example\", ca = \"local\" }]\nsenders = [\"northshire-cc\"]\n",
+    )
+    .expect("write");
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(&errors, "peers.toml", "`local` is reserved");
+    assert_eq!(e.line, Some(line_of(&d, "peers.toml", "id = \"local\"")));
 }

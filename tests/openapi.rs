@@ -1916,7 +1916,7 @@ impl Gateway {
             clearance: Rank::Level(1),
             identities: vec![ClientIdentity::Fingerprint {
                 fingerprint: CertFingerprint([n; 32]),
-                ca: None,
+                ca: "local".parse().expect("ca"),
             }],
             endpoint: channel.map(|channel| Endpoint {
                 channel,
@@ -1955,7 +1955,7 @@ impl Gateway {
                 name: "Westshire gateway".into(),
                 identities: vec![ClientIdentity::Fingerprint {
                     fingerprint: CertFingerprint([2; 32]),
-                    ca: None,
+                    ca: "local".parse().expect("ca"),
                 }],
                 senders: vec![sender],
                 // This registry defines no purposes: the peer's are taken as given.
@@ -2888,7 +2888,7 @@ fn decision_registry(doc: &Value) -> Registry {
             clearance: Rank::Level(1),
             identities: vec![ClientIdentity::Fingerprint {
                 fingerprint: CertFingerprint([u8::try_from(n).unwrap() + 10; 32]),
-                ca: None,
+                ca: "local".parse().expect("ca"),
             }],
             endpoint: None,
         })

@@ -778,14 +778,19 @@ fn identities(
             (None, Some(fp)) => {
                 let parsed = fp.parse::<CertFingerprint>().map_err(|e| bad(e.to_string())).ok();
                 let ca = match &ident.ca {
-                    Some(given) => ca(given, &mut bad).map(Some),
-                    None => Some(None),
+                    Some(given) => ca(given, &mut bad),
+                    None => {
+                        let example = cas.map_or_else(|| "local".to_owned(), KnownCas::example);
+                        let listed = cas.map_or_else(|| "see tls.client_cas".to_owned(), |c| format!("the trusted CAs are {}", c.listed()));
+                        bad(format!("a fingerprint identity must name the CA that issued the certificate: write {{ fingerprint = \"{}\", ca = \"{example}\" }} ({listed}). The identity then matches only when that CA vouches for the certificate, and that CA's revocation list applies to it", fp.trim()));
+                        None
+                    }
                 };
                 if let (Some(fingerprint), Some(ca)) = (parsed, ca) {
                     out.push(ClientIdentity::Fingerprint { fingerprint, ca });
                 }
             }
-            _ => bad("each identity is either { san = \"...\", ca = \"...\" } or { fingerprint = \"sha256:...\" } (optionally with ca = \"...\")".to_owned()),
+            _ => bad("each identity is either { san = \"...\", ca = \"...\" } or { fingerprint = \"sha256:...\", ca = \"...\" }".to_owned()),
         }
     }
     out
@@ -806,6 +811,16 @@ fn peers<'a>(
         };
         let before = errors.0.len();
         let pid = id::<PeerId>(&raw.id, doc, entry, "id", &key, errors);
+        if pid
+            .as_ref()
+            .is_some_and(|p| p.as_str() == crate::domain::ids::LOCAL_VIA)
+        {
+            errors.push(doc.error_at(
+                doc.entry_field(entry, "id"),
+                Some(format!("{key}.id")),
+                format!("`{}` is reserved: it names this gateway's own deliveries into its inbox; give the peer another id", crate::domain::ids::LOCAL_VIA),
+            ));
+        }
         let identities = identities(&raw.identities, doc, entry, &key, cas, errors);
         if raw.senders.is_empty() {
             errors.push(doc.error_at(

@@ -75,6 +75,10 @@ slug_id!(
     /// A peer gateway allowed to deliver to this gateway's inbox.
     PeerId
 );
+/// How the inbox names the way in of this gateway's own deliveries (where a peer's would name
+/// the peer): no peer may have it as its id, or its deliveries would pass for local ones.
+pub const LOCAL_VIA: &str = "local";
+
 slug_id!(
     /// A certificate authority this gateway trusts for client certificates (an entry of
     /// `tls.client_cas`), named so that each identity can say which CA may issue it.

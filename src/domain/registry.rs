@@ -113,7 +113,7 @@ pub enum ClientIdentity {
     /// Exactly this certificate; with `ca`, only as issued by that CA.
     Fingerprint {
         fingerprint: CertFingerprint,
-        ca: Option<CaId>,
+        ca: CaId,
     },
     /// Any certificate from `ca` carrying this subject alternative name (DNS name, URI or email
     /// address; compared without regard to ASCII case). Survives certificate renewal.
@@ -121,11 +121,10 @@ pub enum ClientIdentity {
 }
 
 impl ClientIdentity {
-    /// The CA that must have issued a matching certificate, if one is named.
-    pub fn ca(&self) -> Option<&CaId> {
+    /// The CA that must have issued a matching certificate.
+    pub fn ca(&self) -> &CaId {
         match self {
-            ClientIdentity::Fingerprint { ca, .. } => ca.as_ref(),
-            ClientIdentity::San { ca, .. } => Some(ca),
+            ClientIdentity::Fingerprint { ca, .. } | ClientIdentity::San { ca, .. } => ca,
         }
     }
 }
@@ -268,7 +267,7 @@ impl Agreement {
 /// Who claims each client identity, keyed by what a certificate shows.
 #[derive(Debug, Clone, Default)]
 struct Claims {
-    by_fingerprint: HashMap<CertFingerprint, Vec<(Option<CaId>, Principal)>>,
+    by_fingerprint: HashMap<CertFingerprint, Vec<(CaId, Principal)>>,
     /// Keyed by the lower-cased name.
     by_san: HashMap<String, Vec<(CaId, Principal)>>,
 }
@@ -317,7 +316,7 @@ impl Claims {
     ) {
         let issued_by = |ca: &CaId| anchors.contains(ca);
         for (ca, p) in self.by_fingerprint.get(fingerprint).into_iter().flatten() {
-            if ca.as_ref().is_none_or(issued_by) {
+            if issued_by(ca) {
                 found.insert(p.clone());
             }
         }
@@ -686,7 +685,7 @@ mod tests {
     fn fp_id(fp: CertFingerprint) -> ClientIdentity {
         ClientIdentity::Fingerprint {
             fingerprint: fp,
-            ca: None,
+            ca: ca("local"),
         }
     }
 
@@ -746,7 +745,7 @@ mod tests {
                     "b",
                     vec![ClientIdentity::Fingerprint {
                         fingerprint: fp,
-                        ca: Some(ca("local")),
+                        ca: ca("local"),
                     }],
                 ),
                 // The same name from another CA is another identity.
