@@ -169,9 +169,11 @@ async fn below_the_reserve_uploads_are_refused_before_they_are_read() {
         Some("60")
     );
     assert!(d.spool_files().is_empty() && d.transfers() == 0);
-    let failed = failed_records(&d, "insufficient_storage");
-    assert_eq!(failed.len(), 1, "the refusal is recorded");
-    assert_eq!(failed[0]["transfer_id"], p["transfer_id"]);
+    assert!(p["transfer_id"].is_string(), "{p}");
+    assert!(
+        failed_records(&d, "insufficient_storage").is_empty(),
+        "below half the reserve, refusals are not recorded: a client retrying would use it up"
+    );
 
     let mut peer = d
         .connect_with(server.addr, Some(&d.server_identity()))
@@ -194,6 +196,18 @@ async fn below_the_reserve_uploads_are_refused_before_they_are_read() {
     let (status, body) = common::http_get(server.ops.expect("ops"), "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("short of space"), "{body}");
+    server.stop().await;
+
+    // In the first half of the reserve, the refusal is recorded.
+    let free = postern_gateway::store::free_bytes(&d.state_dir).expect("statvfs");
+    let d = Deployment::with_daemon(&format!("[limits]\nmin_free_bytes = {}\n", free / 3 * 4));
+    let server = d.start().await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let answer = submit(&mut council, &envelope(json!({})), vec![1; 4096], None).await;
+    assert_eq!(answer.status, 507);
+    let failed = failed_records(&d, "insufficient_storage");
+    assert_eq!(failed.len(), 1, "the refusal is recorded");
+    assert_eq!(failed[0]["transfer_id"], json(&answer)["transfer_id"]);
     server.stop().await;
 }
 

@@ -227,8 +227,8 @@ pub async fn receive(
 
 async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: Body) -> Response {
     // Before a byte of the body is read.
-    if let Some(p) = super::storage_short(&app, &headers) {
-        return p.with_field("payload").into_response();
+    if let Some(short) = super::storage_short(&app, &headers) {
+        return short.problem.with_field("payload").into_response();
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -65,7 +65,7 @@ pub struct App {
 /// (Content-Length, when there is one) is written: 507 with Retry-After, instead of a 500 after
 /// the whole upload was read. A filesystem whose free space cannot be read is not refused: a
 /// write that then fails for want of space is answered 507 too.
-pub(crate) fn storage_short(app: &App, headers: &axum::http::HeaderMap) -> Option<Problem> {
+pub(crate) fn storage_short(app: &App, headers: &axum::http::HeaderMap) -> Option<Short> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -81,13 +81,26 @@ pub(crate) fn storage_short(app: &App, headers: &axum::http::HeaderMap) -> Optio
                 reserve,
                 "refusing an upload before reading it: the disk would fall below its reserve (limits.min_free_bytes)"
             );
-            Some(Problem::insufficient_storage())
+            Some(Short {
+                problem: Problem::insufficient_storage(),
+                recordable: free >= reserve / 2,
+            })
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the free space of the state directory");
             None
         }
     }
+}
+
+/// An upload refused for want of space ([`storage_short`]).
+pub(crate) struct Short {
+    pub problem: Problem,
+    /// Whether the refusal may still be recorded in the transfer log. The reserve is there so
+    /// that the records of work already accepted can be written; refusals, which a client
+    /// repeats every Retry-After, may use its first half only, or retries alone would exhaust
+    /// it. Below that they are counted (metrics) and logged, not recorded.
+    pub recordable: bool,
 }
 
 /// Every route the API serves, as (method, path template). The OpenAPI document must describe

@@ -274,9 +274,14 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     let app = req.app.clone();
     let limits = &app.limits;
     // Before a byte of the body is read.
-    if let Some(p) = super::storage_short(&app, headers) {
+    if let Some(short) = super::storage_short(&app, headers) {
         metrics::transfer_error(507);
-        return Err(Fail::Failed(Box::new(p.with_field("payload"))));
+        let p = short.problem.with_field("payload");
+        if short.recordable {
+            return Err(Fail::Failed(Box::new(p)));
+        }
+        tracing::warn!(transfer_id = %req.id, "refusal not recorded: the disk is below half its reserve");
+        return Err(Fail::answer(p.with_transfer(req.id).into_response()));
     }
     req.idempotency_key = idempotency_key(headers)?;
 
