@@ -631,19 +631,7 @@ async fn every_index_a_search_reads_is_checked_against_the_chained_records() {
         .expect("accepted")
         .to_owned();
     // An urgent share whose rationale is to follow, and a refusal.
-    let urgent = submit(
-        &mut conn,
-        &envelope(json!({"urgency": {"level": "urgent", "reason": "The child is at risk tonight."}, "justification": ""})),
-        vec![2; 500],
-        None,
-    )
-    .await;
-    assert_eq!(
-        urgent.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&urgent.body)
-    );
+    urgent_share(&mut conn).await;
     let _ = submit(
         &mut conn,
         &envelope(json!({"purpose": "nope"})),
@@ -762,6 +750,27 @@ async fn every_index_a_search_reads_is_checked_against_the_chained_records() {
         let (code, r) = verify_bin(&d.state_dir, &[]);
         assert_eq!(code, 0, "{what}, undone: {r}");
     }
+}
+
+/// Shares urgently, the justification to follow; returns the transfer id.
+async fn urgent_share(conn: &mut postern_gateway::client::Connection) -> String {
+    let urgent = submit(
+        conn,
+        &envelope(json!({"urgency": {"level": "urgent", "reason": "The child is at risk tonight."}, "justification": ""})),
+        vec![2; 500],
+        None,
+    )
+    .await;
+    assert_eq!(
+        urgent.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&urgent.body)
+    );
+    common::json(&urgent)["transfer_id"]
+        .as_str()
+        .expect("accepted")
+        .to_owned()
 }
 
 /// The head of a log written by a gateway that has stopped cleanly, and a record appended to it
@@ -1067,18 +1076,7 @@ async fn a_purge_between_an_urgent_share_and_its_rationale_goes_ahead() {
     checkpoint::ensure_key_file(&key_path(&d.state_dir)).unwrap();
     let server = d.start().await;
     let mut conn = d.connect(server.addr, "northshire-cc").await;
-    let urgent = submit(
-        &mut conn,
-        &envelope(json!({"urgency": {"level": "urgent", "reason": "The child is at risk tonight."}, "justification": ""})),
-        vec![2; 500],
-        None,
-    )
-    .await;
-    assert_eq!(urgent.status, 202);
-    let id = common::json(&urgent)["transfer_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = urgent_share(&mut conn).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let body = json!({
         "justification": "A strategy discussion could not wait.",
