@@ -76,10 +76,12 @@ enum Command {
         command: cli::pki::KeysCommand,
     },
     /// Load generator: submit transfers over concurrent mutual-TLS connections and report
-    /// throughput, latency and the server's peak memory.
+    /// throughput, latency and the server's peak memory (built with the `testkit` feature).
+    #[cfg(feature = "testkit")]
     Load(cli::load::LoadArgs),
     /// A server on the same TLS and HTTP stack that answers 202 without doing any work (the
     /// load generator's baseline).
+    #[cfg(feature = "testkit")]
     #[command(hide = true)]
     NullServer {
         #[arg(long)]
@@ -116,7 +118,9 @@ fn main() -> ExitCode {
             Command::Log { command } => cli::log::run(command),
             Command::Pki { command } => cli::pki::pki(command),
             Command::Keys { command } => cli::pki::keys(command),
+            #[cfg(feature = "testkit")]
             Command::Load(a) => cli::load::run(a).await,
+            #[cfg(feature = "testkit")]
             Command::NullServer { config } => cli::load::null_server(&config).await,
         }
     });

@@ -1,6 +1,6 @@
 //! The gateway's operational metrics, in one process-wide Prometheus registry
 //! (`prometheus-client`): what ingest decided, what the delivery worker did, and why TLS
-//! handshakes failed. Instrumented code calls the small functions here; [`crate::ops`] serves
+//! handshakes failed. Instrumented code calls the small functions here; [`crate::runtime::ops`] serves
 //! [`encode`] at `/metrics`, after reading the queue's gauges from the store.
 //!
 //! Label values come only from the gateway's own vocabularies (problem and refusal codes,
@@ -403,7 +403,7 @@ impl HandshakeFailure {
                 // A bad signature is what a certificate from an untrusted CA that happens to
                 // share a trusted CA's name gets: either way, not issued by a CA we trust.
                 C::UnknownIssuer | C::BadSignature => Self::UnknownCa,
-                // What the registry check in `ingest::tls` refuses with.
+                // What the registry check in `tls::server` refuses with.
                 C::ApplicationVerificationFailure => Self::UnknownIdentity,
                 C::Revoked => Self::Revoked,
                 C::Expired

@@ -12,7 +12,7 @@ use common::{
 };
 use mail_parser::{MessageParser, MimeHeaders};
 use postern_gateway::seal;
-use postern_gateway::smtp_sink::{SinkOptions, SmtpSink, tls_config};
+use postern_gateway::testkit::smtp_sink::{SinkOptions, SmtpSink, tls_config};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};

@@ -125,7 +125,7 @@ async fn small_payloads_are_stored_inline_and_large_ones_in_the_spool() {
     let d = Deployment::new();
     let server = d.start().await;
     let key = SpoolKey::from_file(&d.state_dir.join("keys/spool.age")).expect("key");
-    let limit = postern_gateway::ingest::upload::INLINE_MAX;
+    let limit = postern_gateway::store::upload::INLINE_MAX;
     let mut conn = d.connect(server.addr, "northshire-cc").await;
     // Sizes around the threshold, with and without a declared length.
     for (size, declared, file_expected) in [

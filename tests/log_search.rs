@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use postern_gateway::domain::subject::SubjectKey;
 use postern_gateway::store::Store;
-use postern_gateway::store::synthetic::{self, Generated, Plan};
+use postern_gateway::testkit::synthetic::{self, Generated, Plan};
 use serde_json::Value;
 
 const KEY_HEX: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";

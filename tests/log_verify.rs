@@ -15,10 +15,10 @@ use postern_gateway::domain::ids::TransferId;
 use postern_gateway::seal::SealSummary;
 use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge};
 use postern_gateway::store::{NewDelivery, NewTransfer, Reader, Store, StoredPayload, db_path};
-use postern_gateway::transfer_log::{
+use postern_gateway::log::{
     DeclinedRecord, LogEntry, PractitionerRecord, RecordKind, SenderRecord, chain_hash,
 };
-use postern_gateway::verify::{BreakKind, PublicKey, Report};
+use postern_gateway::log::verify::{BreakKind, PublicKey, Report};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -1033,7 +1033,7 @@ async fn a_forged_acceptance_voids_no_checkpoint() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    let record = postern_gateway::transfer_log::HeadAcceptedRecord {
+    let record = postern_gateway::log::HeadAcceptedRecord {
         kind: RecordKind::HeadAccepted,
         at: "9999-12-31T23:59:59.999Z".into(),
         found_seq: prev,

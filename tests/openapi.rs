@@ -45,7 +45,7 @@ use postern_gateway::store::inbox::InboxItem;
 use postern_gateway::store::{
     NewTransfer, RecipientStatus, Store, StoreError, StoredPayload, TransferStatus,
 };
-use postern_gateway::transfer_log::{
+use postern_gateway::log::{
     Facets, LogEntry, PractitionerRecord, Receipt, RecordKind, RequestRecord, SenderRecord,
 };
 use serde_json::{Value, json};

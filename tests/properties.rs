@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use postern_gateway::config::registry::{RegistrySources, load};
 use postern_gateway::config::{Paths, Source, embedded_demo};
-use postern_gateway::devkit;
+use postern_gateway::runtime::devkit;
 use postern_gateway::domain::decision::{
     DecisionContext, DecisionError, Decline, Practitioner, Rationale, parse_decision,
     parse_rationale,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use postern_gateway::pki_crl;
+use postern_gateway::pki::crl;
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -184,9 +184,9 @@ valid_until = 2999-12-31
 fn add_harbour(d: &Deployment) {
     append(d, "organisations.toml", HARBOUR);
     let orgs = std::fs::read_to_string(d.config_dir.join("organisations.toml")).expect("read");
-    postern_gateway::devkit::ensure(
+    postern_gateway::runtime::devkit::ensure(
         &d.state_dir,
-        &postern_gateway::devkit::dev_orgs(&orgs).expect("orgs"),
+        &postern_gateway::runtime::devkit::dev_orgs(&orgs).expect("orgs"),
     )
     .expect("material");
 }
@@ -631,10 +631,10 @@ fn spare_identity(d: &Deployment, org: &str, dir: &Path) -> (Identity, Certifica
 /// A CRL from the deployment's CA revoking `revoked`.
 fn crl(d: &Deployment, revoked: &[CertificateDer<'_>], number: u64) -> String {
     let pki = d.state_dir.join("pki");
-    pki_crl::revocation_list(
+    crl::revocation_list(
         &std::fs::read_to_string(pki.join("ca.crt")).expect("ca"),
         &std::fs::read_to_string(pki.join("ca.key")).expect("ca key"),
-        &pki_crl::ListParams {
+        &crl::ListParams {
             revoked,
             number,
             this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(5),
@@ -717,10 +717,10 @@ async fn a_crl_added_by_reload_takes_effect_for_new_connections_and_a_bad_one_is
     let foreign = postern_gateway::pki::Ca::generate("Foreign CA").expect("ca");
     let foreign_dir = tempfile::tempdir().expect("tempdir");
     foreign.save(foreign_dir.path()).expect("save");
-    let foreign_crl = pki_crl::revocation_list(
+    let foreign_crl = crl::revocation_list(
         foreign.cert_pem(),
         &std::fs::read_to_string(foreign_dir.path().join("ca.key")).expect("key"),
-        &pki_crl::ListParams {
+        &crl::ListParams {
             revoked: &[],
             number: 1,
             this_update: time::OffsetDateTime::now_utc(),

@@ -75,7 +75,7 @@ async fn a_second_trusted_ca_cannot_speak_for_this_gateways_organisations_or_pee
     // The westshire CA issuing this gateway's names: the council's, and the demo peer's.
     for name in [
         "northshire-cc.clients.postern.test",
-        postern_gateway::devkit::DEMO_PEER_NAME,
+        postern_gateway::runtime::devkit::DEMO_PEER_NAME,
         "localhost",
     ] {
         let forged = identity(&westshire.ca, name);
@@ -528,10 +528,10 @@ impl Issuing {
         let (revoked, good) = (leaf("Millbrook revoked"), leaf("Millbrook"));
         let list = |ca: &Ca, stem: &str, revoked: &[CertificateDer<'_>]| {
             let key = std::fs::read_to_string(dir.path().join(stem).join("ca.key")).expect("key");
-            let pem = postern_gateway::pki_crl::revocation_list(
+            let pem = postern_gateway::pki::crl::revocation_list(
                 ca.cert_pem(),
                 &key,
-                &postern_gateway::pki_crl::ListParams {
+                &postern_gateway::pki::crl::ListParams {
                     revoked,
                     number: 1,
                     this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(5),
@@ -663,10 +663,10 @@ async fn lists_of_two_cas_with_the_same_name_each_revoke_their_own() {
     let dir = tempfile::tempdir().expect("tempdir");
     let twin = Ca::generate("Postern development CA").expect("ca");
     twin.save(dir.path()).expect("save");
-    let twin_crl = postern_gateway::pki_crl::revocation_list(
+    let twin_crl = postern_gateway::pki::crl::revocation_list(
         twin.cert_pem(),
         &std::fs::read_to_string(dir.path().join("ca.key")).expect("key"),
-        &postern_gateway::pki_crl::ListParams {
+        &postern_gateway::pki::crl::ListParams {
             revoked: &[],
             number: 1,
             this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(5),

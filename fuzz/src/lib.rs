@@ -14,7 +14,7 @@ use http::{HeaderName, HeaderValue};
 use postern_gateway::config::registry::{RegistrySources, load};
 use postern_gateway::config::{Limits, Paths, Source, embedded_demo};
 use postern_gateway::deliver::Wake;
-use postern_gateway::devkit;
+use postern_gateway::runtime::devkit;
 use postern_gateway::domain::envelope::{Envelope, ParseContext, Practitioner, Request, Retention};
 use postern_gateway::domain::ids::{OrgId, PeerId};
 use postern_gateway::domain::marking::MarkingScheme;

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use postern_gateway::domain::subject::SubjectRef;
 use postern_gateway::store::search::{self, DecisionRow, LogQuery};
 use postern_gateway::store::{LogFilter, Reader};
-use postern_gateway::transfer_log::StoredRecord;
+use postern_gateway::log::StoredRecord;
 
 /// Filters shared by `list`, `export` and `report`'s neighbours: each one narrows the result.
 #[derive(clap::Args, Debug, Clone, Default)]

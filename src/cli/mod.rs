@@ -4,6 +4,7 @@
 pub mod decline;
 pub mod explain;
 pub mod inbox;
+#[cfg(feature = "testkit")]
 pub mod load;
 pub mod log;
 pub mod log_verify;
@@ -24,9 +25,9 @@ pub fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Operational logs go to stderr (see `postern_gateway::logging`: JSON when not on a terminal,
+/// Operational logs go to stderr (see `postern_gateway::runtime::logging`: JSON when not on a terminal,
 /// `POSTERN_LOG` sets the filter). They carry transfer ids, organisation ids, codes and sizes,
 /// never payloads, justification text or subject references.
 pub fn init_tracing() {
-    postern_gateway::logging::init();
+    postern_gateway::runtime::logging::init();
 }

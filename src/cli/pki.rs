@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use postern_gateway::devkit;
+use postern_gateway::runtime::devkit;
 use postern_gateway::pki::{self, Ca};
 use postern_gateway::seal::{SpoolKey, generate_identity_file};
 use postern_gateway::store::checkpoint::CheckpointKey;
@@ -217,7 +217,7 @@ fn revoke(
     out: Option<PathBuf>,
     next_update_days: i64,
 ) -> anyhow::Result<ExitCode> {
-    use postern_gateway::pki_crl::{self, Revoked};
+    use postern_gateway::pki::crl::{self, Revoked};
     let ca_cert = std::fs::read_to_string(dir.join("ca.crt"))
         .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
     let ca_key = zeroize::Zeroizing::new(
@@ -226,9 +226,9 @@ fn revoke(
     );
     let out = out.unwrap_or_else(|| dir.join("crl.pem"));
     let existing = match std::fs::read(&out) {
-        Ok(pem) => pki_crl::read_existing(&ca_cert, &pem)
+        Ok(pem) => crl::read_existing(&ca_cert, &pem)
             .with_context(|| format!("reading the existing list {}", out.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => pki_crl::Existing::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => crl::Existing::default(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     };
     let now = time::OffsetDateTime::now_utc();
@@ -243,7 +243,7 @@ fn revoke(
     for path in certs {
         let ders = pki::read_certs(path)?;
         let Some(leaf) = ders.first() else { continue };
-        let new = pki_crl::serials(&ca_cert, std::slice::from_ref(leaf), now)
+        let new = crl::serials(&ca_cert, std::slice::from_ref(leaf), now)
             .with_context(|| format!("{}", path.display()))?;
         for r in new {
             add(r, &mut revoked);
@@ -261,7 +261,7 @@ fn revoke(
         add(Revoked { serial, at: now }, &mut revoked);
     }
     let number = existing.number.saturating_add(1);
-    let pem = pki_crl::sign_list(
+    let pem = crl::sign_list(
         &ca_cert,
         &ca_key,
         &revoked,

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use postern_gateway::config::{self, ConfigDir, ConfigErrors, LoadOptions, Overrides};
-use postern_gateway::daemon;
-use postern_gateway::devkit::{self, DevPaths};
+use postern_gateway::runtime::daemon;
+use postern_gateway::runtime::devkit::{self, DevPaths};
 
 use super::{EX_DATAERR, EX_USAGE, exit};
 

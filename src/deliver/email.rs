@@ -23,7 +23,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::Outcome;
 use crate::config::{SmtpSettings, SmtpTls};
 use crate::domain::envelope::RecipientEnvelope;
-use crate::transfer_log::Receipt;
+use crate::log::Receipt;
 
 /// What one message says.
 pub struct Letter<'a> {

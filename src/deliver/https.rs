@@ -18,7 +18,7 @@ use super::Outcome;
 use super::reseal::Resealed;
 use crate::client::{self, Body, Part};
 use crate::inbox::InboundMeta;
-use crate::transfer_log::Receipt;
+use crate::log::Receipt;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 

@@ -41,7 +41,7 @@ use crate::metrics;
 use crate::seal::SpoolKey;
 use crate::store::queue::{self, Due, Finish, Job};
 use crate::store::{Store, StoreError};
-use crate::transfer_log::{
+use crate::log::{
     DeliveryAttemptRecord, LogEntry, PayloadPurgedRecord, Receipt, RecordKind,
 };
 use email::{EmailChannel, Letter};

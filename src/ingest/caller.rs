@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
-use super::tls::Caller;
+use crate::tls::server::Caller;
 use crate::domain::ids::{OrgId, PeerId};
 use crate::domain::registry::{CertFingerprint, Principal};
 

@@ -25,8 +25,8 @@ use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Pra
 use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::policy::Corrected;
 use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError};
-pub use crate::transfer_log::{DeclinedRecord, RationaleRecord};
-use crate::transfer_log::{LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord};
+pub use crate::log::{DeclinedRecord, RationaleRecord};
+use crate::log::{LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord};
 
 // ---------------------------------------------------------------------------------------------
 // What is recorded and answered.

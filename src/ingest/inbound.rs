@@ -19,11 +19,11 @@ use super::caller::{OrgCaller, PeerCaller};
 use super::problem::Problem;
 use crate::domain::inbound::{self, Offer};
 use crate::inbox::{self, InboundMeta, InboxError, Via};
-use crate::ingest::upload::UploadError;
+use crate::store::upload::UploadError;
 use crate::metrics;
 use crate::seal::SealError;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
-use crate::transfer_log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
+use crate::log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
 
 /// The largest meta part accepted (it is a few hundred bytes in practice).
 const MAX_META: u64 = 64 * 1024;

@@ -20,8 +20,6 @@ mod parse_errors;
 pub mod problem;
 pub mod routes;
 pub mod sources;
-pub mod tls;
-pub mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +43,7 @@ use crate::store::Store;
 use problem::Problem;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use sources::Sources;
+use crate::tls::server as tls;
 pub use tls::{Caller, ListenerTls};
 
 /// What the handlers share.

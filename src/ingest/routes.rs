@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::App;
 use super::caller::OrgCaller;
 use super::problem::{self, Problem};
-use super::upload::{Sealed, SpoolUpload, UploadError};
+use crate::store::upload::{Sealed, SpoolUpload, UploadError};
 use crate::domain::envelope::{
     self, Envelope, EnvelopeError, FieldError, FieldProblem, ParseContext,
 };
@@ -35,7 +35,7 @@ use crate::store::{
     IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
     payload_file_name,
 };
-use crate::transfer_log::{
+use crate::log::{
     DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
     TransferFailedRecord, TransferRecord,
 };

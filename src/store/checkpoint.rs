@@ -1,10 +1,10 @@
 //! Signed checkpoints of the transfer log's chain, the retention purge, and the streaming read
-//! behind `postern log verify` (the checking itself is pure: [`crate::verify`]).
+//! behind `postern log verify` (the checking itself is pure: [`crate::log::verify`]).
 //!
 //! - A **checkpoint** signs the chain's head (seq, hash, time) with the gateway's ed25519 key
 //!   ([`CheckpointKey`], a PKCS#8 PEM file held like the spool and subject keys). The daemon
 //!   writes one every `log.checkpoint_interval_secs` when the head has moved, and one at
-//!   shutdown. What is signed: [`crate::verify::signed_message`].
+//!   shutdown. What is signed: [`crate::log::verify::signed_message`].
 //! - The **purge** deletes records older than `log.retain_days` as one write job: it checks the
 //!   records it is about to delete (retention must not destroy evidence of tampering), makes sure
 //!   a signed checkpoint stands exactly at the last of them (the anchor the rest chains from),
@@ -29,9 +29,9 @@ use zeroize::Zeroizing;
 
 use super::{Store, StoreError, Tx};
 use crate::seal::{SealError, write_secret_file};
-pub use crate::transfer_log::{Anchor, LogPurgedRecord};
-use crate::transfer_log::{HeadAcceptedRecord, LogEntry, RecordKind};
-use crate::verify::{
+pub use crate::log::{Anchor, LogPurgedRecord};
+use crate::log::{HeadAcceptedRecord, LogEntry, RecordKind};
+use crate::log::verify::{
     self, Break, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop, StoredFacets,
     StoredIndex,
 };
@@ -577,7 +577,7 @@ pub fn accept_head(
     let Some(cp) = found.checkpoint.clone() else {
         return Ok(None);
     };
-    let (head_seq, head_hash) = found.head.unwrap_or((0, crate::transfer_log::GENESIS));
+    let (head_seq, head_hash) = found.head.unwrap_or((0, crate::log::GENESIS));
     let valid_to = match found.state {
         verify::HeadState::Appended { .. } => None,
         _ => Some(found.valid_to),

@@ -25,11 +25,11 @@ pub mod checkpoint;
 pub mod inbox;
 pub mod queue;
 pub mod search;
-pub mod synthetic;
+pub mod upload;
 
 use crate::domain::ids::{AgreementId, OrgId, TransferId};
 use crate::seal::SealSummary;
-use crate::transfer_log::{GENESIS, LogEntry, StoredRecord, chain_hash};
+use crate::log::{GENESIS, LogEntry, StoredRecord, chain_hash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -305,7 +305,7 @@ pub(crate) fn insert_facets(
     conn: &Connection,
     seq: i64,
     e: &LogEntry,
-    f: &crate::transfer_log::Facets,
+    f: &crate::log::Facets,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
@@ -341,7 +341,7 @@ fn backfill_facets(conn: &Connection) -> Result<(), StoreError> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
     for row in rows {
         let (seq, body) = row?;
-        let record: crate::transfer_log::TransferRecord = serde_json::from_slice(&body)?;
+        let record: crate::log::TransferRecord = serde_json::from_slice(&body)?;
         let mut entry = LogEntry::new(&record)?;
         if let Some(f) = entry.facets.take() {
             insert_facets(conn, seq, &entry, &f)?;
@@ -932,7 +932,7 @@ pub struct RecipientStatus {
     pub last_error: Option<String>,
     pub delivered_at: Option<String>,
     /// What the recipient's side acknowledged receiving.
-    pub receipt: Option<crate::transfer_log::Receipt>,
+    pub receipt: Option<crate::log::Receipt>,
     pub updated_at: String,
 }
 
@@ -1084,7 +1084,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer_log::RecordKind;
+    use crate::log::RecordKind;
 
     fn entry(n: usize) -> LogEntry {
         LogEntry {

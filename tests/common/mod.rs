@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use postern_gateway::client::{self, Answer, Connection, Identity, Submission, Target};
 use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
-use postern_gateway::devkit;
+use postern_gateway::runtime::devkit;
 use postern_gateway::pki::Ca;
 use postern_gateway::store::{LogFilter, Reader};
 use serde_json::{Value, json};
@@ -236,8 +236,8 @@ impl Deployment {
     }
 
     /// As [`Deployment::start`], with the handle that reloads its configuration (SIGHUP's work).
-    pub async fn start_reloadable(&self) -> (Server, postern_gateway::daemon::Reloader) {
-        let prepared = postern_gateway::daemon::prepare(self.load())
+    pub async fn start_reloadable(&self) -> (Server, postern_gateway::runtime::daemon::Reloader) {
+        let prepared = postern_gateway::runtime::daemon::prepare(self.load())
             .await
             .expect("prepare");
         let reloader = prepared.reloader();

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use clap::ValueEnum;
 use postern_gateway::client::{self, Identity, Submission, Target};
 use postern_gateway::config;
-use postern_gateway::devkit::DevPaths;
-use postern_gateway::smtp_sink::SmtpSink;
+use postern_gateway::runtime::devkit::DevPaths;
+use postern_gateway::testkit::smtp_sink::SmtpSink;
 use postern_gateway::store::Reader;
 
 use super::{LoadArgs, Payload, Scratch, ServerProcess, human, reset_state};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use postern_gateway::config::daemon::read_subject_key;
 use postern_gateway::store::Store;
-use postern_gateway::store::synthetic::{self, Plan};
+use postern_gateway::testkit::synthetic::{self, Plan};
 
 use super::Scratch;
 

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use postern_gateway::client::{self, Identity, Submission, Target};
 use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
-use postern_gateway::devkit::{self, DevPaths};
+use postern_gateway::runtime::devkit::{self, DevPaths};
 use postern_gateway::ingest;
 use postern_gateway::live::Live;
 use postern_gateway::seal::SpoolKey;
@@ -197,17 +197,17 @@ fn reset_state(state_dir: &Path) -> anyhow::Result<()> {
 fn start_sink(
     state_dir: &Path,
     listener: tokio::net::TcpListener,
-) -> anyhow::Result<postern_gateway::smtp_sink::SmtpSink> {
+) -> anyhow::Result<postern_gateway::testkit::smtp_sink::SmtpSink> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let pki = state_dir.join("pki");
     let chain =
         CertificateDer::pem_file_iter(pki.join("server.crt"))?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(pki.join("server.key"))?;
-    let tls = postern_gateway::smtp_sink::tls_config(chain, key)?;
-    Ok(postern_gateway::smtp_sink::SmtpSink::start(
+    let tls = postern_gateway::testkit::smtp_sink::tls_config(chain, key)?;
+    Ok(postern_gateway::testkit::smtp_sink::SmtpSink::start(
         listener,
-        postern_gateway::smtp_sink::SinkOptions {
+        postern_gateway::testkit::smtp_sink::SinkOptions {
             starttls: Some(Arc::new(tls)),
             ..Default::default()
         },
@@ -671,7 +671,7 @@ pub async fn null_server(config_dir: &Path) -> anyhow::Result<ExitCode> {
         tls,
         ingest::null_router(),
         &config.daemon.limits,
-        postern_gateway::daemon::shutdown_signal(),
+        postern_gateway::runtime::daemon::shutdown_signal(),
     )
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -12,10 +12,10 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{OrgId, TransferId};
-use crate::ingest::upload::{Sealed, SpoolUpload, UploadError};
+use crate::store::upload::{Sealed, SpoolUpload, UploadError};
 use crate::store::inbox::{InboxItem, Inserted, NewInboxItem};
 use crate::store::{Store, StoreError, StoredPayload};
-use crate::transfer_log::{
+use crate::log::{
     InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, Receipt, RecordKind,
 };
 

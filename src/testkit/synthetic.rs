@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use rusqlite::params;
 
-use super::{Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::subject::{SubjectKey, SubjectRef};
-use crate::transfer_log::{
+use crate::log::{
     AuthorisationRecord, DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord,
     PractitionerRecord, RecordKind, SenderRecord, StatusReason, TransferRecord,
 };
@@ -343,8 +343,8 @@ pub async fn generate(
                                 continue;
                             }
                             let Ok(recipient) = r.parse() else { continue };
-                            let attempt = crate::transfer_log::DeliveryAttemptRecord {
-                                kind: crate::transfer_log::RecordKind::DeliveryAttempt,
+                            let attempt = crate::log::DeliveryAttemptRecord {
+                                kind: crate::log::RecordKind::DeliveryAttempt,
                                 transfer_id: tid,
                                 at: g.at.clone(),
                                 recipient,

@@ -34,7 +34,8 @@ use crate::config::{Config, ConfigErrors, Daemon, LoadOptions, SmtpSettings, Tls
 use crate::deliver::{self, Deliverer};
 use crate::domain::registry::Registry;
 use crate::domain::subject::{SubjectKey, SubjectRef};
-use crate::ingest::{self, App, ListenerTls, tls};
+use crate::ingest::{self, App, ListenerTls};
+use crate::tls::server as tls;
 use crate::live::Live;
 use crate::seal::SpoolKey;
 use crate::store::checkpoint::{self, CheckpointKey, KeyError, Purge};
@@ -294,11 +295,11 @@ impl Prepared {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ops = ops_listener.map(|l| {
             let ops = Arc::new(
-                crate::ops::Ops::new(upkeep.store.clone(), upkeep.store.spool_dir().to_path_buf())
+                crate::runtime::ops::Ops::new(upkeep.store.clone(), upkeep.store.spool_dir().to_path_buf())
                     .with_reserve(app.limits.min_free_bytes)
                     .with_draining(draining.clone()),
             );
-            tokio::spawn(crate::ops::serve(
+            tokio::spawn(crate::runtime::ops::serve(
                 l,
                 ops,
                 ops_stop.clone().cancelled_owned(),
@@ -689,8 +690,8 @@ async fn check_head(
         .read(move |c| checkpoint::head_found(c, &public, file.as_ref()))
         .await?;
     match &found.state {
-        crate::verify::HeadState::Signed => Ok(()),
-        s @ crate::verify::HeadState::AfterUncleanStop { .. } => {
+        crate::log::verify::HeadState::Signed => Ok(()),
+        s @ crate::log::verify::HeadState::AfterUncleanStop { .. } => {
             tracing::warn!(
                 "the gateway did not stop cleanly last time: {}; they are signed at the next checkpoint",
                 s.describe()

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::ingest::tls::{PROTOCOLS, provider};
+use crate::tls::{PROTOCOLS, provider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -204,8 +204,8 @@ pub fn tls_config(
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    rustls::ServerConfig::builder_with_provider(crate::ingest::tls::provider())
-        .with_protocol_versions(crate::ingest::tls::PROTOCOLS)?
+    rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::PROTOCOLS)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
 }

@@ -7,6 +7,8 @@
 //! bring certificates from its own CA. Private keys are written with mode 0600 into the state
 //! directory (never into the repository).
 
+pub mod crl;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 

@@ -31,6 +31,7 @@ use crate::domain::ids::CaId;
 use crate::domain::registry::{CertFingerprint, Identification, Principal, Registry};
 use crate::live::Live;
 use crate::pki;
+use crate::tls::{PROTOCOLS, provider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -45,14 +46,6 @@ pub enum TlsError {
     #[error("no client CA is configured (tls.client_cas)")]
     NoClientCa,
 }
-
-/// The rustls provider used everywhere in Postern.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-pub const PROTOCOLS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Who is calling: the organisation or peer gateway a verified client certificate maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]

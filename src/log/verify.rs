@@ -34,7 +34,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::domain::ids::TransferId;
-use crate::transfer_log::{GENESIS, Index, RecordKind, chain_hash, index_of};
+use crate::log::{GENESIS, Index, RecordKind, chain_hash, index_of};
 
 /// Prefix of every signed checkpoint message (domain separation).
 pub const CHECKPOINT_DOMAIN: &[u8] = b"postern transfer log checkpoint v1\0";
