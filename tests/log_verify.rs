@@ -12,13 +12,13 @@ use std::sync::Arc;
 use common::{Deployment, envelope, submit};
 use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
 use postern_gateway::domain::ids::TransferId;
-use postern_gateway::seal::SealSummary;
-use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge};
-use postern_gateway::store::{NewDelivery, NewTransfer, Reader, Store, StoredPayload, db_path};
+use postern_gateway::log::verify::{BreakKind, PublicKey, Report};
 use postern_gateway::log::{
     DeclinedRecord, LogEntry, PractitionerRecord, RecordKind, SenderRecord, chain_hash,
 };
-use postern_gateway::log::verify::{BreakKind, PublicKey, Report};
+use postern_gateway::seal::SealSummary;
+use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge};
+use postern_gateway::store::{NewDelivery, NewTransfer, Reader, Store, StoredPayload, db_path};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tempfile::TempDir;

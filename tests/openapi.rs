@@ -40,13 +40,13 @@ use postern_gateway::ingest::problem::{CODES, Problem, ProblemField};
 use postern_gateway::ingest::routes::{Accepted, AcceptedPayload, AcceptedRecipient};
 use postern_gateway::ingest::{App, Caller, ROUTES, router};
 use postern_gateway::live::Live;
+use postern_gateway::log::{
+    Facets, LogEntry, PractitionerRecord, Receipt, RecordKind, RequestRecord, SenderRecord,
+};
 use postern_gateway::seal::SealSummary;
 use postern_gateway::store::inbox::InboxItem;
 use postern_gateway::store::{
     NewTransfer, RecipientStatus, Store, StoreError, StoredPayload, TransferStatus,
-};
-use postern_gateway::log::{
-    Facets, LogEntry, PractitionerRecord, Receipt, RecordKind, RequestRecord, SenderRecord,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -12,7 +12,6 @@ use std::sync::LazyLock;
 
 use postern_gateway::config::registry::{RegistrySources, load};
 use postern_gateway::config::{Paths, Source, embedded_demo};
-use postern_gateway::runtime::devkit;
 use postern_gateway::domain::decision::{
     DecisionContext, DecisionError, Decline, Practitioner, Rationale, parse_decision,
     parse_rationale,
@@ -27,6 +26,7 @@ use postern_gateway::domain::marking::{MarkingError, MarkingScheme, Rank};
 use postern_gateway::domain::registry::Registry;
 use postern_gateway::domain::subject::{SubjectKey, SubjectRef};
 use postern_gateway::inbox::InboundMeta;
+use postern_gateway::runtime::devkit;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use time::{Date, Duration};

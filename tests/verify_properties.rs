@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use postern_gateway::domain::subject::SubjectKey;
+use postern_gateway::log::verify::PublicKey;
 use postern_gateway::store::Store;
 use postern_gateway::store::checkpoint::{self, CheckpointKey};
 use postern_gateway::testkit::synthetic::{self, Plan};
-use postern_gateway::log::verify::PublicKey;
 use proptest::prelude::*;
 use rusqlite::Connection;
 use rusqlite::types::Value;

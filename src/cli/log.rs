@@ -10,9 +10,9 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use postern_gateway::domain::subject::SubjectRef;
+use postern_gateway::log::StoredRecord;
 use postern_gateway::store::search::{self, DecisionRow, LogQuery};
 use postern_gateway::store::{LogFilter, Reader};
-use postern_gateway::log::StoredRecord;
 
 /// Filters shared by `list`, `export` and `report`'s neighbours: each one narrows the result.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
+use postern_gateway::log::verify::{PublicKey, Report};
 use postern_gateway::store::Reader;
 use postern_gateway::store::checkpoint::{self, CheckpointKey};
-use postern_gateway::log::verify::{PublicKey, Report};
 
 use super::{EX_USAGE, exit};
 

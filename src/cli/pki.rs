@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use postern_gateway::runtime::devkit;
 use postern_gateway::pki::{self, Ca};
+use postern_gateway::runtime::devkit;
 use postern_gateway::seal::{SpoolKey, generate_identity_file};
 use postern_gateway::store::checkpoint::CheckpointKey;
 

@@ -37,13 +37,11 @@ use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::registry::{Channel, Registry};
 use crate::inbox::{self, InboundMeta};
 use crate::live::Live;
+use crate::log::{DeliveryAttemptRecord, LogEntry, PayloadPurgedRecord, Receipt, RecordKind};
 use crate::metrics;
 use crate::seal::SpoolKey;
 use crate::store::queue::{self, Due, Finish, Job};
 use crate::store::{Store, StoreError};
-use crate::log::{
-    DeliveryAttemptRecord, LogEntry, PayloadPurgedRecord, Receipt, RecordKind,
-};
 use email::{EmailChannel, Letter};
 use https::HttpsChannel;
 use reseal::{Source, Target};

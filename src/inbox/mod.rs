@@ -12,12 +12,10 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{OrgId, TransferId};
-use crate::store::upload::{Sealed, SpoolUpload, UploadError};
+use crate::log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, Receipt, RecordKind};
 use crate::store::inbox::{InboxItem, Inserted, NewInboxItem};
+use crate::store::upload::{Sealed, SpoolUpload, UploadError};
 use crate::store::{Store, StoreError, StoredPayload};
-use crate::log::{
-    InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, Receipt, RecordKind,
-};
 
 /// What travels in clear with an inbound delivery: enough to file it and for the recipient to
 /// triage it, nothing about the person it concerns (that is in the sealed envelope).

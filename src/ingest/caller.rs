@@ -8,9 +8,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
-use crate::tls::server::Caller;
 use crate::domain::ids::{OrgId, PeerId};
 use crate::domain::registry::{CertFingerprint, Principal};
+use crate::tls::server::Caller;
 
 /// An organisation calling the API.
 #[derive(Debug, Clone)]

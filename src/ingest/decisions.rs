@@ -24,9 +24,9 @@ use super::problem::{self, Problem};
 use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Practitioner};
 use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::policy::Corrected;
-use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError};
 pub use crate::log::{DeclinedRecord, RationaleRecord};
 use crate::log::{LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord};
+use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError};
 
 // ---------------------------------------------------------------------------------------------
 // What is recorded and answered.

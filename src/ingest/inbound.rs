@@ -19,11 +19,11 @@ use super::caller::{OrgCaller, PeerCaller};
 use super::problem::Problem;
 use crate::domain::inbound::{self, Offer};
 use crate::inbox::{self, InboundMeta, InboxError, Via};
-use crate::store::upload::UploadError;
+use crate::log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
 use crate::metrics;
 use crate::seal::SealError;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
-use crate::log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
+use crate::store::upload::UploadError;
 
 /// The largest meta part accepted (it is a few hundred bytes in practice).
 const MAX_META: u64 = 64 * 1024;

@@ -40,10 +40,10 @@ use crate::domain::registry::Registry;
 use crate::domain::subject::SubjectKey;
 use crate::live::Live;
 use crate::store::Store;
+use crate::tls::server as tls;
 use problem::Problem;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use sources::Sources;
-use crate::tls::server as tls;
 pub use tls::{Caller, ListenerTls};
 
 /// What the handlers share.

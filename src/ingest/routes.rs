@@ -23,21 +23,21 @@ use tracing::Instrument;
 use super::App;
 use super::caller::OrgCaller;
 use super::problem::{self, Problem};
-use crate::store::upload::{Sealed, SpoolUpload, UploadError};
 use crate::domain::envelope::{
     self, Envelope, EnvelopeError, FieldError, FieldProblem, ParseContext,
 };
 use crate::domain::ids::TransferId;
 use crate::domain::policy::{self, CorrectionDenied, Decision, Refusal};
-use crate::metrics;
-use crate::seal::{self, SealSummary};
-use crate::store::{
-    IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
-    payload_file_name,
-};
 use crate::log::{
     DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord, RecordKind, SenderRecord,
     TransferFailedRecord, TransferRecord,
+};
+use crate::metrics;
+use crate::seal::{self, SealSummary};
+use crate::store::upload::{Sealed, SpoolUpload, UploadError};
+use crate::store::{
+    IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
+    payload_file_name,
 };
 
 /// The answer to an accepted transfer.

@@ -35,11 +35,11 @@ use crate::deliver::{self, Deliverer};
 use crate::domain::registry::Registry;
 use crate::domain::subject::{SubjectKey, SubjectRef};
 use crate::ingest::{self, App, ListenerTls};
-use crate::tls::server as tls;
 use crate::live::Live;
 use crate::seal::SpoolKey;
 use crate::store::checkpoint::{self, CheckpointKey, KeyError, Purge};
 use crate::store::{Store, StoreError};
+use crate::tls::server as tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -295,9 +295,12 @@ impl Prepared {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ops = ops_listener.map(|l| {
             let ops = Arc::new(
-                crate::runtime::ops::Ops::new(upkeep.store.clone(), upkeep.store.spool_dir().to_path_buf())
-                    .with_reserve(app.limits.min_free_bytes)
-                    .with_draining(draining.clone()),
+                crate::runtime::ops::Ops::new(
+                    upkeep.store.clone(),
+                    upkeep.store.spool_dir().to_path_buf(),
+                )
+                .with_reserve(app.limits.min_free_bytes)
+                .with_draining(draining.clone()),
             );
             tokio::spawn(crate::runtime::ops::serve(
                 l,

@@ -28,13 +28,13 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{Store, StoreError, Tx};
-use crate::seal::{SealError, write_secret_file};
-pub use crate::log::{Anchor, LogPurgedRecord};
-use crate::log::{HeadAcceptedRecord, LogEntry, RecordKind};
 use crate::log::verify::{
     self, Break, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop, StoredFacets,
     StoredIndex,
 };
+pub use crate::log::{Anchor, LogPurgedRecord};
+use crate::log::{HeadAcceptedRecord, LogEntry, RecordKind};
+use crate::seal::{SealError, write_secret_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

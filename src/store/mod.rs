@@ -28,8 +28,8 @@ pub mod search;
 pub mod upload;
 
 use crate::domain::ids::{AgreementId, OrgId, TransferId};
-use crate::seal::SealSummary;
 use crate::log::{GENESIS, LogEntry, StoredRecord, chain_hash};
+use crate::seal::SealSummary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use rusqlite::params;
 
-use crate::store::{Store, StoreError};
 use crate::domain::ids::{OrgId, TransferId};
 use crate::domain::subject::{SubjectKey, SubjectRef};
 use crate::log::{
     AuthorisationRecord, DecisionRecord, EnvelopeRecord, LogEntry, PayloadRecord,
     PractitionerRecord, RecordKind, SenderRecord, StatusReason, TransferRecord,
 };
+use crate::store::{Store, StoreError};
 
 const ORGS: [&str; 6] = [
     "northshire-cc",

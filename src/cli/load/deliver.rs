@@ -23,8 +23,8 @@ use clap::ValueEnum;
 use postern_gateway::client::{self, Identity, Submission, Target};
 use postern_gateway::config;
 use postern_gateway::runtime::devkit::DevPaths;
-use postern_gateway::testkit::smtp_sink::SmtpSink;
 use postern_gateway::store::Reader;
+use postern_gateway::testkit::smtp_sink::SmtpSink;
 
 use super::{LoadArgs, Payload, Scratch, ServerProcess, human, reset_state};
 

@@ -19,9 +19,9 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use postern_gateway::client::{self, Identity, Submission, Target};
 use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
-use postern_gateway::runtime::devkit::{self, DevPaths};
 use postern_gateway::ingest;
 use postern_gateway::live::Live;
+use postern_gateway::runtime::devkit::{self, DevPaths};
 use postern_gateway::seal::SpoolKey;
 
 mod deliver;
