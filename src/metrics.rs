@@ -19,6 +19,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+pub use crate::tls::HandshakeFailure;
+
 /// What `/metrics` answers with: the OpenMetrics text format, which Prometheus reads natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -320,102 +322,6 @@ pub fn delivered(channel: &str, latency: Duration) {
             channel: channel.to_owned(),
         })
         .observe(latency.as_secs_f64());
-}
-
-/// Why a TLS handshake on the API listener failed. A bounded set: each is a label value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// The client presented no certificate.
-    NoClientCertificate,
-    /// The client's certificate was not issued by a trusted CA.
-    UnknownCa,
-    /// A trusted certificate that maps to no registered organisation or peer (or to several).
-    UnknownIdentity,
-    Revoked,
-    /// Expired, or not yet valid.
-    Expired,
-    /// Any other certificate problem (bad signature, wrong purpose, bad encoding...).
-    BadCertificate,
-    /// The client sent an alert: usually it does not trust this gateway's certificate.
-    PeerAlert,
-    /// Not TLS, or TLS this gateway does not speak (versions, cipher suites, bad messages).
-    Protocol,
-    /// The client closed or reset the connection mid-handshake (port scans, TCP health checks).
-    Closed,
-    /// Another I/O error.
-    Io,
-    /// The handshake did not finish within `limits.handshake_timeout`.
-    Timeout,
-}
-
-impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 11] = [
-        Self::NoClientCertificate,
-        Self::UnknownCa,
-        Self::UnknownIdentity,
-        Self::Revoked,
-        Self::Expired,
-        Self::BadCertificate,
-        Self::PeerAlert,
-        Self::Protocol,
-        Self::Closed,
-        Self::Io,
-        Self::Timeout,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoClientCertificate => "no_client_certificate",
-            Self::UnknownCa => "unknown_ca",
-            Self::UnknownIdentity => "unknown_identity",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-            Self::BadCertificate => "bad_certificate",
-            Self::PeerAlert => "peer_alert",
-            Self::Protocol => "protocol",
-            Self::Closed => "closed",
-            Self::Io => "io",
-            Self::Timeout => "timeout",
-        }
-    }
-
-    /// Classifies the error a TLS accept (tokio-rustls) failed with. rustls errors arrive
-    /// wrapped in an `io::Error`; anything else is the connection itself failing.
-    pub fn classify(e: &std::io::Error) -> Self {
-        if let Some(tls) = crate::deliver::find_tls_error(e) {
-            return Self::of_tls(tls);
-        }
-        use std::io::ErrorKind as K;
-        match e.kind() {
-            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
-                Self::Closed
-            }
-            K::TimedOut => Self::Timeout,
-            _ => Self::Io,
-        }
-    }
-
-    pub fn of_tls(e: &rustls::Error) -> Self {
-        use rustls::CertificateError as C;
-        match e {
-            rustls::Error::NoCertificatesPresented => Self::NoClientCertificate,
-            rustls::Error::InvalidCertificate(c) => match c {
-                // A bad signature is what a certificate from an untrusted CA that happens to
-                // share a trusted CA's name gets: either way, not issued by a CA we trust.
-                C::UnknownIssuer | C::BadSignature => Self::UnknownCa,
-                // What the registry check in `tls::server` refuses with.
-                C::ApplicationVerificationFailure => Self::UnknownIdentity,
-                C::Revoked => Self::Revoked,
-                C::Expired
-                | C::ExpiredContext { .. }
-                | C::NotValidYet
-                | C::NotValidYetContext { .. } => Self::Expired,
-                _ => Self::BadCertificate,
-            },
-            rustls::Error::AlertReceived(_) => Self::PeerAlert,
-            _ => Self::Protocol,
-        }
-    }
 }
 
 /// Which per-source limit closed a connection.

@@ -11,12 +11,11 @@ use futures_util::{Stream, StreamExt, stream};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{PROTOCOLS, provider};
+pub use crate::tls::{Identity, PemError, client_config as tls_config, read_roots};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -30,8 +29,8 @@ pub enum ClientError {
     Request(#[from] hyper::http::Error),
     #[error("`{0}` is not an https:// URL with a host")]
     BadUrl(String),
-    #[error("cannot read `{path}`: {reason}")]
-    Pem { path: String, reason: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("could not connect to {addr}: {source}")]
     Connect {
         addr: String,
@@ -48,69 +47,6 @@ pub enum ClientError {
     /// made (a predictable one lets a payload close the part early).
     #[error("the system random number generator failed")]
     Random,
-}
-
-/// A client certificate chain and its private key.
-pub struct Identity {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-}
-
-fn pem_err(path: &Path, reason: impl ToString) -> ClientError {
-    ClientError::Pem {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-impl Identity {
-    /// Reads a PEM file holding the certificate (chain) and the private key together, as
-    /// `postern pki` writes them (`<org>.pem`) and as `curl --cert` accepts.
-    pub fn from_pem_file(path: &Path) -> Result<Self, ClientError> {
-        Self::from_files(path, path)
-    }
-
-    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, ClientError> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| pem_err(cert, e))?;
-        if chain.is_empty() {
-            return Err(pem_err(cert, "no certificate in the file"));
-        }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
-        Ok(Identity { chain, key })
-    }
-}
-
-/// Reads trusted CA certificates from a PEM file.
-pub fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_err(path, e))?;
-    if certs.is_empty() {
-        return Err(pem_err(path, "no certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// A TLS 1.2/1.3 client configuration trusting `roots`, presenting `identity` if given.
-pub fn tls_config(
-    roots: &[CertificateDer<'static>],
-    identity: Option<&Identity>,
-) -> Result<rustls::ClientConfig, ClientError> {
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store.add(r.clone())?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(PROTOCOLS)?
-        .with_root_certificates(store);
-    let mut config = match identity {
-        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// Where to connect: host and port from an `https://` base URL.

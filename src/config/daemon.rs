@@ -23,8 +23,8 @@ use super::source::{ConfigError, Doc, Errors};
 use super::{Mode, Overrides, Paths, Source};
 use crate::domain::ids::CaId;
 use crate::domain::subject::SubjectKey;
+use crate::log::key::CheckpointKey;
 use crate::seal::SpoolKey;
-use crate::store::checkpoint::CheckpointKey;
 
 /// Environment variables with the `POSTERN_` prefix that are not configuration keys. (Variables
 /// without the prefix, such as systemd's `CREDENTIALS_DIRECTORY`, are never taken for keys.)
@@ -191,46 +191,7 @@ pub struct Daemon {
     pub log: LogSettings,
 }
 
-/// A trusted client CA, read: its certificates (usually one; a renewed CA may have two) and the
-/// revocation lists it signed.
-#[derive(Debug, Clone)]
-pub struct TrustedCa {
-    pub id: CaId,
-    pub roots: Vec<CertificateDer<'static>>,
-    pub crls: Vec<Crl>,
-}
-
-/// The TLS material read from the files the daemon names.
-pub struct TlsMaterial {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-    /// `tls.client_cas`, each with the CRLs of `tls.client_crls` that it signed.
-    pub client_cas: Vec<TrustedCa>,
-    /// Presented when delivering to peers (the server certificate unless configured).
-    pub client_chain: Vec<CertificateDer<'static>>,
-    pub client_key: PrivateKeyDer<'static>,
-}
-
-/// A certificate revocation list, parsed and verified against the client CA that issued it.
-#[derive(Debug, Clone)]
-pub struct Crl {
-    pub path: PathBuf,
-    pub der: CertificateRevocationListDer<'static>,
-    /// The issuing CA, e.g. `CN=Northshire CA, O=Northshire`.
-    pub issuer: String,
-    /// The entry in `tls.client_cas` whose file holds the list's issuer.
-    pub ca: CaId,
-    /// The entries whose verification the list takes part in: the issuer's, and any whose
-    /// certificates issued the issuer (an issuing CA listed as an entry of its own still revokes
-    /// through its root's entry).
-    pub applies_to: Vec<CaId>,
-    /// The issuer's subject name (DER), which a certificate it revokes names as its issuer.
-    pub issuer_name: Vec<u8>,
-    /// After this the issuer promises a newer list. Handshakes still use an overdue list (an
-    /// outage for every organisation would be worse than a stale list); the gateway warns.
-    pub next_update: Option<time::OffsetDateTime>,
-    pub revoked: usize,
-}
+pub use crate::tls::{Crl, TlsMaterial, TrustedCa};
 
 /// How files holding secrets are read: in [`Mode::Check`], a file under a `${credentials_dir}`
 /// this process cannot see is listed in `unchecked` instead of being an error.
@@ -964,7 +925,7 @@ fn materials(
         Some((cert, key_path)) => {
             let seen = secrets.visible(cert, "tls.client_certificate", loc, errors);
             if seen && secrets.visible(key_path, "tls.client_private_key", loc, errors) {
-                match crate::client::Identity::from_files(cert, key_path) {
+                match crate::tls::Identity::from_files(cert, key_path) {
                     Ok(id) => Some((id.chain, id.key)),
                     Err(e) => {
                         errors.push(loc.at(

@@ -255,7 +255,7 @@ impl EmailChannel {
 /// that closed the connection mid-handshake).
 fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {
     matches!(
-        super::find_tls_error(e),
+        crate::tls::find_tls_error(e),
         Some(rustls::Error::InvalidCertificate(_))
     )
 }

@@ -231,7 +231,7 @@ fn build_client(ca_file: &str, identity: &client::Identity) -> Result<HttpsClien
 /// Connection-level failures are temporary (the peer may come back), except certificate
 /// failures: a certificate that does not verify will not start verifying on its own.
 fn classify_error(e: &hyper_util::client::legacy::Error) -> Outcome {
-    match super::find_tls_error(e) {
+    match crate::tls::find_tls_error(e) {
         Some(tls) => tls_outcome(tls),
         None => Outcome::Temporary(format!("could not deliver: {}", error_chain(e))),
     }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -59,30 +59,6 @@ pub enum Outcome {
     Permanent(String),
 }
 
-/// The TLS error somewhere in an error's chain, if there is one. Libraries wrap rustls errors
-/// in `io::Error`s (sometimes twice), and `io::Error::source` skips the wrapped error itself,
-/// so each `io::Error` is opened with `get_ref` as well as followed by `source`.
-pub(crate) fn find_tls_error<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut pending = vec![e];
-    while let Some(err) = pending.pop() {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            pending.push(inner);
-        }
-        if let Some(next) = err.source() {
-            pending.push(next);
-        }
-    }
-    None
-}
-
 /// Everything an attempt needs.
 pub struct Deliverer {
     pub store: Store,
@@ -95,15 +71,7 @@ pub struct Deliverer {
     pub api_port: u16,
 }
 
-/// Wakes the worker when there is something new to deliver.
-#[derive(Clone, Default)]
-pub struct Wake(Arc<Notify>);
-
-impl Wake {
-    pub fn now(&self) {
-        self.0.notify_one();
-    }
-}
+pub use crate::store::queue::Wake;
 
 impl Deliverer {
     pub fn new(
@@ -440,7 +408,7 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
         });
         tokio::select! {
             () = stop.cancelled() => break,
-            () = wake.0.notified() => {}
+            () = wake.rung() => {}
             () = tokio::time::sleep(wait.max(Duration::from_millis(if free == 0 { 50 } else { 0 }))) => {}
         }
     }

@@ -54,7 +54,7 @@ pub struct App {
     pub subject_key: Arc<SubjectKey>,
     pub limits: Limits,
     /// Wakes the delivery worker when a transfer is accepted.
-    pub wake: crate::deliver::Wake,
+    pub wake: crate::store::queue::Wake,
     /// The largest payload an email recipient can be sent.
     pub max_email_bytes: u64,
 }

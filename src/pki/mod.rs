@@ -18,12 +18,12 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use crate::domain::registry::CertFingerprint;
 use crate::seal::{SealError, write_secret_file};
+pub use crate::tls::{fingerprint, subject_alt_names};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -271,32 +271,6 @@ impl Issued {
         write_secret_file(&pem, combined.as_bytes())?;
         Ok(pem)
     }
-}
-
-/// SHA-256 of a certificate's DER encoding.
-pub fn fingerprint(der: &[u8]) -> CertFingerprint {
-    CertFingerprint(Sha256::digest(der).into())
-}
-
-/// The DNS names, URIs and email addresses among a certificate's subject alternative names.
-pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(ext)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    ext.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                Some((*s).to_owned())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// A human-readable summary of a certificate, for `postern pki show`.

@@ -237,3 +237,19 @@ impl Tx<'_> {
         Ok(())
     }
 }
+
+/// Wakes the delivery worker when there is something new to deliver: ingest rings it after a
+/// commit that queued a delivery, so that the worker does not wait for its next poll.
+#[derive(Clone, Default)]
+pub struct Wake(std::sync::Arc<tokio::sync::Notify>);
+
+impl Wake {
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits for the next ring (or returns at once for one that came while nobody waited).
+    pub async fn rung(&self) {
+        self.0.notified().await;
+    }
+}

@@ -1,10 +1,18 @@
 //! TLS, shared by every listener and client: the rustls provider (ring) and protocol versions
 //! (1.2 and 1.3 only), the API listener's server configuration with client identities bound to
-//! the CA that issued them ([`server`]).
+//! the CA that issued them ([`server`]), reading certificates and identities, and the bounded
+//! vocabulary of TLS failures.
 
 use std::sync::Arc;
 
+mod certs;
+mod failure;
+mod material;
 pub mod server;
+
+pub use certs::{Identity, PemError, client_config, fingerprint, read_roots, subject_alt_names};
+pub use failure::{HandshakeFailure, find_tls_error};
+pub use material::{Crl, TlsMaterial, TrustedCa};
 
 /// The rustls provider used everywhere in Postern.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -25,12 +25,10 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::config::TlsMaterial;
-use crate::config::daemon::{Crl, TrustedCa};
+use super::{Crl, TlsMaterial, TrustedCa};
 use crate::domain::ids::CaId;
 use crate::domain::registry::{CertFingerprint, Identification, Principal, Registry};
 use crate::live::Live;
-use crate::pki;
 use crate::tls::{PROTOCOLS, provider};
 
 #[derive(Debug, thiserror::Error)]
@@ -220,8 +218,8 @@ pub fn authenticate(
     let anchors = trust
         .anchors(end_entity, intermediates, now)
         .map_err(Refused::Untrusted)?;
-    let fingerprint = pki::fingerprint(end_entity);
-    let sans = pki::subject_alt_names(end_entity);
+    let fingerprint = super::fingerprint(end_entity);
+    let sans = super::subject_alt_names(end_entity);
     match registry.identify(&fingerprint, sans.iter().map(String::as_str), &anchors) {
         Identification::One(principal) => Ok(Caller {
             principal,
@@ -276,7 +274,7 @@ impl ClientCertVerifier for OrgVerifier {
         match authenticate(&self.trust, &registry, end_entity, intermediates, now) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
             Err(refused) => {
-                let fingerprint = pki::fingerprint(end_entity);
+                let fingerprint = super::fingerprint(end_entity);
                 match &refused {
                     Refused::Untrusted(_) => {}
                     Refused::Unknown => {

@@ -1,0 +1,165 @@
+//! The house's shape, checked: imports inside the library run one way, from the edges down to
+//! the pure domain (see `docs/architecture.md`), and `src/` keeps at most five loose files.
+//!
+//! Every `crate::<module>` path in a module's code (comments and `#[cfg(test)]` blocks aside) is
+//! an import of that top-level module; a module may import only modules of a lower layer. A
+//! cycle between modules is impossible under that rule, so this test is also the check that
+//! there is none.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Bottom to top. A module imports only modules of the layers before its own.
+const LAYERS: &[&[&str]] = &[
+    // pure policy: no IO, no other module
+    &["domain"],
+    // time stamps, reloadable values
+    &["clock", "live"],
+    // the rustls provider, identities bound to their CA, TLS failures
+    &["tls"],
+    // age streaming seal, key files
+    &["seal"],
+    // the project's CA; the transfer log's records, chain, key and verification (pure)
+    &["pki", "log"],
+    // configuration, validated; the store (all SQL, the spool, checkpoints)
+    &["config", "store"],
+    // what everything above counts; the HTTP client
+    &["metrics", "client"],
+    // receiving into an organisation's inbox (ingest's /v1/inbound and the inbox channel)
+    &["inbox"],
+    // the delivery worker and its channels
+    &["deliver"],
+    // the API listener
+    &["ingest"],
+    // daemon assembly, reload, ops listener, logging, development material
+    &["runtime"],
+    // tests' and benchmarks' tools: may use anything, used by nothing
+    &["testkit"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules a file's code names as `crate::<module>`, tests and comments aside.
+fn imports(code: &str) -> BTreeSet<String> {
+    let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut found = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.trim_start();
+        if line.starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // `use crate::{a, b::c}`: every first segment in the group (on this line)
+                let group = group.split('}').next().unwrap_or_default();
+                for item in group.split(',') {
+                    let name: String = item
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if !name.is_empty() {
+                        found.insert(name);
+                    }
+                }
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn imports_run_from_the_edges_down_to_the_domain() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    let mut unplaced = BTreeSet::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let first = rel.components().next().expect("a component");
+        let module = first
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        // The binary (main.rs, cli/) is the top edge and may use anything; lib.rs only
+        // declares the modules.
+        if ["main", "lib", "cli"].contains(&module.as_str()) {
+            continue;
+        }
+        let Some(own) = layer_of(&module) else {
+            unplaced.insert(module);
+            continue;
+        };
+        let code = std::fs::read_to_string(file).expect("read");
+        for used in imports(&code) {
+            if used == module {
+                continue;
+            }
+            match layer_of(&used) {
+                Some(l) if l < own => {}
+                _ => wrong.push(format!("{} uses crate::{used}", rel.display())),
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "modules with no layer in tests/layers.rs (add them to LAYERS and to docs/architecture.md): {unplaced:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "imports that run up or sideways (a module may use only the layers below it):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_an_import_that_runs_up() {
+    let code = "use crate::store::Store;\nuse crate::{clock, log::verify};\n// crate::runtime in a comment\n#[cfg(test)]\nmod tests { use crate::ingest; }\n";
+    let found: Vec<String> = imports(code).into_iter().collect();
+    assert_eq!(found, ["clock", "log", "store"]);
+}
+
+#[test]
+fn src_keeps_at_most_five_loose_files() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let loose: Vec<String> = std::fs::read_dir(&src)
+        .expect("read src")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(
+        loose.len() <= 5,
+        "src/ holds {} loose files (at most five; group the rest by the flow): {loose:?}",
+        loose.len()
+    );
+}
