@@ -163,3 +163,27 @@ fn src_keeps_at_most_five_loose_files() {
         loose.len()
     );
 }
+
+#[test]
+fn sql_lives_in_the_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let outside: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let rel = f.strip_prefix(&src).expect("under src");
+            // the store; the test kit's synthetic log and the load generator (built only with
+            // the `testkit` feature) read the database they measure
+            !(rel.starts_with("store") || rel.starts_with("testkit") || rel.starts_with("cli/load"))
+        })
+        .filter(|f| {
+            let code = std::fs::read_to_string(f).expect("read");
+            ["rusqlite", "prepare_cached(", "query_row(", "query_map("]
+                .iter()
+                .any(|sql| code.contains(sql))
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(outside.is_empty(), "SQL outside src/store/: {outside:?}");
+}

@@ -2,7 +2,7 @@
 //! share, with its reasons), `GET /v1/decisions/{id}` (that record, for the organisation that
 //! decided), and `POST /v1/transfers/{id}/rationale` (the justification of an urgent share,
 //! added by its sender after the share). Also the lookup a correction needs before its policy
-//! decision (see [`corrected`]).
+//! decision (see [`crate::store::decisions::corrected`]).
 //!
 //! The bodies are small JSON documents, validated by [`crate::domain::decision`]; each decision
 //! is appended to the transfer log by the store's single writer, and answered only once durable.
@@ -14,7 +14,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,11 +21,10 @@ use super::App;
 use super::caller::OrgCaller;
 use super::problem::{self, Problem};
 use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Practitioner};
-use crate::domain::ids::{OrgId, TransferId};
-use crate::domain::policy::Corrected;
+use crate::domain::ids::TransferId;
 pub use crate::log::{DeclinedRecord, RationaleRecord};
 use crate::log::{LogEntry, PractitionerRecord, RecordKind, RequestRecord, SenderRecord};
-use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError};
+use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError, decisions};
 
 // ---------------------------------------------------------------------------------------------
 // What is recorded and answered.
@@ -373,13 +371,7 @@ pub async fn show(
     // Only the deciding organisation may read its decision; to anyone else it does not exist.
     let found = app
         .store
-        .read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT body FROM log WHERE transfer_id = ?1 AND kind = 'decision_declined' AND sender = ?2",
-            )?
-            .query_row(params![key, org], |r| r.get::<_, Vec<u8>>(0))
-            .optional()?)
-        })
+        .read(move |c| decisions::declined_body(c, &key, &org))
         .await;
     match found {
         Ok(Some(body)) => {
@@ -433,12 +425,7 @@ pub async fn rationale(
     let (key, org) = (id.to_string(), peer.org.to_string());
     let sent = app
         .store
-        .read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT 1 FROM transfers WHERE id = ?1 AND sender = ?2")?
-                    .exists(params![key, org])?,
-            )
-        })
+        .read(move |c| decisions::sent_by(c, &key, &org))
         .await;
     match sent {
         Ok(true) => {}
@@ -481,24 +468,13 @@ pub async fn rationale(
     let written = app
         .store
         .write(false, move |tx| {
-            let facets: Option<(Option<String>, bool)> = tx
-                .conn()
-                .prepare_cached(
-                    "SELECT urgency, rationale_pending FROM log_facets WHERE transfer_id = ?1 AND decision = 'shared'",
-                )?
-                .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let outcome = match facets {
+            let outcome = match decisions::share_rationale(tx.conn(), &key)? {
                 None => Rationale::NotFound,
-                Some((urgency, _)) if urgency.as_deref() != Some("urgent") => Rationale::NotUrgent,
-                Some((_, false)) => Rationale::AlreadyRecorded,
-                Some((_, true)) => {
+                Some(share) if !share.urgent => Rationale::NotUrgent,
+                Some(share) if !share.pending => Rationale::AlreadyRecorded,
+                Some(_) => {
                     tx.append(&entry)?;
-                    tx.conn()
-                        .prepare_cached(
-                            "UPDATE log_facets SET rationale_pending = 0 WHERE transfer_id = ?1 AND decision = 'shared'",
-                        )?
-                        .execute(params![key])?;
+                    decisions::rationale_recorded(tx.conn(), &key)?;
                     Rationale::Recorded
                 }
             };
@@ -546,44 +522,4 @@ pub async fn rationale(
             .into_response()
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Corrections.
-
-/// The transfer `id` as a correction of it needs to know it: its sender, its originator and
-/// who received it (every recipient whose delivery is not dead), or `None` when no accepted
-/// transfer has that id (a refused or rejected one has no row in `transfers`).
-pub fn corrected(conn: &Connection, id: &str) -> Result<Option<Corrected>, StoreError> {
-    let row: Option<(String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT t.sender, f.originator FROM transfers t LEFT JOIN log_facets f ON f.seq = t.log_seq WHERE t.id = ?1",
-        )?
-        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((sender, originator)) = row else {
-        return Ok(None);
-    };
-    let Ok(sender) = sender.parse::<OrgId>() else {
-        return Ok(None);
-    };
-    let originator = originator
-        .and_then(|o| o.parse::<OrgId>().ok())
-        .unwrap_or_else(|| sender.clone());
-    let mut stmt = conn.prepare_cached(
-        // In the order they were named (rowid order), so the merged list reads naturally.
-        "SELECT recipient FROM deliveries WHERE transfer_id = ?1 AND state <> 'dead' ORDER BY rowid",
-    )?;
-    let names = stmt
-        .query_map(params![id], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let recipients = names
-        .into_iter()
-        .filter_map(|s| s.parse::<OrgId>().ok())
-        .collect();
-    Ok(Some(Corrected {
-        sender,
-        originator,
-        recipients,
-    }))
 }

@@ -393,7 +393,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         let key = corrects.to_string();
         let found = app
             .store
-            .read(move |c| super::decisions::corrected(c, &key))
+            .read(move |c| crate::store::decisions::corrected(c, &key))
             .await
             .map_err(|e| store_failure(e, "correction lookup failed", req.id))?;
         match policy::correction_recipients(&req.peer.org, &envelope.recipients, found.as_ref()) {

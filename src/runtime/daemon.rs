@@ -657,10 +657,7 @@ mod systemd {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let probe = store.read(|c| {
-                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                    .map_err(Into::into)
-            });
+            let probe = store.read(crate::store::probe);
             // At most a quarter of the interval, so keep-alives are never more than three
             // quarters of it apart.
             match tokio::time::timeout(every / 2, probe).await {

@@ -111,13 +111,7 @@ impl Ops {
                 reserve: self.reserve,
             });
         }
-        let read = self.store.read(|c| {
-            Ok(
-                c.query_row("SELECT COUNT(*) FROM log WHERE seq = 1", [], |r| {
-                    r.get::<_, i64>(0)
-                })?,
-            )
-        });
+        let read = self.store.read(crate::store::probe);
         within("the store", read)
             .await?
             .map_err(NotReady::StoreRead)?;

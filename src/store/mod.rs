@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod checkpoint;
+pub mod decisions;
 pub mod inbox;
 pub mod queue;
 pub mod search;
@@ -1079,6 +1080,15 @@ impl Reader {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A read that touches the log table: what readiness and the watchdog ask to know the store
+/// answers.
+pub fn probe(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("SELECT COUNT(*) FROM log WHERE seq = 1", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
