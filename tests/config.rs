@@ -1,6 +1,8 @@
 //! Configuration errors: all of them at once, each with its file and line; environment
 //! overrides; `check-config` and `serve` exit 64 before binding anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::collections::HashMap;

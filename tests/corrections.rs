@@ -3,6 +3,8 @@
 //! TLS (this gateway delivering to its own inbound endpoint); only the corrected transfer's
 //! sender or originator may send one; and the two records link to each other.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::io::Read;

@@ -2,6 +2,8 @@
 //! decision not to share (`POST /v1/decisions`, `postern decline`), and the rationale of an urgent
 //! share added after it by its sender (`POST /v1/transfers/{id}/rationale`, `postern rationale`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! Delivery with real parts: a real SMTP server (mailin's state machine over tokio, STARTTLS by
 //! rustls) started in the test, and two gateways exchanging a transfer over mutual TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::io::Read;

@@ -2,6 +2,8 @@
 //! says they do (one accepted and delivered to the MASH's inbox, where it is listed, decrypted
 //! and acknowledged; one refused; the log shows both).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

@@ -2,6 +2,8 @@
 //! small filesystem (a tmpfs this test mounts, which needs root: without it the tests that need
 //! one print SKIPPED, and `.ci/run` sets CI_REQUIRE_TMPFS=1 so that they cannot skip there).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::path::{Path, PathBuf};

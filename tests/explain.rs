@@ -2,6 +2,8 @@
 //! real policy decision checked, the agreement that allows a share or the rule that refuses it,
 //! exits 0 or 77 accordingly, and sends and records nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::process::Command;

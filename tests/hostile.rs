@@ -3,6 +3,8 @@
 //! stable code (a malformed query string, a malformed header, headers too large, a `null` where
 //! a decision needs a value). Real sockets and real TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::net::SocketAddr;

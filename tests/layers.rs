@@ -6,6 +6,8 @@
 //! cycle between modules is impossible under that rule, so this test is also the check that
 //! there is none.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@
 //! the real parsers), the shape of every answer body, and, through the real router, the answers
 //! the inbound, inbox, decision and rationale operations give.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

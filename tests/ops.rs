@@ -6,6 +6,8 @@
 //! The gateway here is assembled from its public parts, as `daemon::prepare` does, so that the
 //! test holds the store handle the ops listener needs (the store's lock allows one opener).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::collections::HashMap;

@@ -7,6 +7,8 @@
 //! valid body with one field replaced by a value of the wrong type is refused with one error
 //! naming exactly that field. The fuzz targets in `fuzz/` exercise the same parsers longer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 

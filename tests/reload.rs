@@ -3,6 +3,8 @@
 //! notify protocol (READY, RELOADING, STOPPING, WATCHDOG), `${credentials_dir}` and
 //! `check-config` where systemd credentials are not visible.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use postern_gateway::pki::crl;

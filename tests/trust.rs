@@ -2,6 +2,8 @@
 //! reload reaches connections that are already open. Real sockets, real TLS, certificates made
 //! by the project's own PKI code, and `postern pki revoke` run as the real binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 mod common;
 
 use std::path::Path;

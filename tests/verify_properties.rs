@@ -4,6 +4,8 @@
 //! delivery rows and the attempts their states imply), signed, and each case changes one
 //! thing in a fresh copy of its database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 

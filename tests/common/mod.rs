@@ -1,6 +1,8 @@
 //! Shared test harness: a scratch deployment (configuration directory, state directory,
 //! certificates and keys made by the project's own PKI code), a gateway running in-process on
 //! port 0 or as the real binary, and mutual-TLS clients for each organisation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
