@@ -38,7 +38,7 @@ use postern_gateway::ingest::decisions::{
     Declined, DeclinedRecord, RationaleRecord, RationaleRecorded,
 };
 use postern_gateway::ingest::inbound::{Acknowledged, InboxEntry, InboxList};
-use postern_gateway::ingest::problem::{CODES, Problem, ProblemField};
+use postern_gateway::ingest::problem::{Problem, ProblemCode, ProblemField};
 use postern_gateway::ingest::routes::{Accepted, AcceptedPayload, AcceptedRecipient};
 use postern_gateway::ingest::{App, Caller, ROUTES, router};
 use postern_gateway::live::Live;
@@ -688,15 +688,22 @@ fn every_operation_says_which_caller_it_is_for_and_what_the_other_kind_gets() {
 /// decision (a correction from someone who may not correct the transfer).
 const CHECKED_BEFORE_POLICY: &[&str] = &["correction_not_permitted"];
 
-/// Every code the API can answer with, and its status: `problem::CODES` and the policy refusals.
+/// Every code the API can answer with, and its status: `ProblemCode` and the policy refusals.
 fn code_statuses() -> BTreeMap<String, u16> {
-    let mut all: BTreeMap<String, u16> = CODES.iter().map(|(c, s)| ((*c).to_owned(), *s)).collect();
-    assert_eq!(all.len(), CODES.len(), "a code is listed twice in CODES");
+    let mut all: BTreeMap<String, u16> = ProblemCode::ALL
+        .iter()
+        .map(|c| (c.code().to_owned(), c.status()))
+        .collect();
+    assert_eq!(
+        all.len(),
+        ProblemCode::ALL.len(),
+        "a code is listed twice in ProblemCode"
+    );
     for rule in Rule::ALL {
         let previous = all.insert(rule.refusal_code().to_owned(), 403);
         assert!(
             previous.is_none(),
-            "{} is both in CODES and a refusal code",
+            "{} is both a ProblemCode and a refusal code",
             rule.refusal_code()
         );
     }
@@ -740,7 +747,7 @@ fn the_problem_code_enum_is_every_code_the_api_answers_with() {
     let expected: BTreeSet<String> = code_statuses().into_keys().collect();
     assert_eq!(
         unique, expected,
-        "ProblemCode must be problem::CODES plus every Rule::refusal_code()"
+        "ProblemCode (the spec schema) must be every ingest ProblemCode plus every Rule::refusal_code()"
     );
     let problem = schema(&doc, "Problem");
     assert_eq!(
@@ -831,7 +838,7 @@ fn every_code_is_documented_under_its_status() {
             assert!(codes.contains(&p.code), "{at} {status}: example code");
             assert_eq!(
                 p.title,
-                Problem::new(status, &p.code, "").title,
+                title_of(&p.code),
                 "{at} {status}: the example's title is the one the code gives `{}`",
                 p.code
             );
@@ -850,7 +857,7 @@ fn every_code_is_documented_under_its_status() {
         assert_eq!(
             statuses.get(*code),
             Some(&403),
-            "`{code}` is a 403 in problem::CODES"
+            "`{code}` is a 403 ProblemCode"
         );
     }
     let submit_403 = &doc["paths"]["/v1/transfers"]["post"]["responses"]["403"];
@@ -891,7 +898,15 @@ fn every_code_is_documented_under_its_status() {
 
 /// The title the code gives a status when the code has no title of its own.
 fn status_title(status: u16) -> String {
-    Problem::new(status, "", "").title
+    postern_gateway::ingest::problem::status_title(status).to_owned()
+}
+
+/// The title an answer with `code` carries (a policy refusal's is its status's).
+fn title_of(code: &str) -> String {
+    ProblemCode::ALL
+        .iter()
+        .find(|c| c.code() == code)
+        .map_or_else(|| status_title(403), |c| c.title().to_owned())
 }
 
 #[test]
@@ -911,7 +926,7 @@ fn the_titles_are_the_code_s() {
     }
     let mut own = 0;
     for (code, status) in &statuses {
-        let title = Problem::new(*status, code, "").title;
+        let title = title_of(code);
         if title != status_title(*status) {
             own += 1;
             let at = description
@@ -950,7 +965,7 @@ fn every_503_and_507_and_nothing_else_says_retry_after() {
         }
     }
     assert!(seen >= 7, "only {seen} operations document 503");
-    let retry_after = Problem::new(503, "unavailable", "d").into_response();
+    let retry_after = Problem::new(ProblemCode::Unavailable, "d").into_response();
     let value = retry_after.headers()[http::header::RETRY_AFTER]
         .to_str()
         .unwrap()
@@ -962,9 +977,15 @@ fn every_503_and_507_and_nothing_else_says_retry_after() {
             .contains(&format!("({value})")),
         "the RetryAfter header's description gives the code's value, {value}"
     );
-    for status in [400, 403, 422, 500] {
+    for code in [
+        ProblemCode::MalformedRequest,
+        ProblemCode::NotAnOrganisation,
+        ProblemCode::InvalidEnvelope,
+        ProblemCode::InternalError,
+    ] {
+        let status = code.status();
         assert!(
-            !Problem::new(status, "x", "d")
+            !Problem::new(code, "d")
                 .into_response()
                 .headers()
                 .contains_key(http::header::RETRY_AFTER),
@@ -1609,7 +1630,7 @@ fn response_schemas_match_the_rust_structs() {
         "Problem",
         s,
         &to_json(&full_problem()),
-        &to_json(&Problem::new(400, "malformed_request", "d")),
+        &to_json(&Problem::new(ProblemCode::MalformedRequest, "d")),
     );
     assert_eq!(
         s["properties"]["errors"]["items"]["$ref"],

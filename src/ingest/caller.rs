@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
-use super::problem::Problem;
+use super::problem::{Problem, ProblemCode};
 use crate::domain::ids::{OrgId, PeerId};
 use crate::domain::registry::{CertFingerprint, Principal};
 use crate::tls::server::Caller;
@@ -42,7 +42,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OrgCaller {
         let c = caller(parts).map_err(|b| *b)?;
         match &c.principal {
             Principal::Organisation(org) => Ok(OrgCaller { org: org.clone(), fingerprint: c.fingerprint }),
-            Principal::Peer(p) => Err(Problem::new(403, "not_an_organisation", format!("This endpoint is for organisations; the certificate presented is peer gateway `{p}`'s.")).into_response()),
+            Principal::Peer(p) => Err(Problem::new(ProblemCode::NotAnOrganisation, format!("This endpoint is for organisations; the certificate presented is peer gateway `{p}`'s.")).into_response()),
         }
     }
 }
@@ -54,7 +54,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerCaller {
         let c = caller(parts).map_err(|b| *b)?;
         match &c.principal {
             Principal::Peer(peer) => Ok(PeerCaller { peer: peer.clone(), fingerprint: c.fingerprint }),
-            Principal::Organisation(o) => Err(Problem::new(403, "not_a_peer", format!("This endpoint is for peer gateways delivering transfers; the certificate presented is organisation `{o}`'s. Organisations submit to /v1/transfers.")).into_response()),
+            Principal::Organisation(o) => Err(Problem::new(ProblemCode::NotAPeer, format!("This endpoint is for peer gateways delivering transfers; the certificate presented is organisation `{o}`'s. Organisations submit to /v1/transfers.")).into_response()),
         }
     }
 }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use super::caller::OrgCaller;
-use super::problem::{self, Problem};
+use super::problem::{self, Problem, ProblemCode};
 use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Practitioner};
 use crate::domain::ids::TransferId;
 pub use crate::log::{DeclinedRecord, RationaleRecord};
@@ -95,8 +95,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Box
     if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Box::new(
             Problem::new(
-                400,
-                "invalid_idempotency_key",
+                ProblemCode::InvalidIdempotencyKey,
                 "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
             )
             .with_field("Idempotency-Key"),
@@ -120,16 +119,14 @@ async fn json_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
         .to_ascii_lowercase();
     if media != "application/json" && !media.ends_with("+json") {
         return Err(Box::new(Problem::new(
-            415,
-            "unsupported_media_type",
+            ProblemCode::UnsupportedMediaType,
             "Send the body as JSON, with Content-Type: application/json.",
         )));
     }
     let max = app.limits.max_envelope_bytes;
     let too_large = || {
         Box::new(Problem::new(
-            413,
-            "body_too_large",
+            ProblemCode::BodyTooLarge,
             format!(
                 "The body is larger than this gateway accepts ({max} bytes). Nothing was recorded."
             ),
@@ -156,15 +153,13 @@ async fn json_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
             Ok(None) => return Ok(out),
             Ok(Some(Err(_))) => {
                 return Err(Box::new(Problem::new(
-                    400,
-                    "malformed_request",
+                    ProblemCode::MalformedRequest,
                     "The request ended before the end of its body. Nothing was recorded.",
                 )));
             }
             Err(_) => {
                 return Err(Box::new(Problem::new(
-                    408,
-                    "request_timeout",
+                    ProblemCode::RequestTimeout,
                     "The body made no progress and was abandoned. Nothing was recorded.",
                 )));
             }
@@ -173,11 +168,10 @@ async fn json_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
 }
 
 /// A body that is not JSON (400) or not a valid document (422 with `code` and every field).
-fn body_problem(e: DecisionError, code: &str, what: &str) -> Problem {
+fn body_problem(e: DecisionError, code: ProblemCode, what: &str) -> Problem {
     match e {
         DecisionError::Malformed(msg) => Problem::new(
-            400,
-            "malformed_request",
+            ProblemCode::MalformedRequest,
             format!("The body is not valid JSON: {msg}."),
         ),
         DecisionError::Invalid(errors) => Problem::invalid_body(code, what, &errors),
@@ -220,9 +214,7 @@ fn created(body: String, url: &str, replayed: bool) -> Response {
 /// refused. Only recorded decisions (201) are remembered.
 fn replay(answer: &IdempotentAnswer, request_sha256: &str) -> Response {
     if answer.request_sha256 != request_sha256 || answer.status != 201 {
-        return Problem::new(
-            422,
-            "idempotency_key_reused",
+        return Problem::new(ProblemCode::IdempotencyKeyReused,
             "This Idempotency-Key was already used for a different request. Use a new key for a new decision.",
         )
         .with_field("Idempotency-Key")
@@ -285,7 +277,7 @@ pub async fn decline(
         Ok(d) => d,
         Err(e) => {
             tracing::info!(decider = %peer.org, "decision not to share invalid; nothing recorded");
-            return body_problem(e, "invalid_decision", "decision").into_response();
+            return body_problem(e, ProblemCode::InvalidDecision, "decision").into_response();
         }
     };
 
@@ -357,8 +349,7 @@ pub async fn show(
 ) -> Response {
     let not_found = || {
         Problem::new(
-            404,
-            "decision_not_found",
+            ProblemCode::DecisionNotFound,
             "No decision with this id was recorded by your organisation.",
         )
         .with_field("id")
@@ -410,8 +401,7 @@ pub async fn rationale(
 ) -> Response {
     let not_found = || {
         Problem::new(
-            404,
-            "transfer_not_found",
+            ProblemCode::TransferNotFound,
             "No accepted transfer with this id was sent by your organisation.",
         )
         .with_field("id")
@@ -443,7 +433,7 @@ pub async fn rationale(
         Ok(r) => r,
         Err(e) => {
             tracing::info!(transfer_id = %id, sender = %peer.org, "rationale invalid; nothing recorded");
-            return body_problem(e, "invalid_rationale", "rationale").into_response();
+            return body_problem(e, ProblemCode::InvalidRationale, "rationale").into_response();
         }
     };
     let at = crate::clock::stamp(crate::clock::now());
@@ -495,16 +485,12 @@ pub async fn rationale(
             }
         }
         Ok(Rationale::NotFound) => not_found(),
-        Ok(Rationale::NotUrgent) => Problem::new(
-            422,
-            "transfer_not_urgent",
+        Ok(Rationale::NotUrgent) => Problem::new(ProblemCode::TransferNotUrgent,
             "This transfer was not marked urgent: its justification was required, and recorded, when it was sent.",
         )
         .with_field("id")
         .into_response(),
-        Ok(Rationale::AlreadyRecorded) => Problem::new(
-            409,
-            "rationale_already_recorded",
+        Ok(Rationale::AlreadyRecorded) => Problem::new(ProblemCode::RationaleAlreadyRecorded,
             "This transfer's rationale is already recorded (with the share, or added since). A record is never overwritten.",
         )
         .with_field("id")

@@ -16,8 +16,9 @@ use tracing::Instrument;
 
 use super::App;
 use super::caller::{OrgCaller, PeerCaller};
-use super::problem::Problem;
+use super::problem::{Problem, ProblemCode};
 use crate::domain::inbound::{self, Offer};
+use crate::domain::policy::Rule;
 use crate::inbox::{self, InboundMeta, InboxError, Via};
 use crate::log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, RecordKind};
 use crate::metrics;
@@ -30,8 +31,8 @@ const MAX_META: u64 = 64 * 1024;
 /// The largest sealed envelope accepted (the JSON envelope plus age's overhead).
 const MAX_SEALED_ENVELOPE: u64 = 1 << 20;
 
-fn problem(status: u16, code: &str, detail: impl Into<String>) -> Response {
-    Problem::new(status, code, detail).into_response()
+fn problem(code: ProblemCode, detail: impl Into<String>) -> Response {
+    Problem::new(code, detail).into_response()
 }
 
 async fn read_part(
@@ -45,8 +46,7 @@ async fn read_part(
             Ok(Some(c)) => {
                 if (out.len() + c.len()) as u64 > limit {
                     return Err(problem(
-                        413,
-                        "payload_too_large",
+                        ProblemCode::PayloadTooLarge,
                         format!("The {what} part is larger than this gateway accepts."),
                     ));
                 }
@@ -55,8 +55,7 @@ async fn read_part(
             Ok(None) => return Ok(out),
             Err(e) => {
                 return Err(problem(
-                    400,
-                    "malformed_request",
+                    ProblemCode::MalformedRequest,
                     format!("The {what} part could not be read: {e}."),
                 ));
             }
@@ -148,7 +147,7 @@ async fn admit(app: &App, peer: &PeerCaller, meta: &InboundMeta) -> Result<(), R
     };
     let today = crate::clock::now().date();
     if let Err(r) = inbound::admit(&registry, &offer, today, app.limits.inbound_max_retain_days) {
-        let mut p = Problem::new(r.rule.status(), r.rule.code(), r.detail);
+        let mut p = inbound_problem(r.rule, r.detail);
         p.field = r.rule.field().map(str::to_owned);
         return Err(refuse(app, peer, meta, r.rule.name(), p).await);
     }
@@ -172,8 +171,7 @@ async fn admit(app: &App, peer: &PeerCaller, meta: &InboundMeta) -> Result<(), R
             );
             if !differ.is_empty() {
                 let p = Problem::new(
-                    409,
-                    "inbound_conflict",
+                    ProblemCode::InboundConflict,
                     inbox::conflict_detail(meta, &differ),
                 )
                 .with_field("meta");
@@ -236,8 +234,7 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
         .unwrap_or_default();
     let Ok(boundary) = multer::parse_boundary(content_type) else {
         return problem(
-            415,
-            "unsupported_media_type",
+            ProblemCode::UnsupportedMediaType,
             "Deliver as multipart/form-data with parts `meta`, `envelope` and `payload`.",
         );
     };
@@ -256,13 +253,11 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
         match multipart.next_field().await {
             Ok(Some(f)) if f.name() == Some(name) => Ok(f),
             Ok(_) | Err(multer::Error::UnknownField { .. }) => Err(problem(
-                400,
-                "unexpected_part",
+                ProblemCode::UnexpectedPart,
                 "Send the parts `meta`, `envelope` and `payload`, in that order.",
             )),
             Err(e) => Err(problem(
-                400,
-                "malformed_request",
+                ProblemCode::MalformedRequest,
                 format!("The multipart body could not be read: {e}."),
             )),
         }
@@ -282,9 +277,7 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
             m
         }
         Err(_) => {
-            return Problem::new(
-                422,
-                "invalid_inbound",
+            return Problem::new(ProblemCode::InvalidInbound,
                 "The `meta` part is not a valid delivery description (see the inbound contract in docs/openapi.json).",
             )
             .with_field("meta")
@@ -349,35 +342,30 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
         }
         Err(InboxError::Stream(e)) => {
             use std::io::ErrorKind;
-            let (status, code, detail) = match e.kind() {
+            let (code, detail) = match e.kind() {
                 ErrorKind::FileTooLarge => (
-                    413,
-                    "payload_too_large",
+                    ProblemCode::PayloadTooLarge,
                     "The payload is larger than this gateway accepts. Nothing was kept.".to_owned(),
                 ),
                 ErrorKind::TimedOut => (
-                    408,
-                    "request_timeout",
+                    ProblemCode::RequestTimeout,
                     "The payload stopped arriving before its end. Nothing was kept.".to_owned(),
                 ),
                 ErrorKind::InvalidInput => (
-                    400,
-                    "unexpected_part",
+                    ProblemCode::UnexpectedPart,
                     "Nothing may follow the `payload` part. Nothing was kept.".to_owned(),
                 ),
                 _ => (
-                    400,
-                    "malformed_request",
+                    ProblemCode::MalformedRequest,
                     format!("The payload could not be read to its end: {e}. Nothing was kept."),
                 ),
             };
-            Problem::new(status, code, detail)
+            Problem::new(code, detail)
                 .with_field("payload")
                 .into_response()
         }
         Err(InboxError::Conflict(differ)) => Problem::new(
-            409,
-            "inbound_conflict",
+            ProblemCode::InboundConflict,
             inbox::conflict_detail(&meta, &differ),
         )
         .with_field("meta")
@@ -427,8 +415,7 @@ pub struct InboxEntry {
 
 fn item_not_found() -> Response {
     problem(
-        404,
-        "inbox_item_not_found",
+        ProblemCode::InboxItemNotFound,
         "No inbox item with this id is addressed to your organisation.",
     )
 }
@@ -441,8 +428,7 @@ pub async fn list(
     // A query string that does not parse is a problem like any other, never axum's plain text.
     let Ok(Query(q)) = q else {
         return Problem::new(
-            400,
-            "malformed_request",
+            ProblemCode::MalformedRequest,
             "The query string is not valid: `all` may be `true` or `false`.",
         )
         .with_field("all")
@@ -515,8 +501,7 @@ pub async fn payload(
         None => return item_not_found(),
         Some(InboxPayload::Gone) => {
             return problem(
-                410,
-                "payload_gone",
+                ProblemCode::PayloadGone,
                 "This item was acknowledged and its payload deleted.",
             );
         }
@@ -612,5 +597,23 @@ pub async fn acknowledge(
             )
             .into_response()
         }
+    }
+}
+
+/// The answer to an inbound refusal: the API's own code for what is about the delivery, the
+/// policy rule's code for what this gateway will not hold.
+fn inbound_problem(rule: inbound::InboundRule, detail: String) -> Problem {
+    use inbound::InboundRule as I;
+    match rule {
+        I::PeerRegistered => Problem::new(ProblemCode::NotAPeer, detail),
+        I::SenderPermitted => Problem::new(ProblemCode::SenderNotPermitted, detail),
+        I::RecipientHere => Problem::new(ProblemCode::RecipientNotHere, detail),
+        I::MarkingRecognised | I::RetentionValid => {
+            Problem::new(ProblemCode::InvalidInbound, detail)
+        }
+        I::MarkingWithinGateway => Problem::policy(Rule::MarkingWithinGateway, detail),
+        I::MarkingWithinClearance => Problem::policy(Rule::MarkingWithinClearance, detail),
+        I::MarkingWithinChannel => Problem::policy(Rule::MarkingWithinChannel, detail),
+        I::PurposeKnown => Problem::policy(Rule::PurposeKnown, detail),
     }
 }

@@ -41,7 +41,7 @@ use crate::domain::subject::SubjectKey;
 use crate::live::Live;
 use crate::store::Store;
 use crate::tls::server as tls;
-use problem::Problem;
+use problem::{Problem, ProblemCode};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use sources::Sources;
 pub use tls::{Caller, ListenerTls};
@@ -131,15 +131,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/inbox/{id}/ack", post(inbound::acknowledge))
         .fallback(|| async {
             Problem::new(
-                404,
-                "not_found",
+                ProblemCode::NotFound,
                 "There is no such endpoint. See the API document (docs/openapi.json).",
             )
         })
         .method_not_allowed_fallback(|| async {
             Problem::new(
-                405,
-                "method_not_allowed",
+                ProblemCode::MethodNotAllowed,
                 "This endpoint does not support that method.",
             )
         })
@@ -341,9 +339,7 @@ fn reauthentication_refused(refused: &tls::Refused) -> axum::response::Response 
         kind = kind.as_str(),
         "request refused: the connection's client certificate no longer authenticates an organisation or peer"
     );
-    let mut r = Problem::new(
-        401,
-        "certificate_no_longer_accepted",
+    let mut r = Problem::new(ProblemCode::CertificateNoLongerAccepted,
         "Your client certificate is no longer accepted by this gateway (revoked, expired, or its registration removed). Nothing was done. Connect again with a valid certificate.",
     )
     .into_response();

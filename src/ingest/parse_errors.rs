@@ -14,7 +14,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::problem::Problem;
+use super::problem::{Problem, ProblemCode};
 
 pub struct ProblemAnswers<S> {
     inner: S,
@@ -38,8 +38,7 @@ fn replacement(head: &[u8]) -> Option<Vec<u8>> {
         (
             "400 Bad Request",
             Problem::new(
-                400,
-                "malformed_request",
+                ProblemCode::MalformedRequest,
                 "The request could not be read: its request line or one of its headers is not valid HTTP. Nothing was done.",
             ),
         )
@@ -47,8 +46,7 @@ fn replacement(head: &[u8]) -> Option<Vec<u8>> {
         (
             "431 Request Header Fields Too Large",
             Problem::new(
-                431,
-                "headers_too_large",
+                ProblemCode::HeadersTooLarge,
                 "The request's headers are larger than this gateway accepts. Nothing was done.",
             ),
         )

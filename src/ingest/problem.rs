@@ -9,46 +9,211 @@ use serde::{Deserialize, Serialize};
 use crate::domain::envelope::FieldError;
 use crate::domain::policy::{Refusal, Rule};
 
-/// Every code the API can answer with, and its status. The OpenAPI document lists the same set
-/// (a test keeps them in step).
-pub const CODES: &[(&str, u16)] = &[
-    ("malformed_request", 400),
-    ("envelope_not_json", 400),
-    ("envelope_missing", 400),
-    ("payload_missing", 400),
-    ("unexpected_part", 400),
-    ("invalid_idempotency_key", 400),
-    ("invalid_envelope", 422),
-    ("idempotency_key_reused", 422),
-    ("headers_too_large", 431),
-    ("envelope_too_large", 413),
-    ("payload_too_large", 413),
-    ("payload_too_large_for_email", 413),
-    ("unsupported_media_type", 415),
-    ("request_timeout", 408),
-    ("not_found", 404),
-    ("transfer_not_found", 404),
-    ("method_not_allowed", 405),
-    ("certificate_no_longer_accepted", 401),
-    ("not_an_organisation", 403),
-    ("not_a_peer", 403),
-    ("invalid_inbound", 422),
-    ("recipient_not_here", 422),
-    ("sender_not_permitted", 403),
-    ("inbound_conflict", 409),
-    ("inbox_item_not_found", 404),
-    ("payload_gone", 410),
-    ("correction_not_permitted", 403),
-    ("invalid_decision", 422),
-    ("decision_not_found", 404),
-    ("body_too_large", 413),
-    ("invalid_rationale", 422),
-    ("transfer_not_urgent", 422),
-    ("rationale_already_recorded", 409),
-    ("internal_error", 500),
-    ("unavailable", 503),
-    ("insufficient_storage", 507),
-];
+/// Every code the API answers with (besides the policy refusals, whose codes are the rules'
+/// own: [`Rule::refusal_code`]), with its status and title. The OpenAPI document lists the same
+/// set (a test keeps them in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemCode {
+    MalformedRequest,
+    EnvelopeNotJson,
+    EnvelopeMissing,
+    PayloadMissing,
+    UnexpectedPart,
+    InvalidIdempotencyKey,
+    InvalidEnvelope,
+    IdempotencyKeyReused,
+    HeadersTooLarge,
+    EnvelopeTooLarge,
+    PayloadTooLarge,
+    PayloadTooLargeForEmail,
+    UnsupportedMediaType,
+    RequestTimeout,
+    NotFound,
+    TransferNotFound,
+    MethodNotAllowed,
+    CertificateNoLongerAccepted,
+    NotAnOrganisation,
+    NotAPeer,
+    InvalidInbound,
+    RecipientNotHere,
+    SenderNotPermitted,
+    InboundConflict,
+    InboxItemNotFound,
+    PayloadGone,
+    CorrectionNotPermitted,
+    InvalidDecision,
+    DecisionNotFound,
+    BodyTooLarge,
+    InvalidRationale,
+    TransferNotUrgent,
+    RationaleAlreadyRecorded,
+    InternalError,
+    Unavailable,
+    InsufficientStorage,
+}
+
+impl ProblemCode {
+    pub const ALL: [ProblemCode; 36] = [
+        Self::MalformedRequest,
+        Self::EnvelopeNotJson,
+        Self::EnvelopeMissing,
+        Self::PayloadMissing,
+        Self::UnexpectedPart,
+        Self::InvalidIdempotencyKey,
+        Self::InvalidEnvelope,
+        Self::IdempotencyKeyReused,
+        Self::HeadersTooLarge,
+        Self::EnvelopeTooLarge,
+        Self::PayloadTooLarge,
+        Self::PayloadTooLargeForEmail,
+        Self::UnsupportedMediaType,
+        Self::RequestTimeout,
+        Self::NotFound,
+        Self::TransferNotFound,
+        Self::MethodNotAllowed,
+        Self::CertificateNoLongerAccepted,
+        Self::NotAnOrganisation,
+        Self::NotAPeer,
+        Self::InvalidInbound,
+        Self::RecipientNotHere,
+        Self::SenderNotPermitted,
+        Self::InboundConflict,
+        Self::InboxItemNotFound,
+        Self::PayloadGone,
+        Self::CorrectionNotPermitted,
+        Self::InvalidDecision,
+        Self::DecisionNotFound,
+        Self::BodyTooLarge,
+        Self::InvalidRationale,
+        Self::TransferNotUrgent,
+        Self::RationaleAlreadyRecorded,
+        Self::InternalError,
+        Self::Unavailable,
+        Self::InsufficientStorage,
+    ];
+
+    /// The stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed_request",
+            Self::EnvelopeNotJson => "envelope_not_json",
+            Self::EnvelopeMissing => "envelope_missing",
+            Self::PayloadMissing => "payload_missing",
+            Self::UnexpectedPart => "unexpected_part",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::InvalidEnvelope => "invalid_envelope",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::EnvelopeTooLarge => "envelope_too_large",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooLargeForEmail => "payload_too_large_for_email",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RequestTimeout => "request_timeout",
+            Self::NotFound => "not_found",
+            Self::TransferNotFound => "transfer_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::CertificateNoLongerAccepted => "certificate_no_longer_accepted",
+            Self::NotAnOrganisation => "not_an_organisation",
+            Self::NotAPeer => "not_a_peer",
+            Self::InvalidInbound => "invalid_inbound",
+            Self::RecipientNotHere => "recipient_not_here",
+            Self::SenderNotPermitted => "sender_not_permitted",
+            Self::InboundConflict => "inbound_conflict",
+            Self::InboxItemNotFound => "inbox_item_not_found",
+            Self::PayloadGone => "payload_gone",
+            Self::CorrectionNotPermitted => "correction_not_permitted",
+            Self::InvalidDecision => "invalid_decision",
+            Self::DecisionNotFound => "decision_not_found",
+            Self::BodyTooLarge => "body_too_large",
+            Self::InvalidRationale => "invalid_rationale",
+            Self::TransferNotUrgent => "transfer_not_urgent",
+            Self::RationaleAlreadyRecorded => "rationale_already_recorded",
+            Self::InternalError => "internal_error",
+            Self::Unavailable => "unavailable",
+            Self::InsufficientStorage => "insufficient_storage",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MalformedRequest => 400,
+            Self::EnvelopeNotJson => 400,
+            Self::EnvelopeMissing => 400,
+            Self::PayloadMissing => 400,
+            Self::UnexpectedPart => 400,
+            Self::InvalidIdempotencyKey => 400,
+            Self::InvalidEnvelope => 422,
+            Self::IdempotencyKeyReused => 422,
+            Self::HeadersTooLarge => 431,
+            Self::EnvelopeTooLarge => 413,
+            Self::PayloadTooLarge => 413,
+            Self::PayloadTooLargeForEmail => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RequestTimeout => 408,
+            Self::NotFound => 404,
+            Self::TransferNotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::CertificateNoLongerAccepted => 401,
+            Self::NotAnOrganisation => 403,
+            Self::NotAPeer => 403,
+            Self::InvalidInbound => 422,
+            Self::RecipientNotHere => 422,
+            Self::SenderNotPermitted => 403,
+            Self::InboundConflict => 409,
+            Self::InboxItemNotFound => 404,
+            Self::PayloadGone => 410,
+            Self::CorrectionNotPermitted => 403,
+            Self::InvalidDecision => 422,
+            Self::DecisionNotFound => 404,
+            Self::BodyTooLarge => 413,
+            Self::InvalidRationale => 422,
+            Self::TransferNotUrgent => 422,
+            Self::RationaleAlreadyRecorded => 409,
+            Self::InternalError => 500,
+            Self::Unavailable => 503,
+            Self::InsufficientStorage => 507,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::NotAnOrganisation | Self::NotAPeer => "Wrong kind of caller",
+            Self::SenderNotPermitted => "Sender not permitted",
+            Self::InvalidInbound => "Invalid delivery",
+            Self::RecipientNotHere => "Recipient not served here",
+            Self::InboundConflict => "Delivery conflicts with one held",
+            Self::IdempotencyKeyReused => "Idempotency key reused",
+            Self::CorrectionNotPermitted => "Correction not permitted",
+            Self::InvalidDecision => "Invalid decision",
+            Self::InvalidRationale => "Invalid rationale",
+            Self::TransferNotUrgent => "Transfer not urgent",
+            Self::RationaleAlreadyRecorded => "Rationale already recorded",
+            Self::CertificateNoLongerAccepted => "Certificate no longer accepted",
+            other => status_title(other.status()),
+        }
+    }
+}
+
+/// The title of a status, for the codes (and the policy refusals) with no title of their own.
+pub fn status_title(status: u16) -> &'static str {
+    match status {
+        400 => "Malformed request",
+        401 => "Unauthorized",
+        403 => "Refused by policy",
+        404 => "Not found",
+        405 => "Method not allowed",
+        408 => "Request timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Too large",
+        415 => "Unsupported media type",
+        431 => "Headers too large",
+        422 => "Invalid envelope",
+        503 => "Unavailable",
+        507 => "Insufficient storage",
+        _ => "Internal error",
+    }
+}
 
 /// A problem detail document. Extension members: `code`, `field`, `errors`, `recipient`,
 /// `agreement`, `transfer_id`.
@@ -80,48 +245,22 @@ pub struct ProblemField {
     pub message: String,
 }
 
-fn title_for(code: &str, status: u16) -> &'static str {
-    match code {
-        "not_an_organisation" | "not_a_peer" => return "Wrong kind of caller",
-        "sender_not_permitted" => return "Sender not permitted",
-        "invalid_inbound" => return "Invalid delivery",
-        "recipient_not_here" => return "Recipient not served here",
-        "inbound_conflict" => return "Delivery conflicts with one held",
-        "idempotency_key_reused" => return "Idempotency key reused",
-        "correction_not_permitted" => return "Correction not permitted",
-        "invalid_decision" => return "Invalid decision",
-        "invalid_rationale" => return "Invalid rationale",
-        "transfer_not_urgent" => return "Transfer not urgent",
-        "rationale_already_recorded" => return "Rationale already recorded",
-        "certificate_no_longer_accepted" => return "Certificate no longer accepted",
-        _ => {}
-    }
-    match status {
-        400 => "Malformed request",
-        401 => "Unauthorized",
-        403 => "Refused by policy",
-        404 => "Not found",
-        405 => "Method not allowed",
-        408 => "Request timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        413 => "Too large",
-        415 => "Unsupported media type",
-        431 => "Headers too large",
-        422 => "Invalid envelope",
-        503 => "Unavailable",
-        507 => "Insufficient storage",
-        _ => "Internal error",
-    }
-}
-
 impl Problem {
-    pub fn new(status: u16, code: &str, detail: impl Into<String>) -> Self {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self::coded(code.status(), code.code(), code.title(), detail.into())
+    }
+
+    /// 403 for a policy rule, whose code is the rule's own.
+    pub fn policy(rule: Rule, detail: impl Into<String>) -> Self {
+        Self::coded(403, rule.refusal_code(), status_title(403), detail.into())
+    }
+
+    fn coded(status: u16, code: &str, title: &str, detail: String) -> Self {
         Problem {
             type_uri: format!("urn:postern:problem:{code}"),
-            title: title_for(code, status).to_owned(),
+            title: title.to_owned(),
             status,
-            detail: detail.into(),
+            detail,
             code: code.to_owned(),
             field: None,
             errors: Vec::new(),
@@ -143,11 +282,11 @@ impl Problem {
 
     /// 422 `invalid_envelope` with every field error; `field` is the first of them.
     pub fn invalid(errors: &[FieldError]) -> Self {
-        Self::invalid_body("invalid_envelope", "envelope", errors)
+        Self::invalid_body(ProblemCode::InvalidEnvelope, "envelope", errors)
     }
 
     /// 422 with `code` and every field error of a JSON body (`what`: "envelope", "decision").
-    pub fn invalid_body(code: &str, what: &str, errors: &[FieldError]) -> Self {
+    pub fn invalid_body(code: ProblemCode, what: &str, errors: &[FieldError]) -> Self {
         let detail = match errors {
             [one] => one.message.clone(),
             _ => format!(
@@ -160,7 +299,7 @@ impl Problem {
                     .join("; ")
             ),
         };
-        let mut p = Problem::new(422, code, detail);
+        let mut p = Problem::new(code, detail);
         p.field = errors.first().map(|e| e.field.clone());
         p.errors = errors
             .iter()
@@ -175,7 +314,7 @@ impl Problem {
 
     /// 403 naming the rule (as the code), the recipient and the agreement considered.
     pub fn refused(r: &Refusal, recipient_index: Option<usize>) -> Self {
-        let mut p = Problem::new(403, r.code(), r.detail.clone());
+        let mut p = Problem::policy(r.rule, r.detail.clone());
         p.field = rule_field(r.rule, recipient_index);
         p.recipient = r.recipient.as_ref().map(ToString::to_string);
         p.agreement = r.agreement.as_ref().map(ToString::to_string);
@@ -185,16 +324,14 @@ impl Problem {
     /// 507: the gateway's disk is full (or below its reserve). Temporary, with Retry-After.
     pub fn insufficient_storage() -> Self {
         Problem::new(
-            507,
-            "insufficient_storage",
+            ProblemCode::InsufficientStorage,
             "The gateway is short of storage and kept nothing from this request. Try again later; its operators have been told.",
         )
     }
 
     pub fn internal() -> Self {
         Problem::new(
-            500,
-            "internal_error",
+            ProblemCode::InternalError,
             "The gateway could not complete this request. Nothing was shared. Try again; if it persists, tell the gateway's operators the time of the request.",
         )
     }
@@ -208,7 +345,7 @@ pub const SHUTTING_DOWN: &str = "The gateway is shutting down. Try again shortly
 /// with `Retry-After`), 500 otherwise. The caller logs it.
 pub fn store_failure(e: &crate::store::StoreError, detail: &str) -> Problem {
     match e {
-        crate::store::StoreError::Closed => Problem::new(503, "unavailable", detail),
+        crate::store::StoreError::Closed => Problem::new(ProblemCode::Unavailable, detail),
         e if e.is_full() => Problem::insufficient_storage(),
         _ => Problem::internal(),
     }
@@ -278,8 +415,8 @@ mod tests {
     #[test]
     fn every_code_is_listed_once_and_every_refusal_rule_maps_to_403() {
         let mut seen = std::collections::HashSet::new();
-        for (code, _) in CODES {
-            assert!(seen.insert(*code), "{code} listed twice");
+        for code in ProblemCode::ALL {
+            assert!(seen.insert(code.code()), "{} listed twice", code.code());
         }
         for rule in Rule::ALL {
             assert!(

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::App;
 use super::caller::OrgCaller;
-use super::problem::{self, Problem};
+use super::problem::{self, Problem, ProblemCode};
 use crate::domain::envelope::{
     self, Envelope, EnvelopeError, FieldError, FieldProblem, ParseContext,
 };
@@ -142,11 +142,10 @@ fn upload_failure(e: UploadError, id: TransferId) -> Fail {
 /// The client went away or the connection failed mid-request: usually nobody is left to read
 /// the answer, but if anyone is, it says what happened.
 fn interrupted() -> Fail {
-    metrics::transfer_rejected(400, "malformed_request");
+    metrics::transfer_rejected(400, ProblemCode::MalformedRequest.code());
     Fail::answer(
         Problem::new(
-            400,
-            "malformed_request",
+            ProblemCode::MalformedRequest,
             "The request ended before the end of the payload. Nothing was kept.",
         )
         .into_response(),
@@ -233,20 +232,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Fail> {
 fn multer_problem(e: multer::Error, limits: &crate::config::Limits) -> Fail {
     match e {
         multer::Error::FieldSizeExceeded { field_name, .. } if field_name.as_deref() == Some("envelope") => {
-            Problem::new(413, "envelope_too_large", format!("The envelope is larger than this gateway accepts ({} bytes).", limits.max_envelope_bytes)).with_field("envelope").into()
+            Problem::new(ProblemCode::EnvelopeTooLarge, format!("The envelope is larger than this gateway accepts ({} bytes).", limits.max_envelope_bytes)).with_field("envelope").into()
         }
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-            Problem::new(413, "payload_too_large", format!("The payload is larger than this gateway accepts ({} bytes). Nothing was kept.", limits.max_payload_bytes)).with_field("payload").into()
+            Problem::new(ProblemCode::PayloadTooLarge, format!("The payload is larger than this gateway accepts ({} bytes). Nothing was kept.", limits.max_payload_bytes)).with_field("payload").into()
         }
-        multer::Error::UnknownField { field_name } => Problem::new(
-            400,
-            "unexpected_part",
+        multer::Error::UnknownField { field_name } => Problem::new(ProblemCode::UnexpectedPart,
             format!("Unexpected multipart part `{}`: send exactly two parts, `envelope` then `payload`.", field_name.unwrap_or_default()),
         )
         .into(),
         // The connection failed or the client went away: nothing to answer, nothing decided.
         multer::Error::StreamReadFailed(_) => interrupted(),
-        other => Problem::new(400, "malformed_request", format!("The multipart body could not be read: {other}.")).into(),
+        other => Problem::new(ProblemCode::MalformedRequest, format!("The multipart body could not be read: {other}.")).into(),
     }
 }
 
@@ -261,8 +258,7 @@ async fn next_chunk(
         Err(_) => {
             tracing::info!(transfer_id = %req.id, "upload stalled; abandoned");
             Err(Problem::new(
-                408,
-                "request_timeout",
+                ProblemCode::RequestTimeout,
                 "The upload made no progress and was abandoned. Nothing was kept.",
             )
             .into())
@@ -290,7 +286,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
-        Problem::new(415, "unsupported_media_type", "Send the transfer as multipart/form-data with two parts: `envelope` (JSON) then `payload` (the file).")
+        Problem::new(ProblemCode::UnsupportedMediaType, "Send the transfer as multipart/form-data with two parts: `envelope` (JSON) then `payload` (the file).")
     })?;
     let overhead = 64 * 1024;
     let max_total = limits
@@ -303,7 +299,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         .and_then(|v| v.parse::<u64>().ok())
         && len > max_total
     {
-        return Err(Problem::new(413, "payload_too_large", format!("The request is larger than this gateway accepts ({} bytes of payload). Nothing was kept.", limits.max_payload_bytes)).with_field("payload").into());
+        return Err(Problem::new(ProblemCode::PayloadTooLarge, format!("The request is larger than this gateway accepts ({} bytes of payload). Nothing was kept.", limits.max_payload_bytes)).with_field("payload").into());
     }
     let constraints = multer::Constraints::new()
         .allowed_fields(vec!["envelope", "payload"])
@@ -323,8 +319,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         Ok(Some(f)) => f,
         Ok(None) => {
             return Err(Problem::new(
-                400,
-                "envelope_missing",
+                ProblemCode::EnvelopeMissing,
                 "The request has no parts: send `envelope` (JSON) then `payload`.",
             )
             .with_field("envelope")
@@ -334,8 +329,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     };
     if field.name() != Some("envelope") {
         return Err(Problem::new(
-            400,
-            "envelope_missing",
+            ProblemCode::EnvelopeMissing,
             "The first part must be `envelope` (JSON), followed by `payload`.",
         )
         .with_field("envelope")
@@ -374,8 +368,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
             Ok(e) => e,
             Err(EnvelopeError::Malformed(msg)) => {
                 return Err(Problem::new(
-                    400,
-                    "envelope_not_json",
+                    ProblemCode::EnvelopeNotJson,
                     format!("The envelope is not valid JSON: {msg}."),
                 )
                 .with_field("envelope")
@@ -428,16 +421,16 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     let mut field = match multipart.next_field().await {
         Ok(Some(f)) if f.name() == Some("payload") => f,
         Ok(Some(_)) => {
-            return Err(
-                Problem::new(400, "unexpected_part", "The second part must be `payload`.")
-                    .with_field("payload")
-                    .into(),
-            );
+            return Err(Problem::new(
+                ProblemCode::UnexpectedPart,
+                "The second part must be `payload`.",
+            )
+            .with_field("payload")
+            .into());
         }
         Ok(None) => {
             return Err(Problem::new(
-                400,
-                "payload_missing",
+                ProblemCode::PayloadMissing,
                 "The request has an envelope but no `payload` part.",
             )
             .with_field("payload")
@@ -460,7 +453,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         drop(field);
         match multipart.next_field().await {
             Ok(None) => Ok(()),
-            Ok(Some(_)) => Err(Problem::new(400, "unexpected_part", "Send exactly two parts, `envelope` then `payload`; nothing may follow the payload.").into()),
+            Ok(Some(_)) => Err(Problem::new(ProblemCode::UnexpectedPart, "Send exactly two parts, `envelope` then `payload`; nothing may follow the payload.").into()),
             Err(e) => Err(multer_problem(e, limits)),
         }
     }
@@ -492,7 +485,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
 fn replay(answer: &IdempotentAnswer, envelope_sha256: &str) -> Response {
     if answer.request_sha256 != envelope_sha256 {
         metrics::transfer_rejected(422, "idempotency_key_reused");
-        let mut p = Problem::new(422, "idempotency_key_reused", "This Idempotency-Key was already used for a different envelope. Use a new key for a new transfer.").with_field("Idempotency-Key");
+        let mut p = Problem::new(ProblemCode::IdempotencyKeyReused, "This Idempotency-Key was already used for a different envelope. Use a new key for a new transfer.").with_field("Idempotency-Key");
         p.title = "Idempotency key reused".into();
         return p.into_response();
     }
@@ -692,9 +685,7 @@ async fn record_correction_refusal(
     corrects: TransferId,
 ) -> Response {
     tracing::info!(transfer_id = %req.id, sender = %req.peer.org, corrects = %corrects, code = "correction_not_permitted", "correction refused");
-    let problem = Problem::new(
-        403,
-        "correction_not_permitted",
+    let problem = Problem::new(ProblemCode::CorrectionNotPermitted,
         "Only the organisation that sent a transfer, or the one that originated its data, may correct it. Nothing was shared.",
     )
     .with_field("correction_of")
@@ -759,9 +750,7 @@ async fn accept(
         })
     {
         // `sealed` is dropped on return, deleting its spool file.
-        return Err(Problem::new(
-            413,
-            "payload_too_large_for_email",
+        return Err(Problem::new(ProblemCode::PayloadTooLargeForEmail,
             format!("`{}` receives by email, which carries messages of at most {} bytes, and this payload would make a message of {} bytes ({} bytes sealed, encoded for email). Nothing was kept; send it to that recipient separately, or as smaller parts.", a.recipient, app.max_email_bytes, message_bytes, summary.sealed_size),
         )
         .with_field("payload")
@@ -916,8 +905,7 @@ pub async fn status(
 ) -> Response {
     let not_found = || {
         Problem::new(
-            404,
-            "transfer_not_found",
+            ProblemCode::TransferNotFound,
             "No transfer with this id was sent by your organisation.",
         )
         .with_field("id")
