@@ -1,6 +1,6 @@
-//! The project's own PKI: a certificate authority, server and client certificates (rcgen), and
-//! reading certificates back (fingerprint, subject alternative names) so that ingest can tell
-//! which organisation a client certificate belongs to.
+//! The project's own PKI: a certificate authority, server and client certificates (rcgen), a
+//! summary of a certificate for `postern pki show`, and revocation lists ([`crl`]). Reading a
+//! certificate's fingerprint and names (how the gateway tells who is calling) is [`crate::tls`]'s.
 //!
 //! `postern demo` and the tests use it to make development certificates on first start; an
 //! agency's IT team can use `postern pki` to run a small private CA for its organisations, or
