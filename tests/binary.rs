@@ -142,7 +142,11 @@ async fn a_crash_mid_upload_leaves_nothing_deliverable_and_the_orphan_is_swept()
     while sent.load(Ordering::Relaxed) < 8 * MIB as u64 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The gateway seals as the bytes arrive: its partial file appears while the upload goes on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while d.spool_files().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(
         d.spool_files().len(),
         1,

@@ -231,6 +231,9 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
     let started = std::time::Instant::now();
     let d = Deployment::with_daemon(SETTINGS);
     let gw = Gateway::start(&d).await;
+    // The registry is process-wide: counters are compared with a scrape taken now, so whatever
+    // another test in this process counted before this one does not matter.
+    let before = samples(&get(gw.ops, "/metrics").await.2);
     let mut council = d.connect(gw.api, "northshire-cc").await;
     let mut police = d.connect(gw.api, "northshire-police").await;
 
@@ -324,20 +327,16 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
     );
     assert!(text.ends_with("# EOF\n"));
     let m = samples(&text);
+    let delta = |name: &str, want: &[(&str, &str)]| sum(&m, name, want) - sum(&before, name, want);
 
     assert_eq!(
-        sum(&m, "postern_transfers_accepted_total", &[]),
+        delta("postern_transfers_accepted_total", &[]),
         3.0,
         "{text}"
     );
+    assert_eq!(delta("postern_transfers_refused_total", &[]), 1.0, "{text}");
     assert_eq!(
-        sum(&m, "postern_transfers_refused_total", &[]),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        sum(
-            &m,
+        delta(
             "postern_transfers_refused_total",
             &[("reason", &refusal_code)]
         ),
@@ -345,7 +344,7 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
         "{text}"
     );
     assert_eq!(
-        sum(&m, "postern_transfers_rejected_total", &[]),
+        delta("postern_transfers_rejected_total", &[]),
         3.0,
         "{text}"
     );
@@ -355,8 +354,7 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
         ("413", "envelope_too_large"),
     ] {
         assert_eq!(
-            sum(
-                &m,
+            delta(
                 "postern_transfers_rejected_total",
                 &[("status", status), ("code", code)]
             ),
@@ -364,18 +362,14 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
             "{status} {code}:\n{text}"
         );
     }
-    assert_eq!(sum(&m, "postern_transfer_errors_total", &[]), 0.0);
+    assert_eq!(delta("postern_transfer_errors_total", &[]), 0.0);
     // The https delivery arrived at this gateway's own inbound endpoint.
     assert_eq!(
-        sum(
-            &m,
-            "postern_inbound_deliveries_total",
-            &[("outcome", "stored")]
-        ),
+        delta("postern_inbound_deliveries_total", &[("outcome", "stored")]),
         1.0,
         "{text}"
     );
-    assert_eq!(sum(&m, "postern_inbound_deliveries_total", &[]), 1.0);
+    assert_eq!(delta("postern_inbound_deliveries_total", &[]), 1.0);
 
     // Deliveries: exactly the attempts the transfer log recorded, by channel and outcome.
     let attempts: Vec<Value> = d
@@ -391,8 +385,7 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
                 .filter(|a| a["channel"] == channel && a["outcome"] == outcome)
                 .count() as f64;
             assert_eq!(
-                sum(
-                    &m,
+                delta(
                     "postern_deliveries_total",
                     &[("channel", channel), ("outcome", outcome)]
                 ),
@@ -402,24 +395,21 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
         }
     }
     assert_eq!(
-        sum(
-            &m,
+        delta(
             "postern_deliveries_total",
             &[("channel", "https"), ("outcome", "delivered")]
         ),
         1.0
     );
     assert_eq!(
-        sum(
-            &m,
+        delta(
             "postern_deliveries_total",
             &[("channel", "inbox"), ("outcome", "delivered")]
         ),
         1.0
     );
     assert_eq!(
-        sum(
-            &m,
+        delta(
             "postern_deliveries_total",
             &[("channel", "email"), ("outcome", "retrying")]
         ),
@@ -427,25 +417,24 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
     );
     // The latency histogram has one observation per delivery, the attempt histogram one per attempt.
     assert_eq!(
-        sum(&m, "postern_delivery_latency_seconds_count", &[]),
+        delta("postern_delivery_latency_seconds_count", &[]),
         2.0,
         "{text}"
     );
     assert_eq!(
-        sum(
-            &m,
+        delta(
             "postern_delivery_latency_seconds_count",
             &[("channel", "https")]
         ),
         1.0
     );
-    let latency_sum = sum(&m, "postern_delivery_latency_seconds_sum", &[]);
+    let latency_sum = delta("postern_delivery_latency_seconds_sum", &[]);
     assert!(
         latency_sum > 0.0 && latency_sum < 2.0 * started.elapsed().as_secs_f64(),
         "{latency_sum}"
     );
     assert_eq!(
-        sum(&m, "postern_delivery_attempt_duration_seconds_count", &[]),
+        delta("postern_delivery_attempt_duration_seconds_count", &[]),
         3.0,
         "{text}"
     );
