@@ -21,6 +21,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub use crate::tls::HandshakeFailure;
 
+use crate::domain::delivery::FailureCause;
+
 /// What `/metrics` answers with: the OpenMetrics text format, which Prometheus reads natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -50,6 +52,12 @@ struct Status {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelCause {
+    channel: String,
+    cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +91,7 @@ struct Metrics {
     errors: Family<Status, Counter>,
     inbound: Family<Outcome, Counter>,
     deliveries: Family<ChannelOutcome, Counter>,
+    delivery_failures: Family<ChannelCause, Counter>,
     latency: Histograms<Channel>,
     attempt_duration: Histograms<ChannelOutcome>,
     queue_depth: Family<State, Gauge>,
@@ -116,6 +125,7 @@ impl Metrics {
             errors: Family::default(),
             inbound: Family::default(),
             deliveries: Family::default(),
+            delivery_failures: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             attempt_duration: Family::new_with_constructor(attempt_histogram),
             queue_depth: Family::default(),
@@ -159,6 +169,11 @@ impl Metrics {
             "deliveries",
             "Delivery attempts, by channel and outcome (delivered, retrying, dead)",
             m.deliveries.clone(),
+        );
+        r.register(
+            "delivery_failures",
+            "Failed delivery attempts (retrying or dead), by channel and cause (unreachable, timeout, tls_certificate, relay_refused, recipient_refused, ...)",
+            m.delivery_failures.clone(),
         );
         r.register_with_unit(
             "delivery_latency",
@@ -312,6 +327,17 @@ pub fn delivery_attempt(channel: &str, outcome: &'static str, took: Duration) {
         .attempt_duration
         .get_or_create(&labels)
         .observe(took.as_secs_f64());
+}
+
+/// A delivery attempt failed (and was recorded), for `cause` (a [`FailureCause`] label).
+pub fn delivery_failed(channel: &str, cause: FailureCause) {
+    METRICS
+        .delivery_failures
+        .get_or_create(&ChannelCause {
+            channel: channel.to_owned(),
+            cause: cause.as_str(),
+        })
+        .inc();
 }
 
 /// A delivery reached its recipient, `latency` after its transfer was accepted.

@@ -50,6 +50,15 @@ fn sink(
     SmtpSink::start(listener, options).expect("sink")
 }
 
+/// The last delivery attempt the transfer log recorded.
+fn last_attempt(d: &Deployment) -> Value {
+    d.all_records()
+        .into_iter()
+        .rev()
+        .find(|r| r["kind"] == "delivery_attempt")
+        .expect("an attempt")
+}
+
 async fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = l.local_addr().expect("addr").port();
@@ -227,6 +236,11 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
         "{s}"
     );
     assert!(plain.received().is_empty(), "nothing was sent in plaintext");
+    assert_eq!(
+        last_attempt(&d)["cause"],
+        "tls",
+        "no STARTTLS is a TLS failure"
+    );
     server.stop().await;
 
     // STARTTLS, but a certificate from a CA the gateway was not told to trust: dead at once.
@@ -262,6 +276,7 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
         "{s}"
     );
     assert!(impostor.received().is_empty());
+    assert_eq!(last_attempt(&d)["cause"], "tls_certificate");
     server.stop().await;
 }
 
@@ -315,6 +330,16 @@ async fn a_relay_that_is_down_gets_the_message_after_a_retry() {
         attempts.first().is_some_and(|o| o == "retrying")
             && attempts.last().is_some_and(|o| o == "delivered"),
         "{attempts:?}"
+    );
+    let first = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "delivery_attempt")
+        .expect("attempt");
+    assert_eq!(first["cause"], "unreachable", "{first}");
+    assert!(
+        last_attempt(&d).get("cause").is_none(),
+        "a delivery has no cause"
     );
     server.stop().await;
 }
@@ -386,6 +411,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
         s["last_error"].as_str().is_some_and(|e| e.contains("550")),
         "{s}"
     );
+    assert_eq!(last_attempt(&d)["cause"], "relay_refused");
     server.stop().await;
 
     // A relay that never answers, and a lifetime of one second: dead, with its reason recorded.
@@ -431,6 +457,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
             .as_str()
             .is_some_and(|e| e.starts_with("expired after"))
     );
+    assert_eq!(last["cause"], "unreachable", "nobody listens: {last}");
     server.stop().await;
 }
 
@@ -687,6 +714,7 @@ async fn a_peer_with_the_wrong_certificate_is_refused_both_ways() {
         s["last_error"].as_str().is_some_and(|e| e.contains("TLS")),
         "{s}"
     );
+    assert_eq!(last_attempt(&a)["cause"], "tls_certificate");
     let mut police = b.connect(b_server.addr, "northshire-police").await;
     assert_eq!(
         json(&police.get("/v1/inbox").await.expect("list"))["items"],
@@ -764,6 +792,7 @@ async fn a_peer_may_deliver_only_for_its_registered_senders() {
             .is_some_and(|e| e.contains("403") && e.contains("sender_not_permitted")),
         "{s}"
     );
+    assert_eq!(last_attempt(&d)["cause"], "recipient_refused");
 
     let mut police = d.connect(server.addr, "northshire-police").await;
     let allowed = json(

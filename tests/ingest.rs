@@ -942,7 +942,13 @@ async fn a_client_vanishing_after_its_upload_never_leaves_a_record_without_its_p
     // Let commits that were already queued land: the single writer commits in order, so once a
     // transfer sent now is answered, every commit queued before it has landed.
     let mut conn = d.connect(server.addr, "northshire-cc").await;
-    let barrier = submit(&mut conn, &envelope(json!({})), payload(200 * 1024, 13), None).await;
+    let barrier = submit(
+        &mut conn,
+        &envelope(json!({})),
+        payload(200 * 1024, 13),
+        None,
+    )
+    .await;
     assert_eq!(barrier.status, 202);
     let barrier_id = json(&barrier)["transfer_id"]
         .as_str()

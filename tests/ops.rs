@@ -370,6 +370,16 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
         "{text}"
     );
     assert_eq!(delta("postern_inbound_deliveries_total", &[]), 1.0);
+    // The email attempt failed because nobody listens at the relay's address.
+    assert_eq!(
+        delta(
+            "postern_delivery_failures_total",
+            &[("channel", "email"), ("cause", "unreachable")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(delta("postern_delivery_failures_total", &[]), 1.0, "{text}");
 
     // Deliveries: exactly the attempts the transfer log recorded, by channel and outcome.
     let attempts: Vec<Value> = d

@@ -369,7 +369,11 @@ fn show(out: &mut impl Write, reader: &Reader, id: &str, json: bool) -> anyhow::
                 text(field(r, &["channel"])),
                 text(field(r, &["attempt"])),
                 text(field(r, &["outcome"])),
-                text(field(r, &["detail"])),
+                match field(r, &["cause"]) {
+                    Some(cause) =>
+                        format!("[{}] {}", text(Some(cause)), text(field(r, &["detail"]))),
+                    None => text(field(r, &["detail"])),
+                },
             )?;
         }
     }

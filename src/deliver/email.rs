@@ -20,7 +20,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::Outcome;
+use super::failure::sentence;
+use super::{Cause, Outcome};
 use crate::config::{SmtpSettings, SmtpTls};
 use crate::domain::envelope::RecipientEnvelope;
 use crate::log::Receipt;
@@ -189,7 +190,7 @@ impl EmailChannel {
         // Composing is this gateway's work: a failure is temporary.
         let msg = match self.compose(&l) {
             Ok(m) => m,
-            Err(e) => return Outcome::Temporary(e),
+            Err(e) => return Outcome::temporary(Cause::Compose, e),
         };
         let now = crate::clock::stamp(crate::clock::now());
         if let Some(dir) = &self.outbox {
@@ -204,14 +205,18 @@ impl EmailChannel {
                     },
                     detail: format!("written to the development outbox {}", path.display()),
                 },
-                Err(e) => Outcome::Temporary(format!("cannot write to the outbox: {e}")),
+                Err(e) => {
+                    Outcome::temporary(Cause::LocalIo, format!("cannot write to the outbox: {e}"))
+                }
             };
         }
         if self.relays.is_empty() {
-            return Outcome::Temporary("no SMTP relay is configured".into());
+            return Outcome::temporary(Cause::Configuration, "no SMTP relay is configured");
         }
         let mut failures = Vec::new();
         let mut permanent = true;
+        // The cause of the last relay tried (the one the delivery ended with).
+        let mut cause = Cause::Unreachable;
         for relay in &self.relays {
             match relay.transport.send(msg.clone()).await {
                 Ok(response) => {
@@ -238,15 +243,16 @@ impl EmailChannel {
                     // failure, which is treated as permanent below.
                     let this_permanent = e.is_permanent() || tls_verification(&e);
                     permanent &= this_permanent;
-                    failures.push(format!("relay {}: {}", relay.name, describe(&e)));
+                    cause = smtp_cause(&e);
+                    failures.push(format!("relay {}: {}", relay.name, sentence(&e)));
                 }
             }
         }
         let why = failures.join("; ");
         if permanent {
-            Outcome::Permanent(why)
+            Outcome::permanent(cause, why)
         } else {
-            Outcome::Temporary(why)
+            Outcome::temporary(cause, why)
         }
     }
 }
@@ -260,15 +266,22 @@ fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {
     )
 }
 
-fn describe(e: &lettre::transport::smtp::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        s.push_str(": ");
-        s.push_str(&err.to_string());
-        source = err.source();
+/// What an SMTP failure was: a reply from the relay, a certificate, TLS, time, or the
+/// connection.
+fn smtp_cause(e: &lettre::transport::smtp::Error) -> Cause {
+    if e.is_permanent() || e.is_transient() {
+        Cause::RelayRefused
+    } else if tls_verification(e) {
+        Cause::TlsCertificate
+    } else if crate::tls::find_tls_error(e).is_some() || e.is_tls() || e.is_client() {
+        // lettre's "client" errors are what it refuses to go on without: for Postern, which
+        // requires TLS, a relay that does not offer STARTTLS.
+        Cause::Tls
+    } else if e.is_timeout() {
+        Cause::Timeout
+    } else {
+        Cause::Unreachable
     }
-    s
 }
 
 /// Writes a message atomically (temporary name, fsync, rename) as `<transfer>-<recipient>.eml`:

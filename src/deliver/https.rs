@@ -14,8 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::Outcome;
+use super::failure::sentence;
 use super::reseal::Resealed;
+use super::{Cause, Outcome};
 use crate::client::{self, Body, Part};
 use crate::inbox::InboundMeta;
 use crate::log::Receipt;
@@ -104,11 +105,16 @@ impl HttpsChannel {
         // permanent.
         let client = match self.client(ca_file) {
             Ok(c) => c,
-            Err(e) => return Outcome::Temporary(e),
+            Err(e) => return Outcome::temporary(Cause::Configuration, e),
         };
         let meta_json = match serde_json::to_vec(meta) {
             Ok(j) => j,
-            Err(e) => return Outcome::Temporary(format!("cannot encode the delivery: {e}")),
+            Err(e) => {
+                return Outcome::temporary(
+                    Cause::Compose,
+                    format!("cannot encode the delivery: {e}"),
+                );
+            }
         };
         let (stream, done) = payload.into_stream();
         let part = |name: &'static str, content_type: &str| Part {
@@ -130,14 +136,24 @@ impl HttpsChannel {
         );
         let m = match m {
             Ok(m) => m,
-            Err(e) => return Outcome::Temporary(format!("cannot build the request: {e}")),
+            Err(e) => {
+                return Outcome::temporary(
+                    Cause::Compose,
+                    format!("cannot build the request: {e}"),
+                );
+            }
         };
         let request = match hyper::Request::post(url)
             .header(hyper::header::CONTENT_TYPE, m.content_type)
             .body(m.body)
         {
             Ok(r) => r,
-            Err(e) => return Outcome::Temporary(format!("bad endpoint URL `{url}`: {e}")),
+            Err(e) => {
+                return Outcome::temporary(
+                    Cause::Configuration,
+                    format!("bad endpoint URL `{url}`: {e}"),
+                );
+            }
         };
         let response = match client.request(request).await {
             Ok(r) => r,
@@ -147,9 +163,10 @@ impl HttpsChannel {
         let body = match response.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return Outcome::Temporary(format!(
-                    "HTTP {status}, then the answer was cut off: {e}"
-                ));
+                return Outcome::temporary(
+                    Cause::Unreachable,
+                    format!("HTTP {status}, then the answer was cut off: {e}"),
+                );
             }
         };
         let detail = |b: &Bytes| {
@@ -171,11 +188,12 @@ impl HttpsChannel {
                 return answer_outcome(status, &detail(&body));
             }
             Ok(Err(e)) => {
-                return Outcome::Temporary(format!(
-                    "the spooled payload could not be resealed: {e}"
-                ));
+                return Outcome::temporary(
+                    Cause::Reseal,
+                    format!("the spooled payload could not be resealed: {e}"),
+                );
             }
-            Err(e) => return Outcome::Temporary(format!("resealing stopped: {e}")),
+            Err(e) => return Outcome::temporary(Cause::Reseal, format!("resealing stopped: {e}")),
         };
         match status {
             200 | 201 => match serde_json::from_slice::<Receipt>(&body) {
@@ -185,11 +203,17 @@ impl HttpsChannel {
                         detail: format!("HTTP {status}"),
                     }
                 }
-                Ok(receipt) => Outcome::Temporary(format!(
-                    "HTTP {status}, but the receipt's digest {} does not match what was sent",
-                    receipt.sha256
-                )),
-                Err(e) => Outcome::Temporary(format!("HTTP {status} without a valid receipt: {e}")),
+                Ok(receipt) => Outcome::temporary(
+                    Cause::ReceiptMismatch,
+                    format!(
+                        "HTTP {status}, but the receipt's digest {} does not match what was sent",
+                        receipt.sha256
+                    ),
+                ),
+                Err(e) => Outcome::temporary(
+                    Cause::ReceiptMismatch,
+                    format!("HTTP {status} without a valid receipt: {e}"),
+                ),
             },
             _ => answer_outcome(status, &detail(&body)),
         }
@@ -200,9 +224,9 @@ impl HttpsChannel {
 /// verdict on the delivery, permanent; anything else may change.
 fn answer_outcome(status: u16, detail: &str) -> Outcome {
     match status {
-        408 | 429 => Outcome::Temporary(format!("HTTP {status}{detail}")),
-        400..=499 => Outcome::Permanent(format!("HTTP {status}{detail}")),
-        _ => Outcome::Temporary(format!("HTTP {status}{detail}")),
+        408 | 429 => Outcome::temporary(Cause::RecipientRefused, format!("HTTP {status}{detail}")),
+        400..=499 => Outcome::permanent(Cause::RecipientRefused, format!("HTTP {status}{detail}")),
+        _ => Outcome::temporary(Cause::RecipientRefused, format!("HTTP {status}{detail}")),
     }
 }
 
@@ -233,7 +257,10 @@ fn build_client(ca_file: &str, identity: &client::Identity) -> Result<HttpsClien
 fn classify_error(e: &hyper_util::client::legacy::Error) -> Outcome {
     match crate::tls::find_tls_error(e) {
         Some(tls) => tls_outcome(tls),
-        None => Outcome::Temporary(format!("could not deliver: {}", error_chain(e))),
+        None => Outcome::temporary(
+            Cause::Unreachable,
+            format!("could not deliver: {}", sentence(e)),
+        ),
     }
 }
 
@@ -254,18 +281,7 @@ fn tls_outcome(tls: &rustls::Error) -> Outcome {
             | A::AccessDenied
             // What rustls sends when a certificate's signature does not verify.
             | A::DecryptError,
-        ) => Outcome::Permanent(format!("TLS: {tls}")),
-        other => Outcome::Temporary(format!("TLS: {other}")),
+        ) => Outcome::permanent(Cause::TlsCertificate, format!("TLS: {tls}")),
+        other => Outcome::temporary(Cause::Tls, format!("TLS: {other}")),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        s.push_str(": ");
-        s.push_str(&err.to_string());
-        source = err.source();
-    }
-    s
 }

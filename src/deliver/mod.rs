@@ -17,6 +17,7 @@
 //!   after a grace period.
 
 pub mod email;
+mod failure;
 pub mod https;
 pub mod reseal;
 pub mod retry;
@@ -54,9 +55,25 @@ pub enum Outcome {
         detail: String,
     },
     /// Worth trying again later.
-    Temporary(String),
+    Temporary(Failure),
     /// Will not succeed by trying again.
-    Permanent(String),
+    Permanent(Failure),
+}
+
+impl Outcome {
+    pub fn temporary(cause: Cause, detail: impl Into<String>) -> Self {
+        Outcome::Temporary(Failure {
+            cause,
+            detail: detail.into(),
+        })
+    }
+
+    pub fn permanent(cause: Cause, detail: impl Into<String>) -> Self {
+        Outcome::Permanent(Failure {
+            cause,
+            detail: detail.into(),
+        })
+    }
 }
 
 /// Everything an attempt needs.
@@ -72,6 +89,7 @@ pub struct Deliverer {
 }
 
 pub use crate::store::queue::Wake;
+pub use failure::{Cause, Failure};
 
 impl Deliverer {
     pub fn new(
@@ -102,13 +120,22 @@ impl Deliverer {
     pub async fn attempt(&self, job: &Job) -> Outcome {
         let registry = self.registry.current();
         let Ok(rid) = job.recipient.parse::<OrgId>() else {
-            return Outcome::Temporary(format!("`{}` is not an organisation id", job.recipient));
+            return Outcome::temporary(
+                Cause::Configuration,
+                format!("`{}` is not an organisation id", job.recipient),
+            );
         };
         let Some(recipient) = registry.organisation(&rid) else {
-            return Outcome::Temporary(format!("`{rid}` is no longer a registered organisation"));
+            return Outcome::temporary(
+                Cause::Configuration,
+                format!("`{rid}` is no longer a registered organisation"),
+            );
         };
         let Some(endpoint) = &recipient.endpoint else {
-            return Outcome::Temporary(format!("`{rid}` no longer has a delivery endpoint"));
+            return Outcome::temporary(
+                Cause::Configuration,
+                format!("`{rid}` no longer has a delivery endpoint"),
+            );
         };
         let sender_name = job
             .sender
@@ -119,26 +146,27 @@ impl Deliverer {
         let tls_only = matches!(endpoint.channel, Channel::Email { tls_only: true, .. });
         let target = match Target::parse(&endpoint.age_recipients, tls_only) {
             Ok(t) => t,
-            Err(e) => return Outcome::Temporary(e.to_string()),
+            Err(e) => return Outcome::temporary(Cause::Configuration, e.to_string()),
         };
         let (envelope, envelope_bytes) =
             match reseal::envelope(&job.sealed_envelope, &self.spool_key, &target) {
                 Ok(x) => x,
                 Err(e) => {
-                    return Outcome::Temporary(format!(
-                        "the spooled envelope could not be opened: {e}"
-                    ));
+                    return Outcome::temporary(
+                        Cause::Reseal,
+                        format!("the spooled envelope could not be opened: {e}"),
+                    );
                 }
             };
         let source = match (&job.payload_file, &job.payload_inline) {
             (Some(f), _) => Source::File(self.store.spool_dir().join(f)),
             (None, Some(b)) => Source::Inline(b.clone()),
             (None, None) => {
-                return Outcome::Temporary("the payload is no longer in the spool".into());
+                return Outcome::temporary(Cause::LocalIo, "the payload is no longer in the spool");
             }
         };
         let Ok(transfer_id) = job.transfer_id.parse::<TransferId>() else {
-            return Outcome::Temporary("bad transfer id".into());
+            return Outcome::temporary(Cause::Internal, "bad transfer id");
         };
         let meta = InboundMeta {
             transfer_id,
@@ -181,12 +209,18 @@ impl Deliverer {
                                 "already in this gateway's inbox".into()
                             },
                         },
-                        Ok(Err(e)) => Outcome::Temporary(format!(
-                            "the spooled payload could not be resealed: {e}"
-                        )),
-                        Err(e) => Outcome::Temporary(format!("resealing stopped: {e}")),
+                        Ok(Err(e)) => Outcome::temporary(
+                            Cause::Reseal,
+                            format!("the spooled payload could not be resealed: {e}"),
+                        ),
+                        Err(e) => {
+                            Outcome::temporary(Cause::Reseal, format!("resealing stopped: {e}"))
+                        }
                     },
-                    Err(e) => Outcome::Temporary(format!("could not store in the inbox: {e}")),
+                    Err(e) => Outcome::temporary(
+                        Cause::LocalIo,
+                        format!("could not store in the inbox: {e}"),
+                    ),
                 }
             }
             Channel::Email { address, tls_only } => {
@@ -194,7 +228,10 @@ impl Deliverer {
                     match reseal::collect(payload, self.email.max_message_bytes).await {
                         Ok(x) => x,
                         Err(e) => {
-                            return Outcome::Temporary(format!("cannot prepare the message: {e}"));
+                            return Outcome::temporary(
+                                Cause::Reseal,
+                                format!("cannot prepare the message: {e}"),
+                            );
                         }
                     };
                 self.email
@@ -477,13 +514,19 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     };
     let outcome = match attempt.await {
         Ok(Ok(o)) => o,
-        Ok(Err(_)) => Outcome::Temporary(format!(
-            "the attempt took longer than {} s",
-            d.settings.attempt_deadline(job.payload_size).as_secs()
-        )),
+        Ok(Err(_)) => Outcome::temporary(
+            Cause::Timeout,
+            format!(
+                "the attempt took longer than {} s",
+                d.settings.attempt_deadline(job.payload_size).as_secs()
+            ),
+        ),
         Err(e) => {
             tracing::error!(transfer_id = %job.transfer_id, error = %e, "a delivery attempt failed unexpectedly");
-            Outcome::Temporary("the attempt failed unexpectedly inside the gateway".into())
+            Outcome::temporary(
+                Cause::Internal,
+                "the attempt failed unexpectedly inside the gateway",
+            )
         }
     };
     if let Err(e) = record(d, &job, &outcome, started.elapsed()).await {
@@ -514,9 +557,11 @@ async fn record(
             None,
         ),
         Outcome::Permanent(e) => (
-            Finish::Dead { error: e.clone() },
+            Finish::Dead {
+                error: e.detail.clone(),
+            },
             "dead",
-            e.clone(),
+            e.detail.clone(),
             None,
             None,
         ),
@@ -532,10 +577,10 @@ async fn record(
                 (
                     Finish::Retry {
                         at: t.clone(),
-                        error: e.clone(),
+                        error: e.detail.clone(),
                     },
                     "retrying",
-                    e.clone(),
+                    e.detail.clone(),
                     None,
                     Some(t),
                 )
@@ -549,6 +594,10 @@ async fn record(
             }
         },
     };
+    let cause = match outcome {
+        Outcome::Delivered { .. } => None,
+        Outcome::Temporary(f) | Outcome::Permanent(f) => Some(f.cause),
+    };
     let transfer_id: TransferId = job.transfer_id.parse().map_err(|_| StoreError::Closed)?;
     let recipient: OrgId = job.recipient.parse().map_err(|_| StoreError::Closed)?;
     match outcome_name {
@@ -556,10 +605,10 @@ async fn record(
             tracing::info!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, "delivered")
         }
         "dead" => {
-            tracing::warn!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, reason = %detail, "delivery dead")
+            tracing::warn!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, cause = cause.map(Cause::as_str), reason = %detail, "delivery dead")
         }
         _ => {
-            tracing::info!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, error = %detail, "delivery will be retried")
+            tracing::info!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, cause = cause.map(Cause::as_str), error = %detail, "delivery will be retried")
         }
     }
     let rec = DeliveryAttemptRecord {
@@ -571,6 +620,7 @@ async fn record(
         channel: job.channel.clone(),
         sender: job.sender.parse::<OrgId>().ok(),
         outcome: outcome_name.to_owned(),
+        cause,
         detail,
         receipt,
         next_attempt_at: next,
@@ -585,6 +635,9 @@ async fn record(
         .await?;
     // Counted only once recorded, so that the metrics agree with the transfer log.
     metrics::delivery_attempt(&job.channel, outcome_name, took);
+    if let Some(cause) = cause {
+        metrics::delivery_failed(&job.channel, cause);
+    }
     if outcome_name == "delivered" {
         metrics::delivered(
             &job.channel,

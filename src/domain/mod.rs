@@ -3,6 +3,7 @@
 //! everything the core needs is passed in, so every rule is tested without a socket.
 
 pub mod decision;
+pub mod delivery;
 pub mod envelope;
 mod fields;
 pub mod ids;

@@ -344,6 +344,10 @@ pub struct DeliveryAttemptRecord {
     pub sender: Option<OrgId>,
     /// `delivered`, `retrying` or `dead`.
     pub outcome: String,
+    /// Why a failed attempt failed (`unreachable`, `tls_certificate`, `relay_refused`, ...;
+    /// absent for a delivery, and in records written before version 0.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::domain::delivery::FailureCause>,
     /// The SMTP reply, the HTTP status, or the error, as a person can read it.
     pub detail: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -352,6 +352,9 @@ pub async fn generate(
                                 channel: "https".into(),
                                 sender: Some(sender.clone()),
                                 outcome: (*s).to_owned(),
+                                cause: (*s != "delivered").then_some(
+                                    crate::domain::delivery::FailureCause::RecipientRefused,
+                                ),
                                 detail: "HTTP 201".into(),
                                 receipt: None,
                                 next_attempt_at: None,
