@@ -119,12 +119,7 @@ impl Deliverer {
     /// delivery's lifetime ends.
     pub async fn attempt(&self, job: &Job) -> Outcome {
         let registry = self.registry.current();
-        let Ok(rid) = job.recipient.parse::<OrgId>() else {
-            return Outcome::temporary(
-                Cause::Configuration,
-                format!("`{}` is not an organisation id", job.recipient),
-            );
-        };
+        let rid = job.recipient.clone();
         let Some(recipient) = registry.organisation(&rid) else {
             return Outcome::temporary(
                 Cause::Configuration,
@@ -137,12 +132,9 @@ impl Deliverer {
                 format!("`{rid}` no longer has a delivery endpoint"),
             );
         };
-        let sender_name = job
-            .sender
-            .parse::<OrgId>()
-            .ok()
-            .and_then(|s| registry.organisation(&s))
-            .map_or_else(|| job.sender.clone(), |o| o.name.clone());
+        let sender_name = registry
+            .organisation(&job.sender)
+            .map_or_else(|| job.sender.to_string(), |o| o.name.clone());
         let tls_only = matches!(endpoint.channel, Channel::Email { tls_only: true, .. });
         let target = match Target::parse(&endpoint.age_recipients, tls_only) {
             Ok(t) => t,
@@ -165,9 +157,7 @@ impl Deliverer {
                 return Outcome::temporary(Cause::LocalIo, "the payload is no longer in the spool");
             }
         };
-        let Ok(transfer_id) = job.transfer_id.parse::<TransferId>() else {
-            return Outcome::temporary(Cause::Internal, "bad transfer id");
-        };
+        let transfer_id = job.transfer_id;
         let meta = InboundMeta {
             transfer_id,
             recipient: rid.clone(),
@@ -236,7 +226,7 @@ impl Deliverer {
                     };
                 self.email
                     .deliver(Letter {
-                        transfer_id: &job.transfer_id,
+                        transfer_id: &job.transfer_id.to_string(),
                         recipient_id: rid.as_str(),
                         to: address,
                         tls_only: *tls_only,
@@ -255,12 +245,12 @@ impl Deliverer {
 /// Keeps track of attempts in flight: how many per recipient, and which deliveries.
 #[derive(Default)]
 struct InFlight {
-    per_recipient: Mutex<HashMap<String, usize>>,
-    deliveries: Mutex<std::collections::HashSet<(String, String)>>,
+    per_recipient: Mutex<HashMap<OrgId, usize>>,
+    deliveries: Mutex<std::collections::HashSet<(TransferId, OrgId)>>,
 }
 
 impl InFlight {
-    fn count(&self, r: &str) -> usize {
+    fn count(&self, r: &OrgId) -> usize {
         self.per_recipient
             .lock()
             .map(|m| m.get(r).copied().unwrap_or(0))
@@ -288,9 +278,9 @@ impl InFlight {
             .unwrap_or(true)
     }
 
-    fn add(&self, r: &str, delta: isize) {
+    fn add(&self, r: &OrgId, delta: isize) {
         if let Ok(mut m) = self.per_recipient.lock() {
-            let e = m.entry(r.to_owned()).or_insert(0);
+            let e = m.entry(r.clone()).or_insert(0);
             *e = e.saturating_add_signed(delta);
             if *e == 0 {
                 m.remove(r);
@@ -462,7 +452,7 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
         .read(move |c| queue::due(c, &now2, free * 4))
         .await?;
     let mut chosen = Vec::new();
-    let mut planned: HashMap<String, usize> = HashMap::new();
+    let mut planned: HashMap<OrgId, usize> = HashMap::new();
     for c in candidates {
         let p = planned.entry(c.recipient.clone()).or_insert(0);
         if in_flight.count(&c.recipient) + *p < d.settings.per_recipient && chosen.len() < free {
@@ -487,7 +477,7 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
 }
 
 async fn run_one(d: &Arc<Deliverer>, due: &Due) {
-    let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
+    let (t, r) = (due.transfer_id.to_string(), due.recipient.to_string());
     let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
         Ok(Some(j)) => j,
         Ok(None) => return,
@@ -545,7 +535,7 @@ async fn record(
 ) -> Result<(), StoreError> {
     let now = clock::now();
     let at = clock::stamp(now);
-    let accepted = clock::parse(&job.accepted_at).unwrap_or(now);
+    let accepted = job.accepted_at;
     let (finish, outcome_name, detail, receipt, next) = match outcome {
         Outcome::Delivered { receipt, detail } => (
             Finish::Delivered {
@@ -598,8 +588,7 @@ async fn record(
         Outcome::Delivered { .. } => None,
         Outcome::Temporary(f) | Outcome::Permanent(f) => Some(f.cause),
     };
-    let transfer_id: TransferId = job.transfer_id.parse().map_err(|_| StoreError::Closed)?;
-    let recipient: OrgId = job.recipient.parse().map_err(|_| StoreError::Closed)?;
+    let (transfer_id, recipient) = (job.transfer_id, job.recipient.clone());
     match outcome_name {
         "delivered" => {
             tracing::info!(transfer_id = %transfer_id, recipient = %recipient, channel = %job.channel, attempt = job.attempt, "delivered")
@@ -618,7 +607,7 @@ async fn record(
         recipient: recipient.clone(),
         attempt: job.attempt,
         channel: job.channel.clone(),
-        sender: job.sender.parse::<OrgId>().ok(),
+        sender: Some(job.sender.clone()),
         outcome: outcome_name.to_owned(),
         cause,
         detail,
@@ -626,7 +615,7 @@ async fn record(
         next_attempt_at: next,
     };
     let entry = LogEntry::new(&rec)?;
-    let (t, r) = (job.transfer_id.clone(), job.recipient.clone());
+    let (t, r) = (job.transfer_id.to_string(), job.recipient.to_string());
     d.store
         .write(false, move |tx| {
             tx.append(&entry)?;

@@ -6,31 +6,46 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{StoreError, Tx};
-use crate::domain::ids::TransferId;
+use crate::domain::ids::{OrgId, TransferId};
 
 /// A delivery that is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
-    pub transfer_id: String,
-    pub recipient: String,
+    pub transfer_id: TransferId,
+    pub recipient: OrgId,
 }
 
 /// What an attempt needs about its transfer.
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub transfer_id: String,
-    pub recipient: String,
+    pub transfer_id: TransferId,
+    pub recipient: OrgId,
     pub channel: String,
     /// This attempt's number (1 for the first).
     pub attempt: i64,
-    pub sender: String,
-    pub accepted_at: String,
+    pub sender: OrgId,
+    pub accepted_at: time::OffsetDateTime,
     pub purpose: String,
     pub marking: String,
     pub payload_file: Option<String>,
     pub payload_inline: Option<Vec<u8>>,
     pub payload_size: u64,
     pub sealed_envelope: Vec<u8>,
+}
+
+/// A column holding an id (or a time), parsed as the store reads it: a row that does not parse
+/// is a damaged store, reported as such, not a string for the worker to puzzle over.
+fn parsed<T: std::str::FromStr>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    s.parse().map_err(|_| bad_value(i, &s))
+}
+
+fn bad_value(i: usize, s: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Text,
+        format!("`{s}` is not a valid value for this column").into(),
+    )
 }
 
 /// How an attempt ended, as the queue records it.
@@ -49,8 +64,8 @@ pub fn due(conn: &Connection, now: &str, limit: usize) -> Result<Vec<Due>, Store
         params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
         |r| {
             Ok(Due {
-                transfer_id: r.get(0)?,
-                recipient: r.get(1)?,
+                transfer_id: parsed(r, 0)?,
+                recipient: parsed(r, 1)?,
             })
         },
     )?;
@@ -109,12 +124,15 @@ pub fn job(
         )?
         .query_row(params![transfer_id, recipient], |r| {
             Ok(Job {
-                transfer_id: r.get(0)?,
-                recipient: r.get(1)?,
+                transfer_id: parsed(r, 0)?,
+                recipient: parsed(r, 1)?,
                 channel: r.get(2)?,
                 attempt: r.get(3)?,
-                sender: r.get(4)?,
-                accepted_at: r.get(5)?,
+                sender: parsed(r, 4)?,
+                accepted_at: {
+                    let at: String = r.get(5)?;
+                    crate::clock::parse(&at).ok_or_else(|| bad_value(5, &at))?
+                },
                 purpose: r.get(6)?,
                 marking: r.get(7)?,
                 payload_file: r.get(8)?,
@@ -133,8 +151,8 @@ pub fn stale_in_flight(conn: &Connection, before: &str) -> Result<Vec<Due>, Stor
     )?;
     let rows = stmt.query_map(params![before], |r| {
         Ok(Due {
-            transfer_id: r.get(0)?,
-            recipient: r.get(1)?,
+            transfer_id: parsed(r, 0)?,
+            recipient: parsed(r, 1)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -174,7 +192,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, updated_at = ?3, last_error = 'interrupted: the outcome of the last attempt could not be recorded' WHERE transfer_id = ?1 AND recipient = ?2 AND state = 'delivering'",
             )?
-            .execute(params![d.transfer_id, d.recipient, now])?;
+            .execute(params![d.transfer_id.to_string(), d.recipient.as_str(), now])?;
         Ok(n == 1)
     }
 
@@ -186,7 +204,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3 WHERE transfer_id = ?1 AND recipient = ?2 AND state IN ('queued', 'retrying')",
             )?
-            .execute(params![d.transfer_id, d.recipient, now])?;
+            .execute(params![d.transfer_id.to_string(), d.recipient.as_str(), now])?;
         Ok(n == 1)
     }
 
