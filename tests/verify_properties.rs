@@ -58,11 +58,18 @@ fn base() -> &'static Base {
         // The store is closed: fold the WAL into the database file, so one file is the log.
         let db = state.join("postern.db");
         let c = Connection::open(&db).expect("open");
-        // The store's writer thread closes its connection as it ends: wait for it.
+        // The store's writer thread closes its connection as it ends: wait for it. (Changing the
+        // journal mode does not always wait on the busy handler, so poll until it takes.)
         c.busy_timeout(std::time::Duration::from_secs(30))
             .expect("busy timeout");
-        c.pragma_update(None, "journal_mode", "DELETE")
-            .expect("checkpoint the WAL");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Err(e) = c.pragma_update(None, "journal_mode", "DELETE") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpoint the WAL: {e}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         drop(c);
         Base {
             _dir: dir,

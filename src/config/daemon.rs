@@ -899,8 +899,8 @@ fn materials(
     let subject = if secrets.visible(&d.subject_key, "subjects.key", loc, errors) {
         match read_subject_key(&d.subject_key) {
             Ok(k) => Some(k),
-            Err(msg) => {
-                errors.push(loc.at("subjects.key", msg));
+            Err(e) => {
+                errors.push(loc.at("subjects.key", e.to_string()));
                 None
             }
         }
@@ -962,8 +962,8 @@ fn materials(
 /// The CRLs in one file: PEM (`X509 CRL` blocks, any number) or a single DER list. Each must be
 /// signed by a certificate in `tls.client_cas`; webpki would otherwise just never match it,
 /// revoking nothing.
-fn read_crls(path: &Path, cas: &[TrustedCa]) -> Result<Vec<Crl>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+fn read_crls(path: &Path, cas: &[TrustedCa]) -> Result<Vec<Crl>, CrlFileError> {
+    let bytes = std::fs::read(path).map_err(CrlFileError::Read)?;
     let is_pem = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -971,9 +971,9 @@ fn read_crls(path: &Path, cas: &[TrustedCa]) -> Result<Vec<Crl>, String> {
     let ders: Vec<CertificateRevocationListDer<'static>> = if is_pem {
         let ders = CertificateRevocationListDer::pem_slice_iter(&bytes)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("not a PEM CRL: {e}"))?;
+            .map_err(CrlFileError::Pem)?;
         if ders.is_empty() {
-            return Err("contains no PEM `X509 CRL` block".into());
+            return Err(CrlFileError::Empty);
         }
         ders
     } else {
@@ -988,10 +988,10 @@ fn check_crl(
     path: &Path,
     der: CertificateRevocationListDer<'static>,
     cas: &[TrustedCa],
-) -> Result<Crl, String> {
+) -> Result<Crl, CrlFileError> {
     use x509_parser::prelude::FromDer;
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-        .map_err(|e| format!("not a certificate revocation list: {e}"))?;
+        .map_err(|e| CrlFileError::NotAList(e.to_string()))?;
     let issuer = crl.issuer().to_string();
     let certs: Vec<(&CaId, x509_parser::certificate::X509Certificate<'_>)> = cas
         .iter()
@@ -1013,13 +1013,9 @@ fn check_crl(
     });
     let Some((ca_id, issuer_cert)) = found else {
         return Err(if named {
-            format!(
-                "its signature does not verify with the key of any certificate named `{issuer}` in tls.client_cas"
-            )
+            CrlFileError::BadSignature(issuer)
         } else {
-            format!(
-                "is issued by `{issuer}`, which is not one of tls.client_cas (the certificate of an issuing CA belongs in the file of its root's entry, or an entry of its own)"
-            )
+            CrlFileError::UnknownIssuer(issuer)
         });
     };
     let applies_to = cas
@@ -1069,15 +1065,60 @@ fn issued_within(
     })
 }
 
+/// Why the subject key file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectKeyError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` must contain hex digits only")]
+    NotHex(String),
+    #[error("`{path}`: {source}")]
+    Short {
+        path: String,
+        #[source]
+        source: crate::domain::subject::ShortKey,
+    },
+}
+
 /// The subject key file holds hex digits (whitespace ignored), at least 32 bytes' worth.
-pub fn read_subject_key(path: &std::path::Path) -> Result<SubjectKey, String> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?,
-    );
+pub fn read_subject_key(path: &std::path::Path) -> Result<SubjectKey, SubjectKeyError> {
+    let shown = || path.display().to_string();
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        SubjectKeyError::Read {
+            path: shown(),
+            source,
+        }
+    })?);
     let digits: zeroize::Zeroizing<String> =
         zeroize::Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
-    let bytes = hex::decode(digits.as_bytes())
-        .map_err(|_| format!("`{}` must contain hex digits only", path.display()))?;
-    SubjectKey::new(bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+    let bytes = hex::decode(digits.as_bytes()).map_err(|_| SubjectKeyError::NotHex(shown()))?;
+    SubjectKey::new(bytes).map_err(|source| SubjectKeyError::Short {
+        path: shown(),
+        source,
+    })
+}
+
+/// Why a file of `tls.client_crls` is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlFileError {
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a PEM CRL: {0}")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    #[error("contains no PEM `X509 CRL` block")]
+    Empty,
+    #[error("not a certificate revocation list: {0}")]
+    NotAList(String),
+    #[error(
+        "its signature does not verify with the key of any certificate named `{0}` in tls.client_cas"
+    )]
+    BadSignature(String),
+    #[error(
+        "is issued by `{0}`, which is not one of tls.client_cas (the certificate of an issuing CA belongs in the file of its root's entry, or an entry of its own)"
+    )]
+    UnknownIssuer(String),
 }

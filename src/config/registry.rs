@@ -101,7 +101,7 @@ impl KnownCas {
     }
 
     /// The CA an identity's `ca` names, or why it names none.
-    fn resolve(&self, given: &str) -> Result<CaId, String> {
+    fn resolve(&self, given: &str) -> Result<CaId, CaRefError> {
         let given = given.trim();
         if let Ok(id) = given.parse::<CaId>()
             && self.names.contains(&id)
@@ -114,13 +114,29 @@ impl KnownCas {
                 .iter()
                 .find(|(f, _)| *f == fp)
                 .map(|(_, id)| id.clone())
-                .ok_or_else(|| format!("`{given}` is not the SHA-256 of a certificate in tls.client_cas (the trusted CAs are {})", self.listed()));
+                .ok_or_else(|| CaRefError::UnknownFingerprint {
+                    given: given.to_owned(),
+                    listed: self.listed(),
+                });
         }
-        Err(format!(
-            "`{given}` is not one of tls.client_cas (the trusted CAs are {})",
-            self.listed()
-        ))
+        Err(CaRefError::Unknown {
+            given: given.to_owned(),
+            listed: self.listed(),
+        })
     }
+}
+
+/// Why an identity's `ca` names no trusted CA.
+#[derive(Debug, thiserror::Error)]
+enum CaRefError {
+    #[error(
+        "`{given}` is not the SHA-256 of a certificate in tls.client_cas (the trusted CAs are {listed})"
+    )]
+    UnknownFingerprint { given: String, listed: String },
+    #[error("`{given}` is not one of tls.client_cas (the trusted CAs are {listed})")]
+    Unknown { given: String, listed: String },
+    #[error("{0}")]
+    Invalid(#[from] crate::domain::ids::InvalidId),
 }
 
 #[derive(Deserialize)]
@@ -704,11 +720,15 @@ fn endpoint(
     let mut recipients = ep.age_recipients.clone().unwrap_or_default();
     let mut file_failed = false;
     if let Some(file) = &ep.age_recipients_file {
-        match read_recipients_file(&paths.expand(file)) {
+        let path = paths.expand(file);
+        match read_recipients_file(&path) {
             Ok(mut r) => recipients.append(&mut r),
-            Err(msg) => {
+            Err(e) => {
                 file_failed = true;
-                bad("age_recipients_file", msg);
+                bad(
+                    "age_recipients_file",
+                    format!("cannot read `{}`: {e}", path.display()),
+                );
             }
         }
     }
@@ -755,9 +775,9 @@ fn identities(
         let ca = |given: &str, bad: &mut dyn FnMut(String)| -> Option<CaId> {
             let resolved = match cas {
                 Some(known) => known.resolve(given),
-                None => given.trim().parse::<CaId>().map_err(|e| e.to_string()),
+                None => given.trim().parse::<CaId>().map_err(CaRefError::from),
             };
-            resolved.map_err(bad).ok()
+            resolved.map_err(|e| bad(e.to_string())).ok()
         };
         match (&ident.san, &ident.fingerprint) {
             (Some(san), None) if !san.trim().is_empty() => match &ident.ca {
@@ -867,9 +887,8 @@ fn valid_email(a: &str) -> bool {
 }
 
 /// An age recipients file: one `age1...` per line; blank lines and `#` comments ignored.
-fn read_recipients_file(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+fn read_recipients_file(path: &Path) -> std::io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)?;
     Ok(text
         .lines()
         .map(str::trim)

@@ -59,6 +59,42 @@ struct Relay {
     transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
+/// Why the email channel cannot be set up from `[smtp]`.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailSetupError {
+    #[error("smtp.from: {0}")]
+    From(#[source] lettre::address::AddressError),
+    #[error("relay {relay}: CA: {source}")]
+    Ca {
+        relay: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("relay {relay}: TLS: {source}")]
+    Tls {
+        relay: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+}
+
+/// Why a message could not be made (this gateway's side: the attempt is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("recipient address `{address}`: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("{0}")]
+    ContentType(#[from] lettre::message::header::ContentTypeErr),
+    #[error("{0}")]
+    HeaderName(#[from] lettre::message::header::InvalidHeaderName),
+    #[error("cannot compose the message: {0}")]
+    Message(#[source] lettre::error::Error),
+}
+
 pub struct EmailChannel {
     from: Mailbox,
     relays: Vec<Relay>,
@@ -67,8 +103,8 @@ pub struct EmailChannel {
 }
 
 impl EmailChannel {
-    pub fn new(s: &SmtpSettings) -> Result<Self, String> {
-        let from: Mailbox = s.from.parse().map_err(|e| format!("smtp.from: {e}"))?;
+    pub fn new(s: &SmtpSettings) -> Result<Self, EmailSetupError> {
+        let from: Mailbox = s.from.parse().map_err(EmailSetupError::From)?;
         let mut relays = Vec::new();
         for r in &s.relays {
             let mut tls = TlsParameters::builder(r.host.clone());
@@ -76,15 +112,18 @@ impl EmailChannel {
                 // A configured CA replaces the system roots for this relay.
                 tls = tls.certificate_store(CertificateStore::None);
                 for der in ca {
-                    tls = tls.add_root_certificate(
-                        Certificate::from_der(der.to_vec())
-                            .map_err(|e| format!("relay {}: CA: {e}", r.host))?,
-                    );
+                    tls = tls.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(
+                        |source| EmailSetupError::Ca {
+                            relay: r.host.clone(),
+                            source,
+                        },
+                    )?);
                 }
             }
-            let tls = tls
-                .build_rustls()
-                .map_err(|e| format!("relay {}: TLS: {e}", r.host))?;
+            let tls = tls.build_rustls().map_err(|source| EmailSetupError::Tls {
+                relay: r.host.clone(),
+                source,
+            })?;
             let mode = match r.tls {
                 SmtpTls::StartTls => Tls::Required(tls),
                 SmtpTls::Implicit => Tls::Wrapper(tls),
@@ -111,10 +150,11 @@ impl EmailChannel {
         })
     }
 
-    pub fn compose(&self, l: &Letter<'_>) -> Result<Message, String> {
-        let to: Mailbox =
-            l.to.parse()
-                .map_err(|e| format!("recipient address `{}`: {e}", l.to))?;
+    pub fn compose(&self, l: &Letter<'_>) -> Result<Message, ComposeError> {
+        let to: Mailbox = l.to.parse().map_err(|source| ComposeError::Address {
+            address: l.to.to_owned(),
+            source,
+        })?;
         let e = l.envelope;
         let subject = format!(
             "{}: secure transfer {} from {}",
@@ -151,13 +191,12 @@ impl EmailChannel {
             marking = e.marking_normalised,
             until = e.retain_until,
         );
-        let octet = ContentType::parse("application/octet-stream").map_err(|e| e.to_string())?;
+        let octet = ContentType::parse("application/octet-stream")?;
         let json = ContentType::parse(if l.tls_only {
             "application/json"
         } else {
             "application/octet-stream"
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         let mut msg = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -174,12 +213,12 @@ impl EmailChannel {
                     .singlepart(Attachment::new(envelope_name).body(l.envelope_bytes.clone(), json))
                     .singlepart(Attachment::new(payload_name).body(l.payload_bytes.clone(), octet)),
             )
-            .map_err(|e| format!("cannot compose the message: {e}"))?;
+            .map_err(ComposeError::Message)?;
         for (name, value) in [
             ("X-Postern-Transfer-Id", l.transfer_id),
             ("X-Postern-Recipient", l.recipient_id),
         ] {
-            let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|e| e.to_string())?;
+            let name = HeaderName::new_from_ascii(name.to_owned())?;
             msg.headers_mut()
                 .insert_raw(HeaderValue::new(name, value.to_owned()));
         }
@@ -190,7 +229,7 @@ impl EmailChannel {
         // Composing is this gateway's work: a failure is temporary.
         let msg = match self.compose(&l) {
             Ok(m) => m,
-            Err(e) => return Outcome::temporary(Cause::Compose, e),
+            Err(e) => return Outcome::temporary(Cause::Compose, e.to_string()),
         };
         let now = crate::clock::stamp(crate::clock::now());
         if let Some(dir) = &self.outbox {

@@ -66,7 +66,7 @@ impl HttpsChannel {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn client(&self, ca_file: &str) -> Result<HttpsClient, String> {
+    fn client(&self, ca_file: &str) -> Result<HttpsClient, ClientSetupError> {
         let identity = {
             let state = self.lock();
             if let Some(c) = state.clients.get(ca_file) {
@@ -105,7 +105,7 @@ impl HttpsChannel {
         // permanent.
         let client = match self.client(ca_file) {
             Ok(c) => c,
-            Err(e) => return Outcome::temporary(Cause::Configuration, e),
+            Err(e) => return Outcome::temporary(Cause::Configuration, e.to_string()),
         };
         let meta_json = match serde_json::to_vec(meta) {
             Ok(j) => j,
@@ -230,11 +230,23 @@ fn answer_outcome(status: u16, detail: &str) -> Outcome {
     }
 }
 
+/// Why no client could be made for an endpoint (this gateway's side: retried after a reload).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("the endpoint's CA: {0}")]
+    Ca(#[source] crate::pki::PkiError),
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+}
+
 /// A client presenting `identity` and verifying endpoints against the CA in `ca_file`.
-fn build_client(ca_file: &str, identity: &client::Identity) -> Result<HttpsClient, String> {
-    let roots = crate::pki::read_certs(std::path::Path::new(ca_file))
-        .map_err(|e| format!("the endpoint's CA: {e}"))?;
-    let mut config = client::tls_config(&roots, Some(identity)).map_err(|e| e.to_string())?;
+fn build_client(
+    ca_file: &str,
+    identity: &client::Identity,
+) -> Result<HttpsClient, ClientSetupError> {
+    let roots =
+        crate::pki::read_certs(std::path::Path::new(ca_file)).map_err(ClientSetupError::Ca)?;
+    let mut config = client::tls_config(&roots, Some(identity))?;
     // The connector sets ALPN itself (and insists on doing so).
     config.alpn_protocols.clear();
     // No Nagle: a request goes out as headers then body chunks, and waiting for the peer's

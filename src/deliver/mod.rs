@@ -100,7 +100,7 @@ impl Deliverer {
         smtp: &SmtpSettings,
         tls: &crate::config::TlsMaterial,
         api_port: u16,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, email::EmailSetupError> {
         Ok(Deliverer {
             email: EmailChannel::new(smtp)?,
             https: HttpsChannel::new(tls.client_chain.clone(), tls.client_key.clone_key()),
@@ -260,21 +260,21 @@ impl InFlight {
     fn start(&self, d: &Due) {
         self.add(&d.recipient, 1);
         if let Ok(mut s) = self.deliveries.lock() {
-            s.insert((d.transfer_id.clone(), d.recipient.clone()));
+            s.insert((d.transfer_id, d.recipient.clone()));
         }
     }
 
     fn end(&self, d: &Due) {
         self.add(&d.recipient, -1);
         if let Ok(mut s) = self.deliveries.lock() {
-            s.remove(&(d.transfer_id.clone(), d.recipient.clone()));
+            s.remove(&(d.transfer_id, d.recipient.clone()));
         }
     }
 
     fn holds(&self, d: &Due) -> bool {
         self.deliveries
             .lock()
-            .map(|s| s.contains(&(d.transfer_id.clone(), d.recipient.clone())))
+            .map(|s| s.contains(&(d.transfer_id, d.recipient.clone())))
             .unwrap_or(true)
     }
 

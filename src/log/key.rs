@@ -58,15 +58,24 @@ const PKCS8_V1_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// Why a PKCS#8 document is not an ed25519 key.
+#[derive(Debug, thiserror::Error)]
+pub enum Pkcs8Error {
+    #[error("{0}")]
+    Rejected(ring::error::KeyRejected),
+    #[error("the public key is not 32 bytes")]
+    PublicKeyLength,
+}
+
 impl CheckpointKey {
     /// A PKCS#8 document (v1, as `openssl genpkey -algorithm ed25519` writes, or v2).
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| e.to_string())?;
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, Pkcs8Error> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(Pkcs8Error::Rejected)?;
         let public: [u8; 32] = pair
             .public_key()
             .as_ref()
             .try_into()
-            .map_err(|_| "the public key is not 32 bytes".to_owned())?;
+            .map_err(|_| Pkcs8Error::PublicKeyLength)?;
         Ok(CheckpointKey {
             pair,
             public: PublicKey::from_bytes(public),
@@ -101,7 +110,7 @@ impl CheckpointKey {
                 .decode(b64.as_bytes())
                 .map_err(|_| format("the block is not base64".into()))?,
         );
-        Self::from_pkcs8(&der).map_err(format)
+        Self::from_pkcs8(&der).map_err(|e| format(e.to_string()))
     }
 
     /// Generates a key and writes it, readable by its owner only. Refuses to overwrite: a new
@@ -116,7 +125,7 @@ impl CheckpointKey {
         doc.extend_from_slice(&seed[..]);
         let key = Self::from_pkcs8(&doc).map_err(|why| KeyError::Format {
             path: path.display().to_string(),
-            why,
+            why: why.to_string(),
         })?;
         let b64 = Zeroizing::new(STANDARD.encode(&doc[..]));
         let mut text = Zeroizing::new(format!(

@@ -56,7 +56,7 @@ pub enum DaemonError {
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
     #[error("delivery: {0}")]
-    Delivery(String),
+    Delivery(#[from] crate::deliver::email::EmailSetupError),
     #[error("log.checkpoint_key: {0}")]
     CheckpointKey(#[from] KeyError),
     #[error("cannot listen for signals: {0}")]
@@ -152,8 +152,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         &daemon.smtp,
         &material,
         addr.port(),
-    )
-    .map_err(DaemonError::Delivery)?;
+    )?;
     let app = Arc::new(App {
         registry,
         store: store.clone(),

@@ -24,7 +24,9 @@ pub enum DevkitError {
         source: std::io::Error,
     },
     #[error("organisations file: {0}")]
-    Organisations(String),
+    Organisations(#[from] toml::de::Error),
+    #[error("{0}")]
+    SubjectKey(#[from] crate::config::daemon::SubjectKeyError),
     #[error("{0}")]
     CheckpointKey(#[from] crate::store::checkpoint::KeyError),
 }
@@ -59,8 +61,7 @@ pub struct DevOrg {
 /// Reads just the ids, names and SAN identities from an organisations file (the full load needs
 /// the keys this module is about to generate).
 pub fn dev_orgs(organisations_toml: &str) -> Result<Vec<DevOrg>, DevkitError> {
-    let f: LightFile = toml::from_str(organisations_toml)
-        .map_err(|e| DevkitError::Organisations(e.to_string()))?;
+    let f: LightFile = toml::from_str(organisations_toml)?;
     Ok(f.organisation
         .into_iter()
         .map(|o| {
@@ -196,8 +197,8 @@ pub fn ensure(state_dir: &Path, orgs: &[DevOrg]) -> Result<Created, DevkitError>
         created
             .0
             .push(format!("subject hashing key {}", subject.display()));
-    } else if let Err(msg) = read_subject_key(&subject) {
-        return Err(DevkitError::Organisations(msg));
+    } else {
+        read_subject_key(&subject)?;
     }
     let checkpoint = p.keys.join("checkpoint.key");
     if crate::store::checkpoint::ensure_key_file(&checkpoint)?.is_some() {
