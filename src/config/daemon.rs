@@ -505,6 +505,208 @@ fn ca_entries(raw: Vec<RawCa>, loc: &Locator<'_>, errors: &mut Errors) -> Vec<(C
     out
 }
 
+/// What the section checks share: where a key was set (for file and line) and the errors found
+/// so far. Each check is pure: it reads raw values and reports, never touching a file.
+struct Check<'a, 'b> {
+    loc: &'a Locator<'b>,
+    errors: &'a mut Errors,
+}
+
+impl Check<'_, '_> {
+    fn fail(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.loc.at(path, message));
+    }
+
+    /// A setting that must be present and not blank, trimmed.
+    fn required(&mut self, v: Option<String>, path: &str) -> Option<String> {
+        match v.filter(|s| !s.trim().is_empty()) {
+            Some(s) => Some(s.trim().to_owned()),
+            None => {
+                self.fail(path, "is required and must not be empty");
+                None
+            }
+        }
+    }
+
+    /// A number that must be present and within `min..=max`.
+    fn range(&mut self, v: Option<u64>, path: &str, min: u64, max: u64) -> Option<u64> {
+        match v {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                self.fail(path, format!("{n} is out of range ({min} to {max})"));
+                None
+            }
+            None => {
+                self.fail(path, "is required");
+                None
+            }
+        }
+    }
+
+    fn address(&mut self, text: &str, path: &str, example: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.fail(
+                    path,
+                    format!("`{text}` is not an address and port such as {example}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `[api]` and `[ops]`: the API's address, and the ops listener's (empty: none).
+fn listeners(
+    api: RawApi,
+    ops: RawOps,
+    c: &mut Check<'_, '_>,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let listen = c
+        .required(api.listen, "api.listen")
+        .and_then(|l| c.address(&l, "api.listen", "127.0.0.1:8443"));
+    let ops = match ops.listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) => c.address(l, "ops.listen", "127.0.0.1:9464 (or empty for none)"),
+    };
+    (listen, ops)
+}
+
+/// `[tls]`, its paths not yet expanded.
+struct TlsSection {
+    certificate: String,
+    private_key: String,
+    client_cas: Vec<(CaId, String)>,
+    client_crls: Vec<String>,
+    client_identity: Option<(String, String)>,
+}
+
+fn tls_section(tls: RawTls, c: &mut Check<'_, '_>) -> Option<TlsSection> {
+    let certificate = c.required(tls.certificate, "tls.certificate");
+    let private_key = c.required(tls.private_key, "tls.private_key");
+    let client_cas = ca_entries(tls.client_cas.unwrap_or_default(), c.loc, c.errors);
+    // An empty string (as an empty POSTERN_TLS__CLIENT_CRLS gives) is no list at all.
+    let client_crls: Vec<String> = tls
+        .client_crls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|crl| crl.trim().to_owned())
+        .filter(|crl| !crl.is_empty())
+        .collect();
+    let client_identity = match (
+        tls.client_certificate.filter(|s| !s.trim().is_empty()),
+        tls.client_private_key.filter(|s| !s.trim().is_empty()),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            c.fail("tls.client_certificate", "give both `client_certificate` and `client_private_key`, or neither (to use the server certificate)");
+            None
+        }
+    };
+    if client_cas.is_empty() {
+        c.fail(
+            "tls.client_cas",
+            "name at least one CA file: a client certificate is always required",
+        );
+    }
+    Some(TlsSection {
+        certificate: certificate?,
+        private_key: private_key?,
+        client_cas,
+        client_crls,
+        client_identity,
+    })
+}
+
+/// `[limits]`.
+fn limits_section(lim: RawLimits, c: &mut Check<'_, '_>) -> Option<Limits> {
+    let max_payload = c.range(
+        lim.max_payload_bytes,
+        "limits.max_payload_bytes",
+        1,
+        1 << 40,
+    );
+    let max_envelope = c.range(
+        lim.max_envelope_bytes,
+        "limits.max_envelope_bytes",
+        1024,
+        16 << 20,
+    );
+    let max_conn = c.range(lim.max_connections, "limits.max_connections", 1, 100_000);
+    let per_source = c.range(
+        lim.max_connections_per_source,
+        "limits.max_connections_per_source",
+        1,
+        100_000,
+    );
+    let handshakes_per_source = c.range(
+        lim.max_handshakes_per_source,
+        "limits.max_handshakes_per_source",
+        1,
+        100_000,
+    );
+    let min_free = c.range(lim.min_free_bytes, "limits.min_free_bytes", 0, 1 << 50);
+    let inbound_retain = c.range(
+        lim.inbound_max_retain_days,
+        "limits.inbound_max_retain_days",
+        1,
+        36_500,
+    );
+    let handshake = c.range(
+        lim.handshake_timeout_secs,
+        "limits.handshake_timeout_secs",
+        1,
+        3600,
+    );
+    let idle = c.range(lim.idle_timeout_secs, "limits.idle_timeout_secs", 1, 3600);
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Some(Limits {
+        max_payload_bytes: max_payload?,
+        max_envelope_bytes: size(max_envelope?),
+        max_connections: size(max_conn?),
+        max_connections_per_source: size(per_source?),
+        max_handshakes_per_source: size(handshakes_per_source?),
+        handshake_timeout: Duration::from_secs(handshake?),
+        idle_timeout: Duration::from_secs(idle?),
+        min_free_bytes: min_free?,
+        inbound_max_retain_days: u32::try_from(inbound_retain?).unwrap_or(u32::MAX),
+    })
+}
+
+/// `[log]`, its paths not yet expanded.
+struct LogSection {
+    checkpoint_key: String,
+    checkpoint_file: Option<String>,
+    checkpoint_interval: Duration,
+    retain_days: u32,
+}
+
+fn log_section(log: RawLog, c: &mut Check<'_, '_>) -> Option<LogSection> {
+    let checkpoint_key = c.required(log.checkpoint_key, "log.checkpoint_key");
+    let checkpoint_file = log
+        .checkpoint_file
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty());
+    let interval = c.range(
+        log.checkpoint_interval_secs,
+        "log.checkpoint_interval_secs",
+        1,
+        86_400,
+    );
+    // 0 turns retention off; at most a century.
+    let retain_days = c.range(log.retain_days, "log.retain_days", 0, 36_500);
+    Some(LogSection {
+        checkpoint_key: checkpoint_key?,
+        checkpoint_file,
+        checkpoint_interval: Duration::from_secs(interval?),
+        retain_days: u32::try_from(retain_days?).unwrap_or(u32::MAX),
+    })
+}
+
+/// Every section checked (each reports all its errors), then assembled with paths expanded
+/// against the state directory; `None` if any section failed.
 fn validate(
     raw: RawDaemon,
     loc: &Locator<'_>,
@@ -512,154 +714,24 @@ fn validate(
     errors: &mut Errors,
 ) -> Option<Daemon> {
     let before = errors.0.len();
-    let mut need = |v: Option<String>, path: &str| -> Option<String> {
-        match v.filter(|s| !s.trim().is_empty()) {
-            Some(s) => Some(s.trim().to_owned()),
-            None => {
-                errors.push(loc.at(path, "is required and must not be empty"));
-                None
-            }
-        }
-    };
-    let state_dir = need(raw.state_dir, "state_dir").map(PathBuf::from);
-    let api = raw.api.unwrap_or_default();
-    let tls = raw.tls.unwrap_or_default();
-
-    let listen_text = need(api.listen, "api.listen");
-    let certificate = need(tls.certificate, "tls.certificate");
-    let private_key = need(tls.private_key, "tls.private_key");
-    let spool_identity = need(raw.spool.unwrap_or_default().identity, "spool.identity");
-    let subject_key = need(raw.subjects.unwrap_or_default().key, "subjects.key");
-    let log = raw.log.unwrap_or_default();
-    let checkpoint_key = need(log.checkpoint_key, "log.checkpoint_key");
-    let checkpoint_file = log
-        .checkpoint_file
-        .clone()
-        .map(|f| f.trim().to_owned())
-        .filter(|f| !f.is_empty());
-    let client_cas = ca_entries(tls.client_cas.unwrap_or_default(), loc, errors);
-    // An empty string (as an empty POSTERN_TLS__CLIENT_CRLS gives) is no list at all.
-    let client_crls: Vec<String> = tls
-        .client_crls
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty())
-        .collect();
-    let client_identity = match (
-        tls.client_certificate
-            .clone()
-            .filter(|s| !s.trim().is_empty()),
-        tls.client_private_key
-            .clone()
-            .filter(|s| !s.trim().is_empty()),
-    ) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        _ => {
-            errors.push(loc.at("tls.client_certificate", "give both `client_certificate` and `client_private_key`, or neither (to use the server certificate)"));
-            None
-        }
-    };
-    if client_cas.is_empty() {
-        errors.push(loc.at(
-            "tls.client_cas",
-            "name at least one CA file: a client certificate is always required",
-        ));
-    }
-
-    // Empty: no health and metrics listener.
-    let ops_listen = match raw.ops.unwrap_or_default().listen.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(l) => match l.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errors.push(loc.at(
-                    "ops.listen",
-                    format!("`{l}` is not an address and port such as 127.0.0.1:9464 (or empty for none)"),
-                ));
-                None
-            }
-        },
-    };
-    let listen = listen_text.and_then(|l| match l.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            errors.push(loc.at(
-                "api.listen",
-                format!("`{l}` is not an address and port such as 127.0.0.1:8443"),
-            ));
-            None
-        }
-    });
-
-    let lim = raw.limits.unwrap_or_default();
-    let mut range = |v: Option<u64>, path: &str, min: u64, max: u64| -> Option<u64> {
-        match v {
-            Some(n) if (min..=max).contains(&n) => Some(n),
-            Some(n) => {
-                errors.push(loc.at(path, format!("{n} is out of range ({min} to {max})")));
-                None
-            }
-            None => {
-                errors.push(loc.at(path, "is required"));
-                None
-            }
-        }
-    };
-    let max_payload = range(
-        lim.max_payload_bytes,
-        "limits.max_payload_bytes",
-        1,
-        1 << 40,
+    let mut c = Check { loc, errors };
+    let state_dir = c.required(raw.state_dir, "state_dir").map(PathBuf::from);
+    let (listen, ops_listen) = listeners(
+        raw.api.unwrap_or_default(),
+        raw.ops.unwrap_or_default(),
+        &mut c,
     );
-    let max_envelope = range(
-        lim.max_envelope_bytes,
-        "limits.max_envelope_bytes",
-        1024,
-        16 << 20,
-    );
-    let max_conn = range(lim.max_connections, "limits.max_connections", 1, 100_000);
-    let per_source = range(
-        lim.max_connections_per_source,
-        "limits.max_connections_per_source",
-        1,
-        100_000,
-    );
-    let handshakes_per_source = range(
-        lim.max_handshakes_per_source,
-        "limits.max_handshakes_per_source",
-        1,
-        100_000,
-    );
-    let min_free = range(lim.min_free_bytes, "limits.min_free_bytes", 0, 1 << 50);
-    let inbound_retain = range(
-        lim.inbound_max_retain_days,
-        "limits.inbound_max_retain_days",
-        1,
-        36_500,
-    );
-    let handshake = range(
-        lim.handshake_timeout_secs,
-        "limits.handshake_timeout_secs",
-        1,
-        3600,
-    );
-    let idle = range(lim.idle_timeout_secs, "limits.idle_timeout_secs", 1, 3600);
-    let checkpoint_interval = range(
-        log.checkpoint_interval_secs,
-        "log.checkpoint_interval_secs",
-        1,
-        86_400,
-    );
-    // 0 turns retention off; at most a century.
-    let retain_days = range(log.retain_days, "log.retain_days", 0, 36_500);
+    let tls = tls_section(raw.tls.unwrap_or_default(), &mut c);
+    let spool_identity = c.required(raw.spool.unwrap_or_default().identity, "spool.identity");
+    let subject_key = c.required(raw.subjects.unwrap_or_default().key, "subjects.key");
+    let log = log_section(raw.log.unwrap_or_default(), &mut c);
+    let limits = limits_section(raw.limits.unwrap_or_default(), &mut c);
 
     // Paths in [delivery] and [smtp] expand against the state directory too.
     let paths = Paths {
         state_dir: state_dir.clone().unwrap_or_default(),
         config_dir: loc.overrides.config_dir.clone(),
-        credentials_dir: credentials_dir.clone(),
+        credentials_dir,
     };
     let delivery = super::delivery::delivery(raw.delivery.unwrap_or_default(), loc, errors);
     let smtp = super::delivery::smtp(
@@ -669,89 +741,50 @@ fn validate(
         loc,
         errors,
     );
-
     if errors.0.len() > before {
         return None;
     }
-    let (Some(delivery), Some(smtp)) = (delivery, smtp) else {
-        return None;
-    };
-    let (
-        Some(state_dir),
-        Some(listen),
-        Some(certificate),
-        Some(private_key),
-        Some(spool_identity),
-        Some(subject_key),
-    ) = (
-        state_dir,
-        listen,
-        certificate,
-        private_key,
-        spool_identity,
-        subject_key,
-    )
-    else {
-        return None;
-    };
-    let (Some(max_payload), Some(max_envelope), Some(max_conn), Some(handshake), Some(idle)) =
-        (max_payload, max_envelope, max_conn, handshake, idle)
-    else {
-        return None;
-    };
-    let (Some(per_source), Some(handshakes_per_source), Some(min_free), Some(inbound_retain)) =
-        (per_source, handshakes_per_source, min_free, inbound_retain)
-    else {
-        return None;
-    };
-    let (Some(checkpoint_key), Some(checkpoint_interval), Some(retain_days)) =
-        (checkpoint_key, checkpoint_interval, retain_days)
-    else {
-        return None;
-    };
-    let paths = Paths {
-        state_dir: state_dir.clone(),
-        config_dir: loc.overrides.config_dir.clone(),
-        credentials_dir,
-    };
+    let (state_dir, listen, tls, spool_identity, subject_key, log, limits) = (
+        state_dir?,
+        listen?,
+        tls?,
+        spool_identity?,
+        subject_key?,
+        log?,
+        limits?,
+    );
+    let paths = Paths { state_dir, ..paths };
     Some(Daemon {
         listen,
         ops_listen,
         tls: TlsFiles {
-            certificate: paths.expand(&certificate),
-            private_key: paths.expand(&private_key),
-            client_cas: client_cas
+            certificate: paths.expand(&tls.certificate),
+            private_key: paths.expand(&tls.private_key),
+            client_cas: tls
+                .client_cas
                 .iter()
                 .map(|(id, file)| CaFile {
                     id: id.clone(),
                     path: paths.expand(file),
                 })
                 .collect(),
-            client_crls: client_crls.iter().map(|c| paths.expand(c)).collect(),
-            client_identity: client_identity.map(|(c, k)| (paths.expand(&c), paths.expand(&k))),
+            client_crls: tls.client_crls.iter().map(|c| paths.expand(c)).collect(),
+            client_identity: tls
+                .client_identity
+                .map(|(c, k)| (paths.expand(&c), paths.expand(&k))),
         },
-        limits: Limits {
-            max_payload_bytes: max_payload,
-            max_envelope_bytes: usize::try_from(max_envelope).unwrap_or(usize::MAX),
-            max_connections: usize::try_from(max_conn).unwrap_or(usize::MAX),
-            max_connections_per_source: usize::try_from(per_source).unwrap_or(usize::MAX),
-            max_handshakes_per_source: usize::try_from(handshakes_per_source).unwrap_or(usize::MAX),
-            handshake_timeout: Duration::from_secs(handshake),
-            idle_timeout: Duration::from_secs(idle),
-            min_free_bytes: min_free,
-            inbound_max_retain_days: u32::try_from(inbound_retain).unwrap_or(u32::MAX),
-        },
+        limits,
         spool_identity: paths.expand(&spool_identity),
         subject_key: paths.expand(&subject_key),
-        state_dir,
-        delivery,
-        smtp,
+        delivery: delivery?,
+        smtp: smtp?,
         log: LogSettings {
-            checkpoint_key: paths.expand(&checkpoint_key),
-            checkpoint_file: checkpoint_file.map(|f| paths.expand(&f)),
-            checkpoint_interval: Duration::from_secs(checkpoint_interval),
-            retain_days: u32::try_from(retain_days).unwrap_or(u32::MAX),
+            checkpoint_key: paths.expand(&log.checkpoint_key),
+            checkpoint_file: log.checkpoint_file.map(|f| paths.expand(&f)),
+            checkpoint_interval: log.checkpoint_interval,
+            retain_days: log.retain_days,
         },
+        state_dir: paths.state_dir,
     })
 }
 
