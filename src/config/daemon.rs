@@ -19,7 +19,7 @@ use serde::Deserialize;
 use toml::de::DeValue;
 
 use super::delivery::{DeliverySettings, SmtpSettings};
-use super::source::{ConfigError, Doc, Errors};
+use super::source::{ConfigError, Doc, Errors, Layer};
 use super::{Mode, Overrides, Paths, Source};
 use crate::domain::ids::CaId;
 use crate::domain::subject::SubjectKey;
@@ -361,25 +361,30 @@ pub struct Materials {
 /// environment. The materials are `None` if any of them failed (with the errors recorded).
 /// The state directory as configured, even when other settings are wrong, so that paths under
 /// it (key files named in the registry) are checked where they really are.
-pub(super) fn state_dir_hint(
-    defaults: &Source,
-    file: Option<&Source>,
+fn state_dir_hint(
+    defaults: Option<&Layer>,
+    file: Option<&Layer>,
     env: &HashMap<String, String>,
     overrides: &Overrides,
 ) -> PathBuf {
-    let from_toml = |src: &Source| {
-        toml::from_str::<toml::Table>(&src.text).ok().and_then(|t| {
-            t.get("state_dir")
-                .and_then(|v| v.as_str().map(str::to_owned))
-        })
-    };
     overrides
         .state_dir
         .clone()
         .or_else(|| env.get(&env_var_for("state_dir")).map(PathBuf::from))
-        .or_else(|| file.and_then(from_toml).map(PathBuf::from))
-        .or_else(|| from_toml(defaults).map(PathBuf::from))
+        .or_else(|| file.and_then(|l| l.string("state_dir")).map(PathBuf::from))
+        .or_else(|| {
+            defaults
+                .and_then(|l| l.string("state_dir"))
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from("postern-state"))
+}
+
+/// What reading the daemon settings gave: the settings and their files' contents if all is
+/// well, and in any case the state directory as far as it is known.
+pub(super) struct Loaded {
+    pub daemon: Option<(Daemon, Option<Materials>)>,
+    pub state_dir_hint: PathBuf,
 }
 
 pub(super) fn load(
@@ -387,12 +392,41 @@ pub(super) fn load(
     file: Option<&Source>,
     env: &HashMap<String, String>,
     overrides: &Overrides,
+    secrets: Secrets<'_>,
+    errors: &mut Errors,
+) -> Loaded {
+    let defaults_doc = Doc::parse(&defaults.name, &defaults.text, errors);
+    let file_doc = file.and_then(|f| Doc::parse(&f.name, &f.text, errors));
+    // Each file is parsed once: the same trees give the `config` layers and the lines.
+    let defaults_layer = defaults_doc.as_ref().map(Layer::of);
+    let file_layer = file_doc.as_ref().map(Layer::of);
+    let state_dir_hint =
+        state_dir_hint(defaults_layer.as_ref(), file_layer.as_ref(), env, overrides);
+    let daemon = settings(
+        (defaults_doc, defaults_layer),
+        (file_doc, file_layer),
+        env,
+        overrides,
+        secrets,
+        errors,
+    );
+    Loaded {
+        daemon,
+        state_dir_hint,
+    }
+}
+
+type Parsed<'a> = (Option<Doc<'a>>, Option<Layer>);
+
+fn settings(
+    (defaults_doc, defaults_layer): Parsed<'_>,
+    (file_doc, file_layer): Parsed<'_>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
     mut secrets: Secrets<'_>,
     errors: &mut Errors,
 ) -> Option<(Daemon, Option<Materials>)> {
     let before = errors.0.len();
-    let defaults_doc = Doc::parse(&defaults.name, &defaults.text, errors);
-    let file_doc = file.and_then(|f| Doc::parse(&f.name, &f.text, errors));
     if let Some(doc) = &file_doc {
         check_file(doc, errors);
     }
@@ -417,12 +451,9 @@ pub(super) fn load(
         return None;
     }
 
-    let mut builder = config::Config::builder().add_source(config::File::from_str(
-        &defaults.text,
-        config::FileFormat::Toml,
-    ));
-    if let Some(f) = file {
-        builder = builder.add_source(config::File::from_str(&f.text, config::FileFormat::Toml));
+    let mut builder = config::Config::builder().add_source(defaults_layer?);
+    if let Some(layer) = file_layer {
+        builder = builder.add_source(layer);
     }
     let env_source = config::Environment::with_prefix("POSTERN")
         .prefix_separator("_")

@@ -304,7 +304,7 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
         credentials_dir: credentials_dir.clone(),
         unchecked: &mut unchecked,
     };
-    let daemon_and_materials = daemon::load(
+    let loaded = daemon::load(
         &defaults,
         file.as_ref(),
         &env,
@@ -312,12 +312,12 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
         secrets,
         &mut errors,
     );
+    let daemon_and_materials = loaded.daemon;
 
     // The registry is read even when the daemon settings failed, so that one run reports both.
     let state_dir = daemon_and_materials
         .as_ref()
-        .map(|(d, _)| d.state_dir.clone())
-        .unwrap_or_else(|| daemon::state_dir_hint(&defaults, file.as_ref(), &env, &overrides));
+        .map_or(loaded.state_dir_hint, |(d, _)| d.state_dir.clone());
     let paths = Paths {
         state_dir,
         config_dir: overrides.config_dir.clone(),

@@ -263,6 +263,70 @@ impl<'a> Doc<'a> {
     }
 }
 
+/// A parsed file as a layer of the `config` crate (which layers the defaults, the user's file
+/// and the environment), so that the TOML is parsed once: the same tree gives the layer its
+/// values and the errors their lines.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    map: config::Map<String, config::Value>,
+}
+
+impl Layer {
+    pub fn of(doc: &Doc<'_>) -> Self {
+        let origin = doc.name.clone();
+        let map = doc
+            .root
+            .get_ref()
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), layer_value(&origin, v.get_ref())))
+            .collect();
+        Layer { map }
+    }
+
+    /// A top-level string setting, e.g. `state_dir`.
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.map.get(key).and_then(|v| v.clone().into_string().ok())
+    }
+}
+
+impl config::Source for Layer {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        Ok(self.map.clone())
+    }
+}
+
+fn layer_value(origin: &String, v: &DeValue<'_>) -> config::Value {
+    use config::ValueKind as K;
+    let kind = match v {
+        DeValue::String(s) => K::String(s.to_string()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            match i64::from_str_radix(&digits, i.radix()) {
+                Ok(n) => K::I64(n),
+                // Out of range for i64: kept as text, so that a typed field reports it.
+                Err(_) => K::String(i.to_string()),
+            }
+        }
+        DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
+            Ok(x) => K::Float(x),
+            Err(_) => K::String(f.as_str().to_owned()),
+        },
+        DeValue::Boolean(b) => K::Boolean(*b),
+        DeValue::Datetime(d) => K::String(d.to_string()),
+        DeValue::Array(a) => K::Array(a.iter().map(|x| layer_value(origin, x.get_ref())).collect()),
+        DeValue::Table(t) => K::Table(
+            t.iter()
+                .map(|(k, x)| (k.get_ref().to_string(), layer_value(origin, x.get_ref())))
+                .collect(),
+        ),
+    };
+    config::Value::new(Some(origin), kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +366,29 @@ mod tests {
         assert_eq!(errors.0.len(), 1);
         assert_eq!(errors.0[0].line, Some(2));
         assert!(errors.0[0].to_string().starts_with("bad.toml:2:"));
+    }
+
+    #[test]
+    fn a_parsed_file_layers_the_values_it_holds() {
+        use config::Source;
+        let text = "state_dir = \"/var/lib/postern\"\n[limits]\nmax_payload_bytes = 1_048_576\nmask = 0xff\nratio = 0.5\non = true\nlist = [\"a\", \"b\"]\nwhen = 2026-12-02\n";
+        let mut errors = Errors::default();
+        let doc = Doc::parse("f.toml", text, &mut errors).unwrap();
+        let layer = Layer::of(&doc);
+        assert_eq!(
+            layer.string("state_dir").as_deref(),
+            Some("/var/lib/postern")
+        );
+        let map = layer.collect().unwrap();
+        let limits = map["limits"].clone().into_table().unwrap();
+        assert_eq!(
+            limits["max_payload_bytes"].clone().into_int().unwrap(),
+            1_048_576
+        );
+        assert_eq!(limits["mask"].clone().into_int().unwrap(), 255);
+        assert_eq!(limits["ratio"].clone().into_float().unwrap(), 0.5);
+        assert!(limits["on"].clone().into_bool().unwrap());
+        assert_eq!(limits["list"].clone().into_array().unwrap().len(), 2);
+        assert_eq!(limits["when"].clone().into_string().unwrap(), "2026-12-02");
     }
 }
