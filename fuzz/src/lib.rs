@@ -14,16 +14,16 @@ use http::{HeaderName, HeaderValue};
 use postern_gateway::config::registry::{RegistrySources, load};
 use postern_gateway::config::{Limits, Paths, Source, embedded_demo};
 use postern_gateway::deliver::Wake;
-use postern_gateway::runtime::devkit;
 use postern_gateway::domain::envelope::{Envelope, ParseContext, Practitioner, Request, Retention};
 use postern_gateway::domain::ids::{OrgId, PeerId};
 use postern_gateway::domain::marking::MarkingScheme;
 use postern_gateway::domain::policy::Rule;
 use postern_gateway::domain::registry::{CertFingerprint, Principal, Registry};
 use postern_gateway::domain::subject::{SubjectKey, SubjectRef};
-use postern_gateway::ingest::problem::{CODES, Problem};
+use postern_gateway::ingest::problem::{Problem, ProblemCode};
 use postern_gateway::ingest::{App, Caller, router};
 use postern_gateway::live::Live;
+use postern_gateway::runtime::devkit;
 use postern_gateway::store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -395,7 +395,9 @@ pub fn check_answer(a: &Answer) {
         let p: Problem = serde_json::from_slice(&a.body)
             .unwrap_or_else(|e| panic!("a {} answer is not a problem document: {e}", a.status));
         assert_eq!(p.status, a.status, "{p:?}");
-        let documented = CODES.contains(&(p.code.as_str(), p.status))
+        let documented = ProblemCode::ALL
+            .iter()
+            .any(|c| c.code() == p.code && c.status() == p.status)
             || (p.status == 403 && Rule::ALL.iter().any(|r| r.refusal_code() == p.code));
         assert!(documented, "undocumented problem code: {p:?}");
     } else {

@@ -10,9 +10,9 @@
 //! `postern check-config` runs, which may not be able to see the service's systemd credentials.
 
 pub mod daemon;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod registry;
-pub mod source;
+pub(crate) mod source;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -87,14 +87,6 @@ impl Errors {
             message: message.into(),
         });
     }
-
-    pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigErrors(self.0))
-        }
-    }
 }
 
 /// 1-based line and column of a byte offset.

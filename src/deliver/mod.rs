@@ -16,11 +16,11 @@
 //! - Once every recipient of a transfer is delivered or dead, its sealed payload is deleted
 //!   after a grace period.
 
-pub mod email;
+pub(crate) mod email;
 mod failure;
-pub mod https;
-pub mod reseal;
-pub mod retry;
+pub(crate) mod https;
+pub(crate) mod reseal;
+pub(crate) mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,11 +3,11 @@
 //! everything the core needs is passed in, so every rule is tested without a socket.
 
 pub mod decision;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod envelope;
 mod fields;
 pub mod ids;
-pub mod inbound;
+pub(crate) mod inbound;
 pub mod lawful;
 pub mod marking;
 pub mod policy;

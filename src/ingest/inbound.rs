@@ -617,3 +617,39 @@ fn inbound_problem(rule: inbound::InboundRule, detail: String) -> Problem {
         I::PurposeKnown => Problem::policy(Rule::PurposeKnown, detail),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inbound::InboundRule as I;
+
+    #[test]
+    fn an_inbound_refusal_answers_with_its_status_and_code() {
+        for (rule, status, code) in [
+            (I::PeerRegistered, 403, "not_a_peer"),
+            (I::SenderPermitted, 403, "sender_not_permitted"),
+            (I::RecipientHere, 422, "recipient_not_here"),
+            (I::MarkingRecognised, 422, "invalid_inbound"),
+            (I::RetentionValid, 422, "invalid_inbound"),
+            (
+                I::MarkingWithinGateway,
+                403,
+                Rule::MarkingWithinGateway.refusal_code(),
+            ),
+            (
+                I::MarkingWithinClearance,
+                403,
+                Rule::MarkingWithinClearance.refusal_code(),
+            ),
+            (
+                I::MarkingWithinChannel,
+                403,
+                Rule::MarkingWithinChannel.refusal_code(),
+            ),
+            (I::PurposeKnown, 403, Rule::PurposeKnown.refusal_code()),
+        ] {
+            let p = inbound_problem(rule, "d".into());
+            assert_eq!((p.status, p.code.as_str()), (status, code), "{rule:?}");
+        }
+    }
+}

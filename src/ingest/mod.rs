@@ -12,14 +12,14 @@
 //! One client address may hold only so many connections and unfinished handshakes
 //! ([`sources`]), so that a flood from one address cannot starve the others.
 
-pub mod caller;
+pub(crate) mod caller;
 pub mod decisions;
 pub mod inbound;
 mod linger;
 mod parse_errors;
 pub mod problem;
 pub mod routes;
-pub mod sources;
+pub(crate) mod sources;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -91,8 +91,9 @@ impl Sources {
         }
     }
 
-    /// Sources being tracked (for tests).
-    pub fn tracked(&self) -> usize {
+    /// Sources being tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.counts.lock().map(|c| c.len()).unwrap_or(0)
     }
 }

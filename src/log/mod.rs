@@ -2,8 +2,8 @@
 //! chain, and the pure verification behind `postern log verify` ([`verify`]). The store appends
 //! records and keeps checkpoints ([`crate::store`]); nothing here does IO beyond key files.
 
-pub mod key;
-pub mod record;
+pub(crate) mod key;
+pub(crate) mod record;
 pub mod verify;
 
 pub use record::*;

@@ -22,9 +22,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod checkpoint;
-pub mod decisions;
+pub(crate) mod decisions;
 pub mod inbox;
-pub mod queue;
+pub(crate) mod queue;
 pub mod search;
 pub mod upload;
 
