@@ -181,9 +181,16 @@ fn sql_lives_in_the_store() {
         })
         .filter(|f| {
             let code = std::fs::read_to_string(f).expect("read");
-            ["rusqlite", "prepare_cached(", "query_row(", "query_map("]
-                .iter()
-                .any(|sql| code.contains(sql))
+            [
+                "rusqlite",
+                "prepare_cached(",
+                "query_row(",
+                "query_map(",
+                ".execute(",
+                "execute_batch(",
+            ]
+            .iter()
+            .any(|sql| code.contains(sql))
         })
         .map(|f| f.display().to_string())
         .collect();
