@@ -894,3 +894,70 @@ async fn a_payload_too_large_for_email_is_refused_at_submission() {
     assert_eq!(fits.status, 202, "{}", String::from_utf8_lossy(&fits.body));
     server.stop().await;
 }
+
+/// A queued delivery whose row no longer parses (a damaged database) is ended, alone: the
+/// worker goes on with the others instead of meeting it again at every sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_queued_delivery_is_ended_and_the_rest_go_on() {
+    let (l, port) = listener().await;
+    drop(l); // the relay is down: both deliveries wait
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ));
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let answer = submit(&mut police, &to_council(), vec![4; 100], None).await;
+        assert_eq!(answer.status, 202);
+        ids.push(
+            json(&answer)["transfer_id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    server.stop().await;
+    // Damage the first transfer's sender while the gateway is stopped.
+    let db = postern_gateway::store::db_path(&d.state_dir);
+    let c = rusqlite::Connection::open(db).expect("open");
+    c.execute(
+        "UPDATE transfers SET sender = 'not an id!' WHERE id = ?1",
+        [&ids[0]],
+    )
+    .expect("damage");
+    drop(c);
+
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    common::eventually(20, "the damaged delivery to end", || {
+        let state: (String, Option<String>) = d
+            .reader()
+            .conn()
+            .query_row(
+                "SELECT state, last_error FROM deliveries WHERE transfer_id = ?1",
+                [&ids[0]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row");
+        async move { (state.0 == "dead").then_some(state.1) }
+    })
+    .await
+    .filter(|e| e.contains("damaged"))
+    .expect("ended as damaged");
+    // The other goes on being tried.
+    wait_recipient(
+        &mut police,
+        &ids[1],
+        "northshire-cc",
+        "another attempt",
+        |s| s["state"] == "retrying" && s["attempts"].as_i64() >= Some(2),
+    )
+    .await;
+    server.stop().await;
+}

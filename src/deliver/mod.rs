@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::clock;
 use crate::config::{DeliverySettings, SmtpSettings};
-use crate::domain::ids::{OrgId, TransferId};
+use crate::domain::ids::TransferId;
 use crate::domain::registry::{Channel, Registry};
 use crate::inbox::{self, InboundMeta};
 use crate::live::Live;
@@ -245,12 +245,12 @@ impl Deliverer {
 /// Keeps track of attempts in flight: how many per recipient, and which deliveries.
 #[derive(Default)]
 struct InFlight {
-    per_recipient: Mutex<HashMap<OrgId, usize>>,
-    deliveries: Mutex<std::collections::HashSet<(TransferId, OrgId)>>,
+    per_recipient: Mutex<HashMap<String, usize>>,
+    deliveries: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl InFlight {
-    fn count(&self, r: &OrgId) -> usize {
+    fn count(&self, r: &str) -> usize {
         self.per_recipient
             .lock()
             .map(|m| m.get(r).copied().unwrap_or(0))
@@ -260,27 +260,27 @@ impl InFlight {
     fn start(&self, d: &Due) {
         self.add(&d.recipient, 1);
         if let Ok(mut s) = self.deliveries.lock() {
-            s.insert((d.transfer_id, d.recipient.clone()));
+            s.insert((d.transfer_id.clone(), d.recipient.clone()));
         }
     }
 
     fn end(&self, d: &Due) {
         self.add(&d.recipient, -1);
         if let Ok(mut s) = self.deliveries.lock() {
-            s.remove(&(d.transfer_id, d.recipient.clone()));
+            s.remove(&(d.transfer_id.clone(), d.recipient.clone()));
         }
     }
 
     fn holds(&self, d: &Due) -> bool {
         self.deliveries
             .lock()
-            .map(|s| s.contains(&(d.transfer_id, d.recipient.clone())))
+            .map(|s| s.contains(&(d.transfer_id.clone(), d.recipient.clone())))
             .unwrap_or(true)
     }
 
-    fn add(&self, r: &OrgId, delta: isize) {
+    fn add(&self, r: &str, delta: isize) {
         if let Ok(mut m) = self.per_recipient.lock() {
-            let e = m.entry(r.clone()).or_insert(0);
+            let e = m.entry(r.to_owned()).or_insert(0);
             *e = e.saturating_add_signed(delta);
             if *e == 0 {
                 m.remove(r);
@@ -452,7 +452,7 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
         .read(move |c| queue::due(c, &now2, free * 4))
         .await?;
     let mut chosen = Vec::new();
-    let mut planned: HashMap<OrgId, usize> = HashMap::new();
+    let mut planned: HashMap<String, usize> = HashMap::new();
     for c in candidates {
         let p = planned.entry(c.recipient.clone()).or_insert(0);
         if in_flight.count(&c.recipient) + *p < d.settings.per_recipient && chosen.len() < free {
@@ -477,10 +477,29 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
 }
 
 async fn run_one(d: &Arc<Deliverer>, due: &Due) {
-    let (t, r) = (due.transfer_id.to_string(), due.recipient.to_string());
+    let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
     let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
         Ok(Some(j)) => j,
         Ok(None) => return,
+        Err(StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(_, _, why))) => {
+            // A damaged row (an id or time that does not parse) will not mend by retrying: end
+            // it, so that it does not come round again every sweep. `log verify` reports the
+            // damage itself.
+            tracing::error!(transfer_id = %due.transfer_id, error = %why, "a queued delivery's row is damaged; it is marked dead");
+            let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
+            let at = clock::stamp(clock::now());
+            let finish = Finish::Dead {
+                error: format!("the queued delivery's row is damaged: {why}"),
+            };
+            if let Err(e) = d
+                .store
+                .write(false, move |tx| tx.finish_delivery(&t, &r, &finish, &at))
+                .await
+            {
+                tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not end a damaged delivery");
+            }
+            return;
+        }
         Err(e) => {
             tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not load a delivery");
             return;

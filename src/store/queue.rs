@@ -11,8 +11,10 @@ use crate::domain::ids::{OrgId, TransferId};
 /// A delivery that is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
-    pub transfer_id: TransferId,
-    pub recipient: OrgId,
+    // Kept as the rows hold them: one damaged row must not stop the worker's whole batch (the
+    // job it names is parsed, and refused alone, when it is loaded).
+    pub transfer_id: String,
+    pub recipient: String,
 }
 
 /// What an attempt needs about its transfer.
@@ -64,8 +66,8 @@ pub fn due(conn: &Connection, now: &str, limit: usize) -> Result<Vec<Due>, Store
         params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
         |r| {
             Ok(Due {
-                transfer_id: parsed(r, 0)?,
-                recipient: parsed(r, 1)?,
+                transfer_id: r.get(0)?,
+                recipient: r.get(1)?,
             })
         },
     )?;
@@ -151,8 +153,8 @@ pub fn stale_in_flight(conn: &Connection, before: &str) -> Result<Vec<Due>, Stor
     )?;
     let rows = stmt.query_map(params![before], |r| {
         Ok(Due {
-            transfer_id: parsed(r, 0)?,
-            recipient: parsed(r, 1)?,
+            transfer_id: r.get(0)?,
+            recipient: r.get(1)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -192,7 +194,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, updated_at = ?3, last_error = 'interrupted: the outcome of the last attempt could not be recorded' WHERE transfer_id = ?1 AND recipient = ?2 AND state = 'delivering'",
             )?
-            .execute(params![d.transfer_id.to_string(), d.recipient.as_str(), now])?;
+            .execute(params![d.transfer_id, d.recipient, now])?;
         Ok(n == 1)
     }
 
@@ -204,7 +206,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3 WHERE transfer_id = ?1 AND recipient = ?2 AND state IN ('queued', 'retrying')",
             )?
-            .execute(params![d.transfer_id.to_string(), d.recipient.as_str(), now])?;
+            .execute(params![d.transfer_id, d.recipient, now])?;
         Ok(n == 1)
     }
 
