@@ -2,7 +2,7 @@
 //! share, with its reasons), `GET /v1/decisions/{id}` (that record, for the organisation that
 //! decided), and `POST /v1/transfers/{id}/rationale` (the justification of an urgent share,
 //! added by its sender after the share). Also the lookup a correction needs before its policy
-//! decision (see [`crate::store::decisions::corrected`]).
+//! decision (see `crate::store::decisions::corrected`).
 //!
 //! The bodies are small JSON documents, validated by [`crate::domain::decision`]; each decision
 //! is appended to the transfer log by the store's single writer, and answered only once durable.

@@ -7,10 +7,10 @@
 //! connection handshakes with the configuration current at that moment, so a reload (a rotated
 //! certificate, a new CA or CRL) applies to new connections; established connections keep their
 //! TLS session, but each of their requests is authenticated again against what is in force
-//! (see [`ConnectionAuth`]), so a revoked certificate or a removed identity stops at once.
+//! (see `ConnectionAuth`), so a revoked certificate or a removed identity stops at once.
 //!
 //! One client address may hold only so many connections and unfinished handshakes
-//! ([`sources`]), so that a flood from one address cannot starve the others.
+//! (`sources`), so that a flood from one address cannot starve the others.
 
 pub(crate) mod caller;
 pub mod decisions;

@@ -1,6 +1,6 @@
 //! The API handlers: `POST /v1/transfers` (accept, decide, seal, spool, record) and
 //! `GET /v1/transfers/{id}`. The caller is already authenticated: the TLS layer put its
-//! caller on the request (see [`super::caller`]), and no request without one reaches these handlers.
+//! caller on the request (see `super::caller`), and no request without one reaches these handlers.
 //!
 //! A transfer with `correction_of` is a correction: before the policy decision, the transfer it
 //! corrects is looked up, the correction is refused unless its sender sent that transfer or

@@ -1,4 +1,4 @@
-//! The transfer log's records and their checking: what a record holds ([`record`]), how records
+//! The transfer log's records and their checking: what a record holds (`record`), how records
 //! chain, and the pure verification behind `postern log verify` ([`verify`]). The store appends
 //! records and keeps checkpoints ([`crate::store`]); nothing here does IO beyond key files.
 

@@ -623,7 +623,7 @@ pub fn verify(conn: &Connection, keys: &[PublicKey]) -> Result<Report, StoreErro
     verify_with(conn, keys, &[]).map(|(r, _)| r)
 }
 
-/// As [`verify`], taking into account checkpoints kept outside the database (the checkpoint
+/// As `verify`, taking into account checkpoints kept outside the database (the checkpoint
 /// file): a log cut short together with its newest checkpoints is still caught by them. Returns
 /// the report and how many of `external` were used.
 pub fn verify_with(
