@@ -481,7 +481,8 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
         Ok(Some(j)) => j,
         Ok(None) => return,
-        Err(StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(_, _, why))) => {
+        Err(e) if e.damaged_row().is_some() => {
+            let why = e.damaged_row().unwrap_or_default();
             // A damaged row (an id or time that does not parse) will not mend by retrying: end
             // it, so that it does not come round again every sweep. `log verify` reports the
             // damage itself.

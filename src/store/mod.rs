@@ -76,6 +76,17 @@ pub fn io_full(e: &std::io::Error) -> bool {
 }
 
 impl StoreError {
+    /// Why a row could not be read as its type (an id or time that does not parse), if that is
+    /// what this is: a damaged row, which retrying will not mend.
+    pub fn damaged_row(&self) -> Option<String> {
+        match self {
+            StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(_, _, why)) => {
+                Some(why.to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the store failed because the disk is full: a condition the caller answers with
     /// 507 (and a delivery retries), never a 500.
     pub fn is_full(&self) -> bool {
