@@ -59,6 +59,19 @@ fn last_attempt(d: &Deployment) -> Value {
         .expect("an attempt")
 }
 
+/// A deployment whose email goes to the relay at `port` over STARTTLS (trusting the
+/// deployment's own CA), with fast retries and any further `[delivery]` lines in `extra`.
+fn with_relay(port: u16, extra: &str) -> Deployment {
+    Deployment::with_daemon(&format!(
+        "{}{FAST}{extra}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "starttls"
+        )
+    ))
+}
+
 async fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = l.local_addr().expect("addr").port();
@@ -205,14 +218,7 @@ async fn email_is_sealed_for_its_recipient_alone_and_sent_over_starttls() {
 async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
     // No STARTTLS offered: the gateway never falls back to plaintext, and keeps trying.
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     let plain = SmtpSink::start(l, SinkOptions::default()).expect("sink");
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
@@ -245,14 +251,7 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
 
     // STARTTLS, but a certificate from a CA the gateway was not told to trust: dead at once.
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     let foreign = postern_gateway::pki::Ca::generate("Someone else's CA").expect("ca");
     let impostor = sink(l, &foreign, SinkOptions::default());
     let server = d.start().await;
@@ -284,14 +283,7 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
 async fn a_relay_that_is_down_gets_the_message_after_a_retry() {
     let (l, port) = listener().await;
     drop(l); // nobody listens yet
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
     let data = payload(2000, 22);
@@ -348,14 +340,7 @@ async fn a_relay_that_is_down_gets_the_message_after_a_retry() {
 async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
     // 451 twice, then accepted.
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     let smtp = sink(
         l,
         &d.ca(),
@@ -380,14 +365,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
 
     // 550: dead after one attempt.
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     let _smtp = sink(
         l,
         &d.ca(),
@@ -417,14 +395,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
     // A relay that never answers, and a lifetime of one second: dead, with its reason recorded.
     let (l, port) = listener().await;
     drop(l);
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}lifetime_secs = 1\n",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "lifetime_secs = 1\n");
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
     let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
@@ -464,14 +435,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_only_recipient_gets_plain_attachments_and_only_up_to_its_ceiling() {
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     d.rewrite(
         "organisations.toml",
         "address = \"childrens.services@northshire-cc.example\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-cc.pub\"",
@@ -901,14 +865,7 @@ async fn a_payload_too_large_for_email_is_refused_at_submission() {
 async fn a_damaged_queued_delivery_is_ended_and_the_rest_go_on() {
     let (l, port) = listener().await;
     drop(l); // the relay is down: both deliveries wait
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "starttls"
-        )
-    ));
+    let d = with_relay(port, "");
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
     let mut ids = Vec::new();

@@ -476,33 +476,38 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
         .await
 }
 
+/// Ends a delivery whose queued row cannot be read, as dead, with why.
+async fn end_damaged(d: &Deliverer, due: &Due, why: &str) {
+    tracing::error!(transfer_id = %due.transfer_id, error = %why, "a queued delivery's row is damaged; it is marked dead");
+    let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
+    let at = clock::stamp(clock::now());
+    let finish = Finish::Dead {
+        error: format!("the queued delivery's row is damaged: {why}"),
+    };
+    if let Err(e) = d
+        .store
+        .write(false, move |tx| tx.finish_delivery(&t, &r, &finish, &at))
+        .await
+    {
+        tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not end a damaged delivery");
+    }
+}
+
 async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
     let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
         Ok(Some(j)) => j,
         Ok(None) => return,
-        Err(e) if e.damaged_row().is_some() => {
-            let why = e.damaged_row().unwrap_or_default();
-            // A damaged row (an id or time that does not parse) will not mend by retrying: end
-            // it, so that it does not come round again every sweep. `log verify` reports the
-            // damage itself.
-            tracing::error!(transfer_id = %due.transfer_id, error = %why, "a queued delivery's row is damaged; it is marked dead");
-            let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
-            let at = clock::stamp(clock::now());
-            let finish = Finish::Dead {
-                error: format!("the queued delivery's row is damaged: {why}"),
-            };
-            if let Err(e) = d
-                .store
-                .write(false, move |tx| tx.finish_delivery(&t, &r, &finish, &at))
-                .await
-            {
-                tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not end a damaged delivery");
-            }
-            return;
-        }
         Err(e) => {
-            tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not load a delivery");
+            match e.damaged_row() {
+                // A damaged row (an id or time that does not parse) will not mend by retrying:
+                // end it, so that it does not come round again every sweep. `log verify`
+                // reports the damage itself.
+                Some(why) => end_damaged(d, due, &why).await,
+                None => {
+                    tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not load a delivery");
+                }
+            }
             return;
         }
     };
