@@ -12,6 +12,7 @@
 //! store (queue) ──▶ deliver ──▶ reseal for the recipient ──▶ email / mTLS HTTPS / inbox
 //! peer ──mTLS──▶ ingest::inbound ──▶ domain::inbound (policy again) ──▶ inbox ──▶ the organisation
 //! every decision and attempt ──▶ log (records, chain, verification) kept by store (checkpoints)
+//! person ──HTTPS──▶ web (sign-in by emailed code, session) ──▶ question pages ──▶ ingest's path
 //! ```
 //!
 //! | folder | what lives there |
@@ -28,6 +29,7 @@
 //! | [`inbox`] | receiving a sealed transfer into an organisation's inbox |
 //! | [`deliver`] | the delivery worker, retries, one module per channel |
 //! | [`ingest`] | the API listener: routes, upload, inbound, problem codes |
+//! | [`web`] | the people's pages: sign-in, sessions, the share flow, "your shares" |
 //! | [`runtime`] | the daemon assembled: reload, shutdown, ops listener, logging, dev material |
 //! | `testkit` | (feature `testkit`) the tests' SMTP server and synthetic log; not the product |
 //!
@@ -52,3 +54,4 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
+pub mod web;

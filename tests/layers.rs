@@ -33,6 +33,8 @@ const LAYERS: &[&[&str]] = &[
     &["deliver"],
     // the API listener
     &["ingest"],
+    // the people's pages: sign-in, sessions, the share flow (on ingest's path)
+    &["web"],
     // daemon assembly, reload, ops listener, logging, development material
     &["runtime"],
     // tests' and benchmarks' tools: may use anything, used by nothing

@@ -39,6 +39,7 @@ fn entry(n: usize, at: &str, transfer: Option<TransferId>) -> LogEntry {
         sender: SenderRecord {
             org: "northshire-cc".parse().unwrap(),
             certificate: format!("sha256:{}", "0".repeat(64)),
+            person: None,
         },
         recipients: vec!["northshire-police".parse().unwrap()],
         purpose: None,
@@ -792,6 +793,7 @@ fn append_forged(db: &Connection) -> i64 {
         sender: SenderRecord {
             org: "northshire-cc".parse().unwrap(),
             certificate: format!("sha256:{}", "0".repeat(64)),
+            person: None,
         },
         recipients: vec!["northshire-police".parse().unwrap()],
         purpose: None,

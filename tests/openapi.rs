@@ -2835,6 +2835,7 @@ fn declined_record(set_optional: bool) -> DeclinedRecord {
         sender: SenderRecord {
             org: org("northshire-cc"),
             certificate: "sha256:00".into(),
+            person: None,
         },
         recipients: vec![org("northshire-police")],
         purpose: set_optional.then(|| "p".into()),

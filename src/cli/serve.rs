@@ -37,6 +37,9 @@ pub struct DemoArgs {
     /// The API listener (loopback).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
+    /// The people's pages (loopback).
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    web_listen: SocketAddr,
     /// Registry directory; defaults to ./config/demo if present, else the copy built into the binary.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -110,6 +113,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         overrides: Overrides {
             state_dir: a.state_dir,
             listen: a.listen,
+            web_listen: None,
             config_dir: None,
             demo: false,
         },
@@ -223,6 +227,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         overrides: Overrides {
             state_dir: Some(a.state_dir.clone()),
             listen: Some(a.listen),
+            web_listen: Some(a.web_listen),
             config_dir: None,
             demo: true,
         },
@@ -243,9 +248,11 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    let prepared = prepared.print_sign_in_codes();
     print_banner(
         &a.state_dir,
         (prepared.addr, prepared.ops_addr),
+        prepared.web_addr,
         &envelope_path,
         &curl_envelope_path,
         &payload_path,
@@ -268,6 +275,7 @@ fn shell_quote(s: &str) -> String {
 fn print_banner(
     state_dir: &Path,
     (addr, ops): (SocketAddr, Option<SocketAddr>),
+    web: Option<SocketAddr>,
     envelope: &Path,
     curl_envelope: &Path,
     payload: &Path,
@@ -295,12 +303,23 @@ fn print_banner(
         || "none ([ops] listen is empty)".to_owned(),
         |a| format!("http://{a}/healthz, /readyz, /metrics"),
     );
+    let web = web.map_or_else(
+        || "none ([web] listen is empty)".to_owned(),
+        |a| format!("https://{a}/"),
+    );
     println!(
         "
 Postern demo gateway: {url}
+  web pages        {web}
   state directory  {state}  (SQLite store, sealed spool, development PKI and keys)
   organisations    {registry}
   health, metrics  {ops}
+
+In a browser (accept the development certificate's warning): open the web pages and sign in as
+the Riverside Youth Club's volunteer, sam@riverside-youth.example. The sign-in code is printed
+here (and written to the outbox), as an email would bring it. Then \"Share information about a
+child\" with the MASH, and follow it in \"Your shares\" until it says Delivered. The MASH's person
+is alex@northshire-mash.example.
 
 A referral from Riverside Youth Club (voluntary) to the MASH: accepted (it prints the transfer
 id), then delivered by mutual TLS to the MASH's inbox on this gateway's own inbound endpoint.

@@ -50,6 +50,15 @@ struct RawDaemon {
     smtp: Option<super::delivery::RawSmtp>,
     log: Option<RawLog>,
     ops: Option<RawOps>,
+    web: Option<RawWeb>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<String>,
+    session_idle_secs: Option<u64>,
+    session_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +198,18 @@ pub struct Daemon {
     pub delivery: DeliverySettings,
     pub smtp: SmtpSettings,
     pub log: LogSettings,
+    pub web: WebSettings,
+}
+
+/// `[web]`: the people's pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    /// `None` when `web.listen` is empty: no pages.
+    pub listen: Option<SocketAddr>,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however busy.
+    pub session_max: Duration,
 }
 
 pub use crate::tls::{Crl, TlsMaterial, TrustedCa};
@@ -340,10 +361,13 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
             "ops" => {
                 let _ = doc.deserialize::<RawOps>(v, key, errors);
             }
+            "web" => {
+                let _ = doc.deserialize::<RawWeb>(v, key, errors);
+            }
             other => errors.push(doc.error_at(
                 Some(k.span()),
                 Some(other.to_owned()),
-                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops",
+                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops, web",
             )),
         }
     }
@@ -477,6 +501,9 @@ fn settings(
     if let Some(addr) = overrides.listen {
         builder = builder.set_override("api.listen", addr.to_string()).ok()?;
     }
+    if let Some(addr) = overrides.web_listen {
+        builder = builder.set_override("web.listen", addr.to_string()).ok()?;
+    }
     let locator = Locator {
         defaults: defaults_doc,
         file: file_doc,
@@ -602,6 +629,22 @@ fn listeners(
         Some(l) => c.address(l, "ops.listen", "127.0.0.1:9464 (or empty for none)"),
     };
     (listen, ops)
+}
+
+/// `[web]`: the pages' address (empty: none) and how long sessions last.
+fn web_section(web: RawWeb, c: &mut Check<'_, '_>) -> Option<WebSettings> {
+    let listen = match web.listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) => Some(c.address(l, "web.listen", "127.0.0.1:8444 (or empty for none)")?),
+    };
+    // At least a minute, at most a day: a session is a person at a desk.
+    let idle = c.range(web.session_idle_secs, "web.session_idle_secs", 60, 86_400);
+    let max = c.range(web.session_max_secs, "web.session_max_secs", 60, 86_400);
+    Some(WebSettings {
+        listen,
+        session_idle: Duration::from_secs(idle?),
+        session_max: Duration::from_secs(max?),
+    })
 }
 
 /// `[tls]`, its paths not yet expanded.
@@ -757,6 +800,7 @@ fn validate(
     let subject_key = c.required(raw.subjects.unwrap_or_default().key, "subjects.key");
     let log = log_section(raw.log.unwrap_or_default(), &mut c);
     let limits = limits_section(raw.limits.unwrap_or_default(), &mut c);
+    let web = web_section(raw.web.unwrap_or_default(), &mut c);
 
     // Paths in [delivery] and [smtp] expand against the state directory too.
     let paths = Paths {
@@ -775,7 +819,7 @@ fn validate(
     if errors.0.len() > before {
         return None;
     }
-    let (state_dir, listen, tls, spool_identity, subject_key, log, limits) = (
+    let (state_dir, listen, tls, spool_identity, subject_key, log, limits, web) = (
         state_dir?,
         listen?,
         tls?,
@@ -783,6 +827,7 @@ fn validate(
         subject_key?,
         log?,
         limits?,
+        web?,
     );
     let paths = Paths { state_dir, ..paths };
     Some(Daemon {
@@ -816,6 +861,7 @@ fn validate(
             retain_days: log.retain_days,
         },
         state_dir: paths.state_dir,
+        web,
     })
 }
 

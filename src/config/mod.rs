@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use daemon::{Daemon, Limits, TlsMaterial};
+pub use daemon::{Daemon, Limits, TlsMaterial, WebSettings};
 pub use delivery::{DeliverySettings, Relay, SmtpSettings, SmtpTls};
 pub use source::{ConfigError, ConfigErrors};
 
@@ -38,6 +38,7 @@ pub mod embedded_demo {
     pub const ORGANISATIONS: &str = include_str!("../../config/demo/organisations.toml");
     pub const AGREEMENTS: &str = include_str!("../../config/demo/agreements.toml");
     pub const PEERS: &str = include_str!("../../config/demo/peers.toml");
+    pub const PEOPLE: &str = include_str!("../../config/demo/people.toml");
 }
 
 /// The text of one configuration file and the name to report it by.
@@ -85,6 +86,8 @@ pub fn hidden_credential(path: &Path) -> bool {
 pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// `demo --web-listen`.
+    pub web_listen: Option<SocketAddr>,
     /// Where the configuration was loaded from, for `${config_dir}`.
     pub config_dir: Option<PathBuf>,
     /// `postern demo`: development-only settings (the email outbox folder) are allowed.
@@ -96,6 +99,7 @@ impl Overrides {
         match path {
             "state_dir" if self.state_dir.is_some() => Some("--state-dir"),
             "api.listen" if self.listen.is_some() => Some("--listen"),
+            "web.listen" if self.web_listen.is_some() => Some("--web-listen"),
             _ => None,
         }
     }
@@ -278,6 +282,7 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
                     organisations: o,
                     agreements: a,
                     peers: read_file(&dir.join("peers.toml"), false, &mut errors),
+                    people: read_file(&dir.join("people.toml"), false, &mut errors),
                 }),
             )
         }
@@ -294,6 +299,7 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
                     organisations: Some(src("organisations.toml", embedded_demo::ORGANISATIONS)),
                     agreements: Some(src("agreements.toml", embedded_demo::AGREEMENTS)),
                     peers: Some(src("peers.toml", embedded_demo::PEERS)),
+                    people: Some(src("people.toml", embedded_demo::PEOPLE)),
                 }),
             )
         }

@@ -16,7 +16,7 @@ use crate::domain::lawful::LawfulBasis;
 use crate::domain::marking::{MarkingScheme, Rank, SchemeAt};
 use crate::domain::registry::{
     Agreement, CertFingerprint, Channel, ClientIdentity, Declared, Endpoint, OrgKind, Organisation,
-    Peer, Purpose, Registry, RegistryAt, RegistryError, Sector,
+    Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role, Sector,
 };
 
 /// Placeholder for this gateway's own API port in endpoint URLs (a gateway delivering to itself,
@@ -31,6 +31,8 @@ pub struct RegistrySources {
     pub agreements: Option<Source>,
     /// `peers.toml` is optional: without it no peer gateway may deliver to this one.
     pub peers: Option<Source>,
+    /// `people.toml` is optional: without it nobody signs in to the web pages.
+    pub people: Option<Source>,
 }
 
 impl RegistrySources {
@@ -239,6 +241,7 @@ pub fn load(
     let orgs_doc = parse_source(&src.organisations, &mut errors);
     let agreements_doc = parse_source(&src.agreements, &mut errors);
     let peers_doc = parse_source(&src.peers, &mut errors);
+    let people_doc = parse_source(&src.people, &mut errors);
 
     let scheme = marking_doc.as_ref().and_then(|d| marking(d, &mut errors));
     let (purposes, purpose_entries) = purposes_doc
@@ -274,6 +277,10 @@ pub fn load(
         organisations: declared_ids(&orgs_doc, "organisation"),
         purposes: declared_ids(&purposes_doc, "purpose"),
     };
+    let people = people_doc
+        .as_ref()
+        .map(|d| people(d, &declared, &mut errors))
+        .unwrap_or_default();
     // Where a problem of the registry (an error or a warning) is, in the files.
     let place = |p: RegistryError| {
         let (doc, entry) = match p.at {
@@ -299,6 +306,7 @@ pub fn load(
                 .cloned()
                 .filter_map(place)
                 .collect();
+            let registry = registry.with_people(people);
             return Ok(Loaded { registry, warnings });
         }
         Some(Err(problems)) => problems,
@@ -869,6 +877,80 @@ fn peers<'a>(
         }
     }
     (out, kept)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerson {
+    email: String,
+    name: String,
+    /// Their job, recorded as the practitioner's role in what they share.
+    title: String,
+    organisation: String,
+    roles: Vec<String>,
+}
+
+/// `people.toml`: who signs in to the web pages, for which organisation, with which roles.
+fn people(doc: &Doc<'_>, declared: &Declared, errors: &mut Errors) -> Vec<Person> {
+    doc.reject_unknown_top_level(&["person"], errors);
+    let mut out: Vec<Person> = Vec::new();
+    for (i, entry) in doc.entries("person", errors).iter().enumerate() {
+        let key = format!("person[{i}]");
+        let Some(raw) = doc.deserialize::<RawPerson>(entry, &key, errors) else {
+            continue;
+        };
+        let before = errors.0.len();
+        let mut bad = |field: &str, message: String| {
+            errors.push(doc.error_at(
+                doc.entry_field(entry, field),
+                Some(format!("{key}.{field}")),
+                message,
+            ));
+        };
+        let email = raw.email.trim().to_ascii_lowercase();
+        if !valid_email(&email) {
+            bad("email", format!("`{}` is not an email address", raw.email));
+        } else if out.iter().any(|p| p.email == email) {
+            bad("email", format!("`{email}` is listed twice: one entry per person"));
+        }
+        if raw.name.trim().is_empty() {
+            bad("name", "give the person's name".to_owned());
+        }
+        if raw.title.trim().is_empty() {
+            bad("title", "give the person's job, e.g. title = \"Youth worker\" (recorded as the practitioner's role)".to_owned());
+        }
+        let org = match raw.organisation.trim().parse::<OrgId>() {
+            Ok(o) if declared.organisations.contains(&o) => Some(o),
+            _ => {
+                bad("organisation", format!("`{}` is not an organisation in organisations.toml", raw.organisation));
+                None
+            }
+        };
+        let mut roles = std::collections::BTreeSet::new();
+        for r in &raw.roles {
+            match Role::parse(r.trim()) {
+                Some(role) => {
+                    roles.insert(role);
+                }
+                None => bad("roles", format!("`{r}` is not a role: use {}", Role::ALL.iter().map(|r| format!("\"{}\"", r.as_str())).collect::<Vec<_>>().join(" or "))),
+            }
+        }
+        if raw.roles.is_empty() {
+            bad("roles", "give at least one role: roles = [\"share\"] or [\"share\", \"receive\"]".to_owned());
+        }
+        if errors.0.len() == before
+            && let Some(org) = org
+        {
+            out.push(Person {
+                email,
+                name: raw.name.trim().to_owned(),
+                title: raw.title.trim().to_owned(),
+                org,
+                roles,
+            });
+        }
+    }
+    out
 }
 
 fn valid_email(a: &str) -> bool {

@@ -296,6 +296,60 @@ impl EmailChannel {
     }
 }
 
+/// Why a notice (a sign-in code, "something is waiting") could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    #[error("the address `{0}` cannot be written to")]
+    Address(String),
+    #[error("cannot compose the message: {0}")]
+    Compose(#[source] lettre::error::Error),
+    #[error("cannot write to the outbox: {0}")]
+    Outbox(#[source] std::io::Error),
+    #[error("no SMTP relay is configured")]
+    NoRelay,
+    #[error("{0}")]
+    Relays(String),
+}
+
+impl EmailChannel {
+    /// Sends a short plain-text notice to a person (a sign-in code, "a delivery is waiting"),
+    /// through the relays with TLS required like every delivery, or into the development
+    /// outbox as `notice-<name>.eml`. `name` must be unique per message.
+    pub async fn notice(
+        &self,
+        to: &str,
+        subject: &str,
+        body: String,
+        name: &str,
+    ) -> Result<(), NoticeError> {
+        let to_box: Mailbox = to
+            .parse()
+            .map_err(|_| NoticeError::Address(to.to_owned()))?;
+        let msg = Message::builder()
+            .from(self.from.clone())
+            .to(to_box)
+            .subject(subject)
+            .singlepart(SinglePart::plain(body))
+            .map_err(NoticeError::Compose)?;
+        if let Some(dir) = &self.outbox {
+            return write_outbox(dir, "notice", name, &msg.formatted())
+                .map(|_| ())
+                .map_err(NoticeError::Outbox);
+        }
+        if self.relays.is_empty() {
+            return Err(NoticeError::NoRelay);
+        }
+        let mut failures = Vec::new();
+        for relay in &self.relays {
+            match relay.transport.send(msg.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => failures.push(format!("relay {}: {}", relay.name, sentence(&e))),
+            }
+        }
+        Err(NoticeError::Relays(failures.join("; ")))
+    }
+}
+
 /// Whether a failure is a certificate that does not verify (as opposed to, say, a relay
 /// that closed the connection mid-handshake).
 fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {

@@ -392,6 +392,51 @@ pub struct Registry {
     peers: BTreeMap<PeerId, Peer>,
     claims: Claims,
     warnings: Vec<RegistryError>,
+    /// The people who sign in to the web pages, by their address in lower case.
+    people: BTreeMap<String, Person>,
+}
+
+/// What a person may do on the web pages, on behalf of their organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Share information and record decisions not to share.
+    Share,
+    /// Open what arrives for the organisation.
+    Receive,
+}
+
+impl Role {
+    pub const ALL: &'static [Role] = &[Role::Share, Role::Receive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Share => "share",
+            Role::Receive => "receive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.iter().copied().find(|r| r.as_str() == s)
+    }
+}
+
+/// A person who signs in to the web pages (`people.toml`). They act for their organisation:
+/// what they share is the organisation's share, and the envelope's practitioner is them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// Lower case; the address sign-in codes go to.
+    pub email: String,
+    pub name: String,
+    /// Their job, recorded as the practitioner's role.
+    pub title: String,
+    pub org: OrgId,
+    pub roles: BTreeSet<Role>,
+}
+
+impl Person {
+    pub fn may(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
 }
 
 impl Registry {
@@ -581,10 +626,30 @@ impl Registry {
                 peers: peer_map,
                 claims,
                 warnings,
+                people: BTreeMap::new(),
             })
         } else {
             Err(errors)
         }
+    }
+
+    /// Puts the people in (already checked by the configuration loader: unique addresses,
+    /// organisations that exist).
+    pub fn with_people(mut self, people: Vec<Person>) -> Self {
+        self.people = people
+            .into_iter()
+            .map(|p| (p.email.to_ascii_lowercase(), p))
+            .collect();
+        self
+    }
+
+    /// The person registered with this address (any case), if any.
+    pub fn person(&self, email: &str) -> Option<&Person> {
+        self.people.get(&email.trim().to_ascii_lowercase())
+    }
+
+    pub fn people(&self) -> impl Iterator<Item = &Person> {
+        self.people.values()
     }
 
     pub fn organisation(&self, id: &OrgId) -> Option<&Organisation> {

@@ -191,6 +191,7 @@ fn sender(peer: &OrgCaller) -> SenderRecord {
     SenderRecord {
         org: peer.org.clone(),
         certificate: peer.fingerprint.to_string(),
+        person: None,
     }
 }
 

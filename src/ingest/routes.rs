@@ -88,12 +88,33 @@ impl From<Problem> for Fail {
     }
 }
 
+/// Who submits a transfer: an organisation's system, by its client certificate, or a person
+/// signed in to the web pages on behalf of their organisation.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    pub org: crate::domain::ids::OrgId,
+    /// The client certificate's fingerprint; empty for a person.
+    pub certificate: String,
+    /// The person's registered address, for a share from the web pages.
+    pub person: Option<String>,
+}
+
+impl From<OrgCaller> for Submitter {
+    fn from(c: OrgCaller) -> Self {
+        Submitter {
+            org: c.org,
+            certificate: c.fingerprint.to_string(),
+            person: None,
+        }
+    }
+}
+
 struct Request {
     app: Arc<App>,
     /// The registry as it was when the request arrived: one request is decided, recorded and
     /// checked against one configuration, even if a reload happens meanwhile.
     registry: Arc<crate::domain::registry::Registry>,
-    peer: OrgCaller,
+    peer: Submitter,
     id: TransferId,
     received: OffsetDateTime,
     at: String,
@@ -162,16 +183,60 @@ pub async fn submit(
     let id = TransferId::from_uuid(uuid::Uuid::now_v7());
     // Everything logged while handling this request, here or in what it calls, carries the id.
     let span = tracing::info_span!("transfer", transfer_id = %id);
-    submit_as(app, peer, headers, body, id, received)
+    submit_as(app, peer.into(), headers, Source::Api(body), id, received)
         .instrument(span)
         .await
 }
 
+/// A share from the web pages: `envelope` is the JSON the pages built from the person's
+/// answers, and `payload` the form's file part, not yet read (the parts before it were the
+/// answers). It goes through exactly what `POST /v1/transfers` does after reading its envelope
+/// part (the idempotency key aside): the same decision, sealing, spooling and record, and the
+/// same answer (202 with [`Accepted`], or a problem).
+pub async fn submit_from_web(
+    app: Arc<App>,
+    person: Submitter,
+    headers: HeaderMap,
+    envelope: Vec<u8>,
+    form: multer::Multipart<'static>,
+    payload: multer::Field<'static>,
+) -> Response {
+    let received = OffsetDateTime::now_utc();
+    let id = TransferId::from_uuid(uuid::Uuid::now_v7());
+    let span = tracing::info_span!("transfer", transfer_id = %id);
+    submit_as(
+        app,
+        person,
+        headers,
+        Source::Web {
+            envelope,
+            form,
+            payload,
+        },
+        id,
+        received,
+    )
+    .instrument(span)
+    .await
+}
+
+/// Where a transfer's envelope and payload come from.
+enum Source {
+    /// `POST /v1/transfers`: a multipart body of `envelope` then `payload`.
+    Api(Body),
+    /// The web pages: the envelope they built, and the form's payload part.
+    Web {
+        envelope: Vec<u8>,
+        form: multer::Multipart<'static>,
+        payload: multer::Field<'static>,
+    },
+}
+
 async fn submit_as(
     app: Arc<App>,
-    peer: OrgCaller,
+    peer: Submitter,
     headers: HeaderMap,
-    body: Body,
+    body: Source,
     id: TransferId,
     received: OffsetDateTime,
 ) -> Response {
@@ -266,9 +331,8 @@ async fn next_chunk(
     }
 }
 
-async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Response, Fail> {
+async fn run(req: &mut Request, headers: &HeaderMap, body: Source) -> Result<Response, Fail> {
     let app = req.app.clone();
-    let limits = &app.limits;
     // Before a byte of the body is read.
     if let Some(short) = super::storage_short(&app, headers) {
         metrics::transfer_error(507);
@@ -279,7 +343,27 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         tracing::warn!(transfer_id = %req.id, "refusal not recorded: the disk is below half its reserve");
         return Err(Fail::answer(p.with_transfer(req.id).into_response()));
     }
-    req.idempotency_key = idempotency_key(headers)?;
+    match body {
+        Source::Api(body) => {
+            req.idempotency_key = idempotency_key(headers)?;
+            let (envelope, multipart) = envelope_part(req, headers, body).await?;
+            decide_and_seal(req, headers, envelope, multipart, None).await
+        }
+        Source::Web {
+            envelope,
+            form,
+            payload,
+        } => decide_and_seal(req, headers, envelope, form, Some(payload)).await,
+    }
+}
+
+/// The API's multipart body, read up to the end of its envelope part.
+async fn envelope_part(
+    req: &Request,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, multer::Multipart<'static>), Fail> {
+    let limits = &req.app.limits;
 
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -340,6 +424,21 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
         envelope_bytes.extend_from_slice(&chunk);
     }
     drop(field);
+    Ok((envelope_bytes, multipart))
+}
+
+/// Everything after the envelope is read: a repeat answered as before, the envelope parsed and
+/// decided before a payload byte is read, then the payload (the next part, or `payload` when
+/// the caller already found it) sealed into the spool, recorded and committed.
+async fn decide_and_seal(
+    req: &mut Request,
+    headers: &HeaderMap,
+    envelope_bytes: Vec<u8>,
+    mut multipart: multer::Multipart<'static>,
+    payload: Option<multer::Field<'static>>,
+) -> Result<Response, Fail> {
+    let app = req.app.clone();
+    let limits = &app.limits;
     let envelope_sha256 = hex::encode(Sha256::digest(&envelope_bytes));
     req.envelope_sha256 = Some(envelope_sha256.clone());
 
@@ -418,7 +517,11 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Body) -> Result<Respo
     };
 
     // 4. The payload part, streamed through age into the spool.
-    let mut field = match multipart.next_field().await {
+    let next = match payload {
+        Some(f) => Ok(Some(f)),
+        None => multipart.next_field().await,
+    };
+    let mut field = match next {
         Ok(Some(f)) if f.name() == Some("payload") => f,
         Ok(Some(_)) => {
             return Err(Problem::new(
@@ -523,7 +626,8 @@ impl Request {
 fn sender(req: &Request) -> SenderRecord {
     SenderRecord {
         org: req.peer.org.clone(),
-        certificate: req.peer.fingerprint.to_string(),
+        certificate: req.peer.certificate.clone(),
+        person: req.peer.person.clone(),
     }
 }
 

@@ -61,6 +61,8 @@ pub enum RecordKind {
     TransferFailed,
     /// An operator accepted a log head the gateway had not signed (`postern log accept-head`).
     HeadAccepted,
+    /// A person's sign-in, failed code or sign-out on the web pages (never the code itself).
+    PersonAccess,
 }
 
 impl RecordKind {
@@ -79,6 +81,7 @@ impl RecordKind {
             RecordKind::InboundRefused => "inbound_refused",
             RecordKind::TransferFailed => "transfer_failed",
             RecordKind::HeadAccepted => "head_accepted",
+            RecordKind::PersonAccess => "person_access",
         }
     }
 }
@@ -87,8 +90,52 @@ impl RecordKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderRecord {
     pub org: OrgId,
-    /// SHA-256 fingerprint of the client certificate presented.
+    /// SHA-256 fingerprint of the client certificate presented; empty for a person signed in
+    /// to the web pages (see `person`).
     pub certificate: String,
+    /// The person who shared through the web pages, by their registered address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+}
+
+/// What happened at the web pages' door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessEvent {
+    /// A sign-in code was sent to the person's address.
+    CodeSent,
+    /// The person signed in with a code.
+    SignedIn,
+    /// A wrong code was entered for the person.
+    CodeWrong,
+    /// A code was given up after too many wrong tries.
+    CodeLocked,
+    /// The person signed out.
+    SignedOut,
+}
+
+impl AccessEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessEvent::CodeSent => "code_sent",
+            AccessEvent::SignedIn => "signed_in",
+            AccessEvent::CodeWrong => "code_wrong",
+            AccessEvent::CodeLocked => "code_locked",
+            AccessEvent::SignedOut => "signed_out",
+        }
+    }
+}
+
+/// A person's access to the web pages: who, when, what, from which address. Filed under their
+/// organisation, with the event as its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonAccessRecord {
+    pub kind: RecordKind,
+    pub at: String,
+    pub sender: SenderRecord,
+    pub code: AccessEvent,
+    /// The client's IP address as the listener saw it.
+    pub client: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -599,6 +646,7 @@ impl Record for InboundRefusedRecord {}
 impl Record for TransferFailedRecord {}
 impl Record for LogPurgedRecord {}
 impl Record for HeadAcceptedRecord {}
+impl Record for PersonAccessRecord {}
 
 /// Why a stored body does not yield an index.
 #[derive(Debug, thiserror::Error)]
@@ -814,6 +862,10 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
         }
         RecordKind::TransferFailed => {
             index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.code = Some(v.code.ok_or_else(|| need("code"))?);
+        }
+        RecordKind::PersonAccess => {
             index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
             index.code = Some(v.code.ok_or_else(|| need("code"))?);
         }

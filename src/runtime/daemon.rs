@@ -85,6 +85,10 @@ pub struct Prepared {
     pub ops_addr: Option<SocketAddr>,
     listener: TcpListener,
     ops_listener: Option<TcpListener>,
+    /// The people's pages' listener and state, when `web.listen` is set.
+    web: Option<(TcpListener, Arc<crate::web::WebApp>)>,
+    /// The pages' address, when there are pages.
+    pub web_addr: Option<std::net::SocketAddr>,
     tls: ListenerTls,
     app: Arc<App>,
     deliverer: Arc<Deliverer>,
@@ -167,6 +171,33 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         fingerprint = %checkpoint_key.public().fingerprint(),
         "transfer log checkpoints are signed with this key"
     );
+    let web = match daemon.web.listen {
+        Some(a) => {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|source| DaemonError::Bind { addr: a, source })?;
+            // Its own channel for sign-in codes: the same relays, TLS required.
+            let mail = match crate::deliver::email::EmailChannel::new(&daemon.smtp) {
+                Ok(m) => Some(Arc::new(m)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "web: no email channel; sign-in codes cannot be sent");
+                    None
+                }
+            };
+            let web = Arc::new(crate::web::WebApp {
+                api: app.clone(),
+                settings: daemon.web.clone(),
+                mail,
+                print_codes: false,
+            });
+            Some((l, web))
+        }
+        None => None,
+    };
+    let web_addr = web
+        .as_ref()
+        .map(|(l, _)| l.local_addr())
+        .transpose()?;
     let deliverer = Arc::new(deliverer);
     let reloader = Reloader(Arc::new(ReloaderInner {
         started: Started {
@@ -184,6 +215,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         ops_addr,
         listener,
         ops_listener,
+        web,
+        web_addr,
         tls,
         app,
         deliverer,
@@ -199,6 +232,20 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
 }
 
 impl Prepared {
+    /// `postern demo` only: sign-in codes are also printed on the terminal.
+    pub fn print_sign_in_codes(mut self) -> Self {
+        if let Some((l, web)) = self.web.take() {
+            let w = crate::web::WebApp {
+                api: web.api.clone(),
+                settings: web.settings.clone(),
+                mail: web.mail.clone(),
+                print_codes: true,
+            };
+            self.web = Some((l, Arc::new(w)));
+        }
+        self
+    }
+
     /// Applies new configurations to this gateway while it runs (what SIGHUP does).
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
@@ -280,6 +327,7 @@ impl Prepared {
         let Prepared {
             listener,
             ops_listener,
+            web,
             tls,
             app,
             deliverer,
@@ -307,6 +355,15 @@ impl Prepared {
                 ops_stop.clone().cancelled_owned(),
             ))
         });
+        let web_stop = CancellationToken::new();
+        let web = web.map(|(l, w)| {
+            tokio::spawn(crate::web::serve(
+                l,
+                tls.web.clone(),
+                w,
+                web_stop.clone().cancelled_owned(),
+            ))
+        });
         let worker = tokio::spawn(deliver::run(deliverer, wake, stop.clone()));
         let (store, key, file) = (
             upkeep.store.clone(),
@@ -321,6 +378,13 @@ impl Prepared {
             draining.store(true, std::sync::atomic::Ordering::Relaxed);
         };
         let served = ingest::serve(listener, tls, app, shutdown).await;
+        // The pages stop with the API: nothing is accepted after shutdown began.
+        web_stop.cancel();
+        if let Some(web) = web
+            && let Ok(Err(e)) = web.await
+        {
+            tracing::warn!(error = %e, "the web listener failed");
+        }
         // Attempts in flight finish (within their own timeout); what is still queued waits in
         // the spool for the next start.
         stop.cancel();
@@ -537,6 +601,7 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
         delivery,
         smtp,
         log,
+        web,
     } = old;
     // Applied by a reload: the API listener's certificate, key, client CAs and CRLs, and the
     // identity presented to peers when delivering.
@@ -557,6 +622,7 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
     check(*listen != new.listen, "api.listen");
     check(*ops_listen != new.ops_listen, "ops.listen");
     check(*limits != new.limits, "limits");
+    check(*web != new.web, "web");
     check(*spool_identity != new.spool_identity, "spool.identity");
     check(*subject_key != new.subject_key, "subjects.key");
     check(*delivery != new.delivery, "delivery");

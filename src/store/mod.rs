@@ -27,6 +27,7 @@ pub mod inbox;
 pub(crate) mod queue;
 pub mod search;
 pub mod upload;
+pub mod web;
 
 use crate::domain::ids::{AgreementId, OrgId, TransferId};
 use crate::log::{GENESIS, LogEntry, StoredRecord, chain_hash};
@@ -151,7 +152,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE transfers (
@@ -389,6 +390,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         }
         if version < 3 {
             tx.execute_batch(SCHEMA_V3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(web::SCHEMA_V4)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

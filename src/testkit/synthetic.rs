@@ -234,6 +234,7 @@ fn make(
         sender: SenderRecord {
             org: org(sender)?,
             certificate: format!("sha256:{:064x}", i),
+            person: None,
         },
         envelope,
         payload: (decision == "shared").then(|| PayloadRecord {

@@ -336,6 +336,17 @@ fn build(
     Ok(config)
 }
 
+/// The web listener's TLS configuration: the same certificate and protocol versions as the
+/// API, without client authentication (people sign in on the pages).
+fn build_web(material: &TlsMaterial) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOLS)?
+        .with_no_client_auth()
+        .with_single_cert(material.chain.clone(), material.key.clone_key())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The API listener's TLS configuration (for a listener that never reloads).
 pub fn server_config(
     material: &TlsMaterial,
@@ -354,6 +365,8 @@ pub fn server_config(
 #[derive(Clone)]
 pub struct ListenerTls {
     pub config: Live<ServerConfig>,
+    /// The web listener's: the same certificate, reloaded with it, no client certificates.
+    pub web: Live<ServerConfig>,
     pub trust: Live<ClientTrust>,
     pub registry: Live<Registry>,
 }
@@ -361,6 +374,7 @@ pub struct ListenerTls {
 /// A configuration and trust built, not yet in force (see [`ListenerTls::replace`]).
 pub struct NextTls {
     config: ServerConfig,
+    web: ServerConfig,
     trust: Arc<ClientTrust>,
 }
 
@@ -369,6 +383,7 @@ impl ListenerTls {
         let next = Self::prepare(material, registry.clone())?;
         Ok(ListenerTls {
             config: Live::new(next.config),
+            web: Live::new(next.web),
             trust: Arc::clone(&next.trust).into(),
             registry,
         })
@@ -379,6 +394,7 @@ impl ListenerTls {
         let trust = Arc::new(ClientTrust::new(&material.client_cas)?);
         Ok(NextTls {
             config: build(material, trust.clone(), registry)?,
+            web: build_web(material)?,
             trust,
         })
     }
@@ -388,5 +404,6 @@ impl ListenerTls {
     pub fn replace(&self, next: NextTls) {
         self.trust.replace_arc(next.trust);
         self.config.replace(next.config);
+        self.web.replace(next.web);
     }
 }

@@ -1,0 +1,224 @@
+//! What the web pages keep: sign-in codes (as hashes only), sessions (by the hash of their
+//! cookie), the attempts that rate limits count, and the lists the pages show. Kept in the
+//! store, not in memory, so that a restart forgets no limit and several processes would agree.
+//!
+//! Times are Unix seconds. Every function takes the connection or transaction it runs in.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{RecipientStatus, StoreError, recipient_statuses};
+use crate::domain::ids::OrgId;
+
+pub(super) const SCHEMA_V4: &str = "
+-- A sign-in code waiting to be entered: keyed by the hash of the browser's pending token, so
+-- that neither the code nor the token can be read back from the database.
+CREATE TABLE web_codes (
+    pending_hash TEXT PRIMARY KEY,
+    email        TEXT NOT NULL,
+    code_hash    TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    tries        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX web_codes_email ON web_codes(email);
+
+-- A signed-in person's session, keyed by the hash of its cookie.
+CREATE TABLE web_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    seen_at    INTEGER NOT NULL
+);
+
+-- What the sign-in rate limits count: one row per event, per bucket (an address's hash or a
+-- client address).
+CREATE TABLE web_attempts (
+    bucket TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+CREATE INDEX web_attempts_bucket ON web_attempts(bucket, at);
+";
+
+/// Keeps a new code for `email`, replacing any code sent to that address before (only the
+/// newest code works).
+pub fn code_issue(
+    conn: &Connection,
+    pending_hash: &str,
+    email: &str,
+    code_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM web_codes WHERE email = ?1 OR created_at < ?2")?
+        .execute(params![email, now - 86_400])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO web_codes (pending_hash, email, code_hash, created_at, tries) VALUES (?1, ?2, ?3, ?4, 0)",
+    )?
+    .execute(params![pending_hash, email, code_hash, now])?;
+    Ok(())
+}
+
+/// The outcome of entering a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// Right: the code is used up; the person with this address signs in.
+    Right(String),
+    /// Wrong: `tries_left` more may be made (0: the code is given up).
+    Wrong { email: String, tries_left: u32 },
+    /// Older than `max_age`: given up.
+    Expired(String),
+    /// No code is waiting for this browser.
+    Unknown,
+}
+
+/// Checks an entered code against the one waiting for this browser, counting the try.
+pub fn code_check(
+    conn: &Connection,
+    pending_hash: &str,
+    code_hash: &str,
+    now: i64,
+    max_age: i64,
+    max_tries: u32,
+) -> Result<CodeCheck, StoreError> {
+    let row: Option<(String, String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT email, code_hash, created_at, tries FROM web_codes WHERE pending_hash = ?1",
+        )?
+        .query_row(params![pending_hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((email, expected, created, tries)) = row else {
+        return Ok(CodeCheck::Unknown);
+    };
+    let forget = |conn: &Connection| -> Result<(), StoreError> {
+        conn.prepare_cached("DELETE FROM web_codes WHERE pending_hash = ?1")?
+            .execute(params![pending_hash])?;
+        Ok(())
+    };
+    if now - created > max_age {
+        forget(conn)?;
+        return Ok(CodeCheck::Expired(email));
+    }
+    // Both are SHA-256 of a secret 256-bit token and the code: timing reveals nothing useful.
+    if expected == code_hash {
+        forget(conn)?;
+        return Ok(CodeCheck::Right(email));
+    }
+    let tries = u32::try_from(tries).unwrap_or(u32::MAX).saturating_add(1);
+    let tries_left = max_tries.saturating_sub(tries);
+    if tries_left == 0 {
+        forget(conn)?;
+    } else {
+        conn.prepare_cached("UPDATE web_codes SET tries = ?2 WHERE pending_hash = ?1")?
+            .execute(params![pending_hash, tries])?;
+    }
+    Ok(CodeCheck::Wrong { email, tries_left })
+}
+
+/// How many events `bucket` has had since `since`.
+pub fn attempts(conn: &Connection, bucket: &str, since: i64) -> Result<u32, StoreError> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM web_attempts WHERE bucket = ?1 AND at >= ?2")?
+        .query_row(params![bucket, since], |r| r.get(0))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Counts one event for each bucket, and forgets events older than `forget_before`.
+pub fn attempt(
+    conn: &Connection,
+    buckets: &[&str],
+    now: i64,
+    forget_before: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM web_attempts WHERE at < ?1")?
+        .execute(params![forget_before])?;
+    let mut ins = conn.prepare_cached("INSERT INTO web_attempts (bucket, at) VALUES (?1, ?2)")?;
+    for b in buckets {
+        ins.execute(params![b, now])?;
+    }
+    Ok(())
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub email: String,
+    pub created_at: i64,
+    pub seen_at: i64,
+}
+
+pub fn session_create(
+    conn: &Connection,
+    id_hash: &str,
+    email: &str,
+    now: i64,
+    forget_before: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM web_sessions WHERE seen_at < ?1")?
+        .execute(params![forget_before])?;
+    conn.prepare_cached(
+        "INSERT INTO web_sessions (id_hash, email, created_at, seen_at) VALUES (?1, ?2, ?3, ?3)",
+    )?
+    .execute(params![id_hash, email, now])?;
+    Ok(())
+}
+
+pub fn session(conn: &Connection, id_hash: &str) -> Result<Option<Session>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT email, created_at, seen_at FROM web_sessions WHERE id_hash = ?1")?
+        .query_row(params![id_hash], |r| {
+            Ok(Session {
+                email: r.get(0)?,
+                created_at: r.get(1)?,
+                seen_at: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn session_touch(conn: &Connection, id_hash: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE web_sessions SET seen_at = ?2 WHERE id_hash = ?1")?
+        .execute(params![id_hash, now])?;
+    Ok(())
+}
+
+pub fn session_end(conn: &Connection, id_hash: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM web_sessions WHERE id_hash = ?1")?
+        .execute(params![id_hash])?;
+    Ok(())
+}
+
+/// One of an organisation's transfers, for its list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentTransfer {
+    pub id: String,
+    pub received_at: String,
+    pub purpose: String,
+    pub recipients: Vec<RecipientStatus>,
+}
+
+/// The organisation's newest transfers, newest first.
+pub fn sent_by(
+    conn: &Connection,
+    sender: &OrgId,
+    limit: usize,
+) -> Result<Vec<SentTransfer>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, received_at, purpose FROM transfers WHERE sender = ?1 ORDER BY received_at DESC, id DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(
+            params![sender.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<Result<Vec<(String, String, String)>, _>>()?;
+    rows.into_iter()
+        .map(|(id, received_at, purpose)| {
+            Ok(SentTransfer {
+                recipients: recipient_statuses(conn, &id)?,
+                id,
+                received_at,
+                purpose,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,295 @@
+//! The people's pages: a second HTTPS listener (`[web] listen`) for people without a client
+//! certificate, such as a volunteer at a youth club. They sign in with a code emailed to their
+//! registered address (`signin`), then share through a question flow (`share`) that offers only
+//! what the agreements in force allow and sends through the very path `POST /v1/transfers`
+//! takes (`ingest::routes::submit_from_web`), and follow what they shared (`transfers`).
+//!
+//! Sits beside `ingest` in the flow: it uses ingest's decision and sealing path, the store and
+//! the email channel, and nothing uses it but the runtime. Pages are server-rendered (askama)
+//! and work without JavaScript; every answer carries the security headers (`headers`), and
+//! every POST must come from these pages (`same_origin`).
+
+mod pages;
+mod share;
+mod signin;
+mod transfers;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::WebSettings;
+use crate::deliver::email::EmailChannel;
+use crate::ingest::App;
+use crate::live::Live;
+
+/// What the pages share.
+pub struct WebApp {
+    /// The API's state: the registry, the store, the sealing keys, the limits.
+    pub api: Arc<App>,
+    pub settings: WebSettings,
+    /// Sends sign-in codes (through the relays, TLS required, or the demo's outbox).
+    pub mail: Option<Arc<EmailChannel>>,
+    /// `postern demo` only: sign-in codes are also printed on its terminal.
+    pub print_codes: bool,
+}
+
+/// The client's address, as the listener saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+pub fn router(app: Arc<WebApp>) -> Router {
+    let upload_limit = usize::try_from(
+        app.api
+            .limits
+            .max_payload_bytes
+            .saturating_add(1024 * 1024),
+    )
+    .unwrap_or(usize::MAX);
+    Router::new()
+        .route("/", get(transfers::home))
+        .route("/sign-in", get(signin::email_page).post(signin::email_sent))
+        .route("/sign-in/code", get(signin::code_page).post(signin::code_entered))
+        .route("/sign-out", post(signin::sign_out))
+        .route("/share", get(share::start).post(share::answer))
+        .route(
+            "/share/send",
+            post(share::send).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/transfers", get(transfers::list))
+        .route("/transfers/{id}", get(transfers::detail))
+        .route("/accessibility", get(pages::accessibility))
+        .route("/assets/postern.css", get(pages::stylesheet))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(same_origin))
+        .layer(axum::middleware::from_fn(headers))
+        .with_state(app)
+}
+
+/// The headers every answer carries: HSTS, a strict Content-Security-Policy (no inline script
+/// or style, no framing), no referrer, no sniffing, and no caching of pages (they may show
+/// personal data; the stylesheet alone may be cached).
+async fn headers(req: Request, next: Next) -> Response {
+    let asset = req.uri().path().starts_with("/assets/");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        h,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    );
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    );
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    if !asset {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    resp
+}
+
+/// Refuses a POST that did not come from these pages: a browser says where a request comes
+/// from (`Sec-Fetch-Site`, and `Origin` on every POST), and a cross-site form, script or link
+/// is refused before any handler runs. A POST that says neither is refused too: every browser
+/// these pages support sends them.
+async fn same_origin(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    let site_ok = fetch_site.is_none_or(|s| s == "same-origin" || s == "none");
+    let origin_ok = match (origin, host) {
+        (Some(o), Some(host)) => o == format!("https://{host}"),
+        (Some(_), None) => false,
+        (None, _) => fetch_site.is_some(),
+    };
+    if site_ok && origin_ok {
+        return next.run(req).await;
+    }
+    tracing::info!(
+        fetch_site = fetch_site.unwrap_or("-"),
+        "web: a cross-site POST was refused"
+    );
+    pages::problem(
+        StatusCode::FORBIDDEN,
+        "This form did not come from this site",
+        "For your safety, Postern only accepts forms sent from its own pages. Go back to the page, reload it, and try again.",
+    )
+}
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves the pages until `shutdown` completes. TLS is the web configuration in force at each
+/// accept (`tls`), so a certificate reload applies to new connections.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Live<rustls::ServerConfig>,
+    app: Arc<WebApp>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = app.api.limits.clone();
+    let router = router(app);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "web: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = TlsAcceptor::from(tls.current());
+        let router = router.clone();
+        let stop = stop.clone();
+        let handshake_timeout = limits.handshake_timeout;
+        tracker.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "web: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(remote));
+                    router.clone().oneshot(req)
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%remote, error = %e, "web: connection ended with an error");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("web: in-flight requests did not finish within the grace period");
+    }
+    Ok(())
+}
+
+/// Now, in Unix seconds, for the store's session and code times.
+fn unix_now() -> i64 {
+    crate::clock::now().unix_timestamp()
+}
+
+/// A fresh random token, URL-safe base64 of 32 bytes. `None` only if the system's random
+/// source fails, which the caller answers as a server error.
+fn token() -> Option<String> {
+    use base64::Engine;
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// SHA-256, hex: what the store keeps instead of a token or a code.
+fn hash(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A cookie's value from the request, by name.
+fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `__Host-` cookie: Secure, HttpOnly, SameSite=Strict, whole site, this host only.
+/// `max_age` 0 removes it; `None` makes it last until the browser closes.
+fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age: Option<u64>) {
+    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// A 303 to `to` (after a POST, so that reloading does not post again).
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Reads an urlencoded form body, keeping repeated names (checkboxes) in order.
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}

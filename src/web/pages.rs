@@ -1,0 +1,286 @@
+//! The pages' templates (askama, checked at compile time, in `templates/`) and the small
+//! answers every handler shares: a rendered page, a problem page, the stylesheet.
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::store::StoreError;
+
+/// Who is signed in, for the header.
+pub struct Who {
+    pub name: String,
+    pub org: String,
+}
+
+/// A field's error: the field's id (the error summary links to it) and what to do.
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "email.html")]
+pub struct EmailPage {
+    pub title: &'static str,
+    pub errors: Vec<FieldError>,
+    pub email: String,
+    pub note: Option<&'static str>,
+    pub who: Option<Who>,
+}
+
+impl EmailPage {
+    pub fn new(errors: Vec<FieldError>, email: String, note: Option<&'static str>) -> Self {
+        EmailPage {
+            title: "Sign in",
+            errors,
+            email,
+            note,
+            who: None,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "code.html")]
+pub struct CodePage {
+    pub title: &'static str,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+impl CodePage {
+    pub fn new(errors: Vec<FieldError>) -> Self {
+        CodePage {
+            title: "Check your email",
+            errors,
+            who: None,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "problem.html")]
+pub struct ProblemPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+#[derive(Template)]
+#[template(path = "accessibility.html")]
+struct AccessibilityPage {
+    title: &'static str,
+    errors: Vec<FieldError>,
+    who: Option<Who>,
+}
+
+/// One choice of a radio group, checkbox group or select.
+pub struct Opt {
+    pub value: String,
+    pub label: String,
+    pub hint: Option<String>,
+    pub checked: bool,
+}
+
+/// One question on a page: `kind` is radios, checkboxes, textarea, text, number or select.
+pub struct Field {
+    pub kind: &'static str,
+    pub name: &'static str,
+    pub label: String,
+    pub hint: Option<String>,
+    pub value: String,
+    pub options: Vec<Opt>,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "question.html")]
+pub struct QuestionPage {
+    pub title: String,
+    pub step: &'static str,
+    pub intro: Vec<String>,
+    pub fields: Vec<Field>,
+    /// The answers given on other pages, carried along.
+    pub hidden: Vec<(String, String)>,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+/// A row of "check your answers".
+pub struct Row {
+    pub label: &'static str,
+    pub lines: Vec<String>,
+    pub step: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "check.html")]
+pub struct CheckPage {
+    pub title: &'static str,
+    pub rows: Vec<Row>,
+    pub hidden: Vec<(String, String)>,
+    pub max_size: String,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+/// A recipient's state, in words.
+pub struct RecipientLine {
+    pub name: String,
+    pub state: &'static str,
+    /// `done`, `wait` or `bad`: the tag's colour.
+    pub state_class: &'static str,
+    pub detail: String,
+}
+
+/// A transfer, as the pages show it.
+pub struct TransferView {
+    pub id: String,
+    /// The short form people quote: the last 8 characters of the id, upper case.
+    pub reference: String,
+    pub sent: String,
+    pub purpose: String,
+    pub recipients: Vec<RecipientLine>,
+}
+
+#[derive(Template)]
+#[template(path = "shared.html")]
+pub struct SharedPage {
+    pub title: &'static str,
+    pub t: TransferView,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+#[derive(Template)]
+#[template(path = "refused.html")]
+pub struct RefusedPage {
+    pub title: &'static str,
+    pub why: String,
+    pub what_to_do: String,
+    pub reference: Option<String>,
+    pub code: Option<String>,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    pub title: String,
+    pub can_share: bool,
+    pub recent: Vec<TransferView>,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+#[derive(Template)]
+#[template(path = "transfers.html")]
+pub struct TransfersPage {
+    pub title: &'static str,
+    pub can_share: bool,
+    pub recent: Vec<TransferView>,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+#[derive(Template)]
+#[template(path = "transfer.html")]
+pub struct TransferPage {
+    pub title: &'static str,
+    pub t: TransferView,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+/// A page, 200.
+pub fn render(t: &impl Template) -> Response {
+    render_status(StatusCode::OK, t)
+}
+
+/// A page with a status (an error summary is 422, so that tests and tools see it too).
+pub fn render_status(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "web: a page could not be rendered");
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown.").into_response()
+        }
+    }
+}
+
+/// A page that says what went wrong and what to do.
+pub fn problem(status: StatusCode, title: &str, message: &str) -> Response {
+    render_status(
+        status,
+        &ProblemPage {
+            title,
+            message,
+            errors: Vec::new(),
+            who: None,
+        },
+    )
+}
+
+/// The store could not answer: 503 with what to do (a full disk and a shutdown included).
+pub fn store_down(e: &StoreError) -> Response {
+    tracing::warn!(error = %e, "web: the store could not answer");
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sorry, Postern is not available right now",
+        "Nothing was lost or shared. Try again in a few minutes. If it keeps happening, tell your IT team.",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
+}
+
+pub fn server_error() -> Response {
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Sorry, something went wrong",
+        "Nothing was shared. Try again. If it keeps happening, tell your IT team.",
+    )
+}
+
+pub async fn not_found() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "If you typed the web address, check it is correct. If you followed a link to a share, it may belong to another organisation.",
+    )
+}
+
+pub async fn accessibility() -> Response {
+    render(&AccessibilityPage {
+        title: "Accessibility statement",
+        errors: Vec::new(),
+        who: None,
+    })
+}
+
+const STYLESHEET: &str = include_str!("../../assets/postern.css");
+
+pub async fn stylesheet() -> Response {
+    let mut r = STYLESHEET.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
+}

@@ -1,0 +1,434 @@
+//! Signing in with a one-time code emailed to the registered address, sessions, signing out.
+//!
+//! A code is six digits, single use, valid for ten minutes, and kept only as the hash of itself
+//! with the browser's pending token (a `__Host-` cookie set when it was asked for), so neither
+//! can be read back from the store. A code may be tried five times; an address may be sent
+//! five codes, and a client address may ask or try thirty times, per fifteen minutes, counted in
+//! the store. Every answer is the same whether or not the address is registered, and the email
+//! is sent after the answer, so that its time does not tell either.
+//!
+//! A session is a random token in a `__Host-` cookie (Secure, HttpOnly, SameSite=Strict),
+//! kept in the store as its hash, new at every sign-in, ended after `web.session_idle_secs`
+//! unused or `web.session_max_secs` after sign-in, and at once when its person is removed
+//! from `people.toml`.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::Response;
+
+use super::pages::{self, CodePage, EmailPage, FieldError};
+use super::{ClientAddr, WebApp, cookie, form_pairs, hash, see_other, set_cookie, token, unix_now};
+use crate::domain::registry::Person;
+use crate::log::{AccessEvent, LogEntry, PersonAccessRecord, RecordKind, SenderRecord};
+use crate::store::StoreError;
+use crate::store::web::{self as kept, CodeCheck};
+
+const SESSION_COOKIE: &str = "__Host-postern-session";
+const PENDING_COOKIE: &str = "__Host-postern-signin";
+/// A code lasts ten minutes.
+const CODE_SECS: i64 = 600;
+const CODE_TRIES: u32 = 5;
+/// The window the rate limits count in, and their limits.
+const WINDOW_SECS: i64 = 900;
+const CODES_PER_ADDRESS: u32 = 5;
+const ATTEMPTS_PER_CLIENT: u32 = 30;
+
+/// A signed-in person, for the handlers that need one. Without a valid session the page asked
+/// for is answered with the sign-in page.
+pub struct SignedIn {
+    pub person: Person,
+    pub org_name: String,
+}
+
+impl FromRequestParts<Arc<WebApp>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<WebApp>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(see_other("/sign-in"));
+        };
+        let id_hash = hash(&["session", value]);
+        let key = id_hash.clone();
+        let found = app
+            .api
+            .store
+            .read(move |c| kept::session(c, &key))
+            .await
+            .map_err(|e| pages::store_down(&e))?;
+        let now = unix_now();
+        let idle = i64::try_from(app.settings.session_idle.as_secs()).unwrap_or(i64::MAX);
+        let max = i64::try_from(app.settings.session_max.as_secs()).unwrap_or(i64::MAX);
+        let registry = app.api.registry.current();
+        let live = found.filter(|s| now - s.seen_at <= idle && now - s.created_at <= max);
+        let Some((s, person)) =
+            live.and_then(|s| registry.person(&s.email).cloned().map(|p| (s, p)))
+        else {
+            let mut r = see_other("/sign-in?expired=1");
+            set_cookie(&mut r, SESSION_COOKIE, "", Some(0));
+            return Err(r);
+        };
+        // Written at most once a minute: the idle clock does not need more.
+        if now - s.seen_at >= 60 {
+            let _ = app
+                .api
+                .store
+                .write(false, move |tx| kept::session_touch(tx.conn(), &id_hash, now))
+                .await;
+        }
+        let org_name = registry
+            .organisation(&person.org)
+            .map_or_else(|| person.org.to_string(), |o| o.name.clone());
+        Ok(SignedIn { person, org_name })
+    }
+}
+
+fn client(parts: Option<&ClientAddr>) -> String {
+    parts.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+pub async fn email_page(axum::extract::RawQuery(q): axum::extract::RawQuery) -> Response {
+    let q = q.unwrap_or_default();
+    let note = if q.contains("expired=1") {
+        Some("Your session ended. Sign in again to go on.")
+    } else if q.contains("signed-out=1") {
+        Some("You have signed out.")
+    } else if q.contains("again=1") {
+        Some("Enter your email address to get a new code.")
+    } else {
+        None
+    };
+    pages::render(&EmailPage::new(Vec::new(), String::new(), note))
+}
+
+/// The answer to an email address: always the "check your email" step, registered or not.
+pub async fn email_sent(
+    State(app): State<Arc<WebApp>>,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let email = form_pairs(&body)
+        .into_iter()
+        .find(|(k, _)| k == "email")
+        .map(|(_, v)| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !plausible_email(&email) {
+        let message = if email.is_empty() {
+            "Enter your email address"
+        } else {
+            "Enter an email address in the correct format, like name@example.org"
+        };
+        return pages::render_status(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            &EmailPage::new(vec![FieldError::new("email", message)], email, None),
+        );
+    }
+    let ip = client(client_addr.as_deref());
+    let now = unix_now();
+    let (Some(pending), Some(code)) = (token(), six_digits()) else {
+        return pages::server_error();
+    };
+    let registry = app.api.registry.current();
+    let person = registry.person(&email).cloned();
+    let address_bucket = format!("to:{}", hash(&["address", &email]));
+    let ip_bucket = format!("ip:{ip}");
+    let pending_hash = hash(&["pending", &pending]);
+    let code_hash = hash(&["code", &pending, &code]);
+    let record = person.as_ref().and_then(|p| {
+        access_entry(p, AccessEvent::CodeSent, &ip)
+    });
+    let for_store = person.as_ref().map(|p| p.email.clone());
+    let written = app
+        .api
+        .store
+        .write(false, move |tx| {
+            let since = now - WINDOW_SECS;
+            if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
+                return Ok(Limited::Client);
+            }
+            let sent = kept::attempts(tx.conn(), &address_bucket, since)?;
+            kept::attempt(tx.conn(), &[&ip_bucket, &address_bucket], now, since)?;
+            if sent >= CODES_PER_ADDRESS {
+                return Ok(Limited::Address);
+            }
+            if let Some(email) = for_store {
+                kept::code_issue(tx.conn(), &pending_hash, &email, &code_hash, now)?;
+                if let Some(entry) = &record {
+                    tx.append(entry)?;
+                }
+            }
+            Ok(Limited::No)
+        })
+        .await;
+    match written {
+        Ok(Limited::No) => {}
+        Ok(Limited::Client) => {
+            return pages::problem(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "Too many tries",
+                "There have been too many sign-in attempts from your network. Wait 15 minutes, then try again.",
+            );
+        }
+        Ok(Limited::Address) => {
+            return pages::problem(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "Too many codes",
+                "Too many codes have been sent to this address. Wait 15 minutes, then ask for a new one. Use the newest code you were sent.",
+            );
+        }
+        Err(e) => return pages::store_down(&e),
+    }
+    if let Some(p) = person {
+        send_code(app.clone(), p, code);
+    }
+    let mut r = see_other("/sign-in/code");
+    set_cookie(&mut r, PENDING_COOKIE, &pending, Some(CODE_SECS.unsigned_abs()));
+    r
+}
+
+enum Limited {
+    No,
+    Client,
+    Address,
+}
+
+/// Sends the code after the answer has gone (its time must not tell whether the address is
+/// registered). A failure is logged, without the code; the person asks for a new one.
+fn send_code(app: Arc<WebApp>, person: Person, code: String) {
+    tokio::spawn(async move {
+        if app.print_codes {
+            // The demo's terminal only (`postern serve` never sets this).
+            println!("postern demo: sign-in code for {}: {code}", person.email);
+        }
+        let Some(mail) = app.mail.clone() else {
+            tracing::warn!("web: no email channel: a sign-in code could not be sent");
+            return;
+        };
+        let body = format!(
+            "Hello {name},\n\nYour code to sign in to Postern is:\n\n    {code}\n\nIt works once, for 10 minutes. If you did not ask for it, you can ignore this email:\nnobody can sign in without the code.\n",
+            name = person.name
+        );
+        let name = match super::token() {
+            Some(t) => t,
+            None => return,
+        };
+        if let Err(e) = mail
+            .notice(&person.email, "Your Postern sign-in code", body, &name)
+            .await
+        {
+            tracing::warn!(error = %e, org = %person.org, "web: a sign-in code could not be sent");
+        }
+    });
+}
+
+pub async fn code_page() -> Response {
+    pages::render(&CodePage::new(Vec::new()))
+}
+
+pub async fn code_entered(
+    State(app): State<Arc<WebApp>>,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(pending) = cookie(&headers, PENDING_COOKIE).map(str::to_owned) else {
+        return see_other("/sign-in?again=1");
+    };
+    let code: String = form_pairs(&body)
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    let wrong = |message: &'static str| {
+        pages::render_status(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            &CodePage::new(vec![FieldError::new("code", message)]),
+        )
+    };
+    if code.len() != 6 || !code.chars().all(|c| c.is_ascii_digit()) {
+        return wrong("Enter the 6-digit code from the email, like 123456");
+    }
+    let ip = client(client_addr.as_deref());
+    let now = unix_now();
+    let Some(session) = token() else {
+        return pages::server_error();
+    };
+    let registry = app.api.registry.current();
+    let pending_hash = hash(&["pending", &pending]);
+    let code_hash = hash(&["code", &pending, &code]);
+    let session_hash = hash(&["session", &session]);
+    let ip_bucket = format!("ip:{ip}");
+    let idle = i64::try_from(app.settings.session_idle.as_secs()).unwrap_or(i64::MAX);
+    let ip_for_log = ip.clone();
+    let outcome = app
+        .api
+        .store
+        .write(false, move |tx| {
+            let since = now - WINDOW_SECS;
+            if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
+                return Ok(Entered::Limited);
+            }
+            let checked = kept::code_check(
+                tx.conn(),
+                &pending_hash,
+                &code_hash,
+                now,
+                CODE_SECS,
+                CODE_TRIES,
+            )?;
+            let log = |tx: &mut crate::store::Tx<'_>, email: &str, event| -> Result<(), StoreError> {
+                if let Some(entry) = registry
+                    .person(email)
+                    .and_then(|p| access_entry(p, event, &ip_for_log))
+                {
+                    tx.append(&entry)?;
+                }
+                Ok(())
+            };
+            match checked {
+                CodeCheck::Right(email) if registry.person(&email).is_some() => {
+                    kept::session_create(tx.conn(), &session_hash, &email, now, now - idle)?;
+                    log(tx, &email, AccessEvent::SignedIn)?;
+                    Ok(Entered::SignedIn)
+                }
+                CodeCheck::Wrong { email, tries_left } => {
+                    kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                    log(tx, &email, AccessEvent::CodeWrong)?;
+                    if tries_left == 0 {
+                        log(tx, &email, AccessEvent::CodeLocked)?;
+                    }
+                    Ok(Entered::Wrong)
+                }
+                // Expired, unknown, or a person removed since: the same answer as a wrong code.
+                _ => {
+                    kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                    Ok(Entered::Wrong)
+                }
+            }
+        })
+        .await;
+    match outcome {
+        Ok(Entered::SignedIn) => {
+            let mut r = see_other("/");
+            set_cookie(&mut r, PENDING_COOKIE, "", Some(0));
+            set_cookie(&mut r, super::signin::SESSION_COOKIE, &session, None);
+            r
+        }
+        Ok(Entered::Wrong) => wrong(
+            "The code is not right, or it has expired. Check the newest email and try again, or send a new code",
+        ),
+        Ok(Entered::Limited) => pages::problem(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many tries",
+            "There have been too many sign-in attempts from your network. Wait 15 minutes, then ask for a new code.",
+        ),
+        Err(e) => pages::store_down(&e),
+    }
+}
+
+enum Entered {
+    SignedIn,
+    Wrong,
+    Limited,
+}
+
+pub async fn sign_out(
+    State(app): State<Arc<WebApp>>,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        let id_hash = hash(&["session", value]);
+        let registry = app.api.registry.current();
+        let ip = client(client_addr.as_deref());
+        let _ = app
+            .api
+            .store
+            .write(false, move |tx| {
+                if let Some(s) = kept::session(tx.conn(), &id_hash)? {
+                    kept::session_end(tx.conn(), &id_hash)?;
+                    if let Some(entry) = registry
+                        .person(&s.email)
+                        .and_then(|p| access_entry(p, AccessEvent::SignedOut, &ip))
+                    {
+                        tx.append(&entry)?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+    }
+    let mut r = see_other("/sign-in?signed-out=1");
+    set_cookie(&mut r, SESSION_COOKIE, "", Some(0));
+    r
+}
+
+/// The transfer log's record of a person's access (never the code).
+fn access_entry(p: &Person, event: AccessEvent, ip: &str) -> Option<LogEntry> {
+    let record = PersonAccessRecord {
+        kind: RecordKind::PersonAccess,
+        at: crate::clock::stamp(crate::clock::now()),
+        sender: SenderRecord {
+            org: p.org.clone(),
+            certificate: String::new(),
+            person: Some(p.email.clone()),
+        },
+        code: event,
+        client: ip.to_owned(),
+    };
+    LogEntry::new(&record).ok()
+}
+
+fn plausible_email(a: &str) -> bool {
+    match a.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !a.contains(char::is_whitespace)
+                && a.len() <= 254
+        }
+        None => false,
+    }
+}
+
+/// Six random digits, uniformly (rejection sampling: no digit is likelier than another).
+fn six_digits() -> Option<String> {
+    let rng = ring::rand::SystemRandom::new();
+    loop {
+        let mut b = [0u8; 4];
+        ring::rand::SecureRandom::fill(&rng, &mut b).ok()?;
+        let n = u32::from_le_bytes(b);
+        // The largest multiple of 10^6 that fits: values above it would favour low codes.
+        if n < 4_294_000_000 {
+            return Some(format!("{:06}", n % 1_000_000));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits_and_addresses_are_checked() {
+        for _ in 0..100 {
+            let c = six_digits().unwrap();
+            assert_eq!(c.len(), 6);
+            assert!(c.chars().all(|c| c.is_ascii_digit()));
+        }
+        assert!(plausible_email("sam@riverside-youth.example"));
+        assert!(!plausible_email("sam"));
+        assert!(!plausible_email("sam@localhost"));
+        assert!(!plausible_email("s am@x.org"));
+    }
+}

@@ -1,0 +1,642 @@
+#!/usr/bin/env node
+// A person's journey through Postern's web interface, in real headless Chromium, with an axe-core
+// accessibility check on every page. Run as `node tests/browser/journey.mjs` (after
+// `npm ci --prefix tests/browser`); see README.md beside this file for the environment it reads.
+//
+// Output: `STEP`, `PAGE`, `NOTE`, `SKIPPED` and `VIOLATION` lines as it goes, then one line
+// `RESULT {json}`. Exit status 0 only if every step passed and axe found no violation; on a failed
+// step it prints `FAILED: <step>: <message>` with the page's URL and h1, and a screenshot.
+
+import { createRequire } from 'node:module';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const require = createRequire(import.meta.url);
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+const env = process.env;
+const BASE = (env.POSTERN_WEB_URL || '').replace(/\/+$/, '');
+const CODE_FILE = env.POSTERN_CODE_FILE || '';
+const SHOTS_DIR = env.POSTERN_SHOTS_DIR || '';
+const JS = (env.POSTERN_JS || 'on').toLowerCase();
+const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
+const EMAIL = 'sam@riverside-youth.example';
+
+const ACTION_TIMEOUT_MS = 10_000; // one click, fill or wait for an element
+const NAV_TIMEOUT_MS = 20_000; // one page load
+const CODE_WAIT_MS = 10_000; // for a sign-in code to reach POSTERN_CODE_FILE
+const DELIVERY_WAIT_MS = 20_000; // for a share to show "Delivered"
+const WATCHDOG_MS = 240_000; // the whole journey
+
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'];
+
+function usage(message) {
+  console.log(`FAILED: setup: ${message}`);
+  console.log(`RESULT ${JSON.stringify({ pages: 0, violations: [], failed: 'setup' })}`);
+  process.exit(1);
+}
+if (!/^https?:\/\//.test(BASE)) usage('POSTERN_WEB_URL must be set, e.g. https://127.0.0.1:8443');
+if (!CODE_FILE) usage('POSTERN_CODE_FILE must be set to the file the sign-in codes are written to');
+if (JS !== 'on' && JS !== 'off') usage(`POSTERN_JS must be "on" or "off", not "${env.POSTERN_JS}"`);
+
+let chromium;
+let AXE_SOURCE;
+try {
+  ({ chromium } = await import('playwright-core'));
+  AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+} catch (e) {
+  usage(`cannot load playwright-core or axe-core (run \`npm ci --prefix tests/browser\`): ${e.message}`);
+}
+if (!existsSync(CHROMIUM)) usage(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+if (SHOTS_DIR) mkdirSync(SHOTS_DIR, { recursive: true });
+
+// ---------------------------------------------------------------------------------------------
+// Bookkeeping
+
+const state = {
+  pages: 0, // pages axe ran on
+  violations: [], // {page, id, impact, help, helpUrl, targets}
+  visited: [], // {name, url, h1, status}
+  skipped: [],
+  browserProblems: [], // CSP violations and uncaught page errors
+  reference: null,
+  payloadSha256: null,
+  refused: null,
+  failed: null,
+};
+let currentStep = 'start';
+let lastStatus = null; // HTTP status of the last main-frame document
+let payloadDir = null; // temporary, removed at the end
+let page; // the one tab the journey runs in
+let browser;
+
+function log(kind, text) {
+  console.log(`${kind} ${text}`);
+}
+
+function result() {
+  return {
+    pages: state.pages,
+    violations: state.violations,
+    failed: state.failed,
+    js: JS,
+    reference: state.reference,
+    payload_sha256: state.payloadSha256,
+    refused: state.refused,
+    skipped: state.skipped,
+    browser_problems: state.browserProblems,
+    visited: state.visited,
+  };
+}
+
+async function finish(code) {
+  clearTimeout(watchdog);
+  console.log(`RESULT ${JSON.stringify(result())}`);
+  try {
+    if (browser) await browser.close();
+  } catch {
+    // already gone
+  }
+  if (payloadDir) rmSync(payloadDir, { recursive: true, force: true });
+  process.exit(code);
+}
+
+const watchdog = setTimeout(() => {
+  console.log(`FAILED: ${currentStep}: the journey took longer than ${WATCHDOG_MS / 1000} s`);
+  state.failed = currentStep;
+  console.log(`RESULT ${JSON.stringify(result())}`);
+  process.exit(1);
+}, WATCHDOG_MS);
+watchdog.unref();
+
+async function h1Texts() {
+  try {
+    return (await page.locator('h1').allInnerTexts()).map(t => t.trim().replace(/\s+/g, ' '));
+  } catch {
+    return [];
+  }
+}
+
+async function screenshot(name) {
+  const dir = SHOTS_DIR;
+  if (!dir) return null;
+  const path = join(dir, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+// Runs one named step; on failure reports where the page was, keeps a screenshot, and exits 1.
+async function step(name, fn) {
+  currentStep = name;
+  log('STEP', name);
+  try {
+    return await fn();
+  } catch (e) {
+    state.failed = name;
+    const message = (e && e.message ? e.message : String(e)).split('\n')[0];
+    console.log(`FAILED: ${name}: ${message}`);
+    if (page) {
+      console.log(`  url: ${page.url()}`);
+      console.log(`  h1: ${JSON.stringify(await h1Texts())}`);
+      try {
+        const alert = page.locator('[role=alert], .error-summary').first();
+        if (await alert.count()) console.log(`  alert: ${(await alert.innerText()).replace(/\s+/g, ' ').trim()}`);
+      } catch {
+        // nothing more to say
+      }
+      try {
+        const dir = SHOTS_DIR || tmpdir();
+        const path = join(dir, `failed-${name.replace(/[^\w-]+/g, '-')}.png`);
+        await page.screenshot({ path, fullPage: true });
+        console.log(`  screenshot: ${path}`);
+      } catch (shotError) {
+        console.log(`  screenshot: could not be taken: ${shotError.message.split('\n')[0]}`);
+      }
+    }
+    await finish(1);
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// Text that an accessible name starts with (labels may go on with hint text).
+function startsWith(text) {
+  return new RegExp(`^\\s*${escapeRegExp(text)}`, 'i');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
+// Checks axe-core on the page as it is now, and records what it found under `name`.
+async function axeCheck(name) {
+  // page.evaluate goes through the DevTools protocol, which the page's Content-Security-Policy
+  // does not govern and which works with JavaScript disabled; so the page keeps its real CSP
+  // (no bypassCSP) and axe runs on the very DOM a person gets.
+  if (JS === 'off') {
+    // With JavaScript disabled, Chromium runs promise reactions but never fires timers (nor
+    // queueMicrotask, requestAnimationFrame or MessageChannel), and axe.run defers each rule
+    // with setTimeout(fn, 0). So for axe alone: a zero-delay setTimeout becomes a promise
+    // reaction; a delayed one (axe's own time-outs) never fires, as with scripts off. The page
+    // has no script of its own running to notice.
+    await page.evaluate(() => {
+      let id = 0;
+      window.setTimeout = (fn, ms, ...args) => {
+        if (!ms) Promise.resolve().then(() => fn(...args));
+        id += 1;
+        return id;
+      };
+      window.clearTimeout = () => {};
+    });
+  }
+  await page.evaluate(AXE_SOURCE);
+  const results = await page.evaluate(
+    tags => window.axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] }),
+    AXE_TAGS,
+  );
+  state.pages += 1;
+  for (const v of results.violations) {
+    const targets = v.nodes.slice(0, 3).map(n => n.target.join(' '));
+    state.violations.push({ page: name, id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl, targets });
+    log('VIOLATION', `${name}: ${v.id} (${v.impact}): ${v.help}: ${targets.join(' | ')}`);
+  }
+}
+
+// What a page load must leave: exactly one h1, matching `h1` (a string it contains, or a RegExp).
+// Then axe runs on it and a screenshot is kept.
+async function arrived(name, h1) {
+  await page.waitForLoadState('load', { timeout: NAV_TIMEOUT_MS });
+  const heading = page.getByRole('heading', { level: 1, name: h1 });
+  try {
+    await heading.waitFor({ state: 'visible', timeout: ACTION_TIMEOUT_MS });
+  } catch {
+    throw new Error(`expected the h1 ${h1}, got ${JSON.stringify(await h1Texts())} at ${page.url()}`);
+  }
+  const count = await page.locator('h1').count();
+  check(count === 1, `page "${name}" has ${count} h1 elements, not 1`);
+  const h1Text = (await h1Texts())[0];
+  await axeCheck(name);
+  await screenshot(name);
+  state.visited.push({ name, url: page.url(), h1: h1Text, status: lastStatus });
+  log('PAGE', `${name}: ${page.url()} (${lastStatus}) "${h1Text}"`);
+}
+
+// Does `action` (which starts a full page load: a link, a form submission, a goto) and waits for
+// the new document to load.
+async function loading(action) {
+  const loaded = page.waitForEvent('load', { timeout: NAV_TIMEOUT_MS });
+  loaded.catch(() => {}); // if `action` throws, that error is the one to report
+  await action();
+  await loaded;
+}
+
+// Presses Tab from where focus is (right after a page load: the top of the document) until
+// `locator` has focus: shows that it is reachable by keyboard, in order.
+async function tabTo(locator, what, maxPresses = 40) {
+  const target = await locator.elementHandle({ timeout: ACTION_TIMEOUT_MS });
+  for (let i = 1; i <= maxPresses; i++) {
+    await page.keyboard.press('Tab');
+    if (await target.evaluate(el => el === document.activeElement)) return i;
+  }
+  throw new Error(`${what} was not reached with ${maxPresses} presses of Tab`);
+}
+
+function continueButton() {
+  return page.getByRole('button', { name: 'Continue', exact: true });
+}
+
+// Leaves exactly one box of `role` ('checkbox' or 'radio') checked: the one whose name starts with
+// `label`.
+async function choose(role, label) {
+  const wanted = page.getByRole(role, { name: startsWith(label) });
+  const n = await wanted.count();
+  check(n === 1, `expected one ${role} labelled "${label}…", found ${n}`);
+  if (role === 'checkbox') {
+    const all = page.getByRole('checkbox');
+    for (let i = 0; i < (await all.count()); i++) {
+      const box = all.nth(i);
+      if ((await box.isChecked()) && !(await box.evaluate((el, w) => el === w, await wanted.elementHandle()))) {
+        await box.uncheck();
+      }
+    }
+  }
+  await wanted.check();
+  check(await wanted.isChecked(), `${role} "${label}…" did not become checked`);
+  return wanted;
+}
+
+async function fillTextbox(label, text) {
+  const box = page.getByRole('textbox', { name: startsWith(label) });
+  const n = await box.count();
+  check(n === 1, `expected one text field labelled "${label}…", found ${n}`);
+  await box.fill(text);
+}
+
+// Reads the newest sign-in code for `email` from POSTERN_CODE_FILE, as the nth one seen (so a code
+// from before the request is not taken).
+function codesFor(email) {
+  let text = '';
+  try {
+    text = readFileSync(CODE_FILE, 'utf8');
+  } catch {
+    return [];
+  }
+  const codes = [];
+  for (const line of text.split('\n')) {
+    const m = line.match(/code for (\S+): (\d{6})/);
+    if (m && m[1] === email) codes.push(m[2]);
+  }
+  return codes;
+}
+
+async function newCode(email, seenBefore) {
+  const deadline = Date.now() + CODE_WAIT_MS;
+  for (;;) {
+    const codes = codesFor(email);
+    if (codes.length > seenBefore) return codes[codes.length - 1];
+    if (Date.now() > deadline) {
+      throw new Error(`no new sign-in code for ${email} in ${CODE_FILE} within ${CODE_WAIT_MS / 1000} s`);
+    }
+    await new Promise(r => setTimeout(r, 200));
+  }
+}
+
+// The question pages of a share, in order. `answer` fills the page in.
+const QUESTIONS = [
+  {
+    slug: 'recipients',
+    h1: 'Who do you want to share with?',
+    answer: () => choose('checkbox', 'Northshire Multi-Agency Safeguarding Hub'),
+  },
+  {
+    slug: 'purpose',
+    h1: 'Why are you sharing?',
+    answer: () => choose('radio', 'Referral of a safeguarding concern'),
+  },
+  {
+    slug: 'lawful-basis',
+    h1: 'What is your lawful basis?',
+    answer: () => choose('radio', 'Legitimate interests'),
+  },
+  {
+    slug: 'kind',
+    h1: 'What kind of information is it?',
+    answer: () => choose('checkbox', 'Personal details'),
+  },
+  {
+    slug: 'consent',
+    h1: 'Consent',
+    answer: async () => {
+      await choose('radio', 'Not sought');
+      await fillTextbox('Why was consent not sought?', 'Seeking consent could put the child at risk.');
+    },
+  },
+  {
+    slug: 'told',
+    h1: 'Was the child or their carer told?',
+    answer: async () => {
+      const no = page.getByRole('radio', { name: /^\s*No\b/ });
+      check((await no.count()) === 1, 'expected one radio labelled "No"');
+      await no.check();
+      await fillTextbox('Why not?', 'Telling them could put the child at more risk.');
+    },
+  },
+  {
+    slug: 'urgency',
+    h1: 'How urgent is this?',
+    answer: () => choose('radio', 'Routine'),
+  },
+  {
+    slug: 'what',
+    h1: 'What are you sharing?',
+    answer: async () => {
+      await fillTextbox('Summary of what you are sharing', 'Concern raised at youth club on Tuesday.');
+      const kind = page.getByRole('combobox', { name: startsWith('Kind of reference') });
+      check((await kind.count()) === 1, 'expected one select labelled "Kind of reference"');
+      await kind.selectOption({ label: 'Case reference' });
+      check((await kind.inputValue()) === 'case', `"Case reference" has value "${await kind.inputValue()}", not "case"`);
+      await fillTextbox('Reference', 'RY-2026-0042');
+    },
+  },
+  {
+    slug: 'why',
+    h1: 'Why does this need to be shared?',
+    answer: () => fillTextbox('Justification', 'Disclosure of harm at home; the MASH must assess.'),
+  },
+  {
+    slug: 'marking',
+    h1: 'Marking and how long to keep it',
+    answer: async () => {
+      // "OFFICIAL" and not "OFFICIAL-SENSITIVE"
+      const official = page.getByRole('radio', { name: /^\s*OFFICIAL(?![-\w])/ });
+      check((await official.count()) === 1, 'expected one radio labelled "OFFICIAL"');
+      await official.check();
+      const value = await official.getAttribute('value');
+      check(value === 'OFFICIAL', `the "OFFICIAL" radio has value "${value}"`);
+      const days = page.getByLabel('Days the recipient may keep it');
+      check((await days.count()) === 1, 'expected one field labelled "Days the recipient may keep it"');
+      const kept = await days.inputValue();
+      check(kept.trim() !== '', '"Days the recipient may keep it" has no default');
+    },
+  },
+];
+
+// Answers the question pages in turn, from the first (already loaded); returns on reaching the
+// check-your-answers page.
+async function answerQuestions(prefix) {
+  for (let i = 0; i < QUESTIONS.length; i++) {
+    const q = QUESTIONS[i];
+    await step(`${prefix}-${q.slug}`, async () => {
+      await q.answer();
+      await loading(() => continueButton().click());
+    });
+    const next = QUESTIONS[i + 1];
+    const nextName = next ? `${prefix}-${String(i + 2).padStart(2, '0')}-${next.slug}` : prefix === 'share' ? 'check' : `${prefix}-check`;
+    const nextH1 = next ? next.h1 : 'Check your answers';
+    await step(nextName, () => arrived(nextName, nextH1));
+  }
+  return { refused: false };
+}
+
+async function isPage(h1) {
+  await page.waitForLoadState('load', { timeout: NAV_TIMEOUT_MS });
+  return (await page.getByRole('heading', { level: 1, name: h1 }).count()) === 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The journey
+
+browser = await step('launch', () =>
+  chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+    ],
+    timeout: 30_000,
+  }),
+);
+const context = await step('context', () =>
+  browser.newContext({
+    ignoreHTTPSErrors: true, // the dev gateway's certificate is self-signed
+    javaScriptEnabled: JS === 'on',
+    viewport: { width: 1024, height: 768 },
+    locale: 'en-GB',
+  }),
+);
+context.setDefaultTimeout(ACTION_TIMEOUT_MS);
+context.setDefaultNavigationTimeout(NAV_TIMEOUT_MS);
+page = await context.newPage();
+
+page.on('response', response => {
+  if (response.request().isNavigationRequest() && response.frame() === page.mainFrame()) {
+    lastStatus = response.status();
+  }
+});
+// CSP violations and uncaught errors: each distinct one reported once, with how often it happened.
+function browserProblem(kind, text) {
+  const seen = state.browserProblems.find(p => p.kind === kind && p.text === text);
+  if (seen) {
+    seen.count += 1;
+    return;
+  }
+  state.browserProblems.push({ kind, text, count: 1, first_step: currentStep, first_url: page.url() });
+  log('NOTE', `${kind === 'csp' ? 'CSP violation' : 'uncaught page error'} at ${page.url()}: ${text}`);
+}
+page.on('console', message => {
+  if (message.type() === 'error' && /Content[- ]Security[- ]Policy/i.test(message.text())) {
+    browserProblem('csp', message.text());
+  }
+});
+page.on('pageerror', error => browserProblem('pageerror', error.message));
+
+log('NOTE', `Chromium ${browser.version()}, JavaScript ${JS}, ${BASE}`);
+
+// a. The start page sends a stranger to sign in.
+await step('sign-in', async () => {
+  await loading(() => page.goto(`${BASE}/`));
+  await arrived('sign-in', 'Sign in');
+  const email = page.getByRole('textbox', { name: startsWith('Email address') });
+  check((await email.count()) === 1, 'expected one text field labelled "Email address"');
+  check((await email.getAttribute('name')) === 'email', 'the "Email address" field is not named "email"');
+  check((await continueButton().count()) === 1, 'expected one button "Continue"');
+});
+
+// An empty email, submitted by keyboard alone: the error summary.
+await step('sign-in-error', async () => {
+  await tabTo(continueButton(), 'the "Continue" button');
+  await loading(() => page.keyboard.press('Enter'));
+  await arrived('sign-in-error', 'Sign in');
+  const summary = page.locator('[role=alert], .error-summary').first();
+  check((await summary.count()) === 1, 'no error summary (role=alert or class error-summary)');
+  const title = (await summary.innerText()).replace(/\s+/g, ' ');
+  check(/There is a problem/.test(title), `the error summary does not say "There is a problem": "${title}"`);
+  const link = summary.locator('a[href="#email"]');
+  check((await link.count()) >= 1, 'the error summary has no link to #email');
+});
+
+// b. The email, typed and submitted by keyboard alone.
+const codesBefore = codesFor(EMAIL).length;
+await step('email', async () => {
+  const email = page.getByRole('textbox', { name: startsWith('Email address') });
+  await tabTo(email, 'the "Email address" field');
+  await page.keyboard.press('ControlOrMeta+A');
+  await page.keyboard.type(EMAIL);
+  await tabTo(continueButton(), 'the "Continue" button', 10);
+  await loading(() => page.keyboard.press('Space'));
+  await arrived('code', 'Check your email');
+  const code = page.getByRole('textbox', { name: startsWith('Sign-in code') });
+  check((await code.count()) === 1, 'expected one text field labelled "Sign-in code"');
+  check((await code.getAttribute('name')) === 'code', 'the "Sign-in code" field is not named "code"');
+  const ac = await code.getAttribute('autocomplete');
+  check(ac === 'one-time-code', `the "Sign-in code" field has autocomplete="${ac}", not "one-time-code"`);
+  check((await page.getByRole('button', { name: 'Sign in', exact: true }).count()) === 1, 'no button "Sign in"');
+  check((await page.getByRole('link', { name: 'Send a new code' }).count()) === 1, 'no link "Send a new code"');
+});
+
+// c. The code from the mail, typed by keyboard; Enter submits.
+await step('code', async () => {
+  const code = await newCode(EMAIL, codesBefore);
+  await tabTo(page.getByRole('textbox', { name: startsWith('Sign-in code') }), 'the "Sign-in code" field');
+  await page.keyboard.type(code);
+  await loading(() => page.keyboard.press('Enter'));
+  await arrived('home', 'Riverside Youth Club');
+  check((await page.getByRole('link', { name: 'Your shares' }).count()) >= 1, 'no link "Your shares"');
+});
+
+// d. A share, question by question.
+await step('share-start', async () => {
+  const start = page.getByRole('link', { name: 'Share information about a child' });
+  check((await start.count()) >= 1, 'no link "Share information about a child"');
+  await loading(() => start.first().click());
+  await arrived('share-01-recipients', QUESTIONS[0].h1);
+});
+await answerQuestions('share');
+
+const payload = randomBytes(4096);
+state.payloadSha256 = createHash('sha256').update(payload).digest('hex');
+payloadDir = mkdtempSync(join(tmpdir(), 'postern-journey-'));
+const payloadPath = join(payloadDir, 'concern.bin');
+writeFileSync(payloadPath, payload);
+log('NOTE', `payload ${payloadPath}: 4096 bytes, sha256 ${state.payloadSha256}`);
+
+await step('send', async () => {
+  const main = page.locator('main');
+  const text = await ((await main.count()) ? main.first() : page.locator('body')).innerText();
+  for (const answer of ['Northshire Multi-Agency Safeguarding Hub', 'RY-2026-0042']) {
+    check(text.includes(answer), `the answers do not show "${answer}"`);
+  }
+  const file = page.getByLabel('File to share');
+  check((await file.count()) === 1, 'expected one field labelled "File to share"');
+  check((await file.getAttribute('name')) === 'payload', 'the "File to share" field is not named "payload"');
+  await file.setInputFiles(payloadPath);
+  await loading(() => page.getByRole('button', { name: 'Send', exact: true }).click());
+  await arrived('confirmation', /^\s*Shared\s*$/);
+  const reference = (await page.locator('#reference').innerText()).trim();
+  check(reference !== '', 'the element with id "reference" is empty');
+  state.reference = reference;
+  log('NOTE', `reference ${reference}`);
+});
+
+// e. The share in "Your shares", and its delivery.
+await step('transfers', async () => {
+  await loading(() => page.getByRole('link', { name: 'Your shares' }).first().click());
+  await arrived('transfers', 'Your shares');
+  check((await page.getByRole('table').count()) >= 1, 'no table on "Your shares"');
+  const row = page.getByRole('table').getByRole('link', { name: state.reference, exact: true });
+  check((await row.count()) === 1, `the table has no link "${state.reference}"`);
+  await loading(() => row.click());
+  await arrived('transfer', 'Shared information');
+});
+
+await step('delivered', async () => {
+  const deadline = Date.now() + DELIVERY_WAIT_MS;
+  for (;;) {
+    const text = await page.locator('body').innerText();
+    if (text.includes('Delivered')) break;
+    if (Date.now() > deadline) throw new Error(`not "Delivered" within ${DELIVERY_WAIT_MS / 1000} s`);
+    await new Promise(r => setTimeout(r, 500));
+    await loading(() => page.reload());
+  }
+  await arrived('delivered', 'Shared information');
+});
+
+// f. A share the server must refuse, where the form offers it at all.
+await step('refused-start', async () => {
+  await loading(() => page.goto(`${BASE}/share`));
+  await arrived('refused-01-recipients', QUESTIONS[0].h1);
+});
+const health = page.getByRole('checkbox', { name: startsWith('Northshire Community Health') });
+if ((await health.count()) === 0) {
+  const why = 'refused share: no recipient "Northshire Community Health" offered on /share';
+  state.skipped.push(why);
+  log('SKIPPED', why);
+} else {
+  await step('refused-recipients', async () => {
+    await choose('checkbox', 'Northshire Community Health');
+    await loading(() => continueButton().click());
+  });
+  // The remaining questions, answered as before; whatever page stops them must be a refusal.
+  const outcome = await step('refused-walk', async () => {
+    if (!(await isPage(QUESTIONS[1].h1))) return { refused: true, after: 'recipients' };
+    await arrived('refused-02-purpose', QUESTIONS[1].h1);
+    for (let i = 1; i < QUESTIONS.length; i++) {
+      await QUESTIONS[i].answer();
+      await loading(() => continueButton().click());
+      const next = QUESTIONS[i + 1];
+      const nextH1 = next ? next.h1 : 'Check your answers';
+      if (!(await isPage(nextH1))) return { refused: true, after: QUESTIONS[i].slug };
+      await arrived(next ? `refused-${String(i + 2).padStart(2, '0')}-${next.slug}` : 'refused-check', nextH1);
+    }
+    await page.getByLabel('File to share').setInputFiles(payloadPath);
+    await loading(() => page.getByRole('button', { name: 'Send', exact: true }).click());
+    return { refused: !(await isPage(/^\s*Shared\s*$/)), after: 'check' };
+  });
+  await step('refused', async () => {
+    check(outcome.refused, 'a share to Northshire Community Health was sent, not refused');
+    const h1 = (await h1Texts()).join(' / ');
+    const alert = page.locator('[role=alert], .error-summary').first();
+    const alertText = (await alert.count()) ? (await alert.innerText()).replace(/\s+/g, ' ').trim() : '';
+    // The refusal page: still one h1, and it gets the same axe check and a screenshot.
+    await arrived('refused', /.+/);
+    state.refused = { after: outcome.after, url: page.url(), status: lastStatus, h1, alert: alertText };
+    log('NOTE', `refused after "${outcome.after}": ${h1}${alertText ? ` (${alertText})` : ''}`);
+  });
+}
+
+// g. Sign out, and the session is gone.
+await step('sign-out', async () => {
+  const signOut = page.getByRole('button', { name: 'Sign out' });
+  check((await signOut.count()) >= 1, 'no button "Sign out"');
+  await loading(() => signOut.first().click());
+  await arrived('signed-out', 'Sign in');
+  await loading(() => page.goto(`${BASE}/transfers`));
+  check(await isPage('Sign in'), `after signing out, /transfers shows ${JSON.stringify(await h1Texts())}, not "Sign in"`);
+});
+
+if (state.browserProblems.length) {
+  await step('browser-problems', () => {
+    const n = state.browserProblems.reduce((sum, p) => sum + p.count, 0);
+    throw new Error(`${n} CSP violation(s) or uncaught page error(s) (${state.browserProblems.length} distinct); see NOTE lines`);
+  });
+}
+if (state.violations.length) {
+  state.failed = 'axe';
+  console.log(`FAILED: axe: ${state.violations.length} accessibility violation(s) on ${new Set(state.violations.map(v => v.page)).size} page(s)`);
+  await finish(1);
+}
+log('OK', `${state.pages} pages, no accessibility violations (${AXE_TAGS.join(', ')})`);
+await finish(0);
