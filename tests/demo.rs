@@ -15,6 +15,7 @@ fn the_demo_starts_and_its_printed_commands_work() {
         .args(["demo", "--listen", "127.0.0.1:0", "--state-dir"])
         // The health and metrics listener on a free port too, so tests can run side by side.
         .env("POSTERN_OPS__LISTEN", "127.0.0.1:0")
+        .env("POSTERN_WEB__LISTEN", "127.0.0.1:0")
         .arg(&state)
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())

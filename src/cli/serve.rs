@@ -37,9 +37,9 @@ pub struct DemoArgs {
     /// The API listener (loopback).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// The people's pages (loopback).
-    #[arg(long, default_value = "127.0.0.1:8444")]
-    web_listen: SocketAddr,
+    /// The people's web pages (default: `web.listen`, 127.0.0.1:8444).
+    #[arg(long)]
+    web_listen: Option<SocketAddr>,
     /// Registry directory; defaults to ./config/demo if present, else the copy built into the binary.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -227,7 +227,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         overrides: Overrides {
             state_dir: Some(a.state_dir.clone()),
             listen: Some(a.listen),
-            web_listen: Some(a.web_listen),
+            web_listen: a.web_listen,
             config_dir: None,
             demo: true,
         },

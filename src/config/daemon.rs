@@ -35,6 +35,8 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "POSTERN_SERVER",
     "POSTERN_CA",
     "POSTERN_IDENTITY",
+    // the tests' switch that forbids skipping the browser tests (`.ci/run` sets it)
+    "POSTERN_REQUIRE_BROWSER",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -637,9 +639,9 @@ fn web_section(web: RawWeb, c: &mut Check<'_, '_>) -> Option<WebSettings> {
         None | Some("") => None,
         Some(l) => Some(c.address(l, "web.listen", "127.0.0.1:8444 (or empty for none)")?),
     };
-    // At least a minute, at most a day: a session is a person at a desk.
-    let idle = c.range(web.session_idle_secs, "web.session_idle_secs", 60, 86_400);
-    let max = c.range(web.session_max_secs, "web.session_max_secs", 60, 86_400);
+    // At most a day: a session is a person at a desk.
+    let idle = c.range(web.session_idle_secs, "web.session_idle_secs", 1, 86_400);
+    let max = c.range(web.session_max_secs, "web.session_max_secs", 1, 86_400);
     Some(WebSettings {
         listen,
         session_idle: Duration::from_secs(idle?),

@@ -911,7 +911,10 @@ fn people(doc: &Doc<'_>, declared: &Declared, errors: &mut Errors) -> Vec<Person
         if !valid_email(&email) {
             bad("email", format!("`{}` is not an email address", raw.email));
         } else if out.iter().any(|p| p.email == email) {
-            bad("email", format!("`{email}` is listed twice: one entry per person"));
+            bad(
+                "email",
+                format!("`{email}` is listed twice: one entry per person"),
+            );
         }
         if raw.name.trim().is_empty() {
             bad("name", "give the person's name".to_owned());
@@ -922,7 +925,13 @@ fn people(doc: &Doc<'_>, declared: &Declared, errors: &mut Errors) -> Vec<Person
         let org = match raw.organisation.trim().parse::<OrgId>() {
             Ok(o) if declared.organisations.contains(&o) => Some(o),
             _ => {
-                bad("organisation", format!("`{}` is not an organisation in organisations.toml", raw.organisation));
+                bad(
+                    "organisation",
+                    format!(
+                        "`{}` is not an organisation in organisations.toml",
+                        raw.organisation
+                    ),
+                );
                 None
             }
         };
@@ -932,11 +941,25 @@ fn people(doc: &Doc<'_>, declared: &Declared, errors: &mut Errors) -> Vec<Person
                 Some(role) => {
                     roles.insert(role);
                 }
-                None => bad("roles", format!("`{r}` is not a role: use {}", Role::ALL.iter().map(|r| format!("\"{}\"", r.as_str())).collect::<Vec<_>>().join(" or "))),
+                None => bad(
+                    "roles",
+                    format!(
+                        "`{r}` is not a role: use {}",
+                        Role::ALL
+                            .iter()
+                            .map(|r| format!("\"{}\"", r.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                ),
             }
         }
         if raw.roles.is_empty() {
-            bad("roles", "give at least one role: roles = [\"share\"] or [\"share\", \"receive\"]".to_owned());
+            bad(
+                "roles",
+                "give at least one role: roles = [\"share\"] or [\"share\", \"receive\"]"
+                    .to_owned(),
+            );
         }
         if errors.0.len() == before
             && let Some(org) = org

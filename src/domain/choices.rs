@@ -54,9 +54,8 @@ pub fn purposes<'r>(
         .purposes()
         .filter(|p| !p.statutory_only || all_statutory)
         .filter(|p| {
-            to.iter().all(|r| {
-                in_force(reg, sender, r, today).any(|ag| ag.purposes.contains(&p.id))
-            })
+            to.iter()
+                .all(|r| in_force(reg, sender, r, today).any(|ag| ag.purposes.contains(&p.id)))
         })
         .collect();
     out.sort_by(|a, b| a.title.cmp(&b.title));
@@ -196,7 +195,10 @@ pub fn conditions() -> Vec<(SpecialCategoryCondition, &'static str)> {
         ),
         (C::VitalInterests, "Someone's life is at risk"),
         (C::StatutoryPurposes, "A statutory purpose"),
-        (C::PreventingUnlawfulActs, "Preventing or detecting unlawful acts"),
+        (
+            C::PreventingUnlawfulActs,
+            "Preventing or detecting unlawful acts",
+        ),
         (C::HealthSocialCare, "Health or social care"),
         (C::ExplicitConsent, "The person gave explicit consent"),
         (C::LegalClaims, "Legal claims"),
@@ -257,7 +259,9 @@ mod tests {
             statutory_only,
             special_category: !statutory_only,
         };
-        let d = |s: &str| Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
+        let d = |s: &str| {
+            Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap()
+        };
         let agreement = |id: &str, parties: &[&str], purposes: &[&str], until: &str| Agreement {
             id: id.parse().unwrap(),
             title: id.into(),
@@ -273,7 +277,12 @@ mod tests {
             orgs,
             vec![purpose("referral", false), purpose("s115", true)],
             vec![
-                agreement("isp", &["club", "mash", "police"], &["referral"], "2030-01-01"),
+                agreement(
+                    "isp",
+                    &["club", "mash", "police"],
+                    &["referral"],
+                    "2030-01-01",
+                ),
                 agreement("dsa", &["mash", "police"], &["s115"], "2030-01-01"),
                 agreement("ended", &["club", "lonely"], &["referral"], "2025-06-01"),
             ],
@@ -341,9 +350,19 @@ mod tests {
             today,
         )
         .unwrap();
-        assert_eq!(markings(&reg, to_police), ["OFFICIAL", "OFFICIAL-SENSITIVE"]);
         assert_eq!(
-            highest_marking(&reg, &club, &ids(&["lonely"]), &referral, LawfulBasis::PublicTask, today),
+            markings(&reg, to_police),
+            ["OFFICIAL", "OFFICIAL-SENSITIVE"]
+        );
+        assert_eq!(
+            highest_marking(
+                &reg,
+                &club,
+                &ids(&["lonely"]),
+                &referral,
+                LawfulBasis::PublicTask,
+                today
+            ),
             None
         );
     }

@@ -194,10 +194,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         }
         None => None,
     };
-    let web_addr = web
-        .as_ref()
-        .map(|(l, _)| l.local_addr())
-        .transpose()?;
+    let web_addr = web.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
     let deliverer = Arc::new(deliverer);
     let reloader = Reloader(Arc::new(ReloaderInner {
         started: Started {

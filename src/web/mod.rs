@@ -52,17 +52,16 @@ pub struct WebApp {
 pub struct ClientAddr(pub SocketAddr);
 
 pub fn router(app: Arc<WebApp>) -> Router {
-    let upload_limit = usize::try_from(
-        app.api
-            .limits
-            .max_payload_bytes
-            .saturating_add(1024 * 1024),
-    )
-    .unwrap_or(usize::MAX);
+    let upload_limit =
+        usize::try_from(app.api.limits.max_payload_bytes.saturating_add(1024 * 1024))
+            .unwrap_or(usize::MAX);
     Router::new()
         .route("/", get(transfers::home))
         .route("/sign-in", get(signin::email_page).post(signin::email_sent))
-        .route("/sign-in/code", get(signin::code_page).post(signin::code_entered))
+        .route(
+            "/sign-in/code",
+            get(signin::code_page).post(signin::code_entered),
+        )
         .route("/sign-out", post(signin::sign_out))
         .route("/share", get(share::start).post(share::answer))
         .route(
@@ -114,9 +113,10 @@ async fn headers(req: Request, next: Next) -> Response {
 }
 
 /// Refuses a POST that did not come from these pages: a browser says where a request comes
-/// from (`Sec-Fetch-Site`, and `Origin` on every POST), and a cross-site form, script or link
-/// is refused before any handler runs. A POST that says neither is refused too: every browser
-/// these pages support sends them.
+/// from in `Sec-Fetch-Site` (every current browser), which must be `same-origin`; without it,
+/// `Origin` must be this site. (With `Referrer-Policy: no-referrer`, browsers send `Origin:
+/// null` on form posts, so `Sec-Fetch-Site` is what they are judged by.) A POST that says
+/// neither is refused, before any handler runs.
 async fn same_origin(req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
@@ -125,13 +125,12 @@ async fn same_origin(req: Request, next: Next) -> Response {
     let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
-    let site_ok = fetch_site.is_none_or(|s| s == "same-origin" || s == "none");
-    let origin_ok = match (origin, host) {
-        (Some(o), Some(host)) => o == format!("https://{host}"),
-        (Some(_), None) => false,
-        (None, _) => fetch_site.is_some(),
+    let allowed = match (fetch_site, origin, host) {
+        (Some(site), _, _) => site == "same-origin",
+        (None, Some(o), Some(host)) => o == format!("https://{host}"),
+        _ => false,
     };
-    if site_ok && origin_ok {
+    if allowed {
         return next.run(req).await;
     }
     tracing::info!(
@@ -185,15 +184,14 @@ pub async fn serve(
         tracker.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let stream =
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "web: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "web: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ClientAddr(remote));
@@ -272,7 +270,9 @@ fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str>
 /// A `__Host-` cookie: Secure, HttpOnly, SameSite=Strict, whole site, this host only.
 /// `max_age` 0 removes it; `None` makes it last until the browser closes.
 fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age: Option<u64>) {
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"
     )) {

@@ -108,6 +108,9 @@ pub struct Field {
 #[template(path = "question.html")]
 pub struct QuestionPage {
     pub title: String,
+    /// The page asks one group of choices whose legend is the page's title: the legend is the
+    /// h1 (the GOV.UK pattern), so the question is not read twice.
+    pub legend_h1: bool,
     pub step: &'static str,
     pub intro: Vec<String>,
     pub fields: Vec<Field>,
@@ -215,7 +218,11 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "web: a page could not be rendered");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown.").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be shown.",
+            )
+                .into_response()
         }
     }
 }

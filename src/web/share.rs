@@ -163,7 +163,10 @@ impl Draft {
     }
 
     fn to(&self) -> Vec<OrgId> {
-        self.all("to").iter().filter_map(|s| s.parse().ok()).collect()
+        self.all("to")
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
     }
 
     fn purpose(&self) -> Option<PurposeId> {
@@ -274,7 +277,10 @@ fn problems(step: Step, d: &Draft, cx: &Cx<'_>) -> Vec<FieldError> {
                 "informed_reason",
                 "Say why the child or their carer was not told",
             ),
-            _ => bad("informed", "Select whether the child or their carer was told"),
+            _ => bad(
+                "informed",
+                "Select whether the child or their carer was told",
+            ),
         },
         Step::Urgency => match d.one("urgency") {
             "routine" => {}
@@ -303,7 +309,10 @@ fn problems(step: Step, d: &Draft, cx: &Cx<'_>) -> Vec<FieldError> {
             if !REFERENCE_SCHEMES.iter().any(|(s, _)| *s == scheme) {
                 bad("ref_scheme", "Select the kind of reference");
             } else if value.is_empty() {
-                bad("ref_value", "Enter a reference for the child, such as a case reference");
+                bad(
+                    "ref_value",
+                    "Enter a reference for the child, such as a case reference",
+                );
             } else if SubjectRef::parse(&format!("{scheme}:{value}")).is_err() {
                 bad(
                     "ref_value",
@@ -391,10 +400,22 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
     let (title, intro, mut fields): (String, Vec<String>, Vec<Field>) = match step {
         Step::To => {
             let orgs = choices::recipients(cx.reg, cx.org, cx.today);
-            let mut f = field("checkboxes", "to", "Who do you want to share with?", Some("Select all that apply. Only organisations your agreements allow are listed."));
+            let mut f = field(
+                "checkboxes",
+                "to",
+                "Who do you want to share with?",
+                Some("Select all that apply. Only organisations your agreements allow are listed."),
+            );
             f.options = orgs
                 .iter()
-                .map(|o| opt(o.id.as_str(), &o.name, Some(&format!("{} organisation", capital(o.kind.label()))), picked("to", o.id.as_str())))
+                .map(|o| {
+                    opt(
+                        o.id.as_str(),
+                        &o.name,
+                        Some(&format!("{} organisation", capital(o.kind.label()))),
+                        picked("to", o.id.as_str()),
+                    )
+                })
                 .collect();
             let intro = if orgs.is_empty() {
                 vec!["Your organisation has no agreement in force that lets it share with anyone through Postern. Ask your safeguarding lead or data protection officer to set one up.".to_owned()]
@@ -404,26 +425,59 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
             ("Who do you want to share with?".to_owned(), intro, vec![f])
         }
         Step::Purpose => {
-            let mut f = field("radios", "purpose", "Why are you sharing?", Some("These are the reasons your agreements with them allow."));
+            let mut f = field(
+                "radios",
+                "purpose",
+                "Why are you sharing?",
+                Some("These are the reasons your agreements with them allow."),
+            );
             f.options = choices::purposes(cx.reg, cx.org, &d.to(), cx.today)
                 .iter()
-                .map(|p| opt(p.id.as_str(), &p.title, None, d.one("purpose") == p.id.as_str()))
+                .map(|p| {
+                    opt(
+                        p.id.as_str(),
+                        &p.title,
+                        None,
+                        d.one("purpose") == p.id.as_str(),
+                    )
+                })
                 .collect();
             ("Why are you sharing?".to_owned(), Vec::new(), vec![f])
         }
         Step::Basis => {
-            let mut f = field("radios", "basis", "What is your lawful basis?", Some("The lawful basis is the reason in data protection law (UK GDPR Article 6) that allows you to share. Only the ones that fit this purpose and your agreements are listed; the one organisations like yours usually use is first."));
+            let mut f = field(
+                "radios",
+                "basis",
+                "What is your lawful basis?",
+                Some(
+                    "The lawful basis is the reason in data protection law (UK GDPR Article 6) that allows you to share. Only the ones that fit this purpose and your agreements are listed; the one organisations like yours usually use is first.",
+                ),
+            );
             if let Some(p) = d.purpose() {
                 f.options = choices::lawful_bases(cx.reg, cx.org, &d.to(), &p, cx.today)
                     .into_iter()
-                    .map(|b| opt(b.as_str(), choices::basis_title(b), Some(choices::basis_hint(b)), d.one("basis") == b.as_str()))
+                    .map(|b| {
+                        opt(
+                            b.as_str(),
+                            choices::basis_title(b),
+                            Some(choices::basis_hint(b)),
+                            d.one("basis") == b.as_str(),
+                        )
+                    })
                     .collect();
             }
             ("What is your lawful basis?".to_owned(), Vec::new(), vec![f])
         }
         Step::Categories => {
-            let special_ok = d.purpose().is_some_and(|p| choices::special_category_allowed(cx.reg, &p));
-            let mut f = field("checkboxes", "cat", "What kind of information is it?", Some("Select all that apply."));
+            let special_ok = d
+                .purpose()
+                .is_some_and(|p| choices::special_category_allowed(cx.reg, &p));
+            let mut f = field(
+                "checkboxes",
+                "cat",
+                "What kind of information is it?",
+                Some("Select all that apply."),
+            );
             f.options = DataCategory::ALL
                 .iter()
                 .filter(|c| **c != DataCategory::SpecialCategory || special_ok)
@@ -432,91 +486,223 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                     opt(c.as_str(), t, Some(h), picked("cat", c.as_str()))
                 })
                 .collect();
-            ("What kind of information is it?".to_owned(), Vec::new(), vec![f])
+            (
+                "What kind of information is it?".to_owned(),
+                Vec::new(),
+                vec![f],
+            )
         }
         Step::Condition => {
-            let mut f = field("radios", "condition", "Which condition allows you to share it?", Some("Special category information needs a condition from UK GDPR Article 9 as well as a lawful basis. For safeguarding, it is usually the first."));
+            let mut f = field(
+                "radios",
+                "condition",
+                "Which condition allows you to share it?",
+                Some(
+                    "Special category information needs a condition from UK GDPR Article 9 as well as a lawful basis. For safeguarding, it is usually the first.",
+                ),
+            );
             f.options = choices::conditions()
                 .into_iter()
                 .map(|(c, t)| opt(c.as_str(), t, None, d.one("condition") == c.as_str()))
                 .collect();
-            ("Special category information".to_owned(), Vec::new(), vec![f])
+            (
+                "Special category information".to_owned(),
+                Vec::new(),
+                vec![f],
+            )
         }
         Step::Consent => {
             let mut f = field("radios", "consent", "What happened about consent?", None);
             f.options = vec![
-                opt("given", "Sought and given", None, value("consent") == "given"),
-                opt("refused_overridden", "Sought and refused, and you are sharing anyway", Some("Because the child may be at risk."), value("consent") == "refused_overridden"),
-                opt("not_sought", "Not sought", Some("For example, because asking could put the child at more risk."), value("consent") == "not_sought"),
+                opt(
+                    "given",
+                    "Sought and given",
+                    None,
+                    value("consent") == "given",
+                ),
+                opt(
+                    "refused_overridden",
+                    "Sought and refused, and you are sharing anyway",
+                    Some("Because the child may be at risk."),
+                    value("consent") == "refused_overridden",
+                ),
+                opt(
+                    "not_sought",
+                    "Not sought",
+                    Some("For example, because asking could put the child at more risk."),
+                    value("consent") == "not_sought",
+                ),
             ];
-            let mut r = field("textarea", "consent_reason", "Why was consent not sought?", Some("Or, if it was refused, why you are sharing without it. Leave blank if consent was given."));
+            let mut r = field(
+                "textarea",
+                "consent_reason",
+                "Why was consent not sought?",
+                Some(
+                    "Or, if it was refused, why you are sharing without it. Leave blank if consent was given.",
+                ),
+            );
             r.value = value("consent_reason");
             ("Consent".to_owned(), vec!["You do not need consent to share information when a child may be at risk of harm. Say what happened, so that the record is complete.".to_owned()], vec![f, r])
         }
         Step::Informed => {
-            let mut f = field("radios", "informed", "Was the child or their carer told?", Some("That you are sharing this information."));
+            let mut f = field(
+                "radios",
+                "informed",
+                "Was the child or their carer told?",
+                Some("That you are sharing this information."),
+            );
             f.options = vec![
                 opt("yes", "Yes", None, value("informed") == "yes"),
-                opt("no", "No", Some("For example, because telling them could put the child at more risk."), value("informed") == "no"),
+                opt(
+                    "no",
+                    "No",
+                    Some("For example, because telling them could put the child at more risk."),
+                    value("informed") == "no",
+                ),
             ];
-            let mut r = field("textarea", "informed_reason", "Why not?", Some("Leave blank if they were told."));
+            let mut r = field(
+                "textarea",
+                "informed_reason",
+                "Why not?",
+                Some("Leave blank if they were told."),
+            );
             r.value = value("informed_reason");
-            ("Was the child or their carer told?".to_owned(), Vec::new(), vec![f, r])
+            (
+                "Was the child or their carer told?".to_owned(),
+                Vec::new(),
+                vec![f, r],
+            )
         }
         Step::Urgency => {
             let mut f = field("radios", "urgency", "How urgent is this?", None);
             f.options = vec![
                 opt("routine", "Routine", None, value("urgency") == "routine"),
-                opt("urgent", "Urgent: it cannot wait", Some("You can share now and explain your reasons afterwards."), value("urgency") == "urgent"),
+                opt(
+                    "urgent",
+                    "Urgent: it cannot wait",
+                    Some("You can share now and explain your reasons afterwards."),
+                    value("urgency") == "urgent",
+                ),
             ];
-            let mut r = field("textarea", "urgency_reason", "Why can it not wait?", Some("Only if it is urgent."));
+            let mut r = field(
+                "textarea",
+                "urgency_reason",
+                "Why can it not wait?",
+                Some("Only if it is urgent."),
+            );
             r.value = value("urgency_reason");
             ("How urgent is this?".to_owned(), Vec::new(), vec![f, r])
         }
         Step::Request => {
-            let mut f = field("radios", "request", "Are you answering a request for information?", None);
+            let mut f = field(
+                "radios",
+                "request",
+                "Are you answering a request for information?",
+                None,
+            );
             f.options = vec![
                 opt("no", "No", None, value("request") == "no"),
                 opt("yes", "Yes", None, value("request") == "yes"),
             ];
-            let mut r = field("text", "request_ref", "The request's reference", Some("Only if you are answering a request."));
+            let mut r = field(
+                "text",
+                "request_ref",
+                "The request's reference",
+                Some("Only if you are answering a request."),
+            );
             r.value = value("request_ref");
-            let mut w = field("textarea", "request_what", "What was asked for", Some("As it was asked: it may differ from what you share."));
+            let mut w = field(
+                "textarea",
+                "request_what",
+                "What was asked for",
+                Some("As it was asked: it may differ from what you share."),
+            );
             w.value = value("request_what");
-            ("Are you answering a request?".to_owned(), Vec::new(), vec![f, r, w])
+            (
+                "Are you answering a request?".to_owned(),
+                Vec::new(),
+                vec![f, r, w],
+            )
         }
         Step::What => {
-            let mut summary = field("textarea", "summary", "Summary of what you are sharing", Some("Share only what the recipient needs. Do not name people who could be harmed if their details became known."));
+            let mut summary = field(
+                "textarea",
+                "summary",
+                "Summary of what you are sharing",
+                Some(
+                    "Share only what the recipient needs. Do not name people who could be harmed if their details became known.",
+                ),
+            );
             summary.value = value("summary");
             let mut scheme = field("select", "ref_scheme", "Kind of reference", None);
             scheme.options = REFERENCE_SCHEMES
                 .iter()
                 .map(|(v, l)| opt(v, l, None, value("ref_scheme") == *v))
                 .collect();
-            let mut r = field("text", "ref_value", "Reference", Some("Who the information is about, without their name: for example, a case reference or an NHS number like 943 476 5919."));
+            let mut r = field(
+                "text",
+                "ref_value",
+                "Reference",
+                Some(
+                    "Who the information is about, without their name: for example, a case reference or an NHS number like 943 476 5919.",
+                ),
+            );
             r.value = value("ref_value");
-            ("What are you sharing?".to_owned(), Vec::new(), vec![summary, scheme, r])
+            (
+                "What are you sharing?".to_owned(),
+                Vec::new(),
+                vec![summary, scheme, r],
+            )
         }
         Step::Justification => {
-            let mut f = field("textarea", "justification", "Justification", Some(if d.urgent() {
-                "Why does the child's safety outweigh the duty of confidence? As this is urgent, you may leave it blank and give your reasons afterwards."
-            } else {
-                "Why does the child's safety outweigh the duty of confidence?"
-            }));
+            let mut f = field(
+                "textarea",
+                "justification",
+                "Justification",
+                Some(if d.urgent() {
+                    "Why does the child's safety outweigh the duty of confidence? As this is urgent, you may leave it blank and give your reasons afterwards."
+                } else {
+                    "Why does the child's safety outweigh the duty of confidence?"
+                }),
+            );
             f.value = value("justification");
-            ("Why does this need to be shared?".to_owned(), Vec::new(), vec![f])
+            (
+                "Why does this need to be shared?".to_owned(),
+                Vec::new(),
+                vec![f],
+            )
         }
         Step::Marking => {
-            let mut f = field("radios", "marking", "Protective marking", Some("Most referrals about a child are OFFICIAL-SENSITIVE. Only the markings every recipient may receive are listed."));
+            let mut f = field(
+                "radios",
+                "marking",
+                "Protective marking",
+                Some(
+                    "Most referrals about a child are OFFICIAL-SENSITIVE. Only the markings every recipient may receive are listed.",
+                ),
+            );
             f.options = ceiling(d, cx)
                 .map(|c| choices::markings(cx.reg, c))
                 .unwrap_or_default()
                 .iter()
                 .map(|m| opt(m, m, Some(marking_hint(m)), value("marking") == *m))
                 .collect();
-            let mut days = field("number", "days", "Days the recipient may keep it", Some("After this, they must destroy it. One year is usual for a referral."));
-            days.value = if value("days").is_empty() { "365".to_owned() } else { value("days") };
-            ("Marking and how long to keep it".to_owned(), Vec::new(), vec![f, days])
+            let mut days = field(
+                "number",
+                "days",
+                "Days the recipient may keep it",
+                Some("After this, they must destroy it. One year is usual for a referral."),
+            );
+            days.value = if value("days").is_empty() {
+                "365".to_owned()
+            } else {
+                value("days")
+            };
+            (
+                "Marking and how long to keep it".to_owned(),
+                Vec::new(),
+                vec![f, days],
+            )
         }
         Step::Check => unreachable_step(),
     };
@@ -534,6 +720,9 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
     pages::render_status(
         status,
         &QuestionPage {
+            legend_h1: fields.first().is_some_and(|f| {
+                (f.kind == "radios" || f.kind == "checkboxes") && f.label == title
+            }) && intro.is_empty(),
             title,
             step: step.as_str(),
             intro,
@@ -569,7 +758,11 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
     let names: Vec<String> = d
         .to()
         .iter()
-        .map(|o| cx.reg.organisation(o).map_or_else(|| o.to_string(), |x| x.name.clone()))
+        .map(|o| {
+            cx.reg
+                .organisation(o)
+                .map_or_else(|| o.to_string(), |x| x.name.clone())
+        })
         .collect();
     let purpose = d
         .purpose()
@@ -589,14 +782,26 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         }
     };
     let mut rows = vec![
-        Row { label: "Recipients", lines: names, step: "to" },
-        Row { label: "Why", lines: vec![purpose], step: "purpose" },
+        Row {
+            label: "Recipients",
+            lines: names,
+            step: "to",
+        },
+        Row {
+            label: "Why",
+            lines: vec![purpose],
+            step: "purpose",
+        },
         Row {
             label: "Lawful basis",
             lines: vec![d.basis().map_or("", choices::basis_title).to_owned()],
             step: "basis",
         },
-        Row { label: "Kind of information", lines: cats, step: "categories" },
+        Row {
+            label: "Kind of information",
+            lines: cats,
+            step: "categories",
+        },
     ];
     if d.special() {
         let c = SpecialCategoryCondition::parse(d.one("condition"));
@@ -604,31 +809,61 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
             .into_iter()
             .find(|(x, _)| Some(*x) == c)
             .map_or("", |(_, t)| t);
-        rows.push(Row { label: "Article 9 condition", lines: vec![t.to_owned()], step: "condition" });
+        rows.push(Row {
+            label: "Article 9 condition",
+            lines: vec![t.to_owned()],
+            step: "condition",
+        });
     }
     let consent = match d.one("consent") {
         "given" => "Sought and given",
         "refused_overridden" => "Sought, refused and overridden",
         _ => "Not sought",
     };
-    rows.push(Row { label: "Consent", lines: with_reason(consent, d.one("consent_reason")), step: "consent" });
-    let told = if d.one("informed") == "yes" { "Yes" } else { "No" };
-    rows.push(Row { label: "Child or carer told", lines: with_reason(told, d.one("informed_reason")), step: "informed" });
+    rows.push(Row {
+        label: "Consent",
+        lines: with_reason(consent, d.one("consent_reason")),
+        step: "consent",
+    });
+    let told = if d.one("informed") == "yes" {
+        "Yes"
+    } else {
+        "No"
+    };
+    rows.push(Row {
+        label: "Child or carer told",
+        lines: with_reason(told, d.one("informed_reason")),
+        step: "informed",
+    });
     let urgency = if d.urgent() { "Urgent" } else { "Routine" };
-    rows.push(Row { label: "Urgency", lines: with_reason(urgency, d.one("urgency_reason")), step: "urgency" });
+    rows.push(Row {
+        label: "Urgency",
+        lines: with_reason(urgency, d.one("urgency_reason")),
+        step: "urgency",
+    });
     let request = if d.one("request") == "yes" {
-        vec![d.one("request_ref").to_owned(), d.one("request_what").to_owned()]
+        vec![
+            d.one("request_ref").to_owned(),
+            d.one("request_what").to_owned(),
+        ]
     } else {
         vec!["Not answering a request".to_owned()]
     };
-    rows.push(Row { label: "Request answered", lines: request, step: "request" });
+    rows.push(Row {
+        label: "Request answered",
+        lines: request,
+        step: "request",
+    });
     let scheme = REFERENCE_SCHEMES
         .iter()
         .find(|(v, _)| *v == d.one("ref_scheme"))
         .map_or("", |(_, l)| l);
     rows.push(Row {
         label: "What you are sharing",
-        lines: vec![d.one("summary").to_owned(), format!("{scheme}: {}", d.one("ref_value"))],
+        lines: vec![
+            d.one("summary").to_owned(),
+            format!("{scheme}: {}", d.one("ref_value")),
+        ],
         step: "what",
     });
     let justification = if d.one("justification").is_empty() {
@@ -636,10 +871,17 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
     } else {
         d.one("justification").to_owned()
     };
-    rows.push(Row { label: "Justification", lines: vec![justification], step: "justification" });
+    rows.push(Row {
+        label: "Justification",
+        lines: vec![justification],
+        step: "justification",
+    });
     rows.push(Row {
         label: "Marking and keeping",
-        lines: vec![d.one("marking").to_owned(), format!("Keep for {} days", d.one("days"))],
+        lines: vec![
+            d.one("marking").to_owned(),
+            format!("Keep for {} days", d.one("days")),
+        ],
         step: "marking",
     });
     let status = if errors.is_empty() {
@@ -650,7 +892,7 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
     pages::render_status(
         status,
         &CheckPage {
-            title: "Check your answers before sending",
+            title: "Check your answers",
             rows,
             hidden: d.hidden_except(Step::Check),
             max_size: size_words(cx.max_payload),
@@ -685,7 +927,12 @@ pub async fn start(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
         return refuse_without_share_role();
     }
     let reg = app.api.registry.current();
-    let cx = Cx { reg: &reg, org: &s.person.org, today: crate::clock::now().date(), max_payload: app.api.limits.max_payload_bytes };
+    let cx = Cx {
+        reg: &reg,
+        org: &s.person.org,
+        today: crate::clock::now().date(),
+        max_payload: app.api.limits.max_payload_bytes,
+    };
     page(Step::To, &Draft::default(), &cx, Vec::new(), &s)
 }
 
@@ -710,13 +957,22 @@ pub async fn answer(
         .and_then(|(_, v)| Step::parse(v));
     let given = Draft::from_pairs(pairs);
     let reg = app.api.registry.current();
-    let cx = Cx { reg: &reg, org: &s.person.org, today: crate::clock::now().date(), max_payload: app.api.limits.max_payload_bytes };
+    let cx = Cx {
+        reg: &reg,
+        org: &s.person.org,
+        today: crate::clock::now().date(),
+        max_payload: app.api.limits.max_payload_bytes,
+    };
     let mut d = given.clone();
     if let Some(to) = goto {
         return page(to, &d, &cx, Vec::new(), &s);
     }
     d.answer(step, &given);
-    let errors = if applies(step, &d) { problems(step, &d, &cx) } else { Vec::new() };
+    let errors = if applies(step, &d) {
+        problems(step, &d, &cx)
+    } else {
+        Vec::new()
+    };
     if !errors.is_empty() {
         return page(step, &d, &cx, errors, &s);
     }
@@ -748,7 +1004,10 @@ fn envelope(d: &Draft, s: &SignedIn, file_name: Option<&str>) -> serde_json::Val
     });
     if let Some(obj) = e.as_object_mut() {
         if d.special() {
-            obj.insert("special_category_condition".into(), json!(d.one("condition")));
+            obj.insert(
+                "special_category_condition".into(),
+                json!(d.one("condition")),
+            );
         }
         if d.one("request") == "yes" {
             obj.insert(
@@ -786,7 +1045,11 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let Ok(boundary) = multer::parse_boundary(content_type) else {
-        return pages::problem(StatusCode::BAD_REQUEST, "The form could not be read", "Go back to the last page and press Send again.");
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "The form could not be read",
+            "Go back to the last page and press Send again.",
+        );
     };
     let limits = &app.api.limits;
     let constraints = multer::Constraints::new().size_limit(
@@ -816,23 +1079,27 @@ pub async fn send(
         }
     };
     let d = Draft::from_pairs(pairs);
-    let cx = Cx { reg: &reg, org: &s.person.org, today, max_payload: limits.max_payload_bytes };
-    // Every page's answers are checked again: a form can be altered, and the registry may have
-    // changed since the pages were shown. The policy decides all the same.
-    let first_wrong = Step::ALL
-        .into_iter()
-        .find(|st| *st != Step::Check && applies(*st, &d) && !problems(*st, &d, &cx).is_empty());
-    if let Some(st) = first_wrong {
-        let errors = problems(st, &d, &cx);
-        return page(st, &d, &cx, errors, &s);
-    }
+    let cx = Cx {
+        reg: &reg,
+        org: &s.person.org,
+        today,
+        max_payload: limits.max_payload_bytes,
+    };
+    // The answers are not checked again here: the envelope parser and the policy judge them,
+    // as they judge an agency system's, and record the outcome (an altered form's refusal is
+    // evidence too). A registry reloaded since the pages were shown is judged the same way.
     let file_name = payload
         .as_ref()
         .and_then(|f| f.file_name())
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
     let Some(payload) = payload.filter(|_| file_name.is_some()) else {
-        return check_page(&d, &cx, vec![FieldError::new("payload", "Select the file to share")], &s);
+        return check_page(
+            &d,
+            &cx,
+            vec![FieldError::new("payload", "Select the file to share")],
+            &s,
+        );
     };
     let env = envelope(&d, &s, None);
     let Ok(bytes) = serde_json::to_vec(&env) else {
@@ -906,14 +1173,18 @@ async fn outcome(answer: Response, reg: &Registry, s: &SignedIn) -> Response {
     let detail = problem["detail"].as_str().unwrap_or("").to_owned();
     let id = problem["transfer_id"].as_str().map(reference);
     if let Some(rule) = Rule::ALL.iter().find(|r| r.refusal_code() == code) {
+        let recipient = problem["recipient"]
+            .as_str()
+            .and_then(|r| r.parse::<OrgId>().ok())
+            .and_then(|r| reg.organisation(&r))
+            .map_or_else(|| "the recipient".to_owned(), |o| o.name.clone());
         return pages::render_status(
             StatusCode::FORBIDDEN,
             &RefusedPage {
                 title: "Not shared",
                 why: format!(
-                    "Postern did not share this, because one of the rules your agreements set was not met: {}. {}",
-                    rule.summary(),
-                    detail
+                    "Postern did not share this, because one of the rules your agreements set was not met. {}",
+                    plain_refusal(*rule, &recipient)
                 ),
                 what_to_do: what_to_do(*rule).to_owned(),
                 reference: id,
@@ -924,9 +1195,18 @@ async fn outcome(answer: Response, reg: &Registry, s: &SignedIn) -> Response {
         );
     }
     let (title, what) = match status.as_u16() {
-        413 => ("The file is too large", "Send a smaller file, or split it into parts."),
-        507 | 503 => ("Postern cannot take this now", "Nothing was shared. Try again in a few minutes."),
-        _ => ("Not shared", "Go back, check your answers and try again. If it keeps happening, tell your IT team."),
+        413 => (
+            "The file is too large",
+            "Send a smaller file, or split it into parts.",
+        ),
+        507 | 503 => (
+            "Postern cannot take this now",
+            "Nothing was shared. Try again in a few minutes.",
+        ),
+        _ => (
+            "Not shared",
+            "Go back, check your answers and try again. If it keeps happening, tell your IT team.",
+        ),
     };
     pages::render_status(
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
@@ -940,6 +1220,26 @@ async fn outcome(answer: Response, reg: &Registry, s: &SignedIn) -> Response {
             who: transfers::who(s),
         },
     )
+}
+
+/// The rule that refused a share, in words a volunteer understands (no ids).
+fn plain_refusal(rule: Rule, recipient: &str) -> String {
+    match rule {
+        Rule::AgreementExists => format!("Your organisation has no information sharing agreement with {recipient}."),
+        Rule::AgreementInForce => format!("Your agreement with {recipient} is not in force today."),
+        Rule::PurposeInAgreement => format!("Your agreement with {recipient} does not cover this reason for sharing."),
+        Rule::LawfulBasisInAgreement => format!("Your agreement with {recipient} does not allow this lawful basis."),
+        Rule::LawfulBasisFitsPurpose => "The lawful basis you chose does not fit the reason for sharing.".to_owned(),
+        Rule::PurposeKnown => "The reason for sharing is not one this gateway knows.".to_owned(),
+        Rule::StatutoryOnlySender | Rule::StatutoryOnlyRecipient => "This reason for sharing is a legal gateway that only public (statutory) bodies may use with each other.".to_owned(),
+        Rule::SpecialCategoryCondition => "Special category information needs a condition from UK GDPR Article 9.".to_owned(),
+        Rule::SpecialCategoryPermitted => "This reason for sharing does not allow special category information.".to_owned(),
+        Rule::MarkingWithinClearance | Rule::MarkingWithinChannel | Rule::MarkingWithinAgreement => format!("{recipient} cannot receive information at this marking through Postern."),
+        Rule::MarkingWithinGateway => "Postern does not carry information marked SECRET or above.".to_owned(),
+        Rule::RecipientRegistered | Rule::RecipientHasEndpoint => format!("{recipient} cannot receive through Postern."),
+        Rule::OriginatorPermission => "Information that came from another organisation needs that organisation's permission to share on.".to_owned(),
+        Rule::SenderRegistered => "Your organisation is not registered with this gateway.".to_owned(),
+    }
 }
 
 /// What a person can do about a refusal under each rule.
@@ -959,6 +1259,8 @@ fn what_to_do(rule: Rule) -> &'static str {
         | Rule::MarkingWithinGateway => {
             "The recipient cannot receive information at that marking through Postern. Check the marking with your safeguarding lead."
         }
-        _ => "Check your answers and try again, or ask your safeguarding lead or data protection officer.",
+        _ => {
+            "Check your answers and try again, or ask your safeguarding lead or data protection officer."
+        }
     }
 }

@@ -65,7 +65,7 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
         let idle = i64::try_from(app.settings.session_idle.as_secs()).unwrap_or(i64::MAX);
         let max = i64::try_from(app.settings.session_max.as_secs()).unwrap_or(i64::MAX);
         let registry = app.api.registry.current();
-        let live = found.filter(|s| now - s.seen_at <= idle && now - s.created_at <= max);
+        let live = found.filter(|s| now - s.seen_at < idle && now - s.created_at < max);
         let Some((s, person)) =
             live.and_then(|s| registry.person(&s.email).cloned().map(|p| (s, p)))
         else {
@@ -78,7 +78,9 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
             let _ = app
                 .api
                 .store
-                .write(false, move |tx| kept::session_touch(tx.conn(), &id_hash, now))
+                .write(false, move |tx| {
+                    kept::session_touch(tx.conn(), &id_hash, now)
+                })
                 .await;
         }
         let org_name = registry
@@ -139,9 +141,9 @@ pub async fn email_sent(
     let ip_bucket = format!("ip:{ip}");
     let pending_hash = hash(&["pending", &pending]);
     let code_hash = hash(&["code", &pending, &code]);
-    let record = person.as_ref().and_then(|p| {
-        access_entry(p, AccessEvent::CodeSent, &ip)
-    });
+    let record = person
+        .as_ref()
+        .and_then(|p| access_entry(p, AccessEvent::CodeSent, &ip));
     let for_store = person.as_ref().map(|p| p.email.clone());
     let written = app
         .api
@@ -187,7 +189,12 @@ pub async fn email_sent(
         send_code(app.clone(), p, code);
     }
     let mut r = see_other("/sign-in/code");
-    set_cookie(&mut r, PENDING_COOKIE, &pending, Some(CODE_SECS.unsigned_abs()));
+    set_cookie(
+        &mut r,
+        PENDING_COOKIE,
+        &pending,
+        Some(CODE_SECS.unsigned_abs()),
+    );
     r
 }
 
@@ -284,15 +291,16 @@ pub async fn code_entered(
                 CODE_SECS,
                 CODE_TRIES,
             )?;
-            let log = |tx: &mut crate::store::Tx<'_>, email: &str, event| -> Result<(), StoreError> {
-                if let Some(entry) = registry
-                    .person(email)
-                    .and_then(|p| access_entry(p, event, &ip_for_log))
-                {
-                    tx.append(&entry)?;
-                }
-                Ok(())
-            };
+            let log =
+                |tx: &mut crate::store::Tx<'_>, email: &str, event| -> Result<(), StoreError> {
+                    if let Some(entry) = registry
+                        .person(email)
+                        .and_then(|p| access_entry(p, event, &ip_for_log))
+                    {
+                        tx.append(&entry)?;
+                    }
+                    Ok(())
+                };
             match checked {
                 CodeCheck::Right(email) if registry.person(&email).is_some() => {
                     kept::session_create(tx.conn(), &session_hash, &email, now, now - idle)?;

@@ -123,6 +123,11 @@ impl Deployment {
             include_str!("../../config/demo/peers.toml"),
         )
         .expect("write");
+        std::fs::write(
+            config_dir.join("people.toml"),
+            include_str!("../../config/demo/people.toml"),
+        )
+        .expect("write");
         // Email recipients need a relay; unless a test brings its own, point at a port nobody
         // listens on (deliveries by email then simply wait to be retried).
         let smtp = if extra.contains("[smtp]") {
@@ -130,8 +135,14 @@ impl Deployment {
         } else {
             "[smtp]\nrelays = [{ host = \"127.0.0.1\", port = 1, tls = \"starttls\" }]\n"
         };
+        // The people's pages on a free port too, unless the test sets [web] itself.
+        let web = if extra.contains("[web]") {
+            ""
+        } else {
+            "[web]\nlisten = \"127.0.0.1:0\"\n"
+        };
         let daemon = format!(
-            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n[ops]\nlisten = \"127.0.0.1:0\"\n\n{smtp}\n{extra}\n",
+            "state_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n[ops]\nlisten = \"127.0.0.1:0\"\n\n{web}\n{smtp}\n{extra}\n",
             state_dir.display()
         );
         std::fs::write(config_dir.join("postern.toml"), daemon).expect("write");
@@ -244,6 +255,7 @@ impl Deployment {
             .expect("prepare");
         let reloader = prepared.reloader();
         let ops = prepared.ops_addr;
+        let web = prepared.web_addr;
         let addr = prepared.addr;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -258,6 +270,7 @@ impl Deployment {
             Server {
                 addr,
                 ops,
+                web,
                 stop: Some(stop),
                 task: Some(task),
             },
@@ -407,6 +420,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The health and metrics listener.
     pub ops: Option<SocketAddr>,
+    /// The people's pages.
+    pub web: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }

@@ -1,0 +1,703 @@
+//! The people's pages over real HTTPS, for what a browser hides: the security headers, cross-site
+//! POSTs refused, sign-in codes (emailed through a real SMTP server over STARTTLS) that are single
+//! use, limited in tries and never stored or logged, the same answer for unknown addresses,
+//! session expiry, and no access to another organisation's shares by guessing their ids. A share
+//! through the pages takes the API's path: decided, sealed, recorded with the person, delivered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Deployment, contains, db_bytes, eventually};
+use postern_gateway::testkit::smtp_sink::{SinkOptions, SmtpSink, tls_config};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SAM: &str = "sam@riverside-youth.example";
+const ALEX: &str = "alex@northshire-mash.example";
+
+/// An answer: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value a Set-Cookie gives `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies().into_iter().find_map(|c| {
+            c.split(';')
+                .next()?
+                .split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
+    }
+}
+
+/// A browser's worth of HTTPS: one request per connection, cookies kept by the caller.
+struct Browser {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(d: &Deployment, addr: SocketAddr) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(d.ca_path()).expect("ca") {
+            roots.add(c.expect("ca cert")).expect("root");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(postern_gateway::tls::provider())
+            .with_protocol_versions(postern_gateway::tls::PROTOCOLS)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Browser {
+            addr,
+            tls: Arc::new(tls),
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        let tcp = TcpStream::connect(self.addr).await.expect("connect");
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let mut s = connector
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("tls");
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr.port(),
+            body.len()
+        );
+        if !cookie.is_empty() {
+            head.push_str(&format!("Cookie: {cookie}\r\n"));
+        }
+        for (k, v) in extra {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await.expect("write");
+        s.write_all(body).await.expect("write body");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw).await;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let answer = Answer {
+            status,
+            headers,
+            body: body.to_owned(),
+        };
+        for c in answer.cookies() {
+            if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
+                self.cookies.retain(|(n, _)| n != k);
+                if !v.is_empty() && !c.contains("Max-Age=0") {
+                    self.cookies.push((k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+        answer
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        self.send("GET", path, &[], b"").await
+    }
+
+    /// A form posted from the pages themselves (as a browser says: same origin).
+    async fn post(&mut self, path: &str, form: &str) -> Answer {
+        self.send(
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Sec-Fetch-Site", "same-origin"),
+            ],
+            form.as_bytes(),
+        )
+        .await
+    }
+}
+
+/// A gateway whose codes go by STARTTLS to a real SMTP server in this process.
+async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let d = Deployment::with_daemon(&format!(
+        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n{extra}"
+    ));
+    let issued = d
+        .ca()
+        .issue_server(&["localhost".into(), "127.0.0.1".into()])
+        .expect("issue");
+    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+    let sink = SmtpSink::start(
+        listener,
+        SinkOptions {
+            starttls: Some(Arc::new(tls_config(chain, key).expect("tls"))),
+            ..SinkOptions::default()
+        },
+    )
+    .expect("sink");
+    let server = d.start().await;
+    (d, server, sink)
+}
+
+/// The codes emailed to `to` so far, oldest first.
+fn codes(sink: &SmtpSink, to: &str) -> Vec<String> {
+    sink.received()
+        .into_iter()
+        .filter(|m| m.to.iter().any(|t| t.contains(to)))
+        .map(|m| {
+            assert!(m.tls, "a sign-in code went over plaintext");
+            let text = String::from_utf8_lossy(&m.data).to_string();
+            text.lines()
+                .map(str::trim)
+                .find(|l| l.len() == 6 && l.chars().all(|c| c.is_ascii_digit()))
+                .unwrap_or_else(|| panic!("no code in the message:\n{text}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn next_code(sink: &SmtpSink, to: &str, before: usize) -> String {
+    eventually(10, "a sign-in code arrives", || async {
+        let c = codes(sink, to);
+        (c.len() > before).then(|| c.last().cloned()).flatten()
+    })
+    .await
+}
+
+async fn sign_in(b: &mut Browser, sink: &SmtpSink, email: &str) {
+    let before = codes(sink, email).len();
+    let a = b.post("/sign-in", &format!("email={email}")).await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let code = next_code(sink, email, before).await;
+    let a = b.post("/sign-in/code", &format!("code={code}")).await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(a.header("location"), Some("/"));
+}
+
+fn person_events(d: &Deployment) -> Vec<(String, String)> {
+    d.all_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "person_access")
+        .map(|r| {
+            (
+                r["sender"]["person"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r["code"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_carry_the_security_headers_and_ask_for_sign_in() {
+    let (d, server, _sink) = gateway("").await;
+    let mut b = Browser::new(&d, server.web.expect("web listener"));
+    let home = b.get("/").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.header("location"), Some("/sign-in"));
+    let page = b.get("/sign-in").await;
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").expect("CSP");
+    for directive in [
+        "default-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        page.header("strict-transport-security")
+            .is_some_and(|h| h.contains("max-age="))
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert!(page.body.contains("lang=\"en-GB\""));
+    assert!(page.body.contains("autocomplete=\"email\""));
+    // No inline script or style anywhere.
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(!page.body.contains("style="), "{}", page.body);
+    for path in [
+        "/transfers",
+        "/share",
+        "/transfers/01a237c1-5b5f-714c-a793-251b325b69f4",
+    ] {
+        let a = b.get(path).await;
+        assert_eq!(
+            (a.status, a.header("location")),
+            (303, Some("/sign-in")),
+            "{path}"
+        );
+    }
+    assert_eq!(b.get("/accessibility").await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cross_site_posts_are_refused_before_anything_is_done() {
+    let (d, server, sink) = gateway("").await;
+    let mut b = Browser::new(&d, server.web.expect("web"));
+    let form = format!("email={SAM}");
+    let cross = b
+        .send(
+            "POST",
+            "/sign-in",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Origin", "https://evil.example"),
+            ],
+            form.as_bytes(),
+        )
+        .await;
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    assert!(cross.body.contains("did not come from this site"));
+    let other_origin = b
+        .send(
+            "POST",
+            "/sign-in",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", "https://evil.example"),
+            ],
+            form.as_bytes(),
+        )
+        .await;
+    assert_eq!(other_origin.status, 403);
+    let neither = b
+        .send(
+            "POST",
+            "/sign-in",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+        .await;
+    assert_eq!(neither.status, 403);
+    // Same site by Origin alone (an older browser) is accepted.
+    let origin = format!("https://localhost:{}", server.web.expect("web").port());
+    let ok = b
+        .send(
+            "POST",
+            "/sign-in",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", &origin),
+            ],
+            form.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 303);
+    // Only the last one sent a code.
+    next_code(&sink, SAM, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(codes(&sink, SAM).len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_signs_in_once_is_never_kept_and_unknown_addresses_get_the_same_answer() {
+    let (d, server, sink) = gateway("").await;
+    let web = server.web.expect("web");
+    let mut b = Browser::new(&d, web);
+
+    // Registered or not, the same answer: 303 to the code page with a pending cookie.
+    let mut stranger = Browser::new(&d, web);
+    let unknown = stranger
+        .post("/sign-in", "email=nobody@nowhere.example")
+        .await;
+    let known = b
+        .post("/sign-in", &format!("email={}", SAM.to_uppercase()))
+        .await;
+    for a in [&unknown, &known] {
+        assert_eq!(a.status, 303);
+        assert_eq!(a.header("location"), Some("/sign-in/code"));
+        let c = a.cookies();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].starts_with("__Host-postern-signin="), "{c:?}");
+        assert!(
+            c[0].ends_with("; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=600"),
+            "{c:?}"
+        );
+    }
+    let code = next_code(&sink, SAM, 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        sink.received()
+            .iter()
+            .all(|m| m.to.iter().all(|t| !t.contains("nowhere"))),
+        "nothing is sent to an unregistered address"
+    );
+    // A stranger's code page answers exactly as a registered person's does.
+    let s = stranger.post("/sign-in/code", "code=123456").await;
+    let wrong = if code == "123456" { "654321" } else { "123456" };
+    let k = b.post("/sign-in/code", &format!("code={wrong}")).await;
+    assert_eq!((s.status, k.status), (422, 422));
+    assert!(k.body.contains("There is a problem") && k.body.contains("href=\"#code\""));
+    assert_eq!(
+        s.body, k.body,
+        "the same page for a stranger and a registered person"
+    );
+    assert!(k.body.contains("The code is not right, or it has expired"));
+
+    // Pasted with spaces, it signs in; the session cookie is new, strict and host-only.
+    let spaced = format!("{} {}", &code[..3], &code[3..]);
+    let ok = b.post("/sign-in/code", &format!("code={spaced}")).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let session = ok
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-postern-session="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        session.ends_with("; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        "{session}"
+    );
+    let home = b.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Riverside Youth Club"));
+    assert!(home.body.contains("Sam Okafor"));
+
+    // Used once: the same code again (in a new browser given the old pending cookie) fails.
+    let mut again = Browser::new(&d, web);
+    again.cookies = vec![(
+        "__Host-postern-signin".into(),
+        known.cookie("__Host-postern-signin").expect("pending"),
+    )];
+    assert_eq!(
+        again
+            .post("/sign-in/code", &format!("code={code}"))
+            .await
+            .status,
+        422
+    );
+
+    // Neither the code nor its pending token is in the store or the log.
+    let db = db_bytes(&d.state_dir);
+    assert!(!contains(&db, code.as_bytes()), "the code is stored");
+    let token = known.cookie("__Host-postern-signin").expect("pending");
+    assert!(
+        !contains(&db, token.as_bytes()),
+        "the pending token is stored"
+    );
+    let sid = session
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .expect("session id");
+    assert!(!contains(&db, sid.as_bytes()), "the session id is stored");
+
+    // Sign out ends the session.
+    assert_eq!(b.post("/sign-out", "").await.status, 303);
+    b.cookies = vec![("__Host-postern-session".into(), sid)];
+    assert_eq!(b.get("/").await.status, 303);
+
+    let events = person_events(&d);
+    for (who, what) in [
+        (SAM, "code_sent"),
+        (SAM, "code_wrong"),
+        (SAM, "signed_in"),
+        (SAM, "signed_out"),
+    ] {
+        assert!(
+            events.iter().any(|(p, e)| p == who && e == what),
+            "{what} recorded: {events:?}"
+        );
+    }
+    assert!(
+        events.iter().all(|(p, _)| p == SAM),
+        "nothing recorded about an unregistered address: {events:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn five_wrong_tries_end_a_code_and_an_address_gets_five_codes_per_window() {
+    let (d, server, sink) = gateway("").await;
+    let web = server.web.expect("web");
+    let mut b = Browser::new(&d, web);
+    assert_eq!(
+        b.post("/sign-in", &format!("email={SAM}")).await.status,
+        303
+    );
+    let code = next_code(&sink, SAM, 0).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        assert_eq!(
+            b.post("/sign-in/code", &format!("code={wrong}"))
+                .await
+                .status,
+            422
+        );
+    }
+    let late = b.post("/sign-in/code", &format!("code={code}")).await;
+    assert_eq!(late.status, 422, "the right code after five wrong ones");
+    assert!(
+        person_events(&d).iter().any(|(_, e)| e == "code_locked"),
+        "the lock-out is recorded"
+    );
+
+    // Four more codes to the address (five in all), then the limit; the same for an address
+    // nobody registered, so the limit does not tell which is which.
+    for _ in 0..4 {
+        assert_eq!(
+            b.post("/sign-in", &format!("email={SAM}")).await.status,
+            303
+        );
+    }
+    let limited = b.post("/sign-in", &format!("email={SAM}")).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(limited.body.contains("Too many codes"));
+    let mut other = Browser::new(&d, web);
+    for _ in 0..5 {
+        assert_eq!(
+            other
+                .post("/sign-in", "email=x@nowhere.example")
+                .await
+                .status,
+            303
+        );
+    }
+    assert_eq!(
+        other
+            .post("/sign-in", "email=x@nowhere.example")
+            .await
+            .status,
+        429
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_and_at_their_absolute_limit() {
+    let (d, server, sink) =
+        gateway("[web]\nlisten = \"127.0.0.1:0\"\nsession_idle_secs = 2\n").await;
+    let mut b = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut b, &sink, SAM).await;
+    assert_eq!(b.get("/").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let idle = b.get("/").await;
+    assert_eq!(idle.status, 303);
+    assert_eq!(idle.header("location"), Some("/sign-in?expired=1"));
+    server.stop().await;
+
+    let (d, server, sink) =
+        gateway("[web]\nlisten = \"127.0.0.1:0\"\nsession_max_secs = 2\n").await;
+    let mut b = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut b, &sink, SAM).await;
+    assert_eq!(b.get("/").await.status, 200, "within the limit");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.get("/").await.status, 200, "busy within the limit");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        b.get("/").await.status,
+        303,
+        "past the absolute limit, however busy"
+    );
+    server.stop().await;
+}
+
+/// The share the journey makes, as the check page's form posts it (answers, then the file).
+fn share_form(boundary: &str, purpose: &str, file: &[u8]) -> Vec<u8> {
+    let fields = [
+        ("to", "northshire-mash"),
+        ("purpose", purpose),
+        ("basis", "legitimate_interests"),
+        ("cat", "personal"),
+        ("consent", "not_sought"),
+        ("consent_reason", "Asking could put the child at risk."),
+        ("informed", "no"),
+        (
+            "informed_reason",
+            "Telling them could put the child at risk.",
+        ),
+        ("urgency", "routine"),
+        ("request", "no"),
+        ("summary", "Concern raised at the club."),
+        ("ref_scheme", "case"),
+        ("ref_value", "RY-2026-0042"),
+        ("justification", "Disclosure of harm at home."),
+        ("marking", "OFFICIAL"),
+        ("days", "365"),
+    ];
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"concern.txt\"\r\nContent-Type: text/plain\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+async fn send_share(b: &mut Browser, purpose: &str, file: &[u8]) -> Answer {
+    let boundary = "----posternTestBoundary7MA4YWxk";
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    b.send(
+        "POST",
+        "/share/send",
+        &[("Content-Type", &ct), ("Sec-Fetch-Site", "same-origin")],
+        &share_form(boundary, purpose, file),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_share_from_the_pages_is_decided_recorded_with_its_person_and_hidden_from_other_organisations()
+ {
+    let (d, server, sink) = gateway("").await;
+    let web = server.web.expect("web");
+    let mut sam = Browser::new(&d, web);
+    sign_in(&mut sam, &sink, SAM).await;
+
+    // The first question offers only what the agreements in force allow, by name.
+    let first = sam.get("/share").await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first
+            .body
+            .contains("Northshire Multi-Agency Safeguarding Hub")
+    );
+    assert!(
+        !first.body.contains("Old Partner Trust"),
+        "an ended agreement's party is offered"
+    );
+    // A page answered wrongly says what to do, linked from the error summary.
+    let wrong = sam.post("/share", "step=to").await;
+    assert_eq!(wrong.status, 422);
+    assert!(
+        wrong
+            .body
+            .contains("<a href=\"#to\">Select who you want to share with</a>")
+    );
+    let next = sam.post("/share", "step=to&to=northshire-mash").await;
+    assert!(next.body.contains("Why are you sharing?"), "{}", next.body);
+
+    let file = b"A youth worker's account of a disclosure.\n".repeat(100);
+    let shared = send_share(&mut sam, "safeguarding-referral", &file).await;
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    assert!(shared.body.contains("<h1>Shared</h1>"), "{}", shared.body);
+    let id = shared
+        .body
+        .split("/transfers/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a link to the transfer")
+        .to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+
+    // The same record as an API transfer, with the person as sender and practitioner.
+    let accepted = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "transfer_accepted" && r["transfer_id"] == id.as_str())
+        .expect("recorded");
+    assert_eq!(accepted["sender"]["org"], "riverside-youth");
+    assert_eq!(accepted["sender"]["person"], SAM);
+    assert_eq!(accepted["envelope"]["practitioner"]["name"], "Sam Okafor");
+    assert_eq!(accepted["envelope"]["practitioner"]["role"], "Youth worker");
+    assert_eq!(accepted["envelope"]["file_name"], "concern.txt");
+    assert_eq!(accepted["payload"]["size"], file.len());
+    // No plaintext at rest: the spool holds it sealed.
+    assert!(!contains(&d.sealed_payload(&id), &file[..40]));
+
+    // It is delivered to the MASH (by mutual TLS to this gateway's inbox), and the page says so.
+    eventually(20, "the share is delivered", || {
+        let mut sam = Browser {
+            addr: sam.addr,
+            tls: sam.tls.clone(),
+            cookies: sam.cookies.clone(),
+        };
+        let id = id.clone();
+        async move {
+            let page = sam.get(&format!("/transfers/{id}")).await;
+            page.body.contains("Delivered").then_some(())
+        }
+    })
+    .await;
+
+    // Another organisation's person cannot see it, by list or by id.
+    let mut alex = Browser::new(&d, web);
+    sign_in(&mut alex, &sink, ALEX).await;
+    assert_eq!(alex.get(&format!("/transfers/{id}")).await.status, 404);
+    assert!(!alex.get("/transfers").await.body.contains(&id));
+    assert!(sam.get("/transfers").await.body.contains(&id));
+
+    // An altered form (a purpose the agreements do not give a voluntary organisation) is
+    // refused by the policy, in plain words, and recorded.
+    let refused = send_share(&mut sam, "crime-prevention-s115", b"x").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("Not shared"));
+    assert!(refused.body.contains("recorded in the transfer log"));
+    assert!(
+        !refused.body.contains('`'),
+        "no ids in backticks: {}",
+        refused.body
+    );
+    assert!(
+        d.all_records()
+            .iter()
+            .any(|r| r["kind"] == "transfer_refused" && r["sender"]["person"] == SAM),
+        "the refusal is recorded with the person"
+    );
+    server.stop().await;
+}
