@@ -117,8 +117,19 @@ impl Browser {
         s.write_all(body).await.expect("write body");
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw).await;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response");
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut body = raw[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        let body = String::from_utf8_lossy(&body).to_string();
         let mut lines = head.lines();
         let status = lines
             .next()
@@ -132,7 +143,7 @@ impl Browser {
         let answer = Answer {
             status,
             headers,
-            body: body.to_owned(),
+            body,
         };
         for c in answer.cookies() {
             if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
@@ -164,6 +175,23 @@ impl Browser {
     }
 }
 
+/// A chunked body's content.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
 /// A gateway whose codes go by STARTTLS to a real SMTP server in this process.
 async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -177,6 +205,12 @@ async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
         .expect("issue");
     let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
     let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+    // The MASH receives on the pages: this gateway holds its key (as in the demo).
+    d.rewrite(
+        "organisations.toml",
+        "channel = \"https\"\nurl = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-mash.pub\"\n",
+        "channel = \"portal\"\nidentity = \"${state_dir}/keys/orgs/northshire-mash.age\"\n",
+    );
     let sink = SmtpSink::start(
         listener,
         SinkOptions {
@@ -193,7 +227,7 @@ async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
 fn codes(sink: &SmtpSink, to: &str) -> Vec<String> {
     sink.received()
         .into_iter()
-        .filter(|m| m.to.iter().any(|t| t.contains(to)))
+        .filter(|m| m.to.iter().any(|t| t.contains(to)) && contains(&m.data, b"sign-in code"))
         .map(|m| {
             assert!(m.tls, "a sign-in code went over plaintext");
             let text = String::from_utf8_lossy(&m.data).to_string();
@@ -681,6 +715,81 @@ async fn a_share_from_the_pages_is_decided_recorded_with_its_person_and_hidden_f
     assert_eq!(alex.get(&format!("/transfers/{id}")).await.status, 404);
     assert!(!alex.get("/transfers").await.body.contains(&id));
     assert!(sam.get("/transfers").await.body.contains(&id));
+
+    // The MASH's people were told by email, with no personal data, and it is waiting for them.
+    let told = eventually(10, "the MASH's person is told", || async {
+        sink.received()
+            .into_iter()
+            .find(|m| m.to.iter().any(|t| t.contains(ALEX)) && contains(&m.data, b"waiting"))
+    })
+    .await;
+    assert!(told.tls);
+    let mail = String::from_utf8_lossy(&told.data);
+    assert!(
+        mail.contains("Riverside Youth Club") && mail.contains("/inbox"),
+        "{mail}"
+    );
+    for secret in ["RY-2026-0042", "Concern raised", "Disclosure of harm"] {
+        assert!(!mail.contains(secret), "the email carries `{secret}`");
+    }
+    let inbox = alex.get("/inbox").await;
+    assert_eq!(inbox.status, 200);
+    let item = inbox
+        .body
+        .split("href=\"/inbox/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("an item")
+        .to_owned();
+    let page = alex.get(&format!("/inbox/{item}")).await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        "Riverside Youth Club",
+        "RY-2026-0042",
+        "Sam Okafor",
+        "Disclosure of harm at home.",
+    ] {
+        assert!(page.body.contains(shown), "the item shows `{shown}`");
+    }
+    let file_answer = alex.get(&format!("/inbox/{item}/file")).await;
+    assert_eq!(file_answer.status, 200);
+    assert_eq!(
+        file_answer.body.as_bytes(),
+        &file[..],
+        "the download is the file shared"
+    );
+    assert!(
+        file_answer
+            .header("content-disposition")
+            .is_some_and(|h| h.contains("concern.txt"))
+    );
+    let sealed = alex.get(&format!("/inbox/{item}/sealed")).await;
+    assert!(
+        sealed.body.starts_with("age-encryption.org/v1"),
+        "sealed as stored"
+    );
+    // Nobody else's item, whatever the id: the club's person has no such item.
+    assert_eq!(sam.get(&format!("/inbox/{item}")).await.status, 404);
+    assert_eq!(sam.get(&format!("/inbox/{item}/file")).await.status, 404);
+    // Acknowledged: the file is gone.
+    assert_eq!(
+        alex.post(&format!("/inbox/{item}/ack"), "").await.status,
+        303
+    );
+    assert_eq!(alex.get(&format!("/inbox/{item}/file")).await.status, 410);
+    let events = person_events(&d);
+    for e in ["item_viewed", "item_downloaded", "item_acknowledged"] {
+        assert!(
+            events.iter().any(|(p, x)| p == ALEX && x == e),
+            "{e}: {events:?}"
+        );
+    }
+    assert!(
+        d.all_records()
+            .iter()
+            .any(|r| r["kind"] == "inbox_acknowledged" && r["transfer_id"] == id.as_str()),
+        "the acknowledgement is recorded as the API's is"
+    );
 
     // An altered form (a purpose the agreements do not give a voluntary organisation) is
     // refused by the policy, in plain words, and recorded.

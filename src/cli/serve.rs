@@ -318,15 +318,17 @@ Postern demo gateway: {url}
 In a browser (accept the development certificate's warning): open the web pages and sign in as
 the Riverside Youth Club's volunteer, sam@riverside-youth.example. The sign-in code is printed
 here (and written to the outbox), as an email would bring it. Then \"Share information about a
-child\" with the MASH, and follow it in \"Your shares\" until it says Delivered. The MASH's person
-is alex@northshire-mash.example.
+child\" with the MASH, and follow it in \"Your shares\" until it says Delivered. Then sign in as the
+MASH's social worker, alex@northshire-mash.example: \"What has arrived\" lists it, and opens and
+downloads it (this gateway holds the MASH's key: its endpoint is a portal).
 
-A referral from Riverside Youth Club (voluntary) to the MASH: accepted (it prints the transfer
-id), then delivered by mutual TLS to the MASH's inbox on this gateway's own inbound endpoint.
+The same from a terminal: a referral from Riverside Youth Club (voluntary) to the MASH, accepted
+(it prints the transfer id), then delivered into the MASH's inbox on this gateway.
 
   {exe} send {common} --to northshire-mash --purpose safeguarding-referral --lawful-basis legitimate_interests --marking 'OFFICIAL-SENSITIVE PERSONAL' --wait {payload}
 
-The MASH sees it arrive, downloads and decrypts it with its own key, and acknowledges it:
+The MASH's system can also pull it with its certificate, decrypt it with its key, and
+acknowledge it:
 
   {exe} inbox list {mash}
   {exe} inbox get {mash} --decrypt-with {mash_key} --out {state}/received ITEM-ID

@@ -59,6 +59,7 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     listen: Option<String>,
+    public_url: Option<String>,
     session_idle_secs: Option<u64>,
     session_max_secs: Option<u64>,
 }
@@ -208,6 +209,9 @@ pub struct Daemon {
 pub struct WebSettings {
     /// `None` when `web.listen` is empty: no pages.
     pub listen: Option<SocketAddr>,
+    /// The pages' address as people reach them, for links in emails; `None`: `https://` and
+    /// the listen address.
+    pub public_url: Option<String>,
     /// A session unused this long ends.
     pub session_idle: Duration,
     /// A session ends this long after sign-in, however busy.
@@ -642,8 +646,20 @@ fn web_section(web: RawWeb, c: &mut Check<'_, '_>) -> Option<WebSettings> {
     // At most a day: a session is a person at a desk.
     let idle = c.range(web.session_idle_secs, "web.session_idle_secs", 1, 86_400);
     let max = c.range(web.session_max_secs, "web.session_max_secs", 1, 86_400);
+    let public_url = match web.public_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) if u.starts_with("https://") => Some(u.trim_end_matches('/').to_owned()),
+        Some(u) => {
+            c.errors.push(c.loc.at(
+                "web.public_url",
+                format!("`{u}` is not an https:// address: the pages are served over HTTPS only"),
+            ));
+            None
+        }
+    };
     Some(WebSettings {
         listen,
+        public_url,
         session_idle: Duration::from_secs(idle?),
         session_max: Duration::from_secs(max?),
     })

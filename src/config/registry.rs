@@ -153,6 +153,8 @@ struct RawEndpoint {
     max_marking: Option<String>,
     age_recipients: Option<Vec<String>>,
     age_recipients_file: Option<String>,
+    /// `portal`: the age identity this gateway holds for the organisation.
+    identity: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -691,14 +693,46 @@ fn endpoint(
             not_for("ca", ep.ca.is_some(), "inbox", &mut bad);
             Some(Channel::Inbox)
         }
+        "portal" => {
+            not_for("address", ep.address.is_some(), "portal", &mut bad);
+            not_for("url", ep.url.is_some(), "portal", &mut bad);
+            not_for("ca", ep.ca.is_some(), "portal", &mut bad);
+            not_for(
+                "age_recipients",
+                ep.age_recipients.is_some(),
+                "portal",
+                &mut bad,
+            );
+            not_for(
+                "age_recipients_file",
+                ep.age_recipients_file.is_some(),
+                "portal",
+                &mut bad,
+            );
+            match &ep.identity {
+                Some(i) => Some(Channel::Portal {
+                    identity_file: paths.expand(i).display().to_string(),
+                }),
+                None => {
+                    bad("identity", "a portal endpoint needs `identity`: the age identity file this gateway holds for the organisation (`postern keys generate --out FILE` makes one)".to_owned());
+                    None
+                }
+            }
+        }
         other => {
             bad(
                 "channel",
-                format!("`{other}` is not a delivery channel; use email, https or inbox"),
+                format!("`{other}` is not a delivery channel; use email, https, inbox or portal"),
             );
             None
         }
     };
+    if ep.identity.is_some() && ep.channel != "portal" {
+        bad(
+            "identity",
+            "`identity` applies to portal endpoints only".to_owned(),
+        );
+    }
     if ep.tls_only && ep.channel != "email" {
         bad(
             "tls_only",
@@ -727,6 +761,19 @@ fn endpoint(
     }
     let mut recipients = ep.age_recipients.clone().unwrap_or_default();
     let mut file_failed = false;
+    // A portal's payloads are sealed to the identity this gateway holds for it.
+    if let Some(Channel::Portal { identity_file }) = &channel {
+        match crate::seal::SpoolKey::from_file(Path::new(identity_file)) {
+            Ok(k) => recipients.push(k.recipient().to_string()),
+            Err(e) => {
+                file_failed = true;
+                bad(
+                    "identity",
+                    format!("cannot read the portal identity `{identity_file}`: {e}"),
+                );
+            }
+        }
+    }
     if let Some(file) = &ep.age_recipients_file {
         let path = paths.expand(file);
         match read_recipients_file(&path) {

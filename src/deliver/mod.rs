@@ -82,10 +82,13 @@ pub struct Deliverer {
     pub registry: Live<Registry>,
     pub spool_key: Arc<SpoolKey>,
     pub settings: DeliverySettings,
-    pub email: EmailChannel,
+    pub email: Arc<EmailChannel>,
     pub https: HttpsChannel,
     /// This gateway's API port, for `${api_port}` in endpoint URLs.
     pub api_port: u16,
+    /// The web pages' address, for the link in "a secure delivery is waiting" (portal
+    /// recipients); `None`: no pages, no such emails.
+    pub web_url: Option<String>,
 }
 
 pub use crate::store::queue::Wake;
@@ -102,14 +105,59 @@ impl Deliverer {
         api_port: u16,
     ) -> Result<Self, email::EmailSetupError> {
         Ok(Deliverer {
-            email: EmailChannel::new(smtp)?,
+            email: Arc::new(EmailChannel::new(smtp)?),
             https: HttpsChannel::new(tls.client_chain.clone(), tls.client_key.clone_key()),
             store,
             registry,
             spool_key,
             settings,
             api_port,
+            web_url: None,
         })
+    }
+
+    /// Tells the people who receive for a portal organisation that something is waiting: the
+    /// sending organisation's name and a link, no personal data; by email through the relays,
+    /// TLS required. After the delivery is recorded, so it never delays or fails one.
+    fn tell_receivers(
+        &self,
+        registry: &Registry,
+        recipient: &crate::domain::ids::OrgId,
+        sender_name: &str,
+        transfer: &str,
+    ) {
+        let Some(url) = self.web_url.clone() else {
+            return;
+        };
+        let people: Vec<(String, String)> = registry
+            .people()
+            .filter(|p| &p.org == recipient && p.may(crate::domain::registry::Role::Receive))
+            .map(|p| (p.email.clone(), p.name.clone()))
+            .collect();
+        if people.is_empty() {
+            return;
+        }
+        let email = self.email.clone();
+        let (sender, transfer) = (sender_name.to_owned(), transfer.to_owned());
+        tokio::spawn(async move {
+            for (to, name) in people {
+                let body = format!(
+                    "Hello {name},\n\n{sender} has shared information with your organisation through Postern, a secure\ngateway for safeguarding information sharing. It is waiting for you:\n\n    {url}/inbox\n\nSign in with this email address to open it. This email contains no personal data.\n"
+                );
+                let id = format!(
+                    "{transfer}-{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(to.as_bytes()))
+                        .get(..12)
+                        .unwrap_or_default()
+                );
+                if let Err(e) = email
+                    .notice(&to, "A secure delivery is waiting for you", body, &id)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not tell a receiver that a delivery is waiting");
+                }
+            }
+        });
     }
 
     /// One attempt at one delivery. Everything that can go wrong on this gateway's side (its
@@ -178,7 +226,7 @@ impl Deliverer {
                     .deliver(&url, ca_file, &meta, envelope_bytes, payload)
                     .await
             }
-            Channel::Inbox => {
+            Channel::Inbox | Channel::Portal { .. } => {
                 let (stream, done) = payload.into_stream();
                 match inbox::receive(
                     &self.store,
@@ -191,14 +239,24 @@ impl Deliverer {
                 .await
                 {
                     Ok(received) => match done.await {
-                        Ok(Ok(_)) => Outcome::Delivered {
-                            receipt: received.receipt(),
-                            detail: if received.new {
-                                "stored in this gateway's inbox".into()
-                            } else {
-                                "already in this gateway's inbox".into()
-                            },
-                        },
+                        Ok(Ok(_)) => {
+                            if received.new && matches!(endpoint.channel, Channel::Portal { .. }) {
+                                self.tell_receivers(
+                                    &registry,
+                                    &rid,
+                                    &meta.sender_name,
+                                    &job.transfer_id.to_string(),
+                                );
+                            }
+                            Outcome::Delivered {
+                                receipt: received.receipt(),
+                                detail: if received.new {
+                                    "stored in this gateway's inbox".into()
+                                } else {
+                                    "already in this gateway's inbox".into()
+                                },
+                            }
+                        }
                         Ok(Err(e)) => Outcome::temporary(
                             Cause::Reseal,
                             format!("the spooled payload could not be resealed: {e}"),

@@ -121,9 +121,12 @@ pub fn admit(
     // reached over https (whose inbound endpoint is this one). An email recipient, or one that
     // cannot receive at all, would get an inbox nobody reads.
     let recipient = registry.organisation(offer.recipient);
-    let endpoint = recipient
-        .and_then(|o| o.endpoint.as_ref())
-        .filter(|e| matches!(e.channel, Channel::Inbox | Channel::Https { .. }));
+    let endpoint = recipient.and_then(|o| o.endpoint.as_ref()).filter(|e| {
+        matches!(
+            e.channel,
+            Channel::Inbox | Channel::Portal { .. } | Channel::Https { .. }
+        )
+    });
     let (Some(recipient), Some(endpoint)) = (recipient, endpoint) else {
         return Err(refuse(
             InboundRule::RecipientHere,

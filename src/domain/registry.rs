@@ -158,6 +158,11 @@ pub enum Channel {
     Https { url: String, ca_file: String },
     /// This gateway's own inbox: the organisation pulls with its client certificate.
     Inbox,
+    /// This gateway's own inbox, sealed to a key this gateway holds for the organisation (the
+    /// age identity in `identity_file`), so that its people open what arrives on the web pages:
+    /// for organisations with no system and no secure email of their own. Its system may still
+    /// pull with a client certificate, as from `Inbox`.
+    Portal { identity_file: String },
 }
 
 impl Channel {
@@ -166,6 +171,7 @@ impl Channel {
             Channel::Email { .. } => "email",
             Channel::Https { .. } => "https",
             Channel::Inbox => "inbox",
+            Channel::Portal { .. } => "portal",
         }
     }
 }

@@ -541,11 +541,36 @@ pub async fn acknowledge(
     let Ok(Path(id)) = id else {
         return item_not_found();
     };
-    let recipient = org.org.clone();
+    match acknowledge_item(&app, org.org.clone(), id.clone()).await {
+        Ok(Some(acknowledged_at)) => Json(Acknowledged {
+            id,
+            acknowledged_at,
+        })
+        .into_response(),
+        Ok(None) => item_not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not acknowledge an inbox item");
+            super::problem::store_failure(
+                &e,
+                "The gateway is shutting down; the item was not acknowledged. Try again shortly.",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Acknowledges `recipient`'s item `id`: records `inbox_acknowledged` (once) and deletes the
+/// payload. Returns when it was acknowledged, or `None` if the item is not the recipient's.
+/// The API's `POST /v1/inbox/{id}/ack` and the web pages both acknowledge through here.
+pub async fn acknowledge_item(
+    app: &App,
+    recipient: crate::domain::ids::OrgId,
+    id: String,
+) -> Result<Option<String>, crate::store::StoreError> {
     let now = crate::clock::stamp(crate::clock::now());
-    let store = app.store.clone();
     let (r, i, at) = (recipient.to_string(), id.clone(), now.clone());
-    let written = store
+    let written = app
+        .store
         .write(false, move |tx| {
             let Some((before, file)) = tx.acknowledge(&r, &i, &at)? else {
                 return Ok(None);
@@ -571,33 +596,19 @@ pub async fn acknowledge(
             }
             Ok(Some((before, file)))
         })
-        .await;
-    match written {
-        Ok(Some((before, file))) => {
-            if let Some(f) = file {
-                let path = app.store.inbox_file(&f);
-                if let Err(e) = std::fs::remove_file(&path)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(inbox_id = %id, error = %e, "could not delete an acknowledged payload; the start-up sweep will");
-                }
-            }
-            Json(Acknowledged {
-                id,
-                acknowledged_at: before.acknowledged_at.unwrap_or(now),
-            })
-            .into_response()
-        }
-        Ok(None) => item_not_found(),
-        Err(e) => {
-            tracing::error!(error = %e, "could not acknowledge an inbox item");
-            super::problem::store_failure(
-                &e,
-                "The gateway is shutting down; the item was not acknowledged. Try again shortly.",
-            )
-            .into_response()
+        .await?;
+    let Some((before, file)) = written else {
+        return Ok(None);
+    };
+    if let Some(f) = file {
+        let path = app.store.inbox_file(&f);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(inbox_id = %id, error = %e, "could not delete an acknowledged payload; the start-up sweep will");
         }
     }
+    Ok(Some(before.acknowledged_at.unwrap_or(now)))
 }
 
 /// The answer to an inbound refusal: the API's own code for what is about the delivery, the

@@ -112,6 +112,12 @@ pub enum AccessEvent {
     CodeLocked,
     /// The person signed out.
     SignedOut,
+    /// The person opened an item that arrived for their organisation.
+    ItemViewed,
+    /// The person downloaded an item's file (decrypted, or sealed as stored).
+    ItemDownloaded,
+    /// The person acknowledged an item; its payload was deleted.
+    ItemAcknowledged,
 }
 
 impl AccessEvent {
@@ -122,6 +128,9 @@ impl AccessEvent {
             AccessEvent::CodeWrong => "code_wrong",
             AccessEvent::CodeLocked => "code_locked",
             AccessEvent::SignedOut => "signed_out",
+            AccessEvent::ItemViewed => "item_viewed",
+            AccessEvent::ItemDownloaded => "item_downloaded",
+            AccessEvent::ItemAcknowledged => "item_acknowledged",
         }
     }
 }
@@ -136,6 +145,14 @@ pub struct PersonAccessRecord {
     pub code: AccessEvent,
     /// The client's IP address as the listener saw it.
     pub client: String,
+    /// The transfer an item event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<TransferId>,
+    /// The inbox item an item event is about, and what was downloaded (`file`, `sealed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -866,6 +883,7 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
             index.code = Some(v.code.ok_or_else(|| need("code"))?);
         }
         RecordKind::PersonAccess => {
+            index.transfer_id = v.transfer_id;
             index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
             index.code = Some(v.code.ok_or_else(|| need("code"))?);
         }

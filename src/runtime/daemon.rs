@@ -148,7 +148,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         .transpose()?;
     let wake = deliver::Wake::default();
     let spool_key = Arc::new(spool_key);
-    let deliverer = Deliverer::new(
+    let mut deliverer = Deliverer::new(
         store.clone(),
         registry.clone(),
         spool_key.clone(),
@@ -176,14 +176,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             let l = TcpListener::bind(a)
                 .await
                 .map_err(|source| DaemonError::Bind { addr: a, source })?;
-            // Its own channel for sign-in codes: the same relays, TLS required.
-            let mail = match crate::deliver::email::EmailChannel::new(&daemon.smtp) {
-                Ok(m) => Some(Arc::new(m)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "web: no email channel; sign-in codes cannot be sent");
-                    None
-                }
-            };
+            // Sign-in codes go out as deliveries do: the same relays, TLS required.
+            let mail = Some(deliverer.email.clone());
             let web = Arc::new(crate::web::WebApp {
                 api: app.clone(),
                 settings: daemon.web.clone(),
@@ -195,6 +189,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         None => None,
     };
     let web_addr = web.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+    deliverer.web_url = web_addr.map(|a| {
+        daemon
+            .web
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{a}"))
+    });
     let deliverer = Arc::new(deliverer);
     let reloader = Reloader(Arc::new(ReloaderInner {
         started: Started {

@@ -2,13 +2,15 @@
 //! certificate, such as a volunteer at a youth club. They sign in with a code emailed to their
 //! registered address (`signin`), then share through a question flow (`share`) that offers only
 //! what the agreements in force allow and sends through the very path `POST /v1/transfers`
-//! takes (`ingest::routes::submit_from_web`), and follow what they shared (`transfers`).
+//! takes (`ingest::routes::submit_from_web`), follow what they shared (`transfers`), and open
+//! what arrived for their organisation (`inbox`).
 //!
 //! Sits beside `ingest` in the flow: it uses ingest's decision and sealing path, the store and
 //! the email channel, and nothing uses it but the runtime. Pages are server-rendered (askama)
 //! and work without JavaScript; every answer carries the security headers (`headers`), and
 //! every POST must come from these pages (`same_origin`).
 
+mod inbox;
 mod pages;
 mod share;
 mod signin;
@@ -68,6 +70,11 @@ pub fn router(app: Arc<WebApp>) -> Router {
             "/share/send",
             post(share::send).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/inbox", get(inbox::list))
+        .route("/inbox/{id}", get(inbox::item))
+        .route("/inbox/{id}/file", get(inbox::file))
+        .route("/inbox/{id}/sealed", get(inbox::sealed))
+        .route("/inbox/{id}/ack", post(inbox::acknowledge))
         .route("/transfers", get(transfers::list))
         .route("/transfers/{id}", get(transfers::detail))
         .route("/accessibility", get(pages::accessibility))

@@ -183,6 +183,9 @@ pub struct RefusedPage {
 pub struct HomePage {
     pub title: String,
     pub can_share: bool,
+    pub can_receive: bool,
+    /// Items waiting for the organisation (when the person may receive).
+    pub waiting: usize,
     pub recent: Vec<TransferView>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,

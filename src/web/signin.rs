@@ -90,7 +90,7 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
     }
 }
 
-fn client(parts: Option<&ClientAddr>) -> String {
+pub fn client(parts: Option<&ClientAddr>) -> String {
     parts.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
@@ -381,6 +381,20 @@ pub async fn sign_out(
 
 /// The transfer log's record of a person's access (never the code).
 fn access_entry(p: &Person, event: AccessEvent, ip: &str) -> Option<LogEntry> {
+    item_entry(p, event, ip, None)
+}
+
+/// As `access_entry`, about an inbox item: (transfer, item, what).
+pub fn item_entry(
+    p: &Person,
+    event: AccessEvent,
+    ip: &str,
+    item: Option<(crate::domain::ids::TransferId, String, Option<String>)>,
+) -> Option<LogEntry> {
+    let (transfer_id, inbox_id, detail) = match item {
+        Some((t, i, d)) => (Some(t), Some(i), d),
+        None => (None, None, None),
+    };
     let record = PersonAccessRecord {
         kind: RecordKind::PersonAccess,
         at: crate::clock::stamp(crate::clock::now()),
@@ -391,6 +405,9 @@ fn access_entry(p: &Person, event: AccessEvent, ip: &str) -> Option<LogEntry> {
         },
         code: event,
         client: ip.to_owned(),
+        transfer_id,
+        inbox_id,
+        detail,
     };
     LogEntry::new(&record).ok()
 }

@@ -116,9 +116,26 @@ pub async fn home(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
+    let can_receive = s.person.may(Role::Receive);
+    let waiting = if can_receive {
+        let org = s.person.org.to_string();
+        match app
+            .api
+            .store
+            .read(move |c| crate::store::inbox::list(c, &org, false))
+            .await
+        {
+            Ok(items) => items.len(),
+            Err(e) => return pages::store_down(&e),
+        }
+    } else {
+        0
+    };
     pages::render(&HomePage {
         title: s.org_name.clone(),
         can_share: s.person.may(Role::Share),
+        can_receive,
+        waiting,
         recent,
         errors: Vec::new(),
         who: who(&s),

@@ -25,6 +25,7 @@ const SHOTS_DIR = env.POSTERN_SHOTS_DIR || '';
 const JS = (env.POSTERN_JS || 'on').toLowerCase();
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
 const EMAIL = 'sam@riverside-youth.example';
+const MASH_EMAIL = 'alex@northshire-mash.example';
 
 const ACTION_TIMEOUT_MS = 10_000; // one click, fill or wait for an element
 const NAV_TIMEOUT_MS = 20_000; // one page load
@@ -65,6 +66,7 @@ const state = {
   browserProblems: [], // CSP violations and uncaught page errors
   reference: null,
   payloadSha256: null,
+  mashSha256: null,
   refused: null,
   failed: null,
 };
@@ -86,6 +88,7 @@ function result() {
     js: JS,
     reference: state.reference,
     payload_sha256: state.payloadSha256,
+    mash_download_sha256: state.mashSha256,
     refused: state.refused,
     skipped: state.skipped,
     browser_problems: state.browserProblems,
@@ -629,6 +632,51 @@ await step('sign-out', async () => {
   await arrived('signed-out', 'Sign in');
   await loading(() => page.goto(`${BASE}/transfers`));
   check(await isPage('Sign in'), `after signing out, /transfers shows ${JSON.stringify(await h1Texts())}, not "Sign in"`);
+});
+
+// h. The MASH's social worker signs in, finds the share in "What has arrived", reads who sent
+// it and why, downloads the file (decrypted by the gateway as it streams) and acknowledges it.
+await step('mash-sign-in', async () => {
+  const before = codesFor(MASH_EMAIL).length;
+  await page.getByRole('textbox', { name: startsWith('Email address') }).fill(MASH_EMAIL);
+  await loading(() => continueButton().click());
+  await arrived('mash-code', 'Check your email');
+  const code = await newCode(MASH_EMAIL, before);
+  await page.getByRole('textbox', { name: startsWith('Sign-in code') }).fill(code);
+  await loading(() => page.getByRole('button', { name: 'Sign in', exact: true }).click());
+  await arrived('mash-home', 'Northshire Multi-Agency Safeguarding Hub');
+});
+await step('mash-inbox', async () => {
+  const waiting = page.getByRole('link', { name: /waiting for your organisation/ });
+  check((await waiting.count()) === 1, 'the home page does not say that something is waiting');
+  await loading(() => waiting.click());
+  await arrived('mash-inbox', 'What has arrived');
+  const open = page.getByRole('table').getByRole('link', { name: /^Open/ });
+  check((await open.count()) >= 1, 'nothing listed in "What has arrived"');
+  await loading(() => open.last().click());
+  await arrived('mash-item', 'Shared with you');
+  const text = await page.locator('main').innerText();
+  for (const expected of ['Riverside Youth Club', 'RY-2026-0042', 'Sam Okafor', 'Concern raised at youth club on Tuesday.']) {
+    check(text.includes(expected), `the item's page does not show "${expected}"`);
+  }
+});
+await step('mash-download', async () => {
+  const link = page.getByRole('link', { name: 'Download the file' });
+  check((await link.count()) === 1, 'no link "Download the file"');
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: NAV_TIMEOUT_MS }), link.click()]);
+  const path = await download.path();
+  const got = readFileSync(path);
+  state.mashSha256 = createHash('sha256').update(got).digest('hex');
+  check(state.mashSha256 === state.payloadSha256, `the MASH downloaded ${got.length} bytes with sha256 ${state.mashSha256}, not the file the club sent`);
+  log('NOTE', `the MASH's download equals the file sent (${got.length} bytes)`);
+});
+await step('mash-acknowledge', async () => {
+  await loading(() => page.getByRole('button', { name: 'Acknowledge', exact: true }).click());
+  await arrived('mash-acknowledged', 'Shared with you');
+  check((await page.locator('main').innerText()).includes('You have acknowledged this item'), 'the item does not say it was acknowledged');
+  const signOut = page.getByRole('button', { name: 'Sign out' });
+  await loading(() => signOut.first().click());
+  await arrived('mash-signed-out', 'Sign in');
 });
 
 if (state.browserProblems.length) {

@@ -24,7 +24,18 @@ use tempfile::TempDir;
 /// The demo organisations plus two that exist only to test agreements: one whose only agreement
 /// has expired, one with no agreement at all.
 pub fn organisations_toml() -> String {
-    let demo = include_str!("../../config/demo/organisations.toml");
+    // The demo's organisations, with the MASH reached by mutual TLS at this gateway's inbound
+    // endpoint (as a peer gateway would be): the delivery, inbound and trust tests need one
+    // such recipient. The demo itself gives the MASH a portal (tests/web.rs gives it one too).
+    let demo = include_str!("../../config/demo/organisations.toml").replace(
+        "channel = \"portal\"\nidentity = \"${state_dir}/keys/orgs/northshire-mash.age\"\n",
+        "channel = \"https\"\nurl = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-mash.pub\"\n",
+    );
+    assert!(
+        demo.contains("northshire-mash.pub"),
+        "the fixture's MASH endpoint"
+    );
+    let demo = demo.as_str();
     format!(
         "{demo}
 [[organisation]]

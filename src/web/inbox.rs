@@ -1,0 +1,471 @@
+//! "What has arrived": a person with the `receive` role sees what was delivered into this
+//! gateway's inbox for their organisation, opens an item's envelope (from whom, why, on what
+//! basis, until when), downloads the file, and acknowledges it. For a `portal` organisation the
+//! gateway holds the key: the envelope is opened and the file decrypted as it streams out, never
+//! written in clear. Any item may also be downloaded sealed, as stored. Every view, download and
+//! acknowledgement is recorded in the transfer log with the person.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::pages::{self, FieldError, Row, Who};
+use super::signin::{SignedIn, client, item_entry};
+use super::transfers::who;
+use super::{ClientAddr, WebApp, see_other};
+use crate::domain::envelope::RecipientEnvelope;
+use crate::domain::registry::{Channel, Registry, Role};
+use crate::log::AccessEvent;
+use crate::seal::SpoolKey;
+use crate::store::inbox::{self as items, InboxItem, InboxPayload};
+
+/// An item as the pages show it.
+pub struct ItemView {
+    pub id: String,
+    pub from: String,
+    pub purpose: String,
+    pub marking: String,
+    pub received: String,
+    pub keep_until: String,
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+struct InboxPage {
+    title: &'static str,
+    org: String,
+    items: Vec<ItemView>,
+    errors: Vec<FieldError>,
+    who: Option<Who>,
+}
+
+#[derive(Template)]
+#[template(path = "item.html")]
+struct ItemPage {
+    title: &'static str,
+    item: ItemView,
+    details: Vec<Row>,
+    can_open: bool,
+    acknowledged: bool,
+    errors: Vec<FieldError>,
+    who: Option<Who>,
+}
+
+fn view(reg: &Registry, i: &InboxItem) -> ItemView {
+    ItemView {
+        id: i.id.clone(),
+        from: i.sender_name.clone(),
+        purpose: i
+            .purpose
+            .parse()
+            .ok()
+            .and_then(|p| reg.purpose(&p))
+            .map_or_else(|| i.purpose.clone(), |p| p.title.clone()),
+        marking: i.marking.clone(),
+        received: i
+            .received_at
+            .get(..16)
+            .unwrap_or(&i.received_at)
+            .replace('T', " ")
+            + " UTC",
+        keep_until: i.retain_until.clone(),
+    }
+}
+
+/// The key this gateway holds for the person's organisation, if it receives by `portal`.
+async fn portal_key(reg: &Registry, s: &SignedIn) -> Option<SpoolKey> {
+    let Channel::Portal { identity_file } =
+        &reg.organisation(&s.person.org)?.endpoint.as_ref()?.channel
+    else {
+        return None;
+    };
+    let path = std::path::PathBuf::from(identity_file);
+    match tokio::task::spawn_blocking(move || SpoolKey::from_file(&path)).await {
+        Ok(Ok(k)) => Some(k),
+        Ok(Err(e)) => {
+            tracing::error!(org = %s.person.org, error = %e, "web: the portal identity cannot be read");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn may_receive(s: &SignedIn) -> Result<(), Response> {
+    if s.person.may(Role::Receive) {
+        Ok(())
+    } else {
+        Err(pages::problem(
+            StatusCode::FORBIDDEN,
+            "You cannot open what arrives",
+            "Your account cannot open what arrives for your organisation. Ask your organisation's safeguarding lead for the receive role.",
+        ))
+    }
+}
+
+pub async fn list(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
+    if let Err(r) = may_receive(&s) {
+        return r;
+    }
+    let org = s.person.org.to_string();
+    let found = app
+        .api
+        .store
+        .read(move |c| items::list(c, &org, false))
+        .await;
+    let list = match found {
+        Ok(l) => l,
+        Err(e) => return pages::store_down(&e),
+    };
+    let reg = app.api.registry.current();
+    pages::render(&InboxPage {
+        title: "What has arrived",
+        org: s.org_name.clone(),
+        items: list.iter().map(|i| view(&reg, i)).collect(),
+        errors: Vec::new(),
+        who: who(&s),
+    })
+}
+
+/// The item and its sealed envelope, if it is the person's organisation's; records the event.
+async fn find(app: &WebApp, s: &SignedIn, id: &str) -> Result<(InboxItem, Vec<u8>), Response> {
+    may_receive(s)?;
+    let (org, key) = (s.person.org.to_string(), id.to_owned());
+    match app.api.store.read(move |c| items::get(c, &org, &key)).await {
+        Ok(Some(found)) => Ok(found),
+        // Another organisation's item does not exist, whatever its id.
+        Ok(None) => Err(pages::not_found().await),
+        Err(e) => Err(pages::store_down(&e)),
+    }
+}
+
+async fn record(
+    app: &WebApp,
+    s: &SignedIn,
+    ip: &str,
+    event: AccessEvent,
+    item: &InboxItem,
+    detail: Option<&str>,
+) -> Result<(), Response> {
+    let Ok(transfer) = item.transfer_id.parse() else {
+        return Err(pages::server_error());
+    };
+    let Some(entry) = item_entry(
+        &s.person,
+        event,
+        ip,
+        Some((transfer, item.id.clone(), detail.map(str::to_owned))),
+    ) else {
+        return Err(pages::server_error());
+    };
+    // Recorded before anything is shown or sent: no record, no access.
+    app.api
+        .store
+        .write(false, move |tx| tx.append(&entry).map(|_| ()))
+        .await
+        .map_err(|e| pages::store_down(&e))
+}
+
+pub async fn item(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    Path(id): Path<String>,
+) -> Response {
+    let (item, sealed_envelope) = match find(&app, &s, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let ip = client(client_addr.as_deref());
+    if let Err(r) = record(&app, &s, &ip, AccessEvent::ItemViewed, &item, None).await {
+        return r;
+    }
+    let reg = app.api.registry.current();
+    let key = portal_key(&reg, &s).await;
+    let envelope = key.as_ref().and_then(|k| {
+        let mut json = Vec::new();
+        crate::seal::open(&sealed_envelope[..], k.identity())
+            .ok()?
+            .read_to_end(&mut json)
+            .ok()?;
+        serde_json::from_slice::<RecipientEnvelope>(&json).ok()
+    });
+    let details = envelope.map(|e| details(&reg, &e)).unwrap_or_default();
+    pages::render(&ItemPage {
+        title: "Shared with you",
+        item: view(&reg, &item),
+        details,
+        can_open: key.is_some(),
+        acknowledged: item.acknowledged_at.is_some(),
+        errors: Vec::new(),
+        who: who(&s),
+    })
+}
+
+/// What the envelope says, for the item's page: the grounds of the share as recorded.
+fn details(reg: &Registry, e: &RecipientEnvelope) -> Vec<Row> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut rows = vec![
+        Row {
+            label: "Lawful basis",
+            lines: vec![crate::domain::choices::basis_title(e.lawful_basis).to_owned()],
+            step: "",
+        },
+        Row {
+            label: "What is shared",
+            lines: vec![e.disclosed_summary.clone()],
+            step: "",
+        },
+        Row {
+            label: "Why it is shared",
+            lines: vec![if e.justification.is_empty() {
+                "To follow: it was shared urgently".to_owned()
+            } else {
+                e.justification.clone()
+            }],
+            step: "",
+        },
+        Row {
+            label: "Who it is about",
+            lines: e.subject_refs.clone(),
+            step: "",
+        },
+        Row {
+            label: "Shared by",
+            lines: vec![format!(
+                "{}, {} ({})",
+                opt(&e.practitioner.name),
+                opt(&e.practitioner.role),
+                opt(&e.practitioner.contact)
+            )],
+            step: "",
+        },
+    ];
+    if let Some(u) = &e.urgency.level
+        && u == "urgent"
+    {
+        rows.push(Row {
+            label: "Urgent",
+            lines: vec![opt(&e.urgency.reason)],
+            step: "",
+        });
+    }
+    if let Some(f) = &e.file_name {
+        rows.push(Row {
+            label: "File",
+            lines: vec![f.clone()],
+            step: "",
+        });
+    }
+    let _ = reg;
+    rows
+}
+
+/// A file name safe for a Content-Disposition header.
+fn safe_name(name: Option<&str>, fallback: &str) -> String {
+    let n: String = name
+        .unwrap_or(fallback)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c))
+        .collect();
+    let n = n.trim().trim_start_matches('.').to_owned();
+    if n.is_empty() { fallback.to_owned() } else { n }
+}
+
+async fn payload_reader(
+    app: &WebApp,
+    s: &SignedIn,
+    id: &str,
+) -> Result<Box<dyn Read + Send>, Response> {
+    let (org, key) = (s.person.org.to_string(), id.to_owned());
+    let found = app
+        .api
+        .store
+        .read(move |c| items::payload(c, &org, &key))
+        .await;
+    match found {
+        Ok(Some(InboxPayload::Inline(b))) => Ok(Box::new(std::io::Cursor::new(b))),
+        Ok(Some(InboxPayload::File(f))) => {
+            match std::fs::File::open(app.api.store.inbox_file(&f)) {
+                Ok(file) => Ok(Box::new(file)),
+                Err(e) => {
+                    tracing::error!(inbox_id = %id, error = %e, "web: an inbox payload file is missing");
+                    Err(pages::server_error())
+                }
+            }
+        }
+        Ok(Some(InboxPayload::Gone)) => Err(pages::problem(
+            StatusCode::GONE,
+            "This file has been deleted",
+            "The item was acknowledged, so Postern deleted its copy of the file. Ask the sender if you need it again.",
+        )),
+        Ok(None) => Err(pages::not_found().await),
+        Err(e) => Err(pages::store_down(&e)),
+    }
+}
+
+/// Streams `reader` (decrypted by `key` when given) as a download, from a blocking thread.
+fn stream(reader: Box<dyn Read + Send>, key: Option<SpoolKey>, name: &str) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut input: Box<dyn Read> = match key {
+            Some(k) => match crate::seal::open(reader, k.identity()) {
+                Ok(r) => Box::new(r),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            },
+            None => reader,
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // The browser sees a broken download, never a truncated "complete" one.
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream_from(rx));
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+pub async fn file(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    Path(id): Path<String>,
+) -> Response {
+    download(app, s, client_addr, id, true).await
+}
+
+pub async fn sealed(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    Path(id): Path<String>,
+) -> Response {
+    download(app, s, client_addr, id, false).await
+}
+
+async fn download(
+    app: Arc<WebApp>,
+    s: SignedIn,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    id: String,
+    decrypted: bool,
+) -> Response {
+    let (item, sealed_envelope) = match find(&app, &s, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let reg = app.api.registry.current();
+    let key = if decrypted {
+        match portal_key(&reg, &s).await {
+            Some(k) => Some(k),
+            None => {
+                return pages::problem(
+                    StatusCode::NOT_FOUND,
+                    "This file cannot be opened here",
+                    "Your organisation opens what arrives with its own key. Download it encrypted instead.",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let reader = match payload_reader(&app, &s, &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let ip = client(client_addr.as_deref());
+    let what = if decrypted { "file" } else { "sealed" };
+    if let Err(r) = record(
+        &app,
+        &s,
+        &ip,
+        AccessEvent::ItemDownloaded,
+        &item,
+        Some(what),
+    )
+    .await
+    {
+        return r;
+    }
+    let file_name = key.as_ref().and_then(|k| {
+        let mut json = Vec::new();
+        crate::seal::open(&sealed_envelope[..], k.identity())
+            .ok()?
+            .read_to_end(&mut json)
+            .ok()?;
+        serde_json::from_slice::<RecipientEnvelope>(&json)
+            .ok()?
+            .file_name
+    });
+    let name = if decrypted {
+        safe_name(
+            file_name.as_deref(),
+            &format!("transfer-{}", item.transfer_id),
+        )
+    } else {
+        format!(
+            "transfer-{}-payload.age",
+            safe_name(Some(&item.transfer_id), "item")
+        )
+    };
+    stream(reader, key, &name)
+}
+
+pub async fn acknowledge(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    client_addr: Option<axum::Extension<ClientAddr>>,
+    Path(id): Path<String>,
+) -> Response {
+    let (item, _) = match find(&app, &s, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let ip = client(client_addr.as_deref());
+    if item.acknowledged_at.is_none()
+        && let Err(r) = record(&app, &s, &ip, AccessEvent::ItemAcknowledged, &item, None).await
+    {
+        return r;
+    }
+    match crate::ingest::inbound::acknowledge_item(&app.api, s.person.org.clone(), id.clone()).await
+    {
+        Ok(_) => see_other(&format!("/inbox/{id}")),
+        Err(e) => pages::store_down(&e),
+    }
+}
