@@ -514,10 +514,16 @@ fn channel_kinds() -> BTreeSet<String> {
             ca_file: String::new(),
         },
         Channel::Inbox,
+        Channel::Portal {
+            identity_file: String::new(),
+        },
     ];
     for c in &all {
         match c {
-            Channel::Email { .. } | Channel::Https { .. } | Channel::Inbox => {}
+            Channel::Email { .. }
+            | Channel::Https { .. }
+            | Channel::Inbox
+            | Channel::Portal { .. } => {}
         }
     }
     all.iter().map(|c| c.kind().to_owned()).collect()

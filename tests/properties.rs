@@ -78,6 +78,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         organisations: src("organisations.toml", embedded_demo::ORGANISATIONS),
         agreements: src("agreements.toml", embedded_demo::AGREEMENTS),
         peers: src("peers.toml", embedded_demo::PEERS),
+        people: src("people.toml", embedded_demo::PEOPLE),
     };
     let paths = Paths {
         state_dir: dir.path().to_path_buf(),

@@ -208,11 +208,11 @@ pub async fn submit_from_web(
         app,
         person,
         headers,
-        Source::Web {
+        Source::Web(Box::new(WebParts {
             envelope,
             form,
             payload,
-        },
+        })),
         id,
         received,
     )
@@ -225,11 +225,13 @@ enum Source {
     /// `POST /v1/transfers`: a multipart body of `envelope` then `payload`.
     Api(Body),
     /// The web pages: the envelope they built, and the form's payload part.
-    Web {
-        envelope: Vec<u8>,
-        form: multer::Multipart<'static>,
-        payload: multer::Field<'static>,
-    },
+    Web(Box<WebParts>),
+}
+
+struct WebParts {
+    envelope: Vec<u8>,
+    form: multer::Multipart<'static>,
+    payload: multer::Field<'static>,
 }
 
 async fn submit_as(
@@ -349,11 +351,14 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Source) -> Result<Res
             let (envelope, multipart) = envelope_part(req, headers, body).await?;
             decide_and_seal(req, headers, envelope, multipart, None).await
         }
-        Source::Web {
-            envelope,
-            form,
-            payload,
-        } => decide_and_seal(req, headers, envelope, form, Some(payload)).await,
+        Source::Web(parts) => {
+            let WebParts {
+                envelope,
+                form,
+                payload,
+            } = *parts;
+            decide_and_seal(req, headers, envelope, form, Some(payload)).await
+        }
     }
 }
 

@@ -905,7 +905,7 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
 fn size_words(bytes: u64) -> String {
     const GIB: u64 = 1 << 30;
     const MIB: u64 = 1 << 20;
-    if bytes >= GIB && bytes % GIB == 0 {
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
         format!("{} GB", bytes / GIB)
     } else if bytes >= MIB {
         format!("{} MB", bytes / MIB)
