@@ -92,6 +92,7 @@ pub fn demo_registry(state_dir: &Path) -> Registry {
         organisations: src("organisations.toml", embedded_demo::ORGANISATIONS),
         agreements: src("agreements.toml", embedded_demo::AGREEMENTS),
         peers: src("peers.toml", embedded_demo::PEERS),
+        people: src("people.toml", embedded_demo::PEOPLE),
     };
     let paths = Paths {
         state_dir: state_dir.to_path_buf(),
