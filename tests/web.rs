@@ -587,7 +587,12 @@ async fn sessions_end_when_idle_and_at_their_absolute_limit() {
 
 /// The share the journey makes, as the check page's form posts it (answers, then the file).
 fn share_form(boundary: &str, purpose: &str, file: &[u8]) -> Vec<u8> {
-    let fields = [
+    share_form_with(boundary, purpose, file, &[])
+}
+
+/// As `share_form`, with some answers replaced (an empty value leaves the answer out).
+fn share_form_with(boundary: &str, purpose: &str, file: &[u8], with: &[(&str, &str)]) -> Vec<u8> {
+    let mut fields = vec![
         ("to", "northshire-mash"),
         ("purpose", purpose),
         ("basis", "legitimate_interests"),
@@ -608,6 +613,12 @@ fn share_form(boundary: &str, purpose: &str, file: &[u8]) -> Vec<u8> {
         ("marking", "OFFICIAL"),
         ("days", "365"),
     ];
+    for (k, v) in with {
+        fields.retain(|(f, _)| f != k);
+        if !v.is_empty() {
+            fields.push((k, v));
+        }
+    }
     let mut body = Vec::new();
     for (k, v) in fields {
         body.extend_from_slice(
@@ -624,15 +635,145 @@ fn share_form(boundary: &str, purpose: &str, file: &[u8]) -> Vec<u8> {
 }
 
 async fn send_share(b: &mut Browser, purpose: &str, file: &[u8]) -> Answer {
+    send_share_with(b, purpose, file, &[]).await
+}
+
+async fn send_share_with(
+    b: &mut Browser,
+    purpose: &str,
+    file: &[u8],
+    with: &[(&str, &str)],
+) -> Answer {
     let boundary = "----posternTestBoundary7MA4YWxk";
     let ct = format!("multipart/form-data; boundary={boundary}");
     b.send(
         "POST",
         "/share/send",
         &[("Content-Type", &ct), ("Sec-Fetch-Site", "same-origin")],
-        &share_form(boundary, purpose, file),
+        &share_form_with(boundary, purpose, file, with),
     )
     .await
+}
+
+fn transfer_link(page: &Answer) -> String {
+    page.body
+        .split("/transfers/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a link to the transfer")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_decision_not_to_share_an_urgent_shares_reasons_and_a_correction_take_the_apis_paths() {
+    let (d, server, sink) = gateway("").await;
+    let mut sam = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut sam, &sink, SAM).await;
+    let home = sam.get("/").await;
+    assert!(
+        home.body.contains("href=\"/decline\""),
+        "the second door is on the home page"
+    );
+
+    // A decision not to share: what to fix, then recorded with the person.
+    let empty = sam.post("/decline", "").await;
+    assert_eq!(empty.status, 422);
+    assert!(empty.body.contains("href=\"#to\"") && empty.body.contains("href=\"#reasons\""));
+    let declined = sam
+        .post(
+            "/decline",
+            "to=northshire-mash&reasons=Below+threshold%3B+early+help+offered.&ref_scheme=case&ref_value=RY-2026-0042",
+        )
+        .await;
+    assert_eq!(declined.status, 200, "{}", declined.body);
+    assert!(declined.body.contains("Decision recorded"));
+    let record = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "decision_declined")
+        .expect("recorded");
+    assert_eq!(record["sender"]["person"], SAM);
+    assert_eq!(record["practitioner"]["name"], "Sam Okafor");
+    assert_eq!(record["recipients"], serde_json::json!(["northshire-mash"]));
+    assert!(
+        !record.to_string().contains("RY-2026-0042"),
+        "the reference only as a keyed hash"
+    );
+
+    // An urgent share without its reasons; the page asks for them, and they are recorded.
+    let urgent = send_share_with(
+        &mut sam,
+        "safeguarding-referral",
+        b"urgent",
+        &[
+            ("urgency", "urgent"),
+            ("urgency_reason", "The child is at risk tonight."),
+            ("justification", ""),
+        ],
+    )
+    .await;
+    assert_eq!(urgent.status, 200, "{}", urgent.body);
+    let id = transfer_link(&urgent);
+    let page = sam.get(&format!("/transfers/{id}")).await;
+    assert!(page.body.contains("Your reasons are still to follow"));
+    let added = sam
+        .post(
+            &format!("/transfers/{id}/rationale"),
+            "justification=Disclosure+of+immediate+harm.",
+        )
+        .await;
+    assert_eq!(added.status, 303, "{}", added.body);
+    assert!(
+        !sam.get(&format!("/transfers/{id}"))
+            .await
+            .body
+            .contains("still to follow")
+    );
+    let rationale = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "rationale_added")
+        .expect("recorded");
+    assert_eq!(rationale["transfer_id"], id.as_str());
+    assert_eq!(rationale["sender"]["person"], SAM);
+
+    // "Send a correction" carries the transfer it corrects to the end.
+    let start = sam.get(&format!("/share?correction_of={id}")).await;
+    assert_eq!(start.status, 200);
+    assert!(
+        start
+            .body
+            .contains(&format!("name=\"correction_of\" value=\"{id}\""))
+    );
+    let corrected = send_share_with(
+        &mut sam,
+        "safeguarding-referral",
+        b"corrected",
+        &[("correction_of", &id)],
+    )
+    .await;
+    assert_eq!(corrected.status, 200, "{}", corrected.body);
+    let correction = transfer_link(&corrected);
+    let record = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "transfer_accepted" && r["transfer_id"] == correction.as_str())
+        .expect("recorded");
+    assert_eq!(record["envelope"]["correction_of"], id.as_str());
+    // Only a transfer this organisation sent may be corrected from here.
+    let mut alex = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut alex, &sink, ALEX).await;
+    assert_eq!(
+        alex.get(&format!("/share?correction_of={id}")).await.status,
+        404
+    );
+    assert_eq!(
+        alex.post(&format!("/transfers/{id}/rationale"), "justification=x")
+            .await
+            .status,
+        404
+    );
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -670,13 +811,7 @@ async fn a_share_from_the_pages_is_decided_recorded_with_its_person_and_hidden_f
     let shared = send_share(&mut sam, "safeguarding-referral", &file).await;
     assert_eq!(shared.status, 200, "{}", shared.body);
     assert!(shared.body.contains("<h1>Shared</h1>"), "{}", shared.body);
-    let id = shared
-        .body
-        .split("/transfers/")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a link to the transfer")
-        .to_owned();
+    let id = transfer_link(&shared);
     assert_eq!(id.len(), 36, "{id}");
 
     // The same record as an API transfer, with the person as sender and practitioner.

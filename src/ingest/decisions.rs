@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::App;
 use super::caller::OrgCaller;
 use super::problem::{self, Problem, ProblemCode};
+use super::routes::Submitter;
 use crate::domain::decision::{self, DecisionContext, DecisionError, Decline, Practitioner};
 use crate::domain::ids::TransferId;
 pub use crate::log::{DeclinedRecord, RationaleRecord};
@@ -187,11 +188,11 @@ fn json(status: StatusCode, body: String) -> Response {
     r
 }
 
-fn sender(peer: &OrgCaller) -> SenderRecord {
+fn sender(who: &Submitter) -> SenderRecord {
     SenderRecord {
-        org: peer.org.clone(),
-        certificate: peer.fingerprint.to_string(),
-        person: None,
+        org: who.org.clone(),
+        certificate: who.certificate.clone(),
+        person: who.person.clone(),
     }
 }
 
@@ -254,6 +255,17 @@ pub async fn decline(
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
+    record_decline(&app, &peer.into(), key, bytes).await
+}
+
+/// Validates and records a decision not to share: the API's `POST /v1/decisions` and the web
+/// pages' "record a decision not to share" both come here. 201 with [`Declined`], or a problem.
+pub async fn record_decline(
+    app: &App,
+    peer: &Submitter,
+    key: Option<String>,
+    bytes: Vec<u8>,
+) -> Response {
     let request_sha256 = hex::encode(Sha256::digest(&bytes));
     if let Some(k) = key.clone() {
         let org = peer.org.clone();
@@ -287,7 +299,7 @@ pub async fn decline(
     let record = declined_record(
         id,
         &at,
-        sender(&peer),
+        sender(peer),
         &declined,
         &app.subject_key,
         key.clone(),
@@ -430,7 +442,42 @@ pub async fn rationale(
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
-    let rationale = match decision::parse_rationale(&bytes) {
+    record_rationale(&app, &peer.into(), id, &bytes).await
+}
+
+/// Records the rationale of an urgent share its sender sent: the API's
+/// `POST /v1/transfers/{id}/rationale` (after its check that the caller sent the transfer) and
+/// the web pages both come here. 200 with [`RationaleRecorded`], or a problem.
+pub async fn record_rationale(
+    app: &App,
+    peer: &Submitter,
+    id: TransferId,
+    bytes: &[u8],
+) -> Response {
+    let not_found = || {
+        Problem::new(
+            ProblemCode::TransferNotFound,
+            "No accepted transfer with this id was sent by your organisation.",
+        )
+        .with_field("id")
+        .into_response()
+    };
+    // Only the sender may add the rationale; to anyone else the transfer does not exist (as
+    // for `GET /v1/transfers/{id}`), so this is checked before the body is even read.
+    let (key, org) = (id.to_string(), peer.org.to_string());
+    let sent = app
+        .store
+        .read(move |c| decisions::sent_by(c, &key, &org))
+        .await;
+    match sent {
+        Ok(true) => {}
+        Ok(false) => return not_found(),
+        Err(e) => {
+            tracing::warn!(transfer_id = %id, error = %e, "transfer lookup failed");
+            return problem::store_failure(&e, problem::SHUTTING_DOWN).into_response();
+        }
+    }
+    let rationale = match decision::parse_rationale(bytes) {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(transfer_id = %id, sender = %peer.org, "rationale invalid; nothing recorded");
@@ -442,7 +489,7 @@ pub async fn rationale(
         kind: RecordKind::RationaleAdded,
         transfer_id: id,
         at: at.clone(),
-        sender: sender(&peer),
+        sender: sender(peer),
         practitioner: rationale.practitioner.as_ref().map(practitioner_record),
         justification: rationale.justification.expose().to_owned(),
     };

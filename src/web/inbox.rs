@@ -231,7 +231,7 @@ fn details(reg: &Registry, e: &RecipientEnvelope) -> Vec<Row> {
         },
         Row {
             label: "Who it is about",
-            lines: e.subject_refs.clone(),
+            lines: e.subject_refs.iter().map(|r| reference_words(r)).collect(),
             step: "",
         },
         Row {
@@ -263,6 +263,19 @@ fn details(reg: &Registry, e: &RecipientEnvelope) -> Vec<Row> {
     }
     let _ = reg;
     rows
+}
+
+/// `nhs:9434765919` as "NHS number 943 476 5919", `case:X` as "Case reference X".
+fn reference_words(r: &str) -> String {
+    match r.split_once(':') {
+        Some(("nhs", v)) if v.len() == 10 => {
+            format!("NHS number {} {} {}", &v[..3], &v[3..6], &v[6..])
+        }
+        Some(("case", v)) => format!("Case reference {v}"),
+        Some(("member", v)) => format!("Reference {v}"),
+        Some((scheme, v)) => format!("{v} ({scheme})"),
+        None => r.to_owned(),
+    }
 }
 
 /// A file name safe for a Content-Disposition header.

@@ -14,6 +14,7 @@
 // these paths are rare, and boxing each would only add noise to every handler.
 #![allow(clippy::result_large_err)]
 
+mod decline;
 mod inbox;
 mod pages;
 mod share;
@@ -81,6 +82,8 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/inbox/{id}/ack", post(inbox::acknowledge))
         .route("/transfers", get(transfers::list))
         .route("/transfers/{id}", get(transfers::detail))
+        .route("/transfers/{id}/rationale", post(decline::rationale))
+        .route("/decline", get(decline::start).post(decline::record))
         .route("/accessibility", get(pages::accessibility))
         .route("/assets/postern.css", get(pages::stylesheet))
         .fallback(pages::not_found)

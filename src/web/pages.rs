@@ -107,6 +107,10 @@ pub struct Field {
 #[derive(Template)]
 #[template(path = "question.html")]
 pub struct QuestionPage {
+    /// Where the form posts, what the page is part of, and its button.
+    pub action: &'static str,
+    pub caption: &'static str,
+    pub button: &'static str,
     pub title: String,
     /// The page asks one group of choices whose legend is the page's title: the legend is the
     /// h1 (the GOV.UK pattern), so the question is not read twice.
@@ -167,6 +171,15 @@ pub struct SharedPage {
 }
 
 #[derive(Template)]
+#[template(path = "declined.html")]
+pub struct DeclinedPage {
+    pub title: &'static str,
+    pub reference: String,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
+}
+
+#[derive(Template)]
 #[template(path = "refused.html")]
 pub struct RefusedPage {
     pub title: &'static str,
@@ -206,6 +219,9 @@ pub struct TransfersPage {
 pub struct TransferPage {
     pub title: &'static str,
     pub t: TransferView,
+    /// An urgent share whose reasons are still to follow: the page asks for them.
+    pub rationale_pending: bool,
+    pub can_share: bool,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
 }

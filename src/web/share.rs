@@ -115,7 +115,10 @@ struct Draft {
 
 impl Draft {
     fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        let known = |k: &str| Step::ALL.iter().any(|s| s.names().contains(&k));
+        // `correction_of` is no page's question: it comes with "send a correction" and is
+        // carried to the end.
+        let known =
+            |k: &str| k == "correction_of" || Step::ALL.iter().any(|s| s.names().contains(&k));
         Draft {
             fields: pairs
                 .into_iter()
@@ -720,6 +723,9 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
     pages::render_status(
         status,
         &QuestionPage {
+            action: "/share",
+            caption: "Share information",
+            button: "Continue",
             legend_h1: fields.first().is_some_and(|f| {
                 (f.kind == "radios" || f.kind == "checkboxes") && f.label == title
             }) && intro.is_empty(),
@@ -781,7 +787,18 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
             vec![label.to_owned(), reason.to_owned()]
         }
     };
-    let mut rows = vec![
+    let mut rows = Vec::new();
+    if !d.one("correction_of").is_empty() {
+        rows.push(Row {
+            label: "Corrects",
+            lines: vec![format!(
+                "Your share {}: the correction also goes to everyone who received it",
+                reference(d.one("correction_of"))
+            )],
+            step: "to",
+        });
+    }
+    rows.extend([
         Row {
             label: "Recipients",
             lines: names,
@@ -802,7 +819,7 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
             lines: cats,
             step: "categories",
         },
-    ];
+    ]);
     if d.special() {
         let c = SpecialCategoryCondition::parse(d.one("condition"));
         let t = choices::conditions()
@@ -922,7 +939,11 @@ fn refuse_without_share_role() -> Response {
     )
 }
 
-pub async fn start(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
+pub async fn start(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
     if !s.person.may(Role::Share) {
         return refuse_without_share_role();
     }
@@ -933,7 +954,30 @@ pub async fn start(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
         today: crate::clock::now().date(),
         max_payload: app.api.limits.max_payload_bytes,
     };
-    page(Step::To, &Draft::default(), &cx, Vec::new(), &s)
+    // "Send a correction": of a transfer this organisation sent (the policy checks it again).
+    let corrects = q
+        .as_deref()
+        .map(|q| super::form_pairs(q.as_bytes()))
+        .and_then(|p| p.into_iter().find(|(k, _)| k == "correction_of"))
+        .map(|(_, v)| v);
+    let mut d = Draft::default();
+    if let Some(given) = corrects {
+        let Ok(id) = given.parse::<crate::domain::ids::TransferId>() else {
+            return pages::not_found().await;
+        };
+        let (key, org) = (id.to_string(), s.person.org.clone());
+        match app
+            .api
+            .store
+            .read(move |c| crate::store::transfer_status(c, &key, &org))
+            .await
+        {
+            Ok(Some(_)) => d.fields.push(("correction_of".into(), id.to_string())),
+            Ok(None) => return pages::not_found().await,
+            Err(e) => return pages::store_down(&e),
+        }
+    }
+    page(Step::To, &d, &cx, Vec::new(), &s)
 }
 
 /// One page answered: its errors, or the next page (a "change" button goes to its page).
@@ -1017,6 +1061,9 @@ fn envelope(d: &Draft, s: &SignedIn, file_name: Option<&str>) -> serde_json::Val
         }
         if let Some(f) = file_name {
             obj.insert("file_name".into(), json!(f));
+        }
+        if !d.one("correction_of").is_empty() {
+            obj.insert("correction_of".into(), json!(d.one("correction_of")));
         }
         // A reason that is null is refused by the envelope parser: leave it out instead.
         for key in ["consent", "subject_informed", "urgency"] {

@@ -164,15 +164,29 @@ pub async fn detail(
     let Ok(id) = id.parse::<TransferId>() else {
         return pages::not_found().await;
     };
+    detail_page(&app, &s, id, Vec::new()).await
+}
+
+/// A transfer's page, if the person's organisation sent it; `errors` for its rationale form.
+pub async fn detail_page(
+    app: &WebApp,
+    s: &SignedIn,
+    id: TransferId,
+    errors: Vec<super::pages::FieldError>,
+) -> Response {
     let org = s.person.org.clone();
     let key = id.to_string();
     // Scoped to the person's organisation: another's transfer is not found.
     let found = app
         .api
         .store
-        .read(move |c| crate::store::transfer_status(c, &key, &org))
+        .read(move |c| {
+            let status = crate::store::transfer_status(c, &key, &org)?;
+            let rationale = crate::store::decisions::share_rationale(c, &key)?;
+            Ok(status.map(|st| (st, rationale)))
+        })
         .await;
-    let status = match found {
+    let (status, rationale) = match found {
         Ok(Some(t)) => t,
         Ok(None) => return pages::not_found().await,
         Err(e) => return pages::store_down(&e),
@@ -184,10 +198,17 @@ pub async fn detail(
         purpose: status.purpose,
         recipients: status.recipients,
     };
-    pages::render(&TransferPage {
+    let page = TransferPage {
         title: "Shared information",
         t: view(&registry, &t),
-        errors: Vec::new(),
-        who: who(&s),
-    })
+        rationale_pending: rationale.is_some_and(|r| r.urgent && r.pending),
+        can_share: s.person.may(Role::Share),
+        errors,
+        who: who(s),
+    };
+    if page.errors.is_empty() {
+        pages::render(&page)
+    } else {
+        pages::render_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, &page)
+    }
 }

@@ -600,6 +600,21 @@ await step('delivered', async () => {
   await arrived('delivered', 'Shared information');
 });
 
+// e2. A decision not to share, recorded: what to fix first, then the confirmation.
+await step('decline', async () => {
+  await loading(() => page.goto(`${BASE}/decline`));
+  await arrived('decline', 'Record a decision not to share');
+  await loading(() => page.getByRole('button', { name: 'Record the decision', exact: true }).click());
+  await arrived('decline-error', 'Record a decision not to share');
+  const summary = page.locator('[role=alert], .error-summary').first();
+  check((await summary.count()) === 1, 'no error summary on the decision page');
+  check((await summary.locator('a[href="#to"]').count()) === 1, 'the error summary has no link to #to');
+  await choose('checkbox', 'Northshire Multi-Agency Safeguarding Hub');
+  await fillTextbox('Why did you decide not to share?', 'Below the threshold; early help offered instead.');
+  await loading(() => page.getByRole('button', { name: 'Record the decision', exact: true }).click());
+  await arrived('declined', 'Decision recorded');
+});
+
 // f. A share the policy refuses. The pages only offer what the agreements allow, so the form
 // is altered as someone with the browser's developer tools could: the purpose becomes the
 // s.115 crime-prevention gateway, which a voluntary organisation may not use. The server
