@@ -136,7 +136,12 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     tracing::info!(address = %prepared.addr, "postern is listening");
-    // On stdout too, for scripts and supervisors that start it on port 0.
+    // On stdout too, for scripts and supervisors that start it on port 0 (the pages first: a
+    // reader may stop at the API's line).
+    if let Some(web) = prepared.web_addr {
+        tracing::info!(address = %web, "the web pages are listening");
+        println!("postern web pages on https://{web}");
+    }
     println!("postern listening on https://{}", prepared.addr);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     prepared.run_service(opts).await?;

@@ -247,6 +247,25 @@ impl Connection {
         self.send(req).await
     }
 
+    /// A POST of a multipart body (the web pages' share form), with extra headers.
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        m: Multipart,
+    ) -> Result<Answer, ClientError> {
+        let mut req = hyper::Request::post(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, m.content_type);
+        if let Some(len) = m.length {
+            req = req.header(hyper::header::CONTENT_LENGTH, len);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(m.body)?).await
+    }
+
     /// A GET of an API path, e.g. `/v1/transfers/{id}`.
     pub async fn get(&mut self, path: &str) -> Result<Answer, ClientError> {
         let req = hyper::Request::get(path)

@@ -268,8 +268,10 @@ fn details(reg: &Registry, e: &RecipientEnvelope) -> Vec<Row> {
 /// `nhs:9434765919` as "NHS number 943 476 5919", `case:X` as "Case reference X".
 fn reference_words(r: &str) -> String {
     match r.split_once(':') {
-        Some(("nhs", v)) if v.len() == 10 => {
-            format!("NHS number {} {} {}", &v[..3], &v[3..6], &v[6..])
+        Some(("nhs", v)) if v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit()) => {
+            let (a, rest) = v.split_at(3);
+            let (b, c) = rest.split_at(3);
+            format!("NHS number {a} {b} {c}")
         }
         Some(("case", v)) => format!("Case reference {v}"),
         Some(("member", v)) => format!("Reference {v}"),

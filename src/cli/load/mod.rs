@@ -27,6 +27,7 @@ use postern_gateway::seal::SpoolKey;
 mod deliver;
 mod flood;
 mod log;
+mod web;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Against {
@@ -73,6 +74,14 @@ pub struct LoadArgs {
     /// without the flood, with it, and with it and the per-source limits lifted.
     #[arg(long)]
     flood: Option<usize>,
+    /// Web benchmark: `--connections` people signed in to the web pages share `--transfers`
+    /// files of `--size` through the share form, against the API path in the same run; then
+    /// one upload of `--web-upload` through the pages, with the server's peak RSS.
+    #[arg(long)]
+    web: bool,
+    /// The single large upload of `--web` (0: none).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    web_upload: u64,
     /// Transfer log benchmark: write this many generated decision records, then time `postern
     /// log subject`, filtered `log list`, `log verify` and `log export` on them.
     #[arg(long)]
@@ -157,7 +166,7 @@ impl Scratch {
         std::fs::write(
             config_dir.join("postern.toml"),
             format!(
-                "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[ops]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload_bytes = {limit}\nmax_connections = 4096\n[smtp]\nrelays = [{{ host = \"localhost\", port = {relay_port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n",
+                "state_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[ops]\nlisten = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_payload_bytes = {limit}\nmax_connections = 4096\n[smtp]\nrelays = [{{ host = \"localhost\", port = {relay_port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n",
                 state_dir.display()
             ),
         )?;
@@ -183,7 +192,7 @@ fn reset_state(state_dir: &Path) -> anyhow::Result<()> {
     for name in ["postern.db", "postern.db-wal", "postern.db-shm"] {
         let _ = std::fs::remove_file(state_dir.join(name));
     }
-    for dir in ["spool", "inbox"] {
+    for dir in ["spool", "inbox", "checkpoints"] {
         let d = state_dir.join(dir);
         if d.exists() {
             std::fs::remove_dir_all(&d)?;
@@ -218,6 +227,8 @@ fn start_sink(
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    /// The web pages' address, when the server has them.
+    web: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -234,9 +245,13 @@ impl ServerProcess {
             .context("starting the server")?;
         let stdout = child.stdout.take().context("server stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut web = None;
         let addr = loop {
             match lines.next() {
                 Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("postern web pages on https://") {
+                        web = Some(a.trim().parse()?);
+                    }
                     if let Some(a) = l.strip_prefix("postern listening on https://") {
                         break a.trim().parse()?;
                     }
@@ -244,7 +259,7 @@ impl ServerProcess {
                 _ => bail!("the {subcommand} server did not start"),
             }
         };
-        Ok(ServerProcess { child, addr })
+        Ok(ServerProcess { child, addr, web })
     }
 
     /// VmHWM: the peak resident set size, in bytes.
@@ -510,6 +525,9 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(mode) = a.deliver {
         return deliver::benchmark(&a, mode, &scratch, relay_port, &sink, &payload).await;
+    }
+    if a.web {
+        return web::benchmark(&a, &scratch, &sink, &payload, tls).await;
     }
     if let Some(n) = a.flood {
         return flood::benchmark(
