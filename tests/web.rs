@@ -586,11 +586,8 @@ async fn sessions_end_when_idle_and_at_their_absolute_limit() {
 }
 
 /// The share the journey makes, as the check page's form posts it (answers, then the file).
-fn share_form(boundary: &str, purpose: &str, file: &[u8]) -> Vec<u8> {
-    share_form_with(boundary, purpose, file, &[])
-}
-
-/// As `share_form`, with some answers replaced (an empty value leaves the answer out).
+/// The share the journey makes, as the check page's form posts it (answers, then the file),
+/// with some answers replaced (an empty value leaves the answer out).
 fn share_form_with(boundary: &str, purpose: &str, file: &[u8], with: &[(&str, &str)]) -> Vec<u8> {
     let mut fields = vec![
         ("to", "northshire-mash"),
