@@ -585,7 +585,6 @@ async fn sessions_end_when_idle_and_at_their_absolute_limit() {
     server.stop().await;
 }
 
-/// The share the journey makes, as the check page's form posts it (answers, then the file).
 /// The share the journey makes, as the check page's form posts it (answers, then the file),
 /// with some answers replaced (an empty value leaves the answer out).
 fn share_form_with(boundary: &str, purpose: &str, file: &[u8], with: &[(&str, &str)]) -> Vec<u8> {
