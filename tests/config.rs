@@ -535,3 +535,45 @@ fn a_peer_may_not_be_called_local() {
     let e = find(&errors, "peers.toml", "`local` is reserved");
     assert_eq!(e.line, Some(line_of(&d, "peers.toml", "id = \"local\"")));
 }
+
+/// `people.toml`: each mistake is reported with its file and line, with the rest; `[web]`
+/// settings are checked too.
+#[test]
+fn people_and_the_web_settings_are_checked_with_file_and_line() {
+    let d = Deployment::with_daemon(
+        "[web]\nlisten = \"nowhere\"\npublic_url = \"http://plain.example\"\nsession_idle_secs = 0\n",
+    );
+    replace(
+        &d,
+        "people.toml",
+        "email = \"sam@riverside-youth.example\"",
+        "email = \"sam-at-riverside\"",
+    );
+    replace(
+        &d,
+        "people.toml",
+        "organisation = \"northshire-mash\"",
+        "organisation = \"nowhere-org\"",
+    );
+    replace(
+        &d,
+        "people.toml",
+        "roles = [\"share\"]",
+        "roles = [\"admin\"]",
+    );
+    let errors = load_errors(&d, HashMap::new());
+    let e = find(&errors, "people.toml", "not an email address");
+    assert_eq!(e.line, Some(line_of(&d, "people.toml", "sam-at-riverside")));
+    let e = find(
+        &errors,
+        "people.toml",
+        "`nowhere-org` is not an organisation",
+    );
+    assert_eq!(e.line, Some(line_of(&d, "people.toml", "nowhere-org")));
+    let e = find(&errors, "people.toml", "`admin` is not a role");
+    assert_eq!(e.line, Some(line_of(&d, "people.toml", "\"admin\"")));
+    find(&errors, "postern.toml", "127.0.0.1:8444");
+    find(&errors, "postern.toml", "not an https:// address");
+    let e = find(&errors, "postern.toml", "out of range (1 to 86400)");
+    assert_eq!(e.key.as_deref(), Some("web.session_idle_secs"));
+}

@@ -76,12 +76,17 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
     match config::check(&opts) {
         Ok(c) => {
             println!(
-                "{}: configuration is valid: {} organisations, {} purposes, {} agreements; API on {}; state in {}",
+                "{}: configuration is valid: {} organisations, {} purposes, {} agreements, {} people; API on {}; web pages {}; state in {}",
                 dir.display(),
                 c.registry.organisations().count(),
                 c.registry.purposes().count(),
                 c.registry.agreements().len(),
+                c.registry.people().count(),
                 c.daemon.listen,
+                c.daemon
+                    .web
+                    .listen
+                    .map_or_else(|| "off".to_owned(), |a| format!("on {a}")),
                 c.daemon.state_dir.display()
             );
             for w in &c.warnings {

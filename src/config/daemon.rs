@@ -639,9 +639,12 @@ fn listeners(
 
 /// `[web]`: the pages' address (empty: none) and how long sessions last.
 fn web_section(web: RawWeb, c: &mut Check<'_, '_>) -> Option<WebSettings> {
+    // Every key is checked, whatever the others say, so that one run reports them all.
     let listen = match web.listen.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(l) => Some(c.address(l, "web.listen", "127.0.0.1:8444 (or empty for none)")?),
+        None | Some("") => Some(None),
+        Some(l) => c
+            .address(l, "web.listen", "127.0.0.1:8444 (or empty for none)")
+            .map(Some),
     };
     // At most a day: a session is a person at a desk.
     let idle = c.range(web.session_idle_secs, "web.session_idle_secs", 1, 86_400);
@@ -658,7 +661,7 @@ fn web_section(web: RawWeb, c: &mut Check<'_, '_>) -> Option<WebSettings> {
         }
     };
     Some(WebSettings {
-        listen,
+        listen: listen?,
         public_url,
         session_idle: Duration::from_secs(idle?),
         session_max: Duration::from_secs(max?),
