@@ -941,3 +941,40 @@ async fn a_share_from_the_pages_is_decided_recorded_with_its_person_and_hidden_f
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_person_removed_from_people_toml_is_signed_out_at_the_next_reload() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let d = Deployment::with_daemon(&format!(
+        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n"
+    ));
+    let issued = d
+        .ca()
+        .issue_server(&["localhost".into(), "127.0.0.1".into()])
+        .expect("issue");
+    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+    let sink = SmtpSink::start(
+        listener,
+        SinkOptions {
+            starttls: Some(Arc::new(tls_config(chain, key).expect("tls"))),
+            ..SinkOptions::default()
+        },
+    )
+    .expect("sink");
+    let (server, reloader) = d.start_reloadable().await;
+    let mut sam = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut sam, &sink, SAM).await;
+    assert_eq!(sam.get("/").await.status, 200);
+    d.rewrite(
+        "people.toml",
+        "email = \"sam@riverside-youth.example\"",
+        "email = \"someone-else@riverside-youth.example\"",
+    );
+    reloader.reload(&d.load_options()).await.expect("reload");
+    let after = sam.get("/").await;
+    assert_eq!(after.status, 303, "the session ends with the registration");
+    assert_eq!(after.header("location"), Some("/sign-in?expired=1"));
+    server.stop().await;
+}

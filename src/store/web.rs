@@ -222,3 +222,81 @@ pub fn sent_by(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA_V4).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_code_is_single_use_expires_after_its_age_and_ends_after_its_tries() {
+        let c = conn();
+        code_issue(&c, "p1", "sam@x.org", "right", 1000).unwrap();
+        // Ten minutes and one second later: expired, and gone.
+        assert_eq!(
+            code_check(&c, "p1", "right", 1601, 600, 5).unwrap(),
+            CodeCheck::Expired("sam@x.org".into())
+        );
+        assert_eq!(
+            code_check(&c, "p1", "right", 1602, 600, 5).unwrap(),
+            CodeCheck::Unknown
+        );
+
+        code_issue(&c, "p2", "sam@x.org", "right", 2000).unwrap();
+        for left in (1..5).rev() {
+            assert_eq!(
+                code_check(&c, "p2", "wrong", 2001, 600, 5).unwrap(),
+                CodeCheck::Wrong {
+                    email: "sam@x.org".into(),
+                    tries_left: left
+                }
+            );
+        }
+        assert_eq!(
+            code_check(&c, "p2", "wrong", 2001, 600, 5).unwrap(),
+            CodeCheck::Wrong {
+                email: "sam@x.org".into(),
+                tries_left: 0
+            }
+        );
+        // Given up: even the right code no longer works.
+        assert_eq!(
+            code_check(&c, "p2", "right", 2002, 600, 5).unwrap(),
+            CodeCheck::Unknown
+        );
+
+        // A new code replaces the old one for the same address; each works once.
+        code_issue(&c, "p3", "sam@x.org", "old", 3000).unwrap();
+        code_issue(&c, "p4", "sam@x.org", "new", 3001).unwrap();
+        assert_eq!(
+            code_check(&c, "p3", "old", 3002, 600, 5).unwrap(),
+            CodeCheck::Unknown
+        );
+        assert_eq!(
+            code_check(&c, "p4", "new", 3002, 600, 5).unwrap(),
+            CodeCheck::Right("sam@x.org".into())
+        );
+        assert_eq!(
+            code_check(&c, "p4", "new", 3003, 600, 5).unwrap(),
+            CodeCheck::Unknown
+        );
+    }
+
+    #[test]
+    fn attempts_are_counted_per_bucket_within_the_window() {
+        let c = conn();
+        attempt(&c, &["ip:1", "to:a"], 100, 0).unwrap();
+        attempt(&c, &["ip:1"], 200, 0).unwrap();
+        assert_eq!(attempts(&c, "ip:1", 0).unwrap(), 2);
+        assert_eq!(attempts(&c, "ip:1", 150).unwrap(), 1);
+        assert_eq!(attempts(&c, "to:a", 0).unwrap(), 1);
+        // Old events are forgotten as new ones come.
+        attempt(&c, &["ip:2"], 1000, 500).unwrap();
+        assert_eq!(attempts(&c, "ip:1", 0).unwrap(), 0);
+    }
+}
