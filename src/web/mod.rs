@@ -172,6 +172,11 @@ pub async fn serve(
     let limits = app.api.limits.clone();
     let router = router(app);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // The API's per-address limits apply here too: one address cannot hold every connection.
+    let sources = crate::ingest::sources::Sources::new(
+        limits.max_connections_per_source,
+        limits.max_handshakes_per_source,
+    );
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -191,6 +196,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(mut slot) = sources.admit(remote.ip()) else {
+            tracing::debug!(%remote, "web: connection refused: its source is at a limit");
+            drop(tcp);
+            continue;
+        };
         let acceptor = TlsAcceptor::from(tls.current());
         let router = router.clone();
         let stop = stop.clone();
@@ -198,7 +208,10 @@ pub async fn serve(
         tracker.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            // The slot lives as long as the connection; its handshake count ends here.
+            slot.handshake_done();
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "web: TLS handshake failed");

@@ -1114,6 +1114,8 @@ pub async fn send(
     let payload = loop {
         match form.next_field().await {
             Ok(Some(f)) if f.name() == Some("payload") => break Some(f),
+            // The form has a few dozen answers; more is not this site's form.
+            Ok(Some(_)) if pairs.len() >= 200 => return too_large_or_broken(),
             Ok(Some(f)) => {
                 let name = f.name().unwrap_or_default().to_owned();
                 match f.text().await {
