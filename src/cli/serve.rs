@@ -141,13 +141,13 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     tracing::info!(address = %prepared.addr, "postern is listening");
-    // On stdout too, for scripts and supervisors that start it on port 0 (the pages first: a
-    // reader may stop at the API's line).
+    // On stdout too, for scripts and supervisors that start it on port 0: the API's address
+    // first (a reader may stop at the first line), then the pages'.
+    println!("postern listening on https://{}", prepared.addr);
     if let Some(web) = prepared.web_addr {
         tracing::info!(address = %web, "the web pages are listening");
         println!("postern web pages on https://{web}");
     }
-    println!("postern listening on https://{}", prepared.addr);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     prepared.run_service(opts).await?;
     Ok(ExitCode::SUCCESS)

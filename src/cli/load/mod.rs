@@ -249,9 +249,6 @@ impl ServerProcess {
         let addr = loop {
             match lines.next() {
                 Some(Ok(l)) => {
-                    if let Some(a) = l.strip_prefix("postern web pages on https://") {
-                        web = Some(a.trim().parse()?);
-                    }
                     if let Some(a) = l.strip_prefix("postern listening on https://") {
                         break a.trim().parse()?;
                     }
@@ -259,6 +256,14 @@ impl ServerProcess {
                 _ => bail!("the {subcommand} server did not start"),
             }
         };
+        // `serve` names its web pages on the next line (the load generator's configuration
+        // always has them).
+        if subcommand == "serve"
+            && let Some(Ok(l)) = lines.next()
+            && let Some(a) = l.strip_prefix("postern web pages on https://")
+        {
+            web = Some(a.trim().parse()?);
+        }
         Ok(ServerProcess { child, addr, web })
     }
 
