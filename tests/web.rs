@@ -194,6 +194,13 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// A gateway whose codes go by STARTTLS to a real SMTP server in this process.
 async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
+    let (d, sink) = deployment(extra).await;
+    let server = d.start().await;
+    (d, server, sink)
+}
+
+/// A deployment (not started) whose relay is a real SMTP server in this process.
+async fn deployment(extra: &str) -> (Deployment, SmtpSink) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let d = Deployment::with_daemon(&format!(
@@ -219,8 +226,7 @@ async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
         },
     )
     .expect("sink");
-    let server = d.start().await;
-    (d, server, sink)
+    (d, sink)
 }
 
 /// The codes emailed to `to` so far, oldest first.
@@ -944,25 +950,7 @@ async fn a_share_from_the_pages_is_decided_recorded_with_its_person_and_hidden_f
 
 #[tokio::test]
 async fn a_person_removed_from_people_toml_is_signed_out_at_the_next_reload() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let d = Deployment::with_daemon(&format!(
-        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n"
-    ));
-    let issued = d
-        .ca()
-        .issue_server(&["localhost".into(), "127.0.0.1".into()])
-        .expect("issue");
-    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
-    let sink = SmtpSink::start(
-        listener,
-        SinkOptions {
-            starttls: Some(Arc::new(tls_config(chain, key).expect("tls"))),
-            ..SinkOptions::default()
-        },
-    )
-    .expect("sink");
+    let (d, sink) = deployment("").await;
     let (server, reloader) = d.start_reloadable().await;
     let mut sam = Browser::new(&d, server.web.expect("web"));
     sign_in(&mut sam, &sink, SAM).await;

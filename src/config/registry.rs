@@ -16,7 +16,7 @@ use crate::domain::lawful::LawfulBasis;
 use crate::domain::marking::{MarkingScheme, Rank, SchemeAt};
 use crate::domain::registry::{
     Agreement, CertFingerprint, Channel, ClientIdentity, Declared, Endpoint, OrgKind, Organisation,
-    Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role, Sector,
+    Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role, Sector, email_address,
 };
 
 /// Placeholder for this gateway's own API port in endpoint URLs (a gateway delivering to itself,
@@ -629,7 +629,7 @@ fn endpoint(
             not_for("url", ep.url.is_some(), "email", &mut bad);
             not_for("ca", ep.ca.is_some(), "email", &mut bad);
             match &ep.address {
-                Some(a) if valid_email(a) => Some(Channel::Email {
+                Some(a) if email_address(a) => Some(Channel::Email {
                     address: a.trim().to_owned(),
                     tls_only: ep.tls_only,
                 }),
@@ -955,7 +955,7 @@ fn people(doc: &Doc<'_>, declared: &Declared, errors: &mut Errors) -> Vec<Person
             ));
         };
         let email = raw.email.trim().to_ascii_lowercase();
-        if !valid_email(&email) {
+        if !email_address(&email) {
             bad("email", format!("`{}` is not an email address", raw.email));
         } else if out.iter().any(|p| p.email == email) {
             bad(
@@ -1021,21 +1021,6 @@ fn people(doc: &Doc<'_>, declared: &Declared, errors: &mut Errors) -> Vec<Person
         }
     }
     out
-}
-
-fn valid_email(a: &str) -> bool {
-    let a = a.trim();
-    match a.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !a.contains(char::is_whitespace)
-                && a.matches('@').count() == 1
-        }
-        None => false,
-    }
 }
 
 /// An age recipients file: one `age1...` per line; blank lines and `#` comments ignored.

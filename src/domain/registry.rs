@@ -402,6 +402,23 @@ pub struct Registry {
     people: BTreeMap<String, Person>,
 }
 
+/// Whether `a` looks like an email address: one `@`, something before it, a dotted domain after
+/// it, no spaces. Endpoint addresses, people's addresses and sign-in forms are all held to it.
+pub fn email_address(a: &str) -> bool {
+    let a = a.trim();
+    match a.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !a.contains(char::is_whitespace)
+                && a.matches('@').count() == 1
+        }
+        None => false,
+    }
+}
+
 /// What a person may do on the web pages, on behalf of their organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

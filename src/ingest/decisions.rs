@@ -412,31 +412,12 @@ pub async fn rationale(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let not_found = || {
-        Problem::new(
-            ProblemCode::TransferNotFound,
-            "No accepted transfer with this id was sent by your organisation.",
-        )
-        .with_field("id")
-        .into_response()
-    };
     let Some(id) = id.ok().and_then(|Path(id)| id.parse::<TransferId>().ok()) else {
-        return not_found();
+        return rationale_not_found();
     };
-    // Only the sender may add the rationale; to anyone else the transfer does not exist (as
-    // for `GET /v1/transfers/{id}`), so this is checked before the body is even read.
-    let (key, org) = (id.to_string(), peer.org.to_string());
-    let sent = app
-        .store
-        .read(move |c| decisions::sent_by(c, &key, &org))
-        .await;
-    match sent {
-        Ok(true) => {}
-        Ok(false) => return not_found(),
-        Err(e) => {
-            tracing::warn!(transfer_id = %id, error = %e, "transfer lookup failed");
-            return problem::store_failure(&e, problem::SHUTTING_DOWN).into_response();
-        }
+    // Checked before the body is even read.
+    if let Err(r) = sent_by(&app, id, &peer.org).await {
+        return *r;
     }
     let bytes = match json_body(&app, &headers, body).await {
         Ok(b) => b,
@@ -445,37 +426,50 @@ pub async fn rationale(
     record_rationale(&app, &peer.into(), id, &bytes).await
 }
 
+fn rationale_not_found() -> Response {
+    Problem::new(
+        ProblemCode::TransferNotFound,
+        "No accepted transfer with this id was sent by your organisation.",
+    )
+    .with_field("id")
+    .into_response()
+}
+
+/// Only the sender may add the rationale; to anyone else the transfer does not exist (as for
+/// `GET /v1/transfers/{id}`).
+async fn sent_by(
+    app: &App,
+    id: TransferId,
+    org: &crate::domain::ids::OrgId,
+) -> Result<(), Box<Response>> {
+    let (key, org) = (id.to_string(), org.to_string());
+    match app
+        .store
+        .read(move |c| decisions::sent_by(c, &key, &org))
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Box::new(rationale_not_found())),
+        Err(e) => {
+            tracing::warn!(transfer_id = %id, error = %e, "transfer lookup failed");
+            Err(Box::new(
+                problem::store_failure(&e, problem::SHUTTING_DOWN).into_response(),
+            ))
+        }
+    }
+}
+
 /// Records the rationale of an urgent share its sender sent: the API's
-/// `POST /v1/transfers/{id}/rationale` (after its check that the caller sent the transfer) and
-/// the web pages both come here. 200 with [`RationaleRecorded`], or a problem.
+/// `POST /v1/transfers/{id}/rationale` and the web pages both come here; it checks that the
+/// caller sent the transfer. 200 with [`RationaleRecorded`], or a problem.
 pub async fn record_rationale(
     app: &App,
     peer: &Submitter,
     id: TransferId,
     bytes: &[u8],
 ) -> Response {
-    let not_found = || {
-        Problem::new(
-            ProblemCode::TransferNotFound,
-            "No accepted transfer with this id was sent by your organisation.",
-        )
-        .with_field("id")
-        .into_response()
-    };
-    // Only the sender may add the rationale; to anyone else the transfer does not exist (as
-    // for `GET /v1/transfers/{id}`), so this is checked before the body is even read.
-    let (key, org) = (id.to_string(), peer.org.to_string());
-    let sent = app
-        .store
-        .read(move |c| decisions::sent_by(c, &key, &org))
-        .await;
-    match sent {
-        Ok(true) => {}
-        Ok(false) => return not_found(),
-        Err(e) => {
-            tracing::warn!(transfer_id = %id, error = %e, "transfer lookup failed");
-            return problem::store_failure(&e, problem::SHUTTING_DOWN).into_response();
-        }
+    if let Err(r) = sent_by(app, id, &peer.org).await {
+        return *r;
     }
     let rationale = match decision::parse_rationale(bytes) {
         Ok(r) => r,
@@ -532,7 +526,7 @@ pub async fn record_rationale(
                 Err(_) => Problem::internal().into_response(),
             }
         }
-        Ok(Rationale::NotFound) => not_found(),
+        Ok(Rationale::NotFound) => rationale_not_found(),
         Ok(Rationale::NotUrgent) => Problem::new(ProblemCode::TransferNotUrgent,
             "This transfer was not marked urgent: its justification was required, and recorded, when it was sent.",
         )

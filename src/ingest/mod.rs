@@ -191,12 +191,49 @@ pub async fn serve_router(
     limits: &Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let config = tls.config.clone();
+    accept_loop(listener, &config, limits, shutdown, "", move |a| {
+        connection(a, router.clone(), tls.clone())
+    })
+    .await
+}
+
+/// A connection the accept loop admitted, with what its handling needs.
+pub(crate) struct Admitted {
+    pub tcp: tokio::net::TcpStream,
+    pub remote: SocketAddr,
+    /// Built from the TLS configuration in force at the accept.
+    pub acceptor: TlsAcceptor,
+    pub handshake_timeout: std::time::Duration,
+    /// The connection's place in its source's allowance: held as long as the connection, and
+    /// told when its handshake is over.
+    pub slot: sources::Slot,
+    /// Cancelled when shutdown begins: finish the request in flight, then close.
+    pub stop: CancellationToken,
+}
+
+/// The accept loop both HTTPS listeners (the API's and the web pages') run: a connection permit
+/// taken before accepting, the per-address limits, the TLS configuration in force at each
+/// accept, and on shutdown no new connections and [`SHUTDOWN_GRACE`] for those in flight.
+/// `serve` handles one admitted connection (handshake, HTTP) in a task of its own. `name`
+/// prefixes its log lines (`""` for the API).
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    config: &Live<rustls::ServerConfig>,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()>,
+    name: &'static str,
+    serve: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Admitted) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let sources = Sources::new(
         limits.max_connections_per_source,
         limits.max_handshakes_per_source,
     );
-    let handshake_timeout = limits.handshake_timeout;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -213,7 +250,7 @@ pub async fn serve_router(
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, "{name}accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -225,29 +262,23 @@ pub async fn serve_router(
             Ok(s) => s,
             Err(limit) => {
                 crate::metrics::connection_refused(limit);
-                tracing::debug!(%remote, limit = limit.as_str(), "connection refused: its source is at a limit");
+                tracing::debug!(%remote, limit = limit.as_str(), "{name}connection refused: its source is at a limit");
                 drop(tcp);
                 continue;
             }
         };
         // Read at each accept: the configuration in force now is the one this client gets.
-        let acceptor = TlsAcceptor::from(tls.config.current());
-        let router = router.clone();
-        let tls = tls.clone();
-        let stop = stop.clone();
+        let handling = serve(Admitted {
+            tcp,
+            remote,
+            acceptor: TlsAcceptor::from(config.current()),
+            handshake_timeout: limits.handshake_timeout,
+            slot,
+            stop: stop.clone(),
+        });
         tracker.spawn(async move {
             let _permit = permit;
-            connection(
-                tcp,
-                remote,
-                acceptor,
-                handshake_timeout,
-                router,
-                tls,
-                slot,
-                stop,
-            )
-            .await;
+            handling.await;
         });
     }
     drop(listener);
@@ -257,9 +288,43 @@ pub async fn serve_router(
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests did not finish within the grace period");
+        tracing::warn!("{name}in-flight requests did not finish within the grace period");
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 on an established connection until the client closes it, or, once `stop`
+/// is cancelled, until the request in flight is answered.
+pub(crate) async fn serve_http1<I, S, B>(
+    io: I,
+    service: S,
+    remote: SocketAddr,
+    stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        }
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// How often a connection's certificate is checked again even when nothing was reloaded (it
@@ -350,17 +415,15 @@ fn reauthentication_refused(refused: &tls::Refused) -> axum::response::Response 
     r
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-    acceptor: TlsAcceptor,
-    handshake_timeout: std::time::Duration,
-    router: Router,
-    tls: ListenerTls,
-    mut slot: sources::Slot,
-    stop: CancellationToken,
-) {
+async fn connection(a: Admitted, router: Router, tls: ListenerTls) {
+    let Admitted {
+        tcp,
+        remote,
+        acceptor,
+        handshake_timeout,
+        mut slot,
+        stop,
+    } = a;
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(
         handshake_timeout,
@@ -411,25 +474,11 @@ async fn connection(
                 }
             }
         });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30))
-        .keep_alive(true);
-    let conn = builder.serve_connection(
+    serve_http1(
         TokioIo::new(parse_errors::ProblemAnswers::new(stream)),
         service,
-    );
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        }
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+        remote,
+        stop,
+    )
+    .await;
 }

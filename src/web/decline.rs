@@ -124,14 +124,7 @@ fn page(
             Vec::new(),
         ),
     ];
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    pages::render_status(
-        status,
-        &QuestionPage {
+    let page = QuestionPage {
             action: "/decline",
             caption: "Record a decision not to share",
             button: "Record the decision",
@@ -143,8 +136,8 @@ fn page(
             hidden: Vec::new(),
             errors,
             who: who(s),
-        },
-    )
+        };
+    pages::render_form(&page, &page.errors)
 }
 
 fn may_share(s: &SignedIn) -> Result<(), Response> {

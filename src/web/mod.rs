@@ -31,16 +31,13 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::WebSettings;
 use crate::deliver::email::EmailChannel;
-use crate::ingest::App;
+use crate::ingest::{Admitted, App, accept_loop, serve_http1};
 use crate::live::Live;
 
 /// What the pages share.
@@ -158,11 +155,9 @@ async fn same_origin(req: Request, next: Next) -> Response {
     )
 }
 
-/// How long in-flight requests may take to finish once shutdown begins.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Serves the pages until `shutdown` completes. TLS is the web configuration in force at each
-/// accept (`tls`), so a certificate reload applies to new connections.
+/// Serves the pages until `shutdown` completes, with the API's accept loop (connection permits,
+/// per-address limits, shutdown grace). TLS is the web configuration in force at each accept
+/// (`tls`), so a certificate reload applies to new connections.
 pub async fn serve(
     listener: TcpListener,
     tls: Live<rustls::ServerConfig>,
@@ -171,90 +166,40 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = app.api.limits.clone();
     let router = router(app);
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    // The API's per-address limits apply here too: one address cannot hold every connection.
-    let sources = crate::ingest::sources::Sources::new(
-        limits.max_connections_per_source,
-        limits.max_handshakes_per_source,
-    );
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
-        let (tcp, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "web: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(mut slot) = sources.admit(remote.ip()) else {
-            tracing::debug!(%remote, "web: connection refused: its source is at a limit");
-            drop(tcp);
-            continue;
-        };
-        let acceptor = TlsAcceptor::from(tls.current());
-        let router = router.clone();
-        let stop = stop.clone();
-        let handshake_timeout = limits.handshake_timeout;
-        tracker.spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
-            // The slot lives as long as the connection; its handshake count ends here.
-            slot.handshake_done();
-            let stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "web: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ClientAddr(remote));
-                    router.clone().oneshot(req)
-                },
-            );
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%remote, error = %e, "web: connection ended with an error");
-                    }
-                }
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+    accept_loop(listener, &tls, &limits, shutdown, "web: ", move |a| {
+        connection(a, router.clone())
+    })
+    .await
+}
+
+/// One connection: the TLS handshake (no client certificate), then HTTP/1.1 with the client's
+/// address on each request.
+async fn connection(a: Admitted, router: Router) {
+    let Admitted {
+        tcp,
+        remote,
+        acceptor,
+        handshake_timeout,
+        mut slot,
+        stop,
+    } = a;
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+    slot.handshake_done();
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "web: TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ClientAddr(remote));
+            router.clone().oneshot(req)
         });
-    }
-    drop(listener);
-    stop.cancel();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("web: in-flight requests did not finish within the grace period");
-    }
-    Ok(())
+    serve_http1(TokioIo::new(stream), service, remote, stop).await;
 }
 
 /// Now, in Unix seconds, for the store's session and code times.

@@ -246,6 +246,16 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Response {
     }
 }
 
+/// A form's page: 200, or 422 when it shows errors.
+pub fn render_form(t: &impl Template, errors: &[FieldError]) -> Response {
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    render_status(status, t)
+}
+
 /// A page that says what went wrong and what to do.
 pub fn problem(status: StatusCode, title: &str, message: &str) -> Response {
     render_status(

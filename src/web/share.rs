@@ -371,12 +371,13 @@ fn next(d: &Draft, cx: &Cx<'_>) -> Step {
         .unwrap_or(Step::Check)
 }
 
-fn opt(value: &str, label: &str, hint: Option<&str>, checked: bool) -> Opt {
+/// A choice; whether it is checked comes from the draft, for every field at once.
+fn opt(value: &str, label: &str, hint: Option<&str>) -> Opt {
     Opt {
         value: value.to_owned(),
         label: label.to_owned(),
         hint: hint.map(str::to_owned),
-        checked,
+        checked: false,
     }
 }
 
@@ -399,7 +400,6 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
         return check_page(d, cx, errors, s);
     }
     let value = |n: &str| d.one(n).to_owned();
-    let picked = |n: &str, v: &str| d.all(n).contains(&v);
     let (title, intro, mut fields): (String, Vec<String>, Vec<Field>) = match step {
         Step::To => {
             let orgs = choices::recipients(cx.reg, cx.org, cx.today);
@@ -416,7 +416,6 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                         o.id.as_str(),
                         &o.name,
                         Some(&format!("{} organisation", capital(o.kind.label()))),
-                        picked("to", o.id.as_str()),
                     )
                 })
                 .collect();
@@ -436,14 +435,7 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
             );
             f.options = choices::purposes(cx.reg, cx.org, &d.to(), cx.today)
                 .iter()
-                .map(|p| {
-                    opt(
-                        p.id.as_str(),
-                        &p.title,
-                        None,
-                        d.one("purpose") == p.id.as_str(),
-                    )
-                })
+                .map(|p| opt(p.id.as_str(), &p.title, None))
                 .collect();
             ("Why are you sharing?".to_owned(), Vec::new(), vec![f])
         }
@@ -464,7 +456,6 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                             b.as_str(),
                             choices::basis_title(b),
                             Some(choices::basis_hint(b)),
-                            d.one("basis") == b.as_str(),
                         )
                     })
                     .collect();
@@ -486,7 +477,7 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                 .filter(|c| **c != DataCategory::SpecialCategory || special_ok)
                 .map(|c| {
                     let (t, h) = choices::category_text(*c);
-                    opt(c.as_str(), t, Some(h), picked("cat", c.as_str()))
+                    opt(c.as_str(), t, Some(h))
                 })
                 .collect();
             (
@@ -506,7 +497,7 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
             );
             f.options = choices::conditions()
                 .into_iter()
-                .map(|(c, t)| opt(c.as_str(), t, None, d.one("condition") == c.as_str()))
+                .map(|(c, t)| opt(c.as_str(), t, None))
                 .collect();
             (
                 "Special category information".to_owned(),
@@ -517,26 +508,19 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
         Step::Consent => {
             let mut f = field("radios", "consent", "What happened about consent?", None);
             f.options = vec![
-                opt(
-                    "given",
-                    "Sought and given",
-                    None,
-                    value("consent") == "given",
-                ),
+                opt("given", "Sought and given", None),
                 opt(
                     "refused_overridden",
                     "Sought and refused, and you are sharing anyway",
                     Some("Because the child may be at risk."),
-                    value("consent") == "refused_overridden",
                 ),
                 opt(
                     "not_sought",
                     "Not sought",
                     Some("For example, because asking could put the child at more risk."),
-                    value("consent") == "not_sought",
                 ),
             ];
-            let mut r = field(
+            let r = field(
                 "textarea",
                 "consent_reason",
                 "Why was consent not sought?",
@@ -544,7 +528,6 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                     "Or, if it was refused, why you are sharing without it. Leave blank if consent was given.",
                 ),
             );
-            r.value = value("consent_reason");
             ("Consent".to_owned(), vec!["You do not need consent to share information when a child may be at risk of harm. Say what happened, so that the record is complete.".to_owned()], vec![f, r])
         }
         Step::Informed => {
@@ -555,21 +538,19 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                 Some("That you are sharing this information."),
             );
             f.options = vec![
-                opt("yes", "Yes", None, value("informed") == "yes"),
+                opt("yes", "Yes", None),
                 opt(
                     "no",
                     "No",
                     Some("For example, because telling them could put the child at more risk."),
-                    value("informed") == "no",
                 ),
             ];
-            let mut r = field(
+            let r = field(
                 "textarea",
                 "informed_reason",
                 "Why not?",
                 Some("Leave blank if they were told."),
             );
-            r.value = value("informed_reason");
             (
                 "Was the child or their carer told?".to_owned(),
                 Vec::new(),
@@ -579,21 +560,19 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
         Step::Urgency => {
             let mut f = field("radios", "urgency", "How urgent is this?", None);
             f.options = vec![
-                opt("routine", "Routine", None, value("urgency") == "routine"),
+                opt("routine", "Routine", None),
                 opt(
                     "urgent",
                     "Urgent: it cannot wait",
                     Some("You can share now and explain your reasons afterwards."),
-                    value("urgency") == "urgent",
                 ),
             ];
-            let mut r = field(
+            let r = field(
                 "textarea",
                 "urgency_reason",
                 "Why can it not wait?",
                 Some("Only if it is urgent."),
             );
-            r.value = value("urgency_reason");
             ("How urgent is this?".to_owned(), Vec::new(), vec![f, r])
         }
         Step::Request => {
@@ -603,24 +582,19 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                 "Are you answering a request for information?",
                 None,
             );
-            f.options = vec![
-                opt("no", "No", None, value("request") == "no"),
-                opt("yes", "Yes", None, value("request") == "yes"),
-            ];
-            let mut r = field(
+            f.options = vec![opt("no", "No", None), opt("yes", "Yes", None)];
+            let r = field(
                 "text",
                 "request_ref",
                 "The request's reference",
                 Some("Only if you are answering a request."),
             );
-            r.value = value("request_ref");
-            let mut w = field(
+            let w = field(
                 "textarea",
                 "request_what",
                 "What was asked for",
                 Some("As it was asked: it may differ from what you share."),
             );
-            w.value = value("request_what");
             (
                 "Are you answering a request?".to_owned(),
                 Vec::new(),
@@ -628,7 +602,7 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
             )
         }
         Step::What => {
-            let mut summary = field(
+            let summary = field(
                 "textarea",
                 "summary",
                 "Summary of what you are sharing",
@@ -636,13 +610,12 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                     "Share only what the recipient needs. Do not name people who could be harmed if their details became known.",
                 ),
             );
-            summary.value = value("summary");
             let mut scheme = field("select", "ref_scheme", "Kind of reference", None);
             scheme.options = REFERENCE_SCHEMES
                 .iter()
-                .map(|(v, l)| opt(v, l, None, value("ref_scheme") == *v))
+                .map(|(v, l)| opt(v, l, None))
                 .collect();
-            let mut r = field(
+            let r = field(
                 "text",
                 "ref_value",
                 "Reference",
@@ -650,7 +623,6 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                     "Who the information is about, without their name: for example, a case reference or an NHS number like 943 476 5919.",
                 ),
             );
-            r.value = value("ref_value");
             (
                 "What are you sharing?".to_owned(),
                 Vec::new(),
@@ -658,7 +630,7 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
             )
         }
         Step::Justification => {
-            let mut f = field(
+            let f = field(
                 "textarea",
                 "justification",
                 "Justification",
@@ -668,7 +640,6 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                     "Why does the child's safety outweigh the duty of confidence?"
                 }),
             );
-            f.value = value("justification");
             (
                 "Why does this need to be shared?".to_owned(),
                 Vec::new(),
@@ -688,7 +659,7 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                 .map(|c| choices::markings(cx.reg, c))
                 .unwrap_or_default()
                 .iter()
-                .map(|m| opt(m, m, Some(marking_hint(m)), value("marking") == *m))
+                .map(|m| opt(m, m, Some(marking_hint(m))))
                 .collect();
             let mut days = field(
                 "number",
@@ -709,35 +680,37 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
         }
         Step::Check => unreachable_step(),
     };
+    // What the draft says: each field's value and the choices it picked.
     for f in &mut fields {
+        if f.value.is_empty() {
+            f.value = d.one(f.name).to_owned();
+        }
+        let picked = d.all(f.name);
+        for o in &mut f.options {
+            o.checked = picked.contains(&o.value.as_str());
+        }
         f.error = errors
             .iter()
             .find(|e| e.field == f.name)
             .map(|e| e.message.clone());
     }
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
+    let page = QuestionPage {
+        action: "/share",
+        caption: "Share information",
+        button: "Continue",
+        legend_h1: fields
+            .first()
+            .is_some_and(|f| (f.kind == "radios" || f.kind == "checkboxes") && f.label == title)
+            && intro.is_empty(),
+        title,
+        step: step.as_str(),
+        intro,
+        fields,
+        hidden: d.hidden_except(step),
+        errors,
+        who,
     };
-    pages::render_status(
-        status,
-        &QuestionPage {
-            action: "/share",
-            caption: "Share information",
-            button: "Continue",
-            legend_h1: fields.first().is_some_and(|f| {
-                (f.kind == "radios" || f.kind == "checkboxes") && f.label == title
-            }) && intro.is_empty(),
-            title,
-            step: step.as_str(),
-            intro,
-            fields,
-            hidden: d.hidden_except(step),
-            errors,
-            who,
-        },
-    )
+    pages::render_form(&page, &page.errors)
 }
 
 /// Never reached: `page` answers the check step first.
@@ -901,22 +874,15 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         ],
         step: "marking",
     });
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
+    let page = CheckPage {
+        title: "Check your answers",
+        rows,
+        hidden: d.hidden_except(Step::Check),
+        max_size: size_words(cx.max_payload),
+        errors,
+        who: transfers::who(s),
     };
-    pages::render_status(
-        status,
-        &CheckPage {
-            title: "Check your answers",
-            rows,
-            hidden: d.hidden_except(Step::Check),
-            max_size: size_words(cx.max_payload),
-            errors,
-            who: transfers::who(s),
-        },
-    )
+    pages::render_form(&page, &page.errors)
 }
 
 fn size_words(bytes: u64) -> String {

@@ -413,17 +413,7 @@ pub fn item_entry(
 }
 
 fn plausible_email(a: &str) -> bool {
-    match a.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !a.contains(char::is_whitespace)
-                && a.len() <= 254
-        }
-        None => false,
-    }
+    crate::domain::registry::email_address(a) && a.len() <= 254
 }
 
 /// Six random digits, uniformly (rejection sampling: no digit is likelier than another).

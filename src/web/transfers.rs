@@ -206,9 +206,5 @@ pub async fn detail_page(
         errors,
         who: who(s),
     };
-    if page.errors.is_empty() {
-        pages::render(&page)
-    } else {
-        pages::render_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, &page)
-    }
+    pages::render_form(&page, &page.errors)
 }

@@ -418,40 +418,66 @@ async fn drive(
     for _ in 0..a.connections {
         conns.push(client::connect(&target, tls.clone()).await?);
     }
+    let (payload, size) = (payload.clone(), a.size);
+    measure(name, server, a, conns, move |mut c| {
+        let payload = payload.clone();
+        async move {
+            let ok = matches!(one(&mut c, &payload, size).await, Ok(202));
+            (c, ok)
+        }
+    })
+    .await
+}
+
+/// Runs `--warmup` attempts per client (not measured), then `--transfers` attempts shared
+/// among the clients, each client one attempt at a time; `attempt` takes a client and gives it
+/// back with whether the attempt succeeded. The intake and web benchmarks both measure so.
+async fn measure<C, F, Fut>(
+    name: &'static str,
+    server: &ServerProcess,
+    a: &LoadArgs,
+    clients: Vec<C>,
+    attempt: F,
+) -> anyhow::Result<RunResult>
+where
+    C: Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (C, bool)> + Send,
+{
     // Warm-up (not measured): sessions established, caches and the store's first pages hot.
     let mut warm = Vec::new();
-    for mut c in conns {
-        let payload = payload.clone();
-        let (n, size) = (a.warmup, a.size);
+    for c in clients {
+        let (attempt, n) = (attempt.clone(), a.warmup);
         warm.push(tokio::spawn(async move {
+            let mut c = c;
             for _ in 0..n {
-                let _ = one(&mut c, &payload, size).await;
+                c = attempt(c).await.0;
             }
             c
         }));
     }
-    let mut conns = Vec::new();
+    let mut clients = Vec::new();
     for w in warm {
-        conns.push(w.await?);
+        clients.push(w.await?);
     }
 
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for mut c in conns {
-        let next = next.clone();
-        let payload = payload.clone();
-        let (total, size) = (a.transfers, a.size);
+    for c in clients {
+        let (next, attempt, total) = (next.clone(), attempt.clone(), a.transfers);
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut ok, mut err) = (Vec::new(), 0usize, 0usize);
+            let mut c = c;
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let t = Instant::now();
-                match one(&mut c, &payload, size).await {
-                    Ok(202) => {
-                        ok += 1;
-                        lat.push(t.elapsed());
-                    }
-                    _ => err += 1,
+                let (back, done) = attempt(c).await;
+                c = back;
+                if done {
+                    ok += 1;
+                    lat.push(t.elapsed());
+                } else {
+                    err += 1;
                 }
             }
             (lat, ok, err)

@@ -9,7 +9,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use postern_gateway::client::{self, Part, Target};
 use postern_gateway::testkit::smtp_sink::SmtpSink;
 
-use super::{LoadArgs, Payload, RunResult, Scratch, ServerProcess, drive, human};
+use super::{LoadArgs, Payload, RunResult, Scratch, ServerProcess, drive, human, measure};
 
 /// The answers of the share the journey makes (the youth club to the MASH), as the check
 /// page's form carries them.
@@ -199,58 +198,15 @@ async fn drive_web(
     for i in 0..a.connections {
         sessions.push(sign_in(&target, tls.clone(), sink, &person(i)).await?);
     }
-    // Warm-up, not measured.
-    let mut warm = Vec::new();
-    for (mut c, s) in sessions {
-        let (payload, n, size) = (payload.clone(), a.warmup, a.size);
-        warm.push(tokio::spawn(async move {
-            for _ in 0..n {
-                let _ = share(&mut c, &s, &payload, size).await;
-            }
-            (c, s)
-        }));
-    }
-    let mut sessions = Vec::new();
-    for w in warm {
-        sessions.push(w.await?);
-    }
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (mut c, s) in sessions {
-        let (next, payload, total, size) = (next.clone(), payload.clone(), a.transfers, a.size);
-        tasks.push(tokio::spawn(async move {
-            let (mut lat, mut ok, mut err) = (Vec::new(), 0usize, 0usize);
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                let t = Instant::now();
-                match share(&mut c, &s, &payload, size).await {
-                    Ok(true) => {
-                        ok += 1;
-                        lat.push(t.elapsed());
-                    }
-                    _ => err += 1,
-                }
-            }
-            (lat, ok, err)
-        }));
-    }
-    let (mut latencies, mut ok, mut errors) = (Vec::new(), 0, 0);
-    for t in tasks {
-        let (l, o, e) = t.await?;
-        latencies.extend(l);
-        ok += o;
-        errors += e;
-    }
-    let wall = start.elapsed();
-    latencies.sort();
-    Ok(RunResult {
-        name: "web",
-        ok,
-        errors,
-        wall,
-        latencies,
-        peak_rss: server.peak_rss(),
+    let (payload, size) = (payload.clone(), a.size);
+    measure("web", server, a, sessions, move |(mut c, s)| {
+        let payload = payload.clone();
+        async move {
+            let ok = matches!(share(&mut c, &s, &payload, size).await, Ok(true));
+            ((c, s), ok)
+        }
     })
+    .await
 }
 
 pub(super) async fn benchmark(
