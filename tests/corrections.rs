@@ -12,40 +12,10 @@ use std::io::Read;
 use common::{Deployment, envelope, json, payload, submit, wait_recipient};
 use mail_parser::{MessageParser, MimeHeaders};
 use postern_gateway::seal;
-use postern_gateway::testkit::smtp_sink::{SinkOptions, SmtpSink, tls_config};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 /// Fast retries, so that deliveries settle in a second or two.
 const FAST: &str = "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n";
-
-/// A deployment whose email relay is an SMTP server in this test, with a certificate from the
-/// deployment's own CA.
-async fn with_relay() -> (Deployment, SmtpSink) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let d = Deployment::with_daemon(&format!(
-        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n{FAST}"
-    ));
-    let issued = d
-        .ca()
-        .issue_server(&["localhost".into(), "127.0.0.1".into()])
-        .expect("issue");
-    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
-    let sink = SmtpSink::start(
-        listener,
-        SinkOptions {
-            starttls: Some(std::sync::Arc::new(tls_config(chain, key).expect("tls"))),
-            fail_first: 0,
-            ..SinkOptions::default()
-        },
-    )
-    .expect("sink");
-    (d, sink)
-}
 
 fn open_with(bytes: &[u8], key: &seal::SpoolKey) -> Vec<u8> {
     let mut out = Vec::new();
@@ -93,7 +63,7 @@ fn inbox_envelope(d: &Deployment, transfer: &str, recipient: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correction_reaches_every_earlier_recipient_through_both_channels() {
-    let (d, smtp) = with_relay().await;
+    let (d, smtp) = common::with_relay(FAST).await;
     let server = d.start().await;
     let mut council = d.connect(server.addr, "northshire-cc").await;
 

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Deployment, contains, db_bytes, eventually};
-use postern_gateway::testkit::smtp_sink::{SinkOptions, SmtpSink, tls_config};
+use postern_gateway::testkit::smtp_sink::SmtpSink;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const SAM: &str = "sam@riverside-youth.example";
 const ALEX: &str = "alex@northshire-mash.example";
@@ -199,33 +199,15 @@ async fn gateway(extra: &str) -> (Deployment, common::Server, SmtpSink) {
     (d, server, sink)
 }
 
-/// A deployment (not started) whose relay is a real SMTP server in this process.
+/// A deployment (not started) whose relay is a real SMTP server in this process, and whose
+/// MASH receives on the pages: this gateway holds its key (as in the demo).
 async fn deployment(extra: &str) -> (Deployment, SmtpSink) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let d = Deployment::with_daemon(&format!(
-        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n{extra}"
-    ));
-    let issued = d
-        .ca()
-        .issue_server(&["localhost".into(), "127.0.0.1".into()])
-        .expect("issue");
-    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
-    // The MASH receives on the pages: this gateway holds its key (as in the demo).
+    let (d, sink) = common::with_relay(extra).await;
     d.rewrite(
         "organisations.toml",
         "channel = \"https\"\nurl = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-mash.pub\"\n",
         "channel = \"portal\"\nidentity = \"${state_dir}/keys/orgs/northshire-mash.age\"\n",
     );
-    let sink = SmtpSink::start(
-        listener,
-        SinkOptions {
-            starttls: Some(Arc::new(tls_config(chain, key).expect("tls"))),
-            ..SinkOptions::default()
-        },
-    )
-    .expect("sink");
     (d, sink)
 }
 

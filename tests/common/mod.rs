@@ -667,3 +667,36 @@ pub async fn recipient_state(conn: &mut Connection, id: &str, recipient: &str) -
         .and_then(|rs| rs.iter().find(|r| r["recipient"] == recipient).cloned())
         .expect("recipient listed")
 }
+
+/// A deployment (not started) whose email relay is an SMTP server in this test, over STARTTLS
+/// with a certificate from the deployment's own CA; `extra` is added to its postern.toml.
+pub async fn with_relay(
+    extra: &str,
+) -> (Deployment, postern_gateway::testkit::smtp_sink::SmtpSink) {
+    use postern_gateway::testkit::smtp_sink::{SinkOptions, SmtpSink, tls_config};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let d = Deployment::with_daemon(&format!(
+        "[smtp]\nrelays = [{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca = \"${{state_dir}}/pki/ca.crt\" }}]\n{extra}"
+    ));
+    let issued = d
+        .ca()
+        .issue_server(&["localhost".into(), "127.0.0.1".into()])
+        .expect("issue");
+    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+    let sink = SmtpSink::start(
+        listener,
+        SinkOptions {
+            starttls: Some(Arc::new(tls_config(chain, key).expect("tls"))),
+            fail_first: 0,
+            ..SinkOptions::default()
+        },
+    )
+    .expect("sink");
+    (d, sink)
+}
