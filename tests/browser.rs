@@ -4,7 +4,9 @@
 //! altered share refused in plain words, sign out; then the MASH's social worker signs in, opens
 //! it in "What has arrived" and downloads exactly the file the club uploaded. axe-core (WCAG 2.2
 //! A and AA tags) on every page, with zero violations, and no sideways scrolling at 400% zoom.
-//! Run with JavaScript on and off.
+//! Millbrook Academy requires passkeys: its DSL signs in with a code once, adds a passkey
+//! (Chromium's virtual authenticator), signs in with it, and is then sent no code. Run with
+//! JavaScript on and off.
 //!
 //! Needs chromium, node and `npm ci --prefix tests/browser`. Without them it prints one loud
 //! SKIPPED line, unless POSTERN_REQUIRE_BROWSER=1 (as `.ci/run` sets), when it fails.
@@ -159,6 +161,13 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
             "what the MASH downloads is what the club uploaded: {r}"
         );
         assert_eq!(r["refused"]["status"], 403, "{r}");
+        if js == "on" {
+            assert_eq!(
+                r["passkey"],
+                serde_json::json!({"added": true, "signed_in": true, "code_withheld": true}),
+                "a passkey was added, used, and then no code was sent: {r}"
+            );
+        }
     }
     // Every sign-in, view, download and acknowledgement was recorded with the person.
     let reader = postern_gateway::store::Reader::open(&demo.state).expect("store");
@@ -174,6 +183,8 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
         ("alex@northshire-mash.example", "item_downloaded"),
         ("alex@northshire-mash.example", "item_acknowledged"),
         ("sam@riverside-youth.example", "signed_out"),
+        ("jo@millbrook-academy.example", "passkey_added"),
+        ("jo@millbrook-academy.example", "code_withheld"),
     ] {
         assert!(
             records
@@ -182,4 +193,12 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
             "`{event}` by {who} recorded"
         );
     }
+    assert!(
+        records.iter().any(
+            |r| r.body["sender"]["person"] == "jo@millbrook-academy.example"
+                && r.body["code"] == "signed_in"
+                && r.body["detail"] == "passkey"
+        ),
+        "a sign-in with a passkey is recorded as one"
+    );
 }

@@ -537,7 +537,7 @@ fn a_peer_may_not_be_called_local() {
 }
 
 /// `people.toml`: each mistake is reported with its file and line, with the rest; `[web]`
-/// settings are checked too.
+/// settings and an organisation's `sign_in` are checked too.
 #[test]
 fn people_and_the_web_settings_are_checked_with_file_and_line() {
     let d = Deployment::with_daemon(
@@ -561,7 +561,26 @@ fn people_and_the_web_settings_are_checked_with_file_and_line() {
         "roles = [\"share\"]",
         "roles = [\"admin\"]",
     );
+    replace(
+        &d,
+        "organisations.toml",
+        "sign_in = \"passkey\"",
+        "sign_in = \"fingerprint\"",
+    );
     let errors = load_errors(&d, HashMap::new());
+    let e = find(
+        &errors,
+        "organisations.toml",
+        "`fingerprint` is not a way to sign in; use code",
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(
+            &d,
+            "organisations.toml",
+            "sign_in = \"fingerprint\""
+        ))
+    );
     let e = find(&errors, "people.toml", "not an email address");
     assert_eq!(e.line, Some(line_of(&d, "people.toml", "sam-at-riverside")));
     let e = find(

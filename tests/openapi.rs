@@ -1947,6 +1947,7 @@ impl Gateway {
                 fingerprint: CertFingerprint([n; 32]),
                 ca: "local".parse().expect("ca"),
             }],
+            sign_in: Default::default(),
             endpoint: channel.map(|channel| Endpoint {
                 channel,
                 age_recipients: vec![age::x25519::Identity::generate().to_public().to_string()],
@@ -2920,6 +2921,7 @@ fn decision_registry(doc: &Value) -> Registry {
                 fingerprint: CertFingerprint([u8::try_from(n).unwrap() + 10; 32]),
                 ca: "local".parse().expect("ca"),
             }],
+            sign_in: Default::default(),
             endpoint: None,
         })
         .collect();

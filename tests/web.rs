@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 
 const SAM: &str = "sam@riverside-youth.example";
 const ALEX: &str = "alex@northshire-mash.example";
+/// Of Millbrook Academy, which requires passkeys (`sign_in = "passkey"`).
+const JO: &str = "jo@millbrook-academy.example";
 
 /// An answer: status, headers (lower-case names), body.
 struct Answer {
@@ -154,6 +156,28 @@ impl Browser {
             }
         }
         answer
+    }
+
+    /// JSON posted by the pages' script (same origin, as `fetch` says).
+    async fn post_json(
+        &mut self,
+        path: &str,
+        json: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let a = self
+            .send(
+                "POST",
+                path,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Sec-Fetch-Site", "same-origin"),
+                ],
+                json.to_string().as_bytes(),
+            )
+            .await;
+        let v = serde_json::from_str(&a.body)
+            .unwrap_or_else(|e| panic!("{path} answered no JSON ({e}): {}", a.body));
+        (a.status, v)
     }
 
     async fn get(&mut self, path: &str) -> Answer {
@@ -946,5 +970,160 @@ async fn a_person_removed_from_people_toml_is_signed_out_at_the_next_reload() {
     let after = sam.get("/").await;
     assert_eq!(after.status, 303, "the session ends with the registration");
     assert_eq!(after.header("location"), Some("/sign-in?expired=1"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_organisation_that_requires_passkeys_lets_a_code_do_nothing_but_add_one() {
+    let (d, server, sink) = gateway("").await;
+    let web = server.web.expect("web");
+    let mut jo = Browser::new(&d, web);
+    // Jo has no passkey yet, so her code signs her in: to add one, and to do nothing else.
+    sign_in(&mut jo, &sink, JO).await;
+    for path in ["/", "/share", "/transfers", "/inbox", "/decline"] {
+        let a = jo.get(path).await;
+        assert_eq!(a.status, 303, "{path}: {}", a.body);
+        assert_eq!(a.header("location"), Some("/passkeys?required=1"), "{path}");
+    }
+    let page = jo.get("/passkeys?required=1").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("asks everyone to sign in with a passkey")
+    );
+    assert!(
+        page.body
+            .contains("<script src=\"/assets/passkeys.js\" defer></script>")
+    );
+    assert!(
+        !page.body.contains("Back to the start"),
+        "no way on without a passkey"
+    );
+    let script = jo.get("/assets/passkeys.js").await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+
+    // The registration challenge: for this person, on the pages' name (a loopback listener is
+    // `localhost`: WebAuthn needs a name), with the person verified.
+    let (status, begun) = jo
+        .post_json("/passkeys/options", &serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{begun}");
+    let options = &begun["options"]["publicKey"];
+    assert_eq!(options["rp"]["id"], "localhost", "{begun}");
+    assert_eq!(options["user"]["name"], JO);
+    assert_eq!(
+        options["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    // An answer that is no passkey is refused in words, and the challenge is then used up.
+    let forged = serde_json::json!({
+        "ceremony": begun["ceremony"],
+        "credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+            "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"}}
+    });
+    let (status, answer) = jo.post_json("/passkeys/add", &forged).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not added")
+    );
+    let (status, answer) = jo.post_json("/passkeys/add", &forged).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("took too long, or was done already")
+    );
+    // Not from a stranger's page: the script's POSTs are same-origin only, like the forms.
+    let cross = jo
+        .send(
+            "POST",
+            "/passkeys/options",
+            &[
+                ("Content-Type", "application/json"),
+                ("Sec-Fetch-Site", "cross-site"),
+            ],
+            b"{}",
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_passkey_sign_in_does_not_tell_who_is_registered() {
+    let (d, server, _sink) = gateway("").await;
+    let mut b = Browser::new(&d, server.web.expect("web"));
+    let page = b.get("/sign-in").await;
+    assert!(
+        page.body.contains("Sign in with a passkey"),
+        "offered to browsers that can"
+    );
+    let mut ask = async |email: &str| {
+        let (status, v) = b
+            .post_json(
+                "/sign-in/passkey/options",
+                &serde_json::json!({ "email": email }),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    // Sam is registered without a passkey; the other address is nobody's. Both get a challenge
+    // of the same shape that names credentials (decoys), the same ones each time for an address.
+    let sam = ask(SAM).await;
+    let nobody = ask("nobody@riverside-youth.example").await;
+    let again = ask(SAM).await;
+    let shape = |v: &serde_json::Value| {
+        let o = &v["options"]["publicKey"];
+        let mut keys: Vec<String> = o.as_object().expect("options").keys().cloned().collect();
+        keys.sort();
+        (keys, o["rpId"].clone(), o["userVerification"].clone())
+    };
+    assert_eq!(shape(&sam), shape(&nobody));
+    assert_eq!(sam["options"]["publicKey"]["rpId"], "localhost");
+    let ids = |v: &serde_json::Value| v["options"]["publicKey"]["allowCredentials"].clone();
+    assert!(!ids(&sam).as_array().expect("list").is_empty(), "{sam}");
+    assert!(
+        !ids(&nobody).as_array().expect("list").is_empty(),
+        "{nobody}"
+    );
+    assert_eq!(ids(&sam), ids(&again), "a decoy is the same each time");
+    assert_ne!(ids(&sam), ids(&nobody));
+    assert_ne!(
+        sam["ceremony"], again["ceremony"],
+        "a new challenge each time"
+    );
+    // Answering a decoy's challenge signs nobody in, and says so in words.
+    let answer = serde_json::json!({
+        "ceremony": sam["ceremony"],
+        "credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+            "response": {"authenticatorData": "AAAA", "clientDataJSON": "AAAA", "signature": "AAAA", "userHandle": null}}
+    });
+    let (status, v) = b.post_json("/sign-in/passkey", &answer).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not signed in")
+    );
+    assert!(b.cookies.iter().all(|(k, _)| k != "__Host-postern-session"));
+    // A malformed request gets a sentence, not a 500.
+    let (status, v) = b
+        .post_json(
+            "/sign-in/passkey/options",
+            &serde_json::json!({"email": "x"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().is_some());
     server.stop().await;
 }

@@ -262,7 +262,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     print_banner(
         &a.state_dir,
         (prepared.addr, prepared.ops_addr),
-        prepared.web_addr,
+        prepared.web_url.as_deref(),
         &envelope_path,
         &curl_envelope_path,
         &payload_path,
@@ -285,7 +285,7 @@ fn shell_quote(s: &str) -> String {
 fn print_banner(
     state_dir: &Path,
     (addr, ops): (SocketAddr, Option<SocketAddr>),
-    web: Option<SocketAddr>,
+    web: Option<&str>,
     envelope: &Path,
     curl_envelope: &Path,
     payload: &Path,
@@ -315,7 +315,7 @@ fn print_banner(
     );
     let web = web.map_or_else(
         || "none ([web] listen is empty)".to_owned(),
-        |a| format!("https://{a}/"),
+        |a| format!("{a}/"),
     );
     println!(
         "

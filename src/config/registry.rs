@@ -16,7 +16,8 @@ use crate::domain::lawful::LawfulBasis;
 use crate::domain::marking::{MarkingScheme, Rank, SchemeAt};
 use crate::domain::registry::{
     Agreement, CertFingerprint, Channel, ClientIdentity, Declared, Endpoint, OrgKind, Organisation,
-    Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role, Sector, email_address,
+    Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role, Sector, SignIn,
+    email_address,
 };
 
 /// Placeholder for this gateway's own API port in endpoint URLs (a gateway delivering to itself,
@@ -182,6 +183,7 @@ struct RawOrganisation {
     #[serde(default)]
     identities: Vec<RawIdentity>,
     endpoint: Option<RawEndpoint>,
+    sign_in: Option<String>,
 }
 
 /// TOML has native dates; people also write them as strings. Accept both.
@@ -571,6 +573,18 @@ fn organisations<'a>(
         }
 
         let identities = identities(&raw.identities, doc, entry, &key, cas, errors);
+        let sign_in = match raw.sign_in.as_deref().map(str::trim) {
+            None | Some("code") => Some(SignIn::Code),
+            Some("passkey") => Some(SignIn::Passkey),
+            Some(other) => {
+                errors.push(doc.error_at(
+                    at("sign_in"),
+                    Some(format!("{key}.sign_in")),
+                    format!("`{other}` is not a way to sign in; use code (a code emailed to the person, the default) or passkey"),
+                ));
+                None
+            }
+        };
 
         let endpoint = raw
             .endpoint
@@ -582,7 +596,8 @@ fn organisations<'a>(
         }
 
         if errors.0.len() == before
-            && let (Some(oid), Some(kind), Some(clearance)) = (oid, kind, clearance)
+            && let (Some(oid), Some(kind), Some(clearance), Some(sign_in)) =
+                (oid, kind, clearance, sign_in)
         {
             out.push(Organisation {
                 id: oid,
@@ -591,6 +606,7 @@ fn organisations<'a>(
                 clearance,
                 identities,
                 endpoint,
+                sign_in,
             });
             kept.push(entry.clone());
         }

@@ -222,6 +222,7 @@ mod tests {
             kind,
             clearance,
             identities: Vec::new(),
+            sign_in: Default::default(),
             endpoint: Some(Endpoint {
                 channel: Channel::Inbox,
                 age_recipients: vec!["age1x".into()],

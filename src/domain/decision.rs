@@ -322,6 +322,7 @@ pub(crate) mod tests {
             kind: OrgKind::Statutory(Sector::LocalAuthority),
             clearance: Rank::Level(1),
             identities: vec![],
+            sign_in: Default::default(),
             endpoint: Some(Endpoint {
                 channel: Channel::Inbox,
                 age_recipients: vec![],

@@ -237,6 +237,7 @@ mod tests {
                 kind: OrgKind::Voluntary,
                 clearance,
                 identities: vec![],
+                sign_in: Default::default(),
                 endpoint: Some(Endpoint {
                     channel,
                     age_recipients: vec![],

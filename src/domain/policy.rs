@@ -644,6 +644,7 @@ mod tests {
             kind,
             clearance,
             identities: vec![],
+            sign_in: Default::default(),
             endpoint: Some(Endpoint {
                 channel: Channel::Inbox,
                 age_recipients: vec![],

@@ -197,6 +197,19 @@ pub struct Organisation {
     pub identities: Vec<ClientIdentity>,
     /// How it receives; `None`: it can send but not receive.
     pub endpoint: Option<Endpoint>,
+    /// How its people sign in to the web pages.
+    pub sign_in: SignIn,
+}
+
+/// How an organisation's people sign in to the web pages (`sign_in` in organisations.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignIn {
+    /// A one-time code emailed to their registered address, or a passkey if they added one.
+    #[default]
+    Code,
+    /// A passkey. A mailbox alone is a weak key to information about children: a code is sent
+    /// only to a person who has no passkey yet, and then lets them do nothing but add one.
+    Passkey,
 }
 
 /// Another Postern gateway (or a system implementing its inbound contract) allowed to deliver
@@ -744,6 +757,7 @@ mod tests {
             kind: OrgKind::Voluntary,
             clearance: Rank::Level(0),
             identities,
+            sign_in: Default::default(),
             endpoint: None,
         }
     }

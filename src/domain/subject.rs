@@ -128,6 +128,18 @@ impl SubjectKey {
         Ok(SubjectKey(bytes))
     }
 
+    /// A keyed digest of `data` for another use than subject references (`context` keeps the
+    /// uses apart): the same input gives the same bytes for as long as the key is kept.
+    pub fn derive(&self, context: &str, data: &str) -> Vec<u8> {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+            return Vec::new();
+        };
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(data.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
     fn hash(&self, normalised: &str) -> SubjectHash {
         // HMAC accepts keys of any length, so this cannot fail; the fallback keeps the code free
         // of panics all the same.

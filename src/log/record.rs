@@ -104,7 +104,7 @@ pub struct SenderRecord {
 pub enum AccessEvent {
     /// A sign-in code was sent to the person's address.
     CodeSent,
-    /// The person signed in with a code.
+    /// The person signed in (`detail`: `code` or `passkey`).
     SignedIn,
     /// A wrong code was entered for the person.
     CodeWrong,
@@ -118,6 +118,14 @@ pub enum AccessEvent {
     ItemDownloaded,
     /// The person acknowledged an item; its payload was deleted.
     ItemAcknowledged,
+    /// No code was sent: the person's organisation requires a passkey and they have one.
+    CodeWithheld,
+    /// The person added a passkey (`detail`: its name).
+    PasskeyAdded,
+    /// The person removed a passkey (`detail`: its name).
+    PasskeyRemoved,
+    /// A passkey sign-in for the person failed its checks.
+    PasskeyFailed,
 }
 
 impl AccessEvent {
@@ -131,6 +139,10 @@ impl AccessEvent {
             AccessEvent::ItemViewed => "item_viewed",
             AccessEvent::ItemDownloaded => "item_downloaded",
             AccessEvent::ItemAcknowledged => "item_acknowledged",
+            AccessEvent::CodeWithheld => "code_withheld",
+            AccessEvent::PasskeyAdded => "passkey_added",
+            AccessEvent::PasskeyRemoved => "passkey_removed",
+            AccessEvent::PasskeyFailed => "passkey_failed",
         }
     }
 }

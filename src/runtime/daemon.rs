@@ -89,6 +89,8 @@ pub struct Prepared {
     web: Option<(TcpListener, Arc<crate::web::WebApp>)>,
     /// The pages' address, when there are pages.
     pub web_addr: Option<std::net::SocketAddr>,
+    /// The pages' address as people reach them (`web.public_url`, or the listener's).
+    pub web_url: Option<String>,
     tls: ListenerTls,
     app: Arc<App>,
     deliverer: Arc<Deliverer>,
@@ -178,24 +180,20 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
                 .map_err(|source| DaemonError::Bind { addr: a, source })?;
             // Sign-in codes go out as deliveries do: the same relays, TLS required.
             let mail = Some(deliverer.email.clone());
-            let web = Arc::new(crate::web::WebApp {
-                api: app.clone(),
-                settings: daemon.web.clone(),
+            let bound = l.local_addr()?;
+            let web = Arc::new(crate::web::WebApp::new(
+                app.clone(),
+                daemon.web.clone(),
                 mail,
-                print_codes: false,
-            });
+                bound,
+            ));
             Some((l, web))
         }
         None => None,
     };
     let web_addr = web.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
-    deliverer.web_url = web_addr.map(|a| {
-        daemon
-            .web
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("https://{a}"))
-    });
+    let web_url = web.as_ref().map(|(_, w)| w.address.clone());
+    deliverer.web_url = web_url.clone();
     let deliverer = Arc::new(deliverer);
     let reloader = Reloader(Arc::new(ReloaderInner {
         started: Started {
@@ -215,6 +213,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         ops_listener,
         web,
         web_addr,
+        web_url,
         tls,
         app,
         deliverer,
@@ -234,10 +233,8 @@ impl Prepared {
     pub fn print_sign_in_codes(mut self) -> Self {
         if let Some((l, web)) = self.web.take() {
             let w = crate::web::WebApp {
-                api: web.api.clone(),
-                settings: web.settings.clone(),
-                mail: web.mail.clone(),
                 print_codes: true,
+                ..web.as_ref().clone()
             };
             self.web = Some((l, Arc::new(w)));
         }

@@ -38,6 +38,31 @@ CREATE TABLE web_attempts (
 CREATE INDEX web_attempts_bucket ON web_attempts(bucket, at);
 ";
 
+pub(super) const SCHEMA_V5: &str = "
+-- A person's passkeys: the credential's public part and signature counter as webauthn-rs keeps
+-- them (JSON; nothing in it is secret), under the credential's id, which belongs to one person.
+CREATE TABLE web_passkeys (
+    cred_id    TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    passkey    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE INDEX web_passkeys_email ON web_passkeys(email);
+
+-- A passkey ceremony between its two requests (the challenge the browser must sign), keyed by
+-- the hash of the id the browser holds; taken once.
+CREATE TABLE web_ceremonies (
+    id_hash    TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    email      TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+";
+
 /// Keeps a new code for `email`, replacing any code sent to that address before (only the
 /// newest code works).
 pub fn code_issue(
@@ -187,6 +212,116 @@ pub fn session_end(conn: &Connection, id_hash: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A passkey as stored: `passkey` is webauthn-rs's JSON of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub cred_id: String,
+    pub user_id: String,
+    pub passkey: String,
+    pub name: String,
+    pub created_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// A person's passkeys, oldest first.
+pub fn passkeys(conn: &Connection, email: &str) -> Result<Vec<StoredPasskey>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT cred_id, user_id, passkey, name, created_at, used_at FROM web_passkeys WHERE email = ?1 ORDER BY created_at, cred_id",
+    )?;
+    let rows = stmt
+        .query_map(params![email], |r| {
+            Ok(StoredPasskey {
+                cred_id: r.get(0)?,
+                user_id: r.get(1)?,
+                passkey: r.get(2)?,
+                name: r.get(3)?,
+                created_at: r.get(4)?,
+                used_at: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Keeps a new passkey for `email`. `false`: a passkey with this credential id is kept already
+/// (for anyone), and nothing changed.
+pub fn passkey_add(conn: &Connection, email: &str, p: &StoredPasskey) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO web_passkeys (cred_id, email, user_id, passkey, name, created_at, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+        )?
+        .execute(params![p.cred_id, email, p.user_id, p.passkey, p.name, p.created_at])?;
+    Ok(n == 1)
+}
+
+/// After a sign-in with it: the passkey's new counter (if it changed) and when it was used.
+pub fn passkey_used(
+    conn: &Connection,
+    cred_id: &str,
+    passkey: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE web_passkeys SET passkey = COALESCE(?2, passkey), used_at = ?3 WHERE cred_id = ?1",
+    )?
+    .execute(params![cred_id, passkey, now])?;
+    Ok(())
+}
+
+/// Removes one of `email`'s passkeys; `false` if they have none with this id.
+pub fn passkey_remove(conn: &Connection, email: &str, cred_id: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM web_passkeys WHERE email = ?1 AND cred_id = ?2")?
+        .execute(params![email, cred_id])?;
+    Ok(n == 1)
+}
+
+/// Keeps a passkey ceremony's state until its second request (forgetting any older than a day).
+pub fn ceremony_put(
+    conn: &Connection,
+    id_hash: &str,
+    kind: &str,
+    email: &str,
+    state: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM web_ceremonies WHERE created_at < ?1")?
+        .execute(params![now - 86_400])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO web_ceremonies (id_hash, kind, email, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id_hash, kind, email, state, now])?;
+    Ok(())
+}
+
+/// Takes a ceremony of `kind` begun no more than `max_age` seconds ago: (email, state). It is
+/// removed whatever the answer, so each challenge is answered once.
+pub fn ceremony_take(
+    conn: &Connection,
+    id_hash: &str,
+    kind: &str,
+    now: i64,
+    max_age: i64,
+) -> Result<Option<(String, String)>, StoreError> {
+    let found = conn
+        .prepare_cached(
+            "SELECT email, state, created_at FROM web_ceremonies WHERE id_hash = ?1 AND kind = ?2",
+        )?
+        .query_row(params![id_hash, kind], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    conn.prepare_cached("DELETE FROM web_ceremonies WHERE id_hash = ?1")?
+        .execute(params![id_hash])?;
+    Ok(found
+        .filter(|(_, _, at)| now - at <= max_age)
+        .map(|(email, state, _)| (email, state)))
+}
+
 /// One of an organisation's transfers, for its list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentTransfer {
@@ -230,6 +365,7 @@ mod tests {
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA_V4).unwrap();
+        c.execute_batch(SCHEMA_V5).unwrap();
         c
     }
 
@@ -298,5 +434,56 @@ mod tests {
         // Old events are forgotten as new ones come.
         attempt(&c, &["ip:2"], 1000, 500).unwrap();
         assert_eq!(attempts(&c, "ip:1", 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_passkey_belongs_to_one_person_and_a_ceremony_is_taken_once_within_its_age() {
+        let c = conn();
+        let p = StoredPasskey {
+            cred_id: "cred-1".into(),
+            user_id: "u".into(),
+            passkey: "{}".into(),
+            name: "Work laptop".into(),
+            created_at: 10,
+            used_at: None,
+        };
+        assert!(passkey_add(&c, "a@x.example", &p).unwrap());
+        assert!(
+            !passkey_add(&c, "b@x.example", &p).unwrap(),
+            "a credential id is kept for one person only"
+        );
+        assert!(passkeys(&c, "b@x.example").unwrap().is_empty());
+        passkey_used(&c, "cred-1", Some("{\"n\":1}"), 20).unwrap();
+        let kept = passkeys(&c, "a@x.example").unwrap();
+        assert_eq!(kept[0].passkey, "{\"n\":1}");
+        assert_eq!(kept[0].used_at, Some(20));
+        assert!(
+            !passkey_remove(&c, "b@x.example", "cred-1").unwrap(),
+            "not theirs"
+        );
+        assert!(passkey_remove(&c, "a@x.example", "cred-1").unwrap());
+
+        ceremony_put(&c, "h1", "register", "a@x.example", "state", 100).unwrap();
+        assert_eq!(
+            ceremony_take(&c, "h1", "sign_in", 101, 300).unwrap(),
+            None,
+            "other kind"
+        );
+        ceremony_put(&c, "h1", "register", "a@x.example", "state", 100).unwrap();
+        assert_eq!(
+            ceremony_take(&c, "h1", "register", 101, 300).unwrap(),
+            Some(("a@x.example".into(), "state".into()))
+        );
+        assert_eq!(
+            ceremony_take(&c, "h1", "register", 102, 300).unwrap(),
+            None,
+            "once"
+        );
+        ceremony_put(&c, "h2", "register", "a@x.example", "state", 100).unwrap();
+        assert_eq!(
+            ceremony_take(&c, "h2", "register", 401, 300).unwrap(),
+            None,
+            "too old"
+        );
     }
 }

@@ -17,6 +17,7 @@
 mod decline;
 mod inbox;
 mod pages;
+mod passkeys;
 mod share;
 mod signin;
 mod transfers;
@@ -41,6 +42,7 @@ use crate::ingest::{Admitted, App, accept_loop, serve_http1};
 use crate::live::Live;
 
 /// What the pages share.
+#[derive(Clone)]
 pub struct WebApp {
     /// The API's state: the registry, the store, the sealing keys, the limits.
     pub api: Arc<App>,
@@ -49,6 +51,38 @@ pub struct WebApp {
     pub mail: Option<Arc<EmailChannel>>,
     /// `postern demo` only: sign-in codes are also printed on its terminal.
     pub print_codes: bool,
+    /// The pages' address as people reach them: `web.public_url`, or the listener's
+    /// (`localhost` for a loopback address, so that passkeys work there).
+    pub address: String,
+    /// The passkey relying party: `None` when the address is an IP address.
+    pub passkeys: Option<Arc<webauthn_rs::Webauthn>>,
+}
+
+impl WebApp {
+    /// The pages' state for a listener bound to `bound`.
+    pub fn new(
+        api: Arc<App>,
+        settings: WebSettings,
+        mail: Option<Arc<EmailChannel>>,
+        bound: SocketAddr,
+    ) -> WebApp {
+        let address = settings.public_url.clone().unwrap_or_else(|| {
+            if bound.ip().is_loopback() {
+                format!("https://localhost:{}", bound.port())
+            } else {
+                format!("https://{bound}")
+            }
+        });
+        let passkeys = passkeys::relying_party(&address).map(Arc::new);
+        WebApp {
+            api,
+            settings,
+            mail,
+            print_codes: false,
+            address,
+            passkeys,
+        }
+    }
 }
 
 /// The client's address, as the listener saw it.
@@ -66,7 +100,13 @@ pub fn router(app: Arc<WebApp>) -> Router {
             "/sign-in/code",
             get(signin::code_page).post(signin::code_entered),
         )
+        .route("/sign-in/passkey/options", post(passkeys::sign_in_options))
+        .route("/sign-in/passkey", post(passkeys::sign_in))
         .route("/sign-out", post(signin::sign_out))
+        .route("/passkeys", get(passkeys::page))
+        .route("/passkeys/options", post(passkeys::add_options))
+        .route("/passkeys/add", post(passkeys::add))
+        .route("/passkeys/remove", post(passkeys::remove))
         .route("/share", get(share::start).post(share::answer))
         .route(
             "/share/send",
@@ -83,6 +123,7 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/decline", get(decline::start).post(decline::record))
         .route("/accessibility", get(pages::accessibility))
         .route("/assets/postern.css", get(pages::stylesheet))
+        .route("/assets/passkeys.js", get(pages::passkeys_script))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(headers))

@@ -36,6 +36,8 @@ pub struct EmailPage {
     pub email: String,
     pub note: Option<&'static str>,
     pub who: Option<Who>,
+    /// Whether to offer "Sign in with a passkey" (to browsers that can).
+    pub passkeys: bool,
 }
 
 impl EmailPage {
@@ -46,8 +48,33 @@ impl EmailPage {
             email,
             note,
             who: None,
+            passkeys: false,
         }
     }
+}
+
+/// A passkey in the list.
+pub struct PasskeyRow {
+    /// The credential's id (base64url), which the remove form posts.
+    pub id: String,
+    pub name: String,
+    pub added: String,
+    pub used: String,
+}
+
+#[derive(Template)]
+#[template(path = "passkeys.html")]
+pub struct PasskeysPage {
+    pub title: &'static str,
+    pub passkeys: Vec<PasskeyRow>,
+    /// The person's organisation requires passkeys (`sign_in = "passkey"`).
+    pub required: bool,
+    pub org: String,
+    /// This gateway can offer passkeys (its pages have a name, not an IP address).
+    pub available: bool,
+    pub note: Option<&'static str>,
+    pub errors: Vec<FieldError>,
+    pub who: Option<Who>,
 }
 
 #[derive(Template)]
@@ -307,13 +334,22 @@ pub async fn accessibility() -> Response {
 }
 
 const STYLESHEET: &str = include_str!("../../assets/postern.css");
+const PASSKEYS_SCRIPT: &str = include_str!("../../assets/passkeys.js");
 
 pub async fn stylesheet() -> Response {
-    let mut r = STYLESHEET.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    asset(STYLESHEET, "text/css; charset=utf-8")
+}
+
+/// The only script: passkey ceremonies, as progressive enhancement.
+pub async fn passkeys_script() -> Response {
+    asset(PASSKEYS_SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// A file served from the binary, which browsers may cache for an hour.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),

@@ -26,15 +26,15 @@ use crate::log::{AccessEvent, LogEntry, PersonAccessRecord, RecordKind, SenderRe
 use crate::store::StoreError;
 use crate::store::web::{self as kept, CodeCheck};
 
-const SESSION_COOKIE: &str = "__Host-postern-session";
+pub(super) const SESSION_COOKIE: &str = "__Host-postern-session";
 const PENDING_COOKIE: &str = "__Host-postern-signin";
 /// A code lasts ten minutes.
 const CODE_SECS: i64 = 600;
 const CODE_TRIES: u32 = 5;
 /// The window the rate limits count in, and their limits.
-const WINDOW_SECS: i64 = 900;
+pub(super) const WINDOW_SECS: i64 = 900;
 const CODES_PER_ADDRESS: u32 = 5;
-const ATTEMPTS_PER_CLIENT: u32 = 30;
+pub(super) const ATTEMPTS_PER_CLIENT: u32 = 30;
 
 /// A signed-in person, for the handlers that need one. Without a valid session the page asked
 /// for is answered with the sign-in page.
@@ -83,6 +83,22 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
                 })
                 .await;
         }
+        // A person whose organisation requires passkeys, signed in with a code because they
+        // have none yet, may do nothing but add one.
+        if super::passkeys::required(&registry, &person)
+            && !parts.uri.path().starts_with("/passkeys")
+        {
+            let email = person.email.clone();
+            let has = app
+                .api
+                .store
+                .read(move |c| kept::passkeys(c, &email).map(|l| !l.is_empty()))
+                .await
+                .map_err(|e| pages::store_down(&e))?;
+            if !has {
+                return Err(see_other("/passkeys?required=1"));
+            }
+        }
         let org_name = registry
             .organisation(&person.org)
             .map_or_else(|| person.org.to_string(), |o| o.name.clone());
@@ -94,7 +110,10 @@ pub fn client(parts: Option<&ClientAddr>) -> String {
     parts.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
-pub async fn email_page(axum::extract::RawQuery(q): axum::extract::RawQuery) -> Response {
+pub async fn email_page(
+    State(app): State<Arc<WebApp>>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
     let q = q.unwrap_or_default();
     let note = if q.contains("expired=1") {
         Some("Your session ended. Sign in again to go on.")
@@ -105,7 +124,9 @@ pub async fn email_page(axum::extract::RawQuery(q): axum::extract::RawQuery) -> 
     } else {
         None
     };
-    pages::render(&EmailPage::new(Vec::new(), String::new(), note))
+    let mut page = EmailPage::new(Vec::new(), String::new(), note);
+    page.passkeys = app.passkeys.is_some();
+    pages::render(&page)
 }
 
 /// The answer to an email address: always the "check your email" step, registered or not.
@@ -144,6 +165,12 @@ pub async fn email_sent(
     let record = person
         .as_ref()
         .and_then(|p| access_entry(p, AccessEvent::CodeSent, &ip));
+    let withheld_record = person
+        .as_ref()
+        .and_then(|p| access_entry(p, AccessEvent::CodeWithheld, &ip));
+    let passkey_only = person
+        .as_ref()
+        .is_some_and(|p| super::passkeys::required(&registry, p));
     let for_store = person.as_ref().map(|p| p.email.clone());
     let written = app
         .api
@@ -159,16 +186,23 @@ pub async fn email_sent(
                 return Ok(Limited::Address);
             }
             if let Some(email) = for_store {
+                // Their organisation requires passkeys and they have one: no code.
+                if passkey_only && !kept::passkeys(tx.conn(), &email)?.is_empty() {
+                    if let Some(entry) = &withheld_record {
+                        tx.append(entry)?;
+                    }
+                    return Ok(Limited::No { withheld: true });
+                }
                 kept::code_issue(tx.conn(), &pending_hash, &email, &code_hash, now)?;
                 if let Some(entry) = &record {
                     tx.append(entry)?;
                 }
             }
-            Ok(Limited::No)
+            Ok(Limited::No { withheld: false })
         })
         .await;
-    match written {
-        Ok(Limited::No) => {}
+    let withheld = match written {
+        Ok(Limited::No { withheld }) => withheld,
         Ok(Limited::Client) => {
             return pages::problem(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -184,9 +218,11 @@ pub async fn email_sent(
             );
         }
         Err(e) => return pages::store_down(&e),
-    }
-    if let Some(p) = person {
-        send_code(app.clone(), p, code);
+    };
+    match person {
+        Some(p) if withheld => send_passkey_reminder(app.clone(), p),
+        Some(p) => send_code(app.clone(), p, code),
+        None => {}
     }
     let mut r = see_other("/sign-in/code");
     set_cookie(
@@ -199,7 +235,10 @@ pub async fn email_sent(
 }
 
 enum Limited {
-    No,
+    /// Within the limits: a code was issued, or `withheld` for a passkey.
+    No {
+        withheld: bool,
+    },
     Client,
     Address,
 }
@@ -229,6 +268,32 @@ fn send_code(app: Arc<WebApp>, person: Person, code: String) {
             .await
         {
             tracing::warn!(error = %e, org = %person.org, "web: a sign-in code could not be sent");
+        }
+    });
+}
+
+/// Tells a person whose organisation requires passkeys, and who has one, to use it: the page
+/// said "check your email" as for anyone, so the email says why no code came.
+fn send_passkey_reminder(app: Arc<WebApp>, person: Person) {
+    tokio::spawn(async move {
+        let Some(mail) = app.mail.clone() else {
+            return;
+        };
+        let body = format!(
+            "Hello {name},\n\nSomeone asked for a code to sign in to Postern as you. Your organisation asks you to sign in\nwith your passkey instead, so no code was sent. On the sign-in page, enter your email address\nand choose \"Sign in with a passkey\".\n\nIf you have lost your passkey, ask your IT team to remove it; then you can sign in with a code\nand add a new one. If it was not you who asked, you can ignore this email.\n",
+            name = person.name
+        );
+        let Some(name) = super::token() else { return };
+        if let Err(e) = mail
+            .notice(
+                &person.email,
+                "Sign in to Postern with your passkey",
+                body,
+                &name,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, org = %person.org, "web: a passkey reminder could not be sent");
         }
     });
 }
@@ -275,54 +340,70 @@ pub async fn code_entered(
     let ip_bucket = format!("ip:{ip}");
     let idle = i64::try_from(app.settings.session_idle.as_secs()).unwrap_or(i64::MAX);
     let ip_for_log = ip.clone();
-    let outcome = app
-        .api
-        .store
-        .write(false, move |tx| {
-            let since = now - WINDOW_SECS;
-            if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
-                return Ok(Entered::Limited);
-            }
-            let checked = kept::code_check(
-                tx.conn(),
-                &pending_hash,
-                &code_hash,
-                now,
-                CODE_SECS,
-                CODE_TRIES,
-            )?;
-            let log =
-                |tx: &mut crate::store::Tx<'_>, email: &str, event| -> Result<(), StoreError> {
-                    if let Some(entry) = registry
-                        .person(email)
-                        .and_then(|p| access_entry(p, event, &ip_for_log))
-                    {
+    let outcome =
+        app.api
+            .store
+            .write(false, move |tx| {
+                let since = now - WINDOW_SECS;
+                if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
+                    return Ok(Entered::Limited);
+                }
+                let checked = kept::code_check(
+                    tx.conn(),
+                    &pending_hash,
+                    &code_hash,
+                    now,
+                    CODE_SECS,
+                    CODE_TRIES,
+                )?;
+                let log_detail = |tx: &mut crate::store::Tx<'_>,
+                                  email: &str,
+                                  event,
+                                  detail: Option<&str>|
+                 -> Result<(), StoreError> {
+                    if let Some(entry) = registry.person(email).and_then(|p| {
+                        detail_entry(p, event, &ip_for_log, detail.map(str::to_owned))
+                    }) {
                         tx.append(&entry)?;
                     }
                     Ok(())
                 };
-            match checked {
-                CodeCheck::Right(email) if registry.person(&email).is_some() => {
-                    kept::session_create(tx.conn(), &session_hash, &email, now, now - idle)?;
-                    log(tx, &email, AccessEvent::SignedIn)?;
-                    Ok(Entered::SignedIn)
-                }
-                CodeCheck::Wrong { email, tries_left } => {
-                    kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
-                    log(tx, &email, AccessEvent::CodeWrong)?;
-                    if tries_left == 0 {
-                        log(tx, &email, AccessEvent::CodeLocked)?;
+                let log = |tx: &mut crate::store::Tx<'_>, email: &str, event| {
+                    log_detail(tx, email, event, None)
+                };
+                match checked {
+                    // A passkey added since the code was sent (by a person whose organisation
+                    // requires them) makes the code worthless.
+                    CodeCheck::Right(email)
+                        if registry.person(&email).is_some_and(|p| {
+                            super::passkeys::required(&registry, p)
+                                && !kept::passkeys(tx.conn(), &email).is_ok_and(|l| l.is_empty())
+                        }) =>
+                    {
+                        kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                        Ok(Entered::Wrong)
                     }
-                    Ok(Entered::Wrong)
+                    CodeCheck::Right(email) if registry.person(&email).is_some() => {
+                        kept::session_create(tx.conn(), &session_hash, &email, now, now - idle)?;
+                        log_detail(tx, &email, AccessEvent::SignedIn, Some("code"))?;
+                        Ok(Entered::SignedIn)
+                    }
+                    CodeCheck::Wrong { email, tries_left } => {
+                        kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                        log(tx, &email, AccessEvent::CodeWrong)?;
+                        if tries_left == 0 {
+                            log(tx, &email, AccessEvent::CodeLocked)?;
+                        }
+                        Ok(Entered::Wrong)
+                    }
+                    // Expired, unknown, or a person removed since: the same answer as a wrong code.
+                    _ => {
+                        kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                        Ok(Entered::Wrong)
+                    }
                 }
-                // Expired, unknown, or a person removed since: the same answer as a wrong code.
-                _ => {
-                    kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
-                    Ok(Entered::Wrong)
-                }
-            }
-        })
-        .await;
+            })
+            .await;
     match outcome {
         Ok(Entered::SignedIn) => {
             let mut r = see_other("/");
@@ -384,6 +465,16 @@ fn access_entry(p: &Person, event: AccessEvent, ip: &str) -> Option<LogEntry> {
     item_entry(p, event, ip, None)
 }
 
+/// As `access_entry`, with a word on how (`passkey`, a passkey's name).
+pub fn detail_entry(
+    p: &Person,
+    event: AccessEvent,
+    ip: &str,
+    detail: Option<String>,
+) -> Option<LogEntry> {
+    entry(p, event, ip, None, None, detail)
+}
+
 /// As `access_entry`, about an inbox item: (transfer, item, what).
 pub fn item_entry(
     p: &Person,
@@ -395,6 +486,17 @@ pub fn item_entry(
         Some((t, i, d)) => (Some(t), Some(i), d),
         None => (None, None, None),
     };
+    entry(p, event, ip, transfer_id, inbox_id, detail)
+}
+
+fn entry(
+    p: &Person,
+    event: AccessEvent,
+    ip: &str,
+    transfer_id: Option<crate::domain::ids::TransferId>,
+    inbox_id: Option<String>,
+    detail: Option<String>,
+) -> Option<LogEntry> {
     let record = PersonAccessRecord {
         kind: RecordKind::PersonAccess,
         at: crate::clock::stamp(crate::clock::now()),
@@ -412,7 +514,7 @@ pub fn item_entry(
     LogEntry::new(&record).ok()
 }
 
-fn plausible_email(a: &str) -> bool {
+pub(super) fn plausible_email(a: &str) -> bool {
     crate::domain::registry::email_address(a) && a.len() <= 254
 }
 

@@ -26,6 +26,8 @@ const JS = (env.POSTERN_JS || 'on').toLowerCase();
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
 const EMAIL = 'sam@riverside-youth.example';
 const MASH_EMAIL = 'alex@northshire-mash.example';
+// Millbrook Academy requires passkeys (sign_in = "passkey" in the demo's organisations.toml).
+const DSL_EMAIL = 'jo@millbrook-academy.example';
 
 const ACTION_TIMEOUT_MS = 10_000; // one click, fill or wait for an element
 const NAV_TIMEOUT_MS = 20_000; // one page load
@@ -68,6 +70,7 @@ const state = {
   payloadSha256: null,
   mashSha256: null,
   refused: null,
+  passkey: null, // {added, signed_in, code_withheld}, with JavaScript on
   failed: null,
 };
 let currentStep = 'start';
@@ -90,6 +93,7 @@ function result() {
     payload_sha256: state.payloadSha256,
     mash_download_sha256: state.mashSha256,
     refused: state.refused,
+    passkey: state.passkey,
     skipped: state.skipped,
     browser_problems: state.browserProblems,
     visited: state.visited,
@@ -543,6 +547,24 @@ await step('code', async () => {
   check((await page.getByRole('link', { name: 'Your shares' }).count()) >= 1, 'no link "Your shares"');
 });
 
+// c2. "Passkeys" in the header: adding one needs the browser's WebAuthn API, so with
+// JavaScript off the page says so, and signing in with a code goes on working.
+await step('passkeys-page', async () => {
+  await loading(() => page.getByRole('link', { name: 'Passkeys', exact: true }).click());
+  await arrived('passkeys', 'Your passkeys');
+  const add = page.getByRole('button', { name: 'Add a passkey', exact: true });
+  const needs = page.getByText('Adding a passkey needs JavaScript');
+  if (JS === 'on') {
+    check(await add.isVisible(), 'no visible button "Add a passkey" with JavaScript on');
+    check(!(await needs.isVisible()), 'the page says passkeys need JavaScript, with JavaScript on');
+  } else {
+    check(!(await add.isVisible()), 'a button "Add a passkey" shows with JavaScript off');
+    check(await needs.isVisible(), 'the page does not say that adding a passkey needs JavaScript');
+  }
+  await loading(() => page.getByRole('link', { name: 'Back to the start' }).click());
+  await arrived('home-again', 'Riverside Youth Club');
+});
+
 // d. A share, question by question.
 await step('share-start', async () => {
   const start = page.getByRole('link', { name: 'Share information about a child' });
@@ -693,6 +715,71 @@ await step('mash-acknowledge', async () => {
   await loading(() => signOut.first().click());
   await arrived('mash-signed-out', 'Sign in');
 });
+
+// i. Millbrook Academy asks its staff to sign in with passkeys. Jo has none yet: her code signs
+// her in to add one and to do nothing else. She adds one (Chromium's virtual authenticator,
+// over the DevTools protocol, stands in for her laptop's fingerprint reader), signs out, and
+// signs in with it. After that, asking for a code sends her none. JavaScript on only: the
+// WebAuthn API is JavaScript.
+if (JS === 'on') {
+  await step('passkey-authenticator', async () => {
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('WebAuthn.enable');
+    await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: {
+        protocol: 'ctap2',
+        transport: 'internal',
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+  });
+  await step('passkey-required', async () => {
+    const before = codesFor(DSL_EMAIL).length;
+    await page.getByRole('textbox', { name: startsWith('Email address') }).fill(DSL_EMAIL);
+    await loading(() => continueButton().click());
+    await arrived('dsl-code', 'Check your email');
+    const code = await newCode(DSL_EMAIL, before);
+    await page.getByRole('textbox', { name: startsWith('Sign-in code') }).fill(code);
+    await loading(() => page.getByRole('button', { name: 'Sign in', exact: true }).click());
+    await arrived('passkeys-required', 'Your passkeys');
+    const text = await page.locator('main').innerText();
+    check(text.includes('asks everyone to sign in with a passkey'), 'the page does not say a passkey is required');
+    await loading(() => page.goto(`${BASE}/share`));
+    check(await isPage('Your passkeys'), `without a passkey, /share shows ${JSON.stringify(await h1Texts())}`);
+  });
+  await step('passkey-add', async () => {
+    await fillTextbox('Name it', 'Work laptop');
+    await loading(() => page.getByRole('button', { name: 'Add a passkey', exact: true }).click());
+    await arrived('passkey-added', 'Your passkeys');
+    const text = await page.locator('main').innerText();
+    check(text.includes('Your passkey was added'), 'the page does not say the passkey was added');
+    check(text.includes('Work laptop'), 'the passkey "Work laptop" is not listed');
+    await loading(() => page.getByRole('button', { name: 'Sign out' }).first().click());
+    await arrived('passkey-signed-out', 'Sign in');
+  });
+  await step('passkey-sign-in', async () => {
+    await page.getByRole('textbox', { name: startsWith('Email address') }).fill(DSL_EMAIL);
+    const button = page.getByRole('button', { name: 'Sign in with a passkey', exact: true });
+    check(await button.isVisible(), 'no visible button "Sign in with a passkey"');
+    await loading(() => button.click());
+    await arrived('passkey-home', 'Millbrook Academy');
+    await loading(() => page.getByRole('button', { name: 'Sign out' }).first().click());
+    await arrived('passkey-home-signed-out', 'Sign in');
+  });
+  await step('passkey-no-code', async () => {
+    const before = codesFor(DSL_EMAIL).length;
+    await page.getByRole('textbox', { name: startsWith('Email address') }).fill(DSL_EMAIL);
+    await loading(() => continueButton().click());
+    await arrived('passkey-no-code', 'Check your email');
+    await new Promise(r => setTimeout(r, 2000));
+    check(codesFor(DSL_EMAIL).length === before, 'a code was sent to Jo, whose organisation requires her passkey');
+    state.passkey = { added: true, signed_in: true, code_withheld: true };
+    log('NOTE', 'a passkey was added and signed in with; no code was sent afterwards');
+  });
+}
 
 if (state.browserProblems.length) {
   await step('browser-problems', () => {
