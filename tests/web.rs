@@ -993,13 +993,13 @@ async fn an_organisation_that_requires_passkeys_lets_a_code_do_nothing_but_add_o
     );
     assert!(
         page.body
-            .contains("<script src=\"/assets/passkeys.js\" defer></script>")
+            .contains("<script src=\"/assets/postern.js\" defer></script>")
     );
     assert!(
         !page.body.contains("Back to the start"),
         "no way on without a passkey"
     );
-    let script = jo.get("/assets/passkeys.js").await;
+    let script = jo.get("/assets/postern.js").await;
     assert_eq!(script.status, 200);
     assert_eq!(
         script.header("content-type"),

@@ -123,7 +123,7 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/decline", get(decline::start).post(decline::record))
         .route("/accessibility", get(pages::accessibility))
         .route("/assets/postern.css", get(pages::stylesheet))
-        .route("/assets/passkeys.js", get(pages::passkeys_script))
+        .route("/assets/postern.js", get(pages::script))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(headers))

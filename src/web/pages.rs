@@ -165,6 +165,8 @@ pub struct CheckPage {
     pub rows: Vec<Row>,
     pub hidden: Vec<(String, String)>,
     pub max_size: String,
+    /// The same, in bytes, for the script's check before upload.
+    pub max_bytes: u64,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
 }
@@ -334,15 +336,16 @@ pub async fn accessibility() -> Response {
 }
 
 const STYLESHEET: &str = include_str!("../../assets/postern.css");
-const PASSKEYS_SCRIPT: &str = include_str!("../../assets/passkeys.js");
+const SCRIPT: &str = include_str!("../../assets/postern.js");
 
 pub async fn stylesheet() -> Response {
     asset(STYLESHEET, "text/css; charset=utf-8")
 }
 
-/// The only script: passkey ceremonies, as progressive enhancement.
-pub async fn passkeys_script() -> Response {
-    asset(PASSKEYS_SCRIPT, "text/javascript; charset=utf-8")
+/// The only script, progressive enhancement: the file's size checked before an upload, and the
+/// passkey ceremonies.
+pub async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
 }
 
 /// A file served from the binary, which browsers may cache for an hour.

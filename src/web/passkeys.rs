@@ -5,7 +5,7 @@
 //! but add one (`SignedIn` sends every other page here).
 //!
 //! The ceremonies need the browser's WebAuthn API, so these pages use the one script served
-//! from the binary (`/assets/passkeys.js`); without JavaScript the code sign-in still works.
+//! from the binary (`/assets/postern.js`); without JavaScript the code sign-in still works.
 //! The relying party is the pages' address (`web.public_url`, or `localhost` for a loopback
 //! listener): WebAuthn needs a name, not an IP address, so with only an IP address there are no
 //! passkeys and the pages say so. Each challenge is kept in the store between its two requests

@@ -879,6 +879,7 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         rows,
         hidden: d.hidden_except(Step::Check),
         max_size: size_words(cx.max_payload),
+        max_bytes: cx.max_payload,
         errors,
         who: transfers::who(s),
     };

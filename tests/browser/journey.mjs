@@ -590,6 +590,22 @@ await step('send', async () => {
   const file = page.getByLabel('File to share');
   check((await file.count()) === 1, 'expected one field labelled "File to share"');
   check((await file.getAttribute('name')) === 'payload', 'the "File to share" field is not named "payload"');
+  const max = Number(await file.getAttribute('data-max-bytes'));
+  check(max > 0, 'the file field does not say the largest size (data-max-bytes)');
+  if (JS === 'on') {
+    // The size is checked before anything is uploaded, where the browser knows it: the limit
+    // is lowered below this file's size, as if the file were too large, and Send stays here.
+    await file.evaluate(el => { el.dataset.maxBytes = '100'; });
+    await file.setInputFiles(payloadPath);
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    const error = page.locator('#payload-size-error');
+    await error.waitFor({ state: 'visible', timeout: ACTION_TIMEOUT_MS });
+    check((await error.innerText()).includes('larger than'), 'the size error does not say the file is too large');
+    check(await isPage('Check your answers'), 'a file over the limit left the page');
+    check(await file.evaluate(el => el === document.activeElement), 'the file field does not have focus after the size error');
+    await axeCheck('check-too-large');
+    await file.evaluate((el, m) => { el.dataset.maxBytes = String(m); }, max);
+  }
   await file.setInputFiles(payloadPath);
   await loading(() => page.getByRole('button', { name: 'Send', exact: true }).click());
   await arrived('confirmation', /^\s*Shared\s*$/);

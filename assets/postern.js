@@ -1,10 +1,34 @@
-// Passkeys on Postern's pages: progressive enhancement, served from the binary. Without
-// JavaScript, or in a browser without WebAuthn, the passkey controls stay hidden and signing in
-// with an emailed code works as before. The server keeps each challenge and checks every answer
-// (webauthn-rs); this script only carries them between the server and the browser's WebAuthn
-// API, which speaks binary where the server speaks base64url JSON.
+// Postern's one script: progressive enhancement, served from the binary. Every page works
+// without it. It does two things:
+// - the file's size is checked before a share is uploaded, where the browser knows it (the
+//   server checks it again as the file arrives);
+// - passkeys: without JavaScript, or in a browser without WebAuthn, the passkey controls stay
+//   hidden and signing in with an emailed code works as before. The server keeps each challenge
+//   and checks every answer (webauthn-rs); this script only carries them between the server and
+//   the browser's WebAuthn API, which speaks binary where the server speaks base64url JSON.
 (() => {
   'use strict';
+
+  const file = document.querySelector('input[type=file][data-max-bytes]');
+  if (file && file.form) {
+    file.form.addEventListener('submit', (event) => {
+      const max = Number(file.dataset.maxBytes);
+      const chosen = file.files && file.files[0];
+      const old = document.getElementById('payload-size-error');
+      if (old) old.remove();
+      if (!chosen || !max || chosen.size <= max) return;
+      event.preventDefault();
+      const error = document.createElement('p');
+      error.className = 'error-message';
+      error.id = 'payload-size-error';
+      error.setAttribute('role', 'alert');
+      error.textContent = `The file you chose is larger than ${file.dataset.maxWords}. Choose a smaller file, or send it in parts. Nothing was sent.`;
+      file.before(error);
+      file.setAttribute('aria-describedby', `${file.getAttribute('aria-describedby') || ''} payload-size-error`.trim());
+      file.focus();
+    });
+  }
+
   if (!window.PublicKeyCredential || !navigator.credentials) return;
 
   const bytes = (s) => {
