@@ -567,7 +567,22 @@ fn people_and_the_web_settings_are_checked_with_file_and_line() {
         "sign_in = \"passkey\"",
         "sign_in = \"fingerprint\"",
     );
+    replace(
+        &d,
+        "organisations.toml",
+        "dpo = { name = \"Tom Reed\"",
+        "dpo = { name = \" \"",
+    );
     let errors = load_errors(&d, HashMap::new());
+    let e = find(
+        &errors,
+        "organisations.toml",
+        "`dpo` needs a `name` and a `contact`",
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of(&d, "organisations.toml", "dpo = { name = \" \""))
+    );
     let e = find(
         &errors,
         "organisations.toml",

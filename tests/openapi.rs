@@ -1948,6 +1948,7 @@ impl Gateway {
                 ca: "local".parse().expect("ca"),
             }],
             sign_in: Default::default(),
+            contacts: Default::default(),
             endpoint: channel.map(|channel| Endpoint {
                 channel,
                 age_recipients: vec![age::x25519::Identity::generate().to_public().to_string()],
@@ -2922,6 +2923,7 @@ fn decision_registry(doc: &Value) -> Registry {
                 ca: "local".parse().expect("ca"),
             }],
             sign_in: Default::default(),
+            contacts: Default::default(),
             endpoint: None,
         })
         .collect();

@@ -1127,3 +1127,40 @@ async fn a_passkey_sign_in_does_not_tell_who_is_registered() {
     assert!(v["error"].as_str().is_some());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn every_share_page_names_whom_to_ask_and_the_decision_page_does_not_link_to_itself() {
+    let (d, server, sink) = gateway("").await;
+    let mut sam = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut sam, &sink, SAM).await;
+    // The youth club names its safeguarding lead and DPO in organisations.toml.
+    let first = sam.get("/share").await;
+    assert_eq!(first.status, 200);
+    for named in [
+        "your safeguarding lead, Priya Shah: 01632 960 481",
+        "your data protection officer, Tom Reed: dpo@riverside-youth.example",
+        "href=\"/decline\"",
+    ] {
+        assert!(
+            first.body.contains(named),
+            "{named} on the first page:\n{}",
+            first.body
+        );
+    }
+    let decline = sam.get("/decline").await;
+    assert_eq!(decline.status, 200);
+    assert!(decline.body.contains("Priya Shah"));
+    assert!(
+        !decline.body.contains("href=\"/decline\""),
+        "the decision page does not send people to itself"
+    );
+    assert_eq!(
+        decline
+            .body
+            .matches("Record a decision not to share")
+            .count(),
+        2,
+        "the title and the h1, no caption repeating them"
+    );
+    server.stop().await;
+}

@@ -15,9 +15,9 @@ use crate::domain::ids::{AgreementId, CaId, OrgId, PeerId, PurposeId};
 use crate::domain::lawful::LawfulBasis;
 use crate::domain::marking::{MarkingScheme, Rank, SchemeAt};
 use crate::domain::registry::{
-    Agreement, CertFingerprint, Channel, ClientIdentity, Declared, Endpoint, OrgKind, Organisation,
-    Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role, Sector, SignIn,
-    email_address,
+    Agreement, CertFingerprint, Channel, ClientIdentity, Contact, Contacts, Declared, Endpoint,
+    OrgKind, Organisation, Peer, Person, Purpose, Registry, RegistryAt, RegistryError, Role,
+    Sector, SignIn, email_address,
 };
 
 /// Placeholder for this gateway's own API port in endpoint URLs (a gateway delivering to itself,
@@ -184,6 +184,15 @@ struct RawOrganisation {
     identities: Vec<RawIdentity>,
     endpoint: Option<RawEndpoint>,
     sign_in: Option<String>,
+    safeguarding_lead: Option<RawContact>,
+    dpo: Option<RawContact>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContact {
+    name: String,
+    contact: String,
 }
 
 /// TOML has native dates; people also write them as strings. Accept both.
@@ -595,6 +604,27 @@ fn organisations<'a>(
             continue;
         }
 
+        let mut contact = |raw: &Option<RawContact>, field: &str| {
+            let raw = raw.as_ref()?;
+            let (name, reach) = (raw.name.trim(), raw.contact.trim());
+            if name.is_empty() || reach.is_empty() {
+                errors.push(doc.error_at(
+                    at(field),
+                    Some(format!("{key}.{field}")),
+                    format!("`{field}` needs a `name` and a `contact` (a phone number or an email address): the pages tell the organisation's people whom to ask"),
+                ));
+                return None;
+            }
+            Some(Contact {
+                name: name.to_owned(),
+                contact: reach.to_owned(),
+            })
+        };
+        let contacts = Contacts {
+            safeguarding_lead: contact(&raw.safeguarding_lead, "safeguarding_lead"),
+            dpo: contact(&raw.dpo, "dpo"),
+        };
+
         if errors.0.len() == before
             && let (Some(oid), Some(kind), Some(clearance), Some(sign_in)) =
                 (oid, kind, clearance, sign_in)
@@ -607,6 +637,7 @@ fn organisations<'a>(
                 identities,
                 endpoint,
                 sign_in,
+                contacts,
             });
             kept.push(entry.clone());
         }

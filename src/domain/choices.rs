@@ -223,6 +223,7 @@ mod tests {
             clearance,
             identities: Vec::new(),
             sign_in: Default::default(),
+            contacts: Default::default(),
             endpoint: Some(Endpoint {
                 channel: Channel::Inbox,
                 age_recipients: vec!["age1x".into()],

@@ -323,6 +323,7 @@ pub(crate) mod tests {
             clearance: Rank::Level(1),
             identities: vec![],
             sign_in: Default::default(),
+            contacts: Default::default(),
             endpoint: Some(Endpoint {
                 channel: Channel::Inbox,
                 age_recipients: vec![],

@@ -238,6 +238,7 @@ mod tests {
                 clearance,
                 identities: vec![],
                 sign_in: Default::default(),
+                contacts: Default::default(),
                 endpoint: Some(Endpoint {
                     channel,
                     age_recipients: vec![],

@@ -645,6 +645,7 @@ mod tests {
             clearance,
             identities: vec![],
             sign_in: Default::default(),
+            contacts: Default::default(),
             endpoint: Some(Endpoint {
                 channel: Channel::Inbox,
                 age_recipients: vec![],

@@ -199,6 +199,23 @@ pub struct Organisation {
     pub endpoint: Option<Endpoint>,
     /// How its people sign in to the web pages.
     pub sign_in: SignIn,
+    /// Who its people ask before they share, named on every page of the share flow.
+    pub contacts: Contacts,
+}
+
+/// The people an organisation's staff ask when unsure whether to share (`004` rule 4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contacts {
+    pub safeguarding_lead: Option<Contact>,
+    pub dpo: Option<Contact>,
+}
+
+/// A named person and how to reach them, as an organisation wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub name: String,
+    /// A phone number or an email address.
+    pub contact: String,
 }
 
 /// How an organisation's people sign in to the web pages (`sign_in` in organisations.toml).
@@ -758,6 +775,7 @@ mod tests {
             clearance: Rank::Level(0),
             identities,
             sign_in: Default::default(),
+            contacts: Default::default(),
             endpoint: None,
         }
     }

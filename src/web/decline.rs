@@ -126,7 +126,8 @@ fn page(
     ];
     let page = QuestionPage {
             action: "/decline",
-            caption: "Record a decision not to share",
+            // The h1 says it; a caption saying it again would be read twice.
+            caption: "",
             button: "Record the decision",
             title: "Record a decision not to share".to_owned(),
             legend_h1: false,
@@ -136,6 +137,9 @@ fn page(
             hidden: Vec::new(),
             errors,
             who: who(s),
+            ask: pages::ask(&reg, &s.person.org),
+            // This is the page it would link to.
+            decline_link: false,
         };
     pages::render_form(&page, &page.errors)
 }

@@ -149,6 +149,40 @@ pub struct QuestionPage {
     pub hidden: Vec<(String, String)>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
+    /// "Not sure?": whom to ask, and whether to offer recording a decision not to share.
+    pub ask: Vec<Ask>,
+    pub decline_link: bool,
+}
+
+/// A person to ask when unsure, named by the organisation (`safeguarding_lead`, `dpo`).
+pub struct Ask {
+    pub role: &'static str,
+    pub name: String,
+    pub contact: String,
+}
+
+/// Whom the people of `org` ask before they share: its safeguarding lead and DPO as
+/// organisations.toml names them (none named: the box says so in general words).
+pub fn ask(
+    registry: &crate::domain::registry::Registry,
+    org: &crate::domain::ids::OrgId,
+) -> Vec<Ask> {
+    let Some(o) = registry.organisation(org) else {
+        return Vec::new();
+    };
+    [
+        ("safeguarding lead", &o.contacts.safeguarding_lead),
+        ("data protection officer", &o.contacts.dpo),
+    ]
+    .into_iter()
+    .filter_map(|(role, c)| {
+        c.as_ref().map(|c| Ask {
+            role,
+            name: c.name.clone(),
+            contact: c.contact.clone(),
+        })
+    })
+    .collect()
 }
 
 /// A row of "check your answers".
@@ -169,6 +203,8 @@ pub struct CheckPage {
     pub max_bytes: u64,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
+    pub ask: Vec<Ask>,
+    pub decline_link: bool,
 }
 
 /// A recipient's state, in words.

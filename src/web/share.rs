@@ -709,6 +709,8 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
         hidden: d.hidden_except(step),
         errors,
         who,
+        ask: pages::ask(cx.reg, cx.org),
+        decline_link: true,
     };
     pages::render_form(&page, &page.errors)
 }
@@ -882,6 +884,8 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         max_bytes: cx.max_payload,
         errors,
         who: transfers::who(s),
+        ask: pages::ask(cx.reg, cx.org),
+        decline_link: true,
     };
     pages::render_form(&page, &page.errors)
 }
