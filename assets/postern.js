@@ -132,8 +132,10 @@
         for (const c of o.allowCredentials || []) c.id = bytes(c.id);
         const cred = await navigator.credentials.get({ publicKey: o });
         const r = cred.response;
+        const next = document.querySelector('input[name=next]');
         const done = await post('/sign-in/passkey', {
           ceremony: begun.ceremony,
+          next: next ? next.value : '',
           credential: {
             id: cred.id,
             rawId: text(cred.rawId),

@@ -313,18 +313,27 @@ async fn pages_carry_the_security_headers_and_ask_for_sign_in() {
     assert_eq!(page.header("cache-control"), Some("no-store"));
     assert!(page.body.contains("lang=\"en-GB\""));
     assert!(page.body.contains("autocomplete=\"email\""));
-    // No inline script or style anywhere.
-    assert!(!page.body.contains("<script"), "{}", page.body);
+    // No inline script or style anywhere: the one script is a file served from the binary.
+    assert_eq!(
+        page.body.matches("<script").count(),
+        page.body
+            .matches("<script src=\"/assets/postern.js\" defer></script>")
+            .count(),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("style="), "{}", page.body);
     for path in [
         "/transfers",
         "/share",
         "/transfers/01a237c1-5b5f-714c-a793-251b325b69f4",
     ] {
+        // To sign in, and then back to the page asked for.
         let a = b.get(path).await;
+        let back = format!("/sign-in?next={}", path.replace('/', "%2F"));
         assert_eq!(
             (a.status, a.header("location")),
-            (303, Some("/sign-in")),
+            (303, Some(back.as_str())),
             "{path}"
         );
     }
@@ -1162,5 +1171,51 @@ async fn every_share_page_names_whom_to_ask_and_the_decision_page_does_not_link_
         2,
         "the title and the h1, no caption repeating them"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_link_followed_before_signing_in_is_where_signing_in_leads() {
+    let (d, server, sink) = gateway("").await;
+    let mut alex = Browser::new(&d, server.web.expect("web"));
+    // The link in "a secure delivery is waiting" leads to the pages; without a session it is
+    // the sign-in page, which remembers where the person was going.
+    let a = alex.get("/inbox").await;
+    assert_eq!(a.status, 303);
+    assert_eq!(a.header("location"), Some("/sign-in?next=%2Finbox"));
+    let page = alex.get("/sign-in?next=%2Finbox").await;
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"next\" value=\"/inbox\">")
+    );
+    let before = codes(&sink, ALEX).len();
+    let a = alex
+        .post("/sign-in", &format!("email={ALEX}&next=%2Finbox"))
+        .await;
+    assert_eq!(a.header("location"), Some("/sign-in/code?next=%2Finbox"));
+    let code = next_code(&sink, ALEX, before).await;
+    let a = alex
+        .post("/sign-in/code", &format!("code={code}&next=%2Finbox"))
+        .await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(a.header("location"), Some("/inbox"));
+    // Never to another site, whatever the form says.
+    let mut sam = Browser::new(&d, server.web.expect("web"));
+    let before = codes(&sink, SAM).len();
+    let a = sam
+        .post(
+            "/sign-in",
+            &format!("email={SAM}&next=%2F%2Fevil.example%2F"),
+        )
+        .await;
+    assert_eq!(a.header("location"), Some("/sign-in/code"));
+    let code = next_code(&sink, SAM, before).await;
+    let a = sam
+        .post(
+            "/sign-in/code",
+            &format!("code={code}&next=https%3A%2F%2Fevil.example"),
+        )
+        .await;
+    assert_eq!(a.header("location"), Some("/"));
     server.stop().await;
 }

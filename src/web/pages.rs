@@ -38,6 +38,8 @@ pub struct EmailPage {
     pub who: Option<Who>,
     /// Whether to offer "Sign in with a passkey" (to browsers that can).
     pub passkeys: bool,
+    /// The page to go to once signed in (a path on this site), or empty.
+    pub next: String,
 }
 
 impl EmailPage {
@@ -49,6 +51,7 @@ impl EmailPage {
             note,
             who: None,
             passkeys: false,
+            next: String::new(),
         }
     }
 }
@@ -83,14 +86,17 @@ pub struct CodePage {
     pub title: &'static str,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
+    /// As on the email page.
+    pub next: String,
 }
 
 impl CodePage {
-    pub fn new(errors: Vec<FieldError>) -> Self {
+    pub fn new(errors: Vec<FieldError>, next: String) -> Self {
         CodePage {
             title: "Check your email",
             errors,
             who: None,
+            next,
         }
     }
 }

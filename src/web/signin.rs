@@ -50,8 +50,18 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
         parts: &mut Parts,
         app: &Arc<WebApp>,
     ) -> Result<Self, Self::Rejection> {
+        // Back to this page once signed in (a link in an email lands here): GET pages only.
+        let back = (parts.method == axum::http::Method::GET)
+            .then(|| parts.uri.path_and_query().map(|p| p.as_str().to_owned()))
+            .flatten()
+            .filter(|p| p != "/")
+            .and_then(|p| safe_next(&p))
+            .map(|p| format!("next={}", encode(&p)));
         let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(see_other("/sign-in"));
+            return Err(see_other(&match &back {
+                Some(q) => format!("/sign-in?{q}"),
+                None => "/sign-in".to_owned(),
+            }));
         };
         let id_hash = hash(&["session", value]);
         let key = id_hash.clone();
@@ -69,7 +79,10 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
         let Some((s, person)) =
             live.and_then(|s| registry.person(&s.email).cloned().map(|p| (s, p)))
         else {
-            let mut r = see_other("/sign-in?expired=1");
+            let mut r = see_other(&match &back {
+                Some(q) => format!("/sign-in?expired=1&{q}"),
+                None => "/sign-in?expired=1".to_owned(),
+            });
             set_cookie(&mut r, SESSION_COOKIE, "", Some(0));
             return Err(r);
         };
@@ -126,6 +139,7 @@ pub async fn email_page(
     };
     let mut page = EmailPage::new(Vec::new(), String::new(), note);
     page.passkeys = app.passkeys.is_some();
+    page.next = next_in(q.as_bytes());
     pages::render(&page)
 }
 
@@ -140,16 +154,17 @@ pub async fn email_sent(
         .find(|(k, _)| k == "email")
         .map(|(_, v)| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    let next = next_in(&body);
     if !plausible_email(&email) {
         let message = if email.is_empty() {
             "Enter your email address"
         } else {
             "Enter an email address in the correct format, like name@example.org"
         };
-        return pages::render_status(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            &EmailPage::new(vec![FieldError::new("email", message)], email, None),
-        );
+        let mut page = EmailPage::new(vec![FieldError::new("email", message)], email, None);
+        page.passkeys = app.passkeys.is_some();
+        page.next = next;
+        return pages::render_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
     let ip = client(client_addr.as_deref());
     let now = unix_now();
@@ -224,7 +239,11 @@ pub async fn email_sent(
         Some(p) => send_code(app.clone(), p, code),
         None => {}
     }
-    let mut r = see_other("/sign-in/code");
+    let mut r = see_other(&if next.is_empty() {
+        "/sign-in/code".to_owned()
+    } else {
+        format!("/sign-in/code?next={}", encode(&next))
+    });
     set_cookie(
         &mut r,
         PENDING_COOKIE,
@@ -298,8 +317,9 @@ fn send_passkey_reminder(app: Arc<WebApp>, person: Person) {
     });
 }
 
-pub async fn code_page() -> Response {
-    pages::render(&CodePage::new(Vec::new()))
+pub async fn code_page(axum::extract::RawQuery(q): axum::extract::RawQuery) -> Response {
+    let next = next_in(q.unwrap_or_default().as_bytes());
+    pages::render(&CodePage::new(Vec::new(), next))
 }
 
 pub async fn code_entered(
@@ -311,6 +331,7 @@ pub async fn code_entered(
     let Some(pending) = cookie(&headers, PENDING_COOKIE).map(str::to_owned) else {
         return see_other("/sign-in?again=1");
     };
+    let next = next_in(&body);
     let code: String = form_pairs(&body)
         .into_iter()
         .find(|(k, _)| k == "code")
@@ -322,7 +343,7 @@ pub async fn code_entered(
     let wrong = |message: &'static str| {
         pages::render_status(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            &CodePage::new(vec![FieldError::new("code", message)]),
+            &CodePage::new(vec![FieldError::new("code", message)], next.clone()),
         )
     };
     if code.len() != 6 || !code.chars().all(|c| c.is_ascii_digit()) {
@@ -406,7 +427,7 @@ pub async fn code_entered(
             .await;
     match outcome {
         Ok(Entered::SignedIn) => {
-            let mut r = see_other("/");
+            let mut r = see_other(if next.is_empty() { "/" } else { &next });
             set_cookie(&mut r, PENDING_COOKIE, "", Some(0));
             set_cookie(&mut r, super::signin::SESSION_COOKIE, &session, None);
             r
@@ -514,6 +535,32 @@ fn entry(
     LogEntry::new(&record).ok()
 }
 
+/// A page of this site to go to after signing in: a path (never another site's address, nor
+/// the sign-in pages), or `None`.
+pub(super) fn safe_next(p: &str) -> Option<String> {
+    let ok = p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.starts_with("/sign-")
+        && p.len() <= 300
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~?=&%".contains(&b));
+    ok.then(|| p.to_owned())
+}
+
+/// The `next` of a query or a form, if it is a safe one; else empty.
+fn next_in(form: &[u8]) -> String {
+    form_pairs(form)
+        .into_iter()
+        .find(|(k, _)| k == "next")
+        .and_then(|(_, v)| safe_next(&v))
+        .unwrap_or_default()
+}
+
+/// Percent-encodes for a query's value.
+fn encode(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
 pub(super) fn plausible_email(a: &str) -> bool {
     crate::domain::registry::email_address(a) && a.len() <= 254
 }
@@ -547,5 +594,25 @@ mod tests {
         assert!(!plausible_email("sam"));
         assert!(!plausible_email("sam@localhost"));
         assert!(!plausible_email("s am@x.org"));
+    }
+
+    #[test]
+    fn only_a_page_of_this_site_is_gone_to_after_signing_in() {
+        assert_eq!(safe_next("/inbox/abc-1").as_deref(), Some("/inbox/abc-1"));
+        assert_eq!(
+            safe_next("/transfers?page=2").as_deref(),
+            Some("/transfers?page=2")
+        );
+        for bad in [
+            "//evil.example/x",
+            "https://evil.example",
+            "/sign-in",
+            "inbox",
+            "/a\\b",
+            "/<script>",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad}");
+        }
     }
 }

@@ -697,6 +697,10 @@ await step('mash-sign-in', async () => {
   const code = await newCode(MASH_EMAIL, before);
   await page.getByRole('textbox', { name: startsWith('Sign-in code') }).fill(code);
   await loading(() => page.getByRole('button', { name: 'Sign in', exact: true }).click());
+  // This sign-in page came from asking for /transfers: signing in leads back there.
+  await arrived('mash-after-sign-in', 'Your shares');
+  check(new URL(page.url()).pathname === '/transfers', `signing in led to ${page.url()}, not /transfers`);
+  await loading(() => page.getByRole('link', { name: /^Postern/ }).first().click());
   await arrived('mash-home', 'Northshire Multi-Agency Safeguarding Hub');
 });
 await step('mash-inbox', async () => {
