@@ -1219,3 +1219,48 @@ async fn a_link_followed_before_signing_in_is_where_signing_in_leads() {
     assert_eq!(a.header("location"), Some("/"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_share_may_be_about_more_than_one_child_and_each_reference_is_checked() {
+    let (d, server, sink) = gateway("").await;
+    let mut sam = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut sam, &sink, SAM).await;
+    let file = b"About two siblings.\n".repeat(10);
+    // A second reference that is not a valid NHS number: its page says which field.
+    let wrong = sam
+        .post(
+            "/share",
+            "step=what&summary=Two+siblings.&ref_scheme=case&ref_value=RY-1&ref2_scheme=nhs&ref2_value=943+476+5918&ref3_scheme=case&ref3_value=",
+        )
+        .await;
+    assert_eq!(wrong.status, 422, "{}", wrong.body);
+    assert!(
+        wrong.body.contains("href=\"#ref2_value\""),
+        "{}",
+        wrong.body
+    );
+    assert!(wrong.body.contains("NHS number in the right format"));
+    // Two children (a case reference and a sibling's NHS number): both recorded, as hashes.
+    let shared = send_share_with(
+        &mut sam,
+        "safeguarding-referral",
+        &file,
+        &[("ref2_scheme", "nhs"), ("ref2_value", "943 476 5919")],
+    )
+    .await;
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    let id = transfer_link(&shared);
+    let accepted = d
+        .all_records()
+        .into_iter()
+        .find(|r| r["kind"] == "transfer_accepted" && r["transfer_id"] == id.as_str())
+        .expect("recorded");
+    let hashes = accepted["envelope"]["subject_ref_hashes"]
+        .as_array()
+        .expect("hashes")
+        .clone();
+    assert_eq!(hashes.len(), 2, "{accepted}");
+    assert!(!accepted.to_string().contains("9434765919"));
+    // An empty third reference is no reference.
+    server.stop().await;
+}

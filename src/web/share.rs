@@ -99,7 +99,15 @@ impl Step {
             Step::Informed => &["informed", "informed_reason"],
             Step::Urgency => &["urgency", "urgency_reason"],
             Step::Request => &["request", "request_ref", "request_what"],
-            Step::What => &["summary", "ref_scheme", "ref_value"],
+            Step::What => &[
+                "summary",
+                "ref_scheme",
+                "ref_value",
+                "ref2_scheme",
+                "ref2_value",
+                "ref3_scheme",
+                "ref3_value",
+            ],
             Step::Justification => &["justification"],
             Step::Marking => &["marking", "days"],
             Step::Check => &[],
@@ -198,6 +206,13 @@ struct Cx<'a> {
     /// The largest file this gateway takes.
     max_payload: u64,
 }
+
+/// The "who is it about" pairs of the "what" page: (kind, reference); the first is required.
+const REFERENCE_FIELDS: [(&str, &str); 3] = [
+    ("ref_scheme", "ref_value"),
+    ("ref2_scheme", "ref2_value"),
+    ("ref3_scheme", "ref3_value"),
+];
 
 const REFERENCE_SCHEMES: [(&str, &str); 3] = [
     ("case", "Case reference"),
@@ -307,24 +322,31 @@ fn problems(step: Step, d: &Draft, cx: &Cx<'_>) -> Vec<FieldError> {
             if d.one("summary").is_empty() {
                 bad("summary", "Enter a summary of what you are sharing");
             }
-            let scheme = d.one("ref_scheme");
-            let value = d.one("ref_value");
-            if !REFERENCE_SCHEMES.iter().any(|(s, _)| *s == scheme) {
-                bad("ref_scheme", "Select the kind of reference");
-            } else if value.is_empty() {
-                bad(
-                    "ref_value",
-                    "Enter a reference for the child, such as a case reference",
-                );
-            } else if SubjectRef::parse(&format!("{scheme}:{value}")).is_err() {
-                bad(
-                    "ref_value",
-                    if scheme == "nhs" {
-                        "Enter the NHS number in the right format, like 943 476 5919"
-                    } else {
-                        "Enter the reference using letters, numbers and dashes, up to 128 characters"
-                    },
-                );
+            // The first reference is required; the other two are used when they are filled in
+            // (a sibling, or a second reference for the same child).
+            for (n, (scheme_field, value_field)) in REFERENCE_FIELDS.iter().enumerate() {
+                let scheme = d.one(scheme_field);
+                let value = d.one(value_field);
+                if n > 0 && value.is_empty() {
+                    continue;
+                }
+                if !REFERENCE_SCHEMES.iter().any(|(s, _)| *s == scheme) {
+                    bad(scheme_field, "Select the kind of reference");
+                } else if value.is_empty() {
+                    bad(
+                        value_field,
+                        "Enter a reference for the child, such as a case reference",
+                    );
+                } else if SubjectRef::parse(&format!("{scheme}:{value}")).is_err() {
+                    bad(
+                        value_field,
+                        if scheme == "nhs" {
+                            "Enter the NHS number in the right format, like 943 476 5919"
+                        } else {
+                            "Enter the reference using letters, numbers and dashes, up to 128 characters"
+                        },
+                    );
+                }
             }
         }
         Step::Justification => {
@@ -610,24 +632,34 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
                     "Share only what the recipient needs. Do not name people who could be harmed if their details became known.",
                 ),
             );
-            let mut scheme = field("select", "ref_scheme", "Kind of reference", None);
-            scheme.options = REFERENCE_SCHEMES
-                .iter()
-                .map(|(v, l)| opt(v, l, None))
-                .collect();
-            let r = field(
-                "text",
-                "ref_value",
-                "Reference",
-                Some(
-                    "Who the information is about, without their name: for example, a case reference or an NHS number like 943 476 5919.",
-                ),
-            );
-            (
-                "What are you sharing?".to_owned(),
-                Vec::new(),
-                vec![summary, scheme, r],
-            )
+            let mut fields = vec![summary];
+            for (n, (scheme_field, value_field)) in REFERENCE_FIELDS.iter().enumerate() {
+                let (kind, reference, hint) = match n {
+                    0 => (
+                        "Kind of reference",
+                        "Reference",
+                        "Who the information is about, without their name: for example, a case reference or an NHS number like 943 476 5919.",
+                    ),
+                    1 => (
+                        "Kind of another reference (optional)",
+                        "Another reference (optional)",
+                        "If it is also about a brother or sister, or the child has a second reference, such as an NHS number.",
+                    ),
+                    _ => (
+                        "Kind of a third reference (optional)",
+                        "A third reference (optional)",
+                        "Leave blank if there is none.",
+                    ),
+                };
+                let mut scheme = field("select", scheme_field, kind, None);
+                scheme.options = REFERENCE_SCHEMES
+                    .iter()
+                    .map(|(v, l)| opt(v, l, None))
+                    .collect();
+                fields.push(scheme);
+                fields.push(field("text", value_field, reference, Some(hint)));
+            }
+            ("What are you sharing?".to_owned(), Vec::new(), fields)
         }
         Step::Justification => {
             let f = field(
@@ -846,16 +878,17 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         lines: request,
         step: "request",
     });
-    let scheme = REFERENCE_SCHEMES
-        .iter()
-        .find(|(v, _)| *v == d.one("ref_scheme"))
-        .map_or("", |(_, l)| l);
+    let mut lines = vec![d.one("summary").to_owned()];
+    for (scheme, value) in references(d) {
+        let label = REFERENCE_SCHEMES
+            .iter()
+            .find(|(v, _)| *v == scheme)
+            .map_or("", |(_, l)| l);
+        lines.push(format!("{label}: {value}"));
+    }
     rows.push(Row {
         label: "What you are sharing",
-        lines: vec![
-            d.one("summary").to_owned(),
-            format!("{scheme}: {}", d.one("ref_value")),
-        ],
+        lines,
         step: "what",
     });
     let justification = if d.one("justification").is_empty() {
@@ -888,6 +921,17 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         decline_link: true,
     };
     pages::render_form(&page, &page.errors)
+}
+
+/// The references given on the "what" page: the first, and the others that were filled in.
+fn references(d: &Draft) -> Vec<(&str, &str)> {
+    REFERENCE_FIELDS
+        .iter()
+        .map(|(s, v)| (d.one(s), d.one(v)))
+        .enumerate()
+        .filter(|(n, (_, v))| *n == 0 || !v.is_empty())
+        .map(|(_, r)| r)
+        .collect()
 }
 
 fn size_words(bytes: u64) -> String {
@@ -1015,7 +1059,10 @@ fn envelope(d: &Draft, s: &SignedIn, file_name: Option<&str>) -> serde_json::Val
         "urgency": {"level": d.one("urgency"), "reason": reason(d.one("urgency_reason"))},
         "disclosed_summary": d.one("summary"),
         "retention": {"days": d.one("days").parse::<u32>().unwrap_or(365)},
-        "subject_refs": [format!("{}:{}", d.one("ref_scheme"), d.one("ref_value"))],
+        "subject_refs": references(d)
+            .into_iter()
+            .map(|(scheme, value)| format!("{scheme}:{value}"))
+            .collect::<Vec<_>>(),
     });
     if let Some(obj) = e.as_object_mut() {
         if d.special() {
