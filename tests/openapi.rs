@@ -2014,6 +2014,7 @@ impl Gateway {
             },
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
+            arrivals: None,
         };
         Gateway {
             app: Arc::new(app),

@@ -75,6 +75,7 @@ impl Gateway {
             limits: daemon.limits.clone(),
             wake: wake.clone(),
             max_email_bytes: daemon.smtp.max_message_bytes,
+            arrivals: None,
         });
         let ops_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ops");
         let ops_addr = ops_listener.local_addr().expect("ops addr");

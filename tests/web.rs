@@ -1264,3 +1264,51 @@ async fn a_share_may_be_about_more_than_one_child_and_each_reference_is_checked(
     // An empty third reference is no reference.
     server.stop().await;
 }
+
+/// Gateway A (the council's) delivers to the MASH at gateway B, where the MASH receives on the
+/// pages: B's people with `receive` hear of it as they do of a delivery from B itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gateways_delivery_to_a_portal_organisation_is_announced_to_its_people() {
+    let a = Deployment::with_daemon(
+        "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n",
+    );
+    let (b, sink) = deployment("").await;
+    b.accept_deliveries_from(&a);
+    let b_server = b.start().await;
+    let mash_key = b.state_dir.join("keys/orgs/northshire-mash.pub");
+    assert!(mash_key.is_file(), "B holds the MASH's key");
+    a.rewrite(
+        "organisations.toml",
+        "url = \"https://localhost:${api_port}/v1/inbound\"\nca = \"${state_dir}/pki/ca.crt\"\nage_recipients_file = \"${state_dir}/keys/orgs/northshire-mash.pub\"",
+        &format!(
+            "url = \"https://localhost:{}/v1/inbound\"\nca = \"{}\"\nage_recipients_file = \"{}\"",
+            b_server.addr.port(),
+            b.ca_path().display(),
+            mash_key.display()
+        ),
+    );
+    let a_server = a.start().await;
+    let mut council = a.connect(a_server.addr, "northshire-cc").await;
+    let env = common::envelope(serde_json::json!({ "recipients": ["northshire-mash"] }));
+    let accepted = common::submit(&mut council, &env, vec![7; 1000], None).await;
+    assert_eq!(accepted.status, 202);
+    let told = eventually(20, "the MASH's person at B is told", || async {
+        sink.received()
+            .into_iter()
+            .find(|m| m.to.iter().any(|t| t.contains(ALEX)) && contains(&m.data, b"waiting"))
+    })
+    .await;
+    assert!(told.tls);
+    let mail = String::from_utf8_lossy(&told.data).to_string();
+    let web = b_server.web.expect("web");
+    assert!(mail.contains("Northshire County Council"), "{mail}");
+    assert!(
+        mail.contains(&format!("https://localhost:{}/inbox", web.port())),
+        "{mail}"
+    );
+    for secret in ["JUSTIFICATION-SENTINEL", "SUBJECT-SENTINEL", "9434765919"] {
+        assert!(!mail.contains(secret), "no personal data in the email");
+    }
+    a_server.stop().await;
+    b_server.stop().await;
+}

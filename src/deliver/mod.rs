@@ -86,47 +86,45 @@ pub struct Deliverer {
     pub https: HttpsChannel,
     /// This gateway's API port, for `${api_port}` in endpoint URLs.
     pub api_port: u16,
-    /// The web pages' address, for the link in "a secure delivery is waiting" (portal
-    /// recipients); `None`: no pages, no such emails.
-    pub web_url: Option<String>,
+    /// "A secure delivery is waiting" for portal recipients' people.
+    pub arrivals: Arc<Arrivals>,
 }
 
 pub use crate::store::queue::Wake;
 pub use failure::{Cause, Failure};
 
-impl Deliverer {
-    pub fn new(
-        store: Store,
-        registry: Live<Registry>,
-        spool_key: Arc<SpoolKey>,
-        settings: DeliverySettings,
-        smtp: &SmtpSettings,
-        tls: &crate::config::TlsMaterial,
-        api_port: u16,
-    ) -> Result<Self, email::EmailSetupError> {
-        Ok(Deliverer {
-            email: Arc::new(EmailChannel::new(smtp)?),
-            https: HttpsChannel::new(tls.client_chain.clone(), tls.client_key.clone_key()),
-            store,
-            registry,
-            spool_key,
-            settings,
-            api_port,
-            web_url: None,
-        })
+/// Tells an organisation's people with `receive` that a delivery is waiting on the web pages,
+/// when it arrives in the inbox for a portal organisation (from this gateway's worker or from a
+/// peer gateway): the sending organisation's name and a link, no personal data; by email
+/// through the relays, TLS required. After the delivery is recorded, so it never delays or
+/// fails one.
+pub struct Arrivals {
+    email: Arc<EmailChannel>,
+    /// The pages' address, set once their listener is bound; unset: no pages, no such emails.
+    web_url: std::sync::OnceLock<String>,
+}
+
+impl Arrivals {
+    pub fn new(email: Arc<EmailChannel>) -> Self {
+        Arrivals {
+            email,
+            web_url: std::sync::OnceLock::new(),
+        }
     }
 
-    /// Tells the people who receive for a portal organisation that something is waiting: the
-    /// sending organisation's name and a link, no personal data; by email through the relays,
-    /// TLS required. After the delivery is recorded, so it never delays or fails one.
-    fn tell_receivers(
+    /// The pages' address for the links (once; a second call changes nothing).
+    pub fn set_web_url(&self, url: String) {
+        let _ = self.web_url.set(url);
+    }
+
+    pub fn tell(
         &self,
         registry: &Registry,
         recipient: &crate::domain::ids::OrgId,
         sender_name: &str,
         transfer: &str,
     ) {
-        let Some(url) = self.web_url.clone() else {
+        let Some(url) = self.web_url.get().cloned() else {
             return;
         };
         let people: Vec<(String, String)> = registry
@@ -158,6 +156,30 @@ impl Deliverer {
                 }
             }
         });
+    }
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Store,
+        registry: Live<Registry>,
+        spool_key: Arc<SpoolKey>,
+        settings: DeliverySettings,
+        smtp: &SmtpSettings,
+        tls: &crate::config::TlsMaterial,
+        api_port: u16,
+    ) -> Result<Self, email::EmailSetupError> {
+        let email = Arc::new(EmailChannel::new(smtp)?);
+        Ok(Deliverer {
+            arrivals: Arc::new(Arrivals::new(email.clone())),
+            email,
+            https: HttpsChannel::new(tls.client_chain.clone(), tls.client_key.clone_key()),
+            store,
+            registry,
+            spool_key,
+            settings,
+            api_port,
+        })
     }
 
     /// One attempt at one delivery. Everything that can go wrong on this gateway's side (its
@@ -241,7 +263,7 @@ impl Deliverer {
                     Ok(received) => match done.await {
                         Ok(Ok(_)) => {
                             if received.new && matches!(endpoint.channel, Channel::Portal { .. }) {
-                                self.tell_receivers(
+                                self.arrivals.tell(
                                     &registry,
                                     &rid,
                                     &meta.sender_name,

@@ -333,6 +333,22 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
     match inbox::receive(&app.store, &meta, &via, envelope, chunks, None).await {
         Ok(received) => {
             tracing::info!(transfer_id = %meta.transfer_id, recipient = %meta.recipient, peer = %peer.peer, new = received.new, "inbound delivery received");
+            // A portal organisation's people hear of it as of a delivery from this gateway.
+            let registry = app.registry.current();
+            let portal = registry
+                .organisation(&meta.recipient)
+                .and_then(|o| o.endpoint.as_ref())
+                .is_some_and(|e| {
+                    matches!(e.channel, crate::domain::registry::Channel::Portal { .. })
+                });
+            if let Some(arrivals) = app.arrivals.as_ref().filter(|_| received.new && portal) {
+                arrivals.tell(
+                    &registry,
+                    &meta.recipient,
+                    &meta.sender_name,
+                    &meta.transfer_id.to_string(),
+                );
+            }
             let status = if received.new {
                 StatusCode::CREATED
             } else {

@@ -57,6 +57,8 @@ pub struct App {
     pub wake: crate::store::queue::Wake,
     /// The largest payload an email recipient can be sent.
     pub max_email_bytes: u64,
+    /// Tells a portal organisation's people that a peer's delivery is waiting (`None`: never).
+    pub arrivals: Option<Arc<crate::deliver::Arrivals>>,
 }
 
 /// Refuses an upload before anything of it is read when the state directory's filesystem would

@@ -150,7 +150,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         .transpose()?;
     let wake = deliver::Wake::default();
     let spool_key = Arc::new(spool_key);
-    let mut deliverer = Deliverer::new(
+    let deliverer = Deliverer::new(
         store.clone(),
         registry.clone(),
         spool_key.clone(),
@@ -167,6 +167,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         limits: daemon.limits.clone(),
         wake: wake.clone(),
         max_email_bytes: daemon.smtp.max_message_bytes,
+        arrivals: Some(deliverer.arrivals.clone()),
     });
     tracing::info!(
         key = %checkpoint_key.public(),
@@ -193,7 +194,9 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     };
     let web_addr = web.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
     let web_url = web.as_ref().map(|(_, w)| w.address.clone());
-    deliverer.web_url = web_url.clone();
+    if let Some(url) = &web_url {
+        deliverer.arrivals.set_web_url(url.clone());
+    }
     let deliverer = Arc::new(deliverer);
     let reloader = Reloader(Arc::new(ReloaderInner {
         started: Started {
