@@ -314,6 +314,7 @@ impl Gateway {
             },
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
+            arrivals: None,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
