@@ -182,11 +182,8 @@ pub async fn add_options(State(app): State<Arc<WebApp>>, who: SignedIn) -> Respo
         .first()
         .and_then(|p| Uuid::parse_str(&p.user_id).ok())
         .or_else(random_uuid);
-    let (Some(user), Some(ceremony)) = (user, token()) else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+    let Some(user) = user else {
+        return went_wrong();
     };
     // The passkeys they have already: their authenticator will not make a second one.
     let exclude = existing
@@ -197,25 +194,31 @@ pub async fn add_options(State(app): State<Arc<WebApp>>, who: SignedIn) -> Respo
     let started =
         rp.start_passkey_registration(user, &who.person.email, &who.person.name, Some(exclude));
     let Ok((options, state)) = started else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+        return went_wrong();
     };
-    let Ok(state) = serde_json::to_string(&Registering { user, state }) else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+    let state = Registering { user, state };
+    keep_ceremony(&app, REGISTER, who.person.email.clone(), &state, &options).await
+}
+
+/// Keeps a ceremony's state in the store under a new id, and answers the script with that id
+/// and the options for the browser's WebAuthn call.
+async fn keep_ceremony(
+    app: &WebApp,
+    kind: &'static str,
+    email: String,
+    state: &impl Serialize,
+    options: &impl Serialize,
+) -> Response {
+    let (Ok(state), Some(ceremony)) = (serde_json::to_string(state), token()) else {
+        return went_wrong();
     };
     let id_hash = hash(&["ceremony", &ceremony]);
-    let email = who.person.email.clone();
     let now = unix_now();
     let kept = app
         .api
         .store
         .write(false, move |tx| {
-            kept::ceremony_put(tx.conn(), &id_hash, REGISTER, &email, &state, now)
+            kept::ceremony_put(tx.conn(), &id_hash, kind, &email, &state, now)
         })
         .await;
     if kept.is_err() {
@@ -224,6 +227,13 @@ pub async fn add_options(State(app): State<Arc<WebApp>>, who: SignedIn) -> Respo
     json(
         StatusCode::OK,
         &serde_json::json!({ "ceremony": ceremony, "options": options }),
+    )
+}
+
+fn went_wrong() -> Response {
+    refused(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong. Try again.",
     )
 }
 
@@ -268,10 +278,7 @@ pub async fn add(
         }
     };
     let Ok(json_passkey) = serde_json::to_string(&passkey) else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+        return went_wrong();
     };
     let name = passkey_name(&finish.name, now);
     let stored = StoredPasskey {
@@ -453,16 +460,10 @@ pub async fn sign_in_options(
         .filter_map(|p| serde_json::from_str(&p.passkey).ok())
         .collect();
     let Ok((options, state)) = rp.start_passkey_authentication(&creds) else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+        return went_wrong();
     };
     let Ok(mut options) = serde_json::to_value(&options) else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+        return went_wrong();
     };
     if let Some(allowed) = options["publicKey"]["allowCredentials"].as_array_mut() {
         // Real and decoy challenges alike name their credentials without transports.
@@ -488,27 +489,7 @@ pub async fn sign_in_options(
             }
         }
     }
-    let (Ok(state), Some(ceremony)) = (serde_json::to_string(&state), token()) else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
-    };
-    let id_hash = hash(&["ceremony", &ceremony]);
-    let kept = app
-        .api
-        .store
-        .write(false, move |tx| {
-            kept::ceremony_put(tx.conn(), &id_hash, SIGN_IN, &email, &state, now)
-        })
-        .await;
-    if kept.is_err() {
-        return store_down();
-    }
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "ceremony": ceremony, "options": options }),
-    )
+    keep_ceremony(&app, SIGN_IN, email, &state, &options).await
 }
 
 /// Finishes a passkey sign-in: the signature checked against the kept challenge and the
@@ -588,10 +569,7 @@ pub async fn sign_in(
         );
     };
     let Some(session) = token() else {
-        return refused(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong. Try again.",
-        );
+        return went_wrong();
     };
     let session_hash = hash(&["session", &session]);
     let idle = i64::try_from(app.settings.session_idle.as_secs()).unwrap_or(i64::MAX);
