@@ -508,7 +508,12 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                     - time::Duration::hours(i64::from(rationale_due_hours)),
             );
             let reader = Reader::open(&state_dir)?;
-            let r = search::report(reader.conn(), from.as_deref(), to.as_deref(), &cutoff)?;
+            let period = LogQuery {
+                from,
+                to,
+                ..LogQuery::default()
+            };
+            let r = search::report(reader.conn(), &period, &cutoff)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
                 return Ok(ExitCode::SUCCESS);

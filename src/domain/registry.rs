@@ -456,15 +456,31 @@ pub enum Role {
     Share,
     /// Open what arrives for the organisation.
     Receive,
+    /// A data protection officer: the transfer log's records of their own organisation
+    /// (what it sent or received, its decisions, refusals of its shares) and who looked at them.
+    Dpo,
+    /// The whole transfer log, every organisation's (e.g. the hub's DPO or Caldicott Guardian).
+    Auditor,
+    /// The registry's views, explain and reload status: no personal data.
+    Admin,
 }
 
 impl Role {
-    pub const ALL: &'static [Role] = &[Role::Share, Role::Receive];
+    pub const ALL: &'static [Role] = &[
+        Role::Share,
+        Role::Receive,
+        Role::Dpo,
+        Role::Auditor,
+        Role::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Share => "share",
             Role::Receive => "receive",
+            Role::Dpo => "dpo",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
         }
     }
 

@@ -126,6 +126,21 @@ pub enum AccessEvent {
     PasskeyRemoved,
     /// A passkey sign-in for the person failed its checks.
     PasskeyFailed,
+    /// A DPO or auditor listed the transfer log (`detail`: the filter, as in the page's URL).
+    LogListed,
+    /// A DPO or auditor opened a transfer's record.
+    RecordViewed,
+    /// A DPO or auditor searched for a person (`detail`: the subject's keyed hash, never the
+    /// identifier).
+    SubjectSearched,
+    /// A DPO or auditor exported records (`detail`: the format and the filter).
+    LogExported,
+    /// A DPO or auditor opened the report (`detail`: the period).
+    ReportViewed,
+    /// A DPO or auditor listed who looked at the log.
+    AccessListed,
+    /// A DPO or auditor ran a full verification of the log (`detail`: its result).
+    LogVerified,
 }
 
 impl AccessEvent {
@@ -143,6 +158,13 @@ impl AccessEvent {
             AccessEvent::PasskeyAdded => "passkey_added",
             AccessEvent::PasskeyRemoved => "passkey_removed",
             AccessEvent::PasskeyFailed => "passkey_failed",
+            AccessEvent::LogListed => "log_listed",
+            AccessEvent::RecordViewed => "record_viewed",
+            AccessEvent::SubjectSearched => "subject_searched",
+            AccessEvent::LogExported => "log_exported",
+            AccessEvent::ReportViewed => "report_viewed",
+            AccessEvent::AccessListed => "access_listed",
+            AccessEvent::LogVerified => "log_verified",
         }
     }
 }

@@ -174,6 +174,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         fingerprint = %checkpoint_key.public().fingerprint(),
         "transfer log checkpoints are signed with this key"
     );
+    let reloads = crate::web::oversight::ReloadStatus::default();
+    reloads.started();
     let web = match daemon.web.listen {
         Some(a) => {
             let l = TcpListener::bind(a)
@@ -182,13 +184,14 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             // Sign-in codes go out as deliveries do: the same relays, TLS required.
             let mail = Some(deliverer.email.clone());
             let bound = l.local_addr()?;
-            let web = Arc::new(crate::web::WebApp::new(
-                app.clone(),
-                daemon.web.clone(),
-                mail,
-                bound,
-            ));
-            Some((l, web))
+            let mut web = crate::web::WebApp::new(app.clone(), daemon.web.clone(), mail, bound);
+            web.oversight = Some(Arc::new(crate::web::oversight::Oversight::new(
+                daemon.state_dir.clone(),
+                vec![*checkpoint_key.public()],
+                daemon.log.checkpoint_file.clone(),
+                reloads.clone(),
+            )));
+            Some((l, Arc::new(web)))
         }
         None => None,
     };
@@ -208,6 +211,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         tls: tls.clone(),
         deliverer: deliverer.clone(),
         one_at_a_time: tokio::sync::Mutex::new(()),
+        status: reloads,
     }));
     Ok(Prepared {
         addr,
@@ -445,6 +449,8 @@ struct ReloaderInner {
     deliverer: Arc<Deliverer>,
     /// Two SIGHUPs in quick succession reload twice, in order, never interleaved.
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// What the IT team's status page shows.
+    status: crate::web::oversight::ReloadStatus,
 }
 
 struct Started {
@@ -487,6 +493,14 @@ impl Reloader {
         })
         .await
         .unwrap_or_else(|e| Err(ReloadError::Read(e.to_string())));
+        let status = &self.0.status;
+        match &outcome {
+            Ok(r) => status.loaded("SIGHUP", &r.needs_restart),
+            Err(ReloadError::Config(errors)) => {
+                status.refused("SIGHUP", errors.0.iter().map(ToString::to_string).collect());
+            }
+            Err(e) => status.refused("SIGHUP", vec![e.to_string()]),
+        }
         match &outcome {
             Ok(r) => {
                 for setting in &r.needs_restart {

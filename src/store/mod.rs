@@ -152,7 +152,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE transfers (
@@ -372,6 +372,13 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Who looked at what (the web pages' access records), found by organisation without reading
+/// the decision records around them.
+const SCHEMA_V6: &str = "
+CREATE INDEX log_access ON log(sender, seq) WHERE kind = 'person_access';
+CREATE INDEX log_access_all ON log(seq) WHERE kind = 'person_access';
+";
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -396,6 +403,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         }
         if version < 5 {
             tx.execute_batch(web::SCHEMA_V5)?;
+        }
+        if version < 6 {
+            tx.execute_batch(SCHEMA_V6)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -961,7 +971,49 @@ pub struct LogFilter {
     pub transfer_id: Option<String>,
     pub sender: Option<String>,
     pub kind: Option<String>,
+    /// Only records before this sequence number (paging newest first).
+    pub before: Option<i64>,
     pub limit: Option<usize>,
+}
+
+/// Log records matching `f`, newest first.
+pub fn log_records(conn: &Connection, f: &LogFilter) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut sql = String::from(
+        "SELECT seq, at, kind, transfer_id, sender, code, body, hash FROM log WHERE 1=1",
+    );
+    let mut args: Vec<String> = Vec::new();
+    for (col, val) in [
+        ("transfer_id", &f.transfer_id),
+        ("sender", &f.sender),
+        ("kind", &f.kind),
+        ("seq <", &f.before.map(|b| b.to_string())),
+    ] {
+        if let Some(v) = val {
+            args.push(v.clone());
+            let op = if col.ends_with('<') { "" } else { " =" };
+            sql.push_str(&format!(" AND {col}{op} ?{}", args.len()));
+        }
+    }
+    sql.push_str(" ORDER BY seq DESC");
+    if let Some(n) = f.limit {
+        sql.push_str(&format!(" LIMIT {n}"));
+    }
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        let body: Vec<u8> = r.get(6)?;
+        let hash: Vec<u8> = r.get(7)?;
+        Ok(StoredRecord {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            kind: r.get(2)?,
+            transfer_id: r.get(3)?,
+            sender: r.get(4)?,
+            code: r.get(5)?,
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            hash: hex::encode(hash),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The stored first answer for a sender's Idempotency-Key, if any.
@@ -1050,40 +1102,7 @@ impl Reader {
 
     /// Log records, newest first.
     pub fn records(&self, f: &LogFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut sql = String::from(
-            "SELECT seq, at, kind, transfer_id, sender, code, body, hash FROM log WHERE 1=1",
-        );
-        let mut args: Vec<String> = Vec::new();
-        for (col, val) in [
-            ("transfer_id", &f.transfer_id),
-            ("sender", &f.sender),
-            ("kind", &f.kind),
-        ] {
-            if let Some(v) = val {
-                args.push(v.clone());
-                sql.push_str(&format!(" AND {col} = ?{}", args.len()));
-            }
-        }
-        sql.push_str(" ORDER BY seq DESC");
-        if let Some(n) = f.limit {
-            sql.push_str(&format!(" LIMIT {n}"));
-        }
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            let body: Vec<u8> = r.get(6)?;
-            let hash: Vec<u8> = r.get(7)?;
-            Ok(StoredRecord {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                kind: r.get(2)?,
-                transfer_id: r.get(3)?,
-                sender: r.get(4)?,
-                code: r.get(5)?,
-                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                hash: hex::encode(hash),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        log_records(&self.conn, f)
     }
 
     pub fn deliveries(&self, transfer_id: &str) -> Result<Vec<RecipientStatus>, StoreError> {

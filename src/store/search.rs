@@ -46,6 +46,11 @@ pub struct LogQuery {
     pub delivery_state: Option<String>,
     /// The keyed hash of a subject reference (`SubjectRef::hash`).
     pub subject_hash: Option<String>,
+    /// Records this organisation is a party to: it sent them (or made the decision), or is
+    /// among their recipients. A DPO's view of the log is always narrowed by this.
+    pub party: Option<String>,
+    /// Only records before this sequence number (the next page of a newest-first listing).
+    pub before: Option<i64>,
     pub limit: Option<usize>,
     /// Oldest first (exports) rather than newest first (listings).
     pub oldest_first: bool,
@@ -155,6 +160,12 @@ fn conditions(q: &LogQuery) -> (String, Vec<String>) {
         " AND f.seq IN (SELECT seq FROM log_subjects WHERE subject_hash = ?)",
         &q.subject_hash,
     );
+    // Both `?` become the same numbered parameter.
+    push(
+        " AND (f.sender = ? OR EXISTS (SELECT 1 FROM log_recipients r WHERE r.recipient = ? AND r.seq = f.seq))",
+        &q.party,
+    );
+    push(" AND f.seq < ?", &q.before.map(|b| b.to_string()));
     (sql, args)
 }
 
@@ -272,13 +283,14 @@ fn counts(
 /// their rationale; deliveries that died.
 pub fn report(
     conn: &Connection,
-    from: Option<&str>,
-    to: Option<&str>,
+    period: &LogQuery,
     rationale_cutoff: &str,
 ) -> Result<Report, StoreError> {
+    // The period and the party only: a report is a whole picture of both.
     let q = LogQuery {
-        from: from.map(str::to_owned),
-        to: to.map(str::to_owned),
+        from: period.from.clone(),
+        to: period.to.clone(),
+        party: period.party.clone(),
         ..LogQuery::default()
     };
     let (cond, args) = conditions(&q);

@@ -16,8 +16,11 @@
 
 mod decline;
 mod inbox;
+mod log_pages;
+pub mod oversight;
 mod pages;
 mod passkeys;
+mod registry;
 mod share;
 mod signin;
 mod transfers;
@@ -56,6 +59,9 @@ pub struct WebApp {
     pub address: String,
     /// The passkey relying party: `None` when the address is an IP address.
     pub passkeys: Option<Arc<webauthn_rs::Webauthn>>,
+    /// The log's verification and the configuration's reload status, for the DPO's and IT
+    /// team's pages (`None`: those pages say the status is unknown).
+    pub oversight: Option<Arc<oversight::Oversight>>,
 }
 
 impl WebApp {
@@ -81,6 +87,7 @@ impl WebApp {
             print_codes: false,
             address,
             passkeys,
+            oversight: None,
         }
     }
 }
@@ -121,6 +128,20 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/transfers/{id}", get(transfers::detail))
         .route("/transfers/{id}/rationale", post(decline::rationale))
         .route("/decline", get(decline::start).post(decline::record))
+        .route("/log", get(log_pages::list))
+        .route("/log/transfer/{id}", get(log_pages::record))
+        .route(
+            "/log/subject",
+            get(log_pages::subject_form).post(log_pages::subject),
+        )
+        .route("/log/export", get(log_pages::export))
+        .route("/log/report", get(log_pages::report))
+        .route("/log/access", get(log_pages::access))
+        .route("/log/verify", post(log_pages::verify))
+        .route("/registry", get(registry::overview))
+        .route("/registry/{org}", get(registry::organisation))
+        .route("/explain", get(registry::explain))
+        .route("/status", get(registry::status))
         .route("/accessibility", get(pages::accessibility))
         .route("/assets/postern.css", get(pages::stylesheet))
         .route("/assets/postern.js", get(pages::script))
@@ -206,11 +227,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = app.api.limits.clone();
+    // The log's verification status, kept current for the DPO's pages; ends with the pages.
+    let verifying = app
+        .oversight
+        .clone()
+        .map(|o| tokio::spawn(o.keep_current()));
     let router = router(app);
-    accept_loop(listener, &tls, &limits, shutdown, "web: ", move |a| {
+    let served = accept_loop(listener, &tls, &limits, shutdown, "web: ", move |a| {
         connection(a, router.clone())
     })
-    .await
+    .await;
+    if let Some(v) = verifying {
+        v.abort();
+    }
+    served
 }
 
 /// One connection: the TLS handshake (no client certificate), then HTTP/1.1 with the client's

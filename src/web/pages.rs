@@ -11,6 +11,10 @@ use crate::store::StoreError;
 pub struct Who {
     pub name: String,
     pub org: String,
+    /// A DPO or auditor: the header links to the transfer log.
+    pub log: bool,
+    /// The IT team: the header links to the registry.
+    pub admin: bool,
 }
 
 /// A field's error: the field's id (the error summary links to it) and what to do.

@@ -510,7 +510,7 @@ pub fn item_entry(
     entry(p, event, ip, transfer_id, inbox_id, detail)
 }
 
-fn entry(
+pub(super) fn entry(
     p: &Person,
     event: AccessEvent,
     ip: &str,

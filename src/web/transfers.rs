@@ -96,6 +96,8 @@ pub fn who(s: &SignedIn) -> Option<Who> {
     Some(Who {
         name: s.person.name.clone(),
         org: s.org_name.clone(),
+        log: s.person.may(Role::Dpo) || s.person.may(Role::Auditor),
+        admin: s.person.may(Role::Admin),
     })
 }
 

@@ -21,6 +21,8 @@ use postern_gateway::store::{LogFilter, Reader};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub mod web;
+
 /// The demo organisations plus two that exist only to test agreements: one whose only agreement
 /// has expired, one with no agreement at all.
 pub fn organisations_toml() -> String {
