@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use std::io::Write;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
 use postern_gateway::domain::subject::SubjectRef;
 use postern_gateway::log::StoredRecord;
@@ -128,24 +128,12 @@ pub enum LogCommand {
     AcceptHead(crate::cli::log_verify::AcceptArgs),
 }
 
-/// A `--from`/`--to` value as the stored form (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC), which
-/// compares correctly as text. A date `--to` means the end of that day.
+/// A `--from`/`--to` value as the stored form (see [`search::time_bound`]).
 fn bound(flag: &str, v: &str, end: bool) -> anyhow::Result<String> {
-    use time::format_description::well_known::Rfc3339;
-    let date = time::macros::format_description!("[year]-[month]-[day]");
-    let at = if let Ok(d) = time::Date::parse(v, date) {
-        let d = if end {
-            d.next_day().context("date out of range")?
-        } else {
-            d
-        };
-        d.midnight().assume_utc()
-    } else if let Ok(t) = time::OffsetDateTime::parse(v, &Rfc3339) {
-        t.to_offset(time::UtcOffset::UTC)
-    } else {
-        bail!("--{flag} `{v}` is neither a date (YYYY-MM-DD) nor an RFC 3339 time");
-    };
-    Ok(postern_gateway::clock::stamp(at))
+    match search::time_bound(v, end) {
+        Some(b) => Ok(b),
+        None => bail!("--{flag} `{v}` is neither a date (YYYY-MM-DD) nor an RFC 3339 time"),
+    }
 }
 
 impl Filters {
@@ -216,87 +204,19 @@ fn table(out: &mut impl Write, rows: &[DecisionRow]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The columns of `log export --format csv`: the filing columns, then the record's own fields a
-/// spreadsheet needs; `record` holds the whole record as chained (JSON).
-const CSV_HEADER: [&str; 22] = [
-    "seq",
-    "at",
-    "kind",
-    "decision",
-    "transfer_id",
-    "sender",
-    "recipients",
-    "originator",
-    "purpose",
-    "lawful_basis",
-    "marking",
-    "urgency",
-    "code",
-    "correction_of",
-    "rationale_pending",
-    "justification",
-    "data_categories",
-    "consent",
-    "subject_informed",
-    "practitioner",
-    "hash",
-    "record",
-];
-
-fn csv_row(r: &DecisionRow) -> Vec<String> {
-    let e = |path: &[&str]| {
-        let v = path.iter().try_fold(&r.record, |v, k| v.get(k));
-        match v {
-            None | Some(serde_json::Value::Null) => String::new(),
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| x.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(";"),
-            Some(other) => other.to_string(),
-        }
-    };
-    let o = |v: &Option<String>| v.clone().unwrap_or_default();
-    vec![
-        r.seq.to_string(),
-        r.at.clone(),
-        r.kind.clone(),
-        r.decision.clone(),
-        o(&r.transfer_id),
-        o(&r.sender),
-        r.recipients.join(";"),
-        o(&r.originator),
-        o(&r.purpose),
-        o(&r.lawful_basis),
-        o(&r.marking),
-        o(&r.urgency),
-        o(&r.code),
-        o(&r.correction_of),
-        r.rationale_pending.to_string(),
-        e(&["envelope", "justification"]),
-        e(&["envelope", "data_categories"]),
-        e(&["envelope", "consent", "status"]),
-        e(&["envelope", "subject_informed", "status"]),
-        e(&["envelope", "practitioner", "name"]),
-        r.hash.clone(),
-        r.record.to_string(),
-    ]
-}
-
 /// Streams the export: one row is formatted and written at a time.
 fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
     let stdout = std::io::stdout().lock();
     if format == "csv" {
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(stdout));
-        w.write_record(CSV_HEADER)?;
+        w.write_record(search::CSV_HEADER)?;
         // JSONL is data for programs; CSV is opened in spreadsheets, so no cell may be a formula.
         let r = search::for_each_decision(reader.conn(), q, |row| {
-            w.write_record(csv_row(&row).into_iter().map(search::spreadsheet_safe))
+            w.write_record(
+                search::csv_row(&row)
+                    .into_iter()
+                    .map(search::spreadsheet_safe),
+            )
         });
         w.flush()?;
         Ok(r?)
@@ -458,12 +378,12 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             let key = postern_gateway::config::daemon::read_subject_key(&key_path)
                 .map_err(|e| anyhow::anyhow!("subject key: {e}"))?;
             let reader = Reader::open(&state_dir)?;
-            let q = LogQuery {
-                subject_hash: Some(subject.hash(&key).as_str().to_owned()),
-                oldest_first: true,
-                ..LogQuery::default()
-            };
-            let rows = search::decisions(reader.conn(), &q)?;
+            let hashes: Vec<String> = subject
+                .search_hashes(&key)
+                .iter()
+                .map(|h| h.as_str().to_owned())
+                .collect();
+            let rows = search::about(reader.conn(), &hashes, None)?;
             if json {
                 for r in &rows {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;

@@ -2,7 +2,8 @@
 //!
 //! The transfer log must let a DPO find every share about a person without itself holding the
 //! person's identifiers in clear. So references are normalised (scheme in lower case, all
-//! whitespace removed: the same person however the number was typed) and stored only as
+//! whitespace removed: the same person however the number was typed), folded to upper case for
+//! hashing (a DPO types `abc123` for a case the practitioner wrote `ABC123`), and stored only as
 //! HMAC-SHA256 under the deployment's secret key. Without the key the hashes cannot be reversed
 //! by trying every NHS number.
 
@@ -99,7 +100,33 @@ impl SubjectRef {
         format!("{}:{}", self.scheme, self.value)
     }
 
+    /// The keyed hash the log files the reference under: the same whatever the value's case.
+    /// The reference sealed for the recipient keeps the case it was given in.
     pub fn hash(&self, key: &SubjectKey) -> SubjectHash {
+        key.hash(&format!("{}:{}", self.scheme, self.value.to_uppercase()))
+    }
+
+    /// Every keyed hash a person's records may be filed under: the case-folded one, and the
+    /// as-given hashes of the reference as typed, in upper and in lower case (records written
+    /// before hashes were case-folded).
+    pub fn search_hashes(&self, key: &SubjectKey) -> Vec<SubjectHash> {
+        let mut out = vec![self.hash(key)];
+        for v in [
+            self.value.clone(),
+            self.value.to_uppercase(),
+            self.value.to_lowercase(),
+        ] {
+            let h = key.hash(&format!("{}:{v}", self.scheme));
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
+    }
+
+    /// The keyed hash of the reference exactly as given: how records written before hashes
+    /// were case-folded are filed, for subject searches to find them too.
+    pub fn hash_as_given(&self, key: &SubjectKey) -> SubjectHash {
         key.hash(&self.expose())
     }
 }
@@ -179,6 +206,11 @@ mod tests {
         let b = SubjectRef::parse(" NHS : 943 476 5919 ").unwrap().hash(&k);
         assert_eq!(a, b);
         assert_eq!(a, SubjectRef::parse("nhs:943-476-5919").unwrap().hash(&k));
+        // Case does not matter: a DPO may type a reference in another case than it was shared in.
+        assert_eq!(
+            SubjectRef::parse("case:Riv-Case-42").unwrap().hash(&k),
+            SubjectRef::parse("CASE:riv-case-42").unwrap().hash(&k)
+        );
         // Only NHS numbers lose their hyphens: other schemes' references may contain them.
         assert_ne!(
             SubjectRef::parse("case:AB-12").unwrap().hash(&k),

@@ -22,6 +22,95 @@ pub fn spreadsheet_safe(cell: String) -> String {
     }
 }
 
+/// The columns of `log export --format csv`: the filing columns, then the record's own fields a
+/// spreadsheet needs; `record` holds the whole record as chained (JSON).
+pub const CSV_HEADER: [&str; 22] = [
+    "seq",
+    "at",
+    "kind",
+    "decision",
+    "transfer_id",
+    "sender",
+    "recipients",
+    "originator",
+    "purpose",
+    "lawful_basis",
+    "marking",
+    "urgency",
+    "code",
+    "correction_of",
+    "rationale_pending",
+    "justification",
+    "data_categories",
+    "consent",
+    "subject_informed",
+    "practitioner",
+    "hash",
+    "record",
+];
+
+pub fn csv_row(r: &DecisionRow) -> Vec<String> {
+    let e = |path: &[&str]| {
+        let v = path.iter().try_fold(&r.record, |v, k| v.get(k));
+        match v {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+            Some(other) => other.to_string(),
+        }
+    };
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    vec![
+        r.seq.to_string(),
+        r.at.clone(),
+        r.kind.clone(),
+        r.decision.clone(),
+        o(&r.transfer_id),
+        o(&r.sender),
+        r.recipients.join(";"),
+        o(&r.originator),
+        o(&r.purpose),
+        o(&r.lawful_basis),
+        o(&r.marking),
+        o(&r.urgency),
+        o(&r.code),
+        o(&r.correction_of),
+        r.rationale_pending.to_string(),
+        e(&["envelope", "justification"]),
+        e(&["envelope", "data_categories"]),
+        e(&["envelope", "consent", "status"]),
+        e(&["envelope", "subject_informed", "status"]),
+        e(&["envelope", "practitioner", "name"]),
+        r.hash.clone(),
+        r.record.to_string(),
+    ]
+}
+
+/// A `from`/`to` bound as a DPO gives it (a date, `YYYY-MM-DD`, or an RFC 3339 time) in the
+/// stored form (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC), which compares correctly as text. An `end`
+/// date means the end of that day (the bound is exclusive). `None`: neither form.
+pub fn time_bound(v: &str, end: bool) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    let at = if let Ok(d) = time::Date::parse(v.trim(), date) {
+        let d = if end { d.next_day()? } else { d };
+        d.midnight().assume_utc()
+    } else {
+        time::OffsetDateTime::parse(v.trim(), &Rfc3339)
+            .ok()?
+            .to_offset(time::UtcOffset::UTC)
+    };
+    Some(crate::clock::stamp(at))
+}
+
 /// Which decision records to find. Every field set narrows the result (AND).
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
@@ -37,6 +126,9 @@ pub struct LogQuery {
     pub lawful_basis: Option<String>,
     /// The normalised marking, e.g. `OFFICIAL-SENSITIVE PERSONAL`.
     pub marking: Option<String>,
+    /// A marking level, with or without a descriptor: `OFFICIAL-SENSITIVE` finds
+    /// `OFFICIAL-SENSITIVE` and `OFFICIAL-SENSITIVE PERSONAL`.
+    pub marking_level: Option<String>,
     /// `shared`, `refused`, `rejected`, `declined` or `inbound_refused`.
     pub decision: Option<String>,
     /// `routine` or `urgent`.
@@ -150,6 +242,10 @@ fn conditions(q: &LogQuery) -> (String, Vec<String>) {
     push(" AND f.purpose = ?", &q.purpose);
     push(" AND f.lawful_basis = ?", &q.lawful_basis);
     push(" AND f.marking = ?", &q.marking);
+    push(
+        " AND (f.marking = ? OR f.marking LIKE ? || ' %')",
+        &q.marking_level,
+    );
     push(" AND f.decision = ?", &q.decision);
     push(" AND f.urgency = ?", &q.urgency);
     push(
@@ -217,6 +313,28 @@ pub fn decisions(conn: &Connection, q: &LogQuery) -> Result<Vec<DecisionRow>, St
         SearchError::Output(never) => match never {},
     })?;
     Ok(out)
+}
+
+/// Every decision record filed under any of `hashes` (a person's, see
+/// `SubjectRef::search_hashes`), oldest first, narrowed to `party`'s when given.
+pub fn about(
+    conn: &Connection,
+    hashes: &[String],
+    party: Option<&str>,
+) -> Result<Vec<DecisionRow>, StoreError> {
+    let mut all = Vec::new();
+    for h in hashes {
+        let q = LogQuery {
+            subject_hash: Some(h.clone()),
+            party: party.map(str::to_owned),
+            oldest_first: true,
+            ..LogQuery::default()
+        };
+        all.extend(decisions(conn, &q)?);
+    }
+    all.sort_by_key(|r| r.seq);
+    all.dedup_by_key(|r| r.seq);
+    Ok(all)
 }
 
 /// Decision records that correct the given transfer (`correction_of` = it).

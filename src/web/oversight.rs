@@ -214,12 +214,41 @@ impl Oversight {
             .clone()
     }
 
-    /// Keeps the status current: a check at start, then every `every`.
+    /// Keeps the status current: a check at start, then again whenever records were added
+    /// (and at least every `every`), pausing twenty times as long as the last check took, so
+    /// that checking a large log takes at most a twentieth of a core.
     pub async fn keep_current(self: Arc<Self>) {
+        let mut checked: Option<(Option<i64>, std::time::Instant)> = None;
         loop {
-            self.verify_and_keep().await.ok();
-            tokio::time::sleep(self.every).await;
+            let head = self.head().await;
+            let due = match &checked {
+                None => true,
+                Some((h, at)) => *h != head || at.elapsed() >= self.every,
+            };
+            let mut pause = Duration::from_secs(5);
+            if due {
+                if let Ok(v) = self.verify_and_keep().await {
+                    pause = pause.max(v.took.saturating_mul(20));
+                }
+                checked = Some((head, std::time::Instant::now()));
+            }
+            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// The log's last record, read cheaply (`None`: empty or unreadable).
+    async fn head(&self) -> Option<i64> {
+        let dir = self.state_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = Reader::open(&dir).ok()?;
+            r.conn()
+                .query_row("SELECT MAX(seq) FROM log", [], |row| row.get(0))
+                .ok()
+                .flatten()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The status line every log page and every export carries.
