@@ -5,8 +5,11 @@
 //! it in "What has arrived" and downloads exactly the file the club uploaded. axe-core (WCAG 2.2
 //! A and AA tags) on every page, with zero violations, and no sideways scrolling at 400% zoom.
 //! Millbrook Academy requires passkeys: its DSL signs in with a code once, adds a passkey
-//! (Chromium's virtual authenticator), signs in with it, and is then sent no code. Run with
-//! JavaScript on and off.
+//! (Chromium's virtual authenticator), signs in with it, and is then sent no code. The MASH's
+//! DPO filters the transfer log, opens a record, finds the child by the club's reference, exports,
+//! reads the report, and goes from a refusal to explain; the council's IT officer reads the
+//! registry and the configuration's status. Run with JavaScript on and off. Then a record is
+//! altered in the database, and "verify now" must report it broken, at that record.
 //!
 //! Needs chromium, node and `npm ci --prefix tests/browser`. Without them it prints one loud
 //! SKIPPED line, unless POSTERN_REQUIRE_BROWSER=1 (as `.ci/run` sets), when it fails.
@@ -106,9 +109,23 @@ impl Demo {
 
 /// Runs the journey; returns its RESULT object.
 fn journey(demo: &Demo, url: &str, js: &str, shots: &Path) -> serde_json::Value {
+    run_journey(demo, url, js, shots, &[], 20)
+}
+
+/// Runs journey.mjs with `extra` environment; it must pass, with at least `min_pages` pages
+/// checked by axe and no violation.
+fn run_journey(
+    demo: &Demo,
+    url: &str,
+    js: &str,
+    shots: &Path,
+    extra: &[(&str, String)],
+    min_pages: u64,
+) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("node")
         .arg(root.join("tests/browser/journey.mjs"))
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .env("POSTERN_WEB_URL", url)
         .env("POSTERN_CODE_FILE", &demo.out)
         .env("POSTERN_SHOTS_DIR", shots)
@@ -136,7 +153,7 @@ fn journey(demo: &Demo, url: &str, js: &str, shots: &Path) -> serde_json::Value 
         serde_json::json!([]),
         "axe violations:\n{stdout}"
     );
-    assert!(v["pages"].as_u64().unwrap_or(0) >= 20, "{stdout}");
+    assert!(v["pages"].as_u64().unwrap_or(0) >= min_pages, "{stdout}");
     v
 }
 
@@ -161,6 +178,14 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
             "what the MASH downloads is what the club uploaded: {r}"
         );
         assert_eq!(r["refused"]["status"], 403, "{r}");
+        // The DPO filtered, opened a record, found the child by reference, exported, read the
+        // report and went from a refusal to explain.
+        let dpo = &r["dpo"];
+        assert_eq!(dpo["filtered"], true, "{r}");
+        assert_eq!(dpo["record"], true, "{r}");
+        assert!(dpo["subject"].as_u64().unwrap_or(0) >= 2, "{r}");
+        assert!(dpo["exported"].as_u64().unwrap_or(0) >= 1, "{r}");
+        assert_eq!(dpo["explained"], true, "{r}");
         if js == "on" {
             assert_eq!(
                 r["passkey"],
@@ -169,6 +194,40 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
             );
         }
     }
+    // A record altered behind the gateway's back: "verify now" must say where, and every log
+    // page must carry it.
+    let db = rusqlite::Connection::open(postern_gateway::store::db_path(&demo.state)).expect("db");
+    let (seq, mut body): (i64, Vec<u8>) = db
+        .query_row(
+            "SELECT seq, body FROM log WHERE kind = 'transfer_accepted' ORDER BY seq LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a shared record");
+    let at = body
+        .windows(7)
+        .position(|w| w == b"routine")
+        .expect("a byte to alter");
+    body[at] = b'R';
+    db.execute(
+        "UPDATE log SET body = ?1 WHERE seq = ?2",
+        rusqlite::params![body, seq],
+    )
+    .expect("alter");
+    drop(db);
+    let r = run_journey(
+        &demo,
+        &url,
+        "off",
+        shots.path(),
+        &[
+            ("POSTERN_JOURNEY", "tampered".into()),
+            ("POSTERN_TAMPERED_SEQ", seq.to_string()),
+        ],
+        4,
+    );
+    assert_eq!(r["tampered"]["broken"], true, "{r}");
+    assert_eq!(r["tampered"]["seq"], seq, "{r}");
     // Every sign-in, view, download and acknowledgement was recorded with the person.
     let reader = postern_gateway::store::Reader::open(&demo.state).expect("store");
     let records = reader
@@ -185,6 +244,12 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
         ("sam@riverside-youth.example", "signed_out"),
         ("jo@millbrook-academy.example", "passkey_added"),
         ("jo@millbrook-academy.example", "code_withheld"),
+        ("priya@northshire-mash.example", "log_listed"),
+        ("priya@northshire-mash.example", "record_viewed"),
+        ("priya@northshire-mash.example", "subject_searched"),
+        ("priya@northshire-mash.example", "log_exported"),
+        ("priya@northshire-mash.example", "report_viewed"),
+        ("priya@northshire-mash.example", "log_verified"),
     ] {
         assert!(
             records

@@ -1,7 +1,8 @@
-//! `postern explain`: runs the gateway's real policy decision ([`policy::evaluate`]) for a
-//! share described on the command line, sends nothing and records nothing, and prints every
-//! rule it checked, which agreement allowed the share, or which rule refused it and why. What an
-//! IT team runs when a practitioner asks "why was my transfer refused?".
+//! `postern explain`: runs the gateway's real policy decision for a share described on the
+//! command line (through [`explain::explain`], as the IT team's explain page does), sends
+//! nothing and records nothing, and prints every rule it checked, which agreement allowed the
+//! share, or which rule refused it and why. What an IT team runs when a practitioner asks "why
+//! was my transfer refused?".
 //!
 //! Exit status: 0 the share would be allowed; 77 it would be refused; 65 the description is
 //! not a valid envelope; 64 the configuration is invalid.
@@ -12,9 +13,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use postern_gateway::config::{self, LoadOptions, Overrides};
-use postern_gateway::domain::envelope::{self, EnvelopeError, ParseContext};
-use postern_gateway::domain::ids::OrgId;
-use postern_gateway::domain::policy::{self, Decision};
+use postern_gateway::domain::envelope::EnvelopeError;
+use postern_gateway::domain::explain::{self, ExplainError, Explained, Question};
+use postern_gateway::domain::policy::Decision;
 use serde_json::json;
 
 use super::{EX_DATAERR, EX_NOPERM, EX_USAGE, exit};
@@ -62,34 +63,22 @@ pub struct ExplainArgs {
     json: bool,
 }
 
-/// An envelope with the share's description and neutral values for everything the policy
-/// does not look at (the justification, the practitioner, ...).
-fn envelope_json(a: &ExplainArgs) -> serde_json::Value {
-    let mut e = json!({
-        "recipients": a.to,
-        "purpose": a.purpose,
-        "justification": "(postern explain: no transfer)",
-        "lawful_basis": a.lawful_basis,
-        "data_categories": a.data_categories,
-        "marking": a.marking,
-        "practitioner": {"name": "postern explain", "role": "-", "contact": "-"},
-        "consent": {"status": "not_sought", "reason": "postern explain"},
-        "subject_informed": {"informed": true},
-        "urgency": {"level": "routine"},
-        "disclosed_summary": "(postern explain: no transfer)",
-        "retention": {"days": 30},
-        "subject_refs": ["case:POSTERN-EXPLAIN"],
-    });
-    for (key, value) in [
-        ("special_category_condition", &a.special_category_condition),
-        ("originator", &a.originator),
-        ("originator_permission_ref", &a.originator_permission_ref),
-    ] {
-        if let Some(v) = value {
-            e[key] = json!(v);
+impl ExplainArgs {
+    /// The share the options describe, as the library's explain takes it.
+    fn question(&self) -> Question {
+        Question {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            purpose: self.purpose.clone(),
+            lawful_basis: self.lawful_basis.clone(),
+            marking: self.marking.clone(),
+            data_categories: self.data_categories.clone(),
+            special_category_condition: self.special_category_condition.clone(),
+            originator: self.originator.clone(),
+            originator_permission_ref: self.originator_permission_ref.clone(),
+            on: self.on.clone(),
         }
     }
-    e
 }
 
 pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -111,36 +100,25 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let registry = &config.registry;
-    let Ok(sender) = a.from.parse::<OrgId>() else {
-        eprintln!("postern: --from `{}` is not an organisation id", a.from);
-        return Ok(exit(EX_DATAERR));
-    };
-    let now = match &a.on {
-        None => postern_gateway::clock::now(),
-        Some(d) => {
-            let format = time::macros::format_description!("[year]-[month]-[day]");
-            match time::Date::parse(d, format) {
-                Ok(date) => date.midnight().assume_utc(),
-                Err(_) => {
-                    eprintln!("postern: --on `{d}` is not a date (YYYY-MM-DD)");
-                    return Ok(exit(EX_DATAERR));
-                }
-            }
-        }
-    };
-    let bytes = serde_json::to_vec(&envelope_json(&a))?;
-    let cx = ParseContext {
-        sender: &sender,
-        marking: &registry.marking,
-        today: now.date(),
-    };
-    let envelope = match envelope::parse_json(&bytes, &cx) {
+    let Explained {
+        sender,
+        as_of: now,
+        evaluation: ev,
+    } = match explain::explain(registry, &a.question(), postern_gateway::clock::now()) {
         Ok(e) => e,
-        Err(EnvelopeError::Malformed(m)) => {
+        Err(ExplainError::Sender(from)) => {
+            eprintln!("postern: --from `{from}` is not an organisation id");
+            return Ok(exit(EX_DATAERR));
+        }
+        Err(ExplainError::Date(d)) => {
+            eprintln!("postern: --on `{d}` is not a date (YYYY-MM-DD)");
+            return Ok(exit(EX_DATAERR));
+        }
+        Err(ExplainError::Envelope(EnvelopeError::Malformed(m))) => {
             eprintln!("postern: {m}");
             return Ok(exit(EX_DATAERR));
         }
-        Err(EnvelopeError::Invalid(errors)) => {
+        Err(ExplainError::Envelope(EnvelopeError::Invalid(errors))) => {
             eprintln!("postern: this does not describe a valid share:");
             for e in errors {
                 eprintln!("  {}: {}", e.field, e.message);
@@ -148,7 +126,6 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
             return Ok(exit(EX_DATAERR));
         }
     };
-    let ev = policy::evaluate(registry, &sender, &envelope, now);
     let mut out = std::io::stdout().lock();
     if a.json {
         let decision = match &ev.decision {

@@ -6,6 +6,7 @@ pub mod choices;
 pub mod decision;
 pub(crate) mod delivery;
 pub mod envelope;
+pub mod explain;
 mod fields;
 pub mod ids;
 pub(crate) mod inbound;

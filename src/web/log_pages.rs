@@ -27,7 +27,7 @@ use super::transfers::{recipient_line, reference, who};
 use super::{ClientAddr, WebApp};
 use crate::domain::choices;
 use crate::domain::lawful::LawfulBasis;
-use crate::domain::registry::{Registry, Role};
+use crate::domain::registry::Registry;
 use crate::domain::subject::SubjectRef;
 use crate::log::StoredRecord;
 use crate::log::record::AccessEvent;
@@ -888,7 +888,7 @@ pub async fn record(
         ),
         _ => None,
     };
-    let explain = (d.decision == "refused" && s.person.may(Role::Admin))
+    let explain = (d.decision == "refused")
         .then(|| explain_link(&d, b))
         .flatten();
     let person_name = |email: &str| {

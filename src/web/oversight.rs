@@ -77,6 +77,22 @@ pub fn require_admin(s: &SignedIn) -> Result<(), Response> {
     }
 }
 
+/// Explain shows rules, not records: the IT team uses it, and so do the DPOs and auditors a
+/// refusal in the log sends there ("why was this refused?").
+pub fn may_explain(s: &SignedIn) -> Result<(), Response> {
+    if [Role::Admin, Role::Dpo, Role::Auditor]
+        .iter()
+        .any(|r| s.person.may(*r))
+    {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "Explain is for your IT team and data protection officers",
+            "Your account does not have the admin, DPO or auditor role. Ask your IT team why a share would be refused.",
+        ))
+    }
+}
+
 fn forbidden(title: &str, message: &str) -> Response {
     pages::problem(StatusCode::FORBIDDEN, title, message)
 }

@@ -28,6 +28,13 @@ const EMAIL = 'sam@riverside-youth.example';
 const MASH_EMAIL = 'alex@northshire-mash.example';
 // Millbrook Academy requires passkeys (sign_in = "passkey" in the demo's organisations.toml).
 const DSL_EMAIL = 'jo@millbrook-academy.example';
+// The MASH's DPO and Caldicott Guardian (roles dpo, auditor), and the council's IT officer (admin).
+const DPO_EMAIL = 'priya@northshire-mash.example';
+const ADMIN_EMAIL = 'morgan@northshire-cc.example';
+// `full` (the whole journey) or `tampered`: the DPO verifies a log whose record
+// POSTERN_TAMPERED_SEQ the test altered, and must see it reported broken there.
+const PART = env.POSTERN_JOURNEY || 'full';
+const TAMPERED_SEQ = env.POSTERN_TAMPERED_SEQ || '';
 
 const ACTION_TIMEOUT_MS = 10_000; // one click, fill or wait for an element
 const NAV_TIMEOUT_MS = 20_000; // one page load
@@ -71,6 +78,8 @@ const state = {
   mashSha256: null,
   refused: null,
   passkey: null, // {added, signed_in, code_withheld}, with JavaScript on
+  dpo: null, // {filtered, record, subject, exported, report, explained}
+  tampered: null, // {broken, seq}
   failed: null,
 };
 let currentStep = 'start';
@@ -94,6 +103,8 @@ function result() {
     mash_download_sha256: state.mashSha256,
     refused: state.refused,
     passkey: state.passkey,
+    dpo: state.dpo,
+    tampered: state.tampered,
     skipped: state.skipped,
     browser_problems: state.browserProblems,
     visited: state.visited,
@@ -495,6 +506,49 @@ page.on('pageerror', error => browserProblem('pageerror', error.message));
 
 log('NOTE', `Chromium ${browser.version()}, JavaScript ${JS}, ${BASE}`);
 
+// Signs in `email` with the code the demo prints, from the sign-in page; lands on `home` (an h1).
+async function signInAs(email, prefix, home) {
+  await loading(() => page.goto(`${BASE}/`));
+  await arrived(`${prefix}-sign-in`, 'Sign in');
+  const before = codesFor(email).length;
+  await page.getByRole('textbox', { name: startsWith('Email address') }).fill(email);
+  await loading(() => continueButton().click());
+  await arrived(`${prefix}-code`, 'Check your email');
+  const code = await newCode(email, before);
+  await page.getByRole('textbox', { name: startsWith('Sign-in code') }).fill(code);
+  await loading(() => page.getByRole('button', { name: 'Sign in', exact: true }).click());
+  await arrived(`${prefix}-home`, home);
+}
+
+async function signOut(name) {
+  await loading(() => page.getByRole('button', { name: 'Sign out' }).first().click());
+  await arrived(name, 'Sign in');
+}
+
+if (PART === 'tampered') {
+  await step('tampered-sign-in', () => signInAs(DPO_EMAIL, 'tampered', 'Northshire Multi-Agency Safeguarding Hub'));
+  await step('tampered-verify', async () => {
+    await loading(() => page.getByRole('link', { name: 'Transfer log', exact: true }).first().click());
+    await arrived('tampered-log', 'Transfer log');
+    const verify = page.getByRole('button', { name: 'Verify now', exact: true });
+    await tabTo(verify, 'the "Verify now" button');
+    await loading(() => page.keyboard.press('Enter'));
+    await arrived('tampered-verified', 'Verification');
+    const text = await page.locator('main').innerText();
+    check(text.includes('The log is broken'), 'the verification page does not say the log is broken');
+    check(text.includes(`at record ${TAMPERED_SEQ}`), `the verification page does not locate the break at record ${TAMPERED_SEQ}`);
+    check(/altered/.test(text), 'the verification page does not say the record was altered');
+    await loading(() => page.goto(`${BASE}/log`));
+    await arrived('tampered-log-after', 'Transfer log');
+    const banner = await page.locator('.status').innerText();
+    check(banner.includes('BROKEN'), `the log page's status does not say BROKEN: "${banner}"`);
+    state.tampered = { broken: true, seq: Number(TAMPERED_SEQ) };
+    log('NOTE', `the altered record ${TAMPERED_SEQ} was reported broken, with its location`);
+  });
+  log('OK', `${state.pages} pages, no accessibility violations (${AXE_TAGS.join(', ')})`);
+  await finish(state.violations.length ? 1 : 0);
+}
+
 // a. The start page sends a stranger to sign in.
 await step('sign-in', async () => {
   await loading(() => page.goto(`${BASE}/`));
@@ -800,6 +854,107 @@ if (JS === 'on') {
     log('NOTE', 'a passkey was added and signed in with; no code was sent afterwards');
   });
 }
+
+// j. The MASH's DPO (an auditor of the whole gateway) answers a DPO's questions: the records,
+// filtered; one record's grounds and deliveries; everything about one child, by the reference
+// the club gave (typed in another case); an export; the report; who looked. Then "why was this
+// refused?" opens explain, pre-filled, from the refusal.
+await step('dpo-sign-in', () => signInAs(DPO_EMAIL, 'dpo', 'Northshire Multi-Agency Safeguarding Hub'));
+state.dpo = {};
+await step('dpo-log', async () => {
+  await loading(() => page.getByRole('link', { name: 'Transfer log', exact: true }).first().click());
+  await arrived('dpo-log', 'Transfer log');
+  const text = await page.locator('main').innerText();
+  check(/Verified intact|being verified/.test(text), 'the log page does not show the verification status');
+  const purpose = page.getByRole('combobox', { name: 'Purpose', exact: true });
+  await tabTo(purpose, 'the "Purpose" filter', 60);
+  await purpose.selectOption({ label: 'Referral of a safeguarding concern to children\'s social care' });
+  await page.getByRole('combobox', { name: 'Decision', exact: true }).selectOption({ label: 'Shared' });
+  await loading(() => page.getByRole('button', { name: 'Show records', exact: true }).click());
+  await arrived('dpo-log-filtered', 'Transfer log');
+  const url = new URL(page.url());
+  check(url.searchParams.get('decision') === 'shared' && url.searchParams.get('purpose') === 'safeguarding-referral', `the filters are not in the URL: ${page.url()}`);
+  const rows = page.getByRole('table').getByRole('row');
+  check((await rows.count()) >= 2, 'no record matches the filter');
+  check(!(await page.getByRole('table').innerText()).includes('Refused'), 'a refusal is listed under decision "Shared"');
+  state.dpo.filtered = true;
+});
+await step('dpo-record', async () => {
+  const open = page.getByRole('table').getByRole('link', { name: /open the record/ });
+  await loading(() => open.first().click());
+  await arrived('dpo-record', /^Record /);
+  const text = await page.locator('main').innerText();
+  for (const expected of ['Riverside Youth Club', 'Legitimate interests', 'Disclosure of harm at home', 'Delivery, now', 'Who opened it']) {
+    check(text.includes(expected), `the record's page does not show "${expected}"`);
+  }
+  state.dpo.record = true;
+});
+await step('dpo-subject', async () => {
+  await loading(() => page.getByRole('link', { name: 'Subject access', exact: true }).click());
+  await arrived('dpo-subject-form', 'Subject access');
+  await page.getByRole('combobox', { name: 'Kind of reference' }).selectOption({ label: 'Case reference' });
+  await fillTextbox('Reference', 'ry-2026-0042');
+  await loading(() => page.getByRole('button', { name: 'Search', exact: true }).click());
+  await arrived('dpo-subject', 'Subject access');
+  const text = await page.locator('main').innerText();
+  const found = text.match(/(\d+) decisions? about this person/);
+  check(found && Number(found[1]) >= 2, `the subject search found ${found ? found[1] : 'nothing'}, not the share and the refusal`);
+  state.dpo.subject = Number(found[1]);
+});
+await step('dpo-export', async () => {
+  await loading(() => page.getByRole('link', { name: 'Records', exact: true }).click());
+  await arrived('dpo-log-again', 'Transfer log');
+  const link = page.getByRole('link', { name: 'Download as CSV' });
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: NAV_TIMEOUT_MS }), link.click()]);
+  const text = readFileSync(await download.path(), 'utf8');
+  const [first, header] = text.split('\n');
+  check(first.includes('Postern transfer log export'), `the export's first line is "${first}"`);
+  check(header.startsWith('seq,at,kind,decision'), `the export's header row is "${header}"`);
+  state.dpo.exported = text.split('\n').filter(l => l.trim()).length - 2;
+});
+await step('dpo-report', async () => {
+  await loading(() => page.getByRole('link', { name: 'Report', exact: true }).click());
+  await arrived('dpo-report', 'Report');
+  check((await page.locator('svg.chart-svg').count()) >= 3, 'the report draws fewer than three charts');
+  check((await page.locator('table.chart-table').count()) === (await page.locator('svg.chart-svg').count()), 'a chart has no table beside it');
+  state.dpo.report = true;
+});
+await step('dpo-access', async () => {
+  await loading(() => page.getByRole('link', { name: 'Who looked', exact: true }).click());
+  await arrived('dpo-access', 'Who looked');
+  const text = await page.locator('main').innerText();
+  check(text.includes('Searched for a person') && text.includes('Exported records'), 'who looked does not list the search and the export');
+});
+await step('dpo-refusal', async () => {
+  await loading(() => page.goto(`${BASE}/log?decision=refused`));
+  await arrived('dpo-refusals', 'Transfer log');
+  await loading(() => page.getByRole('table').getByRole('link', { name: /open the record/ }).first().click());
+  await arrived('dpo-refused-record', /^Record /);
+  const why = page.getByRole('link', { name: /Why was this refused/ });
+  check((await why.count()) === 1, 'a refusal has no "Why was this refused?" link');
+  await loading(() => why.click());
+  await arrived('dpo-explain', /explain|Explain|Why/);
+  const text = await page.locator('main').innerText();
+  check(/refused|Refused/.test(text), 'explain, pre-filled from the refusal, does not say the share would be refused');
+  state.dpo.explained = true;
+  await signOut('dpo-signed-out');
+});
+
+// k. The council's IT officer: the registry, one organisation, the configuration's status.
+await step('admin-sign-in', () => signInAs(ADMIN_EMAIL, 'admin', 'Northshire County Council'));
+await step('admin-registry', async () => {
+  await loading(() => page.getByRole('link', { name: 'Registry', exact: true }).first().click());
+  await arrived('admin-registry', /./);
+  const text = await page.locator('main').innerText();
+  check(text.includes('Riverside Youth Club') && text.includes('Northshire Multi-Agency Safeguarding Hub'), 'the registry does not list the organisations by name');
+  await loading(() => page.getByRole('link', { name: 'Riverside Youth Club' }).first().click());
+  await arrived('admin-organisation', 'Riverside Youth Club');
+  check((await page.locator('main').innerText()).includes('Sam Okafor'), "the organisation's page does not list its people");
+  await loading(() => page.goto(`${BASE}/status`));
+  await arrived('admin-status', /./);
+  check((await page.locator('main').innerText()).includes('start-up'), 'the status page does not say when the configuration was loaded');
+  await signOut('admin-signed-out');
+});
 
 if (state.browserProblems.length) {
   await step('browser-problems', () => {
