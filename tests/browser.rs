@@ -69,6 +69,9 @@ impl Demo {
             .env("POSTERN_OPS__LISTEN", "127.0.0.1:0")
             .env("POSTERN_WEB__LISTEN", "127.0.0.1:0")
             .env_remove("RUST_BACKTRACE")
+            // The journey's variable, not the gateway's: its POSTERN_ prefix would be read as
+            // configuration.
+            .env_remove("POSTERN_SHOTS_DIR")
             .stdout(std::fs::File::create(&out).expect("out"))
             .stderr(Stdio::null())
             .spawn()
@@ -168,9 +171,12 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
     }
     let demo = Demo::start();
     let url = demo.web();
-    let shots = tempfile::tempdir().expect("shots");
+    // POSTERN_SHOTS_DIR keeps every page's screenshot (how docs/screenshots is made).
+    let scratch = tempfile::tempdir().expect("shots");
+    let kept = std::env::var_os("POSTERN_SHOTS_DIR").map(PathBuf::from);
+    let shots = kept.as_deref().unwrap_or(scratch.path());
     for js in ["on", "off"] {
-        let r = journey(&demo, &url, js, shots.path());
+        let r = journey(&demo, &url, js, shots);
         let sent = r["payload_sha256"].as_str().expect("payload sha");
         assert_eq!(
             r["mash_download_sha256"].as_str(),
@@ -219,7 +225,7 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
         &demo,
         &url,
         "off",
-        shots.path(),
+        shots,
         &[
             ("POSTERN_JOURNEY", "tampered".into()),
             ("POSTERN_TAMPERED_SEQ", seq.to_string()),

@@ -559,7 +559,7 @@ fn people_and_the_web_settings_are_checked_with_file_and_line() {
         &d,
         "people.toml",
         "roles = [\"share\"]",
-        "roles = [\"admin\"]",
+        "roles = [\"superuser\"]",
     );
     replace(
         &d,
@@ -604,8 +604,8 @@ fn people_and_the_web_settings_are_checked_with_file_and_line() {
         "`nowhere-org` is not an organisation",
     );
     assert_eq!(e.line, Some(line_of(&d, "people.toml", "nowhere-org")));
-    let e = find(&errors, "people.toml", "`admin` is not a role");
-    assert_eq!(e.line, Some(line_of(&d, "people.toml", "\"admin\"")));
+    let e = find(&errors, "people.toml", "`superuser` is not a role");
+    assert_eq!(e.line, Some(line_of(&d, "people.toml", "\"superuser\"")));
     find(&errors, "postern.toml", "127.0.0.1:8444");
     find(&errors, "postern.toml", "not an https:// address");
     let e = find(&errors, "postern.toml", "out of range (1 to 86400)");

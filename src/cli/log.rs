@@ -433,7 +433,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                 to,
                 ..LogQuery::default()
             };
-            let r = search::report(reader.conn(), &period, &cutoff)?;
+            let r = search::report(reader.conn(), &period, &cutoff, None)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
                 return Ok(ExitCode::SUCCESS);

@@ -303,12 +303,24 @@ impl Connection {
         path: &str,
         out: &mut W,
     ) -> Result<Answer, ClientError> {
+        self.download_with(path, &[], out).await
+    }
+
+    /// As [`Connection::download`], with extra request headers (a session cookie).
+    pub async fn download_with<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        out: &mut W,
+    ) -> Result<Answer, ClientError> {
         use tokio::io::AsyncWriteExt;
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, &self.authority)
-            .body(BodyExt::boxed(
-                Full::new(Bytes::new()).map_err(|never| match never {}),
-            ))?;
+        let mut req = hyper::Request::get(path).header(hyper::header::HOST, &self.authority);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(BodyExt::boxed(
+            Full::new(Bytes::new()).map_err(|never| match never {}),
+        ))?;
         let resp = self.request(req).await?;
         let (parts, mut body) = resp.into_parts();
         if parts.status != hyper::StatusCode::OK {

@@ -259,9 +259,19 @@ fn run(
     let marking = e.marking.normalised(scheme);
 
     let sender = reg.organisation(sender_id);
-    t.check(Rule::SenderRegistered, None, None, sender.is_some(), || {
-        format!("the sender `{sender_id}` is not a registered organisation")
-    })?;
+    t.check(
+        Rule::SenderRegistered,
+        None,
+        None,
+        sender.is_some(),
+        || match sender {
+            Some(o) => format!(
+                "the sender is {} (`{sender_id}`), a registered organisation",
+                o.name
+            ),
+            None => format!("the sender `{sender_id}` is not a registered organisation"),
+        },
+    )?;
     let Some(sender) = sender else {
         return unreachable_refusal(sender_id);
     };
@@ -368,7 +378,10 @@ fn run(
             Some(rid),
             None,
             recipient.is_some(),
-            || format!("`{rid}` is not a registered organisation"),
+            || match recipient {
+                Some(o) => format!("{} (`{rid}`) is a registered organisation", o.name),
+                None => format!("`{rid}` is not a registered organisation"),
+            },
         )?;
         let Some(recipient) = recipient else {
             return unreachable_refusal(rid);

@@ -1096,6 +1096,22 @@ impl Lookup for StoreLookup<'_> {
     }
 }
 
+/// The newest signed checkpoint in the database: (record, when it was signed).
+pub fn newest(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// The log's last record (`None`: empty).
+pub fn head_seq(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row("SELECT MAX(seq) FROM log", [], |r| r.get(0))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ use crate::store::{LogFilter, Reader};
 
 /// Rows on a page of the list.
 const PAGE: usize = 50;
+/// Dead deliveries the report lists; the rest are a link to the log, filtered.
+const DEAD_SHOWN: usize = 100;
 
 type Client = Option<axum::Extension<ClientAddr>>;
 
@@ -1349,7 +1351,7 @@ fn chart(
                 .saturating_mul(CHART_W - 70)
                 / usize::try_from(max).unwrap_or(1).max(1);
             Bar {
-                short: shorten(&label, 34),
+                short: shorten(&label, 30),
                 label,
                 count,
                 y: i * BAR_H,
@@ -1406,6 +1408,8 @@ pub struct ReportPage {
     pub charts: Vec<Chart>,
     pub overdue: Vec<Overdue>,
     pub dead: Vec<Dead>,
+    /// More died than are listed: the log, filtered to them.
+    pub dead_more: Option<String>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
 }
@@ -1422,7 +1426,7 @@ fn rule_words(code: &str) -> String {
         .find(|r| r.refusal_code() == code)
         .map_or_else(
             || code.replace('_', " "),
-            |r| format!("{} ({code})", capitalise(r.summary())),
+            |r| format!("Not met: {} ({code})", r.summary()),
         )
 }
 
@@ -1472,6 +1476,7 @@ pub async fn report(
         charts: Vec::new(),
         overdue: Vec::new(),
         dead: Vec::new(),
+        dead_more: None,
         errors: Vec::new(),
         who: who(&s),
     };
@@ -1507,7 +1512,7 @@ pub async fn report(
     let r = match app
         .api
         .store
-        .read(move |c| search::report(c, &q, &cutoff))
+        .read(move |c| search::report(c, &q, &cutoff, Some(DEAD_SHOWN)))
         .await
     {
         Ok(r) => r,
@@ -1562,6 +1567,13 @@ pub async fn report(
             sender: org_name(&reg, &o.sender),
         })
         .collect();
+    page.dead_more = r.dead_more.then(|| {
+        link_with(
+            "/log",
+            "delivery=dead&decision=shared",
+            &period.query_string(),
+        )
+    });
     page.dead = r
         .dead_deliveries
         .iter()

@@ -186,14 +186,7 @@ impl Oversight {
         let external: Vec<_> = external.into_iter().map(|(c, _)| c).collect();
         let reader = Reader::open(&self.state_dir)?;
         let (report, _) = checkpoint::verify_with(reader.conn(), &self.keys, &external)?;
-        let checkpoint = reader
-            .conn()
-            .query_row(
-                "SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .ok();
+        let checkpoint = checkpoint::newest(reader.conn())?;
         Ok(Verification {
             checked_at: crate::clock::stamp(crate::clock::now()),
             report,
@@ -231,8 +224,8 @@ impl Oversight {
     }
 
     /// Keeps the status current: a check at start, then again whenever records were added
-    /// (and at least every `every`), pausing twenty times as long as the last check took, so
-    /// that checking a large log takes at most a twentieth of a core.
+    /// (and at least every `every`), pausing sixty times as long as the last check took, so
+    /// that checking a large log takes at most a sixtieth of a core.
     pub async fn keep_current(self: Arc<Self>) {
         let mut checked: Option<(Option<i64>, std::time::Instant)> = None;
         loop {
@@ -244,7 +237,7 @@ impl Oversight {
             let mut pause = Duration::from_secs(5);
             if due {
                 if let Ok(v) = self.verify_and_keep().await {
-                    pause = pause.max(v.took.saturating_mul(20));
+                    pause = pause.max(v.took.saturating_mul(60));
                 }
                 checked = Some((head, std::time::Instant::now()));
             }
@@ -257,10 +250,7 @@ impl Oversight {
         let dir = self.state_dir.clone();
         tokio::task::spawn_blocking(move || {
             let r = Reader::open(&dir).ok()?;
-            r.conn()
-                .query_row("SELECT MAX(seq) FROM log", [], |row| row.get(0))
-                .ok()
-                .flatten()
+            checkpoint::head_seq(r.conn()).ok().flatten()
         })
         .await
         .ok()

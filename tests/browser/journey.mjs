@@ -254,12 +254,18 @@ async function arrived(name, h1) {
 async function reflowCheck(name) {
   const before = page.viewportSize();
   await page.setViewportSize({ width: 320, height: 640 });
-  const { scroll, width } = await page.evaluate(() => ({
-    scroll: document.documentElement.scrollWidth,
-    width: document.documentElement.clientWidth,
-  }));
+  const { scroll, width, wide } = await page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    // The outermost elements that stick out, to say what to fix.
+    const wide = [...document.querySelectorAll('body *')]
+      .filter(el => el.getBoundingClientRect().right > width + 1 && !el.closest('.visually-hidden'))
+      .filter((el, _, all) => !all.includes(el.parentElement))
+      .slice(0, 3)
+      .map(el => `${el.tagName.toLowerCase()}${el.className ? '.' + String(el.className).split(' ').join('.') : ''} (${Math.round(el.getBoundingClientRect().right)} px)`);
+    return { scroll: document.documentElement.scrollWidth, width, wide };
+  });
   await page.setViewportSize(before);
-  check(scroll <= width + 1, `page "${name}" scrolls sideways at 320 CSS px (400% zoom): ${scroll} > ${width}`);
+  check(scroll <= width + 1, `page "${name}" scrolls sideways at 320 CSS px (400% zoom): ${scroll} > ${width}; sticking out: ${wide.join(', ')}`);
 }
 
 // Does `action` (which starts a full page load: a link, a form submission, a goto) and waits for

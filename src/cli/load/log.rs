@@ -101,6 +101,7 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
     };
     let mut someone = None;
     let mut sender_purpose = None;
+    let mut transfer = None;
     let started = Instant::now();
     {
         let (store, _) = Store::open(&state)?;
@@ -116,6 +117,10 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
             if someone.is_none() && g.decision == "shared" {
                 someone = g.subjects.first().cloned();
                 sender_purpose = Some((g.sender.clone(), g.purpose.clone()));
+            }
+            // One the youth club's DPO may open too (it sent it).
+            if transfer.is_none() && g.decision == "shared" && g.sender == "riverside-youth" {
+                transfer = Some(g.transfer_id.clone());
             }
         })
         .await?;
@@ -254,5 +259,16 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
         full_peak as f64 / small_peak.max(1) as f64,
         csv_peak as f64 / (1 << 20) as f64,
     );
+    super::log_web::benchmark(
+        scratch,
+        &super::log_web::Sample {
+            someone: someone.clone(),
+            sender: sender.clone(),
+            purpose: purpose.clone(),
+            transfer: transfer.context("no shared record was generated")?,
+            middle_seq: i64::try_from(records / 2).unwrap_or(i64::MAX),
+        },
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }

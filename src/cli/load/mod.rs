@@ -27,6 +27,7 @@ use postern_gateway::seal::SpoolKey;
 mod deliver;
 mod flood;
 mod log;
+mod log_web;
 mod web;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

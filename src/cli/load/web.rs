@@ -96,7 +96,7 @@ const SAME_ORIGIN: (&str, &str) = ("sec-fetch-site", "same-origin");
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 /// Signs `email` in on a connection of its own; returns it with the session cookie.
-async fn sign_in(
+pub(super) async fn sign_in(
     target: &Target,
     tls: Arc<rustls::ClientConfig>,
     sink: &SmtpSink,
