@@ -339,3 +339,41 @@ async fn verify_now_reports_a_tampered_record_with_its_location() {
     let seen = events(&d, PRIYA);
     assert!(seen.iter().filter(|e| *e == "log_verified").count() >= 1);
 }
+
+#[tokio::test]
+async fn a_recipients_dpo_sees_its_own_delivery_not_another_recipients() {
+    let (d, sink) = deployment("").await;
+    d.rewrite(
+        "people.toml",
+        "[[person]]\nemail = \"sam@riverside-youth.example\"",
+        "[[person]]\nemail = \"pat@northshire-police.example\"\nname = \"Pat Reid\"\ntitle = \"Data protection officer\"\norganisation = \"northshire-police\"\nroles = [\"dpo\"]\n\n[[person]]\nemail = \"sam@riverside-youth.example\"",
+    );
+    let server = d.start().await;
+    // The council shares with the police and the MASH.
+    let (id, status) = share(
+        &d,
+        &server,
+        "northshire-cc",
+        json!({"recipients": ["northshire-police", "northshire-mash"]}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut pat = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut pat, &sink, "pat@northshire-police.example").await;
+    let a = pat.get(&format!("/log/transfer/{id}")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let now = a
+        .body
+        .split("Delivery, now")
+        .nth(1)
+        .and_then(|rest| rest.split("</dl>").next())
+        .unwrap_or_default();
+    assert!(now.contains("Northshire Police"), "{}", a.body);
+    assert!(
+        !now.contains("Northshire Multi-Agency Safeguarding Hub"),
+        "another recipient's delivery was shown:\n{now}"
+    );
+    // The sender's DPO view is not the recipient's: the police's list shows the share.
+    let a = pat.get("/log").await;
+    assert!(a.body.contains(&format!("/log/transfer/{id}")));
+}

@@ -411,8 +411,20 @@ pub fn report(
         to: q.to.clone(),
         ..Report::default()
     };
+    // A database not yet migrated to schema 6 (read by `postern log report` before the new
+    // gateway first opened it) has no such index: the planner then chooses.
+    let period_index: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'log_facets_period')",
+        [],
+        |row| row.get(0),
+    )?;
+    let indexed = if period_index {
+        " INDEXED BY log_facets_period"
+    } else {
+        ""
+    };
     let mut stmt = conn.prepare(&format!(
-        "SELECT f.decision, f.purpose, f.marking, f.lawful_basis,          CASE WHEN f.decision = 'shared' THEN (SELECT group_concat(recipient, char(31)) FROM log_recipients r WHERE r.seq = f.seq) END,          CASE WHEN f.decision = 'refused' THEN (SELECT code FROM log l WHERE l.seq = f.seq) END          FROM log_facets f INDEXED BY log_facets_period{cond}"
+        "SELECT f.decision, f.purpose, f.marking, f.lawful_basis,          CASE WHEN f.decision = 'shared' THEN (SELECT group_concat(recipient, char(31)) FROM log_recipients r WHERE r.seq = f.seq) END,          CASE WHEN f.decision = 'refused' THEN (SELECT code FROM log l WHERE l.seq = f.seq) END          FROM log_facets f{indexed}{cond}"
     ))?;
     let mut rows = stmt.query(params_from_iter(args.iter()))?;
     let bump = |m: &mut BTreeMap<String, i64>, k: Option<String>| {
@@ -449,7 +461,7 @@ pub fn report(
     r.rationale_overdue = rows.collect::<Result<_, _>>()?;
     let limit = dead_limit.map_or_else(String::new, |n| format!(" LIMIT {}", n + 1));
     let mut stmt = conn.prepare(&format!(
-        "SELECT d.transfer_id, d.recipient, d.channel, d.attempts, d.last_error FROM log_facets f INDEXED BY log_facets_period JOIN deliveries d ON d.transfer_id = f.transfer_id AND d.state = 'dead'{cond} AND f.decision = 'shared' ORDER BY f.seq, d.recipient{limit}"
+        "SELECT d.transfer_id, d.recipient, d.channel, d.attempts, d.last_error FROM log_facets f{indexed} JOIN deliveries d ON d.transfer_id = f.transfer_id AND d.state = 'dead'{cond} AND f.decision = 'shared' ORDER BY f.seq, d.recipient{limit}"
     ))?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |row| {
         Ok(DeadDelivery {

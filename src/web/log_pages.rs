@@ -174,6 +174,10 @@ impl Filters {
             &DELIVERY.map(|d| d.0),
             "a delivery state",
         );
+        // A marking is one of the levels offered; `%`, `_` and a backslash would be wildcards.
+        if self.marking.contains(['%', '_', '\\']) {
+            errors.push(FieldError::new("marking", "Select a marking from the list"));
+        }
         if !self.basis.is_empty() && LawfulBasis::parse(&self.basis).is_none() {
             errors.push(FieldError::new(
                 "basis",
@@ -805,6 +809,7 @@ pub async fn record(
         ..LogQuery::default()
     };
     let key = transfer.to_string();
+    let party = scope.party();
     let found = app
         .api
         .store
@@ -820,11 +825,23 @@ pub async fn record(
                 },
             )?;
             let deliveries = crate::store::recipient_statuses(c, &key)?;
-            let corrected_by = search::corrections_of(c, &key)?;
+            // A correction is listed only if it may be opened.
+            let mut corrected_by = Vec::new();
+            for id in search::corrections_of(c, &key)? {
+                let q = LogQuery {
+                    transfer: Some(id.clone()),
+                    party: party.clone(),
+                    limit: Some(1),
+                    ..LogQuery::default()
+                };
+                if !search::decisions(c, &q)?.is_empty() {
+                    corrected_by.push(id);
+                }
+            }
             Ok(Some((d, records, deliveries, corrected_by)))
         })
         .await;
-    let (d, mut records, deliveries, corrected_by) = match found {
+    let (d, records, deliveries, corrected_by) = match found {
         Ok(Some(f)) => f,
         Ok(None) => return pages::not_found().await,
         Err(e) => return pages::store_down(&e),
@@ -841,6 +858,7 @@ pub async fn record(
     {
         return r;
     }
+    let (mut records, deliveries) = within(&scope, &d, records, deliveries);
     records.reverse();
     let reg = app.api.registry.current();
     let decision_record = records
@@ -964,6 +982,41 @@ pub async fn record(
         who: who(&s),
     };
     pages::render(&page)
+}
+
+/// What of a transfer's records a person in `scope` may see, given the decision record that let
+/// them open it. The organisation that shared it (as this gateway recorded the share) sees all
+/// of them; any other party sees the decision, what its own people did, and its own deliveries:
+/// not another recipient's, and not what a peer gateway's claim about the transfer would reveal.
+fn within(
+    scope: &Scope,
+    d: &DecisionRow,
+    records: Vec<StoredRecord>,
+    deliveries: Vec<crate::store::RecipientStatus>,
+) -> (Vec<StoredRecord>, Vec<crate::store::RecipientStatus>) {
+    let Scope::Org(o) = scope else {
+        return (records, deliveries);
+    };
+    let o = o.as_str();
+    let shared_by_o = records
+        .iter()
+        .any(|r| r.kind == "transfer_accepted" && r.sender.as_deref() == Some(o));
+    if shared_by_o {
+        return (records, deliveries);
+    }
+    let records = records
+        .into_iter()
+        .filter(|r| {
+            r.seq == d.seq
+                || r.sender.as_deref() == Some(o)
+                || r.body.get("recipient").and_then(|v| v.as_str()) == Some(o)
+        })
+        .collect();
+    let deliveries = deliveries
+        .into_iter()
+        .filter(|x| x.recipient == o)
+        .collect();
+    (records, deliveries)
 }
 
 /// `/explain` with this refused share's description.
@@ -1213,15 +1266,15 @@ pub async fn export(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let state_dir = oversight.state_dir.clone();
     let head = if csv {
-        // A one-cell line before the header row: the writer must allow rows of unequal length.
-        let mut w = csv::WriterBuilder::new()
-            .flexible(true)
-            .from_writer(Vec::new());
-        let _ = w.write_record([format!(
+        // A comment line before the header row, as written (not a quoted cell), so that a
+        // reader told to skip lines starting with `#` skips it.
+        let comment = format!(
             "# Postern transfer log export, {}. {status} Filter: {}",
             crate::clock::stamp(crate::clock::now()),
             if qs.is_empty() { "none" } else { &qs }
-        )]);
+        )
+        .replace(['\r', '\n'], " ");
+        let mut w = csv::Writer::from_writer(format!("{comment}\n").into_bytes());
         let _ = w.write_record(search::CSV_HEADER);
         w.into_inner().unwrap_or_default()
     } else {
@@ -1236,8 +1289,18 @@ pub async fn export(
         v.push(b'\n');
         v
     };
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let send = |b: Vec<u8>| tx.blocking_send(Ok(Bytes::from(b))).is_ok();
+        // A browser that stops reading for two minutes ends the export: the read it holds open
+        // would otherwise keep the log's write-ahead file from being folded back.
+        let send = |b: Vec<u8>| {
+            runtime
+                .block_on(tokio::time::timeout(
+                    std::time::Duration::from_secs(120),
+                    tx.send(Ok(Bytes::from(b))),
+                ))
+                .is_ok_and(|sent| sent.is_ok())
+        };
         if !send(head) {
             return;
         }
@@ -1748,26 +1811,20 @@ pub async fn verify(State(app): State<Arc<WebApp>>, s: SignedIn, addr: Client) -
             "Run `postern log verify` on the gateway.",
         );
     };
-    let outcome = oversight.verify_and_keep().await;
-    let detail = match &outcome {
-        Ok(v) => match &v.report.first_break {
-            None => format!("intact up to {}", v.report.last_seq.unwrap_or(0)),
-            Some(b) => format!("broken: {} at {}", b.kind, b.seq),
-        },
-        Err(_) => "could not be read".to_owned(),
-    };
+    // Recorded before the check runs, like every other look at the log.
     if let Err(r) = record_access(
         &app,
         &s,
         &client(addr.as_deref()),
         AccessEvent::LogVerified,
         None,
-        Some(detail),
+        None,
     )
     .await
     {
         return r;
     }
+    let outcome = oversight.verify_and_keep().await;
     let mut page = VerifiedPage {
         title: "Verification",
         tabs: tabs(""),

@@ -39,16 +39,6 @@ impl Scope {
             Scope::Org(o) => Some(o.to_string()),
         }
     }
-
-    /// Whether a record with this sender and these recipients is in scope.
-    pub fn covers(&self, sender: Option<&str>, recipients: &[String]) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Org(o) => {
-                sender == Some(o.as_str()) || recipients.iter().any(|r| r == o.as_str())
-            }
-        }
-    }
 }
 
 /// The transfer log's pages are for DPOs and auditors: anyone else gets a page saying so.
@@ -147,6 +137,8 @@ pub struct Oversight {
     pub checkpoint_file: Option<PathBuf>,
     /// The last verification (background or "verify now").
     last: Mutex<Option<Result<Verification, String>>>,
+    /// Held while a verification runs: one at a time, however many ask.
+    running: tokio::sync::Mutex<()>,
     /// Kept by the runtime: when the configuration was last loaded, and how.
     pub reloads: ReloadStatus,
     /// How often the background task verifies the whole log.
@@ -165,6 +157,7 @@ impl Oversight {
             keys,
             checkpoint_file,
             last: Mutex::new(None),
+            running: tokio::sync::Mutex::new(()),
             reloads,
             every: Duration::from_secs(600),
         }
@@ -196,8 +189,19 @@ impl Oversight {
         })
     }
 
-    /// Verifies now (off the async threads) and keeps the outcome as the current status.
+    /// Verifies now (off the async threads) and keeps the outcome as the current status. A
+    /// caller who asks while a check is running waits for that check and gets its outcome: the
+    /// whole log is never read twice at once, however often "verify now" is pressed.
     pub async fn verify_and_keep(self: &Arc<Self>) -> Result<Verification, String> {
+        let _turn = match self.running.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                let _done = self.running.lock().await;
+                return self
+                    .last()
+                    .unwrap_or_else(|| Err("the check that was running did not finish".into()));
+            }
+        };
         let me = self.clone();
         let out = tokio::task::spawn_blocking(move || me.verify().map_err(|e| e.to_string()))
             .await
@@ -236,9 +240,10 @@ impl Oversight {
             };
             let mut pause = Duration::from_secs(5);
             if due {
-                if let Ok(v) = self.verify_and_keep().await {
-                    pause = pause.max(v.took.saturating_mul(60));
-                }
+                // A check that fails is paced like one that succeeds.
+                let started = std::time::Instant::now();
+                let _ = self.verify_and_keep().await;
+                pause = pause.max(started.elapsed().saturating_mul(60));
                 checked = Some((head, std::time::Instant::now()));
             }
             tokio::time::sleep(pause).await;
