@@ -154,20 +154,13 @@ async fn record(
     let Ok(transfer) = item.transfer_id.parse() else {
         return Err(pages::server_error());
     };
-    let Some(entry) = item_entry(
+    let entry = item_entry(
         &s.person,
         event,
         ip,
         Some((transfer, item.id.clone(), detail.map(str::to_owned))),
-    ) else {
-        return Err(pages::server_error());
-    };
-    // Recorded before anything is shown or sent: no record, no access.
-    app.api
-        .store
-        .write(false, move |tx| tx.append(&entry).map(|_| ()))
-        .await
-        .map_err(|e| pages::store_down(&e))
+    );
+    super::oversight::append(app, entry).await
 }
 
 pub async fn item(

@@ -97,7 +97,13 @@ pub async fn record_access(
     transfer: Option<crate::domain::ids::TransferId>,
     detail: Option<String>,
 ) -> Result<(), Response> {
-    let Some(entry) = entry(&s.person, event, ip, transfer, None, detail) else {
+    append(app, entry(&s.person, event, ip, transfer, None, detail)).await
+}
+
+/// Appends an access record to the transfer log, before anything is shown or sent: no record,
+/// no access. `None` (a record that could not be made) is a server error.
+pub async fn append(app: &WebApp, entry: Option<crate::log::LogEntry>) -> Result<(), Response> {
+    let Some(entry) = entry else {
         return Err(pages::server_error());
     };
     app.api

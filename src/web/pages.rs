@@ -141,6 +141,21 @@ pub struct Field {
     pub error: Option<String>,
 }
 
+impl Field {
+    /// An empty question of `kind`, to be given its value, options or error.
+    pub fn new(kind: &'static str, name: &'static str, label: &str, hint: Option<&str>) -> Self {
+        Field {
+            kind,
+            name,
+            label: label.to_owned(),
+            hint: hint.map(str::to_owned),
+            value: String::new(),
+            options: Vec::new(),
+            error: None,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "question.html")]
 pub struct QuestionPage {

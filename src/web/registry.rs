@@ -557,15 +557,7 @@ fn opt(value: &str, label: String, checked: bool) -> Opt {
 }
 
 fn field(kind: &'static str, name: &'static str, label: &str, hint: Option<&str>) -> Field {
-    Field {
-        kind,
-        name,
-        label: label.to_owned(),
-        hint: hint.map(str::to_owned),
-        value: String::new(),
-        options: Vec::new(),
-        error: None,
-    }
+    Field::new(kind, name, label, hint)
 }
 
 /// A select's options: "choose" first (or "none", for an optional answer), then `choices`; a

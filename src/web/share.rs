@@ -404,15 +404,7 @@ fn opt(value: &str, label: &str, hint: Option<&str>) -> Opt {
 }
 
 fn field(kind: &'static str, name: &'static str, label: &str, hint: Option<&str>) -> Field {
-    Field {
-        kind,
-        name,
-        label: label.to_owned(),
-        hint: hint.map(str::to_owned),
-        value: String::new(),
-        options: Vec::new(),
-        error: None,
-    }
+    Field::new(kind, name, label, hint)
 }
 
 /// A page of the flow, with its errors (if it was answered wrongly).
