@@ -376,4 +376,28 @@ async fn a_recipients_dpo_sees_its_own_delivery_not_another_recipients() {
     // The sender's DPO view is not the recipient's: the police's list shows the share.
     let a = pat.get("/log").await;
     assert!(a.body.contains(&format!("/log/transfer/{id}")));
+    // A correction is linked both ways on the record pages.
+    let (fix, status) = share(
+        &d,
+        &server,
+        "northshire-cc",
+        json!({"recipients": ["northshire-police"], "correction_of": id}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let a = pat.get(&format!("/log/transfer/{id}")).await;
+    assert!(
+        a.body
+            .contains(&format!("Corrected by <a href=\"/log/transfer/{fix}\">")),
+        "{}",
+        a.body
+    );
+    let a = pat.get(&format!("/log/transfer/{fix}")).await;
+    assert!(
+        a.body.contains(&format!(
+            "This share corrects <a href=\"/log/transfer/{id}\">"
+        )),
+        "{}",
+        a.body
+    );
 }
