@@ -9,7 +9,7 @@
 //! | 64 | bad configuration or usage (`check-config` found errors) |
 //! | 65 | the envelope or request was invalid (400/408/409/413/415/422); `serve`/`demo`: the transfer log's head is not one the gateway signed (see `postern log accept-head`) |
 //! | 66 | `log verify`: the log could not be read |
-//! | 69 | the gateway could not be reached, or answered 503 |
+//! | 69 | the gateway could not be reached, or answered 503; `demo`: a port it needs is in use |
 //! | 75 | `send --wait`: deliveries still in progress when the wait ran out |
 //! | 77 | refused by policy (403; `explain`: would be refused) |
 
@@ -84,6 +84,7 @@ enum Command {
     #[cfg(feature = "testkit")]
     #[command(hide = true)]
     NullServer {
+        /// The configuration directory whose TLS settings it serves with.
         #[arg(long)]
         config: PathBuf,
     },
@@ -136,8 +137,73 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("postern: {e:#}");
+            eprintln!("postern: {}", chain_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes, each said once: many library errors repeat their source in their
+/// own message ("Address already in use (os error 98): Address already in use (os error 98)").
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// A cause that repeats its own source is said once.
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot listen on 127.0.0.1:9464: {0}")]
+        struct Bind(#[source] std::io::Error);
+        let e = anyhow::Error::new(Bind(io)).context("starting the demo");
+        assert_eq!(
+            super::chain_text(&e),
+            "starting the demo: cannot listen on 127.0.0.1:9464: address in use"
+        );
+    }
+
+    /// Every option, argument and subcommand of every command says what it is for in `--help`.
+    #[test]
+    fn every_option_and_command_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(here.clone());
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "postern", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
     }
 }

@@ -282,6 +282,26 @@ fn environment_overrides_apply_and_their_errors_name_the_variable() {
         ),
         "{errors:?}"
     );
+    // The relays (a list of tables) are not listed as settable, and setting them says where
+    // they go.
+    let listed = errors
+        .iter()
+        .find(|e| e.message.contains("settable keys are"))
+        .expect("the list")
+        .message
+        .clone();
+    assert!(!listed.contains("POSTERN_SMTP__RELAYS"), "{listed}");
+    let errors = config::load(&opts(&[("POSTERN_SMTP__RELAYS", "relay.example:587")]))
+        .err()
+        .expect("invalid")
+        .0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.origin == "environment variable POSTERN_SMTP__RELAYS"
+                && e.message.contains("set it in postern.toml")),
+        "{errors:?}"
+    );
 }
 
 fn postern(args: &[&str]) -> std::process::Output {

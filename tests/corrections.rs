@@ -288,6 +288,31 @@ async fn a_correction_reaches_every_earlier_recipient_through_both_channels() {
     assert_eq!(d.transfers(), transfers_before, "nothing was shared");
     assert_eq!(d.spool_files(), spool_before);
     assert_eq!(smtp.received().len(), 2);
+
+    // `log show X` still lists one correction: the refused attempts are listed apart, marked.
+    let shown_x = show(&x);
+    assert_eq!(shown_x["corrected_by"], json!([y]));
+    let attempts = shown_x["refused_correction_attempts"]
+        .as_array()
+        .expect("attempts");
+    assert_eq!(attempts.len(), 2, "{shown_x}");
+    assert!(
+        attempts.iter().all(|a| a["decision"] == "refused"),
+        "{attempts:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "show", &x, "--state-dir"])
+        .arg(&d.state_dir)
+        .output()
+        .expect("postern log show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("corrected by:").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("a correction was attempted and refused")
+            .count(),
+        2,
+        "{text}"
+    );
     server.stop().await;
 }
 

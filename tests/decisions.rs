@@ -629,3 +629,141 @@ async fn the_command_line_records_both_and_the_logs_keep_their_text_out() {
     assert_eq!(records_of(&d, "decision_declined").len(), 1);
     assert_eq!(records_of(&d, "rationale_added").len(), 1);
 }
+
+/// `postern send` with flags alone, as a newcomer types it: every envelope field has a flag
+/// (`--routine` among them), a refusal of incomplete flags names each flag once, not the JSON
+/// path, and a reused envelope file does not rename the file actually shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_takes_every_field_as_a_flag_and_names_the_flags_in_its_errors() {
+    let d = Deployment::new();
+    let server = d.spawn();
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("strategy-notes.txt");
+    std::fs::write(&file, b"Strategy discussion notes.").expect("write");
+    let send = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .arg("send")
+            .args(args)
+            .arg("--server")
+            .arg(format!("https://localhost:{}", server.addr.port()))
+            .arg("--ca")
+            .arg(d.ca_path())
+            .arg("--identity")
+            .arg(d.identity_path("northshire-cc"))
+            .arg(&file)
+            .env_remove("POSTERN_SERVER")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run postern send");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let base = [
+        "--to",
+        "northshire-police",
+        "--purpose",
+        "child-protection-s47",
+        "--lawful-basis",
+        "public_task",
+        "--marking",
+        "OFFICIAL-SENSITIVE PERSONAL",
+    ];
+
+    // Incomplete: each missing field once, by its flag.
+    let (code, _, stderr) = send(&base);
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.starts_with("Not accepted (invalid_envelope): 9 problems:"),
+        "{stderr}"
+    );
+    for flag in [
+        "`--justification`",
+        "`--data-category`",
+        "`--practitioner-name, --practitioner-role and --practitioner-contact`",
+        "`--consent`",
+        "`--subject-informed`",
+        "`--routine or --urgent REASON` is required",
+        "`--summary`",
+        "`--retain-days or --retain-until`",
+        "`--subject`",
+    ] {
+        assert_eq!(stderr.matches(flag).count(), 1, "{flag} once:\n{stderr}");
+    }
+    for path in [
+        "`urgency`",
+        "`disclosed_summary`",
+        "`subject_refs`",
+        "urgency:",
+    ] {
+        assert!(!stderr.contains(path), "no JSON path {path}:\n{stderr}");
+    }
+
+    // Complete, routine, by flags alone.
+    let complete: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain([
+            "--justification",
+            "A disclosure at the club indicates a risk of significant harm.",
+            "--data-category",
+            "personal",
+            "--practitioner-name",
+            "Sam Patel",
+            "--practitioner-role",
+            "Social worker",
+            "--practitioner-contact",
+            "sam.patel@northshire-cc.example",
+            "--consent",
+            "not_sought",
+            "--consent-reason",
+            "Seeking consent may place the child at increased risk.",
+            "--subject-informed",
+            "no",
+            "--not-informed-reason",
+            "Telling the family may increase the risk.",
+            "--routine",
+            "--summary",
+            "Strategy discussion notes, one page.",
+            "--retain-days",
+            "365",
+            "--subject",
+            "nhs:9434765919",
+        ])
+        .collect();
+    let (code, id, stderr) = send(&complete);
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = d
+        .records()
+        .into_iter()
+        .find(|r| r["transfer_id"] == json!(id))
+        .expect("the share's record");
+    assert_eq!(r["envelope"]["urgency"]["status"], "routine", "{r}");
+    assert_eq!(r["envelope"]["file_name"], "strategy-notes.txt");
+
+    // --routine and --urgent together is a usage error.
+    let mut both = complete.clone();
+    both.extend(["--urgent", "Immediate risk."]);
+    assert_eq!(send(&both).0, Some(2));
+
+    // An envelope file kept from an earlier share names its file; the file shared wins.
+    let reused = dir.path().join("envelope.json");
+    std::fs::write(
+        &reused,
+        serde_json::to_vec(&envelope(json!({"file_name": "last-weeks-referral.pdf"})))
+            .expect("json"),
+    )
+    .expect("write");
+    let reused_arg = reused.display().to_string();
+    let (code, id, stderr) = send(&["--envelope", &reused_arg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = d
+        .records()
+        .into_iter()
+        .find(|r| r["transfer_id"] == json!(id))
+        .expect("the share's record");
+    assert_eq!(r["envelope"]["file_name"], "strategy-notes.txt", "{r}");
+    drop(server);
+}

@@ -13,10 +13,9 @@ fn the_demo_starts_and_its_printed_commands_work() {
     let state = dir.path().join("demo-state");
     let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["demo", "--listen", "127.0.0.1:0", "--state-dir"])
-        // The health and metrics listener on a free port too, so tests can run side by side.
-        .env("POSTERN_OPS__LISTEN", "127.0.0.1:0")
-        .env("POSTERN_WEB__LISTEN", "127.0.0.1:0")
         .arg(&state)
+        // Health and metrics and the web pages on free ports too, so tests can run side by side.
+        .args(["--ops-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -115,6 +114,51 @@ fn the_demo_starts_and_its_printed_commands_work() {
     assert!(
         !String::from_utf8_lossy(&after.stdout).contains(&item),
         "an acknowledged item is no longer waiting"
+    );
+    // The decrypted files went outside the gateway's state directory.
+    assert!(
+        files
+            .iter()
+            .all(|f| !std::path::Path::new(f).starts_with(&state)),
+        "{files:?}"
+    );
+    // Fetched again after the acknowledgement: said in words, and nothing is written.
+    let again_dir = dir.path().join("again");
+    let get = inbox[1].replace("ITEM-ID", &item);
+    let (out_flag, _) = get.split_once(" --out ").expect("--out");
+    let again = run(&format!("{out_flag} --out {} {item}", again_dir.display()));
+    assert_eq!(again.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.starts_with("Already acknowledged on "), "{said}");
+    assert!(
+        !again_dir.exists() || std::fs::read_dir(&again_dir).expect("dir").next().is_none(),
+        "nothing partial was left"
+    );
+
+    // A second demo on the first one's API port: it says so once, and which flag moves it.
+    let url = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("Postern demo gateway: https://"))
+        .expect("the banner names the API address")
+        .to_owned();
+    let second = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["demo", "--listen", &url, "--ops-listen", "127.0.0.1:0"])
+        .args(["--web-listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("second-state"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("a second demo");
+    assert_eq!(second.status.code(), Some(69));
+    let said = String::from_utf8_lossy(&second.stderr);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("postern: cannot listen on"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        line.contains("(api.listen)")
+            && line.contains("--listen")
+            && line.matches("in use").count() == 1,
+        "{line}"
     );
 
     let refused = run(commands[1]);

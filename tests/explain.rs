@@ -17,8 +17,6 @@ fn explain(d: &Deployment, args: &[&str]) -> std::process::Output {
         .args(args)
         .arg("--config")
         .arg(&d.config_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("run postern explain")
@@ -143,4 +141,78 @@ fn explain_reports_a_description_that_is_not_a_share() {
     );
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lawful_basis"));
+}
+
+/// What a newcomer tried: explain on the demo's registry from a directory with no state, no
+/// certificates and no keys. It reads only the registry; a passed check says what held; the
+/// categories flag is `send`'s `--data-category`; and without a configuration it says where it
+/// looked, as `serve` would look there.
+#[test]
+fn explain_reads_only_the_registry_and_says_what_held() {
+    let empty = tempfile::tempdir().expect("tmp");
+    let run = |args: &[&str], config: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postern"));
+        cmd.arg("explain")
+            .args(args)
+            .current_dir(empty.path())
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("POSTERN_STATE_DIR")
+            .env_remove("POSTERN_CONFIG_DIR");
+        match config {
+            Some(c) => cmd.args(["--config", c]),
+            None => cmd.env("POSTERN_CONFIG_DIR", empty.path().join("etc-postern")),
+        };
+        cmd.output().expect("run postern explain")
+    };
+    let share = [
+        "--from",
+        "riverside-youth",
+        "--to",
+        "northshire-mash",
+        "--purpose",
+        "safeguarding-referral",
+        "--lawful-basis",
+        "legitimate_interests",
+        "--marking",
+        "OFFICIAL-SENSITIVE PERSONAL",
+        "--data-category",
+        "personal",
+    ];
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo");
+    let out = run(&share, Some(demo));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = text.lines().nth(1).expect("a check");
+    assert!(
+        first.starts_with("  pass: the sender is Riverside Youth Club"),
+        "a pass says what held: {text}"
+    );
+    assert!(!text.contains("pass sender_not_registered"), "{text}");
+    assert!(text.contains("ALLOWED:"), "{text}");
+    assert!(
+        std::fs::read_dir(empty.path())
+            .expect("dir")
+            .next()
+            .is_none(),
+        "explain wrote nothing"
+    );
+
+    // Without --config it reads POSTERN_CONFIG_DIR (else /etc/postern), like serve.
+    let out = run(&share, None);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no configuration directory at") && err.contains("etc-postern"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one error, not one per key file: {err}"
+    );
 }

@@ -84,6 +84,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         state_dir: dir.path().to_path_buf(),
         config_dir: None,
         credentials_dir: None,
+        offline: false,
     };
     match load(&sources, &paths, None) {
         Ok(loaded) => loaded.registry,

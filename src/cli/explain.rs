@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use postern_gateway::config::{self, LoadOptions, Overrides};
+use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides};
 use postern_gateway::domain::envelope::EnvelopeError;
 use postern_gateway::domain::explain::{self, ExplainError, Explained, Question};
 use postern_gateway::domain::policy::Decision;
@@ -28,6 +28,7 @@ pub struct ExplainArgs {
     /// A recipient organisation (repeat for several: the decision is all or nothing).
     #[arg(long = "to", required = true)]
     to: Vec<String>,
+    /// The purpose id, e.g. safeguarding-referral.
     #[arg(long)]
     purpose: String,
     /// UK GDPR Article 6 basis: public_task, legal_obligation, legitimate_interests,
@@ -37,8 +38,15 @@ pub struct ExplainArgs {
     /// The protective marking, as a practitioner would write it.
     #[arg(long)]
     marking: String,
-    /// personal, special_category, criminal_offence (repeat or comma-separate).
-    #[arg(long, value_delimiter = ',', default_value = "personal")]
+    /// personal, special_category, criminal_offence (repeat or comma-separate), as `send`
+    /// takes them.
+    #[arg(
+        long = "data-category",
+        alias = "data-categories",
+        value_name = "CATEGORY",
+        value_delimiter = ',',
+        default_value = "personal"
+    )]
     data_categories: Vec<String>,
     /// The Article 9 condition, for special category data.
     #[arg(long)]
@@ -52,12 +60,10 @@ pub struct ExplainArgs {
     /// Decide as of this date (YYYY-MM-DD, UTC) instead of now: agreements in force then.
     #[arg(long)]
     on: Option<String>,
-    /// Configuration directory; default ./config/demo if present, else the built-in demo.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// State directory (where the demo's generated keys live).
-    #[arg(long, env = "POSTERN_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    /// Configuration directory, as `serve` and `check-config` read it. Only the settings and the
+    /// registry are read: no key or certificate file is needed.
+    #[arg(long, env = "POSTERN_CONFIG_DIR", default_value = "/etc/postern")]
+    config: PathBuf,
     /// The evaluation as JSON.
     #[arg(long)]
     json: bool,
@@ -82,17 +88,19 @@ impl ExplainArgs {
 }
 
 pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let dir = super::serve::demo_config_dir(a.config.clone());
+    if !a.config.is_dir() {
+        eprintln!(
+            "postern: there is no configuration directory at {}: give --config DIR (the demo's registry is config/demo in the source tree)",
+            a.config.display()
+        );
+        return Ok(exit(EX_USAGE));
+    }
     let opts = LoadOptions {
-        dir,
-        overrides: Overrides {
-            state_dir: a.state_dir.clone(),
-            demo: a.config.is_none(),
-            ..Overrides::default()
-        },
+        dir: ConfigDir::Dir(a.config.clone()),
+        overrides: Overrides::default(),
         env: None,
     };
-    let config = match config::load(&opts) {
+    let config = match config::offline(&opts) {
         Ok(c) => c,
         Err(errors) => {
             super::serve::print_errors(&errors);
@@ -155,14 +163,12 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<ExitCode> {
                 (None, Some(ag)) => format!(" [agreement {ag}]"),
                 (None, None) => String::new(),
             };
-            writeln!(
-                out,
-                "  {} {}{}: {}",
-                if c.passed { "pass" } else { "FAIL" },
-                c.rule.refusal_code(),
-                whom,
-                c.detail
-            )?;
+            // A pass says what held; a failure names the refusal it gives.
+            if c.passed {
+                writeln!(out, "  pass{whom}: {}", c.detail)?;
+            } else {
+                writeln!(out, "  FAIL {}{whom}: {}", c.rule.refusal_code(), c.detail)?;
+            }
         }
         match &ev.decision {
             Decision::Accept(auths) => {

@@ -23,6 +23,7 @@ pub enum InboxCommand {
         /// Include items already acknowledged.
         #[arg(long)]
         all: bool,
+        /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -45,6 +46,7 @@ pub enum InboxCommand {
     Ack {
         #[command(flatten)]
         connect: Connect,
+        /// The inbox item id (from `postern inbox list`) whose payload you have stored safely.
         id: String,
     },
 }
@@ -59,6 +61,23 @@ async fn open(
             Err(exit(EX_UNAVAILABLE))
         }
     })
+}
+
+/// Files of an `inbox get` not yet complete: removed when dropped, unless kept.
+struct Partial(Vec<PathBuf>);
+
+impl Partial {
+    fn keep(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// A file name from the sender's envelope, reduced to a plain name.
@@ -127,12 +146,24 @@ pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
                 return Ok(report_problem(&answer.body, answer.status, false));
             }
             let entry: InboxEntry = answer.json()?;
+            // An acknowledged item's payload is gone: say when, and write nothing.
+            if let Some(at) = &entry.item.acknowledged_at {
+                eprintln!(
+                    "Already acknowledged on {}: the gateway deleted the payload then, so there is nothing to download. Nothing was written to {}.",
+                    at.get(..10).unwrap_or(at),
+                    out.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             let sealed_envelope = base64::engine::general_purpose::STANDARD
                 .decode(&entry.envelope_age_base64)
                 .context("the envelope is not valid base64")?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let env_path = out.join(format!("{}-envelope.json.age", entry.item.transfer_id));
             let pay_path = out.join(format!("{}-payload.age", entry.item.transfer_id));
+            // Until everything is written, whatever was written is removed again on the way
+            // out: a failed download leaves nothing that looks like a whole item.
+            let mut partial = Partial(vec![env_path.clone(), pay_path.clone()]);
             std::fs::write(&env_path, &sealed_envelope)
                 .with_context(|| format!("writing {}", env_path.display()))?;
             let mut file = tokio::fs::File::create(&pay_path)
@@ -143,10 +174,10 @@ pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             drop(file);
             if answer.status != 200 {
-                let _ = std::fs::remove_file(&pay_path);
                 return Ok(report_problem(&answer.body, answer.status, false));
             }
             let Some(identity_path) = decrypt_with else {
+                partial.keep();
                 println!("{}\n{}", env_path.display(), pay_path.display());
                 eprintln!(
                     "Open them with: age -d -i YOUR-IDENTITY-FILE -o envelope.json {}",
@@ -165,6 +196,7 @@ pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
             let env: serde_json::Value =
                 serde_json::from_slice(&json).context("the envelope is not JSON")?;
             let json_path = out.join(format!("{}-envelope.json", entry.item.transfer_id));
+            partial.0.push(json_path.clone());
             std::fs::write(&json_path, serde_json::to_vec_pretty(&env)?)?;
             let name = env
                 .get("file_name")
@@ -172,10 +204,12 @@ pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
                 .and_then(plain)
                 .unwrap_or_else(|| "payload".to_owned());
             let plain_path = out.join(format!("{}-{name}", entry.item.transfer_id));
+            partial.0.push(plain_path.clone());
             let mut reader = seal::open_file(&pay_path, key.identity())
                 .context("the payload does not open with this identity")?;
             let mut writer = std::fs::File::create(&plain_path)?;
             std::io::copy(&mut reader, &mut writer).context("decrypting the payload")?;
+            partial.keep();
             println!("{}\n{}", json_path.display(), plain_path.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -60,10 +60,12 @@ pub struct Filters {
 pub enum LogCommand {
     /// List decisions (shared, refused, rejected, declined, inbound_refused), newest first.
     List {
+        /// The gateway's state directory (its transfer log is read, never written).
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
         #[command(flatten)]
         filters: Filters,
+        /// At most this many decisions.
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// One JSON object per line instead of a table.
@@ -75,8 +77,10 @@ pub enum LogCommand {
     Show {
         /// The transfer id (a refusal's or a declined decision's reference works too).
         id: String,
+        /// The gateway's state directory (its transfer log is read, never written).
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
+        /// As JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -85,18 +89,22 @@ pub enum LogCommand {
     Subject {
         /// As the DPO knows it: `nhs:9434765919`, `case:ABC123`, ...
         identifier: String,
+        /// The gateway's state directory (its transfer log is read, never written).
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
         /// The subject key file ([subjects] key in postern.toml); default STATE_DIR/keys/subject.key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// As JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Write every matching decision record, oldest first, as CSV or JSON lines (streamed).
     Export {
+        /// The gateway's state directory (its transfer log is read, never written).
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
+        /// csv (one row per decision, formula-safe) or jsonl (one JSON record per line).
         #[arg(long, value_parser = ["csv", "jsonl"])]
         format: String,
         #[command(flatten)]
@@ -105,6 +113,7 @@ pub enum LogCommand {
     /// Counts by purpose, recipient, marking, lawful basis and refusal reason; urgent shares
     /// still waiting for their rationale; deliveries that died.
     Report {
+        /// The gateway's state directory (its transfer log is read, never written).
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
         state_dir: PathBuf,
         /// From (YYYY-MM-DD or RFC 3339), inclusive.
@@ -116,6 +125,7 @@ pub enum LogCommand {
         /// An urgent share's rationale is overdue this many hours after the share.
         #[arg(long, default_value_t = 24)]
         rationale_due_hours: u32,
+        /// As JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -255,7 +265,12 @@ fn show(out: &mut impl Write, reader: &Reader, id: &str, json: bool) -> anyhow::
                 "records": records,
                 "deliveries": deliveries,
                 "corrects": corrects,
-                "corrected_by": corrected_by,
+                "corrected_by": corrected_by.accepted,
+                "refused_correction_attempts": corrected_by
+                    .refused
+                    .iter()
+                    .map(|(id, decision)| serde_json::json!({"transfer_id": id, "decision": decision}))
+                    .collect::<Vec<_>>(),
             }))?
         )?;
         return Ok(ExitCode::SUCCESS);
@@ -271,8 +286,14 @@ fn show(out: &mut impl Write, reader: &Reader, id: &str, json: bool) -> anyhow::
     if let Some(x) = &corrects {
         writeln!(out, "corrects: {x}")?;
     }
-    for y in &corrected_by {
+    for y in &corrected_by.accepted {
         writeln!(out, "corrected by: {y}")?;
+    }
+    for (y, decision) in &corrected_by.refused {
+        writeln!(
+            out,
+            "a correction was attempted and {decision}, so this record stands as it was: {y}"
+        )?;
     }
     let attempts: Vec<&StoredRecord> = records
         .iter()

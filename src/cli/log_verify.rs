@@ -124,7 +124,8 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
             },
             env: None,
         };
-        let c = config::load(&opts).map_err(|e| format!("the configuration has errors:\n{e}"))?;
+        let c =
+            config::offline(&opts).map_err(|e| format!("the configuration has errors:\n{e}"))?;
         let path = c.daemon.log.checkpoint_key;
         return Ok(Setup {
             keys: vec![key_file(&path)?],
@@ -361,7 +362,7 @@ pub fn accept(a: AcceptArgs) -> anyhow::Result<ExitCode> {
         },
         env: None,
     };
-    let c = match config::load(&opts) {
+    let c = match config::offline(&opts) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postern: the configuration has errors:\n{e}");

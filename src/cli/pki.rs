@@ -14,14 +14,18 @@ use postern_gateway::store::checkpoint::CheckpointKey;
 pub enum PkiCommand {
     /// Create a certificate authority (ca.crt, ca.key) in DIR.
     Init {
+        /// The folder for the CA (created if missing; ca.key is written with mode 0600).
+        /// The CA's folder (what `pki init --dir` made).
         #[arg(long)]
         dir: PathBuf,
+        /// The CA certificate's common name.
         #[arg(long, default_value = "Postern CA")]
         name: String,
     },
     /// Issue the gateway's certificate (server.crt, server.key) from the CA in DIR. It is valid
     /// for clients too, so the gateway can present it when delivering to a peer.
     Server {
+        /// The CA's folder (what `pki init --dir` made).
         #[arg(long)]
         dir: PathBuf,
         /// DNS names and IP addresses the gateway is reached at (repeat).
@@ -33,6 +37,7 @@ pub enum PkiCommand {
     },
     /// Issue an organisation's client certificate (clients/ORG.crt, .key and .pem) from the CA in DIR.
     Client {
+        /// The CA's folder (what `pki init --dir` made).
         #[arg(long)]
         dir: PathBuf,
         /// The organisation id (names the files).
@@ -58,6 +63,7 @@ pub enum PkiCommand {
     /// at their next request. Without --cert or --serial, the list is signed again with a
     /// fresh nextUpdate (publish one before the last one's nextUpdate passes).
     Revoke {
+        /// The CA's folder (what `pki init --dir` made).
         #[arg(long)]
         dir: PathBuf,
         /// A certificate to revoke (PEM; repeat).
@@ -74,12 +80,17 @@ pub enum PkiCommand {
         next_update_days: i64,
     },
     /// Print a certificate's subject, issuer, validity, SANs and SHA-256 fingerprint.
-    Show { file: PathBuf },
+    Show {
+        /// A PEM certificate file.
+        file: PathBuf,
+    },
     /// Generate everything a development deployment needs under STATE_DIR, for the organisations
     /// in CONFIG/organisations.toml (what `postern demo` does on first start).
     Dev {
+        /// Where the certificates and keys go.
         #[arg(long, default_value = "postern-state")]
         state_dir: PathBuf,
+        /// The configuration directory whose organisations get keys.
         #[arg(long, default_value = "config/demo")]
         config: PathBuf,
     },
@@ -89,24 +100,33 @@ pub enum PkiCommand {
 pub enum KeysCommand {
     /// Generate an age X25519 identity file (mode 0600); prints its public recipient.
     Generate {
+        /// The identity file to write (refused if it exists).
         #[arg(long)]
         out: PathBuf,
     },
     /// Print the public recipient (age1...) of an identity file.
-    Public { file: PathBuf },
+    Public {
+        /// An age identity file.
+        file: PathBuf,
+    },
     /// Generate the secret key for hashing subject references (64 hex digits, mode 0600).
     SubjectKey {
+        /// The key file to write (refused if it exists).
         #[arg(long)]
         out: PathBuf,
     },
     /// Generate the ed25519 key that signs transfer log checkpoints (PKCS#8 PEM, mode 0600);
     /// prints its public key and fingerprint, to publish for `postern log verify --public-key`.
     CheckpointKey {
+        /// The key file to write (refused if it exists).
         #[arg(long)]
         out: PathBuf,
     },
     /// Print the public key and fingerprint of a checkpoint key file.
-    CheckpointPublic { file: PathBuf },
+    CheckpointPublic {
+        /// A checkpoint key file.
+        file: PathBuf,
+    },
 }
 
 fn leaf_days(s: &str) -> Result<i64, String> {

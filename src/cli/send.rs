@@ -15,7 +15,7 @@ use postern_gateway::domain::envelope::{
     RawConsent, RawEnvelope, RawPractitioner, RawRequest, RawRetention, RawSubjectInformed,
     RawUrgency,
 };
-use postern_gateway::ingest::problem::Problem;
+use postern_gateway::ingest::problem::{Problem, ProblemField};
 use postern_gateway::ingest::routes::Accepted;
 use serde::de::DeserializeOwned;
 
@@ -86,15 +86,19 @@ pub struct SendArgs {
     /// The originator's permission reference for onward sharing.
     #[arg(long)]
     originator_permission_ref: Option<String>,
+    /// The name of the practitioner making this share.
     #[arg(long)]
     practitioner_name: Option<String>,
+    /// Their role, e.g. "Designated safeguarding lead".
     #[arg(long)]
     practitioner_role: Option<String>,
+    /// How the recipients can reach them (email or phone).
     #[arg(long)]
     practitioner_contact: Option<String>,
     /// given, refused_overridden or not_sought.
     #[arg(long)]
     consent: Option<String>,
+    /// Why consent was not sought, or why a refusal was overridden.
     #[arg(long)]
     consent_reason: Option<String>,
     /// Whether the person was told: yes or no.
@@ -103,7 +107,12 @@ pub struct SendArgs {
     /// Why the person was not told.
     #[arg(long)]
     not_informed_reason: Option<String>,
-    /// Mark the share urgent, with the reason.
+    /// The share is routine (not urgent). One of --routine and --urgent is needed unless the
+    /// envelope file says.
+    #[arg(long, conflicts_with = "urgent")]
+    routine: bool,
+    /// The share is urgent, with the reason it could not wait (the full justification may
+    /// follow with `postern rationale`).
     #[arg(long, value_name = "REASON")]
     urgent: Option<String>,
     /// The reference of the request this share answers.
@@ -124,8 +133,11 @@ pub struct SendArgs {
     /// A reference to the person this is about, e.g. nhs:9434765919 (repeat for several).
     #[arg(long = "subject", value_name = "SCHEME:VALUE")]
     subjects: Vec<String>,
+    /// The name the recipients see for the file (default: the name of the file shared, even
+    /// when the envelope file names another).
     #[arg(long)]
     file_name: Option<String>,
+    /// The file's media type, e.g. application/pdf.
     #[arg(long)]
     content_type: Option<String>,
     /// The transfer id this corrects.
@@ -224,7 +236,12 @@ impl SendArgs {
             self.originator_permission_ref.clone(),
         );
         set(&mut e.disclosed_summary, self.summary.clone());
-        set(&mut e.file_name, self.file_name.clone());
+        // The name of the file actually shared, not one left in a reused envelope file.
+        e.file_name = self.file_name.clone().or_else(|| {
+            self.file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        });
         set(&mut e.content_type, self.content_type.clone());
         set(&mut e.correction_of, self.correction_of.clone());
         practitioner(
@@ -254,6 +271,12 @@ impl SendArgs {
                 reason: Some(reason.clone()),
             });
         }
+        if self.routine {
+            e.urgency = Some(RawUrgency {
+                level: Some("routine".into()),
+                reason: None,
+            });
+        }
         request(&mut e.request, &self.request_ref, &self.requested);
         if self.retain_days.is_some() {
             e.retention = Some(RawRetention {
@@ -267,13 +290,81 @@ impl SendArgs {
                 until: self.retain_until.clone(),
             });
         }
-        if e.file_name.is_none() {
-            e.file_name = self
-                .file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
-        }
         Ok(e)
+    }
+}
+
+/// The flag of `send`, `decline` or `rationale` that sets a field of the JSON body, for error
+/// messages: a person at a terminal typed flags, not JSON.
+fn flag_for(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "recipients" => "--to",
+        "purpose" => "--purpose",
+        "justification" => "--justification",
+        "lawful_basis" => "--lawful-basis",
+        "special_category_condition" => "--special-category-condition",
+        "data_categories" => "--data-category",
+        "marking" => "--marking",
+        "originator" => "--originator",
+        "originator_permission_ref" => "--originator-permission-ref",
+        "practitioner" => "--practitioner-name, --practitioner-role and --practitioner-contact",
+        "practitioner.name" => "--practitioner-name",
+        "practitioner.role" => "--practitioner-role",
+        "practitioner.contact" => "--practitioner-contact",
+        "consent" | "consent.status" => "--consent",
+        "consent.reason" => "--consent-reason",
+        "subject_informed" | "subject_informed.informed" => "--subject-informed",
+        "subject_informed.reason" => "--not-informed-reason",
+        "urgency" | "urgency.level" => "--routine or --urgent REASON",
+        "urgency.reason" => "--urgent REASON",
+        "request" | "request.reference" => "--request-ref",
+        "request.requested" => "--requested",
+        "disclosed_summary" => "--summary",
+        "retention" => "--retain-days or --retain-until",
+        "retention.days" => "--retain-days",
+        "retention.until" => "--retain-until",
+        "subject_refs" => "--subject",
+        "file_name" => "--file-name",
+        "content_type" => "--content-type",
+        "correction_of" => "--correction-of",
+        "reasons" => "--reasons",
+        _ => return None,
+    })
+}
+
+/// A field's problem in the words of the command line: "`urgency` is required: routine or
+/// urgent" becomes "`--routine or --urgent REASON` is required: routine or urgent", and the
+/// third `--to` is "`--to` (the 3rd)".
+fn flag_message(e: &ProblemField) -> String {
+    let (base, index) = match e.field.split_once('[') {
+        Some((base, rest)) => (
+            base,
+            rest.split(']').next().and_then(|n| n.parse::<usize>().ok()),
+        ),
+        None => (e.field.as_str(), None),
+    };
+    let Some(flag) = flag_for(base) else {
+        return if e.message.contains(&format!("`{}`", e.field)) {
+            e.message.clone()
+        } else {
+            format!("{}: {}", e.field, e.message)
+        };
+    };
+    let named = match index {
+        Some(i) => format!("`{flag}` (value {})", i + 1),
+        None => format!("`{flag}`"),
+    };
+    let quoted = format!("`{}`", e.field);
+    if e.message.contains(&quoted) {
+        let m = e.message.replace(&quoted, &named);
+        // Three flags that together give one field are required together.
+        if flag.contains(" and ") {
+            m.replacen("` is required", "` are required", 1)
+        } else {
+            m
+        }
+    } else {
+        format!("{named}: {}", e.message)
     }
 }
 
@@ -289,9 +380,16 @@ pub fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
                 } else {
                     "Not accepted"
                 };
-                eprintln!("{verdict} ({}): {}", p.code, p.detail);
-                for e in p.errors.iter().skip(usize::from(p.errors.len() == 1)) {
-                    eprintln!("  - {}: {}", e.field, e.message);
+                // Each problem once, naming the flag that sets the field rather than its JSON path.
+                match p.errors.as_slice() {
+                    [] => eprintln!("{verdict} ({}): {}", p.code, p.detail),
+                    [one] => eprintln!("{verdict} ({}): {}", p.code, flag_message(one)),
+                    many => {
+                        eprintln!("{verdict} ({}): {} problems:", p.code, many.len());
+                        for e in many {
+                            eprintln!("  - {}", flag_message(e));
+                        }
+                    }
                 }
                 if let Some(a) = &p.agreement {
                     eprintln!("  agreement considered: {a}");
@@ -440,6 +538,7 @@ pub struct StatusArgs {
     connect: Connect,
     /// The transfer id `postern send` printed.
     id: String,
+    /// Print the gateway's JSON answer instead of a summary.
     #[arg(long)]
     json: bool,
 }

@@ -14,7 +14,7 @@ use postern_gateway::config::{self, ConfigDir, ConfigErrors, LoadOptions, Overri
 use postern_gateway::runtime::daemon;
 use postern_gateway::runtime::devkit::{self, DevPaths};
 
-use super::{EX_DATAERR, EX_USAGE, exit};
+use super::{EX_DATAERR, EX_UNAVAILABLE, EX_USAGE, exit};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -40,6 +40,10 @@ pub struct DemoArgs {
     /// The people's web pages (default: `web.listen`, 127.0.0.1:8444).
     #[arg(long)]
     web_listen: Option<SocketAddr>,
+    /// Health and metrics (default: `ops.listen`, 127.0.0.1:9464). A second demo on the same
+    /// machine needs its own: 127.0.0.1:0 picks a free port.
+    #[arg(long)]
+    ops_listen: Option<SocketAddr>,
     /// Registry directory; defaults to ./config/demo if present, else the copy built into the binary.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -119,6 +123,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             state_dir: a.state_dir,
             listen: a.listen,
             web_listen: None,
+            ops_listen: None,
             config_dir: None,
             demo: false,
         },
@@ -238,6 +243,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             state_dir: Some(a.state_dir.clone()),
             listen: Some(a.listen),
             web_listen: a.web_listen,
+            ops_listen: a.ops_listen,
             config_dir: None,
             demo: true,
         },
@@ -255,6 +261,18 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         Err(daemon::DaemonError::LogHead(why)) => {
             eprintln!("postern: {why}");
             return Ok(exit(EX_DATAERR));
+        }
+        // Most often a second demo on the same machine: say which flag moves it.
+        Err(daemon::DaemonError::Bind { addr, key, source }) => {
+            let flag = match key {
+                "web.listen" => "--web-listen",
+                "ops.listen" => "--ops-listen",
+                _ => "--listen",
+            };
+            eprintln!(
+                "postern: cannot listen on {addr} ({key}): {source}. Is another gateway or demo running? Give this one a free port with {flag} (127.0.0.1:0 picks one)."
+            );
+            return Ok(exit(EX_UNAVAILABLE));
         }
         Err(e) => return Err(e.into()),
     };
@@ -338,10 +356,11 @@ The same from a terminal: a referral from Riverside Youth Club (voluntary) to th
   {exe} send {common} --to northshire-mash --purpose safeguarding-referral --lawful-basis legitimate_interests --marking 'OFFICIAL-SENSITIVE PERSONAL' --wait {payload}
 
 The MASH's system can also pull it with its certificate, decrypt it with its key, and
-acknowledge it:
+acknowledge it. What it decrypts goes to a folder of the MASH's, outside the gateway's state
+directory: the gateway itself never holds a payload in plaintext.
 
   {exe} inbox list {mash}
-  {exe} inbox get {mash} --decrypt-with {mash_key} --out {state}/received ITEM-ID
+  {exe} inbox get {mash} --decrypt-with {mash_key} --out {received} ITEM-ID
   {exe} inbox ack {mash} ITEM-ID
 
 The same club sharing with the police under s.115 Crime and Disorder Act 1998: refused, because
@@ -370,6 +389,10 @@ Ctrl-C stops the gateway.
         mash = format!("--server {url} --ca {} --identity {}", q(&paths.ca()), q(&paths.client_identity("northshire-mash"))),
         mash_key = q(&paths.org_identity("northshire-mash")),
         outbox = q(&state_dir.join("outbox")),
+        received = q(&state_dir
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join("postern-received")),
         payload_raw = payload.display(),
     );
 }

@@ -28,6 +28,9 @@ use crate::seal::SpoolKey;
 
 /// Environment variables with the `POSTERN_` prefix that are not configuration keys. (Variables
 /// without the prefix, such as systemd's `CREDENTIALS_DIRECTORY`, are never taken for keys.)
+/// Keys whose values are lists of tables, which an environment variable cannot carry.
+const FILE_ONLY: &[&str] = &["smtp.relays"];
+
 pub const NON_CONFIG_ENV: &[&str] = &[
     "POSTERN_LOG",
     "POSTERN_LOG_FORMAT",
@@ -246,6 +249,8 @@ impl Secrets<'_> {
                     super::CREDENTIALS_ENV
                 ),
             )),
+            // Nothing is read: whatever asked does without it.
+            Mode::Offline => {}
         }
         false
     }
@@ -461,9 +466,19 @@ fn settings(
         check_file(doc, errors);
     }
     let known = defaults_doc.as_ref().map(known_keys).unwrap_or_default();
-    let known_vars: Vec<String> = known.iter().map(|k| env_var_for(k)).collect();
+    let known_vars: Vec<String> = known
+        .iter()
+        .filter(|k| !FILE_ONLY.contains(&k.as_str()))
+        .map(|k| env_var_for(k))
+        .collect();
     for var in env.keys() {
-        if var.starts_with("POSTERN_")
+        if let Some(key) = FILE_ONLY.iter().find(|k| env_var_for(k) == *var) {
+            errors.general(
+                format!("environment variable {var}"),
+                None,
+                format!("`{key}` is a list of tables ({{ host, port, tls, ... }}) and cannot be given in the environment: set it in postern.toml"),
+            );
+        } else if var.starts_with("POSTERN_")
             && !known_vars.contains(var)
             && !NON_CONFIG_ENV.contains(&var.as_str())
         {
@@ -510,6 +525,9 @@ fn settings(
     if let Some(addr) = overrides.web_listen {
         builder = builder.set_override("web.listen", addr.to_string()).ok()?;
     }
+    if let Some(addr) = overrides.ops_listen {
+        builder = builder.set_override("ops.listen", addr.to_string()).ok()?;
+    }
     let locator = Locator {
         defaults: defaults_doc,
         file: file_doc,
@@ -528,7 +546,11 @@ fn settings(
         }
     };
     let daemon = validate(raw, &locator, secrets.credentials_dir.clone(), errors)?;
-    let materials = materials(&daemon, &locator, &mut secrets, errors);
+    let materials = if secrets.mode == Mode::Offline {
+        None
+    } else {
+        materials(&daemon, &locator, &mut secrets, errors)
+    };
     Some((daemon, materials))
 }
 
@@ -828,6 +850,7 @@ fn validate(
         state_dir: state_dir.clone().unwrap_or_default(),
         config_dir: loc.overrides.config_dir.clone(),
         credentials_dir,
+        offline: false,
     };
     let delivery = super::delivery::delivery(raw.delivery.unwrap_or_default(), loc, errors);
     let smtp = super::delivery::smtp(

@@ -61,6 +61,8 @@ pub struct Paths {
     /// `None` where this process cannot see systemd credentials: `${credentials_dir}` then stays
     /// in the path, so that whatever reads it can say why.
     pub credentials_dir: Option<PathBuf>,
+    /// The key and certificate files the registry names are left unread ([`offline`]).
+    pub offline: bool,
 }
 
 impl Paths {
@@ -88,6 +90,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `demo --web-listen`.
     pub web_listen: Option<SocketAddr>,
+    /// `demo --ops-listen`.
+    pub ops_listen: Option<SocketAddr>,
     /// Where the configuration was loaded from, for `${config_dir}`.
     pub config_dir: Option<PathBuf>,
     /// `postern demo`: development-only settings (the email outbox folder) are allowed.
@@ -100,6 +104,7 @@ impl Overrides {
             "state_dir" if self.state_dir.is_some() => Some("--state-dir"),
             "api.listen" if self.listen.is_some() => Some("--listen"),
             "web.listen" if self.web_listen.is_some() => Some("--web-listen"),
+            "ops.listen" if self.ops_listen.is_some() => Some("--ops-listen"),
             _ => None,
         }
     }
@@ -153,6 +158,8 @@ pub(crate) enum Mode {
     Load,
     /// `check-config`: list them as not checked.
     Check,
+    /// A command that decides or looks without serving ([`offline`]): no key material is read.
+    Offline,
 }
 
 fn process_env() -> HashMap<String, String> {
@@ -238,10 +245,24 @@ pub fn check(opts: &LoadOptions) -> Result<Checked, ConfigErrors> {
     })
 }
 
+/// The settings and the registry for a command that decides or looks without serving
+/// (`explain`, `log verify`, `log accept-head`): no TLS, spool, subject or endpoint key file is
+/// read, and a recipient by email needs no relay, since nothing is sealed or delivered. Every
+/// other rule is checked as [`load`] checks it.
+pub fn offline(opts: &LoadOptions) -> Result<Checked, ConfigErrors> {
+    let parts = load_parts(opts, Mode::Offline)?;
+    Ok(Checked {
+        daemon: parts.daemon,
+        registry: parts.registry,
+        unchecked: parts.unchecked,
+        warnings: parts.warnings,
+    })
+}
+
 struct Parts {
     daemon: Daemon,
     registry: Registry,
-    /// `None` only in [`Mode::Check`], when some files could not be seen.
+    /// `None` in [`Mode::Check`] when some files could not be seen, and in [`Mode::Offline`].
     materials: Option<daemon::Materials>,
     unchecked: Vec<String>,
     warnings: Vec<ConfigError>,
@@ -328,6 +349,7 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
         state_dir,
         config_dir: overrides.config_dir.clone(),
         credentials_dir,
+        offline: mode == Mode::Offline,
     };
     // The CAs identities may name; unknown if the daemon settings failed (already reported).
     let cas = daemon_and_materials
@@ -345,8 +367,9 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
         }
     });
 
-    // Email recipients need somewhere for their messages to go.
+    // Email recipients need somewhere for their messages to go (when something is delivered).
     if let (Some((d, _)), Some(r)) = (&daemon_and_materials, &registry)
+        && mode != Mode::Offline
         && d.smtp.relays.is_empty()
         && d.smtp.outbox_dir.is_none()
     {
@@ -365,7 +388,7 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
 
     match (daemon_and_materials, registry) {
         (Some((daemon, materials)), Some(registry))
-            if errors.0.is_empty() && (materials.is_some() || mode == Mode::Check) =>
+            if errors.0.is_empty() && (materials.is_some() || mode != Mode::Load) =>
         {
             Ok(Parts {
                 daemon,

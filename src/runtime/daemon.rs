@@ -47,9 +47,11 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         addr: SocketAddr,
+        /// The setting that named the address: api.listen, ops.listen or web.listen.
+        key: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -133,6 +135,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         .await
         .map_err(|source| DaemonError::Bind {
             addr: daemon.listen,
+            key: "api.listen",
             source,
         })?;
     let addr = listener.local_addr()?;
@@ -140,7 +143,11 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         Some(a) => Some(
             TcpListener::bind(a)
                 .await
-                .map_err(|source| DaemonError::Bind { addr: a, source })?,
+                .map_err(|source| DaemonError::Bind {
+                    addr: a,
+                    key: "ops.listen",
+                    source,
+                })?,
         ),
         None => None,
     };
@@ -180,7 +187,11 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         Some(a) => {
             let l = TcpListener::bind(a)
                 .await
-                .map_err(|source| DaemonError::Bind { addr: a, source })?;
+                .map_err(|source| DaemonError::Bind {
+                    addr: a,
+                    key: "web.listen",
+                    source,
+                })?;
             // Sign-in codes go out as deliveries do: the same relays, TLS required.
             let mail = Some(deliverer.email.clone());
             let bound = l.local_addr()?;

@@ -337,13 +337,34 @@ pub fn about(
     Ok(all)
 }
 
-/// Decision records that correct the given transfer (`correction_of` = it).
-pub fn corrections_of(conn: &Connection, transfer_id: &str) -> Result<Vec<String>, StoreError> {
+/// The shares that tried to correct a transfer, split by outcome: a DPO must not read a
+/// refused attempt (by an organisation not allowed to correct it, say) as a correction.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Corrections {
+    /// Accepted corrections (decision `shared`), oldest first.
+    pub accepted: Vec<String>,
+    /// Attempts that were refused or rejected, oldest first: the transfer id and the decision.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Decision records that name the given transfer as the one they correct (`correction_of`).
+pub fn corrections_of(conn: &Connection, transfer_id: &str) -> Result<Corrections, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT transfer_id FROM log_facets WHERE correction_of = ?1 AND transfer_id IS NOT NULL ORDER BY seq",
+        "SELECT transfer_id, decision FROM log_facets WHERE correction_of = ?1 AND transfer_id IS NOT NULL ORDER BY seq",
     )?;
-    let rows = stmt.query_map([transfer_id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map([transfer_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Corrections::default();
+    for row in rows {
+        let (id, decision) = row?;
+        if decision == "shared" {
+            out.accepted.push(id);
+        } else {
+            out.refused.push((id, decision));
+        }
+    }
+    Ok(out)
 }
 
 /// What `postern log report` shows for a period.

@@ -587,6 +587,8 @@ pub struct RecordPage {
     pub deliveries: Vec<RecipientLine>,
     pub corrects: Option<String>,
     pub corrected_by: Vec<String>,
+    /// Attempts to correct it that were refused or rejected: (transfer id, decision).
+    pub correction_attempts: Vec<(String, String)>,
     pub later: Vec<Look>,
     pub looks: Vec<Look>,
     pub seq: i64,
@@ -826,22 +828,31 @@ pub async fn record(
             )?;
             let deliveries = crate::store::recipient_statuses(c, &key)?;
             // A correction is listed only if it may be opened.
-            let mut corrected_by = Vec::new();
-            for id in search::corrections_of(c, &key)? {
+            let all = search::corrections_of(c, &key)?;
+            let may_open = |id: &str| -> Result<bool, crate::store::StoreError> {
                 let q = LogQuery {
-                    transfer: Some(id.clone()),
+                    transfer: Some(id.to_owned()),
                     party: party.clone(),
                     limit: Some(1),
                     ..LogQuery::default()
                 };
-                if !search::decisions(c, &q)?.is_empty() {
-                    corrected_by.push(id);
+                Ok(!search::decisions(c, &q)?.is_empty())
+            };
+            let mut corrections = search::Corrections::default();
+            for id in all.accepted {
+                if may_open(&id)? {
+                    corrections.accepted.push(id);
                 }
             }
-            Ok(Some((d, records, deliveries, corrected_by)))
+            for (id, decision) in all.refused {
+                if may_open(&id)? {
+                    corrections.refused.push((id, decision));
+                }
+            }
+            Ok(Some((d, records, deliveries, corrections)))
         })
         .await;
-    let (d, records, deliveries, corrected_by) = match found {
+    let (d, records, deliveries, corrections) = match found {
         Ok(Some(f)) => f,
         Ok(None) => return pages::not_found().await,
         Err(e) => return pages::store_down(&e),
@@ -973,7 +984,8 @@ pub async fn record(
         timeline,
         deliveries: deliveries.iter().map(|r| recipient_line(&reg, r)).collect(),
         corrects: d.correction_of.clone(),
-        corrected_by,
+        corrected_by: corrections.accepted,
+        correction_attempts: corrections.refused,
         later,
         looks,
         seq: d.seq,
