@@ -137,27 +137,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("postern: {}", chain_text(&e));
+            // Each cause once: many library errors repeat their source in their own message
+            // ("Address already in use (os error 98): Address already in use (os error 98)").
+            eprintln!(
+                "postern: {}",
+                postern_gateway::deliver::sentence(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes, each said once: many library errors repeat their source in their
-/// own message ("Address already in use (os error 98): Address already in use (os error 98)").
-fn chain_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -173,7 +161,7 @@ mod tests {
         struct Bind(#[source] std::io::Error);
         let e = anyhow::Error::new(Bind(io)).context("starting the demo");
         assert_eq!(
-            super::chain_text(&e),
+            postern_gateway::deliver::sentence(e.as_ref()),
             "starting the demo: cannot listen on 127.0.0.1:9464: address in use"
         );
     }

@@ -609,6 +609,42 @@ async fn the_command_line_records_both_and_the_logs_keep_their_text_out() {
     assert!(stderr.contains("rationale_already_recorded"), "{stderr}");
     assert!(stdout.is_empty());
 
+    // The export gives the reasons and the later rationale columns of their own.
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "export", "--format", "csv", "--state-dir"])
+        .arg(&d.state_dir)
+        .output()
+        .expect("postern log export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut csv = csv::ReaderBuilder::new()
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    let headers = csv.headers().expect("headers").clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).expect(name);
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.expect("row")).collect();
+    let declined = rows
+        .iter()
+        .find(|r| &r[col("decision")] == "declined")
+        .expect("the declined decision");
+    assert_eq!(
+        &declined[col("reasons")],
+        "REASONS-SENTINEL: not proportionate at this stage."
+    );
+    let urgent = rows
+        .iter()
+        .find(|r| r[col("transfer_id")] == *id)
+        .expect("the urgent share");
+    assert_eq!(
+        &urgent[col("later_rationale")],
+        "RATIONALE-SENTINEL: could not wait for the strategy meeting."
+    );
+    assert_eq!(&urgent[col("justification")], "");
+
     let logs = server.terminate();
     assert!(
         logs.contains("decision not to share recorded")

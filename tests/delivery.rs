@@ -247,6 +247,14 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
         "tls",
         "no STARTTLS is a TLS failure"
     );
+    // One plain sentence, not the library's chain said twice.
+    let said = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        said.ends_with(
+            "the relay does not offer STARTTLS, and this gateway sends email only over TLS"
+        ) && said.matches("STARTTLS").count() == 1,
+        "{said}"
+    );
     server.stop().await;
 
     // STARTTLS, but a certificate from a CA the gateway was not told to trust: dead at once.
@@ -276,6 +284,11 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
     );
     assert!(impostor.received().is_empty());
     assert_eq!(last_attempt(&d)["cause"], "tls_certificate");
+    let said = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        said.ends_with("TLS handshake failed: the relay's certificate was not issued by a CA this gateway trusts for it"),
+        "{said}"
+    );
     server.stop().await;
 }
 
@@ -329,6 +342,11 @@ async fn a_relay_that_is_down_gets_the_message_after_a_retry() {
         .find(|r| r["kind"] == "delivery_attempt")
         .expect("attempt");
     assert_eq!(first["cause"], "unreachable", "{first}");
+    let said = first["detail"].as_str().unwrap_or_default();
+    assert!(
+        said.ends_with("the relay refused the connection (is it listening?)"),
+        "{first}"
+    );
     assert!(
         last_attempt(&d).get("cause").is_none(),
         "a delivery has no cause"
@@ -674,8 +692,9 @@ async fn a_peer_with_the_wrong_certificate_is_refused_both_ways() {
     )
     .await;
     assert_eq!(s["attempts"], 1, "{s}");
-    assert!(
-        s["last_error"].as_str().is_some_and(|e| e.contains("TLS")),
+    assert_eq!(
+        s["last_error"],
+        "TLS handshake failed: the endpoint's certificate was not issued by a CA this gateway trusts for it",
         "{s}"
     );
     assert_eq!(last_attempt(&a)["cause"], "tls_certificate");
@@ -713,7 +732,9 @@ async fn a_peer_with_the_wrong_certificate_is_refused_both_ways() {
     )
     .await;
     assert!(
-        s["last_error"].as_str().is_some_and(|e| e.contains("TLS")),
+        s["last_error"].as_str().is_some_and(
+            |e| e == "TLS handshake failed: the endpoint refused this gateway's certificate"
+        ),
         "{s}"
     );
     assert_eq!(

@@ -283,7 +283,7 @@ impl EmailChannel {
                     let this_permanent = e.is_permanent() || tls_verification(&e);
                     permanent &= this_permanent;
                     cause = smtp_cause(&e);
-                    failures.push(format!("relay {}: {}", relay.name, sentence(&e)));
+                    failures.push(format!("relay {}: {}", relay.name, smtp_words(&e)));
                 }
             }
         }
@@ -343,7 +343,7 @@ impl EmailChannel {
         for relay in &self.relays {
             match relay.transport.send(msg.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(e) => failures.push(format!("relay {}: {}", relay.name, sentence(&e))),
+                Err(e) => failures.push(format!("relay {}: {}", relay.name, smtp_words(&e))),
             }
         }
         Err(NoticeError::Relays(failures.join("; ")))
@@ -357,6 +357,28 @@ fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {
         crate::tls::find_tls_error(e),
         Some(rustls::Error::InvalidCertificate(_))
     )
+}
+
+/// An SMTP failure in one plain sentence: the relay's own reply when it answered, otherwise
+/// what went wrong in words (the library's wording repeats itself and names its internals).
+fn smtp_words(e: &lettre::transport::smtp::Error) -> String {
+    if e.is_permanent() || e.is_transient() {
+        return format!("the relay refused the message ({})", sentence(e));
+    }
+    if let Some(tls) = crate::tls::find_tls_error(e) {
+        return crate::tls::in_words(tls, "the relay");
+    }
+    if e.is_client() && e.to_string().contains("STARTTLS") {
+        return "the relay does not offer STARTTLS, and this gateway sends email only over TLS"
+            .to_owned();
+    }
+    if e.is_timeout() {
+        return "the relay did not answer in time".to_owned();
+    }
+    match crate::tls::find_io_error(e) {
+        Some(io) => crate::tls::io_in_words(io, "the relay"),
+        None => sentence(e),
+    }
 }
 
 /// What an SMTP failure was: a reply from the relay, a certificate, TLS, time, or the

@@ -271,7 +271,10 @@ fn classify_error(e: &hyper_util::client::legacy::Error) -> Outcome {
         Some(tls) => tls_outcome(tls),
         None => Outcome::temporary(
             Cause::Unreachable,
-            format!("could not deliver: {}", sentence(e)),
+            match crate::tls::find_io_error(e) {
+                Some(io) => crate::tls::io_in_words(io, "the endpoint"),
+                None => format!("could not deliver: {}", sentence(e)),
+            },
         ),
     }
 }
@@ -293,7 +296,10 @@ fn tls_outcome(tls: &rustls::Error) -> Outcome {
             | A::AccessDenied
             // What rustls sends when a certificate's signature does not verify.
             | A::DecryptError,
-        ) => Outcome::permanent(Cause::TlsCertificate, format!("TLS: {tls}")),
-        other => Outcome::temporary(Cause::Tls, format!("TLS: {other}")),
+        ) => Outcome::permanent(
+            Cause::TlsCertificate,
+            crate::tls::in_words(tls, "the endpoint"),
+        ),
+        other => Outcome::temporary(Cause::Tls, crate::tls::in_words(other, "the endpoint")),
     }
 }

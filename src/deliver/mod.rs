@@ -91,7 +91,7 @@ pub struct Deliverer {
 }
 
 pub use crate::store::queue::Wake;
-pub use failure::{Cause, Failure};
+pub use failure::{Cause, Failure, sentence};
 
 /// Tells an organisation's people with `receive` that a delivery is waiting on the web pages,
 /// when it arrives in the inbox for a portal organisation (from this gateway's worker or from a

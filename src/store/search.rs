@@ -24,7 +24,7 @@ pub fn spreadsheet_safe(cell: String) -> String {
 
 /// The columns of `log export --format csv`: the filing columns, then the record's own fields a
 /// spreadsheet needs; `record` holds the whole record as chained (JSON).
-pub const CSV_HEADER: [&str; 22] = [
+pub const CSV_HEADER: [&str; 24] = [
     "seq",
     "at",
     "kind",
@@ -41,6 +41,8 @@ pub const CSV_HEADER: [&str; 22] = [
     "correction_of",
     "rationale_pending",
     "justification",
+    "reasons",
+    "later_rationale",
     "data_categories",
     "consent",
     "subject_informed",
@@ -85,6 +87,14 @@ pub fn csv_row(r: &DecisionRow) -> Vec<String> {
         o(&r.correction_of),
         r.rationale_pending.to_string(),
         e(&["envelope", "justification"]),
+        // A decision not to share gives its reasons; an urgent share its rationale afterwards.
+        e(&["reasons"]),
+        r.later_rationale
+            .as_ref()
+            .and_then(|v| v.get("justification"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned(),
         e(&["envelope", "data_categories"]),
         e(&["envelope", "consent", "status"]),
         e(&["envelope", "subject_informed", "status"]),
@@ -170,12 +180,18 @@ pub struct DecisionRow {
     pub hash: String,
     /// The record exactly as chained.
     pub record: serde_json::Value,
+    /// For an urgent share, the `rationale_added` record that gave its justification later,
+    /// as chained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub later_rationale: Option<serde_json::Value>,
 }
 
 const COLUMNS: &str = "f.seq, f.at, l.kind, f.decision, f.transfer_id, f.sender, \
     (SELECT group_concat(recipient, ',') FROM log_recipients r WHERE r.seq = f.seq), \
     f.originator, f.purpose, f.lawful_basis, f.marking, f.urgency, l.code, f.correction_of, \
-    f.rationale_pending, l.hash, l.body";
+    f.rationale_pending, l.hash, l.body, \
+    CASE WHEN f.urgency = 'urgent' THEN (SELECT r.body FROM log r \
+        WHERE r.transfer_id = f.transfer_id AND r.kind = 'rationale_added' ORDER BY r.seq LIMIT 1) END";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
     let filed: Option<String> = r.get(6)?;
@@ -217,6 +233,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
         rationale_pending: r.get(14)?,
         hash: hex::encode(hash),
         record,
+        later_rationale: r
+            .get::<_, Option<Vec<u8>>>(17)?
+            .and_then(|b| serde_json::from_slice(&b).ok()),
     })
 }
 

@@ -97,6 +97,77 @@ impl HandshakeFailure {
     }
 }
 
+/// A TLS failure in a person's words, for a delivery's timeline, naming the other side
+/// (`them`: "the relay", "the endpoint"). The cause code beside it says the same for machines.
+pub fn in_words(e: &rustls::Error, them: &str) -> String {
+    use rustls::AlertDescription as A;
+    use rustls::CertificateError as C;
+    let why = match e {
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => format!("{them}'s certificate is not valid for the name this gateway connected to"),
+        rustls::Error::InvalidCertificate(_) => match HandshakeFailure::of_tls(e) {
+            HandshakeFailure::UnknownCa => {
+                format!("{them}'s certificate was not issued by a CA this gateway trusts for it")
+            }
+            HandshakeFailure::Revoked => format!("{them}'s certificate has been revoked"),
+            HandshakeFailure::Expired => {
+                format!("{them}'s certificate has expired or is not yet valid")
+            }
+            _ => format!("{them}'s certificate could not be verified"),
+        },
+        rustls::Error::NoCertificatesPresented => format!("{them} presented no certificate"),
+        rustls::Error::AlertReceived(A::CertificateRevoked) => {
+            format!("{them} says this gateway's certificate is revoked")
+        }
+        rustls::Error::AlertReceived(A::CertificateExpired) => {
+            format!("{them} says this gateway's certificate has expired")
+        }
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::CertificateRequired
+            | A::AccessDenied
+            | A::DecryptError,
+        ) => format!("{them} refused this gateway's certificate"),
+        rustls::Error::AlertReceived(A::ProtocolVersion | A::HandshakeFailure) => format!(
+            "{them} and this gateway share no TLS version or cipher suite (TLS 1.2 or later is required)"
+        ),
+        _ => format!("{them} and this gateway could not agree a TLS connection"),
+    };
+    format!("TLS handshake failed: {why}")
+}
+
+/// A connection failure in a person's words, naming the other side.
+pub fn io_in_words(e: &std::io::Error, them: &str) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => format!("{them} refused the connection (is it listening?)"),
+        K::TimedOut => format!("the connection to {them} timed out"),
+        K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof | K::BrokenPipe => {
+            format!("{them} closed the connection")
+        }
+        K::AddrNotAvailable | K::HostUnreachable | K::NetworkUnreachable => {
+            format!("{them} cannot be reached from this gateway's network")
+        }
+        _ => format!("{them} could not be reached: {e}"),
+    }
+}
+
+/// The I/O error somewhere in an error's chain, if there is one.
+pub fn find_io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// The TLS error somewhere in an error's chain, if there is one. Libraries wrap rustls errors
 /// in `io::Error`s (sometimes twice), and `io::Error::source` skips the wrapped error itself,
 /// so each `io::Error` is opened with `get_ref` as well as followed by `source`.

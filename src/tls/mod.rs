@@ -11,7 +11,7 @@ mod material;
 pub mod server;
 
 pub use certs::{Identity, PemError, client_config, fingerprint, read_roots, subject_alt_names};
-pub use failure::{HandshakeFailure, find_tls_error};
+pub use failure::{HandshakeFailure, find_io_error, find_tls_error, in_words, io_in_words};
 pub use material::{Crl, TlsMaterial, TrustedCa};
 
 /// The rustls provider used everywhere in Postern.
