@@ -939,3 +939,125 @@ async fn a_damaged_queued_delivery_is_ended_and_the_rest_go_on() {
     .await;
     server.stop().await;
 }
+
+/// Relay connections are opened by the gateway itself and kept: a second message goes over the
+/// first connection. A reload drops the kept ones, so a relay that has since stopped offering
+/// STARTTLS gets nothing in plaintext, although the connection opened before is still up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_connections_are_reused_and_dropped_on_reload() {
+    let (l, port) = listener().await;
+    let d = with_relay(port, "");
+    let smtp = sink(l, &d.ca(), SinkOptions::default());
+    let (server, reloader) = d.start_reloadable().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let mut share = async |state: &str| {
+        let id = json(&submit(&mut police, &to_council(), vec![3; 800], None).await)["transfer_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        wait_recipient(&mut police, &id, "northshire-cc", state, |s| {
+            s["state"] == state
+        })
+        .await
+    };
+    share("delivered").await;
+    share("delivered").await;
+    assert_eq!(smtp.received().len(), 2);
+    assert_eq!(
+        smtp.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second message went over the first connection"
+    );
+    assert!(smtp.received().iter().all(|m| m.tls));
+
+    // A plaintext server takes the relay's port; the kept connection to the old one lives on.
+    drop(smtp);
+    let plain = loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => break SmtpSink::start(l, SinkOptions::default()).expect("sink"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    reloader.reload(&d.load_options()).await.expect("reload");
+    let s = share("retrying").await;
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not offer STARTTLS")),
+        "{s}"
+    );
+    assert!(plain.received().is_empty(), "nothing was sent in plaintext");
+    assert!(plain.connections.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    server.stop().await;
+}
+
+/// A relay with TLS from the first byte (`tls = "implicit"`), verified against its CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_implicit_tls_receives_over_tls() {
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "implicit"
+        )
+    ));
+    let smtp = sink(
+        l,
+        &d.ca(),
+        SinkOptions {
+            implicit: true,
+            ..SinkOptions::default()
+        },
+    );
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![4; 600], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(&mut police, &id, "northshire-cc", "delivered", |s| {
+        s["state"] == "delivered" || s["state"] == "dead"
+    })
+    .await;
+    assert_eq!(s["state"], "delivered", "{s}");
+    let got = smtp.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls);
+    server.stop().await;
+
+    // The same relay with a certificate from a CA the gateway does not trust: refused.
+    let (l, port) = listener().await;
+    let d = Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "implicit"
+        )
+    ));
+    let foreign = postern_gateway::pki::Ca::generate("Someone else's CA").expect("ca");
+    let impostor = sink(
+        l,
+        &foreign,
+        SinkOptions {
+            implicit: true,
+            ..SinkOptions::default()
+        },
+    );
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let id = json(&submit(&mut police, &to_council(), vec![4; 600], None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let s = wait_recipient(&mut police, &id, "northshire-cc", "dead", |s| {
+        s["state"] == "dead"
+    })
+    .await;
+    assert_eq!(s["attempts"], 1, "{s}");
+    assert!(impostor.received().is_empty());
+    assert_eq!(last_attempt(&d)["cause"], "tls_certificate");
+    server.stop().await;
+}

@@ -1,4 +1,5 @@
-//! Delivery by secure email through the configured relays (lettre). TLS is always required:
+//! Delivery by secure email through the configured relays (lettre composes the message and
+//! speaks SMTP over connections [`super::smtp`] opens and keeps). TLS is always required:
 //! STARTTLS that must succeed, or TLS from the first byte; the relay's certificate is verified
 //! against its configured CA or the system roots; there is never a plaintext fallback.
 //!
@@ -14,13 +15,14 @@
 
 use std::path::{Path, PathBuf};
 
+use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
 
 use super::failure::sentence;
+use super::smtp::{RelayPool, RelayTls, SendError};
 use super::{Cause, Outcome};
 use crate::config::{SmtpSettings, SmtpTls};
 use crate::domain::envelope::RecipientEnvelope;
@@ -56,7 +58,7 @@ pub fn message_bytes(sealed_payload: u64) -> u64 {
 
 struct Relay {
     name: String,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: RelayPool,
 }
 
 /// Why the email channel cannot be set up from `[smtp]`.
@@ -75,6 +77,12 @@ pub enum EmailSetupError {
         relay: String,
         #[source]
         source: lettre::transport::smtp::Error,
+    },
+    #[error("relay {relay}: TLS: {source}")]
+    ImplicitTls {
+        relay: String,
+        #[source]
+        source: rustls::Error,
     },
 }
 
@@ -107,39 +115,53 @@ impl EmailChannel {
         let from: Mailbox = s.from.parse().map_err(EmailSetupError::From)?;
         let mut relays = Vec::new();
         for r in &s.relays {
-            let mut tls = TlsParameters::builder(r.host.clone());
-            if let Some(ca) = &r.ca {
-                // A configured CA replaces the system roots for this relay.
-                tls = tls.certificate_store(CertificateStore::None);
-                for der in ca {
-                    tls = tls.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(
-                        |source| EmailSetupError::Ca {
+            let tls = match r.tls {
+                SmtpTls::StartTls => {
+                    let mut tls = TlsParameters::builder(r.host.clone());
+                    if let Some(ca) = &r.ca {
+                        // A configured CA replaces the system roots for this relay.
+                        tls = tls.certificate_store(CertificateStore::None);
+                        for der in ca {
+                            tls = tls.add_root_certificate(
+                                Certificate::from_der(der.to_vec()).map_err(|source| {
+                                    EmailSetupError::Ca {
+                                        relay: r.host.clone(),
+                                        source,
+                                    }
+                                })?,
+                            );
+                        }
+                    }
+                    RelayTls::StartTls(tls.build_rustls().map_err(|source| {
+                        EmailSetupError::Tls {
                             relay: r.host.clone(),
                             source,
-                        },
-                    )?);
+                        }
+                    })?)
                 }
-            }
-            let tls = tls.build_rustls().map_err(|source| EmailSetupError::Tls {
-                relay: r.host.clone(),
-                source,
-            })?;
-            let mode = match r.tls {
-                SmtpTls::StartTls => Tls::Required(tls),
-                SmtpTls::Implicit => Tls::Wrapper(tls),
+                SmtpTls::Implicit => {
+                    // The same roots: the configured CA, or the system's.
+                    let roots = match &r.ca {
+                        Some(ca) => ca.clone(),
+                        None => rustls_native_certs::load_native_certs().certs,
+                    };
+                    let mut config = crate::tls::client_config(&roots, None).map_err(|source| {
+                        EmailSetupError::ImplicitTls {
+                            relay: r.host.clone(),
+                            source,
+                        }
+                    })?;
+                    config.alpn_protocols.clear();
+                    RelayTls::Implicit(std::sync::Arc::new(config))
+                }
             };
-            // `builder_dangerous` only means "no TLS mode chosen yet"; one is set just below,
-            // and it is always Required or Wrapper.
-            let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(r.host.clone())
-                .port(r.port)
-                .tls(mode)
-                .timeout(Some(s.timeout));
-            if let (Some(u), Some(p)) = (&r.username, &r.password) {
-                b = b.credentials(Credentials::new(u.clone(), p.to_string()));
-            }
+            let credentials = match (&r.username, &r.password) {
+                (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.to_string())),
+                _ => None,
+            };
             relays.push(Relay {
                 name: format!("{}:{}", r.host, r.port),
-                transport: b.build(),
+                pool: RelayPool::new(r.host.clone(), r.port, tls, credentials, s.timeout),
             });
         }
         Ok(EmailChannel {
@@ -148,6 +170,13 @@ impl EmailChannel {
             outbox: s.outbox_dir.clone(),
             max_message_bytes: s.max_message_bytes,
         })
+    }
+
+    /// Closes the kept relay connections (a reload): the next message opens new ones.
+    pub fn drop_idle(&self) {
+        for r in &self.relays {
+            r.pool.drop_idle();
+        }
     }
 
     pub fn compose(&self, l: &Letter<'_>) -> Result<Message, ComposeError> {
@@ -256,8 +285,9 @@ impl EmailChannel {
         let mut permanent = true;
         // The cause of the last relay tried (the one the delivery ended with).
         let mut cause = Cause::Unreachable;
+        let bytes = msg.formatted();
         for relay in &self.relays {
-            match relay.transport.send(msg.clone()).await {
+            match relay.pool.send(msg.envelope(), &bytes).await {
                 Ok(response) => {
                     let reply = format!(
                         "{} {}",
@@ -280,7 +310,7 @@ impl EmailChannel {
                     // relay that does not offer STARTTLS, or a certificate it cannot prove) is
                     // the relay's state and may change, unless it is a TLS verification
                     // failure, which is treated as permanent below.
-                    let this_permanent = e.is_permanent() || tls_verification(&e);
+                    let this_permanent = is_permanent(&e);
                     permanent &= this_permanent;
                     cause = smtp_cause(&e);
                     failures.push(format!("relay {}: {}", relay.name, smtp_words(&e)));
@@ -340,8 +370,9 @@ impl EmailChannel {
             return Err(NoticeError::NoRelay);
         }
         let mut failures = Vec::new();
+        let bytes = msg.formatted();
         for relay in &self.relays {
-            match relay.transport.send(msg.clone()).await {
+            match relay.pool.send(msg.envelope(), &bytes).await {
                 Ok(_) => return Ok(()),
                 Err(e) => failures.push(format!("relay {}: {}", relay.name, smtp_words(&e))),
             }
@@ -352,50 +383,56 @@ impl EmailChannel {
 
 /// Whether a failure is a certificate that does not verify (as opposed to, say, a relay
 /// that closed the connection mid-handshake).
-fn tls_verification(e: &lettre::transport::smtp::Error) -> bool {
+fn tls_verification(e: &SendError) -> bool {
     matches!(
         crate::tls::find_tls_error(e),
         Some(rustls::Error::InvalidCertificate(_))
     )
 }
 
-/// An SMTP failure in one plain sentence: the relay's own reply when it answered, otherwise
+/// Only a 5xx reply is a verdict on the message; anything else (including a relay that does not
+/// offer STARTTLS) is the relay's state and may change, except a certificate that does not
+/// verify, which will not start verifying on its own.
+fn is_permanent(e: &SendError) -> bool {
+    matches!(e, SendError::Smtp(s) if s.is_permanent()) || tls_verification(e)
+}
+
+/// A relay's failure in one plain sentence: the relay's own reply when it answered, otherwise
 /// what went wrong in words (the library's wording repeats itself and names its internals).
-fn smtp_words(e: &lettre::transport::smtp::Error) -> String {
-    if e.is_permanent() || e.is_transient() {
+fn smtp_words(e: &SendError) -> String {
+    if e.is_reply() {
         return format!("the relay refused the message ({})", sentence(e));
     }
     if let Some(tls) = crate::tls::find_tls_error(e) {
         return crate::tls::in_words(tls, "the relay");
     }
-    if e.is_client() && e.to_string().contains("STARTTLS") {
-        return "the relay does not offer STARTTLS, and this gateway sends email only over TLS"
-            .to_owned();
-    }
-    if e.is_timeout() {
-        return "the relay did not answer in time".to_owned();
-    }
-    match crate::tls::find_io_error(e) {
-        Some(io) => crate::tls::io_in_words(io, "the relay"),
-        None => sentence(e),
+    match e {
+        SendError::Smtp(s) if s.is_client() && s.to_string().contains("STARTTLS") => {
+            "the relay does not offer STARTTLS, and this gateway sends email only over TLS"
+                .to_owned()
+        }
+        SendError::Timeout(_) => "the relay did not answer in time".to_owned(),
+        SendError::Smtp(s) if s.is_timeout() => "the relay did not answer in time".to_owned(),
+        _ => match crate::tls::find_io_error(e) {
+            Some(io) => crate::tls::io_in_words(io, "the relay"),
+            None => sentence(e),
+        },
     }
 }
 
-/// What an SMTP failure was: a reply from the relay, a certificate, TLS, time, or the
-/// connection.
-fn smtp_cause(e: &lettre::transport::smtp::Error) -> Cause {
-    if e.is_permanent() || e.is_transient() {
-        Cause::RelayRefused
-    } else if tls_verification(e) {
-        Cause::TlsCertificate
-    } else if crate::tls::find_tls_error(e).is_some() || e.is_tls() || e.is_client() {
+/// What a relay's failure was: a reply, a certificate, TLS, time, or the connection.
+fn smtp_cause(e: &SendError) -> Cause {
+    let tls = crate::tls::find_tls_error(e).is_some();
+    match e {
+        _ if e.is_reply() => Cause::RelayRefused,
+        _ if tls_verification(e) => Cause::TlsCertificate,
+        _ if tls => Cause::Tls,
         // lettre's "client" errors are what it refuses to go on without: for Postern, which
         // requires TLS, a relay that does not offer STARTTLS.
-        Cause::Tls
-    } else if e.is_timeout() {
-        Cause::Timeout
-    } else {
-        Cause::Unreachable
+        SendError::Smtp(s) if s.is_tls() || s.is_client() => Cause::Tls,
+        SendError::Smtp(s) if s.is_timeout() => Cause::Timeout,
+        SendError::Timeout(_) => Cause::Timeout,
+        _ => Cause::Unreachable,
     }
 }
 

@@ -21,6 +21,7 @@ mod failure;
 pub(crate) mod https;
 pub(crate) mod reseal;
 pub(crate) mod retry;
+pub(crate) mod smtp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -606,6 +606,8 @@ impl Reloader {
             ..
         } = material;
         inner.deliverer.https.reload(client_chain, client_key);
+        // A relay may have changed (its certificate, what it offers): new connections.
+        inner.deliverer.email.drop_idle();
         Ok(reloaded)
     }
 }

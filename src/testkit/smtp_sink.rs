@@ -35,11 +35,15 @@ pub struct SinkOptions {
     pub fail_first: usize,
     /// Answer every message with 550.
     pub reject: bool,
+    /// TLS from the first byte (with the `starttls` configuration) instead of STARTTLS.
+    pub implicit: bool,
 }
 
 pub struct SmtpSink {
     pub addr: SocketAddr,
     pub messages: Arc<Mutex<Vec<ReceivedMail>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -50,13 +54,15 @@ impl SmtpSink {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let failing = Arc::new(AtomicUsize::new(options.fail_first));
-        let (msgs, token) = (messages.clone(), stop.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (msgs, token, count) = (messages.clone(), stop.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let (tcp, peer) = tokio::select! {
                     () = token.cancelled() => break,
                     r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let (msgs, options, failing) = (msgs.clone(), options.clone(), failing.clone());
                 tokio::spawn(async move {
                     let _ = session(tcp, peer, options, failing, msgs).await;
@@ -66,6 +72,7 @@ impl SmtpSink {
         Ok(SmtpSink {
             addr,
             messages,
+            connections,
             stop,
         })
     }
@@ -143,7 +150,7 @@ async fn session(
     let tls = Arc::new(AtomicBool::new(false));
     let hang_up = Arc::new(AtomicBool::new(false));
     let mut builder = SessionBuilder::new("postern-smtp-sink");
-    if options.starttls.is_some() {
+    if options.starttls.is_some() && !options.implicit {
         builder.enable_start_tls();
     }
     let mut session = builder.build(
@@ -158,7 +165,15 @@ async fn session(
         },
     );
     let mut stream: BufReader<Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>> =
-        BufReader::new(Either::Left(tcp));
+        match (&options.starttls, options.implicit) {
+            (Some(config), true) => {
+                let tls_stream = TlsAcceptor::from(config.clone()).accept(tcp).await?;
+                tls.store(true, Ordering::SeqCst);
+                session.tls_active();
+                BufReader::new(Either::Right(tls_stream))
+            }
+            _ => BufReader::new(Either::Left(tcp)),
+        };
     stream
         .get_mut()
         .write_all(&session.greeting().buffer()?)
