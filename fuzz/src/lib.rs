@@ -98,6 +98,7 @@ pub fn demo_registry(state_dir: &Path) -> Registry {
         state_dir: state_dir.to_path_buf(),
         config_dir: None,
         credentials_dir: None,
+        offline: false,
     };
     match load(&sources, &paths, None) {
         Ok(loaded) => loaded.registry,
