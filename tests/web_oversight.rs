@@ -323,7 +323,24 @@ async fn verify_now_reports_a_tampered_record_with_its_location() {
     assert!(a.body.contains("The log is broken"), "{}", a.body);
     assert!(
         a.body
-            .contains(&format!("A record was altered at record {seq}")),
+            .contains(&format!("A record was altered at record {seq}.</p>")),
+        "{}",
+        a.body
+    );
+    // Said once as the finding, and what the check found once among the facts.
+    assert_eq!(
+        a.body.matches(&format!("record {seq} was altered")).count(),
+        0,
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        a.body
+            .matches(&format!(
+                "Record {seq} was altered: its content no longer matches its hash."
+            ))
+            .count(),
+        1,
         "{}",
         a.body
     );

@@ -1853,16 +1853,19 @@ pub async fn verify(State(app): State<Arc<WebApp>>, s: SignedIn, addr: Client) -
         Ok(v) => {
             page.intact = v.report.intact();
             page.facts = verified_facts(&v);
+            // The break once, in words; what the check found goes with the other facts.
             page.broken = v.report.first_break.as_ref().map(|b| {
-                format!(
-                    "{} at {}. {}",
-                    capitalise(break_words(b.kind)),
-                    if b.seq == b.to_seq {
-                        format!("record {}", b.seq)
-                    } else {
-                        format!("records {} to {}", b.seq, b.to_seq)
+                page.facts.insert(
+                    0,
+                    Fact {
+                        label: "What the check found",
+                        value: format!("{}.", capitalise(&b.message)),
                     },
-                    b.message
+                );
+                format!(
+                    "{} at {}.",
+                    capitalise(break_words(b.kind)),
+                    super::oversight::records(b.seq, b.to_seq)
                 )
             });
         }

@@ -298,11 +298,11 @@ impl StatusLine {
                 match &v.report.first_break {
                     Some(b) => StatusLine {
                         class: "bad",
+                        // Where and what kind; "Verify now" shows what the check found.
                         text: format!(
-                            "BROKEN: the log is not intact: {} at {} (checked {checked}). {}",
+                            "BROKEN: the log is not intact: {} at {} (checked {checked}).",
                             break_words(b.kind),
                             records(b.seq, b.to_seq),
-                            b.message
                         ),
                     },
                     None => {
@@ -343,7 +343,7 @@ pub fn break_words(k: crate::log::verify::BreakKind) -> &'static str {
     }
 }
 
-fn records(from: i64, to: i64) -> String {
+pub(super) fn records(from: i64, to: i64) -> String {
     if from == to {
         format!("record {from}")
     } else {
