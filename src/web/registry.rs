@@ -67,16 +67,33 @@ pub struct AgreementRow {
     pub tag: Tag,
 }
 
-/// One line of "who may share with whom": one direction between two parties of one agreement.
-pub struct MatrixRow {
+/// "Who may share with whom" as a grid: a row for each organisation that is a party to an
+/// agreement, a column for each such organisation, and in each cell the agreements that let the
+/// row share with the column. Purposes, bases and markings are in the agreements' table, once
+/// per agreement (a row per direction and pair repeated them: 22,000 pixels for the demo).
+pub struct Grid {
+    pub columns: Vec<OrgRef>,
+    pub rows: Vec<GridRow>,
+}
+
+pub struct GridRow {
     pub from: OrgRef,
-    pub to: OrgRef,
-    pub agreement_id: String,
-    pub agreement: String,
-    pub purposes: String,
-    pub max_marking: String,
-    pub until: String,
-    pub tag: Tag,
+    pub cells: Vec<GridCell>,
+}
+
+pub struct GridCell {
+    /// The organisation itself (no agreement needed, none shown).
+    pub same: bool,
+    /// The column's name, for screen readers reading one cell.
+    pub to: String,
+    pub agreements: Vec<GridAgreement>,
+}
+
+pub struct GridAgreement {
+    pub id: String,
+    pub title: String,
+    /// `None` for an agreement simply in force; otherwise when it ends, ended or starts.
+    pub tag: Option<Tag>,
 }
 
 #[derive(Template)]
@@ -90,7 +107,7 @@ pub struct RegistryPage {
     /// For the agreements' table (`agreement_table.html`).
     pub agreements_caption: String,
     pub parties_heading: &'static str,
-    pub matrix: Vec<MatrixRow>,
+    pub grid: Grid,
     pub markings: Vec<String>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
@@ -308,34 +325,56 @@ fn by_name(reg: &Registry) -> Vec<&Organisation> {
 }
 
 /// Who may share with whom: for each agreement, each direction between two of its parties.
-fn matrix(reg: &Registry, today: Date) -> Vec<MatrixRow> {
-    let mut rows = Vec::new();
-    for a in reg.agreements() {
-        let purposes = a
-            .purposes
-            .iter()
-            .map(|p| purpose_title(reg, p))
-            .collect::<Vec<_>>()
-            .join("; ");
-        for from in &a.parties {
-            for to in a.parties.iter().filter(|t| *t != from) {
-                rows.push(MatrixRow {
-                    from: org_ref(reg, from),
-                    to: org_ref(reg, to),
-                    agreement_id: a.id.to_string(),
-                    agreement: a.title.clone(),
-                    purposes: purposes.clone(),
-                    max_marking: reg.marking.name(a.max_marking).to_owned(),
-                    until: date(a.valid_until),
-                    tag: agreement_tag(a, today),
-                });
-            }
-        }
+fn grid(reg: &Registry, today: Date) -> Grid {
+    let mut parties: Vec<OrgRef> = reg
+        .agreements()
+        .iter()
+        .flat_map(|a| a.parties.iter())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|id| org_ref(reg, id))
+        .collect();
+    parties.sort_by(|a, b| a.name.cmp(&b.name));
+    let ids: Vec<crate::domain::ids::OrgId> =
+        parties.iter().filter_map(|p| p.id.parse().ok()).collect();
+    let rows = parties
+        .iter()
+        .zip(&ids)
+        .map(|(from, from_id)| GridRow {
+            from: OrgRef {
+                id: from.id.clone(),
+                name: from.name.clone(),
+            },
+            cells: parties
+                .iter()
+                .zip(&ids)
+                .map(|(to, to_id)| GridCell {
+                    same: from_id == to_id,
+                    to: to.name.clone(),
+                    agreements: if from_id == to_id {
+                        Vec::new()
+                    } else {
+                        reg.agreements()
+                            .iter()
+                            .filter(|a| a.binds(from_id, to_id))
+                            .map(|a| {
+                                let tag = agreement_tag(a, today);
+                                GridAgreement {
+                                    id: a.id.to_string(),
+                                    title: a.title.clone(),
+                                    tag: (tag.class != "done").then_some(tag),
+                                }
+                            })
+                            .collect()
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    Grid {
+        columns: parties,
+        rows,
     }
-    rows.sort_by(|a, b| {
-        (&a.from.name, &a.to.name, &a.agreement).cmp(&(&b.from.name, &b.to.name, &b.agreement))
-    });
-    rows
 }
 
 pub async fn overview(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
@@ -380,7 +419,7 @@ pub async fn overview(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
             "The data sharing agreements: parties, purposes, lawful bases, highest marking and dates"
                 .to_owned(),
         parties_heading: "Parties",
-        matrix: matrix(&reg, today),
+        grid: grid(&reg, today),
         markings: reg.marking.levels().to_vec(),
         errors: Vec::new(),
         who: super::transfers::who(&s),
