@@ -1061,3 +1061,39 @@ async fn a_relay_with_implicit_tls_receives_over_tls() {
     assert_eq!(last_attempt(&d)["cause"], "tls_certificate");
     server.stop().await;
 }
+
+/// A relay that closes each connection after one message: a kept connection is checked before
+/// use, so every message still goes through at its first attempt, each over a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_hangs_up_after_each_message_gets_each_at_the_first_attempt() {
+    let (l, port) = listener().await;
+    let d = with_relay(port, "");
+    let smtp = sink(
+        l,
+        &d.ca(),
+        SinkOptions {
+            one_message_per_connection: true,
+            ..SinkOptions::default()
+        },
+    );
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    for i in 0..3u8 {
+        let id = json(&submit(&mut police, &to_council(), vec![i; 700], None).await)["transfer_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let s = wait_recipient(&mut police, &id, "northshire-cc", "delivered", |s| {
+            s["state"] == "delivered" || s["state"] == "retrying" || s["state"] == "dead"
+        })
+        .await;
+        assert_eq!(s["state"], "delivered", "{s}");
+        assert_eq!(s["attempts"], 1, "{s}");
+    }
+    assert_eq!(smtp.received().len(), 3);
+    assert_eq!(
+        smtp.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    server.stop().await;
+}

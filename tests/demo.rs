@@ -135,6 +135,56 @@ fn the_demo_starts_and_its_printed_commands_work() {
         "nothing partial was left"
     );
 
+    // A sender may name its file anything, "payload.age" too: decrypting never overwrites the
+    // sealed payload it reads. A wrong key leaves the two sealed files whole and nothing else.
+    let named = run(&format!("{} --file-name payload.age", commands[0].trim()));
+    assert_eq!(
+        named.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    let listing = String::from_utf8_lossy(&run(inbox[0]).stdout).into_owned();
+    let item2 = listing
+        .lines()
+        .find(|l| l.contains("safeguarding-referral"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the second referral is listed")
+        .to_owned();
+    let (get_base, _) = inbox[1].split_once(" --out ").expect("--out");
+    let wrong_dir = dir.path().join("wrong-key");
+    let wrong = run(&format!(
+        "{} --out {} {item2}",
+        get_base.replace("northshire-mash.age", "riverside-youth.age"),
+        wrong_dir.display()
+    ));
+    assert_ne!(wrong.status.code(), Some(0));
+    let mut left: Vec<String> = std::fs::read_dir(&wrong_dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left[0].ends_with("-envelope.json.age") && left[1].ends_with("-payload.age"),
+        "{left:?}"
+    );
+    let named_dir = dir.path().join("named");
+    let got = run(&format!("{get_base} --out {} {item2}", named_dir.display()));
+    assert_eq!(
+        got.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let printed = String::from_utf8_lossy(&got.stdout).into_owned();
+    let plain = printed.lines().nth(1).expect("the payload's path");
+    assert!(plain.ends_with("-file-payload.age"), "{plain}");
+    assert_eq!(
+        std::fs::read(plain).expect("decrypted"),
+        std::fs::read(payload_arg).expect("sent")
+    );
+
     // A second demo on the first one's API port: it says so once, and which flag moves it.
     let url = banner
         .iter()

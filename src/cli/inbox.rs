@@ -176,8 +176,9 @@ pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
             if answer.status != 200 {
                 return Ok(report_problem(&answer.body, answer.status, false));
             }
+            // Both sealed files are whole: they stay, whatever happens to decrypting them.
+            partial.keep();
             let Some(identity_path) = decrypt_with else {
-                partial.keep();
                 println!("{}\n{}", env_path.display(), pay_path.display());
                 eprintln!(
                     "Open them with: age -d -i YOUR-IDENTITY-FILE -o envelope.json {}",
@@ -196,14 +197,18 @@ pub async fn run(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
             let env: serde_json::Value =
                 serde_json::from_slice(&json).context("the envelope is not JSON")?;
             let json_path = out.join(format!("{}-envelope.json", entry.item.transfer_id));
-            partial.0.push(json_path.clone());
+            let mut partial = Partial(vec![json_path.clone()]);
             std::fs::write(&json_path, serde_json::to_vec_pretty(&env)?)?;
             let name = env
                 .get("file_name")
                 .and_then(|f| f.as_str())
                 .and_then(plain)
                 .unwrap_or_else(|| "payload".to_owned());
-            let plain_path = out.join(format!("{}-{name}", entry.item.transfer_id));
+            let mut plain_path = out.join(format!("{}-{name}", entry.item.transfer_id));
+            // The sender names the file: it must not overwrite the files written above.
+            if [&env_path, &pay_path, &json_path].contains(&&plain_path) {
+                plain_path = out.join(format!("{}-file-{name}", entry.item.transfer_id));
+            }
             partial.0.push(plain_path.clone());
             let mut reader = seal::open_file(&pay_path, key.identity())
                 .context("the payload does not open with this identity")?;

@@ -15,7 +15,6 @@ pub enum PkiCommand {
     /// Create a certificate authority (ca.crt, ca.key) in DIR.
     Init {
         /// The folder for the CA (created if missing; ca.key is written with mode 0600).
-        /// The CA's folder (what `pki init --dir` made).
         #[arg(long)]
         dir: PathBuf,
         /// The CA certificate's common name.

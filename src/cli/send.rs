@@ -334,7 +334,7 @@ fn flag_for(field: &str) -> Option<&'static str> {
 
 /// A field's problem in the words of the command line: "`urgency` is required: routine or
 /// urgent" becomes "`--routine or --urgent REASON` is required: routine or urgent", and the
-/// third `--to` is "`--to` (the 3rd)".
+/// third `--to` is "`--to` (value 3)".
 fn flag_message(e: &ProblemField) -> String {
     let (base, index) = match e.field.split_once('[') {
         Some((base, rest)) => (

@@ -26,11 +26,11 @@ use crate::domain::subject::SubjectKey;
 use crate::log::key::CheckpointKey;
 use crate::seal::SpoolKey;
 
-/// Environment variables with the `POSTERN_` prefix that are not configuration keys. (Variables
-/// without the prefix, such as systemd's `CREDENTIALS_DIRECTORY`, are never taken for keys.)
 /// Keys whose values are lists of tables, which an environment variable cannot carry.
 const FILE_ONLY: &[&str] = &["smtp.relays"];
 
+/// Environment variables with the `POSTERN_` prefix that are not configuration keys. (Variables
+/// without the prefix, such as systemd's `CREDENTIALS_DIRECTORY`, are never taken for keys.)
 pub const NON_CONFIG_ENV: &[&str] = &[
     "POSTERN_LOG",
     "POSTERN_LOG_FORMAT",

@@ -140,18 +140,34 @@ impl EmailChannel {
                     })?)
                 }
                 SmtpTls::Implicit => {
-                    // The same roots: the configured CA, or the system's.
-                    let roots = match &r.ca {
-                        Some(ca) => ca.clone(),
-                        None => rustls_native_certs::load_native_certs().certs,
+                    // The same roots: the configured CA, or the system's (skipping any the
+                    // verifier cannot parse, as lettre does for STARTTLS).
+                    let setup = |source| EmailSetupError::ImplicitTls {
+                        relay: r.host.clone(),
+                        source,
                     };
-                    let mut config = crate::tls::client_config(&roots, None).map_err(|source| {
-                        EmailSetupError::ImplicitTls {
-                            relay: r.host.clone(),
-                            source,
+                    let mut store = rustls::RootCertStore::empty();
+                    match &r.ca {
+                        Some(ca) => {
+                            for der in ca {
+                                store.add(der.clone()).map_err(setup)?;
+                            }
                         }
-                    })?;
-                    config.alpn_protocols.clear();
+                        None => {
+                            let (_, skipped) = store.add_parsable_certificates(
+                                rustls_native_certs::load_native_certs().certs,
+                            );
+                            if skipped > 0 {
+                                tracing::warn!(relay = %r.host, skipped, "system root certificates that cannot be used were skipped");
+                            }
+                        }
+                    }
+                    let config =
+                        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                            .with_protocol_versions(crate::tls::PROTOCOLS)
+                            .map_err(setup)?
+                            .with_root_certificates(store)
+                            .with_no_client_auth();
                     RelayTls::Implicit(std::sync::Arc::new(config))
                 }
             };

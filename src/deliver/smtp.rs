@@ -29,6 +29,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// Idle connections kept per relay (as many as deliveries run at once, at most).
 const MAX_IDLE: usize = 16;
 
+/// How long closing a connection politely (QUIT) may take before it is simply dropped.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+
 /// How TLS is required with a relay.
 pub enum RelayTls {
     /// Plain TCP, then STARTTLS before anything else; a relay that does not offer it is refused.
@@ -96,34 +99,42 @@ impl RelayPool {
         }
     }
 
-    /// Sends one message: over an idle connection if a fresh one is kept, else a new one. A
-    /// kept connection the relay has closed meanwhile is replaced once, quietly; an SMTP reply
-    /// is the relay's answer and is returned as it is.
+    /// Sends one message, once: over a kept connection known to be alive, else a new one.
+    /// Once the message has started, a failure is returned as it is (never sent again here:
+    /// the relay may have taken it; the delivery's own retry decides).
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Response, SendError> {
-        if let Some(mut kept) = self.checkout() {
-            match self.transmit(&mut kept, envelope, message).await {
-                Ok(r) => {
-                    self.checkin(kept);
-                    return Ok(r);
-                }
-                Err(e) if e.is_reply() => {
-                    kept.conn.abort().await;
-                    return Err(e);
-                }
-                Err(_) => kept.conn.abort().await,
-            }
-        }
-        let mut fresh = self.open().await?;
-        match self.transmit(&mut fresh, envelope, message).await {
+        let mut p = match self.ready().await {
+            Some(p) => p,
+            None => self.open().await?,
+        };
+        match self.transmit(&mut p, envelope, message).await {
             Ok(r) => {
-                self.checkin(fresh);
+                self.checkin(p);
                 Ok(r)
             }
+            // A timed-out connection is in an unknown state: dropped, not spoken to.
+            Err(e @ SendError::Timeout(_)) => Err(e),
             Err(e) => {
-                fresh.conn.abort().await;
+                close(p).await;
                 Err(e)
             }
         }
+    }
+
+    /// A kept connection that is young enough and still answers (NOOP: relays close idle
+    /// connections, or after a number of messages, and a message must not be sent into one
+    /// that is gone); the ones that do not are dropped.
+    async fn ready(&self) -> Option<Pooled> {
+        while let Some(mut p) = self.checkout() {
+            if tokio::time::timeout(self.timeout, p.conn.test_connected())
+                .await
+                .unwrap_or(false)
+            {
+                return Some(p);
+            }
+            // No time limit is left to honour: the connection is simply dropped.
+        }
+        None
     }
 
     /// Forgets every idle connection and every one in use (they are closed, not reused): after
@@ -215,6 +226,11 @@ impl RelayPool {
             generation,
         })
     }
+}
+
+/// Says QUIT and closes, or gives up after [`CLOSE_WITHIN`] (a relay that stalled).
+async fn close(mut p: Pooled) {
+    let _ = tokio::time::timeout(CLOSE_WITHIN, p.conn.abort()).await;
 }
 
 /// A client TLS stream in the form lettre's SMTP client takes a stream it did not open.

@@ -133,7 +133,7 @@ enum Digest256 {
 }
 
 /// How much data one hand-off to a digest thread carries.
-const DIGEST_BATCH: usize = 256 * 1024;
+const DIGEST_BATCH: usize = 64 * 1024;
 
 impl Digest256 {
     fn inline() -> Self {
@@ -142,7 +142,7 @@ impl Digest256 {
 
     fn offloaded() -> io::Result<Self> {
         // Bounded: at most a few batches wait, so memory stays flat whatever the payload size.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(2);
         let done = std::thread::Builder::new()
             .name("postern-digest".into())
             .spawn(move || {

@@ -21,7 +21,7 @@ use crate::seal::{SealError, SealSummary, Sealer};
 
 /// How many chunks may wait between the network and the sealing thread. Bounded, so a fast
 /// client cannot fill memory faster than the disk drains it (backpressure reaches TCP).
-const QUEUE: usize = 8;
+const QUEUE: usize = 2;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Sealed payloads up to this size are stored inline in the database.
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -36,7 +36,7 @@ enum Msg {
 }
 
 /// Bytes per hand-off to the sealing thread.
-const BATCH: usize = 256 * 1024;
+const BATCH: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -131,7 +131,7 @@ struct DirectFile {
 impl DirectFile {
     /// Alignment and size unit of direct writes: covers 512-byte and 4 KiB logical blocks.
     const ALIGN: usize = 4096;
-    const BUFFER: usize = 512 * 1024;
+    const BUFFER: usize = 128 * 1024;
     /// Buffers per file: one being filled, one being written, one spare.
     const BUFFERS: usize = 3;
 

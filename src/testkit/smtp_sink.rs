@@ -37,6 +37,9 @@ pub struct SinkOptions {
     pub reject: bool,
     /// TLS from the first byte (with the `starttls` configuration) instead of STARTTLS.
     pub implicit: bool,
+    /// Close the connection after each message accepted, without a word (as a relay with a
+    /// limit of one message per connection may).
+    pub one_message_per_connection: bool,
 }
 
 pub struct SmtpSink {
@@ -93,6 +96,7 @@ struct Collector {
     tls: Arc<AtomicBool>,
     failing: Arc<AtomicUsize>,
     reject: bool,
+    one_message: bool,
     /// Set when a message was refused: mailin stays in its DATA state after an error reply
     /// (it would read the next commands as message text), so the session ends there instead.
     hang_up: Arc<AtomicBool>,
@@ -136,6 +140,9 @@ impl Handler for Collector {
         if let Ok(mut out) = self.out.lock() {
             out.push(mail);
         }
+        if self.one_message {
+            self.hang_up.store(true, Ordering::SeqCst);
+        }
         mailin::response::OK
     }
 }
@@ -160,6 +167,7 @@ async fn session(
             tls: tls.clone(),
             failing,
             reject: options.reject,
+            one_message: options.one_message_per_connection,
             hang_up: hang_up.clone(),
             out,
         },

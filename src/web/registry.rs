@@ -326,29 +326,26 @@ fn by_name(reg: &Registry) -> Vec<&Organisation> {
 
 /// Who may share with whom: for each agreement, each direction between two of its parties.
 fn grid(reg: &Registry, today: Date) -> Grid {
-    let mut parties: Vec<OrgRef> = reg
+    // Each party with its id, so that a row or column never pairs with another's agreements.
+    let mut parties: Vec<(&crate::domain::ids::OrgId, OrgRef)> = reg
         .agreements()
         .iter()
         .flat_map(|a| a.parties.iter())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .map(|id| org_ref(reg, id))
+        .map(|id| (id, org_ref(reg, id)))
         .collect();
-    parties.sort_by(|a, b| a.name.cmp(&b.name));
-    let ids: Vec<crate::domain::ids::OrgId> =
-        parties.iter().filter_map(|p| p.id.parse().ok()).collect();
+    parties.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let rows = parties
         .iter()
-        .zip(&ids)
-        .map(|(from, from_id)| GridRow {
+        .map(|(from_id, from)| GridRow {
             from: OrgRef {
                 id: from.id.clone(),
                 name: from.name.clone(),
             },
             cells: parties
                 .iter()
-                .zip(&ids)
-                .map(|(to, to_id)| GridCell {
+                .map(|(to_id, to)| GridCell {
                     same: from_id == to_id,
                     to: to.name.clone(),
                     agreements: if from_id == to_id {
@@ -372,7 +369,7 @@ fn grid(reg: &Registry, today: Date) -> Grid {
         })
         .collect();
     Grid {
-        columns: parties,
+        columns: parties.into_iter().map(|(_, r)| r).collect(),
         rows,
     }
 }
