@@ -83,6 +83,29 @@ fn to_council() -> Value {
     envelope(json!({"recipients": ["northshire-cc"]}))
 }
 
+/// Shares `payload` with the council (accepted) and returns the transfer id.
+async fn share_to_council(
+    conn: &mut postern_gateway::client::Connection,
+    payload: Vec<u8>,
+) -> String {
+    json(&submit(conn, &to_council(), payload, None).await)["transfer_id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// A deployment whose relay at `port` speaks TLS from the first byte (`tls = "implicit"`).
+fn with_implicit_relay(port: u16) -> Deployment {
+    Deployment::with_daemon(&format!(
+        "{}{FAST}",
+        relay(
+            port,
+            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
+            "implicit"
+        )
+    ))
+}
+
 fn open_with(bytes: &[u8], key: &postern_gateway::seal::SpoolKey) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     seal::open(bytes, key.identity())
@@ -222,10 +245,7 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
     let plain = SmtpSink::start(l, SinkOptions::default()).expect("sink");
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![1; 1000], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![1; 1000]).await;
     let s = wait_recipient(
         &mut police,
         &id,
@@ -264,10 +284,7 @@ async fn a_relay_without_starttls_or_with_a_bad_certificate_receives_nothing() {
     let impostor = sink(l, &foreign, SinkOptions::default());
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![1; 1000], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![1; 1000]).await;
     let s = wait_recipient(&mut police, &id, "northshire-cc", "a dead delivery", |s| {
         s["state"] == "dead"
     })
@@ -300,10 +317,7 @@ async fn a_relay_that_is_down_gets_the_message_after_a_retry() {
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
     let data = payload(2000, 22);
-    let id = json(&submit(&mut police, &to_council(), data.clone(), None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, data.clone()).await;
     wait_recipient(&mut police, &id, "northshire-cc", "a failed attempt", |s| {
         s["state"] == "retrying"
     })
@@ -369,10 +383,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
     );
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![3; 100]).await;
     let s = wait_recipient(&mut police, &id, "northshire-cc", "delivery", |s| {
         s["state"] == "delivered"
     })
@@ -394,10 +405,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
     );
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![3; 100]).await;
     let s = wait_recipient(&mut police, &id, "northshire-cc", "a dead delivery", |s| {
         s["state"] == "dead"
     })
@@ -416,10 +424,7 @@ async fn temporary_failures_retry_permanent_ones_stop_and_lifetimes_end() {
     let d = with_relay(port, "lifetime_secs = 1\n");
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![3; 100], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![3; 100]).await;
     let s = wait_recipient(
         &mut police,
         &id,
@@ -951,10 +956,7 @@ async fn relay_connections_are_reused_and_dropped_on_reload() {
     let (server, reloader) = d.start_reloadable().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
     let mut share = async |state: &str| {
-        let id = json(&submit(&mut police, &to_council(), vec![3; 800], None).await)["transfer_id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+        let id = share_to_council(&mut police, vec![3; 800]).await;
         wait_recipient(&mut police, &id, "northshire-cc", state, |s| {
             s["state"] == state
         })
@@ -995,14 +997,7 @@ async fn relay_connections_are_reused_and_dropped_on_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_with_implicit_tls_receives_over_tls() {
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "implicit"
-        )
-    ));
+    let d = with_implicit_relay(port);
     let smtp = sink(
         l,
         &d.ca(),
@@ -1013,10 +1008,7 @@ async fn a_relay_with_implicit_tls_receives_over_tls() {
     );
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![4; 600], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![4; 600]).await;
     let s = wait_recipient(&mut police, &id, "northshire-cc", "delivered", |s| {
         s["state"] == "delivered" || s["state"] == "dead"
     })
@@ -1029,14 +1021,7 @@ async fn a_relay_with_implicit_tls_receives_over_tls() {
 
     // The same relay with a certificate from a CA the gateway does not trust: refused.
     let (l, port) = listener().await;
-    let d = Deployment::with_daemon(&format!(
-        "{}{FAST}",
-        relay(
-            port,
-            &std::path::PathBuf::from("${state_dir}/pki/ca.crt"),
-            "implicit"
-        )
-    ));
+    let d = with_implicit_relay(port);
     let foreign = postern_gateway::pki::Ca::generate("Someone else's CA").expect("ca");
     let impostor = sink(
         l,
@@ -1048,10 +1033,7 @@ async fn a_relay_with_implicit_tls_receives_over_tls() {
     );
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
-    let id = json(&submit(&mut police, &to_council(), vec![4; 600], None).await)["transfer_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = share_to_council(&mut police, vec![4; 600]).await;
     let s = wait_recipient(&mut police, &id, "northshire-cc", "dead", |s| {
         s["state"] == "dead"
     })
@@ -1079,10 +1061,7 @@ async fn a_relay_that_hangs_up_after_each_message_gets_each_at_the_first_attempt
     let server = d.start().await;
     let mut police = d.connect(server.addr, "northshire-police").await;
     for i in 0..3u8 {
-        let id = json(&submit(&mut police, &to_council(), vec![i; 700], None).await)["transfer_id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+        let id = share_to_council(&mut police, vec![i; 700]).await;
         let s = wait_recipient(&mut police, &id, "northshire-cc", "delivered", |s| {
             s["state"] == "delivered" || s["state"] == "retrying" || s["state"] == "dead"
         })

@@ -296,31 +296,10 @@ pub fn summarise(der: &[u8]) -> Result<CertSummary, PkiError> {
         not_after: cert.validity().not_after.to_string(),
         sans: subject_alt_names(der)
             .into_iter()
-            .chain(ip_alt_names(&cert).iter().map(IpAddr::to_string))
+            .chain(crate::tls::ip_alt_names(der).iter().map(IpAddr::to_string))
             .collect(),
         fingerprint: fingerprint(der),
     })
-}
-
-/// The IP addresses among a certificate's alternative names (a server reached by address has
-/// them; identities never match on them, so only `pki show` reads them).
-fn ip_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<IpAddr> {
-    use x509_parser::prelude::GeneralName;
-    let Ok(Some(ext)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    ext.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
-                16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 /// Reads every certificate in a PEM file.

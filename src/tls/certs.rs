@@ -3,6 +3,7 @@
 //! configuration every outgoing connection uses.
 
 use std::path::Path;
+use x509_parser::prelude::GeneralName;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -26,23 +27,37 @@ pub fn fingerprint(der: &[u8]) -> CertFingerprint {
 
 /// The DNS names, URIs and email addresses among a certificate's subject alternative names.
 pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    alt_names(der, |n| match n {
+        GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+            Some((*s).to_owned())
+        }
+        _ => None,
+    })
+}
+
+/// The IP addresses among a certificate's subject alternative names (a server reached by
+/// address has them; identities never match on them, so only `pki show` reads them).
+pub fn ip_alt_names(der: &[u8]) -> Vec<std::net::IpAddr> {
+    alt_names(der, |n| match n {
+        GeneralName::IPAddress(b) => match b.len() {
+            4 => <[u8; 4]>::try_from(*b).ok().map(Into::into),
+            16 => <[u8; 16]>::try_from(*b).ok().map(Into::into),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The subject alternative names `pick` keeps; none for a certificate that does not parse.
+fn alt_names<T>(der: &[u8], pick: impl Fn(&GeneralName<'_>) -> Option<T>) -> Vec<T> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return Vec::new();
     };
     let Ok(Some(ext)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
-    ext.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                Some((*s).to_owned())
-            }
-            _ => None,
-        })
-        .collect()
+    ext.value.general_names.iter().filter_map(pick).collect()
 }
 
 /// A client certificate chain and its private key.

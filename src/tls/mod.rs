@@ -10,7 +10,9 @@ mod failure;
 mod material;
 pub mod server;
 
-pub use certs::{Identity, PemError, client_config, fingerprint, read_roots, subject_alt_names};
+pub use certs::{
+    Identity, PemError, client_config, fingerprint, ip_alt_names, read_roots, subject_alt_names,
+};
 pub use failure::{HandshakeFailure, find_io_error, find_tls_error, in_words, io_in_words};
 pub use material::{Crl, TlsMaterial, TrustedCa};
 
