@@ -90,7 +90,32 @@ enum Command {
     },
 }
 
+/// Limits glibc's malloc to two arenas. By default it gives threads up to eight arenas per
+/// core, and every upload runs on four threads (sealing, spool IO, two digests), so memory freed
+/// by one upload's threads sits in arenas others do not reuse: measured with 1 MiB uploads, the
+/// gateway's peak RSS at 16 in flight went from 65 to 48 MiB with two arenas, at no measurable
+/// cost in throughput (docs/benchmarks.md). Called first thing in `main`, before any other
+/// thread exists. An operator's own `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` is left to rule.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var_os("GLIBC_TUNABLES").is_some()
+    {
+        return;
+    }
+    // SAFETY: mallopt only sets a malloc parameter; no other thread is running yet, and a
+    // refusal (return 0) leaves glibc's default in place, which is safe too.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     cli::init_tracing();
     // Everything the gateway writes (the store, the spool, keys) is for its own user only.

@@ -162,3 +162,87 @@ async fn a_flood_of_half_open_handshakes_from_one_address_does_not_starve_others
     drop(flood);
     server.stop().await;
 }
+
+/// Uploads in flight may hold only `limits.upload_memory_bytes` together: with room for one
+/// upload of unknown length, a second waits unread and, when no room comes within
+/// `upload_memory_wait_secs`, is answered 503 `busy` with Retry-After and nothing recorded. One
+/// that starts waiting shortly before the first ends is accepted once it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
+    let d = Deployment::with_daemon(
+        "[limits]\nupload_memory_bytes = 1048576\nupload_memory_wait_secs = 2\n",
+    );
+    let server = d.start().await;
+
+    // A holds the whole cap: its length is not declared, and its payload is held open.
+    let (more, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(1);
+    more.send(Ok(bytes::Bytes::from(vec![7u8; 1000])))
+        .await
+        .unwrap();
+    let mut a_conn = d.connect(server.addr, "northshire-cc").await;
+    let a_envelope = envelope(json!({}));
+    let a = tokio::spawn(async move {
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|c| (c, rx))
+        });
+        a_conn
+            .submit(client::Submission {
+                envelope_json: bytes::Bytes::from(serde_json::to_vec(&a_envelope).unwrap()),
+                payload: body,
+                payload_len: None,
+                file_name: None,
+                content_type: None,
+                idempotency_key: None,
+            })
+            .await
+            .expect("an answer")
+    });
+
+    // Until A has reserved its room, B may slip through; once it has, B is busy.
+    let mut b_conn = d.connect(server.addr, "northshire-cc").await;
+    let mut accepted_first = 0;
+    let (b, waited) = loop {
+        let started = Instant::now();
+        let b = submit(&mut b_conn, &envelope(json!({})), vec![1; 4096], None).await;
+        if b.status != 202 {
+            break (b, started.elapsed());
+        }
+        accepted_first += 1;
+        assert!(accepted_first < 100, "B was never refused while A held the cap");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let p = json(&b);
+    assert_eq!((b.status, p["code"].as_str()), (503, Some("busy")), "{p}");
+    assert_eq!(
+        b.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "B waited for room before it was refused ({waited:?})"
+    );
+    assert!(p["transfer_id"].is_null(), "nothing was read, nothing recorded: {p}");
+    assert_eq!(
+        d.transfers(),
+        accepted_first,
+        "the busy refusal recorded nothing"
+    );
+
+    // C starts waiting; A ends within C's wait; both are accepted.
+    let mut c_conn = d.connect(server.addr, "northshire-cc").await;
+    let c = tokio::spawn(async move {
+        submit(&mut c_conn, &envelope(json!({})), vec![2; 4096], None).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!c.is_finished(), "C waits while A holds the cap");
+    more.send(Ok(bytes::Bytes::from(vec![8u8; 1000])))
+        .await
+        .unwrap();
+    drop(more);
+    let a = a.await.unwrap();
+    assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+    let c = c.await.unwrap();
+    assert_eq!(c.status, 202, "{}", String::from_utf8_lossy(&c.body));
+    assert_eq!(d.transfers(), accepted_first + 2);
+    server.stop().await;
+}

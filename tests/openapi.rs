@@ -1996,25 +1996,29 @@ impl Gateway {
         .expect("the test registry");
         let state = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(state.path()).expect("a scratch store");
+        let limits = Limits {
+            max_payload_bytes: 1 << 20,
+            max_envelope_bytes: 64 * 1024,
+            max_connections: 8,
+            max_connections_per_source: 8,
+            max_handshakes_per_source: 8,
+            handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout,
+            min_free_bytes: 0,
+            inbound_max_retain_days: 3650,
+            upload_memory_bytes: 256 << 20,
+            upload_memory_wait: std::time::Duration::from_secs(10),
+        };
         let app = App {
             registry: Live::new(registry),
             store,
             spool_recipient: age::x25519::Identity::generate().to_public(),
             subject_key: Arc::new(SubjectKey::new(vec![7; 32]).unwrap()),
-            limits: Limits {
-                max_payload_bytes: 1 << 20,
-                max_envelope_bytes: 64 * 1024,
-                max_connections: 8,
-                max_connections_per_source: 8,
-                max_handshakes_per_source: 8,
-                handshake_timeout: std::time::Duration::from_secs(10),
-                idle_timeout,
-                min_free_bytes: 0,
-                inbound_max_retain_days: 3650,
-            },
+            limits: limits.clone(),
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
             arrivals: None,
+            upload_memory: postern_gateway::ingest::UploadMemory::new(&limits),
         };
         Gateway {
             app: Arc::new(app),

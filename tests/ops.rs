@@ -73,6 +73,7 @@ impl Gateway {
             spool_recipient: spool_key.recipient().clone(),
             subject_key: Arc::new(config.subject_key),
             limits: daemon.limits.clone(),
+            upload_memory: postern_gateway::ingest::UploadMemory::new(&daemon.limits),
             wake: wake.clone(),
             max_email_bytes: daemon.smtp.max_message_bytes,
             arrivals: None,

@@ -118,6 +118,8 @@ struct RawLimits {
     idle_timeout_secs: Option<u64>,
     min_free_bytes: Option<u64>,
     inbound_max_retain_days: Option<u64>,
+    upload_memory_bytes: Option<u64>,
+    upload_memory_wait_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +172,10 @@ pub struct Limits {
     pub min_free_bytes: u64,
     /// How far ahead a peer's delivery may say it is to be kept (`retain_until`).
     pub inbound_max_retain_days: u32,
+    /// What uploads in flight may hold in memory together (see `ingest::UploadMemory`).
+    pub upload_memory_bytes: u64,
+    /// How long a new upload waits for room under that cap before it is refused (503 busy).
+    pub upload_memory_wait: Duration,
 }
 
 /// A trusted client CA as configured: the name identities refer to, and its PEM file.
@@ -778,6 +784,19 @@ fn limits_section(lim: RawLimits, c: &mut Check<'_, '_>) -> Option<Limits> {
         3600,
     );
     let idle = c.range(lim.idle_timeout_secs, "limits.idle_timeout_secs", 1, 3600);
+    // At least one upload's worth (1 MiB), or no upload could ever start.
+    let upload_memory = c.range(
+        lim.upload_memory_bytes,
+        "limits.upload_memory_bytes",
+        1 << 20,
+        1 << 40,
+    );
+    let upload_wait = c.range(
+        lim.upload_memory_wait_secs,
+        "limits.upload_memory_wait_secs",
+        0,
+        300,
+    );
     let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     Some(Limits {
         max_payload_bytes: max_payload?,
@@ -789,6 +808,8 @@ fn limits_section(lim: RawLimits, c: &mut Check<'_, '_>) -> Option<Limits> {
         idle_timeout: Duration::from_secs(idle?),
         min_free_bytes: min_free?,
         inbound_max_retain_days: u32::try_from(inbound_retain?).unwrap_or(u32::MAX),
+        upload_memory_bytes: upload_memory?,
+        upload_memory_wait: Duration::from_secs(upload_wait?),
     })
 }
 

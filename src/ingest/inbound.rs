@@ -228,6 +228,15 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
     if let Some(short) = super::storage_short(&app, &headers) {
         return short.problem.with_field("payload").into_response();
     }
+    // As for a transfer (routes::run): room in memory before the body is read.
+    let _room = match app
+        .upload_memory
+        .reserve(super::declared_length(&headers))
+        .await
+    {
+        Ok(room) => room,
+        Err(p) => return p.into_response(),
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -59,6 +59,80 @@ pub struct App {
     pub max_email_bytes: u64,
     /// Tells a portal organisation's people that a peer's delivery is waiting (`None`: never).
     pub arrivals: Option<Arc<crate::deliver::Arrivals>>,
+    /// The cap on what uploads in flight hold in memory.
+    pub upload_memory: UploadMemory,
+}
+
+/// The cap on the memory uploads in flight hold together (`limits.upload_memory_bytes`), so
+/// that many concurrent uploads (one sender's 512 connections, say) cannot exhaust the
+/// machine. Each upload reserves what it may hold before a byte of its body is read: at most
+/// [`UploadMemory::PER_UPLOAD`], less for a small declared length. When the cap is reached a new
+/// upload waits for room, unread (its bytes stay in the client's TCP buffers), for at most
+/// `limits.upload_memory_wait_secs`, then is answered 503 `busy` with Retry-After.
+#[derive(Clone)]
+pub struct UploadMemory {
+    units: Arc<Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl UploadMemory {
+    /// The unit reservations are counted in.
+    const UNIT: u64 = 64 * 1024;
+    /// The most one upload holds in the hand-offs between the network, the sealing thread, the
+    /// digest threads and the spool writer (measured: docs/benchmarks.md, "Memory per upload").
+    pub const PER_UPLOAD: u64 = 1 << 20;
+
+    pub fn new(limits: &Limits) -> Self {
+        let units = limits.upload_memory_bytes / Self::UNIT;
+        UploadMemory {
+            units: Arc::new(Semaphore::new(
+                usize::try_from(units)
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            wait: limits.upload_memory_wait,
+        }
+    }
+
+    /// Units one upload reserves: its declared length and one unit of hand-off, up to
+    /// [`Self::PER_UPLOAD`] (a length not declared may be any size).
+    fn units_for(declared: Option<u64>) -> u32 {
+        let most = Self::PER_UPLOAD / Self::UNIT;
+        let n = declared.map_or(most, |d| d.div_ceil(Self::UNIT).saturating_add(1));
+        u32::try_from(n.min(most)).unwrap_or(1)
+    }
+
+    /// Reserves room for an upload of `declared` bytes, waiting for it up to the configured
+    /// time; the reservation is returned when the permit drops (the upload finished or failed).
+    pub async fn reserve(
+        &self,
+        declared: Option<u64>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+        let units = Self::units_for(declared);
+        let acquire = self.units.clone().acquire_many_owned(units);
+        match tokio::time::timeout(self.wait, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out, or closed (never closed here): either way, busy.
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(
+                    waited_secs = self.wait.as_secs(),
+                    "refusing an upload before reading it: uploads in flight hold the memory they may (limits.upload_memory_bytes)"
+                );
+                Err(Problem::new(
+                    ProblemCode::Busy,
+                    "The gateway is busy receiving other uploads and did not read this one. Nothing was kept; send it again after the Retry-After interval.",
+                ))
+            }
+        }
+    }
+}
+
+/// The length a request declares (Content-Length), if any.
+pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Refuses an upload before anything of it is read when the state directory's filesystem would
@@ -67,11 +141,7 @@ pub struct App {
 /// the whole upload was read. A filesystem whose free space cannot be read is not refused: a
 /// write that then fails for want of space is answered 507 too.
 pub(crate) fn storage_short(app: &App, headers: &axum::http::HeaderMap) -> Option<Short> {
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let declared = declared_length(headers).unwrap_or(0);
     let reserve = app.limits.min_free_bytes;
     match app.store.free_bytes() {
         Ok(free) if free >= declared.saturating_add(reserve) => None,
@@ -313,6 +383,11 @@ pub(crate) async fn serve_http1<I, S, B>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
+        // hyper's read buffer grows to 400 KiB by default, and every body chunk handed on
+        // keeps its part of it alive until sealed: 64 KiB per connection took the peak RSS at
+        // 16 uploads of 1 MiB in flight from 95 to 65 MiB (docs/benchmarks.md). It also bounds
+        // a request's head (431 beyond it), far above any head a client here sends.
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);

@@ -49,11 +49,12 @@ pub enum ProblemCode {
     RationaleAlreadyRecorded,
     InternalError,
     Unavailable,
+    Busy,
     InsufficientStorage,
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 36] = [
+    pub const ALL: [ProblemCode; 37] = [
         Self::MalformedRequest,
         Self::EnvelopeNotJson,
         Self::EnvelopeMissing,
@@ -89,6 +90,7 @@ impl ProblemCode {
         Self::RationaleAlreadyRecorded,
         Self::InternalError,
         Self::Unavailable,
+        Self::Busy,
         Self::InsufficientStorage,
     ];
 
@@ -130,6 +132,7 @@ impl ProblemCode {
             Self::RationaleAlreadyRecorded => "rationale_already_recorded",
             Self::InternalError => "internal_error",
             Self::Unavailable => "unavailable",
+            Self::Busy => "busy",
             Self::InsufficientStorage => "insufficient_storage",
         }
     }
@@ -171,6 +174,7 @@ impl ProblemCode {
             Self::RationaleAlreadyRecorded => 409,
             Self::InternalError => 500,
             Self::Unavailable => 503,
+            Self::Busy => 503,
             Self::InsufficientStorage => 507,
         }
     }
@@ -189,6 +193,7 @@ impl ProblemCode {
             Self::TransferNotUrgent => "Transfer not urgent",
             Self::RationaleAlreadyRecorded => "Rationale already recorded",
             Self::CertificateNoLongerAccepted => "Certificate no longer accepted",
+            Self::Busy => "Busy",
             other => status_title(other.status()),
         }
     }
@@ -394,7 +399,8 @@ impl IntoResponse for Problem {
             HeaderValue::from_static("application/problem+json"),
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            // Only ever temporary here (shutting down): worth retrying soon.
+            // Only ever temporary here (shutting down, or busy with other uploads): worth
+            // retrying soon.
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

@@ -345,6 +345,20 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Source) -> Result<Res
         tracing::warn!(transfer_id = %req.id, "refusal not recorded: the disk is below half its reserve");
         return Err(Fail::answer(p.with_transfer(req.id).into_response()));
     }
+    // Room for what the upload will hold in memory, before its body is read; kept until the
+    // upload is committed or refused. Not recorded when busy: nothing of the request was read,
+    // and a client under load repeats it after Retry-After.
+    let _room = match app
+        .upload_memory
+        .reserve(super::declared_length(headers))
+        .await
+    {
+        Ok(room) => room,
+        Err(p) => {
+            metrics::transfer_error(503);
+            return Err(Fail::answer(p.into_response()));
+        }
+    };
     match body {
         Source::Api(body) => {
             req.idempotency_key = idempotency_key(headers)?;
@@ -549,10 +563,7 @@ async fn decide_and_seal(
     let part_file_name = field.file_name().map(str::to_owned);
     let part_content_type = field.content_type().map(ToString::to_string);
     let path = app.store.payload_path(req.id);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = super::declared_length(headers);
     let mut upload = SpoolUpload::start(path, app.spool_recipient.clone(), declared);
     let streamed: Result<(), Fail> = async {
         while let Some(chunk) = next_chunk(&mut field, req).await? {

@@ -172,6 +172,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         spool_recipient: spool_key.recipient().clone(),
         subject_key: Arc::new(subject_key),
         limits: daemon.limits.clone(),
+        upload_memory: crate::ingest::UploadMemory::new(&daemon.limits),
         wake: wake.clone(),
         max_email_bytes: daemon.smtp.max_message_bytes,
         arrivals: Some(deliverer.arrivals.clone()),
