@@ -43,6 +43,11 @@ enum Command {
         /// Configuration directory (postern.toml and the registry files).
         #[arg(long, env = "POSTERN_CONFIG_DIR", default_value = "/etc/postern")]
         config: PathBuf,
+        /// After a clean check, send SIGHUP to this process (the running gateway: `$MAINPID` in
+        /// the unit's ExecReload=), so that a reload needs no `kill` binary. Nothing is sent
+        /// when the check finds an error.
+        #[arg(long, value_name = "PID")]
+        reload: Option<i32>,
     },
     /// Send a transfer (what a small organisation without its own system uses).
     Send(Box<cli::send::SendArgs>),
@@ -134,7 +139,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(a) => cli::serve::serve(a).await,
             Command::Demo(a) => cli::serve::demo(a).await,
-            Command::CheckConfig { config } => cli::serve::check_config(&config),
+            Command::CheckConfig { config, reload } => cli::serve::check_config(&config, reload),
             Command::Send(a) => cli::send::send(*a).await,
             Command::Status(a) => cli::send::status(a).await,
             Command::Decline(a) => cli::decline::decline(*a).await,

@@ -181,22 +181,23 @@ async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
         .unwrap();
     let mut a_conn = d.connect(server.addr, "northshire-cc").await;
     let a_envelope = envelope(json!({}));
-    let a = tokio::spawn(async move {
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|c| (c, rx))
+    let a =
+        tokio::spawn(async move {
+            let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|c| (c, rx))
+            });
+            a_conn
+                .submit(client::Submission {
+                    envelope_json: bytes::Bytes::from(serde_json::to_vec(&a_envelope).unwrap()),
+                    payload: body,
+                    payload_len: None,
+                    file_name: None,
+                    content_type: None,
+                    idempotency_key: None,
+                })
+                .await
+                .expect("an answer")
         });
-        a_conn
-            .submit(client::Submission {
-                envelope_json: bytes::Bytes::from(serde_json::to_vec(&a_envelope).unwrap()),
-                payload: body,
-                payload_len: None,
-                file_name: None,
-                content_type: None,
-                idempotency_key: None,
-            })
-            .await
-            .expect("an answer")
-    });
 
     // Until A has reserved its room, B may slip through; once it has, B is busy.
     let mut b_conn = d.connect(server.addr, "northshire-cc").await;
@@ -208,7 +209,10 @@ async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
             break (b, started.elapsed());
         }
         accepted_first += 1;
-        assert!(accepted_first < 100, "B was never refused while A held the cap");
+        assert!(
+            accepted_first < 100,
+            "B was never refused while A held the cap"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let p = json(&b);
@@ -221,7 +225,10 @@ async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
         waited >= Duration::from_millis(1900),
         "B waited for room before it was refused ({waited:?})"
     );
-    assert!(p["transfer_id"].is_null(), "nothing was read, nothing recorded: {p}");
+    assert!(
+        p["transfer_id"].is_null(),
+        "nothing was read, nothing recorded: {p}"
+    );
     assert_eq!(
         d.transfers(),
         accepted_first,

@@ -935,3 +935,42 @@ async fn systemd_hears_ready_reloading_stopping_and_keep_alives_and_sigterm_exit
     let status = server.child.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
 }
+
+/// What the unit's ExecReload= runs: `check-config --reload $MAINPID` signals the gateway only
+/// when the configuration checks out, so a reload needs no `kill` binary (a minimal Debian has
+/// none) and a broken configuration is never signalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reload_signals_the_gateway_only_when_the_configuration_is_clean() {
+    let d = Deployment::new();
+    let (server, notify) = spawn_notified(&d);
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_postern"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&d.config_dir)
+            .args(["--reload", &server.pid().to_string()])
+            .output()
+            .expect("run check-config")
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("reload signalled"), "{stdout}");
+    let seen = notify.until("READY=1");
+    assert!(has_line(&seen[0], "RELOADING=1"), "{seen:?}");
+
+    append(&d, "postern.toml", "\n[limits]\nmax_connections = 0\n");
+    let out = run();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("limits.max_connections"),
+        "the error is printed"
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Some(m) = notify.next(Duration::from_millis(200)) {
+            assert_eq!(m.trim(), "WATCHDOG=1", "nothing but keep-alives: {m}");
+        }
+    }
+    let _ = server.terminate();
+}

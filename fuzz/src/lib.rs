@@ -296,23 +296,27 @@ impl Gateway {
         let state = scratch_dir();
         let registry = demo_registry(&state);
         let (store, _) = Store::open(&state).expect("a scratch store");
+        let limits = Limits {
+            max_payload_bytes: 1 << 20,
+            max_envelope_bytes: 64 * 1024,
+            max_connections: 8,
+            max_connections_per_source: 8,
+            max_handshakes_per_source: 8,
+            handshake_timeout: Duration::from_secs(10),
+            // The whole body is in memory: nothing should ever wait this long.
+            idle_timeout: Duration::from_secs(5),
+            min_free_bytes: 0,
+            inbound_max_retain_days: 3650,
+            upload_memory_bytes: 256 << 20,
+            upload_memory_wait: Duration::from_secs(5),
+        };
         let app = Arc::new(App {
             registry: Live::new(registry),
             store,
             spool_recipient: age::x25519::Identity::generate().to_public(),
             subject_key: Arc::new(SubjectKey::new(vec![7; 32]).expect("a subject key")),
-            limits: Limits {
-                max_payload_bytes: 1 << 20,
-                max_envelope_bytes: 64 * 1024,
-                max_connections: 8,
-                max_connections_per_source: 8,
-                max_handshakes_per_source: 8,
-                handshake_timeout: Duration::from_secs(10),
-                // The whole body is in memory: nothing should ever wait this long.
-                idle_timeout: Duration::from_secs(5),
-                min_free_bytes: 0,
-                inbound_max_retain_days: 3650,
-            },
+            limits: limits.clone(),
+            upload_memory: postern_gateway::ingest::UploadMemory::new(&limits),
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
             arrivals: None,

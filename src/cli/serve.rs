@@ -71,7 +71,9 @@ pub fn print_errors(errors: &ConfigErrors) {
     }
 }
 
-pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
+/// `postern check-config`: every error with file and line (exit 64), or a summary; with
+/// `reload`, a clean configuration is then signalled to that running gateway (SIGHUP).
+pub fn check_config(dir: &Path, reload: Option<i32>) -> anyhow::Result<ExitCode> {
     let opts = LoadOptions {
         dir: ConfigDir::Dir(dir.to_path_buf()),
         overrides: Overrides::default(),
@@ -107,11 +109,35 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
                     println!("  {u}");
                 }
             }
+            if let Some(pid) = reload {
+                return signal_reload(pid);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
             print_errors(&errors);
             Ok(exit(EX_USAGE))
+        }
+    }
+}
+
+/// Sends SIGHUP to the gateway `pid` (what `kill -HUP` would, for systems without it).
+fn signal_reload(pid: i32) -> anyhow::Result<ExitCode> {
+    let Some(target) = rustix::process::Pid::from_raw(pid).filter(|_| pid > 0) else {
+        eprintln!("postern: --reload {pid}: not a process id");
+        return Ok(exit(EX_USAGE));
+    };
+    match rustix::process::kill_process(target, rustix::process::Signal::HUP) {
+        Ok(()) => {
+            println!("reload signalled to process {pid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: could not signal process {pid} to reload: {}",
+                std::io::Error::from(e)
+            );
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -932,6 +932,22 @@ fn validate(
 
 /// Reads the certificates and keys the settings name. Each failure is reported at the key that
 /// names the file.
+/// Why a PEM file could not be read, in words; a missing file (on a new installation, what the
+/// operator has yet to make) with the `hint` that says how to make it.
+fn pem_problem(e: &rustls_pki_types::pem::Error, hint: &str) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            format!("the file does not exist ({hint})")
+        }
+        rustls_pki_types::pem::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            "permission denied (the gateway runs as the user `postern`)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
 fn materials(
     d: &Daemon,
     loc: &Locator<'_>,
@@ -960,8 +976,9 @@ fn materials(
                     errors.push(loc.at(
                         "tls.certificate",
                         format!(
-                            "cannot read certificates from `{}`: {e}",
-                            d.tls.certificate.display()
+                            "cannot read certificates from `{}`: {}",
+                            d.tls.certificate.display(),
+                            pem_problem(&e, "issue one with `postern pki server`")
                         ),
                     ));
                     Vec::new()
@@ -1032,9 +1049,13 @@ fn materials(
             Err(e) => errors.push(loc.at(
                 "tls.client_cas",
                 format!(
-                    "{key_path} (`{}`): cannot read `{}`: {e}",
+                    "{key_path} (`{}`): cannot read `{}`: {}",
                     ca.id,
-                    ca.path.display()
+                    ca.path.display(),
+                    pem_problem(
+                        &e,
+                        "make a CA with `postern pki init`, or copy in the CA that issues your clients' certificates"
+                    )
                 ),
             )),
         }
