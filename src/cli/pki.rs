@@ -290,7 +290,7 @@ fn revoke(
     )?;
     // Written whole, then renamed: the gateway never reads half a list.
     let tmp = out.with_extension("pem.tmp");
-    std::fs::write(&tmp, &pem).with_context(|| format!("writing {}", tmp.display()))?;
+    postern_gateway::pki::write_public_file(&tmp, pem.as_bytes())?;
     std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
     println!(
         "wrote {}: list number {number}, {} certificate(s) revoked ({added} new), next update due {}",

@@ -47,6 +47,14 @@ pub enum PkiError {
     Random,
 }
 
+/// Writes a certificate or revocation list readable by all (0644, whatever the umask: `postern`
+/// runs with 0077, and the service's user must read what root issued). Only keys are secret.
+pub fn write_public_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io_err(path))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.display().to_string(),
@@ -195,8 +203,7 @@ impl Ca {
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         write_secret_file(&dir.join("ca.key"), self.key_pem.as_bytes())?;
-        let crt = dir.join("ca.crt");
-        std::fs::write(&crt, &self.cert_pem).map_err(io_err(&crt))?;
+        write_public_file(&dir.join("ca.crt"), self.cert_pem.as_bytes())?;
         Ok(())
     }
 
@@ -263,8 +270,7 @@ impl Issued {
     /// 0600: what `postern send --identity` and `curl --cert` take) into `dir`.
     pub fn save(&self, dir: &Path, stem: &str) -> Result<PathBuf, PkiError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let crt = dir.join(format!("{stem}.crt"));
-        std::fs::write(&crt, &self.cert_pem).map_err(io_err(&crt))?;
+        write_public_file(&dir.join(format!("{stem}.crt")), self.cert_pem.as_bytes())?;
         write_secret_file(&dir.join(format!("{stem}.key")), self.key_pem.as_bytes())?;
         let combined = Zeroizing::new(format!("{}{}", self.cert_pem, self.key_pem.as_str()));
         let pem = dir.join(format!("{stem}.pem"));
@@ -316,6 +322,38 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_are_written_readable_by_all_and_keys_for_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        // As the binary runs: umask 0077 would otherwise make certificates unreadable by the
+        // service's user when root issued them.
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("Test CA").unwrap();
+        ca.save(dir.path()).unwrap();
+        ca.issue_server(&["localhost".into()])
+            .unwrap()
+            .save(dir.path(), "server")
+            .unwrap();
+        rustix::process::umask(old);
+        let mode = |f: &str| {
+            std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        for (f, m) in [
+            ("ca.crt", 0o644),
+            ("server.crt", 0o644),
+            ("ca.key", 0o600),
+            ("server.key", 0o600),
+            ("server.pem", 0o600),
+        ] {
+            assert_eq!(mode(f), m, "{f}");
+        }
+    }
 
     #[test]
     fn issued_certificates_carry_their_names_and_fingerprints() {
