@@ -100,13 +100,14 @@ enum Command {
 /// by one upload's threads sits in arenas others do not reuse: measured with 1 MiB uploads, the
 /// gateway's peak RSS at 16 in flight went from 65 to 48 MiB with two arenas, at no measurable
 /// cost in throughput (docs/benchmarks.md). Called first thing in `main`, before any other
-/// thread exists. An operator's own `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` is left to rule.
+/// thread exists. An operator's own `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`) is left to rule.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some()
-        || std::env::var_os("GLIBC_TUNABLES").is_some()
-    {
+    let tuned = std::env::var_os("GLIBC_TUNABLES")
+        .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
+    if tuned || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
     // SAFETY: mallopt only sets a malloc parameter; no other thread is running yet, and a

@@ -175,29 +175,7 @@ async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
     let server = d.start().await;
 
     // A holds the whole cap: its length is not declared, and its payload is held open.
-    let (more, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(1);
-    more.send(Ok(bytes::Bytes::from(vec![7u8; 1000])))
-        .await
-        .unwrap();
-    let mut a_conn = d.connect(server.addr, "northshire-cc").await;
-    let a_envelope = envelope(json!({}));
-    let a =
-        tokio::spawn(async move {
-            let body = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|c| (c, rx))
-            });
-            a_conn
-                .submit(client::Submission {
-                    envelope_json: bytes::Bytes::from(serde_json::to_vec(&a_envelope).unwrap()),
-                    payload: body,
-                    payload_len: None,
-                    file_name: None,
-                    content_type: None,
-                    idempotency_key: None,
-                })
-                .await
-                .expect("an answer")
-        });
+    let (more, a) = common::held_upload(&d, server.addr, "northshire-cc").await;
 
     // Until A has reserved its room, B may slip through; once it has, B is busy.
     let mut b_conn = d.connect(server.addr, "northshire-cc").await;
@@ -251,5 +229,49 @@ async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
     let c = c.await.unwrap();
     assert_eq!(c.status, 202, "{}", String::from_utf8_lossy(&c.body));
     assert_eq!(d.transfers(), accepted_first + 2);
+    server.stop().await;
+}
+
+/// One sender may hold at most a quarter of the upload memory: with room for four uploads of
+/// unknown length, the council's second waits and is refused busy while the police, another
+/// sender, is read and answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_holds_at_most_a_quarter_of_the_upload_memory() {
+    let d = Deployment::with_daemon(
+        "[limits]\nupload_memory_bytes = 4194304\nupload_memory_wait_secs = 1\n",
+    );
+    let server = d.start().await;
+    let (more, held) = common::held_upload(&d, server.addr, "northshire-cc").await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let mut refused = None;
+    for _ in 0..100 {
+        let b = submit(&mut council, &envelope(json!({})), vec![1; 4096], None).await;
+        if b.status != 202 {
+            refused = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("the council's second upload is refused while its first is held");
+    assert_eq!(
+        (refused.status, json(&refused)["code"].as_str()),
+        (503, Some("busy"))
+    );
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let started = Instant::now();
+    let p = submit(
+        &mut police,
+        &envelope(json!({"recipients": ["northshire-cc"]})),
+        vec![2; 4096],
+        None,
+    )
+    .await;
+    assert_ne!(p.status, 503, "{}", String::from_utf8_lossy(&p.body));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "another sender did not wait"
+    );
+    drop(more);
+    let _ = held.await;
     server.stop().await;
 }

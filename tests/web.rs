@@ -1039,3 +1039,35 @@ async fn a_peer_gateways_delivery_to_a_portal_organisation_is_announced_to_its_p
     a_server.stop().await;
     b_server.stop().await;
 }
+
+/// The pages reserve upload memory before they read the form, as the API does before its body:
+/// while an agency system's upload holds all of it, a share from the pages is answered with a
+/// page that says the gateway is busy (503, Retry-After), and nothing is recorded.
+#[tokio::test]
+async fn a_share_from_the_pages_says_busy_when_uploads_hold_the_memory_they_may() {
+    let (d, server, sink) =
+        gateway("[limits]\nupload_memory_bytes = 1048576\nupload_memory_wait_secs = 1\n").await;
+    let mut sam = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut sam, &sink, SAM).await;
+    let (more, held) = common::held_upload(&d, server.addr, "northshire-cc").await;
+    // Until the held upload has reserved its room a share may slip through; then it is busy.
+    let mut through = 0;
+    let busy = loop {
+        let page = send_share(&mut sam, "safeguarding-referral", b"concern").await;
+        if page.status == 503 {
+            break page;
+        }
+        through += 1;
+        assert!(through < 50, "never busy: {}", page.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        busy.body.contains("Postern is busy right now"),
+        "{}",
+        busy.body
+    );
+    assert_eq!(busy.header("retry-after"), Some("60"));
+    assert_eq!(d.transfers(), through, "the busy share recorded nothing");
+    drop(more);
+    let _ = held.await;
+}

@@ -930,8 +930,6 @@ fn validate(
     })
 }
 
-/// Reads the certificates and keys the settings name. Each failure is reported at the key that
-/// names the file.
 /// Why a PEM file could not be read, in words; a missing file (on a new installation, what the
 /// operator has yet to make) with the `hint` that says how to make it.
 fn pem_problem(e: &rustls_pki_types::pem::Error, hint: &str) -> String {
@@ -948,6 +946,8 @@ fn pem_problem(e: &rustls_pki_types::pem::Error, hint: &str) -> String {
     }
 }
 
+/// Reads the certificates and keys the settings name. Each failure is reported at the key that
+/// names the file.
 fn materials(
     d: &Daemon,
     loc: &Locator<'_>,

@@ -64,32 +64,48 @@ pub struct App {
 }
 
 /// The cap on the memory uploads in flight hold together (`limits.upload_memory_bytes`), so
-/// that many concurrent uploads (one sender's 512 connections, say) cannot exhaust the
+/// that many concurrent uploads (one sender's 256 connections, say) cannot exhaust the
 /// machine. Each upload reserves what it may hold before a byte of its body is read: at most
-/// [`UploadMemory::PER_UPLOAD`], less for a small declared length. When the cap is reached a new
-/// upload waits for room, unread (its bytes stay in the client's TCP buffers), for at most
-/// `limits.upload_memory_wait_secs`, then is answered 503 `busy` with Retry-After.
+/// [`UploadMemory::PER_UPLOAD`], less for a small declared length. One sender (an organisation
+/// or a peer gateway) may hold at most a quarter of the cap, so that it cannot keep every other
+/// sender out. When there is no room a new upload waits, unread (its bytes stay in the client's
+/// TCP buffers), for at most `limits.upload_memory_wait_secs`, then is answered 503 `busy` with
+/// Retry-After. (What is counted is reservations: an upload abandoned mid-way gives its room
+/// back when its request ends, a moment before its sealing thread has let go of its buffers.)
 #[derive(Clone)]
 pub struct UploadMemory {
     units: Arc<Semaphore>,
+    /// Each sender's share, by `org:ID` or `peer:ID` (authenticated identities from the
+    /// registry, so the map is as bounded as the registry).
+    shares: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>>,
+    share_units: usize,
     wait: std::time::Duration,
+}
+
+/// Room reserved for one upload ([`UploadMemory::reserve`]); given back when dropped.
+pub struct Room {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    _share: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl UploadMemory {
     /// The unit reservations are counted in.
     const UNIT: u64 = 64 * 1024;
-    /// The most one upload holds in the hand-offs between the network, the sealing thread, the
-    /// digest threads and the spool writer (measured: docs/benchmarks.md, "Memory per upload").
+    /// The most one upload reserves: what it holds in the hand-offs between the network, the
+    /// sealing thread, the digest threads and the spool writer (measured: docs/benchmarks.md,
+    /// "Memory per upload").
     pub const PER_UPLOAD: u64 = 1 << 20;
 
     pub fn new(limits: &Limits) -> Self {
-        let units = limits.upload_memory_bytes / Self::UNIT;
+        let units = usize::try_from(limits.upload_memory_bytes / Self::UNIT)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS);
+        let most = usize::try_from(Self::PER_UPLOAD / Self::UNIT).unwrap_or(16);
         UploadMemory {
-            units: Arc::new(Semaphore::new(
-                usize::try_from(units)
-                    .unwrap_or(Semaphore::MAX_PERMITS)
-                    .min(Semaphore::MAX_PERMITS),
-            )),
+            units: Arc::new(Semaphore::new(units)),
+            shares: Arc::default(),
+            // A quarter, but always room for one upload of any size.
+            share_units: (units / 4).max(most).min(units),
             wait: limits.upload_memory_wait,
         }
     }
@@ -102,21 +118,40 @@ impl UploadMemory {
         u32::try_from(n.min(most)).unwrap_or(1)
     }
 
-    /// Reserves room for an upload of `declared` bytes, waiting for it up to the configured
-    /// time; the reservation is returned when the permit drops (the upload finished or failed).
-    pub async fn reserve(
-        &self,
-        declared: Option<u64>,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    fn share(&self, holder: &str) -> Arc<Semaphore> {
+        let mut shares = self
+            .shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shares
+            .entry(holder.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.share_units)))
+            .clone()
+    }
+
+    /// Reserves room for an upload of `declared` bytes from `holder` (`org:ID` or `peer:ID`),
+    /// waiting for it up to the configured time.
+    pub async fn reserve(&self, holder: &str, declared: Option<u64>) -> Result<Room, Problem> {
         let units = Self::units_for(declared);
-        let acquire = self.units.clone().acquire_many_owned(units);
+        let share = self.share(holder);
+        let acquire = async {
+            // The sender's share first: a sender at its share waits without holding any of
+            // the total that others could use.
+            let share = share.acquire_many_owned(units).await.ok()?;
+            let total = self.units.clone().acquire_many_owned(units).await.ok()?;
+            Some(Room {
+                _total: total,
+                _share: share,
+            })
+        };
         match tokio::time::timeout(self.wait, acquire).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Some(room)) => Ok(room),
             // Timed out, or closed (never closed here): either way, busy.
-            Ok(Err(_)) | Err(_) => {
+            Ok(None) | Err(_) => {
                 tracing::warn!(
+                    holder,
                     waited_secs = self.wait.as_secs(),
-                    "refusing an upload before reading it: uploads in flight hold the memory they may (limits.upload_memory_bytes)"
+                    "refusing an upload before reading it: uploads in flight hold the memory they may (limits.upload_memory_bytes; one sender at most a quarter)"
                 );
                 Err(Problem::new(
                     ProblemCode::Busy,

@@ -200,6 +200,7 @@ pub async fn submit_from_web(
     envelope: Vec<u8>,
     form: multer::Multipart<'static>,
     payload: multer::Field<'static>,
+    room: super::Room,
 ) -> Response {
     let received = OffsetDateTime::now_utc();
     let id = TransferId::from_uuid(uuid::Uuid::now_v7());
@@ -212,6 +213,7 @@ pub async fn submit_from_web(
             envelope,
             form,
             payload,
+            room,
         })),
         id,
         received,
@@ -232,6 +234,8 @@ struct WebParts {
     envelope: Vec<u8>,
     form: multer::Multipart<'static>,
     payload: multer::Field<'static>,
+    /// Reserved before the form was read, kept until the upload is committed or refused.
+    room: super::Room,
 }
 
 async fn submit_as(
@@ -345,22 +349,24 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Source) -> Result<Res
         tracing::warn!(transfer_id = %req.id, "refusal not recorded: the disk is below half its reserve");
         return Err(Fail::answer(p.with_transfer(req.id).into_response()));
     }
-    // Room for what the upload will hold in memory, before its body is read; kept until the
-    // upload is committed or refused. Not recorded when busy: nothing of the request was read,
-    // and a client under load repeats it after Retry-After.
-    let _room = match app
-        .upload_memory
-        .reserve(super::declared_length(headers))
-        .await
-    {
-        Ok(room) => room,
-        Err(p) => {
-            metrics::transfer_error(503);
-            return Err(Fail::answer(p.into_response()));
-        }
-    };
     match body {
         Source::Api(body) => {
+            // Room for what the upload will hold in memory, before its body is read; kept
+            // until the upload is committed or refused. Not recorded when busy: nothing of the
+            // request was read, and a client under load repeats it after Retry-After. (The web
+            // pages reserve it themselves, before they read their form.)
+            let holder = format!("org:{}", req.peer.org);
+            let _room = match app
+                .upload_memory
+                .reserve(&holder, super::declared_length(headers))
+                .await
+            {
+                Ok(room) => room,
+                Err(p) => {
+                    metrics::transfer_error(503);
+                    return Err(Fail::answer(p.into_response()));
+                }
+            };
             req.idempotency_key = idempotency_key(headers)?;
             let (envelope, multipart) = envelope_part(req, headers, body).await?;
             decide_and_seal(req, headers, envelope, multipart, None).await
@@ -370,6 +376,7 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Source) -> Result<Res
                 envelope,
                 form,
                 payload,
+                room: _room,
             } = *parts;
             decide_and_seal(req, headers, envelope, form, Some(payload)).await
         }

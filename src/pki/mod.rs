@@ -326,17 +326,7 @@ mod tests {
     #[test]
     fn certificates_are_written_readable_by_all_and_keys_for_the_owner_only() {
         use std::os::unix::fs::PermissionsExt;
-        // As the binary runs: umask 0077 would otherwise make certificates unreadable by the
-        // service's user when root issued them.
-        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::generate("Test CA").unwrap();
-        ca.save(dir.path()).unwrap();
-        ca.issue_server(&["localhost".into()])
-            .unwrap()
-            .save(dir.path(), "server")
-            .unwrap();
-        rustix::process::umask(old);
         let mode = |f: &str| {
             std::fs::metadata(dir.path().join(f))
                 .unwrap()
@@ -344,6 +334,19 @@ mod tests {
                 .mode()
                 & 0o777
         };
+        // What umask 0077 (the binary's) would have made of them: 0600. Written again, they
+        // are 0644 whatever the umask, so the service's user can read what root issued.
+        for f in ["ca.crt", "server.crt"] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+            std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        let ca = Ca::generate("Test CA").unwrap();
+        ca.save(dir.path()).unwrap();
+        ca.issue_server(&["localhost".into()])
+            .unwrap()
+            .save(dir.path(), "server")
+            .unwrap();
         for (f, m) in [
             ("ca.crt", 0o644),
             ("server.crt", 0o644),

@@ -372,6 +372,18 @@ pub fn store_down(e: &StoreError) -> Response {
     r
 }
 
+/// The gateway is receiving as many uploads as its memory cap allows: 503, try again soon.
+pub fn busy() -> Response {
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sorry, Postern is busy right now",
+        "Nothing was shared and nothing was kept. Go back, wait a minute and press Send again. If it keeps happening, tell your IT team.",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
+}
+
 pub fn server_error() -> Response {
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -1108,6 +1108,17 @@ pub async fn send(
             "Go back to the last page and press Send again.",
         );
     };
+    // Room in memory for the upload, before a byte of the form is read (as the API reserves
+    // it before its body): the answers, then the file.
+    let holder = format!("org:{}", s.person.org);
+    let Ok(room) = app
+        .api
+        .upload_memory
+        .reserve(&holder, crate::ingest::declared_length(&headers))
+        .await
+    else {
+        return pages::busy();
+    };
     let limits = &app.api.limits;
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
@@ -1176,6 +1187,7 @@ pub async fn send(
         bytes,
         form,
         payload,
+        room,
     )
     .await;
     outcome(answer, &reg, &s).await

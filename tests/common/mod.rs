@@ -702,3 +702,36 @@ pub async fn with_relay(
     .expect("sink");
     (d, sink)
 }
+
+/// An upload of undeclared length from `org`, its payload held open until the sender is used
+/// (or dropped); the task answers when it ends.
+pub async fn held_upload(
+    d: &Deployment,
+    addr: SocketAddr,
+    org: &str,
+) -> (
+    tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    tokio::task::JoinHandle<Answer>,
+) {
+    let (more, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    more.send(Ok(Bytes::from(vec![7u8; 1000]))).await.unwrap();
+    let mut conn = d.connect(addr, org).await;
+    let a_envelope = envelope(json!({}));
+    let task =
+        tokio::spawn(async move {
+            let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|c| (c, rx))
+            });
+            conn.submit(Submission {
+                envelope_json: Bytes::from(serde_json::to_vec(&a_envelope).unwrap()),
+                payload: body,
+                payload_len: None,
+                file_name: None,
+                content_type: None,
+                idempotency_key: None,
+            })
+            .await
+            .expect("an answer")
+        });
+    (more, task)
+}
