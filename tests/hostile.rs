@@ -163,6 +163,23 @@ async fn a_flood_of_half_open_handshakes_from_one_address_does_not_starve_others
     server.stop().await;
 }
 
+/// Submits a small share again and again until one is not accepted (an upload held open
+/// elsewhere has reserved its room by then); returns that answer, how long it took, and how
+/// many were accepted before it.
+async fn until_refused(conn: &mut client::Connection) -> (client::Answer, Duration, usize) {
+    let mut accepted = 0;
+    loop {
+        let started = Instant::now();
+        let answer = submit(conn, &envelope(json!({})), vec![1; 4096], None).await;
+        if answer.status != 202 {
+            return (answer, started.elapsed(), accepted);
+        }
+        accepted += 1;
+        assert!(accepted < 100, "never refused while the cap was held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Uploads in flight may hold only `limits.upload_memory_bytes` together: with room for one
 /// upload of unknown length, a second waits unread and, when no room comes within
 /// `upload_memory_wait_secs`, is answered 503 `busy` with Retry-After and nothing recorded. One
@@ -179,20 +196,7 @@ async fn uploads_beyond_the_memory_cap_wait_then_are_refused_busy() {
 
     // Until A has reserved its room, B may slip through; once it has, B is busy.
     let mut b_conn = d.connect(server.addr, "northshire-cc").await;
-    let mut accepted_first = 0;
-    let (b, waited) = loop {
-        let started = Instant::now();
-        let b = submit(&mut b_conn, &envelope(json!({})), vec![1; 4096], None).await;
-        if b.status != 202 {
-            break (b, started.elapsed());
-        }
-        accepted_first += 1;
-        assert!(
-            accepted_first < 100,
-            "B was never refused while A held the cap"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (b, waited, accepted_first) = until_refused(&mut b_conn).await;
     let p = json(&b);
     assert_eq!((b.status, p["code"].as_str()), (503, Some("busy")), "{p}");
     assert_eq!(
@@ -243,16 +247,7 @@ async fn one_sender_holds_at_most_a_quarter_of_the_upload_memory() {
     let server = d.start().await;
     let (more, held) = common::held_upload(&d, server.addr, "northshire-cc").await;
     let mut council = d.connect(server.addr, "northshire-cc").await;
-    let mut refused = None;
-    for _ in 0..100 {
-        let b = submit(&mut council, &envelope(json!({})), vec![1; 4096], None).await;
-        if b.status != 202 {
-            refused = Some(b);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let refused = refused.expect("the council's second upload is refused while its first is held");
+    let (refused, _, _) = until_refused(&mut council).await;
     assert_eq!(
         (refused.status, json(&refused)["code"].as_str()),
         (503, Some("busy"))

@@ -229,10 +229,10 @@ async fn receive_one(app: Arc<App>, peer: PeerCaller, headers: HeaderMap, body: 
         return short.problem.with_field("payload").into_response();
     }
     // As for a transfer (routes::run): room in memory before the body is read.
-    let holder = format!("peer:{}", peer.peer);
+    let sender = super::Sender::Peer(peer.peer.clone());
     let _room = match app
         .upload_memory
-        .reserve(&holder, super::declared_length(&headers))
+        .reserve(sender, super::declared_length(&headers))
         .await
     {
         Ok(room) => room,

@@ -75,11 +75,18 @@ pub struct App {
 #[derive(Clone)]
 pub struct UploadMemory {
     units: Arc<Semaphore>,
-    /// Each sender's share, by `org:ID` or `peer:ID` (authenticated identities from the
-    /// registry, so the map is as bounded as the registry).
-    shares: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>>,
+    /// Each sender's share (authenticated identities from the registry, so the map is as
+    /// bounded as the registry).
+    shares: Arc<std::sync::Mutex<std::collections::HashMap<Sender, Arc<Semaphore>>>>,
     share_units: usize,
     wait: std::time::Duration,
+}
+
+/// Who an upload's room is reserved for: each has its own share of the cap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Sender {
+    Organisation(crate::domain::ids::OrgId),
+    Peer(crate::domain::ids::PeerId),
 }
 
 /// Room reserved for one upload ([`UploadMemory::reserve`]); given back when dropped.
@@ -118,22 +125,22 @@ impl UploadMemory {
         u32::try_from(n.min(most)).unwrap_or(1)
     }
 
-    fn share(&self, holder: &str) -> Arc<Semaphore> {
+    fn share(&self, sender: Sender) -> Arc<Semaphore> {
         let mut shares = self
             .shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         shares
-            .entry(holder.to_owned())
+            .entry(sender)
             .or_insert_with(|| Arc::new(Semaphore::new(self.share_units)))
             .clone()
     }
 
-    /// Reserves room for an upload of `declared` bytes from `holder` (`org:ID` or `peer:ID`),
-    /// waiting for it up to the configured time.
-    pub async fn reserve(&self, holder: &str, declared: Option<u64>) -> Result<Room, Problem> {
+    /// Reserves room for an upload of `declared` bytes from `sender`, waiting for it up to the
+    /// configured time.
+    pub async fn reserve(&self, sender: Sender, declared: Option<u64>) -> Result<Room, Problem> {
         let units = Self::units_for(declared);
-        let share = self.share(holder);
+        let share = self.share(sender.clone());
         let acquire = async {
             // The sender's share first: a sender at its share waits without holding any of
             // the total that others could use.
@@ -149,7 +156,7 @@ impl UploadMemory {
             // Timed out, or closed (never closed here): either way, busy.
             Ok(None) | Err(_) => {
                 tracing::warn!(
-                    holder,
+                    ?sender,
                     waited_secs = self.wait.as_secs(),
                     "refusing an upload before reading it: uploads in flight hold the memory they may (limits.upload_memory_bytes; one sender at most a quarter)"
                 );

@@ -355,10 +355,10 @@ async fn run(req: &mut Request, headers: &HeaderMap, body: Source) -> Result<Res
             // until the upload is committed or refused. Not recorded when busy: nothing of the
             // request was read, and a client under load repeats it after Retry-After. (The web
             // pages reserve it themselves, before they read their form.)
-            let holder = format!("org:{}", req.peer.org);
+            let sender = super::Sender::Organisation(req.peer.org.clone());
             let _room = match app
                 .upload_memory
-                .reserve(&holder, super::declared_length(headers))
+                .reserve(sender, super::declared_length(headers))
                 .await
             {
                 Ok(room) => room,

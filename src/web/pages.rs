@@ -362,23 +362,23 @@ pub fn problem(status: StatusCode, title: &str, message: &str) -> Response {
 /// The store could not answer: 503 with what to do (a full disk and a shutdown included).
 pub fn store_down(e: &StoreError) -> Response {
     tracing::warn!(error = %e, "web: the store could not answer");
-    let mut r = problem(
-        StatusCode::SERVICE_UNAVAILABLE,
+    unavailable(
         "Sorry, Postern is not available right now",
         "Nothing was lost or shared. Try again in a few minutes. If it keeps happening, tell your IT team.",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-    r
+    )
 }
 
 /// The gateway is receiving as many uploads as its memory cap allows: 503, try again soon.
 pub fn busy() -> Response {
-    let mut r = problem(
-        StatusCode::SERVICE_UNAVAILABLE,
+    unavailable(
         "Sorry, Postern is busy right now",
         "Nothing was shared and nothing was kept. Go back, wait a minute and press Send again. If it keeps happening, tell your IT team.",
-    );
+    )
+}
+
+/// A 503 page that asks to come back in a minute (Retry-After).
+fn unavailable(title: &str, detail: &str) -> Response {
+    let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, title, detail);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     r

@@ -1110,11 +1110,11 @@ pub async fn send(
     };
     // Room in memory for the upload, before a byte of the form is read (as the API reserves
     // it before its body): the answers, then the file.
-    let holder = format!("org:{}", s.person.org);
+    let sender = crate::ingest::Sender::Organisation(s.person.org.clone());
     let Ok(room) = app
         .api
         .upload_memory
-        .reserve(&holder, crate::ingest::declared_length(&headers))
+        .reserve(sender, crate::ingest::declared_length(&headers))
         .await
     else {
         return pages::busy();
