@@ -19,23 +19,64 @@ use tokio::task::JoinHandle;
 
 use crate::seal::{SealError, SealSummary, Sealer};
 
-/// How many chunks may wait between the network and the sealing thread. Bounded, so a fast
-/// client cannot fill memory faster than the disk drains it (backpressure reaches TCP).
-const QUEUE: usize = 2;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Sealed payloads up to this size are stored inline in the database.
 pub const INLINE_MAX: usize = 64 * 1024;
-/// Payloads at least this large hash on helper threads, in parallel with encryption.
-pub const PARALLEL_DIGESTS_FROM: u64 = 1 << 20;
+/// Payloads at least this large (or of unknown size) get the [`Pipeline::LARGE`] pipeline.
+pub const LARGE_FROM: u64 = 8 << 20;
+
+/// How deep one upload's pipeline (network, sealing thread, digests, spool writer) is, chosen
+/// from the size the client announced. One large upload needs depth to keep both cores and the
+/// disk busy at once; the many smaller uploads of a busy day keep the cores busy between them,
+/// and what each holds is what limits how many the gateway can take (docs/benchmarks.md,
+/// "Memory per upload").
+#[derive(Debug, Clone, Copy)]
+struct Pipeline {
+    /// Batches that may wait between the network and the sealing thread. Bounded, so a fast
+    /// client cannot fill memory faster than the disk drains it (backpressure reaches TCP).
+    queue: usize,
+    /// SHA-256 of the plaintext and of the sealed bytes on two helper threads, in parallel with
+    /// encryption, so that one upload is not held to one core's speed (their queues hold about
+    /// 450 KiB).
+    parallel_digests: bool,
+    /// Direct-IO buffers: their size, and how many (one being filled, one being written, and
+    /// for a large upload a spare so that sealing runs ahead of a slow write).
+    direct_buffer: usize,
+    direct_buffers: usize,
+}
+
+impl Pipeline {
+    const LARGE: Pipeline = Pipeline {
+        queue: 2,
+        parallel_digests: true,
+        direct_buffer: 128 * 1024,
+        direct_buffers: 3,
+    };
+    const COMPACT: Pipeline = Pipeline {
+        queue: 1,
+        parallel_digests: false,
+        direct_buffer: 64 * 1024,
+        direct_buffers: 2,
+    };
+
+    fn for_size(expected: Option<u64>) -> Pipeline {
+        match expected {
+            Some(n) if n < LARGE_FROM => Pipeline::COMPACT,
+            _ => Pipeline::LARGE,
+        }
+    }
+}
 
 enum Msg {
-    /// Network chunks (a TLS record each, typically), gathered so that one hand-off carries
-    /// about [`BATCH`] bytes.
-    Chunks(Vec<Bytes>),
+    /// [`BATCH`] bytes of the payload (fewer at its end).
+    Chunk(Bytes),
     Finish,
 }
 
-/// Bytes per hand-off to the sealing thread.
+/// Bytes per hand-off to the sealing thread. The network's chunks are copied into a batch of
+/// exactly this size rather than handed on: each of them keeps alive the whole buffer it was
+/// cut from (the multipart parser's, often twice the chunk or more) until it is sealed, which
+/// at 16 uploads in flight held about 200 KiB more per upload than the copy costs in time.
 const BATCH: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,16 +133,17 @@ struct Aligned {
 }
 
 impl Aligned {
-    fn new() -> Option<Aligned> {
-        let raw = vec![0u8; DirectFile::BUFFER + DirectFile::ALIGN];
+    /// `size` is a multiple of [`DirectFile::ALIGN`].
+    fn new(size: usize) -> Option<Aligned> {
+        let raw = vec![0u8; size + DirectFile::ALIGN];
         let start = raw.as_ptr().align_offset(DirectFile::ALIGN);
         // Always true for a byte buffer; checked so that a surprise means no direct IO, not a
         // misaligned write.
         (start <= DirectFile::ALIGN).then_some(Aligned { raw, start })
     }
 
-    fn region(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + DirectFile::BUFFER]
+    fn region(&mut self, size: usize) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + size]
     }
 }
 
@@ -124,6 +166,9 @@ struct DirectFile {
     to_writer: std::sync::mpsc::SyncSender<ToWriter>,
     returned: std::sync::mpsc::Receiver<Aligned>,
     allocated: usize,
+    /// Bytes per buffer (and per write), and how many buffers at most.
+    buffer: usize,
+    buffers: usize,
     /// `None` once joined (after it failed).
     writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -131,13 +176,11 @@ struct DirectFile {
 impl DirectFile {
     /// Alignment and size unit of direct writes: covers 512-byte and 4 KiB logical blocks.
     const ALIGN: usize = 4096;
-    const BUFFER: usize = 128 * 1024;
-    /// Buffers per file: one being filled, one being written, one spare.
-    const BUFFERS: usize = 3;
 
     /// Opens `path` (which must not exist) for direct IO, or `None` if the filesystem does not
     /// support it (tmpfs, for one).
-    fn create(path: &Path) -> std::io::Result<Option<DirectFile>> {
+    fn create(path: &Path, pipeline: Pipeline) -> std::io::Result<Option<DirectFile>> {
+        let (buffer, buffers) = (pipeline.direct_buffer, pipeline.direct_buffers);
         use std::os::unix::fs::OpenOptionsExt;
         let opened = std::fs::OpenOptions::new()
             .write(true)
@@ -151,12 +194,12 @@ impl DirectFile {
             }
             Err(e) => return Err(e),
         };
-        let Some(current) = Aligned::new() else {
+        let Some(current) = Aligned::new(buffer) else {
             drop(file);
             let _ = std::fs::remove_file(path);
             return Ok(None);
         };
-        let (to_writer, jobs) = std::sync::mpsc::sync_channel::<ToWriter>(Self::BUFFERS - 1);
+        let (to_writer, jobs) = std::sync::mpsc::sync_channel::<ToWriter>(buffers - 1);
         let (give_back, returned) = std::sync::mpsc::channel::<Aligned>();
         let writer = std::thread::Builder::new()
             .name("postern-spool-io".into())
@@ -201,6 +244,8 @@ impl DirectFile {
             to_writer,
             returned,
             allocated: 1,
+            buffer,
+            buffers,
             writer: Some(writer),
         }))
     }
@@ -224,9 +269,10 @@ impl DirectFile {
         if let Ok(b) = self.returned.try_recv() {
             return Ok(b);
         }
-        if self.allocated < Self::BUFFERS {
+        if self.allocated < self.buffers {
             self.allocated += 1;
-            return Aligned::new().ok_or_else(|| std::io::Error::other("cannot align a buffer"));
+            return Aligned::new(self.buffer)
+                .ok_or_else(|| std::io::Error::other("cannot align a buffer"));
         }
         match self.returned.recv() {
             Ok(b) => Ok(b),
@@ -239,7 +285,7 @@ impl DirectFile {
         let tail = if self.len > 0 {
             let padded = self.len.div_ceil(Self::ALIGN) * Self::ALIGN;
             let len = self.len;
-            self.current.region()[len..padded].fill(0);
+            self.current.region(self.buffer)[len..padded].fill(0);
             let buf = std::mem::replace(
                 &mut self.current,
                 Aligned {
@@ -271,19 +317,19 @@ impl DirectFile {
 
 impl Write for DirectFile {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = Self::BUFFER - self.len;
+        let room = self.buffer - self.len;
         let n = room.min(data.len());
         let len = self.len;
-        self.current.region()[len..len + n].copy_from_slice(&data[..n]);
+        self.current.region(self.buffer)[len..len + n].copy_from_slice(&data[..n]);
         self.len += n;
         self.total += n as u64;
-        if self.len == Self::BUFFER {
+        if self.len == self.buffer {
             let next = self.next_buffer()?;
             let full = std::mem::replace(&mut self.current, next);
             self.len = 0;
             if self
                 .to_writer
-                .send(ToWriter::Block(full, Self::BUFFER))
+                .send(ToWriter::Block(full, self.buffer))
                 .is_err()
             {
                 return Err(self.writer_error());
@@ -305,8 +351,11 @@ enum SpoolWriter {
 }
 
 impl SpoolWriter {
-    fn create(path: &Path, direct: bool) -> std::io::Result<SpoolWriter> {
-        if direct && let Some(d) = DirectFile::create(path)? {
+    /// `direct` is the pipeline whose buffers a direct-IO file uses; `None` for the page cache.
+    fn create(path: &Path, direct: Option<Pipeline>) -> std::io::Result<SpoolWriter> {
+        if let Some(pipeline) = direct
+            && let Some(d) = DirectFile::create(path, pipeline)?
+        {
             return Ok(SpoolWriter::Direct(d));
         }
         let file = File::create_new(path)?;
@@ -380,7 +429,7 @@ enum Sink {
     Memory {
         buf: Vec<u8>,
         path: PathBuf,
-        direct: bool,
+        direct: Option<Pipeline>,
     },
     File {
         out: SpoolWriter,
@@ -389,7 +438,7 @@ enum Sink {
 }
 
 impl Sink {
-    fn file(path: PathBuf, direct: bool) -> std::io::Result<Sink> {
+    fn file(path: PathBuf, direct: Option<Pipeline>) -> std::io::Result<Sink> {
         let out = SpoolWriter::create(&path, direct)?;
         let guard = SpoolFile { path, keep: false };
         Ok(Sink::File { out, guard })
@@ -432,8 +481,11 @@ pub enum Sealed {
 pub struct SpoolUpload {
     tx: Option<mpsc::Sender<Msg>>,
     task: Option<JoinHandle<Result<(SealSummary, Sealed), UploadError>>>,
-    batch: Vec<Bytes>,
-    batched: usize,
+    /// Filled up to [`BATCH`]; allocated when the first byte arrives.
+    batch: Vec<u8>,
+    /// What the client announced, less what has been handed on: a small payload's batch is
+    /// only as large as the payload.
+    announced_rest: Option<u64>,
 }
 
 impl SpoolUpload {
@@ -465,7 +517,9 @@ impl SpoolUpload {
         expected: Option<u64>,
         direct: bool,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let pipeline = Pipeline::for_size(expected);
+        let direct = direct.then_some(pipeline);
+        let (tx, mut rx) = mpsc::channel::<Msg>(pipeline.queue);
         let task = tokio::task::spawn_blocking(move || {
             let sink = match expected {
                 Some(n) if n > INLINE_MAX as u64 => {
@@ -477,7 +531,7 @@ impl SpoolUpload {
                     direct,
                 },
             };
-            let parallel = !matches!(expected, Some(n) if n < PARALLEL_DIGESTS_FROM);
+            let parallel = pipeline.parallel_digests;
             // Seal (ingest) or only digest (bytes already sealed for their recipient).
             // One per upload, on this thread's stack: the size difference does not matter.
             #[allow(clippy::large_enum_variant)]
@@ -500,14 +554,10 @@ impl SpoolUpload {
             };
             loop {
                 match rx.blocking_recv() {
-                    Some(Msg::Chunks(batch)) => {
-                        for c in batch {
-                            match &mut p {
-                                Processor::Seal(s) => s.write_bytes(c)?,
-                                Processor::Store(t) => t.write_bytes(c).map_err(SealError::Io)?,
-                            }
-                        }
-                    }
+                    Some(Msg::Chunk(c)) => match &mut p {
+                        Processor::Seal(s) => s.write_bytes(c)?,
+                        Processor::Store(t) => t.write_bytes(c).map_err(SealError::Io)?,
+                    },
                     Some(Msg::Finish) => break,
                     // The request went away before the end of the payload: nothing is kept
                     // (dropping the sink deletes a spilled file).
@@ -542,26 +592,38 @@ impl SpoolUpload {
             tx: Some(tx),
             task: Some(task),
             batch: Vec::new(),
-            batched: 0,
+            announced_rest: expected,
         }
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), UploadError> {
-        self.batched += chunk.len();
-        self.batch.push(chunk);
-        if self.batched >= BATCH {
-            self.send_batch().await?;
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            if self.batch.capacity() == 0 {
+                let want = self.announced_rest.map_or(BATCH, |r| {
+                    usize::try_from(r).unwrap_or(BATCH).clamp(1, BATCH)
+                });
+                self.batch.reserve_exact(want);
+            }
+            let n = (BATCH - self.batch.len()).min(rest.len());
+            self.batch.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.batch.len() == BATCH {
+                self.send_batch().await?;
+            }
         }
         Ok(())
     }
 
     async fn send_batch(&mut self) -> Result<(), UploadError> {
-        let batch = std::mem::take(&mut self.batch);
-        self.batched = 0;
+        let batch = Bytes::from(std::mem::take(&mut self.batch));
+        self.announced_rest = self
+            .announced_rest
+            .map(|r| r.saturating_sub(batch.len() as u64));
         let Some(tx) = &self.tx else {
             return Err(UploadError::Lost);
         };
-        if tx.send(Msg::Chunks(batch)).await.is_err() {
+        if tx.send(Msg::Chunk(batch)).await.is_err() {
             // The thread stopped early: take its error.
             return Err(self.join().await.err().unwrap_or(UploadError::Lost));
         }
@@ -644,12 +706,20 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn direct_and_buffered_spool_files_open_to_the_payload() {
         // Sizes that end on, just after and just before the direct-IO block and buffer sizes.
+        let (small, large) = (
+            Pipeline::COMPACT.direct_buffer,
+            Pipeline::LARGE.direct_buffer,
+        );
         for size in [
             INLINE_MAX + 1,
-            DirectFile::BUFFER,
-            DirectFile::BUFFER + 1,
-            3 * DirectFile::BUFFER - 5,
+            small,
+            small + 1,
+            3 * small - 5,
+            large,
+            large + 1,
+            3 * large - 5,
             2_500_000,
+            LARGE_FROM as usize + 100_001,
         ] {
             for direct in [true, false] {
                 for declared in [true, false] {
