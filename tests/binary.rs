@@ -189,6 +189,8 @@ async fn logs_never_contain_payloads_justifications_or_subject_references() {
     let server = d.spawn_with_env(&[("POSTERN_LOG", "debug")]);
     let mut payload = b"PAYLOAD-SENTINEL ".to_vec();
     payload.extend(common::payload(100_000, 9));
+    // A connection each: a request refused before its payload is read may close its connection
+    // (the gateway answers, then drains and closes: src/ingest/linger.rs).
     let mut conn = d.connect(server.addr, "northshire-cc").await;
     assert_eq!(
         submit(&mut conn, &envelope(json!({})), payload.clone(), None)
@@ -196,6 +198,7 @@ async fn logs_never_contain_payloads_justifications_or_subject_references() {
             .status,
         202
     );
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
     assert_eq!(
         submit(
             &mut conn,
@@ -207,6 +210,7 @@ async fn logs_never_contain_payloads_justifications_or_subject_references() {
         .status,
         403
     );
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
     assert_eq!(
         submit(
             &mut conn,
@@ -218,6 +222,7 @@ async fn logs_never_contain_payloads_justifications_or_subject_references() {
         .status,
         422
     );
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
     assert_eq!(
         submit(
             &mut conn,

@@ -99,7 +99,7 @@ impl UploadMemory {
     /// The unit reservations are counted in.
     const UNIT: u64 = 64 * 1024;
     /// The most one upload reserves: what it holds in the hand-offs between the network, the
-    /// sealing thread and the spool writer (measured at about 1 MiB for 1 MiB uploads, 16 in
+    /// sealing thread and the spool writer (measured at about 0.85 MiB for 1 MiB uploads, 16 in
     /// flight: docs/benchmarks.md, "Memory per upload"; an upload of 8 MiB or more, with its
     /// deeper pipeline and digest threads, holds somewhat more, and such uploads are few).
     pub const PER_UPLOAD: u64 = 1 << 20;
@@ -427,11 +427,11 @@ pub(crate) async fn serve_http1<I, S, B>(
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
         // hyper's read buffer grows to 400 KiB by default: 64 KiB per connection took the peak
-        // RSS at 16 uploads of 1 MiB in flight from 95 to 65 MiB (docs/benchmarks.md). (32 KiB
-        // saved about 0.1 MiB more per upload, but then a connection whose request was refused
-        // before its 100 KB body was read closed without its answer: tests/binary.rs.) It also
-        // bounds a request's head (431 beyond it), far above any head a client here sends.
-        .max_buf_size(64 * 1024)
+        // RSS at 16 uploads of 1 MiB in flight from 95 to 65 MiB, and 32 KiB saved about 0.2 MiB
+        // more per upload with no loss in the 1 GiB seal (docs/benchmarks.md; TLS hands over at
+        // most 16 KiB at a time anyway). It also bounds a request's head (431 beyond it), far
+        // above any head a client here sends.
+        .max_buf_size(32 * 1024)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
