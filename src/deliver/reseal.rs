@@ -68,34 +68,31 @@ impl ChannelWriter {
         }
     }
 
-    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::other("the receiving side went away"))
-    }
-
     fn send_buffered(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.send(Bytes::from(full))
+        self.tx
+            .blocking_send(Ok(Bytes::from(full)))
+            .map_err(|_| io::Error::other("the receiving side went away"))
     }
 }
 
 impl Write for ChannelWriter {
+    /// Takes all of `data` (age writes its header expecting that), sending each chunk as it
+    /// fills.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        // The sealer writes whole age chunks (64 KiB and a tag): those go as they are.
-        if self.buf.is_empty() && data.len() >= CHUNK {
-            self.send(Bytes::copy_from_slice(data))?;
-            return Ok(data.len());
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = rest.len().min(CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() >= CHUNK {
+                self.send_buffered()?;
+            }
         }
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
-            self.send_buffered()?;
-        }
-        Ok(n)
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

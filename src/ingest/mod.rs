@@ -100,8 +100,10 @@ impl UploadMemory {
     const UNIT: u64 = 64 * 1024;
     /// The most one upload reserves: what it holds in the hand-offs between the network, the
     /// sealing thread and the spool writer (measured at about 0.85 MiB for 1 MiB uploads, 16 in
-    /// flight: docs/benchmarks.md, "Memory per upload"; an upload of 8 MiB or more, with its
-    /// deeper pipeline and digest threads, holds somewhat more, and such uploads are few).
+    /// flight: docs/benchmarks.md, "Memory per upload"). An upload of 8 MiB or more, or of a
+    /// length not announced (chunked, or a peer gateway's `/v1/inbound`), gets the deeper
+    /// pipeline with digest threads and holds more than it reserves, an estimated 1.5 MiB (not
+    /// yet measured); the cap's default leaves room for that.
     pub const PER_UPLOAD: u64 = 1 << 20;
 
     pub fn new(limits: &Limits) -> Self {
@@ -428,9 +430,11 @@ pub(crate) async fn serve_http1<I, S, B>(
         .header_read_timeout(std::time::Duration::from_secs(30))
         // hyper's read buffer grows to 400 KiB by default: 64 KiB per connection took the peak
         // RSS at 16 uploads of 1 MiB in flight from 95 to 65 MiB, and 32 KiB saved about 0.2 MiB
-        // more per upload with no loss in the 1 GiB seal (docs/benchmarks.md; TLS hands over at
-        // most 16 KiB at a time anyway). It also bounds a request's head (431 beyond it), far
-        // above any head a client here sends.
+        // more per upload with no loss in the 1 GiB seal beyond the noise (docs/benchmarks.md;
+        // TLS hands over at most 16 KiB at a time anyway). A request refused before its body
+        // is read leaves more of it unread, so its connection is more often closed after the
+        // answer (src/ingest/linger.rs), as HTTP allows: the next request needs a new one.
+        // It also bounds a request's head (431 beyond it), far above any head sent here.
         .max_buf_size(32 * 1024)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);

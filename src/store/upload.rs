@@ -606,6 +606,10 @@ impl SpoolUpload {
                 self.batch.reserve_exact(want);
             }
             let n = (BATCH - self.batch.len()).min(rest.len());
+            // More than announced: grow to what is needed (never past BATCH), not by doubling.
+            if self.batch.capacity() - self.batch.len() < n {
+                self.batch.reserve_exact(n);
+            }
             self.batch.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
             if self.batch.len() == BATCH {
@@ -667,18 +671,20 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    async fn seal_through(direct: bool, size: usize, declared: bool) -> (Vec<u8>, Vec<u8>, bool) {
+    /// Seals `size` bytes written in `chunk`-sized pieces, announcing `announced` bytes.
+    async fn seal_through(
+        direct: bool,
+        size: usize,
+        announced: Option<u64>,
+        chunk: usize,
+    ) -> (Vec<u8>, Vec<u8>, bool, usize) {
         let dir = tempfile::tempdir().unwrap();
         let key = crate::seal::SpoolKey::from_identity(age::x25519::Identity::generate());
         let path = dir.path().join("x.age");
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-        let mut up = SpoolUpload::start_with(
-            path.clone(),
-            key.recipient().clone(),
-            declared.then_some(size as u64),
-            direct,
-        );
-        for c in data.chunks(100_000) {
+        let mut up =
+            SpoolUpload::start_with(path.clone(), key.recipient().clone(), announced, direct);
+        for c in data.chunks(chunk) {
             up.write(Bytes::copy_from_slice(c)).await.unwrap();
         }
         let (summary, sealed) = up.finish().await.unwrap();
@@ -700,7 +706,7 @@ mod tests {
             .unwrap()
             .read_to_end(&mut opened)
             .unwrap();
-        (data, opened, in_file)
+        (data, opened, in_file, bytes.len())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,7 +729,9 @@ mod tests {
         ] {
             for direct in [true, false] {
                 for declared in [true, false] {
-                    let (data, opened, in_file) = seal_through(direct, size, declared).await;
+                    let announced = declared.then_some(size as u64);
+                    let (data, opened, in_file, _) =
+                        seal_through(direct, size, announced, 100_000).await;
                     assert!(in_file, "size {size} spills to a file");
                     assert_eq!(
                         opened, data,
@@ -732,9 +740,47 @@ mod tests {
                 }
             }
         }
-        let (data, opened, in_file) = seal_through(true, 1000, false).await;
+        // As TLS hands them over (16 KiB at most), and a client that announced half of what
+        // it then sent.
+        for direct in [true, false] {
+            let size = 3 * Pipeline::COMPACT.direct_buffer + 12_345;
+            for announced in [Some(size as u64), Some(size as u64 / 2)] {
+                let (data, opened, in_file, _) =
+                    seal_through(direct, size, announced, 16_384).await;
+                assert!(in_file);
+                assert_eq!(opened, data, "direct {direct} announced {announced:?}");
+            }
+        }
+        let (data, opened, in_file, _) = seal_through(true, 1000, None, 100_000).await;
         assert!(!in_file);
         assert_eq!(opened, data);
+    }
+
+    /// The direct writer with lengths that end exactly on a buffer (no padded tail to write),
+    /// just before and just after one, for both pipelines' buffers.
+    #[test]
+    fn the_direct_writer_keeps_exactly_what_it_was_given() {
+        for pipeline in [Pipeline::COMPACT, Pipeline::LARGE] {
+            let b = pipeline.direct_buffer;
+            for len in [b, 2 * b, 3 * b, 2 * b - 1, 2 * b + 1, 5] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("x");
+                let Some(mut f) = DirectFile::create(&path, pipeline).unwrap() else {
+                    eprintln!("SKIPPED: no direct IO on this filesystem");
+                    return;
+                };
+                let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+                for c in data.chunks(10_000) {
+                    f.write_all(c).unwrap();
+                }
+                f.finish().unwrap();
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    data,
+                    "buffer {b} length {len}"
+                );
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
