@@ -46,11 +46,10 @@ impl Target {
 }
 
 /// Sends what is written as chunks over a bounded channel (backpressure: the thread waits for
-/// the network). Each chunk is its own exact allocation: a chunk split from a growing buffer
-/// would keep the whole buffer (twice the chunk, once grown) alive until the network took it.
+/// the network).
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
+    buf: seal::Batch,
 }
 
 /// Bytes per chunk handed to the network. Each delivery in flight holds its queue of chunks,
@@ -64,17 +63,13 @@ impl ChannelWriter {
     fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
         ChannelWriter {
             tx,
-            buf: Vec::with_capacity(CHUNK),
+            buf: seal::Batch::new(CHUNK),
         }
     }
 
-    fn send_buffered(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
         self.tx
-            .blocking_send(Ok(Bytes::from(full)))
+            .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::other("the receiving side went away"))
     }
 }
@@ -85,18 +80,20 @@ impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut rest = data;
         while !rest.is_empty() {
-            let n = rest.len().min(CHUNK - self.buf.len());
-            self.buf.extend_from_slice(&rest[..n]);
+            let (n, full) = self.buf.fill(rest);
             rest = &rest[n..];
-            if self.buf.len() >= CHUNK {
-                self.send_buffered()?;
+            if let Some(chunk) = full {
+                self.send(chunk)?;
             }
         }
         Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.send_buffered()
+        match self.buf.take() {
+            Some(chunk) => self.send(chunk),
+            None => Ok(()),
+        }
     }
 }
 

@@ -109,6 +109,69 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), SealError> 
 }
 
 /// Sizes and SHA-256 digests of what was sealed, for the transfer log.
+/// Gathers bytes into batches of exactly `size` bytes (fewer for the last), each its own
+/// allocation, for the hand-offs between threads. A batch cut from a growing buffer would keep
+/// the whole buffer (twice the batch, once grown) alive while it waits in a queue
+/// (docs/benchmarks.md, "Memory per upload").
+pub struct Batch {
+    buf: Vec<u8>,
+    size: usize,
+    /// What the sender announced is still to come, if anything: a small payload's batch is
+    /// only as large as the payload.
+    announced_rest: Option<u64>,
+}
+
+impl Batch {
+    pub fn new(size: usize) -> Self {
+        Self::expecting(size, None)
+    }
+
+    /// As [`Batch::new`], expecting `announced` bytes in all.
+    pub fn expecting(size: usize, announced: Option<u64>) -> Self {
+        Batch {
+            buf: Vec::new(),
+            size,
+            announced_rest: announced,
+        }
+    }
+
+    /// Takes as much of `data` as fits in the batch; returns how much, and the batch once full.
+    pub fn fill(&mut self, data: &[u8]) -> (usize, Option<bytes::Bytes>) {
+        let n = (self.size - self.buf.len()).min(data.len());
+        if self.buf.capacity() - self.buf.len() < n {
+            // The first bytes: as many as are announced, up to a batch. More than announced:
+            // what is needed (never past a batch), not a doubling.
+            let want = match self.announced_rest {
+                Some(r) if self.buf.capacity() == 0 => {
+                    usize::try_from(r).unwrap_or(self.size).clamp(n, self.size)
+                }
+                Some(_) => self.buf.len() + n,
+                None => self.size,
+            };
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(&data[..n]);
+        let full = if self.buf.len() == self.size {
+            self.take()
+        } else {
+            None
+        };
+        (n, full)
+    }
+
+    /// The batch so far, if it holds anything.
+    pub fn take(&mut self) -> Option<bytes::Bytes> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut self.buf);
+        self.announced_rest = self
+            .announced_rest
+            .map(|r| r.saturating_sub(batch.len() as u64));
+        Some(bytes::Bytes::from(batch))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealSummary {
     pub plaintext_size: u64,
@@ -128,7 +191,7 @@ enum Digest256 {
         batch: Vec<bytes::Bytes>,
         batched: usize,
         /// Borrowed data is copied here first (`update`).
-        staging: bytes::BytesMut,
+        staging: Batch,
     },
 }
 
@@ -159,7 +222,7 @@ impl Digest256 {
             done,
             batch: Vec::new(),
             batched: 0,
-            staging: bytes::BytesMut::new(),
+            staging: Batch::new(DIGEST_BATCH),
         })
     }
 
@@ -169,14 +232,18 @@ impl Digest256 {
                 h.update(data);
                 Ok(())
             }
-            Digest256::Offloaded { staging, .. } => {
-                staging.extend_from_slice(data);
-                if staging.len() < DIGEST_BATCH {
-                    return Ok(());
+            Digest256::Offloaded { .. } => {
+                let mut rest = data;
+                while let Digest256::Offloaded { staging, .. } = self
+                    && !rest.is_empty()
+                {
+                    let (n, full) = staging.fill(rest);
+                    rest = &rest[n..];
+                    if let Some(full) = full {
+                        self.update_bytes(full)?;
+                    }
                 }
-                let full = staging.split().freeze();
-                staging.reserve(DIGEST_BATCH);
-                self.update_bytes(full)
+                Ok(())
             }
         }
     }
@@ -209,11 +276,11 @@ impl Digest256 {
                 tx,
                 done,
                 mut batch,
-                staging,
+                mut staging,
                 ..
             } => {
-                if !staging.is_empty() {
-                    batch.push(staging.freeze());
+                if let Some(last) = staging.take() {
+                    batch.push(last);
                 }
                 if !batch.is_empty() {
                     tx.send(batch)
@@ -402,6 +469,31 @@ pub fn read_recipients<R: BufRead>(r: R) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_exact_in_order_and_sized_to_what_is_announced() {
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let mut b = Batch::expecting(100, Some(30));
+        let mut out = Vec::new();
+        for piece in data.chunks(7) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let (n, full) = b.fill(rest);
+                rest = &rest[n..];
+                out.extend(full);
+            }
+        }
+        out.extend(b.take());
+        assert!(b.take().is_none(), "taken once");
+        let sizes: Vec<usize> = out.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        assert_eq!(out.concat(), data);
+
+        // The first allocation is what was announced, not a whole batch.
+        let mut small = Batch::expecting(100, Some(30));
+        assert_eq!(small.fill(&[1; 10]).0, 10);
+        assert_eq!(small.buf.capacity(), 30);
+    }
 
     #[test]
     fn sealed_data_opens_only_with_its_key_and_digests_match() {

@@ -73,10 +73,10 @@ enum Msg {
     Finish,
 }
 
-/// Bytes per hand-off to the sealing thread. The network's chunks are copied into a batch of
-/// exactly this size rather than handed on: each of them keeps alive the whole buffer it was
-/// cut from (the multipart parser's, often twice the chunk or more) until it is sealed, which
-/// at 16 uploads in flight held about 200 KiB more per upload than the copy costs in time.
+/// Bytes per hand-off to the sealing thread. The network's chunks are copied into batches
+/// ([`crate::seal::Batch`]) rather than handed on: each of them keeps alive the whole buffer it
+/// was cut from (the multipart parser's, often twice the chunk or more) until it is sealed,
+/// which at 16 uploads in flight held about 200 KiB more per upload than the copy costs.
 const BATCH: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -481,11 +481,7 @@ pub enum Sealed {
 pub struct SpoolUpload {
     tx: Option<mpsc::Sender<Msg>>,
     task: Option<JoinHandle<Result<(SealSummary, Sealed), UploadError>>>,
-    /// Filled up to [`BATCH`]; allocated when the first byte arrives.
-    batch: Vec<u8>,
-    /// What the client announced, less what has been handed on: a small payload's batch is
-    /// only as large as the payload.
-    announced_rest: Option<u64>,
+    batch: crate::seal::Batch,
 }
 
 impl SpoolUpload {
@@ -591,39 +587,23 @@ impl SpoolUpload {
         SpoolUpload {
             tx: Some(tx),
             task: Some(task),
-            batch: Vec::new(),
-            announced_rest: expected,
+            batch: crate::seal::Batch::expecting(BATCH, expected),
         }
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), UploadError> {
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            if self.batch.capacity() == 0 {
-                let want = self.announced_rest.map_or(BATCH, |r| {
-                    usize::try_from(r).unwrap_or(BATCH).clamp(1, BATCH)
-                });
-                self.batch.reserve_exact(want);
-            }
-            let n = (BATCH - self.batch.len()).min(rest.len());
-            // More than announced: grow to what is needed (never past BATCH), not by doubling.
-            if self.batch.capacity() - self.batch.len() < n {
-                self.batch.reserve_exact(n);
-            }
-            self.batch.extend_from_slice(&rest[..n]);
+            let (n, full) = self.batch.fill(rest);
             rest = &rest[n..];
-            if self.batch.len() == BATCH {
-                self.send_batch().await?;
+            if let Some(batch) = full {
+                self.send_batch(batch).await?;
             }
         }
         Ok(())
     }
 
-    async fn send_batch(&mut self) -> Result<(), UploadError> {
-        let batch = Bytes::from(std::mem::take(&mut self.batch));
-        self.announced_rest = self
-            .announced_rest
-            .map(|r| r.saturating_sub(batch.len() as u64));
+    async fn send_batch(&mut self, batch: Bytes) -> Result<(), UploadError> {
         let Some(tx) = &self.tx else {
             return Err(UploadError::Lost);
         };
@@ -649,8 +629,8 @@ impl SpoolUpload {
 
     /// Ends the payload: seals the final chunk and, for a spool file, fsyncs it.
     pub async fn finish(mut self) -> Result<(SealSummary, Sealed), UploadError> {
-        if !self.batch.is_empty() {
-            self.send_batch().await?;
+        if let Some(last) = self.batch.take() {
+            self.send_batch(last).await?;
         }
         if let Some(tx) = &self.tx {
             tx.send(Msg::Finish).await.map_err(|_| UploadError::Lost)?;
