@@ -28,7 +28,7 @@
 //! | [`metrics`], [`client`] | what is counted; the HTTP client over mutual TLS |
 //! | [`inbox`] | receiving a sealed transfer into an organisation's inbox |
 //! | [`deliver`] | the delivery worker, retries, one module per channel |
-//! | [`ingest`] | the API listener: routes, upload, inbound, problem codes |
+//! | [`ingest`] | the API listener: routes, upload, inbound, problem codes, the OpenAPI document made from them |
 //! | [`web`] | the people's pages: sign-in, sessions, the share flow, "your shares" |
 //! | [`runtime`] | the daemon assembled: reload, shutdown, ops listener, logging, dev material |
 //! | `testkit` | (feature `testkit`) the tests' SMTP server and synthetic log; not the product |

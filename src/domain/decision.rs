@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::envelope::{
-    self, FieldError, FieldProblem, RawPractitioner, RawRequest, Sensitive, limits,
+    self, FieldError, FieldProblem, RawPractitioner, RawRequest, Sensitive, limits, patterns,
 };
 use super::fields::{Collector, incomplete, read_json};
-use super::ids::{OrgId, PurposeId};
+use super::ids::{OrgId, PurposeId, SLUG_PATTERN};
 use super::lawful::DataCategory;
 use super::registry::Registry;
 use super::subject::SubjectRef;
@@ -23,12 +23,28 @@ use super::subject::SubjectRef;
 // The wire forms. Every field is optional here so that one request reports every missing or
 // invalid field at once.
 
-/// `POST /v1/decisions`: a decision not to share.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A practitioner's decision not to share (the seventh golden rule: the decision is recorded, with
+/// its reasons, whether it is to share or not). No payload and nothing is sent to anyone: the
+/// gateway records who decided (the organisation the client certificate maps to, never part of the
+/// body), with whom sharing was considered, why not, and the request it answers.
+///
+/// As for the envelope, every missing or invalid field is reported at once (422 `invalid_decision`,
+/// one entry in `errors` per field), except that a JSON value of the wrong type or an unknown field
+/// is reported alone; unknown fields are rejected at every level; text is trimmed before it is
+/// checked, lengths are in characters, and a required text that is blank is `missing_field`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Decision", title = "Decision")]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["recipients", "reasons", "practitioner"]))]
 pub struct RawDecision {
-    /// The organisations the practitioner considered sharing with, and decided not to.
+    /// The organisations sharing with was considered (organisation ids). At least one; no repeats;
+    /// never the deciding organisation. Each must be an organisation registered with this gateway
+    /// (otherwise `invalid_value`): the decision is filed under each recipient's registered id, and
+    /// a mistyped id would file it where no data protection officer looks. No agreement is needed:
+    /// nothing is shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(min = 1, max = limits::MAX_RECIPIENTS), extend("uniqueItems" = true))]
+    #[schemars(inner(pattern(SLUG_PATTERN), length(max = 64)))]
     pub recipients: Option<Vec<String>>,
     // Optional members whose `null` is refused rather than taken for "left out": the record
     // must say only what was said.
@@ -37,38 +53,68 @@ pub struct RawDecision {
         deserialize_with = "super::fields::present",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Optional: the id of the configured purpose the share would have had, e.g.
+    /// `child-protection-s47`. Anything that is not a configured purpose is `invalid_value`. Blank
+    /// is treated as absent.
+    #[schemars(with = "Option<String>", pattern(SLUG_PATTERN), length(max = 64))]
     pub purpose: Option<Option<String>>,
+    /// Why sharing was decided against. Recorded in the transfer log, in clear, for data protection
+    /// officers; never repeated in error answers or operational logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::JUSTIFICATION), pattern(patterns::NOT_BLANK))]
     pub reasons: Option<String>,
+    /// Who made the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub practitioner: Option<RawPractitioner>,
     #[serde(
         default,
         deserialize_with = "super::fields::present",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Optional: the request this decision answers. When present, both fields are required.
+    #[schemars(with = "Option<RawRequest>")]
     pub request: Option<Option<RawRequest>>,
     #[serde(
         default,
         deserialize_with = "super::fields::present",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Optional, but give them where there are any: references to the person (or people) the
+    /// decision is about, written `scheme:value` as in the envelope (an `nhs` value must be a valid
+    /// NHS number), so that a subject access request finds decisions not to share as well as
+    /// shares. Repeats are ignored. The log keeps only keyed hashes of them (the same hashes as the
+    /// envelope's); error messages never echo them.
+    #[schemars(with = "Option<Vec<String>>", length(max = limits::MAX_SUBJECT_REFS))]
+    #[schemars(inner(pattern(patterns::SUBJECT_REF)))]
     pub subject_refs: Option<Option<Vec<String>>>,
     #[serde(
         default,
         deserialize_with = "super::fields::present",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Optional: which kinds of data sharing was considered for: `personal`, `special_category`
+    /// and/or `criminal_offence`. Repeats are ignored; empty is the same as absent.
+    #[schemars(with = "Option<Vec<DataCategory>>")]
     pub data_categories: Option<Option<Vec<String>>>,
 }
 
-/// `POST /v1/transfers/{id}/rationale`: the justification of an urgent share, added afterwards.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The rationale of an urgent share, added after the share. Every missing or invalid field is
+/// reported at once (422 `invalid_rationale`), except that a JSON value of the wrong type or an
+/// unknown field is reported alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Rationale", title = "Rationale")]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["justification"]))]
 pub struct RawRationale {
+    /// Why the share was necessary and proportionate, and why the public interest outweighed the
+    /// duty of confidentiality. Recorded in the transfer log, in clear, for data protection
+    /// officers; never repeated in error answers or operational logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::JUSTIFICATION), pattern(patterns::NOT_BLANK))]
     pub justification: Option<String>,
-    /// Who writes the rationale, when it is not the practitioner who shared.
+    /// Optional: who writes the rationale, when it is not the practitioner who shared (the envelope
+    /// names that one). When present, all three fields are required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub practitioner: Option<RawPractitioner>,
 }

@@ -12,7 +12,7 @@ use time::{Date, Duration};
 
 use super::fields::{Collector, incomplete, read_json};
 pub use super::fields::{FieldError, FieldProblem, Sensitive};
-use super::ids::{OrgId, PurposeId, TransferId};
+use super::ids::{OrgId, PurposeId, SLUG_PATTERN, TransferId};
 use super::lawful::{DataCategory, LawfulBasis, SpecialCategoryCondition};
 use super::marking::{Marking, MarkingError, MarkingScheme};
 use super::subject::SubjectRef;
@@ -21,104 +21,278 @@ use super::subject::SubjectRef;
 // The wire form. Every field is optional here so that one request reports every missing or
 // invalid field at once, rather than the first one serde happens to meet.
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything about a transfer except the payload: the record keeping the safeguarding guidance
+/// asks for (who, why, on what basis, what, for how long). Sent as the first multipart part,
+/// `envelope`, as JSON.
+///
+/// The gateway reports every missing or invalid field at once (422 `invalid_envelope`, one entry in
+/// `errors` per field, with `field` a dotted path such as `practitioner.role` or `recipients[1]`),
+/// except that a JSON value of the wrong type or an unknown field is reported alone. Unknown fields
+/// are rejected (`unknown_field`) at every level. Text is trimmed of surrounding whitespace before
+/// it is checked; lengths are counted in characters. A required text that is blank is reported as
+/// `missing_field`. `justification` is required unless the share is urgent (`urgency.level` is
+/// `urgent`).
+///
+/// The sender is the organisation the client certificate maps to; it is never part of the envelope.
+/// Passing validation does not mean the transfer is allowed: policy then decides (403).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Envelope", title = "Envelope")]
+#[schemars(extend("if" = { "properties": { "urgency": { "properties": { "level": { "const": "urgent" } }, "required": ["level"] } }, "required": ["urgency"] }))]
+#[schemars(extend("else" = { "required": ["justification"], "properties": { "justification": { "pattern": patterns::NOT_BLANK } } }))]
 #[serde(deny_unknown_fields)]
+// Every member is optional to serde, so that one request reports every missing member at once;
+// the contract says which the validator requires.
+#[schemars(extend("required" = ["recipients", "purpose", "lawful_basis", "data_categories", "marking", "practitioner", "consent", "subject_informed", "urgency", "disclosed_summary", "retention", "subject_refs"]))]
 pub struct RawEnvelope {
+    /// The registered organisations to share with (organisation ids). At least one; no repeats;
+    /// never the sender itself. Every recipient must be registered and bound to the sender by an
+    /// agreement in force that permits the purpose, lawful basis and marking, or the whole transfer
+    /// is refused. For a correction (`correction_of`), every earlier recipient of the corrected
+    /// transfer is added after these; naming one of them again is allowed. `recipients` is required
+    /// for a correction too: name at least one (a new recipient, or one of the earlier ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(min = 1, max = limits::MAX_RECIPIENTS), extend("uniqueItems" = true))]
+    #[schemars(inner(pattern(SLUG_PATTERN), length(max = 64)))]
     pub recipients: Option<Vec<String>>,
+    /// The id of the configured purpose of this share, e.g. `child-protection-s47`. An unknown
+    /// purpose is refused (403 `unknown_purpose`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, pattern(SLUG_PATTERN), length(max = 64))]
     pub purpose: Option<String>,
+    /// Why this share is necessary and proportionate, and why the public interest outweighs the
+    /// duty of confidentiality. Required, and not blank, unless `urgency.level` is `urgent`: in an
+    /// emergency the share comes first, and an urgent share may leave the justification out (absent
+    /// or blank) and have its sender add it afterwards with `POST /v1/transfers/{id}/rationale`;
+    /// until then the transfer log marks its rationale as to follow. Recorded in the transfer log,
+    /// in clear, for data protection officers, and sealed into the recipients' envelope; never
+    /// repeated in error answers or operational logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::JUSTIFICATION))]
     pub justification: Option<String>,
+    /// The UK GDPR Article 6(1) basis: consent (a), contract (b), legal_obligation (c),
+    /// vital_interests (d), public_task (e, what public bodies usually rely on),
+    /// legitimate_interests (f, what voluntary organisations usually rely on). It must fit the
+    /// purpose and the agreement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, with = "Option<LawfulBasis>")]
     pub lawful_basis: Option<String>,
+    /// The UK GDPR Article 9(2) condition (with the DPA 2018 Schedule 1 condition where one
+    /// applies) for special category data. Optional for validation, but a transfer whose
+    /// `data_categories` includes `special_category` without it is refused (403
+    /// `special_category_condition_missing`). Blank is treated as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<SpecialCategoryCondition>")]
     pub special_category_condition: Option<String>,
+    /// Which kinds of data the payload discloses: `personal`, `special_category` (UK GDPR Article 9
+    /// data: health, ethnicity, religion, sex life, ...) and/or `criminal_offence` (UK GDPR Article
+    /// 10 / DPA 2018 s.11(2)). At least one; repeats are ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, with = "Option<Vec<DataCategory>>", length(min = 1))]
     pub data_categories: Option<Vec<String>>,
+    /// The protective marking of the payload, in the Government Security Classifications (e.g.
+    /// `OFFICIAL`, `OFFICIAL-SENSITIVE PERSONAL`) or a legacy GPMS label the deployment maps (e.g.
+    /// `RESTRICTED`). Case and separators do not matter. The levels and handling descriptors
+    /// accepted are configuration; an unrecognised marking is `unrecognised_marking`. SECRET and
+    /// TOP SECRET are recognised but always refused (403 `marking_above_gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
+    #[schemars(extend("example" = "OFFICIAL-SENSITIVE PERSONAL"))]
     pub marking: Option<String>,
+    /// The organisation id of the data holding agency that first held the data. Optional; defaults
+    /// to the sender. When it is not the sender, `originator_permission_ref` is needed (else 403
+    /// `originator_permission_missing`). Blank is treated as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SLUG_PATTERN), length(max = 64))]
     pub originator: Option<String>,
+    /// The reference of the originator's permission for onward sharing; needed by policy when
+    /// `originator` is not the sender. Optional; blank is treated as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SHORT_TEXT))]
     pub originator_permission_ref: Option<String>,
+    /// Who is making this share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub practitioner: Option<RawPractitioner>,
+    /// Whether consent was sought. Consent is rarely the right basis in safeguarding, but whether
+    /// it was sought is always recorded. `reason` is required when `status` is `refused_overridden`
+    /// or `not_sought`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub consent: Option<RawConsent>,
+    /// Whether the person was told of this share. `reason` is required when `informed` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub subject_informed: Option<RawSubjectInformed>,
+    /// `routine`, or `urgent` (share first, with the reason for urgency recorded). `reason` is
+    /// required when `level` is `urgent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub urgency: Option<RawUrgency>,
+    /// Optional: the request this share answers. When present, both fields are required (what was
+    /// requested may differ from what is disclosed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RawRequest>,
+    /// A summary of what is disclosed. Recorded in the transfer log, in clear, for data protection
+    /// officers, and sealed into the recipients' envelope; never repeated in error answers or
+    /// operational logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::REASON), pattern(patterns::NOT_BLANK))]
     pub disclosed_summary: Option<String>,
+    /// How long the recipient may keep the information: exactly one of `days` (counted from the day
+    /// the gateway received it) or `until` (a date). Giving both is `invalid_value` on `retention`;
+    /// giving neither is `missing_field` on `retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub retention: Option<RawRetention>,
+    /// References to the person (or people) this is about, written `scheme:value` (e.g.
+    /// `nhs:9434765919`, `case:ABC123`), so that subject access requests can find the share. At
+    /// least one. The scheme is 1 to 32 letters, digits, '-' or '_' (case-insensitive); the value,
+    /// with whitespace removed, is 1 to 128 characters without control characters; an `nhs` value
+    /// must be a valid 10-digit NHS number. Repeats (after normalising) are ignored. The log keeps
+    /// only keyed hashes of them; they are in clear only in the envelope sealed for the recipients;
+    /// error messages never echo them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(min = 1, max = limits::MAX_SUBJECT_REFS))]
+    #[schemars(inner(pattern(patterns::SUBJECT_REF)))]
     pub subject_refs: Option<Vec<String>>,
+    /// The payload's file name, without directories or control characters. Optional: when absent
+    /// (or blank), the `filename` of the payload part is used if it is a plain name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SHORT_TEXT))]
     pub file_name: Option<String>,
+    /// The payload's media type, e.g. `application/pdf`. Optional: when absent (or blank), the
+    /// Content-Type of the payload part is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SHORT_TEXT), pattern(patterns::MEDIA_TYPE))]
     pub content_type: Option<String>,
+    /// Optional: the transfer id of an earlier transfer this one corrects. Blank is treated as
+    /// absent. The earlier transfer must be one this gateway accepted (otherwise 422
+    /// `invalid_envelope`, `invalid_value` on `correction_of`), sent by the sender or naming the
+    /// sender as its `originator` (otherwise 403 `correction_not_permitted`). The correction is
+    /// delivered to every recipient of the earlier transfer whose delivery is not dead, as well as
+    /// to `recipients`, and its record links to the earlier one; recipients see it in their
+    /// envelope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::Uuid>")]
     pub correction_of: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Who is making this share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["name", "role", "contact"]))]
 pub struct RawPractitioner {
+    /// The practitioner's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
     pub name: Option<String>,
+    /// The practitioner's role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
     pub role: Option<String>,
+    /// How a recipient can reach the practitioner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
     pub contact: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether consent was sought. Consent is rarely the right basis in safeguarding, but whether it
+/// was sought is always recorded. `reason` is required when `status` is `refused_overridden` or
+/// `not_sought`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
+#[schemars(extend("if" = { "properties": { "status": { "enum": ["refused_overridden", "not_sought"] } }, "required": ["status"] }, "then" = { "required": ["reason"] }))]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["status"]))]
 pub struct RawConsent {
+    /// `given`, `refused_overridden` (sought, refused, and overridden) or `not_sought`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, extend("enum" = CONSENT_STATUSES))]
     pub status: Option<String>,
+    /// Why consent was overridden or not sought. Required when `status` is `refused_overridden` or
+    /// `not_sought`; otherwise optional, and blank is treated as absent. Recorded in the transfer
+    /// log, in clear, for data protection officers, and sealed into the recipients' envelope; never
+    /// repeated in error answers or operational logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::REASON))]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether the person was told of this share. `reason` is required when `informed` is false.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
+#[schemars(extend("if" = { "properties": { "informed": { "const": false } }, "required": ["informed"] }, "then" = { "required": ["reason"] }))]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["informed"]))]
 pub struct RawSubjectInformed {
+    /// True if the person was told of this share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub informed: Option<bool>,
+    /// Why the person was not told (for example, telling them may increase the risk). Required when
+    /// `informed` is false; otherwise optional, and blank is treated as absent. Recorded in the
+    /// transfer log, in clear, for data protection officers, and sealed into the recipients'
+    /// envelope; never repeated in error answers or operational logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::REASON))]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `routine`, or `urgent` (share first, with the reason for urgency recorded). `reason` is required
+/// when `level` is `urgent`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
+#[schemars(extend("if" = { "properties": { "level": { "const": "urgent" } }, "required": ["level"] }, "then" = { "required": ["reason"] }))]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["level"]))]
 pub struct RawUrgency {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, extend("enum" = URGENCY_LEVELS))]
     pub level: Option<String>,
+    /// Why this share is urgent. Required when `level` is `urgent`; otherwise optional, and blank
+    /// is treated as absent. Recorded in the transfer log, in clear, for data protection officers,
+    /// and sealed into the recipients' envelope; never repeated in error answers or operational
+    /// logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::REASON))]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Optional: the request this share answers. When present, both fields are required (what was
+/// requested may differ from what is disclosed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["reference", "requested"]))]
 pub struct RawRequest {
+    /// The reference of the request this share answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
     pub reference: Option<String>,
+    /// What was requested. Recorded in the transfer log, in clear, for data protection officers,
+    /// and sealed into the recipients' envelope; never repeated in error answers or operational
+    /// logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::REASON), pattern(patterns::NOT_BLANK))]
     pub requested: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How long the recipient may keep the information: exactly one of `days` (counted from the day the
+/// gateway received it) or `until` (a date). Giving both is `invalid_value` on `retention`; giving
+/// neither is `missing_field` on `retention`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
+#[schemars(extend("oneOf" = [{ "required": ["days"] }, { "required": ["until"] }]))]
 #[serde(deny_unknown_fields)]
 pub struct RawRetention {
+    /// Destroy after this date (YYYY-MM-DD): after today, and at most 3650 days ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::Date>")]
     pub until: Option<String>,
+    /// Keep for this many days after the day received (1 to 3650).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = limits::MAX_RETENTION_DAYS))]
     pub days: Option<u32>,
 }
 
@@ -256,24 +430,39 @@ impl Envelope {
     }
 }
 
-/// The envelope as a recipient receives it (sealed to the recipient alone): the whole record of
-/// who, why, what and on what basis, with subject references in clear because the recipient
-/// needs them to act. The gateway keeps this only sealed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The envelope as a recipient receives it, sealed with age to the recipient alone: the `envelope`
+/// part of `POST /v1/inbound`, `envelope_age_base64` in the inbox, or an attachment of a delivery
+/// email (unsealed, for a `tls_only` email recipient). The whole record of who, why, what and on
+/// what basis, as validated and decided on by the sending gateway, with the subject references in
+/// clear because the recipient needs them to act. Members whose value is absent are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(title = "RecipientEnvelope")]
 pub struct RecipientEnvelope {
+    /// The transfer id the sending gateway gave it.
     pub transfer_id: TransferId,
+    /// The sending organisation (the one its client certificate mapped to).
     pub sender: OrgId,
+    /// When the sending gateway received the transfer (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub received_at: String,
+    /// Every recipient of the transfer, not only this one.
     pub recipients: Vec<OrgId>,
+    /// The purpose id.
     pub purpose: PurposeId,
+    /// Why the share is necessary and proportionate.
     pub justification: String,
     pub lawful_basis: LawfulBasis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub special_category_condition: Option<SpecialCategoryCondition>,
+    /// What the payload discloses.
     pub data_categories: Vec<DataCategory>,
+    /// The marking as the sender gave it.
     pub marking: String,
+    /// The marking on the sending gateway's scale (e.g. `OFFICIAL-SENSITIVE PERSONAL`).
     pub marking_normalised: String,
+    /// The data holding agency that first held the data (the sender unless stated).
     pub originator: OrgId,
+    /// The originator's permission for onward sharing, when the originator is not the sender.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub originator_permission_ref: Option<String>,
     pub practitioner: RawPractitioner,
@@ -282,14 +471,21 @@ pub struct RecipientEnvelope {
     pub urgency: RawUrgency,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RawRequest>,
+    /// A summary of what is disclosed.
     pub disclosed_summary: String,
-    /// Destroy after this date (YYYY-MM-DD).
+    /// The date after which the recipient must destroy it (YYYY-MM-DD).
+    #[schemars(with = "crate::domain::wire::Date")]
     pub retain_until: String,
+    /// The references to the person (or people) it is about, in clear, normalised (`scheme:value`,
+    /// scheme in lower case, whitespace removed).
     pub subject_refs: Vec<String>,
+    /// The payload's file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
+    /// The payload's media type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// The transfer id of an earlier transfer this one corrects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correction_of: Option<TransferId>,
 }
@@ -363,6 +559,22 @@ pub enum EnvelopeError {
 }
 
 /// Limits on free text, so that a record stays a record and not a second copy of the case file.
+/// Patterns the API's contract states for text fields (the validator's own checks, as regular
+/// expressions).
+pub mod patterns {
+    /// Not blank: at least one character that is not whitespace.
+    pub const NOT_BLANK: &str = "\\S";
+    /// A subject reference: `scheme:value`.
+    pub const SUBJECT_REF: &str = "^\\s*[A-Za-z0-9_-]{1,32}\\s*:\\s*\\S";
+    /// A media type such as `application/pdf`.
+    pub const MEDIA_TYPE: &str = "^[!-.0-~ ]+/[!-~ ]+$";
+}
+
+/// The values of `consent.status`.
+pub const CONSENT_STATUSES: [&str; 3] = ["given", "refused_overridden", "not_sought"];
+/// The values of `urgency.level`.
+pub const URGENCY_LEVELS: [&str; 2] = ["routine", "urgent"];
+
 pub mod limits {
     pub const SHORT_TEXT: usize = 256;
     pub const REASON: usize = 4_000;

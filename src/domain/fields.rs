@@ -29,8 +29,9 @@ impl fmt::Debug for Sensitive {
 }
 
 /// What is wrong with one field. The code is stable and machine-readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(inline)]
 pub enum FieldProblem {
     MissingField,
     InvalidValue,

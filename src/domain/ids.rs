@@ -56,8 +56,35 @@ macro_rules! slug_id {
                 f.write_str(&self.0)
             }
         }
+
+        // Every slug id has the same alphabet, so one schema (`Id`) serves them all.
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                "Id".into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                slug_schema()
+            }
+        }
     };
 }
+
+/// What [`valid_slug`] accepts, as a JSON schema.
+fn slug_schema() -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": SLUG_PATTERN,
+        "maxLength": 64,
+    })
+}
+
+/// [`valid_slug`] as a regular expression (for the API's contract).
+pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 
 slug_id!(
     /// An organisation (agency, party) registered with the gateway, e.g. `northshire-police`.
@@ -99,6 +126,20 @@ impl TransferId {
     /// The id as a number (a compact key for large in-memory sets).
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
+    }
+}
+
+impl schemars::JsonSchema for TransferId {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TransferId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "uuid" })
     }
 }
 

@@ -15,3 +15,4 @@ pub mod marking;
 pub mod policy;
 pub mod registry;
 pub mod subject;
+pub mod wire;

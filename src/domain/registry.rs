@@ -166,6 +166,9 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every [`Channel::kind`] (the API's contract lists them).
+    pub const KINDS: &'static [&'static str] = &["email", "https", "inbox", "portal"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Channel::Email { .. } => "email",

@@ -17,20 +17,35 @@ use crate::store::inbox::{InboxItem, Inserted, NewInboxItem};
 use crate::store::upload::{Sealed, SpoolUpload, UploadError};
 use crate::store::{Store, StoreError, StoredPayload};
 
-/// What travels in clear with an inbound delivery: enough to file it and for the recipient to
-/// triage it, nothing about the person it concerns (that is in the sealed envelope).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The `meta` part of `POST /v1/inbound`: what travels in clear with a delivery, enough to file it
+/// and for the recipient to triage it, and nothing about the person it concerns (that is in the
+/// sealed envelope). Members other than these are refused (422 `invalid_inbound`, `field` `meta`);
+/// every member is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(title = "InboundMeta")]
 #[serde(deny_unknown_fields)]
 pub struct InboundMeta {
+    /// The transfer id the sending gateway gave the transfer. With `recipient`, identifies the
+    /// delivery: a repeat is stored once.
     pub transfer_id: TransferId,
-    /// The organisation it is for: one of the receiving gateway's.
+    /// The organisation it is for: one that receives through the receiving gateway's inbox. On a
+    /// Postern gateway, a registered organisation whose endpoint's channel is `inbox` or `https`;
+    /// any other (unknown, `email`, or without an endpoint) is refused with 422
+    /// `recipient_not_here`.
     pub recipient: OrgId,
+    /// The sending organisation's id, as the sending gateway registered it. The receiving gateway
+    /// must list it among the organisations the delivering peer may deliver for (the peer's
+    /// `senders`), else 403 `sender_not_permitted`.
     pub sender: OrgId,
+    /// The sending organisation's name, for people reading the inbox.
     pub sender_name: String,
+    /// The purpose id of the share.
     pub purpose: String,
-    /// The protective marking, normalised.
+    /// The protective marking, normalised (e.g. `OFFICIAL-SENSITIVE PERSONAL`).
     pub marking: String,
-    /// The date after which the recipient must destroy it (YYYY-MM-DD).
+    /// The date after which the recipient must destroy it, YYYY-MM-DD (else 422 `invalid_inbound`,
+    /// `field` `meta.retain_until`). Stored as given.
+    #[schemars(with = "crate::domain::wire::Date")]
     pub retain_until: String,
 }
 

@@ -30,21 +30,34 @@ use crate::store::{IdempotencyClaim, IdempotentAnswer, StoreError, decisions};
 // ---------------------------------------------------------------------------------------------
 // What is recorded and answered.
 
-/// The answer to a recorded decision not to share (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The answer to a recorded decision not to share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Declined {
+    /// The decision id (a UUID v7, like a transfer id): the transfer log files the
+    /// `decision_declined` record under it.
+    #[schemars(with = "crate::domain::wire::Uuid")]
     pub decision_id: String,
+    #[schemars(extend("const" = "declined"))]
     pub status: String,
+    /// When the decision was recorded (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub recorded_at: String,
+    /// The organisations sharing with was considered.
+    #[schemars(length(min = 1))]
     pub recipients: Vec<String>,
+    /// Where the deciding organisation reads the record back: `/v1/decisions/{id}`.
     pub decision_url: String,
 }
 
-/// The answer to a recorded rationale (200).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The answer to a recorded rationale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RationaleRecorded {
+    #[schemars(with = "crate::domain::wire::Uuid")]
     pub transfer_id: String,
+    #[schemars(extend("const" = "rationale_recorded"))]
     pub status: String,
+    /// When the rationale was recorded (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub recorded_at: String,
 }
 

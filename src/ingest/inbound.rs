@@ -426,16 +426,21 @@ pub struct ListQuery {
     pub all: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The caller's inbox, oldest first.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InboxList {
     pub items: Vec<InboxItem>,
 }
 
-/// One item with its sealed envelope (base64 of the age file).
-#[derive(Serialize, Deserialize)]
+/// An inbox item with its sealed envelope.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InboxEntry {
     #[serde(flatten)]
     pub item: InboxItem,
+    /// The envelope as delivered: a `RecipientEnvelope` as JSON, sealed with age (binary format) to
+    /// the organisation's age recipients, encoded in base64 (standard alphabet, with padding).
+    /// Decode, then decrypt with the organisation's age identity.
+    #[schemars(with = "crate::domain::wire::Base64")]
     pub envelope_age_base64: String,
 }
 
@@ -553,9 +558,13 @@ pub async fn payload(
     r
 }
 
-#[derive(Serialize, Deserialize)]
+/// The answer to an acknowledgement.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Acknowledged {
+    /// The item id.
     pub id: String,
+    /// When the item was first acknowledged (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub acknowledged_at: String,
 }
 

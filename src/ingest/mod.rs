@@ -16,6 +16,7 @@ pub(crate) mod caller;
 pub mod decisions;
 pub mod inbound;
 mod linger;
+pub mod openapi;
 mod parse_errors;
 pub mod problem;
 pub mod routes;

@@ -10,8 +10,8 @@ use crate::domain::envelope::FieldError;
 use crate::domain::policy::{Refusal, Rule};
 
 /// Every code the API answers with (besides the policy refusals, whose codes are the rules'
-/// own: [`Rule::refusal_code`]), with its status and title. The OpenAPI document lists the same
-/// set (a test keeps them in step).
+/// own: [`Rule::refusal_code`]), with its status and title. The OpenAPI document's list of
+/// codes, and where each operation lists a code, come from here (`ingest::openapi`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProblemCode {
     MalformedRequest,
@@ -51,6 +51,39 @@ pub enum ProblemCode {
     Unavailable,
     Busy,
     InsufficientStorage,
+}
+
+/// `ProblemCode` in the API's contract: every code, with its status; the policy refusals'
+/// codes are the rules'.
+impl schemars::JsonSchema for ProblemCode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProblemCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let listed: Vec<String> = ProblemCode::ALL
+            .iter()
+            .map(|c| format!("`{}` ({})", c.code(), c.status()))
+            .collect();
+        let rules: Vec<String> = Rule::ALL
+            .iter()
+            .map(|r| format!("`{}`", r.refusal_code()))
+            .collect();
+        let codes = ProblemCode::ALL
+            .iter()
+            .map(|c| c.code())
+            .chain(Rule::ALL.iter().map(|r| r.refusal_code()));
+        schemars::json_schema!({
+            "type": "string",
+            "description": format!(
+                "Every `code` the API can answer with: {}. Policy refusals (all 403, on \
+                 `POST /v1/transfers`): {}.",
+                listed.join(", "),
+                rules.join(", ")
+            ),
+            "enum": codes.collect::<Vec<_>>(),
+        })
+    }
 }
 
 impl ProblemCode {
@@ -220,33 +253,101 @@ pub fn status_title(status: u16) -> &'static str {
     }
 }
 
-/// A problem detail document. Extension members: `code`, `field`, `errors`, `recipient`,
-/// `agreement`, `transfer_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Describes `title` in the API's contract from the codes themselves: each status's title, then
+/// the codes that have their own.
+fn describe_titles(schema: &mut schemars::Schema) {
+    let mut statuses: Vec<u16> = ProblemCode::ALL.iter().map(|c| c.status()).collect();
+    statuses.push(403);
+    statuses.sort_unstable();
+    statuses.dedup();
+    let by_status: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("`{}` ({s})", status_title(*s)))
+        .collect();
+    let mut own: Vec<(&str, Vec<String>)> = Vec::new();
+    for c in ProblemCode::ALL {
+        if c.title() == status_title(c.status()) {
+            continue;
+        }
+        let code = format!("`{}`", c.code());
+        match own.iter_mut().find(|(t, _)| *t == c.title()) {
+            Some((_, codes)) => codes.push(code),
+            None => own.push((c.title(), vec![code])),
+        }
+    }
+    let own: Vec<String> = own
+        .iter()
+        .map(|(title, codes)| format!("`{title}` for {}", codes.join(" and ")))
+        .collect();
+    schema.insert(
+        "description".into(),
+        format!(
+            "A short summary for people, in English. For most codes it follows the status: {} \
+             (403 is also every policy refusal's). These codes have their own: {}. Match on \
+             `code`, not on `title`.",
+            by_status.join(", "),
+            own.join("; ")
+        )
+        .into(),
+    );
+}
+
+/// An RFC 9457 problem document, with the extension members `code`, `field`, `errors`, `recipient`,
+/// `agreement` and `transfer_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
+    /// `urn:postern:problem:` followed by the code.
+    #[schemars(extend("format" = "uri"))]
     pub type_uri: String,
+    /// A short summary for people, in English (the contract lists them: [`describe_titles`]).
+    #[schemars(transform = describe_titles)]
     pub title: String,
+    /// The HTTP status code.
     pub status: u16,
+    /// A sentence a person understands. Never contains payload, justification or subject text.
     pub detail: String,
+    #[schemars(with = "ProblemCode")]
     pub code: String,
+    /// The request field at fault, where there is one: an envelope field path (e.g.
+    /// `recipients[0]`, `practitioner.role`, `correction_of`), `envelope`, `payload`,
+    /// `Idempotency-Key` or `id`; on `POST /v1/decisions` and `POST /v1/transfers/{id}/rationale`,
+    /// a field path of the JSON body (e.g. `reasons`, `recipients[1]`, `justification`); on `POST
+    /// /v1/inbound`, `meta`, a member of it (`meta.sender`, `meta.recipient`, `meta.retain_until`)
+    /// or `payload`. For 422 `invalid_envelope`, `invalid_decision` and `invalid_rationale`, the
+    /// first entry of `errors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For 422 `invalid_envelope`, `invalid_decision` and `invalid_rationale`: every field problem
+    /// found, in the order of the document's fields.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
+    /// For 403: the recipient the refusing rule was checked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
+    /// For 403: the agreement the refusing rule was checked against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<String>,
-    /// The reference under which the gateway recorded this decision.
+    /// On answers to `POST /v1/transfers`: the reference under which the gateway recorded this
+    /// request or decision. On 500 and 503 answers to `GET /v1/transfers/{id}`: the transfer asked
+    /// about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::Uuid>")]
     pub transfer_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One problem with one field of a JSON document: the envelope, a decision not to share, or a
+/// rationale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProblemField {
+    /// `missing_field` (absent, blank or empty), `invalid_value` (wrong type or not an accepted
+    /// value), `too_long`, `unknown_field` (not part of the document) or `unrecognised_marking`.
+    #[schemars(with = "crate::domain::envelope::FieldProblem")]
     pub code: String,
+    /// The dotted path of the field, e.g. `practitioner.role` or `recipients[1]`; empty when the
+    /// document as a whole is at fault (e.g. it is not a JSON object).
     pub field: String,
+    /// What is wrong, for a person.
     pub message: String,
 }
 

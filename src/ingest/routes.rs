@@ -41,25 +41,43 @@ use crate::store::{
 };
 
 /// The answer to an accepted transfer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Accepted {
+    /// The transfer id (UUID v7).
+    #[schemars(with = "crate::domain::wire::Uuid")]
     pub transfer_id: String,
+    #[schemars(extend("const" = "accepted"))]
     pub status: String,
+    /// When the gateway received the request (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub received_at: String,
+    /// Each recipient and the agreement that authorises the share with it.
+    #[schemars(length(min = 1))]
     pub recipients: Vec<AcceptedRecipient>,
+    /// What the gateway received, before sealing.
     pub payload: AcceptedPayload,
+    /// Where to follow the delivery: `/v1/transfers/{id}`.
     pub status_url: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(inline)]
 pub struct AcceptedRecipient {
+    /// The recipient's organisation id.
     pub recipient: String,
+    /// The id of the agreement that authorises the share.
     pub agreement: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// What the gateway received, before sealing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(inline)]
 pub struct AcceptedPayload {
+    /// The payload size in bytes.
+    #[schemars(with = "crate::domain::wire::Size")]
     pub size: u64,
+    /// The SHA-256 of the payload, lower-case hex.
+    #[schemars(with = "crate::domain::wire::Sha256Hex")]
     pub sha256: String,
 }
 

@@ -87,11 +87,13 @@ impl RecordKind {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
 pub struct SenderRecord {
     pub org: OrgId,
     /// SHA-256 fingerprint of the client certificate presented; empty for a person signed in
     /// to the web pages (see `person`).
+    #[schemars(with = "crate::domain::wire::Fingerprint")]
     pub certificate: String,
     /// The person who shared through the web pages, by their registered address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +191,8 @@ pub struct PersonAccessRecord {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
 pub struct PractitionerRecord {
     pub name: String,
     pub role: String,
@@ -203,7 +206,8 @@ pub struct StatusReason {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(inline)]
 pub struct RequestRecord {
     pub reference: String,
     pub requested: String,
@@ -416,14 +420,20 @@ pub struct TransferRecord {
     pub idempotency_key: Option<String>,
 }
 
-/// What a recipient's endpoint said it received.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the recipient's side says it received: the answer to `POST /v1/inbound` (200 and 201), and
+/// `RecipientStatus.receipt`. Members other than these are ignored by a sending Postern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Receipt {
-    /// The recipient side's reference for what it received.
+    /// The receiving side's reference for the delivery. A Postern gateway gives its inbox item id,
+    /// the same for a repeat of the same delivery.
     pub receipt_id: String,
-    /// SHA-256 of the sealed payload as received.
+    /// The SHA-256 of the sealed payload bytes received in this request, lower-case hex. A sending
+    /// Postern counts the delivery as made only if it equals the digest of what it sent.
+    #[schemars(with = "crate::domain::wire::Sha256Hex")]
     pub sha256: String,
-    /// When the recipient side recorded it (RFC 3339).
+    /// When the receiving side first recorded the delivery (RFC 3339); for a repeat, the first
+    /// delivery's time.
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub received_at: String,
 }
 
@@ -478,16 +488,18 @@ pub struct InboxRecord {
     pub payload_sha256: String,
 }
 
-/// A decision not to share, as stored in the body of a `decision_declined` log record. Holds
-/// the reasons and who was considered; never a payload, and subject references only as keyed
-/// hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A decision not to share as the transfer log records it (`decision_declined`), read back by the
+/// organisation that decided. Subject references appear only as their keyed hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeclinedRecord {
+    #[schemars(with = "String", extend("const" = "decision_declined"))]
     pub kind: RecordKind,
     pub decision_id: TransferId,
-    /// RFC 3339, UTC.
+    /// When it was recorded (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub at: String,
-    /// The deciding organisation and the certificate it presented.
+    /// The deciding organisation and the SHA-256 fingerprint of the client certificate it
+    /// presented.
     pub sender: SenderRecord,
     /// The organisations sharing with was considered.
     pub recipients: Vec<OrgId>,
@@ -498,7 +510,10 @@ pub struct DeclinedRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestRecord>,
     pub data_categories: Vec<String>,
+    /// HMAC-SHA256 of each normalised subject reference, hex.
+    #[schemars(with = "Vec<crate::domain::wire::Sha256Hex>")]
     pub subject_ref_hashes: Vec<SubjectHash>,
+    /// The Idempotency-Key it was recorded with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }

@@ -26,21 +26,37 @@ pub struct NewInboxItem {
     pub payload_sha256: String,
 }
 
-/// An item as its recipient sees it listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An inbox item as its recipient sees it listed. Every member is present; `acknowledged_at` is
+/// null until acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InboxItem {
+    /// The item id (a UUID v7): the `receipt_id` the delivering gateway was given.
     pub id: String,
+    /// The transfer id the sending gateway gave the transfer.
+    #[schemars(with = "crate::domain::wire::Uuid")]
     pub transfer_id: String,
+    /// The sending organisation's id, as the delivering gateway stated it.
     pub sender: String,
+    /// The sending organisation's name, as the delivering gateway stated it.
     pub sender_name: String,
+    /// The purpose id of the share.
     pub purpose: String,
+    /// The protective marking, normalised.
     pub marking: String,
-    /// Destroy after this date.
+    /// Destroy it after this date (YYYY-MM-DD), as the delivering gateway stated it.
     pub retain_until: String,
+    /// When this gateway received it (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub received_at: String,
+    /// The size of the sealed payload in bytes.
+    #[schemars(with = "crate::domain::wire::Size")]
     pub payload_size: u64,
-    /// SHA-256 of the sealed payload, as stored.
+    /// The SHA-256 of the sealed payload as stored (the age file `GET /v1/inbox/{id}/payload`
+    /// returns), lower-case hex.
+    #[schemars(with = "crate::domain::wire::Sha256Hex")]
     pub payload_sha256: String,
+    /// When the organisation acknowledged it (RFC 3339, UTC); null until then.
+    #[schemars(with = "Option<crate::domain::wire::DateTime>")]
     pub acknowledged_at: Option<String>,
 }
 

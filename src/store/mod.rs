@@ -936,34 +936,70 @@ pub struct Reader {
     conn: Connection,
 }
 
-/// A transfer's state for its sender.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+/// An accepted transfer's state, for its sender.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct TransferStatus {
+    /// The transfer id.
+    #[schemars(with = "crate::domain::wire::Uuid")]
     pub id: String,
+    /// When the gateway received the transfer (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub received_at: String,
+    /// The purpose id.
     pub purpose: String,
+    /// The marking, normalised onto the gateway's scale (e.g. `OFFICIAL-SENSITIVE PERSONAL`).
     pub marking: String,
+    /// The payload size in bytes.
+    #[schemars(with = "crate::domain::wire::Size")]
     pub payload_size: u64,
+    /// The SHA-256 of the payload, lower-case hex.
+    #[schemars(with = "crate::domain::wire::Sha256Hex")]
     pub payload_sha256: String,
+    /// One entry per recipient, ordered by recipient id.
     pub recipients: Vec<RecipientStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+/// The delivery of one transfer to one recipient. Every member is present; those that do not apply
+/// are null.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct RecipientStatus {
+    /// The recipient's organisation id.
     pub recipient: String,
+    /// The agreement that authorised the share.
     pub agreement: String,
-    /// `email`, `https` or `inbox`.
+    /// How the recipient receives: `email` (secure email through the gateway's relays), `https`
+    /// (direct mutual TLS to the recipient's gateway, `POST /v1/inbound`) `inbox` (this gateway's
+    /// inbox, `/v1/inbox`) or `portal` (this gateway's inbox, sealed to a key the gateway holds for
+    /// the recipient, whose people open it on the web pages; also listed at `/v1/inbox`). Fixed
+    /// when the transfer is accepted.
+    #[schemars(extend("enum" = crate::domain::registry::Channel::KINDS))]
     pub channel: String,
-    /// `queued`, `delivering`, `retrying`, `delivered` or `dead`.
+    /// `queued`: accepted, waiting for the first attempt; `delivering`: an attempt is in progress;
+    /// `retrying`: the last attempt failed temporarily and another is due at `next_attempt_at`;
+    /// `delivered`: the recipient's side took it (see `receipt`); `dead`: it will not be delivered
+    /// (a permanent failure, or temporary failures until the delivery's lifetime ended):
+    /// `last_error` says why. `delivered` and `dead` are final.
+    #[schemars(extend("enum" = queue::STATES))]
     pub state: String,
+    /// Delivery attempts so far.
+    #[schemars(with = "crate::domain::wire::Size")]
     pub attempts: i64,
-    /// When the next attempt is due (queued or retrying).
+    /// When the next attempt is due, while the state is `queued` or `retrying`; null otherwise.
+    #[schemars(with = "Option<crate::domain::wire::DateTime>")]
     pub next_attempt_at: Option<String>,
-    /// The last failure; for a dead delivery, why it is dead.
+    /// Why the last attempt failed (for `dead`, why the delivery is dead); null when it has not
+    /// failed, and once delivered.
     pub last_error: Option<String>,
+    /// When it was delivered (RFC 3339, UTC); null unless `delivered`.
+    #[schemars(with = "Option<crate::domain::wire::DateTime>")]
     pub delivered_at: Option<String>,
-    /// What the recipient's side acknowledged receiving.
+    /// What the recipient's side acknowledged receiving; null unless `delivered`. For `https`, the
+    /// receiving gateway's `Receipt`; for `inbox`, this gateway's inbox item; for `email`,
+    /// `receipt_id` is `smtp:<relay>:<the relay's reply>` (in development, `outbox:<file>`) and
+    /// `sha256` the digest of the payload attached.
     pub receipt: Option<crate::log::Receipt>,
+    /// When this delivery last changed (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
     pub updated_at: String,
 }
 

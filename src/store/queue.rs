@@ -8,6 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{StoreError, Tx};
 use crate::domain::ids::{OrgId, TransferId};
 
+/// Every state a delivery can be in, in the order it goes through them.
+pub const STATES: [&str; 5] = ["queued", "delivering", "retrying", "delivered", "dead"];
+
 /// A delivery that is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
