@@ -2,6 +2,13 @@
 //! organisation without its own system shares), what the load generator drives, and what the
 //! integration tests call. The payload is streamed from its source into a multipart body; it is
 //! never held whole in memory.
+//!
+//! Every HTTPS connection this crate opens comes from [`Connector`]: [`connect`] holds one (a
+//! command's conversation with one gateway, a test's known connection, one of the load
+//! generator's), and the delivery worker pools them with hyper-util's client over the same
+//! connector.
+
+mod connector;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,12 +17,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 pub use crate::tls::{Identity, PemError, client_config as tls_config, read_roots};
+pub use connector::{Connector, TlsIo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -61,12 +65,16 @@ impl Target {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+        Self::from_uri(&uri)
+    }
+
+    /// Host and port of an `https://` URI (a `BadUrl` for any other scheme).
+    pub fn from_uri(uri: &hyper::Uri) -> Result<Self, ClientError> {
+        let url = || uri.to_string();
         if uri.scheme_str() != Some("https") {
-            return Err(ClientError::BadUrl(url.to_owned()));
+            return Err(ClientError::BadUrl(url()));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
+        let host = uri.host().ok_or_else(|| ClientError::BadUrl(url()))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -113,28 +121,13 @@ impl Answer {
     }
 }
 
+/// One connection to `target`, over [`Connector`].
 pub async fn connect(
     target: &Target,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<Connection, ClientError> {
-    let addr = target.addr();
-    let tcp = TcpStream::connect(&addr)
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(target.host.clone())
-        .map_err(|_| ClientError::BadUrl(target.host.clone()))?;
-    let tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|source| ClientError::Handshake {
-            addr: addr.clone(),
-            source,
-        })?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    let io = Connector::new(config).open(target).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     let closed = tokio_util::sync::CancellationToken::new();
     let driver_done = closed.clone().drop_guard();
     tokio::spawn(async move {
@@ -145,7 +138,7 @@ pub async fn connect(
     });
     Ok(Connection {
         sender,
-        authority: addr,
+        authority: target.addr(),
         closed,
     })
 }

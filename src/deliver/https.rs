@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -21,7 +20,7 @@ use crate::client::{self, Body, Part};
 use crate::inbox::InboundMeta;
 use crate::log::Receipt;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+type HttpsClient = Client<client::Connector, Body>;
 
 /// Pooled clients, one per endpoint CA file: connections are reused across deliveries. A reload
 /// ([`HttpsChannel::reload`]) swaps the identity presented to peers and empties the pool, so the
@@ -246,22 +245,10 @@ fn build_client(
 ) -> Result<HttpsClient, ClientSetupError> {
     let roots =
         crate::pki::read_certs(std::path::Path::new(ca_file)).map_err(ClientSetupError::Ca)?;
-    let mut config = client::tls_config(&roots, Some(identity))?;
-    // The connector sets ALPN itself (and insists on doing so).
-    config.alpn_protocols.clear();
-    // No Nagle: a request goes out as headers then body chunks, and waiting for the peer's
-    // (delayed) ACK between them would add tens of milliseconds to every delivery.
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(tcp);
+    let config = client::tls_config(&roots, Some(identity))?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .build(connector))
+        .build(client::Connector::new(Arc::new(config))))
 }
 
 /// Connection-level failures are temporary (the peer may come back), except certificate
