@@ -29,7 +29,7 @@
 //! | [`inbox`] | receiving a sealed transfer into an organisation's inbox |
 //! | [`deliver`] | the delivery worker, retries, one module per channel |
 //! | [`ingest`] | the API listener: routes, upload, inbound, problem codes, the OpenAPI document made from them |
-//! | [`web`] | the people's pages: sign-in, sessions, the share flow, "your shares" |
+//! | `web` | the people's pages: sign-in, sessions, the share flow, "your shares" |
 //! | [`runtime`] | the daemon assembled: reload, shutdown, ops listener, logging, dev material |
 //! | `testkit` | (feature `testkit`) the tests' SMTP server and synthetic log; not the product |
 //!
@@ -54,4 +54,4 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
-pub mod web;
+pub(crate) mod web;

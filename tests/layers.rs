@@ -198,3 +198,91 @@ fn sql_lives_in_the_store() {
         .collect();
     assert!(outside.is_empty(), "SQL outside src/store/: {outside:?}");
 }
+
+/// The statements of the binary, the tests and the fuzz targets that name the library: each
+/// `use postern_gateway::...;` whole, and each `postern_gateway::...` path written inline.
+fn library_mentions() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("src/main.rs")];
+    rust_files(&root.join("src/cli"), &mut files);
+    rust_files(&root.join("tests"), &mut files);
+    rust_files(&root.join("fuzz/fuzz_targets"), &mut files);
+    let mut mentions = Vec::new();
+    for f in files {
+        let code = std::fs::read_to_string(&f).expect("read a file");
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("postern_gateway::") {
+            rest = &rest[at..];
+            // A `use` runs to its `;`; an inline path ends sooner, and reading on to the `;`
+            // only makes the check more lenient.
+            let end = rest.find(';').unwrap_or(rest.len());
+            mentions.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+    mentions
+}
+
+fn names(mention: &str, word: &str) -> bool {
+    mention.match_indices(word).any(|(at, _)| {
+        let before = mention[..at].chars().next_back();
+        let after = mention[at + word.len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// A module the binary, the tests and the fuzz targets never name is `pub(crate)`: the
+/// library's public surface is what they need, no more.
+#[test]
+fn a_public_module_is_one_the_binary_or_the_tests_use() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mentions = library_mentions();
+    let mut unused = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        if rel.starts_with("cli/") || rel == "main.rs" {
+            continue;
+        }
+        let parent = rel
+            .trim_end_matches(".rs")
+            .trim_end_matches("/mod")
+            .trim_start_matches("lib")
+            .replace('/', "::");
+        let code = std::fs::read_to_string(&file).expect("read a file");
+        for line in code.lines() {
+            let Some(name) = line.trim_start().strip_prefix("pub mod ") else {
+                continue;
+            };
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let path: Vec<&str> = parent
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .chain([name.as_str()])
+                .collect();
+            let used = mentions
+                .iter()
+                .any(|m| path.iter().all(|segment| names(m, segment)));
+            if !used {
+                unused.push(path.join("::"));
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "public modules nothing outside the library uses (make them pub(crate)): {unused:?}"
+    );
+}
+
+#[test]
+fn the_public_module_check_sees_a_grouped_import() {
+    let m = "postern_gateway::store::{inbox::InboxItem, Store}";
+    assert!(["store", "inbox"].iter().all(|s| names(m, s)));
+    assert!(!names(m, "box"));
+}

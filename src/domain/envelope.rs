@@ -561,7 +561,7 @@ pub enum EnvelopeError {
 /// Limits on free text, so that a record stays a record and not a second copy of the case file.
 /// Patterns the API's contract states for text fields (the validator's own checks, as regular
 /// expressions).
-pub mod patterns {
+pub(crate) mod patterns {
     /// Not blank: at least one character that is not whitespace.
     pub const NOT_BLANK: &str = "\\S";
     /// A subject reference: `scheme:value`.

@@ -83,7 +83,7 @@ fn slug_schema() -> schemars::Schema {
     })
 }
 
-/// [`valid_slug`] as a regular expression (for the API's contract).
+/// What `valid_slug` accepts, as a regular expression (for the API's contract).
 pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 
 slug_id!(

@@ -2,7 +2,7 @@
 //! agreements, subject references, and the decision itself. No IO, no clock, no randomness:
 //! everything the core needs is passed in, so every rule is tested without a socket.
 
-pub mod choices;
+pub(crate) mod choices;
 pub mod decision;
 pub(crate) mod delivery;
 pub mod envelope;
@@ -15,4 +15,4 @@ pub mod marking;
 pub mod policy;
 pub mod registry;
 pub mod subject;
-pub mod wire;
+pub(crate) mod wire;

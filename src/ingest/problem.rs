@@ -300,7 +300,7 @@ pub struct Problem {
     /// `urn:postern:problem:` followed by the code.
     #[schemars(extend("format" = "uri"))]
     pub type_uri: String,
-    /// A short summary for people, in English (the contract lists them: [`describe_titles`]).
+    /// A short summary for people, in English (the contract lists them, from the codes).
     #[schemars(transform = describe_titles)]
     pub title: String,
     /// The HTTP status code.

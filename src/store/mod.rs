@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod checkpoint;
 pub(crate) mod decisions;
-pub mod inbox;
+pub(crate) mod inbox;
 pub(crate) mod queue;
 pub mod search;
 pub mod upload;
-pub mod web;
+pub(crate) mod web;
 
 use crate::domain::ids::{AgreementId, OrgId, TransferId};
 use crate::log::{GENESIS, LogEntry, StoredRecord, chain_hash};

@@ -17,7 +17,7 @@
 mod decline;
 mod inbox;
 mod log_pages;
-pub mod oversight;
+pub(crate) mod oversight;
 mod pages;
 mod passkeys;
 mod registry;
