@@ -101,22 +101,31 @@ enum Command {
 /// flight, the gateway's peak RSS went from 65 to 48 MiB with two arenas, and each upload's
 /// share fell by another tenth with one, at no measurable cost in throughput (the small
 /// allocations that dominate are served from per-thread caches without the arena's lock;
-/// docs/benchmarks.md). Called first thing in `main`, before any other thread exists. An
-/// operator's own `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`) is left
-/// to rule.
+/// docs/benchmarks.md).
+///
+/// glibc reads `MALLOC_ARENA_MAX` when the process starts, so the binary runs itself again with
+/// it set, first thing in `main` (the same process: `exec` keeps the pid, the arguments and
+/// any inherited socket). That needs no unsafe code, where `mallopt` would. An operator's own
+/// `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`) is left to rule, and
+/// if the binary cannot be run again, it goes on with glibc's default.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
 fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
     let tuned = std::env::var_os("GLIBC_TUNABLES")
         .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
     if tuned || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
-    // SAFETY: mallopt only sets a malloc parameter; no other thread is running yet, and a
-    // refusal (return 0) leaves glibc's default in place, which is safe too.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut again = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        again.arg0(arg0);
     }
+    // Returns only if the exec failed.
+    let _ = again.args(args).env("MALLOC_ARENA_MAX", "1").exec();
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

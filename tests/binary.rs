@@ -403,3 +403,45 @@ async fn a_kill_during_load_loses_no_accepted_transfer_and_duplicates_none() {
         assert_eq!(plain, numbered(*seed));
     }
 }
+
+/// The environment of a running process, as `/proc` shows it.
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .expect("read environ")
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The binary runs itself again with one malloc arena (glibc reads `MALLOC_ARENA_MAX` only at
+/// start), as the same process, unless the operator chose a value of their own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_limits_malloc_to_one_arena_unless_told_otherwise() {
+    let d = Deployment::new();
+    let server = d.spawn();
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    let env = environ(server.pid());
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        assert!(
+            env.iter().any(|v| v == "MALLOC_ARENA_MAX=1"),
+            "the process it was started as runs with one arena: {env:?}"
+        );
+    }
+    // It is the gateway itself, serving, under the pid it was started with.
+    assert_eq!(
+        submit(&mut conn, &envelope(json!({})), vec![7; 1024], None)
+            .await
+            .status,
+        202
+    );
+    drop(server);
+
+    let server = d.spawn_with_env(&[("MALLOC_ARENA_MAX", "3")]);
+    assert!(
+        environ(server.pid())
+            .iter()
+            .any(|v| v == "MALLOC_ARENA_MAX=3"),
+        "an operator's own value is left alone"
+    );
+}
