@@ -286,3 +286,37 @@ fn the_public_module_check_sees_a_grouped_import() {
     assert!(["store", "inbox"].iter().all(|s| names(m, s)));
     assert!(!names(m, "box"));
 }
+
+/// Errors are types outside the command line: no `Result<_, String>` in the library (its tests
+/// aside), so that every failure a caller may meet has a variant to match on.
+#[test]
+fn the_library_returns_no_string_errors() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .into_owned();
+        if rel.starts_with("cli") || rel == "main.rs" {
+            continue;
+        }
+        let code = std::fs::read_to_string(&file).expect("read a file");
+        let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or_default();
+            if let Some(at) = line.find("Result<")
+                && line[at..]
+                    .split('>')
+                    .next()
+                    .is_some_and(|r| r.ends_with(", String"))
+            {
+                found.push(format!("{rel}:{}", n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "string errors in the library: {found:?}");
+}

@@ -1849,7 +1849,7 @@ pub async fn verify(State(app): State<Arc<WebApp>>, s: SignedIn, addr: Client) -
         who: who(&s),
     };
     match outcome {
-        Err(e) => page.failed = Some(e),
+        Err(e) => page.failed = Some(e.to_string()),
         Ok(v) => {
             page.intact = v.report.intact();
             page.facts = verified_facts(&v);

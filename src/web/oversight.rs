@@ -133,7 +133,16 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error("the checkpoint file {0} could not be read: {1}")]
     File(String, std::io::Error),
+    /// Asked while another check ran, which ended without an outcome.
+    #[error("the check that was running did not finish")]
+    Unfinished,
+    /// The check's thread ended without an outcome.
+    #[error("the check stopped: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
 }
+
+/// A verification's outcome, kept and shared between the pages (so the error is shared too).
+pub type Outcome = Result<Verification, Arc<VerifyError>>;
 
 /// What the pages need to verify the log: where it is and whose signatures to expect.
 pub struct Oversight {
@@ -142,7 +151,7 @@ pub struct Oversight {
     pub keys: Vec<PublicKey>,
     pub checkpoint_file: Option<PathBuf>,
     /// The last verification (background or "verify now").
-    last: Mutex<Option<Result<Verification, String>>>,
+    last: Mutex<Option<Outcome>>,
     /// Held while a verification runs: one at a time, however many ask.
     running: tokio::sync::Mutex<()>,
     /// Kept by the runtime: when the configuration was last loaded, and how.
@@ -198,20 +207,20 @@ impl Oversight {
     /// Verifies now (off the async threads) and keeps the outcome as the current status. A
     /// caller who asks while a check is running waits for that check and gets its outcome: the
     /// whole log is never read twice at once, however often "verify now" is pressed.
-    pub async fn verify_and_keep(self: &Arc<Self>) -> Result<Verification, String> {
+    pub async fn verify_and_keep(self: &Arc<Self>) -> Outcome {
         let _turn = match self.running.try_lock() {
             Ok(turn) => turn,
             Err(_) => {
                 let _done = self.running.lock().await;
                 return self
                     .last()
-                    .unwrap_or_else(|| Err("the check that was running did not finish".into()));
+                    .unwrap_or_else(|| Err(Arc::new(VerifyError::Unfinished)));
             }
         };
         let me = self.clone();
-        let out = tokio::task::spawn_blocking(move || me.verify().map_err(|e| e.to_string()))
+        let out = tokio::task::spawn_blocking(move || me.verify().map_err(Arc::new))
             .await
-            .unwrap_or_else(|e| Err(format!("the check stopped: {e}")));
+            .unwrap_or_else(|e| Err(Arc::new(VerifyError::Stopped(e))));
         match &out {
             Ok(v) if !v.report.intact() => tracing::error!(
                 kind = v.report.first_break.as_ref().map(|b| b.kind.as_str()),
@@ -226,7 +235,7 @@ impl Oversight {
     }
 
     /// The last outcome, if a check has finished.
-    pub fn last(&self) -> Option<Result<Verification, String>> {
+    pub fn last(&self) -> Option<Outcome> {
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -283,7 +292,7 @@ pub struct StatusLine {
 }
 
 impl StatusLine {
-    pub fn of(v: Option<&Result<Verification, String>>) -> Self {
+    pub fn of(v: Option<&Outcome>) -> Self {
         match v {
             None => StatusLine {
                 class: "wait",
