@@ -631,3 +631,70 @@ fn people_and_the_web_settings_are_checked_with_file_and_line() {
     let e = find(&errors, "postern.toml", "out of range (1 to 86400)");
     assert_eq!(e.key.as_deref(), Some("web.session_idle_secs"));
 }
+
+/// Requests for information are counted in working days against a calendar of bank holidays:
+/// the built-in England and Wales list, or a file `requests.calendar` names, read with its
+/// errors' lines like any other file; `check-config` says which, and until when.
+#[test]
+fn the_request_calendar_is_built_in_or_the_file_named() {
+    use postern_gateway::domain::calendar::Calendar;
+    use time::macros::date;
+
+    let d = Deployment::new();
+    let dir = d.config_dir.to_str().expect("utf8");
+    let ok = postern(&["check-config", "--config", dir]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("due 15 working days after the day received (urgent: 24 hours); bank holidays: England and Wales, listed until 2028-12-31"),
+        "{out}"
+    );
+    let built_in: Calendar = d.load().daemon.requests.calendar;
+    // Received on the Thursday before Christmas 2026: Christmas, the substitute Boxing Day and
+    // New Year's Day are skipped.
+    assert_eq!(
+        built_in.working_days_after(date!(2026 - 12 - 24), 15).date,
+        date!(2027 - 01 - 19)
+    );
+
+    // A calendar of one's own, and its mistakes reported at their lines.
+    std::fs::write(
+        d.config_dir.join("calendar.toml"),
+        "name = \"Test shire\"\n[[holiday]]\ndate = \"2027-02-01\"\nname = \"Shire day\"\n[[holiday]]\ndate = \"2027-02-30\"\nname = \"No such day\"\n",
+    )
+    .expect("write");
+    let d2 = Deployment::with_daemon(&format!(
+        "\n[requests]\ncalendar = \"{}\"\nanswer_within_working_days = 10\n",
+        d.config_dir.join("calendar.toml").display()
+    ));
+    let dir2 = d2.config_dir.to_str().expect("utf8");
+    let bad = postern(&["check-config", "--config", dir2]);
+    assert_eq!(bad.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("calendar.toml:6:"), "{stderr}");
+    assert!(stderr.contains("YYYY-MM-DD"), "{stderr}");
+
+    replace(
+        &d,
+        "calendar.toml",
+        "date = \"2027-02-30\"\nname = \"No such day\"",
+        "date = \"2027-03-01\"\nname = \"Another\"",
+    );
+    let ok = postern(&["check-config", "--config", dir2]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.contains("due 10 working days"), "{out}");
+    assert!(
+        out.contains("bank holidays: Test shire, listed until 2027-12-31"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: the calendar of bank holidays ends within four months")
+            == (time::OffsetDateTime::now_utc().date() > date!(2027 - 09 - 01)),
+        "{out}"
+    );
+}

@@ -95,8 +95,23 @@ pub fn check_config(dir: &Path, reload: Option<i32>) -> anyhow::Result<ExitCode>
                     .map_or_else(|| "off".to_owned(), |a| format!("on {a}")),
                 c.daemon.state_dir.display()
             );
+            let requests = &c.daemon.requests;
+            let until = requests.calendar.covered_until();
+            println!(
+                "requests for information: due {} working days after the day received (urgent: {} hours); bank holidays: {}, listed until {}",
+                requests.working_days,
+                requests.urgent_hours,
+                requests.calendar.name,
+                until.map_or_else(|| "?".to_owned(), |d| d.to_string()),
+            );
             for w in &c.warnings {
                 println!("warning: {w}");
+            }
+            let today = postern_gateway::clock::now().date();
+            if until.is_some_and(|u| (u - today).whole_days() < 120) {
+                println!(
+                    "warning: the calendar of bank holidays ends within four months: add the next year's holidays (see config/calendars/england-and-wales.toml), or requests due after it are counted with weekends only"
+                );
             }
             if !c.unchecked.is_empty() {
                 // Not an error: systemd shows a unit's credentials to the service only (and,

@@ -21,6 +21,7 @@ use toml::de::DeValue;
 use super::delivery::{DeliverySettings, SmtpSettings};
 use super::source::{ConfigError, Doc, Errors, Layer};
 use super::{Mode, Overrides, Paths, Source};
+use crate::domain::calendar::Calendar;
 use crate::domain::ids::CaId;
 use crate::domain::subject::SubjectKey;
 use crate::log::key::CheckpointKey;
@@ -56,6 +57,15 @@ struct RawDaemon {
     log: Option<RawLog>,
     ops: Option<RawOps>,
     web: Option<RawWeb>,
+    requests: Option<RawRequests>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequests {
+    calendar: Option<String>,
+    answer_within_working_days: Option<u64>,
+    urgent_answer_within_hours: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +221,19 @@ pub struct Daemon {
     pub smtp: SmtpSettings,
     pub log: LogSettings,
     pub web: WebSettings,
+    pub requests: RequestSettings,
+}
+
+/// `[requests]`: requests for information between organisations, and their clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSettings {
+    /// The bank holidays working days skip (the built-in England and Wales list, or the file
+    /// `requests.calendar` names).
+    pub calendar: Calendar,
+    /// A routine request is due this many working days after it is received.
+    pub working_days: u32,
+    /// An urgent request is due this many hours after it is received.
+    pub urgent_hours: u32,
 }
 
 /// `[web]`: the people's pages.
@@ -381,10 +404,13 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
             "web" => {
                 let _ = doc.deserialize::<RawWeb>(v, key, errors);
             }
+            "requests" => {
+                let _ = doc.deserialize::<RawRequests>(v, key, errors);
+            }
             other => errors.push(doc.error_at(
                 Some(k.span()),
                 Some(other.to_owned()),
-                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops, web",
+                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops, web, requests",
             )),
         }
     }
@@ -865,6 +891,7 @@ fn validate(
     let log = log_section(raw.log.unwrap_or_default(), &mut c);
     let limits = limits_section(raw.limits.unwrap_or_default(), &mut c);
     let web = web_section(raw.web.unwrap_or_default(), &mut c);
+    let requests = requests_section(raw.requests.unwrap_or_default(), &mut c);
 
     // Paths in [delivery] and [smtp] expand against the state directory too.
     let paths = Paths {
@@ -884,7 +911,7 @@ fn validate(
     if errors.0.len() > before {
         return None;
     }
-    let (state_dir, listen, tls, spool_identity, subject_key, log, limits, web) = (
+    let (state_dir, listen, tls, spool_identity, subject_key, log, limits, web, requests) = (
         state_dir?,
         listen?,
         tls?,
@@ -893,8 +920,10 @@ fn validate(
         log?,
         limits?,
         web?,
+        requests?,
     );
     let paths = Paths { state_dir, ..paths };
+    let calendar = read_calendar(requests.calendar.as_deref(), &paths, errors)?;
     Some(Daemon {
         listen,
         ops_listen,
@@ -927,7 +956,68 @@ fn validate(
         },
         state_dir: paths.state_dir,
         web,
+        requests: RequestSettings {
+            calendar,
+            working_days: requests.working_days,
+            urgent_hours: requests.urgent_hours,
+        },
     })
+}
+
+/// `[requests]`, its calendar not yet read.
+struct RequestsSection {
+    calendar: Option<String>,
+    working_days: u32,
+    urgent_hours: u32,
+}
+
+fn requests_section(r: RawRequests, c: &mut Check<'_, '_>) -> Option<RequestsSection> {
+    let calendar = r
+        .calendar
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty());
+    // At most a year of working days, and a week of hours: beyond that a request is not urgent.
+    let days = c.range(
+        r.answer_within_working_days,
+        "requests.answer_within_working_days",
+        1,
+        260,
+    );
+    let hours = c.range(
+        r.urgent_answer_within_hours,
+        "requests.urgent_answer_within_hours",
+        1,
+        168,
+    );
+    Some(RequestsSection {
+        calendar,
+        working_days: u32::try_from(days?).unwrap_or(u32::MAX),
+        urgent_hours: u32::try_from(hours?).unwrap_or(u32::MAX),
+    })
+}
+
+/// The calendar `requests.calendar` names (its errors reported with that file's lines), or the
+/// built-in one.
+fn read_calendar(file: Option<&str>, paths: &Paths, errors: &mut Errors) -> Option<Calendar> {
+    let Some(file) = file else {
+        return super::calendar::parse(
+            "the built-in calendar (config/calendars/england-and-wales.toml)",
+            super::calendar::ENGLAND_AND_WALES,
+            errors,
+        );
+    };
+    let path = paths.expand(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => super::calendar::parse(&path.display().to_string(), &text, errors),
+        Err(e) => {
+            errors.general(
+                path.display().to_string(),
+                Some("requests.calendar".into()),
+                format!("the calendar file could not be read: {e}"),
+            );
+            None
+        }
+    }
 }
 
 /// Why a PEM file could not be read, in words; a missing file (on a new installation, what the

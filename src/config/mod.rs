@@ -9,6 +9,7 @@
 //! The running gateway loads the same way again on SIGHUP (see `daemon`); [`check`] is what
 //! `postern check-config` runs, which may not be able to see the service's systemd credentials.
 
+pub(crate) mod calendar;
 pub mod daemon;
 pub(crate) mod delivery;
 pub mod registry;

@@ -889,34 +889,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         }
     };
 
-    let urgency = match raw.urgency {
-        None => {
-            c.missing("urgency", "routine or urgent");
-            None
-        }
-        Some(u) => {
-            let reason = c.optional_text(u.reason, "urgency.reason", limits::REASON);
-            match (
-                u.level.as_deref().map(str::trim).filter(|v| !v.is_empty()),
-                reason,
-            ) {
-                (None, _) => {
-                    c.missing("urgency.level", "routine or urgent");
-                    None
-                }
-                (Some("routine"), _) => Some(Urgency::Routine),
-                (Some("urgent"), Some(r)) => Some(Urgency::Urgent(Sensitive(r))),
-                (Some("urgent"), None) => {
-                    c.missing("urgency.reason", "why this share is urgent");
-                    None
-                }
-                (Some(_), _) => {
-                    c.invalid("urgency.level", "`urgency.level` must be routine or urgent");
-                    None
-                }
-            }
-        }
-    };
+    let urgency = urgency(&mut c, raw.urgency, "why this share is urgent");
 
     let request = raw.request.and_then(|r| {
         request(
@@ -1160,6 +1133,35 @@ pub(super) fn practitioner(
         role: role?,
         contact: contact?,
     })
+}
+
+/// Reads an urgency, required; `reason` says what the reason of an urgent one is. Requests for
+/// information read theirs the same way.
+pub(super) fn urgency(c: &mut Collector, raw: Option<RawUrgency>, reason: &str) -> Option<Urgency> {
+    let Some(u) = raw else {
+        c.missing("urgency", "routine or urgent");
+        return None;
+    };
+    let given = c.optional_text(u.reason, "urgency.reason", limits::REASON);
+    match (
+        u.level.as_deref().map(str::trim).filter(|v| !v.is_empty()),
+        given,
+    ) {
+        (None, _) => {
+            c.missing("urgency.level", "routine or urgent");
+            None
+        }
+        (Some("routine"), _) => Some(Urgency::Routine),
+        (Some("urgent"), Some(r)) => Some(Urgency::Urgent(Sensitive(r))),
+        (Some("urgent"), None) => {
+            c.missing("urgency.reason", reason);
+            None
+        }
+        (Some(_), _) => {
+            c.invalid("urgency.level", "`urgency.level` must be routine or urgent");
+            None
+        }
+    }
 }
 
 /// Reads the request a share or a decision answers; `reference` and `requested` describe the

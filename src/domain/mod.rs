@@ -2,6 +2,7 @@
 //! agreements, subject references, and the decision itself. No IO, no clock, no randomness:
 //! everything the core needs is passed in, so every rule is tested without a socket.
 
+pub mod calendar;
 pub(crate) mod choices;
 pub mod decision;
 pub(crate) mod delivery;

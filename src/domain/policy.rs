@@ -16,7 +16,9 @@ use serde::Serialize;
 use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::envelope::Envelope;
-use super::ids::{AgreementId, OrgId};
+use super::ids::{AgreementId, OrgId, PurposeId};
+use super::lawful::LawfulBasis;
+use super::marking::Marking;
 use super::registry::{Agreement, Organisation, Registry};
 
 /// Every rule the decision applies. The code is stable and appears in refusals and the log.
@@ -444,7 +446,12 @@ fn run(
             })?;
         }
 
-        let agreement = choose_agreement(t, sender_id, recipient, e, today)?;
+        let terms = Terms {
+            purpose: &e.purpose,
+            lawful_basis: e.lawful_basis,
+            marking: Some(&e.marking),
+        };
+        let agreement = choose_agreement(t, sender_id, recipient, &terms, today)?;
         authorisations.push(Authorisation {
             recipient: rid.clone(),
             agreement,
@@ -468,14 +475,22 @@ fn unreachable_refusal<T>(who: &OrgId) -> Result<T, Refusal> {
     })
 }
 
-/// Finds an agreement binding sender and recipient that permits this share. If none does, the
+/// What an agreement must permit: a share's purpose, lawful basis and marking, or a request's
+/// purpose and basis (what its answer will be marked is not known yet).
+struct Terms<'a> {
+    purpose: &'a PurposeId,
+    lawful_basis: LawfulBasis,
+    marking: Option<&'a Marking>,
+}
+
+/// Finds an agreement binding sender and recipient that permits these terms. If none does, the
 /// refusal reports the agreement that came closest (passed the most checks), so that the person
 /// reading it knows which agreement to look at and what it lacks.
 fn choose_agreement(
     t: &mut Trace<'_>,
     sender: &OrgId,
     recipient: &Organisation,
-    e: &Envelope,
+    e: &Terms<'_>,
     today: Date,
 ) -> Result<AgreementId, Refusal> {
     let reg = t.registry;
@@ -531,7 +546,7 @@ fn try_agreement(
     t: &mut Trace<'_>,
     a: &Agreement,
     rid: &OrgId,
-    e: &Envelope,
+    e: &Terms<'_>,
     today: Date,
 ) -> Result<(), Refusal> {
     let scheme = &t.registry.marking;
@@ -556,7 +571,7 @@ fn try_agreement(
             format!("agreement `{}` expired on {}", a.id, a.valid_until)
         }
     })?;
-    let purpose_ok = a.purposes.contains(&e.purpose);
+    let purpose_ok = a.purposes.contains(e.purpose);
     t.check(Rule::PurposeInAgreement, rcpt, aid, purpose_ok, || {
         format!(
             "agreement `{}` {} purpose `{}`",
@@ -582,15 +597,145 @@ fn try_agreement(
             e.lawful_basis
         )
     })?;
-    let marking_ok = e.marking.rank <= a.max_marking;
+    let Some(marking) = e.marking else {
+        return Ok(());
+    };
+    let marking_ok = marking.rank <= a.max_marking;
     t.check(Rule::MarkingWithinAgreement, rcpt, aid, marking_ok, || {
         format!(
             "the marking {} is {} the maximum of agreement `{}` ({})",
-            e.marking.normalised(scheme),
+            marking.normalised(scheme),
             if marking_ok { "within" } else { "above" },
             a.id,
             scheme.name(a.max_marking)
         )
+    })
+}
+
+/// Whether `requester` may ask `holder` for information for `purpose` on `lawful_basis`: the
+/// same rules as a share between them, with the request as the subject (both registered, the
+/// purpose configured and fit for the basis, statutory-only purposes between statutory bodies,
+/// and an agreement in force binding both that permits the purpose and the basis). What the
+/// answer will be marked, and how it will be delivered, are decided when it is shared.
+pub fn evaluate_request(
+    registry: &Registry,
+    requester: &OrgId,
+    holder: &OrgId,
+    purpose: &PurposeId,
+    lawful_basis: LawfulBasis,
+    now: OffsetDateTime,
+) -> Evaluation {
+    let today = now.to_offset(UtcOffset::UTC).date();
+    let mut t = Trace {
+        registry,
+        checks: Vec::new(),
+    };
+    let terms = Terms {
+        purpose,
+        lawful_basis,
+        marking: None,
+    };
+    let decision = match run_request(&mut t, requester, holder, &terms, today) {
+        Ok(auth) => Decision::Accept(vec![auth]),
+        Err(refusal) => Decision::Refuse(refusal),
+    };
+    Evaluation {
+        checks: t.checks,
+        decision,
+    }
+}
+
+fn run_request(
+    t: &mut Trace<'_>,
+    requester_id: &OrgId,
+    holder_id: &OrgId,
+    terms: &Terms<'_>,
+    today: Date,
+) -> Result<Authorisation, Refusal> {
+    let reg = t.registry;
+    let requester = reg.organisation(requester_id);
+    t.check(
+        Rule::SenderRegistered,
+        None,
+        None,
+        requester.is_some(),
+        || match requester {
+            Some(o) => format!("the requester is {}, a registered organisation", t_name(o)),
+            None => format!("the requester `{requester_id}` is not a registered organisation"),
+        },
+    )?;
+    let Some(requester) = requester else {
+        return unreachable_refusal(requester_id);
+    };
+    let purpose = reg.purpose(terms.purpose);
+    t.check(
+        Rule::PurposeKnown,
+        None,
+        None,
+        purpose.is_some(),
+        || match purpose {
+            Some(p) => format!("purpose `{}` is {}", p.id, p.title),
+            None => format!("purpose `{}` is not a configured purpose", terms.purpose),
+        },
+    )?;
+    let Some(purpose) = purpose else {
+        return unreachable_refusal(requester_id);
+    };
+    let fits = purpose.lawful_bases.contains(&terms.lawful_basis);
+    t.check(Rule::LawfulBasisFitsPurpose, None, None, fits, || {
+        format!(
+            "lawful basis `{}` {} purpose `{}`",
+            terms.lawful_basis,
+            if fits { "fits" } else { "does not fit" },
+            purpose.id
+        )
+    })?;
+    if purpose.statutory_only {
+        let ok = requester.kind.is_statutory();
+        t.check(Rule::StatutoryOnlySender, None, None, ok, || {
+            format!(
+                "purpose `{}` is for statutory bodies only, and the requester {} is {}",
+                purpose.id,
+                t_name(requester),
+                requester.kind.label()
+            )
+        })?;
+    }
+    let holder = reg.organisation(holder_id);
+    t.check(
+        Rule::RecipientRegistered,
+        Some(holder_id),
+        None,
+        holder.is_some(),
+        || match holder {
+            Some(o) => format!("{} is a registered organisation", t_name(o)),
+            None => format!("`{holder_id}` is not a registered organisation"),
+        },
+    )?;
+    let Some(holder) = holder else {
+        return unreachable_refusal(holder_id);
+    };
+    if purpose.statutory_only {
+        let ok = holder.kind.is_statutory();
+        t.check(
+            Rule::StatutoryOnlyRecipient,
+            Some(holder_id),
+            None,
+            ok,
+            || {
+                format!(
+                    "purpose `{}` is for statutory bodies only, and {} is {}",
+                    purpose.id,
+                    t_name(holder),
+                    holder.kind.label()
+                )
+            },
+        )?;
+    }
+    let agreement = choose_agreement(t, requester_id, holder, terms, today)?;
+    Ok(Authorisation {
+        recipient: holder_id.clone(),
+        agreement,
     })
 }
 
@@ -868,6 +1013,139 @@ mod tests {
     }
 
     const NOW: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+
+    /// A request between two organisations is decided by the same rules as a share between
+    /// them, less what only a share has (a marking, an endpoint): as a table.
+    #[test]
+    fn a_request_is_decided_like_a_share_between_the_two() {
+        use LawfulBasis::*;
+        let reg = registry();
+        // (requester, holder, purpose, basis, refused by, the agreement it names)
+        type Row = (
+            &'static str,
+            &'static str,
+            &'static str,
+            LawfulBasis,
+            Option<Rule>,
+            Option<&'static str>,
+        );
+        let table: [Row; 9] = [
+            (
+                "northshire-police",
+                "northshire-cc",
+                "child-protection-s47",
+                PublicTask,
+                None,
+                Some("isp"),
+            ),
+            (
+                "ghost",
+                "northshire-cc",
+                "child-protection-s47",
+                PublicTask,
+                Some(Rule::SenderRegistered),
+                None,
+            ),
+            (
+                "northshire-police",
+                "northshire-cc",
+                "no-such",
+                PublicTask,
+                Some(Rule::PurposeKnown),
+                None,
+            ),
+            (
+                "northshire-police",
+                "northshire-cc",
+                "child-protection-s47",
+                Consent,
+                Some(Rule::LawfulBasisFitsPurpose),
+                None,
+            ),
+            (
+                "riverside-youth",
+                "northshire-police",
+                "crime-prevention-s115",
+                PublicTask,
+                Some(Rule::StatutoryOnlySender),
+                None,
+            ),
+            (
+                "northshire-police",
+                "ghost",
+                "child-protection-s47",
+                PublicTask,
+                Some(Rule::RecipientRegistered),
+                None,
+            ),
+            (
+                "northshire-police",
+                "lonely-hospital",
+                "child-protection-s47",
+                PublicTask,
+                Some(Rule::AgreementExists),
+                None,
+            ),
+            (
+                "riverside-youth",
+                "lonely-hospital",
+                "early-help",
+                LegitimateInterests,
+                Some(Rule::AgreementInForce),
+                Some("expired-pilot"),
+            ),
+            // No endpoint is needed to be asked: the silent charity can be asked, if not sent to.
+            (
+                "northshire-cc",
+                "silent-charity",
+                "early-help",
+                PublicTask,
+                None,
+                Some("isp"),
+            ),
+        ];
+        for (requester, holder, purpose, basis, refused_by, agreement) in table {
+            let ev = evaluate_request(
+                &reg,
+                &requester.parse().unwrap(),
+                &holder.parse().unwrap(),
+                &purpose.parse().unwrap(),
+                basis,
+                NOW,
+            );
+            let why = format!("{requester} asks {holder} for {purpose} ({basis})");
+            match (&ev.decision, refused_by) {
+                (Decision::Accept(auths), None) => {
+                    assert_eq!(auths.len(), 1, "{why}");
+                    assert_eq!(auths[0].recipient.as_str(), holder, "{why}");
+                    assert_eq!(Some(auths[0].agreement.as_str()), agreement, "{why}");
+                }
+                (Decision::Refuse(r), Some(rule)) => {
+                    assert_eq!(r.rule, rule, "{why}: {}", r.detail);
+                    assert_eq!(r.agreement.as_ref().map(|a| a.as_str()), agreement, "{why}");
+                }
+                (d, _) => panic!("{why}: {d:?}"),
+            }
+            assert!(
+                ev.checks
+                    .iter()
+                    .all(|c| c.rule != Rule::MarkingWithinAgreement),
+                "{why}: a request has no marking to check"
+            );
+        }
+        // The purpose must be in the agreement, and so must the basis.
+        let ev = evaluate_request(
+            &reg,
+            &"northshire-cc".parse().unwrap(),
+            &"lonely-hospital".parse().unwrap(),
+            &"early-help".parse().unwrap(),
+            PublicTask,
+            NOW,
+        );
+        assert!(
+            matches!(ev.decision, Decision::Accept(ref a) if a[0].agreement.as_str() == "hospital-early-help")
+        );
+    }
 
     /// The table: each rule refuses what it should (with the recipient and agreement it names),
     /// and each has an allowing case nearby.

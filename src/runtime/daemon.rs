@@ -628,6 +628,7 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
         smtp,
         log,
         web,
+        requests,
     } = old;
     // Applied by a reload: the API listener's certificate, key, client CAs and CRLs, and the
     // identity presented to peers when delivering.
@@ -649,6 +650,7 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
     check(*ops_listen != new.ops_listen, "ops.listen");
     check(*limits != new.limits, "limits");
     check(*web != new.web, "web");
+    check(*requests != new.requests, "requests");
     check(*spool_identity != new.spool_identity, "spool.identity");
     check(*subject_key != new.subject_key, "subjects.key");
     check(*delivery != new.delivery, "delivery");
