@@ -11,6 +11,7 @@ pub mod explain;
 mod fields;
 pub mod ids;
 pub(crate) mod inbound;
+pub mod info_request;
 pub mod lawful;
 pub mod marking;
 pub mod policy;
