@@ -111,21 +111,34 @@ enum Command {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     use std::os::unix::process::CommandExt;
+    const AGAIN: &str = "POSTERN_MALLOC_ARENAS_SET";
     let tuned = std::env::var_os("GLIBC_TUNABLES")
         .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
-    if tuned || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+    if tuned || std::env::var_os("MALLOC_ARENA_MAX").is_some() || std::env::var_os(AGAIN).is_some()
+    {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
     let mut args = std::env::args_os();
-    let mut again = std::process::Command::new(exe);
-    if let Some(arg0) = args.next() {
-        again.arg0(arg0);
+    let Some(arg0) = args.next() else { return };
+    // Run through a loader (`ld-linux.so postern ...`), /proc/self/exe is the loader, not this
+    // program: running it again would lose the program. Only when both name the same file.
+    let same = std::env::current_exe().is_ok_and(|exe| {
+        exe.file_name()
+            .zip(std::path::Path::new(&arg0).file_name())
+            .is_some_and(|(a, b)| a == b)
+    });
+    if !same {
+        return;
     }
-    // Returns only if the exec failed.
-    let _ = again.args(args).env("MALLOC_ARENA_MAX", "1").exec();
+    // /proc/self/exe, not the path: it is this very file even if an upgrade has replaced the
+    // one at the path since. The marker makes a second run impossible by construction.
+    let _ = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env("MALLOC_ARENA_MAX", "1")
+        .env(AGAIN, "1")
+        // Returns only if the exec failed.
+        .exec();
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -422,7 +422,9 @@ async fn the_daemon_limits_malloc_to_one_arena_unless_told_otherwise() {
     let server = d.spawn();
     let mut conn = d.connect(server.addr, "northshire-cc").await;
     let env = environ(server.pid());
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    let tuned = std::env::var_os("GLIBC_TUNABLES")
+        .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tuned {
         assert!(
             env.iter().any(|v| v == "MALLOC_ARENA_MAX=1"),
             "the process it was started as runs with one arena: {env:?}"
@@ -443,5 +445,34 @@ async fn the_daemon_limits_malloc_to_one_arena_unless_told_otherwise() {
             .iter()
             .any(|v| v == "MALLOC_ARENA_MAX=3"),
         "an operator's own value is left alone"
+    );
+}
+
+/// A gateway that is not there: the command says where it tried and what the socket said, and
+/// exits 69 (unavailable).
+#[test]
+fn a_command_says_which_address_refused_it() {
+    let d = Deployment::new();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["status", "--server", &format!("https://127.0.0.1:{port}")])
+        .arg("--ca")
+        .arg(d.ca_path())
+        .arg("--identity")
+        .arg(d.identity_path("northshire-cc"))
+        .arg("0193a7c4-5e2f-7b3a-9c1d-2f4e6a8b0c1d")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run postern");
+    assert_eq!(out.status.code(), Some(69));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("could not connect to 127.0.0.1:{port}"))
+            && said.contains("refused"),
+        "{said}"
     );
 }

@@ -38,6 +38,7 @@ fn a_request_is_validated_decided_by_the_registry_and_given_its_due_date() {
     let config = d.load();
     let registry = &config.registry;
     let police = "northshire-police".parse().unwrap();
+    // In winter UTC is the local time in England and Wales, so the UTC day is the day received.
     let now = datetime!(2026-12-24 15:00 UTC);
 
     // The police ask the council, under the safeguarding protocol: allowed, and due fifteen

@@ -110,7 +110,7 @@ pub fn check_config(dir: &Path, reload: Option<i32>) -> anyhow::Result<ExitCode>
             let today = postern_gateway::clock::now().date();
             if until.is_some_and(|u| (u - today).whole_days() < 120) {
                 println!(
-                    "warning: the calendar of bank holidays ends within four months: add the next year's holidays (see config/calendars/england-and-wales.toml), or requests due after it are counted with weekends only"
+                    "warning: the calendar of bank holidays ends within four months: add the next year's holidays to it (requests.calendar; the built-in file says how), or requests due after it are counted with weekends only"
                 );
             }
             if !c.unchecked.is_empty() {

@@ -41,6 +41,8 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "POSTERN_IDENTITY",
     // the tests' switch that forbids skipping the browser tests (`.ci/run` sets it)
     "POSTERN_REQUIRE_BROWSER",
+    // set by the binary when it runs itself again with one malloc arena (`main.rs`)
+    "POSTERN_MALLOC_ARENAS_SET",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -908,6 +910,10 @@ fn validate(
         loc,
         errors,
     );
+    // Read with the rest, so that its errors are reported with every other.
+    let calendar = requests
+        .as_ref()
+        .and_then(|r| read_calendar(r.calendar.as_deref(), &paths, errors));
     if errors.0.len() > before {
         return None;
     }
@@ -923,7 +929,7 @@ fn validate(
         requests?,
     );
     let paths = Paths { state_dir, ..paths };
-    let calendar = read_calendar(requests.calendar.as_deref(), &paths, errors)?;
+    let calendar = calendar?;
     Some(Daemon {
         listen,
         ops_listen,

@@ -101,7 +101,9 @@ impl Calendar {
 
     /// The `n`th working day after `received`. The day of receipt never counts, whatever day
     /// it is: a request received on a Friday afternoon or on a bank holiday starts its count on
-    /// the next working day, and that day is day one.
+    /// the next working day, and that day is day one. `received` is the day where the calendar
+    /// applies (in England and Wales, the local day, not UTC's: a request at 23:30 UTC in
+    /// summer arrived on the next day); the caller converts.
     pub fn working_days_after(&self, received: Date, n: u32) -> Due {
         let mut day = received;
         let mut counted = 0;

@@ -48,9 +48,10 @@ wire!(
     { "type": "string", "pattern": "^[0-9a-f]{64}$" }
 );
 wire!(
-    /// A certificate's fingerprint: `sha256:` and the hex digest.
+    /// A certificate's fingerprint, `sha256:` and the hex digest; empty where no certificate was
+    /// presented (a person signed in to the web pages).
     Fingerprint,
-    { "type": "string", "pattern": "^sha256:[0-9a-f]{64}$" }
+    { "type": "string", "pattern": "^(sha256:[0-9a-f]{64})?$" }
 );
 wire!(
     /// A byte count.
