@@ -615,8 +615,10 @@ fn try_agreement(
 /// Whether `requester` may ask `holder` for information for `purpose` on `lawful_basis`: the
 /// same rules as a share between them, with the request as the subject (both registered, the
 /// purpose configured and fit for the basis, statutory-only purposes between statutory bodies,
-/// and an agreement in force binding both that permits the purpose and the basis). What the
-/// answer will be marked, and how it will be delivered, are decided when it is shared.
+/// and an agreement in force binding both that permits the purpose and the basis), and the
+/// requester must be able to receive the answer (it has a delivery endpoint). What the answer
+/// will be marked is decided when it is shared. The holder is never the requester: the body's
+/// validation refuses that before policy is asked.
 pub fn evaluate_request(
     registry: &Registry,
     requester: &OrgId,
@@ -667,6 +669,26 @@ fn run_request(
     let Some(requester) = requester else {
         return unreachable_refusal(requester_id);
     };
+    // The answer comes back as a share: a request no answer can reach would only start a clock
+    // that cannot be met.
+    let endpoint = requester.endpoint.as_ref();
+    t.check(
+        Rule::RecipientHasEndpoint,
+        Some(requester_id),
+        None,
+        endpoint.is_some(),
+        || match endpoint {
+            Some(ep) => format!(
+                "the requester {} receives answers by {}",
+                t_name(requester),
+                ep.channel.kind()
+            ),
+            None => format!(
+                "the requester {} has no delivery endpoint configured, so no answer could reach it",
+                t_name(requester)
+            ),
+        },
+    )?;
     let purpose = reg.purpose(terms.purpose);
     t.check(
         Rule::PurposeKnown,
@@ -1029,7 +1051,7 @@ mod tests {
             Option<Rule>,
             Option<&'static str>,
         );
-        let table: [Row; 9] = [
+        let table: [Row; 10] = [
             (
                 "northshire-police",
                 "northshire-cc",
@@ -1094,7 +1116,8 @@ mod tests {
                 Some(Rule::AgreementInForce),
                 Some("expired-pilot"),
             ),
-            // No endpoint is needed to be asked: the silent charity can be asked, if not sent to.
+            // No endpoint is needed to be asked: the silent charity can be asked, if not sent to;
+            // but it cannot ask, since no answer could reach it.
             (
                 "northshire-cc",
                 "silent-charity",
@@ -1102,6 +1125,14 @@ mod tests {
                 PublicTask,
                 None,
                 Some("isp"),
+            ),
+            (
+                "silent-charity",
+                "northshire-cc",
+                "early-help",
+                PublicTask,
+                Some(Rule::RecipientHasEndpoint),
+                None,
             ),
         ];
         for (requester, holder, purpose, basis, refused_by, agreement) in table {
