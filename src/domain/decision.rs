@@ -269,27 +269,8 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
         )
     });
 
-    let mut subject_refs = Vec::new();
-    match c.not_null(raw.subject_refs, "subject_refs") {
-        None => {}
-        Some(list) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
-            "subject_refs",
-            format!(
-                "at most {} subject references per decision",
-                limits::MAX_SUBJECT_REFS
-            ),
-        ),
-        Some(list) => {
-            for (i, s) in list.iter().enumerate() {
-                match SubjectRef::parse(s) {
-                    // The reference itself is never echoed back: error text is answered.
-                    Err(e) => c.invalid(format!("subject_refs[{i}]"), e.to_string()),
-                    Ok(r) if subject_refs.contains(&r) => {}
-                    Ok(r) => subject_refs.push(r),
-                }
-            }
-        }
-    }
+    let refs = c.not_null(raw.subject_refs, "subject_refs");
+    let subject_refs = envelope::subject_refs(&mut c, refs, "decision", None);
 
     let mut data_categories = BTreeSet::new();
     let categories = c.not_null(raw.data_categories, "data_categories");

@@ -974,32 +974,15 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
         }
     };
 
-    let mut subject_refs = Vec::new();
-    match raw.subject_refs {
-        None => c.missing(
-            "subject_refs",
+    let subject_refs = subject_refs(
+        &mut c,
+        raw.subject_refs,
+        "transfer",
+        Some((
             "at least one reference to the person this is about (e.g. nhs:9434765919, case:ABC123), so that subject access requests can find it",
-        ),
-        Some(list) if list.is_empty() => c.push(
-            FieldProblem::MissingField,
-            "subject_refs",
             "`subject_refs` is empty: give at least one reference to the person this is about",
-        ),
-        Some(list) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
-            "subject_refs",
-            format!("at most {} subject references per transfer", limits::MAX_SUBJECT_REFS),
-        ),
-        Some(list) => {
-            for (i, s) in list.iter().enumerate() {
-                match SubjectRef::parse(s) {
-                    // The reference itself is never echoed back: error text ends up in logs.
-                    Err(e) => c.invalid(format!("subject_refs[{i}]"), e.to_string()),
-                    Ok(r) if subject_refs.contains(&r) => {}
-                    Ok(r) => subject_refs.push(r),
-                }
-            }
-        }
-    }
+        )),
+    );
 
     let file_name = c
         .optional_text(raw.file_name, "file_name", limits::SHORT_TEXT)
@@ -1133,6 +1116,43 @@ pub(super) fn practitioner(
         role: role?,
         contact: contact?,
     })
+}
+
+/// Reads subject references: each parsed, repeats dropped, at most
+/// [`limits::MAX_SUBJECT_REFS`] per `per` (a transfer, a decision, a request). `required` gives
+/// what to say when they are absent and when the list is empty; without it neither is a problem.
+/// A reference itself is never echoed back: error text is answered and may be logged.
+pub(super) fn subject_refs(
+    c: &mut Collector,
+    list: Option<Vec<String>>,
+    per: &str,
+    required: Option<(&str, &str)>,
+) -> Vec<SubjectRef> {
+    let mut refs = Vec::new();
+    match (list, required) {
+        (None, Some((missing, _))) => c.missing("subject_refs", missing),
+        (Some(list), Some((_, empty))) if list.is_empty() => {
+            c.push(FieldProblem::MissingField, "subject_refs", empty);
+        }
+        (None, None) => {}
+        (Some(list), _) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
+            "subject_refs",
+            format!(
+                "at most {} subject references per {per}",
+                limits::MAX_SUBJECT_REFS
+            ),
+        ),
+        (Some(list), _) => {
+            for (i, s) in list.iter().enumerate() {
+                match SubjectRef::parse(s) {
+                    Err(e) => c.invalid(format!("subject_refs[{i}]"), e.to_string()),
+                    Ok(r) if refs.contains(&r) => {}
+                    Ok(r) => refs.push(r),
+                }
+            }
+        }
+    }
+    refs
 }
 
 /// Reads an urgency, required; `reason` says what the reason of an urgent one is. Requests for

@@ -183,32 +183,15 @@ pub fn parse(raw: RawInfoRequest, requester: &OrgId) -> Result<InfoRequest, Info
         "why the information is needed",
     );
 
-    let mut subject_refs = Vec::new();
-    match raw.subject_refs {
-        None => c.missing("subject_refs", "who the request is about (`scheme:value`)"),
-        Some(list) if list.is_empty() => c.push(
-            super::fields::FieldProblem::MissingField,
-            "subject_refs",
+    let subject_refs = envelope::subject_refs(
+        &mut c,
+        raw.subject_refs,
+        "request",
+        Some((
+            "who the request is about (`scheme:value`)",
             "`subject_refs` is empty: name at least one reference to the person it is about",
-        ),
-        Some(list) if list.len() > limits::MAX_SUBJECT_REFS => c.invalid(
-            "subject_refs",
-            format!(
-                "at most {} subject references per request",
-                limits::MAX_SUBJECT_REFS
-            ),
-        ),
-        Some(list) => {
-            for (i, s) in list.iter().enumerate() {
-                match SubjectRef::parse(s) {
-                    // The reference itself is never echoed back: error text is answered.
-                    Err(e) => c.invalid(format!("subject_refs[{i}]"), e.to_string()),
-                    Ok(r) if subject_refs.contains(&r) => {}
-                    Ok(r) => subject_refs.push(r),
-                }
-            }
-        }
-    }
+        )),
+    );
 
     let urgency = envelope::urgency(&mut c, raw.urgency, "why this request is urgent");
 

@@ -19,7 +19,7 @@ use super::envelope::Envelope;
 use super::ids::{AgreementId, OrgId, PurposeId};
 use super::lawful::LawfulBasis;
 use super::marking::Marking;
-use super::registry::{Agreement, Organisation, Registry};
+use super::registry::{Agreement, Organisation, Purpose, Registry};
 
 /// Every rule the decision applies. The code is stable and appears in refusals and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -286,38 +286,7 @@ fn run(
         }
     })?;
 
-    let purpose = reg.purpose(&e.purpose);
-    t.check(
-        Rule::PurposeKnown,
-        None,
-        None,
-        purpose.is_some(),
-        || match purpose {
-            Some(p) => format!("purpose `{}` is {}", p.id, p.title),
-            None => format!("purpose `{}` is not a configured purpose", e.purpose),
-        },
-    )?;
-    let Some(purpose) = purpose else {
-        return unreachable_refusal(sender_id);
-    };
-
-    let fits = purpose.lawful_bases.contains(&e.lawful_basis);
-    t.check(Rule::LawfulBasisFitsPurpose, None, None, fits, || {
-        let allowed: Vec<_> = purpose.lawful_bases.iter().map(|b| b.as_str()).collect();
-        if fits {
-            format!(
-                "lawful basis `{}` fits purpose `{}`",
-                e.lawful_basis, purpose.id
-            )
-        } else {
-            format!(
-                "lawful basis `{}` does not fit purpose `{}`, which allows {}",
-                e.lawful_basis,
-                purpose.id,
-                allowed.join(", ")
-            )
-        }
-    })?;
+    let purpose = purpose_fits(t, &e.purpose, e.lawful_basis, sender_id)?;
 
     if e.has_special_category() {
         let condition = e.special_category_condition;
@@ -458,6 +427,44 @@ fn run(
         });
     }
     Ok(authorisations)
+}
+
+/// The purpose, if it is configured and the lawful basis fits it: a share's checks and a
+/// request's alike.
+fn purpose_fits<'r>(
+    t: &mut Trace<'r>,
+    id: &PurposeId,
+    basis: LawfulBasis,
+    who: &OrgId,
+) -> Result<&'r Purpose, Refusal> {
+    let purpose = t.registry.purpose(id);
+    t.check(
+        Rule::PurposeKnown,
+        None,
+        None,
+        purpose.is_some(),
+        || match purpose {
+            Some(p) => format!("purpose `{}` is {}", p.id, p.title),
+            None => format!("purpose `{id}` is not a configured purpose"),
+        },
+    )?;
+    let Some(purpose) = purpose else {
+        return unreachable_refusal(who);
+    };
+    let fits = purpose.lawful_bases.contains(&basis);
+    t.check(Rule::LawfulBasisFitsPurpose, None, None, fits, || {
+        let allowed: Vec<_> = purpose.lawful_bases.iter().map(|b| b.as_str()).collect();
+        if fits {
+            format!("lawful basis `{basis}` fits purpose `{}`", purpose.id)
+        } else {
+            format!(
+                "lawful basis `{basis}` does not fit purpose `{}`, which allows {}",
+                purpose.id,
+                allowed.join(", ")
+            )
+        }
+    })?;
+    Ok(purpose)
 }
 
 fn t_name(o: &Organisation) -> String {
@@ -689,29 +696,7 @@ fn run_request(
             ),
         },
     )?;
-    let purpose = reg.purpose(terms.purpose);
-    t.check(
-        Rule::PurposeKnown,
-        None,
-        None,
-        purpose.is_some(),
-        || match purpose {
-            Some(p) => format!("purpose `{}` is {}", p.id, p.title),
-            None => format!("purpose `{}` is not a configured purpose", terms.purpose),
-        },
-    )?;
-    let Some(purpose) = purpose else {
-        return unreachable_refusal(requester_id);
-    };
-    let fits = purpose.lawful_bases.contains(&terms.lawful_basis);
-    t.check(Rule::LawfulBasisFitsPurpose, None, None, fits, || {
-        format!(
-            "lawful basis `{}` {} purpose `{}`",
-            terms.lawful_basis,
-            if fits { "fits" } else { "does not fit" },
-            purpose.id
-        )
-    })?;
+    let purpose = purpose_fits(t, terms.purpose, terms.lawful_basis, requester_id)?;
     if purpose.statutory_only {
         let ok = requester.kind.is_statutory();
         t.check(Rule::StatutoryOnlySender, None, None, ok, || {
