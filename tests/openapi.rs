@@ -908,8 +908,19 @@ fn required_is_exactly_what_the_validator_reports_missing() {
                         let alternative_left = keys(present)
                             .iter()
                             .any(|k| *k != field && alternatives.contains(k));
+                        // `anyOf` branches that each require a set of fields (request:
+                        // `request_id`, or `reference` and `requested`): leaving out a field
+                        // no branch can then do without is a missing field.
+                        let left: BTreeSet<String> =
+                            keys(present).into_iter().filter(|k| *k != field).collect();
+                        let no_branch_left = nested["anyOf"].as_array().is_some_and(|branches| {
+                            !branches
+                                .iter()
+                                .any(|b| strings(&b["required"]).iter().all(|f| left.contains(f)))
+                        });
                         assert!(
                             (conditional.contains(&field) && missing(&path))
+                                || (no_branch_left && missing(&path))
                                 || (alternatives.contains(&field)
                                     && !alternative_left
                                     && missing(name)),
@@ -1232,6 +1243,10 @@ fn round_trip(name: &str, v: &Value) -> Value {
         "Declined" => rt::<Declined>(name, v),
         "DeclinedRecord" => rt::<DeclinedRecord>(name, v),
         "RationaleRecorded" => rt::<RationaleRecorded>(name, v),
+        "RequestMade" => rt::<postern_gateway::ingest::requests::RequestMade>(name, v),
+        "RequestList" => rt::<postern_gateway::ingest::requests::RequestList>(name, v),
+        "RequestView" => rt::<postern_gateway::ingest::requests::RequestView>(name, v),
+        "RequestWithdrawn" => rt::<postern_gateway::ingest::requests::RequestWithdrawn>(name, v),
         other => panic!("no Rust type is known for the schema {other}"),
     }
 }
@@ -1278,7 +1293,11 @@ fn success_examples_are_what_the_code_produces() {
             "Acknowledged",
             "Declined",
             "DeclinedRecord",
-            "RationaleRecorded"
+            "RationaleRecorded",
+            "RequestMade",
+            "RequestList",
+            "RequestView",
+            "RequestWithdrawn"
         ]),
         "the JSON success answers"
     );
@@ -1540,13 +1559,16 @@ impl Gateway {
         let app = App {
             registry: Live::new(registry),
             store,
-            spool_recipient: age::x25519::Identity::generate().to_public(),
+            spool_key: std::sync::Arc::new(postern_gateway::seal::SpoolKey::from_identity(
+                age::x25519::Identity::generate(),
+            )),
             subject_key: Arc::new(SubjectKey::new(vec![7; 32]).unwrap()),
             limits: limits.clone(),
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
             arrivals: None,
             upload_memory: postern_gateway::ingest::UploadMemory::new(&limits),
+            requests: Arc::new(postern_gateway::config::RequestSettings::builtin().unwrap()),
         };
         Gateway {
             app: Arc::new(app),
@@ -2370,6 +2392,8 @@ fn full_raw_decision() -> RawDecision {
             contact: Some("c".into()),
         }),
         request: Some(Some(RawRequest {
+            request_id: Some("0193a7c6-2b3c-7d4e-9f5a-6b7c8d9e0f1a".into()),
+            answer: Some("in_full".into()),
             reference: Some("r".into()),
             requested: Some("q".into()),
         })),
@@ -2571,7 +2595,18 @@ fn the_decision_and_rationale_bodies_are_the_code_s() {
             for inner in keys(&ex[&field]) {
                 let path = format!("{field}.{inner}");
                 let without = edit(&ex, &path, None);
-                if nested_req.contains(&inner) {
+                // `anyOf` branches that each require a set of fields: a field no branch can do
+                // without, once left out, is as required as a required one.
+                let left: BTreeSet<String> = keys(&ex[&field])
+                    .into_iter()
+                    .filter(|k| *k != inner)
+                    .collect();
+                let no_branch_left = nested["anyOf"].as_array().is_some_and(|branches| {
+                    !branches
+                        .iter()
+                        .any(|b| strings(&b["required"]).iter().all(|f| left.contains(f)))
+                });
+                if nested_req.contains(&inner) || no_branch_left {
                     assert!(
                         b.errors(&without)
                             .contains(&(path.clone(), FieldProblem::MissingField)),

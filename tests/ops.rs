@@ -70,13 +70,14 @@ impl Gateway {
         let app = Arc::new(App {
             registry,
             store: store.clone(),
-            spool_recipient: spool_key.recipient().clone(),
+            spool_key: spool_key.clone(),
             subject_key: Arc::new(config.subject_key),
             limits: daemon.limits.clone(),
             upload_memory: postern_gateway::ingest::UploadMemory::new(&daemon.limits),
             wake: wake.clone(),
             max_email_bytes: daemon.smtp.max_message_bytes,
             arrivals: None,
+            requests: Arc::new(daemon.requests.clone()),
         });
         let ops_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ops");
         let ops_addr = ops_listener.local_addr().expect("ops addr");

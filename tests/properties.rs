@@ -503,7 +503,7 @@ fn envelope_json(e: &Envelope) -> Value {
             "request",
             e.request
                 .as_ref()
-                .map(|r| json!({"reference": r.reference, "requested": r.requested.expose()})),
+                .map(|r| json!({"reference": r.reference, "requested": r.requested.as_ref().map(|q| q.expose())})),
         ),
         (
             "disclosed_summary",
@@ -553,7 +553,7 @@ fn decision_json(d: &Decline) -> Value {
             "request",
             d.request
                 .as_ref()
-                .map(|r| json!({"reference": r.reference, "requested": r.requested.expose()})),
+                .map(|r| json!({"reference": r.reference, "requested": r.requested.as_ref().map(|q| q.expose())})),
         ),
         (
             "subject_refs",

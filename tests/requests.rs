@@ -1,16 +1,20 @@
-//! Requests for information (issue 14), as far as they are built: what a request is made of
-//! agrees with a real configuration. A request body is validated, decided by the configured
-//! registry with the rules of a share between the two organisations, and given a due date by
-//! the configured calendar. (The API, the pages and the clock's states come next.)
+//! Requests for information: what a request is made of agrees with a real configuration (a
+//! request body is validated, decided by the configured registry with the rules of a share
+//! between the two organisations, and given a due date by the configured calendar), and a
+//! request's whole life over the API between two organisations, over real sockets and mutual
+//! TLS: asked, seen, answered by shares (linked both ways), declined, withdrawn, refused, and
+//! kept from a third organisation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
 
 mod common;
 
-use common::Deployment;
+use bytes::Bytes;
+use common::{Deployment, envelope, json, payload, submit};
+use postern_gateway::client::{Answer, Connection};
 use postern_gateway::domain::info_request::{self, InfoRequestError};
 use postern_gateway::domain::policy::{Decision, Rule, evaluate_request};
-use serde_json::json;
+use serde_json::{Value, json};
 use time::macros::{date, datetime};
 
 fn body(holder: &str, purpose: &str, basis: &str) -> Vec<u8> {
@@ -111,4 +115,347 @@ fn a_request_is_validated_decided_by_the_registry_and_given_its_due_date() {
         }
         other => panic!("expected invalid, got {other:?}"),
     }
+}
+
+async fn ask(conn: &mut Connection, body: &[u8], key: Option<&str>) -> Answer {
+    conn.post_json("/v1/requests", Bytes::copy_from_slice(body), key)
+        .await
+        .expect("post")
+}
+
+async fn get(conn: &mut Connection, path: &str) -> Answer {
+    conn.get(path).await.expect("get")
+}
+
+fn records_of(d: &Deployment, kind: &str) -> Vec<Value> {
+    d.all_records()
+        .into_iter()
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+/// A share from the council to the police that answers `request` (`in_full` or `in_part`).
+fn answering(request: &str, extent: &str) -> Value {
+    envelope(json!({ "request": { "request_id": request, "answer": extent } }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_asked_seen_answered_in_part_then_in_full_and_linked_both_ways() {
+    let d = Deployment::new();
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let mut youth = d.connect(server.addr, "riverside-youth").await;
+
+    // The police ask the council in writing.
+    let a = ask(
+        &mut police,
+        &body("northshire-cc", "child-protection-s47", "public_task"),
+        Some("ask-1"),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let made = json(&a);
+    let id = made["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(made["status"], "open");
+    assert_eq!(made["holder"], "northshire-cc");
+    assert_eq!(made["agreement"], "test-isp");
+    assert_eq!(
+        a.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/requests/{id}").as_str())
+    );
+    // Due fifteen working days after the (UK) day it was received, by the built-in calendar.
+    let received = time::OffsetDateTime::parse(
+        made["received_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let settings = postern_gateway::config::RequestSettings::builtin().unwrap();
+    let clock = info_request::Clock {
+        calendar: &settings.calendar,
+        working_days: 15,
+        urgent_hours: 24,
+    };
+    let due = clock.due(
+        received,
+        &postern_gateway::domain::envelope::Urgency::Routine,
+    );
+    assert_eq!(made["due_date"], json!(due.date.to_string()));
+    // The same key and body again: the same answer, replayed; nothing more recorded.
+    let again = ask(
+        &mut police,
+        &body("northshire-cc", "child-protection-s47", "public_task"),
+        Some("ask-1"),
+    )
+    .await;
+    assert_eq!(again.status, 201);
+    assert_eq!(json(&again)["request_id"], json!(id));
+    assert_eq!(records_of(&d, "request_made").len(), 1);
+
+    // The council sees it among the requests it received, open; the police among those made.
+    let listed = json(&get(&mut council, "/v1/requests?open=true").await);
+    assert_eq!(
+        listed["requests"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["requests"][0]["request_id"], json!(id));
+    assert_eq!(listed["requests"][0]["status"], "open");
+    assert_eq!(listed["requests"][0]["requester"], "northshire-police");
+    let made_list = json(&get(&mut police, "/v1/requests?side=made").await);
+    assert_eq!(made_list["requests"][0]["request_id"], json!(id));
+    assert_eq!(
+        json(&get(&mut police, "/v1/requests").await)["requests"],
+        json!([]),
+        "the police were asked nothing"
+    );
+    // The detail: what, why, who it is about (in clear, for the holder to find), who asked.
+    let view = json(&get(&mut council, &format!("/v1/requests/{id}")).await);
+    assert_eq!(view["status"], "open");
+    assert_eq!(
+        view["requested"],
+        "Any contact with the family since January."
+    );
+    assert_eq!(view["subject_refs"], json!(["nhs:9434765919"]));
+    assert_eq!(view["practitioner"]["name"], "DC Lee");
+    assert_eq!(view["answers"], json!([]));
+
+    // A third organisation can neither see it nor answer it.
+    let other = get(&mut youth, &format!("/v1/requests/{id}")).await;
+    assert_eq!(
+        (other.status, json(&other)["code"].clone()),
+        (404, json!("request_not_found"))
+    );
+    assert_eq!(
+        json(&get(&mut youth, "/v1/requests?side=made").await)["requests"],
+        json!([])
+    );
+    let forged = submit(
+        &mut youth,
+        &envelope(json!({ "recipients": ["northshire-police"], "request": { "request_id": id } })),
+        payload(100, 1),
+        None,
+    )
+    .await;
+    assert_eq!(
+        forged.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&forged.body)
+    );
+    assert_eq!(json(&forged)["field"], "request.request_id");
+    // Nor can the council answer it to someone other than the requester.
+    let astray = submit(
+        &mut council,
+        &envelope(json!({ "recipients": ["northshire-health"], "request": { "request_id": id } })),
+        payload(100, 2),
+        None,
+    )
+    .await;
+    assert_eq!(astray.status, 422);
+    assert_eq!(json(&astray)["field"], "request.request_id");
+
+    // The council answers in part: the request is partly answered, and the share says so.
+    let part = submit(
+        &mut council,
+        &answering(&id, "in_part"),
+        payload(1000, 3),
+        None,
+    )
+    .await;
+    assert_eq!(part.status, 202, "{}", String::from_utf8_lossy(&part.body));
+    let part_id = json(&part)["transfer_id"].as_str().unwrap().to_owned();
+    let view = json(&get(&mut police, &format!("/v1/requests/{id}")).await);
+    assert_eq!(view["status"], "partly_answered");
+    assert_eq!(view["answers"][0]["id"], json!(part_id));
+    assert_eq!(view["answers"][0]["answer"], "in_part");
+    assert!(view["first_answer_at"].is_string() && view["closed_at"].is_null());
+    // Linked the other way: the share's status names the request, and its record says what was
+    // requested in the request's own words.
+    let status = json(&get(&mut council, &format!("/v1/transfers/{part_id}")).await);
+    assert_eq!(status["answers_request"], json!(id));
+    let shared = records_of(&d, "transfer_accepted");
+    assert_eq!(shared[0]["envelope"]["request"]["request_id"], json!(id));
+    assert_eq!(
+        shared[0]["envelope"]["request"]["requested"],
+        "Any contact with the family since January."
+    );
+
+    // Then in full: answered, closed, and its subjects no longer kept in clear.
+    let full = submit(
+        &mut council,
+        &answering(&id, "in_full"),
+        payload(1000, 4),
+        None,
+    )
+    .await;
+    assert_eq!(full.status, 202, "{}", String::from_utf8_lossy(&full.body));
+    let view = json(&get(&mut police, &format!("/v1/requests/{id}")).await);
+    assert_eq!(view["status"], "answered");
+    assert_eq!(view["answers"].as_array().map(Vec::len), Some(2));
+    assert!(view["closed_at"].is_string());
+    assert!(view.get("subject_refs").is_none(), "{view}");
+    let changes: Vec<(Value, Value)> = records_of(&d, "request_answered")
+        .iter()
+        .map(|r| (r["answer"].clone(), r["state"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (json!("in_part"), json!("partly_answered")),
+            (json!("in_full"), json!("answered"))
+        ]
+    );
+    // A closed request takes no more answers.
+    let late = submit(
+        &mut council,
+        &answering(&id, "in_part"),
+        payload(100, 5),
+        None,
+    )
+    .await;
+    assert_eq!(late.status, 422);
+    assert!(
+        json(&late)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("answered already")
+    );
+    assert!(
+        json(&get(&mut council, "/v1/requests?open=true").await)["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The log still verifies, and no subject reference is in the database in clear.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "verify", "--json", "--state-dir"])
+        .arg(&d.state_dir)
+        .env_remove("POSTERN_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    server.stop().await;
+    assert!(!common::contains(
+        &common::db_bytes(&d.state_dir),
+        b"9434765919"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_declined_withdrawn_or_refused_and_each_is_recorded() {
+    let d = Deployment::new();
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let ok = |a: &Answer| {
+        assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+        json(a)["request_id"].as_str().unwrap().to_owned()
+    };
+
+    // Declined: the council records a decision not to share that names the request.
+    let first = ok(&ask(
+        &mut police,
+        &body("northshire-cc", "child-protection-s47", "public_task"),
+        None,
+    )
+    .await);
+    let decision = json!({
+        "recipients": ["northshire-police"],
+        "purpose": "child-protection-s47",
+        "reasons": "Sharing now would alert the household to the enquiry.",
+        "practitioner": {"name": "Sam Patel", "role": "Social worker", "contact": "sam@northshire-cc.example"},
+        "request": {"request_id": first},
+        "subject_refs": ["nhs:9434765919"]
+    });
+    let a = council
+        .post_json("/v1/decisions", Bytes::from(decision.to_string()), None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let decision_id = json(&a)["decision_id"].clone();
+    let view = json(&get(&mut police, &format!("/v1/requests/{first}")).await);
+    assert_eq!(view["status"], "declined");
+    assert_eq!(
+        view["answers"],
+        json!([{ "id": decision_id, "kind": "decline", "at": view["closed_at"] }])
+    );
+    let declined = records_of(&d, "decision_declined");
+    assert_eq!(declined[0]["request"]["request_id"], json!(first));
+    assert_eq!(records_of(&d, "request_declined")[0]["state"], "declined");
+    // A decision declines the whole request: it cannot say how far it answers.
+    let mut partial = decision.clone();
+    partial["request"]["answer"] = json!("in_part");
+    let a = council
+        .post_json("/v1/decisions", Bytes::from(partial.to_string()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, json(&a)["field"].clone()),
+        (422, json!("request.answer"))
+    );
+
+    // Withdrawn: only by the requester, and only once.
+    let second = ok(&ask(
+        &mut police,
+        &body("northshire-cc", "child-protection-s47", "public_task"),
+        None,
+    )
+    .await);
+    let path = format!("/v1/requests/{second}/withdraw");
+    let a = council.post_empty(&path).await.unwrap();
+    assert_eq!(
+        (a.status, json(&a)["code"].clone()),
+        (403, json!("not_the_requester"))
+    );
+    let a = police
+        .post_json(
+            &path,
+            Bytes::from(json!({"reason": "The child has been found."}).to_string()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(json(&a)["status"], "withdrawn");
+    let a = police.post_empty(&path).await.unwrap();
+    assert_eq!(
+        (a.status, json(&a)["code"].clone()),
+        (409, json!("request_closed"))
+    );
+    let w = records_of(&d, "request_withdrawn");
+    assert_eq!(
+        (w.len(), w[0]["reason"].clone()),
+        (1, json!("The child has been found."))
+    );
+
+    // Refused: the police have no agreement with the old partner. Answered 403 with the
+    // rule, and recorded with it, under the id the answer gives.
+    let a = ask(
+        &mut police,
+        &body("old-partner", "child-protection-s47", "public_task"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", String::from_utf8_lossy(&a.body));
+    let p = json(&a);
+    assert_eq!(p["field"], "holder");
+    let refused = records_of(&d, "request_refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["request_id"], p["request_id"]);
+    assert_eq!(refused[0]["refusal"]["code"], p["code"]);
+    assert_eq!(refused[0]["holder"], "old-partner");
+    // An invalid request: every field at fault, nothing recorded.
+    let a = ask(&mut police, br#"{"holder": "northshire-police"}"#, None).await;
+    assert_eq!(a.status, 422);
+    let p = json(&a);
+    assert_eq!(p["code"], "invalid_information_request");
+    assert_eq!(p["errors"][0]["field"], "holder");
+    assert_eq!(records_of(&d, "request_made").len(), 2);
+    server.stop().await;
 }

@@ -189,8 +189,20 @@ pub fn practitioner_json(p: &Practitioner) -> Value {
     json!({"name": p.name, "role": p.role, "contact": p.contact})
 }
 
+/// The request a share (or a decision) answers. `answer` is written only when it is not the
+/// default, since a decision (which declines a request whole) may not say it.
 pub fn request_json(r: &Request) -> Value {
-    json!({"reference": r.reference, "requested": r.requested.expose()})
+    let mut v = json!({"reference": r.reference});
+    if let Some(q) = &r.requested {
+        v["requested"] = json!(q.expose());
+    }
+    if let Some((id, extent)) = r.answers {
+        v["request_id"] = json!(id.to_string());
+        if extent == postern_gateway::domain::envelope::AnswerExtent::InPart {
+            v["answer"] = json!(extent.as_str());
+        }
+    }
+    v
 }
 
 /// The wire form of a parsed envelope: parsing it again must give the same envelope. Built as
@@ -313,13 +325,18 @@ impl Gateway {
         let app = Arc::new(App {
             registry: Live::new(registry),
             store,
-            spool_recipient: age::x25519::Identity::generate().to_public(),
+            spool_key: std::sync::Arc::new(postern_gateway::seal::SpoolKey::from_identity(
+                age::x25519::Identity::generate(),
+            )),
             subject_key: Arc::new(SubjectKey::new(vec![7; 32]).expect("a subject key")),
             limits: limits.clone(),
             upload_memory: postern_gateway::ingest::UploadMemory::new(&limits),
             wake: Wake::default(),
             max_email_bytes: 1 << 20,
             arrivals: None,
+            requests: Arc::new(
+                postern_gateway::config::RequestSettings::builtin().expect("the built-in calendar"),
+            ),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

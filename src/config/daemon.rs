@@ -238,6 +238,25 @@ pub struct RequestSettings {
     pub urgent_hours: u32,
 }
 
+impl RequestSettings {
+    /// What a configuration without `[requests]` gets: the built-in England and Wales
+    /// calendar, fifteen working days, urgent requests within 24 hours. `None` only if the
+    /// built-in calendar did not read (a test proves it does).
+    pub fn builtin() -> Option<Self> {
+        let mut errors = Errors::default();
+        let calendar = super::calendar::parse(
+            "the built-in calendar",
+            super::calendar::ENGLAND_AND_WALES,
+            &mut errors,
+        )?;
+        Some(RequestSettings {
+            calendar,
+            working_days: 15,
+            urgent_hours: 24,
+        })
+    }
+}
+
 /// `[web]`: the people's pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSettings {

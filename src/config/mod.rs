@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use daemon::{Daemon, Limits, TlsMaterial, WebSettings};
+pub use daemon::{Daemon, Limits, RequestSettings, TlsMaterial, WebSettings};
 pub use delivery::{DeliverySettings, Relay, SmtpSettings, SmtpTls};
 pub use source::{ConfigError, ConfigErrors};
 

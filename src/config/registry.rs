@@ -214,6 +214,8 @@ struct RawAgreement {
     max_marking: String,
     valid_from: RawDate,
     valid_until: RawDate,
+    #[serde(default)]
+    answer_within_working_days: Option<i64>,
 }
 
 fn parse_date(d: &RawDate) -> Option<Date> {
@@ -1138,8 +1140,24 @@ fn agreements<'a>(
         };
         let from = date(&raw.valid_from, "valid_from");
         let until = date(&raw.valid_until, "valid_until");
+        // The protocols' fifteen working days, unless the parties agreed otherwise.
+        let answer_within = match raw.answer_within_working_days {
+            None => Some(None),
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if (1..=60).contains(&n) => Some(Some(n)),
+                _ => {
+                    errors.push(doc.error_at(
+                        doc.entry_field(entry, "answer_within_working_days"),
+                        Some(format!("{key}.answer_within_working_days")),
+                        "expected a number of working days from 1 to 60",
+                    ));
+                    None
+                }
+            },
+        };
         if errors.0.len() == before
-            && let (Some(aid), Some(max), Some(from), Some(until)) = (aid, max, from, until)
+            && let (Some(aid), Some(max), Some(from), Some(until), Some(answer_within)) =
+                (aid, max, from, until, answer_within)
         {
             out.push(Agreement {
                 id: aid,
@@ -1150,6 +1168,7 @@ fn agreements<'a>(
                 max_marking: max,
                 valid_from: from,
                 valid_until: until,
+                answer_within_working_days: answer_within,
             });
             kept.push(entry.clone());
         }

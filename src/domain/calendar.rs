@@ -139,6 +139,47 @@ fn is_weekend(d: Date) -> bool {
     matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday)
 }
 
+/// The calendar's clock: the bank holiday calendars the product serves are all the United
+/// Kingdom's, so a day is a day in `Europe/London` (GMT in winter, BST in summer). The zone's
+/// rules come from the tz database compiled into the binary (data, not IO), so the day a
+/// request arrived on does not depend on the host's zone files.
+fn london() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Europe/London").unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+/// The day in the United Kingdom at the instant `at`: the day a request was received on.
+pub fn uk_day(at: time::OffsetDateTime) -> Date {
+    let Ok(ts) = jiff::Timestamp::from_second(at.unix_timestamp()) else {
+        return at.date();
+    };
+    let local = london().to_datetime(ts).date();
+    Date::from_calendar_date(
+        i32::from(local.year()),
+        time::Month::try_from(local.month() as u8).unwrap_or(time::Month::January),
+        local.day() as u8,
+    )
+    .unwrap_or(at.date())
+}
+
+/// The last instant of the day `d` in the United Kingdom: a request due on `d` is overdue
+/// after it.
+pub fn uk_end_of_day(d: Date) -> time::OffsetDateTime {
+    let fallback = d.with_hms(23, 59, 59).map(|t| t.assume_utc());
+    let next = d.next_day().and_then(|n| {
+        let civil = jiff::civil::date(
+            i16::try_from(n.year()).ok()?,
+            n.month() as i8,
+            n.day() as i8,
+        );
+        let start = london()
+            .to_timestamp(civil.to_datetime(jiff::civil::Time::midnight()))
+            .ok()?;
+        time::OffsetDateTime::from_unix_timestamp(start.as_second() - 1).ok()
+    });
+    next.or(fallback.ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
 /// An urgent request's limit is in hours, counted on the clock (weekends and holidays
 /// included): urgency does not wait for Monday.
 pub fn hours_after(received: time::OffsetDateTime, hours: u32) -> time::OffsetDateTime {
@@ -149,6 +190,40 @@ pub fn hours_after(received: time::OffsetDateTime, hours: u32) -> time::OffsetDa
 mod tests {
     use super::*;
     use time::macros::{date, datetime};
+
+    #[test]
+    fn the_day_of_receipt_is_the_uk_day_not_utc_s() {
+        for (at, day) in [
+            // Winter: GMT is UTC.
+            (datetime!(2026-01-15 23:30 UTC), date!(2026 - 01 - 15)),
+            // Summer: 23:30 UTC is 00:30 BST the next day.
+            (datetime!(2026-07-15 23:30 UTC), date!(2026 - 07 - 16)),
+            (datetime!(2026-07-15 22:59:59 UTC), date!(2026 - 07 - 15)),
+            // The clocks go forward at 01:00 UTC on 29 March 2026, back on 25 October.
+            (datetime!(2026-03-28 23:30 UTC), date!(2026 - 03 - 28)),
+            (datetime!(2026-03-29 23:30 UTC), date!(2026 - 03 - 30)),
+            (datetime!(2026-10-24 23:30 UTC), date!(2026 - 10 - 25)),
+            (datetime!(2026-10-25 23:30 UTC), date!(2026 - 10 - 25)),
+            // A year end in winter.
+            (datetime!(2026-12-31 23:59:59 UTC), date!(2026 - 12 - 31)),
+        ] {
+            assert_eq!(uk_day(at), day, "{at}");
+        }
+        // The end of a summer day is 22:59:59 UTC; of a winter day, 23:59:59.
+        assert_eq!(
+            uk_end_of_day(date!(2026 - 07 - 15)),
+            datetime!(2026-07-15 22:59:59 UTC)
+        );
+        assert_eq!(
+            uk_end_of_day(date!(2026 - 01 - 15)),
+            datetime!(2026-01-15 23:59:59 UTC)
+        );
+        // The day the clocks go back is 25 hours long.
+        assert_eq!(
+            uk_end_of_day(date!(2026 - 10 - 25)),
+            datetime!(2026-10-25 23:59:59 UTC)
+        );
+    }
 
     /// England and Wales, 2026 and 2027 (as the shipped file lists them).
     fn england() -> Calendar {

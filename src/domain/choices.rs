@@ -273,6 +273,7 @@ mod tests {
             max_marking: Rank::Level(1),
             valid_from: d("2025-01-01"),
             valid_until: d(until),
+            answer_within_working_days: None,
         };
         Registry::new(
             scheme,

@@ -266,6 +266,7 @@ pub fn decision(raw: RawDecision, cx: &DecisionContext<'_>) -> Result<Decline, D
             r,
             "the reference of the request this decision answers",
             "what was requested",
+            false,
         )
     });
 

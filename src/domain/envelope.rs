@@ -12,7 +12,7 @@ use time::{Date, Duration};
 
 use super::fields::{Collector, incomplete, read_json};
 pub use super::fields::{FieldError, FieldProblem, Sensitive};
-use super::ids::{OrgId, PurposeId, SLUG_PATTERN, TransferId};
+use super::ids::{OrgId, PurposeId, RequestId, SLUG_PATTERN, TransferId};
 use super::lawful::{DataCategory, LawfulBasis, SpecialCategoryCondition};
 use super::marking::{Marking, MarkingError, MarkingScheme};
 use super::subject::SubjectRef;
@@ -259,23 +259,55 @@ pub struct RawUrgency {
     pub reason: Option<String>,
 }
 
-/// Optional: the request this share answers. When present, both fields are required (what was
+/// Optional: the request this share answers. Either a request made through this gateway, by its
+/// `request_id` (the link is then kept both ways, and the request is answered), or one made
+/// some other way, by its `reference` and what was `requested` (both required then: what was
 /// requested may differ from what is disclosed).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(inline)]
 #[serde(deny_unknown_fields)]
-#[schemars(extend("required" = ["reference", "requested"]))]
+#[schemars(extend("anyOf" = [{ "required": ["request_id"] }, { "required": ["reference", "requested"] }]))]
 pub struct RawRequest {
-    /// The reference of the request this share answers.
+    /// The id of a request for information made through this gateway (`POST /v1/requests`) by
+    /// one of the recipients, to the sender. What was requested is then taken from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(required, length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
+    #[schemars(with = "Option<crate::domain::wire::Uuid>")]
+    pub request_id: Option<String>,
+    /// With `request_id`: `in_full` (the default; the request is then answered) or `in_part`
+    /// (partly answered: more answers may follow until one answers it in full). Not for a
+    /// decision not to share, which declines the whole request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<AnswerExtent>")]
+    pub answer: Option<String>,
+    /// The reference of the request this share answers (with `request_id`, the request's id
+    /// when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SHORT_TEXT), pattern(patterns::NOT_BLANK))]
     pub reference: Option<String>,
     /// What was requested. Recorded in the transfer log, in clear, for data protection officers,
     /// and sealed into the recipients' envelope; never repeated in error answers or operational
-    /// logs.
+    /// logs. With `request_id`, the request's own words when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(required, length(max = limits::REASON), pattern(patterns::NOT_BLANK))]
+    #[schemars(length(max = limits::REASON), pattern(patterns::NOT_BLANK))]
     pub requested: Option<String>,
+}
+
+/// How much of a request a share answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(inline)]
+pub enum AnswerExtent {
+    InFull,
+    InPart,
+}
+
+impl AnswerExtent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerExtent::InFull => "in_full",
+            AnswerExtent::InPart => "in_part",
+        }
+    }
 }
 
 /// How long the recipient may keep the information: exactly one of `days` (counted from the day the
@@ -377,7 +409,21 @@ pub enum Urgency {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub reference: String,
-    pub requested: Sensitive,
+    /// What was requested; `None` only when `answers` names a request made through this
+    /// gateway, whose own words ingest reads from the store before recording the share.
+    pub requested: Option<Sensitive>,
+    /// The request made through this gateway that this answers, and how far.
+    pub answers: Option<(RequestId, AnswerExtent)>,
+}
+
+impl Request {
+    /// What was requested, in the words of the request made through this gateway, where the
+    /// sender left them out.
+    pub fn requested_or(&mut self, words: String) {
+        if self.requested.is_none() {
+            self.requested = Some(Sensitive(words));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,8 +578,10 @@ impl RecipientEnvelope {
                 reason: e.urgency.reason().map(str::to_owned),
             },
             request: e.request.as_ref().map(|r| RawRequest {
+                request_id: r.answers.map(|(id, _)| id.to_string()),
+                answer: r.answers.map(|(_, extent)| extent.as_str().to_owned()),
                 reference: Some(r.reference.clone()),
-                requested: Some(r.requested.expose().to_owned()),
+                requested: r.requested.as_ref().map(|s| s.expose().to_owned()),
             }),
             disclosed_summary: e.disclosed_summary.expose().to_owned(),
             retain_until: e.retention.until(received.date()).to_string(),
@@ -897,6 +945,7 @@ pub fn parse(raw: RawEnvelope, cx: &ParseContext<'_>) -> Result<Envelope, Envelo
             r,
             "the reference of the request this share answers",
             "what was requested (it may differ from what is disclosed)",
+            true,
         )
     });
 
@@ -1185,13 +1234,67 @@ pub(super) fn urgency(c: &mut Collector, raw: Option<RawUrgency>, reason: &str) 
 }
 
 /// Reads the request a share or a decision answers; `reference` and `requested` describe the
-/// two fields in the messages of a missing one.
+/// two fields in the messages of a missing one. A decision not to share (`partial` false)
+/// declines a request whole, so it may not say how far it answers.
 pub(super) fn request(
     c: &mut Collector,
     r: RawRequest,
     reference: &str,
     requested: &str,
+    partial: bool,
 ) -> Option<Request> {
+    let id = r
+        .request_id
+        .and_then(|id| match id.trim().parse::<RequestId>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                c.invalid(
+                    "request.request_id",
+                    "`request.request_id` is not a request id (a UUID, as `POST /v1/requests` answered)",
+                );
+                None
+            }
+        });
+    let extent = match (r.answer.as_deref().map(str::trim), partial) {
+        (None, _) | (Some("in_full"), true) => Some(AnswerExtent::InFull),
+        (Some("in_part"), true) => Some(AnswerExtent::InPart),
+        (Some(_), false) => {
+            c.invalid(
+                "request.answer",
+                "`request.answer` does not apply to a decision not to share: it declines the whole request",
+            );
+            None
+        }
+        (Some(_), true) => {
+            c.invalid(
+                "request.answer",
+                "`request.answer` must be in_full or in_part",
+            );
+            None
+        }
+    };
+    if let Some(id) = id {
+        // The request's own words stand in for what the sender leaves out.
+        let reference = match r.reference {
+            None => id.to_string(),
+            given => c.text(given, "request.reference", limits::SHORT_TEXT, reference)?,
+        };
+        let requested = match r.requested {
+            None => None,
+            given => Some(Sensitive(c.text(
+                given,
+                "request.requested",
+                limits::REASON,
+                requested,
+            )?)),
+        };
+        return Some(Request {
+            reference,
+            requested,
+            answers: Some((id, extent?)),
+        });
+    }
+    let given_answer = r.answer.is_some();
     let reference = c.text(
         r.reference,
         "request.reference",
@@ -1199,9 +1302,17 @@ pub(super) fn request(
         reference,
     );
     let requested = c.text(r.requested, "request.requested", limits::REASON, requested);
+    if given_answer && extent.is_some() {
+        c.invalid(
+            "request.answer",
+            "`request.answer` applies only to a request made through this gateway (with `request.request_id`)",
+        );
+        return None;
+    }
     Some(Request {
         reference: reference?,
-        requested: Sensitive(requested?),
+        requested: Some(Sensitive(requested?)),
+        answers: None,
     })
 }
 

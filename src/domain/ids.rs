@@ -112,49 +112,65 @@ slug_id!(
     CaId
 );
 
-/// One submission to the gateway, accepted or refused. Time-ordered (UUID v7), so ids sort by
-/// arrival. Generated at the edge (the domain has no clock or randomness) and passed in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TransferId(uuid::Uuid);
+/// An id that is a UUID v7: time-ordered, so ids sort by arrival. Generated at the edge (the
+/// domain has no clock or randomness) and passed in.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
 
-impl TransferId {
-    pub fn from_uuid(id: uuid::Uuid) -> Self {
-        Self(id)
-    }
+        impl $name {
+            pub fn from_uuid(id: uuid::Uuid) -> Self {
+                Self(id)
+            }
 
-    /// The id as a number (a compact key for large in-memory sets).
-    pub fn as_u128(&self) -> u128 {
-        self.0.as_u128()
-    }
+            /// The id as a number (a compact key for large in-memory sets).
+            pub fn as_u128(&self) -> u128 {
+                self.0.as_u128()
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "format": "uuid" })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
 }
 
-impl schemars::JsonSchema for TransferId {
-    fn inline_schema() -> bool {
-        true
-    }
+uuid_id!(
+    /// One submission to the gateway, accepted or refused (a decision not to share has one too).
+    TransferId
+);
 
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "TransferId".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({ "type": "string", "format": "uuid" })
-    }
-}
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for TransferId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(Self)
-    }
-}
+uuid_id!(
+    /// One request for information, made or refused: the id both organisations follow it by,
+    /// and the one an answering share or decision names.
+    RequestId
+);
 
 #[cfg(test)]
 mod tests {

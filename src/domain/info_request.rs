@@ -8,8 +8,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use time::{Date, OffsetDateTime};
+
+use super::calendar::{self, Calendar};
 use super::envelope::{
-    self, FieldError, RawPractitioner, RawUrgency, Sensitive, Urgency, limits, patterns,
+    self, AnswerExtent, FieldError, RawPractitioner, RawUrgency, Sensitive, Urgency, limits,
+    patterns,
 };
 use super::fields::{Collector, incomplete, read_json};
 use super::ids::{OrgId, PurposeId, SLUG_PATTERN};
@@ -239,6 +243,188 @@ pub fn parse(raw: RawInfoRequest, requester: &OrgId) -> Result<InfoRequest, Info
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Its life: the states a request passes through, and its clock.
+
+/// Where a request stands, as stored. Overdue is not a stored state: it is an open or partly
+/// answered request past its due instant, as [`status`] says at the moment asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    /// Made, and not answered yet.
+    Open,
+    /// Answered in part; more answers may follow until one answers it in full.
+    PartlyAnswered,
+    /// Answered in full (the request is closed).
+    Answered,
+    /// The holder recorded a decision not to share that declines it (closed).
+    Declined,
+    /// The requester withdrew it (closed).
+    Withdrawn,
+}
+
+impl RequestState {
+    pub const ALL: [RequestState; 5] = [
+        RequestState::Open,
+        RequestState::PartlyAnswered,
+        RequestState::Answered,
+        RequestState::Declined,
+        RequestState::Withdrawn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Open => "open",
+            RequestState::PartlyAnswered => "partly_answered",
+            RequestState::Answered => "answered",
+            RequestState::Declined => "declined",
+            RequestState::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Answered in full, declined or withdrawn: nothing more may happen to it.
+    pub fn is_closed(self) -> bool {
+        matches!(
+            self,
+            RequestState::Answered | RequestState::Declined | RequestState::Withdrawn
+        )
+    }
+}
+
+/// What both organisations see: the stored state, or `overdue` when the holder has not
+/// finished answering by the due instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Open,
+    PartlyAnswered,
+    Answered,
+    Declined,
+    Withdrawn,
+    Overdue,
+}
+
+impl RequestStatus {
+    pub const NAMES: [&'static str; 6] = [
+        "open",
+        "partly_answered",
+        "answered",
+        "declined",
+        "withdrawn",
+        "overdue",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Open => "open",
+            RequestStatus::PartlyAnswered => "partly_answered",
+            RequestStatus::Answered => "answered",
+            RequestStatus::Declined => "declined",
+            RequestStatus::Withdrawn => "withdrawn",
+            RequestStatus::Overdue => "overdue",
+        }
+    }
+}
+
+/// The status of a request in `state`, due at `due`, at the instant `now`.
+pub fn status(state: RequestState, due: OffsetDateTime, now: OffsetDateTime) -> RequestStatus {
+    match state {
+        RequestState::Open | RequestState::PartlyAnswered if now > due => RequestStatus::Overdue,
+        RequestState::Open => RequestStatus::Open,
+        RequestState::PartlyAnswered => RequestStatus::PartlyAnswered,
+        RequestState::Answered => RequestStatus::Answered,
+        RequestState::Declined => RequestStatus::Declined,
+        RequestState::Withdrawn => RequestStatus::Withdrawn,
+    }
+}
+
+/// Something that happens to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestEvent {
+    /// The holder shared a transfer that answers it, in full or in part.
+    Answered(AnswerExtent),
+    /// The holder recorded a decision not to share that declines it.
+    Declined,
+    /// The requester withdrew it.
+    Withdrawn,
+}
+
+/// The request was closed already: nothing more may happen to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request is {} already", .0.as_str())]
+pub struct RequestClosed(pub RequestState);
+
+/// The state after `event`.
+pub fn apply(state: RequestState, event: RequestEvent) -> Result<RequestState, RequestClosed> {
+    if state.is_closed() {
+        return Err(RequestClosed(state));
+    }
+    Ok(match event {
+        RequestEvent::Answered(AnswerExtent::InFull) => RequestState::Answered,
+        RequestEvent::Answered(AnswerExtent::InPart) => RequestState::PartlyAnswered,
+        RequestEvent::Declined => RequestState::Declined,
+        RequestEvent::Withdrawn => RequestState::Withdrawn,
+    })
+}
+
+/// How long a holder has to answer: `[requests]` in the configuration, with an agreement's own
+/// number of working days where it sets one.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock<'a> {
+    pub calendar: &'a Calendar,
+    pub working_days: u32,
+    pub urgent_hours: u32,
+}
+
+/// When a request is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueAt {
+    /// The last instant it may be answered in time.
+    pub at: OffsetDateTime,
+    /// The day (in the United Kingdom) it is due by.
+    pub date: Date,
+    /// False when the count ran past the calendar's last year (see [`calendar::Due`]).
+    pub covered: bool,
+}
+
+impl Clock<'_> {
+    /// When a request received at `received` is due: a routine one by the end of the
+    /// `working_days`th working day after the (UK) day of receipt, an urgent one
+    /// `urgent_hours` after it arrived.
+    pub fn due(&self, received: OffsetDateTime, urgency: &Urgency) -> DueAt {
+        match urgency {
+            Urgency::Routine => {
+                let due = self
+                    .calendar
+                    .working_days_after(calendar::uk_day(received), self.working_days);
+                DueAt {
+                    at: calendar::uk_end_of_day(due.date),
+                    date: due.date,
+                    covered: due.covered,
+                }
+            }
+            Urgency::Urgent(_) => {
+                let at = calendar::hours_after(received, self.urgent_hours);
+                DueAt {
+                    at,
+                    date: calendar::uk_day(at),
+                    covered: true,
+                }
+            }
+        }
+    }
+
+    /// Working days from the day of receipt to the day of `answered` (both UK days): how long
+    /// an answer took, for the report.
+    pub fn working_days_taken(&self, received: OffsetDateTime, answered: OffsetDateTime) -> u32 {
+        self.calendar
+            .working_days_between(calendar::uk_day(received), calendar::uk_day(answered))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +510,119 @@ mod tests {
         assert_eq!(
             problems(&v),
             [("practitioner.badge".to_owned(), FieldProblem::UnknownField)]
+        );
+    }
+
+    #[test]
+    fn a_request_s_life_follows_its_events_and_nothing_follows_its_close() {
+        use RequestState::{Open, PartlyAnswered};
+        let part = RequestEvent::Answered(AnswerExtent::InPart);
+        let full = RequestEvent::Answered(AnswerExtent::InFull);
+        let (declined, withdrawn) = (RequestEvent::Declined, RequestEvent::Withdrawn);
+        for (from, event, to) in [
+            (Open, part, Ok(PartlyAnswered)),
+            (PartlyAnswered, part, Ok(PartlyAnswered)),
+            (PartlyAnswered, full, Ok(RequestState::Answered)),
+            (Open, full, Ok(RequestState::Answered)),
+            (Open, declined, Ok(RequestState::Declined)),
+            (PartlyAnswered, declined, Ok(RequestState::Declined)),
+            (Open, withdrawn, Ok(RequestState::Withdrawn)),
+            (PartlyAnswered, withdrawn, Ok(RequestState::Withdrawn)),
+            (
+                RequestState::Answered,
+                part,
+                Err(RequestClosed(RequestState::Answered)),
+            ),
+            (
+                RequestState::Declined,
+                full,
+                Err(RequestClosed(RequestState::Declined)),
+            ),
+            (
+                RequestState::Withdrawn,
+                withdrawn,
+                Err(RequestClosed(RequestState::Withdrawn)),
+            ),
+            (
+                RequestState::Answered,
+                withdrawn,
+                Err(RequestClosed(RequestState::Answered)),
+            ),
+        ] {
+            assert_eq!(apply(from, event), to, "{from:?} + {event:?}");
+        }
+        for st in RequestState::ALL {
+            assert_eq!(RequestState::parse(st.as_str()), Some(st));
+        }
+    }
+
+    #[test]
+    fn overdue_is_open_or_partly_answered_past_the_due_instant() {
+        use time::macros::datetime;
+        let due = datetime!(2026-07-15 22:59:59 UTC);
+        let before = datetime!(2026-07-15 22:59:59 UTC);
+        let after = datetime!(2026-07-15 23:00:00 UTC);
+        assert_eq!(status(RequestState::Open, due, before), RequestStatus::Open);
+        assert_eq!(
+            status(RequestState::Open, due, after),
+            RequestStatus::Overdue
+        );
+        assert_eq!(
+            status(RequestState::PartlyAnswered, due, after),
+            RequestStatus::Overdue
+        );
+        for closed in [
+            RequestState::Answered,
+            RequestState::Declined,
+            RequestState::Withdrawn,
+        ] {
+            assert_eq!(status(closed, due, after).as_str(), closed.as_str());
+        }
+    }
+
+    #[test]
+    fn the_clock_counts_uk_days_and_urgent_hours() {
+        use time::macros::{date, datetime};
+        let cal = Calendar::new(
+            "England and Wales",
+            [
+                (date!(2026 - 08 - 31), "Summer bank holiday".to_owned()),
+                (date!(2026 - 12 - 25), "Christmas Day".to_owned()),
+                (
+                    date!(2026 - 12 - 28),
+                    "Boxing Day (substitute day)".to_owned(),
+                ),
+            ],
+        )
+        .unwrap();
+        let clock = Clock {
+            calendar: &cal,
+            working_days: 15,
+            urgent_hours: 24,
+        };
+        // Thursday 20 August 2026, 23:30 UTC is Friday 00:30 BST: the count starts on Monday
+        // 24th, skips the bank holiday on the 31st, and ends on Monday 14 September.
+        let d = clock.due(datetime!(2026-08-20 23:30 UTC), &Urgency::Routine);
+        assert_eq!(d.date, date!(2026 - 09 - 14));
+        assert_eq!(d.at, datetime!(2026-09-14 22:59:59 UTC));
+        // An hour earlier it is still Thursday there: day one is the Friday, and the due date
+        // one working day sooner.
+        let d = clock.due(datetime!(2026-08-20 22:30 UTC), &Urgency::Routine);
+        assert_eq!(d.date, date!(2026 - 09 - 11));
+        // Urgent: hours on the clock, weekends included.
+        let d = clock.due(
+            datetime!(2026-12-24 16:00 UTC),
+            &Urgency::Urgent(Sensitive("a child is missing".into())),
+        );
+        assert_eq!(d.at, datetime!(2026-12-25 16:00 UTC));
+        assert_eq!(d.date, date!(2026 - 12 - 25));
+        assert_eq!(
+            clock.working_days_taken(
+                datetime!(2026-12-24 16:00 UTC),
+                datetime!(2026-12-29 09:00 UTC)
+            ),
+            1,
+            "Christmas and the substitute Boxing Day are not working days"
         );
     }
 }

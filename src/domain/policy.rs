@@ -935,6 +935,7 @@ mod tests {
                     max_marking: max,
                     valid_from: from,
                     valid_until: until,
+                    answer_within_working_days: None,
                 }
             };
         let agreements = vec![

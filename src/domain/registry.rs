@@ -291,6 +291,9 @@ pub struct Agreement {
     /// First and last day in force, inclusive (UTC dates).
     pub valid_from: Date,
     pub valid_until: Date,
+    /// The working days a request between the parties is answered within, where the agreement
+    /// sets its own (otherwise `[requests]`' number).
+    pub answer_within_working_days: Option<u32>,
 }
 
 impl Agreement {
@@ -969,6 +972,7 @@ mod tests {
                 max_marking: Rank::Level(0),
                 valid_from: d("2026-01-01"),
                 valid_until: d("2025-01-01"),
+                answer_within_working_days: None,
             }],
             vec![Peer {
                 id: "gw".parse().unwrap(),

@@ -79,10 +79,7 @@ pub fn declined_record(
         purpose: d.purpose.as_ref().map(ToString::to_string),
         reasons: d.reasons.expose().to_owned(),
         practitioner: practitioner_record(&d.practitioner),
-        request: d.request.as_ref().map(|r| RequestRecord {
-            reference: r.reference.clone(),
-            requested: r.requested.expose().to_owned(),
-        }),
+        request: d.request.as_ref().map(RequestRecord::of),
         data_categories: d.data_categories.iter().map(|c| c.to_string()).collect(),
         subject_ref_hashes: d.subject_refs.iter().map(|s| s.hash(key)).collect(),
         idempotency_key,
@@ -121,7 +118,11 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Box
 /// Reads a JSON body of at most `limits.max_envelope_bytes`, giving up on a body that stalls
 /// for longer than the idle timeout (a slow client must not hold a connection permit forever).
 // Boxed: a refusal is rare, and the Ok path should stay small.
-async fn json_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Box<Problem>> {
+pub(super) async fn json_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Box<Problem>> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -192,7 +193,7 @@ fn body_problem(e: DecisionError, code: ProblemCode, what: &str) -> Problem {
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response {
+pub(super) fn json(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -201,7 +202,7 @@ fn json(status: StatusCode, body: String) -> Response {
     r
 }
 
-fn sender(who: &Submitter) -> SenderRecord {
+pub(super) fn sender(who: &Submitter) -> SenderRecord {
     SenderRecord {
         org: who.org.clone(),
         certificate: who.certificate.clone(),
@@ -212,8 +213,8 @@ fn sender(who: &Submitter) -> SenderRecord {
 // ---------------------------------------------------------------------------------------------
 // POST /v1/decisions
 
-/// A recorded decision's answer, first time or replayed.
-fn created(body: String, url: &str, replayed: bool) -> Response {
+/// A recorded decision's (or request's) answer, first time or replayed.
+pub(super) fn created(body: String, url: &str, replayed: bool) -> Response {
     let mut r = json(StatusCode::CREATED, body);
     if let Ok(loc) = HeaderValue::from_str(url) {
         r.headers_mut().insert(header::LOCATION, loc);
@@ -226,22 +227,39 @@ fn created(body: String, url: &str, replayed: bool) -> Response {
 }
 
 /// An earlier answer to the same Idempotency-Key: the same body gets it again; another body is
-/// refused. Only recorded decisions (201) are remembered.
-fn replay(answer: &IdempotentAnswer, request_sha256: &str) -> Response {
-    if answer.request_sha256 != request_sha256 || answer.status != 201 {
+/// refused. A 201's `Location` is its answer's member `url_member`; another remembered answer (a
+/// request's 403 refusal) is replayed as it was.
+pub(super) fn replay(
+    answer: &IdempotentAnswer,
+    request_sha256: &str,
+    url_member: &str,
+) -> Response {
+    if answer.request_sha256 != request_sha256 {
         return Problem::new(ProblemCode::IdempotencyKeyReused,
-            "This Idempotency-Key was already used for a different request. Use a new key for a new decision.",
+            "This Idempotency-Key was already used for a different request. Use a new key for a new one.",
         )
         .with_field("Idempotency-Key")
         .into_response();
     }
-    let url = serde_json::from_str::<Declined>(&answer.response)
-        .map(|d| d.decision_url)
+    if answer.status != 201 {
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
+        let mut r = json(status, answer.response.clone());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return r;
+    }
+    let url = serde_json::from_str::<serde_json::Value>(&answer.response)
+        .ok()
+        .and_then(|v| v.get(url_member)?.as_str().map(str::to_owned))
         .unwrap_or_default();
     created(answer.response.clone(), &url, true)
 }
 
-fn unavailable(e: &StoreError, what: &str) -> Response {
+pub(super) fn unavailable(e: &StoreError, what: &str) -> Response {
     if matches!(e, StoreError::Closed) {
         tracing::warn!("{what}: the store is closed (shutting down)");
     } else {
@@ -287,7 +305,7 @@ pub async fn record_decline(
             .read(move |c| crate::store::idempotent_answer(c, &org, &k))
             .await
         {
-            Ok(Some(answer)) => return replay(&answer, &request_sha256),
+            Ok(Some(answer)) => return replay(&answer, &request_sha256, "decision_url"),
             Ok(None) => {}
             Err(e) => return unavailable(&e, "idempotency lookup failed"),
         }
@@ -299,13 +317,30 @@ pub async fn record_decline(
     };
     let parsed = decision::parse_decision(&bytes, &cx);
     drop(bytes);
-    let declined = match parsed {
+    let mut declined = match parsed {
         Ok(d) => d,
         Err(e) => {
             tracing::info!(decider = %peer.org, "decision not to share invalid; nothing recorded");
             return body_problem(e, ProblemCode::InvalidDecision, "decision").into_response();
         }
     };
+    // A decision that declines a request made through this gateway.
+    if let Some(r) = declined.request.as_mut() {
+        match super::requests::link(app, &peer.org, &declined.recipients, r).await {
+            Ok(()) => {}
+            Err(Ok(error)) => {
+                tracing::info!(decider = %peer.org, "decision not to share names a request it cannot decline; nothing recorded");
+                return Problem::invalid_body(ProblemCode::InvalidDecision, "decision", &[error])
+                    .into_response();
+            }
+            Err(Err(e)) => return unavailable(&e, "request lookup failed"),
+        }
+    }
+    let declines = declined
+        .request
+        .as_ref()
+        .and_then(|r| r.answers)
+        .map(|(rid, _)| (rid, None));
 
     let id = TransferId::from_uuid(uuid::Uuid::now_v7());
     let at = crate::clock::stamp(crate::clock::now());
@@ -342,6 +377,7 @@ pub async fn record_decline(
         at: at.clone(),
     });
     let stored = body.clone();
+    let who = sender(peer);
     let written = app
         .store
         .write(false, move |tx| {
@@ -352,6 +388,7 @@ pub async fn record_decline(
                 return Ok(Some(previous));
             }
             tx.append(&entry)?;
+            super::requests::answer_in_tx(tx, who, declines, id, &at)?;
             Ok(None)
         })
         .await;
@@ -360,7 +397,7 @@ pub async fn record_decline(
             tracing::info!(decision_id = %id, decider = %peer.org, recipients = answer.recipients.len(), "decision not to share recorded");
             created(body, &answer.decision_url, false)
         }
-        Ok(Some(previous)) => replay(&previous, &request_sha256),
+        Ok(Some(previous)) => replay(&previous, &request_sha256, "decision_url"),
         Err(e) => unavailable(&e, "could not record a decision not to share"),
     }
 }

@@ -19,6 +19,7 @@ mod linger;
 pub mod openapi;
 mod parse_errors;
 pub mod problem;
+pub mod requests;
 pub mod routes;
 pub(crate) mod sources;
 
@@ -51,7 +52,9 @@ pub use tls::{Caller, ListenerTls};
 pub struct App {
     pub registry: Live<Registry>,
     pub store: Store,
-    pub spool_recipient: age::x25519::Recipient,
+    /// The spool key: payloads and envelopes are sealed to it; a request's subject references
+    /// too, opened for the holder while it answers.
+    pub spool_key: Arc<crate::seal::SpoolKey>,
     pub subject_key: Arc<SubjectKey>,
     pub limits: Limits,
     /// Wakes the delivery worker when a transfer is accepted.
@@ -62,6 +65,8 @@ pub struct App {
     pub arrivals: Option<Arc<crate::deliver::Arrivals>>,
     /// The cap on what uploads in flight hold in memory.
     pub upload_memory: UploadMemory,
+    /// Requests for information: the calendar and limits their clock runs on.
+    pub requests: Arc<crate::config::RequestSettings>,
 }
 
 /// The cap on the memory uploads in flight hold together (`limits.upload_memory_bytes`), so
@@ -233,6 +238,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/inbox/{id}"),
     ("get", "/v1/inbox/{id}/payload"),
     ("post", "/v1/inbox/{id}/ack"),
+    ("post", "/v1/requests"),
+    ("get", "/v1/requests"),
+    ("get", "/v1/requests/{id}"),
+    ("post", "/v1/requests/{id}/withdraw"),
 ];
 
 pub fn router(app: Arc<App>) -> Router {
@@ -242,6 +251,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/transfers/{id}/rationale", post(decisions::rationale))
         .route("/v1/decisions", post(decisions::decline))
         .route("/v1/decisions/{id}", get(decisions::show))
+        .route("/v1/requests", post(requests::make).get(requests::list))
+        .route("/v1/requests/{id}", get(requests::show))
+        .route("/v1/requests/{id}/withdraw", post(requests::withdraw))
         .route("/v1/inbound", post(inbound::receive))
         .route("/v1/inbox", get(inbound::list))
         .route("/v1/inbox/{id}", get(inbound::get))

@@ -47,6 +47,10 @@ pub enum ProblemCode {
     InvalidRationale,
     TransferNotUrgent,
     RationaleAlreadyRecorded,
+    InvalidInfoRequest,
+    RequestNotFound,
+    RequestClosed,
+    NotTheRequester,
     InternalError,
     Unavailable,
     Busy,
@@ -87,7 +91,7 @@ impl schemars::JsonSchema for ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 37] = [
+    pub const ALL: [ProblemCode; 41] = [
         Self::MalformedRequest,
         Self::EnvelopeNotJson,
         Self::EnvelopeMissing,
@@ -121,6 +125,10 @@ impl ProblemCode {
         Self::InvalidRationale,
         Self::TransferNotUrgent,
         Self::RationaleAlreadyRecorded,
+        Self::InvalidInfoRequest,
+        Self::RequestNotFound,
+        Self::RequestClosed,
+        Self::NotTheRequester,
         Self::InternalError,
         Self::Unavailable,
         Self::Busy,
@@ -163,6 +171,10 @@ impl ProblemCode {
             Self::InvalidRationale => "invalid_rationale",
             Self::TransferNotUrgent => "transfer_not_urgent",
             Self::RationaleAlreadyRecorded => "rationale_already_recorded",
+            Self::InvalidInfoRequest => "invalid_information_request",
+            Self::RequestNotFound => "request_not_found",
+            Self::RequestClosed => "request_closed",
+            Self::NotTheRequester => "not_the_requester",
             Self::InternalError => "internal_error",
             Self::Unavailable => "unavailable",
             Self::Busy => "busy",
@@ -205,6 +217,10 @@ impl ProblemCode {
             Self::InvalidRationale => 422,
             Self::TransferNotUrgent => 422,
             Self::RationaleAlreadyRecorded => 409,
+            Self::InvalidInfoRequest => 422,
+            Self::RequestNotFound => 404,
+            Self::RequestClosed => 409,
+            Self::NotTheRequester => 403,
             Self::InternalError => 500,
             Self::Unavailable => 503,
             Self::Busy => 503,
@@ -225,6 +241,9 @@ impl ProblemCode {
             Self::InvalidRationale => "Invalid rationale",
             Self::TransferNotUrgent => "Transfer not urgent",
             Self::RationaleAlreadyRecorded => "Rationale already recorded",
+            Self::InvalidInfoRequest => "Invalid request for information",
+            Self::RequestClosed => "Request closed",
+            Self::NotTheRequester => "Not the requester",
             Self::CertificateNoLongerAccepted => "Certificate no longer accepted",
             Self::Busy => "Busy",
             other => status_title(other.status()),
@@ -334,6 +353,11 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<crate::domain::wire::Uuid>")]
     pub transfer_id: Option<String>,
+    /// On a refusal of `POST /v1/requests`: the id under which the gateway recorded the refused
+    /// request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::Uuid>")]
+    pub request_id: Option<String>,
 }
 
 /// One problem with one field of a JSON document: the envelope, a decision not to share, or a
@@ -373,6 +397,7 @@ impl Problem {
             recipient: None,
             agreement: None,
             transfer_id: None,
+            request_id: None,
         }
     }
 
@@ -383,6 +408,11 @@ impl Problem {
 
     pub fn with_transfer(mut self, id: impl ToString) -> Self {
         self.transfer_id = Some(id.to_string());
+        self
+    }
+
+    pub fn with_request(mut self, id: crate::domain::ids::RequestId) -> Self {
+        self.request_id = Some(id.to_string());
         self
     }
 

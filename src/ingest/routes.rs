@@ -551,6 +551,19 @@ async fn decide_and_seal(
             }
         }
     }
+    // A share that answers a request made through this gateway: checked now, linked when it
+    // commits.
+    if let Some(answering) = envelope.request.as_mut() {
+        match super::requests::link(&app, &req.peer.org, &envelope.recipients, answering).await {
+            Ok(()) => {}
+            Err(Ok(error)) => {
+                let errors = [error];
+                let problem = Problem::invalid(&errors);
+                return Err(Fail::answer(record_invalid(req, problem, &errors).await));
+            }
+            Err(Err(e)) => return Err(store_failure(e, "request lookup failed", req.id)),
+        }
+    }
     let authorisations = match policy::decide(&registry, &req.peer.org, &envelope, req.received) {
         Decision::Accept(a) => a,
         Decision::Refuse(refusal) => {
@@ -589,7 +602,7 @@ async fn decide_and_seal(
     let part_content_type = field.content_type().map(ToString::to_string);
     let path = app.store.payload_path(req.id);
     let declared = super::declared_length(headers);
-    let mut upload = SpoolUpload::start(path, app.spool_recipient.clone(), declared);
+    let mut upload = SpoolUpload::start(path, app.spool_key.recipient().clone(), declared);
     let streamed: Result<(), Fail> = async {
         while let Some(chunk) = next_chunk(&mut field, req).await? {
             upload.write(chunk).await.map_err(|e| upload_failure(e, req.id))?;
@@ -926,7 +939,7 @@ async fn accept(
     let sealed_envelope = serde_json::to_vec(&full)
         .map_err(|e| internal(e, "could not encode the envelope", req.id))
         .and_then(|json| {
-            seal::seal_bytes(&json, [&app.spool_recipient as &dyn age::Recipient])
+            seal::seal_bytes(&json, [app.spool_key.recipient() as &dyn age::Recipient])
                 .map_err(|e| internal(e, "could not seal the envelope", req.id))
         })?;
 
@@ -990,6 +1003,12 @@ async fn accept(
     };
     let claim = req.claim();
     let stored_body = body.clone();
+    let (who, id, at) = (sender(req), req.id, req.at.clone());
+    let answers = envelope
+        .request
+        .as_ref()
+        .and_then(|r| r.answers)
+        .map(|(rid, extent)| (rid, Some(extent)));
     // A spool file's directory entry must be durable too: the writer fsyncs the directory.
     let new_file = file.is_some();
     // The commit, and keeping the spool file exactly when its record committed, run in a task
@@ -1007,6 +1026,7 @@ async fn accept(
                 }
                 let seq = tx.append(&entry)?;
                 tx.insert_transfer(&new, seq)?;
+                super::requests::answer_in_tx(tx, who, answers, id, &at)?;
                 Ok(None)
             })
             .await;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::envelope::{Envelope, FieldError};
-use crate::domain::ids::{OrgId, PeerId, TransferId};
+use crate::domain::ids::{OrgId, PeerId, RequestId, TransferId};
 use crate::domain::marking::MarkingScheme;
 use crate::domain::policy::{Authorisation, Refusal};
 use crate::domain::subject::{SubjectHash, SubjectKey};
@@ -63,6 +63,16 @@ pub enum RecordKind {
     HeadAccepted,
     /// A person's sign-in, failed code or sign-out on the web pages (never the code itself).
     PersonAccess,
+    /// A request for information was made, and its clock started.
+    RequestMade,
+    /// Policy refused a request for information (403), with its rule.
+    RequestRefused,
+    /// A share answered a request, in full or in part.
+    RequestAnswered,
+    /// A decision not to share declined a request.
+    RequestDeclined,
+    /// The requester withdrew a request.
+    RequestWithdrawn,
 }
 
 impl RecordKind {
@@ -82,6 +92,11 @@ impl RecordKind {
             RecordKind::TransferFailed => "transfer_failed",
             RecordKind::HeadAccepted => "head_accepted",
             RecordKind::PersonAccess => "person_access",
+            RecordKind::RequestMade => "request_made",
+            RecordKind::RequestRefused => "request_refused",
+            RecordKind::RequestAnswered => "request_answered",
+            RecordKind::RequestDeclined => "request_declined",
+            RecordKind::RequestWithdrawn => "request_withdrawn",
         }
     }
 }
@@ -209,8 +224,32 @@ pub struct StatusReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(inline)]
 pub struct RequestRecord {
+    /// The request for information made through this gateway that this answers or declines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// How far a share answers it: `in_full` or `in_part`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::envelope::AnswerExtent>")]
+    pub answer: Option<String>,
     pub reference: String,
     pub requested: String,
+}
+
+impl RequestRecord {
+    /// The request as recorded: with a request made through this gateway, its own words (read
+    /// from the store before recording) where the sender left them out.
+    pub fn of(r: &crate::domain::envelope::Request) -> Self {
+        RequestRecord {
+            request_id: r.answers.map(|(id, _)| id),
+            answer: r.answers.map(|(_, extent)| extent.as_str().to_owned()),
+            reference: r.reference.clone(),
+            requested: r
+                .requested
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Every envelope field the source documents ask to be recorded, with subject references
@@ -285,10 +324,7 @@ impl EnvelopeRecord {
                 e.subject_informed.reason(),
             ),
             urgency: sr(e.urgency.level(), e.urgency.reason()),
-            request: e.request.as_ref().map(|r| RequestRecord {
-                reference: r.reference.clone(),
-                requested: r.requested.expose().to_owned(),
-            }),
+            request: e.request.as_ref().map(RequestRecord::of),
             disclosed_summary: e.disclosed_summary.expose().to_owned(),
             retain_until: e.retention.until(received).to_string(),
             subject_ref_hashes: e.subject_refs.iter().map(|s| s.hash(key)).collect(),
@@ -530,6 +566,93 @@ pub struct RationaleRecord {
     pub justification: String,
 }
 
+/// A request for information as the transfer log records it (`request_made`, or
+/// `request_refused` with the rule): what was asked, of whom, why, and when it is due. Subject
+/// references appear only as their keyed hashes. Read back by both organisations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct InfoRequestRecord {
+    #[schemars(with = "String", extend("enum" = ["request_made", "request_refused"]))]
+    pub kind: RecordKind,
+    pub request_id: RequestId,
+    /// When it was received (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
+    pub at: String,
+    /// The requesting organisation and the certificate (or person) it asked with.
+    pub sender: SenderRecord,
+    /// The organisation asked.
+    pub holder: OrgId,
+    pub purpose: String,
+    pub lawful_basis: String,
+    pub requested: String,
+    pub grounds: String,
+    /// `routine`, or `urgent` with its reason.
+    #[schemars(with = "UrgencySchema")]
+    pub urgency: StatusReason,
+    pub practitioner: PractitionerRecord,
+    /// HMAC-SHA256 of each normalised subject reference, hex.
+    #[schemars(with = "Vec<crate::domain::wire::Sha256Hex>")]
+    pub subject_ref_hashes: Vec<SubjectHash>,
+    /// The agreement that permits the exchange (made requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// The last instant it may be answered in time (RFC 3339, UTC; made requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::DateTime>")]
+    pub due_at: Option<String>,
+    /// The day (in the United Kingdom) it is due by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::Date>")]
+    pub due_date: Option<String>,
+    /// For a refused request: the rule (`code`), the organisation and agreement it concerned,
+    /// and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub refusal: Option<DecisionRecord>,
+    /// The Idempotency-Key it was made with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The urgency as recorded: `{ "status": "routine" | "urgent", "reason"?: ... }`.
+#[derive(schemars::JsonSchema)]
+#[schemars(inline)]
+#[allow(dead_code)] // a schema only
+struct UrgencySchema {
+    #[schemars(extend("enum" = ["routine", "urgent"]))]
+    status: String,
+    reason: Option<String>,
+}
+
+/// A change to a request for information (`request_answered`, `request_declined`,
+/// `request_withdrawn`): who made it, the share or decision that made it, and the state after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RequestEventRecord {
+    #[schemars(with = "String", extend("enum" = ["request_answered", "request_declined", "request_withdrawn"]))]
+    pub kind: RecordKind,
+    pub request_id: RequestId,
+    /// When (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
+    pub at: String,
+    /// The organisation that acted: the holder for an answer or a decline, the requester for a
+    /// withdrawal.
+    pub sender: SenderRecord,
+    pub requester: OrgId,
+    pub holder: OrgId,
+    /// The share that answered it, or the decision not to share that declined it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<TransferId>,
+    /// For an answer: `in_full` or `in_part`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::envelope::AnswerExtent>")]
+    pub answer: Option<String>,
+    /// The request's state after the change.
+    #[schemars(extend("enum" = ["open", "partly_answered", "answered", "declined", "withdrawn"]))]
+    pub state: String,
+    /// Why the requester withdrew it, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// The peer that brought a refused inbound delivery, and its certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
@@ -713,6 +836,8 @@ impl Record for TransferFailedRecord {}
 impl Record for LogPurgedRecord {}
 impl Record for HeadAcceptedRecord {}
 impl Record for PersonAccessRecord {}
+impl Record for InfoRequestRecord {}
+impl Record for RequestEventRecord {}
 
 /// Why a stored body does not yield an index.
 #[derive(Debug, thiserror::Error)]
@@ -800,6 +925,9 @@ struct View<'a> {
     at: String,
     transfer_id: Option<TransferId>,
     decision_id: Option<TransferId>,
+    request_id: Option<RequestId>,
+    refusal: Option<DecisionView>,
+    state: Option<String>,
     sender: Option<SenderView>,
     code: Option<String>,
     outcome: Option<String>,
@@ -935,6 +1063,33 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
             index.transfer_id = v.transfer_id;
             index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
             index.code = Some(v.code.ok_or_else(|| need("code"))?);
+        }
+        // Filed under the request's id (in `transfer_id`, as a decision is under its own) and
+        // the organisation that acted; a made or refused request under its subjects too, so
+        // that a subject access request finds what was asked about a person. The code is the
+        // refusal's rule, or the state a change left the request in.
+        RecordKind::RequestMade | RecordKind::RequestRefused => {
+            let id = v.request_id.ok_or_else(|| need("request_id"))?;
+            index.transfer_id = Some(TransferId::from_uuid(uuid::Uuid::from_u128(id.as_u128())));
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.subjects = v
+                .subject_ref_hashes
+                .ok_or_else(|| need("subject_ref_hashes"))?;
+            if kind == RecordKind::RequestRefused {
+                index.code = Some(
+                    v.refusal
+                        .and_then(|r| r.code)
+                        .ok_or_else(|| need("refusal"))?,
+                );
+            }
+        }
+        RecordKind::RequestAnswered
+        | RecordKind::RequestDeclined
+        | RecordKind::RequestWithdrawn => {
+            let id = v.request_id.ok_or_else(|| need("request_id"))?;
+            index.transfer_id = Some(TransferId::from_uuid(uuid::Uuid::from_u128(id.as_u128())));
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.code = Some(v.state.ok_or_else(|| need("state"))?);
         }
         RecordKind::LogPurged | RecordKind::HeadAccepted => {}
     }

@@ -169,13 +169,14 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let app = Arc::new(App {
         registry,
         store: store.clone(),
-        spool_recipient: spool_key.recipient().clone(),
+        spool_key: spool_key.clone(),
         subject_key: Arc::new(subject_key),
         limits: daemon.limits.clone(),
         upload_memory: crate::ingest::UploadMemory::new(&daemon.limits),
         wake: wake.clone(),
         max_email_bytes: daemon.smtp.max_message_bytes,
         arrivals: Some(deliverer.arrivals.clone()),
+        requests: Arc::new(daemon.requests.clone()),
     });
     tracing::info!(
         key = %checkpoint_key.public(),

@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub(crate) mod decisions;
 pub(crate) mod inbox;
 pub(crate) mod queue;
+pub(crate) mod requests;
 pub mod search;
 pub mod upload;
 pub(crate) mod web;
@@ -152,7 +153,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE transfers (
@@ -408,6 +409,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         }
         if version < 6 {
             tx.execute_batch(SCHEMA_V6)?;
+        }
+        if version < 7 {
+            tx.execute_batch(requests::SCHEMA_V7)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -957,6 +961,10 @@ pub struct TransferStatus {
     pub payload_sha256: String,
     /// One entry per recipient, ordered by recipient id.
     pub recipients: Vec<RecipientStatus>,
+    /// The request for information this share answered (`/v1/requests/{id}`), if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::Uuid>")]
+    pub answers_request: Option<String>,
 }
 
 /// The delivery of one transfer to one recipient. Every member is present; those that do not apply
@@ -1082,6 +1090,7 @@ pub fn transfer_status(
                 payload_size: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
                 payload_sha256: r.get(5)?,
                 recipients: Vec::new(),
+                answers_request: None,
             })
         })
         .optional()?;
@@ -1089,6 +1098,9 @@ pub fn transfer_status(
         return Ok(None);
     };
     status.recipients = recipient_statuses(conn, id)?;
+    if let Ok(t) = id.parse::<TransferId>() {
+        status.answers_request = requests::answered_by(conn, t)?.map(|r| r.to_string());
+    }
     Ok(Some(status))
 }
 

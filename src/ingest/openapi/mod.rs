@@ -11,6 +11,7 @@
 mod examples;
 mod operations;
 mod prose;
+mod requests;
 
 use schemars::Schema;
 use schemars::generate::{Contract, SchemaGenerator, SchemaSettings};
@@ -181,9 +182,16 @@ fn merge(into: &mut Value, extra: &Value) {
 }
 
 /// The whole document.
+/// Every route the document describes.
+fn all_operations() -> Vec<Operation> {
+    let mut all = operations::operations();
+    all.extend(requests::operations());
+    all
+}
+
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for op in operations::operations() {
+    for op in all_operations() {
         let item = paths
             .entry(op.path)
             .or_insert_with(|| Value::Object(Map::new()));
@@ -324,6 +332,8 @@ fn schemas() -> Map<String, Value> {
     read.subschema_for::<RawDecision>();
     read.subschema_for::<RawRationale>();
     read.subschema_for::<InboundMeta>();
+    read.subschema_for::<crate::domain::info_request::RawInfoRequest>();
+    read.subschema_for::<crate::ingest::requests::RawWithdrawal>();
     let mut written = generator(Contract::Serialize);
     written.subschema_for::<Accepted>();
     written.subschema_for::<Declined>();
@@ -338,6 +348,10 @@ fn schemas() -> Map<String, Value> {
     written.subschema_for::<InboxList>();
     written.subschema_for::<Acknowledged>();
     written.subschema_for::<Problem>();
+    written.subschema_for::<crate::ingest::requests::RequestMade>();
+    written.subschema_for::<crate::ingest::requests::RequestView>();
+    written.subschema_for::<crate::ingest::requests::RequestList>();
+    written.subschema_for::<crate::ingest::requests::RequestWithdrawn>();
     let mut all = read.take_definitions(true);
     all.extend(written.take_definitions(true));
     for (name, example) in examples::examples() {
@@ -355,7 +369,7 @@ mod tests {
 
     #[test]
     fn each_problem_block_has_one_status_and_each_operation_one_block_per_status() {
-        for op in operations::operations() {
+        for op in all_operations() {
             let mut seen = BTreeSet::new();
             for p in op.problems {
                 assert!(
@@ -397,7 +411,7 @@ mod tests {
 
     #[test]
     fn the_operations_are_the_routes() {
-        let ops: Vec<(&str, &str)> = operations::operations()
+        let ops: Vec<(&str, &str)> = all_operations()
             .iter()
             .map(|o| (o.method, o.path))
             .collect();

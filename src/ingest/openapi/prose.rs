@@ -113,6 +113,11 @@ pub(super) fn tags() -> Value {
             "description": "Organisations: recording decisions not to share, with their reasons."
         },
         {
+            "name": "requests",
+            "description": "Organisations: asking each other for information in writing, and \
+                following each request's clock until it is answered, declined or withdrawn."
+        },
+        {
             "name": "inbound",
             "description": "Peer gateways: delivering transfers for this gateway's organisations. A contract \
                 another agency can implement without running Postern."
