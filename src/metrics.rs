@@ -32,6 +32,24 @@ const CHANNELS: [&str; 3] = ["email", "https", "inbox"];
 pub const ATTEMPT_OUTCOMES: [&str; 3] = ["delivered", "retrying", "dead"];
 /// The delivery states that are still in the queue.
 pub const PENDING_STATES: [&str; 3] = ["queued", "delivering", "retrying"];
+/// How long open requests for information have been open, in working days since the day
+/// received (fifteen is the protocols' limit): the age bands of `postern_requests_open`.
+pub const REQUEST_AGE_BANDS: [&str; 4] = ["0-5", "6-10", "11-15", "over-15"];
+
+/// The age band of a request open for `working_days`.
+pub fn request_age_band(working_days: u32) -> &'static str {
+    match working_days {
+        0..=5 => "0-5",
+        6..=10 => "6-10",
+        11..=15 => "11-15",
+        _ => "over-15",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Band {
+    age_working_days: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
@@ -96,6 +114,7 @@ struct Metrics {
     attempt_duration: Histograms<ChannelOutcome>,
     queue_depth: Family<State, Gauge>,
     oldest_pending: Gauge<f64, AtomicU64>,
+    requests_open: Family<Band, Gauge>,
     handshakes: Family<Kind, Counter>,
     refused_connections: Family<Kind, Counter>,
     reauthentication: Family<Kind, Counter>,
@@ -130,6 +149,7 @@ impl Metrics {
             attempt_duration: Family::new_with_constructor(attempt_histogram),
             queue_depth: Family::default(),
             oldest_pending: Gauge::default(),
+            requests_open: Family::default(),
             handshakes: Family::default(),
             refused_connections: Family::default(),
             reauthentication: Family::default(),
@@ -197,6 +217,11 @@ impl Metrics {
             "Age of the oldest transfer with an undelivered recipient, since its acceptance (0 when none)",
             Unit::Seconds,
             m.oldest_pending.clone(),
+        );
+        r.register(
+            "requests_open",
+            "Requests for information not yet answered in full, declined or withdrawn, by working days since the day received (read from the store at scrape time)",
+            m.requests_open.clone(),
         );
         r.register(
             "tls_handshake_failures",
@@ -404,6 +429,8 @@ pub struct Queue {
     /// Deliveries per state, for each of [`PENDING_STATES`] (missing states count 0).
     pub depth: Vec<(&'static str, u64)>,
     pub oldest_pending_age: Duration,
+    /// Open requests for information per age band, for each of [`REQUEST_AGE_BANDS`].
+    pub requests_open: Vec<(&'static str, u64)>,
 }
 
 /// The whole exposition, with the queue gauges set from `queue` first.
@@ -420,6 +447,19 @@ pub fn encode(queue: &Queue) -> String {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     m.oldest_pending.set(queue.oldest_pending_age.as_secs_f64());
+    for band in REQUEST_AGE_BANDS {
+        let n = queue
+            .requests_open
+            .iter()
+            .filter(|(b, _)| *b == band)
+            .map(|(_, n)| *n)
+            .sum::<u64>();
+        m.requests_open
+            .get_or_create(&Band {
+                age_working_days: band,
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     let mut out = String::new();
     // Writing to a String cannot fail; an error here would be a bug in the encoder.
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
@@ -443,6 +483,7 @@ mod tests {
         let text = encode(&Queue {
             depth: vec![("retrying", 3)],
             oldest_pending_age: Duration::from_secs(90),
+            requests_open: vec![(request_age_band(16), 2), (request_age_band(3), 1)],
         });
         for line in [
             "# TYPE postern_transfers_accepted counter",
@@ -454,6 +495,9 @@ mod tests {
             "postern_delivery_queue_depth{state=\"retrying\"} 3",
             "postern_delivery_queue_depth{state=\"queued\"} 0",
             "postern_delivery_oldest_pending_age_seconds 90.0",
+            "postern_requests_open{age_working_days=\"over-15\"} 2",
+            "postern_requests_open{age_working_days=\"0-5\"} 1",
+            "postern_requests_open{age_working_days=\"6-10\"} 0",
             "postern_tls_handshake_failures_total{kind=\"timeout\"} 0",
             "postern_deliveries_total{channel=\"email\",outcome=\"dead\"} 0",
             "postern_build_info{version=",

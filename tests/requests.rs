@@ -457,5 +457,50 @@ async fn a_request_is_declined_withdrawn_or_refused_and_each_is_recorded() {
     assert_eq!(p["code"], "invalid_information_request");
     assert_eq!(p["errors"][0]["field"], "holder");
     assert_eq!(records_of(&d, "request_made").len(), 2);
+
+    // One left open: not overdue now, overdue in the report as of a moment after its due date
+    // (time passed in), listed under the organisation asked.
+    let third = ok(&ask(
+        &mut police,
+        &body("northshire-cc", "child-protection-s47", "public_task"),
+        None,
+    )
+    .await);
+    let report = |as_of: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
+        cmd.args(["log", "report", "--json", "--state-dir"])
+            .arg(&d.state_dir)
+            .env_remove("POSTERN_STATE_DIR");
+        if let Some(t) = as_of {
+            cmd.args(["--as-of", t]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["requests"].clone()
+    };
+    let now = report(None);
+    assert_eq!(now["overdue"], json!([]));
+    let cc = &now["by_holder"]["northshire-cc"];
+    assert_eq!(
+        (
+            cc["received"].clone(),
+            cc["answered"].clone(),
+            cc["overdue"].clone()
+        ),
+        (json!(3), json!(1), json!(0))
+    );
+    assert_eq!(cc["withdrawn"], 1);
+    assert_eq!(
+        cc["median_working_days"],
+        json!(0.0),
+        "declined the day it was asked"
+    );
+    let later = report(Some("2099-01-01"));
+    assert_eq!(later["overdue"][0]["request_id"], json!(third));
+    assert_eq!(later["by_holder"]["northshire-cc"]["overdue"], 1);
     server.stop().await;
 }

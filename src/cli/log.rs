@@ -111,7 +111,8 @@ pub enum LogCommand {
         filters: Filters,
     },
     /// Counts by purpose, recipient, marking, lawful basis and refusal reason; urgent shares
-    /// still waiting for their rationale; deliveries that died.
+    /// still waiting for their rationale; deliveries that died; requests for information
+    /// overdue and answered late, by the organisation asked, with the median time to answer.
     Report {
         /// The gateway's state directory (its transfer log is read, never written).
         #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
@@ -125,6 +126,10 @@ pub enum LogCommand {
         /// An urgent share's rationale is overdue this many hours after the share.
         #[arg(long, default_value_t = 24)]
         rationale_due_hours: u32,
+        /// The moment a request counts as overdue at (YYYY-MM-DD, its end, or RFC 3339; now
+        /// when not given): e.g. which requests will be overdue by Friday.
+        #[arg(long)]
+        as_of: Option<String>,
         /// As JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -437,8 +442,13 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             from,
             to,
             rationale_due_hours,
+            as_of,
             json,
         } => {
+            let as_of = match as_of.as_deref() {
+                Some(v) => bound("as-of", v, true)?,
+                None => postern_gateway::clock::stamp(postern_gateway::clock::now()),
+            };
             let from = from
                 .as_deref()
                 .map(|v| bound("from", v, false))
@@ -454,7 +464,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                 to,
                 ..LogQuery::default()
             };
-            let r = search::report(reader.conn(), &period, &cutoff, None)?;
+            let r = search::report(reader.conn(), &period, &cutoff, None, &as_of)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
                 return Ok(ExitCode::SUCCESS);
@@ -500,11 +510,63 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                     d.reason.as_deref().unwrap_or("-")
                 )?;
             }
+            print_requests(&mut out, &r.requests, &as_of)?;
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Verify(args) => crate::cli::log_verify::run(args),
         LogCommand::AcceptHead(args) => crate::cli::log_verify::accept(args),
     }
+}
+
+/// The report's requests for information: by the organisation asked, then the lists.
+fn print_requests(
+    out: &mut impl Write,
+    r: &postern_gateway::store::requests::RequestsReport,
+    as_of: &str,
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "requests for information, by the organisation asked (received / answered / late / overdue at {as_of} / median working days):"
+    )?;
+    if r.by_holder.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for (holder, f) in &r.by_holder {
+        writeln!(
+            out,
+            "  {holder:<24} {:>4} {:>4} {:>4} {:>4}  {}",
+            f.received,
+            f.answered,
+            f.answered_late,
+            f.overdue,
+            f.median_working_days
+                .map_or_else(|| "-".to_owned(), |m| m.to_string())
+        )?;
+    }
+    for (title, lines) in [
+        ("requests overdue:", &r.overdue),
+        ("requests answered late:", &r.answered_late),
+    ] {
+        writeln!(out, "{title}")?;
+        if lines.is_empty() {
+            writeln!(out, "  (none)")?;
+        }
+        for l in lines {
+            writeln!(
+                out,
+                "  {}  {} asked {} ({}), due {}{}",
+                l.request_id,
+                l.requester,
+                l.holder,
+                l.urgency,
+                l.due_date,
+                l.closed_at
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!(", answered {c}"))
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn field<'a>(r: &'a StoredRecord, path: &[&str]) -> Option<&'a serde_json::Value> {

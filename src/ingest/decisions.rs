@@ -377,7 +377,7 @@ pub async fn record_decline(
         at: at.clone(),
     });
     let stored = body.clone();
-    let who = sender(peer);
+    let (who, settings) = (sender(peer), app.requests.clone());
     let written = app
         .store
         .write(false, move |tx| {
@@ -388,7 +388,7 @@ pub async fn record_decline(
                 return Ok(Some(previous));
             }
             tx.append(&entry)?;
-            super::requests::answer_in_tx(tx, who, declines, id, &at)?;
+            super::requests::answer_in_tx(tx, &settings.calendar, who, declines, id, &at)?;
             Ok(None)
         })
         .await;

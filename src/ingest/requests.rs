@@ -25,6 +25,7 @@ use super::caller::OrgCaller;
 use super::decisions::{created, idempotency_key, json, json_body, replay, sender, unavailable};
 use super::problem::{self, Problem, ProblemCode};
 use super::routes::Submitter;
+use crate::domain::calendar::{self, Calendar};
 use crate::domain::envelope::{
     AnswerExtent, FieldError, FieldProblem, Request as Answering, limits,
 };
@@ -697,15 +698,15 @@ pub async fn withdraw_request(
             if row.requester.as_str() != org {
                 return Ok(Withdrawal::NotRequester);
             }
-            match apply_in_tx(
-                tx,
-                &row,
-                RequestEvent::Withdrawn,
-                None,
-                who,
-                &at_job,
+            let change = Happening {
+                event: RequestEvent::Withdrawn,
+                transfer: None,
+                sender: who,
+                at: &at_job,
                 reason,
-            )? {
+                calendar: None,
+            };
+            match apply_in_tx(tx, &row, change)? {
                 Ok(_) => Ok(Withdrawal::Done),
                 Err(closed) => Ok(Withdrawal::Closed(closed)),
             }
@@ -809,6 +810,7 @@ pub async fn link(
 /// it in its own record.
 pub fn answer_in_tx(
     tx: &mut Tx<'_>,
+    calendar: &Calendar,
     sender: SenderRecord,
     request: Option<(RequestId, Option<AnswerExtent>)>,
     transfer: TransferId,
@@ -824,7 +826,15 @@ pub fn answer_in_tx(
         Some(e) => RequestEvent::Answered(e),
         None => RequestEvent::Declined,
     };
-    if let Err(closed) = apply_in_tx(tx, &row, event, Some(transfer), sender, at, None)? {
+    let change = Happening {
+        event,
+        transfer: Some(transfer),
+        sender,
+        at,
+        reason: None,
+        calendar: Some(calendar),
+    };
+    if let Err(closed) = apply_in_tx(tx, &row, change)? {
         tracing::info!(request_id = %id, transfer_id = %transfer, state = closed.as_str(), "a share or decision names a request closed meanwhile; the request is left as it was");
     }
     Ok(())
@@ -832,19 +842,53 @@ pub fn answer_in_tx(
 
 /// Applies `event` to the request `row` in the write job `tx`: its record and its change, or
 /// the state it was closed in.
+/// What happens to a request, by whom and when.
+struct Happening<'a> {
+    event: RequestEvent,
+    /// The share or decision that made it happen.
+    transfer: Option<TransferId>,
+    sender: SenderRecord,
+    at: &'a str,
+    /// Why (a withdrawal's reason).
+    reason: Option<String>,
+    /// The calendar the working days taken are counted in, for an answer or a decline.
+    calendar: Option<&'a Calendar>,
+}
+
 fn apply_in_tx(
     tx: &mut Tx<'_>,
     row: &RequestRow,
-    event: RequestEvent,
-    transfer: Option<TransferId>,
-    sender: SenderRecord,
-    at: &str,
-    reason: Option<String>,
+    h: Happening<'_>,
 ) -> Result<Result<RequestState, RequestState>, StoreError> {
+    let Happening {
+        event,
+        transfer,
+        sender,
+        at,
+        reason,
+        calendar,
+    } = h;
     let state = match info_request::apply(row.state, event) {
         Ok(s) => s,
         Err(closed) => return Ok(Err(closed.0)),
     };
+    // How long the holder took, when it has finished answering (a withdrawal is not an answer).
+    let working_days_taken =
+        match (state, calendar) {
+            (RequestState::Answered | RequestState::Declined, Some(cal)) => {
+                match (
+                    crate::clock::parse(&row.received_at),
+                    crate::clock::parse(at),
+                ) {
+                    (Some(received), Some(answered)) => Some(cal.working_days_between(
+                        calendar::uk_day(received),
+                        calendar::uk_day(answered),
+                    )),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
     let (kind, link) = match event {
         RequestEvent::Answered(extent) => (
             RecordKind::RequestAnswered,
@@ -879,6 +923,7 @@ fn apply_in_tx(
             state,
             at,
             link,
+            working_days_taken,
         },
     )?;
     Ok(Ok(state))

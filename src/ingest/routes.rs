@@ -1003,7 +1003,7 @@ async fn accept(
     };
     let claim = req.claim();
     let stored_body = body.clone();
-    let (who, id, at) = (sender(req), req.id, req.at.clone());
+    let (who, id, at, settings) = (sender(req), req.id, req.at.clone(), app.requests.clone());
     let answers = envelope
         .request
         .as_ref()
@@ -1026,7 +1026,7 @@ async fn accept(
                 }
                 let seq = tx.append(&entry)?;
                 tx.insert_transfer(&new, seq)?;
-                super::requests::answer_in_tx(tx, who, answers, id, &at)?;
+                super::requests::answer_in_tx(tx, &settings.calendar, who, answers, id, &at)?;
                 Ok(None)
             })
             .await;

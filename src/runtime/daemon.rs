@@ -362,7 +362,8 @@ impl Prepared {
                     upkeep.store.spool_dir().to_path_buf(),
                 )
                 .with_reserve(app.limits.min_free_bytes)
-                .with_draining(draining.clone()),
+                .with_draining(draining.clone())
+                .with_requests(app.requests.clone()),
             );
             tokio::spawn(crate::runtime::ops::serve(
                 l,

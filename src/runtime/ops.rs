@@ -66,6 +66,8 @@ pub struct Ops {
     /// Held by the spool probe's blocking task, even past its timeout: a hanging disk then
     /// costs one blocked thread, not one per probe.
     probing: Arc<tokio::sync::Mutex<()>>,
+    /// The calendar open requests' ages are counted in (none: the gauge stays at zero).
+    requests: Option<Arc<crate::config::RequestSettings>>,
     /// Whether the last readiness check passed, so that only changes are logged.
     was_ready: AtomicBool,
     /// Free space the state directory's filesystem keeps in reserve.
@@ -83,7 +85,14 @@ impl Ops {
             was_ready: AtomicBool::new(true),
             reserve: 0,
             draining: Arc::default(),
+            requests: None,
         }
+    }
+
+    /// Bands open requests for information by working days with this calendar.
+    pub fn with_requests(mut self, requests: Arc<crate::config::RequestSettings>) -> Self {
+        self.requests = Some(requests);
+        self
     }
 
     /// Not ready while the filesystem has less than `bytes` free.
@@ -168,8 +177,40 @@ impl Ops {
                 })
                 .collect(),
             oldest_pending_age,
+            requests_open: self.requests_open(now).await?,
         };
         Ok(metrics::encode(&queue))
+    }
+}
+
+impl Ops {
+    /// Open requests for information per age band, in working days since the day received.
+    async fn requests_open(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<(&'static str, u64)>, NotReady> {
+        let Some(settings) = &self.requests else {
+            return Ok(Vec::new());
+        };
+        let received = within(
+            "the store",
+            self.store.read(crate::store::requests::open_received),
+        )
+        .await?
+        .map_err(NotReady::StoreRead)?;
+        let today = crate::domain::calendar::uk_day(now);
+        let mut bands: Vec<(&'static str, u64)> =
+            metrics::REQUEST_AGE_BANDS.iter().map(|b| (*b, 0)).collect();
+        for at in received.iter().filter_map(|r| crate::clock::parse(r)) {
+            let days = settings
+                .calendar
+                .working_days_between(crate::domain::calendar::uk_day(at), today);
+            let band = metrics::request_age_band(days);
+            if let Some(slot) = bands.iter_mut().find(|(b, _)| *b == band) {
+                slot.1 += 1;
+            }
+        }
+        Ok(bands)
     }
 }
 

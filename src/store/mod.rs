@@ -25,7 +25,7 @@ pub mod checkpoint;
 pub(crate) mod decisions;
 pub(crate) mod inbox;
 pub(crate) mod queue;
-pub(crate) mod requests;
+pub mod requests;
 pub mod search;
 pub mod upload;
 pub(crate) mod web;

@@ -8,7 +8,10 @@
 //! table has them sealed to the spool key, for the holder to read while it answers, until the
 //! request is closed (then only the hashes remain).
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
 
 use super::StoreError;
 use crate::domain::ids::{OrgId, RequestId, TransferId};
@@ -29,6 +32,9 @@ CREATE TABLE requests (
     state           TEXT NOT NULL,
     first_answer_at TEXT,
     closed_at       TEXT,
+    -- Working days from the day received to the day answered in full or declined (the
+    -- calendar in force then): what the report's median is of.
+    working_days_taken INTEGER,
     -- The subject references, sealed to the spool key; NULL once the request is closed.
     sealed_refs     BLOB,
     log_seq         INTEGER NOT NULL
@@ -234,6 +240,8 @@ pub struct Change<'a> {
     pub at: &'a str,
     /// The share or decision that made it, and the link's kind and extent.
     pub link: Option<(TransferId, &'static str, Option<&'static str>)>,
+    /// For an answer in full or a decline: the working days the holder took.
+    pub working_days_taken: Option<u32>,
 }
 
 /// Applies a change: the new state, the first answer's time, the close (which drops the
@@ -245,7 +253,8 @@ pub fn change(conn: &Connection, c: &Change<'_>) -> Result<(), StoreError> {
         "UPDATE requests SET state = ?2,
             first_answer_at = CASE WHEN ?3 AND first_answer_at IS NULL THEN ?4 ELSE first_answer_at END,
             closed_at = CASE WHEN ?5 THEN ?4 ELSE closed_at END,
-            sealed_refs = CASE WHEN ?5 THEN NULL ELSE sealed_refs END
+            sealed_refs = CASE WHEN ?5 THEN NULL ELSE sealed_refs END,
+            working_days_taken = COALESCE(?6, working_days_taken)
          WHERE id = ?1",
     )?
     .execute(params![
@@ -253,7 +262,8 @@ pub fn change(conn: &Connection, c: &Change<'_>) -> Result<(), StoreError> {
         c.state.as_str(),
         answered,
         c.at,
-        closed
+        closed,
+        c.working_days_taken,
     ])?;
     if let Some((transfer, kind, answer)) = c.link {
         conn.prepare_cached(
@@ -268,4 +278,275 @@ pub fn change(conn: &Connection, c: &Change<'_>) -> Result<(), StoreError> {
         ])?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report: what a safeguarding partnership asks its agencies about.
+
+/// Requests received in a period, by the organisation asked.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RequestsReport {
+    /// Per holder: what it was asked and how it answered.
+    pub by_holder: BTreeMap<String, HolderFigures>,
+    /// Requests still open (or only partly answered) past their due instant, oldest due first.
+    pub overdue: Vec<RequestLine>,
+    /// Requests answered in full or declined after their due instant.
+    pub answered_late: Vec<RequestLine>,
+}
+
+/// One holder's figures.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HolderFigures {
+    pub received: u64,
+    /// Answered in full or declined (a decline is an answer in writing).
+    pub answered: u64,
+    pub answered_late: u64,
+    pub overdue: u64,
+    pub withdrawn: u64,
+    /// The median number of working days taken to answer (of those answered), if any were.
+    pub median_working_days: Option<f64>,
+}
+
+/// One request in the report's lists.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RequestLine {
+    pub request_id: String,
+    pub requester: String,
+    pub holder: String,
+    pub urgency: String,
+    pub received_at: String,
+    pub due_at: String,
+    pub due_date: String,
+    pub state: String,
+    pub closed_at: Option<String>,
+}
+
+/// The requests received from `from` to `to` (RFC 3339 bounds, either open), as of the instant
+/// `as_of` (what is overdue then), and by `party` (requester or holder) when given.
+pub fn report(
+    conn: &Connection,
+    from: Option<&str>,
+    to: Option<&str>,
+    party: Option<&str>,
+    as_of: &str,
+) -> Result<RequestsReport, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken
+         FROM requests
+         WHERE (?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at <= ?2)
+           AND (?3 IS NULL OR requester = ?3 OR holder = ?3)
+         ORDER BY due_at, id",
+    )?;
+    let rows = stmt.query_map(params![from, to, party], |r| {
+        Ok((
+            RequestLine {
+                request_id: r.get(0)?,
+                requester: r.get(1)?,
+                holder: r.get(2)?,
+                urgency: r.get(3)?,
+                received_at: r.get(4)?,
+                due_at: r.get(5)?,
+                due_date: r.get(6)?,
+                state: r.get(7)?,
+                closed_at: r.get(8)?,
+            },
+            r.get::<_, Option<u32>>(9)?,
+        ))
+    })?;
+    let mut out = RequestsReport::default();
+    let mut taken: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for row in rows {
+        let (line, days) = row?;
+        let figures = out.by_holder.entry(line.holder.clone()).or_default();
+        figures.received += 1;
+        match line.state.as_str() {
+            "answered" | "declined" => {
+                figures.answered += 1;
+                if let Some(d) = days {
+                    taken.entry(line.holder.clone()).or_default().push(d);
+                }
+                // RFC 3339 UTC stamps of one format compare as text.
+                if line
+                    .closed_at
+                    .as_deref()
+                    .is_some_and(|c| c > line.due_at.as_str())
+                {
+                    figures.answered_late += 1;
+                    out.answered_late.push(line);
+                }
+            }
+            "withdrawn" => figures.withdrawn += 1,
+            _ if line.due_at.as_str() < as_of => {
+                figures.overdue += 1;
+                out.overdue.push(line);
+            }
+            _ => {}
+        }
+    }
+    for (holder, mut days) in taken {
+        days.sort_unstable();
+        let n = days.len();
+        let median = if n % 2 == 1 {
+            f64::from(days[n / 2])
+        } else {
+            (f64::from(days[n / 2 - 1]) + f64::from(days[n / 2])) / 2.0
+        };
+        if let Some(f) = out.by_holder.get_mut(&holder) {
+            f.median_working_days = Some(median);
+        }
+    }
+    Ok(out)
+}
+
+/// When each open request (not answered in full, declined or withdrawn) was received: the
+/// metrics band them by age.
+pub fn open_received(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT received_at FROM requests WHERE closed_at IS NULL")?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(conn: &Connection, n: u128, holder: &str, received: &str, due: &str) -> RequestId {
+        let id = RequestId::from_uuid(uuid::Uuid::from_u128(n));
+        insert(
+            conn,
+            &NewRequest {
+                id,
+                requester: "northshire-police".parse().unwrap(),
+                holder: holder.parse().unwrap(),
+                purpose: "child-protection-s47".into(),
+                urgency: "routine",
+                received_at: received.into(),
+                due_at: due.into(),
+                due_date: due[..10].into(),
+                sealed_refs: vec![1, 2, 3],
+            },
+            1,
+        )
+        .unwrap();
+        id
+    }
+
+    fn close(conn: &Connection, id: RequestId, state: RequestState, at: &str, days: Option<u32>) {
+        change(
+            conn,
+            &Change {
+                id,
+                state,
+                at,
+                link: None,
+                working_days_taken: days,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_report_counts_by_holder_lists_overdue_and_late_and_takes_the_median() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA_V7).unwrap();
+        let due = "2026-12-24T23:59:59.000000Z";
+        let received = "2026-12-03T10:00:00.000000Z";
+        // The council: answered in time (4 days), answered late (17), declined in time (9),
+        // one overdue, one withdrawn.
+        let a = request(&conn, 1, "northshire-cc", received, due);
+        close(
+            &conn,
+            a,
+            RequestState::Answered,
+            "2026-12-09T10:00:00.000000Z",
+            Some(4),
+        );
+        let b = request(&conn, 2, "northshire-cc", received, due);
+        close(
+            &conn,
+            b,
+            RequestState::Answered,
+            "2026-12-29T10:00:00.000000Z",
+            Some(17),
+        );
+        let c = request(&conn, 3, "northshire-cc", received, due);
+        close(
+            &conn,
+            c,
+            RequestState::Declined,
+            "2026-12-16T10:00:00.000000Z",
+            Some(9),
+        );
+        let open = request(&conn, 4, "northshire-cc", received, due);
+        let w = request(&conn, 5, "northshire-cc", received, due);
+        close(
+            &conn,
+            w,
+            RequestState::Withdrawn,
+            "2026-12-05T10:00:00.000000Z",
+            None,
+        );
+        // The school: one partly answered, not yet due at the report's moment.
+        let p = request(
+            &conn,
+            6,
+            "millbrook-academy",
+            received,
+            "2027-01-20T23:59:59.000000Z",
+        );
+        close(
+            &conn,
+            p,
+            RequestState::PartlyAnswered,
+            "2026-12-10T10:00:00.000000Z",
+            None,
+        );
+
+        let r = report(&conn, None, None, None, "2027-01-05T00:00:00.000000Z").unwrap();
+        let cc = &r.by_holder["northshire-cc"];
+        assert_eq!(
+            (
+                cc.received,
+                cc.answered,
+                cc.answered_late,
+                cc.overdue,
+                cc.withdrawn
+            ),
+            (5, 3, 1, 1, 1)
+        );
+        assert_eq!(cc.median_working_days, Some(9.0));
+        let school = &r.by_holder["millbrook-academy"];
+        assert_eq!((school.received, school.overdue), (1, 0));
+        assert_eq!(school.median_working_days, None);
+        let ids = |l: &[RequestLine]| l.iter().map(|x| x.request_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&r.overdue), [open.to_string()]);
+        assert_eq!(ids(&r.answered_late), [b.to_string()]);
+        // Later, the partly answered one is overdue too; an even count takes the middle two.
+        let later = report(&conn, None, None, None, "2027-02-01T00:00:00.000000Z").unwrap();
+        assert_eq!(later.overdue.len(), 2);
+        close(
+            &conn,
+            open,
+            RequestState::Answered,
+            "2027-01-06T10:00:00.000000Z",
+            Some(20),
+        );
+        let r = report(
+            &conn,
+            None,
+            None,
+            Some("millbrook-academy"),
+            "2027-01-05T00:00:00.000000Z",
+        )
+        .unwrap();
+        assert_eq!(r.by_holder.len(), 1, "by party");
+        let r = report(&conn, None, None, None, "2027-01-05T00:00:00.000000Z").unwrap();
+        assert_eq!(r.by_holder["northshire-cc"].median_working_days, Some(13.0));
+        // A period: received before it, none.
+        let r = report(&conn, Some("2026-12-04T00:00:00.000000Z"), None, None, due).unwrap();
+        assert!(r.by_holder.is_empty());
+    }
 }

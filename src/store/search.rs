@@ -407,6 +407,9 @@ pub struct Report {
     /// There were more dead deliveries than the report was asked to list.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dead_more: bool,
+    /// Requests for information received in the period: overdue and answered late, by the
+    /// organisation asked, with the median time to answer.
+    pub requests: super::requests::RequestsReport,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -437,6 +440,7 @@ pub fn report(
     period: &LogQuery,
     rationale_cutoff: &str,
     dead_limit: Option<usize>,
+    as_of: &str,
 ) -> Result<Report, StoreError> {
     // The period and the party only: a report is a whole picture of both.
     let q = LogQuery {
@@ -519,6 +523,13 @@ pub fn report(
         r.dead_deliveries.truncate(n);
         r.dead_more = true;
     }
+    r.requests = super::requests::report(
+        conn,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.party.as_deref(),
+        as_of,
+    )?;
     Ok(r)
 }
 

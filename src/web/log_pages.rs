@@ -1485,8 +1485,32 @@ pub struct ReportPage {
     pub dead: Vec<Dead>,
     /// More died than are listed: the log, filtered to them.
     pub dead_more: Option<String>,
+    /// Requests for information received in the period, by the organisation asked.
+    pub holders: Vec<HolderRow>,
+    pub requests_overdue: Vec<RequestRow>,
+    pub requests_late: Vec<RequestRow>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
+}
+
+/// One organisation's answers to the requests it was asked.
+pub struct HolderRow {
+    pub name: String,
+    pub received: u64,
+    pub answered: u64,
+    pub late: u64,
+    pub overdue: u64,
+    /// The median working days taken, or a dash.
+    pub median: String,
+}
+
+/// A request overdue or answered late.
+pub struct RequestRow {
+    pub reference: String,
+    pub requester: String,
+    pub holder: String,
+    pub due: String,
+    pub urgent: bool,
 }
 
 impl ReportPage {
@@ -1552,6 +1576,9 @@ pub async fn report(
         overdue: Vec::new(),
         dead: Vec::new(),
         dead_more: None,
+        holders: Vec::new(),
+        requests_overdue: Vec::new(),
+        requests_late: Vec::new(),
         errors: Vec::new(),
         who: who(&s),
     };
@@ -1584,10 +1611,11 @@ pub async fn report(
         return r;
     }
     let cutoff = crate::clock::stamp(crate::clock::now() - time::Duration::hours(24));
+    let now = crate::clock::stamp(crate::clock::now());
     let r = match app
         .api
         .store
-        .read(move |c| search::report(c, &q, &cutoff, Some(DEAD_SHOWN)))
+        .read(move |c| search::report(c, &q, &cutoff, Some(DEAD_SHOWN), &now))
         .await
     {
         Ok(r) => r,
@@ -1661,6 +1689,30 @@ pub async fn report(
             reason: d.reason.clone().unwrap_or_default(),
         })
         .collect();
+    page.holders = r
+        .requests
+        .by_holder
+        .iter()
+        .map(|(holder, f)| HolderRow {
+            name: org_name(&reg, holder),
+            received: f.received,
+            answered: f.answered,
+            late: f.answered_late,
+            overdue: f.overdue,
+            median: f
+                .median_working_days
+                .map_or_else(|| "–".to_owned(), |m| format!("{m}")),
+        })
+        .collect();
+    let line = |l: &crate::store::requests::RequestLine| RequestRow {
+        reference: reference(&l.request_id),
+        requester: org_name(&reg, &l.requester),
+        holder: org_name(&reg, &l.holder),
+        due: l.due_date.clone(),
+        urgent: l.urgency == "urgent",
+    };
+    page.requests_overdue = r.requests.overdue.iter().map(line).collect();
+    page.requests_late = r.requests.answered_late.iter().map(line).collect();
     pages::render(&page)
 }
 
