@@ -57,6 +57,9 @@ enum Command {
     Decline(Box<cli::decline::DeclineArgs>),
     /// Add the rationale of an urgent transfer sent without its justification.
     Rationale(cli::decline::RationaleArgs),
+    /// Ask another organisation for information in writing (`postern request --to ORG ...`),
+    /// or follow requests: `list`, `show`, `withdraw`.
+    Request(Box<cli::request::RequestArgs>),
     /// Run the real policy decision for a described share without sending anything, and print
     /// every rule checked and why it would be allowed or refused.
     Explain(Box<cli::explain::ExplainArgs>),
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
             Command::Send(a) => cli::send::send(*a).await,
             Command::Status(a) => cli::send::status(a).await,
             Command::Decline(a) => cli::decline::decline(*a).await,
+            Command::Request(a) => cli::request::run(*a).await,
             Command::Rationale(a) => cli::decline::rationale(a).await,
             Command::Explain(a) => cli::explain::run(*a),
             Command::Inbox { command } => cli::inbox::run(command).await,

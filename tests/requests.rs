@@ -504,3 +504,118 @@ async fn a_request_is_declined_withdrawn_or_refused_and_each_is_recorded() {
     assert_eq!(later["by_holder"]["northshire-cc"]["overdue"], 1);
     server.stop().await;
 }
+
+/// `postern request`, `request list`, `show` and `withdraw`, and `postern decline --answers`,
+/// with the real binary against the real binary, whose logs carry neither what was requested,
+/// nor its grounds, nor who it is about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_asks_follows_declines_and_withdraws_and_the_logs_keep_the_text_out() {
+    let d = Deployment::new();
+    let server = d.spawn_with_env(&[("POSTERN_LOG", "debug")]);
+    let cli = |org: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(args)
+            .arg("--server")
+            .arg(format!("https://localhost:{}", server.addr.port()))
+            .arg("--ca")
+            .arg(d.ca_path())
+            .arg("--identity")
+            .arg(d.identity_path(org))
+            .env_remove("POSTERN_SERVER")
+            .output()
+            .expect("run postern");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ask = [
+        "request",
+        "--to",
+        "northshire-cc",
+        "--purpose",
+        "child-protection-s47",
+        "--lawful-basis",
+        "public_task",
+        "--requested",
+        "REQUESTED-SENTINEL: contacts with the family",
+        "--grounds",
+        "GROUNDS-SENTINEL: a disclosure at school",
+        "--subject",
+        "case:SUBJECT-SENTINEL-77",
+        "--practitioner-name",
+        "DC Lee",
+        "--practitioner-role",
+        "Detective constable",
+        "--practitioner-contact",
+        "lee@police.example",
+    ];
+    let (code, id, stderr) = cli("northshire-police", &ask);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(id.parse::<uuid::Uuid>().is_ok(), "the request id: {id}");
+    assert!(stderr.contains("due by the end of"), "{stderr}");
+    // Incomplete: every missing field, named by its flag; exit 65.
+    let (code, _, stderr) = cli("northshire-police", &["request", "--to", "northshire-cc"]);
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.contains("--grounds") && stderr.contains("--purpose"),
+        "{stderr}"
+    );
+
+    // The council lists and reads it; the police list theirs.
+    let (code, list, stderr) = cli("northshire-cc", &["request", "list", "--open"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        list.contains(&id) && list.contains("from northshire-police"),
+        "{list}"
+    );
+    let (code, shown, _) = cli("northshire-cc", &["request", "show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(
+        shown.contains("case:SUBJECT-SENTINEL-77") && shown.contains("REQUESTED-SENTINEL"),
+        "{shown}"
+    );
+    // Declined from the command line.
+    let (code, _, stderr) = cli(
+        "northshire-cc",
+        &[
+            "decline",
+            "--to",
+            "northshire-police",
+            "--reasons",
+            "Not proportionate at this stage.",
+            "--practitioner-name",
+            "Sam Patel",
+            "--practitioner-role",
+            "Social worker",
+            "--practitioner-contact",
+            "sam@northshire-cc.example",
+            "--answers",
+            &id,
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, list, _) = cli("northshire-police", &["request", "list", "--made"]);
+    assert!(list.contains(&id) && list.contains("declined"), "{list}");
+    // Withdrawn: a second request, by the police only.
+    let (_, second, _) = cli("northshire-police", &ask);
+    let (code, _, stderr) = cli("northshire-cc", &["request", "withdraw", &second]);
+    assert_eq!(code, Some(77), "the holder may not withdraw: {stderr}");
+    assert!(stderr.contains("not_the_requester"), "{stderr}");
+    let (code, _, stderr) = cli(
+        "northshire-police",
+        &["request", "withdraw", &second, "--reason", "Found."],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = cli("northshire-police", &["request", "withdraw", &second]);
+    assert_eq!(code, Some(65), "already withdrawn: {stderr}");
+    let (code, _, stderr) = cli("riverside-youth", &["request", "show", &id]);
+    assert_eq!(code, Some(1), "another organisation: not found: {stderr}");
+
+    let logs = server.terminate();
+    assert!(logs.contains("request for information made"), "{logs}");
+    for secret in ["REQUESTED-SENTINEL", "GROUNDS-SENTINEL", "SUBJECT-SENTINEL"] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
+}

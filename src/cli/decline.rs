@@ -12,7 +12,9 @@ use postern_gateway::ingest::decisions::{Declined, RationaleRecorded};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::send::{Connect, body_file, practitioner, report_problem, request, set, set_list};
+use super::send::{
+    Connect, answers, body_file, practitioner, report_problem, request, set, set_list,
+};
 use super::{EX_UNAVAILABLE, exit};
 
 #[derive(Args)]
@@ -46,6 +48,10 @@ pub struct DeclineArgs {
     /// What the request asked for.
     #[arg(long)]
     requested: Option<String>,
+    /// The id of a request for information made through the gateway that this decision
+    /// declines (the requester must be among `--to`).
+    #[arg(long, value_name = "REQUEST_ID")]
+    answers: Option<String>,
     /// A reference to the person this is about, e.g. nhs:9434765919 (repeat for several).
     #[arg(long = "subject", value_name = "SCHEME:VALUE")]
     subjects: Vec<String>,
@@ -82,9 +88,10 @@ impl DeclineArgs {
             &self.practitioner_role,
             &self.practitioner_contact,
         );
-        if self.request_ref.is_some() || self.requested.is_some() {
+        if self.request_ref.is_some() || self.requested.is_some() || self.answers.is_some() {
             let mut r = d.request.take().flatten();
             request(&mut r, &self.request_ref, &self.requested);
+            answers(&mut r, &self.answers, false);
             d.request = Some(r);
         }
         Ok(d)
@@ -165,21 +172,21 @@ pub async fn rationale(a: RationaleArgs) -> anyhow::Result<ExitCode> {
         .await
 }
 
-/// A record posted to the gateway as JSON (a decision, a rationale).
-struct Record<'a> {
-    path: String,
-    idempotency_key: Option<&'a str>,
+/// A record posted to the gateway as JSON (a decision, a rationale, a request).
+pub(super) struct Record<'a> {
+    pub path: String,
+    pub idempotency_key: Option<&'a str>,
     /// The status that confirms the record was kept.
-    confirmed: u16,
-    what: &'a str,
+    pub confirmed: u16,
+    pub what: &'a str,
     /// What to do when no answer came: the record may or may not have been kept.
-    retry: &'a str,
+    pub retry: &'a str,
 }
 
 impl Record<'_> {
     /// Posts `body` and reports the answer: the gateway's JSON with `--json`, else `summary`
     /// of it; a problem as `postern send` reports one.
-    async fn post<T: DeserializeOwned>(
+    pub async fn post<T: DeserializeOwned>(
         self,
         connect: &Connect,
         body: &impl Serialize,

@@ -9,6 +9,7 @@ pub mod load;
 pub mod log;
 pub mod log_verify;
 pub mod pki;
+pub mod request;
 pub mod send;
 pub mod serve;
 

@@ -121,6 +121,14 @@ pub struct SendArgs {
     /// What the request asked for.
     #[arg(long)]
     requested: Option<String>,
+    /// The id of a request for information made through the gateway that this share answers
+    /// (`postern request list` shows them); the requester must be among the recipients.
+    #[arg(long, value_name = "REQUEST_ID")]
+    answers: Option<String>,
+    /// With --answers: this answers the request in part (more will follow); without it, in
+    /// full.
+    #[arg(long, requires = "answers")]
+    in_part: bool,
     /// A summary of what is disclosed.
     #[arg(long)]
     summary: Option<String>,
@@ -203,6 +211,17 @@ pub(super) fn practitioner(
     }
 }
 
+/// `--answers` (and `--in-part`) over the file's request.
+pub(super) fn answers(slot: &mut Option<RawRequest>, id: &Option<String>, in_part: bool) {
+    if id.is_some() {
+        let r = slot.get_or_insert_with(RawRequest::default);
+        set(&mut r.request_id, id.clone());
+        if in_part {
+            r.answer = Some("in_part".into());
+        }
+    }
+}
+
 /// `--request-ref` and `--requested` over the file's request.
 pub(super) fn request(
     slot: &mut Option<RawRequest>,
@@ -278,6 +297,7 @@ impl SendArgs {
             });
         }
         request(&mut e.request, &self.request_ref, &self.requested);
+        answers(&mut e.request, &self.answers, self.in_part);
         if self.retain_days.is_some() {
             e.retention = Some(RawRetention {
                 days: self.retain_days,
@@ -319,6 +339,10 @@ fn flag_for(field: &str) -> Option<&'static str> {
         "urgency.reason" => "--urgent REASON",
         "request" | "request.reference" => "--request-ref",
         "request.requested" => "--requested",
+        "request.request_id" => "--answers",
+        "request.answer" => "--in-part",
+        "holder" => "--to",
+        "grounds" => "--grounds",
         "disclosed_summary" => "--summary",
         "retention" => "--retain-days or --retain-until",
         "retention.days" => "--retain-days",
@@ -393,6 +417,9 @@ pub fn report_problem(body: &[u8], status: u16, json: bool) -> ExitCode {
                 }
                 if let Some(a) = &p.agreement {
                     eprintln!("  agreement considered: {a}");
+                }
+                if let Some(r) = &p.request_id {
+                    eprintln!("  recorded under reference {r}");
                 }
                 if let Some(t) = &p.transfer_id {
                     if status < 500 {
