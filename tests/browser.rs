@@ -8,8 +8,10 @@
 //! (Chromium's virtual authenticator), signs in with it, and is then sent no code. The MASH's
 //! DPO filters the transfer log, opens a record, finds the child by the club's reference, exports,
 //! reads the report, and goes from a refusal to explain; the council's IT officer reads the
-//! registry and the configuration's status. Run with JavaScript on and off. Then a record is
-//! altered in the database, and "verify now" must report it broken, at that record.
+//! registry and the configuration's status. Run with JavaScript on and off. Then the MASH asks
+//! the youth club for information, the club reads the request and answers it with a share, and
+//! the MASH sees it answered (on and off again). Then a record is altered in the database, and
+//! "verify now" must report it broken, at that record.
 //!
 //! Needs chromium, node and `npm ci --prefix tests/browser`. Without them it prints one loud
 //! SKIPPED line, unless POSTERN_REQUIRE_BROWSER=1 (as `.ci/run` sets), when it fails.
@@ -200,6 +202,20 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
             );
         }
     }
+    // A request for information over the pages: asked by the MASH, read and answered by a
+    // share from the youth club, seen answered by the MASH; with JavaScript on and off.
+    for js in ["on", "off"] {
+        let r = run_journey(
+            &demo,
+            &url,
+            js,
+            shots,
+            &[("POSTERN_JOURNEY", "requests".into())],
+            20,
+        );
+        assert_eq!(r["request"]["answered"], true, "{r}");
+        assert_eq!(r["request"]["seen_by_requester"], true, "{r}");
+    }
     // A record altered behind the gateway's back: "verify now" must say where, and every log
     // page must carry it.
     let db = rusqlite::Connection::open(postern_gateway::store::db_path(&demo.state)).expect("db");
@@ -256,6 +272,7 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
         ("priya@northshire-mash.example", "log_exported"),
         ("priya@northshire-mash.example", "report_viewed"),
         ("priya@northshire-mash.example", "log_verified"),
+        ("sam@riverside-youth.example", "request_viewed"),
     ] {
         assert!(
             records

@@ -94,7 +94,8 @@ pub struct Deliverer {
 pub use crate::store::queue::Wake;
 pub use failure::{Cause, Failure, sentence};
 
-/// Tells an organisation's people with `receive` that a delivery is waiting on the web pages,
+/// Tells an organisation's people with `receive` that a delivery (or a request for information)
+/// is waiting on the web pages,
 /// when it arrives in the inbox for a portal organisation (from this gateway's worker or from a
 /// peer gateway): the sending organisation's name and a link, no personal data; by email
 /// through the relays, TLS required. After the delivery is recorded, so it never delays or
@@ -125,35 +126,81 @@ impl Arrivals {
         sender_name: &str,
         transfer: &str,
     ) {
+        let sender = sender_name.to_owned();
+        self.tell_receivers(
+            registry,
+            recipient,
+            "A secure delivery is waiting for you",
+            transfer,
+            move |name, url| {
+                format!(
+                    "Hello {name},\n\n{sender} has shared information with your organisation through Postern, a secure\ngateway for safeguarding information sharing. It is waiting for you:\n\n    {url}/inbox\n\nSign in with this email address to open it. This email contains no personal data.\n"
+                )
+            },
+        );
+    }
+
+    /// Tells the holder's people with `receive` that another organisation has asked it for
+    /// information: the requester's name and a link, no personal data.
+    pub fn tell_request(
+        &self,
+        registry: &Registry,
+        holder: &crate::domain::ids::OrgId,
+        requester_name: &str,
+        request: &str,
+        due_date: &str,
+    ) {
+        let (requester, id, due) = (
+            requester_name.to_owned(),
+            request.to_owned(),
+            due_date.to_owned(),
+        );
+        self.tell_receivers(
+            registry,
+            holder,
+            "A request for information is waiting for you",
+            request,
+            move |name, url| {
+                format!(
+                    "Hello {name},\n\n{requester} has asked your organisation for information through Postern, a secure\ngateway for safeguarding information sharing. The protocols ask for an answer in writing by\n{due}. The request is waiting for you:\n\n    {url}/requests/{id}\n\nSign in with this email address to read it, and to answer or decline it. This email contains\nno personal data.\n"
+                )
+            },
+        );
+    }
+
+    /// Emails `org`'s people with `receive` (by name, with the pages' address), in the
+    /// background; each message's id is `key` and a hash of the address.
+    fn tell_receivers(
+        &self,
+        registry: &Registry,
+        org: &crate::domain::ids::OrgId,
+        subject: &'static str,
+        key: &str,
+        body: impl Fn(&str, &str) -> String + Send + 'static,
+    ) {
         let Some(url) = self.web_url.get().cloned() else {
             return;
         };
         let people: Vec<(String, String)> = registry
             .people()
-            .filter(|p| &p.org == recipient && p.may(crate::domain::registry::Role::Receive))
+            .filter(|p| &p.org == org && p.may(crate::domain::registry::Role::Receive))
             .map(|p| (p.email.clone(), p.name.clone()))
             .collect();
         if people.is_empty() {
             return;
         }
         let email = self.email.clone();
-        let (sender, transfer) = (sender_name.to_owned(), transfer.to_owned());
+        let key = key.to_owned();
         tokio::spawn(async move {
             for (to, name) in people {
-                let body = format!(
-                    "Hello {name},\n\n{sender} has shared information with your organisation through Postern, a secure\ngateway for safeguarding information sharing. It is waiting for you:\n\n    {url}/inbox\n\nSign in with this email address to open it. This email contains no personal data.\n"
-                );
                 let id = format!(
-                    "{transfer}-{}",
+                    "{key}-{}",
                     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(to.as_bytes()))
                         .get(..12)
                         .unwrap_or_default()
                 );
-                if let Err(e) = email
-                    .notice(&to, "A secure delivery is waiting for you", body, &id)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not tell a receiver that a delivery is waiting");
+                if let Err(e) = email.notice(&to, subject, body(&name, &url), &id).await {
+                    tracing::warn!(error = %e, subject, "could not email a receiver");
                 }
             }
         });

@@ -384,6 +384,18 @@ pub async fn make_request(
     match written {
         Ok(None) => {
             tracing::info!(request_id = %id, requester = %peer.org, holder = %request.holder, due = %answer.due_date, "request for information made");
+            if let Some(arrivals) = &app.arrivals {
+                let requester = registry
+                    .organisation(&peer.org)
+                    .map_or_else(|| peer.org.to_string(), |o| o.name.clone());
+                arrivals.tell_request(
+                    &registry,
+                    &request.holder,
+                    &requester,
+                    &answer.request_id,
+                    &answer.due_date,
+                );
+            }
             created(body, &answer.request_url, false)
         }
         Ok(Some(previous)) => replay(&previous, &request_sha256, "request_url"),

@@ -158,6 +158,9 @@ pub enum AccessEvent {
     AccessListed,
     /// A DPO or auditor ran a full verification of the log (`detail`: its result).
     LogVerified,
+    /// The person opened a request for information (`detail`: its id), which names the child
+    /// it is about while it is open.
+    RequestViewed,
 }
 
 impl AccessEvent {
@@ -182,6 +185,7 @@ impl AccessEvent {
             AccessEvent::ReportViewed => "report_viewed",
             AccessEvent::AccessListed => "access_listed",
             AccessEvent::LogVerified => "log_verified",
+            AccessEvent::RequestViewed => "request_viewed",
         }
     }
 }

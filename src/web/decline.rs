@@ -124,23 +124,37 @@ fn page(
             Vec::new(),
         ),
     ];
+    // Declining a request made through Postern: the request travels with the form.
+    let answers = one("answers");
+    let mut intro = vec!["A decision not to share matters as much as a share: record who you considered sharing with and why you decided not to. Nothing is sent to anyone.".to_owned()];
+    if !answers.is_empty() {
+        intro.push(format!(
+            "This declines request {}: the organisation that asked sees that it was declined.",
+            reference(&answers)
+        ));
+    }
+    let hidden = if answers.is_empty() {
+        Vec::new()
+    } else {
+        vec![("answers".to_owned(), answers)]
+    };
     let page = QuestionPage {
-            action: "/decline",
-            // The h1 says it; a caption saying it again would be read twice.
-            caption: "",
-            button: "Record the decision",
-            title: "Record a decision not to share".to_owned(),
-            legend_h1: false,
-            step: "decline",
-            intro: vec!["A decision not to share matters as much as a share: record who you considered sharing with and why you decided not to. Nothing is sent to anyone.".to_owned()],
-            fields,
-            hidden: Vec::new(),
-            errors,
-            who: who(s),
-            ask: pages::ask(&reg, &s.person.org),
-            // This is the page it would link to.
-            decline_link: false,
-        };
+        action: "/decline",
+        // The h1 says it; a caption saying it again would be read twice.
+        caption: "",
+        button: "Record the decision",
+        title: "Record a decision not to share".to_owned(),
+        legend_h1: false,
+        step: "decline",
+        intro,
+        fields,
+        hidden,
+        errors,
+        who: who(s),
+        ask: pages::ask(&reg, &s.person.org),
+        // This is the page it would link to.
+        decline_link: false,
+    };
     pages::render_form(&page, &page.errors)
 }
 
@@ -156,11 +170,36 @@ fn may_share(s: &SignedIn) -> Result<(), Response> {
     }
 }
 
-pub async fn start(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
+pub async fn start(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
     if let Err(r) = may_share(&s) {
         return r;
     }
-    page(&app, &s, &[], Vec::new())
+    // "Decline a request": one made to this organisation and still open; the requester is
+    // the organisation considered.
+    let answers = q
+        .as_deref()
+        .map(|q| form_pairs(q.as_bytes()))
+        .and_then(|p| p.into_iter().find(|(k, _)| k == "answers"))
+        .map(|(_, v)| v);
+    let mut given = Vec::new();
+    if let Some(id) = answers {
+        let Ok(id) = id.parse::<crate::domain::ids::RequestId>() else {
+            return pages::not_found().await;
+        };
+        match crate::ingest::requests::view(&app.api, id, &s.person.org).await {
+            Ok(Some(v)) if v.holder == s.person.org.as_str() && v.closed_at.is_none() => {
+                given.push(("answers".to_owned(), v.request_id));
+                given.push(("to".to_owned(), v.requester));
+            }
+            Ok(_) => return pages::not_found().await,
+            Err(e) => return pages::store_down(&e),
+        }
+    }
+    page(&app, &s, &given, Vec::new())
 }
 
 pub async fn record(
@@ -219,6 +258,11 @@ pub async fn record(
             json!([format!("{}:{}", one("ref_scheme"), one("ref_value"))]),
         );
     }
+    if !one("answers").is_empty()
+        && let Some(o) = decision.as_object_mut()
+    {
+        o.insert("request".into(), json!({"request_id": one("answers")}));
+    }
     let Ok(bytes) = serde_json::to_vec(&decision) else {
         return pages::server_error();
     };
@@ -244,7 +288,7 @@ pub async fn record(
             list.iter()
                 .map(|e| {
                     let f = e["field"].as_str().unwrap_or_default();
-                    let field = if f.starts_with("recipients") {
+                    let field = if f.starts_with("recipients") || f.starts_with("request") {
                         "to"
                     } else if f.starts_with("subject_refs") {
                         "ref_value"

@@ -1750,6 +1750,7 @@ fn access_words(code: &str) -> &'static str {
         "item_viewed" => "Opened an item in the inbox",
         "item_downloaded" => "Downloaded an item's file",
         "item_acknowledged" => "Acknowledged an item",
+        "request_viewed" => "Opened a request for information",
         "signed_in" => "Signed in",
         "signed_out" => "Signed out",
         "code_sent" => "Was sent a sign-in code",

@@ -21,6 +21,7 @@ pub(crate) mod oversight;
 mod pages;
 mod passkeys;
 mod registry;
+mod requests;
 mod share;
 mod signin;
 mod transfers;
@@ -128,6 +129,10 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/transfers/{id}", get(transfers::detail))
         .route("/transfers/{id}/rationale", post(decline::rationale))
         .route("/decline", get(decline::start).post(decline::record))
+        .route("/requests", get(requests::list))
+        .route("/requests/new", get(requests::new).post(requests::ask))
+        .route("/requests/{id}", get(requests::show))
+        .route("/requests/{id}/withdraw", post(requests::withdraw))
         .route("/log", get(log_pages::list))
         .route("/log/transfer/{id}", get(log_pages::record))
         .route(

@@ -289,6 +289,9 @@ pub struct HomePage {
     pub can_receive: bool,
     /// Items waiting for the organisation (when the person may receive).
     pub waiting: usize,
+    /// Requests for information asked of the organisation and still to be answered (when the
+    /// person may share or receive).
+    pub requests_open: usize,
     pub recent: Vec<TransferView>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,

@@ -123,10 +123,13 @@ struct Draft {
 
 impl Draft {
     fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        // `correction_of` is no page's question: it comes with "send a correction" and is
-        // carried to the end.
-        let known =
-            |k: &str| k == "correction_of" || Step::ALL.iter().any(|s| s.names().contains(&k));
+        // `correction_of` and `answers` are no page's question: they come with "send a
+        // correction" and "answer a request", and are carried to the end.
+        let known = |k: &str| {
+            k == "correction_of"
+                || k == "answers"
+                || Step::ALL.iter().any(|s| s.names().contains(&k))
+        };
         Draft {
             fields: pairs
                 .into_iter()
@@ -305,6 +308,10 @@ fn problems(step: Step, d: &Draft, cx: &Cx<'_>) -> Vec<FieldError> {
             "urgent" if !d.one("urgency_reason").is_empty() => {}
             "urgent" => bad("urgency_reason", "Say why this cannot wait"),
             _ => bad("urgency", "Select how urgent this is"),
+        },
+        Step::Request if !d.one("answers").is_empty() => match d.one("request") {
+            "in_full" | "in_part" => {}
+            _ => bad("request", "Select whether this answers the request in full"),
         },
         Step::Request => match d.one("request") {
             "no" => {}
@@ -589,6 +596,34 @@ fn page(step: Step, d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedI
             );
             ("How urgent is this?".to_owned(), Vec::new(), vec![f, r])
         }
+        Step::Request if !d.one("answers").is_empty() => {
+            let mut f = field(
+                "radios",
+                "request",
+                "Does this answer the request in full?",
+                None,
+            );
+            f.options = vec![
+                opt(
+                    "in_full",
+                    "Yes, in full",
+                    Some("The request is then answered."),
+                ),
+                opt(
+                    "in_part",
+                    "In part",
+                    Some("You will share the rest later: the request stays open until then."),
+                ),
+            ];
+            (
+                "Does this answer the request in full?".to_owned(),
+                vec![format!(
+                    "You are answering request {}. Its words are recorded with your share.",
+                    reference(d.one("answers"))
+                )],
+                vec![f],
+            )
+        }
         Step::Request => {
             let mut f = field(
                 "radios",
@@ -857,7 +892,17 @@ fn check_page(d: &Draft, cx: &Cx<'_>, errors: Vec<FieldError>, s: &SignedIn) -> 
         lines: with_reason(urgency, d.one("urgency_reason")),
         step: "urgency",
     });
-    let request = if d.one("request") == "yes" {
+    let request = if !d.one("answers").is_empty() {
+        vec![format!(
+            "Request {}, {}",
+            reference(d.one("answers")),
+            if d.one("request") == "in_part" {
+                "in part (more to follow)"
+            } else {
+                "in full"
+            }
+        )]
+    } else if d.one("request") == "yes" {
         vec![
             d.one("request_ref").to_owned(),
             d.one("request_what").to_owned(),
@@ -967,7 +1012,31 @@ pub async fn start(
         .map(|q| super::form_pairs(q.as_bytes()))
         .and_then(|p| p.into_iter().find(|(k, _)| k == "correction_of"))
         .map(|(_, v)| v);
+    let answers = q
+        .as_deref()
+        .map(|q| super::form_pairs(q.as_bytes()))
+        .and_then(|p| p.into_iter().find(|(k, _)| k == "answers"))
+        .map(|(_, v)| v);
     let mut d = Draft::default();
+    // "Answer a request": one made to this organisation and still open; the share starts
+    // addressed to the requester, for the request's purpose and basis (all can be changed).
+    if let Some(given) = answers {
+        let Ok(id) = given.parse::<crate::domain::ids::RequestId>() else {
+            return pages::not_found().await;
+        };
+        match crate::ingest::requests::view(&app.api, id, &s.person.org).await {
+            Ok(Some(v)) if v.holder == s.person.org.as_str() && v.closed_at.is_none() => {
+                d.fields.extend([
+                    ("answers".to_owned(), v.request_id),
+                    ("to".to_owned(), v.requester),
+                    ("purpose".to_owned(), v.purpose),
+                    ("basis".to_owned(), v.lawful_basis),
+                ]);
+            }
+            Ok(_) => return pages::not_found().await,
+            Err(e) => return pages::store_down(&e),
+        }
+    }
     if let Some(given) = corrects {
         let Ok(id) = given.parse::<crate::domain::ids::TransferId>() else {
             return pages::not_found().await;
@@ -984,7 +1053,14 @@ pub async fn start(
             Err(e) => return pages::store_down(&e),
         }
     }
-    page(Step::To, &d, &cx, Vec::new(), &s)
+    // Answering a request, the first pages are answered already: go on from the first that
+    // is not (each can still be changed from "check your answers").
+    let first = if d.one("answers").is_empty() {
+        Step::To
+    } else {
+        next(&d, &cx)
+    };
+    page(first, &d, &cx, Vec::new(), &s)
 }
 
 /// One page answered: its errors, or the next page (a "change" button goes to its page).
@@ -1063,7 +1139,12 @@ fn envelope(d: &Draft, s: &SignedIn, file_name: Option<&str>) -> serde_json::Val
                 json!(d.one("condition")),
             );
         }
-        if d.one("request") == "yes" {
+        if !d.one("answers").is_empty() {
+            obj.insert(
+                "request".into(),
+                json!({"request_id": d.one("answers"), "answer": d.one("request")}),
+            );
+        } else if d.one("request") == "yes" {
             obj.insert(
                 "request".into(),
                 json!({"reference": d.one("request_ref"), "requested": d.one("request_what")}),

@@ -133,11 +133,34 @@ pub async fn home(State(app): State<Arc<WebApp>>, s: SignedIn) -> Response {
     } else {
         0
     };
+    let requests_open = if can_receive || s.person.may(Role::Share) {
+        let org = s.person.org.to_string();
+        match app
+            .api
+            .store
+            .read(move |c| {
+                crate::store::requests::list(
+                    c,
+                    &org,
+                    crate::store::requests::Side::Received,
+                    true,
+                    1000,
+                )
+            })
+            .await
+        {
+            Ok(rows) => rows.len(),
+            Err(e) => return pages::store_down(&e),
+        }
+    } else {
+        0
+    };
     pages::render(&HomePage {
         title: s.org_name.clone(),
         can_share: s.person.may(Role::Share),
         can_receive,
         waiting,
+        requests_open,
         recent,
         errors: Vec::new(),
         who: who(&s),

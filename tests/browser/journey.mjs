@@ -80,6 +80,7 @@ const state = {
   passkey: null, // {added, signed_in, code_withheld}, with JavaScript on
   dpo: null, // {filtered, record, subject, exported, report, explained}
   tampered: null, // {broken, seq}
+  request: null, // {reference, answered, seen_by_requester}
   failed: null,
 };
 let currentStep = 'start';
@@ -105,6 +106,7 @@ function result() {
     passkey: state.passkey,
     dpo: state.dpo,
     tampered: state.tampered,
+    request: state.request,
     skipped: state.skipped,
     browser_problems: state.browserProblems,
     visited: state.visited,
@@ -488,11 +490,21 @@ context.setDefaultTimeout(ACTION_TIMEOUT_MS);
 context.setDefaultNavigationTimeout(NAV_TIMEOUT_MS);
 page = await context.newPage();
 
-page.on('response', response => {
-  if (response.request().isNavigationRequest() && response.frame() === page.mainFrame()) {
-    lastStatus = response.status();
-  }
-});
+// The status of each page's main document, and (below) what the browser reports.
+function watch(p) {
+  p.on('response', response => {
+    if (response.request().isNavigationRequest() && response.frame() === p.mainFrame()) {
+      lastStatus = response.status();
+    }
+  });
+  p.on('console', message => {
+    if (message.type() === 'error' && /Content[- ]Security[- ]Policy/i.test(message.text())) {
+      browserProblem('csp', message.text());
+    }
+  });
+  p.on('pageerror', error => browserProblem('pageerror', error.message));
+}
+watch(page);
 // CSP violations and uncaught errors: each distinct one reported once, with how often it happened.
 function browserProblem(kind, text) {
   const seen = state.browserProblems.find(p => p.kind === kind && p.text === text);
@@ -503,12 +515,6 @@ function browserProblem(kind, text) {
   state.browserProblems.push({ kind, text, count: 1, first_step: currentStep, first_url: page.url() });
   log('NOTE', `${kind === 'csp' ? 'CSP violation' : 'uncaught page error'} at ${page.url()}: ${text}`);
 }
-page.on('console', message => {
-  if (message.type() === 'error' && /Content[- ]Security[- ]Policy/i.test(message.text())) {
-    browserProblem('csp', message.text());
-  }
-});
-page.on('pageerror', error => browserProblem('pageerror', error.message));
 
 log('NOTE', `Chromium ${browser.version()}, JavaScript ${JS}, ${BASE}`);
 
@@ -553,6 +559,119 @@ if (PART === 'tampered') {
   });
   log('OK', `${state.pages} pages, no accessibility violations (${AXE_TAGS.join(', ')})`);
   await finish(state.violations.length ? 1 : 0);
+}
+
+// A request for information, over the pages: the MASH asks the youth club in writing; the club
+// reads it and answers it by sharing (the share flow starts addressed to the MASH, for the
+// request's purpose and basis); the MASH sees it answered.
+if (PART === 'requests') {
+  state.request = { reference: null, answered: false, seen_by_requester: false };
+  await step('rq-alex-sign-in', () => signInAs(MASH_EMAIL, 'rq-alex', 'Northshire Multi-Agency Safeguarding Hub'));
+  await step('rq-ask', async () => {
+    await loading(() => page.getByRole('link', { name: 'Ask for information' }).first().click());
+    await arrived('rq-ask', 'Ask for information');
+    // Sent empty, by keyboard alone: what to fix, each linked to its question.
+    const send = page.getByRole('button', { name: 'Send the request', exact: true });
+    await tabTo(send, 'the "Send the request" button', 80);
+    await loading(() => page.keyboard.press('Enter'));
+    await arrived('rq-ask-error', 'Ask for information');
+    const summary = page.locator('[role=alert], .error-summary').first();
+    check((await summary.locator('a[href="#holder"]').count()) === 1, 'the error summary has no link to #holder');
+    check((await summary.locator('a[href="#ref_value"]').count()) === 1, 'the error summary has no link to #ref_value');
+    await page.getByRole('combobox', { name: startsWith('Which organisation holds the information?') }).selectOption({ label: 'Riverside Youth Club' });
+    await page.getByRole('combobox', { name: startsWith('Why do you need it?') }).selectOption({ label: "Referral of a safeguarding concern to children's social care" });
+    await choose('radio', 'Legitimate interests');
+    await fillTextbox('What information do you need?', 'Attendance and any concerns noted since September.');
+    await fillTextbox('Your grounds', 'A contact about the child is being triaged by the MASH.');
+    await page.getByRole('combobox', { name: startsWith('Kind of reference') }).selectOption({ label: 'Case reference' });
+    await fillTextbox('Reference', 'RY-2026-0042');
+    await loading(() => send.click());
+    await arrived('rq-sent', 'Request sent');
+    state.request.reference = (await page.locator('#reference').innerText()).trim();
+    check(state.request.reference !== '', 'the request has no reference');
+    const text = await page.locator('main').innerText();
+    check(text.includes('Riverside Youth Club'), 'the confirmation does not name the organisation asked');
+    await loading(() => page.getByRole('link', { name: 'Follow this request' }).click());
+    await arrived('rq-follow', 'Request for information');
+    check((await page.locator('main').innerText()).includes('Waiting for an answer'), 'the new request is not waiting for an answer');
+  });
+  // The club in a browser of its own, while the MASH stays signed in in the first (each
+  // address may be sent only so many codes in 15 minutes).
+  const alexPage = page;
+  const clubContext = await step('rq-club-context', () =>
+    browser.newContext({
+      ignoreHTTPSErrors: true,
+      javaScriptEnabled: JS === 'on',
+      viewport: { width: 1024, height: 768 },
+      locale: 'en-GB',
+    }),
+  );
+  clubContext.setDefaultTimeout(ACTION_TIMEOUT_MS);
+  clubContext.setDefaultNavigationTimeout(NAV_TIMEOUT_MS);
+  page = await clubContext.newPage();
+  watch(page);
+  await step('rq-sam-sign-in', () => signInAs(EMAIL, 'rq-sam', 'Riverside Youth Club'));
+  await step('rq-sam-sees', async () => {
+    await loading(() => page.getByRole('link', { name: /request is waiting for an answer/ }).click());
+    await arrived('rq-list', 'Requests for information');
+    await loading(() => page.getByRole('table').getByRole('link', { name: state.request.reference, exact: true }).click());
+    await arrived('rq-read', 'Request for information');
+    const text = await page.locator('main').innerText();
+    for (const seen of ['Northshire Multi-Agency Safeguarding Hub', 'Attendance and any concerns', 'Case reference: RY-2026-0042']) {
+      check(text.includes(seen), `the holder's page does not show "${seen}"`);
+    }
+    await loading(() => page.getByRole('link', { name: 'Share the information' }).click());
+    await arrived('rq-answer-01-kind', QUESTIONS[3].h1);
+  });
+  const answering = QUESTIONS.slice(3).map(q =>
+    q.slug === 'request'
+      ? { slug: 'request', h1: 'Does this answer the request in full?', answer: () => choose('radio', 'Yes, in full') }
+      : q,
+  );
+  for (let i = 0; i < answering.length; i++) {
+    const q = answering[i];
+    await step(`rq-answer-${q.slug}`, async () => {
+      await q.answer();
+      await loading(() => continueButton().click());
+    });
+    const next = answering[i + 1];
+    const name = next ? `rq-answer-${String(i + 2).padStart(2, '0')}-${next.slug}` : 'rq-answer-check';
+    await step(name, () => arrived(name, next ? next.h1 : 'Check your answers'));
+  }
+  await step('rq-answer-send', async () => {
+    const text = await page.locator('main').innerText();
+    check(text.includes(`Request ${state.request.reference}, in full`), 'check your answers does not say which request this answers');
+    const dir = mkdtempSync(join(tmpdir(), 'postern-journey-'));
+    const file = join(dir, 'attendance.txt');
+    writeFileSync(file, 'Attendance: weekly since September. No concerns noted.\n');
+    await page.getByLabel('File to share').setInputFiles(file);
+    await loading(() => page.getByRole('button', { name: 'Send', exact: true }).click());
+    await arrived('rq-answered', /^\s*Shared\s*$/);
+    rmSync(dir, { recursive: true, force: true });
+    await loading(() => page.goto(`${BASE}/requests`));
+    await arrived('rq-list-answered', 'Requests for information');
+    const row = page.getByRole('row', { name: new RegExp(state.request.reference) });
+    check((await row.innerText()).includes('Answered'), 'the answered request is not shown answered');
+    state.request.answered = true;
+    await signOut('rq-sam-signed-out');
+  });
+  page = alexPage;
+  await step('rq-alex-sees', async () => {
+    await loading(() => page.goto(`${BASE}/requests`));
+    await arrived('rq-alex-list', 'Requests for information');
+    await loading(() => page.getByRole('table').getByRole('link', { name: state.request.reference, exact: true }).last().click());
+    await arrived('rq-alex-answered', 'Request for information');
+    const text = await page.locator('main').innerText();
+    check(text.includes('Answered') && text.includes('answers it in full'), 'the requester does not see the request answered');
+    state.request.seen_by_requester = true;
+    await signOut('rq-alex-signed-out');
+  });
+  if (state.violations.length) {
+    state.failed = 'axe';
+    await finish(1);
+  }
+  log('OK', `${state.pages} pages, no accessibility violations (${AXE_TAGS.join(', ')})`);
+  await finish(0);
 }
 
 // a. The start page sends a stranger to sign in.
