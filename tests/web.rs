@@ -1071,3 +1071,105 @@ async fn a_share_from_the_pages_says_busy_when_uploads_hold_the_memory_they_may(
     drop(more);
     let _ = held.await;
 }
+
+/// A request for information asked on the pages: the holder's people with `receive` are
+/// emailed (the requester's name and a link, no personal data); a person of a third
+/// organisation can neither read it nor answer or decline it by guessing its id; the holder's
+/// reading of it is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_asked_on_the_pages_is_announced_to_the_holder_and_hidden_from_others() {
+    let (d, sink) = deployment("").await;
+    // A third organisation's practitioner, who shares and receives.
+    const KIM: &str = "kim@northshire-police.example";
+    let people = d.config_dir.join("people.toml");
+    let mut text = std::fs::read_to_string(&people).expect("people.toml");
+    text.push_str("\n[[person]]\nemail = \"kim@northshire-police.example\"\nname = \"Kim Reed\"\ntitle = \"Detective constable\"\norganisation = \"northshire-police\"\nroles = [\"share\", \"receive\"]\n");
+    std::fs::write(&people, text).expect("people.toml");
+    let server = d.start().await;
+    let web = server.web.expect("web");
+    let mut alex = Browser::new(&d, web);
+    sign_in(&mut alex, &sink, ALEX).await;
+    let a = alex
+        .post(
+            "/requests/new",
+            "holder=riverside-youth&purpose=safeguarding-referral&basis=legitimate_interests&requested=REQUESTED-SENTINEL+attendance&grounds=GROUNDS-SENTINEL+a+contact&ref_scheme=case&ref_value=SUBJECT-SENTINEL-77&urgency=routine",
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("Request sent"), "{}", a.body);
+    let id = a
+        .body
+        .split("/requests/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the request's link")
+        .to_owned();
+    assert!(id.parse::<uuid::Uuid>().is_ok(), "{id}");
+
+    let told = eventually(20, "the club's receiver is told", || async {
+        sink.received().into_iter().find(|m| {
+            m.to.iter().any(|t| t.contains(SAM)) && contains(&m.data, b"request for information")
+        })
+    })
+    .await;
+    assert!(told.tls);
+    let mail = String::from_utf8_lossy(&told.data).to_string();
+    assert!(
+        mail.contains("Northshire Multi-Agency Safeguarding Hub"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("https://localhost:{}/requests/{id}", web.port())),
+        "{mail}"
+    );
+    for secret in ["REQUESTED-SENTINEL", "GROUNDS-SENTINEL", "SUBJECT-SENTINEL"] {
+        assert!(!mail.contains(secret), "no personal data in the email");
+    }
+
+    // The holder reads it, with the child's reference; the reading is recorded.
+    let mut sam = Browser::new(&d, web);
+    sign_in(&mut sam, &sink, SAM).await;
+    let page = sam.get(&format!("/requests/{id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("SUBJECT-SENTINEL-77") && page.body.contains("REQUESTED-SENTINEL"));
+    assert!(page.body.contains(&format!("/share?answers={id}")));
+    assert!(person_events(&d).contains(&(SAM.to_owned(), "request_viewed".to_owned())));
+    // The requester cannot answer its own request.
+    assert_eq!(alex.get(&format!("/share?answers={id}")).await.status, 404);
+
+    // Another organisation's person: not found, whichever way.
+    let mut kim = Browser::new(&d, web);
+    sign_in(&mut kim, &sink, KIM).await;
+    for path in [
+        format!("/requests/{id}"),
+        format!("/share?answers={id}"),
+        format!("/decline?answers={id}"),
+    ] {
+        let a = kim.get(&path).await;
+        assert_eq!(a.status, 404, "{path}: {}", a.body);
+        assert!(!a.body.contains("SUBJECT-SENTINEL"), "{path}");
+    }
+    let a = kim
+        .post(&format!("/requests/{id}/withdraw"), "reason=x")
+        .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert!(!kim.get("/requests").await.body.contains(&id));
+
+    // Declined by the holder from the pages: the decision names it, and it is closed.
+    let a = sam
+        .post(
+            "/decline",
+            &format!(
+                "to=northshire-mash&reasons=Not+proportionate.&ref_scheme=&ref_value=&answers={id}"
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let page = alex.get(&format!("/requests/{id}")).await;
+    assert!(page.body.contains("Declined"), "{}", page.body);
+    assert!(
+        !page.body.contains("SUBJECT-SENTINEL"),
+        "closed: the reference is no longer kept"
+    );
+    server.stop().await;
+}
