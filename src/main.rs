@@ -57,6 +57,8 @@ enum Command {
     Decline(Box<cli::decline::DeclineArgs>),
     /// Add the rationale of an urgent transfer sent without its justification.
     Rationale(cli::decline::RationaleArgs),
+    /// Tell the sender of a transfer your organisation received what became of it.
+    Feedback(Box<cli::decline::FeedbackArgs>),
     /// Ask another organisation for information in writing (`postern request --to ORG ...`),
     /// or follow requests: `list`, `show`, `withdraw`.
     Request(Box<cli::request::RequestArgs>),
@@ -172,6 +174,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cli::send::status(a).await,
             Command::Decline(a) => cli::decline::decline(*a).await,
             Command::Request(a) => cli::request::run(*a).await,
+            Command::Feedback(a) => cli::decline::feedback(*a).await,
             Command::Rationale(a) => cli::decline::rationale(a).await,
             Command::Explain(a) => cli::explain::run(*a),
             Command::Inbox { command } => cli::inbox::run(command).await,

@@ -215,6 +215,7 @@ fn a_volunteer_shares_with_the_mash_in_a_real_browser_with_javascript_on_and_off
         );
         assert_eq!(r["request"]["answered"], true, "{r}");
         assert_eq!(r["request"]["seen_by_requester"], true, "{r}");
+        assert_eq!(r["request"]["feedback_seen"], true, "{r}");
     }
     // A record altered behind the gateway's back: "verify now" must say where, and every log
     // page must carry it.

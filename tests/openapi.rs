@@ -1247,6 +1247,7 @@ fn round_trip(name: &str, v: &Value) -> Value {
         "RequestList" => rt::<postern_gateway::ingest::requests::RequestList>(name, v),
         "RequestView" => rt::<postern_gateway::ingest::requests::RequestView>(name, v),
         "RequestWithdrawn" => rt::<postern_gateway::ingest::requests::RequestWithdrawn>(name, v),
+        "FeedbackRecorded" => rt::<postern_gateway::ingest::feedback::FeedbackRecorded>(name, v),
         other => panic!("no Rust type is known for the schema {other}"),
     }
 }
@@ -1297,7 +1298,8 @@ fn success_examples_are_what_the_code_produces() {
             "RequestMade",
             "RequestList",
             "RequestView",
-            "RequestWithdrawn"
+            "RequestWithdrawn",
+            "FeedbackRecorded"
         ]),
         "the JSON success answers"
     );

@@ -619,3 +619,116 @@ async fn the_command_line_asks_follows_declines_and_withdraws_and_the_logs_keep_
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
 }
+
+/// Feedback that closes the loop: a recipient the transfer was delivered to tells its sender
+/// what became of it (API and command line); the sender sees it in the transfer's status; no
+/// one else may give it; the report counts the share of transfers with feedback by recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_tells_the_sender_what_became_of_a_transfer() {
+    let d = Deployment::with_daemon(
+        "[delivery]\nretry_initial_ms = 100\nretry_max_ms = 400\nretry_jitter = 0.0\n",
+    );
+    let server = d.start().await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let mut youth = d.connect(server.addr, "riverside-youth").await;
+    let shared = submit(&mut council, &envelope(json!({})), payload(500, 9), None).await;
+    assert_eq!(shared.status, 202);
+    let id = json(&shared)["transfer_id"].as_str().unwrap().to_owned();
+    common::wait_recipient(&mut council, &id, "northshire-police", "delivered", |s| {
+        s["state"] == "delivered"
+    })
+    .await;
+    let path = format!("/v1/transfers/{id}/feedback");
+    let give = |body: Value| Bytes::from(body.to_string());
+
+    // Neither the sender nor a stranger may give it: to them the transfer does not exist.
+    for conn in [&mut council, &mut youth] {
+        let a = conn
+            .post_json(&path, give(json!({"status": "received_and_read"})), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.status, json(&a)["code"].clone()),
+            (404, json!("transfer_not_found"))
+        );
+    }
+    // Invalid: every problem at once, nothing recorded.
+    let a = police
+        .post_json(
+            &path,
+            give(json!({"status": "thanks", "comment": "x".repeat(501)})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 422);
+    let p = json(&a);
+    assert_eq!(p["code"], "invalid_feedback");
+    assert_eq!(p["errors"].as_array().map(Vec::len), Some(2));
+
+    // Read first, acted on later (from the command line).
+    let a = police
+        .post_json(&path, give(json!({"status": "received_and_read"})), None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args([
+            "feedback",
+            &id,
+            "--status",
+            "assessment_started",
+            "--comment",
+            "COMMENT-SENTINEL: strategy meeting on Friday.",
+            "--server",
+            &format!("https://localhost:{}", server.addr.port()),
+            "--ca",
+        ])
+        .arg(d.ca_path())
+        .arg("--identity")
+        .arg(d.identity_path("northshire-police"))
+        .env_remove("POSTERN_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The sender sees both, in order, with who gave them.
+    let status = json(&council.get(&format!("/v1/transfers/{id}")).await.unwrap());
+    let feedback = status["feedback"].as_array().expect("feedback");
+    assert_eq!(feedback.len(), 2, "{status}");
+    assert_eq!(feedback[0]["from"], "northshire-police");
+    assert_eq!(feedback[0]["status"], "received_and_read");
+    assert_eq!(feedback[1]["status"], "assessment_started");
+    assert!(
+        feedback[1]["comment"]
+            .as_str()
+            .unwrap()
+            .starts_with("COMMENT-SENTINEL")
+    );
+    let records: Vec<Value> = d
+        .all_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "feedback_given")
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["to"], "northshire-cc");
+
+    // The report: one share to the police, with feedback; none to anyone else here.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "report", "--json", "--state-dir"])
+        .arg(&d.state_dir)
+        .env_remove("POSTERN_STATE_DIR")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["feedback_by_recipient"]["northshire-police"],
+        json!({"shared": 1, "with_feedback": 1})
+    );
+    server.stop().await;
+}

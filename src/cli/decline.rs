@@ -1,6 +1,7 @@
-//! `postern decline` and `postern rationale`: recording, from the command line, a decision not
-//! to share (with its reasons), and the rationale of an urgent share sent without one. Both
-//! connect like `postern send` (`--server`, `--ca`, `--identity`).
+//! `postern decline`, `postern rationale` and `postern feedback`: recording, from the command
+//! line, a decision not to share (with its reasons), the rationale of an urgent share sent
+//! without one, and a recipient's feedback on a transfer. They connect like `postern send`
+//! (`--server`, `--ca`, `--identity`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::Args;
 use postern_gateway::domain::decision::{RawDecision, RawRationale};
+use postern_gateway::domain::feedback::RawFeedback;
 use postern_gateway::ingest::decisions::{Declined, RationaleRecorded};
+use postern_gateway::ingest::feedback::FeedbackRecorded;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -168,6 +171,49 @@ pub async fn rationale(a: RationaleArgs) -> anyhow::Result<ExitCode> {
         .post(&a.connect, &raw, a.json, |r: RationaleRecorded| {
             println!("{}", r.transfer_id);
             eprintln!("Rationale recorded at {}", r.recorded_at);
+        })
+        .await
+}
+
+#[derive(Args)]
+pub struct FeedbackArgs {
+    #[command(flatten)]
+    connect: Connect,
+    /// The transfer's id (in the envelope your organisation received).
+    id: String,
+    /// What became of it.
+    #[arg(long, value_parser = ["received_and_read", "referral_accepted", "assessment_started", "no_further_action"])]
+    status: String,
+    /// A short note for the sender (at most 500 characters).
+    #[arg(long)]
+    comment: Option<String>,
+    /// Print the gateway's JSON answer instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `postern feedback`: tells the sender of a transfer your organisation received what became
+/// of it.
+pub async fn feedback(a: FeedbackArgs) -> anyhow::Result<ExitCode> {
+    if a.id.is_empty() || !a.id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        eprintln!("postern: `{}` is not a transfer id", a.id);
+        return Ok(exit(super::EX_USAGE));
+    }
+    let body = RawFeedback {
+        status: Some(a.status.clone()),
+        comment: a.comment.clone(),
+    };
+    let record = Record {
+        path: format!("/v1/transfers/{}/feedback", a.id),
+        idempotency_key: None,
+        confirmed: 201,
+        what: "feedback",
+        retry: "Retry; feedback given twice is recorded twice, which the sender reads as one.",
+    };
+    record
+        .post(&a.connect, &body, a.json, |f: FeedbackRecorded| {
+            println!("{}", f.transfer_id);
+            eprintln!("Feedback recorded at {}", f.recorded_at);
         })
         .await
 }

@@ -511,6 +511,22 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                 )?;
             }
             print_requests(&mut out, &r.requests, &as_of)?;
+            writeln!(
+                out,
+                "feedback, by recipient (shares / with feedback from the recipient):"
+            )?;
+            if r.feedback_by_recipient.is_empty() {
+                writeln!(out, "  (none)")?;
+            }
+            for (recipient, f) in &r.feedback_by_recipient {
+                writeln!(
+                    out,
+                    "  {recipient:<24} {:>4} {:>4}  {}%",
+                    f.shared,
+                    f.with_feedback,
+                    f.with_feedback * 100 / f.shared.max(1)
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Verify(args) => crate::cli::log_verify::run(args),

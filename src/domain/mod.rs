@@ -8,6 +8,7 @@ pub mod decision;
 pub(crate) mod delivery;
 pub mod envelope;
 pub mod explain;
+pub mod feedback;
 mod fields;
 pub mod ids;
 pub(crate) mod inbound;

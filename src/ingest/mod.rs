@@ -14,6 +14,7 @@
 
 pub(crate) mod caller;
 pub mod decisions;
+pub mod feedback;
 pub mod inbound;
 mod linger;
 pub mod openapi;
@@ -242,6 +243,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/requests"),
     ("get", "/v1/requests/{id}"),
     ("post", "/v1/requests/{id}/withdraw"),
+    ("post", "/v1/transfers/{id}/feedback"),
 ];
 
 pub fn router(app: Arc<App>) -> Router {
@@ -249,6 +251,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/transfers", post(routes::submit))
         .route("/v1/transfers/{id}", get(routes::status))
         .route("/v1/transfers/{id}/rationale", post(decisions::rationale))
+        .route("/v1/transfers/{id}/feedback", post(feedback::give))
         .route("/v1/decisions", post(decisions::decline))
         .route("/v1/decisions/{id}", get(decisions::show))
         .route("/v1/requests", post(requests::make).get(requests::list))

@@ -51,6 +51,7 @@ pub enum ProblemCode {
     RequestNotFound,
     RequestClosed,
     NotTheRequester,
+    InvalidFeedback,
     InternalError,
     Unavailable,
     Busy,
@@ -91,7 +92,7 @@ impl schemars::JsonSchema for ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 41] = [
+    pub const ALL: [ProblemCode; 42] = [
         Self::MalformedRequest,
         Self::EnvelopeNotJson,
         Self::EnvelopeMissing,
@@ -129,6 +130,7 @@ impl ProblemCode {
         Self::RequestNotFound,
         Self::RequestClosed,
         Self::NotTheRequester,
+        Self::InvalidFeedback,
         Self::InternalError,
         Self::Unavailable,
         Self::Busy,
@@ -175,6 +177,7 @@ impl ProblemCode {
             Self::RequestNotFound => "request_not_found",
             Self::RequestClosed => "request_closed",
             Self::NotTheRequester => "not_the_requester",
+            Self::InvalidFeedback => "invalid_feedback",
             Self::InternalError => "internal_error",
             Self::Unavailable => "unavailable",
             Self::Busy => "busy",
@@ -221,6 +224,7 @@ impl ProblemCode {
             Self::RequestNotFound => 404,
             Self::RequestClosed => 409,
             Self::NotTheRequester => 403,
+            Self::InvalidFeedback => 422,
             Self::InternalError => 500,
             Self::Unavailable => 503,
             Self::Busy => 503,
@@ -244,6 +248,7 @@ impl ProblemCode {
             Self::InvalidInfoRequest => "Invalid request for information",
             Self::RequestClosed => "Request closed",
             Self::NotTheRequester => "Not the requester",
+            Self::InvalidFeedback => "Invalid feedback",
             Self::CertificateNoLongerAccepted => "Certificate no longer accepted",
             Self::Busy => "Busy",
             other => status_title(other.status()),

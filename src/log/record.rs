@@ -73,6 +73,8 @@ pub enum RecordKind {
     RequestDeclined,
     /// The requester withdrew a request.
     RequestWithdrawn,
+    /// A recipient told the sender what became of a transfer.
+    FeedbackGiven,
 }
 
 impl RecordKind {
@@ -97,6 +99,7 @@ impl RecordKind {
             RecordKind::RequestAnswered => "request_answered",
             RecordKind::RequestDeclined => "request_declined",
             RecordKind::RequestWithdrawn => "request_withdrawn",
+            RecordKind::FeedbackGiven => "feedback_given",
         }
     }
 }
@@ -657,6 +660,24 @@ pub struct RequestEventRecord {
     pub reason: Option<String>,
 }
 
+/// A recipient's feedback on a transfer (`feedback_given`): what became of it, for its sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FeedbackRecord {
+    #[schemars(with = "String", extend("const" = "feedback_given"))]
+    pub kind: RecordKind,
+    pub transfer_id: TransferId,
+    /// When (RFC 3339, UTC).
+    #[schemars(with = "crate::domain::wire::DateTime")]
+    pub at: String,
+    /// The recipient that gave it (and the certificate or person it gave it with).
+    pub sender: SenderRecord,
+    /// The transfer's sender, whom it is for.
+    pub to: OrgId,
+    pub status: crate::domain::feedback::FeedbackStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
 /// The peer that brought a refused inbound delivery, and its certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
@@ -842,6 +863,7 @@ impl Record for HeadAcceptedRecord {}
 impl Record for PersonAccessRecord {}
 impl Record for InfoRequestRecord {}
 impl Record for RequestEventRecord {}
+impl Record for FeedbackRecord {}
 
 /// Why a stored body does not yield an index.
 #[derive(Debug, thiserror::Error)]
@@ -932,6 +954,7 @@ struct View<'a> {
     request_id: Option<RequestId>,
     refusal: Option<DecisionView>,
     state: Option<String>,
+    status: Option<String>,
     sender: Option<SenderView>,
     code: Option<String>,
     outcome: Option<String>,
@@ -1094,6 +1117,12 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
             index.transfer_id = Some(TransferId::from_uuid(uuid::Uuid::from_u128(id.as_u128())));
             index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
             index.code = Some(v.state.ok_or_else(|| need("state"))?);
+        }
+        // Filed under the transfer and the recipient that gave it, with its status as the code.
+        RecordKind::FeedbackGiven => {
+            index.transfer_id = Some(v.transfer_id.ok_or_else(|| need("transfer_id"))?);
+            index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);
+            index.code = Some(v.status.ok_or_else(|| need("status"))?);
         }
         RecordKind::LogPurged | RecordKind::HeadAccepted => {}
     }

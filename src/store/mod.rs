@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod checkpoint;
 pub(crate) mod decisions;
+pub mod feedback;
 pub(crate) mod inbox;
 pub(crate) mod queue;
 pub mod requests;
@@ -965,6 +966,9 @@ pub struct TransferStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<crate::domain::wire::Uuid>")]
     pub answers_request: Option<String>,
+    /// What its recipients said became of it (`POST /v1/transfers/{id}/feedback`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<feedback::FeedbackLine>,
 }
 
 /// The delivery of one transfer to one recipient. Every member is present; those that do not apply
@@ -1091,6 +1095,7 @@ pub fn transfer_status(
                 payload_sha256: r.get(5)?,
                 recipients: Vec::new(),
                 answers_request: None,
+                feedback: Vec::new(),
             })
         })
         .optional()?;
@@ -1101,6 +1106,7 @@ pub fn transfer_status(
     if let Ok(t) = id.parse::<TransferId>() {
         status.answers_request = requests::answered_by(conn, t)?.map(|r| r.to_string());
     }
+    status.feedback = feedback::on_transfer(conn, id)?;
     Ok(Some(status))
 }
 

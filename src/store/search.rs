@@ -410,6 +410,8 @@ pub struct Report {
     /// Requests for information received in the period: overdue and answered late, by the
     /// organisation asked, with the median time to answer.
     pub requests: super::requests::RequestsReport,
+    /// Shares in the period, by recipient, and how many the recipient gave feedback on.
+    pub feedback_by_recipient: BTreeMap<String, super::feedback::FeedbackShare>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -529,6 +531,12 @@ pub fn report(
         q.to.as_deref(),
         q.party.as_deref(),
         as_of,
+    )?;
+    r.feedback_by_recipient = super::feedback::share_by_recipient(
+        conn,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.party.as_deref(),
     )?;
     Ok(r)
 }

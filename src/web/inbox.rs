@@ -52,8 +52,21 @@ struct ItemPage {
     details: Vec<Row>,
     can_open: bool,
     acknowledged: bool,
+    /// Shared through this gateway: the sender can be told what became of it.
+    can_feedback: bool,
+    /// Feedback the person's organisation gave on it already.
+    given: Vec<String>,
     errors: Vec<FieldError>,
     who: Option<Who>,
+}
+
+impl ItemPage {
+    fn err(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
 }
 
 fn view(reg: &Registry, i: &InboxItem) -> ItemView {
@@ -177,26 +190,122 @@ pub async fn item(
     if let Err(r) = record(&app, &s, &ip, AccessEvent::ItemViewed, &item, None).await {
         return r;
     }
+    item_page(&app, &s, &item, &sealed_envelope, Vec::new()).await
+}
+
+/// An item's page: its details (from the envelope, opened when this gateway holds the
+/// organisation's key), its file, and feedback for the sender.
+async fn item_page(
+    app: &WebApp,
+    s: &SignedIn,
+    item: &InboxItem,
+    sealed_envelope: &[u8],
+    errors: Vec<FieldError>,
+) -> Response {
     let reg = app.api.registry.current();
-    let key = portal_key(&reg, &s).await;
+    let key = portal_key(&reg, s).await;
     let envelope = key.as_ref().and_then(|k| {
         let mut json = Vec::new();
-        crate::seal::open(&sealed_envelope[..], k.identity())
+        crate::seal::open(sealed_envelope, k.identity())
             .ok()?
             .read_to_end(&mut json)
             .ok()?;
         serde_json::from_slice::<RecipientEnvelope>(&json).ok()
     });
     let details = envelope.map(|e| details(&reg, &e)).unwrap_or_default();
-    pages::render(&ItemPage {
+    let can_open = key.is_some();
+    let (t, org) = (item.transfer_id.clone(), s.person.org.to_string());
+    // Feedback reaches a sender through the gateway that accepted the share: this one.
+    let found = app
+        .api
+        .store
+        .read(move |c| {
+            let local = crate::store::feedback::sender_for_recipient(c, &t, &org)?.is_some();
+            let given = crate::store::feedback::on_transfer(c, &t)?
+                .into_iter()
+                .filter(|f| f.from == org)
+                .map(|f| {
+                    format!(
+                        "{}, {}",
+                        f.status.words(),
+                        f.at.get(..10).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>();
+            Ok((local, given))
+        })
+        .await;
+    let (can_feedback, given) = match found {
+        Ok(f) => f,
+        Err(e) => return pages::store_down(&e),
+    };
+    let page = ItemPage {
         title: "Shared with you",
-        item: view(&reg, &item),
+        item: view(&reg, item),
         details,
-        can_open: key.is_some(),
+        can_open,
         acknowledged: item.acknowledged_at.is_some(),
-        errors: Vec::new(),
-        who: who(&s),
+        can_feedback,
+        given,
+        errors,
+        who: who(s),
+    };
+    pages::render_form(&page, &page.errors)
+}
+
+/// Feedback for the sender: what became of the item.
+pub async fn feedback(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (item, sealed_envelope) = match find(&app, &s, &id).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Ok(transfer) = item.transfer_id.parse() else {
+        return pages::not_found().await;
+    };
+    let pairs = super::form_pairs(&body);
+    let one = |n: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let bytes = serde_json::json!({
+        "status": one("status"),
+        "comment": Some(one("comment")).filter(|c| !c.is_empty()),
     })
+    .to_string()
+    .into_bytes();
+    let who = crate::ingest::routes::Submitter {
+        org: s.person.org.clone(),
+        certificate: String::new(),
+        person: Some(s.person.email.clone()),
+    };
+    let answer = crate::ingest::feedback::record_feedback(&app.api, &who, transfer, &bytes).await;
+    match answer.status() {
+        axum::http::StatusCode::CREATED => see_other(&format!("/inbox/{id}")),
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
+            let status_missing =
+                crate::domain::feedback::FeedbackStatus::parse(&one("status")).is_none();
+            let error = if status_missing {
+                FieldError::new("status", "Select what became of it")
+            } else {
+                FieldError::new("comment", "Keep the note under 500 characters")
+            };
+            item_page(&app, &s, &item, &sealed_envelope, vec![error]).await
+        }
+        axum::http::StatusCode::NOT_FOUND => pages::not_found().await,
+        status => pages::problem(
+            status,
+            "Your feedback was not recorded",
+            "Try again in a few minutes.",
+        ),
+    }
 }
 
 /// What the envelope says, for the item's page: the grounds of the share as recorded.

@@ -1489,6 +1489,8 @@ pub struct ReportPage {
     pub holders: Vec<HolderRow>,
     pub requests_overdue: Vec<RequestRow>,
     pub requests_late: Vec<RequestRow>,
+    /// By recipient: shares, those it gave feedback on, and the percentage.
+    pub feedback: Vec<(String, u64, u64, u64)>,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,
 }
@@ -1579,6 +1581,7 @@ pub async fn report(
         holders: Vec::new(),
         requests_overdue: Vec::new(),
         requests_late: Vec::new(),
+        feedback: Vec::new(),
         errors: Vec::new(),
         who: who(&s),
     };
@@ -1713,6 +1716,18 @@ pub async fn report(
     };
     page.requests_overdue = r.requests.overdue.iter().map(line).collect();
     page.requests_late = r.requests.answered_late.iter().map(line).collect();
+    page.feedback = r
+        .feedback_by_recipient
+        .iter()
+        .map(|(recipient, f)| {
+            (
+                org_name(&reg, recipient),
+                f.shared,
+                f.with_feedback,
+                f.with_feedback * 100 / f.shared.max(1),
+            )
+        })
+        .collect();
     pages::render(&page)
 }
 

@@ -125,6 +125,7 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/inbox/{id}/file", get(inbox::file))
         .route("/inbox/{id}/sealed", get(inbox::sealed))
         .route("/inbox/{id}/ack", post(inbox::acknowledge))
+        .route("/inbox/{id}/feedback", post(inbox::feedback))
         .route("/transfers", get(transfers::list))
         .route("/transfers/{id}", get(transfers::detail))
         .route("/transfers/{id}/rationale", post(decline::rationale))

@@ -314,6 +314,8 @@ pub struct TransferPage {
     pub t: TransferView,
     /// An urgent share whose reasons are still to follow: the page asks for them.
     pub rationale_pending: bool,
+    /// What its recipients said became of it: who, what, when, and their note.
+    pub feedback: Vec<(String, String, Option<String>)>,
     pub can_share: bool,
     pub errors: Vec<FieldError>,
     pub who: Option<Who>,

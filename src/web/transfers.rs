@@ -217,6 +217,23 @@ pub async fn detail_page(
         Err(e) => return pages::store_down(&e),
     };
     let registry = app.api.registry.current();
+    let feedback = status
+        .feedback
+        .iter()
+        .map(|f| {
+            let name = f
+                .from
+                .parse()
+                .ok()
+                .and_then(|o| registry.organisation(&o))
+                .map_or_else(|| f.from.clone(), |o| o.name.clone());
+            (
+                name,
+                format!("{}, {}", f.status.words(), when(&f.at)),
+                f.comment.clone(),
+            )
+        })
+        .collect();
     let t = SentTransfer {
         id: status.id,
         received_at: status.received_at,
@@ -227,6 +244,7 @@ pub async fn detail_page(
         title: "Shared information",
         t: view(&registry, &t),
         rationale_pending: rationale.is_some_and(|r| r.urgent && r.pending),
+        feedback,
         can_share: s.person.may(Role::Share),
         errors,
         who: who(s),

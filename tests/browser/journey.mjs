@@ -653,8 +653,8 @@ if (PART === 'requests') {
     const row = page.getByRole('row', { name: new RegExp(state.request.reference) });
     check((await row.innerText()).includes('Answered'), 'the answered request is not shown answered');
     state.request.answered = true;
-    await signOut('rq-sam-signed-out');
   });
+  const clubPage = page;
   page = alexPage;
   await step('rq-alex-sees', async () => {
     await loading(() => page.goto(`${BASE}/requests`));
@@ -664,7 +664,28 @@ if (PART === 'requests') {
     const text = await page.locator('main').innerText();
     check(text.includes('Answered') && text.includes('answers it in full'), 'the requester does not see the request answered');
     state.request.seen_by_requester = true;
+  });
+  // The MASH tells the club what became of the answer; the club sees it on its share's page.
+  await step('rq-feedback', async () => {
+    await loading(() => page.goto(`${BASE}/inbox`));
+    await arrived('rq-alex-inbox', 'What has arrived');
+    await loading(() => page.getByRole('table').getByRole('link', { name: /^Open/ }).last().click());
+    await arrived('rq-alex-item', 'Shared with you');
+    await choose('radio', 'Acted on: assessment started');
+    await fillTextbox('A short note', 'Thank you: this helped the triage.');
+    await loading(() => page.getByRole('button', { name: 'Send feedback', exact: true }).click());
+    await arrived('rq-alex-fed-back', 'Shared with you');
+    check((await page.locator('main').innerText()).includes('You told them'), 'the item does not say what the MASH told the club');
     await signOut('rq-alex-signed-out');
+    page = clubPage;
+    await loading(() => page.goto(`${BASE}/transfers`));
+    await arrived('rq-sam-transfers', 'Your shares');
+    await loading(() => page.getByRole('table').getByRole('link').first().click());
+    await arrived('rq-sam-transfer', 'Shared information');
+    const text = await page.locator('main').innerText();
+    check(text.includes('Acted on: assessment started') && text.includes('helped the triage'), "the club's share page does not show the MASH's feedback");
+    state.request.feedback_seen = true;
+    await signOut('rq-sam-signed-out');
   });
   if (state.violations.length) {
     state.failed = 'axe';

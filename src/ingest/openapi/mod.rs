@@ -334,6 +334,7 @@ fn schemas() -> Map<String, Value> {
     read.subschema_for::<InboundMeta>();
     read.subschema_for::<crate::domain::info_request::RawInfoRequest>();
     read.subschema_for::<crate::ingest::requests::RawWithdrawal>();
+    read.subschema_for::<crate::domain::feedback::RawFeedback>();
     let mut written = generator(Contract::Serialize);
     written.subschema_for::<Accepted>();
     written.subschema_for::<Declined>();
@@ -352,6 +353,7 @@ fn schemas() -> Map<String, Value> {
     written.subschema_for::<crate::ingest::requests::RequestView>();
     written.subschema_for::<crate::ingest::requests::RequestList>();
     written.subschema_for::<crate::ingest::requests::RequestWithdrawn>();
+    written.subschema_for::<crate::ingest::feedback::FeedbackRecorded>();
     let mut all = read.take_definitions(true);
     all.extend(written.take_definitions(true));
     for (name, example) in examples::examples() {

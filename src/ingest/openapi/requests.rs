@@ -1,6 +1,7 @@
 //! The operations on requests for information, as the OpenAPI document describes them: making
 //! one, following them (both parties), and withdrawing one. Answering and declining are not
-//! operations of their own: a share or a decision not to share names the request.
+//! operations of their own: a share or a decision not to share names the request. And the
+//! other half of closing the loop: a recipient's feedback on a transfer.
 
 use serde_json::{Value, json};
 
@@ -444,6 +445,79 @@ pub(super) fn operations() -> Vec<Operation> {
             problem_extras: Value::Null,
             shared: &[
                 Shared::CertificateNoLongerAccepted,
+                Shared::HeadersTooLarge,
+                Shared::InsufficientStorage,
+            ],
+        },
+        Operation {
+            method: "post",
+            path: "/v1/transfers/{id}/feedback",
+            caller: CallerKind::Organisation,
+            id: "giveFeedback",
+            tag: "transfers",
+            summary: "Tell the sender what became of a transfer",
+            description: "A recipient of a transfer tells its sender what became of it: \
+                `received_and_read`, or acted on: `referral_accepted`, `assessment_started`, \
+                `no_further_action`, with an optional short comment. Recorded in the transfer \
+                log (`feedback_given`, under the transfer); the sender sees it in the transfer's \
+                status (`feedback`) and on its page, and the report counts the share of \
+                transfers with feedback by recipient. A recipient may give feedback more than \
+                once (read first, acted on later).\n\n**Caller:** an organisation the transfer \
+                was delivered to. A peer gateway's certificate is answered 403 \
+                `not_an_organisation`.",
+            parameters: json!([{
+                "name": "id",
+                "in": "path",
+                "required": true,
+                "description": "The transfer id (in the envelope the recipient received). An id \
+                    that is not a UUID is answered 404 `transfer_not_found`.",
+                "schema": { "type": "string", "format": "uuid" }
+            }]),
+            request_body: json!({
+                "required": true,
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Feedback" } } }
+            }),
+            answers: json!({
+                "201": {
+                    "description": "Recorded and durable.",
+                    "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/FeedbackRecorded" },
+                        "example": {
+                            "transfer_id": ID,
+                            "status": "assessment_started",
+                            "recorded_at": "2026-12-04T11:30:00.000000Z"
+                        }
+                    } }
+                }
+            }),
+            problems: &[
+                MALFORMED,
+                Problems {
+                    intro: "Not a transfer delivered to the caller.",
+                    codes: &[(
+                        Code::Api(ProblemCode::TransferNotFound),
+                        "the id is unknown, not a UUID, or names a transfer not (yet) \
+                        delivered to the caller's organisation; `field` is `id`",
+                    )],
+                },
+                STALLED,
+                TOO_LARGE,
+                NOT_JSON,
+                Problems {
+                    intro: "The body is JSON but not valid feedback. Nothing was recorded.",
+                    codes: &[(
+                        Code::Api(ProblemCode::InvalidFeedback),
+                        "`status` is missing or not one of the four, or `comment` is longer \
+                        than 500 characters; `errors` lists every problem",
+                    )],
+                },
+                INTERNAL,
+                UNAVAILABLE,
+            ],
+            problem_extras: Value::Null,
+            shared: &[
+                Shared::CertificateNoLongerAccepted,
+                Shared::NotAnOrganisation,
                 Shared::HeadersTooLarge,
                 Shared::InsufficientStorage,
             ],
