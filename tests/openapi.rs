@@ -1248,6 +1248,9 @@ fn round_trip(name: &str, v: &Value) -> Value {
         "RequestView" => rt::<postern_gateway::ingest::requests::RequestView>(name, v),
         "RequestWithdrawn" => rt::<postern_gateway::ingest::requests::RequestWithdrawn>(name, v),
         "FeedbackRecorded" => rt::<postern_gateway::ingest::feedback::FeedbackRecorded>(name, v),
+        "ClarificationRecorded" => {
+            rt::<postern_gateway::ingest::requests::ClarificationRecorded>(name, v)
+        }
         other => panic!("no Rust type is known for the schema {other}"),
     }
 }
@@ -1299,7 +1302,8 @@ fn success_examples_are_what_the_code_produces() {
             "RequestList",
             "RequestView",
             "RequestWithdrawn",
-            "FeedbackRecorded"
+            "FeedbackRecorded",
+            "ClarificationRecorded"
         ]),
         "the JSON success answers"
     );

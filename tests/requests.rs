@@ -732,3 +732,121 @@ async fn a_recipient_tells_the_sender_what_became_of_a_transfer() {
     );
     server.stop().await;
 }
+
+/// Asking for clarification: the holder asks, the requester clarifies, in turn; by default the
+/// clock stops while it waits (not overdue, whatever the date) and restarts in full from the
+/// clarification; configured to `continues`, it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clarification_stops_and_restarts_the_clock_or_lets_it_run_as_configured() {
+    for (daemon, stops) in [
+        ("", true),
+        ("[requests]\nclarification = \"continues\"\n", false),
+    ] {
+        let d = Deployment::with_daemon(daemon);
+        let server = d.start().await;
+        let mut police = d.connect(server.addr, "northshire-police").await;
+        let mut council = d.connect(server.addr, "northshire-cc").await;
+        let mut youth = d.connect(server.addr, "riverside-youth").await;
+        let made = json(
+            &ask(
+                &mut police,
+                &body("northshire-cc", "child-protection-s47", "public_task"),
+                None,
+            )
+            .await,
+        );
+        let id = made["request_id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/requests/{id}/clarification");
+        let say = |t: &str| Bytes::from(json!({ "text": t }).to_string());
+
+        // Out of turn: the requester cannot answer what was not asked; a stranger cannot
+        // see it.
+        let a = police.post_json(&path, say("x"), None).await.unwrap();
+        assert_eq!(
+            (a.status, json(&a)["code"].clone()),
+            (409, json!("clarification_out_of_turn"))
+        );
+        let a = youth.post_json(&path, say("x"), None).await.unwrap();
+        assert_eq!(a.status, 404);
+        let a = council.post_json(&path, say("  "), None).await.unwrap();
+        assert_eq!((a.status, json(&a)["field"].clone()), (422, json!("text")));
+
+        // Asked.
+        let a = council
+            .post_json(
+                &path,
+                say("Which of the two children at the address?"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let waiting = if stops {
+            "awaiting_clarification"
+        } else {
+            "open"
+        };
+        assert_eq!(json(&a)["status"], waiting);
+        let a = council.post_json(&path, say("And?"), None).await.unwrap();
+        assert_eq!(a.status, 409, "one at a time");
+        let view = json(&get(&mut police, &format!("/v1/requests/{id}")).await);
+        assert_eq!(view["status"], waiting);
+        assert_eq!(view["clarifications"][0]["kind"], "asked");
+        // Long after its due date, a request whose clock waits is not overdue.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args([
+                "log",
+                "report",
+                "--json",
+                "--as-of",
+                "2099-01-01",
+                "--state-dir",
+            ])
+            .arg(&d.state_dir)
+            .env_remove("POSTERN_STATE_DIR")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            report["requests"]["overdue"].as_array().map(Vec::len),
+            Some(usize::from(!stops)),
+            "{report}"
+        );
+
+        // Given: the clock restarts in full from today (the same due date when asked and
+        // answered on one day), or runs on unchanged.
+        let a = police
+            .post_json(&path, say("The younger, born 2019."), None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let given = json(&a);
+        assert_eq!(
+            (given["kind"].clone(), given["status"].clone()),
+            (json!("given"), json!("open"))
+        );
+        assert_eq!(given["due_date"], made["due_date"]);
+        if stops {
+            assert!(given["due_at"].as_str() >= made["due_at"].as_str());
+        } else {
+            assert_eq!(given["due_at"], made["due_at"]);
+        }
+        let kinds: Vec<Value> = d
+            .all_records()
+            .into_iter()
+            .filter(|r| {
+                r["request_id"] == json!(id)
+                    && r["kind"].as_str().is_some_and(|k| k.contains("clarif"))
+            })
+            .map(|r| r["kind"].clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                json!("request_clarification_asked"),
+                json!("request_clarified")
+            ]
+        );
+        server.stop().await;
+    }
+}

@@ -1155,6 +1155,30 @@ async fn a_request_asked_on_the_pages_is_announced_to_the_holder_and_hidden_from
     assert_eq!(a.status, 404, "{}", a.body);
     assert!(!kim.get("/requests").await.body.contains(&id));
 
+    // A clarification, asked by the holder and given by the requester, from the pages: the
+    // clock waits meanwhile.
+    let a = sam
+        .post(
+            &format!("/requests/{id}/clarification"),
+            "text=Which+session+does+the+child+attend%3F",
+        )
+        .await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let page = alex.get(&format!("/requests/{id}")).await;
+    assert!(
+        page.body.contains("Waiting for a clarification"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Which session does the child attend?"));
+    assert!(page.body.contains("Send the clarification"));
+    let a = alex
+        .post(&format!("/requests/{id}/clarification"), "text=Tuesdays.")
+        .await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let page = sam.get(&format!("/requests/{id}")).await;
+    assert!(page.body.contains("Waiting for an answer") && page.body.contains("Tuesdays."));
+
     // Declined by the holder from the pages: the decision names it, and it is closed.
     let a = sam
         .post(

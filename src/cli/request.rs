@@ -1,7 +1,7 @@
 //! `postern request`: requests for information from the command line. `postern request --to
 //! ORG ...` asks another organisation in writing; `postern request list` shows the requests
 //! yours was asked (or made, with `--made`) and their clocks; `show` one with what answered it;
-//! `withdraw` one yours made. They connect like `postern send` (`--server`, `--ca`,
+//! `clarify` one (ask, or answer); `withdraw` one yours made. They connect like `postern send` (`--server`, `--ca`,
 //! `--identity`). A request is answered with `postern send --answers ID` (`--in-part` for a part)
 //! and declined with `postern decline --answers ID`.
 
@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use postern_gateway::domain::envelope::RawUrgency;
 use postern_gateway::domain::info_request::RawInfoRequest;
-use postern_gateway::ingest::requests::{RequestList, RequestMade, RequestView, RequestWithdrawn};
+use postern_gateway::ingest::requests::{
+    ClarificationRecorded, RequestList, RequestMade, RequestView, RequestWithdrawn,
+};
 
 use super::decline::Record;
 use super::send::{Connect, body_file, practitioner, report_problem, set, set_list};
@@ -130,6 +132,15 @@ pub enum RequestCommand {
         /// The gateway's JSON instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+    /// Ask for a clarification of a request your organisation was asked, or give one that was
+    /// asked of a request it made (the side your organisation is on says which).
+    Clarify {
+        /// The request id.
+        id: String,
+        /// What needs clarifying, or the clarification.
+        #[arg(long)]
+        text: String,
     },
     /// Withdraw a request your organisation made.
     Withdraw {
@@ -292,6 +303,18 @@ async fn run_command(cmd: RequestCommand, connect: &Connect) -> anyhow::Result<E
             if let Some(refs) = &v.subject_refs {
                 println!("about      {}", refs.join(", "));
             }
+            for c in &v.clarifications {
+                println!(
+                    "{:<10} {}  {}",
+                    if c.kind == "asked" {
+                        "asked"
+                    } else {
+                        "clarified"
+                    },
+                    c.at,
+                    c.text
+                );
+            }
             for a in &v.answers {
                 println!(
                     "{:<10} {}  {}{}",
@@ -307,6 +330,31 @@ async fn run_command(cmd: RequestCommand, connect: &Connect) -> anyhow::Result<E
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        RequestCommand::Clarify { id, text } => {
+            if !id_ok(&id) {
+                eprintln!("postern: `{id}` is not a request id");
+                return Ok(exit(EX_USAGE));
+            }
+            let record = Record {
+                path: format!("/v1/requests/{id}/clarification"),
+                idempotency_key: None,
+                confirmed: 200,
+                what: "clarification",
+                retry: "Retry; if it was recorded after all, the retry is answered clarification_out_of_turn.",
+            };
+            let body = serde_json::json!({ "text": text });
+            record
+                .post(connect, &body, false, |c: ClarificationRecorded| {
+                    println!("{}", c.request_id);
+                    eprintln!(
+                        "Clarification {}; the request is {}, due by the end of {}",
+                        c.kind,
+                        c.status.as_str().replace('_', " "),
+                        c.due_date
+                    );
+                })
+                .await
         }
         RequestCommand::Withdraw { id, reason } => {
             if !id_ok(&id) {

@@ -68,6 +68,7 @@ struct RawRequests {
     calendar: Option<String>,
     answer_within_working_days: Option<u64>,
     urgent_answer_within_hours: Option<u64>,
+    clarification: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +237,8 @@ pub struct RequestSettings {
     pub working_days: u32,
     /// An urgent request is due this many hours after it is received.
     pub urgent_hours: u32,
+    /// What asking for clarification does to the clock.
+    pub clarification: crate::domain::info_request::ClarificationClock,
 }
 
 impl RequestSettings {
@@ -253,6 +256,7 @@ impl RequestSettings {
             calendar,
             working_days: 15,
             urgent_hours: 24,
+            clarification: crate::domain::info_request::ClarificationClock::Restarts,
         })
     }
 }
@@ -985,6 +989,7 @@ fn validate(
             calendar,
             working_days: requests.working_days,
             urgent_hours: requests.urgent_hours,
+            clarification: requests.clarification,
         },
     })
 }
@@ -994,6 +999,7 @@ struct RequestsSection {
     calendar: Option<String>,
     working_days: u32,
     urgent_hours: u32,
+    clarification: crate::domain::info_request::ClarificationClock,
 }
 
 fn requests_section(r: RawRequests, c: &mut Check<'_, '_>) -> Option<RequestsSection> {
@@ -1014,10 +1020,22 @@ fn requests_section(r: RawRequests, c: &mut Check<'_, '_>) -> Option<RequestsSec
         1,
         168,
     );
+    let clarification = match r.clarification.as_deref().map(str::trim) {
+        None | Some("restarts") => Some(crate::domain::info_request::ClarificationClock::Restarts),
+        Some("continues") => Some(crate::domain::info_request::ClarificationClock::Continues),
+        Some(other) => {
+            c.fail(
+                "requests.clarification",
+                format!("`{other}` is not \"restarts\" or \"continues\""),
+            );
+            None
+        }
+    };
     Some(RequestsSection {
         calendar,
         working_days: u32::try_from(days?).unwrap_or(u32::MAX),
         urgent_hours: u32::try_from(hours?).unwrap_or(u32::MAX),
+        clarification: clarification?,
     })
 }
 

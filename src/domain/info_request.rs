@@ -305,16 +305,19 @@ pub enum RequestStatus {
     Declined,
     Withdrawn,
     Overdue,
+    /// The holder asked for clarification and the clock waits for it.
+    AwaitingClarification,
 }
 
 impl RequestStatus {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "open",
         "partly_answered",
         "answered",
         "declined",
         "withdrawn",
         "overdue",
+        "awaiting_clarification",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -325,13 +328,23 @@ impl RequestStatus {
             RequestStatus::Declined => "declined",
             RequestStatus::Withdrawn => "withdrawn",
             RequestStatus::Overdue => "overdue",
+            RequestStatus::AwaitingClarification => "awaiting_clarification",
         }
     }
 }
 
-/// The status of a request in `state`, due at `due`, at the instant `now`.
-pub fn status(state: RequestState, due: OffsetDateTime, now: OffsetDateTime) -> RequestStatus {
+/// The status of a request in `state`, due at `due`, at the instant `now`; `clock_stopped`
+/// while a clarification is awaited and the clock waits for it.
+pub fn status(
+    state: RequestState,
+    due: OffsetDateTime,
+    now: OffsetDateTime,
+    clock_stopped: bool,
+) -> RequestStatus {
     match state {
+        RequestState::Open | RequestState::PartlyAnswered if clock_stopped => {
+            RequestStatus::AwaitingClarification
+        }
         RequestState::Open | RequestState::PartlyAnswered if now > due => RequestStatus::Overdue,
         RequestState::Open => RequestStatus::Open,
         RequestState::PartlyAnswered => RequestStatus::PartlyAnswered,
@@ -370,6 +383,24 @@ pub fn apply(state: RequestState, event: RequestEvent) -> Result<RequestState, R
     })
 }
 
+/// What asking for clarification does to a request's clock (`[requests] clarification`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClarificationClock {
+    /// The clock stops while the holder waits, and starts again, in full, from the day the
+    /// clarification is received (as the ICO's guidance says for Freedom of Information
+    /// requests).
+    Restarts,
+    /// The clock runs on regardless.
+    Continues,
+}
+
+impl ClarificationClock {
+    /// Whether the clock stops while a clarification is awaited.
+    pub fn stops(self) -> bool {
+        self == ClarificationClock::Restarts
+    }
+}
+
 /// How long a holder has to answer: `[requests]` in the configuration, with an agreement's own
 /// number of working days where it sets one.
 #[derive(Debug, Clone, Copy)]
@@ -395,8 +426,14 @@ impl Clock<'_> {
     /// `working_days`th working day after the (UK) day of receipt, an urgent one
     /// `urgent_hours` after it arrived.
     pub fn due(&self, received: OffsetDateTime, urgency: &Urgency) -> DueAt {
-        match urgency {
-            Urgency::Routine => {
+        self.due_by_level(received, matches!(urgency, Urgency::Urgent(_)))
+    }
+
+    /// [`Clock::due`] by the urgency's level alone (a clarification restarts the clock of a
+    /// request whose reason for urgency is in the log).
+    pub fn due_by_level(&self, received: OffsetDateTime, urgent: bool) -> DueAt {
+        match urgent {
+            false => {
                 let due = self
                     .calendar
                     .working_days_after(calendar::uk_day(received), self.working_days);
@@ -406,7 +443,7 @@ impl Clock<'_> {
                     covered: due.covered,
                 }
             }
-            Urgency::Urgent(_) => {
+            true => {
                 let at = calendar::hours_after(received, self.urgent_hours);
                 DueAt {
                     at,
@@ -562,21 +599,29 @@ mod tests {
         let due = datetime!(2026-07-15 22:59:59 UTC);
         let before = datetime!(2026-07-15 22:59:59 UTC);
         let after = datetime!(2026-07-15 23:00:00 UTC);
-        assert_eq!(status(RequestState::Open, due, before), RequestStatus::Open);
         assert_eq!(
-            status(RequestState::Open, due, after),
+            status(RequestState::Open, due, before, false),
+            RequestStatus::Open
+        );
+        assert_eq!(
+            status(RequestState::Open, due, after, false),
             RequestStatus::Overdue
         );
         assert_eq!(
-            status(RequestState::PartlyAnswered, due, after),
+            status(RequestState::PartlyAnswered, due, after, false),
             RequestStatus::Overdue
+        );
+        // While the clock waits for a clarification, a request is not overdue.
+        assert_eq!(
+            status(RequestState::Open, due, after, true),
+            RequestStatus::AwaitingClarification
         );
         for closed in [
             RequestState::Answered,
             RequestState::Declined,
             RequestState::Withdrawn,
         ] {
-            assert_eq!(status(closed, due, after).as_str(), closed.as_str());
+            assert_eq!(status(closed, due, after, true).as_str(), closed.as_str());
         }
     }
 

@@ -243,6 +243,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/requests"),
     ("get", "/v1/requests/{id}"),
     ("post", "/v1/requests/{id}/withdraw"),
+    ("post", "/v1/requests/{id}/clarification"),
     ("post", "/v1/transfers/{id}/feedback"),
 ];
 
@@ -257,6 +258,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/requests", post(requests::make).get(requests::list))
         .route("/v1/requests/{id}", get(requests::show))
         .route("/v1/requests/{id}/withdraw", post(requests::withdraw))
+        .route(
+            "/v1/requests/{id}/clarification",
+            post(requests::clarification),
+        )
         .route("/v1/inbound", post(inbound::receive))
         .route("/v1/inbox", get(inbound::list))
         .route("/v1/inbox/{id}", get(inbound::get))

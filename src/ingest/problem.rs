@@ -52,6 +52,7 @@ pub enum ProblemCode {
     RequestClosed,
     NotTheRequester,
     InvalidFeedback,
+    ClarificationOutOfTurn,
     InternalError,
     Unavailable,
     Busy,
@@ -92,7 +93,7 @@ impl schemars::JsonSchema for ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 42] = [
+    pub const ALL: [ProblemCode; 43] = [
         Self::MalformedRequest,
         Self::EnvelopeNotJson,
         Self::EnvelopeMissing,
@@ -131,6 +132,7 @@ impl ProblemCode {
         Self::RequestClosed,
         Self::NotTheRequester,
         Self::InvalidFeedback,
+        Self::ClarificationOutOfTurn,
         Self::InternalError,
         Self::Unavailable,
         Self::Busy,
@@ -178,6 +180,7 @@ impl ProblemCode {
             Self::RequestClosed => "request_closed",
             Self::NotTheRequester => "not_the_requester",
             Self::InvalidFeedback => "invalid_feedback",
+            Self::ClarificationOutOfTurn => "clarification_out_of_turn",
             Self::InternalError => "internal_error",
             Self::Unavailable => "unavailable",
             Self::Busy => "busy",
@@ -225,6 +228,7 @@ impl ProblemCode {
             Self::RequestClosed => 409,
             Self::NotTheRequester => 403,
             Self::InvalidFeedback => 422,
+            Self::ClarificationOutOfTurn => 409,
             Self::InternalError => 500,
             Self::Unavailable => 503,
             Self::Busy => 503,
@@ -249,6 +253,7 @@ impl ProblemCode {
             Self::RequestClosed => "Request closed",
             Self::NotTheRequester => "Not the requester",
             Self::InvalidFeedback => "Invalid feedback",
+            Self::ClarificationOutOfTurn => "Clarification out of turn",
             Self::CertificateNoLongerAccepted => "Certificate no longer accepted",
             Self::Busy => "Busy",
             other => status_title(other.status()),

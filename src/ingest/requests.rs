@@ -121,6 +121,51 @@ pub struct RequestView {
     pub closed_at: Option<String>,
     /// The shares that answered it and the decision that declined it, oldest first.
     pub answers: Vec<RequestAnswer>,
+    /// Clarifications the holder asked for and the requester gave, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clarifications: Vec<Clarification>,
+}
+
+/// A clarification asked for by the holder, or given by the requester.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Clarification {
+    /// `asked` (by the holder) or `given` (by the requester).
+    #[schemars(extend("enum" = ["asked", "given"]))]
+    pub kind: String,
+    #[schemars(with = "crate::domain::wire::DateTime")]
+    pub at: String,
+    pub text: String,
+}
+
+/// The body of `POST /v1/requests/{id}/clarification`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ClarificationBody", title = "ClarificationBody")]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["text"]))]
+pub struct RawClarification {
+    /// From the holder: what it needs clarified. From the requester: the clarification.
+    /// Recorded in the transfer log, in clear; never repeated in error answers or operational
+    /// logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(max = limits::REASON), pattern(crate::domain::envelope::patterns::NOT_BLANK))]
+    pub text: Option<String>,
+}
+
+/// The answer to a clarification asked or given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClarificationRecorded {
+    #[schemars(with = "crate::domain::wire::Uuid")]
+    pub request_id: String,
+    /// `asked` or `given`.
+    #[schemars(extend("enum" = ["asked", "given"]))]
+    pub kind: String,
+    /// The request's status now (`awaiting_clarification` while the clock waits).
+    pub status: RequestStatus,
+    /// The request's due instant now (restarted when a clarification given restarts it).
+    #[schemars(with = "crate::domain::wire::DateTime")]
+    pub due_at: String,
+    #[schemars(with = "crate::domain::wire::Date")]
+    pub due_date: String,
 }
 
 /// A share that answered a request, or a decision not to share that declined it.
@@ -511,7 +556,7 @@ pub async fn list(
 /// A row's status at `now`.
 pub fn status_of(r: &RequestRow, now: time::OffsetDateTime) -> RequestStatus {
     let due = crate::clock::parse(&r.due_at).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    info_request::status(r.state, due, now)
+    info_request::status(r.state, due, now, r.clock_stopped)
 }
 
 pub fn summary(r: &RequestRow, now: time::OffsetDateTime) -> RequestSummary {
@@ -564,10 +609,11 @@ pub async fn view(
                 return Ok(None);
             };
             let links = stored::links(c, id)?;
-            Ok(Some((row, links)))
+            let clarifications = stored::clarifications(c, id)?;
+            Ok(Some((row, links, clarifications)))
         })
         .await?;
-    let Some((row, links)) = found else {
+    let Some((row, links, clarifications)) = found else {
         return Ok(None);
     };
     let Ok(record) = serde_json::from_slice::<InfoRequestRecord>(&row.record) else {
@@ -612,6 +658,18 @@ pub async fn view(
                     _ => None,
                 },
                 at: l.at,
+            })
+            .collect(),
+        clarifications: clarifications
+            .into_iter()
+            .map(|(kind, at, text)| Clarification {
+                kind: if kind == "request_clarified" {
+                    "given".into()
+                } else {
+                    "asked".into()
+                },
+                at,
+                text,
             })
             .collect(),
     }))
@@ -746,6 +804,187 @@ pub async fn withdraw_request(
         .into_response(),
         Ok(Withdrawal::Closed(state)) => closed(state),
         Err(e) => unavailable(&e, "could not withdraw a request"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/requests/{id}/clarification
+
+pub async fn clarification(
+    State(app): State<Arc<App>>,
+    peer: OrgCaller,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(id) = id.ok().and_then(|Path(id)| id.parse::<RequestId>().ok()) else {
+        return not_found();
+    };
+    let bytes = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    clarify(&app, &peer.into(), id, &bytes).await
+}
+
+/// What the write job found.
+enum Clarified {
+    Done(Box<RequestRow>),
+    NotFound,
+    Closed(RequestState),
+    OutOfTurn(&'static str),
+}
+
+/// A clarification asked for by the holder, or given by the requester (which side the caller
+/// is on says which): the API's `POST /v1/requests/{id}/clarification` and the web pages both
+/// come here. Asked, it waits for the requester (and the clock stops, when `[requests]
+/// clarification` is `restarts`); given, the clock restarts in full from the day it arrives.
+/// 200 with [`ClarificationRecorded`], or a problem.
+pub async fn clarify(app: &App, peer: &Submitter, id: RequestId, bytes: &[u8]) -> Response {
+    let text = match serde_json::from_slice::<RawClarification>(bytes) {
+        Ok(c) => c
+            .text
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
+        Err(e) => {
+            return Problem::new(
+                ProblemCode::MalformedRequest,
+                format!("The body must be {{\"text\": \"...\"}}: {e}."),
+            )
+            .into_response();
+        }
+    };
+    let problem = match &text {
+        None => Some((
+            FieldProblem::MissingField,
+            "`text` is required: what needs clarifying, or the clarification".to_owned(),
+        )),
+        Some(t) if t.chars().count() > limits::REASON => Some((
+            FieldProblem::TooLong,
+            format!("`text` is longer than {} characters", limits::REASON),
+        )),
+        Some(_) => None,
+    };
+    if let Some((code, message)) = problem {
+        return Problem::invalid_body(
+            ProblemCode::InvalidInfoRequest,
+            "clarification",
+            &[FieldError {
+                code,
+                field: "text".into(),
+                message,
+            }],
+        )
+        .into_response();
+    }
+    let org = peer.org.to_string();
+    // The clock a clarification given restarts: the request's agreement's, read first.
+    let found = {
+        let org = org.clone();
+        app.store.read(move |c| stored::get(c, id, &org)).await
+    };
+    let row = match found {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(),
+        Err(e) => return unavailable(&e, "request lookup failed"),
+    };
+    let agreement = serde_json::from_slice::<InfoRequestRecord>(&row.record)
+        .ok()
+        .and_then(|r| r.agreement);
+    let per_agreement = app
+        .registry
+        .current()
+        .agreements()
+        .iter()
+        .find(|a| Some(a.id.as_str()) == agreement.as_deref())
+        .and_then(|a| a.answer_within_working_days);
+    let now = crate::clock::now();
+    let at = crate::clock::stamp(now);
+    let stops = app.requests.clarification.stops();
+    let restarted = clock(app, per_agreement).due_by_level(now, row.urgency == "urgent");
+    let restarted = (
+        crate::clock::stamp(restarted.at),
+        restarted.date.to_string(),
+    );
+    let who = sender(peer);
+    let at_job = at.clone();
+    let written = app
+        .store
+        .write(false, move |tx| {
+            let Some(row) = stored::get(tx.conn(), id, &org)? else {
+                return Ok(Clarified::NotFound);
+            };
+            if row.state.is_closed() {
+                return Ok(Clarified::Closed(row.state));
+            }
+            let asking = row.holder.as_str() == org;
+            let (kind, due) = match (asking, row.clarification_asked_at.is_some()) {
+                (true, true) => {
+                    return Ok(Clarified::OutOfTurn(
+                        "A clarification is already awaited from the requester.",
+                    ));
+                }
+                (false, false) => {
+                    return Ok(Clarified::OutOfTurn(
+                        "No clarification was asked for: there is nothing to answer.",
+                    ));
+                }
+                (true, false) => (RecordKind::RequestClarificationAsked, None),
+                // Given: the clock restarts in full, if it stopped for it.
+                (false, true) => (
+                    RecordKind::RequestClarified,
+                    row.clock_stopped.then(|| restarted.clone()),
+                ),
+            };
+            let record = RequestEventRecord {
+                kind,
+                request_id: id,
+                at: at_job.clone(),
+                sender: who,
+                requester: row.requester.clone(),
+                holder: row.holder.clone(),
+                transfer_id: None,
+                answer: None,
+                state: row.state.as_str().to_owned(),
+                reason: None,
+                clarification: text,
+                due_at: due.as_ref().map(|d| d.0.clone()),
+            };
+            tx.append(&LogEntry::new(&record)?)?;
+            stored::clarification(
+                tx.conn(),
+                id,
+                asking.then_some((at_job.as_str(), stops)),
+                due.as_ref().map(|d| (d.0.as_str(), d.1.as_str())),
+            )?;
+            Ok(match stored::get(tx.conn(), id, &org)? {
+                Some(after) => Clarified::Done(Box::new(after)),
+                None => Clarified::NotFound,
+            })
+        })
+        .await;
+    match written {
+        Ok(Clarified::Done(after)) => {
+            let given = after.clarification_asked_at.is_none();
+            tracing::info!(request_id = %id, by = %peer.org, given, "request clarification recorded");
+            let answer = ClarificationRecorded {
+                request_id: id.to_string(),
+                kind: if given { "given" } else { "asked" }.into(),
+                status: status_of(&after, now),
+                due_at: after.due_at,
+                due_date: after.due_date,
+            };
+            match serde_json::to_string(&answer) {
+                Ok(b) => json(StatusCode::OK, b),
+                Err(_) => Problem::internal().into_response(),
+            }
+        }
+        Ok(Clarified::NotFound) => not_found(),
+        Ok(Clarified::Closed(state)) => closed(state),
+        Ok(Clarified::OutOfTurn(why)) => Problem::new(ProblemCode::ClarificationOutOfTurn, why)
+            .with_field("id")
+            .into_response(),
+        Err(e) => unavailable(&e, "could not record a clarification"),
     }
 }
 
@@ -926,6 +1165,8 @@ fn apply_in_tx(
         },
         state: state.as_str().to_owned(),
         reason,
+        clarification: None,
+        due_at: None,
     };
     tx.append(&LogEntry::new(&record)?)?;
     stored::change(

@@ -73,6 +73,10 @@ pub enum RecordKind {
     RequestDeclined,
     /// The requester withdrew a request.
     RequestWithdrawn,
+    /// The holder asked the requester to clarify a request.
+    RequestClarificationAsked,
+    /// The requester clarified it.
+    RequestClarified,
     /// A recipient told the sender what became of a transfer.
     FeedbackGiven,
 }
@@ -99,6 +103,8 @@ impl RecordKind {
             RecordKind::RequestAnswered => "request_answered",
             RecordKind::RequestDeclined => "request_declined",
             RecordKind::RequestWithdrawn => "request_withdrawn",
+            RecordKind::RequestClarificationAsked => "request_clarification_asked",
+            RecordKind::RequestClarified => "request_clarified",
             RecordKind::FeedbackGiven => "feedback_given",
         }
     }
@@ -634,7 +640,7 @@ struct UrgencySchema {
 /// `request_withdrawn`): who made it, the share or decision that made it, and the state after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequestEventRecord {
-    #[schemars(with = "String", extend("enum" = ["request_answered", "request_declined", "request_withdrawn"]))]
+    #[schemars(with = "String", extend("enum" = ["request_answered", "request_declined", "request_withdrawn", "request_clarification_asked", "request_clarified"]))]
     pub kind: RecordKind,
     pub request_id: RequestId,
     /// When (RFC 3339, UTC).
@@ -658,6 +664,13 @@ pub struct RequestEventRecord {
     /// Why the requester withdrew it, if it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The clarification asked, or given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clarification: Option<String>,
+    /// When a clarification restarts the clock: the request's new due instant (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::wire::DateTime>")]
+    pub due_at: Option<String>,
 }
 
 /// A recipient's feedback on a transfer (`feedback_given`): what became of it, for its sender.
@@ -1112,7 +1125,9 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
         }
         RecordKind::RequestAnswered
         | RecordKind::RequestDeclined
-        | RecordKind::RequestWithdrawn => {
+        | RecordKind::RequestWithdrawn
+        | RecordKind::RequestClarificationAsked
+        | RecordKind::RequestClarified => {
             let id = v.request_id.ok_or_else(|| need("request_id"))?;
             index.transfer_id = Some(TransferId::from_uuid(uuid::Uuid::from_u128(id.as_u128())));
             index.sender = Some(sender()?.ok_or_else(|| need("sender"))?);

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod checkpoint;
 pub(crate) mod decisions;
-pub mod feedback;
+pub(crate) mod feedback;
 pub(crate) mod inbox;
 pub(crate) mod queue;
 pub mod requests;

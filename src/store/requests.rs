@@ -35,6 +35,10 @@ CREATE TABLE requests (
     -- Working days from the day received to the day answered in full or declined (the
     -- calendar in force then): what the report's median is of.
     working_days_taken INTEGER,
+    -- A clarification asked and not yet given (when it was asked), and whether the clock
+    -- stops while it is awaited (the configuration's rule when it was asked).
+    clarification_asked_at TEXT,
+    clock_stopped   INTEGER NOT NULL DEFAULT 0,
     -- The subject references, sealed to the spool key; NULL once the request is closed.
     sealed_refs     BLOB,
     log_seq         INTEGER NOT NULL
@@ -108,9 +112,13 @@ pub struct RequestRow {
     pub sealed_refs: Option<Vec<u8>>,
     /// The `request_made` record's body.
     pub record: Vec<u8>,
+    /// When a clarification still awaited was asked.
+    pub clarification_asked_at: Option<String>,
+    /// The clock waits for that clarification.
+    pub clock_stopped: bool,
 }
 
-const COLUMNS: &str = "r.id, r.requester, r.holder, r.purpose, r.urgency, r.received_at, r.due_at, r.due_date, r.state, r.first_answer_at, r.closed_at, r.sealed_refs, l.body";
+const COLUMNS: &str = "r.id, r.requester, r.holder, r.purpose, r.urgency, r.received_at, r.due_at, r.due_date, r.state, r.first_answer_at, r.closed_at, r.sealed_refs, l.body, r.clarification_asked_at, r.clock_stopped";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
     let bad = |i: usize, what: &str| {
@@ -137,6 +145,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
         closed_at: r.get(10)?,
         sealed_refs: r.get(11)?,
         record: r.get(12)?,
+        clarification_asked_at: r.get(13)?,
+        clock_stopped: r.get(14)?,
     })
 }
 
@@ -244,6 +254,53 @@ pub struct Change<'a> {
     pub working_days_taken: Option<u32>,
 }
 
+/// A clarification asked (`asked` with whether the clock stops), or given (`None`, with the
+/// request's new due instant and day when the clock restarts).
+pub fn clarification(
+    conn: &Connection,
+    id: RequestId,
+    asked: Option<(&str, bool)>,
+    due: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
+    let (asked_at, stopped) = asked.map_or((None, false), |(at, s)| (Some(at), s));
+    conn.prepare_cached(
+        "UPDATE requests SET clarification_asked_at = ?2, clock_stopped = ?3,
+            due_at = COALESCE(?4, due_at), due_date = COALESCE(?5, due_date)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id.to_string(),
+        asked_at,
+        stopped,
+        due.map(|d| d.0),
+        due.map(|d| d.1)
+    ])?;
+    Ok(())
+}
+
+/// The clarifications asked and given on the request `id`, oldest first: (kind, at, text).
+pub fn clarifications(
+    conn: &Connection,
+    id: RequestId,
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM log WHERE transfer_id = ?1 AND kind IN ('request_clarification_asked', 'request_clarified') ORDER BY seq",
+    )?;
+    let bodies = stmt
+        .query_map(params![id.to_string()], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    for b in bodies {
+        let r: crate::log::RequestEventRecord = serde_json::from_slice(&b)?;
+        out.push((
+            r.kind.as_str().to_owned(),
+            r.at,
+            r.clarification.unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Applies a change: the new state, the first answer's time, the close (which drops the
 /// sealed references), and the link.
 pub fn change(conn: &Connection, c: &Change<'_>) -> Result<(), StoreError> {
@@ -331,7 +388,7 @@ pub fn report(
     as_of: &str,
 ) -> Result<RequestsReport, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken
+        "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken, clock_stopped
          FROM requests
          WHERE (?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at <= ?2)
            AND (?3 IS NULL OR requester = ?3 OR holder = ?3)
@@ -351,12 +408,13 @@ pub fn report(
                 closed_at: r.get(8)?,
             },
             r.get::<_, Option<u32>>(9)?,
+            r.get::<_, bool>(10)?,
         ))
     })?;
     let mut out = RequestsReport::default();
     let mut taken: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for row in rows {
-        let (line, days) = row?;
+        let (line, days, stopped) = row?;
         let figures = out.by_holder.entry(line.holder.clone()).or_default();
         figures.received += 1;
         match line.state.as_str() {
@@ -376,7 +434,8 @@ pub fn report(
                 }
             }
             "withdrawn" => figures.withdrawn += 1,
-            _ if line.due_at.as_str() < as_of => {
+            // Waiting for a clarification, with the clock stopped: not overdue.
+            _ if !stopped && line.due_at.as_str() < as_of => {
                 figures.overdue += 1;
                 out.overdue.push(line);
             }

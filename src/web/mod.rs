@@ -134,6 +134,7 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/requests/new", get(requests::new).post(requests::ask))
         .route("/requests/{id}", get(requests::show))
         .route("/requests/{id}/withdraw", post(requests::withdraw))
+        .route("/requests/{id}/clarification", post(requests::clarify))
         .route("/log", get(log_pages::list))
         .route("/log/transfer/{id}", get(log_pages::record))
         .route(

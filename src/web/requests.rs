@@ -60,6 +60,7 @@ fn status_words(s: RequestStatus) -> (&'static str, &'static str) {
         RequestStatus::Declined => ("Declined", "done"),
         RequestStatus::Withdrawn => ("Withdrawn", "done"),
         RequestStatus::Overdue => ("Overdue", "bad"),
+        RequestStatus::AwaitingClarification => ("Waiting for a clarification", "wait"),
     }
 }
 
@@ -547,6 +548,12 @@ pub struct RequestPage {
     pub received: String,
     pub due: String,
     pub answers: Vec<AnswerLine>,
+    /// The clarifications asked and given: who, when, what.
+    pub clarifications: Vec<(String, String, String)>,
+    /// A clarification is awaited from the requester.
+    pub awaiting: bool,
+    /// The clock stops while a clarification is awaited (`[requests] clarification`).
+    pub clock_stops: bool,
     pub closed: bool,
     pub can_share: bool,
     pub errors: Vec<FieldError>,
@@ -567,10 +574,20 @@ fn scheme_label(reference: &str) -> String {
     }
 }
 
+impl RequestPage {
+    pub fn err(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
 fn request_page(
     reg: &Registry,
     s: &SignedIn,
     v: RequestView,
+    clock_stops: bool,
     errors: Vec<FieldError>,
 ) -> RequestPage {
     let (status, status_class) = status_words(v.status);
@@ -630,6 +647,23 @@ fn request_page(
                 at: when(&a.at),
             })
             .collect(),
+        clarifications: v
+            .clarifications
+            .iter()
+            .map(|c| {
+                (
+                    if c.kind == "asked" {
+                        format!("{} asked", org_name(reg, &v.holder))
+                    } else {
+                        format!("{} clarified", org_name(reg, &v.requester))
+                    },
+                    when(&c.at),
+                    c.text.clone(),
+                )
+            })
+            .collect(),
+        awaiting: v.clarifications.last().is_some_and(|c| c.kind == "asked"),
+        clock_stops,
         id: v.request_id,
         closed,
         can_share: s.person.may(Role::Share),
@@ -669,7 +703,7 @@ async fn show_page(
         return r;
     }
     let reg = app.api.registry.current();
-    let page = request_page(&reg, s, v, errors);
+    let page = request_page(&reg, s, v, app.api.requests.clarification.stops(), errors);
     pages::render_form(&page, &page.errors)
 }
 
@@ -680,6 +714,66 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Response {
     show_page(&app, &s, &addr, &id, Vec::new()).await
+}
+
+/// A clarification asked (by the holder) or given (by the requester).
+pub async fn clarify(
+    State(app): State<Arc<WebApp>>,
+    s: SignedIn,
+    addr: Client,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = may_share(&s) {
+        return r;
+    }
+    let Ok(rid) = id.parse::<RequestId>() else {
+        return pages::not_found().await;
+    };
+    let text = form_pairs(&body)
+        .into_iter()
+        .find(|(k, _)| k == "text")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    if text.is_empty() {
+        return show_page(
+            &app,
+            &s,
+            &addr,
+            &id,
+            vec![FieldError::new(
+                "text",
+                "Enter what needs clarifying, or the clarification",
+            )],
+        )
+        .await;
+    }
+    let Ok(bytes) = serde_json::to_vec(&json!({ "text": text })) else {
+        return pages::server_error();
+    };
+    let answer = crate::ingest::requests::clarify(&app.api, &submitter(&s), rid, &bytes).await;
+    match answer.status() {
+        StatusCode::OK => see_other(&format!("/requests/{rid}")),
+        StatusCode::NOT_FOUND => pages::not_found().await,
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            show_page(
+                &app,
+                &s,
+                &addr,
+                &id,
+                vec![FieldError::new(
+                    "text",
+                    "The text is too long: keep it under 4,000 characters",
+                )],
+            )
+            .await
+        }
+        status => pages::problem(
+            status,
+            "The clarification was not recorded",
+            "The request may have been answered or withdrawn, or a clarification is already awaited. Reload its page to see.",
+        ),
+    }
 }
 
 /// The requester withdraws its request, with an optional reason.

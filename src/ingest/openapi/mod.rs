@@ -335,6 +335,7 @@ fn schemas() -> Map<String, Value> {
     read.subschema_for::<crate::domain::info_request::RawInfoRequest>();
     read.subschema_for::<crate::ingest::requests::RawWithdrawal>();
     read.subschema_for::<crate::domain::feedback::RawFeedback>();
+    read.subschema_for::<crate::ingest::requests::RawClarification>();
     let mut written = generator(Contract::Serialize);
     written.subschema_for::<Accepted>();
     written.subschema_for::<Declined>();
@@ -354,6 +355,7 @@ fn schemas() -> Map<String, Value> {
     written.subschema_for::<crate::ingest::requests::RequestList>();
     written.subschema_for::<crate::ingest::requests::RequestWithdrawn>();
     written.subschema_for::<crate::ingest::feedback::FeedbackRecorded>();
+    written.subschema_for::<crate::ingest::requests::ClarificationRecorded>();
     let mut all = read.take_definitions(true);
     all.extend(written.take_definitions(true));
     for (name, example) in examples::examples() {

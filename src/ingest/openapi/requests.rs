@@ -451,6 +451,88 @@ pub(super) fn operations() -> Vec<Operation> {
         },
         Operation {
             method: "post",
+            path: "/v1/requests/{id}/clarification",
+            caller: CallerKind::Organisation,
+            id: "clarifyRequest",
+            tag: "requests",
+            summary: "Ask for, or give, a clarification of a request",
+            description: "From the holder: what it needs clarified before it can answer. From \
+                the requester: the clarification. In turn: one question awaits one answer. \
+                While a clarification is awaited the request's status is \
+                `awaiting_clarification` and its clock stops, and the clarification restarts \
+                it in full from the day it is received (`[requests] clarification = \
+                \"restarts\"`, the default, as for Freedom of Information requests); with \
+                `\"continues\"` the clock runs on regardless. Each is recorded \
+                (`request_clarification_asked`, `request_clarified`) and listed in the \
+                request's `clarifications`.\n\n**Caller:** an organisation, the holder or the \
+                requester. A peer gateway's certificate is answered 403 `not_an_organisation`.",
+            parameters: id_parameter(),
+            request_body: json!({
+                "required": true,
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ClarificationBody" } } }
+            }),
+            answers: json!({
+                "200": {
+                    "description": "Recorded and durable.",
+                    "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/ClarificationRecorded" },
+                        "example": {
+                            "request_id": ID,
+                            "kind": "asked",
+                            "status": "awaiting_clarification",
+                            "due_at": "2026-12-24T23:59:59Z",
+                            "due_date": "2026-12-24"
+                        }
+                    } }
+                }
+            }),
+            problems: &[
+                Problems {
+                    intro: "The request is malformed. Nothing was recorded.",
+                    codes: &[(
+                        Code::Api(ProblemCode::MalformedRequest),
+                        "the body is not JSON of the form `{\"text\": \"...\"}`",
+                    )],
+                },
+                NOT_FOUND,
+                Problems {
+                    intro: "Not now. Nothing was recorded.",
+                    codes: &[
+                        (
+                            Code::Api(ProblemCode::RequestClosed),
+                            "the request was answered in full, declined or withdrawn; `field` is \
+                            `id`",
+                        ),
+                        (
+                            Code::Api(ProblemCode::ClarificationOutOfTurn),
+                            "the holder asked while a clarification is awaited, or the requester \
+                            answered when none was asked; `field` is `id`",
+                        ),
+                    ],
+                },
+                STALLED,
+                TOO_LARGE,
+                NOT_JSON,
+                Problems {
+                    intro: "The text is missing or too long. Nothing was recorded.",
+                    codes: &[(
+                        Code::Api(ProblemCode::InvalidInfoRequest),
+                        "`text` is blank or longer than 4000 characters; `field` is `text`",
+                    )],
+                },
+                INTERNAL,
+                UNAVAILABLE,
+            ],
+            problem_extras: Value::Null,
+            shared: &[
+                Shared::CertificateNoLongerAccepted,
+                Shared::NotAnOrganisation,
+                Shared::HeadersTooLarge,
+                Shared::InsufficientStorage,
+            ],
+        },
+        Operation {
+            method: "post",
             path: "/v1/transfers/{id}/feedback",
             caller: CallerKind::Organisation,
             id: "giveFeedback",
