@@ -328,6 +328,25 @@ async fn a_request_is_asked_seen_answered_in_part_then_in_full_and_linked_both_w
             .is_empty()
     );
 
+    // A data protection officer finds the request by the child's reference, with the shares
+    // that answered it, and lists the requests made.
+    let subject = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "subject", "nhs:9434765919", "--json", "--state-dir"])
+        .arg(&d.state_dir)
+        .env_remove("POSTERN_STATE_DIR")
+        .output()
+        .unwrap();
+    let found: Vec<Value> = String::from_utf8_lossy(&subject.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decisions: Vec<&str> = found
+        .iter()
+        .filter_map(|r| r["decision"].as_str())
+        .collect();
+    assert_eq!(decisions, ["requested", "shared", "shared"], "{found:?}");
+    assert_eq!(found[0]["transfer_id"], json!(id));
+
     // The log still verifies, and no subject reference is in the database in clear.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["log", "verify", "--json", "--state-dir"])

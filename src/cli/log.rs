@@ -46,7 +46,7 @@ pub struct Filters {
     marking: Option<String>,
     /// Only this decision: shared, refused, rejected (malformed or invalid), declined, or
     /// inbound_refused (a peer gateway's delivery this gateway refused to hold).
-    #[arg(long, value_parser = ["shared", "refused", "rejected", "declined", "inbound_refused"])]
+    #[arg(long, value_parser = ["shared", "refused", "rejected", "declined", "inbound_refused", "requested", "request_refused"])]
     decision: Option<String>,
     /// Only routine or urgent shares.
     #[arg(long, value_parser = ["routine", "urgent"])]

@@ -794,7 +794,8 @@ pub struct LogPurgedRecord {
 /// body ([`Index`]), and `postern log verify` derives it again and compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facets {
-    /// `shared`, `refused`, `rejected`, `declined` or `inbound_refused`.
+    /// `shared`, `refused`, `rejected`, `declined`, `inbound_refused`, or for a request for
+    /// information `requested` or `request_refused`.
     pub decision: &'static str,
     pub originator: Option<String>,
     pub purpose: Option<String>,
@@ -966,6 +967,9 @@ struct View<'a> {
     decision_id: Option<TransferId>,
     request_id: Option<RequestId>,
     refusal: Option<DecisionView>,
+    holder: Option<OrgId>,
+    lawful_basis: Option<String>,
+    urgency: Option<UrgencyView>,
     state: Option<String>,
     status: Option<String>,
     sender: Option<SenderView>,
@@ -1122,6 +1126,21 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
                         .ok_or_else(|| need("refusal"))?,
                 );
             }
+            // Filed for searching like a decision (`requested` or `request_refused`), under the
+            // organisation asked: a data protection officer finds what was asked about a
+            // person, and by whom, with the shares.
+            index.facets = Some(Facets {
+                decision: if kind == RecordKind::RequestRefused {
+                    "request_refused"
+                } else {
+                    "requested"
+                },
+                purpose: v.purpose,
+                lawful_basis: v.lawful_basis,
+                urgency: v.urgency.map(|u| u.status),
+                recipients: vec![v.holder.ok_or_else(|| need("holder"))?],
+                ..Facets::default()
+            });
         }
         RecordKind::RequestAnswered
         | RecordKind::RequestDeclined

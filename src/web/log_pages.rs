@@ -59,12 +59,14 @@ pub struct Filters {
     pub before: Option<i64>,
 }
 
-const DECISIONS: [(&str, &str); 5] = [
+const DECISIONS: [(&str, &str); 7] = [
     ("shared", "Shared"),
     ("refused", "Refused by the rules"),
     ("declined", "Decided not to share"),
     ("rejected", "Rejected (incomplete or invalid)"),
     ("inbound_refused", "Refused from a peer gateway"),
+    ("requested", "Information requested"),
+    ("request_refused", "Request refused by the rules"),
 ];
 const URGENCIES: [(&str, &str); 2] = [("routine", "Routine"), ("urgent", "Urgent")];
 const DELIVERY: [(&str, &str); 5] = [
@@ -353,6 +355,8 @@ fn decision_words(d: &str) -> (&'static str, &'static str) {
         "declined" => ("Decided not to share", "wait"),
         "rejected" => ("Rejected", "bad"),
         "inbound_refused" => ("Refused from a peer", "bad"),
+        "requested" => ("Information requested", "wait"),
+        "request_refused" => ("Request refused", "bad"),
         _ => ("Recorded", "wait"),
     }
 }
