@@ -406,6 +406,11 @@ async fn a_request_is_declined_withdrawn_or_refused_and_each_is_recorded() {
     );
     let declined = records_of(&d, "decision_declined");
     assert_eq!(declined[0]["request"]["request_id"], json!(first));
+    assert!(
+        declined[0]["request"].get("answer").is_none(),
+        "a decline answers no part of a request: {}",
+        declined[0]
+    );
     assert_eq!(records_of(&d, "request_declined")[0]["state"], "declined");
     // A decision declines the whole request: it cannot say how far it answers.
     let mut partial = decision.clone();

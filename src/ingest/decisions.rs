@@ -79,7 +79,11 @@ pub fn declined_record(
         purpose: d.purpose.as_ref().map(ToString::to_string),
         reasons: d.reasons.expose().to_owned(),
         practitioner: practitioner_record(&d.practitioner),
-        request: d.request.as_ref().map(RequestRecord::of),
+        // A decision declines a request whole: no extent is recorded.
+        request: d.request.as_ref().map(|r| RequestRecord {
+            answer: None,
+            ..RequestRecord::of(r)
+        }),
         data_categories: d.data_categories.iter().map(|c| c.to_string()).collect(),
         subject_ref_hashes: d.subject_refs.iter().map(|s| s.hash(key)).collect(),
         idempotency_key,

@@ -688,11 +688,16 @@ pub async fn withdraw(
     let Some(id) = id.ok().and_then(|Path(id)| id.parse::<RequestId>().ok()) else {
         return not_found();
     };
-    // No body (or an empty one) is a withdrawal without a reason.
-    let empty = headers
+    // No body is a withdrawal without a reason; a body must be JSON (a reason is never
+    // silently dropped).
+    let length = headers
         .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0")
-        || !headers.contains_key(axum::http::header::CONTENT_TYPE);
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let empty = length == Some(0)
+        || (length.is_none()
+            && !headers.contains_key(axum::http::header::CONTENT_TYPE)
+            && !headers.contains_key(axum::http::header::TRANSFER_ENCODING));
     let bytes = if empty {
         Vec::new()
     } else {
@@ -927,6 +932,15 @@ pub async fn clarify(app: &App, peer: &Submitter, id: RequestId, bytes: &[u8]) -
                 (false, false) => {
                     return Ok(Clarified::OutOfTurn(
                         "No clarification was asked for: there is nothing to answer.",
+                    ));
+                }
+                // Once overdue, asking cannot stop the clock and wipe out the lateness.
+                (true, false)
+                    if stops
+                        && crate::clock::parse(&row.due_at).is_some_and(|due| now > due) =>
+                {
+                    return Ok(Clarified::OutOfTurn(
+                        "The request is overdue: a clarification can no longer stop its clock. Answer it, or decline it with your reasons, and ask the requester directly.",
                     ));
                 }
                 (true, false) => (RecordKind::RequestClarificationAsked, None),

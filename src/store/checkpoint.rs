@@ -562,6 +562,13 @@ pub fn purge_in(
     ] {
         conn.execute(sql, [to])?;
     }
+    // A request whose record is purged goes with it, whatever its state: past the retention
+    // period it is no one's business (and its sealed references go too).
+    conn.execute(
+        "DELETE FROM request_links WHERE request_id IN (SELECT id FROM requests WHERE log_seq <= ?1)",
+        [to],
+    )?;
+    conn.execute("DELETE FROM requests WHERE log_seq <= ?1", [to])?;
     let records = conn.execute("DELETE FROM log WHERE seq <= ?1", [to])?;
     // They vouch for records that are gone; the anchor vouches for everything before it.
     conn.execute("DELETE FROM checkpoints WHERE seq < ?1", [to])?;

@@ -83,7 +83,7 @@ pub fn share_by_recipient(
                         AND l.kind = 'feedback_given' AND l.sender = r.recipient)
          FROM log_facets f JOIN log_recipients r ON r.seq = f.seq
          WHERE f.decision = 'shared'
-           AND (?1 IS NULL OR f.at >= ?1) AND (?2 IS NULL OR f.at <= ?2)
+           AND (?1 IS NULL OR f.at >= ?1) AND (?2 IS NULL OR f.at < ?2)
            AND (?3 IS NULL OR f.sender = ?3 OR r.recipient = ?3)",
     )?;
     let rows = stmt.query_map(params![from, to, party], |r| {

@@ -378,8 +378,9 @@ pub struct RequestLine {
     pub closed_at: Option<String>,
 }
 
-/// The requests received from `from` to `to` (RFC 3339 bounds, either open), as of the instant
-/// `as_of` (what is overdue then), and by `party` (requester or holder) when given.
+/// The requests received from `from` (inclusive) to `to` (exclusive; RFC 3339 bounds, either
+/// open), and every request overdue at the instant `as_of` whenever it was received; by `party`
+/// (requester or holder) when given.
 pub fn report(
     conn: &Connection,
     from: Option<&str>,
@@ -388,13 +389,15 @@ pub fn report(
     as_of: &str,
 ) -> Result<RequestsReport, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken, clock_stopped
+        "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken, clock_stopped,
+                (?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at < ?2)
          FROM requests
-         WHERE (?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at <= ?2)
-           AND (?3 IS NULL OR requester = ?3 OR holder = ?3)
+         WHERE (?3 IS NULL OR requester = ?3 OR holder = ?3)
+           AND ((?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at < ?2)
+                OR (closed_at IS NULL AND clock_stopped = 0 AND due_at < ?4))
          ORDER BY due_at, id",
     )?;
-    let rows = stmt.query_map(params![from, to, party], |r| {
+    let rows = stmt.query_map(params![from, to, party, as_of], |r| {
         Ok((
             RequestLine {
                 request_id: r.get(0)?,
@@ -409,13 +412,20 @@ pub fn report(
             },
             r.get::<_, Option<u32>>(9)?,
             r.get::<_, bool>(10)?,
+            r.get::<_, bool>(11)?,
         ))
     })?;
     let mut out = RequestsReport::default();
     let mut taken: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for row in rows {
-        let (line, days, stopped) = row?;
+        let (line, days, stopped, in_period) = row?;
         let figures = out.by_holder.entry(line.holder.clone()).or_default();
+        // Overdue now is listed whenever the request was received: the oldest are the worst.
+        if !in_period {
+            figures.overdue += 1;
+            out.overdue.push(line);
+            continue;
+        }
         figures.received += 1;
         match line.state.as_str() {
             "answered" | "declined" => {
@@ -423,11 +433,13 @@ pub fn report(
                 if let Some(d) = days {
                     taken.entry(line.holder.clone()).or_default().push(d);
                 }
-                // RFC 3339 UTC stamps of one format compare as text.
-                if line
-                    .closed_at
-                    .as_deref()
-                    .is_some_and(|c| c > line.due_at.as_str())
+                // RFC 3339 UTC stamps of one format compare as text. Answered while its clock
+                // waited for a clarification, it was not late.
+                if !stopped
+                    && line
+                        .closed_at
+                        .as_deref()
+                        .is_some_and(|c| c > line.due_at.as_str())
                 {
                     figures.answered_late += 1;
                     out.answered_late.push(line);
@@ -604,6 +616,19 @@ mod tests {
         assert_eq!(r.by_holder.len(), 1, "by party");
         let r = report(&conn, None, None, None, "2027-01-05T00:00:00.000000Z").unwrap();
         assert_eq!(r.by_holder["northshire-cc"].median_working_days, Some(13.0));
+        // Overdue is listed whenever the request was received: the partly answered one,
+        // received before this period, is overdue by February.
+        let r = report(
+            &conn,
+            Some("2026-12-04T00:00:00.000000Z"),
+            None,
+            None,
+            "2027-02-01T00:00:00.000000Z",
+        )
+        .unwrap();
+        assert_eq!(ids(&r.overdue), [p.to_string()]);
+        let school = &r.by_holder["millbrook-academy"];
+        assert_eq!((school.received, school.overdue), (0, 1));
         // A period: received before it, none.
         let r = report(&conn, Some("2026-12-04T00:00:00.000000Z"), None, None, due).unwrap();
         assert!(r.by_holder.is_empty());
