@@ -263,6 +263,27 @@ pub(super) fn replay(
     created(answer.response.clone(), &url, true)
 }
 
+/// The answer to give now if `key` already has one from `peer` (replayed, or refused for a
+/// different body), or `None` to go on; looked up before the body is even parsed.
+pub(super) async fn earlier_answer(
+    app: &App,
+    peer: &Submitter,
+    key: &Option<String>,
+    request_sha256: &str,
+    url_member: &str,
+) -> Option<Response> {
+    let (org, k) = (peer.org.clone(), key.clone()?);
+    match app
+        .store
+        .read(move |c| crate::store::idempotent_answer(c, &org, &k))
+        .await
+    {
+        Ok(Some(answer)) => Some(replay(&answer, request_sha256, url_member)),
+        Ok(None) => None,
+        Err(e) => Some(unavailable(&e, "idempotency lookup failed")),
+    }
+}
+
 pub(super) fn unavailable(e: &StoreError, what: &str) -> Response {
     if matches!(e, StoreError::Closed) {
         tracing::warn!("{what}: the store is closed (shutting down)");
@@ -302,17 +323,8 @@ pub async fn record_decline(
     bytes: Vec<u8>,
 ) -> Response {
     let request_sha256 = hex::encode(Sha256::digest(&bytes));
-    if let Some(k) = key.clone() {
-        let org = peer.org.clone();
-        match app
-            .store
-            .read(move |c| crate::store::idempotent_answer(c, &org, &k))
-            .await
-        {
-            Ok(Some(answer)) => return replay(&answer, &request_sha256, "decision_url"),
-            Ok(None) => {}
-            Err(e) => return unavailable(&e, "idempotency lookup failed"),
-        }
+    if let Some(r) = earlier_answer(app, peer, &key, &request_sha256, "decision_url").await {
+        return r;
     }
     let registry = app.registry.current();
     let cx = DecisionContext {

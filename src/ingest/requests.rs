@@ -22,7 +22,9 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use super::caller::OrgCaller;
-use super::decisions::{created, idempotency_key, json, json_body, replay, sender, unavailable};
+use super::decisions::{
+    created, earlier_answer, idempotency_key, json, json_body, replay, sender, unavailable,
+};
 use super::problem::{self, Problem, ProblemCode};
 use super::routes::Submitter;
 use crate::domain::calendar::{self, Calendar};
@@ -270,17 +272,8 @@ pub async fn make_request(
     bytes: Vec<u8>,
 ) -> Response {
     let request_sha256 = hex::encode(Sha256::digest(&bytes));
-    if let Some(k) = key.clone() {
-        let org = peer.org.clone();
-        match app
-            .store
-            .read(move |c| crate::store::idempotent_answer(c, &org, &k))
-            .await
-        {
-            Ok(Some(answer)) => return replay(&answer, &request_sha256, "request_url"),
-            Ok(None) => {}
-            Err(e) => return unavailable(&e, "idempotency lookup failed"),
-        }
+    if let Some(r) = earlier_answer(app, peer, &key, &request_sha256, "request_url").await {
+        return r;
     }
     let parsed = info_request::parse_json(&bytes, &peer.org);
     drop(bytes);

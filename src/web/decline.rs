@@ -19,7 +19,9 @@ use crate::domain::ids::TransferId;
 use crate::domain::registry::Role;
 use crate::ingest::routes::Submitter;
 
-fn submitter(s: &SignedIn) -> Submitter {
+/// A person on the pages as the API's functions take a caller: their organisation, no
+/// certificate, and their address.
+pub(super) fn submitter(s: &SignedIn) -> Submitter {
     Submitter {
         org: s.person.org.clone(),
         certificate: String::new(),

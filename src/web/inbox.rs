@@ -62,10 +62,7 @@ struct ItemPage {
 
 impl ItemPage {
     fn err(&self, field: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|e| e.field == field)
-            .map(|e| e.message.as_str())
+        pages::error_for(&self.errors, field)
     }
 }
 
@@ -281,11 +278,7 @@ pub async fn feedback(
     })
     .to_string()
     .into_bytes();
-    let who = crate::ingest::routes::Submitter {
-        org: s.person.org.clone(),
-        certificate: String::new(),
-        person: Some(s.person.email.clone()),
-    };
+    let who = super::decline::submitter(&s);
     let answer = crate::ingest::feedback::record_feedback(&app.api, &who, transfer, &bytes).await;
     match answer.status() {
         axum::http::StatusCode::CREATED => see_other(&format!("/inbox/{id}")),

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use super::oversight::{
     Scope, StatusLine, Verification, break_words, log_scope, record_access, when,
 };
-use super::pages::{self, FieldError, Opt, RecipientLine, Who};
+use super::pages::{self, FieldError, Opt, RecipientLine, Who, error_for};
 use super::signin::{SignedIn, client};
 use super::transfers::{recipient_line, reference, who};
 use super::{ClientAddr, WebApp};
@@ -311,14 +311,6 @@ impl FilterForm {
     }
 }
 
-/// The error for `field`, if any (for the form's markup).
-fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a str> {
-    errors
-        .iter()
-        .find(|e| e.field == field)
-        .map(|e| e.message.as_str())
-}
-
 /// A decision in the list.
 pub struct Row {
     pub at: String,
@@ -334,14 +326,14 @@ pub struct Row {
     pub pending: bool,
 }
 
-fn org_name(reg: &Registry, id: &str) -> String {
+pub(super) fn org_name(reg: &Registry, id: &str) -> String {
     id.parse()
         .ok()
         .and_then(|o| reg.organisation(&o))
         .map_or_else(|| id.to_owned(), |o| o.name.clone())
 }
 
-fn purpose_name(reg: &Registry, id: &str) -> String {
+pub(super) fn purpose_name(reg: &Registry, id: &str) -> String {
     id.parse()
         .ok()
         .and_then(|p| reg.purpose(&p))

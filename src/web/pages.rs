@@ -437,3 +437,11 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     );
     r
 }
+
+/// The message of the error on `field`, if there is one (for a template's `err("...")`).
+pub fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a str> {
+    errors
+        .iter()
+        .find(|e| e.field == field)
+        .map(|e| e.message.as_str())
+}

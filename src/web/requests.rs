@@ -13,6 +13,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
+use super::decline::submitter;
+use super::log_pages::{org_name, purpose_name};
+use super::oversight::when;
 use super::pages::{self, Field, FieldError, Opt, QuestionPage, Who};
 use super::signin::{SignedIn, client};
 use super::transfers::{reference, who};
@@ -23,33 +26,10 @@ use crate::domain::info_request::RequestStatus;
 use crate::domain::lawful::LawfulBasis;
 use crate::domain::registry::{Registry, Role};
 use crate::ingest::requests::RequestView;
-use crate::ingest::routes::Submitter;
 use crate::log::record::AccessEvent;
 use crate::store::requests::Side;
 
 type Client = Option<axum::Extension<ClientAddr>>;
-
-fn submitter(s: &SignedIn) -> Submitter {
-    Submitter {
-        org: s.person.org.clone(),
-        certificate: String::new(),
-        person: Some(s.person.email.clone()),
-    }
-}
-
-fn org_name(reg: &Registry, id: &str) -> String {
-    id.parse()
-        .ok()
-        .and_then(|o| reg.organisation(&o))
-        .map_or_else(|| id.to_owned(), |o| o.name.clone())
-}
-
-fn purpose_title(reg: &Registry, id: &str) -> String {
-    id.parse()
-        .ok()
-        .and_then(|p| reg.purpose(&p))
-        .map_or_else(|| id.to_owned(), |p| p.title.clone())
-}
 
 /// A status as people read it, and its tag's colour.
 fn status_words(s: RequestStatus) -> (&'static str, &'static str) {
@@ -61,14 +41,6 @@ fn status_words(s: RequestStatus) -> (&'static str, &'static str) {
         RequestStatus::Withdrawn => ("Withdrawn", "done"),
         RequestStatus::Overdue => ("Overdue", "bad"),
         RequestStatus::AwaitingClarification => ("Waiting for a clarification", "wait"),
-    }
-}
-
-/// "2026-12-02T17:05:09.123Z" as "2026-12-02 17:05 UTC".
-fn when(stamp: &str) -> String {
-    match (stamp.get(..10), stamp.get(11..16)) {
-        (Some(d), Some(t)) => format!("{d} {t} UTC"),
-        _ => stamp.to_owned(),
     }
 }
 
@@ -576,10 +548,7 @@ fn scheme_label(reference: &str) -> String {
 
 impl RequestPage {
     pub fn err(&self, field: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|e| e.field == field)
-            .map(|e| e.message.as_str())
+        pages::error_for(&self.errors, field)
     }
 }
 
@@ -604,7 +573,7 @@ fn request_page(
         holder_side,
         requester: org_name(reg, &v.requester),
         holder: org_name(reg, &v.holder),
-        purpose: purpose_title(reg, &v.purpose),
+        purpose: purpose_name(reg, &v.purpose),
         basis: LawfulBasis::parse(&v.lawful_basis).map_or_else(
             || v.lawful_basis.clone(),
             |b| choices::basis_title(b).to_owned(),
@@ -752,27 +721,43 @@ pub async fn clarify(
         return pages::server_error();
     };
     let answer = crate::ingest::requests::clarify(&app.api, &submitter(&s), rid, &bytes).await;
-    match answer.status() {
-        StatusCode::OK => see_other(&format!("/requests/{rid}")),
+    let refused = Refused {
+        field: "text",
+        too_long: "The text is too long: keep it under 4,000 characters",
+        title: "The clarification was not recorded",
+        detail: "The request may have been answered or withdrawn, or a clarification is already awaited. Reload its page to see.",
+    };
+    after(&app, &s, &addr, &rid.to_string(), answer.status(), refused).await
+}
+
+/// What a form on a request's page says when the API does not take it.
+struct Refused {
+    /// The field a 422 is about, and its message.
+    field: &'static str,
+    too_long: &'static str,
+    /// The page for any other refusal.
+    title: &'static str,
+    detail: &'static str,
+}
+
+/// After a form on a request's page: back to the page, the page with the form's error, or
+/// what went wrong.
+async fn after(
+    app: &WebApp,
+    s: &SignedIn,
+    addr: &Client,
+    id: &str,
+    status: StatusCode,
+    refused: Refused,
+) -> Response {
+    match status {
+        StatusCode::OK => see_other(&format!("/requests/{id}")),
         StatusCode::NOT_FOUND => pages::not_found().await,
         StatusCode::UNPROCESSABLE_ENTITY => {
-            show_page(
-                &app,
-                &s,
-                &addr,
-                &id,
-                vec![FieldError::new(
-                    "text",
-                    "The text is too long: keep it under 4,000 characters",
-                )],
-            )
-            .await
+            let error = FieldError::new(refused.field, refused.too_long);
+            show_page(app, s, addr, id, vec![error]).await
         }
-        status => pages::problem(
-            status,
-            "The clarification was not recorded",
-            "The request may have been answered or withdrawn, or a clarification is already awaited. Reload its page to see.",
-        ),
+        status => pages::problem(status, refused.title, refused.detail),
     }
 }
 
@@ -800,26 +785,11 @@ pub async fn withdraw(
     };
     let answer =
         crate::ingest::requests::withdraw_request(&app.api, &submitter(&s), rid, &bytes).await;
-    match answer.status() {
-        StatusCode::OK => see_other(&format!("/requests/{rid}")),
-        StatusCode::NOT_FOUND => pages::not_found().await,
-        StatusCode::UNPROCESSABLE_ENTITY => {
-            show_page(
-                &app,
-                &s,
-                &addr,
-                &id,
-                vec![FieldError::new(
-                    "reason",
-                    "The reason is too long: keep it under 4,000 characters",
-                )],
-            )
-            .await
-        }
-        status => pages::problem(
-            status,
-            "The request was not withdrawn",
-            "It may have been answered, declined or withdrawn already. Reload its page to see.",
-        ),
-    }
+    let refused = Refused {
+        field: "reason",
+        too_long: "The reason is too long: keep it under 4,000 characters",
+        title: "The request was not withdrawn",
+        detail: "It may have been answered, declined or withdrawn already. Reload its page to see.",
+    };
+    after(&app, &s, &addr, &rid.to_string(), answer.status(), refused).await
 }
