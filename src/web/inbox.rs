@@ -349,6 +349,25 @@ fn details(reg: &Registry, e: &RecipientEnvelope) -> Vec<Row> {
             step: "",
         });
     }
+    // The request it answers: the recipient's own, made through Postern (its reference as the
+    // request's page and list show it), or one made some other way.
+    if let Some(r) = &e.request {
+        let mut lines = vec![match (&r.request_id, r.answer.as_deref()) {
+            (Some(id), Some("in_part")) => {
+                format!("Your request {}, in part", super::transfers::reference(id))
+            }
+            (Some(id), _) => format!("Your request {}, in full", super::transfers::reference(id)),
+            (None, _) => format!("Request {}", opt(&r.reference)),
+        }];
+        if let Some(q) = &r.requested {
+            lines.push(q.clone());
+        }
+        rows.push(Row {
+            label: "Answers",
+            lines,
+            step: "",
+        });
+    }
     if let Some(f) = &e.file_name {
         rows.push(Row {
             label: "File",

@@ -671,6 +671,7 @@ if (PART === 'requests') {
     await arrived('rq-alex-inbox', 'What has arrived');
     await loading(() => page.getByRole('table').getByRole('link', { name: /^Open/ }).last().click());
     await arrived('rq-alex-item', 'Shared with you');
+    check((await page.locator('main').innerText()).includes(`Your request ${state.request.reference}, in full`), 'the answering share does not say which request it answers');
     await choose('radio', 'Acted on: assessment started');
     await fillTextbox('A short note', 'Thank you: this helped the triage.');
     await loading(() => page.getByRole('button', { name: 'Send feedback', exact: true }).click());
