@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::log::LogCommand,
     },
+    /// The PostgreSQL store of several nodes: `migrate`, `status`, `copy` a single node into it.
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
     /// Issue certificates with the project's own CA tooling.
     Pki {
         #[command(subcommand)]
@@ -178,7 +183,8 @@ fn main() -> ExitCode {
             Command::Rationale(a) => cli::decline::rationale(a).await,
             Command::Explain(a) => cli::explain::run(*a),
             Command::Inbox { command } => cli::inbox::run(command).await,
-            Command::Log { command } => cli::log::run(command),
+            Command::Log { command } => cli::log::run(command).await,
+            Command::Store { command } => cli::store::run(command).await,
             Command::Pki { command } => cli::pki::pki(command),
             Command::Keys { command } => cli::pki::keys(command),
             #[cfg(feature = "testkit")]

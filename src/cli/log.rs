@@ -358,7 +358,7 @@ fn print_counts(
     Ok(())
 }
 
-pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
     // Written with `?` rather than println!, so that `postern log list | head` ends quietly.
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -529,7 +529,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Verify(args) => crate::cli::log_verify::run(args),
+        LogCommand::Verify(args) => crate::cli::log_verify::run(args).await,
         LogCommand::AcceptHead(args) => crate::cli::log_verify::accept(args),
     }
 }

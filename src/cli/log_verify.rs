@@ -84,6 +84,8 @@ struct Setup {
     source: String,
     state_dir: PathBuf,
     file: Option<PathBuf>,
+    /// The configuration's `[store]` is PostgreSQL: the log is read there.
+    postgres: Option<super::store::TargetArgs>,
 }
 
 fn key_file(path: &Path) -> Result<PublicKey, String> {
@@ -113,6 +115,7 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
             source: "--public-key".into(),
             file: default_file(&state_dir),
             state_dir,
+            postgres: None,
         });
     }
     if let Some(dir) = &a.config {
@@ -127,11 +130,21 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
         let c =
             config::offline(&opts).map_err(|e| format!("the configuration has errors:\n{e}"))?;
         let path = c.daemon.log.checkpoint_key;
+        let postgres =
+            matches!(c.daemon.store, config::store::StoreSettings::Postgres(_)).then(|| {
+                super::store::TargetArgs {
+                    config: Some(dir.clone()),
+                    url: None,
+                    ca: None,
+                    password_file: None,
+                }
+            });
         return Ok(Setup {
             keys: vec![key_file(&path)?],
             source: path.display().to_string(),
             state_dir: c.daemon.state_dir,
             file: c.daemon.log.checkpoint_file,
+            postgres,
         });
     }
     // Where the built-in configuration keeps it (what `postern demo` generates).
@@ -144,6 +157,7 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
         source: path.display().to_string(),
         file: default_file(&state_dir),
         state_dir,
+        postgres: None,
     })
 }
 
@@ -272,7 +286,7 @@ fn print_text(
     Ok(())
 }
 
-pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     // Every failure maps to its own status here: returning an error would exit 1, which means
     // "a break was found".
     let s = match setup(&a) {
@@ -303,9 +317,21 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(c, _)| c.clone())
         .collect();
-    let (report, used) = match Reader::open(&s.state_dir)
-        .and_then(|r| checkpoint::verify_with(r.conn(), &s.keys, &checkpoints))
-    {
+    let read = match &s.postgres {
+        None => Reader::open(&s.state_dir)
+            .and_then(|r| checkpoint::verify_with(r.conn(), &s.keys, &checkpoints))
+            .map_err(|e| e.to_string()),
+        Some(t) => {
+            let pool = match super::store::open(t) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            postern_gateway::store::pg::verify::verify_log(&pool, &s.keys, &checkpoints)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let (report, used) = match read {
         Ok(r) => r,
         Err(e) => {
             eprintln!("postern: cannot read the transfer log: {e}");

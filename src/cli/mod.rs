@@ -12,6 +12,7 @@ pub mod pki;
 pub mod request;
 pub mod send;
 pub mod serve;
+pub mod store;
 
 use std::process::ExitCode;
 

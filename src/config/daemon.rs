@@ -41,6 +41,12 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "POSTERN_IDENTITY",
     // the tests' switch that forbids skipping the browser tests (`.ci/run` sets it)
     "POSTERN_REQUIRE_BROWSER",
+    // the PostgreSQL tests' database and the switch that forbids skipping them (`.ci/postgres`
+    // starts one and `.ci/run` sets them)
+    "POSTERN_REQUIRE_POSTGRES",
+    "POSTERN_TEST_POSTGRES_URL",
+    "POSTERN_TEST_POSTGRES_CA",
+    "POSTERN_TEST_POSTGRES_PASSWORD_FILE",
     // set by the binary when it runs itself again with one malloc arena (`main.rs`)
     "POSTERN_MALLOC_ARENAS_SET",
 ];
@@ -60,6 +66,7 @@ struct RawDaemon {
     ops: Option<RawOps>,
     web: Option<RawWeb>,
     requests: Option<RawRequests>,
+    store: Option<super::store::RawStore>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +232,7 @@ pub struct Daemon {
     pub log: LogSettings,
     pub web: WebSettings,
     pub requests: RequestSettings,
+    pub store: super::store::StoreSettings,
 }
 
 /// `[requests]`: requests for information between organisations, and their clock.
@@ -432,10 +440,13 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
             "requests" => {
                 let _ = doc.deserialize::<RawRequests>(v, key, errors);
             }
+            "store" => {
+                let _ = doc.deserialize::<super::store::RawStore>(v, key, errors);
+            }
             other => errors.push(doc.error_at(
                 Some(k.span()),
                 Some(other.to_owned()),
-                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops, web, requests",
+                "unknown key; expected state_dir, api, tls, limits, delivery, smtp, spool, subjects, log, ops, web, requests, store",
             )),
         }
     }
@@ -443,10 +454,18 @@ fn check_file(doc: &Doc<'_>, errors: &mut Errors) {
 
 /// The key material a valid configuration names.
 pub struct Materials {
+    /// The database's CA and password, with `backend = "postgres"`.
+    pub postgres: Option<PostgresMaterial>,
     pub tls: TlsMaterial,
     pub spool_key: SpoolKey,
     pub subject_key: SubjectKey,
     pub checkpoint_key: CheckpointKey,
+}
+
+/// What `[store]` names for PostgreSQL, read.
+pub struct PostgresMaterial {
+    pub roots: Vec<CertificateDer<'static>>,
+    pub password: Option<zeroize::Zeroizing<String>>,
 }
 
 /// Reads and validates the daemon settings, then the files they name. `env` is the `POSTERN_*`
@@ -933,6 +952,7 @@ fn validate(
         loc,
         errors,
     );
+    let store = super::store::store(raw.store.unwrap_or_default(), &paths, loc, errors);
     // Read with the rest, so that its errors are reported with every other.
     let calendar = requests
         .as_ref()
@@ -953,7 +973,9 @@ fn validate(
     );
     let paths = Paths { state_dir, ..paths };
     let calendar = calendar?;
+    let store = store?;
     Some(Daemon {
+        store,
         listen,
         ops_listen,
         tls: TlsFiles {
@@ -1081,6 +1103,55 @@ fn pem_problem(e: &rustls_pki_types::pem::Error, hint: &str) -> String {
 
 /// Reads the certificates and keys the settings name. Each failure is reported at the key that
 /// names the file.
+/// The database's CA and password file, read (each error at `store.ca` or
+/// `store.password_file`).
+fn postgres_material(
+    pg: &super::store::PostgresSettings,
+    loc: &Locator<'_>,
+    secrets: &mut Secrets<'_>,
+    errors: &mut Errors,
+) -> Option<PostgresMaterial> {
+    let roots = if secrets.visible(&pg.ca, "store.ca", loc, errors) {
+        match crate::tls::read_roots(&pg.ca) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errors.push(loc.at(
+                    "store.ca",
+                    format!("cannot use it as the database's CA: {e}"),
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let password = match &pg.password_file {
+        Some(f) if secrets.visible(f, "store.password_file", loc, errors) => {
+            match std::fs::read_to_string(f) {
+                Ok(text) => {
+                    let text = zeroize::Zeroizing::new(text);
+                    Some(Some(zeroize::Zeroizing::new(
+                        text.trim_end_matches(['\r', '\n']).to_owned(),
+                    )))
+                }
+                Err(e) => {
+                    errors.push(loc.at(
+                        "store.password_file",
+                        format!("cannot read `{}`: {e}", f.display()),
+                    ));
+                    None
+                }
+            }
+        }
+        Some(_) => None,
+        None => Some(None),
+    };
+    Some(PostgresMaterial {
+        roots: roots?,
+        password: password?,
+    })
+}
+
 fn materials(
     d: &Daemon,
     loc: &Locator<'_>,
@@ -1270,11 +1341,16 @@ fn materials(
         }
         None => key.as_ref().map(|k| (chain.clone(), k.clone_key())),
     };
+    let postgres = match &d.store {
+        super::store::StoreSettings::Sqlite => None,
+        super::store::StoreSettings::Postgres(pg) => postgres_material(pg, loc, secrets, errors),
+    };
     if errors.0.len() > before || secrets.unchecked.len() > unseen {
         return None;
     }
     let (client_chain, client_key) = client?;
     Some(Materials {
+        postgres,
         tls: TlsMaterial {
             chain,
             key: key?,

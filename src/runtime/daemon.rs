@@ -631,6 +631,7 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
         log,
         web,
         requests,
+        store,
     } = old;
     // Applied by a reload: the API listener's certificate, key, client CAs and CRLs, and the
     // identity presented to peers when delivering.
@@ -653,6 +654,7 @@ fn restart_only_changes(old: &Daemon, new: &Daemon) -> Vec<&'static str> {
     check(*limits != new.limits, "limits");
     check(*web != new.web, "web");
     check(*requests != new.requests, "requests");
+    check(*store != new.store, "store");
     check(*spool_identity != new.spool_identity, "spool.identity");
     check(*subject_key != new.subject_key, "subjects.key");
     check(*delivery != new.delivery, "delivery");

@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub(crate) mod decisions;
 pub(crate) mod feedback;
 pub(crate) mod inbox;
+pub mod pg;
 pub(crate) mod queue;
 pub mod requests;
 pub mod search;
@@ -659,22 +660,28 @@ pub fn inbox_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("inbox")
 }
 
+/// Takes the state directory's lock. One gateway per state directory: a second would sweep the
+/// first's uploads in progress and fork the transfer log's chain; and a copy of the store is
+/// taken with the gateway stopped. The lock lasts as long as the file returned is open.
+pub(crate) fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let lock_path = state_dir.join("postern.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| StoreError::Locked(state_dir.display().to_string()))?;
+    Ok(lock)
+}
+
 impl Store {
     /// Opens (creating if need be) the store under `state_dir`, removes orphaned spool files and
     /// starts the writer thread. Call before binding any listener.
     pub fn open(state_dir: &Path) -> Result<(Store, SweepReport), StoreError> {
         std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-        // One gateway per state directory: a second would sweep the first's uploads in progress
-        // and fork the transfer log's chain. The lock lasts as long as the store.
-        let lock_path = state_dir.join("postern.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| StoreError::Locked(state_dir.display().to_string()))?;
+        let lock = lock_state_dir(state_dir)?;
         let spool = spool_dir(state_dir);
         let inbox = inbox_dir(state_dir);
         for dir in [&spool, &inbox] {

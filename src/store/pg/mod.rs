@@ -1,0 +1,250 @@
+//! PostgreSQL, for a deployment of several nodes (`[store] backend = "postgres"`): the
+//! connection pool (TLS 1.2+ on ring, the server's certificate verified against the configured
+//! CA for the host named in the URL), the schema and its recorded versions (`postern store
+//! migrate`), and what a node asks of the database to know it can serve.
+//!
+//! It sits beside the SQLite store, at the same layer: the configuration hands the runtime a
+//! validated URL and the CA's certificates, and the runtime builds a [`Target`] from them.
+
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use zeroize::Zeroizing;
+
+pub mod copy;
+mod schema;
+pub mod verify;
+
+pub use schema::{MigrateReport, SCHEMA_VERSION, Status, migrate, status};
+
+/// Where the database is and how to trust it: what `[store]` says, with the password read.
+pub struct Target {
+    /// Host, port, user and database (from `store.url`); never a password.
+    pub url: tokio_postgres::Config,
+    /// The CA certificates that may issue the database server's certificate (`store.ca`).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// From `store.password_file`, if any.
+    pub password: Option<Zeroizing<String>>,
+    /// Connections this node keeps open at most.
+    pub pool_size: usize,
+}
+
+impl Target {
+    /// `user@host:port/database`, for messages (no password, ever).
+    pub fn describe(&self) -> String {
+        describe(&self.url)
+    }
+}
+
+/// `user@host:port/database` of a connection's settings.
+pub fn describe(c: &tokio_postgres::Config) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let user = c.get_user().unwrap_or("");
+    let db = c.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{db}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The database cannot be reached now (refused, timed out, shutting down, starting up, or
+    /// the connection broke): temporary, answered 503 and retried, never a 500.
+    #[error("the database {target} cannot be reached: {why}")]
+    Unavailable { target: String, why: String },
+    /// The server's certificate was not trusted, or TLS failed: a configuration fault.
+    #[error("TLS to the database {target} failed: {why}")]
+    Tls { target: String, why: String },
+    /// The database refused the user or its password.
+    #[error("the database {target} refused the sign-in: {why}")]
+    Auth { target: String, why: String },
+    #[error(
+        "the database {target} holds schema version {found}, newer than this postern knows ({known}): upgrade postern on every node"
+    )]
+    TooNew {
+        target: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "the database {target} holds schema version {found}; this postern needs {known}: run `postern store migrate`"
+    )]
+    NotMigrated {
+        target: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("the TLS configuration for the database could not be built: {0}")]
+    Config(String),
+    #[error("database {target}: {source}")]
+    Sql {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl PgError {
+    /// Whether waiting may mend it (the database restarting, a failover, a network blip).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, PgError::Unavailable { .. })
+    }
+
+    /// Classifies a driver error: what a peer's answer and `/readyz` need to know.
+    pub(crate) fn of(target: &str, e: tokio_postgres::Error) -> PgError {
+        use tokio_postgres::error::SqlState;
+        let target = target.to_owned();
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                return PgError::Auth {
+                    target,
+                    why: db.message().to_owned(),
+                };
+            }
+            // Class 08 (connection), 57P01-57P03 (shutting down, crashed, starting), 53300
+            // (too many connections): the server is there but cannot take us now.
+            let c = code.code();
+            if c.starts_with("08")
+                || c.starts_with("57P")
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::CANNOT_CONNECT_NOW
+            {
+                return PgError::Unavailable {
+                    target,
+                    why: db.message().to_owned(),
+                };
+            }
+            return PgError::Sql { target, source: e };
+        }
+        let chain: &(dyn std::error::Error + 'static) = &e;
+        if let Some(tls) = crate::tls::find_tls_error(chain) {
+            return PgError::Tls {
+                why: crate::tls::in_words(tls, &format!("the database server {target}")),
+                target,
+            };
+        }
+        let why = in_words(chain);
+        if why.contains("password missing") {
+            return PgError::Auth {
+                target,
+                why: "the server asks for a password and none is configured (store.password_file)"
+                    .into(),
+            };
+        }
+        // No database error and no TLS error: the socket (refused, reset, timed out) or the
+        // connection closed under us.
+        if e.is_closed() || crate::tls::find_io_error(chain).is_some() || why.contains("timeout") {
+            return PgError::Unavailable { target, why };
+        }
+        PgError::Sql { target, source: e }
+    }
+}
+
+/// An error and its sources, as one sentence ("error connecting to server: Connection refused").
+fn in_words(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// The pool of connections to the database. Connections are opened when first needed, so
+/// building a pool does not reach the database; [`Pool::get`] does.
+#[derive(Clone)]
+pub struct Pool {
+    inner: deadpool_postgres::Pool,
+    target: String,
+}
+
+/// How long a request waits for a connection, and for one to open, before the database counts
+/// as unavailable.
+const WAIT: Duration = Duration::from_secs(5);
+
+impl Pool {
+    pub fn new(t: &Target) -> Result<Pool, PgError> {
+        let mut tls = crate::tls::client_config(&t.roots, None)
+            .map_err(|e| PgError::Config(e.to_string()))?;
+        // PostgreSQL 17 checks the ALPN a client offers; older servers ignore it.
+        tls.alpn_protocols = vec![b"postgresql".to_vec()];
+        let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+        let mut config = t.url.clone();
+        // Always TLS, whatever the URL said (the configuration refuses a weaker sslmode).
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        config.connect_timeout(WAIT);
+        config.application_name("postern");
+        // With several hosts in the URL, the primary: after a failover, the new one.
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        if let Some(p) = &t.password {
+            config.password(p.as_bytes());
+        }
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            connector,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let inner = deadpool_postgres::Pool::builder(manager)
+            .max_size(t.pool_size.max(1))
+            .wait_timeout(Some(WAIT))
+            .create_timeout(Some(WAIT))
+            .recycle_timeout(Some(WAIT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| PgError::Config(e.to_string()))?;
+        Ok(Pool {
+            inner,
+            target: t.describe(),
+        })
+    }
+
+    /// `user@host:port/database`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// A connection from the pool, opening one if none is idle.
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, PgError> {
+        use deadpool_postgres::PoolError as P;
+        self.inner.get().await.map_err(|e| match e {
+            P::Backend(e) => PgError::of(&self.target, e),
+            P::Timeout(_) => PgError::Unavailable {
+                target: self.target.clone(),
+                why: format!("no connection within {} s", WAIT.as_secs()),
+            },
+            other => PgError::Unavailable {
+                target: self.target.clone(),
+                why: other.to_string(),
+            },
+        })
+    }
+
+    /// Whether the database answers and holds the schema this node needs: what `/readyz` asks.
+    pub async fn probe(&self) -> Result<(), PgError> {
+        let client = self.get().await?;
+        let s = status(&client, &self.target).await?;
+        s.ready(&self.target)
+    }
+
+    /// Wraps a driver error with this pool's target.
+    pub fn err(&self, e: tokio_postgres::Error) -> PgError {
+        PgError::of(&self.target, e)
+    }
+}

@@ -1,0 +1,607 @@
+//! The PostgreSQL store, against a real PostgreSQL over TLS (its certificate made by the
+//! project's own CA code): `postern store migrate` and its recorded versions, two nodes migrating
+//! at once, a database newer than the binary, TLS verified against the configured CA, an
+//! unreachable database told apart from a misconfigured one, and `postern store copy` of a
+//! single node followed by `postern log verify` on the copy (and on a tampered copy).
+//!
+//! The server comes from `.ci/postgres`, which prints the variables read here
+//! (POSTERN_TEST_POSTGRES_URL, _CA, _PASSWORD_FILE). Without them each test prints one loud
+//! SKIPPED line, unless POSTERN_REQUIRE_POSTGRES=1 (as `.ci/run` sets), when it fails. Each test
+//! works in a database of its own, dropped at the end. The configuration checks at the bottom
+//! need no server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test may fail loudly
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Deployment, envelope, submit};
+use postern_gateway::store::pg::{self, PgError, Pool, Target};
+use serde_json::{Value, json};
+
+struct Server {
+    url: String,
+    ca: PathBuf,
+    password_file: PathBuf,
+}
+
+/// The test server, or `None` (having said SKIPPED) where there is none and skipping is allowed.
+fn server(test: &str) -> Option<Server> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        var("POSTERN_TEST_POSTGRES_URL"),
+        var("POSTERN_TEST_POSTGRES_CA"),
+        var("POSTERN_TEST_POSTGRES_PASSWORD_FILE"),
+    ) {
+        (Some(url), Some(ca), Some(pw)) => Some(Server {
+            url,
+            ca: ca.into(),
+            password_file: pw.into(),
+        }),
+        _ => {
+            let why = "POSTERN_TEST_POSTGRES_URL, _CA and _PASSWORD_FILE are not set (eval \"$(.ci/postgres)\" starts a server and sets them)";
+            if std::env::var("POSTERN_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("POSTERN_REQUIRE_POSTGRES=1 but {why}");
+            }
+            eprintln!("\n==== SKIPPED: PostgreSQL test {test} (tests/postgres.rs): {why} ====\n");
+            None
+        }
+    }
+}
+
+fn target(url: &str, ca: &Path, password_file: Option<&Path>) -> Target {
+    let material = postern_gateway::config::store::read_material(
+        &postern_gateway::config::store::PostgresSettings {
+            url: postern_gateway::config::store::parse_url(url).unwrap(),
+            ca: ca.to_owned(),
+            password_file: password_file.map(Path::to_owned),
+            pool_size: 4,
+            node: "test".into(),
+        },
+    )
+    .unwrap();
+    Target {
+        url: postern_gateway::config::store::parse_url(url).unwrap(),
+        roots: material.roots,
+        password: material.password,
+        pool_size: 4,
+    }
+}
+
+/// A database of this test's own, dropped when it goes.
+struct Db {
+    admin: Pool,
+    name: String,
+    url: String,
+    server_ca: PathBuf,
+    password_file: PathBuf,
+}
+
+impl Db {
+    async fn new(s: &Server) -> Db {
+        let admin = Pool::new(&target(&s.url, &s.ca, Some(&s.password_file))).unwrap();
+        let name = format!("pt_{}", uuid::Uuid::now_v7().simple());
+        admin
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = s.url.rsplit_once('/').unwrap().0;
+        Db {
+            admin,
+            url: format!("{base}/{name}"),
+            name,
+            server_ca: s.ca.clone(),
+            password_file: s.password_file.clone(),
+        }
+    }
+
+    fn target(&self) -> Target {
+        target(&self.url, &self.server_ca, Some(&self.password_file))
+    }
+
+    fn pool(&self) -> Pool {
+        Pool::new(&self.target()).unwrap()
+    }
+
+    async fn drop_it(self) {
+        let _ = self
+            .admin
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+async fn migrate(pool: &Pool) -> Result<pg::MigrateReport, PgError> {
+    let mut c = pool.get().await?;
+    pg::migrate(&mut c, pool.target()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_every_table_records_its_version_and_runs_again_as_a_no_op() {
+    let Some(s) = server("migrate") else { return };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    // An empty database is not ready to serve from.
+    assert!(matches!(
+        pool.probe().await,
+        Err(PgError::NotMigrated { found: 0, .. })
+    ));
+    let r = migrate(&pool).await.unwrap();
+    assert_eq!((r.from, r.to), (0, pg::SCHEMA_VERSION));
+    pool.probe().await.unwrap();
+    let c = pool.get().await.unwrap();
+    let st = pg::status(&c, pool.target()).await.unwrap();
+    assert_eq!(st.version, pg::SCHEMA_VERSION);
+    assert_eq!(st.history.len(), 1);
+    assert!(st.history[0].2.starts_with("postern "), "{:?}", st.history);
+    // Every table the SQLite store has, and what several nodes need besides.
+    for t in pg::copy::TABLES
+        .iter()
+        .chain(&["payload_chunks", "log_head", "leases", "nodes"])
+    {
+        let found: bool = c
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(found, "table {t} missing");
+    }
+    let again = migrate(&pool).await.unwrap();
+    assert_eq!(
+        (again.from, again.to),
+        (pg::SCHEMA_VERSION, pg::SCHEMA_VERSION)
+    );
+    let versions: i64 = c
+        .query_one("SELECT COUNT(*) FROM schema_versions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, pg::SCHEMA_VERSION);
+    drop(c);
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_migrating_at_once_take_turns() {
+    let Some(s) = server("concurrent migrate") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let (a, b) = (db.pool(), db.pool());
+    let (ra, rb) = tokio::join!(migrate(&a), migrate(&b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    // One did the work, the other found it done.
+    let mut froms = [ra.from, rb.from];
+    froms.sort();
+    assert_eq!(froms, [0, pg::SCHEMA_VERSION]);
+    let n: i64 = a
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT COUNT(*) FROM schema_versions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, pg::SCHEMA_VERSION);
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_newer_than_this_postern_is_left_alone_and_refused() {
+    let Some(s) = server("newer schema") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_versions (version, postern) VALUES (99, 'postern 9.9')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = migrate(&pool).await.unwrap_err();
+    assert!(matches!(err, PgError::TooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("upgrade postern"), "{err}");
+    assert!(matches!(pool.probe().await, Err(PgError::TooNew { .. })));
+    // The binary says the same, with its exit status.
+    let out = postern(&[
+        "store",
+        "migrate",
+        "--url",
+        &db.url,
+        "--ca",
+        db.server_ca.to_str().unwrap(),
+        "--password-file",
+        db.password_file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_and_an_unreachable_database_is_told_apart_from_a_misconfigured_one() {
+    let Some(s) = server("TLS and errors") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A CA of the project's own making that did not issue the server's certificate.
+    postern_gateway::pki::Ca::generate("Another CA")
+        .unwrap()
+        .save(&dir.path().join("other"))
+        .unwrap();
+    let other = dir.path().join("other").join("ca.crt");
+    let err = Pool::new(&target(&s.url, &other, Some(&s.password_file)))
+        .unwrap()
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Tls { .. }), "{err}");
+    assert!(!err.is_unavailable());
+    assert!(err.to_string().contains("not issued by a CA"), "{err}");
+
+    // The right CA, but the certificate is for localhost and 127.0.0.1 only.
+    let err = Pool::new(&target(
+        &s.url.replace("localhost", "127.0.0.2"),
+        &s.ca,
+        Some(&s.password_file),
+    ))
+    .unwrap()
+    .probe()
+    .await
+    .unwrap_err();
+    // (127.0.0.2 is loopback on Linux, but the server listens on 127.0.0.1 only: unreachable)
+    assert!(err.is_unavailable(), "{err}");
+
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let err = Pool::new(&target(&s.url, &s.ca, Some(&wrong)))
+        .unwrap()
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Auth { .. }), "{err}");
+    let err = Pool::new(&target(&s.url, &s.ca, None))
+        .unwrap()
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("store.password_file"), "{err}");
+
+    // Nobody listens: unavailable (a 503 and a retry), not a configuration fault.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = Pool::new(&target(
+        &format!("postgres://postern@localhost:{port}/postern"),
+        &s.ca,
+        None,
+    ))
+    .unwrap()
+    .probe()
+    .await
+    .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let out = postern(&[
+        "store",
+        "status",
+        "--url",
+        &format!("postgres://postern@localhost:{port}/postern"),
+        "--ca",
+        s.ca.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be reached"),
+        "{out:?}"
+    );
+}
+
+fn postern(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("POSTERN_CONFIG_DIR")
+        .env_remove("POSTERN_STATE_DIR")
+        .output()
+        .expect("run postern")
+}
+
+/// Points a deployment's configuration at the database.
+fn use_postgres(d: &Deployment, db: &Db) {
+    let p = d.config_dir.join("postern.toml");
+    let mut toml = std::fs::read_to_string(&p).unwrap();
+    toml.push_str(&format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nca = \"{}\"\npassword_file = \"{}\"\n",
+        db.url,
+        db.server_ca.display(),
+        db.password_file.display()
+    ));
+    std::fs::write(p, toml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_copy() {
+    let Some(s) = server("store copy") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let d = Deployment::new();
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    // Small (inline), large (a spool file), larger than one chunk (several), and a refusal.
+    let sizes = [1_000usize, 200_000, 2_500_000];
+    for (i, n) in sizes.iter().enumerate() {
+        let a = submit(
+            &mut conn,
+            &envelope(json!({})),
+            common::payload(*n, i as u8),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 202, "{:?}", String::from_utf8_lossy(&a.body));
+    }
+    let refused = submit(
+        &mut conn,
+        &envelope(json!({"purpose": "nope"})),
+        vec![1],
+        None,
+    )
+    .await;
+    assert_ne!(refused.status, 202);
+    drop(conn);
+
+    let args = |db: &Db| {
+        vec![
+            "store".to_owned(),
+            "copy".into(),
+            "--from".into(),
+            format!("sqlite:{}", d.state_dir.display()),
+            "--to".into(),
+            format!("postgres:{}", db.url),
+            "--ca".into(),
+            db.server_ca.display().to_string(),
+            "--password-file".into(),
+            db.password_file.display().to_string(),
+            "--json".into(),
+        ]
+    };
+    let run = |db: &Db| {
+        let a = args(db);
+        postern(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Not into a database that has no schema yet.
+    let out = run(&db);
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postern store migrate"));
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    // Not while the gateway runs: its lock is held.
+    let out = run(&db);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another postern process"),
+        "{out:?}"
+    );
+    server.stop().await;
+
+    let out = run(&db);
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every table, row for row, as the SQLite store holds it.
+    let reader = postern_gateway::store::Reader::open(&d.state_dir).unwrap();
+    let c = pool.get().await.unwrap();
+    for t in pg::copy::TABLES {
+        let sqlite: i64 = reader
+            .conn()
+            .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap();
+        let copied: i64 = c
+            .query_one(&format!("SELECT COUNT(*) FROM {t}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(copied, sqlite, "{t}");
+    }
+    let transfers = reader
+        .conn()
+        .query_row("SELECT COUNT(*) FROM transfers", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert_eq!(transfers, 3);
+    // The sealed payloads, byte for byte, in chunks of at most a MiB.
+    let files: Vec<String> = {
+        let mut stmt = reader
+            .conn()
+            .prepare("SELECT payload_file FROM transfers WHERE payload_file IS NOT NULL")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(files.len(), 2, "the two larger payloads are spool files");
+    // The recipient's inbox (delivered by the worker) holds its own sealed copies.
+    let inbox_files: i64 = reader
+        .conn()
+        .query_row(
+            "SELECT COUNT(*) FROM inbox WHERE payload_file IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        report["payloads"],
+        files.len() as i64 + inbox_files,
+        "{report}"
+    );
+    let inbox_chunks: i64 = c
+        .query_one(
+            "SELECT COUNT(DISTINCT name) FROM payload_chunks WHERE name LIKE 'inbox/%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inbox_chunks, inbox_files);
+    let mut most_chunks = 0;
+    for f in &files {
+        let on_disk = std::fs::read(d.state_dir.join("spool").join(f)).unwrap();
+        let rows = c
+            .query(
+                "SELECT n, data FROM payload_chunks WHERE name = $1 ORDER BY n",
+                &[&format!("spool/{f}")],
+            )
+            .await
+            .unwrap();
+        most_chunks = most_chunks.max(rows.len());
+        let mut joined = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.get::<_, i32>(0), i as i32);
+            let data: Vec<u8> = r.get(1);
+            assert!(data.len() <= pg::copy::CHUNK);
+            joined.extend(data);
+        }
+        assert_eq!(joined, on_disk, "{f}");
+        // Sealed, never the plaintext: age's header opens it.
+        assert!(joined.starts_with(b"age-encryption.org/v1"), "{f}");
+    }
+    assert!(most_chunks >= 3, "2.5 MB is three chunks");
+    // The chain's head row, from which nodes append.
+    let head: i64 = c
+        .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let last: i64 = reader
+        .conn()
+        .query_row("SELECT MAX(seq) FROM log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(head, last);
+    assert_eq!(report["head"], last);
+
+    // `log verify` on the copy: the configuration names PostgreSQL.
+    use_postgres(&d, &db);
+    let verify = || {
+        postern(&[
+            "log",
+            "verify",
+            "--json",
+            "--config",
+            d.config_dir.to_str().unwrap(),
+        ])
+    };
+    let out = verify();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["intact"].as_bool(), r["records"].as_i64()),
+        (Some(true), Some(last)),
+        "{r}"
+    );
+    // The gateway signed its head at shutdown: the copy is fully covered.
+    assert_eq!(r["covered_to"].as_i64(), Some(last), "{r}");
+
+    // A second copy into the same database is refused: it would fork the chain.
+    let out = run(&db);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));
+
+    // Tampering with the copy is found as it would be in SQLite.
+    c.execute(
+        "UPDATE log SET body = convert_to(replace(convert_from(body, 'UTF8'), 'northshire-cc', 'southshire-cc'), 'UTF8') WHERE seq = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["intact"], false, "{r}");
+    assert_eq!(r["break"]["seq"].as_i64(), Some(2), "{r}");
+    drop(c);
+    db.drop_it().await;
+}
+
+#[test]
+fn the_store_section_is_checked_with_every_error_at_its_line() {
+    let d = Deployment::with_daemon(
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://postern:secret@db.example.org/postern\"\n",
+    );
+    let out = postern(&["check-config", "--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store.url") && err.contains("holds a password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret"),
+        "the password is never repeated: {err}"
+    );
+    assert!(
+        err.contains("store.ca") && err.contains("is required"),
+        "{err}"
+    );
+    // Every error with its line in postern.toml.
+    let toml = std::fs::read_to_string(d.config_dir.join("postern.toml")).unwrap();
+    let line = toml.lines().position(|l| l.starts_with("url =")).unwrap() + 1;
+    assert!(err.contains(&format!("postern.toml:{line}")), "{err}");
+
+    for (url, says) in [
+        (
+            "postgres://postern@db.example.org/postern?sslmode=disable",
+            "always TLS",
+        ),
+        ("postgres://db.example.org/postern", "names no user"),
+        ("host=/run/postgresql user=postern", "Unix socket"),
+        ("not a url", "is not a PostgreSQL URL"),
+    ] {
+        let err = postern_gateway::config::store::parse_url(url).unwrap_err();
+        assert!(err.to_string().contains(says), "{url}: {err}");
+    }
+    let d = Deployment::with_daemon("[store]\nbackend = \"mysql\"\n");
+    let out = postern(&["check-config", "--config", d.config_dir.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not \"sqlite\" or \"postgres\""),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_gateway_told_to_serve_from_postgresql_refuses_to_start_rather_than_serve_from_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    postern_gateway::pki::Ca::generate("Database CA")
+        .unwrap()
+        .save(&dir.path().join("db"))
+        .unwrap();
+    let d = Deployment::with_daemon(&format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://postern@db.example.org/postern\"\nca = \"{}\"\n",
+        dir.path().join("db").join("ca.crt").display()
+    ));
+    let check = postern(&["check-config", "--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let warned = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(warned.contains("serves from SQLite only"), "{warned}");
+    let serve = postern(&["serve", "--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!(serve.status.code(), Some(64), "{serve:?}");
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("store.backend"),
+        "{serve:?}"
+    );
+    assert!(!d.state_dir.join("postern.db").exists() || d.transfers() == 0);
+}
