@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Deployment, envelope, submit};
-use postern_gateway::store::pg::{self, PgError, Pool, Target};
+use postern_gateway::store::pg::log as chain;
+use postern_gateway::store::pg::{self, PgError, Pool, Target, lease, queue};
 use serde_json::{Value, json};
 
 struct Server {
@@ -604,4 +605,292 @@ fn a_gateway_told_to_serve_from_postgresql_refuses_to_start_rather_than_serve_fr
         "{serve:?}"
     );
     assert!(!d.state_dir.join("postern.db").exists() || d.transfers() == 0);
+}
+
+fn entry(node: &str, i: usize, marker: &str) -> postern_gateway::log::LogEntry {
+    postern_gateway::log::LogEntry {
+        kind: postern_gateway::log::RecordKind::TransferRejected,
+        at: "2026-12-04T00:00:00Z".into(),
+        transfer_id: None,
+        sender: Some("northshire-cc".parse().unwrap()),
+        code: Some("bad_request".into()),
+        subjects: Vec::new(),
+        facets: None,
+        body: format!("{{\"node\":\"{node}\",\"i\":{i},\"m\":\"{marker}\"}}").into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_from_two_nodes_make_one_chain_and_a_rolled_back_append_leaves_no_gap() {
+    let Some(s) = server("log appends from two nodes") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    migrate(&db.pool()).await.unwrap();
+    let mut tasks = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let pool = db.pool();
+        for t in 0..6 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut kept = 0usize;
+                for i in 0..20 {
+                    let mut c = pool.get().await.unwrap();
+                    let tx = c.transaction().await.unwrap();
+                    // A node's group commit: several records in one transaction.
+                    let n = 1 + (i % 3);
+                    let roll_back = i % 7 == 3;
+                    let marker = if roll_back { "rolled-back" } else { "kept" };
+                    let batch: Vec<_> = (0..n)
+                        .map(|k| entry(node, t * 100 + i * 3 + k, marker))
+                        .collect();
+                    chain::append(&tx, pool.target(), node, &batch)
+                        .await
+                        .unwrap();
+                    if roll_back {
+                        tx.rollback().await.unwrap();
+                    } else {
+                        tx.commit().await.unwrap();
+                        kept += n;
+                    }
+                }
+                kept
+            }));
+        }
+    }
+    let mut kept = 0;
+    for t in tasks {
+        kept += t.await.unwrap();
+    }
+    let pool = db.pool();
+    let c = pool.get().await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT COUNT(*), MIN(seq), MAX(seq), COUNT(DISTINCT node) FROM log",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, min, max, nodes): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(count as usize, kept);
+    // No gap where a transaction rolled back, and nothing of it kept.
+    assert_eq!((min, max), (1, count));
+    assert_eq!(nodes, 2, "both nodes' records are in the one chain");
+    let ghosts: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM log WHERE position('rolled-back' in convert_from(body, 'UTF8')) > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ghosts, 0);
+    let head: i64 = c
+        .query_one("SELECT seq FROM log_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head, max);
+    // The chain verifies as one, whoever wrote each record.
+    let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!(report.records as i64, count);
+    db.drop_it().await;
+}
+
+/// Queues `n` deliveries (one transfer each) straight into the tables.
+async fn queue_deliveries(pool: &Pool, n: usize) {
+    let c = pool.get().await.unwrap();
+    for i in 0..n {
+        let id = format!("t-{i:04}");
+        c.execute(
+            "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at)
+             VALUES ($1, 'northshire-cc', '2026-12-04T00:00:00Z', 'p', 'OFFICIAL', 0, '', '', '\\x00', 1, '2026-12-04T00:00:00Z')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "INSERT INTO deliveries (transfer_id, recipient, agreement, state, channel, next_attempt_at, updated_at)
+             VALUES ($1, 'northshire-police', 'a', 'queued', 'inbox', '2026-12-04T00:00:00Z', '2026-12-04T00:00:00Z')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_to_the_other() {
+    let Some(s) = server("delivery leases") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let (a, b) = (db.pool(), db.pool());
+    migrate(&a).await.unwrap();
+    queue_deliveries(&a, 200).await;
+    let now = "2026-12-04T00:01:00Z";
+    let until = "2026-12-04T00:01:30Z";
+    let drain = |pool: Pool, node: &'static str| async move {
+        let mut got = Vec::new();
+        loop {
+            let c = pool.get().await.unwrap();
+            let batch = queue::claim(&c, pool.target(), node, now, until, 7)
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch.into_iter().map(|c| c.due.transfer_id));
+        }
+    };
+    let (ga, gb) = tokio::join!(drain(a.clone(), "node-a"), drain(b.clone(), "node-b"));
+    assert_eq!(ga.len() + gb.len(), 200, "every delivery claimed once");
+    let mut all: Vec<_> = ga.iter().chain(&gb).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 200, "no delivery claimed by both nodes");
+    assert!(!ga.is_empty() && !gb.is_empty(), "both nodes worked");
+
+    // Node A holds t-0000 under its lease (if B took it, swap the roles' names).
+    let c = a.get().await.unwrap();
+    let holder: String = c
+        .query_one(
+            "SELECT lease_node FROM deliveries WHERE transfer_id = 't-0000'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let other = if holder == "node-a" {
+        "node-b"
+    } else {
+        "node-a"
+    };
+    let due = queue::Due {
+        transfer_id: "t-0000".into(),
+        recipient: "northshire-police".into(),
+    };
+    // While the holder renews, nobody else takes it.
+    assert!(
+        queue::renew(&c, a.target(), &holder, &due, "2026-12-04T00:02:00Z")
+            .await
+            .unwrap()
+    );
+    let early = queue::claim(
+        &c,
+        a.target(),
+        other,
+        "2026-12-04T00:01:45Z",
+        "2026-12-04T00:02:45Z",
+        500,
+    )
+    .await
+    .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    // The holder dies: no more renewals. Once its lease lapses, the other node takes it over,
+    // as a second attempt.
+    let late = queue::claim(
+        &c,
+        a.target(),
+        other,
+        "2026-12-04T00:02:01Z",
+        "2026-12-04T00:02:31Z",
+        500,
+    )
+    .await
+    .unwrap();
+    assert!(
+        late.iter().any(|l| l.due == due
+            && l.attempt == 2
+            && l.taken_over_from.as_deref() == Some(holder.as_str())),
+        "{late:?}"
+    );
+    // The presumed-dead node can no longer renew, and its late outcome is not recorded over
+    // the new attempt...
+    assert!(
+        !queue::renew(&c, a.target(), &holder, &due, "2026-12-04T00:03:00Z")
+            .await
+            .unwrap()
+    );
+    drop(c);
+    let mut c = a.get().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let stale = queue::finish(
+        &tx,
+        a.target(),
+        &holder,
+        &due,
+        &queue::Finish::Dead {
+            error: "late".into(),
+        },
+        "2026-12-04T00:02:05Z",
+    )
+    .await
+    .unwrap();
+    assert!(!stale);
+    // ...the new holder's is, and completes the transfer.
+    let done = queue::finish(
+        &tx,
+        a.target(),
+        other,
+        &due,
+        &queue::Finish::Delivered {
+            receipt: "{}".into(),
+        },
+        "2026-12-04T00:02:06Z",
+    )
+    .await
+    .unwrap();
+    assert!(done);
+    tx.commit().await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT d.state, d.lease_node, t.completed_at FROM deliveries d JOIN transfers t ON t.id = d.transfer_id WHERE d.transfer_id = 't-0000'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (state, lease, completed): (String, Option<String>, Option<String>) =
+        (r.get(0), r.get(1), r.get(2));
+    assert_eq!(
+        (state.as_str(), lease, completed.as_deref()),
+        ("delivered", None, Some("2026-12-04T00:02:06Z"))
+    );
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_at_a_time_holds_a_named_lease() {
+    let Some(s) = server("named leases") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let c = pool.get().await.unwrap();
+    let t = pool.target();
+    let take = |node: &'static str, now: &'static str, until: &'static str| {
+        let c = &c;
+        async move {
+            lease::take(c, t, "checkpoints", node, now, until)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(take("node-a", "2026-12-04T00:00:00Z", "2026-12-04T00:00:30Z").await);
+    assert!(!take("node-b", "2026-12-04T00:00:10Z", "2026-12-04T00:00:40Z").await);
+    // The holder renews.
+    assert!(take("node-a", "2026-12-04T00:00:20Z", "2026-12-04T00:00:50Z").await);
+    assert!(!take("node-b", "2026-12-04T00:00:45Z", "2026-12-04T00:01:15Z").await);
+    // It dies: after the lease lapses, the other node takes it.
+    assert!(take("node-b", "2026-12-04T00:00:51Z", "2026-12-04T00:01:21Z").await);
+    assert!(!take("node-a", "2026-12-04T00:00:55Z", "2026-12-04T00:01:25Z").await);
+    // A clean release hands it over at once.
+    lease::release(&c, t, "checkpoints", "node-b")
+        .await
+        .unwrap();
+    assert!(take("node-a", "2026-12-04T00:00:56Z", "2026-12-04T00:01:26Z").await);
+    drop(c);
+    db.drop_it().await;
 }

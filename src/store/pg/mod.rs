@@ -12,6 +12,9 @@ use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
 pub mod copy;
+pub mod lease;
+pub mod log;
+pub mod queue;
 mod schema;
 pub mod verify;
 
@@ -81,6 +84,11 @@ pub enum PgError {
         found: i64,
         known: i64,
     },
+    /// The chain's head row cannot be chained from: nothing is appended.
+    #[error(
+        "the transfer log's head (record {seq}) in {target} cannot be chained from; run `postern log verify`"
+    )]
+    BadHead { target: String, seq: i64 },
     #[error("the TLS configuration for the database could not be built: {0}")]
     Config(String),
     #[error("database {target}: {source}")]
