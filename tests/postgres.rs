@@ -771,7 +771,8 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
         transfer_id: "t-0000".into(),
         recipient: "northshire-police".into(),
     };
-    // While the holder renews, nobody else takes it.
+    // While the holder renews, nobody else takes it; every other delivery's lease lapsed at
+    // 00:01:30 (nobody renewed them), so the other node takes those over.
     assert!(
         queue::renew(&c, a.target(), &holder, &due, "2026-12-04T00:02:00Z")
             .await
@@ -787,7 +788,12 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
     )
     .await
     .unwrap();
-    assert!(early.is_empty(), "{early:?}");
+    assert!(
+        !early.iter().any(|l| l.due == due),
+        "a renewed lease is not taken"
+    );
+    assert_eq!(early.len(), 199);
+    assert!(early.iter().all(|l| l.attempt == 2));
     // The holder dies: no more renewals. Once its lease lapses, the other node takes it over,
     // as a second attempt.
     let late = queue::claim(
@@ -800,6 +806,7 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
     )
     .await
     .unwrap();
+    assert_eq!(late.len(), 1, "only the lapsed one");
     assert!(
         late.iter().any(|l| l.due == due
             && l.attempt == 2

@@ -373,3 +373,22 @@ pub async fn generate(
     }
     Ok(())
 }
+
+/// `n` generated decision records as log entries (their chain position not yet given), for
+/// benchmarks that append them through something other than the SQLite store.
+pub fn decision_entries(
+    seed: u64,
+    n: u64,
+    people: u64,
+    start: time::OffsetDateTime,
+    key: &SubjectKey,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|j| {
+            let at = crate::clock::stamp(start + time::Duration::seconds(j as i64));
+            let (record, _) = make(&mut rng, j, &at, people, key)?;
+            Ok(LogEntry::new(&record)?)
+        })
+        .collect()
+}

@@ -28,6 +28,7 @@ mod deliver;
 mod flood;
 mod log;
 mod log_web;
+mod pg;
 mod web;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,6 +88,20 @@ pub struct LoadArgs {
     /// log subject`, filtered `log list`, `log verify` and `log export` on them.
     #[arg(long)]
     log_records: Option<u64>,
+    /// Shared-log benchmark: append this many generated decision records through the SQLite
+    /// store, one node's writer on PostgreSQL and two nodes' writers, `--connections` at a
+    /// time, then verify the two-node chain (needs `--pg-url` and `--pg-ca`).
+    #[arg(long)]
+    pg_log: Option<u64>,
+    /// The PostgreSQL server for `--pg-log`: a user that may create databases.
+    #[arg(long)]
+    pg_url: Option<String>,
+    /// The CA that issued the PostgreSQL server's certificate.
+    #[arg(long)]
+    pg_ca: Option<PathBuf>,
+    /// A file holding the PostgreSQL user's password.
+    #[arg(long)]
+    pg_password_file: Option<PathBuf>,
     /// Work directory for the scratch deployment (default: a temporary one, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -536,6 +551,19 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     let scratch = Scratch::new(a.work_dir.as_deref())?;
     if let Some(n) = a.log_records {
         return log::benchmark(n, &scratch).await;
+    }
+    if let Some(n) = a.pg_log {
+        let (Some(url), Some(ca)) = (a.pg_url.clone(), a.pg_ca.clone()) else {
+            bail!(
+                "--pg-log needs --pg-url and --pg-ca (and --pg-password-file if the server asks)"
+            );
+        };
+        let args = pg::PgArgs {
+            url,
+            ca,
+            password_file: a.pg_password_file.clone(),
+        };
+        return pg::benchmark(n, a.connections, &args, &scratch).await;
     }
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let relay_port = relay.local_addr()?.port();

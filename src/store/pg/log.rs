@@ -38,84 +38,144 @@ pub async fn append(
         target: target.to_owned(),
         seq,
     })?;
-    let insert = tx
-        .prepare(
-            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .await
-        .map_err(err)?;
-    let subject = tx
-        .prepare(
-            "INSERT INTO log_subjects (subject_hash, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .await
-        .map_err(err)?;
+    // Every record's position and hash first (pure), then each table's rows in one statement
+    // (arrays, UNNEST), all sent without waiting for each other: a batch costs a handful of
+    // round trips to the database, however many records it holds.
+    let mut log = LogRows::default();
+    let (mut subj_hash, mut subj_seq) = (Vec::new(), Vec::new());
+    let mut facets = FacetRows::default();
+    let (mut rec_org, mut rec_seq) = (Vec::new(), Vec::new());
     let mut seqs = Vec::with_capacity(entries.len());
     for e in entries {
         let prev = hash;
         seq += 1;
         hash = chain_hash(&prev, seq, &e.body);
         let transfer = e.transfer_id.map(|t| t.to_string());
-        tx.execute(
-            &insert,
-            &[
-                &seq,
-                &e.at,
-                &e.kind.as_str(),
-                &transfer,
-                &e.sender.as_ref().map(OrgId::as_str),
-                &e.code,
-                &e.body,
-                &prev.as_slice(),
-                &hash.as_slice(),
-                &node,
-            ],
-        )
-        .await
-        .map_err(err)?;
-        for s in &e.subjects {
-            tx.execute(&subject, &[&s.as_str(), &seq])
-                .await
-                .map_err(err)?;
+        let sender = e.sender.as_ref().map(|s| OrgId::as_str(s).to_owned());
+        for sh in &e.subjects {
+            subj_hash.push(sh.as_str().to_owned());
+            subj_seq.push(seq);
         }
         if let Some(f) = &e.facets {
-            tx.execute(
-                "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                &[
-                    &seq,
-                    &e.at,
-                    &f.decision,
-                    &transfer,
-                    &e.sender.as_ref().map(OrgId::as_str),
-                    &f.originator,
-                    &f.purpose,
-                    &f.lawful_basis,
-                    &f.marking,
-                    &f.urgency,
-                    &f.correction_of.map(|t| t.to_string()),
-                    &i64::from(f.rationale_to_follow),
-                ],
-            )
-            .await
-            .map_err(err)?;
+            facets.seq.push(seq);
+            facets.at.push(e.at.clone());
+            facets.decision.push(f.decision.to_owned());
+            facets.transfer.push(transfer.clone());
+            facets.sender.push(sender.clone());
+            facets.originator.push(f.originator.clone());
+            facets.purpose.push(f.purpose.clone());
+            facets.basis.push(f.lawful_basis.clone());
+            facets.marking.push(f.marking.clone());
+            facets.urgency.push(f.urgency.clone());
+            facets
+                .correction
+                .push(f.correction_of.map(|t| t.to_string()));
+            facets.pending.push(i64::from(f.rationale_to_follow));
             for r in &f.recipients {
-                tx.execute(
-                    "INSERT INTO log_recipients (recipient, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&r.as_str(), &seq],
-                )
-                .await
-                .map_err(err)?;
+                rec_org.push(r.as_str().to_owned());
+                rec_seq.push(seq);
             }
         }
+        log.seq.push(seq);
+        log.at.push(e.at.clone());
+        log.kind.push(e.kind.as_str().to_owned());
+        log.transfer.push(transfer);
+        log.sender.push(sender);
+        log.code.push(e.code.clone());
+        log.body.push(e.body.clone());
+        log.prev.push(prev.to_vec());
+        log.hash.push(hash.to_vec());
         seqs.push(seq);
     }
-    tx.execute(
-        "UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1",
-        &[&seq, &hash.as_slice()],
+    let node = node.to_owned();
+    let head_hash = hash.to_vec();
+    type P<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+    let log_params: [P<'_>; 10] = [
+        &log.seq,
+        &log.at,
+        &log.kind,
+        &log.transfer,
+        &log.sender,
+        &log.code,
+        &log.body,
+        &log.prev,
+        &log.hash,
+        &node,
+    ];
+    let subject_params: [P<'_>; 2] = [&subj_hash, &subj_seq];
+    let facet_params: [P<'_>; 12] = [
+        &facets.seq,
+        &facets.at,
+        &facets.decision,
+        &facets.transfer,
+        &facets.sender,
+        &facets.originator,
+        &facets.purpose,
+        &facets.basis,
+        &facets.marking,
+        &facets.urgency,
+        &facets.correction,
+        &facets.pending,
+    ];
+    let recipient_params: [P<'_>; 2] = [&rec_org, &rec_seq];
+    let head_params: [P<'_>; 2] = [&seq, &head_hash];
+    tokio::try_join!(
+        tx.execute(
+            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node)
+             SELECT *, $10 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[])",
+            &log_params,
+        ),
+        tx.execute(
+            "INSERT INTO log_subjects (subject_hash, seq)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+            &subject_params,
+        ),
+        tx.execute(
+            "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])",
+            &facet_params,
+        ),
+        tx.execute(
+            "INSERT INTO log_recipients (recipient, seq)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+            &recipient_params,
+        ),
+        tx.execute(
+            "UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1",
+            &head_params,
+        ),
     )
-    .await
     .map_err(err)?;
     Ok(seqs)
+}
+
+/// The log's columns for a batch, one array each.
+#[derive(Default)]
+struct LogRows {
+    seq: Vec<i64>,
+    at: Vec<String>,
+    kind: Vec<String>,
+    transfer: Vec<Option<String>>,
+    sender: Vec<Option<String>>,
+    code: Vec<Option<String>>,
+    body: Vec<Vec<u8>>,
+    prev: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
+}
+
+/// The search index's columns for a batch.
+#[derive(Default)]
+struct FacetRows {
+    seq: Vec<i64>,
+    at: Vec<String>,
+    decision: Vec<String>,
+    transfer: Vec<Option<String>>,
+    sender: Vec<Option<String>>,
+    originator: Vec<Option<String>>,
+    purpose: Vec<Option<String>>,
+    basis: Vec<Option<String>>,
+    marking: Vec<Option<String>>,
+    urgency: Vec<Option<String>>,
+    correction: Vec<Option<String>>,
+    pending: Vec<i64>,
 }

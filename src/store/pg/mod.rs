@@ -17,6 +17,7 @@ pub mod log;
 pub mod queue;
 mod schema;
 pub mod verify;
+pub mod writer;
 
 pub use schema::{MigrateReport, SCHEMA_VERSION, Status, migrate, status};
 
@@ -91,6 +92,9 @@ pub enum PgError {
     BadHead { target: String, seq: i64 },
     #[error("the TLS configuration for the database could not be built: {0}")]
     Config(String),
+    /// A driver error seen by another request of the same batch.
+    #[error("database {target}: {why}")]
+    Failed { target: String, why: String },
     #[error("database {target}: {source}")]
     Sql {
         target: String,
@@ -100,6 +104,56 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// The same error again, for every request of a batch that failed together (a driver error
+    /// is kept as its words).
+    pub fn again(&self) -> PgError {
+        match self {
+            PgError::Unavailable { target, why } => PgError::Unavailable {
+                target: target.clone(),
+                why: why.clone(),
+            },
+            PgError::Tls { target, why } => PgError::Tls {
+                target: target.clone(),
+                why: why.clone(),
+            },
+            PgError::Auth { target, why } => PgError::Auth {
+                target: target.clone(),
+                why: why.clone(),
+            },
+            PgError::TooNew {
+                target,
+                found,
+                known,
+            } => PgError::TooNew {
+                target: target.clone(),
+                found: *found,
+                known: *known,
+            },
+            PgError::NotMigrated {
+                target,
+                found,
+                known,
+            } => PgError::NotMigrated {
+                target: target.clone(),
+                found: *found,
+                known: *known,
+            },
+            PgError::BadHead { target, seq } => PgError::BadHead {
+                target: target.clone(),
+                seq: *seq,
+            },
+            PgError::Config(why) => PgError::Config(why.clone()),
+            PgError::Sql { target, source } => PgError::Failed {
+                target: target.clone(),
+                why: in_words(source),
+            },
+            PgError::Failed { target, why } => PgError::Failed {
+                target: target.clone(),
+                why: why.clone(),
+            },
+        }
+    }
+
     /// Whether waiting may mend it (the database restarting, a failover, a network blip).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, PgError::Unavailable { .. })
