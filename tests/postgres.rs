@@ -901,3 +901,103 @@ async fn one_node_at_a_time_holds_a_named_lease() {
     drop(c);
     db.drop_it().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_at_a_time_signs_checkpoints_and_another_takes_over_when_it_dies() {
+    use postern_gateway::store::checkpoint::{CheckpointKey, ensure_key_file};
+    use postern_gateway::store::pg::writer::LogWriter;
+    let Some(s) = server("checkpoints from two nodes") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let (a, b) = (db.pool(), db.pool());
+    migrate(&a).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint.key");
+    ensure_key_file(&key_file).unwrap();
+    let key = CheckpointKey::from_file(&key_file).unwrap();
+    let (wa, wb) = (
+        LogWriter::start(a.clone(), "node-a".into()),
+        LogWriter::start(b.clone(), "node-b".into()),
+    );
+    let append = |round: usize| {
+        let (wa, wb) = (wa.clone(), wb.clone());
+        async move {
+            for i in 0..5 {
+                wa.append(entry("node-a", round * 10 + i, "kept"))
+                    .await
+                    .unwrap();
+                wb.append(entry("node-b", round * 10 + i, "kept"))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let t0 = time::macros::datetime!(2026-12-04 01:00 UTC);
+    let lease = std::time::Duration::from_secs(30);
+    let sign = |pool: &Pool, node: &'static str, at: time::OffsetDateTime| {
+        let (pool, key) = (pool.clone(), &key);
+        async move {
+            pg::checkpoint::sign_head(&pool, key, node, at, lease)
+                .await
+                .unwrap()
+        }
+    };
+    append(0).await;
+    let first = sign(&a, "node-a", t0).await.expect("node-a signs");
+    assert_eq!(first.seq, 10);
+    append(1).await;
+    // node-b's timer fires too, but node-a holds the lease.
+    assert!(
+        sign(&b, "node-b", t0 + time::Duration::seconds(10))
+            .await
+            .is_none()
+    );
+    let second = sign(&a, "node-a", t0 + time::Duration::seconds(20))
+        .await
+        .unwrap();
+    assert_eq!(second.seq, 20);
+    // Nothing new: nothing signed.
+    assert!(
+        sign(&a, "node-a", t0 + time::Duration::seconds(25))
+            .await
+            .is_none()
+    );
+    // node-a dies (its last renewal was at +25 s, so the lease runs to +55 s); the appends go
+    // on, and once the lease lapses node-b signs.
+    append(2).await;
+    assert!(
+        sign(&b, "node-b", t0 + time::Duration::seconds(54))
+            .await
+            .is_none()
+    );
+    let third = sign(&b, "node-b", t0 + time::Duration::seconds(56))
+        .await
+        .unwrap();
+    assert_eq!(third.seq, 30);
+    let nodes: Vec<(i64, String)> = a
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT seq, node FROM checkpoints ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            (10, "node-a".into()),
+            (20, "node-a".into()),
+            (30, "node-b".into())
+        ]
+    );
+    // The chain and every checkpoint verify against the key, whoever signed.
+    let (report, _) = pg::verify::verify_log(&a, &[*key.public()], &[])
+        .await
+        .unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!((report.checkpoints, report.covered_to), (3, Some(30)));
+    db.drop_it().await;
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
+pub mod checkpoint;
 pub mod copy;
 pub mod lease;
 pub mod log;

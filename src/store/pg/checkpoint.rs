@@ -1,0 +1,75 @@
+//! Signed checkpoints of the shared chain. Every node runs the checkpoint timer, but only the
+//! node holding the `checkpoints` lease signs (one signer at a time, so the checkpoints follow
+//! one another); if it dies, another node takes the lease once it lapses and signs from there.
+//! A checkpoint records the node that signed it.
+
+use std::time::Duration;
+
+use super::{PgError, Pool};
+use crate::store::checkpoint::CheckpointKey;
+use crate::store::checkpoint::{Reason, Signed};
+
+/// The lease's name.
+pub const LEASE: &str = "checkpoints";
+
+/// Signs the chain's head at `now` if this node holds (or can take) the signing lease and the
+/// head moved since the last checkpoint. `None`: nothing to sign, or another node signs.
+pub async fn sign_head(
+    pool: &Pool,
+    key: &CheckpointKey,
+    node: &str,
+    now: time::OffsetDateTime,
+    lease: Duration,
+) -> Result<Option<Signed>, PgError> {
+    let at = crate::clock::stamp(now);
+    let until = crate::clock::stamp(now + lease);
+    let mut client = pool.get().await?;
+    if !super::lease::take(&client, pool.target(), LEASE, node, &at, &until).await? {
+        return Ok(None);
+    }
+    let tx = client.transaction().await.map_err(|e| pool.err(e))?;
+    let head = tx
+        .query_opt("SELECT seq, hash FROM log_head WHERE id = 1", &[])
+        .await
+        .map_err(|e| pool.err(e))?;
+    let Some(head) = head else { return Ok(None) };
+    let seq: i64 = head.get(0);
+    let stored: Vec<u8> = head.get(1);
+    let hash: [u8; 32] = stored.as_slice().try_into().map_err(|_| PgError::BadHead {
+        target: pool.target().to_owned(),
+        seq,
+    })?;
+    let last: Option<i64> = tx
+        .query_one("SELECT MAX(seq) FROM checkpoints", &[])
+        .await
+        .map_err(|e| pool.err(e))?
+        .get(0);
+    if seq == 0 || last.is_some_and(|l| l >= seq) {
+        return Ok(None);
+    }
+    let signature = key.sign(seq, &hash, &at);
+    let public_key = key.public().to_string();
+    tx.execute(
+        "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason, node) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &seq,
+            &at,
+            &hash.as_slice(),
+            &public_key,
+            &signature,
+            &Reason::Interval.as_str(),
+            &node,
+        ],
+    )
+    .await
+    .map_err(|e| pool.err(e))?;
+    tx.commit().await.map_err(|e| pool.err(e))?;
+    Ok(Some(Signed {
+        seq,
+        at,
+        hash,
+        public_key,
+        signature,
+        reason: Reason::Interval,
+    }))
+}
