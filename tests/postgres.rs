@@ -700,8 +700,12 @@ async fn appends_from_two_nodes_make_one_chain_and_a_rolled_back_append_leaves_n
 
 /// Queues `n` deliveries (one transfer each) straight into the tables.
 async fn queue_deliveries(pool: &Pool, n: usize) {
+    queue_deliveries_from(pool, 0, n).await;
+}
+
+async fn queue_deliveries_from(pool: &Pool, first: usize, n: usize) {
     let c = pool.get().await.unwrap();
-    for i in 0..n {
+    for i in first..first + n {
         let id = format!("t-{i:04}");
         c.execute(
             "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at)
@@ -864,6 +868,30 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
         (state.as_str(), lease, completed.as_deref()),
         ("delivered", None, Some("2026-12-04T00:02:06Z"))
     );
+    // An attempt a single node was making when it stopped (copied in without a lease) is
+    // taken up like a lapsed one.
+    queue_deliveries_from(&a, 200, 1).await;
+    c.execute(
+        "UPDATE deliveries SET state = 'delivering', attempts = 1 WHERE transfer_id = 't-0200'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let orphan = queue::claim(
+        &c,
+        a.target(),
+        "node-a",
+        "2026-12-04T00:00:01Z",
+        "2026-12-04T00:00:31Z",
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(orphan.len(), 1);
+    assert_eq!(
+        (orphan[0].due.transfer_id.as_str(), orphan[0].attempt),
+        ("t-0200", 2)
+    );
     db.drop_it().await;
 }
 
@@ -938,7 +966,7 @@ async fn one_node_at_a_time_signs_checkpoints_and_another_takes_over_when_it_die
     let sign = |pool: &Pool, node: &'static str, at: time::OffsetDateTime| {
         let (pool, key) = (pool.clone(), &key);
         async move {
-            pg::checkpoint::sign_head(&pool, key, node, at, lease)
+            postern_gateway::store::pg::checkpoint::sign_head(&pool, key, node, at, lease)
                 .await
                 .unwrap()
         }
@@ -999,5 +1027,63 @@ async fn one_node_at_a_time_signs_checkpoints_and_another_takes_over_when_it_die
         .unwrap();
     assert!(report.intact(), "{:?}", report.first_break);
     assert_eq!((report.checkpoints, report.covered_to), (3, Some(30)));
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_payloads_go_into_chunks_and_stream_back_whole() {
+    use futures_util::TryStreamExt;
+    use postern_gateway::store::pg::payload;
+    let Some(s) = server("payload chunks") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let read = |name: &str| payload::get(pool.clone(), name.to_owned()).try_collect::<Vec<_>>();
+    let big = common::payload(2 * payload::CHUNK + 12_345, 9);
+    let mut c = pool.get().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let n = payload::put(&tx, pool.target(), "spool/big.age", &mut big.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(n, big.len() as u64);
+    assert_eq!(
+        payload::put(&tx, pool.target(), "spool/empty.age", &mut [].as_slice())
+            .await
+            .unwrap(),
+        0
+    );
+    // Not committed yet: another node sees nothing.
+    assert!(read("spool/big.age").await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+    let chunks = read("spool/big.age").await.unwrap();
+    assert_eq!(chunks.len(), 3);
+    assert!(chunks.iter().all(|c| c.len() <= payload::CHUNK));
+    assert_eq!(chunks.concat(), big);
+    let empty = read("spool/empty.age").await.unwrap();
+    assert_eq!(
+        (empty.len(), empty.concat().len()),
+        (1, 0),
+        "an empty payload is still there"
+    );
+    assert!(read("spool/none.age").await.unwrap().is_empty());
+    // A write that rolls back leaves nothing.
+    let tx = c.transaction().await.unwrap();
+    payload::put(&tx, pool.target(), "spool/gone.age", &mut big.as_slice())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(read("spool/gone.age").await.unwrap().is_empty());
+    let tx = c.transaction().await.unwrap();
+    assert_eq!(
+        payload::delete(&tx, pool.target(), "spool/big.age")
+            .await
+            .unwrap(),
+        3
+    );
+    tx.commit().await.unwrap();
+    assert!(read("spool/big.age").await.unwrap().is_empty());
+    drop(c);
     db.drop_it().await;
 }

@@ -105,13 +105,35 @@ fn target(a: &PgArgs, db: Option<&str>, pool_size: usize) -> anyhow::Result<Targ
     })
 }
 
+/// Drops a scratch database, waiting for the server's own workers (autovacuum, after a run's
+/// inserts) to leave it: only a superuser may end those.
+async fn drop_database(admin: &Pool, name: &str) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        let done = admin
+            .get()
+            .await?
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+        match done {
+            Ok(()) => return Ok(()),
+            Err(_) if tries < 30 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A fresh, migrated database for one run.
 async fn database(admin: &Pool, a: &PgArgs, name: &str) -> anyhow::Result<Pool> {
-    // (one statement each: several in one string run as a transaction, which these refuse)
-    let c = admin.get().await?;
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    drop_database(admin, name).await?;
+    admin
+        .get()
+        .await?
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
-    c.batch_execute(&format!("CREATE DATABASE {name}")).await?;
     let pool = Pool::new(&target(a, Some(name), 8)?)?;
     let mut c = pool.get().await?;
     pg::migrate(&mut c, pool.target()).await?;
@@ -222,10 +244,10 @@ pub async fn benchmark(
         report.records as f64 / took.as_secs_f64()
     );
     drop((one, two));
-    let c = admin.get().await?;
     for db in ["postern_bench_one", "postern_bench_two"] {
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await?;
+        if let Err(e) = drop_database(&admin, db).await {
+            eprintln!("postern: could not drop the scratch database {db}: {e}");
+        }
     }
     Ok(if report.intact() {
         ExitCode::SUCCESS

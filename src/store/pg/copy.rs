@@ -38,7 +38,7 @@ pub const TABLES: &[&str] = &[
 /// Rows per batch handed from the SQLite reader to the inserter.
 const BATCH: usize = 256;
 /// Bytes per payload chunk in `payload_chunks`.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = super::payload::CHUNK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -302,56 +302,25 @@ async fn copy_payload(
     name: &str,
     path: &Path,
 ) -> Result<u64, CopyError> {
-    use tokio::io::AsyncReadExt;
+    let io = |e| {
+        CopyError::Source(StoreError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })
+    };
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(CopyError::MissingPayload(path.to_owned()));
         }
-        Err(e) => {
-            return Err(CopyError::Source(StoreError::Io {
-                path: path.display().to_string(),
-                source: e,
-            }));
-        }
+        Err(e) => return Err(io(e)),
     };
-    let stmt = tx
-        .prepare("INSERT INTO payload_chunks (name, n, data) VALUES ($1, $2, $3)")
+    super::payload::put(tx, pool.target(), name, &mut file)
         .await
-        .map_err(|e| pool.err(e))?;
-    let mut total = 0u64;
-    let mut n: i32 = 0;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        // Fill the chunk (a read may return less), so that every chunk but the last is full.
-        let mut filled = 0;
-        while filled < CHUNK {
-            let read = file
-                .read(&mut buf[filled..])
-                .await
-                .map_err(|e| StoreError::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                })?;
-            if read == 0 {
-                break;
-            }
-            filled += read;
-        }
-        if filled == 0 && n > 0 {
-            break;
-        }
-        let data = &buf[..filled];
-        tx.execute(&stmt, &[&name, &n, &data])
-            .await
-            .map_err(|e| pool.err(e))?;
-        total += filled as u64;
-        n += 1;
-        if filled < CHUNK {
-            break;
-        }
-    }
-    Ok(total)
+        .map_err(|e| match e {
+            super::payload::PutError::Db(e) => CopyError::Target(e),
+            super::payload::PutError::Source(e) => io(e),
+        })
 }
 
 type Param = Box<dyn ToSql + Sync + Send>;

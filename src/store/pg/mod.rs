@@ -1,7 +1,10 @@
 //! PostgreSQL, for a deployment of several nodes (`[store] backend = "postgres"`): the
 //! connection pool (TLS 1.2+ on ring, the server's certificate verified against the configured
 //! CA for the host named in the URL), the schema and its recorded versions (`postern store
-//! migrate`), and what a node asks of the database to know it can serve.
+//! migrate`), what a node asks of the database to know it can serve, and what the nodes share:
+//! one log chain ([`log`], [`writer`]), the delivery queue's leases ([`queue`]), one-node-at-a-
+//! time jobs ([`lease`], [`checkpoint`]). `postern serve` does not use it yet: the rest of the
+//! store is still SQLite's only.
 //!
 //! It sits beside the SQLite store, at the same layer: the configuration hands the runtime a
 //! validated URL and the CA's certificates, and the runtime builds a [`Target`] from them.
@@ -15,6 +18,7 @@ pub mod checkpoint;
 pub mod copy;
 pub mod lease;
 pub mod log;
+pub mod payload;
 pub mod queue;
 mod schema;
 pub mod verify;

@@ -19,7 +19,9 @@ pub struct Claim {
 }
 
 /// Claims up to `limit` deliveries that are due at `now` (queued or retrying, or being
-/// attempted under a lease that lapsed before `now`) for `node`, leased until `until`. Times
+/// attempted under a lease that lapsed before `now`, or under none: an attempt a single node
+/// was making when it stopped, copied in by `postern store copy`) for `node`, leased until
+/// `until`. Times
 /// are the store's stamps (`clock::stamp`), which sort as they read.
 pub async fn claim(
     client: &tokio_postgres::Client,
@@ -34,7 +36,7 @@ pub async fn claim(
             "WITH due AS (
                  SELECT transfer_id, recipient, lease_node AS before FROM deliveries
                  WHERE (state IN ('queued', 'retrying') AND next_attempt_at <= $2)
-                    OR (state = 'delivering' AND lease_until < $2)
+                    OR (state = 'delivering' AND (lease_until IS NULL OR lease_until < $2))
                  ORDER BY next_attempt_at
                  LIMIT $4
                  FOR UPDATE SKIP LOCKED
