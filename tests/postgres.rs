@@ -638,12 +638,28 @@ async fn appends_from_two_nodes_make_one_chain_and_a_rolled_back_append_leaves_n
                     let mut c = pool.get().await.unwrap();
                     let tx = c.transaction().await.unwrap();
                     // A node's group commit: several records in one transaction.
-                    let n = 1 + (i % 3);
+                    let mut n = 1 + (i % 3);
                     let roll_back = i % 7 == 3;
                     let marker = if roll_back { "rolled-back" } else { "kept" };
-                    let batch: Vec<_> = (0..n)
+                    let mut batch: Vec<_> = (0..n)
                         .map(|k| entry(node, t * 100 + i * 3 + k, marker))
                         .collect();
+                    // Real decision records too: their search index (facets, recipients,
+                    // subjects) goes in with them.
+                    let key =
+                        postern_gateway::domain::subject::SubjectKey::new(vec![7; 32]).unwrap();
+                    let real = postern_gateway::testkit::synthetic::decision_entries(
+                        (t * 1000 + i) as u64,
+                        1,
+                        3,
+                        time::OffsetDateTime::now_utc(),
+                        &key,
+                    )
+                    .unwrap();
+                    if !roll_back {
+                        batch.extend(real);
+                        n += 1;
+                    }
                     chain::append(&tx, pool.target(), node, &batch)
                         .await
                         .unwrap();
@@ -691,10 +707,61 @@ async fn appends_from_two_nodes_make_one_chain_and_a_rolled_back_append_leaves_n
         .unwrap()
         .get(0);
     assert_eq!(head, max);
+    // Every decision record's index rows came with it, under its own seq.
+    let (facets, subjects, recipients): (i64, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM log_facets), (SELECT COUNT(DISTINCT seq) FROM log_subjects), (SELECT COUNT(DISTINCT seq) FROM log_recipients)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let decisions: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM log WHERE position('\"m\":' in convert_from(body, 'UTF8')) = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(decisions > 0);
+    assert_eq!(facets, decisions, "one facets row per decision record");
+    assert!(
+        recipients > 0 && recipients <= decisions,
+        "the decisions' recipients"
+    );
+    assert!(subjects > 0 && subjects <= decisions);
+    let misfiled: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM log_facets f JOIN log l ON l.seq = f.seq WHERE l.at <> f.at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(misfiled, 0);
     // The chain verifies as one, whoever wrote each record.
     let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
     assert!(report.intact(), "{:?}", report.first_break);
     assert_eq!(report.records as i64, count);
+    // A record altered early in a chain of hundreds is found, and the check returns (the rows
+    // after it, still streaming, must not hold up the query that classifies the break).
+    c.execute(
+        "UPDATE log SET body = body || '\\x20'::bytea WHERE seq = 5",
+        &[],
+    )
+    .await
+    .unwrap();
+    let checked = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        pg::verify::verify_log(&pool, &[], &[]),
+    )
+    .await
+    .expect("verify returns after a break")
+    .unwrap();
+    assert_eq!(checked.0.first_break.map(|b| b.seq), Some(5));
     db.drop_it().await;
 }
 
@@ -775,10 +842,15 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
         transfer_id: "t-0000".into(),
         recipient: "northshire-police".into(),
     };
+    let first = queue::Claim {
+        due: due.clone(),
+        attempt: 1,
+        taken_over_from: None,
+    };
     // While the holder renews, nobody else takes it; every other delivery's lease lapsed at
     // 00:01:30 (nobody renewed them), so the other node takes those over.
     assert!(
-        queue::renew(&c, a.target(), &holder, &due, "2026-12-04T00:02:00Z")
+        queue::renew(&c, a.target(), &holder, &first, "2026-12-04T00:02:00Z")
             .await
             .unwrap()
     );
@@ -820,7 +892,7 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
     // The presumed-dead node can no longer renew, and its late outcome is not recorded over
     // the new attempt...
     assert!(
-        !queue::renew(&c, a.target(), &holder, &due, "2026-12-04T00:03:00Z")
+        !queue::renew(&c, a.target(), &holder, &first, "2026-12-04T00:03:00Z")
             .await
             .unwrap()
     );
@@ -831,7 +903,7 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
         &tx,
         a.target(),
         &holder,
-        &due,
+        &first,
         &queue::Finish::Dead {
             error: "late".into(),
         },
@@ -845,7 +917,7 @@ async fn two_nodes_never_claim_the_same_delivery_and_a_dead_nodes_lease_passes_t
         &tx,
         a.target(),
         other,
-        &due,
+        &late[0],
         &queue::Finish::Delivered {
             receipt: "{}".into(),
         },
@@ -1027,6 +1099,19 @@ async fn one_node_at_a_time_signs_checkpoints_and_another_takes_over_when_it_die
         .unwrap();
     assert!(report.intact(), "{:?}", report.first_break);
     assert_eq!((report.checkpoints, report.covered_to), (3, Some(30)));
+    // Cutting the log short (its last records, and the head row with them) is found: the
+    // checkpoint at 30 still names them.
+    a.get()
+        .await
+        .unwrap()
+        .batch_execute("DELETE FROM log WHERE seq > 27; UPDATE log_head SET seq = 27")
+        .await
+        .unwrap();
+    let (report, _) = pg::verify::verify_log(&a, &[*key.public()], &[])
+        .await
+        .unwrap();
+    assert!(!report.intact());
+    assert_eq!(report.first_break.map(|b| b.seq), Some(28));
     db.drop_it().await;
 }
 
@@ -1040,7 +1125,10 @@ async fn sealed_payloads_go_into_chunks_and_stream_back_whole() {
     let db = Db::new(&s).await;
     let pool = db.pool();
     migrate(&pool).await.unwrap();
-    let read = |name: &str| payload::get(pool.clone(), name.to_owned()).try_collect::<Vec<_>>();
+    let read = |name: &str, size: u64| {
+        payload::get(pool.clone(), name.to_owned(), size).try_collect::<Vec<_>>()
+    };
+    let big_size = (2 * payload::CHUNK + 12_345) as u64;
     let big = common::payload(2 * payload::CHUNK + 12_345, 9);
     let mut c = pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
@@ -1054,27 +1142,30 @@ async fn sealed_payloads_go_into_chunks_and_stream_back_whole() {
             .unwrap(),
         0
     );
-    // Not committed yet: another node sees nothing.
-    assert!(read("spool/big.age").await.unwrap().is_empty());
+    // Not committed yet: another node finds none, and says so (never an empty delivery).
+    assert!(read("spool/big.age", big_size).await.is_err());
     tx.commit().await.unwrap();
-    let chunks = read("spool/big.age").await.unwrap();
+    let chunks = read("spool/big.age", big_size).await.unwrap();
     assert_eq!(chunks.len(), 3);
     assert!(chunks.iter().all(|c| c.len() <= payload::CHUNK));
     assert_eq!(chunks.concat(), big);
-    let empty = read("spool/empty.age").await.unwrap();
+    let empty = read("spool/empty.age", 0).await.unwrap();
     assert_eq!(
         (empty.len(), empty.concat().len()),
         (1, 0),
         "an empty payload is still there"
     );
-    assert!(read("spool/none.age").await.unwrap().is_empty());
+    assert!(read("spool/none.age", 10).await.is_err());
+    // A size that disagrees with what is stored is an error, not a short or long read.
+    assert!(read("spool/big.age", big_size - 1).await.is_err());
+    assert!(read("spool/big.age", big_size + 1).await.is_err());
     // A write that rolls back leaves nothing.
     let tx = c.transaction().await.unwrap();
     payload::put(&tx, pool.target(), "spool/gone.age", &mut big.as_slice())
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    assert!(read("spool/gone.age").await.unwrap().is_empty());
+    assert!(read("spool/gone.age", big_size).await.is_err());
     let tx = c.transaction().await.unwrap();
     assert_eq!(
         payload::delete(&tx, pool.target(), "spool/big.age")
@@ -1083,7 +1174,205 @@ async fn sealed_payloads_go_into_chunks_and_stream_back_whole() {
         3
     );
     tx.commit().await.unwrap();
-    assert!(read("spool/big.age").await.unwrap().is_empty());
+    assert!(read("spool/big.age", big_size).await.is_err());
+    drop(c);
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_attempt_cannot_record_over_a_newer_one_even_on_the_same_node() {
+    let Some(s) = server("attempt fencing") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    queue_deliveries(&pool, 1).await;
+    let c = pool.get().await.unwrap();
+    let mut w = pool.get().await.unwrap();
+    let t = pool.target();
+    let claim = |node: &'static str, now: &'static str, until: &'static str| {
+        let c = &c;
+        async move {
+            let mut got = queue::claim(c, t, node, now, until, 10).await.unwrap();
+            assert_eq!(got.len(), 1, "{node} at {now}");
+            got.remove(0)
+        }
+    };
+    // A's attempt 1 stalls; B takes over (2) and schedules a retry; A claims again (3).
+    let a1 = claim("node-a", "2026-12-04T00:01:00Z", "2026-12-04T00:01:30Z").await;
+    let b2 = claim("node-b", "2026-12-04T00:01:31Z", "2026-12-04T00:02:00Z").await;
+    let tx = w.transaction().await.unwrap();
+    let retry = queue::Finish::Retry {
+        at: "2026-12-04T00:01:40Z".into(),
+        error: "refused".into(),
+    };
+    assert!(
+        queue::finish(&tx, t, "node-b", &b2, &retry, "2026-12-04T00:01:35Z")
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let a3 = claim("node-a", "2026-12-04T00:01:41Z", "2026-12-04T00:02:10Z").await;
+    assert_eq!((a1.attempt, b2.attempt, a3.attempt), (1, 2, 3));
+    // Attempt 1 wakes up: same node, same state, but not its attempt.
+    assert!(
+        !queue::renew(&c, t, "node-a", &a1, "2026-12-04T00:03:00Z")
+            .await
+            .unwrap()
+    );
+    let tx = w.transaction().await.unwrap();
+    let dead = queue::Finish::Dead {
+        error: "stale".into(),
+    };
+    assert!(
+        !queue::finish(&tx, t, "node-a", &a1, &dead, "2026-12-04T00:01:50Z")
+            .await
+            .unwrap()
+    );
+    let ok = queue::Finish::Delivered {
+        receipt: "{}".into(),
+    };
+    assert!(
+        queue::finish(&tx, t, "node-a", &a3, &ok, "2026-12-04T00:01:51Z")
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let state: String = c
+        .query_one("SELECT state FROM deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "delivered");
+    drop((c, w));
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_two_deliveries_finished_at_once_on_two_nodes_complete_the_transfer() {
+    let Some(s) = server("concurrent completion") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    queue_deliveries(&pool, 1).await;
+    // A second recipient for the same transfer.
+    let c = pool.get().await.unwrap();
+    c.execute(
+        "INSERT INTO deliveries (transfer_id, recipient, agreement, state, channel, next_attempt_at, updated_at)
+         VALUES ('t-0000', 'westshire-nhs', 'a', 'queued', 'inbox', '2026-12-04T00:00:00Z', '2026-12-04T00:00:00Z')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let t = pool.target().to_owned();
+    let ca = queue::claim(
+        &c,
+        &t,
+        "node-a",
+        "2026-12-04T00:01:00Z",
+        "2026-12-04T00:01:30Z",
+        1,
+    )
+    .await
+    .unwrap();
+    let cb = queue::claim(
+        &c,
+        &t,
+        "node-b",
+        "2026-12-04T00:01:00Z",
+        "2026-12-04T00:01:30Z",
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!((ca.len(), cb.len()), (1, 1));
+    drop(c);
+    let ok = queue::Finish::Delivered {
+        receipt: "{}".into(),
+    };
+    // Node A records its outcome and has not committed when node B records the other.
+    let mut a = pool.get().await.unwrap();
+    let tx_a = a.transaction().await.unwrap();
+    assert!(
+        queue::finish(&tx_a, &t, "node-a", &ca[0], &ok, "2026-12-04T00:01:05Z")
+            .await
+            .unwrap()
+    );
+    let (pool_b, t_b, ok_b, claim_b) = (pool.clone(), t.clone(), ok.clone(), cb[0].clone());
+    let b = tokio::spawn(async move {
+        let mut c = pool_b.get().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        let done = queue::finish(&tx, &t_b, "node-b", &claim_b, &ok_b, "2026-12-04T00:01:06Z")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        done
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx_a.commit().await.unwrap();
+    assert!(b.await.unwrap());
+    let completed: Option<String> = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT completed_at FROM transfers WHERE id = 't-0000'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed.as_deref(), Some("2026-12-04T00:01:06Z"));
+    db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_group_commit_answers_each_request_with_its_own_record() {
+    use postern_gateway::store::pg::writer::LogWriter;
+    let Some(s) = server("group commit") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let w = LogWriter::start(pool.clone(), "node-a".into());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let w = w.clone();
+            tokio::spawn(async move { (i, w.append(entry("node-a", i, "kept")).await.unwrap()) })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let c = pool.get().await.unwrap();
+    // Each row's xmin is the transaction that wrote it.
+    let commits: i64 = c
+        .query_one("SELECT COUNT(DISTINCT xmin::text) FROM log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for (i, seq) in &answers {
+        let body: Vec<u8> = c
+            .query_one("SELECT body FROM log WHERE seq = $1", &[seq])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            body,
+            entry("node-a", *i, "kept").body,
+            "request {i} got seq {seq}"
+        );
+    }
+    let mut seqs: Vec<i64> = answers.iter().map(|a| a.1).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=64).collect::<Vec<_>>());
+    // Waiting requests shared commits: 64 records, far fewer transactions.
+    assert!(commits < 32, "{commits} commits for 64 records");
     drop(c);
     db.drop_it().await;
 }

@@ -28,6 +28,18 @@ pub async fn sign_head(
         return Ok(None);
     }
     let tx = client.transaction().await.map_err(|e| pool.err(e))?;
+    // Still ours, and held (locked) until this checkpoint is committed: a signer that stalled
+    // past its lease while another node took over signs nothing.
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM leases WHERE name = $1 AND node = $2 AND until > $3 FOR UPDATE",
+            &[&LEASE, &node, &at],
+        )
+        .await
+        .map_err(|e| pool.err(e))?;
+    if held.is_none() {
+        return Ok(None);
+    }
     let head = tx
         .query_opt("SELECT seq, hash FROM log_head WHERE id = 1", &[])
         .await

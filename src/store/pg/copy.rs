@@ -289,6 +289,13 @@ fn read_table(
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let name: String = r.get(0)?;
+            // A file name as the store makes them, never a path: a row altered to point
+            // elsewhere (`../..`) is refused, not followed.
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(StoreError::Task(format!(
+                    "{table}: the payload file name `{name}` is not one the store makes"
+                )));
+            }
             sent(Item::Payload(format!("{prefix}/{name}"), dir.join(&name)))?;
         }
     }

@@ -178,13 +178,21 @@ impl PgError {
                     why: db.message().to_owned(),
                 };
             }
-            // Class 08 (connection), 57P01-57P03 (shutting down, crashed, starting), 53300
-            // (too many connections): the server is there but cannot take us now.
+            // Class 08 (connection), 57P01-57P03 (shutting down, crashed, starting), class 53
+            // (too many connections, out of memory or disk): the server cannot take us now...
+            // ... and what passes on a retry: a serialisation failure or deadlock, a lock wait
+            // or statement that timed out, a server out of room for a moment, and a primary
+            // that became a standby (a failover in progress: 25006, read-only transaction).
             let c = code.code();
             if c.starts_with("08")
                 || c.starts_with("57P")
-                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || c.starts_with("53")
                 || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
+                || *code == SqlState::QUERY_CANCELED
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
             {
                 return PgError::Unavailable {
                     target,
@@ -256,6 +264,15 @@ impl Pool {
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
         config.connect_timeout(WAIT);
         config.application_name("postern");
+        // A node that vanishes mid-transaction (power, partition) must not hold the chain's
+        // head lock, or a delivery's row, for the hours TCP takes to notice: the server ends an
+        // idle transaction after 30 s, keepalives find a dead peer in about 25 s, and a wait
+        // for a lock gives up after 10 s (a 503, and the request is retried).
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        config.options("-c idle_in_transaction_session_timeout=30s -c lock_timeout=10s");
         // With several hosts in the URL, the primary: after a failover, the new one.
         config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
         if let Some(p) = &t.password {

@@ -1,5 +1,5 @@
-//! Sealed payloads in PostgreSQL (`payload_chunks`): what the spool and inbox folders hold on a
-//! single node, here so that any node can deliver or hand out what another accepted. Written
+//! Sealed payloads in PostgreSQL (`payload_chunks`, named `spool/<file>` and `inbox/<file>`
+//! after the file a single node keeps): what the spool and inbox folders hold on a single node, here so that any node can deliver or hand out what another accepted. Written
 //! in chunks of [`CHUNK`] bytes in the caller's transaction (committed with the transfer's rows,
 //! as the spool file is fsync'd before them), read back chunk by chunk so a large payload is
 //! never held whole. Only ever sealed bytes: nothing here decrypts.
@@ -66,23 +66,51 @@ pub enum PutError {
     Source(#[source] std::io::Error),
 }
 
-/// The payload stored under `name`, chunk by chunk (nothing if there is none).
-pub fn get(pool: Pool, name: String) -> impl Stream<Item = Result<Bytes, PgError>> {
-    futures_util::stream::try_unfold((pool, name, 0i32), |(pool, name, n)| async move {
-        let client = pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT data FROM payload_chunks WHERE name = $1 AND n = $2",
-                &[&name, &n],
-            )
-            .await
-            .map_err(|e| pool.err(e))?;
-        drop(client);
-        Ok(row.map(|r| {
-            let data: Vec<u8> = r.get(0);
-            (Bytes::from(data), (pool, name, n + 1))
-        }))
-    })
+/// The payload stored under `name`, chunk by chunk. It must come to `size` bytes (what the
+/// transfer's row records): a payload missing, or removed while it was being read (purged, or
+/// acknowledged through another node), is an error, never a short or empty delivery.
+pub fn get(pool: Pool, name: String, size: u64) -> impl Stream<Item = Result<Bytes, PgError>> {
+    futures_util::stream::try_unfold(
+        (pool, name, 0i32, 0u64, false),
+        move |(pool, name, n, read, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT data FROM payload_chunks WHERE name = $1 AND n = $2",
+                    &[&name, &n],
+                )
+                .await
+                .map_err(|e| pool.err(e))?;
+            drop(client);
+            let data: Option<Vec<u8>> = match row {
+                Some(r) => Some(r.try_get(0).map_err(|e| pool.err(e))?),
+                None => None,
+            };
+            match data {
+                Some(d) => {
+                    let read = read + d.len() as u64;
+                    if read > size {
+                        return Err(short(&pool, &name, read, size));
+                    }
+                    // The last chunk is the one that completes the size (an empty payload
+                    // is one empty chunk).
+                    let last = read == size;
+                    Ok(Some((Bytes::from(d), (pool, name, n + 1, read, last))))
+                }
+                None => Err(short(&pool, &name, read, size)),
+            }
+        },
+    )
+}
+
+fn short(pool: &Pool, name: &str, read: u64, size: u64) -> PgError {
+    PgError::Failed {
+        target: pool.target().to_owned(),
+        why: format!("the sealed payload {name} holds {read} bytes where {size} are recorded"),
+    }
 }
 
 /// Removes the payload under `name` in the caller's transaction (after delivery and its grace

@@ -67,38 +67,55 @@ pub async fn claim(
         .collect())
 }
 
-/// Extends `node`'s lease on a delivery it is attempting; `false` if it no longer holds it
-/// (the lease lapsed and another node took the delivery over).
+/// Extends `node`'s lease on the attempt it claimed; `false` if that attempt no longer holds
+/// it (the lease lapsed and another attempt, on another node or this one, took it over).
 pub async fn renew(
     client: &tokio_postgres::Client,
     target: &str,
     node: &str,
-    due: &Due,
+    claim: &Claim,
     until: &str,
 ) -> Result<bool, PgError> {
     let n = client
         .execute(
-            "UPDATE deliveries SET lease_until = $4
-             WHERE transfer_id = $1 AND recipient = $2 AND state = 'delivering' AND lease_node = $3",
-            &[&due.transfer_id, &due.recipient, &node, &until],
+            "UPDATE deliveries SET lease_until = $5
+             WHERE transfer_id = $1 AND recipient = $2 AND state = 'delivering' AND lease_node = $3
+               AND attempts = $4",
+            &[
+                &claim.due.transfer_id,
+                &claim.due.recipient,
+                &node,
+                &claim.attempt,
+                &until,
+            ],
         )
         .await
         .map_err(|e| PgError::of(target, e))?;
     Ok(n == 1)
 }
 
-/// Records an attempt's outcome in the caller's transaction, if `node` still holds the lease
-/// (`false` otherwise: nothing is written); when it was the transfer's last open delivery, the
+/// Records an attempt's outcome in the caller's transaction, if that attempt still holds the
+/// lease (`false` otherwise: nothing is written, so a stalled attempt cannot overwrite a newer
+/// one's outcome, whichever node made it); when it was the transfer's last open delivery, the
 /// transfer is complete.
 pub async fn finish(
     tx: &tokio_postgres::Transaction<'_>,
     target: &str,
     node: &str,
-    due: &Due,
+    claim: &Claim,
     finish: &Finish,
     now: &str,
 ) -> Result<bool, PgError> {
     let err = |e| PgError::of(target, e);
+    let due = &claim.due;
+    // The transfer's row first: two nodes finishing its last two deliveries at once take turns
+    // here, so the second sees the first's outcome and completes the transfer.
+    tx.execute(
+        "SELECT 1 FROM transfers WHERE id = $1 FOR UPDATE",
+        &[&due.transfer_id],
+    )
+    .await
+    .map_err(err)?;
     let (state, next, error, receipt, delivered) = match finish {
         Finish::Delivered { receipt } => {
             ("delivered", now, None, Some(receipt.as_str()), Some(now))
@@ -108,13 +125,15 @@ pub async fn finish(
     };
     let n = tx
         .execute(
-            "UPDATE deliveries SET state = $4, next_attempt_at = $5, last_error = COALESCE($6, last_error),
-                 receipt = $7, delivered_at = $8, updated_at = $9, lease_node = NULL, lease_until = NULL
-             WHERE transfer_id = $1 AND recipient = $2 AND state = 'delivering' AND lease_node = $3",
+            "UPDATE deliveries SET state = $5, next_attempt_at = $6, last_error = COALESCE($7, last_error),
+                 receipt = $8, delivered_at = $9, updated_at = $10, lease_node = NULL, lease_until = NULL
+             WHERE transfer_id = $1 AND recipient = $2 AND state = 'delivering' AND lease_node = $3
+               AND attempts = $4",
             &[
                 &due.transfer_id,
                 &due.recipient,
                 &node,
+                &claim.attempt,
                 &state,
                 &next,
                 &error,

@@ -25,7 +25,8 @@ CREATE TABLE transfers (
     received_at      TEXT NOT NULL,
     purpose          TEXT NOT NULL,
     marking          TEXT NOT NULL,
-    -- The sealed payload: chunks in payload_chunks under this name, or (when small) inline.
+    -- The sealed payload: chunks in payload_chunks under `spool/` and this name, or (when
+    -- small) inline.
     payload_file     TEXT,
     payload_inline   BYTEA,
     payload_size     BIGINT NOT NULL,
@@ -40,8 +41,8 @@ CREATE TABLE transfers (
 CREATE INDEX transfers_sender ON transfers(sender, received_at);
 CREATE INDEX transfers_completed ON transfers(completed_at) WHERE payload_purged_at IS NULL;
 
--- Sealed payloads (age, never plaintext) in chunks, for the spool and the inbox alike: any node
--- can read what another accepted.
+-- Sealed payloads (age, never plaintext) in chunks, for the spool and the inbox alike
+-- (`spool/<payload_file>`, `inbox/<payload_file>`): any node can read what another accepted.
 CREATE TABLE payload_chunks (
     name  TEXT NOT NULL,
     n     INTEGER NOT NULL,

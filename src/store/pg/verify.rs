@@ -1,7 +1,7 @@
 //! `postern log verify` over a PostgreSQL store: the same streaming check of the chain and the
 //! signed checkpoints as over SQLite (`log::verify`, pure over rows), read in one consistent
 //! snapshot while the nodes go on appending. The search indexes and the delivery states are not
-//! yet compared here (the SQLite check does); the report says so.
+//! yet compared here (the SQLite check does); `postern log verify` says so.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +9,7 @@ use futures_util::TryStreamExt;
 
 use super::{PgError, Pool};
 use crate::log::HeadAcceptedRecord;
-use crate::log::verify::{
-    self, Acceptance, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop,
-};
+use crate::log::verify::{self, Acceptance, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Stop};
 
 /// Verifies the log in the database behind `pool`; also how many of `external` were used.
 pub async fn verify_log(
@@ -28,66 +26,50 @@ pub async fn verify_log(
         .start()
         .await
         .map_err(err)?;
-    let (first, last): (Option<i64>, Option<i64>) = {
-        let r = tx
-            .query_one("SELECT MIN(seq), MAX(seq) FROM log", &[])
+    let first: Option<i64> = tx
+        .query_one("SELECT MIN(seq) FROM log", &[])
+        .await
+        .map_err(err)?
+        .try_get(0)
+        .map_err(err)?;
+    // Every checkpoint, also those past the last record: a log cut short together with its
+    // newest records is caught by the checkpoints that still name them (as over SQLite).
+    let own = checkpoints(&tx, pool).await?;
+    let accepted = acceptances(&tx, keys, external, &own, pool).await?;
+    let (cps, used) = verify::merge_checkpoints(own, external.to_vec(), &accepted, first);
+    let mut v = verify::Verifier::new(keys, cps);
+    let mut stop = None;
+    {
+        let rows = tx
+            .query_raw(
+                "SELECT seq, prev_hash, hash, body FROM log ORDER BY seq",
+                std::iter::empty::<i64>(),
+            )
             .await
             .map_err(err)?;
-        (r.get(0), r.get(1))
-    };
-    let bound = last.unwrap_or(0);
-    let own = checkpoints(&tx, "WHERE seq <= $1", &[&bound], pool).await?;
-    let accepted = acceptances(&tx, keys, external, &own, pool).await?;
-    let (cps, used) = verify::merge_checkpoints(
-        own,
-        external
-            .iter()
-            .filter(|c| c.seq <= bound)
-            .cloned()
-            .collect(),
-        &accepted,
-        first,
-    );
-    let mut v = verify::Verifier::new(keys, cps);
-    let rows = tx
-        .query_raw(
-            "SELECT seq, prev_hash, hash, body FROM log ORDER BY seq",
-            std::iter::empty::<i64>(),
-        )
-        .await
-        .map_err(err)?;
-    futures_util::pin_mut!(rows);
-    let mut stop = None;
-    while let Some(r) = rows.try_next().await.map_err(err)? {
-        let (prev, hash, body): (Vec<u8>, Vec<u8>, Vec<u8>) = (r.get(1), r.get(2), r.get(3));
-        let row = Row {
-            seq: r.get(0),
-            prev_hash: &prev,
-            hash: &hash,
-            body: &body,
-        };
-        if let Err(s) = v.row(row) {
-            stop = Some(s);
-            break;
+        futures_util::pin_mut!(rows);
+        while let Some(r) = rows.try_next().await.map_err(err)? {
+            let row = owned(&r, pool)?;
+            if let Err(s) = v.row(row.as_row()) {
+                stop = Some(s);
+                break;
+            }
         }
+        // The stream ends here, before any other query on this connection: its unread rows
+        // would otherwise hold up the next answer for ever.
     }
     let first_break = match stop {
         None => v.finish(),
         Some(Stop::Break(b)) => Some(b),
         Some(Stop::Suspect(s)) => {
-            // Only after a break: the whole chain in memory, to say what kind of break it is.
+            // Only after a break: the chain's rows in memory, to say what kind of break it is.
             let mut lookup = Rows::default();
             for r in tx
                 .query("SELECT seq, prev_hash, hash, body FROM log", &[])
                 .await
                 .map_err(err)?
             {
-                let row = OwnedRow {
-                    seq: r.get(0),
-                    prev_hash: r.get(1),
-                    hash: r.get(2),
-                    body: r.get(3),
-                };
+                let row = owned(&r, pool)?;
                 lookup.rows.insert(row.seq, row);
             }
             Some(verify::classify(&s, &mut lookup).unwrap_or_else(|e| match e {}))
@@ -96,6 +78,17 @@ pub async fn verify_log(
     let mut report = v.report(first_break);
     report.accepted = accepted;
     Ok((report, used))
+}
+
+/// A log row as stored; a column that cannot be read is an error, not a panic.
+fn owned(r: &tokio_postgres::Row, pool: &Pool) -> Result<OwnedRow, PgError> {
+    let err = |e| pool.err(e);
+    Ok(OwnedRow {
+        seq: r.try_get(0).map_err(err)?,
+        prev_hash: r.try_get(1).map_err(err)?,
+        hash: r.try_get(2).map_err(err)?,
+        body: r.try_get(3).map_err(err)?,
+    })
 }
 
 #[derive(Default)]
@@ -117,29 +110,27 @@ impl Lookup for Rows {
 
 async fn checkpoints(
     tx: &tokio_postgres::Transaction<'_>,
-    filter: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     pool: &Pool,
 ) -> Result<Vec<Checkpoint>, PgError> {
+    let err = |e| pool.err(e);
     let rows = tx
         .query(
-            &format!(
-                "SELECT seq, at, hash, public_key, signature FROM checkpoints {filter} ORDER BY seq"
-            ),
-            params,
+            "SELECT seq, at, hash, public_key, signature FROM checkpoints ORDER BY seq",
+            &[],
         )
         .await
-        .map_err(|e| pool.err(e))?;
-    Ok(rows
-        .iter()
-        .map(|r| Checkpoint {
-            seq: r.get(0),
-            at: r.get(1),
-            hash: r.get(2),
-            public_key: r.get(3),
-            signature: r.get(4),
+        .map_err(err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(Checkpoint {
+                seq: r.try_get(0).map_err(err)?,
+                at: r.try_get(1).map_err(err)?,
+                hash: r.try_get(2).map_err(err)?,
+                public_key: r.try_get(3).map_err(err)?,
+                signature: r.try_get(4).map_err(err)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The operator's acceptances of unsigned heads that the gateway's key signed (as the SQLite
@@ -160,7 +151,12 @@ async fn acceptances(
         .map_err(|e| pool.err(e))?;
     let mut found = Vec::new();
     for r in &rows {
-        let (seq, body, hash): (i64, Vec<u8>, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+        let err = |e| pool.err(e);
+        let (seq, body, hash): (i64, Vec<u8>, Vec<u8>) = (
+            r.try_get(0).map_err(err)?,
+            r.try_get(1).map_err(err)?,
+            r.try_get(2).map_err(err)?,
+        );
         // A body that is not an acceptance is a break the chain check reports.
         if let Ok(a) = serde_json::from_slice::<HeadAcceptedRecord>(&body) {
             found.push((
