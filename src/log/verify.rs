@@ -1000,6 +1000,21 @@ pub struct Acceptance {
 }
 
 impl Acceptance {
+    /// The acceptance a `head_accepted` record at `seq` holds; `None` if its body is not one
+    /// (a break the chain check reports).
+    pub fn parse(seq: i64, body: &[u8]) -> Option<Acceptance> {
+        let a: crate::log::HeadAcceptedRecord = serde_json::from_slice(body).ok()?;
+        Some(Acceptance {
+            seq,
+            at: a.at,
+            found: a.found,
+            found_seq: a.found_seq,
+            checkpoint_seq: a.checkpoint_seq,
+            valid_to: a.valid_to,
+            reason: a.reason,
+        })
+    }
+
     /// Whether the gateway's key vouches for this acceptance: `postern log accept-head` signs
     /// the head it appends, so a genuine acceptance has a checkpoint of its own record (same
     /// seq, time and hash) under one of `keys`. Anyone who can write to the database can append

@@ -81,6 +81,26 @@ pub struct Signed {
     pub reason: Reason,
 }
 
+impl Signed {
+    /// The head at `seq` (with `hash`) signed at `at` with `key`, not yet stored.
+    pub(crate) fn new(
+        key: &CheckpointKey,
+        seq: i64,
+        hash: [u8; 32],
+        at: &str,
+        reason: Reason,
+    ) -> Signed {
+        Signed {
+            seq,
+            at: at.to_owned(),
+            hash,
+            public_key: key.public().to_string(),
+            signature: key.sign(seq, &hash, at),
+            reason,
+        }
+    }
+}
+
 fn sign_at(
     conn: &Connection,
     key: &CheckpointKey,
@@ -89,27 +109,19 @@ fn sign_at(
     at: &str,
     reason: Reason,
 ) -> Result<Signed, StoreError> {
-    let signature = key.sign(seq, &hash, at);
-    let public_key = key.public().to_string();
+    let s = Signed::new(key, seq, hash, at, reason);
     conn.prepare_cached(
         "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        seq,
-        at,
-        &hash[..],
-        public_key,
-        signature,
-        reason.as_str()
+        s.seq,
+        s.at,
+        &s.hash[..],
+        s.public_key,
+        s.signature,
+        s.reason.as_str()
     ])?;
-    Ok(Signed {
-        seq,
-        at: at.to_owned(),
-        hash,
-        public_key,
-        signature,
-        reason,
-    })
+    Ok(s)
 }
 
 /// Signs the chain's head in the caller's write job, unless it is signed already (or the log is
@@ -659,17 +671,7 @@ fn acceptances(
     let mut found = Vec::new();
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
-        // A body that is not an acceptance is a break the chain check reports.
-        if let Ok(a) = serde_json::from_slice::<HeadAcceptedRecord>(bytes(r.get_ref(1)?)) {
-            let acceptance = verify::Acceptance {
-                seq,
-                at: a.at,
-                found: a.found,
-                found_seq: a.found_seq,
-                checkpoint_seq: a.checkpoint_seq,
-                valid_to: a.valid_to,
-                reason: a.reason,
-            };
+        if let Some(acceptance) = verify::Acceptance::parse(seq, bytes(r.get_ref(1)?)) {
             found.push((acceptance, bytes(r.get_ref(2)?).to_vec()));
         }
     }

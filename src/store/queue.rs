@@ -61,6 +61,31 @@ pub enum Finish {
     Dead { error: String },
 }
 
+impl Finish {
+    /// What the delivery's row takes at `now`: state, next attempt, error, receipt, delivered
+    /// at (each backend's queue writes the same).
+    pub(crate) fn columns<'a>(
+        &'a self,
+        now: &'a str,
+    ) -> (
+        &'static str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    ) {
+        match self {
+            Finish::Delivered { receipt } => {
+                ("delivered", now, None, Some(receipt.as_str()), Some(now))
+            }
+            Finish::Retry { at, error } => {
+                ("retrying", at.as_str(), Some(error.as_str()), None, None)
+            }
+            Finish::Dead { error } => ("dead", now, Some(error.as_str()), None, None),
+        }
+    }
+}
+
 pub fn due(conn: &Connection, now: &str, limit: usize) -> Result<Vec<Due>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT transfer_id, recipient FROM deliveries WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
@@ -222,15 +247,7 @@ impl Tx<'_> {
         finish: &Finish,
         now: &str,
     ) -> Result<(), StoreError> {
-        let (state, next, error, receipt, delivered) = match finish {
-            Finish::Delivered { receipt } => {
-                ("delivered", now, None, Some(receipt.as_str()), Some(now))
-            }
-            Finish::Retry { at, error } => {
-                ("retrying", at.as_str(), Some(error.as_str()), None, None)
-            }
-            Finish::Dead { error } => ("dead", now, Some(error.as_str()), None, None),
-        };
+        let (state, next, error, receipt, delivered) = finish.columns(now);
         self.conn
             .prepare_cached(
                 "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, last_error = COALESCE(?5, last_error), receipt = ?6, delivered_at = ?7, updated_at = ?8 WHERE transfer_id = ?1 AND recipient = ?2",

@@ -59,29 +59,21 @@ pub async fn sign_head(
     if seq == 0 || last.is_some_and(|l| l >= seq) {
         return Ok(None);
     }
-    let signature = key.sign(seq, &hash, &at);
-    let public_key = key.public().to_string();
+    let signed = Signed::new(key, seq, hash, &at, Reason::Interval);
     tx.execute(
         "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason, node) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
-            &seq,
-            &at,
-            &hash.as_slice(),
-            &public_key,
-            &signature,
-            &Reason::Interval.as_str(),
+            &signed.seq,
+            &signed.at,
+            &signed.hash.as_slice(),
+            &signed.public_key,
+            &signed.signature,
+            &signed.reason.as_str(),
             &node,
         ],
     )
     .await
     .map_err(|e| pool.err(e))?;
     tx.commit().await.map_err(|e| pool.err(e))?;
-    Ok(Some(Signed {
-        seq,
-        at,
-        hash,
-        public_key,
-        signature,
-        reason: Reason::Interval,
-    }))
+    Ok(Some(signed))
 }

@@ -116,13 +116,7 @@ pub async fn finish(
     )
     .await
     .map_err(err)?;
-    let (state, next, error, receipt, delivered) = match finish {
-        Finish::Delivered { receipt } => {
-            ("delivered", now, None, Some(receipt.as_str()), Some(now))
-        }
-        Finish::Retry { at, error } => ("retrying", at.as_str(), Some(error.as_str()), None, None),
-        Finish::Dead { error } => ("dead", now, Some(error.as_str()), None, None),
-    };
+    let (state, next, error, receipt, delivered) = finish.columns(now);
     let n = tx
         .execute(
             "UPDATE deliveries SET state = $5, next_attempt_at = $6, last_error = COALESCE($7, last_error),

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use futures_util::TryStreamExt;
 
 use super::{PgError, Pool};
-use crate::log::HeadAcceptedRecord;
 use crate::log::verify::{self, Acceptance, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Stop};
 
 /// Verifies the log in the database behind `pool`; also how many of `external` were used.
@@ -157,20 +156,8 @@ async fn acceptances(
             r.try_get(1).map_err(err)?,
             r.try_get(2).map_err(err)?,
         );
-        // A body that is not an acceptance is a break the chain check reports.
-        if let Ok(a) = serde_json::from_slice::<HeadAcceptedRecord>(&body) {
-            found.push((
-                Acceptance {
-                    seq,
-                    at: a.at,
-                    found: a.found,
-                    found_seq: a.found_seq,
-                    checkpoint_seq: a.checkpoint_seq,
-                    valid_to: a.valid_to,
-                    reason: a.reason,
-                },
-                hash,
-            ));
+        if let Some(a) = Acceptance::parse(seq, &body) {
+            found.push((a, hash));
         }
     }
     let cps: Vec<Checkpoint> = external
