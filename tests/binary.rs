@@ -319,6 +319,7 @@ async fn a_kill_during_load_loses_no_accepted_transfer_and_duplicates_none() {
     let undelivered = |d: &Deployment| -> i64 {
         d.reader()
             .conn()
+            .unwrap()
             .query_row(
                 "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'",
                 [],
@@ -347,6 +348,7 @@ async fn a_kill_during_load_loses_no_accepted_transfer_and_duplicates_none() {
     let r = d.reader();
     let mut stmt = r
         .conn()
+        .unwrap()
         .prepare(
             "SELECT transfer_id, COUNT(*) FROM inbox WHERE recipient = 'northshire-police' \
              GROUP BY transfer_id",

@@ -52,6 +52,7 @@ fn inbox_envelope(d: &Deployment, transfer: &str, recipient: &str) -> Value {
     let sealed: Vec<u8> = d
         .reader()
         .conn()
+        .unwrap()
         .query_row(
             "SELECT sealed_envelope FROM inbox WHERE transfer_id = ?1 AND recipient = ?2",
             [transfer, recipient],
@@ -190,6 +191,7 @@ async fn a_correction_reaches_every_earlier_recipient_through_both_channels() {
     let corrections: Vec<String> = d
         .reader()
         .conn()
+        .unwrap()
         .prepare(
             "SELECT transfer_id FROM log_facets WHERE correction_of = ?1 AND decision = 'shared'",
         )
@@ -274,6 +276,7 @@ async fn a_correction_reaches_every_earlier_recipient_through_both_channels() {
         let (decision, correction_of): (String, String) = d
             .reader()
             .conn()
+            .unwrap()
             .query_row(
                 "SELECT decision, correction_of FROM log_facets WHERE transfer_id = ?1",
                 [&reference],

@@ -77,6 +77,7 @@ fn records_of(d: &Deployment, kind: &str) -> Vec<Value> {
 fn pending(d: &Deployment, id: &str) -> i64 {
     d.reader()
         .conn()
+        .unwrap()
         .query_row(
             "SELECT rationale_pending FROM log_facets WHERE transfer_id = ?1 AND decision = 'shared'",
             [id],
@@ -167,6 +168,7 @@ async fn a_decision_not_to_share_is_recorded_with_its_reasons_and_recipients_and
     let reader = d.reader();
     let (decision, sender, purpose): (String, String, String) = reader
         .conn()
+        .unwrap()
         .query_row(
             "SELECT decision, sender, purpose FROM log_facets WHERE transfer_id = ?1",
             [&id],
@@ -179,6 +181,7 @@ async fn a_decision_not_to_share_is_recorded_with_its_reasons_and_recipients_and
     );
     let recipients: Vec<String> = reader
         .conn()
+        .unwrap()
         .prepare(
             "SELECT r.recipient FROM log_recipients r JOIN log_facets f ON f.seq = r.seq WHERE f.transfer_id = ?1 ORDER BY r.recipient",
         )
@@ -195,6 +198,7 @@ async fn a_decision_not_to_share_is_recorded_with_its_reasons_and_recipients_and
     assert_eq!(shared.status, 202);
     let kinds: Vec<String> = reader
         .conn()
+        .unwrap()
         .prepare(
             "SELECT l.kind FROM log_subjects s JOIN log l ON l.seq = s.seq WHERE s.subject_hash = ?1 ORDER BY l.seq",
         )
@@ -481,6 +485,7 @@ async fn an_urgent_share_gets_its_rationale_later_from_its_sender_once() {
     let n: i64 = d
         .reader()
         .conn()
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM log WHERE transfer_id = ?1 AND kind = 'rationale_added'",
             [&id],

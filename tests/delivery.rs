@@ -804,6 +804,7 @@ async fn a_peer_may_deliver_only_for_its_registered_senders() {
     let inbox: Vec<String> = d
         .reader()
         .conn()
+        .unwrap()
         .prepare("SELECT transfer_id FROM inbox")
         .expect("query")
         .query_map([], |row| row.get(0))
@@ -844,6 +845,7 @@ async fn payloads_are_deleted_once_every_recipient_is_done() {
     let r = d.reader();
     let n: i64 = r
         .conn()
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM inbox WHERE transfer_id = ?1",
             [&id],
@@ -922,6 +924,7 @@ async fn a_damaged_queued_delivery_is_ended_and_the_rest_go_on() {
         let state: (String, Option<String>) = d
             .reader()
             .conn()
+            .unwrap()
             .query_row(
                 "SELECT state, last_error FROM deliveries WHERE transfer_id = ?1",
                 [&ids[0]],

@@ -335,6 +335,7 @@ async fn a_delivery_whose_outcome_could_not_be_recorded_is_recovered_while_runni
     let state = |d: &Deployment, id: &str| -> (String, i64) {
         d.reader()
             .conn()
+            .unwrap()
             .query_row(
                 "SELECT state, attempts FROM deliveries WHERE transfer_id = ?1 AND recipient = 'northshire-police'",
                 [id],
@@ -374,6 +375,7 @@ async fn a_delivery_whose_outcome_could_not_be_recorded_is_recovered_while_runni
     let last_error: Option<String> = d
         .reader()
         .conn()
+        .unwrap()
         .query_row(
             "SELECT last_error FROM deliveries WHERE transfer_id = ?1",
             [&id],

@@ -957,6 +957,7 @@ async fn a_client_vanishing_after_its_upload_never_leaves_a_record_without_its_p
     let r = d.reader();
     let mut stmt = r
         .conn()
+        .unwrap()
         .prepare("SELECT id, payload_file FROM transfers")
         .expect("prepare");
     let rows: Vec<(String, Option<String>)> = stmt

@@ -126,7 +126,7 @@ impl Log {
 
     fn verify(&self) -> Report {
         let r = Reader::open(&self.state).unwrap();
-        checkpoint::verify(r.conn(), &[*self.key.public()]).unwrap()
+        checkpoint::verify(r.conn().unwrap(), &[*self.key.public()]).unwrap()
     }
 }
 
@@ -1162,7 +1162,7 @@ async fn a_purge_of_everything_then_a_crash_still_starts() {
     assert!(matches!(purged, Purge::Done { .. }), "{purged:?}");
     log.close();
     let r = Reader::open(&log.state).unwrap();
-    let found = checkpoint::head_found(r.conn(), log.key.public(), None).unwrap();
+    let found = checkpoint::head_found(r.conn().unwrap(), log.key.public(), None).unwrap();
     assert!(
         found.state.may_start(),
         "the head after the purge follows its anchor: {:?}",

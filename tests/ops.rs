@@ -203,6 +203,7 @@ fn states(d: &Deployment) -> HashMap<String, u64> {
     let r = d.reader();
     let mut stmt = r
         .conn()
+        .unwrap()
         .prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
         .expect("query");
     stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
@@ -688,6 +689,7 @@ async fn json_logs_carry_the_transfer_id_and_nothing_personal() {
         let done = d
             .reader()
             .conn()
+            .unwrap()
             .query_row(
                 "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'",
                 [],

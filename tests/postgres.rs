@@ -409,6 +409,7 @@ async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_cop
     for t in pg::copy::TABLES {
         let sqlite: i64 = reader
             .conn()
+            .unwrap()
             .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
             .unwrap();
         let copied: i64 = c
@@ -420,6 +421,7 @@ async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_cop
     }
     let transfers = reader
         .conn()
+        .unwrap()
         .query_row("SELECT COUNT(*) FROM transfers", [], |r| r.get::<_, i64>(0))
         .unwrap();
     assert_eq!(transfers, 3);
@@ -427,6 +429,7 @@ async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_cop
     let files: Vec<String> = {
         let mut stmt = reader
             .conn()
+            .unwrap()
             .prepare("SELECT payload_file FROM transfers WHERE payload_file IS NOT NULL")
             .unwrap();
         stmt.query_map([], |r| r.get(0))
@@ -438,6 +441,7 @@ async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_cop
     // The recipient's inbox (delivered by the worker) holds its own sealed copies.
     let inbox_files: i64 = reader
         .conn()
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM inbox WHERE payload_file IS NOT NULL",
             [],
@@ -489,6 +493,7 @@ async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_cop
         .get(0);
     let last: i64 = reader
         .conn()
+        .unwrap()
         .query_row("SELECT MAX(seq) FROM log", [], |r| r.get(0))
         .unwrap();
     assert_eq!(head, last);
@@ -1374,5 +1379,237 @@ async fn a_nodes_group_commit_answers_each_request_with_its_own_record() {
     // Waiting requests shared commits: 64 records, far fewer transactions.
     assert!(commits < 32, "{commits} commits for 64 records");
     drop(c);
+    db.drop_it().await;
+}
+
+const SUBJECT_KEY_HEX: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+
+/// A deployment whose SQLite store holds `records` generated decisions (shares with delivery
+/// rows and attempts, refusals, rejections, urgent shares, subjects), copied into `db`; its
+/// configuration then names the database. Returns what was generated.
+async fn generated_copy(
+    d: &Deployment,
+    db: &Db,
+    records: u64,
+) -> Vec<postern_gateway::testkit::synthetic::Generated> {
+    use postern_gateway::testkit::synthetic;
+    let key =
+        postern_gateway::domain::subject::SubjectKey::new(hex::decode(SUBJECT_KEY_HEX).unwrap())
+            .unwrap();
+    std::fs::write(d.dir.path().join("subject.key"), SUBJECT_KEY_HEX).unwrap();
+    let mut out = Vec::new();
+    {
+        let (store, _) = postern_gateway::store::Store::open(&d.state_dir).unwrap();
+        let plan = synthetic::Plan {
+            records,
+            seed: 20261204,
+            people: 40,
+            start: time::macros::datetime!(2026-03-01 00:00 UTC),
+            batch: 50,
+        };
+        synthetic::generate(&store, plan, std::sync::Arc::new(key), |g| out.push(g))
+            .await
+            .unwrap();
+    }
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    pg::copy::copy_from_sqlite(&d.state_dir, &pool)
+        .await
+        .unwrap();
+    use_postgres(d, db);
+    out
+}
+
+/// One suite, two backends: the DPO's queries (search by every filter, by person, corrections,
+/// the report, a transfer's records and deliveries, counts) are the same code on SQLite and
+/// PostgreSQL, and over the same records they answer the same, row for row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_queries_answer_alike_from_sqlite_and_postgresql() {
+    use postern_gateway::store::search::{self, LogQuery};
+    use postern_gateway::store::{LogFilter, Reader};
+    let Some(s) = server("log queries on both backends") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let d = Deployment::new();
+    let generated = generated_copy(&d, &db, 600).await;
+    let sqlite = Reader::open(&d.state_dir).unwrap();
+    let postgres = Reader::postgres(&db.pool()).await.unwrap();
+
+    let shared = generated
+        .iter()
+        .find(|g| g.decision == "shared" && g.recipients.len() > 1)
+        .unwrap()
+        .clone();
+    let person = generated
+        .iter()
+        .find(|g| !g.subjects.is_empty())
+        .unwrap()
+        .subjects[0]
+        .clone();
+    let key =
+        postern_gateway::domain::subject::SubjectKey::new(hex::decode(SUBJECT_KEY_HEX).unwrap())
+            .unwrap();
+    let hashes: Vec<String> = postern_gateway::domain::subject::SubjectRef::parse(&person)
+        .unwrap()
+        .search_hashes(&key)
+        .iter()
+        .map(|h| h.as_str().to_owned())
+        .collect();
+    let q = |f: fn(&mut LogQuery)| {
+        let mut q = LogQuery::default();
+        f(&mut q);
+        q
+    };
+    let queries: Vec<(&str, LogQuery)> = vec![
+        ("everything, newest first", q(|_| {})),
+        (
+            "a page",
+            q(|q| {
+                q.before = Some(300);
+                q.limit = Some(25);
+            }),
+        ),
+        ("oldest first", q(|q| q.oldest_first = true)),
+        (
+            "by sender",
+            q(|q| q.sender = Some("northshire-police".into())),
+        ),
+        (
+            "by recipient",
+            q(|q| q.recipient = Some("northshire-cc".into())),
+        ),
+        ("by party", q(|q| q.party = Some("riverside-youth".into()))),
+        ("by purpose", q(|q| q.purpose = Some("early-help".into()))),
+        (
+            "by basis",
+            q(|q| q.lawful_basis = Some("public_task".into())),
+        ),
+        (
+            "by marking level",
+            q(|q| q.marking_level = Some("OFFICIAL-SENSITIVE".into())),
+        ),
+        ("refusals", q(|q| q.decision = Some("refused".into()))),
+        ("urgent", q(|q| q.urgency = Some("urgent".into()))),
+        (
+            "dead deliveries",
+            q(|q| q.delivery_state = Some("dead".into())),
+        ),
+        (
+            "a time window",
+            q(|q| {
+                q.from = Some("2026-03-01T00:02:00.000000Z".into());
+                q.to = Some("2026-03-01T00:05:00.000000Z".into());
+            }),
+        ),
+    ];
+
+    // Every query runs off the async threads, as the command-line tools run them.
+    let answers = tokio::task::spawn_blocking(move || {
+        let both = |r: &Reader| {
+            let mut out = Vec::new();
+            for (what, query) in &queries {
+                out.push((what.to_string(), search::decisions(r.db(), query).unwrap()));
+            }
+            let about = search::about(r.db(), &hashes, None).unwrap();
+            let report = search::report(
+                r.db(),
+                &LogQuery::default(),
+                "2026-03-02T00:00:00.000000Z",
+                Some(5),
+                "2026-03-02T00:00:00.000000Z",
+            )
+            .unwrap();
+            let records = r
+                .records(&LogFilter {
+                    transfer_id: Some(shared.transfer_id.clone()),
+                    ..LogFilter::default()
+                })
+                .unwrap();
+            let deliveries = r.deliveries(&shared.transfer_id).unwrap();
+            let corrections = search::corrections_of(r.db(), &shared.transfer_id).unwrap();
+            let counts = r.counts().unwrap();
+            (out, about, report, records, deliveries, corrections, counts)
+        };
+        (both(&sqlite), both(&postgres))
+    })
+    .await
+    .unwrap();
+    let (lite, pg) = answers;
+    for ((what, a), (_, b)) in lite.0.iter().zip(&pg.0) {
+        assert!(!a.is_empty(), "{what}: the generated log has some");
+        assert_eq!(a.len(), b.len(), "{what}");
+        assert_eq!(a, b, "{what}");
+    }
+    assert!(!lite.1.is_empty(), "the person has decisions");
+    assert_eq!(lite.1, pg.1, "by person");
+    assert!(lite.2.decisions.get("shared").copied().unwrap_or(0) > 0);
+    assert!(!lite.2.shared_by_recipient.is_empty());
+    assert!(!lite.2.refused_by_reason.is_empty());
+    assert_eq!(lite.2, pg.2, "the report");
+    assert!(lite.3.len() >= 2, "the decision and its delivery attempts");
+    assert_eq!(lite.3, pg.3, "a transfer's records");
+    assert_eq!(lite.4.len(), shared.recipients.len());
+    assert_eq!(lite.4, pg.4, "its deliveries");
+    assert_eq!(lite.5, pg.5, "its corrections");
+    assert_eq!(lite.6, pg.6, "counts by kind");
+    db.drop_it().await;
+}
+
+/// `postern log list|show|subject|export|report --config DIR` reads the database the
+/// configuration names, and prints what the same command prints from the SQLite store it was
+/// copied from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dpo_commands_read_postgresql_when_the_configuration_names_it() {
+    let Some(s) = server("log commands on PostgreSQL") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let d = Deployment::new();
+    let generated = generated_copy(&d, &db, 300).await;
+    let shared = generated
+        .iter()
+        .find(|g| g.decision == "shared")
+        .unwrap()
+        .transfer_id
+        .clone();
+    let person = generated
+        .iter()
+        .find(|g| !g.subjects.is_empty())
+        .unwrap()
+        .subjects[0]
+        .clone();
+    let key = d.dir.path().join("subject.key");
+    let key = key.to_str().unwrap();
+    let state = d.state_dir.to_str().unwrap();
+    let config = d.config_dir.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["log", "list", "--json", "--limit", "1000"],
+        vec!["log", "list", "--decision", "refused"],
+        vec!["log", "show", &shared, "--json"],
+        vec!["log", "subject", &person, "--key", key, "--json"],
+        vec!["log", "export", "--format", "csv"],
+        vec!["log", "report", "--json", "--as-of", "2026-03-02"],
+    ];
+    for c in commands {
+        let from_sqlite = postern(&[c.as_slice(), &["--state-dir", state]].concat());
+        let from_pg = postern(&[c.as_slice(), &["--config", config]].concat());
+        assert!(from_sqlite.status.success(), "{c:?}: {from_sqlite:?}");
+        assert!(from_pg.status.success(), "{c:?}: {from_pg:?}");
+        assert!(from_sqlite.stdout.len() > 100, "{c:?} printed something");
+        // `log report` says when it ran; nothing else differs.
+        let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(text(&from_sqlite), text(&from_pg), "{c:?}");
+    }
+    // A database that cannot be reached is said, not a panic.
+    let p = d.config_dir.join("postern.toml");
+    let toml = std::fs::read_to_string(&p).unwrap();
+    let port = s.url.rsplit_once(':').unwrap().1.split('/').next().unwrap();
+    std::fs::write(&p, toml.replace(&format!(":{port}/"), ":1/")).unwrap();
+    let out = postern(&["log", "list", "--config", config]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be reached"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     db.drop_it().await;
 }

@@ -397,6 +397,7 @@ async fn inbound_deliveries_are_held_to_this_gateways_policy_and_refusals_are_re
     let held = |d: &Deployment| -> i64 {
         d.reader()
             .conn()
+            .unwrap()
             .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))
             .expect("count")
     };
@@ -437,6 +438,7 @@ async fn inbound_deliveries_are_held_to_this_gateways_policy_and_refusals_are_re
     let purpose: String = d
         .reader()
         .conn()
+        .unwrap()
         .query_row("SELECT purpose FROM inbox", [], |r| r.get(0))
         .expect("purpose");
     assert_eq!(purpose, "early-help", "the first delivery stays as it was");

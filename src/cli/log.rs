@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::io::Write;
 
 use anyhow::bail;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides, store::StoreSettings};
 use postern_gateway::domain::subject::SubjectRef;
 use postern_gateway::log::StoredRecord;
 use postern_gateway::store::search::{self, DecisionRow, LogQuery};
@@ -56,13 +57,52 @@ pub struct Filters {
     delivery_state: Option<String>,
 }
 
+/// Where the log is read (never written).
+#[derive(Args)]
+pub struct Source {
+    /// The gateway's state directory (a single node's SQLite store).
+    #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
+    state_dir: PathBuf,
+    /// Read the store the configuration's `[store]` names instead: PostgreSQL (several
+    /// nodes), or SQLite under its `state_dir`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The log's store, and the subject key the configuration names (if given).
+async fn open(source: &Source) -> anyhow::Result<(Reader, Option<PathBuf>)> {
+    let Some(dir) = &source.config else {
+        return Ok((Reader::open(&source.state_dir)?, None));
+    };
+    let opts = LoadOptions {
+        dir: ConfigDir::Dir(dir.clone()),
+        overrides: Overrides::default(),
+        env: None,
+    };
+    let c = config::offline(&opts)
+        .map_err(|e| anyhow::anyhow!("the configuration has errors:\n{e}"))?;
+    let key = Some(c.daemon.subject_key.clone());
+    if let StoreSettings::Postgres(_) = c.daemon.store {
+        let target = crate::cli::store::TargetArgs {
+            config: Some(dir.clone()),
+            url: None,
+            ca: None,
+            password_file: None,
+        };
+        let Ok(pool) = crate::cli::store::open(&target) else {
+            bail!("the database named in the configuration's [store] cannot be used");
+        };
+        return Ok((Reader::postgres(&pool).await?, key));
+    }
+    Ok((Reader::open(&c.daemon.state_dir)?, key))
+}
+
 #[derive(Subcommand)]
 pub enum LogCommand {
     /// List decisions (shared, refused, rejected, declined, inbound_refused), newest first.
     List {
-        /// The gateway's state directory (its transfer log is read, never written).
-        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         #[command(flatten)]
         filters: Filters,
         /// At most this many decisions.
@@ -77,9 +117,8 @@ pub enum LogCommand {
     Show {
         /// The transfer id (a refusal's or a declined decision's reference works too).
         id: String,
-        /// The gateway's state directory (its transfer log is read, never written).
-        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// As JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -89,9 +128,8 @@ pub enum LogCommand {
     Subject {
         /// As the DPO knows it: `nhs:9434765919`, `case:ABC123`, ...
         identifier: String,
-        /// The gateway's state directory (its transfer log is read, never written).
-        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// The subject key file ([subjects] key in postern.toml); default STATE_DIR/keys/subject.key.
         #[arg(long)]
         key: Option<PathBuf>,
@@ -101,9 +139,8 @@ pub enum LogCommand {
     },
     /// Write every matching decision record, oldest first, as CSV or JSON lines (streamed).
     Export {
-        /// The gateway's state directory (its transfer log is read, never written).
-        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// csv (one row per decision, formula-safe) or jsonl (one JSON record per line).
         #[arg(long, value_parser = ["csv", "jsonl"])]
         format: String,
@@ -114,9 +151,8 @@ pub enum LogCommand {
     /// still waiting for their rationale; deliveries that died; requests for information
     /// overdue and answered late, by the organisation asked, with the median time to answer.
     Report {
-        /// The gateway's state directory (its transfer log is read, never written).
-        #[arg(long, env = "POSTERN_STATE_DIR", default_value = "postern-state")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// From (YYYY-MM-DD or RFC 3339), inclusive.
         #[arg(long)]
         from: Option<String>,
@@ -226,7 +262,7 @@ fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(stdout));
         w.write_record(search::CSV_HEADER)?;
         // JSONL is data for programs; CSV is opened in spreadsheets, so no cell may be a formula.
-        let r = search::for_each_decision(reader.conn(), q, |row| {
+        let r = search::for_each_decision(reader.db(), q, |row| {
             w.write_record(
                 search::csv_row(&row)
                     .into_iter()
@@ -237,7 +273,7 @@ fn export(reader: &Reader, q: &LogQuery, format: &str) -> anyhow::Result<()> {
         Ok(r?)
     } else {
         let mut w = std::io::BufWriter::new(stdout);
-        let r = search::for_each_decision(reader.conn(), q, |row| {
+        let r = search::for_each_decision(reader.db(), q, |row| {
             serde_json::to_writer(&mut w, &row)?;
             w.write_all(b"\n").map_err(serde_json::Error::io)
         });
@@ -257,7 +293,7 @@ fn show(out: &mut impl Write, reader: &Reader, id: &str, json: bool) -> anyhow::
         return Ok(ExitCode::from(1));
     }
     let deliveries = reader.deliveries(id)?;
-    let corrected_by = search::corrections_of(reader.conn(), id)?;
+    let corrected_by = search::corrections_of(reader.db(), id)?;
     let corrects = records
         .iter()
         .find_map(|r| field(r, &["envelope", "correction_of"]).and_then(|v| v.as_str()))
@@ -359,21 +395,43 @@ fn print_counts(
 }
 
 pub async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    let cmd = match cmd {
+        LogCommand::Verify(args) => return crate::cli::log_verify::run(args).await,
+        LogCommand::AcceptHead(args) => return crate::cli::log_verify::accept(args),
+        other => other,
+    };
+    let source = match &cmd {
+        LogCommand::Verify(_) | LogCommand::AcceptHead(_) => return Ok(ExitCode::SUCCESS),
+        LogCommand::List { source, .. }
+        | LogCommand::Show { source, .. }
+        | LogCommand::Subject { source, .. }
+        | LogCommand::Export { source, .. }
+        | LogCommand::Report { source, .. } => source,
+    };
+    let (reader, subject_key) = open(source).await?;
+    // The queries block (on PostgreSQL, on the driver): off the async threads.
+    tokio::task::spawn_blocking(move || read(cmd, &reader, subject_key)).await?
+}
+
+fn read(
+    cmd: LogCommand,
+    reader: &Reader,
+    subject_key: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     // Written with `?` rather than println!, so that `postern log list | head` ends quietly.
     let mut out = std::io::stdout().lock();
     match cmd {
         LogCommand::List {
-            state_dir,
+            source: _,
             filters,
             limit,
             json,
         } => {
-            let reader = Reader::open(&state_dir)?;
             let q = LogQuery {
                 limit: Some(limit),
                 ..filters.query()?
             };
-            let rows = search::decisions(reader.conn(), &q)?;
+            let rows = search::decisions(reader.db(), &q)?;
             if json {
                 for r in &rows {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -386,30 +444,27 @@ pub async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Show {
-            id,
-            state_dir,
-            json,
-        } => show(&mut out, &Reader::open(&state_dir)?, &id, json),
+        LogCommand::Show { id, json, .. } => show(&mut out, reader, &id, json),
         LogCommand::Subject {
             identifier,
-            state_dir,
+            source,
             key,
             json,
         } => {
             // The identifier is not echoed in any message: it is personal data.
             let subject = SubjectRef::parse(&identifier)
                 .map_err(|e| anyhow::anyhow!("the identifier is not a subject reference: {e}"))?;
-            let key_path = key.unwrap_or_else(|| state_dir.join("keys").join("subject.key"));
+            let key_path = key
+                .or(subject_key)
+                .unwrap_or_else(|| source.state_dir.join("keys").join("subject.key"));
             let key = postern_gateway::config::daemon::read_subject_key(&key_path)
                 .map_err(|e| anyhow::anyhow!("subject key: {e}"))?;
-            let reader = Reader::open(&state_dir)?;
             let hashes: Vec<String> = subject
                 .search_hashes(&key)
                 .iter()
                 .map(|h| h.as_str().to_owned())
                 .collect();
-            let rows = search::about(reader.conn(), &hashes, None)?;
+            let rows = search::about(reader.db(), &hashes, None)?;
             if json {
                 for r in &rows {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -424,21 +479,18 @@ pub async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Export {
-            state_dir,
-            format,
-            filters,
+            format, filters, ..
         } => {
             drop(out);
-            let reader = Reader::open(&state_dir)?;
             let q = LogQuery {
                 oldest_first: true,
                 ..filters.query()?
             };
-            export(&reader, &q, &format)?;
+            export(reader, &q, &format)?;
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Report {
-            state_dir,
+            source: _,
             from,
             to,
             rationale_due_hours,
@@ -458,13 +510,12 @@ pub async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                 postern_gateway::clock::now()
                     - time::Duration::hours(i64::from(rationale_due_hours)),
             );
-            let reader = Reader::open(&state_dir)?;
             let period = LogQuery {
                 from,
                 to,
                 ..LogQuery::default()
             };
-            let r = search::report(reader.conn(), &period, &cutoff, None, &as_of)?;
+            let r = search::report(reader.db(), &period, &cutoff, None, &as_of)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
                 return Ok(ExitCode::SUCCESS);
@@ -529,8 +580,8 @@ pub async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Verify(args) => crate::cli::log_verify::run(args).await,
-        LogCommand::AcceptHead(args) => crate::cli::log_verify::accept(args),
+        // Answered by `run` before a reader is opened.
+        LogCommand::Verify(_) | LogCommand::AcceptHead(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -319,7 +319,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let read = match &s.postgres {
         None => Reader::open(&s.state_dir)
-            .and_then(|r| checkpoint::verify_with(r.conn(), &s.keys, &checkpoints))
+            .and_then(|r| checkpoint::verify_with(r.conn()?, &s.keys, &checkpoints))
             .map_err(|e| e.to_string()),
         Some(t) => {
             let pool = match super::store::open(t) {

@@ -1207,7 +1207,7 @@ impl LogEntry {
 }
 
 /// A record as read back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StoredRecord {
     pub seq: i64,
     pub at: String,

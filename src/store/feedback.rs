@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::StoreError;
+use super::db::Db;
 use crate::domain::ids::OrgId;
 
 /// The sender of the transfer `id`, if `org` is one of its recipients and it was delivered to
@@ -41,16 +42,14 @@ pub struct FeedbackLine {
 }
 
 /// The feedback given on the transfer `id`, oldest first.
-pub fn on_transfer(conn: &Connection, id: &str) -> Result<Vec<FeedbackLine>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn on_transfer(db: &dyn Db, id: &str) -> Result<Vec<FeedbackLine>, StoreError> {
+    let rows = db.rows(
         "SELECT body FROM log WHERE transfer_id = ?1 AND kind = 'feedback_given' ORDER BY seq",
+        &[id.into()],
     )?;
-    let bodies = stmt
-        .query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
-    for body in bodies {
-        let r: crate::log::FeedbackRecord = serde_json::from_slice(&body)?;
+    for row in rows {
+        let r: crate::log::FeedbackRecord = serde_json::from_slice(&row.blob(0)?)?;
         out.push(FeedbackLine {
             from: r.sender.org.to_string(),
             status: r.status,
@@ -72,26 +71,24 @@ pub struct FeedbackShare {
 /// The share of transfers with feedback, by recipient, for shares accepted from `from` to `to`
 /// (RFC 3339 bounds, either open) and, when given, sent or received by `party`.
 pub fn share_by_recipient(
-    conn: &Connection,
+    db: &dyn Db,
     from: Option<&str>,
     to: Option<&str>,
     party: Option<&str>,
 ) -> Result<BTreeMap<String, FeedbackShare>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    let rows = db.rows(
         "SELECT r.recipient,
                 EXISTS (SELECT 1 FROM log l WHERE l.transfer_id = f.transfer_id
                         AND l.kind = 'feedback_given' AND l.sender = r.recipient)
          FROM log_facets f JOIN log_recipients r ON r.seq = f.seq
          WHERE f.decision = 'shared'
-           AND (?1 IS NULL OR f.at >= ?1) AND (?2 IS NULL OR f.at < ?2)
-           AND (?3 IS NULL OR f.sender = ?3 OR r.recipient = ?3)",
+           AND (CAST(?1 AS TEXT) IS NULL OR f.at >= ?1) AND (CAST(?2 AS TEXT) IS NULL OR f.at < ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR f.sender = ?3 OR r.recipient = ?3)",
+        &[from.into(), to.into(), party.into()],
     )?;
-    let rows = stmt.query_map(params![from, to, party], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
-    })?;
     let mut out: BTreeMap<String, FeedbackShare> = BTreeMap::new();
     for row in rows {
-        let (recipient, given) = row?;
+        let (recipient, given) = (row.text(0)?, row.int(1)? != 0);
         let e = out.entry(recipient).or_default();
         e.shared += 1;
         e.with_feedback += u64::from(given);

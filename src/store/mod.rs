@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod checkpoint;
+pub mod db;
 pub(crate) mod decisions;
 pub(crate) mod feedback;
 pub(crate) mod inbox;
@@ -68,6 +69,16 @@ pub enum StoreError {
         "the transfer log's head (record {seq}) cannot be chained from: {why}; run `postern log verify`"
     )]
     BadHead { seq: i64, why: String },
+    /// The shared store (PostgreSQL) failed; [`pg::PgError::is_unavailable`] says whether it
+    /// is away for now.
+    #[error(transparent)]
+    Pg(#[from] pg::PgError),
+    /// A row that cannot be read as its type: damaged, and retrying will not mend it.
+    #[error("a stored row cannot be read: {0}")]
+    Damaged(String),
+    /// Something asked of the SQLite store alone, of a PostgreSQL one.
+    #[error("this reads a single node's SQLite store, and the store is PostgreSQL")]
+    SqliteOnly,
 }
 
 /// Whether an IO error says the disk (or the quota) is full.
@@ -87,6 +98,7 @@ impl StoreError {
             StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(_, _, why)) => {
                 Some(why.to_string())
             }
+            StoreError::Damaged(why) => Some(why.clone()),
             _ => None,
         }
     }
@@ -943,9 +955,15 @@ fn sweep_orphans(conn: &Connection, spool: &Path, owner: &str) -> Result<SweepRe
     Ok(report)
 }
 
-/// Read-only access for the command-line tools (`postern log ...`), alongside a running daemon.
+/// Read-only access for the command-line tools (`postern log ...`), alongside a running daemon:
+/// the SQLite store under a state directory, or the shared PostgreSQL store.
 pub struct Reader {
-    conn: Connection,
+    backend: ReaderBackend,
+}
+
+enum ReaderBackend {
+    Sqlite(Connection),
+    Postgres(db::PgDb),
 }
 
 /// An accepted transfer's state, for its sender.
@@ -1034,43 +1052,41 @@ pub struct LogFilter {
 }
 
 /// Log records matching `f`, newest first.
-pub fn log_records(conn: &Connection, f: &LogFilter) -> Result<Vec<StoredRecord>, StoreError> {
+pub fn log_records(db: &dyn db::Db, f: &LogFilter) -> Result<Vec<StoredRecord>, StoreError> {
     let mut sql = String::from(
         "SELECT seq, at, kind, transfer_id, sender, code, body, hash FROM log WHERE 1=1",
     );
-    let mut args: Vec<String> = Vec::new();
+    let mut args: Vec<db::Value> = Vec::new();
     for (col, val) in [
-        ("transfer_id", &f.transfer_id),
-        ("sender", &f.sender),
-        ("kind", &f.kind),
-        ("seq <", &f.before.map(|b| b.to_string())),
+        ("transfer_id =", f.transfer_id.clone().map(db::Value::Text)),
+        ("sender =", f.sender.clone().map(db::Value::Text)),
+        ("kind =", f.kind.clone().map(db::Value::Text)),
+        ("seq <", f.before.map(db::Value::Int)),
     ] {
         if let Some(v) = val {
-            args.push(v.clone());
-            let op = if col.ends_with('<') { "" } else { " =" };
-            sql.push_str(&format!(" AND {col}{op} ?{}", args.len()));
+            args.push(v);
+            sql.push_str(&format!(" AND {col} ?{}", args.len()));
         }
     }
     sql.push_str(" ORDER BY seq DESC");
     if let Some(n) = f.limit {
         sql.push_str(&format!(" LIMIT {n}"));
     }
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-        let body: Vec<u8> = r.get(6)?;
-        let hash: Vec<u8> = r.get(7)?;
-        Ok(StoredRecord {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            kind: r.get(2)?,
-            transfer_id: r.get(3)?,
-            sender: r.get(4)?,
-            code: r.get(5)?,
-            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-            hash: hex::encode(hash),
+    db.rows(&sql, &args)?
+        .iter()
+        .map(|r| {
+            Ok(StoredRecord {
+                seq: r.int(0)?,
+                at: r.text(1)?,
+                kind: r.text(2)?,
+                transfer_id: r.opt_text(3)?,
+                sender: r.opt_text(4)?,
+                code: r.opt_text(5)?,
+                body: serde_json::from_slice(&r.blob(6)?).unwrap_or(serde_json::Value::Null),
+                hash: hex::encode(r.blob(7)?),
+            })
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .collect()
 }
 
 /// The stored first answer for a sender's Idempotency-Key, if any.
@@ -1086,63 +1102,64 @@ pub fn idempotent_answer(
 }
 
 pub fn transfer_status(
-    conn: &Connection,
+    db: &dyn db::Db,
     id: &str,
     sender: &OrgId,
 ) -> Result<Option<TransferStatus>, StoreError> {
-    let row = conn
-        .prepare_cached("SELECT id, received_at, purpose, marking, payload_size, plaintext_sha256 FROM transfers WHERE id = ?1 AND sender = ?2")?
-        .query_row(params![id, sender.as_str()], |r| {
-            Ok(TransferStatus {
-                id: r.get(0)?,
-                received_at: r.get(1)?,
-                purpose: r.get(2)?,
-                marking: r.get(3)?,
-                payload_size: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                payload_sha256: r.get(5)?,
-                recipients: Vec::new(),
-                answers_request: None,
-                feedback: Vec::new(),
-            })
-        })
-        .optional()?;
-    let Some(mut status) = row else {
+    let row = db.row(
+        "SELECT id, received_at, purpose, marking, payload_size, plaintext_sha256 FROM transfers WHERE id = ?1 AND sender = ?2",
+        &[id.into(), sender.as_str().into()],
+    )?;
+    let Some(r) = row else {
         return Ok(None);
     };
-    status.recipients = recipient_statuses(conn, id)?;
+    let mut status = TransferStatus {
+        id: r.text(0)?,
+        received_at: r.text(1)?,
+        purpose: r.text(2)?,
+        marking: r.text(3)?,
+        payload_size: u64::try_from(r.int(4)?).unwrap_or(0),
+        payload_sha256: r.text(5)?,
+        recipients: Vec::new(),
+        answers_request: None,
+        feedback: Vec::new(),
+    };
+    status.recipients = recipient_statuses(db, id)?;
     if let Ok(t) = id.parse::<TransferId>() {
-        status.answers_request = requests::answered_by(conn, t)?.map(|r| r.to_string());
+        status.answers_request = requests::answered_by(db, t)?.map(|r| r.to_string());
     }
-    status.feedback = feedback::on_transfer(conn, id)?;
+    status.feedback = feedback::on_transfer(db, id)?;
     Ok(Some(status))
 }
 
-pub fn recipient_statuses(conn: &Connection, id: &str) -> Result<Vec<RecipientStatus>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn recipient_statuses(db: &dyn db::Db, id: &str) -> Result<Vec<RecipientStatus>, StoreError> {
+    db.rows(
         "SELECT recipient, agreement, state, attempts, next_attempt_at, last_error, updated_at, channel, delivered_at, receipt FROM deliveries WHERE transfer_id = ?1 ORDER BY recipient",
-    )?;
-    let rows = stmt.query_map(params![id], |r| {
-        let state: String = r.get(2)?;
-        let next: String = r.get(4)?;
-        let receipt: Option<String> = r.get(9)?;
+        &[id.into()],
+    )?
+    .iter()
+    .map(|r| {
+        let state = r.text(2)?;
+        let next = r.text(4)?;
+        let receipt = r.opt_text(9)?;
         Ok(RecipientStatus {
-            recipient: r.get(0)?,
-            agreement: r.get(1)?,
-            channel: r.get(7)?,
+            recipient: r.text(0)?,
+            agreement: r.text(1)?,
+            channel: r.text(7)?,
             next_attempt_at: (state == "queued" || state == "retrying").then_some(next),
             last_error: if state == "delivered" {
                 None
             } else {
-                r.get(5)?
+                r.opt_text(5)?
             },
             state,
-            attempts: r.get(3)?,
-            delivered_at: r.get(8)?,
+            attempts: r.int(3)?,
+            delivered_at: r.opt_text(8)?,
             receipt: receipt.and_then(|j| serde_json::from_str(&j).ok()),
-            updated_at: r.get(6)?,
+            updated_at: r.text(6)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }
 
 impl Reader {
@@ -1156,29 +1173,59 @@ impl Reader {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(Reader { conn })
+        Ok(Reader {
+            backend: ReaderBackend::Sqlite(conn),
+        })
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    /// The shared store, once it answers and holds the schema this postern reads. Its queries
+    /// block on the driver: use it off the async threads (`spawn_blocking`).
+    pub async fn postgres(pool: &pg::Pool) -> Result<Reader, StoreError> {
+        let client = pool.get().await?;
+        let status = pg::status(&client, pool.target()).await?;
+        status.ready(pool.target())?;
+        Ok(Reader {
+            backend: ReaderBackend::Postgres(db::PgDb::new(
+                client,
+                pool.target(),
+                tokio::runtime::Handle::current(),
+            )),
+        })
+    }
+
+    /// The store, for the queries written for either backend.
+    pub fn db(&self) -> &dyn db::Db {
+        match &self.backend {
+            ReaderBackend::Sqlite(c) => c,
+            ReaderBackend::Postgres(p) => p,
+        }
+    }
+
+    /// The SQLite connection, for what is read from a single node's store only (its local
+    /// checkpoint file's verification, the load tool's delivery counts).
+    pub fn conn(&self) -> Result<&Connection, StoreError> {
+        match &self.backend {
+            ReaderBackend::Sqlite(c) => Ok(c),
+            ReaderBackend::Postgres(_) => Err(StoreError::SqliteOnly),
+        }
     }
 
     /// Log records, newest first.
     pub fn records(&self, f: &LogFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        log_records(&self.conn, f)
+        log_records(self.db(), f)
     }
 
     pub fn deliveries(&self, transfer_id: &str) -> Result<Vec<RecipientStatus>, StoreError> {
-        recipient_statuses(&self.conn, transfer_id)
+        recipient_statuses(self.db(), transfer_id)
     }
 
     /// Counts of records by kind, for summaries.
     pub fn counts(&self) -> Result<HashMap<String, i64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT kind, COUNT(*) FROM log GROUP BY kind")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db()
+            .rows("SELECT kind, COUNT(*) FROM log GROUP BY kind", &[])?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
     }
 }
 
@@ -1216,6 +1263,7 @@ mod tests {
         let r = Reader::open(state).unwrap();
         let mut stmt = r
             .conn()
+            .unwrap()
             .prepare("SELECT seq, body, prev_hash, hash FROM log ORDER BY seq")
             .unwrap();
         stmt.query_map([], |row| {

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::StoreError;
+use super::db::Db;
 use crate::domain::ids::{OrgId, RequestId, TransferId};
 use crate::domain::info_request::RequestState;
 
@@ -232,15 +233,15 @@ pub fn links(conn: &Connection, id: RequestId) -> Result<Vec<Link>, StoreError> 
 }
 
 /// The request a share answered or a decision declined, if any.
-pub fn answered_by(
-    conn: &Connection,
-    transfer: TransferId,
-) -> Result<Option<RequestId>, StoreError> {
-    let id: Option<String> = conn
-        .prepare_cached("SELECT request_id FROM request_links WHERE transfer_id = ?1")?
-        .query_row(params![transfer.to_string()], |r| r.get(0))
-        .optional()?;
-    Ok(id.and_then(|i| i.parse().ok()))
+pub fn answered_by(db: &dyn Db, transfer: TransferId) -> Result<Option<RequestId>, StoreError> {
+    let id = db.row(
+        "SELECT request_id FROM request_links WHERE transfer_id = ?1",
+        &[transfer.to_string().into()],
+    )?;
+    Ok(id
+        .map(|r| r.text(0))
+        .transpose()?
+        .and_then(|i| i.parse().ok()))
 }
 
 /// A change to a request, made in the write job that appends its record.
@@ -382,43 +383,46 @@ pub struct RequestLine {
 /// open), and every request overdue at the instant `as_of` whenever it was received; by `party`
 /// (requester or holder) when given.
 pub fn report(
-    conn: &Connection,
+    db: &dyn Db,
     from: Option<&str>,
     to: Option<&str>,
     party: Option<&str>,
     as_of: &str,
 ) -> Result<RequestsReport, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken, clock_stopped,
-                (?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at < ?2)
+    let rows = db
+        .rows(
+            "SELECT id, requester, holder, urgency, received_at, due_at, due_date, state, closed_at, working_days_taken, clock_stopped,
+                (CAST(?1 AS TEXT) IS NULL OR received_at >= ?1) AND (CAST(?2 AS TEXT) IS NULL OR received_at < ?2)
          FROM requests
-         WHERE (?3 IS NULL OR requester = ?3 OR holder = ?3)
-           AND ((?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at < ?2)
+         WHERE (CAST(?3 AS TEXT) IS NULL OR requester = ?3 OR holder = ?3)
+           AND ((CAST(?1 AS TEXT) IS NULL OR received_at >= ?1) AND (CAST(?2 AS TEXT) IS NULL OR received_at < ?2)
                 OR (closed_at IS NULL AND clock_stopped = 0 AND due_at < ?4))
          ORDER BY due_at, id",
-    )?;
-    let rows = stmt.query_map(params![from, to, party, as_of], |r| {
-        Ok((
-            RequestLine {
-                request_id: r.get(0)?,
-                requester: r.get(1)?,
-                holder: r.get(2)?,
-                urgency: r.get(3)?,
-                received_at: r.get(4)?,
-                due_at: r.get(5)?,
-                due_date: r.get(6)?,
-                state: r.get(7)?,
-                closed_at: r.get(8)?,
-            },
-            r.get::<_, Option<u32>>(9)?,
-            r.get::<_, bool>(10)?,
-            r.get::<_, bool>(11)?,
-        ))
-    })?;
+            &[from.into(), to.into(), party.into(), as_of.into()],
+        )?
+        .into_iter()
+        .map(|r| {
+            Ok((
+                RequestLine {
+                    request_id: r.text(0)?,
+                    requester: r.text(1)?,
+                    holder: r.text(2)?,
+                    urgency: r.text(3)?,
+                    received_at: r.text(4)?,
+                    due_at: r.text(5)?,
+                    due_date: r.text(6)?,
+                    state: r.text(7)?,
+                    closed_at: r.opt_text(8)?,
+                },
+                r.opt_int(9)?.and_then(|d| u32::try_from(d).ok()),
+                r.int(10)? != 0,
+                r.int(11)? != 0,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let mut out = RequestsReport::default();
     let mut taken: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for row in rows {
-        let (line, days, stopped, in_period) = row?;
+    for (line, days, stopped, in_period) in rows {
         let figures = out.by_holder.entry(line.holder.clone()).or_default();
         // Overdue now is listed whenever the request was received: the oldest are the worst.
         if !in_period {

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, params_from_iter};
 use serde::Serialize;
 
 use super::StoreError;
+use super::db::{Db, Dialect, Row, Value};
 
 /// A cell for a CSV export that a spreadsheet will not run as a formula: one that starts with
 /// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's "CSV injection"
@@ -186,17 +186,23 @@ pub struct DecisionRow {
     pub later_rationale: Option<serde_json::Value>,
 }
 
-const COLUMNS: &str = "f.seq, f.at, l.kind, f.decision, f.transfer_id, f.sender, \
-    (SELECT group_concat(recipient, ',') FROM log_recipients r WHERE r.seq = f.seq), \
+/// The columns a [`DecisionRow`] is read from.
+fn columns(d: Dialect) -> String {
+    format!(
+        "f.seq, f.at, l.kind, f.decision, f.transfer_id, f.sender, \
+    (SELECT {} FROM log_recipients r WHERE r.seq = f.seq), \
     f.originator, f.purpose, f.lawful_basis, f.marking, f.urgency, l.code, f.correction_of, \
     f.rationale_pending, l.hash, l.body, \
     CASE WHEN f.urgency = 'urgent' THEN (SELECT r.body FROM log r \
-        WHERE r.transfer_id = f.transfer_id AND r.kind = 'rationale_added' ORDER BY r.seq LIMIT 1) END";
+        WHERE r.transfer_id = f.transfer_id AND r.kind = 'rationale_added' ORDER BY r.seq LIMIT 1) END",
+        d.group_concat("recipient", "','")
+    )
+}
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
-    let filed: Option<String> = r.get(6)?;
-    let hash: Vec<u8> = r.get(15)?;
-    let body: Vec<u8> = r.get(16)?;
+fn row(r: &Row) -> Result<DecisionRow, StoreError> {
+    let filed = r.opt_text(6)?;
+    let hash = r.blob(15)?;
+    let body = r.blob(16)?;
     // A body that is not JSON is shown as null here; `log verify` is what judges it.
     let record: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     // In the order the sender named them, as recorded; the index keeps them sorted.
@@ -216,83 +222,96 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
             .unwrap_or_default()
     });
     Ok(DecisionRow {
-        seq: r.get(0)?,
-        at: r.get(1)?,
-        kind: r.get(2)?,
-        decision: r.get(3)?,
-        transfer_id: r.get(4)?,
-        sender: r.get(5)?,
+        seq: r.int(0)?,
+        at: r.text(1)?,
+        kind: r.text(2)?,
+        decision: r.text(3)?,
+        transfer_id: r.opt_text(4)?,
+        sender: r.opt_text(5)?,
         recipients,
-        originator: r.get(7)?,
-        purpose: r.get(8)?,
-        lawful_basis: r.get(9)?,
-        marking: r.get(10)?,
-        urgency: r.get(11)?,
-        code: r.get(12)?,
-        correction_of: r.get(13)?,
-        rationale_pending: r.get(14)?,
+        originator: r.opt_text(7)?,
+        purpose: r.opt_text(8)?,
+        lawful_basis: r.opt_text(9)?,
+        marking: r.opt_text(10)?,
+        urgency: r.opt_text(11)?,
+        code: r.opt_text(12)?,
+        correction_of: r.opt_text(13)?,
+        rationale_pending: r.int(14)? != 0,
         hash: hex::encode(hash),
         record,
-        later_rationale: r
-            .get::<_, Option<Vec<u8>>>(17)?
-            .and_then(|b| serde_json::from_slice(&b).ok()),
+        later_rationale: match r.value(17) {
+            Value::Blob(b) => serde_json::from_slice(b).ok(),
+            _ => None,
+        },
     })
 }
 
 /// The WHERE clause and its arguments for a query.
-fn conditions(q: &LogQuery) -> (String, Vec<String>) {
+fn conditions(q: &LogQuery) -> (String, Vec<Value>) {
     let mut sql = String::from(" WHERE 1=1");
-    let mut args: Vec<String> = Vec::new();
-    let mut push = |clause: &str, v: &Option<String>| {
+    let mut args: Vec<Value> = Vec::new();
+    let mut push = |clause: &str, v: Option<Value>| {
         if let Some(v) = v {
-            args.push(v.clone());
+            args.push(v);
             sql.push_str(&clause.replace("?", &format!("?{}", args.len())));
         }
     };
-    push(" AND f.at >= ?", &q.from);
-    push(" AND f.at < ?", &q.to);
-    push(" AND f.transfer_id = ?", &q.transfer);
-    push(" AND f.sender = ?", &q.sender);
+    push(" AND f.at >= ?", q.from.clone().map(Value::Text));
+    push(" AND f.at < ?", q.to.clone().map(Value::Text));
+    push(
+        " AND f.transfer_id = ?",
+        q.transfer.clone().map(Value::Text),
+    );
+    push(" AND f.sender = ?", q.sender.clone().map(Value::Text));
     push(
         " AND f.seq IN (SELECT seq FROM log_recipients WHERE recipient = ?)",
-        &q.recipient,
+        q.recipient.clone().map(Value::Text),
     );
-    push(" AND f.originator = ?", &q.originator);
-    push(" AND f.purpose = ?", &q.purpose);
-    push(" AND f.lawful_basis = ?", &q.lawful_basis);
-    push(" AND f.marking = ?", &q.marking);
+    push(
+        " AND f.originator = ?",
+        q.originator.clone().map(Value::Text),
+    );
+    push(" AND f.purpose = ?", q.purpose.clone().map(Value::Text));
+    push(
+        " AND f.lawful_basis = ?",
+        q.lawful_basis.clone().map(Value::Text),
+    );
+    push(" AND f.marking = ?", q.marking.clone().map(Value::Text));
     push(
         " AND (f.marking = ? OR f.marking LIKE ? || ' %')",
-        &q.marking_level,
+        q.marking_level.clone().map(Value::Text),
     );
-    push(" AND f.decision = ?", &q.decision);
-    push(" AND f.urgency = ?", &q.urgency);
+    push(" AND f.decision = ?", q.decision.clone().map(Value::Text));
+    push(" AND f.urgency = ?", q.urgency.clone().map(Value::Text));
     push(
         " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.transfer_id = f.transfer_id AND d.state = ?)",
-        &q.delivery_state,
+        q.delivery_state.clone().map(Value::Text),
     );
     push(
         " AND f.seq IN (SELECT seq FROM log_subjects WHERE subject_hash = ?)",
-        &q.subject_hash,
+        q.subject_hash.clone().map(Value::Text),
     );
     // Both `?` become the same numbered parameter.
     push(
         " AND (f.sender = ? OR EXISTS (SELECT 1 FROM log_recipients r WHERE r.recipient = ? AND r.seq = f.seq))",
-        &q.party,
+        q.party.clone().map(Value::Text),
     );
-    push(" AND f.seq < ?", &q.before.map(|b| b.to_string()));
+    push(" AND f.seq < ?", q.before.map(Value::Int));
     (sql, args)
 }
 
 /// Calls `each` with every decision record matching `q`, in order, one at a time; stops early
 /// if `each` returns an error.
 pub fn for_each_decision<E>(
-    conn: &Connection,
+    db: &dyn Db,
     q: &LogQuery,
     mut each: impl FnMut(DecisionRow) -> Result<(), E>,
 ) -> Result<(), SearchError<E>> {
     let (cond, args) = conditions(q);
-    let mut sql = format!("SELECT {COLUMNS} FROM log_facets f JOIN log l ON l.seq = f.seq{cond}");
+    let mut sql = format!(
+        "SELECT {} FROM log_facets f JOIN log l ON l.seq = f.seq{cond}",
+        columns(db.dialect())
+    );
     sql.push_str(if q.oldest_first {
         " ORDER BY f.seq"
     } else {
@@ -301,14 +320,18 @@ pub fn for_each_decision<E>(
     if let Some(n) = q.limit {
         sql.push_str(&format!(" LIMIT {n}"));
     }
-    let mut stmt = conn.prepare(&sql).map_err(StoreError::from)?;
-    let mut rows = stmt
-        .query(params_from_iter(args.iter()))
-        .map_err(StoreError::from)?;
-    while let Some(r) = rows.next().map_err(StoreError::from)? {
-        each(row(r).map_err(StoreError::from)?).map_err(SearchError::Output)?;
+    let mut failed = None;
+    db.each(&sql, &args, &mut |r| match each(row(&r)?) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            failed = Some(e);
+            Ok(false)
+        }
+    })?;
+    match failed {
+        Some(e) => Err(SearchError::Output(e)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A search failed in the store, or the caller's output failed.
@@ -321,9 +344,9 @@ pub enum SearchError<E> {
 }
 
 /// Matching decision records, collected (for listings with a limit).
-pub fn decisions(conn: &Connection, q: &LogQuery) -> Result<Vec<DecisionRow>, StoreError> {
+pub fn decisions(db: &dyn Db, q: &LogQuery) -> Result<Vec<DecisionRow>, StoreError> {
     let mut out = Vec::new();
-    for_each_decision(conn, q, |r| {
+    for_each_decision(db, q, |r| {
         out.push(r);
         Ok::<_, std::convert::Infallible>(())
     })
@@ -337,7 +360,7 @@ pub fn decisions(conn: &Connection, q: &LogQuery) -> Result<Vec<DecisionRow>, St
 /// Every decision record filed under any of `hashes` (a person's, see
 /// `SubjectRef::search_hashes`), oldest first, narrowed to `party`'s when given.
 pub fn about(
-    conn: &Connection,
+    db: &dyn Db,
     hashes: &[String],
     party: Option<&str>,
 ) -> Result<Vec<DecisionRow>, StoreError> {
@@ -349,7 +372,7 @@ pub fn about(
             oldest_first: true,
             ..LogQuery::default()
         };
-        all.extend(decisions(conn, &q)?);
+        all.extend(decisions(db, &q)?);
     }
     all.sort_by_key(|r| r.seq);
     all.dedup_by_key(|r| r.seq);
@@ -367,16 +390,14 @@ pub struct Corrections {
 }
 
 /// Decision records that name the given transfer as the one they correct (`correction_of`).
-pub fn corrections_of(conn: &Connection, transfer_id: &str) -> Result<Corrections, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn corrections_of(db: &dyn Db, transfer_id: &str) -> Result<Corrections, StoreError> {
+    let rows = db.rows(
         "SELECT transfer_id, decision FROM log_facets WHERE correction_of = ?1 AND transfer_id IS NOT NULL ORDER BY seq",
+        &[transfer_id.into()],
     )?;
-    let rows = stmt.query_map([transfer_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
     let mut out = Corrections::default();
     for row in rows {
-        let (id, decision) = row?;
+        let (id, decision) = (row.text(0)?, row.text(1)?);
         if decision == "shared" {
             out.accepted.push(id);
         } else {
@@ -438,7 +459,7 @@ pub struct DeadDelivery {
 /// (`log_facets_period`), with the recipients of shares and the rule of refusals looked up for
 /// those rows only; the counting is done here rather than by one GROUP BY per count.
 pub fn report(
-    conn: &Connection,
+    db: &dyn Db,
     period: &LogQuery,
     rationale_cutoff: &str,
     dead_limit: Option<usize>,
@@ -457,68 +478,92 @@ pub fn report(
         to: q.to.clone(),
         ..Report::default()
     };
-    // A database not yet migrated to schema 6 (read by `postern log report` before the new
-    // gateway first opened it) has no such index: the planner then chooses.
-    let period_index: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'log_facets_period')",
-        [],
-        |row| row.get(0),
-    )?;
+    let dialect = db.dialect();
+    // SQLite is told which index to read (its planner otherwise picks a narrower one); a
+    // database not yet migrated to schema 6 (read by `postern log report` before the new
+    // gateway first opened it) has no such index, and then the planner chooses. PostgreSQL's
+    // planner always chooses.
+    let period_index = dialect == Dialect::Sqlite
+        && db
+            .row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'log_facets_period')",
+                &[],
+            )?
+            .map(|row| row.int(0))
+            .transpose()?
+            == Some(1);
     let indexed = if period_index {
         " INDEXED BY log_facets_period"
     } else {
         ""
     };
-    let mut stmt = conn.prepare(&format!(
-        "SELECT f.decision, f.purpose, f.marking, f.lawful_basis,          CASE WHEN f.decision = 'shared' THEN (SELECT group_concat(recipient, char(31)) FROM log_recipients r WHERE r.seq = f.seq) END,          CASE WHEN f.decision = 'refused' THEN (SELECT code FROM log l WHERE l.seq = f.seq) END          FROM log_facets f{indexed}{cond}"
-    ))?;
-    let mut rows = stmt.query(params_from_iter(args.iter()))?;
     let bump = |m: &mut BTreeMap<String, i64>, k: Option<String>| {
         *m.entry(k.unwrap_or_else(|| "-".into())).or_default() += 1;
     };
-    while let Some(row) = rows.next()? {
-        let decision: String = row.get(0)?;
-        if decision == "shared" {
-            bump(&mut r.shared_by_purpose, row.get(1)?);
-            bump(&mut r.shared_by_marking, row.get(2)?);
-            bump(&mut r.shared_by_lawful_basis, row.get(3)?);
-            let recipients: Option<String> = row.get(4)?;
-            for x in recipients.iter().flat_map(|s| s.split('\u{1f}')) {
-                bump(&mut r.shared_by_recipient, Some(x.to_owned()));
+    db.each(
+        &format!(
+            "SELECT f.decision, f.purpose, f.marking, f.lawful_basis, \
+             CASE WHEN f.decision = 'shared' THEN (SELECT {} FROM log_recipients r WHERE r.seq = f.seq) END, \
+             CASE WHEN f.decision = 'refused' THEN (SELECT code FROM log l WHERE l.seq = f.seq) END \
+             FROM log_facets f{indexed}{cond}",
+            dialect.group_concat("recipient", &dialect.char(31))
+        ),
+        &args,
+        &mut |row| {
+            let decision = row.text(0)?;
+            if decision == "shared" {
+                bump(&mut r.shared_by_purpose, row.opt_text(1)?);
+                bump(&mut r.shared_by_marking, row.opt_text(2)?);
+                bump(&mut r.shared_by_lawful_basis, row.opt_text(3)?);
+                let recipients = row.opt_text(4)?;
+                for x in recipients.iter().flat_map(|s| s.split('\u{1f}')) {
+                    bump(&mut r.shared_by_recipient, Some(x.to_owned()));
+                }
+            } else if decision == "refused" {
+                bump(&mut r.refused_by_reason, row.opt_text(5)?);
             }
-        } else if decision == "refused" {
-            bump(&mut r.refused_by_reason, row.get(5)?);
-        }
-        bump(&mut r.decisions, Some(decision));
-    }
-    let mut stmt = conn.prepare(&format!(
-        "SELECT f.transfer_id, f.sender, f.at FROM log_facets f{cond} AND f.rationale_pending = 1 AND f.at < ?{} ORDER BY f.seq",
-        args.len() + 1
-    ))?;
+            bump(&mut r.decisions, Some(decision));
+            Ok(true)
+        },
+    )?;
     let mut with_cutoff = args.clone();
-    with_cutoff.push(rationale_cutoff.to_owned());
-    let rows = stmt.query_map(params_from_iter(with_cutoff.iter()), |row| {
-        Ok(OverdueRationale {
-            transfer_id: row.get::<_, Option<String>>(0)?.unwrap_or_default(),
-            sender: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            at: row.get(2)?,
+    with_cutoff.push(rationale_cutoff.into());
+    r.rationale_overdue = db
+        .rows(
+            &format!(
+                "SELECT f.transfer_id, f.sender, f.at FROM log_facets f{cond} AND f.rationale_pending = 1 AND f.at < ?{} ORDER BY f.seq",
+                args.len() + 1
+            ),
+            &with_cutoff,
+        )?
+        .iter()
+        .map(|row| {
+            Ok(OverdueRationale {
+                transfer_id: row.opt_text(0)?.unwrap_or_default(),
+                sender: row.opt_text(1)?.unwrap_or_default(),
+                at: row.text(2)?,
+            })
         })
-    })?;
-    r.rationale_overdue = rows.collect::<Result<_, _>>()?;
+        .collect::<Result<_, StoreError>>()?;
     let limit = dead_limit.map_or_else(String::new, |n| format!(" LIMIT {}", n + 1));
-    let mut stmt = conn.prepare(&format!(
-        "SELECT d.transfer_id, d.recipient, d.channel, d.attempts, d.last_error FROM log_facets f{indexed} JOIN deliveries d ON d.transfer_id = f.transfer_id AND d.state = 'dead'{cond} AND f.decision = 'shared' ORDER BY f.seq, d.recipient{limit}"
-    ))?;
-    let rows = stmt.query_map(params_from_iter(args.iter()), |row| {
-        Ok(DeadDelivery {
-            transfer_id: row.get(0)?,
-            recipient: row.get(1)?,
-            channel: row.get(2)?,
-            attempts: row.get(3)?,
-            reason: row.get(4)?,
+    r.dead_deliveries = db
+        .rows(
+            &format!(
+                "SELECT d.transfer_id, d.recipient, d.channel, d.attempts, d.last_error FROM log_facets f{indexed} JOIN deliveries d ON d.transfer_id = f.transfer_id AND d.state = 'dead'{cond} AND f.decision = 'shared' ORDER BY f.seq, d.recipient{limit}"
+            ),
+            &args,
+        )?
+        .iter()
+        .map(|row| {
+            Ok(DeadDelivery {
+                transfer_id: row.text(0)?,
+                recipient: row.text(1)?,
+                channel: row.text(2)?,
+                attempts: row.int(3)?,
+                reason: row.opt_text(4)?,
+            })
         })
-    })?;
-    r.dead_deliveries = rows.collect::<Result<_, _>>()?;
+        .collect::<Result<_, StoreError>>()?;
     if let Some(n) = dead_limit
         && r.dead_deliveries.len() > n
     {
@@ -526,14 +571,14 @@ pub fn report(
         r.dead_more = true;
     }
     r.requests = super::requests::report(
-        conn,
+        db,
         q.from.as_deref(),
         q.to.as_deref(),
         q.party.as_deref(),
         as_of,
     )?;
     r.feedback_by_recipient = super::feedback::share_by_recipient(
-        conn,
+        db,
         q.from.as_deref(),
         q.to.as_deref(),
         q.party.as_deref(),

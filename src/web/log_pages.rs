@@ -1321,7 +1321,7 @@ pub async fn export(
             }
         };
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-        let r = search::for_each_decision(reader.conn(), &q, |row| {
+        let r = search::for_each_decision(reader.db(), &q, |row| {
             if csv {
                 let mut w = csv::Writer::from_writer(&mut buf);
                 w.write_record(

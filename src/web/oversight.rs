@@ -193,8 +193,8 @@ impl Oversight {
         };
         let external: Vec<_> = external.into_iter().map(|(c, _)| c).collect();
         let reader = Reader::open(&self.state_dir)?;
-        let (report, _) = checkpoint::verify_with(reader.conn(), &self.keys, &external)?;
-        let checkpoint = checkpoint::newest(reader.conn())?;
+        let (report, _) = checkpoint::verify_with(reader.conn()?, &self.keys, &external)?;
+        let checkpoint = checkpoint::newest(reader.conn()?)?;
         Ok(Verification {
             checked_at: crate::clock::stamp(crate::clock::now()),
             report,
@@ -270,7 +270,7 @@ impl Oversight {
         let dir = self.state_dir.clone();
         tokio::task::spawn_blocking(move || {
             let r = Reader::open(&dir).ok()?;
-            checkpoint::head_seq(r.conn()).ok().flatten()
+            checkpoint::head_seq(r.conn().ok()?).ok().flatten()
         })
         .await
         .ok()

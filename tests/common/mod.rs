@@ -377,6 +377,7 @@ impl Deployment {
         let r = self.reader();
         let n: i64 = r
             .conn()
+            .unwrap()
             .query_row("SELECT COUNT(*) FROM transfers", [], |row| row.get(0))
             .expect("count");
         n as usize
@@ -387,6 +388,7 @@ impl Deployment {
         let r = self.reader();
         let (file, inline): (Option<String>, Option<Vec<u8>>) = r
             .conn()
+            .unwrap()
             .query_row(
                 "SELECT payload_file, payload_inline FROM transfers WHERE id = ?1",
                 [id],

@@ -152,13 +152,13 @@ async fn collect(state_dir: &Path, n: usize) -> anyhow::Result<(Vec<Duration>, f
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let r = Reader::open(state_dir)?;
-        let (delivered, dead): (i64, i64) = r.conn().query_row(
+        let (delivered, dead): (i64, i64) = r.conn()?.query_row(
             "SELECT COALESCE(SUM(state = 'delivered'), 0), COALESCE(SUM(state = 'dead'), 0) FROM deliveries",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         if dead > 0 {
-            let why: String = r.conn().query_row(
+            let why: String = r.conn()?.query_row(
                 "SELECT COALESCE(last_error, '') FROM deliveries WHERE state = 'dead' LIMIT 1",
                 [],
                 |row| row.get(0),
@@ -174,7 +174,7 @@ async fn collect(state_dir: &Path, n: usize) -> anyhow::Result<(Vec<Duration>, f
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let r = Reader::open(state_dir)?;
-    let mut stmt = r.conn().prepare(
+    let mut stmt = r.conn()?.prepare(
         "SELECT t.accepted_at, d.delivered_at FROM deliveries d JOIN transfers t ON t.id = d.transfer_id",
     )?;
     let rows: Vec<(String, String)> = stmt

@@ -114,7 +114,7 @@ pub async fn copy_from_sqlite(state_dir: &Path, pool: &Pool) -> Result<CopyRepor
         return Err(CopyError::NotEmpty(target));
     }
     let source = {
-        let conn = reader.conn();
+        let conn = reader.conn()?;
         let mut tables = Vec::new();
         for t in TABLES {
             let stmt = conn
@@ -250,7 +250,7 @@ fn read_table(
     send: mpsc::Sender<Result<Item, StoreError>>,
 ) -> Result<(), StoreError> {
     let reader = crate::store::Reader::open(state_dir)?;
-    let conn = reader.conn();
+    let conn = reader.conn()?;
     let mut stmt = conn.prepare(&format!("SELECT * FROM {table}"))?;
     let mut rows = stmt.query([])?;
     let mut batch = Vec::with_capacity(BATCH);

@@ -1,0 +1,468 @@
+//! One way for the store's queries to run on either backend: a query is written once, in the
+//! SQL both SQLite and PostgreSQL take (the PostgreSQL schema has the SQLite store's tables,
+//! names and meanings), with `?N` (or `?`) parameters, and runs through [`Db`] on a SQLite
+//! connection or a PostgreSQL one. The few places where the dialects differ ask
+//! [`Db::dialect`].
+//!
+//! It sits under the store's query modules: they take `&dyn Db`, and neither knows nor cares
+//! which database answers. The PostgreSQL side is synchronous like rusqlite (the store's jobs are
+//! synchronous closures run off the async threads): each query blocks its (blocking) thread on
+//! the driver's future, which the runtime drives.
+
+use super::StoreError;
+use super::pg::PgError;
+
+/// A value bound to a parameter or read from a column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(v)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(v.clone())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Value {
+        Value::Blob(v.to_vec())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Which SQL a query may use where the two differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `group_concat(expr, sep)` in SQLite, `string_agg(expr, sep)` in PostgreSQL; `sep` is a
+    /// SQL expression of type text.
+    pub fn group_concat(self, expr: &str, sep: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("group_concat({expr}, {sep})"),
+            Dialect::Postgres => format!("string_agg({expr}, {sep})"),
+        }
+    }
+
+    /// A one-character text of this code point (`char(31)` / `chr(31)`).
+    pub fn char(self, code: u32) -> String {
+        match self {
+            Dialect::Sqlite => format!("char({code})"),
+            Dialect::Postgres => format!("chr({code})"),
+        }
+    }
+}
+
+/// One row of a result, its columns in the order selected.
+#[derive(Debug, Clone)]
+pub struct Row {
+    values: Vec<Value>,
+}
+
+/// A column that is not of the type its reader expects: a damaged row (or a query and its
+/// reader that disagree), which retrying will not mend.
+fn damaged(i: usize, wanted: &str, got: &Value) -> StoreError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Int(_) => "an integer",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "a blob",
+    };
+    StoreError::Damaged(format!("column {i} is {got}, not {wanted}"))
+}
+
+impl Row {
+    pub fn new(values: Vec<Value>) -> Row {
+        Row { values }
+    }
+
+    pub fn value(&self, i: usize) -> &Value {
+        self.values.get(i).unwrap_or(&Value::Null)
+    }
+
+    pub fn int(&self, i: usize) -> Result<i64, StoreError> {
+        match self.value(i) {
+            Value::Int(v) => Ok(*v),
+            other => Err(damaged(i, "an integer", other)),
+        }
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        match self.value(i) {
+            Value::Null => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+
+    pub fn text(&self, i: usize) -> Result<String, StoreError> {
+        match self.value(i) {
+            Value::Text(v) => Ok(v.clone()),
+            other => Err(damaged(i, "text", other)),
+        }
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        match self.value(i) {
+            Value::Null => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    pub fn blob(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        match self.value(i) {
+            Value::Blob(v) => Ok(v.clone()),
+            other => Err(damaged(i, "a blob", other)),
+        }
+    }
+}
+
+/// A connection (or an open transaction) on either backend.
+pub trait Db {
+    fn dialect(&self) -> Dialect;
+
+    /// Runs a statement; returns the rows it changed.
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
+
+    /// Every row of a query, in order, each handed to `f` as it is read (a large export never
+    /// holds the whole result). `f` returns `false` to stop early.
+    fn each(
+        &self,
+        sql: &str,
+        params: &[Value],
+        f: &mut dyn FnMut(Row) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Every row of a query.
+    fn rows(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let mut out = Vec::new();
+        self.each(sql, params, &mut |r| {
+            out.push(r);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The first row of a query, if any.
+    fn row(&self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
+        let mut out = None;
+        self.each(sql, params, &mut |r| {
+            out = Some(r);
+            Ok(false)
+        })?;
+        Ok(out)
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Text(v) => ValueRef::Text(v.as_bytes()),
+            Value::Blob(v) => ValueRef::Blob(v),
+        }))
+    }
+}
+
+impl Db for rusqlite::Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let n = self
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(params.iter()))?;
+        Ok(n as u64)
+    }
+
+    fn each(
+        &self,
+        sql: &str,
+        params: &[Value],
+        f: &mut dyn FnMut(Row) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        use rusqlite::types::ValueRef;
+        let mut stmt = self.prepare_cached(sql)?;
+        let n = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+        while let Some(r) = rows.next()? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                values.push(match r.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    // The store keeps no floating-point columns; one here is read as its
+                    // integer part rather than refused.
+                    ValueRef::Real(v) => Value::Int(v as i64),
+                    ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+                    ValueRef::Blob(v) => Value::Blob(v.to_vec()),
+                });
+            }
+            if !f(Row::new(values))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `?N` and `?` parameters as PostgreSQL's `$N` (a bare `?` takes the next number, as in
+/// SQLite); nothing inside a quoted string or identifier is touched.
+pub fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    let mut next = 0usize;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '?' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                let n = match digits.parse::<usize>() {
+                    Ok(n) => n,
+                    Err(_) => next + 1,
+                };
+                next = n;
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+impl tokio_postgres::types::ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use tokio_postgres::types::Type;
+        match self {
+            Value::Null => Ok(tokio_postgres::types::IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::BOOL => (*v != 0).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Value::Text(v) => match *ty {
+                // SQLite takes a number written as text where an integer is compared; so does
+                // this.
+                Type::INT8 => v.parse::<i64>()?.to_sql(ty, out),
+                Type::INT4 => v.parse::<i32>()?.to_sql(ty, out),
+                _ => v.as_str().to_sql(ty, out),
+            },
+            Value::Blob(v) => v.as_slice().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Reads a PostgreSQL row into the backend-neutral form.
+fn pg_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
+    use tokio_postgres::types::Type;
+    let mut values = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let bad = |e: tokio_postgres::Error| StoreError::Damaged(format!("column {i}: {e}"));
+        let v = match *col.type_() {
+            Type::INT8 => r.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Value::Int),
+            Type::INT4 => r
+                .try_get::<_, Option<i32>>(i)
+                .map_err(bad)?
+                .map(|v| Value::Int(v.into())),
+            Type::INT2 => r
+                .try_get::<_, Option<i16>>(i)
+                .map_err(bad)?
+                .map(|v| Value::Int(v.into())),
+            Type::BOOL => r
+                .try_get::<_, Option<bool>>(i)
+                .map_err(bad)?
+                .map(|v| Value::Int(v.into())),
+            Type::BYTEA => r
+                .try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(bad)?
+                .map(Value::Blob),
+            _ => r
+                .try_get::<_, Option<String>>(i)
+                .map_err(bad)?
+                .map(Value::Text),
+        };
+        values.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row::new(values))
+}
+
+/// A PostgreSQL connection as a [`Db`]: each call blocks on the driver, so it is used only off
+/// the async threads (a blocking task, the store's own threads, a command-line tool's).
+pub struct PgDb {
+    client: deadpool_postgres::Object,
+    target: String,
+    handle: tokio::runtime::Handle,
+}
+
+impl PgDb {
+    pub fn new(
+        client: deadpool_postgres::Object,
+        target: &str,
+        handle: tokio::runtime::Handle,
+    ) -> PgDb {
+        PgDb {
+            client,
+            target: target.to_owned(),
+            handle,
+        }
+    }
+
+    fn err(&self, e: tokio_postgres::Error) -> StoreError {
+        StoreError::Pg(PgError::of(&self.target, e))
+    }
+
+    fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+        let sql = numbered(sql);
+        self.handle
+            .block_on(self.client.prepare_cached(&sql))
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn as_params(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+impl Db for PgDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let stmt = self.statement(sql)?;
+        self.handle
+            .block_on(self.client.execute(&stmt, &as_params(params)))
+            .map_err(|e| self.err(e))
+    }
+
+    fn each(
+        &self,
+        sql: &str,
+        params: &[Value],
+        f: &mut dyn FnMut(Row) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        use futures_util::StreamExt;
+        let stmt = self.statement(sql)?;
+        let stream = self
+            .handle
+            .block_on(self.client.query_raw(&stmt, params.iter()))
+            .map_err(|e| self.err(e))?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(r) = self.handle.block_on(stream.next()) {
+            let r = r.map_err(|e| self.err(e))?;
+            if !f(pg_row(&r)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_numbered_outside_quotes() {
+        assert_eq!(
+            numbered("SELECT a FROM t WHERE b = ?2 AND c = ?1"),
+            "SELECT a FROM t WHERE b = $2 AND c = $1"
+        );
+        assert_eq!(
+            numbered("SELECT '?' , x FROM t WHERE a = ? AND b LIKE ? || ' %'"),
+            "SELECT '?' , x FROM t WHERE a = $1 AND b LIKE $2 || ' %'"
+        );
+        assert_eq!(numbered("a = ?3 AND b = ?"), "a = $3 AND b = $4");
+    }
+
+    #[test]
+    fn sqlite_rows_read_back_as_written() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, c BLOB)")
+            .unwrap();
+        let n = Db::execute(
+            &c,
+            "INSERT INTO t VALUES (?1, ?2, ?3), (?4, NULL, NULL)",
+            &[
+                Value::Int(7),
+                "seven".into(),
+                Value::Blob(vec![1, 2]),
+                Value::Int(8),
+            ],
+        )
+        .unwrap();
+        assert_eq!(n, 2);
+        let rows = Db::rows(&c, "SELECT a, b, c FROM t ORDER BY a", &[]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].int(0).unwrap(), 7);
+        assert_eq!(rows[0].text(1).unwrap(), "seven");
+        assert_eq!(rows[0].blob(2).unwrap(), vec![1, 2]);
+        assert_eq!(rows[1].opt_text(1).unwrap(), None);
+        assert!(matches!(rows[1].text(1), Err(StoreError::Damaged(_))));
+        let first = Db::row(&c, "SELECT a FROM t WHERE a > ?", &[Value::Int(7)]).unwrap();
+        assert_eq!(first.map(|r| r.int(0).unwrap()), Some(8));
+    }
+}
