@@ -424,7 +424,7 @@ async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
     let finished = d.clone();
     log.store()
         .write(false, move |tx| {
-            let c = tx.conn();
+            let c = tx.conn()?;
             c.execute(
                 "UPDATE transfers SET payload_purged_at = ?1, payload_inline = NULL",
                 [old(20)],

@@ -2883,7 +2883,7 @@ async fn decisions_and_rationales_answer_as_documented() {
     let bodies: Vec<(String, Vec<u8>)> = gw
         .app
         .store
-        .read(|c| {
+        .read_sqlite(|c| {
             let mut stmt = c.prepare(
                 "SELECT kind, body FROM log WHERE kind IN ('decision_declined', 'rationale_added') ORDER BY seq",
             )?;

@@ -612,17 +612,26 @@ fn a_gateway_told_to_serve_from_postgresql_refuses_to_start_rather_than_serve_fr
     assert!(!d.state_dir.join("postern.db").exists() || d.transfers() == 0);
 }
 
+/// A real record (a `transfer_failed`, which files under nothing but itself) saying which node
+/// wrote it, its number and a marker, deterministic in all three.
 fn entry(node: &str, i: usize, marker: &str) -> postern_gateway::log::LogEntry {
-    postern_gateway::log::LogEntry {
-        kind: postern_gateway::log::RecordKind::TransferRejected,
-        at: "2026-12-04T00:00:00Z".into(),
-        transfer_id: None,
-        sender: Some("northshire-cc".parse().unwrap()),
-        code: Some("bad_request".into()),
-        subjects: Vec::new(),
-        facets: None,
-        body: format!("{{\"node\":\"{node}\",\"i\":{i},\"m\":\"{marker}\"}}").into_bytes(),
-    }
+    use postern_gateway::log::{LogEntry, RecordKind, SenderRecord, TransferFailedRecord};
+    let n = node.bytes().fold(0u128, |a, b| a * 31 + u128::from(b));
+    let record = TransferFailedRecord {
+        kind: RecordKind::TransferFailed,
+        transfer_id: postern_gateway::domain::ids::TransferId::from_uuid(uuid::Uuid::from_u128(
+            (n << 64) | i as u128,
+        )),
+        at: "2026-12-04T00:00:00.000000Z".into(),
+        sender: SenderRecord {
+            org: "northshire-cc".parse().unwrap(),
+            certificate: String::new(),
+            person: None,
+        },
+        code: "unavailable".into(),
+        detail: format!("node={node} i={i} m={marker}"),
+    };
+    LogEntry::new(&record).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,17 +662,23 @@ async fn appends_from_two_nodes_make_one_chain_and_a_rolled_back_append_leaves_n
                     // subjects) goes in with them.
                     let key =
                         postern_gateway::domain::subject::SubjectKey::new(vec![7; 32]).unwrap();
-                    let real = postern_gateway::testkit::synthetic::decision_entries(
+                    // (Refusals and rejections: an acceptance would need its delivery rows,
+                    // which `log verify` compares with it.)
+                    let real: Vec<_> = postern_gateway::testkit::synthetic::decision_entries(
                         (t * 1000 + i) as u64,
-                        1,
+                        3,
                         3,
                         time::OffsetDateTime::now_utc(),
                         &key,
                     )
-                    .unwrap();
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.kind != postern_gateway::log::RecordKind::TransferAccepted)
+                    .take(1)
+                    .collect();
                     if !roll_back {
+                        n += real.len();
                         batch.extend(real);
-                        n += 1;
                     }
                     chain::append(&tx, pool.target(), node, &batch)
                         .await
@@ -725,7 +740,7 @@ async fn appends_from_two_nodes_make_one_chain_and_a_rolled_back_append_leaves_n
     };
     let decisions: i64 = c
         .query_one(
-            "SELECT COUNT(*) FROM log WHERE position('\"m\":' in convert_from(body, 'UTF8')) = 0",
+            "SELECT COUNT(*) FROM log WHERE position(' m=' in convert_from(body, 'UTF8')) = 0",
             &[],
         )
         .await
@@ -1611,5 +1626,133 @@ async fn the_dpo_commands_read_postgresql_when_the_configuration_names_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot be reached"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    db.drop_it().await;
+}
+
+/// One suite, two backends: the store's checks (sign-in, transfers and the queue, the inbox,
+/// requests for information) on SQLite, as the gateway opens it.
+#[test]
+fn the_store_suite_passes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(postern_gateway::store::Store::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(postern_gateway::store::db_path(dir.path())).unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    let ran = postern_gateway::testkit::store_suite::run(&conn).unwrap();
+    assert_eq!(ran.len(), 5);
+    // Twice in one database: every check keys its rows by fresh ids.
+    postern_gateway::testkit::store_suite::run(&conn).unwrap();
+}
+
+/// ... and the same suite on PostgreSQL, as `postern store migrate` leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_suite_passes_on_postgresql() {
+    let Some(s) = server("the store suite") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let client = pool.get().await.unwrap();
+    let pg = postern_gateway::store::db::PgDb::new(
+        client,
+        pool.target(),
+        tokio::runtime::Handle::current(),
+    );
+    let ran = tokio::task::spawn_blocking(move || {
+        let first = postern_gateway::testkit::store_suite::run(&pg);
+        let second = postern_gateway::testkit::store_suite::run(&pg);
+        (first, second)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ran.0.unwrap().len(), 5);
+    ran.1.unwrap();
+    db.drop_it().await;
+}
+
+/// `log verify` on PostgreSQL compares the search indexes and the delivery states with the
+/// records, as on SQLite: an index row changed, an index row added, and a delivery's state
+/// changed are each found, at the record they belong to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_verify_on_postgresql_compares_the_indexes_and_delivery_states() {
+    let Some(s) = server("log verify indexes on PostgreSQL") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let d = Deployment::new();
+    let generated = generated_copy(&d, &db, 200).await;
+    let config = d.config_dir.to_str().unwrap().to_owned();
+    let verify = || {
+        let out = postern(&["log", "verify", "--json", "--config", &config]);
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+        r
+    };
+    let r = verify();
+    assert_eq!(r["intact"], true, "{r}");
+    assert_eq!(r["indexes_checked"], true, "{r}");
+    let c = db.pool().get().await.unwrap();
+
+    // A decision's purpose, changed in the index only.
+    let shared = generated.iter().find(|g| g.decision == "shared").unwrap();
+    let purpose: String = c
+        .query_one(
+            "SELECT purpose FROM log_facets WHERE seq = $1",
+            &[&shared.seq],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute(
+        "UPDATE log_facets SET purpose = 'crime-prevention-s115x' WHERE seq = $1",
+        &[&shared.seq],
+    )
+    .await
+    .unwrap();
+    let r = verify();
+    assert_eq!(r["intact"], false, "{r}");
+    assert_eq!(r["break"]["seq"].as_i64(), Some(shared.seq), "{r}");
+    assert!(r["break"].to_string().contains("search index"), "{r}");
+    c.execute(
+        "UPDATE log_facets SET purpose = $2 WHERE seq = $1",
+        &[&shared.seq, &purpose],
+    )
+    .await
+    .unwrap();
+    assert_eq!(verify()["intact"], true);
+
+    // An index row added for a record that does not exist.
+    c.execute(
+        "INSERT INTO log_subjects (subject_hash, seq) VALUES ('added', 99999)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let r = verify();
+    assert_eq!(r["intact"], false, "{r}");
+    assert_eq!(r["break"]["seq"].as_i64(), Some(99999), "{r}");
+    assert!(r["break"].to_string().contains("was added"), "{r}");
+    c.execute("DELETE FROM log_subjects WHERE seq = 99999", &[])
+        .await
+        .unwrap();
+
+    // A dead delivery made to look delivered.
+    let (dead, recipient) = generated
+        .iter()
+        .find_map(|g| {
+            let i = g.delivery_states.iter().position(|s| *s == "dead")?;
+            Some((g, g.recipients[i].clone()))
+        })
+        .unwrap();
+    c.execute(
+        "UPDATE deliveries SET state = 'delivered' WHERE transfer_id = $1 AND recipient = $2",
+        &[&dead.transfer_id, &recipient],
+    )
+    .await
+    .unwrap();
+    let r = verify();
+    assert_eq!(r["intact"], false, "{r}");
+    assert_eq!(r["break"]["seq"].as_i64(), Some(dead.seq), "{r}");
+    assert!(r["break"].to_string().contains("delivery"), "{r}");
+    drop(c);
     db.drop_it().await;
 }

@@ -552,7 +552,7 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
         // passes (for the purge).
         let next = d
             .store
-            .read(queue::next_due)
+            .read(|c| queue::next_due(c))
             .await
             .ok()
             .flatten()

@@ -566,13 +566,13 @@ pub async fn record_rationale(
     let written = app
         .store
         .write(false, move |tx| {
-            let outcome = match decisions::share_rationale(tx.conn(), &key)? {
+            let outcome = match decisions::share_rationale(tx.db(), &key)? {
                 None => Rationale::NotFound,
                 Some(share) if !share.urgent => Rationale::NotUrgent,
                 Some(share) if !share.pending => Rationale::AlreadyRecorded,
                 Some(_) => {
                     tx.append(&entry)?;
-                    decisions::rationale_recorded(tx.conn(), &key)?;
+                    decisions::rationale_recorded(tx.db(), &key)?;
                     Rationale::Recorded
                 }
             };

@@ -94,7 +94,7 @@ pub async fn record_feedback(
     let written = app
         .store
         .write(false, move |tx| {
-            let Some(to) = crate::store::feedback::sender_for_recipient(tx.conn(), &key, &org)?
+            let Some(to) = crate::store::feedback::sender_for_recipient(tx.db(), &key, &org)?
             else {
                 return Ok(false);
             };

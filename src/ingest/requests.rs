@@ -415,7 +415,7 @@ pub async fn make_request(
                 return Ok(Some(previous));
             }
             let seq = tx.append(&entry)?;
-            stored::insert(tx.conn(), &new, seq)?;
+            stored::insert(tx.db(), &new, seq)?;
             Ok(None)
         })
         .await;
@@ -760,7 +760,7 @@ pub async fn withdraw_request(
     let written = app
         .store
         .write(false, move |tx| {
-            let Some(row) = stored::get(tx.conn(), id, &org)? else {
+            let Some(row) = stored::get(tx.db(), id, &org)? else {
                 return Ok(Withdrawal::NotFound);
             };
             if row.requester.as_str() != org {
@@ -909,7 +909,7 @@ pub async fn clarify(app: &App, peer: &Submitter, id: RequestId, bytes: &[u8]) -
     let written = app
         .store
         .write(false, move |tx| {
-            let Some(row) = stored::get(tx.conn(), id, &org)? else {
+            let Some(row) = stored::get(tx.db(), id, &org)? else {
                 return Ok(Clarified::NotFound);
             };
             if row.state.is_closed() {
@@ -959,12 +959,12 @@ pub async fn clarify(app: &App, peer: &Submitter, id: RequestId, bytes: &[u8]) -
             };
             tx.append(&LogEntry::new(&record)?)?;
             stored::clarification(
-                tx.conn(),
+                tx.db(),
                 id,
                 asking.then_some((at_job.as_str(), stops)),
                 due.as_ref().map(|d| (d.0.as_str(), d.1.as_str())),
             )?;
-            Ok(match stored::get(tx.conn(), id, &org)? {
+            Ok(match stored::get(tx.db(), id, &org)? {
                 Some(after) => Clarified::Done(Box::new(after)),
                 None => Clarified::NotFound,
             })
@@ -1077,7 +1077,7 @@ pub fn answer_in_tx(
     let Some((id, extent)) = request else {
         return Ok(());
     };
-    let Some(row) = stored::get(tx.conn(), id, sender.org.as_str())? else {
+    let Some(row) = stored::get(tx.db(), id, sender.org.as_str())? else {
         return Ok(());
     };
     let event = match extent {
@@ -1177,7 +1177,7 @@ fn apply_in_tx(
     };
     tx.append(&LogEntry::new(&record)?)?;
     stored::change(
-        tx.conn(),
+        tx.db(),
         &Change {
             id: row.id,
             state,

@@ -784,7 +784,7 @@ async fn check_head(
 ) -> Result<(), DaemonError> {
     let (public, file) = (*key.public(), file.cloned());
     let found = store
-        .read(move |c| checkpoint::head_found(c, &public, file.as_ref()))
+        .read_sqlite(move |c| checkpoint::head_found(c, &public, file.as_ref()))
         .await?;
     match &found.state {
         crate::log::verify::HeadState::Signed => Ok(()),

@@ -153,7 +153,7 @@ impl Ops {
 
     /// The metrics exposition, with the queue gauges read from the store now.
     pub async fn metrics(&self) -> Result<String, NotReady> {
-        let depth = within("the store", self.store.read(queue::depth))
+        let depth = within("the store", self.store.read(|c| queue::depth(c)))
             .await?
             .map_err(NotReady::StoreRead)?;
         let now = crate::clock::now();
@@ -194,7 +194,8 @@ impl Ops {
         };
         let received = within(
             "the store",
-            self.store.read(crate::store::requests::open_received),
+            self.store
+                .read(|c| crate::store::requests::open_received(c)),
         )
         .await?
         .map_err(NotReady::StoreRead)?;

@@ -140,7 +140,7 @@ fn sign_head_for(
     at: &str,
     reason: Reason,
 ) -> Result<Option<Signed>, StoreError> {
-    let conn = tx.conn();
+    let conn = tx.conn()?;
     let head: Option<(i64, [u8; 32])> = conn
         .query_row(
             "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
@@ -179,7 +179,7 @@ pub async fn shutdown_checkpoint(
             if let Some(s) = sign_head_for(tx, &key, &at, Reason::Shutdown)? {
                 return Ok(Some(s));
             }
-            let conn = tx.conn();
+            let conn = tx.conn()?;
             let last = conn
                 .query_row(
                     "SELECT c.seq, c.at, c.hash, c.public_key, c.signature FROM checkpoints c
@@ -428,7 +428,7 @@ pub fn accept_head(
     reason: &str,
     at: &str,
 ) -> Result<Option<(HeadAcceptedRecord, Signed)>, StoreError> {
-    let found = head_found(tx.conn(), key.public(), file)?;
+    let found = head_found(tx.conn()?, key.public(), file)?;
     if found.state.may_start() {
         return Ok(None);
     }
@@ -441,7 +441,7 @@ pub fn accept_head(
         _ => Some(found.valid_to),
     };
     if let Some(v) = valid_to {
-        tx.conn()
+        tx.conn()?
             .execute("DELETE FROM checkpoints WHERE seq > ?1", [v])?;
     }
     let record = HeadAcceptedRecord {
@@ -493,7 +493,7 @@ pub const KEEP_EVERY_CHECKPOINT_DAYS: i64 = 7;
 /// more time checking signatures than hashing a million records.
 pub fn thin_in(tx: &mut Tx<'_>, now: time::OffsetDateTime) -> Result<usize, StoreError> {
     let before = crate::clock::stamp(now - time::Duration::days(KEEP_EVERY_CHECKPOINT_DAYS));
-    Ok(tx.conn().execute(
+    Ok(tx.conn()?.execute(
         "DELETE FROM checkpoints
          WHERE at < ?1
            AND seq NOT IN (SELECT MAX(seq) FROM checkpoints WHERE at < ?1 GROUP BY substr(at, 1, 10))
@@ -537,7 +537,7 @@ pub fn purge_in(
     }
     let at = crate::clock::stamp(now);
     let cutoff = crate::clock::stamp(now - time::Duration::days(i64::from(retain_days)));
-    let conn = tx.conn();
+    let conn = tx.conn()?;
     // Records are stamped in about the order they are appended; a prefix of the chain goes, up
     // to the last record due.
     let due: Option<i64> =

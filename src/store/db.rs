@@ -150,6 +150,11 @@ impl Row {
 pub trait Db {
     fn dialect(&self) -> Dialect;
 
+    /// The SQLite connection itself, for what only a single node's store does.
+    fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        None
+    }
+
     /// Runs a statement; returns the rows it changed.
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
 
@@ -198,6 +203,10 @@ impl rusqlite::ToSql for Value {
 impl Db for rusqlite::Connection {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
+    }
+
+    fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        Some(self)
     }
 
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::StoreError;
@@ -13,18 +12,15 @@ use crate::domain::ids::OrgId;
 
 /// The sender of the transfer `id`, if `org` is one of its recipients and it was delivered to
 /// it: only a recipient that received a transfer can say what became of it.
-pub fn sender_for_recipient(
-    conn: &Connection,
-    id: &str,
-    org: &str,
-) -> Result<Option<OrgId>, StoreError> {
-    let sender: Option<String> = conn
-        .prepare_cached(
+pub fn sender_for_recipient(db: &dyn Db, id: &str, org: &str) -> Result<Option<OrgId>, StoreError> {
+    let sender = db
+        .row(
             "SELECT t.sender FROM transfers t JOIN deliveries d ON d.transfer_id = t.id
              WHERE t.id = ?1 AND d.recipient = ?2 AND d.state = 'delivered'",
+            &[id.into(), org.into()],
         )?
-        .query_row(params![id, org], |r| r.get(0))
-        .optional()?;
+        .map(|r| r.text(0))
+        .transpose()?;
     Ok(sender.and_then(|s| s.parse().ok()))
 }
 

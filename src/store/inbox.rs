@@ -2,9 +2,9 @@
 //! recipient until it downloads and acknowledges it. Filled by peer gateways through
 //! `POST /v1/inbound` and by this gateway's own worker for `inbox` endpoints.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::db::{Db, Row, Value};
 use super::{StoreError, StoredPayload, Tx};
 
 /// A new item, ready to store.
@@ -102,17 +102,14 @@ pub fn differences(held: &InboxItem, held_via: &str, d: &Described<'_>) -> Vec<&
 
 /// The item held for a transfer and recipient, and the peer it came through.
 pub fn held(
-    conn: &Connection,
+    db: &dyn Db,
     transfer_id: &str,
     recipient: &str,
 ) -> Result<Option<(InboxItem, String)>, StoreError> {
-    let Some(item) = for_transfer(conn, transfer_id, recipient)? else {
-        return Ok(None);
-    };
-    let via: String = conn
-        .prepare_cached("SELECT via FROM inbox WHERE id = ?1")?
-        .query_row(params![item.id], |r| r.get(0))?;
-    Ok(Some((item, via)))
+    let sql = format!("SELECT {COLUMNS}, via FROM inbox WHERE transfer_id = ?1 AND recipient = ?2");
+    db.row(&sql, &[transfer_id.into(), recipient.into()])?
+        .map(|r| Ok((item(&r)?, r.text(11)?)))
+        .transpose()
 }
 
 /// Where an item's sealed payload is.
@@ -125,24 +122,24 @@ pub enum InboxPayload {
 
 const COLUMNS: &str = "id, transfer_id, sender, sender_name, purpose, marking, retain_until, received_at, payload_size, payload_sha256, acknowledged_at";
 
-fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxItem> {
+fn item(r: &Row) -> Result<InboxItem, StoreError> {
     Ok(InboxItem {
-        id: r.get(0)?,
-        transfer_id: r.get(1)?,
-        sender: r.get(2)?,
-        sender_name: r.get(3)?,
-        purpose: r.get(4)?,
-        marking: r.get(5)?,
-        retain_until: r.get(6)?,
-        received_at: r.get(7)?,
-        payload_size: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
-        payload_sha256: r.get(9)?,
-        acknowledged_at: r.get(10)?,
+        id: r.text(0)?,
+        transfer_id: r.text(1)?,
+        sender: r.text(2)?,
+        sender_name: r.text(3)?,
+        purpose: r.text(4)?,
+        marking: r.text(5)?,
+        retain_until: r.text(6)?,
+        received_at: r.text(7)?,
+        payload_size: u64::try_from(r.int(8)?).unwrap_or(0),
+        payload_sha256: r.text(9)?,
+        acknowledged_at: r.opt_text(10)?,
     })
 }
 
 pub fn list(
-    conn: &Connection,
+    db: &dyn Db,
     recipient: &str,
     include_acknowledged: bool,
 ) -> Result<Vec<InboxItem>, StoreError> {
@@ -154,135 +151,145 @@ pub fn list(
             "AND acknowledged_at IS NULL"
         }
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![recipient], item)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.rows(&sql, &[recipient.into()])?
+        .iter()
+        .map(item)
+        .collect()
 }
 
 /// An item and its sealed envelope, if it belongs to `recipient`.
 pub fn get(
-    conn: &Connection,
+    db: &dyn Db,
     recipient: &str,
     id: &str,
 ) -> Result<Option<(InboxItem, Vec<u8>)>, StoreError> {
     let sql =
         format!("SELECT {COLUMNS}, sealed_envelope FROM inbox WHERE recipient = ?1 AND id = ?2");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![recipient, id], |r| Ok((item(r)?, r.get(11)?)))
-        .optional()?)
+    db.row(&sql, &[recipient.into(), id.into()])?
+        .map(|r| Ok((item(&r)?, r.blob(11)?)))
+        .transpose()
 }
 
 /// The existing item for a transfer and recipient (a repeat delivery).
 pub fn for_transfer(
-    conn: &Connection,
+    db: &dyn Db,
     transfer_id: &str,
     recipient: &str,
 ) -> Result<Option<InboxItem>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM inbox WHERE transfer_id = ?1 AND recipient = ?2");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![transfer_id, recipient], item)
-        .optional()?)
+    db.row(&sql, &[transfer_id.into(), recipient.into()])?
+        .map(|r| item(&r))
+        .transpose()
 }
 
-pub fn payload(
-    conn: &Connection,
+pub fn payload(db: &dyn Db, recipient: &str, id: &str) -> Result<Option<InboxPayload>, StoreError> {
+    let Some(r) = db.row(
+        "SELECT payload_file, payload_inline, acknowledged_at FROM inbox WHERE recipient = ?1 AND id = ?2",
+        &[recipient.into(), id.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let inline = match r.value(1) {
+        Value::Null => None,
+        _ => Some(r.blob(1)?),
+    };
+    Ok(Some(match (r.opt_text(0)?, inline, r.opt_text(2)?) {
+        (_, _, Some(_)) => InboxPayload::Gone,
+        (Some(f), _, None) => InboxPayload::File(f),
+        (None, Some(b), None) => InboxPayload::Inline(b),
+        (None, None, None) => InboxPayload::Gone,
+    }))
+}
+
+/// Stores an item unless this transfer already reached this recipient: a repeat with the
+/// same description gets the earlier item, one with another description is a conflict.
+pub fn insert(db: &dyn Db, i: &NewInboxItem) -> Result<Inserted, StoreError> {
+    if let Some((existing, via)) = held(db, &i.transfer_id, &i.recipient)? {
+        let differ = differences(
+            &existing,
+            &via,
+            &Described {
+                sender: &i.sender,
+                via: &i.via,
+                purpose: &i.purpose,
+                marking: &i.marking,
+                retain_until: &i.retain_until,
+            },
+        );
+        return Ok(if differ.is_empty() {
+            Inserted::Repeat(existing)
+        } else {
+            Inserted::Conflict(differ)
+        });
+    }
+    let (file, inline) = match &i.payload {
+        StoredPayload::File(f) => (Value::from(f.as_str()), Value::Null),
+        StoredPayload::Inline(b) => (Value::Null, Value::from(b.as_slice())),
+    };
+    db.execute(
+        "INSERT INTO inbox (id, transfer_id, recipient, sender, sender_name, via, purpose, marking, retain_until, received_at, sealed_envelope, payload_file, payload_inline, payload_size, payload_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        &[
+            (&i.id).into(),
+            (&i.transfer_id).into(),
+            (&i.recipient).into(),
+            (&i.sender).into(),
+            (&i.sender_name).into(),
+            (&i.via).into(),
+            (&i.purpose).into(),
+            (&i.marking).into(),
+            (&i.retain_until).into(),
+            (&i.received_at).into(),
+            i.sealed_envelope.as_slice().into(),
+            file,
+            inline,
+            Value::Int(i64::try_from(i.payload_size).unwrap_or(i64::MAX)),
+            (&i.payload_sha256).into(),
+        ],
+    )?;
+    let stored = for_transfer(db, &i.transfer_id, &i.recipient)?.ok_or_else(|| {
+        StoreError::Task("an inbox item was not found right after it was inserted".into())
+    })?;
+    Ok(Inserted::New(stored))
+}
+
+/// Acknowledges an item and forgets its payload. Returns the item as it was and its spool
+/// file (for the caller to delete after the commit), or `None` if it is not the
+/// recipient's. Acknowledging twice is harmless.
+pub fn acknowledge(
+    db: &dyn Db,
     recipient: &str,
     id: &str,
-) -> Result<Option<InboxPayload>, StoreError> {
-    // (payload_file, payload_inline, acknowledged_at)
-    type Row = (Option<String>, Option<Vec<u8>>, Option<String>);
-    let row: Option<Row> = conn
-        .prepare_cached("SELECT payload_file, payload_inline, acknowledged_at FROM inbox WHERE recipient = ?1 AND id = ?2")?
-        .query_row(params![recipient, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    Ok(
-        row.map(|(file, inline, acked)| match (file, inline, acked) {
-            (_, _, Some(_)) => InboxPayload::Gone,
-            (Some(f), _, None) => InboxPayload::File(f),
-            (None, Some(b), None) => InboxPayload::Inline(b),
-            (None, None, None) => InboxPayload::Gone,
-        }),
-    )
+    now: &str,
+) -> Result<Option<(InboxItem, Option<String>)>, StoreError> {
+    let Some((before, _)) = get(db, recipient, id)? else {
+        return Ok(None);
+    };
+    if before.acknowledged_at.is_some() {
+        return Ok(Some((before, None)));
+    }
+    let file = db
+        .row("SELECT payload_file FROM inbox WHERE id = ?1", &[id.into()])?
+        .map_or(Ok(None), |r| r.opt_text(0))?;
+    db.execute(
+        "UPDATE inbox SET acknowledged_at = ?2, payload_file = NULL, payload_inline = NULL WHERE id = ?1",
+        &[id.into(), now.into()],
+    )?;
+    Ok(Some((before, file)))
 }
 
 impl Tx<'_> {
-    /// Stores an item unless this transfer already reached this recipient: a repeat with the
-    /// same description gets the earlier item, one with another description is a conflict.
     pub fn insert_inbox(&mut self, i: &NewInboxItem) -> Result<Inserted, StoreError> {
-        if let Some((existing, via)) = held(self.conn, &i.transfer_id, &i.recipient)? {
-            let differ = differences(
-                &existing,
-                &via,
-                &Described {
-                    sender: &i.sender,
-                    via: &i.via,
-                    purpose: &i.purpose,
-                    marking: &i.marking,
-                    retain_until: &i.retain_until,
-                },
-            );
-            return Ok(if differ.is_empty() {
-                Inserted::Repeat(existing)
-            } else {
-                Inserted::Conflict(differ)
-            });
-        }
-        let (file, inline) = match &i.payload {
-            StoredPayload::File(f) => (Some(f.as_str()), None),
-            StoredPayload::Inline(b) => (None, Some(b.as_slice())),
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO inbox (id, transfer_id, recipient, sender, sender_name, via, purpose, marking, retain_until, received_at, sealed_envelope, payload_file, payload_inline, payload_size, payload_sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(params![
-                i.id,
-                i.transfer_id,
-                i.recipient,
-                i.sender,
-                i.sender_name,
-                i.via,
-                i.purpose,
-                i.marking,
-                i.retain_until,
-                i.received_at,
-                i.sealed_envelope,
-                file,
-                inline,
-                i64::try_from(i.payload_size).unwrap_or(i64::MAX),
-                i.payload_sha256
-            ])?;
-        let stored = for_transfer(self.conn, &i.transfer_id, &i.recipient)?.ok_or_else(|| {
-            StoreError::Task("an inbox item was not found right after it was inserted".into())
-        })?;
-        Ok(Inserted::New(stored))
+        insert(self.db(), i)
     }
 
-    /// Acknowledges an item and forgets its payload. Returns the item as it was and its spool
-    /// file (for the caller to delete after the commit), or `None` if it is not the
-    /// recipient's. Acknowledging twice is harmless.
     pub fn acknowledge(
         &mut self,
         recipient: &str,
         id: &str,
         now: &str,
     ) -> Result<Option<(InboxItem, Option<String>)>, StoreError> {
-        let Some((before, _)) = get(self.conn, recipient, id)? else {
-            return Ok(None);
-        };
-        if before.acknowledged_at.is_some() {
-            return Ok(Some((before, None)));
-        }
-        let file: Option<String> = self
-            .conn
-            .prepare_cached("SELECT payload_file FROM inbox WHERE id = ?1")?
-            .query_row(params![id], |r| r.get(0))?;
-        self.conn
-            .prepare_cached("UPDATE inbox SET acknowledged_at = ?2, payload_file = NULL, payload_inline = NULL WHERE id = ?1")?
-            .execute(params![id, now])?;
-        Ok(Some((before, file)))
+        acknowledge(self.db(), recipient, id, now)
     }
 }

@@ -328,35 +328,83 @@ const SCHEMA_V3: &str = "
 ALTER TABLE checkpoints ADD COLUMN reason TEXT;
 ";
 
+/// Writes one record of the chain at `seq` (linked from `prev`, hashing to `hash`) with what
+/// it is filed under: its subjects and, for a decision, its facets. `node`: the node that wrote
+/// it, on a store several nodes share.
+pub(crate) fn append_row(
+    db: &dyn db::Db,
+    seq: i64,
+    e: &LogEntry,
+    prev: &[u8; 32],
+    hash: &[u8; 32],
+    node: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut values = vec![
+        db::Value::Int(seq),
+        e.at.as_str().into(),
+        e.kind.as_str().into(),
+        e.transfer_id.map(|t| t.to_string()).into(),
+        e.sender.as_ref().map(OrgId::as_str).into(),
+        e.code.as_deref().into(),
+        e.body.as_slice().into(),
+        prev.as_slice().into(),
+        hash.as_slice().into(),
+    ];
+    match node {
+        None => db.execute(
+            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            &values,
+        )?,
+        Some(n) => {
+            values.push(n.into());
+            db.execute(
+                "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                &values,
+            )?
+        }
+    };
+    for s in &e.subjects {
+        db.execute(
+            "INSERT INTO log_subjects (subject_hash, seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            &[s.as_str().into(), db::Value::Int(seq)],
+        )?;
+    }
+    if let Some(f) = &e.facets {
+        insert_facets(db, seq, e, f)?;
+    }
+    Ok(())
+}
+
 /// Files one decision record's facets (in the caller's transaction).
 pub(crate) fn insert_facets(
-    conn: &Connection,
+    db: &dyn db::Db,
     seq: i64,
     e: &LogEntry,
     f: &crate::log::Facets,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        seq,
-        e.at,
-        f.decision,
-        e.transfer_id.map(|t| t.to_string()),
-        e.sender.as_ref().map(OrgId::as_str),
-        f.originator,
-        f.purpose,
-        f.lawful_basis,
-        f.marking,
-        f.urgency,
-        f.correction_of.map(|t| t.to_string()),
-        f.rationale_to_follow,
-    ])?;
-    let mut rec = conn
-        .prepare_cached("INSERT OR IGNORE INTO log_recipients (recipient, seq) VALUES (?1, ?2)")?;
+        &[
+            db::Value::Int(seq),
+            e.at.as_str().into(),
+            f.decision.into(),
+            e.transfer_id.map(|t| t.to_string()).into(),
+            e.sender.as_ref().map(OrgId::as_str).into(),
+            f.originator.as_deref().into(),
+            f.purpose.as_deref().into(),
+            f.lawful_basis.as_deref().into(),
+            f.marking.as_deref().into(),
+            f.urgency.as_deref().into(),
+            f.correction_of.map(|t| t.to_string()).into(),
+            db::Value::Int(f.rationale_to_follow.into()),
+        ],
+    )?;
     for r in &f.recipients {
-        rec.execute(params![r.as_str(), seq])?;
+        db.execute(
+            "INSERT INTO log_recipients (recipient, seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            &[r.as_str().into(), db::Value::Int(seq)],
+        )?;
     }
     Ok(())
 }
@@ -476,10 +524,15 @@ fn chain_head(conn: &Connection) -> Result<ChainHead, StoreError> {
     }
 }
 
-/// The writer's view of the open transaction, handed to each write job.
+/// The writer's view of the open transaction, handed to each write job: the database (either
+/// backend), the chain's head as this transaction moves it, and on SQLite the connection (for
+/// what only a single node's store does: its checkpoints).
 pub struct Tx<'a> {
-    conn: &'a Connection,
+    db: &'a dyn db::Db,
+    sqlite: Option<&'a Connection>,
     head: &'a mut ChainHead,
+    /// The node that appends (PostgreSQL: each record says which node wrote it).
+    node: Option<&'a str>,
 }
 
 /// What ingest records for an accepted transfer.
@@ -529,71 +582,38 @@ pub struct IdempotentAnswer {
     pub response: String,
 }
 
-impl Tx<'_> {
-    pub fn conn(&self) -> &Connection {
-        self.conn
+impl<'a> Tx<'a> {
+    /// A transaction on the SQLite store, whose chain ends at `head`.
+    pub(crate) fn sqlite(conn: &'a Connection, head: &'a mut ChainHead) -> Tx<'a> {
+        Tx {
+            db: conn,
+            sqlite: Some(conn),
+            head,
+            node: None,
+        }
+    }
+
+    /// The SQLite connection, for what only a single node's store does (its checkpoints).
+    pub fn conn(&self) -> Result<&Connection, StoreError> {
+        self.sqlite.ok_or(StoreError::SqliteOnly)
+    }
+
+    /// The open transaction, for the queries written for either backend.
+    pub fn db(&self) -> &dyn db::Db {
+        self.db
     }
 
     /// Appends a record to the chained log; returns its sequence number.
     pub fn append(&mut self, e: &LogEntry) -> Result<i64, StoreError> {
         let seq = self.head.seq + 1;
         let hash = chain_hash(&self.head.hash, seq, &e.body);
-        self.conn
-            .prepare_cached("INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
-            .execute(params![seq, e.at, e.kind.as_str(), e.transfer_id.map(|t| t.to_string()), e.sender.as_ref().map(OrgId::as_str), e.code, e.body, &self.head.hash[..], &hash[..]])?;
-        let mut subj = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO log_subjects (subject_hash, seq) VALUES (?1, ?2)",
-        )?;
-        for s in &e.subjects {
-            subj.execute(params![s.as_str(), seq])?;
-        }
-        if let Some(f) = &e.facets {
-            insert_facets(self.conn, seq, e, f)?;
-        }
+        append_row(self.db, seq, e, &self.head.hash, &hash, self.node)?;
         *self.head = ChainHead { seq, hash };
         Ok(seq)
     }
 
     pub fn insert_transfer(&mut self, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_inline, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
-                t.id.to_string(),
-                t.sender.as_str(),
-                t.received_at,
-                t.purpose,
-                t.marking,
-                match &t.payload {
-                    StoredPayload::File(name) => Some(name.as_str()),
-                    StoredPayload::Inline(_) => None,
-                },
-                match &t.payload {
-                    StoredPayload::Inline(bytes) => Some(bytes.as_slice()),
-                    StoredPayload::File(_) => None,
-                },
-                i64::try_from(t.summary.plaintext_size).unwrap_or(i64::MAX),
-                hex::encode(t.summary.plaintext_sha256),
-                hex::encode(t.summary.sealed_sha256),
-                t.sealed_envelope,
-                log_seq,
-                crate::clock::stamp(crate::clock::now())
-            ])?;
-        let mut d = self.conn.prepare_cached(
-            "INSERT INTO deliveries (transfer_id, recipient, agreement, channel, state, attempts, next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?5)",
-        )?;
-        for nd in &t.deliveries {
-            d.execute(params![
-                t.id.to_string(),
-                nd.recipient.as_str(),
-                nd.agreement.as_str(),
-                nd.channel,
-                t.received_at
-            ])?;
-        }
-        Ok(())
+        insert_transfer(self.db(), t, log_seq)
     }
 
     pub fn idempotent_answer(
@@ -601,28 +621,17 @@ impl Tx<'_> {
         sender: &OrgId,
         key: &str,
     ) -> Result<Option<IdempotentAnswer>, StoreError> {
-        idempotent_answer(self.conn, sender, key)
+        idempotent_answer(self.db(), sender, key)
     }
 
-    /// Checks and remembers an Idempotency-Key in the same transaction as the request's effects:
-    /// if the key already has an answer it is returned (and the caller must write nothing
-    /// else); otherwise `status` and `response` become its answer and `None` is returned.
+    /// See [`claim_key`].
     pub fn claim(
         &mut self,
         claim: &IdempotencyClaim,
         status: u16,
         response: String,
     ) -> Result<Option<IdempotentAnswer>, StoreError> {
-        if let Some(previous) = self.idempotent_answer(&claim.sender, &claim.key)? {
-            return Ok(Some(previous));
-        }
-        let answer = IdempotentAnswer {
-            request_sha256: claim.request_sha256.clone(),
-            status,
-            response,
-        };
-        self.remember_answer(&claim.sender, &claim.key, &answer, &claim.at)?;
-        Ok(None)
+        claim_key(self.db(), claim, status, response)
     }
 
     pub fn remember_answer(
@@ -632,11 +641,92 @@ impl Tx<'_> {
         answer: &IdempotentAnswer,
         at: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("INSERT INTO idempotency (sender, key, request_sha256, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![sender.as_str(), key, answer.request_sha256, answer.status, answer.response, at])?;
-        Ok(())
+        remember_answer(self.db(), sender, key, answer, at)
     }
+}
+
+pub fn insert_transfer(db: &dyn db::Db, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
+    let id = t.id.to_string();
+    db.execute(
+        "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_inline, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        &[
+            id.as_str().into(),
+            t.sender.as_str().into(),
+            t.received_at.as_str().into(),
+            t.purpose.as_str().into(),
+            t.marking.as_str().into(),
+            match &t.payload {
+                StoredPayload::File(name) => name.as_str().into(),
+                StoredPayload::Inline(_) => db::Value::Null,
+            },
+            match &t.payload {
+                StoredPayload::Inline(bytes) => bytes.as_slice().into(),
+                StoredPayload::File(_) => db::Value::Null,
+            },
+            db::Value::Int(i64::try_from(t.summary.plaintext_size).unwrap_or(i64::MAX)),
+            hex::encode(t.summary.plaintext_sha256).into(),
+            hex::encode(t.summary.sealed_sha256).into(),
+            t.sealed_envelope.as_slice().into(),
+            db::Value::Int(log_seq),
+            crate::clock::stamp(crate::clock::now()).into(),
+        ],
+    )?;
+    for nd in &t.deliveries {
+        db.execute(
+            "INSERT INTO deliveries (transfer_id, recipient, agreement, channel, state, attempts, next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?5)",
+            &[
+                id.as_str().into(),
+                nd.recipient.as_str().into(),
+                nd.agreement.as_str().into(),
+                nd.channel.into(),
+                t.received_at.as_str().into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks and remembers an Idempotency-Key in the same transaction as the request's effects:
+/// if the key already has an answer it is returned (and the caller must write nothing
+/// else); otherwise `status` and `response` become its answer and `None` is returned.
+pub fn claim_key(
+    db: &dyn db::Db,
+    claim: &IdempotencyClaim,
+    status: u16,
+    response: String,
+) -> Result<Option<IdempotentAnswer>, StoreError> {
+    if let Some(previous) = idempotent_answer(db, &claim.sender, &claim.key)? {
+        return Ok(Some(previous));
+    }
+    let answer = IdempotentAnswer {
+        request_sha256: claim.request_sha256.clone(),
+        status,
+        response,
+    };
+    remember_answer(db, &claim.sender, &claim.key, &answer, &claim.at)?;
+    Ok(None)
+}
+
+pub fn remember_answer(
+    db: &dyn db::Db,
+    sender: &OrgId,
+    key: &str,
+    answer: &IdempotentAnswer,
+    at: &str,
+) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO idempotency (sender, key, request_sha256, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &[
+            sender.as_str().into(),
+            key.into(),
+            answer.request_sha256.as_str().into(),
+            db::Value::Int(answer.status.into()),
+            answer.response.as_str().into(),
+            at.into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// A write job. Given the open transaction (in a savepoint of its own) it runs and says whether
@@ -794,11 +884,25 @@ impl Store {
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs a read of what only a single node's store keeps (its checkpoints' state) on the
+    /// SQLite reader connection (off the async threads).
+    pub async fn read_sqlite<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.read(move |db| match db.sqlite() {
+            Some(conn) => f(conn),
+            None => Err(StoreError::SqliteOnly),
+        })
+        .await
+    }
+
     /// Runs a read on the reader connection (off the async threads).
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn db::Db) -> Result<T, StoreError> + Send + 'static,
     {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
@@ -807,7 +911,7 @@ impl Store {
             let conn = reader
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&conn)
+            f(&*conn)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -889,10 +993,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
                 continue;
             }
             let before = head;
-            let (ok, finish) = job(Some(&mut Tx {
-                conn: &conn,
-                head: &mut head,
-            }));
+            let (ok, finish) = job(Some(&mut Tx::sqlite(&conn, &mut head)));
             let released = if ok && forced.is_none() {
                 conn.execute_batch("RELEASE job")
             } else {
@@ -1091,14 +1192,23 @@ pub fn log_records(db: &dyn db::Db, f: &LogFilter) -> Result<Vec<StoredRecord>, 
 
 /// The stored first answer for a sender's Idempotency-Key, if any.
 pub fn idempotent_answer(
-    conn: &Connection,
+    db: &dyn db::Db,
     sender: &OrgId,
     key: &str,
 ) -> Result<Option<IdempotentAnswer>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT request_sha256, status, response FROM idempotency WHERE sender = ?1 AND key = ?2")?
-        .query_row(params![sender.as_str(), key], |r| Ok(IdempotentAnswer { request_sha256: r.get(0)?, status: r.get(1)?, response: r.get(2)? }))
-        .optional()?)
+    let Some(r) = db.row(
+        "SELECT request_sha256, status, response FROM idempotency WHERE sender = ?1 AND key = ?2",
+        &[sender.as_str().into(), key.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(IdempotentAnswer {
+        request_sha256: r.text(0)?,
+        status: u16::try_from(r.int(1)?)
+            .map_err(|_| StoreError::Damaged("an idempotent answer's status".into()))?,
+        response: r.text(2)?,
+    }))
 }
 
 pub fn transfer_status(
@@ -1231,10 +1341,8 @@ impl Reader {
 
 /// A read that touches the log table: what readiness and the watchdog ask to know the store
 /// answers.
-pub fn probe(conn: &Connection) -> Result<(), StoreError> {
-    conn.query_row("SELECT COUNT(*) FROM log WHERE seq = 1", [], |r| {
-        r.get::<_, i64>(0)
-    })?;
+pub fn probe(db: &dyn db::Db) -> Result<(), StoreError> {
+    db.row("SELECT COUNT(*) FROM log WHERE seq = 1", &[])?;
     Ok(())
 }
 

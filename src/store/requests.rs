@@ -10,11 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::StoreError;
-use super::db::Db;
+use super::db::{Db, Row, Value};
 use crate::domain::ids::{OrgId, RequestId, TransferId};
 use crate::domain::info_request::RequestState;
 
@@ -76,23 +75,23 @@ pub struct NewRequest {
 }
 
 /// Records a request made (in the write job that appended its `request_made` record).
-pub fn insert(conn: &Connection, r: &NewRequest, log_seq: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub fn insert(db: &dyn Db, r: &NewRequest, log_seq: i64) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO requests (id, requester, holder, purpose, urgency, received_at, due_at, due_date, state, sealed_refs, log_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?9, ?10)",
-    )?
-    .execute(params![
-        r.id.to_string(),
-        r.requester.as_str(),
-        r.holder.as_str(),
-        r.purpose,
-        r.urgency,
-        r.received_at,
-        r.due_at,
-        r.due_date,
-        r.sealed_refs,
-        log_seq,
-    ])?;
+        &[
+            r.id.to_string().into(),
+            r.requester.as_str().into(),
+            r.holder.as_str().into(),
+            (&r.purpose).into(),
+            r.urgency.into(),
+            (&r.received_at).into(),
+            (&r.due_at).into(),
+            (&r.due_date).into(),
+            r.sealed_refs.as_slice().into(),
+            Value::Int(log_seq),
+        ],
+    )?;
     Ok(())
 }
 
@@ -121,44 +120,42 @@ pub struct RequestRow {
 
 const COLUMNS: &str = "r.id, r.requester, r.holder, r.purpose, r.urgency, r.received_at, r.due_at, r.due_date, r.state, r.first_answer_at, r.closed_at, r.sealed_refs, l.body, r.clarification_asked_at, r.clock_stopped";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
-    let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("not a request {what}").into(),
-        )
-    };
-    let id: String = r.get(0)?;
-    let (requester, holder): (String, String) = (r.get(1)?, r.get(2)?);
-    let state: String = r.get(8)?;
+fn row(r: &Row) -> Result<RequestRow, StoreError> {
+    let bad =
+        |i: usize, what: &str| StoreError::Damaged(format!("column {i}: not a request {what}"));
+    let state = r.text(8)?;
     Ok(RequestRow {
-        id: id.parse().map_err(|_| bad(0, "id"))?,
-        requester: requester.parse().map_err(|_| bad(1, "requester"))?,
-        holder: holder.parse().map_err(|_| bad(2, "holder"))?,
-        purpose: r.get(3)?,
-        urgency: r.get(4)?,
-        received_at: r.get(5)?,
-        due_at: r.get(6)?,
-        due_date: r.get(7)?,
+        id: r.text(0)?.parse().map_err(|_| bad(0, "id"))?,
+        requester: r.text(1)?.parse().map_err(|_| bad(1, "requester"))?,
+        holder: r.text(2)?.parse().map_err(|_| bad(2, "holder"))?,
+        purpose: r.text(3)?,
+        urgency: r.text(4)?,
+        received_at: r.text(5)?,
+        due_at: r.text(6)?,
+        due_date: r.text(7)?,
         state: RequestState::parse(&state).ok_or_else(|| bad(8, "state"))?,
-        first_answer_at: r.get(9)?,
-        closed_at: r.get(10)?,
-        sealed_refs: r.get(11)?,
-        record: r.get(12)?,
-        clarification_asked_at: r.get(13)?,
-        clock_stopped: r.get(14)?,
+        first_answer_at: r.opt_text(9)?,
+        closed_at: r.opt_text(10)?,
+        sealed_refs: match r.value(11) {
+            Value::Null => None,
+            _ => Some(r.blob(11)?),
+        },
+        record: r.blob(12)?,
+        clarification_asked_at: r.opt_text(13)?,
+        clock_stopped: r.int(14)? != 0,
     })
 }
 
 /// The request `id`, if `org` is one of its two parties (to anyone else it does not exist).
-pub fn get(conn: &Connection, id: RequestId, org: &str) -> Result<Option<RequestRow>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!(
+pub fn get(db: &dyn Db, id: RequestId, org: &str) -> Result<Option<RequestRow>, StoreError> {
+    db.row(
+        &format!(
             "SELECT {COLUMNS} FROM requests r JOIN log l ON l.seq = r.log_seq WHERE r.id = ?1 AND (r.requester = ?2 OR r.holder = ?2)"
-        ))?
-        .query_row(params![id.to_string(), org], row)
-        .optional()?)
+        ),
+        &[id.to_string().into(), org.into()],
+    )?
+    .map(|r| row(&r))
+    .transpose()
 }
 
 /// Which side of its requests an organisation lists.
@@ -173,7 +170,7 @@ pub enum Side {
 /// `org`'s requests on one side, newest first, at most `limit`; only the open ones (not
 /// answered in full, declined or withdrawn) when `open_only`.
 pub fn list(
-    conn: &Connection,
+    db: &dyn Db,
     org: &str,
     side: Side,
     open_only: bool,
@@ -188,13 +185,15 @@ pub fn list(
     } else {
         ""
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM requests r JOIN log l ON l.seq = r.log_seq WHERE {party} = ?1{open} ORDER BY r.received_at DESC, r.id DESC LIMIT ?2"
-    ))?;
-    let rows = stmt
-        .query_map(params![org, limit], row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    db.rows(
+        &format!(
+            "SELECT {COLUMNS} FROM requests r JOIN log l ON l.seq = r.log_seq WHERE {party} = ?1{open} ORDER BY r.received_at DESC, r.id DESC LIMIT ?2"
+        ),
+        &[org.into(), Value::Int(limit.into())],
+    )?
+    .iter()
+    .map(row)
+    .collect()
 }
 
 /// A share that answered a request, or a decision that declined it.
@@ -209,16 +208,15 @@ pub struct Link {
 }
 
 /// What answered or declined the request `id`, oldest first.
-pub fn links(conn: &Connection, id: RequestId) -> Result<Vec<Link>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT transfer_id, kind, answer, at FROM request_links WHERE request_id = ?1 ORDER BY at, transfer_id",
-    )?;
-    let rows = stmt
-        .query_map(params![id.to_string()], |r| {
-            let t: String = r.get(0)?;
-            Ok((t, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<Vec<(String, String, Option<String>, String)>, _>>()?;
+pub fn links(db: &dyn Db, id: RequestId) -> Result<Vec<Link>, StoreError> {
+    let rows = db
+        .rows(
+            "SELECT transfer_id, kind, answer, at FROM request_links WHERE request_id = ?1 ORDER BY at, transfer_id",
+            &[id.to_string().into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?, r.opt_text(2)?, r.text(3)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(rows
         .into_iter()
         .filter_map(|(t, kind, answer, at)| {
@@ -258,41 +256,39 @@ pub struct Change<'a> {
 /// A clarification asked (`asked` with whether the clock stops), or given (`None`, with the
 /// request's new due instant and day when the clock restarts).
 pub fn clarification(
-    conn: &Connection,
+    db: &dyn Db,
     id: RequestId,
     asked: Option<(&str, bool)>,
     due: Option<(&str, &str)>,
 ) -> Result<(), StoreError> {
     let (asked_at, stopped) = asked.map_or((None, false), |(at, s)| (Some(at), s));
-    conn.prepare_cached(
+    db.execute(
         "UPDATE requests SET clarification_asked_at = ?2, clock_stopped = ?3,
             due_at = COALESCE(?4, due_at), due_date = COALESCE(?5, due_date)
          WHERE id = ?1",
-    )?
-    .execute(params![
-        id.to_string(),
-        asked_at,
-        stopped,
-        due.map(|d| d.0),
-        due.map(|d| d.1)
-    ])?;
+        &[
+            id.to_string().into(),
+            asked_at.into(),
+            Value::Int(stopped.into()),
+            due.map(|d| d.0).into(),
+            due.map(|d| d.1).into(),
+        ],
+    )?;
     Ok(())
 }
 
 /// The clarifications asked and given on the request `id`, oldest first: (kind, at, text).
 pub fn clarifications(
-    conn: &Connection,
+    db: &dyn Db,
     id: RequestId,
 ) -> Result<Vec<(String, String, String)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    let rows = db.rows(
         "SELECT body FROM log WHERE transfer_id = ?1 AND kind IN ('request_clarification_asked', 'request_clarified') ORDER BY seq",
+        &[id.to_string().into()],
     )?;
-    let bodies = stmt
-        .query_map(params![id.to_string()], |r| r.get::<_, Vec<u8>>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
-    for b in bodies {
-        let r: crate::log::RequestEventRecord = serde_json::from_slice(&b)?;
+    for b in rows {
+        let r: crate::log::RequestEventRecord = serde_json::from_slice(&b.blob(0)?)?;
         out.push((
             r.kind.as_str().to_owned(),
             r.at,
@@ -304,36 +300,38 @@ pub fn clarifications(
 
 /// Applies a change: the new state, the first answer's time, the close (which drops the
 /// sealed references), and the link.
-pub fn change(conn: &Connection, c: &Change<'_>) -> Result<(), StoreError> {
+pub fn change(db: &dyn Db, c: &Change<'_>) -> Result<(), StoreError> {
     let closed = c.state.is_closed();
     let answered = c.link.is_some_and(|(_, kind, _)| kind == "answer");
-    conn.prepare_cached(
+    // The flags are compared with 1: a bare parameter as a condition is an integer to SQLite
+    // and must be a boolean to PostgreSQL.
+    db.execute(
         "UPDATE requests SET state = ?2,
-            first_answer_at = CASE WHEN ?3 AND first_answer_at IS NULL THEN ?4 ELSE first_answer_at END,
-            closed_at = CASE WHEN ?5 THEN ?4 ELSE closed_at END,
-            sealed_refs = CASE WHEN ?5 THEN NULL ELSE sealed_refs END,
+            first_answer_at = CASE WHEN ?3 = 1 AND first_answer_at IS NULL THEN ?4 ELSE first_answer_at END,
+            closed_at = CASE WHEN ?5 = 1 THEN ?4 ELSE closed_at END,
+            sealed_refs = CASE WHEN ?5 = 1 THEN NULL ELSE sealed_refs END,
             working_days_taken = COALESCE(?6, working_days_taken)
          WHERE id = ?1",
-    )?
-    .execute(params![
-        c.id.to_string(),
-        c.state.as_str(),
-        answered,
-        c.at,
-        closed,
-        c.working_days_taken,
-    ])?;
+        &[
+            c.id.to_string().into(),
+            c.state.as_str().into(),
+            Value::Int(answered.into()),
+            c.at.into(),
+            Value::Int(closed.into()),
+            c.working_days_taken.map(i64::from).into(),
+        ],
+    )?;
     if let Some((transfer, kind, answer)) = c.link {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO request_links (request_id, transfer_id, kind, answer, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            c.id.to_string(),
-            transfer.to_string(),
-            kind,
-            answer,
-            c.at
-        ])?;
+        db.execute(
+            "INSERT INTO request_links (request_id, transfer_id, kind, answer, at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            &[
+                c.id.to_string().into(),
+                transfer.to_string().into(),
+                kind.into(),
+                answer.into(),
+                c.at.into(),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -475,18 +473,20 @@ pub fn report(
 
 /// When each open request (not answered in full, declined or withdrawn) was received: the
 /// metrics band them by age.
-pub fn open_received(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT received_at FROM requests WHERE closed_at IS NULL")?;
-    let rows = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(rows)
+pub fn open_received(db: &dyn Db) -> Result<Vec<String>, StoreError> {
+    db.rows(
+        "SELECT received_at FROM requests WHERE closed_at IS NULL",
+        &[],
+    )?
+    .iter()
+    .map(|r| r.text(0))
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn request(conn: &Connection, n: u128, holder: &str, received: &str, due: &str) -> RequestId {
         let id = RequestId::from_uuid(uuid::Uuid::from_u128(n));

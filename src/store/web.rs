@@ -4,8 +4,7 @@
 //!
 //! Times are Unix seconds. Every function takes the connection or transaction it runs in.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
+use super::db::{Db, Value};
 use super::{RecipientStatus, StoreError, recipient_statuses};
 use crate::domain::ids::OrgId;
 
@@ -66,18 +65,21 @@ CREATE TABLE web_ceremonies (
 /// Keeps a new code for `email`, replacing any code sent to that address before (only the
 /// newest code works).
 pub fn code_issue(
-    conn: &Connection,
+    db: &dyn Db,
     pending_hash: &str,
     email: &str,
     code_hash: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM web_codes WHERE email = ?1 OR created_at < ?2")?
-        .execute(params![email, now - 86_400])?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO web_codes (pending_hash, email, code_hash, created_at, tries) VALUES (?1, ?2, ?3, ?4, 0)",
-    )?
-    .execute(params![pending_hash, email, code_hash, now])?;
+    db.execute(
+        "DELETE FROM web_codes WHERE email = ?1 OR created_at < ?2",
+        &[email.into(), Value::Int(now - 86_400)],
+    )?;
+    db.execute(
+        "INSERT INTO web_codes (pending_hash, email, code_hash, created_at, tries) VALUES (?1, ?2, ?3, ?4, 0)
+         ON CONFLICT (pending_hash) DO UPDATE SET email = excluded.email, code_hash = excluded.code_hash, created_at = excluded.created_at, tries = 0",
+        &[pending_hash.into(), email.into(), code_hash.into(), Value::Int(now)],
+    )?;
     Ok(())
 }
 
@@ -96,69 +98,77 @@ pub enum CodeCheck {
 
 /// Checks an entered code against the one waiting for this browser, counting the try.
 pub fn code_check(
-    conn: &Connection,
+    db: &dyn Db,
     pending_hash: &str,
     code_hash: &str,
     now: i64,
     max_age: i64,
     max_tries: u32,
 ) -> Result<CodeCheck, StoreError> {
-    let row: Option<(String, String, i64, i64)> = conn
-        .prepare_cached(
-            "SELECT email, code_hash, created_at, tries FROM web_codes WHERE pending_hash = ?1",
-        )?
-        .query_row(params![pending_hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    let Some((email, expected, created, tries)) = row else {
+    let Some(r) = db.row(
+        "SELECT email, code_hash, created_at, tries FROM web_codes WHERE pending_hash = ?1",
+        &[pending_hash.into()],
+    )?
+    else {
         return Ok(CodeCheck::Unknown);
     };
-    let forget = |conn: &Connection| -> Result<(), StoreError> {
-        conn.prepare_cached("DELETE FROM web_codes WHERE pending_hash = ?1")?
-            .execute(params![pending_hash])?;
+    let (email, expected, created, tries) = (r.text(0)?, r.text(1)?, r.int(2)?, r.int(3)?);
+    let forget = || -> Result<(), StoreError> {
+        db.execute(
+            "DELETE FROM web_codes WHERE pending_hash = ?1",
+            &[pending_hash.into()],
+        )?;
         Ok(())
     };
     if now - created > max_age {
-        forget(conn)?;
+        forget()?;
         return Ok(CodeCheck::Expired(email));
     }
     // Both are SHA-256 of a secret 256-bit token and the code: timing reveals nothing useful.
     if expected == code_hash {
-        forget(conn)?;
+        forget()?;
         return Ok(CodeCheck::Right(email));
     }
     let tries = u32::try_from(tries).unwrap_or(u32::MAX).saturating_add(1);
     let tries_left = max_tries.saturating_sub(tries);
     if tries_left == 0 {
-        forget(conn)?;
+        forget()?;
     } else {
-        conn.prepare_cached("UPDATE web_codes SET tries = ?2 WHERE pending_hash = ?1")?
-            .execute(params![pending_hash, tries])?;
+        db.execute(
+            "UPDATE web_codes SET tries = ?2 WHERE pending_hash = ?1",
+            &[pending_hash.into(), Value::Int(tries.into())],
+        )?;
     }
     Ok(CodeCheck::Wrong { email, tries_left })
 }
 
 /// How many events `bucket` has had since `since`.
-pub fn attempts(conn: &Connection, bucket: &str, since: i64) -> Result<u32, StoreError> {
-    let n: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM web_attempts WHERE bucket = ?1 AND at >= ?2")?
-        .query_row(params![bucket, since], |r| r.get(0))?;
+pub fn attempts(db: &dyn Db, bucket: &str, since: i64) -> Result<u32, StoreError> {
+    let n = db
+        .row(
+            "SELECT COUNT(*) FROM web_attempts WHERE bucket = ?1 AND at >= ?2",
+            &[bucket.into(), Value::Int(since)],
+        )?
+        .map_or(Ok(0), |r| r.int(0))?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Counts one event for each bucket, and forgets events older than `forget_before`.
 pub fn attempt(
-    conn: &Connection,
+    db: &dyn Db,
     buckets: &[&str],
     now: i64,
     forget_before: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM web_attempts WHERE at < ?1")?
-        .execute(params![forget_before])?;
-    let mut ins = conn.prepare_cached("INSERT INTO web_attempts (bucket, at) VALUES (?1, ?2)")?;
+    db.execute(
+        "DELETE FROM web_attempts WHERE at < ?1",
+        &[Value::Int(forget_before)],
+    )?;
     for b in buckets {
-        ins.execute(params![b, now])?;
+        db.execute(
+            "INSERT INTO web_attempts (bucket, at) VALUES (?1, ?2)",
+            &[(*b).into(), Value::Int(now)],
+        )?;
     }
     Ok(())
 }
@@ -172,43 +182,51 @@ pub struct Session {
 }
 
 pub fn session_create(
-    conn: &Connection,
+    db: &dyn Db,
     id_hash: &str,
     email: &str,
     now: i64,
     forget_before: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM web_sessions WHERE seen_at < ?1")?
-        .execute(params![forget_before])?;
-    conn.prepare_cached(
+    db.execute(
+        "DELETE FROM web_sessions WHERE seen_at < ?1",
+        &[Value::Int(forget_before)],
+    )?;
+    db.execute(
         "INSERT INTO web_sessions (id_hash, email, created_at, seen_at) VALUES (?1, ?2, ?3, ?3)",
+        &[id_hash.into(), email.into(), Value::Int(now)],
+    )?;
+    Ok(())
+}
+
+pub fn session(db: &dyn Db, id_hash: &str) -> Result<Option<Session>, StoreError> {
+    db.row(
+        "SELECT email, created_at, seen_at FROM web_sessions WHERE id_hash = ?1",
+        &[id_hash.into()],
     )?
-    .execute(params![id_hash, email, now])?;
-    Ok(())
-}
-
-pub fn session(conn: &Connection, id_hash: &str) -> Result<Option<Session>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT email, created_at, seen_at FROM web_sessions WHERE id_hash = ?1")?
-        .query_row(params![id_hash], |r| {
-            Ok(Session {
-                email: r.get(0)?,
-                created_at: r.get(1)?,
-                seen_at: r.get(2)?,
-            })
+    .map(|r| {
+        Ok(Session {
+            email: r.text(0)?,
+            created_at: r.int(1)?,
+            seen_at: r.int(2)?,
         })
-        .optional()?)
+    })
+    .transpose()
 }
 
-pub fn session_touch(conn: &Connection, id_hash: &str, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE web_sessions SET seen_at = ?2 WHERE id_hash = ?1")?
-        .execute(params![id_hash, now])?;
+pub fn session_touch(db: &dyn Db, id_hash: &str, now: i64) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE web_sessions SET seen_at = ?2 WHERE id_hash = ?1",
+        &[id_hash.into(), Value::Int(now)],
+    )?;
     Ok(())
 }
 
-pub fn session_end(conn: &Connection, id_hash: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM web_sessions WHERE id_hash = ?1")?
-        .execute(params![id_hash])?;
+pub fn session_end(db: &dyn Db, id_hash: &str) -> Result<(), StoreError> {
+    db.execute(
+        "DELETE FROM web_sessions WHERE id_hash = ?1",
+        &[id_hash.into()],
+    )?;
     Ok(())
 }
 
@@ -224,99 +242,112 @@ pub struct StoredPasskey {
 }
 
 /// A person's passkeys, oldest first.
-pub fn passkeys(conn: &Connection, email: &str) -> Result<Vec<StoredPasskey>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn passkeys(db: &dyn Db, email: &str) -> Result<Vec<StoredPasskey>, StoreError> {
+    db.rows(
         "SELECT cred_id, user_id, passkey, name, created_at, used_at FROM web_passkeys WHERE email = ?1 ORDER BY created_at, cred_id",
-    )?;
-    let rows = stmt
-        .query_map(params![email], |r| {
-            Ok(StoredPasskey {
-                cred_id: r.get(0)?,
-                user_id: r.get(1)?,
-                passkey: r.get(2)?,
-                name: r.get(3)?,
-                created_at: r.get(4)?,
-                used_at: r.get(5)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+        &[email.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(StoredPasskey {
+            cred_id: r.text(0)?,
+            user_id: r.text(1)?,
+            passkey: r.text(2)?,
+            name: r.text(3)?,
+            created_at: r.int(4)?,
+            used_at: r.opt_int(5)?,
+        })
+    })
+    .collect()
 }
 
 /// Keeps a new passkey for `email`. `false`: a passkey with this credential id is kept already
 /// (for anyone), and nothing changed.
-pub fn passkey_add(conn: &Connection, email: &str, p: &StoredPasskey) -> Result<bool, StoreError> {
-    let n = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO web_passkeys (cred_id, email, user_id, passkey, name, created_at, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-        )?
-        .execute(params![p.cred_id, email, p.user_id, p.passkey, p.name, p.created_at])?;
+pub fn passkey_add(db: &dyn Db, email: &str, p: &StoredPasskey) -> Result<bool, StoreError> {
+    let n = db.execute(
+        "INSERT INTO web_passkeys (cred_id, email, user_id, passkey, name, created_at, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) ON CONFLICT DO NOTHING",
+        &[
+            (&p.cred_id).into(),
+            email.into(),
+            (&p.user_id).into(),
+            (&p.passkey).into(),
+            (&p.name).into(),
+            Value::Int(p.created_at),
+        ],
+    )?;
     Ok(n == 1)
 }
 
 /// After a sign-in with it: the passkey's new counter (if it changed) and when it was used.
 pub fn passkey_used(
-    conn: &Connection,
+    db: &dyn Db,
     cred_id: &str,
     passkey: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    db.execute(
         "UPDATE web_passkeys SET passkey = COALESCE(?2, passkey), used_at = ?3 WHERE cred_id = ?1",
-    )?
-    .execute(params![cred_id, passkey, now])?;
+        &[cred_id.into(), passkey.into(), Value::Int(now)],
+    )?;
     Ok(())
 }
 
 /// Removes one of `email`'s passkeys; `false` if they have none with this id.
-pub fn passkey_remove(conn: &Connection, email: &str, cred_id: &str) -> Result<bool, StoreError> {
-    let n = conn
-        .prepare_cached("DELETE FROM web_passkeys WHERE email = ?1 AND cred_id = ?2")?
-        .execute(params![email, cred_id])?;
+pub fn passkey_remove(db: &dyn Db, email: &str, cred_id: &str) -> Result<bool, StoreError> {
+    let n = db.execute(
+        "DELETE FROM web_passkeys WHERE email = ?1 AND cred_id = ?2",
+        &[email.into(), cred_id.into()],
+    )?;
     Ok(n == 1)
 }
 
 /// Keeps a passkey ceremony's state until its second request (forgetting any older than a day).
 pub fn ceremony_put(
-    conn: &Connection,
+    db: &dyn Db,
     id_hash: &str,
     kind: &str,
     email: &str,
     state: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM web_ceremonies WHERE created_at < ?1")?
-        .execute(params![now - 86_400])?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO web_ceremonies (id_hash, kind, email, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![id_hash, kind, email, state, now])?;
+    db.execute(
+        "DELETE FROM web_ceremonies WHERE created_at < ?1",
+        &[Value::Int(now - 86_400)],
+    )?;
+    db.execute(
+        "INSERT INTO web_ceremonies (id_hash, kind, email, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id_hash) DO UPDATE SET kind = excluded.kind, email = excluded.email, state = excluded.state, created_at = excluded.created_at",
+        &[
+            id_hash.into(),
+            kind.into(),
+            email.into(),
+            state.into(),
+            Value::Int(now),
+        ],
+    )?;
     Ok(())
 }
 
 /// Takes a ceremony of `kind` begun no more than `max_age` seconds ago: (email, state). It is
 /// removed whatever the answer, so each challenge is answered once.
 pub fn ceremony_take(
-    conn: &Connection,
+    db: &dyn Db,
     id_hash: &str,
     kind: &str,
     now: i64,
     max_age: i64,
 ) -> Result<Option<(String, String)>, StoreError> {
-    let found = conn
-        .prepare_cached(
+    let found = db
+        .row(
             "SELECT email, state, created_at FROM web_ceremonies WHERE id_hash = ?1 AND kind = ?2",
+            &[id_hash.into(), kind.into()],
         )?
-        .query_row(params![id_hash, kind], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .optional()?;
-    conn.prepare_cached("DELETE FROM web_ceremonies WHERE id_hash = ?1")?
-        .execute(params![id_hash])?;
+        .map(|r| Ok::<_, StoreError>((r.text(0)?, r.text(1)?, r.int(2)?)))
+        .transpose()?;
+    db.execute(
+        "DELETE FROM web_ceremonies WHERE id_hash = ?1",
+        &[id_hash.into()],
+    )?;
     Ok(found
         .filter(|(_, _, at)| now - at <= max_age)
         .map(|(email, state, _)| (email, state)))
@@ -332,27 +363,22 @@ pub struct SentTransfer {
 }
 
 /// The organisation's newest transfers, newest first.
-pub fn sent_by(
-    conn: &Connection,
-    sender: &OrgId,
-    limit: usize,
-) -> Result<Vec<SentTransfer>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn sent_by(db: &dyn Db, sender: &OrgId, limit: usize) -> Result<Vec<SentTransfer>, StoreError> {
+    let rows = db.rows(
         "SELECT id, received_at, purpose FROM transfers WHERE sender = ?1 ORDER BY received_at DESC, id DESC LIMIT ?2",
+        &[
+            sender.as_str().into(),
+            Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ],
     )?;
-    let rows = stmt
-        .query_map(
-            params![sender.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
-        )?
-        .collect::<Result<Vec<(String, String, String)>, _>>()?;
-    rows.into_iter()
-        .map(|(id, received_at, purpose)| {
+    rows.iter()
+        .map(|r| {
+            let id = r.text(0)?;
             Ok(SentTransfer {
-                recipients: recipient_statuses(conn, &id)?,
+                recipients: recipient_statuses(db, &id)?,
                 id,
-                received_at,
-                purpose,
+                received_at: r.text(1)?,
+                purpose: r.text(2)?,
             })
         })
         .collect()
@@ -361,6 +387,7 @@ pub fn sent_by(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();

@@ -2,4 +2,5 @@
 //! transfer log. Compiled only with the `testkit` feature.
 
 pub mod smtp_sink;
+pub mod store_suite;
 pub mod synthetic;

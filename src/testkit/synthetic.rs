@@ -318,12 +318,12 @@ pub async fn generate(
                     let seq = tx.append(&LogEntry::new(&record)?)?;
                     g.seq = seq;
                     if g.decision == "shared" {
-                        tx.conn().prepare_cached(
+                        tx.conn()?.prepare_cached(
                             "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at, payload_purged_at)
                              VALUES (?1, ?2, ?3, ?4, ?5, 4096, '', '', x'', ?6, ?3, ?3)",
                         )?
                         .execute(params![g.transfer_id, g.sender, g.at, g.purpose, g.marking, seq])?;
-                        let mut d = tx.conn().prepare_cached(
+                        let mut d = tx.conn()?.prepare_cached(
                             "INSERT INTO deliveries (transfer_id, recipient, agreement, state, channel, next_attempt_at, updated_at)
                              VALUES (?1, ?2, 'northshire-safeguarding-isa', ?3, 'https', ?4, ?4)",
                         )?;

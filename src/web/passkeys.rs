@@ -218,7 +218,7 @@ async fn keep_ceremony(
         .api
         .store
         .write(false, move |tx| {
-            kept::ceremony_put(tx.conn(), &id_hash, kind, &email, &state, now)
+            kept::ceremony_put(tx.db(), &id_hash, kind, &email, &state, now)
         })
         .await;
     if kept.is_err() {
@@ -256,7 +256,7 @@ pub async fn add(
         .api
         .store
         .write(false, move |tx| {
-            kept::ceremony_take(tx.conn(), &id_hash, REGISTER, now, CEREMONY_SECS)
+            kept::ceremony_take(tx.db(), &id_hash, REGISTER, now, CEREMONY_SECS)
         })
         .await;
     let state = match taken {
@@ -300,7 +300,7 @@ pub async fn add(
         .api
         .store
         .write(false, move |tx| {
-            let added = kept::passkey_add(tx.conn(), &email, &stored)?;
+            let added = kept::passkey_add(tx.db(), &email, &stored)?;
             if added && let Some(entry) = &entry {
                 tx.append(entry)?;
             }
@@ -365,14 +365,14 @@ pub async fn remove(
         .api
         .store
         .write(false, move |tx| {
-            let list = kept::passkeys(tx.conn(), &person.email)?;
+            let list = kept::passkeys(tx.db(), &person.email)?;
             let Some(p) = list.iter().find(|p| p.cred_id == cred) else {
                 return Ok(Removed::NotTheirs);
             };
             if keep_one && list.len() == 1 {
                 return Ok(Removed::Last);
             }
-            kept::passkey_remove(tx.conn(), &person.email, &cred)?;
+            kept::passkey_remove(tx.db(), &person.email, &cred)?;
             let entry = detail_entry(
                 &person,
                 AccessEvent::PasskeyRemoved,
@@ -434,12 +434,12 @@ pub async fn sign_in_options(
         .store
         .write(false, move |tx| {
             let since = now - WINDOW_SECS;
-            if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
+            if kept::attempts(tx.db(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
                 return Ok(None);
             }
-            kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+            kept::attempt(tx.db(), &[&ip_bucket], now, since)?;
             if known {
-                kept::passkeys(tx.conn(), &for_store).map(Some)
+                kept::passkeys(tx.db(), &for_store).map(Some)
             } else {
                 Ok(Some(Vec::new()))
             }
@@ -512,11 +512,11 @@ pub async fn sign_in(
         .store
         .write(false, move |tx| {
             let Some((email, state)) =
-                kept::ceremony_take(tx.conn(), &id_hash, SIGN_IN, now, CEREMONY_SECS)?
+                kept::ceremony_take(tx.db(), &id_hash, SIGN_IN, now, CEREMONY_SECS)?
             else {
                 return Ok(None);
             };
-            let list = kept::passkeys(tx.conn(), &email)?;
+            let list = kept::passkeys(tx.db(), &email)?;
             Ok(Some((email, state, list)))
         })
         .await;
@@ -583,8 +583,8 @@ pub async fn sign_in(
         .api
         .store
         .write(false, move |tx| {
-            kept::session_create(tx.conn(), &session_hash, &person.email, now, now - idle)?;
-            kept::passkey_used(tx.conn(), &cred_id, json_passkey.as_deref(), now)?;
+            kept::session_create(tx.db(), &session_hash, &person.email, now, now - idle)?;
+            kept::passkey_used(tx.db(), &cred_id, json_passkey.as_deref(), now)?;
             if let Some(entry) = &entry {
                 tx.append(entry)?;
             }

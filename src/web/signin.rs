@@ -91,9 +91,7 @@ impl FromRequestParts<Arc<WebApp>> for SignedIn {
             let _ = app
                 .api
                 .store
-                .write(false, move |tx| {
-                    kept::session_touch(tx.conn(), &id_hash, now)
-                })
+                .write(false, move |tx| kept::session_touch(tx.db(), &id_hash, now))
                 .await;
         }
         // A person whose organisation requires passkeys, signed in with a code because they
@@ -192,23 +190,23 @@ pub async fn email_sent(
         .store
         .write(false, move |tx| {
             let since = now - WINDOW_SECS;
-            if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
+            if kept::attempts(tx.db(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
                 return Ok(Limited::Client);
             }
-            let sent = kept::attempts(tx.conn(), &address_bucket, since)?;
-            kept::attempt(tx.conn(), &[&ip_bucket, &address_bucket], now, since)?;
+            let sent = kept::attempts(tx.db(), &address_bucket, since)?;
+            kept::attempt(tx.db(), &[&ip_bucket, &address_bucket], now, since)?;
             if sent >= CODES_PER_ADDRESS {
                 return Ok(Limited::Address);
             }
             if let Some(email) = for_store {
                 // Their organisation requires passkeys and they have one: no code.
-                if passkey_only && !kept::passkeys(tx.conn(), &email)?.is_empty() {
+                if passkey_only && !kept::passkeys(tx.db(), &email)?.is_empty() {
                     if let Some(entry) = &withheld_record {
                         tx.append(entry)?;
                     }
                     return Ok(Limited::No { withheld: true });
                 }
-                kept::code_issue(tx.conn(), &pending_hash, &email, &code_hash, now)?;
+                kept::code_issue(tx.db(), &pending_hash, &email, &code_hash, now)?;
                 if let Some(entry) = &record {
                     tx.append(entry)?;
                 }
@@ -366,11 +364,11 @@ pub async fn code_entered(
             .store
             .write(false, move |tx| {
                 let since = now - WINDOW_SECS;
-                if kept::attempts(tx.conn(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
+                if kept::attempts(tx.db(), &ip_bucket, since)? >= ATTEMPTS_PER_CLIENT {
                     return Ok(Entered::Limited);
                 }
                 let checked = kept::code_check(
-                    tx.conn(),
+                    tx.db(),
                     &pending_hash,
                     &code_hash,
                     now,
@@ -398,19 +396,19 @@ pub async fn code_entered(
                     CodeCheck::Right(email)
                         if registry.person(&email).is_some_and(|p| {
                             super::passkeys::required(&registry, p)
-                                && !kept::passkeys(tx.conn(), &email).is_ok_and(|l| l.is_empty())
+                                && !kept::passkeys(tx.db(), &email).is_ok_and(|l| l.is_empty())
                         }) =>
                     {
-                        kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                        kept::attempt(tx.db(), &[&ip_bucket], now, since)?;
                         Ok(Entered::Wrong)
                     }
                     CodeCheck::Right(email) if registry.person(&email).is_some() => {
-                        kept::session_create(tx.conn(), &session_hash, &email, now, now - idle)?;
+                        kept::session_create(tx.db(), &session_hash, &email, now, now - idle)?;
                         log_detail(tx, &email, AccessEvent::SignedIn, Some("code"))?;
                         Ok(Entered::SignedIn)
                     }
                     CodeCheck::Wrong { email, tries_left } => {
-                        kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                        kept::attempt(tx.db(), &[&ip_bucket], now, since)?;
                         log(tx, &email, AccessEvent::CodeWrong)?;
                         if tries_left == 0 {
                             log(tx, &email, AccessEvent::CodeLocked)?;
@@ -419,7 +417,7 @@ pub async fn code_entered(
                     }
                     // Expired, unknown, or a person removed since: the same answer as a wrong code.
                     _ => {
-                        kept::attempt(tx.conn(), &[&ip_bucket], now, since)?;
+                        kept::attempt(tx.db(), &[&ip_bucket], now, since)?;
                         Ok(Entered::Wrong)
                     }
                 }
@@ -463,8 +461,8 @@ pub async fn sign_out(
             .api
             .store
             .write(false, move |tx| {
-                if let Some(s) = kept::session(tx.conn(), &id_hash)? {
-                    kept::session_end(tx.conn(), &id_hash)?;
+                if let Some(s) = kept::session(tx.db(), &id_hash)? {
+                    kept::session_end(tx.db(), &id_hash)?;
                     if let Some(entry) = registry
                         .person(&s.email)
                         .and_then(|p| access_entry(p, AccessEvent::SignedOut, &ip))

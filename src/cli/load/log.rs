@@ -106,7 +106,10 @@ pub async fn benchmark(records: u64, scratch: &Scratch) -> anyhow::Result<ExitCo
     {
         let (store, _) = Store::open(&state)?;
         let existing: u64 = store
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))?))
+            .read(|c| {
+                c.row("SELECT COUNT(*) FROM log", &[])?
+                    .map_or(Ok(0), |r| r.int(0))
+            })
             .await? as u64;
         if existing != 0 {
             bail!(

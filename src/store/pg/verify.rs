@@ -1,14 +1,18 @@
-//! `postern log verify` over a PostgreSQL store: the same streaming check of the chain and the
-//! signed checkpoints as over SQLite (`log::verify`, pure over rows), read in one consistent
-//! snapshot while the nodes go on appending. The search indexes and the delivery states are not
-//! yet compared here (the SQLite check does); `postern log verify` says so.
+//! `postern log verify` over a PostgreSQL store: the same streaming check of the chain, the
+//! signed checkpoints, the search indexes and the delivery states as over SQLite (`log::verify`,
+//! pure over rows), read in one consistent snapshot while the nodes go on appending. Each
+//! record comes with what the store files it under (its facets, recipients and subjects, joined
+//! in the same query); index rows no record claims are looked for after.
 
 use std::collections::BTreeMap;
 
 use futures_util::TryStreamExt;
 
 use super::{PgError, Pool};
-use crate::log::verify::{self, Acceptance, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Stop};
+use crate::log::verify::{
+    self, Acceptance, Break, Checkpoint, IndexChecker, Lookup, OwnedRow, PublicKey, Report, Stop,
+    StoredFacets, StoredIndex,
+};
 
 /// Verifies the log in the database behind `pool`; also how many of `external` were used.
 pub async fn verify_log(
@@ -37,11 +41,20 @@ pub async fn verify_log(
     let accepted = acceptances(&tx, keys, external, &own, pool).await?;
     let (cps, used) = verify::merge_checkpoints(own, external.to_vec(), &accepted, first);
     let mut v = verify::Verifier::new(keys, cps);
+    let mut ix = IndexChecker::default();
+    // An index that disagrees is kept aside while the chain is checked on: a break in the chain
+    // itself explains more, and is what is reported if there is one.
+    let mut index_break: Option<Break> = None;
     let mut stop = None;
     {
         let rows = tx
             .query_raw(
-                "SELECT seq, prev_hash, hash, body FROM log ORDER BY seq",
+                "SELECT l.seq, l.prev_hash, l.hash, l.body, l.at, l.kind, l.transfer_id, l.sender, l.code,
+                        f.seq IS NOT NULL, f.at, f.decision, f.transfer_id, f.sender, f.originator, f.purpose,
+                        f.lawful_basis, f.marking, f.urgency, f.correction_of, f.rationale_pending,
+                        ARRAY(SELECT recipient FROM log_recipients r WHERE r.seq = l.seq ORDER BY recipient),
+                        ARRAY(SELECT subject_hash FROM log_subjects s WHERE s.seq = l.seq ORDER BY subject_hash)
+                 FROM log l LEFT JOIN log_facets f ON f.seq = l.seq ORDER BY l.seq",
                 std::iter::empty::<i64>(),
             )
             .await
@@ -53,12 +66,22 @@ pub async fn verify_log(
                 stop = Some(s);
                 break;
             }
+            if index_break.is_none() {
+                let stored = filed(&r, pool)?;
+                index_break = ix.record(row.seq, &row.body, &stored).err();
+            }
         }
         // The stream ends here, before any other query on this connection: its unread rows
         // would otherwise hold up the next answer for ever.
     }
     let first_break = match stop {
-        None => v.finish(),
+        None => match v.finish().or(index_break).or_else(|| ix.finish(false)) {
+            Some(b) => Some(b),
+            None => match orphans(&tx, pool).await? {
+                Some(b) => Some(b),
+                None => deliveries(&tx, &mut ix, pool).await?,
+            },
+        },
         Some(Stop::Break(b)) => Some(b),
         Some(Stop::Suspect(s)) => {
             // Only after a break: the chain's rows in memory, to say what kind of break it is.
@@ -88,6 +111,113 @@ fn owned(r: &tokio_postgres::Row, pool: &Pool) -> Result<OwnedRow, PgError> {
         hash: r.try_get(2).map_err(err)?,
         body: r.try_get(3).map_err(err)?,
     })
+}
+
+/// What the store files a record under, from the columns after the log's own.
+fn filed(r: &tokio_postgres::Row, pool: &Pool) -> Result<StoredIndex, PgError> {
+    let err = |e| pool.err(e);
+    let text = |i: usize| -> Result<Option<String>, PgError> { r.try_get(i).map_err(err) };
+    let has_facets: bool = r.try_get(9).map_err(err)?;
+    let facets = if has_facets {
+        Some(StoredFacets {
+            at: text(10)?.unwrap_or_default(),
+            decision: text(11)?.unwrap_or_default(),
+            transfer_id: text(12)?,
+            sender: text(13)?,
+            originator: text(14)?,
+            purpose: text(15)?,
+            lawful_basis: text(16)?,
+            marking: text(17)?,
+            urgency: text(18)?,
+            correction_of: text(19)?,
+            rationale_pending: r.try_get::<_, Option<i64>>(20).map_err(err)?.unwrap_or(0) != 0,
+        })
+    } else {
+        None
+    };
+    Ok(StoredIndex {
+        at: text(4)?.unwrap_or_default(),
+        kind: text(5)?.unwrap_or_default(),
+        transfer_id: text(6)?,
+        sender: text(7)?,
+        code: text(8)?,
+        facets,
+        recipients: r.try_get(21).map_err(err)?,
+        subjects: r.try_get(22).map_err(err)?,
+    })
+}
+
+/// The first index row filed under a record that does not exist (added), if any.
+async fn orphans(
+    tx: &tokio_postgres::Transaction<'_>,
+    pool: &Pool,
+) -> Result<Option<Break>, PgError> {
+    let mut first: Option<Break> = None;
+    for table in ["log_facets", "log_recipients", "log_subjects"] {
+        let seq: Option<i64> = tx
+            .query_one(
+                &format!(
+                    "SELECT MIN(i.seq) FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM log l WHERE l.seq = i.seq)"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| pool.err(e))?
+            .try_get(0)
+            .map_err(|e| pool.err(e))?;
+        if let Some(seq) = seq
+            && first.as_ref().is_none_or(|b| seq < b.seq)
+        {
+            first = Some(verify::orphan_index(table, seq));
+        }
+    }
+    Ok(first)
+}
+
+/// Every delivery's state against the last attempt the records hold for it, and every delivery
+/// an accepted transfer queued against the queue's rows (as over SQLite).
+async fn deliveries(
+    tx: &tokio_postgres::Transaction<'_>,
+    ix: &mut IndexChecker,
+    pool: &Pool,
+) -> Result<Option<Break>, PgError> {
+    let err = |e| pool.err(e);
+    let at = |transfer: String| async move {
+        let seq: Option<i64> = tx
+            .query_one(
+                "SELECT MIN(seq) FROM log WHERE transfer_id = $1",
+                &[&transfer],
+            )
+            .await
+            .map_err(|e| pool.err(e))?
+            .try_get(0)
+            .map_err(|e| pool.err(e))?;
+        Ok::<_, PgError>(seq.unwrap_or(0))
+    };
+    let rows = tx
+        .query("SELECT transfer_id, recipient, state FROM deliveries", &[])
+        .await
+        .map_err(err)?;
+    for r in &rows {
+        let (transfer, recipient, state): (String, String, String) = (
+            r.try_get(0).map_err(err)?,
+            r.try_get(1).map_err(err)?,
+            r.try_get(2).map_err(err)?,
+        );
+        if let Some(why) = ix.delivery(&transfer, &recipient, &state) {
+            let message = format!(
+                "the delivery of transfer {transfer} to `{recipient}` disagrees with the records: {why}"
+            );
+            return Ok(Some(Break::index(at(transfer).await?, message)));
+        }
+    }
+    if let Some((transfer, recipient)) = ix.unqueued() {
+        let message = format!(
+            "the delivery of transfer {transfer} to `{recipient}` is recorded as accepted, but its queue row is gone"
+        );
+        return Ok(Some(Break::index(at(transfer).await?, message)));
+    }
+    Ok(None)
 }
 
 #[derive(Default)]
