@@ -1756,3 +1756,249 @@ async fn log_verify_on_postgresql_compares_the_indexes_and_delivery_states() {
     drop(c);
     db.drop_it().await;
 }
+
+/// Two nodes' stores on one database: the same write jobs as over SQLite, each node's group
+/// commit one PostgreSQL transaction. Jobs from both at once make one chain with no gap (a job
+/// that fails leaves nothing of its own), every record says which node wrote it, the chain
+/// verifies as one, and each node reads what the other wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
+    use postern_gateway::store::{LogFilter, Store, StoreError};
+    let Some(s) = server("two nodes' stores") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (node, store) in [("node-a", a.clone()), ("node-b", b.clone())] {
+        for i in 0..120usize {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .write(false, move |tx| {
+                        let seq = tx.append(&entry(node, i, "kept"))?;
+                        if i % 3 == 0 {
+                            tx.append(&entry(node, 1000 + i, "kept"))?;
+                        }
+                        if i % 9 == 4 {
+                            tx.append(&entry(node, 2000 + i, "rolled-back"))?;
+                            return Err(StoreError::Damaged("failing on purpose".into()));
+                        }
+                        Ok(seq)
+                    })
+                    .await
+                    .map(|_| if i % 3 == 0 { 2 } else { 1 })
+            }));
+        }
+    }
+    let (mut kept, mut failed) = (0i64, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(n) => kept += n,
+            Err(StoreError::Damaged(_)) => failed += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(failed, 2 * (0..120).filter(|i| i % 9 == 4).count());
+    let c = pool.get().await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT COUNT(*), MIN(seq), MAX(seq), COUNT(DISTINCT node) FROM log",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, min, max, nodes): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(
+        (count, min, max, nodes),
+        (kept, 1, kept, 2),
+        "one chain, no gap"
+    );
+    let rolled: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM log WHERE position('rolled-back' in convert_from(body, 'UTF8')) > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rolled, 0, "a failed job leaves nothing");
+    let head: i64 = c
+        .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head, kept);
+    let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!(report.records as i64, kept);
+    // Node A reads node B's records.
+    let from_b = a
+        .read(|db| {
+            postern_gateway::store::log_records(
+                db,
+                &LogFilter {
+                    kind: Some("transfer_failed".into()),
+                    ..LogFilter::default()
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.body.to_string().contains("node=node-b"))
+        .count();
+    assert!(from_b > 100, "{from_b}");
+    drop(c);
+    db.drop_it().await;
+}
+
+/// A TCP relay in front of the database that a test can take down (connections refused, those
+/// open cut) and bring back on the same port: the database restarting, as a node sees it.
+struct Relay {
+    port: u16,
+    upstream: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut r = Relay {
+            port,
+            upstream: upstream.to_owned(),
+            task: None,
+        };
+        r.serve(listener);
+        r
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream.clone();
+        self.task = Some(tokio::spawn(async move {
+            let mut open = tokio::task::JoinSet::new();
+            while let Ok((mut down, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                open.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+            // Dropped with the task: every relayed connection is cut.
+            drop(open);
+        }));
+    }
+
+    /// Down: the port refuses connections, and the ones open are cut.
+    async fn down(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Back on the same port.
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(listener);
+    }
+}
+
+/// The database goes away under a node and comes back: while it is away a write is refused as
+/// "unavailable" (answered 503, never 500) and a read too, nothing half-written is left, and
+/// once it is back the node writes again without being restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_when_it_is_back() {
+    use postern_gateway::store::{Store, StoreError};
+    let Some(s) = server("the database away and back") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    migrate(&db.pool()).await.unwrap();
+    let upstream = s
+        .url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut relay = Relay::start(&upstream).await;
+    let via_relay = db
+        .url
+        .replace(&upstream, &format!("localhost:{}", relay.port));
+    let pool = Pool::new(&target(&via_relay, &db.server_ca, Some(&db.password_file))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_shared(dir.path(), pool, "node-a")
+        .await
+        .unwrap();
+    let write = |i: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .write(false, move |tx| tx.append(&entry("node-a", i, "kept")))
+                .await
+        }
+    };
+    assert_eq!(write(1).await.unwrap(), 1);
+
+    relay.down().await;
+    for i in 2..4 {
+        match write(i).await {
+            Err(StoreError::Pg(p)) if p.is_unavailable() => {
+                let problem = postern_gateway::ingest::problem::store_failure(
+                    &StoreError::Pg(p),
+                    "shutting down",
+                );
+                assert_eq!(problem.status, 503, "{problem:?}");
+            }
+            other => panic!("while the database is away: {other:?}"),
+        }
+    }
+    let read = store
+        .read(|db| postern_gateway::store::log_records(db, &Default::default()))
+        .await;
+    assert!(
+        matches!(&read, Err(StoreError::Pg(p)) if p.is_unavailable()),
+        "{read:?}"
+    );
+
+    relay.up().await;
+    let mut back = None;
+    for _ in 0..50 {
+        match write(10).await {
+            Ok(seq) => {
+                back = Some(seq);
+                break;
+            }
+            Err(StoreError::Pg(p)) if p.is_unavailable() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        back,
+        Some(2),
+        "the next record follows the last one committed"
+    );
+    let (report, _) = pg::verify::verify_log(&db.pool(), &[], &[]).await.unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!(report.records, 2);
+    relay.down().await;
+    drop(store);
+    db.drop_it().await;
+}

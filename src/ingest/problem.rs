@@ -492,6 +492,12 @@ pub const SHUTTING_DOWN: &str = "The gateway is shutting down. Try again shortly
 pub fn store_failure(e: &crate::store::StoreError, detail: &str) -> Problem {
     match e {
         crate::store::StoreError::Closed => Problem::new(ProblemCode::Unavailable, detail),
+        // The shared database is away (restarting, failing over): nothing was kept, and a
+        // retry will do (never a 500).
+        crate::store::StoreError::Pg(p) if p.is_unavailable() => Problem::new(
+            ProblemCode::Unavailable,
+            "The gateway's database cannot be reached just now; nothing was kept. Try again shortly.",
+        ),
         e if e.is_full() => Problem::insufficient_storage(),
         _ => Problem::internal(),
     }

@@ -158,6 +158,9 @@ pub trait Db {
     /// Runs a statement; returns the rows it changed.
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
 
+    /// Runs statements without parameters (transaction control: BEGIN, SAVEPOINT, COMMIT).
+    fn batch(&self, sql: &str) -> Result<(), StoreError>;
+
     /// Every row of a query, in order, each handed to `f` as it is read (a large export never
     /// holds the whole result). `f` returns `false` to stop early.
     fn each(
@@ -214,6 +217,10 @@ impl Db for rusqlite::Connection {
             .prepare_cached(sql)?
             .execute(rusqlite::params_from_iter(params.iter()))?;
         Ok(n as u64)
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.execute_batch(sql)?)
     }
 
     fn each(
@@ -404,6 +411,12 @@ impl Db for PgDb {
         let stmt = self.statement(sql)?;
         self.handle
             .block_on(self.client.execute(&stmt, &as_params(params)))
+            .map_err(|e| self.err(e))
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.handle
+            .block_on(self.client.batch_execute(sql))
             .map_err(|e| self.err(e))
     }
 

@@ -30,6 +30,7 @@ pub mod pg;
 pub(crate) mod queue;
 pub mod requests;
 pub mod search;
+mod shared;
 pub mod upload;
 pub(crate) mod web;
 
@@ -123,6 +124,8 @@ impl StoreError {
 struct CommitFailure {
     message: String,
     full: bool,
+    /// The shared database cannot be reached: its target (a 503, retried; never a 500).
+    unavailable: Option<String>,
 }
 
 impl CommitFailure {
@@ -130,6 +133,23 @@ impl CommitFailure {
         CommitFailure {
             message: message.into(),
             full: false,
+            unavailable: None,
+        }
+    }
+
+    /// A failure of the shared store, kept typed: away for now, or otherwise.
+    fn store(what: &str, e: &StoreError) -> Self {
+        match e {
+            StoreError::Pg(pg::PgError::Unavailable { target, why }) => CommitFailure {
+                message: format!("{what}: {why}"),
+                full: false,
+                unavailable: Some(target.clone()),
+            },
+            other => CommitFailure {
+                message: format!("{what}: {other}"),
+                full: other.is_full(),
+                unavailable: None,
+            },
         }
     }
 
@@ -138,6 +158,7 @@ impl CommitFailure {
         CommitFailure {
             message: format!("{what}: {e}"),
             full,
+            unavailable: None,
         }
     }
 
@@ -145,10 +166,17 @@ impl CommitFailure {
         CommitFailure {
             message: format!("{what}: {e}"),
             full: io_full(e),
+            unavailable: None,
         }
     }
 
     fn into_error(self) -> StoreError {
+        if let Some(target) = self.unavailable {
+            return StoreError::Pg(pg::PgError::Unavailable {
+                target,
+                why: self.message,
+            });
+        }
         if self.full {
             StoreError::Full(self.message)
         } else {
@@ -740,10 +768,18 @@ type Job = (bool, JobFn);
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
-    reader: Arc<Mutex<Connection>>,
+    reader: Reading,
     spool_dir: PathBuf,
     inbox_dir: PathBuf,
     _lock: Arc<std::fs::File>,
+}
+
+/// Where reads are answered: the SQLite reader connection, or a connection of the shared
+/// store's pool.
+#[derive(Clone)]
+enum Reading {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(pg::Pool),
 }
 
 /// How many jobs one commit may carry. Large enough to amortise the fsync, small enough that the
@@ -818,7 +854,7 @@ impl Store {
         Ok((
             Store {
                 jobs: tx,
-                reader: Arc::new(Mutex::new(reader)),
+                reader: Reading::Sqlite(Arc::new(Mutex::new(reader))),
                 spool_dir: spool,
                 inbox_dir: inbox,
                 _lock: Arc::new(lock),
@@ -863,6 +899,7 @@ impl Store {
         let job: Job = (
             sync_spool,
             Box::new(move |tx: Option<&mut Tx<'_>>| {
+                let ran = tx.is_some();
                 let result = match tx {
                     Some(tx) => f(tx),
                     None => Err(StoreError::Closed),
@@ -871,6 +908,9 @@ impl Store {
                 let finish: Finisher = Box::new(move |commit: Result<(), CommitFailure>| {
                     let out = match (commit, result) {
                         (Ok(()), r) => r,
+                        // Not run, because the shared database is away: say so (a 503 the
+                        // caller retries), not that the store closed.
+                        (Err(f), Err(_)) if !ran && f.unavailable.is_some() => Err(f.into_error()),
                         // The job's own error says most (a full disk inside the job is one).
                         (Err(_), Err(e)) => Err(e),
                         (Err(f), Ok(_)) => Err(f.into_error()),
@@ -904,17 +944,32 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&dyn db::Db) -> Result<T, StoreError> + Send + 'static,
     {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            // A read that panicked left nothing half-done on this connection (reads change
-            // nothing), so a poisoned lock is still safe to use.
-            let conn = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&*conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        match &self.reader {
+            Reading::Sqlite(reader) => {
+                let reader = reader.clone();
+                tokio::task::spawn_blocking(move || {
+                    // A read that panicked left nothing half-done on this connection (reads
+                    // change nothing), so a poisoned lock is still safe to use.
+                    let conn = reader
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    f(&*conn)
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+            }
+            Reading::Postgres(pool) => {
+                let client = pool.get().await?;
+                let target = pool.target().to_owned();
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let db = db::PgDb::new(client, &target, handle);
+                    f(&db)
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+            }
+        }
     }
 }
 

@@ -1,0 +1,194 @@
+//! The store of one node among several, on the shared PostgreSQL database: the same [`Store`]
+//! handle as over SQLite (the same write jobs, the same reads), with a writer whose group
+//! commit is one PostgreSQL transaction. Each batch locks the chain's head row (`log_head`,
+//! `FOR UPDATE`) for the length of its transaction, so that the nodes' appends are serialised
+//! into one chain and a batch that rolls back leaves no gap; every record says which node wrote
+//! it.
+//!
+//! `postern serve` does not open it yet: sealed payloads still go to the node's spool folder,
+//! and the delivery worker, checkpoints and start-up checks are still the single node's.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::db::{Db, PgDb, Value};
+use super::pg::{PgError, Pool};
+use super::{
+    ChainHead, CommitFailure, Finisher, Job, MAX_BATCH, Reading, Store, StoreError, Tx, io,
+    lock_state_dir,
+};
+use crate::log::GENESIS;
+
+impl Store {
+    /// Opens this node's handle on the shared store (which must hold the schema this postern
+    /// needs), with `state_dir` for the node's own files. `node` is written into every record
+    /// this node appends.
+    pub async fn open_shared(
+        state_dir: &Path,
+        pool: Pool,
+        node: &str,
+    ) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+        let lock = lock_state_dir(state_dir)?;
+        let spool = super::spool_dir(state_dir);
+        let inbox = super::inbox_dir(state_dir);
+        for dir in [&spool, &inbox] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        {
+            let client = pool.get().await?;
+            let status = super::pg::status(&client, pool.target()).await?;
+            status.ready(pool.target())?;
+        }
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let handle = tokio::runtime::Handle::current();
+        let writer_pool = pool.clone();
+        let node = node.to_owned();
+        // As over SQLite: the writer ends when the last handle is dropped, and what it has not
+        // committed was never answered as durable.
+        std::thread::Builder::new()
+            .name("postern-store-writer".into())
+            .spawn(move || writer_loop(&writer_pool, &node, &handle, rx))
+            .map_err(io(state_dir))?;
+        Ok(Store {
+            jobs: tx,
+            reader: Reading::Postgres(pool),
+            spool_dir: spool,
+            inbox_dir: inbox,
+            _lock: Arc::new(lock),
+        })
+    }
+}
+
+/// The chain's head, locked until the transaction ends (made, for the first append to an
+/// empty database).
+fn lock_head(db: &dyn Db, target: &str) -> Result<ChainHead, StoreError> {
+    db.execute(
+        "INSERT INTO log_head (id, seq, hash) VALUES (1, 0, ?1) ON CONFLICT (id) DO NOTHING",
+        &[GENESIS.as_slice().into()],
+    )?;
+    let row = db.row(
+        "SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE",
+        &[],
+    )?;
+    let Some(row) = row else {
+        return Err(StoreError::Damaged(
+            "the chain's head row is missing".into(),
+        ));
+    };
+    let seq = row.int(0)?;
+    let hash = <[u8; 32]>::try_from(row.blob(1)?.as_slice()).map_err(|_| {
+        StoreError::Pg(PgError::BadHead {
+            target: target.to_owned(),
+            seq,
+        })
+    })?;
+    Ok(ChainHead { seq, hash })
+}
+
+fn fail_all(batch: Vec<Job>, failure: &CommitFailure) {
+    for (_, job) in batch {
+        let (_, finish) = job(None);
+        finish(Err(failure.clone()));
+    }
+}
+
+fn writer_loop(
+    pool: &Pool,
+    node: &str,
+    handle: &tokio::runtime::Handle,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let client = match handle.block_on(pool.get()) {
+            Ok(c) => c,
+            Err(e) => {
+                fail_all(
+                    batch,
+                    &CommitFailure::store("no connection to the database", &StoreError::Pg(e)),
+                );
+                continue;
+            }
+        };
+        let db = PgDb::new(client, pool.target(), handle.clone());
+        let begun = db
+            .batch("BEGIN")
+            .and_then(|()| lock_head(&db, pool.target()));
+        let mut head = match begun {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = db.batch("ROLLBACK");
+                fail_all(
+                    batch,
+                    &CommitFailure::store("cannot begin a transaction", &e),
+                );
+                continue;
+            }
+        };
+        let start = head;
+        let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
+        for (_, job) in batch {
+            if let Err(e) = db.batch("SAVEPOINT job") {
+                let (_, finish) = job(None);
+                finishers.push((
+                    Some(CommitFailure::store("cannot open a savepoint", &e)),
+                    finish,
+                ));
+                continue;
+            }
+            let before = head;
+            let (ok, finish) = job(Some(&mut Tx {
+                db: &db,
+                sqlite: None,
+                head: &mut head,
+                node: Some(node),
+            }));
+            let released = if ok {
+                db.batch("RELEASE SAVEPOINT job")
+            } else {
+                Err(StoreError::Closed)
+            };
+            if let Err(e) = released {
+                // The job failed (it reports its own error) or the release failed: undo
+                // exactly its writes.
+                let _ = db.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+                head = before;
+                let forced = ok.then(|| CommitFailure::store("cannot release a savepoint", &e));
+                finishers.push((forced, finish));
+            } else {
+                finishers.push((None, finish));
+            }
+        }
+        let moved = if head.seq != start.seq {
+            db.execute(
+                "UPDATE log_head SET seq = ?1, hash = ?2 WHERE id = 1",
+                &[Value::Int(head.seq), head.hash.as_slice().into()],
+            )
+            .map(|_| ())
+        } else {
+            Ok(())
+        };
+        let committed = moved
+            .and_then(|()| db.batch("COMMIT"))
+            .map_err(|e| CommitFailure::store("commit failed", &e));
+        if committed.is_err() {
+            let _ = db.batch("ROLLBACK");
+        }
+        for (forced, finish) in finishers {
+            match (&committed, forced) {
+                (Err(e), _) => finish(Err(e.clone())),
+                (Ok(()), Some(e)) => finish(Err(e)),
+                (Ok(()), None) => finish(Ok(())),
+            }
+        }
+    }
+}
