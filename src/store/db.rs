@@ -21,6 +21,17 @@ pub enum Value {
     Blob(Vec<u8>),
 }
 
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Int(_) => "integer",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "blob",
+        }
+    }
+}
+
 impl From<i64> for Value {
     fn from(v: i64) -> Value {
         Value::Int(v)
@@ -89,8 +100,7 @@ pub struct Row {
     values: Vec<Value>,
 }
 
-/// A column that is not of the type its reader expects: a damaged row (or a query and its
-/// reader that disagree), which retrying will not mend.
+/// A column that is not of the type its reader expects (as rusqlite's `InvalidColumnType`).
 fn damaged(i: usize, wanted: &str, got: &Value) -> StoreError {
     let got = match got {
         Value::Null => "null",
@@ -98,7 +108,7 @@ fn damaged(i: usize, wanted: &str, got: &Value) -> StoreError {
         Value::Text(_) => "text",
         Value::Blob(_) => "a blob",
     };
-    StoreError::Damaged(format!("column {i} is {got}, not {wanted}"))
+    StoreError::ColumnType(format!("column {i} is {got}, not {wanted}"))
 }
 
 impl Row {
@@ -162,7 +172,8 @@ pub trait Db {
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
 
     /// Every row of a query, in order, each handed to `f` as it is read (a large export never
-    /// holds the whole result). `f` returns `false` to stop early.
+    /// holds the whole result). `f` returns `false` to stop early. `f` must not query the same
+    /// `Db`: on PostgreSQL the rows still to come hold the connection until the query ends.
     fn each(
         &self,
         sql: &str,
@@ -242,7 +253,12 @@ impl Db for rusqlite::Connection {
                     // The store keeps no floating-point columns; one here is read as its
                     // integer part rather than refused.
                     ValueRef::Real(v) => Value::Int(v as i64),
-                    ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+                    // Text that is not UTF-8 is a damaged row (as rusqlite reports it).
+                    ValueRef::Text(v) => {
+                        Value::Text(String::from_utf8(v.to_vec()).map_err(|_| {
+                            StoreError::Damaged(format!("column {i} is not UTF-8 text"))
+                        })?)
+                    }
                     ValueRef::Blob(v) => Value::Blob(v.to_vec()),
                 });
             }
@@ -284,7 +300,8 @@ pub fn numbered(sql: &str) -> String {
                     Ok(n) => n,
                     Err(_) => next + 1,
                 };
-                next = n;
+                // As SQLite numbers them: a bare `?` is one past the largest so far.
+                next = next.max(n);
                 out.push('$');
                 out.push_str(&n.to_string());
             }
@@ -301,23 +318,37 @@ impl tokio_postgres::types::ToSql for Value {
         out: &mut bytes::BytesMut,
     ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         use tokio_postgres::types::Type;
+        let refused = || -> Box<dyn std::error::Error + Sync + Send> {
+            format!(
+                "a {} value cannot be bound to a parameter of type {ty}",
+                self.kind()
+            )
+            .into()
+        };
         match self {
             Value::Null => Ok(tokio_postgres::types::IsNull::Yes),
             Value::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
                 Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
                 Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
                 Type::BOOL => (*v != 0).to_sql(ty, out),
                 Type::TEXT | Type::VARCHAR => v.to_string().to_sql(ty, out),
-                _ => v.to_sql(ty, out),
+                _ => Err(refused()),
             },
             Value::Text(v) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    v.as_str().to_sql(ty, out)
+                }
                 // SQLite takes a number written as text where an integer is compared; so does
                 // this.
                 Type::INT8 => v.parse::<i64>()?.to_sql(ty, out),
                 Type::INT4 => v.parse::<i32>()?.to_sql(ty, out),
-                _ => v.as_str().to_sql(ty, out),
+                _ => Err(refused()),
             },
-            Value::Blob(v) => v.as_slice().to_sql(ty, out),
+            Value::Blob(v) => match *ty {
+                Type::BYTEA => v.as_slice().to_sql(ty, out),
+                _ => Err(refused()),
+            },
         }
     }
 
@@ -458,6 +489,10 @@ mod tests {
             "SELECT '?' , x FROM t WHERE a = $1 AND b LIKE $2 || ' %'"
         );
         assert_eq!(numbered("a = ?3 AND b = ?"), "a = $3 AND b = $4");
+        assert_eq!(
+            numbered("a = ?3 AND b = ?1 AND c = ?"),
+            "a = $3 AND b = $1 AND c = $4"
+        );
     }
 
     #[test]
@@ -483,8 +518,15 @@ mod tests {
         assert_eq!(rows[0].text(1).unwrap(), "seven");
         assert_eq!(rows[0].blob(2).unwrap(), vec![1, 2]);
         assert_eq!(rows[1].opt_text(1).unwrap(), None);
-        assert!(matches!(rows[1].text(1), Err(StoreError::Damaged(_))));
+        assert!(matches!(rows[1].text(1), Err(StoreError::ColumnType(_))));
         let first = Db::row(&c, "SELECT a FROM t WHERE a > ?", &[Value::Int(7)]).unwrap();
         assert_eq!(first.map(|r| r.int(0).unwrap()), Some(8));
+        // Text that is not UTF-8 is a damaged row, as rusqlite reports it.
+        c.execute_batch("INSERT INTO t VALUES (9, CAST(x'ff' AS TEXT), NULL)")
+            .unwrap();
+        assert!(matches!(
+            Db::rows(&c, "SELECT b FROM t WHERE a = 9", &[]),
+            Err(StoreError::Damaged(_))
+        ));
     }
 }

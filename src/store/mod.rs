@@ -74,9 +74,14 @@ pub enum StoreError {
     /// is away for now.
     #[error(transparent)]
     Pg(#[from] pg::PgError),
-    /// A row that cannot be read as its type: damaged, and retrying will not mend it.
+    /// A row that cannot be read as its type (an id or time that does not parse, text that is
+    /// not UTF-8): damaged, and retrying will not mend it.
     #[error("a stored row cannot be read: {0}")]
     Damaged(String),
+    /// A column read as another type than the query gives (a NULL where a value is expected):
+    /// a query and its reader that disagree.
+    #[error("a column is not of the type read: {0}")]
+    ColumnType(String),
     /// Something asked of the SQLite store alone, of a PostgreSQL one.
     #[error("this reads a single node's SQLite store, and the store is PostgreSQL")]
     SqliteOnly,
@@ -1226,7 +1231,8 @@ pub fn log_records(db: &dyn db::Db, f: &LogFilter) -> Result<Vec<StoredRecord>, 
     }
     sql.push_str(" ORDER BY seq DESC");
     if let Some(n) = f.limit {
-        sql.push_str(&format!(" LIMIT {n}"));
+        args.push(db::Value::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
     }
     db.rows(&sql, &args)?
         .iter()

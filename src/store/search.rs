@@ -247,7 +247,7 @@ fn row(r: &Row) -> Result<DecisionRow, StoreError> {
 }
 
 /// The WHERE clause and its arguments for a query.
-fn conditions(q: &LogQuery) -> (String, Vec<Value>) {
+fn conditions(q: &LogQuery, dialect: Dialect) -> (String, Vec<Value>) {
     let mut sql = String::from(" WHERE 1=1");
     let mut args: Vec<Value> = Vec::new();
     let mut push = |clause: &str, v: Option<Value>| {
@@ -277,10 +277,12 @@ fn conditions(q: &LogQuery) -> (String, Vec<Value>) {
         q.lawful_basis.clone().map(Value::Text),
     );
     push(" AND f.marking = ?", q.marking.clone().map(Value::Text));
-    push(
-        " AND (f.marking = ? OR f.marking LIKE ? || ' %')",
-        q.marking_level.clone().map(Value::Text),
-    );
+    // SQLite's LIKE ignores ASCII case; PostgreSQL's ILIKE is the same.
+    let like = match dialect {
+        Dialect::Sqlite => " AND (f.marking = ? OR f.marking LIKE ? || ' %')",
+        Dialect::Postgres => " AND (f.marking = ? OR f.marking ILIKE ? || ' %')",
+    };
+    push(like, q.marking_level.clone().map(Value::Text));
     push(" AND f.decision = ?", q.decision.clone().map(Value::Text));
     push(" AND f.urgency = ?", q.urgency.clone().map(Value::Text));
     push(
@@ -307,7 +309,7 @@ pub fn for_each_decision<E>(
     q: &LogQuery,
     mut each: impl FnMut(DecisionRow) -> Result<(), E>,
 ) -> Result<(), SearchError<E>> {
-    let (cond, args) = conditions(q);
+    let (cond, mut args) = conditions(q, db.dialect());
     let mut sql = format!(
         "SELECT {} FROM log_facets f JOIN log l ON l.seq = f.seq{cond}",
         columns(db.dialect())
@@ -317,8 +319,10 @@ pub fn for_each_decision<E>(
     } else {
         " ORDER BY f.seq DESC"
     });
+    // A bound parameter, not text: the statement stays one (and cached once) whatever the limit.
     if let Some(n) = q.limit {
-        sql.push_str(&format!(" LIMIT {n}"));
+        args.push(Value::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
     }
     let mut failed = None;
     db.each(&sql, &args, &mut |r| match each(row(&r)?) {
@@ -472,7 +476,7 @@ pub fn report(
         party: period.party.clone(),
         ..LogQuery::default()
     };
-    let (cond, args) = conditions(&q);
+    let (cond, args) = conditions(&q, db.dialect());
     let mut r = Report {
         from: q.from.clone(),
         to: q.to.clone(),
@@ -545,13 +549,22 @@ pub fn report(
             })
         })
         .collect::<Result<_, StoreError>>()?;
-    let limit = dead_limit.map_or_else(String::new, |n| format!(" LIMIT {}", n + 1));
+    let mut limited = args.clone();
+    let limit = match dead_limit {
+        Some(n) => {
+            limited.push(Value::Int(
+                i64::try_from(n).unwrap_or(i64::MAX).saturating_add(1),
+            ));
+            format!(" LIMIT ?{}", limited.len())
+        }
+        None => String::new(),
+    };
     r.dead_deliveries = db
         .rows(
             &format!(
                 "SELECT d.transfer_id, d.recipient, d.channel, d.attempts, d.last_error FROM log_facets f{indexed} JOIN deliveries d ON d.transfer_id = f.transfer_id AND d.state = 'dead'{cond} AND f.decision = 'shared' ORDER BY f.seq, d.recipient{limit}"
             ),
-            &args,
+            &limited,
         )?
         .iter()
         .map(|row| {

@@ -5,10 +5,11 @@
 //! into one chain and a batch that rolls back leaves no gap; every record says which node wrote
 //! it.
 //!
-//! `postern serve` does not open it yet: sealed payloads still go to the node's spool folder,
-//! and the delivery worker, checkpoints and start-up checks are still the single node's.
+//! `postern serve` does not open it yet: sealed payloads still go to the node's spool folder
+//! (whose entries are fsync'd before the commit, as over SQLite), and the delivery worker,
+//! checkpoints and start-up checks are still the single node's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -46,11 +47,12 @@ impl Store {
         let handle = tokio::runtime::Handle::current();
         let writer_pool = pool.clone();
         let node = node.to_owned();
+        let dirs = vec![spool.clone(), inbox.clone()];
         // As over SQLite: the writer ends when the last handle is dropped, and what it has not
         // committed was never answered as durable.
         std::thread::Builder::new()
             .name("postern-store-writer".into())
-            .spawn(move || writer_loop(&writer_pool, &node, &handle, rx))
+            .spawn(move || writer_loop(&writer_pool, &node, &handle, &dirs, rx))
             .map_err(io(state_dir))?;
         Ok(Store {
             jobs: tx,
@@ -99,6 +101,7 @@ fn writer_loop(
     pool: &Pool,
     node: &str,
     handle: &tokio::runtime::Handle,
+    dirs: &[PathBuf],
     mut rx: mpsc::Receiver<Job>,
 ) {
     while let Some(first) = rx.blocking_recv() {
@@ -109,6 +112,15 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        // As over SQLite: one fsync of each folder covers every new file the batch records.
+        let dir_synced = if batch.iter().any(|(sync, _)| *sync) {
+            dirs.iter().try_for_each(|d| {
+                super::fsync_dir(d)
+                    .map_err(|e| CommitFailure::io(&format!("fsync of {}", d.display()), &e))
+            })
+        } else {
+            Ok(())
+        };
         let client = match handle.block_on(pool.get()) {
             Ok(c) => c,
             Err(e) => {
@@ -136,13 +148,24 @@ fn writer_loop(
         };
         let start = head;
         let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
-        for (_, job) in batch {
+        // Set when a failed job's writes could not be undone: the transaction is then aborted,
+        // and nothing of the batch may be reported committed.
+        let mut aborted: Option<CommitFailure> = None;
+        for (needs_dir, job) in batch {
+            if aborted.is_some() {
+                let (_, finish) = job(None);
+                finishers.push((None, finish));
+                continue;
+            }
+            let forced = if needs_dir {
+                dir_synced.as_ref().err().cloned()
+            } else {
+                None
+            };
             if let Err(e) = db.batch("SAVEPOINT job") {
                 let (_, finish) = job(None);
-                finishers.push((
-                    Some(CommitFailure::store("cannot open a savepoint", &e)),
-                    finish,
-                ));
+                aborted = Some(CommitFailure::store("cannot open a savepoint", &e));
+                finishers.push((None, finish));
                 continue;
             }
             let before = head;
@@ -152,21 +175,31 @@ fn writer_loop(
                 head: &mut head,
                 node: Some(node),
             }));
-            let released = if ok {
+            let released = if ok && forced.is_none() {
                 db.batch("RELEASE SAVEPOINT job")
             } else {
                 Err(StoreError::Closed)
             };
             if let Err(e) = released {
-                // The job failed (it reports its own error) or the release failed: undo
-                // exactly its writes.
-                let _ = db.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+                // The job failed (it reports its own error), its file's folder entry is not
+                // durable, or the release failed: undo exactly its writes.
+                if let Err(undo) = db.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job") {
+                    aborted = Some(CommitFailure::store("cannot undo a failed job", &undo));
+                }
                 head = before;
-                let forced = ok.then(|| CommitFailure::store("cannot release a savepoint", &e));
+                let forced = forced
+                    .or_else(|| ok.then(|| CommitFailure::store("cannot release a savepoint", &e)));
                 finishers.push((forced, finish));
             } else {
                 finishers.push((None, finish));
             }
+        }
+        if let Some(failure) = aborted {
+            let _ = db.batch("ROLLBACK");
+            for (_, finish) in finishers {
+                finish(Err(failure.clone()));
+            }
+            continue;
         }
         let moved = if head.seq != start.seq {
             db.execute(

@@ -2,8 +2,10 @@
 //! its baselines. N generated decision records (the DPO benchmark's generator) are appended by
 //! `--connections` concurrent requests, each waiting for its record's commit as a 202 will:
 //! through the SQLite store's single writer (today's node), through one node's group-committing
-//! writer on PostgreSQL, and through two nodes' writers sharing the chain's head lock. Then the
-//! two-node chain is verified (`log verify`'s check) and timed.
+//! writer on PostgreSQL, and through two nodes' writers sharing the chain's head lock; then the
+//! same through the store's own write jobs on PostgreSQL (`Store::open_shared`, the path a
+//! serving node will take), one node and two. Then the two-node chains are verified (`log
+//! verify`'s check) and timed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -212,6 +214,50 @@ pub async fn benchmark(
         .await?,
     );
 
+    // The store's write jobs on the shared database: one node, then two.
+    let store_one = database(&admin, a, "postern_bench_store_one").await?;
+    let node = Store::open_shared(&state.join("shared-one"), store_one.clone(), "node-a").await?;
+    runs.push(
+        drive(
+            "PostgreSQL store, one node",
+            make()?,
+            concurrency,
+            move |_, e| {
+                let s = node.clone();
+                async move {
+                    s.write(false, move |tx| tx.append(&e)).await?;
+                    Ok(())
+                }
+            },
+        )
+        .await?,
+    );
+    let store_two = database(&admin, a, "postern_bench_store_two").await?;
+    let nodes = [
+        Store::open_shared(&state.join("shared-a"), store_two.clone(), "node-a").await?,
+        Store::open_shared(
+            &state.join("shared-b"),
+            Pool::new(&target(a, Some("postern_bench_store_two"), 8)?)?,
+            "node-b",
+        )
+        .await?,
+    ];
+    runs.push(
+        drive(
+            "PostgreSQL store, two nodes",
+            make()?,
+            concurrency,
+            move |t, e| {
+                let s = nodes[t % 2].clone();
+                async move {
+                    s.write(false, move |tx| tx.append(&e)).await?;
+                    Ok(())
+                }
+            },
+        )
+        .await?,
+    );
+
     println!();
     println!("| path | records/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
@@ -222,9 +268,21 @@ pub async fn benchmark(
     let rate = |i: usize| runs.get(i).map_or(0.0, Run::rate);
     println!();
     println!(
-        "two nodes / one node on PostgreSQL: {:.2}; one node, PostgreSQL / SQLite: {:.2}",
+        "two nodes / one node on PostgreSQL: {:.2}; one node, PostgreSQL / SQLite: {:.2}; through the store's write jobs: two / one {:.2}, one node / SQLite {:.2}",
         rate(2) / rate(1).max(f64::MIN_POSITIVE),
-        rate(1) / rate(0).max(f64::MIN_POSITIVE)
+        rate(1) / rate(0).max(f64::MIN_POSITIVE),
+        rate(4) / rate(3).max(f64::MIN_POSITIVE),
+        rate(3) / rate(0).max(f64::MIN_POSITIVE)
+    );
+    let (store_report, _) = pg::verify::verify_log(&store_two, &[], &[]).await?;
+    println!(
+        "log verify on the two-node chain written through the store: {} records, {}",
+        store_report.records,
+        if store_report.intact() {
+            "intact"
+        } else {
+            "BROKEN"
+        }
     );
 
     let began = Instant::now();
@@ -243,13 +301,18 @@ pub async fn benchmark(
         took.as_secs_f64() * 1e3,
         report.records as f64 / took.as_secs_f64()
     );
-    drop((one, two));
-    for db in ["postern_bench_one", "postern_bench_two"] {
+    drop((one, two, store_one, store_two));
+    for db in [
+        "postern_bench_one",
+        "postern_bench_two",
+        "postern_bench_store_one",
+        "postern_bench_store_two",
+    ] {
         if let Err(e) = drop_database(&admin, db).await {
             eprintln!("postern: could not drop the scratch database {db}: {e}");
         }
     }
-    Ok(if report.intact() {
+    Ok(if report.intact() && store_report.intact() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

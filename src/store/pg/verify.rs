@@ -42,6 +42,8 @@ pub async fn verify_log(
     let (cps, used) = verify::merge_checkpoints(own, external.to_vec(), &accepted, first);
     let mut v = verify::Verifier::new(keys, cps);
     let mut ix = IndexChecker::default();
+    // Index rows come sorted byte by byte (COLLATE "C"), as the check sorts what a record says:
+    // a database's own collation may order `nhs-trust` and `nhsengland` the other way.
     // An index that disagrees is kept aside while the chain is checked on: a break in the chain
     // itself explains more, and is what is reported if there is one.
     let mut index_break: Option<Break> = None;
@@ -52,8 +54,8 @@ pub async fn verify_log(
                 "SELECT l.seq, l.prev_hash, l.hash, l.body, l.at, l.kind, l.transfer_id, l.sender, l.code,
                         f.seq IS NOT NULL, f.at, f.decision, f.transfer_id, f.sender, f.originator, f.purpose,
                         f.lawful_basis, f.marking, f.urgency, f.correction_of, f.rationale_pending,
-                        ARRAY(SELECT recipient FROM log_recipients r WHERE r.seq = l.seq ORDER BY recipient),
-                        ARRAY(SELECT subject_hash FROM log_subjects s WHERE s.seq = l.seq ORDER BY subject_hash)
+                        ARRAY(SELECT recipient FROM log_recipients r WHERE r.seq = l.seq ORDER BY recipient COLLATE \"C\"),
+                        ARRAY(SELECT subject_hash FROM log_subjects s WHERE s.seq = l.seq ORDER BY subject_hash COLLATE \"C\")
                  FROM log l LEFT JOIN log_facets f ON f.seq = l.seq ORDER BY l.seq",
                 std::iter::empty::<i64>(),
             )
