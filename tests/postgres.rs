@@ -2,7 +2,11 @@
 //! project's own CA code): `postern store migrate` and its recorded versions, two nodes migrating
 //! at once, a database newer than the binary, TLS verified against the configured CA, an
 //! unreachable database told apart from a misconfigured one, and `postern store copy` of a
-//! single node followed by `postern log verify` on the copy (and on a tampered copy).
+//! single node followed by `postern log verify` on the copy (and on a tampered copy). One suite,
+//! two backends: the store's checks (`testkit::store_suite`) and the DPO's queries and commands
+//! answer alike on SQLite and PostgreSQL. Two nodes' stores commit into one chain, and a node
+//! answers "unavailable" while the database is away (cut through a relay) and writes again once
+//! it is back.
 //!
 //! The server comes from `.ci/postgres`, which prints the variables read here
 //! (POSTERN_TEST_POSTGRES_URL, _CA, _PASSWORD_FILE). Without them each test prints one loud

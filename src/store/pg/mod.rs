@@ -3,8 +3,9 @@
 //! CA for the host named in the URL), the schema and its recorded versions (`postern store
 //! migrate`), what a node asks of the database to know it can serve, and what the nodes share:
 //! one log chain ([`log`], [`writer`]), the delivery queue's leases ([`queue`]), one-node-at-a-
-//! time jobs ([`lease`], [`checkpoint`]). `postern serve` does not use it yet: the rest of the
-//! store is still SQLite's only.
+//! time jobs ([`lease`], [`checkpoint`]). The store's own queries run here through `store::db`,
+//! and a node's `Store` on this database is `store::shared`; `postern serve` does not open it
+//! yet.
 //!
 //! It sits beside the SQLite store, at the same layer: the configuration hands the runtime a
 //! validated URL and the CA's certificates, and the runtime builds a [`Target`] from them.
