@@ -383,29 +383,27 @@ pub(crate) fn append_row(
         prev.as_slice().into(),
         hash.as_slice().into(),
     ];
-    match node {
-        None => db.execute(
-            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            &values,
-        )?,
+    let record = match node {
+        None => {
+            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        }
         Some(n) => {
             values.push(n.into());
-            db.execute(
-                "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                &values,
-            )?
+            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         }
     };
+    // The record and every row it is filed under, sent together.
+    let mut statements = vec![(record, values)];
     for s in &e.subjects {
-        db.execute(
+        statements.push((
             "INSERT INTO log_subjects (subject_hash, seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            &[s.as_str().into(), db::Value::Int(seq)],
-        )?;
+            vec![s.as_str().into(), db::Value::Int(seq)],
+        ));
     }
     if let Some(f) = &e.facets {
-        insert_facets(db, seq, e, f)?;
+        facet_statements(&mut statements, seq, e, f);
     }
-    Ok(())
+    db.execute_all(&statements)
 }
 
 /// Files one decision record's facets (in the caller's transaction).
@@ -415,10 +413,22 @@ pub(crate) fn insert_facets(
     e: &LogEntry,
     f: &crate::log::Facets,
 ) -> Result<(), StoreError> {
-    db.execute(
+    let mut statements = Vec::new();
+    facet_statements(&mut statements, seq, e, f);
+    db.execute_all(&statements)
+}
+
+/// The statements that file a decision record's facets and recipients.
+fn facet_statements(
+    out: &mut Vec<(&'static str, Vec<db::Value>)>,
+    seq: i64,
+    e: &LogEntry,
+    f: &crate::log::Facets,
+) {
+    out.push((
         "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        &[
+        vec![
             db::Value::Int(seq),
             e.at.as_str().into(),
             f.decision.into(),
@@ -432,14 +442,13 @@ pub(crate) fn insert_facets(
             f.correction_of.map(|t| t.to_string()).into(),
             db::Value::Int(f.rationale_to_follow.into()),
         ],
-    )?;
+    ));
     for r in &f.recipients {
-        db.execute(
+        out.push((
             "INSERT INTO log_recipients (recipient, seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            &[r.as_str().into(), db::Value::Int(seq)],
-        )?;
+            vec![r.as_str().into(), db::Value::Int(seq)],
+        ));
     }
-    Ok(())
 }
 
 /// Builds the version 2 index over the decision records of a version 1 log.
@@ -680,10 +689,11 @@ impl<'a> Tx<'a> {
 
 pub fn insert_transfer(db: &dyn db::Db, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
     let id = t.id.to_string();
-    db.execute(
+    // The transfer and its deliveries, sent together.
+    let mut statements = vec![(
         "INSERT INTO transfers (id, sender, received_at, purpose, marking, payload_file, payload_inline, payload_size, plaintext_sha256, sealed_sha256, sealed_envelope, log_seq, accepted_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        &[
+        vec![
             id.as_str().into(),
             t.sender.as_str().into(),
             t.received_at.as_str().into(),
@@ -704,20 +714,20 @@ pub fn insert_transfer(db: &dyn db::Db, t: &NewTransfer, log_seq: i64) -> Result
             db::Value::Int(log_seq),
             crate::clock::stamp(crate::clock::now()).into(),
         ],
-    )?;
+    )];
     for nd in &t.deliveries {
-        db.execute(
+        statements.push((
             "INSERT INTO deliveries (transfer_id, recipient, agreement, channel, state, attempts, next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?5)",
-            &[
+            vec![
                 id.as_str().into(),
                 nd.recipient.as_str().into(),
                 nd.agreement.as_str().into(),
                 nd.channel.into(),
                 t.received_at.as_str().into(),
             ],
-        )?;
+        ));
     }
-    Ok(())
+    db.execute_all(&statements)
 }
 
 /// Checks and remembers an Idempotency-Key in the same transaction as the request's effects:

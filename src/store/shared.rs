@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::db::{Db, PgDb, Value};
+use super::db::{Db, PgDb};
 use super::pg::{PgError, Pool};
 use super::{
     ChainHead, CommitFailure, Finisher, Job, MAX_BATCH, Reading, Store, StoreError, Tx, io,
@@ -148,9 +148,14 @@ fn writer_loop(
         };
         let start = head;
         let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
-        // Set when a failed job's writes could not be undone: the transaction is then aborted,
-        // and nothing of the batch may be reported committed.
+        // Set when a job's writes could not be kept apart or undone: the transaction is then
+        // in doubt, and nothing of the batch may be reported committed.
         let mut aborted: Option<CommitFailure> = None;
+        // Each job runs inside the savepoint `job`, so that a failure undoes exactly its writes.
+        // One round trip per job is spent on it: a job that succeeds releases its savepoint and
+        // opens the next one's in the same message, and one that fails is rolled back to it
+        // (which keeps it open for the next).
+        let mut open = false;
         for (needs_dir, job) in batch {
             if aborted.is_some() {
                 let (_, finish) = job(None);
@@ -162,11 +167,14 @@ fn writer_loop(
             } else {
                 None
             };
-            if let Err(e) = db.batch("SAVEPOINT job") {
-                let (_, finish) = job(None);
-                aborted = Some(CommitFailure::store("cannot open a savepoint", &e));
-                finishers.push((None, finish));
-                continue;
+            if !open {
+                if let Err(e) = db.batch("SAVEPOINT job") {
+                    let (_, finish) = job(None);
+                    aborted = Some(CommitFailure::store("cannot open a savepoint", &e));
+                    finishers.push((None, finish));
+                    continue;
+                }
+                open = true;
             }
             let before = head;
             let (ok, finish) = job(Some(&mut Tx {
@@ -175,23 +183,19 @@ fn writer_loop(
                 head: &mut head,
                 node: Some(node),
             }));
-            let released = if ok && forced.is_none() {
-                db.batch("RELEASE SAVEPOINT job")
+            if ok && forced.is_none() {
+                if let Err(e) = db.batch("RELEASE SAVEPOINT job; SAVEPOINT job") {
+                    aborted = Some(CommitFailure::store("cannot release a savepoint", &e));
+                }
+                finishers.push((None, finish));
             } else {
-                Err(StoreError::Closed)
-            };
-            if let Err(e) = released {
-                // The job failed (it reports its own error), its file's folder entry is not
-                // durable, or the release failed: undo exactly its writes.
-                if let Err(undo) = db.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job") {
+                // The job failed (it reports its own error), or its file's folder entry is not
+                // durable: undo exactly its writes.
+                if let Err(undo) = db.batch("ROLLBACK TO SAVEPOINT job") {
                     aborted = Some(CommitFailure::store("cannot undo a failed job", &undo));
                 }
                 head = before;
-                let forced = forced
-                    .or_else(|| ok.then(|| CommitFailure::store("cannot release a savepoint", &e)));
                 finishers.push((forced, finish));
-            } else {
-                finishers.push((None, finish));
             }
         }
         if let Some(failure) = aborted {
@@ -201,17 +205,18 @@ fn writer_loop(
             }
             continue;
         }
-        let moved = if head.seq != start.seq {
-            db.execute(
-                "UPDATE log_head SET seq = ?1, hash = ?2 WHERE id = 1",
-                &[Value::Int(head.seq), head.hash.as_slice().into()],
+        // The head moved and the commit, in one message (the values are a number and hex).
+        let commit = if head.seq != start.seq {
+            format!(
+                "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
+                head.seq,
+                hex::encode(head.hash)
             )
-            .map(|_| ())
         } else {
-            Ok(())
+            "COMMIT".to_owned()
         };
-        let committed = moved
-            .and_then(|()| db.batch("COMMIT"))
+        let committed = db
+            .batch(&commit)
             .map_err(|e| CommitFailure::store("commit failed", &e));
         if committed.is_err() {
             let _ = db.batch("ROLLBACK");
