@@ -83,12 +83,7 @@ async fn open(source: &Source) -> anyhow::Result<(Reader, Option<PathBuf>)> {
         .map_err(|e| anyhow::anyhow!("the configuration has errors:\n{e}"))?;
     let key = Some(c.daemon.subject_key.clone());
     if let StoreSettings::Postgres(_) = c.daemon.store {
-        let target = crate::cli::store::TargetArgs {
-            config: Some(dir.clone()),
-            url: None,
-            ca: None,
-            password_file: None,
-        };
+        let target = crate::cli::store::TargetArgs::from_config(dir.clone());
         let Ok(pool) = crate::cli::store::open(&target) else {
             bail!("the database named in the configuration's [store] cannot be used");
         };

@@ -130,15 +130,8 @@ fn setup(a: &VerifyArgs) -> Result<Setup, String> {
         let c =
             config::offline(&opts).map_err(|e| format!("the configuration has errors:\n{e}"))?;
         let path = c.daemon.log.checkpoint_key;
-        let postgres =
-            matches!(c.daemon.store, config::store::StoreSettings::Postgres(_)).then(|| {
-                super::store::TargetArgs {
-                    config: Some(dir.clone()),
-                    url: None,
-                    ca: None,
-                    password_file: None,
-                }
-            });
+        let postgres = matches!(c.daemon.store, config::store::StoreSettings::Postgres(_))
+            .then(|| super::store::TargetArgs::from_config(dir.clone()));
         return Ok(Setup {
             keys: vec![key_file(&path)?],
             source: path.display().to_string(),

@@ -43,6 +43,18 @@ pub struct TargetArgs {
     pub password_file: Option<PathBuf>,
 }
 
+impl TargetArgs {
+    /// The database a configuration directory's `[store]` names, nothing overridden.
+    pub fn from_config(dir: PathBuf) -> TargetArgs {
+        TargetArgs {
+            config: Some(dir),
+            url: None,
+            ca: None,
+            password_file: None,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct CopyArgs {
     /// The single node's store: `sqlite:STATE_DIR` (the state directory holding postern.db).

@@ -833,13 +833,7 @@ impl Store {
     /// Opens (creating if need be) the store under `state_dir`, removes orphaned spool files and
     /// starts the writer thread. Call before binding any listener.
     pub fn open(state_dir: &Path) -> Result<(Store, SweepReport), StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-        let lock = lock_state_dir(state_dir)?;
-        let spool = spool_dir(state_dir);
-        let inbox = inbox_dir(state_dir);
-        for dir in [&spool, &inbox] {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
+        let StateDir { lock, spool, inbox } = prepare_state_dir(state_dir)?;
         let path = db_path(state_dir);
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
@@ -1002,6 +996,72 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A node's own folders under its state directory, made if need be, and the directory's lock
+/// (held for the store's life): what both backends' stores open first.
+struct StateDir {
+    lock: std::fs::File,
+    spool: PathBuf,
+    inbox: PathBuf,
+}
+
+fn prepare_state_dir(state_dir: &Path) -> Result<StateDir, StoreError> {
+    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let lock = lock_state_dir(state_dir)?;
+    let spool = spool_dir(state_dir);
+    let inbox = inbox_dir(state_dir);
+    for dir in [&spool, &inbox] {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    Ok(StateDir { lock, spool, inbox })
+}
+
+/// The next batch for a writer: the first job waiting, and every other already queued (up to
+/// [`MAX_BATCH`]). `None` once the last handle is gone.
+fn next_batch(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+    let first = rx.blocking_recv()?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => batch.push(j),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// One fsync of each folder covers every new spool or inbox file the batch records (none when
+/// no job records one).
+fn sync_dirs(batch: &[Job], dirs: &[PathBuf]) -> Result<(), CommitFailure> {
+    if !batch.iter().any(|(sync, _)| *sync) {
+        return Ok(());
+    }
+    dirs.iter().try_for_each(|d| {
+        fsync_dir(d).map_err(|e| CommitFailure::io(&format!("fsync of {}", d.display()), &e))
+    })
+}
+
+/// Every job of a batch that could not run at all gets `failure`.
+fn fail_all(batch: Vec<Job>, failure: &CommitFailure) {
+    for (_, job) in batch {
+        let (_, finish) = job(None);
+        finish(Err(failure.clone()));
+    }
+}
+
+/// Once the batch's commit is known: each job its own outcome, or the commit's failure.
+fn finish_all(
+    finishers: Vec<(Option<CommitFailure>, Finisher)>,
+    committed: &Result<(), CommitFailure>,
+) {
+    for (forced, finish) in finishers {
+        match (committed, forced) {
+            (Err(e), _) => finish(Err(e.clone())),
+            (Ok(()), Some(e)) => finish(Err(e)),
+            (Ok(()), None) => finish(Ok(())),
+        }
+    }
+}
+
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) {
     let mut head = chain_head(&conn).unwrap_or_else(|e| {
         // Appending to a chain whose head is unknown would corrupt it: refuse every write.
@@ -1011,39 +1071,18 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
             hash: GENESIS,
         }
     });
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut rx) {
         if head.seq < 0 {
-            for (_, job) in batch {
-                let (_, finish) = job(None);
-                finish(Err(CommitFailure::other(
-                    "the transfer log's head cannot be chained from",
-                )));
-            }
+            fail_all(
+                batch,
+                &CommitFailure::other("the transfer log's head cannot be chained from"),
+            );
             continue;
         }
-        // One fsync of each directory covers every new spool or inbox file in the batch.
-        let dir_synced = if batch.iter().any(|(sync, _)| *sync) {
-            dirs.iter().try_for_each(|d| {
-                fsync_dir(d)
-                    .map_err(|e| CommitFailure::io(&format!("fsync of {}", d.display()), &e))
-            })
-        } else {
-            Ok(())
-        };
+        let dir_synced = sync_dirs(&batch, dirs);
 
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let failure = CommitFailure::sql("cannot begin a transaction", &e);
-            for (_, job) in batch {
-                let (_, finish) = job(None);
-                finish(Err(failure.clone()));
-            }
+            fail_all(batch, &CommitFailure::sql("cannot begin a transaction", &e));
             continue;
         }
         let saved = head;
@@ -1088,13 +1127,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
             let _ = conn.execute_batch("ROLLBACK");
             head = saved;
         }
-        for (forced, finish) in finishers {
-            match (&committed, forced) {
-                (Err(e), _) => finish(Err(e.clone())),
-                (Ok(()), Some(e)) => finish(Err(e)),
-                (Ok(()), None) => finish(Ok(())),
-            }
-        }
+        finish_all(finishers, &committed);
     }
 }
 

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use super::db::{Db, PgDb};
 use super::pg::{PgError, Pool};
 use super::{
-    ChainHead, CommitFailure, Finisher, Job, MAX_BATCH, Reading, Store, StoreError, Tx, io,
-    lock_state_dir,
+    ChainHead, CommitFailure, Finisher, Job, Reading, StateDir, Store, StoreError, Tx, fail_all,
+    finish_all, io, next_batch, prepare_state_dir, sync_dirs,
 };
 use crate::log::GENESIS;
 
@@ -31,13 +31,7 @@ impl Store {
         pool: Pool,
         node: &str,
     ) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-        let lock = lock_state_dir(state_dir)?;
-        let spool = super::spool_dir(state_dir);
-        let inbox = super::inbox_dir(state_dir);
-        for dir in [&spool, &inbox] {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
+        let StateDir { lock, spool, inbox } = prepare_state_dir(state_dir)?;
         {
             let client = pool.get().await?;
             let status = super::pg::status(&client, pool.target()).await?;
@@ -90,13 +84,6 @@ fn lock_head(db: &dyn Db, target: &str) -> Result<ChainHead, StoreError> {
     Ok(ChainHead { seq, hash })
 }
 
-fn fail_all(batch: Vec<Job>, failure: &CommitFailure) {
-    for (_, job) in batch {
-        let (_, finish) = job(None);
-        finish(Err(failure.clone()));
-    }
-}
-
 fn writer_loop(
     pool: &Pool,
     node: &str,
@@ -104,23 +91,8 @@ fn writer_loop(
     dirs: &[PathBuf],
     mut rx: mpsc::Receiver<Job>,
 ) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        // As over SQLite: one fsync of each folder covers every new file the batch records.
-        let dir_synced = if batch.iter().any(|(sync, _)| *sync) {
-            dirs.iter().try_for_each(|d| {
-                super::fsync_dir(d)
-                    .map_err(|e| CommitFailure::io(&format!("fsync of {}", d.display()), &e))
-            })
-        } else {
-            Ok(())
-        };
+    while let Some(batch) = next_batch(&mut rx) {
+        let dir_synced = sync_dirs(&batch, dirs);
         let client = match handle.block_on(pool.get()) {
             Ok(c) => c,
             Err(e) => {
@@ -221,12 +193,6 @@ fn writer_loop(
         if committed.is_err() {
             let _ = db.batch("ROLLBACK");
         }
-        for (forced, finish) in finishers {
-            match (&committed, forced) {
-                (Err(e), _) => finish(Err(e.clone())),
-                (Ok(()), Some(e)) => finish(Err(e)),
-                (Ok(()), None) => finish(Ok(())),
-            }
-        }
+        finish_all(finishers, &committed);
     }
 }
