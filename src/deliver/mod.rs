@@ -423,15 +423,37 @@ const STRANDED_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// before the attempt is registered in flight, within the same loop turn, so any age would do;
 /// a margin keeps the sweep from ever racing a claim).
 const STRANDED_AFTER: Duration = Duration::from_secs(5);
+/// On a shared store, how long a claim holds without renewal: how long another node waits
+/// before retrying the attempts of a node that died. Renewed every [`RENEW_EVERY`], so that a
+/// renewal or two may fail (the database briefly away) without losing the lease.
+const LEASE: Duration = Duration::from_secs(30);
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+fn lease_until() -> String {
+    clock::stamp(clock::now() + LEASE)
+}
+
+/// Extends this node's leases on the attempts it is running (a shared store only).
+async fn renew_leases(d: &Deliverer) {
+    let until = lease_until();
+    if let Err(e) = d
+        .store
+        .write(false, move |tx| tx.renew_leases(&until))
+        .await
+    {
+        tracing::warn!(error = %e, "could not renew the leases on this node's delivery attempts; will try again");
+    }
+}
 
 /// Queues again the deliveries left `delivering` whose attempt is over but whose outcome could
 /// not be recorded (a full disk, a store that failed): while the gateway runs, not only at the
 /// next start.
 async fn requeue_stranded(d: &Deliverer, in_flight: &InFlight) {
     let before = clock::stamp(clock::now() - STRANDED_AFTER);
+    let node = d.store.node().map(str::to_owned);
     let stale = match d
         .store
-        .read(move |c| queue::stale_in_flight(c, &before))
+        .read(move |c| queue::stale_in_flight(c, &before, node.as_deref()))
         .await
     {
         Ok(v) => v,
@@ -505,7 +527,12 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
     let tracker = TaskTracker::new();
     let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
     let mut last_sweep = std::time::Instant::now();
+    let mut last_renewal = std::time::Instant::now();
     loop {
+        if d.store.node().is_some() && last_renewal.elapsed() >= RENEW_EVERY {
+            renew_leases(&d).await;
+            last_renewal = std::time::Instant::now();
+        }
         // An indexed query: cheap enough to run often, so that a short grace period is honoured.
         if last_purge.elapsed() >= Duration::from_secs(1) {
             purge(&d).await;
@@ -575,9 +602,10 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
 async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<Due>, StoreError> {
     let now = clock::stamp(clock::now());
     let now2 = now.clone();
+    let shared = d.store.node().is_some();
     let candidates = d
         .store
-        .read(move |c| queue::due(c, &now2, free * 4))
+        .read(move |c| queue::due(c, &now2, free * 4, shared))
         .await?;
     let mut chosen = Vec::new();
     let mut planned: HashMap<String, usize> = HashMap::new();
@@ -591,11 +619,12 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
     if chosen.is_empty() {
         return Ok(chosen);
     }
+    let until = lease_until();
     d.store
         .write(false, move |tx| {
             let mut claimed = Vec::new();
             for c in chosen {
-                if tx.claim_delivery(&c, &now)? {
+                if tx.claim_delivery(&c, &now, &until)? {
                     claimed.push(c);
                 }
             }
@@ -616,6 +645,7 @@ async fn end_damaged(d: &Deliverer, due: &Due, why: &str) {
         .store
         .write(false, move |tx| tx.finish_delivery(&t, &r, &finish, &at))
         .await
+        .map(|_| ())
     {
         tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not end a damaged delivery");
     }
@@ -769,12 +799,17 @@ async fn record(
     };
     let entry = LogEntry::new(&rec)?;
     let (t, r) = (job.transfer_id.to_string(), job.recipient.to_string());
-    d.store
+    let kept = d
+        .store
         .write(false, move |tx| {
             tx.append(&entry)?;
             tx.finish_delivery(&t, &r, &finish, &at)
         })
         .await?;
+    if !kept {
+        // Recorded in the log as the attempt it was; the queue keeps the newer attempt's.
+        tracing::warn!(transfer_id = %transfer_id, recipient = %recipient, "this node's lease on the delivery lapsed and another node took it over; that attempt's outcome stands");
+    }
     // Counted only once recorded, so that the metrics agree with the transfer log.
     metrics::delivery_attempt(&job.channel, outcome_name, took);
     if let Some(cause) = cause {

@@ -786,6 +786,8 @@ pub struct Store {
     reader: Reading,
     spool_dir: PathBuf,
     inbox_dir: PathBuf,
+    /// This node's name on a shared store (none on a single node's SQLite).
+    node: Option<Arc<str>>,
     _lock: Arc<std::fs::File>,
 }
 
@@ -866,6 +868,7 @@ impl Store {
                 reader: Reading::Sqlite(Arc::new(Mutex::new(reader))),
                 spool_dir: spool,
                 inbox_dir: inbox,
+                node: None,
                 _lock: Arc::new(lock),
             },
             sweep,
@@ -874,6 +877,11 @@ impl Store {
 
     pub fn spool_dir(&self) -> &Path {
         &self.spool_dir
+    }
+
+    /// This node's name, when the store is shared by several nodes (PostgreSQL).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// Bytes free for this (unprivileged) process on the filesystem holding the spool.

@@ -2,6 +2,12 @@
 //! queued → delivering → delivered | retrying → ... → delivered | dead. The worker reads what is
 //! due and changes state only through the single writer, so a claim, its outcome and the
 //! attempt's log record are each one committed step.
+//!
+//! On a shared store (several nodes, one PostgreSQL) a claim is also a [`Lease`]: the node's
+//! name and a time, renewed while the attempt runs. A delivery whose lease lapsed (its node died
+//! mid-attempt) is due again for any node; only the node holding the lease records the outcome,
+//! so one presumed dead cannot overwrite the newer attempt's; and a node recovers, or queues
+//! again, only its own stranded attempts, never another node's that are still running.
 
 use super::db::{Db, Row, Value};
 use super::{StoreError, Tx};
@@ -48,6 +54,15 @@ fn bad_value(i: usize, s: &str) -> StoreError {
     StoreError::Damaged(format!(
         "column {i}: `{s}` is not a valid value for this column"
     ))
+}
+
+/// A claim on a shared store: which node holds it, and until when unless renewed. Times are
+/// the store's stamps (`clock::stamp`), which sort as they read; the nodes' clocks must agree
+/// (NTP) to well within the lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub node: &'a str,
+    pub until: &'a str,
 }
 
 fn limit(n: usize) -> Value {
@@ -98,11 +113,20 @@ impl Finish {
     }
 }
 
-pub fn due(db: &dyn Db, now: &str, n: usize) -> Result<Vec<Due>, StoreError> {
-    due_rows(db.rows(
+/// Deliveries due at `now`: queued or retrying and their time come, and on a `shared` store
+/// also those being attempted under a lease that lapsed (the node attempting them died).
+pub fn due(db: &dyn Db, now: &str, n: usize, shared: bool) -> Result<Vec<Due>, StoreError> {
+    let mut rows = db.rows(
         "SELECT transfer_id, recipient FROM deliveries WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
         &[now.into(), limit(n)],
-    )?)
+    )?;
+    if shared {
+        rows.extend(db.rows(
+            "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2",
+            &[now.into(), limit(n)],
+        )?);
+    }
+    due_rows(rows)
 }
 
 /// When the next queued or retrying delivery falls due.
@@ -174,12 +198,23 @@ pub fn job(db: &dyn Db, transfer_id: &str, recipient: &str) -> Result<Option<Job
     }))
 }
 
-/// Deliveries in flight (`delivering`) whose claim or last change is older than `before`.
-pub fn stale_in_flight(db: &dyn Db, before: &str) -> Result<Vec<Due>, StoreError> {
-    due_rows(db.rows(
-        "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND updated_at < ?1",
-        &[before.into()],
-    )?)
+/// Deliveries in flight (`delivering`) whose claim or last change is older than `before`: on a
+/// shared store, only those `node` holds.
+pub fn stale_in_flight(
+    db: &dyn Db,
+    before: &str,
+    node: Option<&str>,
+) -> Result<Vec<Due>, StoreError> {
+    due_rows(match node {
+        None => db.rows(
+            "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND updated_at < ?1",
+            &[before.into()],
+        )?,
+        Some(node) => db.rows(
+            "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND updated_at < ?1 AND lease_node = ?2",
+            &[before.into(), node.into()],
+        )?,
+    })
 }
 
 /// Transfers whose every recipient is delivered or dead since before `cutoff`, payload still held.
@@ -198,58 +233,112 @@ pub fn purgeable(
 }
 
 /// After a restart, deliveries that were in flight are retried (their outcome is unknown:
-/// the recipient side makes a repeat harmless).
-pub fn recover_in_flight(db: &dyn Db, now: &str) -> Result<usize, StoreError> {
-    let n = db.execute(
-        "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?1, updated_at = ?1, last_error = 'interrupted: the gateway stopped during the attempt' WHERE state = 'delivering'",
-        &[now.into()],
-    )?;
+/// the recipient side makes a repeat harmless). On a shared store, only `node`'s own: another
+/// node's may still be running, and its lease says when it is not.
+pub fn recover_in_flight(db: &dyn Db, now: &str, node: Option<&str>) -> Result<usize, StoreError> {
+    const SQL: &str = "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?1, updated_at = ?1, last_error = 'interrupted: the gateway stopped during the attempt' WHERE state = 'delivering'";
+    let n = match node {
+        None => db.execute(SQL, &[now.into()])?,
+        Some(node) => db.execute(
+            &format!("{SQL} AND lease_node = ?2"),
+            &[now.into(), node.into()],
+        )?,
+    };
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// A delivery left `delivering` although no attempt is in flight (its outcome could not be
-/// recorded): queued again now. The recipient side makes the repeat harmless.
-pub fn requeue(db: &dyn Db, d: &Due, now: &str) -> Result<bool, StoreError> {
-    let n = db.execute(
-        "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, updated_at = ?3, last_error = 'interrupted: the outcome of the last attempt could not be recorded' WHERE transfer_id = ?1 AND recipient = ?2 AND state = 'delivering'",
-        &[(&d.transfer_id).into(), (&d.recipient).into(), now.into()],
-    )?;
+/// recorded): queued again now. The recipient side makes the repeat harmless. On a shared
+/// store, only if `node` still holds it.
+pub fn requeue(db: &dyn Db, d: &Due, now: &str, node: Option<&str>) -> Result<bool, StoreError> {
+    const SQL: &str = "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, updated_at = ?3, last_error = 'interrupted: the outcome of the last attempt could not be recorded' WHERE transfer_id = ?1 AND recipient = ?2 AND state = 'delivering'";
+    let mut args: Vec<Value> = vec![(&d.transfer_id).into(), (&d.recipient).into(), now.into()];
+    let n = match node {
+        None => db.execute(SQL, &args)?,
+        Some(node) => {
+            args.push(node.into());
+            db.execute(&format!("{SQL} AND lease_node = ?4"), &args)?
+        }
+    };
     Ok(n == 1)
 }
 
 /// Marks a due delivery as in flight and counts the attempt. False if someone else got it
-/// or it is no longer due.
-pub fn claim_delivery(db: &dyn Db, d: &Due, now: &str) -> Result<bool, StoreError> {
-    let n = db.execute(
-        "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3 WHERE transfer_id = ?1 AND recipient = ?2 AND state IN ('queued', 'retrying')",
-        &[(&d.transfer_id).into(), (&d.recipient).into(), now.into()],
-    )?;
+/// or it is no longer due. With a `lease` (a shared store) the claim is that node's until the
+/// lease's time, and a delivery whose earlier lease lapsed is taken over.
+pub fn claim_delivery(
+    db: &dyn Db,
+    d: &Due,
+    now: &str,
+    lease: Option<Lease<'_>>,
+) -> Result<bool, StoreError> {
+    let n = match lease {
+        None => db.execute(
+            "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3 WHERE transfer_id = ?1 AND recipient = ?2 AND state IN ('queued', 'retrying')",
+            &[(&d.transfer_id).into(), (&d.recipient).into(), now.into()],
+        )?,
+        Some(l) => db.execute(
+            "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3, lease_node = ?4, lease_until = ?5 WHERE transfer_id = ?1 AND recipient = ?2 AND ((state IN ('queued', 'retrying') AND next_attempt_at <= ?3) OR (state = 'delivering' AND lease_until < ?3))",
+            &[
+                (&d.transfer_id).into(),
+                (&d.recipient).into(),
+                now.into(),
+                l.node.into(),
+                l.until.into(),
+            ],
+        )?,
+    };
     Ok(n == 1)
 }
 
+/// Extends every lease `lease.node` holds on an attempt to `lease.until`; how many.
+pub fn renew_leases(db: &dyn Db, lease: Lease<'_>) -> Result<u64, StoreError> {
+    db.execute(
+        "UPDATE deliveries SET lease_until = ?2 WHERE state = 'delivering' AND lease_node = ?1",
+        &[lease.node.into(), lease.until.into()],
+    )
+}
+
 /// Records an attempt's outcome; when it was the transfer's last open delivery, marks the
-/// transfer complete (which starts the payload's grace period).
+/// transfer complete (which starts the payload's grace period). On a shared store the outcome
+/// is recorded only while `node` holds the delivery: if its lease lapsed and another node took
+/// the delivery over, that newer attempt's outcome is the one that counts (false here).
 pub fn finish_delivery(
     db: &dyn Db,
     transfer_id: &str,
     recipient: &str,
     finish: &Finish,
     now: &str,
-) -> Result<(), StoreError> {
+    node: Option<&str>,
+) -> Result<bool, StoreError> {
     let (state, next, error, receipt, delivered) = finish.columns(now);
-    db.execute(
-        "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, last_error = COALESCE(?5, last_error), receipt = ?6, delivered_at = ?7, updated_at = ?8 WHERE transfer_id = ?1 AND recipient = ?2",
-        &[
-            transfer_id.into(),
-            recipient.into(),
-            state.into(),
-            next.into(),
-            error.into(),
-            receipt.into(),
-            delivered.into(),
-            now.into(),
-        ],
-    )?;
+    const SQL: &str = "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, last_error = COALESCE(?5, last_error), receipt = ?6, delivered_at = ?7, updated_at = ?8";
+    let mut args: Vec<Value> = vec![
+        transfer_id.into(),
+        recipient.into(),
+        state.into(),
+        next.into(),
+        error.into(),
+        receipt.into(),
+        delivered.into(),
+        now.into(),
+    ];
+    let n = match node {
+        None => db.execute(
+            &format!("{SQL} WHERE transfer_id = ?1 AND recipient = ?2"),
+            &args,
+        )?,
+        Some(node) => {
+            args.push(node.into());
+            db.execute(
+                &format!("{SQL}, lease_until = NULL WHERE transfer_id = ?1 AND recipient = ?2 AND lease_node = ?9"),
+                &args,
+            )?
+        }
+    };
+    if n == 0 {
+        return Ok(false);
+    }
     let open = db
         .row(
             "SELECT COUNT(*) FROM deliveries WHERE transfer_id = ?1 AND state NOT IN ('delivered', 'dead')",
@@ -262,7 +351,7 @@ pub fn finish_delivery(
             &[transfer_id.into(), now.into()],
         )?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Forgets a transfer's sealed payload. The caller deletes the file after the commit; if it
@@ -278,15 +367,25 @@ pub fn mark_purged(db: &dyn Db, id: &TransferId, now: &str) -> Result<(), StoreE
 
 impl Tx<'_> {
     pub fn recover_in_flight(&mut self, now: &str) -> Result<usize, StoreError> {
-        recover_in_flight(self.db(), now)
+        recover_in_flight(self.db(), now, self.node)
     }
 
     pub fn requeue(&mut self, d: &Due, now: &str) -> Result<bool, StoreError> {
-        requeue(self.db(), d, now)
+        requeue(self.db(), d, now, self.node)
     }
 
-    pub fn claim_delivery(&mut self, d: &Due, now: &str) -> Result<bool, StoreError> {
-        claim_delivery(self.db(), d, now)
+    /// Claims `d` at `now`; on a shared store, leased to this node until `until`.
+    pub fn claim_delivery(&mut self, d: &Due, now: &str, until: &str) -> Result<bool, StoreError> {
+        let lease = self.node.map(|node| Lease { node, until });
+        claim_delivery(self.db(), d, now, lease)
+    }
+
+    /// On a shared store, extends this node's leases to `until` (nothing on a single node).
+    pub fn renew_leases(&mut self, until: &str) -> Result<u64, StoreError> {
+        match self.node {
+            Some(node) => renew_leases(self.db(), Lease { node, until }),
+            None => Ok(0),
+        }
     }
 
     pub fn finish_delivery(
@@ -295,8 +394,8 @@ impl Tx<'_> {
         recipient: &str,
         finish: &Finish,
         now: &str,
-    ) -> Result<(), StoreError> {
-        finish_delivery(self.db(), transfer_id, recipient, finish, now)
+    ) -> Result<bool, StoreError> {
+        finish_delivery(self.db(), transfer_id, recipient, finish, now, self.node)
     }
 
     pub fn mark_purged(&mut self, id: &TransferId, now: &str) -> Result<(), StoreError> {

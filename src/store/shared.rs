@@ -40,19 +40,20 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let handle = tokio::runtime::Handle::current();
         let writer_pool = pool.clone();
-        let node = node.to_owned();
+        let writer_node = node.to_owned();
         let dirs = vec![spool.clone(), inbox.clone()];
         // As over SQLite: the writer ends when the last handle is dropped, and what it has not
         // committed was never answered as durable.
         std::thread::Builder::new()
             .name("postern-store-writer".into())
-            .spawn(move || writer_loop(&writer_pool, &node, &handle, &dirs, rx))
+            .spawn(move || writer_loop(&writer_pool, &writer_node, &handle, &dirs, rx))
             .map_err(io(state_dir))?;
         Ok(Store {
             jobs: tx,
             reader: Reading::Postgres(pool),
             spool_dir: spool,
             inbox_dir: inbox,
+            node: Some(Arc::from(node)),
             _lock: Arc::new(lock),
         })
     }

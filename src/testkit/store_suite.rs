@@ -352,19 +352,29 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
             .collect()
     };
     let later = "2026-12-01T10:00:01.000000Z";
-    let due = mine(queue::due(db, later, 1_000_000)?);
+    // On PostgreSQL the queue is shared: each claim is a node's lease, until a time.
+    let shared = db.dialect() == crate::store::db::Dialect::Postgres;
+    let (node_a, node_b) = if shared {
+        (Some("suite-a"), Some("suite-b"))
+    } else {
+        (None, None)
+    };
+    let until = "2026-12-01T10:00:31.000000Z";
+    let lapsed = "2026-12-01T10:00:40.000000Z";
+    let lease = |node: Option<&'static str>| node.map(|node| queue::Lease { node, until });
+    let due = mine(queue::due(db, later, 1_000_000, shared)?);
     same(due.len(), 2, "both deliveries are due")?;
     let first = Due {
         transfer_id: id.to_string(),
         recipient: a.to_string(),
     };
     check(
-        queue::claim_delivery(db, &first, later)?,
+        queue::claim_delivery(db, &first, later, lease(node_a))?,
         "a due delivery is claimed",
         (),
     )?;
     check(
-        !queue::claim_delivery(db, &first, later)?,
+        !queue::claim_delivery(db, &first, later, lease(node_b))?,
         "a claimed delivery is not claimed twice",
         (),
     )?;
@@ -375,28 +385,85 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
         "the job as accepted",
     )?;
     same(
-        mine(queue::stale_in_flight(db, "2026-12-01T11:00:00.000000Z")?),
+        mine(queue::stale_in_flight(
+            db,
+            "2026-12-01T11:00:00.000000Z",
+            node_a,
+        )?),
         vec![a.to_string()],
         "the attempt in flight",
     )?;
+    if shared {
+        same(
+            mine(queue::stale_in_flight(
+                db,
+                "2026-12-01T11:00:00.000000Z",
+                node_b,
+            )?),
+            Vec::<String>::new(),
+            "another node's attempt is not this node's to recover",
+        )?;
+        check(
+            !queue::requeue(db, &first, later, node_b)?,
+            "nor to queue again",
+            (),
+        )?;
+        let mut due = mine(queue::due(db, lapsed, 1_000_000, true)?);
+        due.sort();
+        same(
+            due,
+            vec![a.to_string(), b.to_string()],
+            "an attempt whose lease lapsed is due again",
+        )?;
+        check(
+            queue::claim_delivery(db, &first, lapsed, lease(node_b))?,
+            "and another node takes it over",
+            (),
+        )?;
+        check(
+            !queue::finish_delivery(
+                db,
+                &first.transfer_id,
+                &first.recipient,
+                &Finish::Delivered {
+                    receipt: "{}".into(),
+                },
+                lapsed,
+                node_a,
+            )?,
+            "the node whose lease lapsed records no outcome",
+            (),
+        )?;
+        check(
+            queue::requeue(db, &first, later, node_b)?,
+            "the holder queues it again",
+            (),
+        )?;
+    } else {
+        check(
+            queue::requeue(db, &first, later, None)?,
+            "an attempt without an outcome is queued again",
+            (),
+        )?;
+    }
     check(
-        queue::requeue(db, &first, later)?,
-        "an attempt without an outcome is queued again",
-        (),
-    )?;
-    check(
-        queue::claim_delivery(db, &first, later)?,
+        queue::claim_delivery(db, &first, later, lease(node_b))?,
         "and claimed again",
         (),
     )?;
-    queue::finish_delivery(
-        db,
-        &first.transfer_id,
-        &first.recipient,
-        &Finish::Delivered {
-            receipt: "{\"receipt_id\":\"r1\"}".into(),
-        },
-        later,
+    check(
+        queue::finish_delivery(
+            db,
+            &first.transfer_id,
+            &first.recipient,
+            &Finish::Delivered {
+                receipt: "{\"receipt_id\":\"r1\"}".into(),
+            },
+            later,
+            node_b,
+        )?,
+        "its holder records the outcome",
+        (),
     )?;
     check(
         queue::purgeable(db, "2027-01-01T00:00:00.000000Z", 1_000_000)?
@@ -409,7 +476,11 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
         transfer_id: id.to_string(),
         recipient: b.to_string(),
     };
-    check(queue::claim_delivery(db, &second, later)?, "claimed", ())?;
+    check(
+        queue::claim_delivery(db, &second, later, lease(node_a))?,
+        "claimed",
+        (),
+    )?;
     queue::finish_delivery(
         db,
         &second.transfer_id,
@@ -418,6 +489,7 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
             error: "refused".into(),
         },
         later,
+        node_a,
     )?;
     let states: Vec<(String, String, i64)> = crate::store::recipient_statuses(db, &id.to_string())?
         .into_iter()
@@ -426,7 +498,11 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
     same(
         states,
         vec![
-            (a.to_string(), "delivered".into(), 2),
+            (
+                a.to_string(),
+                "delivered".into(),
+                if shared { 3 } else { 2 },
+            ),
             (b.to_string(), "dead".into(), 1),
         ],
         "the deliveries' final states",
