@@ -254,46 +254,6 @@ async fn logs_never_contain_payloads_justifications_or_subject_references() {
     }
 }
 
-/// A small payload that names its own number, so each transfer's content is its own.
-fn numbered(seed: u64) -> Vec<u8> {
-    let mut data = seed.to_be_bytes().to_vec();
-    data.extend(common::payload(1500, seed as u8));
-    data
-}
-
-/// Submits small transfers (council to police, delivered by mutual TLS to this same gateway's
-/// inbound endpoint) until told to stop or the connection dies; returns (id, seed) of each 202.
-async fn keep_submitting(
-    mut conn: postern_gateway::client::Connection,
-    first_seed: u64,
-    accepted: Arc<AtomicU64>,
-) -> Vec<(String, u64)> {
-    let mut mine = Vec::new();
-    for seed in first_seed.. {
-        let data = numbered(seed);
-        let Ok(a) = conn
-            .submit(Submission {
-                envelope_json: Bytes::from(serde_json::to_vec(&envelope(json!({}))).expect("json")),
-                payload: stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]),
-                payload_len: None,
-                file_name: None,
-                content_type: None,
-                idempotency_key: None,
-            })
-            .await
-        else {
-            break; // the gateway was killed
-        };
-        assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
-        mine.push((
-            json(&a)["transfer_id"].as_str().expect("id").to_owned(),
-            seed,
-        ));
-        accepted.fetch_add(1, Ordering::Relaxed);
-    }
-    mine
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_load_loses_no_accepted_transfer_and_duplicates_none() {
     let d = Deployment::new();
@@ -302,10 +262,12 @@ async fn a_kill_during_load_loses_no_accepted_transfer_and_duplicates_none() {
     let mut submitters = Vec::new();
     for i in 0..4u64 {
         let conn = d.connect(server.addr, "northshire-cc").await;
-        submitters.push(tokio::spawn(keep_submitting(
+        submitters.push(tokio::spawn(common::keep_submitting(
             conn,
             i * 1_000_000,
             accepted.clone(),
+            u64::MAX,
+            Arc::default(),
         )));
     }
     while accepted.load(Ordering::Relaxed) < 300 {
@@ -402,7 +364,7 @@ async fn a_kill_during_load_loses_no_accepted_transfer_and_duplicates_none() {
             &mut plain,
         )
         .expect("read");
-        assert_eq!(plain, numbered(*seed));
+        assert_eq!(plain, common::numbered(*seed));
     }
 }
 

@@ -592,28 +592,27 @@ fn the_store_section_is_checked_with_every_error_at_its_line() {
 }
 
 #[test]
-fn a_gateway_told_to_serve_from_postgresql_refuses_to_start_rather_than_serve_from_sqlite() {
+fn a_gateway_whose_database_cannot_be_reached_does_not_start_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
     postern_gateway::pki::Ca::generate("Database CA")
         .unwrap()
         .save(&dir.path().join("db"))
         .unwrap();
+    // Nothing listens on port 1.
     let d = Deployment::with_daemon(&format!(
-        "[store]\nbackend = \"postgres\"\nurl = \"postgres://postern@db.example.org/postern\"\nca = \"{}\"\n",
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://postern@127.0.0.1:1/postern\"\nca = \"{}\"\n",
         dir.path().join("db").join("ca.crt").display()
     ));
     let check = postern(&["check-config", "--config", d.config_dir.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(0), "{check:?}");
-    let warned = String::from_utf8_lossy(&check.stdout).to_string()
-        + &String::from_utf8_lossy(&check.stderr);
-    assert!(warned.contains("serves from SQLite only"), "{warned}");
     let serve = postern(&["serve", "--config", d.config_dir.to_str().unwrap()]);
-    assert_eq!(serve.status.code(), Some(64), "{serve:?}");
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert_ne!(serve.status.code(), Some(0), "{serve:?}");
+    assert!(err.contains("postern@127.0.0.1:1/postern"), "{err}");
     assert!(
-        String::from_utf8_lossy(&serve.stderr).contains("store.backend"),
-        "{serve:?}"
+        !d.state_dir.join("postern.db").exists(),
+        "it did not quietly serve from SQLite"
     );
-    assert!(!d.state_dir.join("postern.db").exists() || d.transfers() == 0);
 }
 
 /// A real record (a `transfer_failed`, which files under nothing but itself) saying which node
@@ -2004,5 +2003,258 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
     assert_eq!(report.records, 2);
     relay.down().await;
     drop(store);
+    db.drop_it().await;
+}
+
+/// Copies a directory tree: a second node's state directory gets the first's keys and
+/// certificates (every node of a deployment holds the same ones).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Two `postern serve` nodes of one deployment on the test's database: the second with a state
+/// directory of its own holding the same keys.
+fn two_nodes(d: &Deployment) -> (common::BinaryServer, common::BinaryServer) {
+    let state_b = d.dir.path().join("state-b");
+    copy_tree(&d.state_dir, &state_b);
+    let a = d.spawn_with_env(&[("POSTERN_STORE__NODE", "node-a")]);
+    let b = d.spawn_with_env(&[
+        ("POSTERN_STORE__NODE", "node-b"),
+        ("POSTERN_STATE_DIR", state_b.to_str().unwrap()),
+    ]);
+    (a, b)
+}
+
+async fn count(pool: &Pool, sql: &str) -> i64 {
+    pool.get()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The police's inbox item for `transfer`, downloaded through the node at `addr` and opened.
+async fn download_through(d: &Deployment, addr: std::net::SocketAddr, transfer: &str) -> Vec<u8> {
+    let mut police = d.connect(addr, "northshire-police").await;
+    let list = common::json(&police.get("/v1/inbox?limit=1000").await.expect("list"));
+    let item = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["transfer_id"] == json!(transfer))
+        .unwrap_or_else(|| panic!("{transfer} listed"))
+        .clone();
+    let mut sealed = Vec::new();
+    let dl = police
+        .download(
+            &format!("/v1/inbox/{}/payload", item["id"].as_str().expect("id")),
+            &mut sealed,
+        )
+        .await
+        .expect("download");
+    assert_eq!(dl.status, 200);
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut postern_gateway::seal::open(&sealed[..], d.org_key("northshire-police").identity())
+            .expect("opens"),
+        &mut plain,
+    )
+    .expect("read");
+    plain
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let Some(s) = server("two_serving_nodes_lose_nothing_when_one_is_killed_mid_load") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let d = Deployment::new();
+    use_postgres(&d, &db);
+    let (mut a, b) = two_nodes(&d);
+
+    // A payload too large to keep inline: accepted by one node, it is kept in the database
+    // (no node's folder), delivered, and downloaded through the other node whole.
+    let big = common::payload(300_000, 9);
+    let mut council = d.connect(a.addr, "northshire-cc").await;
+    let answer = submit(&mut council, &envelope(json!({})), big.clone(), None).await;
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let big_id = common::json(&answer)["transfer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    common::eventually(30, "the large transfer delivered", || {
+        let pool = pool.clone();
+        let big_id = big_id.clone();
+        async move {
+            let n: i64 = pool
+                .get()
+                .await
+                .unwrap()
+                .query_one(
+                    "SELECT COUNT(*) FROM inbox WHERE transfer_id = $1",
+                    &[&big_id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (n == 1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(download_through(&d, b.addr, &big_id).await, big);
+    assert!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM payload_chunks WHERE name LIKE 'inbox/%'"
+        )
+        .await
+            >= 1,
+        "the received copy is kept in the database"
+    );
+
+    // Load through both nodes; node A is killed with SIGKILL in the middle.
+    let accepted = Arc::new(AtomicU64::new(0));
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let mut submitters = Vec::new();
+    for (i, node) in [&a, &a, &b, &b].into_iter().enumerate() {
+        let conn = d.connect(node.addr, "northshire-cc").await;
+        submitters.push(tokio::spawn(common::keep_submitting(
+            conn,
+            (i as u64 + 1) * 1_000_000,
+            accepted.clone(),
+            600,
+            unavailable.clone(),
+        )));
+    }
+    while accepted.load(Ordering::Relaxed) < 250 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    a.kill9();
+    let pending = count(
+        &pool,
+        "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'",
+    )
+    .await;
+    let leased_by_a = count(
+        &pool,
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'delivering' AND lease_node = 'node-a'",
+    )
+    .await;
+    let mut sent: Vec<(String, u64)> = Vec::new();
+    for s in submitters {
+        sent.extend(s.await.expect("submitter"));
+    }
+    assert!(
+        pending > 0,
+        "the kill landed with deliveries still to do ({} accepted)",
+        sent.len()
+    );
+
+    // Node B delivers what was queued, and (once their leases lapse) what A was attempting.
+    let start = std::time::Instant::now();
+    loop {
+        let left = count(
+            &pool,
+            "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'",
+        )
+        .await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "deliveries still outstanding after 120 s: {left}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let rows = pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT transfer_id, COUNT(*) FROM inbox WHERE recipient = 'northshire-police' GROUP BY transfer_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let inbox: std::collections::HashMap<String, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for (id, _) in &sent {
+        assert_eq!(inbox.get(id), Some(&1), "transfer {id} in the inbox once");
+    }
+    assert!(inbox.values().all(|n| *n == 1), "no inbox duplicates");
+    assert_eq!(
+        inbox.len() as i64,
+        count(&pool, "SELECT COUNT(*) FROM transfers").await,
+        "every stored transfer delivered"
+    );
+    let nodes = count(
+        &pool,
+        "SELECT COUNT(DISTINCT node) FROM log WHERE node IN ('node-a', 'node-b')",
+    )
+    .await;
+    assert_eq!(nodes, 2, "records written by both nodes");
+    let taken_over = count(
+        &pool,
+        "SELECT COUNT(*) FROM deliveries WHERE lease_node = 'node-b' AND attempts > 1",
+    )
+    .await;
+    assert!(
+        taken_over >= leased_by_a,
+        "every attempt node A held at its death was taken over by node B ({taken_over} of {leased_by_a})"
+    );
+    eprintln!(
+        "two nodes: {} answered 202 ({} answered 503), {pending} undelivered and {leased_by_a} leased by node A at the kill, {taken_over} retried by node B",
+        sent.len(),
+        unavailable.load(Ordering::Relaxed)
+    );
+    // What arrived is what was sent.
+    for (id, seed) in sent.iter().rev().take(3) {
+        assert_eq!(
+            download_through(&d, b.addr, id).await,
+            common::numbered(*seed)
+        );
+    }
+    // Nothing a node keeps locally is needed: its folders hold no payloads.
+    for dir in [
+        d.state_dir.join("spool"),
+        d.dir.path().join("state-b").join("spool"),
+        d.dir.path().join("state-b").join("inbox"),
+    ] {
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "{} holds {left:?}", dir.display());
+    }
+
+    // The chain over both nodes' records verifies.
+    drop(b);
+    let verify = postern(&["log", "verify", "--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     db.drop_it().await;
 }

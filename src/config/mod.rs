@@ -137,6 +137,8 @@ pub struct Config {
     pub tls: TlsMaterial,
     pub spool_key: SpoolKey,
     pub subject_key: SubjectKey,
+    /// The database's CA and password, with `[store] backend = "postgres"`.
+    pub postgres: Option<daemon::PostgresMaterial>,
     /// What is valid but weaker than it looks (logged at start-up and reload).
     pub warnings: Vec<ConfigError>,
 }
@@ -223,6 +225,7 @@ pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
             tls: m.tls,
             spool_key: m.spool_key,
             subject_key: m.subject_key,
+            postgres: m.postgres,
             warnings: parts.warnings,
         }),
         None => Err(ConfigErrors(vec![ConfigError {
@@ -368,25 +371,6 @@ fn load_parts(opts: &LoadOptions, mode: Mode) -> Result<Parts, ConfigErrors> {
             None
         }
     });
-
-    // PostgreSQL is being built: the schema, the copy and the log's verification are there,
-    // serving is not. A gateway told to serve from it must not quietly serve from SQLite.
-    if let Some((d, _)) = &daemon_and_materials
-        && matches!(d.store, store::StoreSettings::Postgres(_))
-    {
-        const WHY: &str = "\"postgres\": this release prepares a PostgreSQL store (`postern store migrate`, `postern store copy`, `postern log verify`) but serves from SQLite only; the gateway will not start with it (docs/operations.md)";
-        match mode {
-            Mode::Load => errors.general("[store]", Some("store.backend".into()), WHY),
-            Mode::Check => warnings.push(ConfigError {
-                origin: "[store]".into(),
-                line: None,
-                column: None,
-                key: Some("store.backend".into()),
-                message: WHY.into(),
-            }),
-            Mode::Offline => {}
-        }
-    }
 
     // Email recipients need somewhere for their messages to go (when something is delivered).
     if let (Some((d, _)), Some(r)) = (&daemon_and_materials, &registry)

@@ -42,6 +42,7 @@ use crate::live::Live;
 use crate::log::{DeliveryAttemptRecord, LogEntry, PayloadPurgedRecord, Receipt, RecordKind};
 use crate::metrics;
 use crate::seal::SpoolKey;
+use crate::store::payloads::Area;
 use crate::store::queue::{self, Due, Finish, Job};
 use crate::store::{Store, StoreError};
 use email::{EmailChannel, Letter};
@@ -269,7 +270,15 @@ impl Deliverer {
                 }
             };
         let source = match (&job.payload_file, &job.payload_inline) {
-            (Some(f), _) => Source::File(self.store.spool_dir().join(f)),
+            (Some(f), _) => match self.store.open_payload(Area::Spool, f) {
+                Ok(r) => Source::Stored(r),
+                Err(e) => {
+                    return Outcome::temporary(
+                        Cause::LocalIo,
+                        format!("the payload cannot be read from the spool: {e}"),
+                    );
+                }
+            },
             (None, Some(b)) => Source::Inline(b.clone()),
             (None, None) => {
                 return Outcome::temporary(Cause::LocalIo, "the payload is no longer in the spool");

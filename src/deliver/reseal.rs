@@ -4,7 +4,6 @@
 //! is streamed (it is then sent only over verified TLS).
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +15,9 @@ use crate::seal::{self, SealError, SealSummary, Sealer, SpoolKey};
 
 /// Where the spool copy is.
 pub enum Source {
-    File(PathBuf),
+    /// The sealed bytes as the store keeps them (a file, or chunks in the shared database),
+    /// read on the resealing thread.
+    Stored(Box<dyn Read + Send>),
     Inline(Vec<u8>),
 }
 
@@ -119,7 +120,7 @@ impl Resealed {
 
 fn open_source(source: Source, key: &SpoolKey) -> Result<Box<dyn Read + Send>, SealError> {
     Ok(match source {
-        Source::File(p) => Box::new(seal::open_file(&p, key.identity())?),
+        Source::Stored(r) => Box::new(seal::open(r, key.identity())?),
         Source::Inline(b) => Box::new(seal::open(io::Cursor::new(b), key.identity())?),
     })
 }

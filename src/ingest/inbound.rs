@@ -24,6 +24,7 @@ use crate::log::{InboundRefusedRecord, InboxRecord, LogEntry, PeerRecord, Record
 use crate::metrics;
 use crate::seal::SealError;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
+use crate::store::payloads::Area;
 use crate::store::upload::UploadError;
 
 /// The largest meta part accepted (it is a few hundred bytes in practice).
@@ -537,18 +538,13 @@ pub async fn payload(
             );
         }
         Some(InboxPayload::Inline(b)) => Body::from(b),
-        Some(InboxPayload::File(f)) => {
-            match tokio::fs::File::open(app.store.inbox_file(&f)).await {
-                Ok(file) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    256 * 1024,
-                )),
-                Err(e) => {
-                    tracing::error!(inbox_id = %id, error = %e, "an inbox payload file is missing");
-                    return Problem::internal().into_response();
-                }
+        Some(InboxPayload::File(f)) => match app.store.open_payload(Area::Inbox, &f) {
+            Ok(file) => Body::from_stream(crate::store::payloads::read_stream(move || Ok(file))),
+            Err(e) => {
+                tracing::error!(inbox_id = %id, error = %e, "an inbox payload file is missing");
+                return Problem::internal().into_response();
             }
-        }
+        },
     };
     let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut().insert(

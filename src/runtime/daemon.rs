@@ -101,6 +101,54 @@ pub struct Prepared {
     reloader: Reloader,
 }
 
+/// This node's part in a shared store: the database's pool, and the node's name.
+#[derive(Clone)]
+struct Shared {
+    pool: crate::store::pg::Pool,
+    node: String,
+}
+
+/// Opens the store `[store]` names: the state directory's SQLite (sweeping orphaned spool
+/// files), or this node's handle on the shared PostgreSQL (which must be reachable and hold the
+/// schema: `postern store migrate`).
+async fn open_store(
+    daemon: &Daemon,
+    material: Option<crate::config::daemon::PostgresMaterial>,
+) -> Result<(Store, crate::store::SweepReport, Option<Shared>), DaemonError> {
+    use crate::config::store::StoreSettings;
+    match (&daemon.store, material) {
+        (StoreSettings::Postgres(pg), Some(m)) => {
+            let pool = crate::store::pg::Pool::new(&crate::store::pg::Target {
+                url: pg.url.clone(),
+                roots: m.roots,
+                password: m.password,
+                pool_size: pg.pool_size,
+            })
+            .map_err(StoreError::from)?;
+            let store = Store::open_shared(&daemon.state_dir, pool.clone(), &pg.node).await?;
+            tracing::info!(
+                database = %pool.target(),
+                node = %pg.node,
+                "the store is the shared PostgreSQL database"
+            );
+            let shared = Shared {
+                pool,
+                node: pg.node.clone(),
+            };
+            Ok((store, crate::store::SweepReport::default(), Some(shared)))
+        }
+        (StoreSettings::Postgres(_), None) => Err(DaemonError::Store(StoreError::Pg(
+            crate::store::pg::PgError::Config(
+                "the database's CA and password were not read".into(),
+            ),
+        ))),
+        (StoreSettings::Sqlite, _) => {
+            let (store, sweep) = Store::open(&daemon.state_dir)?;
+            Ok((store, sweep, None))
+        }
+    }
+}
+
 /// Opens the store and binds the listener (in that order: nothing is accepted before the
 /// spool has been swept).
 pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
@@ -110,18 +158,21 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         tls: material,
         spool_key,
         subject_key,
+        postgres,
         warnings,
     } = config;
     log_warnings(&warnings);
     let keys = KeyPrints::of(&spool_key, &subject_key);
     let checkpoint_key = Arc::new(CheckpointKey::from_file(&daemon.log.checkpoint_key)?);
-    let (store, sweep) = Store::open(&daemon.state_dir)?;
+    let (store, sweep, shared) = open_store(&daemon, postgres).await?;
     let checkpoint_file = daemon
         .log
         .checkpoint_file
         .clone()
         .map(checkpoint::CheckpointFile::new);
-    check_head(&store, &checkpoint_key, checkpoint_file.as_ref()).await?;
+    if shared.is_none() {
+        check_head(&store, &checkpoint_key, checkpoint_file.as_ref()).await?;
+    }
     if sweep.orphans_removed > 0 {
         tracing::info!(
             removed = sweep.orphans_removed,
@@ -243,6 +294,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             key: checkpoint_key,
             settings: daemon.log,
             file: checkpoint_file,
+            shared,
         },
         reloader,
     })
@@ -381,10 +433,12 @@ impl Prepared {
             ))
         });
         let worker = tokio::spawn(deliver::run(deliverer, wake, stop.clone()));
-        let (store, key, file) = (
+        let (store, key, file, shared, lease) = (
             upkeep.store.clone(),
             upkeep.key.clone(),
             upkeep.file.clone(),
+            upkeep.shared.clone(),
+            upkeep.lease(),
         );
         let upkeep = tokio::spawn(upkeep.run(stop.clone()));
         // The listener is bound (connections queue in its backlog) and the store is open.
@@ -416,13 +470,31 @@ impl Prepared {
         let _ = upkeep.await;
         // Last, so that it signs every record the requests and attempts above wrote; marked
         // as a clean shutdown's, which the next start compares the head with.
-        match checkpoint::shutdown_checkpoint(&store, key).await {
-            Ok(Some(c)) => {
-                checkpoint::publish(file.as_ref(), &c);
-                tracing::info!(seq = c.seq, "signed the transfer log's head at shutdown");
+        match &shared {
+            // One of several nodes: the signer signs what it can see, and gives the lease up
+            // so that another node need not wait for it to lapse.
+            Some(s) => {
+                Upkeep::sign(&store, &key, Some(s), lease, file.as_ref()).await;
+                if let Ok(client) = s.pool.get().await
+                    && let Err(e) = crate::store::pg::lease::release(
+                        &client,
+                        s.pool.target(),
+                        crate::store::pg::checkpoint::LEASE,
+                        &s.node,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not give up the checkpoint signing lease; it lapses by itself");
+                }
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
+            None => match checkpoint::shutdown_checkpoint(&store, key).await {
+                Ok(Some(c)) => {
+                    checkpoint::publish(file.as_ref(), &c);
+                    tracing::info!(seq = c.seq, "signed the transfer log's head at shutdown");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
+            },
         }
         ops_stop.cancel();
         if let Some(ops) = ops
@@ -565,6 +637,7 @@ impl Reloader {
             tls: material,
             spool_key,
             subject_key,
+            postgres: _,
             warnings,
         } = config;
         // Built before anything is replaced: if it fails, nothing has changed.
@@ -811,9 +884,49 @@ struct Upkeep {
     key: Arc<CheckpointKey>,
     settings: LogSettings,
     file: Option<checkpoint::CheckpointFile>,
+    /// On a shared store, checkpoints are signed by one node at a time (the holder of the
+    /// `checkpoints` lease), in the database.
+    shared: Option<Shared>,
 }
 
 impl Upkeep {
+    /// Signs the chain's head, if it moved since the last checkpoint (and, on a shared store,
+    /// if this node holds the signing lease), and publishes the checkpoint.
+    async fn sign(
+        store: &Store,
+        key: &Arc<CheckpointKey>,
+        shared: Option<&Shared>,
+        lease: Duration,
+        file: Option<&checkpoint::CheckpointFile>,
+    ) {
+        let signed = match shared {
+            None => checkpoint::checkpoint(store, key.clone()).await,
+            Some(s) => crate::store::pg::checkpoint::sign_head(
+                &s.pool,
+                key,
+                &s.node,
+                crate::clock::now(),
+                lease,
+            )
+            .await
+            .map_err(StoreError::from),
+        };
+        match signed {
+            Ok(Some(c)) => checkpoint::publish(file, &c),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
+        }
+    }
+
+    /// How long the signing lease lasts: three intervals (renewed at each), so that another
+    /// node takes over signing within minutes of the signer's death, never while it lives.
+    fn lease(&self) -> Duration {
+        self.settings
+            .checkpoint_interval
+            .saturating_mul(3)
+            .max(Duration::from_secs(60))
+    }
+
     async fn run(self, stop: CancellationToken) {
         // Both tick at once at start-up: the purge first (it signs its own anchor), then a
         // checkpoint of whatever the last run left unsigned (after a crash, say).
@@ -828,17 +941,22 @@ impl Upkeep {
                 () = stop.cancelled() => break,
                 _ = purge.tick() => self.purge().await,
                 _ = sign.tick() => {
-                    match checkpoint::checkpoint(&self.store, self.key.clone()).await {
-                        Ok(Some(c)) => checkpoint::publish(self.file.as_ref(), &c),
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
-                    }
+                    Self::sign(&self.store, &self.key, self.shared.as_ref(), self.lease(), self.file.as_ref()).await;
                 }
             }
         }
     }
 
     async fn purge(&self) {
+        if self.shared.is_some() {
+            if self.settings.retain_days > 0 {
+                tracing::warn!(
+                    retain_days = self.settings.retain_days,
+                    "the retention purge and checkpoint thinning do not yet run on a shared PostgreSQL store; nothing was purged (docs/operations.md)"
+                );
+            }
+            return;
+        }
         match checkpoint::thin(&self.store, crate::clock::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(

@@ -272,6 +272,9 @@ pub fn acknowledge(
     let file = db
         .row("SELECT payload_file FROM inbox WHERE id = ?1", &[id.into()])?
         .map_or(Ok(None), |r| r.opt_text(0))?;
+    if let Some(f) = &file {
+        super::payloads::forget(db, super::payloads::Area::Inbox, f)?;
+    }
     db.execute(
         "UPDATE inbox SET acknowledged_at = ?2, payload_file = NULL, payload_inline = NULL WHERE id = ?1",
         &[id.into(), now.into()],
@@ -280,8 +283,16 @@ pub fn acknowledge(
 }
 
 impl Tx<'_> {
+    /// Stores an item (see [`insert`]); on a shared store a new item's payload file moves into
+    /// the database with it.
     pub fn insert_inbox(&mut self, i: &NewInboxItem) -> Result<Inserted, StoreError> {
-        insert(self.db(), i)
+        let inserted = insert(self.db(), i)?;
+        if let (Some(staged), Inserted::New(_), StoredPayload::File(file)) =
+            (self.staged, &inserted, &i.payload)
+        {
+            super::payloads::move_in(self.db(), staged, super::payloads::Area::Inbox, file)?;
+        }
+        Ok(inserted)
     }
 
     pub fn acknowledge(

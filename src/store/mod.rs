@@ -26,6 +26,7 @@ pub mod db;
 pub(crate) mod decisions;
 pub(crate) mod feedback;
 pub(crate) mod inbox;
+pub mod payloads;
 pub mod pg;
 pub(crate) mod queue;
 pub mod requests;
@@ -575,6 +576,8 @@ pub struct Tx<'a> {
     head: &'a mut ChainHead,
     /// The node that appends (PostgreSQL: each record says which node wrote it).
     node: Option<&'a str>,
+    /// A shared store's: the node's folders whose uploads a write job moves into the database.
+    staged: Option<&'a payloads::Staged>,
 }
 
 /// What ingest records for an accepted transfer.
@@ -632,6 +635,7 @@ impl<'a> Tx<'a> {
             sqlite: Some(conn),
             head,
             node: None,
+            staged: None,
         }
     }
 
@@ -654,8 +658,14 @@ impl<'a> Tx<'a> {
         Ok(seq)
     }
 
+    /// Records an accepted transfer; on a shared store its payload file moves into the
+    /// database with it.
     pub fn insert_transfer(&mut self, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
-        insert_transfer(self.db(), t, log_seq)
+        insert_transfer(self.db(), t, log_seq)?;
+        if let (Some(staged), StoredPayload::File(file)) = (self.staged, &t.payload) {
+            payloads::move_in(self.db, staged, payloads::Area::Spool, file)?;
+        }
+        Ok(())
     }
 
     pub fn idempotent_answer(

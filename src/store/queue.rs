@@ -358,6 +358,15 @@ pub fn finish_delivery(
 /// cannot (a crash in between), the file no longer belongs to any row and the start-up sweep
 /// removes it.
 pub fn mark_purged(db: &dyn Db, id: &TransferId, now: &str) -> Result<(), StoreError> {
+    if let Some(file) = db
+        .row(
+            "SELECT payload_file FROM transfers WHERE id = ?1",
+            &[id.to_string().into()],
+        )?
+        .map_or(Ok(None), |r| r.opt_text(0))?
+    {
+        super::payloads::forget(db, super::payloads::Area::Spool, &file)?;
+    }
     db.execute(
         "UPDATE transfers SET payload_purged_at = ?2, payload_inline = NULL, payload_file = NULL WHERE id = ?1",
         &[id.to_string().into(), now.into()],

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::db::{Db, PgDb};
+use super::payloads::Staged;
 use super::pg::{PgError, Pool};
 use super::{
     ChainHead, CommitFailure, Finisher, Job, Reading, StateDir, Store, StoreError, Tx, fail_all,
@@ -42,11 +43,24 @@ impl Store {
         let writer_pool = pool.clone();
         let writer_node = node.to_owned();
         let dirs = vec![spool.clone(), inbox.clone()];
+        // Whatever is left in the node's folders is an upload cut off before its commit moved
+        // it into the database (a crash): nothing that was answered as kept.
+        let swept = sweep_staged(&spool)? + sweep_staged(&inbox)?;
+        if swept > 0 {
+            tracing::info!(
+                removed = swept,
+                "removed files left by uploads cut off before their commit"
+            );
+        }
+        let staged = Staged {
+            spool: spool.clone(),
+            inbox: inbox.clone(),
+        };
         // As over SQLite: the writer ends when the last handle is dropped, and what it has not
         // committed was never answered as durable.
         std::thread::Builder::new()
             .name("postern-store-writer".into())
-            .spawn(move || writer_loop(&writer_pool, &writer_node, &handle, &dirs, rx))
+            .spawn(move || writer_loop(&writer_pool, &writer_node, &handle, &dirs, &staged, rx))
             .map_err(io(state_dir))?;
         Ok(Store {
             jobs: tx,
@@ -57,6 +71,19 @@ impl Store {
             _lock: Arc::new(lock),
         })
     }
+}
+
+/// Removes the files in `dir` (a node's staging folder); how many.
+fn sweep_staged(dir: &Path) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The chain's head, locked until the transaction ends (made, for the first append to an
@@ -90,6 +117,7 @@ fn writer_loop(
     node: &str,
     handle: &tokio::runtime::Handle,
     dirs: &[PathBuf],
+    staged: &Staged,
     mut rx: mpsc::Receiver<Job>,
 ) {
     while let Some(batch) = next_batch(&mut rx) {
@@ -155,6 +183,7 @@ fn writer_loop(
                 sqlite: None,
                 head: &mut head,
                 node: Some(node),
+                staged: Some(staged),
             }));
             if ok && forced.is_none() {
                 if let Err(e) = db.batch("RELEASE SAVEPOINT job; SAVEPOINT job") {

@@ -23,6 +23,7 @@ use crate::domain::registry::{Channel, Registry, Role};
 use crate::log::AccessEvent;
 use crate::seal::SpoolKey;
 use crate::store::inbox::{self as items, InboxItem, InboxPayload};
+use crate::store::payloads::Area;
 
 /// An item as the pages show it.
 pub struct ItemView {
@@ -418,15 +419,13 @@ async fn payload_reader(
         .await;
     match found {
         Ok(Some(InboxPayload::Inline(b))) => Ok(Box::new(std::io::Cursor::new(b))),
-        Ok(Some(InboxPayload::File(f))) => {
-            match std::fs::File::open(app.api.store.inbox_file(&f)) {
-                Ok(file) => Ok(Box::new(file)),
-                Err(e) => {
-                    tracing::error!(inbox_id = %id, error = %e, "web: an inbox payload file is missing");
-                    Err(pages::server_error())
-                }
+        Ok(Some(InboxPayload::File(f))) => match app.api.store.open_payload(Area::Inbox, &f) {
+            Ok(file) => Ok(file),
+            Err(e) => {
+                tracing::error!(inbox_id = %id, error = %e, "web: an inbox payload file is missing");
+                Err(pages::server_error())
             }
-        }
+        },
         Ok(Some(InboxPayload::Gone)) => Err(pages::problem(
             StatusCode::GONE,
             "This file has been deleted",
@@ -439,39 +438,13 @@ async fn payload_reader(
 
 /// Streams `reader` (decrypted by `key` when given) as a download, from a blocking thread.
 fn stream(reader: Box<dyn Read + Send>, key: Option<SpoolKey>, name: &str) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut input: Box<dyn Read> = match key {
-            Some(k) => match crate::seal::open(reader, k.identity()) {
-                Ok(r) => Box::new(r),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                    return;
-                }
-            },
-            None => reader,
-        };
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match input.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // The browser sees a broken download, never a truncated "complete" one.
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let body = Body::from_stream(tokio_stream_from(rx));
+    let body = Body::from_stream(crate::store::payloads::read_stream(move || match key {
+        Some(k) => match crate::seal::open(reader, k.identity()) {
+            Ok(r) => Ok(Box::new(r) as Box<dyn Read + Send>),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        },
+        None => Ok(reader),
+    }));
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(
@@ -482,12 +455,6 @@ fn stream(reader: Box<dyn Read + Send>, key: Option<SpoolKey>, name: &str) -> Re
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     r
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 pub async fn file(

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -736,4 +737,56 @@ pub async fn held_upload(
             .expect("an answer")
         });
     (more, task)
+}
+
+/// A small payload that names its own number, so each transfer's content is its own.
+pub fn numbered(seed: u64) -> Vec<u8> {
+    let mut data = seed.to_be_bytes().to_vec();
+    data.extend(payload(1500, seed as u8));
+    data
+}
+
+/// Submits small transfers (council to police, delivered by mutual TLS to this same gateway's
+/// inbound endpoint) until `accepted` (shared by every submitter) reaches `stop_at` or the
+/// connection dies; returns (id, seed) of each 202. A 503 (the store away for now) is counted
+/// in `unavailable` and the next transfer tried shortly after; any other answer fails the test.
+pub async fn keep_submitting(
+    mut conn: postern_gateway::client::Connection,
+    first_seed: u64,
+    accepted: Arc<AtomicU64>,
+    stop_at: u64,
+    unavailable: Arc<AtomicU64>,
+) -> Vec<(String, u64)> {
+    let mut mine = Vec::new();
+    for seed in first_seed.. {
+        if accepted.load(Ordering::Relaxed) >= stop_at {
+            break;
+        }
+        let data = numbered(seed);
+        let Ok(a) = conn
+            .submit(Submission {
+                envelope_json: Bytes::from(serde_json::to_vec(&envelope(json!({}))).expect("json")),
+                payload: stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]),
+                payload_len: None,
+                file_name: None,
+                content_type: None,
+                idempotency_key: None,
+            })
+            .await
+        else {
+            break; // the gateway was killed
+        };
+        if a.status == 503 {
+            unavailable.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+        mine.push((
+            json(&a)["transfer_id"].as_str().expect("id").to_owned(),
+            seed,
+        ));
+        accepted.fetch_add(1, Ordering::Relaxed);
+    }
+    mine
 }

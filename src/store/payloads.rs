@@ -1,0 +1,273 @@
+//! Sealed payload files, wherever the store keeps them. A single node keeps them as files in its
+//! spool and inbox folders. Nodes sharing PostgreSQL keep them in the database
+//! (`payload_chunks`, named `spool/<file>` or `inbox/<file>`), so that any node can deliver, or
+//! hand out, what another accepted.
+//!
+//! On a shared store an upload is still written (sealed, fsync'd) to the node's own folder
+//! first, as on a single node. The write job that records it moves it into the database, in
+//! the same transaction as its rows, and removes the local copy. Nothing a node keeps locally
+//! is needed by another, and what is left in those folders after a crash is swept at start-up.
+//! Only sealed bytes are ever stored: nothing here decrypts.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::db::{Db, Dialect, Value};
+use super::pg::Pool;
+use super::{Reading, Store, StoreError, io};
+
+/// Which of a node's folders a payload file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// An accepted transfer's payload, until its deliveries are over.
+    Spool,
+    /// A received item's payload, until it is acknowledged.
+    Inbox,
+}
+
+impl Area {
+    /// The name of `file` in the database.
+    fn name(self, file: &str) -> String {
+        match self {
+            Area::Spool => format!("spool/{file}"),
+            Area::Inbox => format!("inbox/{file}"),
+        }
+    }
+}
+
+/// Bytes per chunk in the database: large enough that a big payload is few rows, small enough
+/// that one is never a burden to hold.
+const CHUNK: usize = super::pg::payload::CHUNK;
+
+/// The node's folders that uploads are written to before a shared store's commit moves them
+/// into the database.
+pub(crate) struct Staged {
+    pub spool: PathBuf,
+    pub inbox: PathBuf,
+}
+
+impl Staged {
+    fn dir(&self, area: Area) -> &Path {
+        match area {
+            Area::Spool => &self.spool,
+            Area::Inbox => &self.inbox,
+        }
+    }
+}
+
+/// Moves the staged file `file` of `area` into the database, in the caller's transaction, and
+/// removes the local copy (if the transaction then fails, the upload's owner answers with an
+/// error: nothing was promised).
+pub(crate) fn move_in(
+    db: &dyn Db,
+    staged: &Staged,
+    area: Area,
+    file: &str,
+) -> Result<(), StoreError> {
+    let path = staged.dir(area).join(file);
+    let mut f = std::fs::File::open(&path).map_err(io(&path))?;
+    let name = area.name(file);
+    let mut buf = vec![0u8; CHUNK];
+    let mut n: i64 = 0;
+    loop {
+        let filled = fill(&mut f, &mut buf).map_err(io(&path))?;
+        // An empty payload is one empty chunk, so that it is still there to be read.
+        if filled == 0 && n > 0 {
+            break;
+        }
+        db.execute(
+            "INSERT INTO payload_chunks (name, n, data) VALUES (?1, ?2, ?3)",
+            &[
+                name.as_str().into(),
+                Value::Int(n),
+                buf.get(..filled).unwrap_or_default().into(),
+            ],
+        )?;
+        n += 1;
+        if filled < CHUNK {
+            break;
+        }
+    }
+    std::fs::remove_file(&path).map_err(io(&path))?;
+    Ok(())
+}
+
+/// Reads until `buf` is full or the source ends; how much was read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Deletes the payload `file` of `area` from the database in the caller's transaction (on a
+/// single node's store the caller deletes the file once committed).
+pub(crate) fn forget(db: &dyn Db, area: Area, file: &str) -> Result<(), StoreError> {
+    if db.dialect() == Dialect::Postgres {
+        db.execute(
+            "DELETE FROM payload_chunks WHERE name = ?1",
+            &[area.name(file).into()],
+        )?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The sealed bytes of the payload file `file` of `area`. Blocking: read it from a blocking
+    /// thread. From the database it is read a chunk at a time, never held whole.
+    pub fn open_payload(&self, area: Area, file: &str) -> Result<Box<dyn Read + Send>, StoreError> {
+        match &self.reader {
+            Reading::Sqlite(_) => {
+                let dir = match area {
+                    Area::Spool => &self.spool_dir,
+                    Area::Inbox => &self.inbox_dir,
+                };
+                let path = dir.join(file);
+                let f = std::fs::File::open(&path).map_err(io(&path))?;
+                Ok(Box::new(f))
+            }
+            Reading::Postgres(pool) => Ok(Box::new(Chunks {
+                pool: pool.clone(),
+                handle: tokio::runtime::Handle::current(),
+                name: area.name(file),
+                next: 0,
+                count: None,
+                buf: Vec::new(),
+                pos: 0,
+            })),
+        }
+    }
+}
+
+/// What `open` gives, as a stream of bytes read on a blocking thread (a file, or chunks from the
+/// database). An error ends the stream with that error, so that the receiving side sees a broken
+/// transfer, never a truncated "complete" one.
+pub fn read_stream(
+    open: impl FnOnce() -> std::io::Result<Box<dyn Read + Send>> + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut input = match open() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let chunk = bytes::Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A payload read from the database chunk by chunk, on a blocking thread.
+struct Chunks {
+    pool: Pool,
+    handle: tokio::runtime::Handle,
+    name: String,
+    next: i32,
+    /// How many chunks there are, read with the first: a chunk missing from the middle, or the
+    /// payload removed while it was read (purged, acknowledged through another node), is an
+    /// error, never a short read taken for the whole.
+    count: Option<i64>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Chunks {
+    fn fetch(&mut self) -> Result<bool, StoreError> {
+        let pool = self.pool.clone();
+        let (name, n, first) = (self.name.clone(), self.next, self.count.is_none());
+        let (count, data) = self.handle.block_on(async move {
+            let client = pool.get().await?;
+            let count: Option<i64> = if first {
+                let row = client
+                    .query_one(
+                        "SELECT COUNT(*) FROM payload_chunks WHERE name = $1",
+                        &[&name],
+                    )
+                    .await
+                    .map_err(|e| pool.err(e))?;
+                Some(row.try_get(0).map_err(|e| pool.err(e))?)
+            } else {
+                None
+            };
+            let row = client
+                .query_opt(
+                    "SELECT data FROM payload_chunks WHERE name = $1 AND n = $2",
+                    &[&name, &n],
+                )
+                .await
+                .map_err(|e| pool.err(e))?;
+            let data: Option<Vec<u8>> = match row {
+                Some(r) => Some(r.try_get(0).map_err(|e| pool.err(e))?),
+                None => None,
+            };
+            Ok::<_, StoreError>((count, data))
+        })?;
+        if let Some(c) = count {
+            if c == 0 {
+                return Err(StoreError::Damaged(format!(
+                    "the sealed payload {} is not in the database",
+                    self.name
+                )));
+            }
+            self.count = Some(c);
+        }
+        let total = self.count.unwrap_or(0);
+        match data {
+            Some(d) => {
+                self.buf = d;
+                self.pos = 0;
+                self.next += 1;
+                Ok(true)
+            }
+            None if i64::from(self.next) >= total => Ok(false),
+            None => Err(StoreError::Damaged(format!(
+                "the sealed payload {} lost chunk {} of {total} while it was read",
+                self.name, self.next
+            ))),
+        }
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.count.is_some_and(|c| i64::from(self.next) >= c) {
+                return Ok(0);
+            }
+            if !self.fetch().map_err(std::io::Error::other)? {
+                return Ok(0);
+            }
+        }
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        let k = rest.len().min(out.len());
+        out.get_mut(..k)
+            .unwrap_or_default()
+            .copy_from_slice(rest.get(..k).unwrap_or_default());
+        self.pos += k;
+        Ok(k)
+    }
+}
