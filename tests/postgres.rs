@@ -2023,15 +2023,50 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Two `postern serve` nodes of one deployment on the test's database: the second with a state
 /// directory of its own holding the same keys.
-fn two_nodes(d: &Deployment) -> (common::BinaryServer, common::BinaryServer) {
+fn two_nodes(d: &Deployment) -> (Node, Node) {
     let state_b = d.dir.path().join("state-b");
     copy_tree(&d.state_dir, &state_b);
-    let a = d.spawn_with_env(&[("POSTERN_STORE__NODE", "node-a")]);
+    let (ops_a, ops_b) = (free_port(), free_port());
+    let a = d.spawn_with_env(&[
+        ("POSTERN_STORE__NODE", "node-a"),
+        ("POSTERN_OPS__LISTEN", &ops_a.to_string()),
+    ]);
     let b = d.spawn_with_env(&[
         ("POSTERN_STORE__NODE", "node-b"),
         ("POSTERN_STATE_DIR", state_b.to_str().unwrap()),
+        ("POSTERN_OPS__LISTEN", &ops_b.to_string()),
     ]);
-    (a, b)
+    (
+        Node {
+            server: a,
+            ops: ops_a,
+        },
+        Node {
+            server: b,
+            ops: ops_b,
+        },
+    )
+}
+
+/// A serving node and its health listener's address.
+struct Node {
+    server: common::BinaryServer,
+    ops: std::net::SocketAddr,
+}
+
+impl std::ops::Deref for Node {
+    type Target = common::BinaryServer;
+    fn deref(&self) -> &common::BinaryServer {
+        &self.server
+    }
+}
+
+/// An address on loopback that nothing listens on (for a moment).
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 async fn count(pool: &Pool, sql: &str) -> i64 {
@@ -2150,7 +2185,7 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
     while accepted.load(Ordering::Relaxed) < 250 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    a.kill9();
+    a.server.kill9();
     let pending = count(
         &pool,
         "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'",
@@ -2256,5 +2291,135 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+    db.drop_it().await;
+}
+
+/// Waits until every delivery is delivered, then checks that every transfer answered 202 (and
+/// every other stored one) reached the police's inbox exactly once.
+async fn all_delivered_once(pool: &Pool, sent: &[(String, u64)], within_secs: u64) {
+    let start = std::time::Instant::now();
+    loop {
+        let left = count(
+            pool,
+            "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'",
+        )
+        .await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < within_secs,
+            "deliveries still outstanding after {within_secs} s: {left}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let rows = pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT transfer_id, COUNT(*) FROM inbox WHERE recipient = 'northshire-police' GROUP BY transfer_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let inbox: std::collections::HashMap<String, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for (id, _) in sent {
+        assert_eq!(inbox.get(id), Some(&1), "transfer {id} in the inbox once");
+    }
+    assert!(inbox.values().all(|n| *n == 1), "no inbox duplicates");
+    assert_eq!(
+        inbox.len() as i64,
+        count(pool, "SELECT COUNT(*) FROM transfers").await,
+        "every stored transfer delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_nodes_answer_503_while_the_database_is_away_and_lose_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let Some(s) = server("serving_nodes_answer_503_while_the_database_is_away_and_lose_nothing")
+    else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    // The nodes reach the database through a relay that the test cuts (every connection
+    // dropped, new ones refused, as when the database restarts) and restores.
+    let upstream = s
+        .url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut relay = Relay::start(&upstream).await;
+    let d = Deployment::new();
+    let p = d.config_dir.join("postern.toml");
+    let toml = std::fs::read_to_string(&p).unwrap()
+        + &format!(
+            "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nca = \"{}\"\npassword_file = \"{}\"\n",
+            db.url
+                .replace(&upstream, &format!("localhost:{}", relay.port)),
+            db.server_ca.display(),
+            db.password_file.display()
+        );
+    std::fs::write(&p, toml).unwrap();
+    let (a, b) = two_nodes(&d);
+
+    let accepted = Arc::new(AtomicU64::new(0));
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let mut submitters = Vec::new();
+    for (i, node) in [&a, &a, &b, &b].into_iter().enumerate() {
+        let conn = d.connect(node.addr, "northshire-cc").await;
+        submitters.push(tokio::spawn(common::keep_submitting(
+            conn,
+            (i as u64 + 1) * 1_000_000,
+            accepted.clone(),
+            400,
+            unavailable.clone(),
+        )));
+    }
+    while accepted.load(Ordering::Relaxed) < 150 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    relay.down().await;
+    let (status, body) = common::http_get(a.ops, "/readyz").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let during = accepted.load(Ordering::Relaxed);
+    relay.up().await;
+    // A submitter panics on anything but 202 or 503: a 500 fails the test here.
+    let mut sent: Vec<(String, u64)> = Vec::new();
+    for s in submitters {
+        sent.extend(s.await.expect("submitter"));
+    }
+    assert_eq!(status, 503, "/readyz while the database is away: {body}");
+    assert!(
+        unavailable.load(Ordering::Relaxed) > 0,
+        "transfers were refused with 503 while the database was away"
+    );
+    all_delivered_once(&pool, &sent, 120).await;
+    eprintln!(
+        "database away: {} answered 202, {} answered 503 ({during} accepted when it came back)",
+        sent.len(),
+        unavailable.load(Ordering::Relaxed)
+    );
+    let (status, _) = common::http_get(b.ops, "/readyz").await;
+    assert_eq!(status, 200, "ready again once the database is back");
+    drop((a, b));
+    let verify = postern(&["log", "verify", "--config", d.config_dir.to_str().unwrap()]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    relay.down().await;
     db.drop_it().await;
 }
