@@ -2423,3 +2423,72 @@ async fn serving_nodes_answer_503_while_the_database_is_away_and_lose_nothing() 
     relay.down().await;
     db.drop_it().await;
 }
+
+/// The people's pages on a node of the shared store: a DPO signs in (the code, the attempt
+/// and the session all kept in the database), finds a share, and "verify now" checks the
+/// shared chain: intact, then broken at the record altered in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dpo_pages_sign_in_search_and_verify_the_shared_log() {
+    use common::web::{Browser, deployment, sign_in};
+    let Some(s) = server("the_dpo_pages_sign_in_search_and_verify_the_shared_log") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let (d, sink) = deployment("").await;
+    use_postgres(&d, &db);
+    let server = d.start().await;
+    let mut council = d.connect(server.addr, "northshire-cc").await;
+    let answer = submit(&mut council, &envelope(json!({})), vec![7u8; 2000], None).await;
+    assert_eq!(answer.status, 202);
+    let id = common::json(&answer)["transfer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut priya = Browser::new(&d, server.web.expect("web"));
+    sign_in(&mut priya, &sink, "priya@northshire-mash.example").await;
+    assert!(
+        count(&pool, "SELECT COUNT(*) FROM web_sessions").await >= 1,
+        "the session is kept in the shared database"
+    );
+    let a = priya.get("/log").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains(&id), "the share is listed: {}", a.body);
+    let a = priya.post("/log/verify", "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("The log is intact"), "{}", a.body);
+
+    // One byte of the share's record changed in the database.
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT seq, body FROM log WHERE kind = 'transfer_accepted' ORDER BY seq LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (seq, mut body): (i64, Vec<u8>) = (row.get(0), row.get(1));
+    let at = body
+        .windows(7)
+        .position(|w| w == b"routine")
+        .expect("a field to alter");
+    body[at] = b'R';
+    client
+        .execute("UPDATE log SET body = $1 WHERE seq = $2", &[&body, &seq])
+        .await
+        .unwrap();
+    let a = priya.post("/log/verify", "").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("The log is broken"), "{}", a.body);
+    assert!(
+        a.body
+            .contains(&format!("A record was altered at record {seq}.</p>")),
+        "{}",
+        a.body
+    );
+    drop(client);
+    server.stop().await;
+    db.drop_it().await;
+}

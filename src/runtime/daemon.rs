@@ -249,8 +249,12 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
             let mail = Some(deliverer.email.clone());
             let bound = l.local_addr()?;
             let mut web = crate::web::WebApp::new(app.clone(), daemon.web.clone(), mail, bound);
+            let source = match &shared {
+                Some(s) => crate::store::LogSource::Shared(s.pool.clone()),
+                None => crate::store::LogSource::Dir(daemon.state_dir.clone()),
+            };
             web.oversight = Some(Arc::new(crate::web::oversight::Oversight::new(
-                daemon.state_dir.clone(),
+                source,
                 vec![*checkpoint_key.public()],
                 daemon.log.checkpoint_file.clone(),
                 reloads.clone(),

@@ -1106,19 +1106,21 @@ impl Lookup for StoreLookup<'_> {
 }
 
 /// The newest signed checkpoint in the database: (record, when it was signed).
-pub fn newest(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+pub fn newest(db: &dyn crate::store::db::Db) -> Result<Option<(i64, String)>, StoreError> {
+    db.row(
+        "SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?
+    .map(|r| Ok((r.int(0)?, r.text(1)?)))
+    .transpose()
 }
 
 /// The log's last record (`None`: empty).
-pub fn head_seq(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn.query_row("SELECT MAX(seq) FROM log", [], |r| r.get(0))?)
+pub fn head_seq(db: &dyn crate::store::db::Db) -> Result<Option<i64>, StoreError> {
+    match db.row("SELECT MAX(seq) FROM log", &[])? {
+        Some(r) => r.opt_int(0),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -1394,6 +1394,25 @@ pub fn recipient_statuses(db: &dyn db::Db, id: &str) -> Result<Vec<RecipientStat
     .collect()
 }
 
+/// Where a long read of the whole log (a verification, an export) opens a reader of its own, so
+/// that it holds nothing else up: the state directory's SQLite, or the shared database.
+#[derive(Clone)]
+pub enum LogSource {
+    Dir(PathBuf),
+    Shared(pg::Pool),
+}
+
+impl LogSource {
+    /// Opens a reader. Blocking (the shared database's through `runtime`): call it, and use
+    /// the reader, from a blocking thread.
+    pub fn open(&self, runtime: &tokio::runtime::Handle) -> Result<Reader, StoreError> {
+        match self {
+            LogSource::Dir(dir) => Reader::open(dir),
+            LogSource::Shared(pool) => runtime.block_on(Reader::postgres(pool)),
+        }
+    }
+}
+
 impl Reader {
     pub fn open(state_dir: &Path) -> Result<Reader, StoreError> {
         let path = db_path(state_dir);

@@ -31,8 +31,8 @@ use crate::domain::registry::Registry;
 use crate::domain::subject::SubjectRef;
 use crate::log::StoredRecord;
 use crate::log::record::AccessEvent;
+use crate::store::LogFilter;
 use crate::store::search::{self, DecisionRow, LogQuery};
-use crate::store::{LogFilter, Reader};
 
 /// Rows on a page of the list.
 const PAGE: usize = 50;
@@ -1272,7 +1272,7 @@ pub async fn export(
     }
     let status = oversight.status_line().text;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let state_dir = oversight.state_dir.clone();
+    let source = oversight.source.clone();
     let head = if csv {
         // A comment line before the header row, as written (not a quoted cell), so that a
         // reader told to skip lines starting with `#` skips it.
@@ -1312,7 +1312,7 @@ pub async fn export(
         if !send(head) {
             return;
         }
-        let reader = match Reader::open(&state_dir) {
+        let reader = match source.open(&runtime) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "web: an export could not open the log");

@@ -20,7 +20,7 @@ use crate::domain::registry::Role;
 use crate::log::record::AccessEvent;
 use crate::log::verify::{PublicKey, Report};
 use crate::store::checkpoint::{self, CheckpointFile};
-use crate::store::{Reader, StoreError};
+use crate::store::{LogSource, StoreError};
 
 /// Which records a person may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +146,10 @@ pub type Outcome = Result<Verification, Arc<VerifyError>>;
 
 /// What the pages need to verify the log: where it is and whose signatures to expect.
 pub struct Oversight {
-    pub state_dir: PathBuf,
+    /// Where a check opens the log: the state directory's, or the shared database.
+    pub source: LogSource,
+    /// The runtime a check on the shared database waits on (from its blocking thread).
+    pub runtime: tokio::runtime::Handle,
     /// The checkpoint key's public half.
     pub keys: Vec<PublicKey>,
     pub checkpoint_file: Option<PathBuf>,
@@ -161,14 +164,16 @@ pub struct Oversight {
 }
 
 impl Oversight {
+    /// Call from within the runtime (a check waits on it).
     pub fn new(
-        state_dir: PathBuf,
+        source: LogSource,
         keys: Vec<PublicKey>,
         checkpoint_file: Option<PathBuf>,
         reloads: ReloadStatus,
     ) -> Self {
         Oversight {
-            state_dir,
+            source,
+            runtime: tokio::runtime::Handle::current(),
             keys,
             checkpoint_file,
             last: Mutex::new(None),
@@ -192,9 +197,17 @@ impl Oversight {
             None => (Vec::new(), None),
         };
         let external: Vec<_> = external.into_iter().map(|(c, _)| c).collect();
-        let reader = Reader::open(&self.state_dir)?;
-        let (report, _) = checkpoint::verify_with(reader.conn()?, &self.keys, &external)?;
-        let checkpoint = checkpoint::newest(reader.conn()?)?;
+        let reader = self.source.open(&self.runtime)?;
+        let (report, _) = match &self.source {
+            LogSource::Dir(_) => checkpoint::verify_with(reader.conn()?, &self.keys, &external)?,
+            LogSource::Shared(pool) => self
+                .runtime
+                .block_on(crate::store::pg::verify::verify_log(
+                    pool, &self.keys, &external,
+                ))
+                .map_err(StoreError::from)?,
+        };
+        let checkpoint = checkpoint::newest(reader.db())?;
         Ok(Verification {
             checked_at: crate::clock::stamp(crate::clock::now()),
             report,
@@ -267,10 +280,10 @@ impl Oversight {
 
     /// The log's last record, read cheaply (`None`: empty or unreadable).
     async fn head(&self) -> Option<i64> {
-        let dir = self.state_dir.clone();
+        let (source, runtime) = (self.source.clone(), self.runtime.clone());
         tokio::task::spawn_blocking(move || {
-            let r = Reader::open(&dir).ok()?;
-            checkpoint::head_seq(r.conn().ok()?).ok().flatten()
+            let r = source.open(&runtime).ok()?;
+            checkpoint::head_seq(r.db()).ok().flatten()
         })
         .await
         .ok()
