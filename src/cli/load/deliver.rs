@@ -55,7 +55,7 @@ impl Mode {
 /// The police's endpoint in the demo registry: this gateway's own inbound URL.
 const SELF_INBOUND: &str = "url = \"https://localhost:${api_port}/v1/inbound\"";
 
-fn envelope(to: &str) -> Bytes {
+pub(super) fn envelope(to: &str) -> Bytes {
     let mut v: serde_json::Value =
         serde_json::from_slice(&super::envelope_json()).unwrap_or_default();
     v["recipients"] = serde_json::json!([to]);
@@ -72,7 +72,7 @@ struct Phase {
     delivery_rate: f64,
 }
 
-fn pct(v: &[Duration], p: f64) -> f64 {
+pub(super) fn pct(v: &[Duration], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -81,16 +81,17 @@ fn pct(v: &[Duration], p: f64) -> f64 {
 }
 
 /// What each transfer of a phase carries.
-struct Work {
-    envelope: Bytes,
-    payload: Payload,
-    size: u64,
+pub(super) struct Work {
+    pub envelope: Bytes,
+    pub payload: Payload,
+    pub size: u64,
 }
 
-/// Submits `n` transfers over `conns` connections: at `rate` per second (transfer i is due at
-/// i/rate seconds), or back to back when `rate` is `None`. Returns the 202 latencies.
-async fn submit_all(
-    target: &Target,
+/// Submits `n` transfers over `conns` connections (spread over `targets` in turn): at `rate`
+/// per second (transfer i is due at i/rate seconds), or back to back when `rate` is `None`.
+/// Returns the 202 latencies.
+pub(super) async fn submit_all(
+    targets: &[Target],
     tls: Arc<rustls::ClientConfig>,
     conns: usize,
     n: usize,
@@ -104,6 +105,9 @@ async fn submit_all(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
+        let Some(target) = targets.get(c % targets.len().max(1)) else {
+            bail!("no gateway to submit to");
+        };
         let mut conn = client::connect(target, tls.clone()).await?;
         let (envelope, body) = (envelope.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
@@ -274,7 +278,15 @@ pub(super) async fn benchmark(
             payload: payload.clone(),
             size: a.size,
         };
-        let submit = submit_all(&target, tls.clone(), a.connections, n, rate, &work).await?;
+        let submit = submit_all(
+            std::slice::from_ref(&target),
+            tls.clone(),
+            a.connections,
+            n,
+            rate,
+            &work,
+        )
+        .await?;
         let (deliver, delivery_rate) = collect(&scratch.state_dir(), n).await?;
         if mode == Mode::Email {
             let got = sink.received().len() - before;
@@ -329,7 +341,7 @@ pub(super) async fn benchmark(
     Ok(ExitCode::SUCCESS)
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(super) fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;

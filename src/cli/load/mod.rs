@@ -28,6 +28,7 @@ mod deliver;
 mod flood;
 mod log;
 mod log_web;
+mod nodes;
 mod pg;
 mod web;
 
@@ -93,7 +94,13 @@ pub struct LoadArgs {
     /// time, then verify the two-node chain (needs `--pg-url` and `--pg-ca`).
     #[arg(long)]
     pg_log: Option<u64>,
-    /// The PostgreSQL server for `--pg-log`: a user that may create databases.
+    /// Serving-nodes benchmark: `postern serve` on SQLite, one node on PostgreSQL and two
+    /// nodes on one PostgreSQL (the connections split between them), in one run: accepted/s
+    /// and p99 for `--transfers` of `--size`, then the accepted-to-delivered p99 at `--rate`
+    /// (needs `--pg-url` and `--pg-ca`).
+    #[arg(long)]
+    nodes: bool,
+    /// The PostgreSQL server for `--pg-log` and `--nodes`: a user that may create databases.
     #[arg(long)]
     pg_url: Option<String>,
     /// The CA that issued the PostgreSQL server's certificate.
@@ -249,11 +256,21 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn spawn(subcommand: &str, config_dir: &Path) -> anyhow::Result<ServerProcess> {
+        Self::spawn_with(subcommand, config_dir, &[])
+    }
+
+    /// As [`ServerProcess::spawn`], with `env` set (a node's name and state directory).
+    fn spawn_with(
+        subcommand: &str,
+        config_dir: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg(subcommand)
             .arg("--config")
             .arg(config_dir)
+            .envs(env.iter().copied())
             .env("POSTERN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -552,18 +569,20 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.log_records {
         return log::benchmark(n, &scratch).await;
     }
-    if let Some(n) = a.pg_log {
+    let pg_args = || {
         let (Some(url), Some(ca)) = (a.pg_url.clone(), a.pg_ca.clone()) else {
             bail!(
-                "--pg-log needs --pg-url and --pg-ca (and --pg-password-file if the server asks)"
+                "--pg-log and --nodes need --pg-url and --pg-ca (and --pg-password-file if the server asks)"
             );
         };
-        let args = pg::PgArgs {
+        anyhow::Ok(pg::PgArgs {
             url,
             ca,
             password_file: a.pg_password_file.clone(),
-        };
-        return pg::benchmark(n, a.connections, &args, &scratch).await;
+        })
+    };
+    if let Some(n) = a.pg_log {
+        return pg::benchmark(n, a.connections, &pg_args()?, &scratch).await;
     }
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let relay_port = relay.local_addr()?.port();
@@ -582,6 +601,9 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
 
     if a.compare_age {
         return seal_benchmark(&a, &scratch, &payload, tls).await;
+    }
+    if a.nodes {
+        return nodes::benchmark(&a, &pg_args()?, &scratch, relay_port, &payload, tls).await;
     }
     if let Some(mode) = a.deliver {
         return deliver::benchmark(&a, mode, &scratch, relay_port, &sink, &payload).await;

@@ -84,7 +84,7 @@ where
     })
 }
 
-fn target(a: &PgArgs, db: Option<&str>, pool_size: usize) -> anyhow::Result<Target> {
+pub(super) fn target(a: &PgArgs, db: Option<&str>, pool_size: usize) -> anyhow::Result<Target> {
     let mut url = postern_gateway::config::store::parse_url(&a.url)
         .map_err(|e| anyhow::anyhow!("--pg-url {e}"))?;
     if let Some(db) = db {
@@ -109,7 +109,7 @@ fn target(a: &PgArgs, db: Option<&str>, pool_size: usize) -> anyhow::Result<Targ
 
 /// Drops a scratch database, waiting for the server's own workers (autovacuum, after a run's
 /// inserts) to leave it: only a superuser may end those.
-async fn drop_database(admin: &Pool, name: &str) -> anyhow::Result<()> {
+pub(super) async fn drop_database(admin: &Pool, name: &str) -> anyhow::Result<()> {
     let mut tries = 0;
     loop {
         let done = admin
@@ -129,7 +129,7 @@ async fn drop_database(admin: &Pool, name: &str) -> anyhow::Result<()> {
 }
 
 /// A fresh, migrated database for one run.
-async fn database(admin: &Pool, a: &PgArgs, name: &str) -> anyhow::Result<Pool> {
+pub(super) async fn database(admin: &Pool, a: &PgArgs, name: &str) -> anyhow::Result<Pool> {
     drop_database(admin, name).await?;
     admin
         .get()

@@ -1,0 +1,307 @@
+//! `postern load --nodes`: intake and delivery through serving nodes, in one run, on fresh
+//! stores: `postern serve` on SQLite (the default, the baseline), one node on PostgreSQL, and two
+//! nodes on one PostgreSQL with the connections split between them. For each:
+//!
+//! 1. saturation: `--transfers` of `--size` over `--connections`, back to back: accepted/s and
+//!    the 202's p50 and p99;
+//! 2. once the queue has drained, a fixed rate (`--rate`, open loop, ten seconds' worth): the
+//!    accepted-to-delivered p50 and p99, from the store's own timestamps. The police are
+//!    delivered to by mutual TLS at each node's own `/v1/inbound`, so a delivery is a reseal, a
+//!    hop and a commit at both ends, on the same machine.
+//!
+//! The ratios (one PostgreSQL node to SQLite, two nodes to one) are what to compare: on a
+//! machine where the nodes, the database and the load generator share the cores, a second node
+//! adds no cores.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use postern_gateway::client::Target;
+use postern_gateway::store::LogSource;
+use postern_gateway::store::pg::Pool;
+
+use super::deliver::{Work, envelope, pct, submit_all};
+use super::pg::{PgArgs, database, drop_database, target};
+use super::{LoadArgs, Payload, Scratch, ServerProcess, human, reset_state};
+
+/// One setup's figures.
+struct Figures {
+    name: &'static str,
+    accepted: usize,
+    wall: Duration,
+    submit: Vec<Duration>,
+    delivered: Vec<Duration>,
+}
+
+/// `url` naming the database `name` instead.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").context("--pg-url is not a URL")?;
+    let base = rest.split_once('/').map_or(rest, |(b, _)| b);
+    Ok(format!("{scheme}://{base}/{name}"))
+}
+
+/// Writes the nodes' configuration: the load generator's deployment, and `[store]` naming
+/// `database` when given.
+fn configure(
+    scratch: &Scratch,
+    a: &LoadArgs,
+    relay_port: u16,
+    pg: &PgArgs,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
+    Scratch::write_daemon(
+        &scratch.config_dir(),
+        &scratch.state_dir(),
+        a.size,
+        relay_port,
+    )?;
+    if let Some(name) = database {
+        let path = scratch.config_dir().join("postern.toml");
+        let mut text = std::fs::read_to_string(&path)?;
+        text.push_str(&format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nca = \"{}\"\n",
+            with_database(&pg.url, name)?,
+            pg.ca.display()
+        ));
+        if let Some(p) = &pg.password_file {
+            text.push_str(&format!("password_file = \"{}\"\n", p.display()));
+        }
+        std::fs::write(&path, text)?;
+    }
+    Ok(())
+}
+
+/// Deliveries not yet final, and accepted-to-delivered latencies of those accepted at or
+/// after `since` (a store stamp), read from `source` on a blocking thread.
+async fn read_queue(
+    source: &LogSource,
+    since: String,
+) -> anyhow::Result<(i64, i64, Vec<Duration>)> {
+    let (source, runtime) = (source.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let r = source.open(&runtime)?;
+        let db = r.db();
+        let pending = db
+            .row(
+                "SELECT COUNT(*) FROM deliveries WHERE state IN ('queued', 'delivering', 'retrying')",
+                &[],
+            )?
+            .map_or(Ok(0), |row| row.int(0))?;
+        let dead = db
+            .row("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'", &[])?
+            .map_or(Ok(0), |row| row.int(0))?;
+        let mut lat = Vec::new();
+        for row in db.rows(
+            "SELECT t.accepted_at, d.delivered_at FROM deliveries d JOIN transfers t ON t.id = d.transfer_id WHERE t.accepted_at >= ?1 AND d.state = 'delivered'",
+            &[since.as_str().into()],
+        )? {
+            let parse = |s: String| {
+                postern_gateway::clock::parse(&s).context("a bad timestamp in the store")
+            };
+            let (accepted, delivered) = (parse(row.text(0)?)?, parse(row.text(1)?)?);
+            lat.push(Duration::try_from(delivered - accepted).unwrap_or_default());
+        }
+        lat.sort();
+        anyhow::Ok((pending, dead, lat))
+    })
+    .await?
+}
+
+/// Waits until nothing is pending (at most ten minutes).
+async fn drained(source: &LogSource) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (pending, dead, _) = read_queue(source, String::new()).await?;
+        if dead > 0 {
+            bail!("{dead} deliveries failed for good");
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{pending} deliveries still pending after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs both phases against `servers`, whose store `source` is.
+async fn measure(
+    name: &'static str,
+    servers: &[ServerProcess],
+    source: &LogSource,
+    a: &LoadArgs,
+    work: &Work,
+    tls: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<Figures> {
+    let targets: Vec<Target> = servers
+        .iter()
+        .map(|s| Target {
+            host: "localhost".into(),
+            port: s.addr.port(),
+        })
+        .collect();
+    // Warm-up, not measured.
+    let warm = a.connections * a.warmup;
+    submit_all(&targets, tls.clone(), a.connections, warm, None, work).await?;
+    let start = Instant::now();
+    let submit = submit_all(
+        &targets,
+        tls.clone(),
+        a.connections,
+        a.transfers,
+        None,
+        work,
+    )
+    .await?;
+    let wall = start.elapsed();
+    drained(source).await?;
+    let since = postern_gateway::clock::stamp(postern_gateway::clock::now());
+    let n = usize::try_from(a.rate)? * 10;
+    submit_all(&targets, tls, a.connections, n, Some(a.rate), work).await?;
+    drained(source).await?;
+    let (_, _, delivered) = read_queue(source, since).await?;
+    Ok(Figures {
+        name,
+        accepted: submit.len(),
+        wall,
+        submit,
+        delivered,
+    })
+}
+
+/// A second node's state directory: the first's keys and certificates (every node holds the
+/// same), nothing else.
+fn second_state(scratch: &Scratch) -> anyhow::Result<PathBuf> {
+    let b = scratch.root.join("state-b");
+    if b.exists() {
+        std::fs::remove_dir_all(&b)?;
+    }
+    super::deliver::copy_dir(&scratch.state_dir(), &b)?;
+    reset_state(&b)?;
+    Ok(b)
+}
+
+pub(super) async fn benchmark(
+    a: &LoadArgs,
+    pg: &PgArgs,
+    scratch: &Scratch,
+    relay_port: u16,
+    payload: &Payload,
+    tls: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<ExitCode> {
+    if a.rate == 0 {
+        bail!("--rate must be at least 1");
+    }
+    println!(
+        "postern load --nodes: {} transfers of {} over {} connections (+{} warm-up each), then {} s at {}/s; {} CPUs",
+        a.transfers,
+        human(a.size),
+        a.connections,
+        a.warmup,
+        10,
+        a.rate,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let work = Work {
+        envelope: envelope("northshire-police"),
+        payload: payload.clone(),
+        size: a.size,
+    };
+    let admin = Pool::new(&target(pg, None, 2)?).context("the database server")?;
+    let mut figures = Vec::new();
+
+    // The baseline: one node on SQLite.
+    scratch.reset_store()?;
+    configure(scratch, a, relay_port, pg, None)?;
+    {
+        let server = ServerProcess::spawn("serve", &scratch.config_dir())?;
+        let source = LogSource::Dir(scratch.state_dir());
+        figures.push(measure("SQLite, 1 node", &[server], &source, a, &work, tls.clone()).await?);
+    }
+
+    // One node, then two, on PostgreSQL, each on a fresh database.
+    for (name, db, count) in [
+        ("PostgreSQL, 1 node", "postern_load_nodes_one", 1),
+        ("PostgreSQL, 2 nodes", "postern_load_nodes_two", 2),
+    ] {
+        scratch.reset_store()?;
+        let pool = database(&admin, pg, db).await?;
+        configure(scratch, a, relay_port, pg, Some(db))?;
+        let mut servers = vec![ServerProcess::spawn_with(
+            "serve",
+            &scratch.config_dir(),
+            &[("POSTERN_STORE__NODE", OsStr::new("node-a"))],
+        )?];
+        if count == 2 {
+            let b = second_state(scratch)?;
+            servers.push(ServerProcess::spawn_with(
+                "serve",
+                &scratch.config_dir(),
+                &[
+                    ("POSTERN_STORE__NODE", OsStr::new("node-b")),
+                    ("POSTERN_STATE_DIR", b.as_os_str()),
+                ],
+            )?);
+        }
+        let source = LogSource::Shared(pool.clone());
+        let f = measure(name, &servers, &source, a, &work, tls.clone()).await;
+        drop(servers);
+        drop(pool);
+        drop_database(&admin, db).await?;
+        figures.push(f?);
+    }
+
+    println!(
+        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>20} {:>20}",
+        "setup",
+        "accepted",
+        "accepted/s",
+        "p50 ms",
+        "p99 ms",
+        "delivered p50 ms",
+        "delivered p99 ms"
+    );
+    for f in &figures {
+        println!(
+            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>20.1} {:>20.1}",
+            f.name,
+            f.accepted,
+            f.accepted as f64 / f.wall.as_secs_f64(),
+            pct(&f.submit, 0.50),
+            pct(&f.submit, 0.99),
+            pct(&f.delivered, 0.50),
+            pct(&f.delivered, 0.99),
+        );
+    }
+    let rate = |f: &Figures| f.accepted as f64 / f.wall.as_secs_f64();
+    if let [sqlite, one, two] = &figures[..] {
+        println!(
+            "ratio accepted/s: PostgreSQL 1 node / SQLite {:.2}; 2 nodes / 1 node {:.2}",
+            rate(one) / rate(sqlite),
+            rate(two) / rate(one)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_is_named_in_the_url() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "x").unwrap(),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h", "x").unwrap(),
+            "postgres://u@h/x"
+        );
+    }
+}
