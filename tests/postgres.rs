@@ -2271,6 +2271,15 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
             common::numbered(*seed)
         );
     }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM payload_chunks WHERE name LIKE 'staged/%'"
+        )
+        .await,
+        0,
+        "every staged payload was given its name by its commit"
+    );
     // Nothing a node keeps locally is needed: its folders hold no payloads.
     for dir in [
         d.state_dir.join("spool"),

@@ -536,12 +536,22 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
     let tracker = TaskTracker::new();
     let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
     let mut last_sweep = std::time::Instant::now();
-    let mut last_renewal = std::time::Instant::now();
+    // On a shared store, this node's leases are renewed by a task of their own, until the
+    // last attempt has finished (through the drain at shutdown too, and however long a purge
+    // or a claim takes in the loop below).
+    let renewing = CancellationToken::new();
+    let renewer = d.store.node().is_some().then(|| {
+        let (d, done) = (d.clone(), renewing.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = done.cancelled() => break,
+                    () = tokio::time::sleep(RENEW_EVERY) => renew_leases(&d).await,
+                }
+            }
+        })
+    });
     loop {
-        if d.store.node().is_some() && last_renewal.elapsed() >= RENEW_EVERY {
-            renew_leases(&d).await;
-            last_renewal = std::time::Instant::now();
-        }
         // An indexed query: cheap enough to run often, so that a short grace period is honoured.
         if last_purge.elapsed() >= Duration::from_secs(1) {
             purge(&d).await;
@@ -605,6 +615,10 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
     }
     tracker.close();
     tracker.wait().await;
+    renewing.cancel();
+    if let Some(r) = renewer {
+        let _ = r.await;
+    }
 }
 
 /// Claims up to `free` due deliveries, skipping recipients already at their limit.
@@ -619,6 +633,11 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
     let mut chosen = Vec::new();
     let mut planned: HashMap<String, usize> = HashMap::new();
     for c in candidates {
+        // One attempt at a time per delivery: on a shared store this node's own attempt whose
+        // lease lapsed (its renewals failed) is due again, and must not be attempted twice here.
+        if in_flight.holds(&c) {
+            continue;
+        }
         let p = planned.entry(c.recipient.clone()).or_insert(0);
         if in_flight.count(&c.recipient) + *p < d.settings.per_recipient && chosen.len() < free {
             *p += 1;
@@ -652,7 +671,9 @@ async fn end_damaged(d: &Deliverer, due: &Due, why: &str) {
     };
     if let Err(e) = d
         .store
-        .write(false, move |tx| tx.finish_delivery(&t, &r, &finish, &at))
+        .write(false, move |tx| {
+            tx.finish_delivery(&t, &r, &finish, &at, None)
+        })
         .await
         .map(|_| ())
     {
@@ -808,14 +829,15 @@ async fn record(
     };
     let entry = LogEntry::new(&rec)?;
     let (t, r) = (job.transfer_id.to_string(), job.recipient.to_string());
+    let attempt = job.attempt;
     let kept = d
         .store
         .write(false, move |tx| {
             tx.append(&entry)?;
-            tx.finish_delivery(&t, &r, &finish, &at)
+            tx.finish_delivery(&t, &r, &finish, &at, Some(attempt))
         })
         .await?;
-    if !kept {
+    if !kept && d.store.node().is_some() {
         // Recorded in the log as the attempt it was; the queue keeps the newer attempt's.
         tracing::warn!(transfer_id = %transfer_id, recipient = %recipient, "this node's lease on the delivery lapsed and another node took it over; that attempt's outcome stands");
     }
@@ -863,12 +885,17 @@ async fn purge(d: &Deliverer) {
         let written = d
             .store
             .write(false, move |tx| {
-                tx.append(&entry)?;
-                tx.mark_purged(&tid, &at)
+                // Another node may have purged it since the list was read: recorded once.
+                let purged = tx.mark_purged(&tid, &at)?;
+                if purged {
+                    tx.append(&entry)?;
+                }
+                Ok(purged)
             })
             .await;
         match written {
-            Ok(()) => {
+            Ok(false) => {}
+            Ok(true) => {
                 if let Some(f) = file {
                     let path = d.store.spool_dir().join(f);
                     if let Err(e) = std::fs::remove_file(&path)

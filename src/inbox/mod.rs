@@ -164,6 +164,7 @@ where
         Sealed::File(f) => (StoredPayload::File(format!("{id}.age")), Some(f)),
         Sealed::Inline(b) => (StoredPayload::Inline(b), None),
     };
+    let staged = file.as_ref().map(|_| format!("{id}.age"));
     let now = crate::clock::stamp(crate::clock::now());
     let item = NewInboxItem {
         id: id.clone(),
@@ -202,6 +203,10 @@ where
     // own, whatever becomes of the request that brought them.
     let store = store.clone();
     let commit = tokio::spawn(async move {
+        // On a shared store the sealed file is copied into the database first, on its own.
+        if let Some(f) = &staged {
+            store.stage(crate::store::payloads::Area::Inbox, f).await?;
+        }
         let written = store
             .write(file.is_some(), move |tx| {
                 let inserted = tx.insert_inbox(&item)?;

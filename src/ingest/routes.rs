@@ -34,6 +34,7 @@ use crate::log::{
 };
 use crate::metrics;
 use crate::seal::{self, SealSummary};
+use crate::store::payloads::Area;
 use crate::store::upload::{Sealed, SpoolUpload, UploadError};
 use crate::store::{
     IdempotencyClaim, IdempotentAnswer, NewDelivery, NewTransfer, StoreError, StoredPayload,
@@ -1015,7 +1016,12 @@ async fn accept(
     // of their own: if the client goes away meanwhile, this handler is dropped, but the commit
     // (already queued) and the file it refers to stay together.
     let store = app.store.clone();
+    let staged = file.as_ref().map(|_| payload_file_name(req.id));
     let commit = tokio::spawn(async move {
+        // On a shared store the sealed file is copied into the database first, on its own.
+        if let Some(f) = &staged {
+            store.stage(Area::Spool, f).await?;
+        }
         let outcome = store
             .write(new_file, move |tx| {
                 // Two identical requests may race past the first lookup: the first to commit wins.

@@ -409,6 +409,8 @@ pub struct PgDb {
     client: deadpool_postgres::Object,
     target: String,
     handle: tokio::runtime::Handle,
+    /// Transaction control ([`PgDb::defer`]) to send with the next statement.
+    deferred: std::sync::Mutex<Option<String>>,
 }
 
 impl PgDb {
@@ -421,6 +423,62 @@ impl PgDb {
             client,
             target: target.to_owned(),
             handle,
+            deferred: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Queues transaction control (`BEGIN`, `SAVEPOINT ...`) to go out with the next statement,
+    /// in the same round trip, rather than on its own: the store's writer opens each job's
+    /// savepoint so. Nothing is sent if no statement follows.
+    pub fn defer(&self, sql: &str) {
+        let mut d = self
+            .deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *d = Some(match d.take() {
+            Some(before) => format!("{before}; {sql}"),
+            None => sql.to_owned(),
+        });
+    }
+
+    /// What is queued by [`PgDb::defer`] and not yet sent.
+    pub fn deferred(&self) -> Option<String> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets what is queued (a transaction that sent nothing ends without a word).
+    pub fn forget_deferred(&self) {
+        *self
+            .deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    fn take_deferred(&self) -> Option<String> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Runs `f`, sending what is deferred first on the same connection without waiting for its
+    /// answer (tokio-postgres pipelines requests polled together, in the order polled).
+    fn run<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        match self.take_deferred() {
+            None => self.handle.block_on(f).map_err(|e| self.err(e)),
+            Some(first) => {
+                let (sent, out) = self
+                    .handle
+                    .block_on(async { futures_util::join!(self.client.batch_execute(&first), f) });
+                sent.map_err(|e| self.err(e))?;
+                out.map_err(|e| self.err(e))
+            }
         }
     }
 
@@ -450,14 +508,16 @@ impl Db for PgDb {
 
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.statement(sql)?;
-        self.handle
-            .block_on(self.client.execute(&stmt, &as_params(params)))
-            .map_err(|e| self.err(e))
+        self.run(self.client.execute(&stmt, &as_params(params)))
     }
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = match self.take_deferred() {
+            Some(first) => format!("{first}; {sql}"),
+            None => sql.to_owned(),
+        };
         self.handle
-            .block_on(self.client.batch_execute(sql))
+            .block_on(self.client.batch_execute(&sql))
             .map_err(|e| self.err(e))
     }
 
@@ -477,10 +537,7 @@ impl Db for PgDb {
                 .zip(&params)
                 .map(|(stmt, p)| self.client.execute(stmt, p)),
         );
-        self.handle
-            .block_on(all)
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.run(all).map(|_| ())
     }
 
     fn each(
@@ -491,10 +548,7 @@ impl Db for PgDb {
     ) -> Result<(), StoreError> {
         use futures_util::StreamExt;
         let stmt = self.statement(sql)?;
-        let stream = self
-            .handle
-            .block_on(self.client.query_raw(&stmt, params.iter()))
-            .map_err(|e| self.err(e))?;
+        let stream = self.run(self.client.query_raw(&stmt, params.iter()))?;
         let mut stream = std::pin::pin!(stream);
         while let Some(r) = self.handle.block_on(stream.next()) {
             let r = r.map_err(|e| self.err(e))?;

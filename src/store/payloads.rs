@@ -4,10 +4,14 @@
 //! hand out, what another accepted.
 //!
 //! On a shared store an upload is still written (sealed, fsync'd) to the node's own folder
-//! first, as on a single node. The write job that records it moves it into the database, in
-//! the same transaction as its rows, and removes the local copy. Nothing a node keeps locally
-//! is needed by another, and what is left in those folders after a crash is swept at start-up.
-//! Only sealed bytes are ever stored: nothing here decrypts.
+//! first, as on a single node. Then [`Store::stage`] copies it into the database under a name
+//! of this node's (`staged/<node>/...`), in a transaction of its own, so that the copy of a
+//! large payload does not hold the chain's head (which the transaction recording it locks).
+//! The write job that records it renames the staged chunks to their name in the same
+//! transaction as its rows ([`move_in`]) and removes the local copy. Nothing a node keeps
+//! locally is needed by another; what a crash leaves in its folders, or staged in the database
+//! under its name, is removed when it starts. Only sealed bytes are ever stored: nothing here
+//! decrypts.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,16 @@ impl Area {
     }
 }
 
+/// Where this node stages `file` of `area` in the database before the commit that records it.
+pub(crate) fn staged_name(node: &str, area: Area, file: &str) -> String {
+    format!("{}{}", staged_prefix(node), area.name(file))
+}
+
+/// Everything this node has staged.
+pub(crate) fn staged_prefix(node: &str) -> String {
+    format!("staged/{node}/")
+}
+
 /// Bytes per chunk in the database: large enough that a big payload is few rows, small enough
 /// that one is never a burden to hold.
 const CHUNK: usize = super::pg::payload::CHUNK;
@@ -44,6 +58,8 @@ const CHUNK: usize = super::pg::payload::CHUNK;
 pub(crate) struct Staged {
     pub spool: PathBuf,
     pub inbox: PathBuf,
+    /// This node's name: what [`Store::stage`] copied in is under `staged/<node>/`.
+    pub node: String,
 }
 
 impl Staged {
@@ -65,8 +81,20 @@ pub(crate) fn move_in(
     file: &str,
 ) -> Result<(), StoreError> {
     let path = staged.dir(area).join(file);
-    let mut f = std::fs::File::open(&path).map_err(io(&path))?;
     let name = area.name(file);
+    // Staged already (the usual way): renamed in this transaction, the data itself untouched.
+    let renamed = db.execute(
+        "UPDATE payload_chunks SET name = ?1 WHERE name = ?2",
+        &[
+            name.as_str().into(),
+            staged_name(&staged.node, area, file).into(),
+        ],
+    )?;
+    if renamed > 0 {
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        return Ok(());
+    }
+    let mut f = std::fs::File::open(&path).map_err(io(&path))?;
     let mut buf = vec![0u8; CHUNK];
     let mut n: i64 = 0;
     loop {
@@ -119,6 +147,39 @@ pub(crate) fn forget(db: &dyn Db, area: Area, file: &str) -> Result<(), StoreErr
 }
 
 impl Store {
+    /// On a shared store, copies the sealed file `file` of `area` (written and fsync'd in the
+    /// node's folder) into the database under this node's staging name, in a transaction of its
+    /// own, ahead of the write job that records it. Nothing on a single node's store.
+    pub async fn stage(&self, area: Area, file: &str) -> Result<(), StoreError> {
+        let (Reading::Postgres(pool), Some(node)) = (&self.reader, &self.node) else {
+            return Ok(());
+        };
+        let dir = match area {
+            Area::Spool => &self.spool_dir,
+            Area::Inbox => &self.inbox_dir,
+        };
+        let path = dir.join(file);
+        let mut source = tokio::fs::File::open(&path).await.map_err(io(&path))?;
+        let name = staged_name(node, area, file);
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await.map_err(|e| pool.err(e))?;
+        // A copy left by an attempt that failed part-way is replaced, never added to.
+        tx.execute("DELETE FROM payload_chunks WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| pool.err(e))?;
+        super::pg::payload::put(&tx, pool.target(), &name, &mut source)
+            .await
+            .map_err(|e| match e {
+                super::pg::payload::PutError::Db(e) => StoreError::Pg(e),
+                super::pg::payload::PutError::Source(e) => StoreError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                },
+            })?;
+        tx.commit().await.map_err(|e| pool.err(e))?;
+        Ok(())
+    }
+
     /// The sealed bytes of the payload file `file` of `area`. Blocking: read it from a blocking
     /// thread. From the database it is read a chunk at a time, never held whole.
     pub fn open_payload(&self, area: Area, file: &str) -> Result<Box<dyn Read + Send>, StoreError> {

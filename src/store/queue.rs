@@ -114,7 +114,9 @@ impl Finish {
 }
 
 /// Deliveries due at `now`: queued or retrying and their time come, and on a `shared` store
-/// also those being attempted under a lease that lapsed (the node attempting them died).
+/// also those being attempted under a lease that lapsed (the node attempting them died) or
+/// under none (an attempt a single node was making when it stopped, copied in by `postern
+/// store copy`).
 pub fn due(db: &dyn Db, now: &str, n: usize, shared: bool) -> Result<Vec<Due>, StoreError> {
     let mut rows = db.rows(
         "SELECT transfer_id, recipient FROM deliveries WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
@@ -122,7 +124,7 @@ pub fn due(db: &dyn Db, now: &str, n: usize, shared: bool) -> Result<Vec<Due>, S
     )?;
     if shared {
         rows.extend(db.rows(
-            "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2",
+            "SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND (lease_until IS NULL OR lease_until < ?1) ORDER BY lease_until LIMIT ?2",
             &[now.into(), limit(n)],
         )?);
     }
@@ -278,7 +280,7 @@ pub fn claim_delivery(
             &[(&d.transfer_id).into(), (&d.recipient).into(), now.into()],
         )?,
         Some(l) => db.execute(
-            "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3, lease_node = ?4, lease_until = ?5 WHERE transfer_id = ?1 AND recipient = ?2 AND ((state IN ('queued', 'retrying') AND next_attempt_at <= ?3) OR (state = 'delivering' AND lease_until < ?3))",
+            "UPDATE deliveries SET state = 'delivering', attempts = attempts + 1, updated_at = ?3, lease_node = ?4, lease_until = ?5 WHERE transfer_id = ?1 AND recipient = ?2 AND ((state IN ('queued', 'retrying') AND next_attempt_at <= ?3) OR (state = 'delivering' AND (lease_until IS NULL OR lease_until < ?3)))",
             &[
                 (&d.transfer_id).into(),
                 (&d.recipient).into(),
@@ -299,17 +301,27 @@ pub fn renew_leases(db: &dyn Db, lease: Lease<'_>) -> Result<u64, StoreError> {
     )
 }
 
+/// The attempt an outcome belongs to, on a shared store: the node that made it and its number.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub node: &'a str,
+    /// `None` for a delivery ended without an attempt (its row damaged).
+    pub number: Option<i64>,
+}
+
 /// Records an attempt's outcome; when it was the transfer's last open delivery, marks the
 /// transfer complete (which starts the payload's grace period). On a shared store the outcome
-/// is recorded only while `node` holds the delivery: if its lease lapsed and another node took
-/// the delivery over, that newer attempt's outcome is the one that counts (false here).
+/// is recorded only while the attempt still holds the delivery (the same node, the same
+/// attempt, still in flight): if its lease lapsed and another attempt took the delivery over,
+/// on another node or this one, that newer attempt's outcome is the one that counts (false
+/// here).
 pub fn finish_delivery(
     db: &dyn Db,
     transfer_id: &str,
     recipient: &str,
     finish: &Finish,
     now: &str,
-    node: Option<&str>,
+    attempt: Option<Attempt<'_>>,
 ) -> Result<bool, StoreError> {
     let (state, next, error, receipt, delivered) = finish.columns(now);
     const SQL: &str = "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, last_error = COALESCE(?5, last_error), receipt = ?6, delivered_at = ?7, updated_at = ?8";
@@ -323,15 +335,22 @@ pub fn finish_delivery(
         delivered.into(),
         now.into(),
     ];
-    let n = match node {
+    let n = match attempt {
         None => db.execute(
             &format!("{SQL} WHERE transfer_id = ?1 AND recipient = ?2"),
             &args,
         )?,
-        Some(node) => {
-            args.push(node.into());
+        Some(a) => {
+            args.push(a.node.into());
+            let which = match a.number {
+                Some(n) => {
+                    args.push(Value::Int(n));
+                    " AND state = 'delivering' AND attempts = ?10"
+                }
+                None => "",
+            };
             db.execute(
-                &format!("{SQL}, lease_until = NULL WHERE transfer_id = ?1 AND recipient = ?2 AND lease_node = ?9"),
+                &format!("{SQL}, lease_until = NULL WHERE transfer_id = ?1 AND recipient = ?2 AND lease_node = ?9{which}"),
                 &args,
             )?
         }
@@ -357,7 +376,8 @@ pub fn finish_delivery(
 /// Forgets a transfer's sealed payload. The caller deletes the file after the commit; if it
 /// cannot (a crash in between), the file no longer belongs to any row and the start-up sweep
 /// removes it.
-pub fn mark_purged(db: &dyn Db, id: &TransferId, now: &str) -> Result<(), StoreError> {
+/// False if it was already forgotten (by another node's purge): nothing to record.
+pub fn mark_purged(db: &dyn Db, id: &TransferId, now: &str) -> Result<bool, StoreError> {
     if let Some(file) = db
         .row(
             "SELECT payload_file FROM transfers WHERE id = ?1",
@@ -367,11 +387,11 @@ pub fn mark_purged(db: &dyn Db, id: &TransferId, now: &str) -> Result<(), StoreE
     {
         super::payloads::forget(db, super::payloads::Area::Spool, &file)?;
     }
-    db.execute(
-        "UPDATE transfers SET payload_purged_at = ?2, payload_inline = NULL, payload_file = NULL WHERE id = ?1",
+    let n = db.execute(
+        "UPDATE transfers SET payload_purged_at = ?2, payload_inline = NULL, payload_file = NULL WHERE id = ?1 AND payload_purged_at IS NULL",
         &[id.to_string().into(), now.into()],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
 impl Tx<'_> {
@@ -397,17 +417,20 @@ impl Tx<'_> {
         }
     }
 
+    /// Records the outcome of attempt `number` (see [`finish_delivery`]).
     pub fn finish_delivery(
         &mut self,
         transfer_id: &str,
         recipient: &str,
         finish: &Finish,
         now: &str,
+        number: Option<i64>,
     ) -> Result<bool, StoreError> {
-        finish_delivery(self.db(), transfer_id, recipient, finish, now, self.node)
+        let attempt = self.node.map(|node| Attempt { node, number });
+        finish_delivery(self.db(), transfer_id, recipient, finish, now, attempt)
     }
 
-    pub fn mark_purged(&mut self, id: &TransferId, now: &str) -> Result<(), StoreError> {
+    pub fn mark_purged(&mut self, id: &TransferId, now: &str) -> Result<bool, StoreError> {
         mark_purged(self.db(), id, now)
     }
 }

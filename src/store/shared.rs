@@ -5,9 +5,9 @@
 //! into one chain and a batch that rolls back leaves no gap; every record says which node wrote
 //! it.
 //!
-//! `postern serve` does not open it yet: sealed payloads still go to the node's spool folder
-//! (whose entries are fsync'd before the commit, as over SQLite), and the delivery worker,
-//! checkpoints and start-up checks are still the single node's.
+//! `postern serve` opens it when `[store]` names PostgreSQL. An upload is sealed into the node's
+//! folder first, as over SQLite, and the write job that records it moves it into the database
+//! (`payloads`); what a crash leaves in those folders is removed when the store opens.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +55,26 @@ impl Store {
         let staged = Staged {
             spool: spool.clone(),
             inbox: inbox.clone(),
+            node: node.to_owned(),
         };
+        // And what it had staged in the database for them (node names are each one node's).
+        {
+            let client = pool.get().await?;
+            let prefix = super::payloads::staged_prefix(node);
+            let removed = client
+                .execute(
+                    "DELETE FROM payload_chunks WHERE substr(name, 1, length($1)) = $1",
+                    &[&prefix],
+                )
+                .await
+                .map_err(|e| pool.err(e))?;
+            if removed > 0 {
+                tracing::info!(
+                    chunks = removed,
+                    "removed payload chunks staged by uploads cut off before their commit"
+                );
+            }
+        }
         // As over SQLite: the writer ends when the last handle is dropped, and what it has not
         // committed was never answered as durable.
         std::thread::Builder::new()
@@ -86,16 +105,14 @@ fn sweep_staged(dir: &Path) -> Result<usize, StoreError> {
     Ok(n)
 }
 
-/// The chain's head, locked until the transaction ends (made, for the first append to an
-/// empty database).
+/// The chain's head, locked until the transaction ends; made, for the first append to an empty
+/// database. One statement: the upsert that finds the row takes its lock, as `FOR UPDATE`
+/// would. Every batch takes it first, before any other row: batches that locked a delivery's
+/// row and then waited for the head could deadlock with one holding the head.
 fn lock_head(db: &dyn Db, target: &str) -> Result<ChainHead, StoreError> {
-    db.execute(
-        "INSERT INTO log_head (id, seq, hash) VALUES (1, 0, ?1) ON CONFLICT (id) DO NOTHING",
-        &[GENESIS.as_slice().into()],
-    )?;
     let row = db.row(
-        "SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE",
-        &[],
+        "INSERT INTO log_head (id, seq, hash) VALUES (1, 0, ?1) ON CONFLICT (id) DO UPDATE SET id = log_head.id RETURNING seq, hash",
+        &[GENESIS.as_slice().into()],
     )?;
     let Some(row) = row else {
         return Err(StoreError::Damaged(
@@ -133,10 +150,10 @@ fn writer_loop(
             }
         };
         let db = PgDb::new(client, pool.target(), handle.clone());
-        let begun = db
-            .batch("BEGIN")
-            .and_then(|()| lock_head(&db, pool.target()));
-        let mut head = match begun {
+        // BEGIN goes out with the head's lock, and each job's savepoint with its first
+        // statement (PgDb::defer): one round trip to open the batch, none of its own per job.
+        db.defer("BEGIN");
+        let mut head = match lock_head(&db, pool.target()) {
             Ok(h) => h,
             Err(e) => {
                 let _ = db.batch("ROLLBACK");
@@ -148,15 +165,11 @@ fn writer_loop(
             }
         };
         let start = head;
+        db.defer("SAVEPOINT job");
         let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
         // Set when a job's writes could not be kept apart or undone: the transaction is then
         // in doubt, and nothing of the batch may be reported committed.
         let mut aborted: Option<CommitFailure> = None;
-        // Each job runs inside the savepoint `job`, so that a failure undoes exactly its writes.
-        // One round trip per job is spent on it: a job that succeeds releases its savepoint and
-        // opens the next one's in the same message, and one that fails is rolled back to it
-        // (which keeps it open for the next).
-        let mut open = false;
         for (needs_dir, job) in batch {
             if aborted.is_some() {
                 let (_, finish) = job(None);
@@ -168,15 +181,6 @@ fn writer_loop(
             } else {
                 None
             };
-            if !open {
-                if let Err(e) = db.batch("SAVEPOINT job") {
-                    let (_, finish) = job(None);
-                    aborted = Some(CommitFailure::store("cannot open a savepoint", &e));
-                    finishers.push((None, finish));
-                    continue;
-                }
-                open = true;
-            }
             let before = head;
             let (ok, finish) = job(Some(&mut Tx {
                 db: &db,
@@ -185,21 +189,26 @@ fn writer_loop(
                 node: Some(node),
                 staged: Some(staged),
             }));
+            // What is still deferred was never sent: the job wrote nothing, and its savepoint
+            // is still to open.
+            let wrote = db.deferred().is_none();
             if ok && forced.is_none() {
-                if let Err(e) = db.batch("RELEASE SAVEPOINT job; SAVEPOINT job") {
-                    aborted = Some(CommitFailure::store("cannot release a savepoint", &e));
+                if wrote {
+                    db.defer("RELEASE SAVEPOINT job; SAVEPOINT job");
                 }
                 finishers.push((None, finish));
             } else {
                 // The job failed (it reports its own error), or its file's folder entry is not
                 // durable: undo exactly its writes.
-                if let Err(undo) = db.batch("ROLLBACK TO SAVEPOINT job") {
+                if wrote && let Err(undo) = db.batch("ROLLBACK TO SAVEPOINT job") {
                     aborted = Some(CommitFailure::store("cannot undo a failed job", &undo));
                 }
                 head = before;
                 finishers.push((forced, finish));
             }
         }
+        // A savepoint still deferred was never opened: nothing to say about it.
+        db.forget_deferred();
         if let Some(failure) = aborted {
             let _ = db.batch("ROLLBACK");
             for (_, finish) in finishers {
@@ -208,14 +217,14 @@ fn writer_loop(
             continue;
         }
         // The head moved and the commit, in one message (the values are a number and hex).
-        let commit = if head.seq != start.seq {
+        let commit = if head.seq == start.seq {
+            "COMMIT".to_owned()
+        } else {
             format!(
                 "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
                 head.seq,
                 hex::encode(head.hash)
             )
-        } else {
-            "COMMIT".to_owned()
         };
         let committed = db
             .batch(&commit)

@@ -362,6 +362,12 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
     let until = "2026-12-01T10:00:31.000000Z";
     let lapsed = "2026-12-01T10:00:40.000000Z";
     let lease = |node: Option<&'static str>| node.map(|node| queue::Lease { node, until });
+    let by = |node: Option<&'static str>, n: i64| {
+        node.map(|node| queue::Attempt {
+            node,
+            number: Some(n),
+        })
+    };
     let due = mine(queue::due(db, later, 1_000_000, shared)?);
     same(due.len(), 2, "both deliveries are due")?;
     let first = Due {
@@ -429,7 +435,7 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
                     receipt: "{}".into(),
                 },
                 lapsed,
-                node_a,
+                by(node_a, 1),
             )?,
             "the node whose lease lapsed records no outcome",
             (),
@@ -451,6 +457,22 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
         "and claimed again",
         (),
     )?;
+    if shared {
+        check(
+            !queue::finish_delivery(
+                db,
+                &first.transfer_id,
+                &first.recipient,
+                &Finish::Dead {
+                    error: "stale".into(),
+                },
+                later,
+                by(node_b, 2),
+            )?,
+            "an earlier attempt on the same node records no outcome over the newer one",
+            (),
+        )?;
+    }
     check(
         queue::finish_delivery(
             db,
@@ -460,7 +482,7 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
                 receipt: "{\"receipt_id\":\"r1\"}".into(),
             },
             later,
-            node_b,
+            by(node_b, if shared { 3 } else { 2 }),
         )?,
         "its holder records the outcome",
         (),
@@ -489,7 +511,7 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
             error: "refused".into(),
         },
         later,
-        node_a,
+        by(node_a, 1),
     )?;
     let states: Vec<(String, String, i64)> = crate::store::recipient_statuses(db, &id.to_string())?
         .into_iter()
@@ -524,7 +546,16 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
         "complete once every delivery is final",
         (),
     )?;
-    queue::mark_purged(db, &id, "2027-01-01T00:00:00.000000Z")?;
+    check(
+        queue::mark_purged(db, &id, "2027-01-01T00:00:00.000000Z")?,
+        "the payload is purged",
+        (),
+    )?;
+    check(
+        !queue::mark_purged(db, &id, "2027-01-01T00:00:01.000000Z")?,
+        "and only once (another node's purge finds it done)",
+        (),
+    )?;
     same(
         queue::job(db, &first.transfer_id, &first.recipient)?.and_then(|j| j.payload_inline),
         None,
