@@ -26,7 +26,7 @@ pub mod db;
 pub(crate) mod decisions;
 pub(crate) mod feedback;
 pub(crate) mod inbox;
-pub mod payloads;
+pub(crate) mod payloads;
 pub mod pg;
 pub(crate) mod queue;
 pub mod requests;
