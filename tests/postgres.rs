@@ -2125,19 +2125,31 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
 
     // A payload too large to keep inline: accepted by one node, it is kept in the database
     // (no node's folder), delivered, and downloaded through the other node whole.
+    // Sent twice at once, through both nodes, with one Idempotency-Key: one transfer, and the
+    // copy that lost the race leaves nothing staged.
     let big = common::payload(300_000, 9);
-    let mut council = d.connect(a.addr, "northshire-cc").await;
-    let answer = submit(&mut council, &envelope(json!({})), big.clone(), None).await;
-    assert_eq!(
-        answer.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
+    let (mut via_a, mut via_b) = (
+        d.connect(a.addr, "northshire-cc").await,
+        d.connect(b.addr, "northshire-cc").await,
     );
-    let big_id = common::json(&answer)["transfer_id"]
+    let env = envelope(json!({}));
+    let (first, second) = tokio::join!(
+        submit(&mut via_a, &env, big.clone(), Some("big-1")),
+        submit(&mut via_b, &env, big.clone(), Some("big-1")),
+    );
+    for answer in [&first, &second] {
+        assert_eq!(
+            answer.status,
+            202,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let big_id = common::json(&first)["transfer_id"]
         .as_str()
         .unwrap()
         .to_owned();
+    assert_eq!(common::json(&second)["transfer_id"], json!(big_id));
     common::eventually(30, "the large transfer delivered", || {
         let pool = pool.clone();
         let big_id = big_id.clone();
@@ -2499,5 +2511,76 @@ async fn the_dpo_pages_sign_in_search_and_verify_the_shared_log() {
     );
     drop(client);
     server.stop().await;
+    db.drop_it().await;
+}
+
+/// A job that fails on the server before it has written anything (its statement cannot even be
+/// prepared), among jobs that append, in the same batches. The writer sends each job's
+/// savepoint with its first statement, so such a failure leaves no savepoint to return to: the
+/// batch is refused whole rather than reported durable. Every job answered as written is in the
+/// chain, the chain has no gap, and the failed jobs wrote nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_before_it_writes_leaves_the_others_and_the_chain_whole() {
+    use postern_gateway::store::Store;
+    let Some(s) = server("a job that fails before it writes") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_shared(dir.path(), pool.clone(), "node-a")
+        .await
+        .unwrap();
+    // Three waves, one after the other: good jobs, then good jobs with a failing one among
+    // every five, then good jobs again.
+    let bad = |i: usize| (20..40).contains(&i) && i % 5 == 2;
+    let mut kept = Vec::new();
+    for wave in [0..20, 20..40, 40..60] {
+        let tasks: Vec<_> = wave
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let written = store
+                        .write(false, move |tx| {
+                            if bad(i) {
+                                // Fails at the server's parse: no such column.
+                                tx.db().execute("UPDATE log SET no_such_column = 1", &[])?;
+                            }
+                            tx.append(&entry("node-a", i, "kept"))
+                        })
+                        .await;
+                    (i, written)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, written) = t.await.unwrap();
+            match written {
+                Ok(seq) => {
+                    assert!(!bad(i), "job {i} cannot have been written");
+                    kept.push((i, seq));
+                }
+                Err(e) => assert!(
+                    (20..40).contains(&i),
+                    "job {i}, in a wave without a failing job: {e}"
+                ),
+            }
+        }
+    }
+    let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!(report.records, kept.len() as u64);
+    let c = pool.get().await.unwrap();
+    for (i, seq) in &kept {
+        let body: Vec<u8> = c
+            .query_one("SELECT body FROM log WHERE seq = $1", &[seq])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(body, entry("node-a", *i, "kept").body, "job {i} at {seq}");
+    }
+    drop(c);
+    drop(store);
     db.drop_it().await;
 }

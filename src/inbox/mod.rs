@@ -227,8 +227,11 @@ where
             .await;
         if let (Ok(Inserted::New(_)), Some(f)) = (&written, file) {
             f.keep();
+        } else if let Some(f) = &staged {
+            // A repeat's file, a conflict's, or one whose commit failed, is dropped here and
+            // deleted; so is its staged copy.
+            store.unstage(crate::store::payloads::Area::Inbox, f).await;
         }
-        // A repeat's file, a conflict's, or one whose commit failed, is dropped here and deleted.
         written
     });
     let inserted = commit

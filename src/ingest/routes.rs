@@ -1038,9 +1038,11 @@ async fn accept(
             .await;
         if let (Ok(None), Some(f)) = (&outcome, file) {
             f.keep();
+        } else if let Some(f) = &staged {
+            // Not recorded (a replay of an earlier answer, or a failed commit): its file was
+            // dropped just above, and with it deleted; so is its staged copy.
+            store.unstage(Area::Spool, f).await;
         }
-        // Otherwise (a replay of an earlier answer, or a failed commit) the file was dropped
-        // just above, and with it deleted.
         outcome
     });
     let outcome = match commit.await {

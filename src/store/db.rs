@@ -449,6 +449,17 @@ impl PgDb {
             .clone()
     }
 
+    /// Sends what is queued, alone (nothing, if nothing is).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        match self.take_deferred() {
+            Some(sql) => self
+                .handle
+                .block_on(self.client.batch_execute(&sql))
+                .map_err(|e| self.err(e)),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets what is queued (a transaction that sent nothing ends without a word).
     pub fn forget_deferred(&self) {
         *self

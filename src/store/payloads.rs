@@ -180,6 +180,26 @@ impl Store {
         Ok(())
     }
 
+    /// Removes what [`Store::stage`] copied in for `file` of `area` when the write job did not
+    /// record it (a repeat, a replay, a failed commit). Best effort: what cannot be removed now
+    /// is removed when the node next starts.
+    pub async fn unstage(&self, area: Area, file: &str) {
+        let (Reading::Postgres(pool), Some(node)) = (&self.reader, &self.node) else {
+            return;
+        };
+        let name = staged_name(node, area, file);
+        let removed = match pool.get().await {
+            Ok(client) => client
+                .execute("DELETE FROM payload_chunks WHERE name = $1", &[&name])
+                .await
+                .map_err(|e| pool.err(e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "could not remove a staged payload that was not recorded; it goes when the node next starts");
+        }
+    }
+
     /// The sealed bytes of the payload file `file` of `area`. Blocking: read it from a blocking
     /// thread. From the database it is read a chunk at a time, never held whole.
     pub fn open_payload(&self, area: Area, file: &str) -> Result<Box<dyn Read + Send>, StoreError> {

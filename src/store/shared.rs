@@ -189,8 +189,8 @@ fn writer_loop(
                 node: Some(node),
                 staged: Some(staged),
             }));
-            // What is still deferred was never sent: the job wrote nothing, and its savepoint
-            // is still to open.
+            // What is still deferred was never sent: the job ran no statement, and its
+            // savepoint is still to open.
             let wrote = db.deferred().is_none();
             if ok && forced.is_none() {
                 if wrote {
@@ -199,8 +199,16 @@ fn writer_loop(
                 finishers.push((None, finish));
             } else {
                 // The job failed (it reports its own error), or its file's folder entry is not
-                // durable: undo exactly its writes.
-                if wrote && let Err(undo) = db.batch("ROLLBACK TO SAVEPOINT job") {
+                // durable: undo exactly its writes. A job that ran no statement may still have
+                // failed on the server (a statement's preparation goes out before what is
+                // deferred, and its failure aborts the transaction): the savepoint is sent now,
+                // alone, and if it cannot be, the transaction is in doubt and so is the batch.
+                let undone = if wrote {
+                    db.batch("ROLLBACK TO SAVEPOINT job")
+                } else {
+                    db.flush()
+                };
+                if let Err(undo) = undone {
                     aborted = Some(CommitFailure::store("cannot undo a failed job", &undo));
                 }
                 head = before;
@@ -217,8 +225,10 @@ fn writer_loop(
             continue;
         }
         // The head moved and the commit, in one message (the values are a number and hex).
+        // PostgreSQL answers COMMIT in a failed transaction by rolling back, without an error:
+        // a statement before it fails instead, so that such a batch is never reported durable.
         let commit = if head.seq == start.seq {
-            "COMMIT".to_owned()
+            "SELECT 1; COMMIT".to_owned()
         } else {
             format!(
                 "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
