@@ -1352,6 +1352,14 @@ async fn the_last_two_deliveries_finished_at_once_on_two_nodes_complete_the_tran
     db.drop_it().await;
 }
 
+/// The body of record `seq`.
+async fn body_at(c: &tokio_postgres::Client, seq: i64) -> Vec<u8> {
+    c.query_one("SELECT body FROM log WHERE seq = $1", &[&seq])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_group_commit_answers_each_request_with_its_own_record() {
     use postern_gateway::store::pg::writer::LogWriter;
@@ -1380,13 +1388,8 @@ async fn a_nodes_group_commit_answers_each_request_with_its_own_record() {
         .unwrap()
         .get(0);
     for (i, seq) in &answers {
-        let body: Vec<u8> = c
-            .query_one("SELECT body FROM log WHERE seq = $1", &[seq])
-            .await
-            .unwrap()
-            .get(0);
         assert_eq!(
-            body,
+            body_at(&c, *seq).await,
             entry("node-a", *i, "kept").body,
             "request {i} got seq {seq}"
         );
@@ -2573,12 +2576,11 @@ async fn a_job_that_fails_before_it_writes_leaves_the_others_and_the_chain_whole
     assert_eq!(report.records, kept.len() as u64);
     let c = pool.get().await.unwrap();
     for (i, seq) in &kept {
-        let body: Vec<u8> = c
-            .query_one("SELECT body FROM log WHERE seq = $1", &[seq])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(body, entry("node-a", *i, "kept").body, "job {i} at {seq}");
+        assert_eq!(
+            body_at(&c, *seq).await,
+            entry("node-a", *i, "kept").body,
+            "job {i} at {seq}"
+        );
     }
     drop(c);
     drop(store);
