@@ -2586,3 +2586,40 @@ async fn a_job_that_fails_before_it_writes_leaves_the_others_and_the_chain_whole
     drop(store);
     db.drop_it().await;
 }
+
+/// A node of the shared store opened on a former single node's state directory (its SQLite
+/// store beside the spool) leaves that store's payload files alone: they are what `postern
+/// store copy` reads, and sweeping them would lose the single node's undelivered payloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_a_former_single_nodes_state_directory_sweeps_none_of_its_files() {
+    use postern_gateway::store::Store;
+    let Some(s) = server("a node on a former single node's state directory") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let single = tempfile::tempdir().unwrap();
+    drop(Store::open(single.path()).unwrap());
+    let kept = single.path().join("spool").join("undelivered.age");
+    std::fs::write(&kept, b"sealed").unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(fresh.path().join("spool")).unwrap();
+    let leftover = fresh.path().join("spool").join("cut-off.age");
+    std::fs::write(&leftover, b"sealed").unwrap();
+
+    let node = Store::open_shared(single.path(), pool.clone(), "node-a")
+        .await
+        .unwrap();
+    assert!(kept.exists(), "a single node's payload is left alone");
+    drop(node);
+    let node = Store::open_shared(fresh.path(), pool.clone(), "node-b")
+        .await
+        .unwrap();
+    assert!(
+        !leftover.exists(),
+        "an upload cut off in a node's own folder is swept"
+    );
+    drop(node);
+    db.drop_it().await;
+}

@@ -44,13 +44,22 @@ impl Store {
         let writer_node = node.to_owned();
         let dirs = vec![spool.clone(), inbox.clone()];
         // Whatever is left in the node's folders is an upload cut off before its commit moved
-        // it into the database (a crash): nothing that was answered as kept.
-        let swept = sweep_staged(&spool)? + sweep_staged(&inbox)?;
-        if swept > 0 {
-            tracing::info!(
-                removed = swept,
-                "removed files left by uploads cut off before their commit"
+        // it into the database (a crash): nothing that was answered as kept. Unless the folder
+        // is a single node's (its SQLite store beside it): those files are that store's
+        // payloads, which `postern store copy` reads, and are never swept from here.
+        if super::db_path(state_dir).exists() {
+            tracing::warn!(
+                state_dir = %state_dir.display(),
+                "this state directory holds a single node's store (postern.db); its spool and inbox files are left as they are: give each node of a shared store a state directory of its own"
             );
+        } else {
+            let swept = sweep_staged(&spool)? + sweep_staged(&inbox)?;
+            if swept > 0 {
+                tracing::info!(
+                    removed = swept,
+                    "removed files left by uploads cut off before their commit"
+                );
+            }
         }
         let staged = Staged {
             spool: spool.clone(),
