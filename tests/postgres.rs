@@ -2222,43 +2222,7 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
     );
 
     // Node B delivers what was queued, and (once their leases lapse) what A was attempting.
-    let start = std::time::Instant::now();
-    loop {
-        let left = count(
-            &pool,
-            "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'",
-        )
-        .await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed().as_secs() < 120,
-            "deliveries still outstanding after 120 s: {left}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let rows = pool
-        .get()
-        .await
-        .unwrap()
-        .query(
-            "SELECT transfer_id, COUNT(*) FROM inbox WHERE recipient = 'northshire-police' GROUP BY transfer_id",
-            &[],
-        )
-        .await
-        .unwrap();
-    let inbox: std::collections::HashMap<String, i64> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    for (id, _) in &sent {
-        assert_eq!(inbox.get(id), Some(&1), "transfer {id} in the inbox once");
-    }
-    assert!(inbox.values().all(|n| *n == 1), "no inbox duplicates");
-    assert_eq!(
-        inbox.len() as i64,
-        count(&pool, "SELECT COUNT(*) FROM transfers").await,
-        "every stored transfer delivered"
-    );
+    all_delivered_once(&pool, &sent, 120).await;
     let nodes = count(
         &pool,
         "SELECT COUNT(DISTINCT node) FROM log WHERE node IN ('node-a', 'node-b')",
