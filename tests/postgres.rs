@@ -618,6 +618,11 @@ fn a_gateway_whose_database_cannot_be_reached_does_not_start_and_says_which() {
 /// A real record (a `transfer_failed`, which files under nothing but itself) saying which node
 /// wrote it, its number and a marker, deterministic in all three.
 fn entry(node: &str, i: usize, marker: &str) -> postern_gateway::log::LogEntry {
+    entry_at(node, i, marker, "2026-12-04T00:00:00.000000Z")
+}
+
+/// As [`entry`], stamped `at`.
+fn entry_at(node: &str, i: usize, marker: &str, at: &str) -> postern_gateway::log::LogEntry {
     use postern_gateway::log::{LogEntry, RecordKind, SenderRecord, TransferFailedRecord};
     let n = node.bytes().fold(0u128, |a, b| a * 31 + u128::from(b));
     let record = TransferFailedRecord {
@@ -625,7 +630,7 @@ fn entry(node: &str, i: usize, marker: &str) -> postern_gateway::log::LogEntry {
         transfer_id: postern_gateway::domain::ids::TransferId::from_uuid(uuid::Uuid::from_u128(
             (n << 64) | i as u128,
         )),
-        at: "2026-12-04T00:00:00.000000Z".into(),
+        at: at.into(),
         sender: SenderRecord {
             org: "northshire-cc".parse().unwrap(),
             certificate: String::new(),
@@ -2585,5 +2590,223 @@ async fn a_node_on_a_former_single_nodes_state_directory_sweeps_none_of_its_file
         "an upload cut off in a node's own folder is swept"
     );
     drop(node);
+    db.drop_it().await;
+}
+
+/// The retention purge and the thinning of checkpoints on a shared store. Two nodes purge at
+/// once: the records due go once, with their index rows and the finished transfer they
+/// describe, the purge is recorded once, and the chain written by both nodes still verifies from
+/// the anchor. Records due that do not verify are not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
+    use postern_gateway::domain::ids::TransferId;
+    use postern_gateway::seal::SealSummary;
+    use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge, ensure_key_file};
+    use postern_gateway::store::{NewDelivery, NewTransfer, Store, StoredPayload};
+    use std::sync::Arc;
+    let Some(s) = server("the retention purge on a shared store") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("checkpoint.key");
+    ensure_key_file(&key_file).unwrap();
+    let key = Arc::new(CheckpointKey::from_file(&key_file).unwrap());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
+        .await
+        .unwrap();
+    let old = |i: usize| format!("2015-01-01T00:00:{i:02}.000000Z");
+    let append = |store: &Store, node: &'static str, i: usize, at: String| {
+        let store = store.clone();
+        async move {
+            store
+                .write(false, move |tx| tx.append(&entry_at(node, i, "kept", &at)))
+                .await
+                .unwrap()
+        }
+    };
+    // Record 1 accepts a transfer (finished by the time of the purge); 2..=10 are old too,
+    // written by both nodes, with checkpoints at 6 and 10 signed on one old day.
+    let done = TransferId::from_uuid(uuid::Uuid::now_v7());
+    let transfer = NewTransfer {
+        id: done,
+        sender: "northshire-cc".parse().unwrap(),
+        received_at: old(0),
+        purpose: "p".into(),
+        marking: "OFFICIAL".into(),
+        payload: StoredPayload::Inline(vec![1]),
+        summary: SealSummary {
+            plaintext_size: 1,
+            plaintext_sha256: [0; 32],
+            sealed_size: 1,
+            sealed_sha256: [0; 32],
+        },
+        sealed_envelope: vec![1],
+        deliveries: vec![NewDelivery {
+            recipient: "northshire-police".parse().unwrap(),
+            agreement: "isp".parse().unwrap(),
+            channel: "https",
+        }],
+    };
+    let first = old(1);
+    a.write(false, move |tx| {
+        let seq = tx.append(&entry_at("node-a", 1, "kept", &first))?;
+        tx.insert_transfer(&transfer, seq)
+    })
+    .await
+    .unwrap();
+    let signed_at = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let lease = std::time::Duration::from_secs(60);
+    for i in 2..=6 {
+        append(&b, "node-b", i, old(i)).await;
+    }
+    let cp = pg::checkpoint::sign_head(
+        &pool,
+        &key,
+        "node-a",
+        signed_at("2015-01-02T10:00:00Z"),
+        lease,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cp.map(|c| c.seq), Some(6));
+    for i in 7..=10 {
+        append(&a, "node-a", i, old(i)).await;
+    }
+    let cp = pg::checkpoint::sign_head(
+        &pool,
+        &key,
+        "node-a",
+        signed_at("2015-01-02T11:00:00Z"),
+        lease,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cp.map(|c| c.seq), Some(10));
+    let recent = postern_gateway::clock::stamp(postern_gateway::clock::now());
+    for i in 11..=14 {
+        append(
+            if i % 2 == 0 { &a } else { &b },
+            if i % 2 == 0 { "node-a" } else { "node-b" },
+            i,
+            recent.clone(),
+        )
+        .await;
+    }
+    let c = pool.get().await.unwrap();
+    c.batch_execute(&format!(
+        "UPDATE transfers SET payload_purged_at = '{}', payload_inline = NULL;
+         UPDATE deliveries SET state = 'delivered';",
+        old(20)
+    ))
+    .await
+    .unwrap();
+    let count = async |sql: &str| -> i64 { c.query_one(sql, &[]).await.unwrap().get(0) };
+
+    // Thinning: of the old day's checkpoints, the last is kept.
+    let now = postern_gateway::clock::now();
+    assert_eq!(checkpoint::thin(&b, now).await.unwrap(), 1);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM checkpoints WHERE seq = 10").await,
+        1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM checkpoints").await, 1);
+
+    // A record due that was altered: nothing is deleted.
+    let body: Vec<u8> = c
+        .query_one("SELECT body FROM log WHERE seq = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut altered = body.clone();
+    altered[3] ^= 1;
+    c.execute("UPDATE log SET body = $1 WHERE seq = 3", &[&altered])
+        .await
+        .unwrap();
+    match checkpoint::purge(&a, key.clone(), 365, now).await.unwrap() {
+        Purge::Refused(b) => assert_eq!(b.seq, 3, "{b:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        count("SELECT COUNT(*) FROM log").await,
+        14,
+        "nothing was deleted"
+    );
+    c.execute("UPDATE log SET body = $1 WHERE seq = 3", &[&body])
+        .await
+        .unwrap();
+
+    // Both nodes purge at once: one does it, the other finds it done.
+    let (pa, pb) = tokio::join!(
+        checkpoint::purge(&a, key.clone(), 365, now),
+        checkpoint::purge(&b, key.clone(), 365, now)
+    );
+    let mut done_by = Vec::new();
+    for p in [pa.unwrap(), pb.unwrap()] {
+        match p {
+            Purge::Nothing => {}
+            Purge::Done {
+                seq,
+                record,
+                anchor,
+            } => {
+                assert_eq!(seq, 15, "the purge is recorded at the chain's head");
+                assert_eq!(
+                    (record.from_seq, record.to_seq, record.records),
+                    (1, 10, 10)
+                );
+                assert_eq!((record.transfers, record.deliveries), (1, 1));
+                assert!(anchor.is_none(), "the checkpoint at 10 is the anchor");
+                done_by.push(seq);
+            }
+            Purge::Refused(b) => panic!("refused: {b:?}"),
+        }
+    }
+    assert_eq!(done_by.len(), 1, "the records were purged once");
+    assert_eq!(count("SELECT MIN(seq) FROM log").await, 11);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM log_facets WHERE seq <= 10").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM log_recipients WHERE seq <= 10").await,
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM transfers").await, 0);
+    assert_eq!(count("SELECT COUNT(*) FROM deliveries").await, 0);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM log WHERE kind = 'log_purged'").await,
+        1
+    );
+    let (report, _) = pg::verify::verify_log(&pool, &[*key.public()], &[])
+        .await
+        .unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!(
+        (report.first_seq, report.anchor_seq, report.records),
+        (Some(11), Some(10), 5)
+    );
+    // Nothing more is due.
+    assert_eq!(
+        checkpoint::purge(&a, key.clone(), 365, now).await.unwrap(),
+        Purge::Nothing
+    );
+    // After the purge, the first records can still not be removed unnoticed.
+    c.execute("DELETE FROM log WHERE seq = 11", &[])
+        .await
+        .unwrap();
+    let (report, _) = pg::verify::verify_log(&pool, &[*key.public()], &[])
+        .await
+        .unwrap();
+    assert_eq!(report.first_break.map(|b| b.seq), Some(11));
+    drop(c);
     db.drop_it().await;
 }

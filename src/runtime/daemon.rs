@@ -952,14 +952,23 @@ impl Upkeep {
     }
 
     async fn purge(&self) {
-        if self.shared.is_some() {
-            if self.settings.retain_days > 0 {
-                tracing::warn!(
-                    retain_days = self.settings.retain_days,
-                    "the retention purge and checkpoint thinning do not yet run on a shared PostgreSQL store; nothing was purged (docs/operations.md)"
-                );
+        if let Some(s) = &self.shared {
+            match crate::store::pg::checkpoint::hold(
+                &s.pool,
+                &s.node,
+                crate::clock::now(),
+                self.lease(),
+            )
+            .await
+            {
+                Ok(true) => {}
+                // Another node signs, and purges.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not take the transfer log's upkeep lease; nothing was purged");
+                    return;
+                }
             }
-            return;
         }
         match checkpoint::thin(&self.store, crate::clock::now()).await {
             Ok(0) => {}

@@ -21,9 +21,10 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::db::Db;
 use super::{Store, StoreError, Tx};
 use crate::log::verify::{
     self, Break, Checkpoint, Lookup, OwnedRow, PublicKey, Report, Row, Stop, StoredFacets,
@@ -110,17 +111,7 @@ fn sign_at(
     reason: Reason,
 ) -> Result<Signed, StoreError> {
     let s = Signed::new(key, seq, hash, at, reason);
-    conn.prepare_cached(
-        "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        s.seq,
-        s.at,
-        &s.hash[..],
-        s.public_key,
-        s.signature,
-        s.reason.as_str()
-    ])?;
+    insert_checkpoint(conn, &s, None)?;
     Ok(s)
 }
 
@@ -493,14 +484,15 @@ pub const KEEP_EVERY_CHECKPOINT_DAYS: i64 = 7;
 /// more time checking signatures than hashing a million records.
 pub fn thin_in(tx: &mut Tx<'_>, now: time::OffsetDateTime) -> Result<usize, StoreError> {
     let before = crate::clock::stamp(now - time::Duration::days(KEEP_EVERY_CHECKPOINT_DAYS));
-    Ok(tx.conn()?.execute(
+    let removed = tx.db().execute(
         "DELETE FROM checkpoints
          WHERE at < ?1
            AND seq NOT IN (SELECT MAX(seq) FROM checkpoints WHERE at < ?1 GROUP BY substr(at, 1, 10))
-           AND seq != (SELECT IFNULL(MIN(seq), 1) - 1 FROM log)
-           AND IFNULL(reason, '') != 'accepted'",
-        [before],
-    )?)
+           AND seq != (SELECT COALESCE(MIN(seq), 1) - 1 FROM log)
+           AND COALESCE(reason, '') != 'accepted'",
+        &[before.into()],
+    )?;
+    Ok(usize::try_from(removed).unwrap_or(usize::MAX))
 }
 
 /// Thins old checkpoints as one write job (see [`thin_in`]).
@@ -524,7 +516,61 @@ pub enum Purge {
     Refused(Break),
 }
 
-/// Purges records older than `retain_days` before `now`, in the caller's write job. 0 days:
+/// The records a purge removes: a prefix of the chain, from the first record to `to`, the last
+/// one stamped before the cutoff (records are stamped in about the order they are appended).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Due {
+    from: i64,
+    to: i64,
+    /// The hash of the record at `to`: what the anchor signs.
+    hash: [u8; 32],
+}
+
+/// The prefix due for purging before `cutoff`, if any.
+fn due(db: &dyn Db, cutoff: &str) -> Result<Option<Due>, StoreError> {
+    let to = db
+        .row("SELECT MAX(seq) FROM log WHERE at < ?1", &[cutoff.into()])?
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten();
+    let Some(to) = to else { return Ok(None) };
+    due_to(db, to)
+}
+
+/// The prefix up to `to`, as the log stands now.
+fn due_to(db: &dyn Db, to: i64) -> Result<Option<Due>, StoreError> {
+    let from = db
+        .row("SELECT MIN(seq) FROM log", &[])?
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten();
+    let hash = db
+        .row("SELECT hash FROM log WHERE seq = ?1", &[to.into()])?
+        .map(|r| r.blob(0))
+        .transpose()?;
+    match (from, hash) {
+        (Some(from), Some(hash)) => Ok(Some(Due {
+            from,
+            to,
+            hash: hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::BadHead {
+                    seq: to,
+                    why: format!("its hash is {} bytes, not 32", hash.len()),
+                })?,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// The cutoff of a purge at `now`: the records stamped before it are due.
+fn cutoff(retain_days: u32, now: time::OffsetDateTime) -> String {
+    crate::clock::stamp(now - time::Duration::days(i64::from(retain_days)))
+}
+
+/// Purges records older than `retain_days` before `now`, in the caller's write job (a single
+/// node's store: the check runs on its connection, in the same transaction). 0 days:
 /// retention is off.
 pub fn purge_in(
     tx: &mut Tx<'_>,
@@ -535,35 +581,39 @@ pub fn purge_in(
     if retain_days == 0 {
         return Ok(Purge::Nothing);
     }
-    let at = crate::clock::stamp(now);
-    let cutoff = crate::clock::stamp(now - time::Duration::days(i64::from(retain_days)));
-    let conn = tx.conn()?;
-    // Records are stamped in about the order they are appended; a prefix of the chain goes, up
-    // to the last record due.
-    let due: Option<i64> =
-        conn.query_row("SELECT MAX(seq) FROM log WHERE at < ?1", [&cutoff], |r| {
-            r.get(0)
-        })?;
-    let Some(to) = due else {
+    let Some(due) = due(tx.db(), &cutoff(retain_days, now))? else {
         return Ok(Purge::Nothing);
     };
-    let from: i64 = conn.query_row("SELECT MIN(seq) FROM log", [], |r| r.get(0))?;
-    let checked = check(conn, std::slice::from_ref(key.public()), Some(to))?;
+    let checked = check(tx.conn()?, std::slice::from_ref(key.public()), Some(due.to))?;
     if let Some(b) = checked.first_break {
         return Ok(Purge::Refused(b));
     }
-    let hash: [u8; 32] =
-        conn.query_row("SELECT hash FROM log WHERE seq = ?1", [to], |r| r.get(0))?;
+    remove(tx, key, &due, retain_days, now)
+}
+
+/// Deletes the records of `due` (checked) with their index rows and the finished transfers
+/// they describe, leaves a signed checkpoint at `due.to` for the rest to chain from, and
+/// records the purge: the write half of a purge, on either backend.
+fn remove(
+    tx: &mut Tx<'_>,
+    key: &CheckpointKey,
+    due: &Due,
+    retain_days: u32,
+    now: time::OffsetDateTime,
+) -> Result<Purge, StoreError> {
+    let at = crate::clock::stamp(now);
+    let to = due.to;
+    let db = tx.db();
     // An existing checkpoint at `to` was just verified (signature and hash).
-    let existing: Option<String> = conn
-        .query_row("SELECT at FROM checkpoints WHERE seq = ?1", [to], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let existing = db
+        .row("SELECT at FROM checkpoints WHERE seq = ?1", &[to.into()])?
+        .map(|r| r.text(0))
+        .transpose()?;
     let (anchor_at, signed) = match existing {
         Some(a) => (a, None),
         None => {
-            let s = sign_at(conn, key, to, hash, &at, Reason::Purge)?;
+            let s = Signed::new(key, to, due.hash, &at, Reason::Purge);
+            insert_checkpoint(db, &s, tx.node)?;
             (s.at.clone(), Some(Box::new(s)))
         }
     };
@@ -572,48 +622,48 @@ pub fn purge_in(
         "DELETE FROM log_facets WHERE seq <= ?1",
         "DELETE FROM log_recipients WHERE seq <= ?1",
     ] {
-        conn.execute(sql, [to])?;
+        db.execute(sql, &[to.into()])?;
     }
     // A request whose record is purged goes with it, whatever its state: past the retention
     // period it is no one's business (and its sealed references go too).
-    conn.execute(
+    db.execute(
         "DELETE FROM request_links WHERE request_id IN (SELECT id FROM requests WHERE log_seq <= ?1)",
-        [to],
+        &[to.into()],
     )?;
-    conn.execute("DELETE FROM requests WHERE log_seq <= ?1", [to])?;
-    let records = conn.execute("DELETE FROM log WHERE seq <= ?1", [to])?;
+    db.execute("DELETE FROM requests WHERE log_seq <= ?1", &[to.into()])?;
+    let records = db.execute("DELETE FROM log WHERE seq <= ?1", &[to.into()])?;
     // They vouch for records that are gone; the anchor vouches for everything before it.
-    conn.execute("DELETE FROM checkpoints WHERE seq < ?1", [to])?;
-    let deliveries = conn.execute(
+    db.execute("DELETE FROM checkpoints WHERE seq < ?1", &[to.into()])?;
+    let deliveries = db.execute(
         "DELETE FROM deliveries WHERE transfer_id IN (
              SELECT t.id FROM transfers t
              WHERE t.log_seq <= ?1 AND t.payload_purged_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM log l WHERE l.transfer_id = t.id)
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.transfer_id = t.id AND d.state NOT IN ('delivered', 'dead')))",
-        [to],
+        &[to.into()],
     )?;
-    let transfers = conn.execute(
+    let transfers = db.execute(
         "DELETE FROM transfers
          WHERE log_seq <= ?1 AND payload_purged_at IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM log l WHERE l.transfer_id = transfers.id)
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.transfer_id = transfers.id)",
-        [to],
+        &[to.into()],
     )?;
     let record = LogPurgedRecord {
         kind: RecordKind::LogPurged,
         at: at.clone(),
         retain_days,
-        cutoff,
-        from_seq: from,
+        cutoff: cutoff(retain_days, now),
+        from_seq: due.from,
         to_seq: to,
-        records: u64::try_from(records).unwrap_or(u64::MAX),
+        records,
         anchor: Anchor {
             seq: to,
             at: anchor_at,
-            hash: hex::encode(hash),
+            hash: hex::encode(due.hash),
         },
-        transfers: u64::try_from(transfers).unwrap_or(u64::MAX),
-        deliveries: u64::try_from(deliveries).unwrap_or(u64::MAX),
+        transfers,
+        deliveries,
     };
     let seq = tx.append(&LogEntry::new(&record)?)?;
     Ok(Purge::Done {
@@ -623,15 +673,68 @@ pub fn purge_in(
     })
 }
 
-/// Purges as one write job (see [`purge_in`]).
+/// Stores a signed checkpoint (on a shared store, with the node that signed it).
+fn insert_checkpoint(db: &dyn Db, s: &Signed, node: Option<&str>) -> Result<(), StoreError> {
+    let mut values = vec![
+        s.seq.into(),
+        s.at.as_str().into(),
+        s.hash.as_slice().into(),
+        s.public_key.as_str().into(),
+        s.signature.as_slice().into(),
+        s.reason.as_str().into(),
+    ];
+    match node {
+        None => db.execute(
+            "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &values,
+        )?,
+        Some(node) => {
+            values.push(node.into());
+            db.execute(
+                "INSERT INTO checkpoints (seq, at, hash, public_key, signature, reason, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &values,
+            )?
+        }
+    };
+    Ok(())
+}
+
+/// Purges as one write job (see [`purge_in`]). On a shared store the records due are checked
+/// first, in a snapshot of their own, so that the chain's head is not held (and every node's
+/// appends with it) while a day's records are hashed; the write job then deletes them only if
+/// the log still starts where it did and the record at the end of the prefix is the one
+/// checked (else another node purged meanwhile, and there is nothing to do).
 pub async fn purge(
     store: &Store,
     key: Arc<CheckpointKey>,
     retain_days: u32,
     now: time::OffsetDateTime,
 ) -> Result<Purge, StoreError> {
+    let Some(pool) = store.shared_pool() else {
+        return store
+            .write(false, move |tx| purge_in(tx, &key, retain_days, now))
+            .await;
+    };
+    if retain_days == 0 {
+        return Ok(Purge::Nothing);
+    }
+    let limit = cutoff(retain_days, now);
+    let Some(checked) = store.read(move |db| due(db, &limit)).await? else {
+        return Ok(Purge::Nothing);
+    };
+    let report =
+        super::pg::verify::verify_prefix(pool, std::slice::from_ref(key.public()), checked.to)
+            .await?;
+    if let Some(b) = report.first_break {
+        return Ok(Purge::Refused(b));
+    }
     store
-        .write(false, move |tx| purge_in(tx, &key, retain_days, now))
+        .write(false, move |tx| {
+            if due_to(tx.db(), checked.to)?.as_ref() != Some(&checked) {
+                return Ok(Purge::Nothing);
+            }
+            remove(tx, &key, &checked, retain_days, now)
+        })
         .await
 }
 

@@ -889,6 +889,14 @@ impl Store {
         &self.spool_dir
     }
 
+    /// The shared store's pool (none on a single node's SQLite).
+    pub fn shared_pool(&self) -> Option<&pg::Pool> {
+        match &self.reader {
+            Reading::Postgres(pool) => Some(pool),
+            Reading::Sqlite(_) => None,
+        }
+    }
+
     /// This node's name, when the store is shared by several nodes (PostgreSQL).
     pub fn node(&self) -> Option<&str> {
         self.node.as_deref()

@@ -1,7 +1,7 @@
 //! Signed checkpoints of the shared chain. Every node runs the checkpoint timer, but only the
 //! node holding the `checkpoints` lease signs (one signer at a time, so the checkpoints follow
 //! one another); if it dies, another node takes the lease once it lapses and signs from there.
-//! A checkpoint records the node that signed it.
+//! A checkpoint records the node that signed it. The signer also runs the retention purge.
 
 use std::time::Duration;
 
@@ -11,6 +11,27 @@ use crate::store::checkpoint::{Reason, Signed};
 
 /// The lease's name.
 pub const LEASE: &str = "checkpoints";
+
+/// Takes or renews the signing lease for `node` at `now`; whether `node` holds it. The purge
+/// and the thinning of checkpoints are the signer's too (one node at a time checks the records
+/// due, rather than every node).
+pub async fn hold(
+    pool: &Pool,
+    node: &str,
+    now: time::OffsetDateTime,
+    lease: Duration,
+) -> Result<bool, PgError> {
+    let client = pool.get().await?;
+    super::lease::take(
+        &client,
+        pool.target(),
+        LEASE,
+        node,
+        &crate::clock::stamp(now),
+        &crate::clock::stamp(now + lease),
+    )
+    .await
+}
 
 /// Signs the chain's head at `now` if this node holds (or can take) the signing lease and the
 /// head moved since the last checkpoint. `None`: nothing to sign, or another node signs.

@@ -20,6 +20,23 @@ pub async fn verify_log(
     keys: &[PublicKey],
     external: &[Checkpoint],
 ) -> Result<(Report, usize), PgError> {
+    check(pool, keys, external, None).await
+}
+
+/// Verifies the records up to `up_to` only, with the checkpoints that vouch for them and their
+/// index rows (what a retention purge checks before it deletes them); the delivery states
+/// are left to a whole check, as over SQLite.
+pub async fn verify_prefix(pool: &Pool, keys: &[PublicKey], up_to: i64) -> Result<Report, PgError> {
+    check(pool, keys, &[], Some(up_to)).await.map(|(r, _)| r)
+}
+
+async fn check(
+    pool: &Pool,
+    keys: &[PublicKey],
+    external: &[Checkpoint],
+    up_to: Option<i64>,
+) -> Result<(Report, usize), PgError> {
+    let bound = up_to.unwrap_or(i64::MAX);
     let mut client = pool.get().await?;
     let err = |e| pool.err(e);
     let tx = client
@@ -37,9 +54,14 @@ pub async fn verify_log(
         .map_err(err)?;
     // Every checkpoint, also those past the last record: a log cut short together with its
     // newest records is caught by the checkpoints that still name them (as over SQLite).
-    let own = checkpoints(&tx, pool).await?;
+    let own = checkpoints(&tx, bound, pool).await?;
     let accepted = acceptances(&tx, keys, external, &own, pool).await?;
-    let (cps, used) = verify::merge_checkpoints(own, external.to_vec(), &accepted, first);
+    let external: Vec<Checkpoint> = external
+        .iter()
+        .filter(|c| c.seq <= bound)
+        .cloned()
+        .collect();
+    let (cps, used) = verify::merge_checkpoints(own, external, &accepted, first);
     let mut v = verify::Verifier::new(keys, cps);
     let mut ix = IndexChecker::default();
     // Index rows come sorted byte by byte (COLLATE "C"), as the check sorts what a record says:
@@ -56,8 +78,8 @@ pub async fn verify_log(
                         f.lawful_basis, f.marking, f.urgency, f.correction_of, f.rationale_pending,
                         ARRAY(SELECT recipient FROM log_recipients r WHERE r.seq = l.seq ORDER BY recipient COLLATE \"C\"),
                         ARRAY(SELECT subject_hash FROM log_subjects s WHERE s.seq = l.seq ORDER BY subject_hash COLLATE \"C\")
-                 FROM log l LEFT JOIN log_facets f ON f.seq = l.seq ORDER BY l.seq",
-                std::iter::empty::<i64>(),
+                 FROM log l LEFT JOIN log_facets f ON f.seq = l.seq WHERE l.seq <= $1 ORDER BY l.seq",
+                [bound],
             )
             .await
             .map_err(err)?;
@@ -77,11 +99,16 @@ pub async fn verify_log(
         // would otherwise hold up the next answer for ever.
     }
     let first_break = match stop {
-        None => match v.finish().or(index_break).or_else(|| ix.finish(false)) {
+        None => match v
+            .finish()
+            .or(index_break)
+            .or_else(|| ix.finish(up_to.is_some()))
+        {
             Some(b) => Some(b),
-            None => match orphans(&tx, pool).await? {
+            None => match orphans(&tx, bound, pool).await? {
                 Some(b) => Some(b),
-                None => deliveries(&tx, &mut ix, pool).await?,
+                None if up_to.is_none() => deliveries(&tx, &mut ix, pool).await?,
+                None => None,
             },
         },
         Some(Stop::Break(b)) => Some(b),
@@ -152,6 +179,7 @@ fn filed(r: &tokio_postgres::Row, pool: &Pool) -> Result<StoredIndex, PgError> {
 /// The first index row filed under a record that does not exist (added), if any.
 async fn orphans(
     tx: &tokio_postgres::Transaction<'_>,
+    bound: i64,
     pool: &Pool,
 ) -> Result<Option<Break>, PgError> {
     let mut first: Option<Break> = None;
@@ -159,9 +187,9 @@ async fn orphans(
         let seq: Option<i64> = tx
             .query_one(
                 &format!(
-                    "SELECT MIN(i.seq) FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM log l WHERE l.seq = i.seq)"
+                    "SELECT MIN(i.seq) FROM {table} i WHERE i.seq <= $1 AND NOT EXISTS (SELECT 1 FROM log l WHERE l.seq = i.seq)"
                 ),
-                &[],
+                &[&bound],
             )
             .await
             .map_err(|e| pool.err(e))?
@@ -241,13 +269,14 @@ impl Lookup for Rows {
 
 async fn checkpoints(
     tx: &tokio_postgres::Transaction<'_>,
+    bound: i64,
     pool: &Pool,
 ) -> Result<Vec<Checkpoint>, PgError> {
     let err = |e| pool.err(e);
     let rows = tx
         .query(
-            "SELECT seq, at, hash, public_key, signature FROM checkpoints ORDER BY seq",
-            &[],
+            "SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq <= $1 ORDER BY seq",
+            &[&bound],
         )
         .await
         .map_err(err)?;
