@@ -848,49 +848,6 @@ fn append_forged(db: &Connection) -> i64 {
     next
 }
 
-/// Runs `postern serve` to its exit or its first announcement; returns (exit status or None if
-/// it started, stderr).
-fn try_serve(d: &Deployment) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["serve", "--config"])
-        .arg(&d.config_dir)
-        .env_remove("RUST_BACKTRACE")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
-    if line.contains("listening") {
-        let _ = child.kill();
-        let _ = child.wait();
-        return (None, String::new());
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn accept_head(d: &Deployment, reason: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["log", "accept-head", "--reason", reason, "--config"])
-        .arg(&d.config_dir)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// Three transfers shared and delivered, then two refused (the newest records are refusals,
 /// which change nothing else), and the gateway stopped cleanly.
 async fn shared_and_stopped(d: &Deployment) {
@@ -928,7 +885,7 @@ async fn records_added_while_the_gateway_was_stopped_are_not_signed_at_the_next_
     let d = Deployment::new();
     shared_and_stopped(&d).await;
     let forged = append_forged(&Connection::open(db_path(&d.state_dir)).unwrap());
-    let (code, stderr) = try_serve(&d);
+    let (code, stderr) = common::try_serve(&d);
     assert_eq!(code, Some(65), "{stderr}");
     assert!(
         stderr.contains(&format!("records {forged} to {forged} were added to the transfer log while the gateway was stopped"))
@@ -939,11 +896,12 @@ async fn records_added_while_the_gateway_was_stopped_are_not_signed_at_the_next_
     let (code, r) = verify_bin(&d.state_dir, &["--config", d.config_dir.to_str().unwrap()]);
     assert_eq!((code, r["uncovered"].as_i64()), (0, Some(1)), "{r}");
 
-    let (code, said) = accept_head(&d, "Checked by the DPO: the record was restored from paper");
+    let (code, said) =
+        common::accept_head(&d, "Checked by the DPO: the record was restored from paper");
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("accepted (appended)"), "{said}");
     assert_eq!(
-        try_serve(&d).0,
+        common::try_serve(&d).0,
         None,
         "the gateway starts once the head is accepted"
     );
@@ -951,7 +909,11 @@ async fn records_added_while_the_gateway_was_stopped_are_not_signed_at_the_next_
     assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
     assert_eq!(r["accepted"][0]["found"], "appended", "{r}");
     assert_eq!(r["accepted"][0]["found_seq"].as_i64(), Some(forged));
-    assert!(accept_head(&d, "again").1.contains("nothing to accept"));
+    assert!(
+        common::accept_head(&d, "again")
+            .1
+            .contains("nothing to accept")
+    );
 }
 
 /// Deleting the newest records together with the newest checkpoints in the database is caught
@@ -999,17 +961,17 @@ async fn cutting_the_log_and_its_checkpoints_together_is_caught_by_the_checkpoin
         (1, Some("deleted"), Some(cut)),
         "{r}"
     );
-    let (code, stderr) = try_serve(&d);
+    let (code, stderr) = common::try_serve(&d);
     assert_eq!(code, Some(65), "{stderr}");
     assert!(stderr.contains("records were deleted"), "{stderr}");
 
     // A backup restored, say: accepted, recorded, and then intact with the acceptance listed.
-    let (code, said) = accept_head(&d, "Restored from the backup of the night before");
+    let (code, said) = common::accept_head(&d, "Restored from the backup of the night before");
     assert_eq!(code, 0, "{said}");
     let (code, r) = verify_bin(&d.state_dir, &config);
     assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
     assert_eq!(r["accepted"][0]["found"], "truncated", "{r}");
-    assert_eq!(try_serve(&d).0, None);
+    assert_eq!(common::try_serve(&d).0, None);
 }
 
 /// A head hash that is unreadable or of the wrong length is an error, never the genesis value:
@@ -1087,7 +1049,7 @@ async fn a_forged_acceptance_voids_no_checkpoint() {
         r["accepted"].as_array().is_none_or(Vec::is_empty),
         "the forged acceptance is not reported as one: {r}"
     );
-    let (code, stderr) = try_serve(&d);
+    let (code, stderr) = common::try_serve(&d);
     assert_eq!(code, Some(65), "the gateway refuses to start: {stderr}");
 }
 

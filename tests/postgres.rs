@@ -2810,3 +2810,136 @@ async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
     drop(c);
     db.drop_it().await;
 }
+
+/// A failover to a replica that had not received the last commits: the shared log now ends
+/// before a checkpoint a node signed and keeps in its checkpoint file. Records other nodes
+/// appended while one was stopped do not stop it; records lost do: it refuses to start (exit 65)
+/// saying so, `log accept-head` records the operator's acceptance in the shared chain (chained
+/// from the last record there is), and then the node starts and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() {
+    use postern_gateway::store::Store;
+    let Some(s) = server("a failover that lost commits") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let d = Deployment::new();
+    use_postgres(&d, &db);
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    // Delivered before the refusals: the records lost below are the refusals and after.
+    for i in 0..2u8 {
+        let a = submit(&mut conn, &envelope(json!({})), vec![i; 500], None).await;
+        assert_eq!(a.status, 202);
+        let id = common::json(&a)["transfer_id"].as_str().unwrap().to_owned();
+        common::wait_recipient(&mut conn, &id, "northshire-police", "delivery", |s| {
+            s["state"] == "delivered"
+        })
+        .await;
+    }
+    for _ in 0..2 {
+        let refused = submit(
+            &mut conn,
+            &envelope(json!({"purpose": "nope"})),
+            vec![1],
+            None,
+        )
+        .await;
+        assert_eq!(refused.status, 403);
+    }
+    drop(conn);
+    server.stop().await;
+    let signed = count(&pool, "SELECT MAX(seq) FROM checkpoints").await;
+    assert_eq!(
+        signed,
+        count(&pool, "SELECT MAX(seq) FROM log").await,
+        "the node signed the head as it stopped"
+    );
+
+    // Another node appends while this one is stopped: it starts all the same.
+    let other = tempfile::tempdir().unwrap();
+    let node = Store::open_shared(other.path(), pool.clone(), "node-x")
+        .await
+        .unwrap();
+    for i in 0..2 {
+        node.write(false, move |tx| tx.append(&entry("node-x", i, "kept")))
+            .await
+            .unwrap();
+    }
+    drop(node);
+    let (code, stderr) = common::try_serve(&d);
+    assert_eq!(code, None, "{stderr}");
+
+    // The failover: the database forgets its last records (the two refusals and what came
+    // after), their checkpoints with them, and its head row says so; the node's checkpoint file
+    // remembers the checkpoint at `signed`.
+    let cut = signed - 1;
+    let c = pool.get().await.unwrap();
+    for t in [
+        "log_facets",
+        "log_recipients",
+        "log_subjects",
+        "log",
+        "checkpoints",
+    ] {
+        c.execute(&format!("DELETE FROM {t} WHERE seq >= $1"), &[&cut])
+            .await
+            .unwrap();
+    }
+    c.execute(
+        "UPDATE log_head SET seq = l.seq, hash = l.hash FROM log l WHERE l.seq = $1 AND log_head.id = 1",
+        &[&(cut - 1)],
+    )
+    .await
+    .unwrap();
+    let (code, stderr) = common::try_serve(&d);
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(stderr.contains("records were deleted"), "{stderr}");
+    assert!(stderr.contains("postern log accept-head"), "{stderr}");
+
+    let (code, said) = common::accept_head(&d, "Failover to db2: the last commits were lost");
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("accepted (truncated)"), "{said}");
+    let accepted = c
+        .query_one(
+            "SELECT seq, node, prev_hash = (SELECT hash FROM log WHERE seq = $1) FROM log WHERE kind = 'head_accepted'",
+            &[&(cut - 1)],
+        )
+        .await
+        .unwrap();
+    let (seq, _node, chained): (i64, Option<String>, bool) =
+        (accepted.get(0), accepted.get(1), accepted.get(2));
+    assert_eq!(
+        (seq, chained),
+        (cut, true),
+        "the acceptance follows the last record there is"
+    );
+    assert_eq!(
+        common::try_serve(&d).0,
+        None,
+        "the node starts once accepted"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "verify", "--json", "--config"])
+        .arg(&d.config_dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        (out.status.code(), &r["intact"]),
+        (Some(0), &json!(true)),
+        "{r} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["accepted"][0]["found"], "truncated", "{r}");
+    assert!(
+        common::accept_head(&d, "again")
+            .1
+            .contains("nothing to accept")
+    );
+    drop(c);
+    db.drop_it().await;
+}

@@ -390,12 +390,6 @@ pub fn accept(a: AcceptArgs) -> anyhow::Result<ExitCode> {
             return Ok(exit(EX_USAGE));
         }
     };
-    if matches!(c.daemon.store, config::store::StoreSettings::Postgres(_)) {
-        eprintln!(
-            "postern: [store] is PostgreSQL: accepting a head there is not built yet (this command would write to the node's SQLite store)"
-        );
-        return Ok(exit(EX_USAGE));
-    }
     let key = match CheckpointKey::from_file(&c.daemon.log.checkpoint_key) {
         Ok(k) => Arc::new(k),
         Err(e) => {
@@ -409,14 +403,31 @@ pub fn accept(a: AcceptArgs) -> anyhow::Result<ExitCode> {
         .checkpoint_file
         .clone()
         .map(checkpoint::CheckpointFile::new);
-    let (store, _) = match Store::open(&c.daemon.state_dir) {
+    let runtime = tokio::runtime::Handle::current();
+    // On PostgreSQL, as this machine's node (its state directory's lock says the node is
+    // stopped; the other nodes refuse to start on such a head too): the acceptance is
+    // appended to the shared chain under its head lock, and says which node wrote it.
+    let opened = match &c.daemon.store {
+        config::store::StoreSettings::Sqlite => Store::open(&c.daemon.state_dir).map(|(s, _)| s),
+        config::store::StoreSettings::Postgres(pg) => {
+            let pool = match super::store::open(&super::store::TargetArgs::from_config(
+                a.config.clone(),
+            )) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            tokio::task::block_in_place(|| {
+                runtime.block_on(Store::open_shared(&c.daemon.state_dir, pool, &pg.node))
+            })
+        }
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e) => {
             eprintln!("postern: {e} (stop the gateway first)");
             return Ok(exit(super::EX_UNAVAILABLE));
         }
     };
-    let runtime = tokio::runtime::Handle::current();
     let (reason, at) = (
         a.reason.trim().to_owned(),
         postern_gateway::clock::stamp(postern_gateway::clock::now()),

@@ -915,6 +915,13 @@ impl HeadState {
         matches!(self, HeadState::Signed | HeadState::AfterUncleanStop { .. })
     }
 
+    /// Whether a node of a shared store may start on this log. There the other nodes go on
+    /// appending while one is stopped, so records after its clean shutdown's checkpoint are
+    /// expected; records deleted or rewritten are not.
+    pub fn may_start_shared(&self) -> bool {
+        self.may_start() || matches!(self, HeadState::Appended { .. })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             HeadState::Signed => "signed",

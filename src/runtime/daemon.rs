@@ -170,9 +170,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         .checkpoint_file
         .clone()
         .map(checkpoint::CheckpointFile::new);
-    if shared.is_none() {
-        check_head(&store, &checkpoint_key, checkpoint_file.as_ref()).await?;
-    }
+    check_head(&store, &checkpoint_key, checkpoint_file.as_ref()).await?;
     if sweep.orphans_removed > 0 {
         tracing::info!(
             removed = sweep.orphans_removed,
@@ -854,18 +852,37 @@ const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// it was stopped, records deleted, or a record rewritten, since the last checkpoint it signed
 /// (in the database or the checkpoint file). Records written after the last checkpoint before
 /// an unclean stop are the gateway's own, and are signed at the next checkpoint, with a warning.
+/// On a shared store the other nodes append while this one is stopped, so only records deleted
+/// or rewritten stop it (a failover to a replica that had not received the last commits shows
+/// here: the checkpoint file remembers what the database forgot).
 async fn check_head(
     store: &Store,
     key: &Arc<CheckpointKey>,
     file: Option<&checkpoint::CheckpointFile>,
 ) -> Result<(), DaemonError> {
+    use crate::log::verify::HeadState;
     let (public, file) = (*key.public(), file.cloned());
     let found = store
-        .read_sqlite(move |c| checkpoint::head_found(c, &public, file.as_ref()))
+        .read(move |db| {
+            // One snapshot: on a shared store a checkpoint signed between reading the head and
+            // reading the checkpoints would look like records deleted.
+            db.batch(match db.dialect() {
+                crate::store::db::Dialect::Sqlite => "BEGIN",
+                crate::store::db::Dialect::Postgres => {
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                }
+            })?;
+            let found = checkpoint::head_found(db, &public, file.as_ref());
+            // Nothing was written: ending the read cannot lose anything.
+            let _ = db.batch("ROLLBACK");
+            found
+        })
         .await?;
+    let shared = store.node().is_some();
     match &found.state {
-        crate::log::verify::HeadState::Signed => Ok(()),
-        s @ crate::log::verify::HeadState::AfterUncleanStop { .. } => {
+        HeadState::Signed => Ok(()),
+        s if shared && s.may_start_shared() => Ok(()),
+        s @ HeadState::AfterUncleanStop { .. } => {
             tracing::warn!(
                 "the gateway did not stop cleanly last time: {}; they are signed at the next checkpoint",
                 s.describe()

@@ -102,19 +102,6 @@ impl Signed {
     }
 }
 
-fn sign_at(
-    conn: &Connection,
-    key: &CheckpointKey,
-    seq: i64,
-    hash: [u8; 32],
-    at: &str,
-    reason: Reason,
-) -> Result<Signed, StoreError> {
-    let s = Signed::new(key, seq, hash, at, reason);
-    insert_checkpoint(conn, &s, None)?;
-    Ok(s)
-}
-
 /// Signs the chain's head in the caller's write job, unless it is signed already (or the log is
 /// empty). The writer is single-threaded, so the last row is the head.
 pub fn sign_head(
@@ -131,22 +118,22 @@ fn sign_head_for(
     at: &str,
     reason: Reason,
 ) -> Result<Option<Signed>, StoreError> {
-    let conn = tx.conn()?;
-    let head: Option<(i64, [u8; 32])> = conn
-        .query_row(
-            "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((seq, hash)) = head else {
+    // The head as this transaction moved it (an acceptance just appended).
+    let Some((seq, hash)) = last_record(tx.db())? else {
         return Ok(None);
     };
-    let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM checkpoints", [], |r| r.get(0))?;
+    let last = tx
+        .db()
+        .row("SELECT MAX(seq) FROM checkpoints", &[])?
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten();
     if last.is_some_and(|l| l >= seq) {
         return Ok(None);
     }
-    sign_at(conn, key, seq, hash, at, reason).map(Some)
+    let s = Signed::new(key, seq, hash, at, reason);
+    insert_checkpoint(tx.db(), &s, tx.node)?;
+    Ok(Some(s))
 }
 
 /// Writes a checkpoint of the head now, as one write job, if the head moved since the last.
@@ -311,19 +298,19 @@ impl CheckpointFile {
 }
 
 /// Every checkpoint in the database, with the reason it was signed.
-fn all_checkpoints(conn: &Connection) -> Result<Vec<(Checkpoint, Option<Reason>)>, StoreError> {
-    let mut stmt = conn.prepare(
+fn all_checkpoints(db: &dyn Db) -> Result<Vec<(Checkpoint, Option<Reason>)>, StoreError> {
+    db.rows(
         "SELECT seq, at, hash, public_key, signature, reason FROM checkpoints ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push((
-            checkpoint_row(r)?,
-            text(r.get_ref(5)?).as_deref().and_then(Reason::parse),
-        ));
-    }
-    Ok(out)
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok((
+            checkpoint_of(r)?,
+            lenient_text(r.value(5)).as_deref().and_then(Reason::parse),
+        ))
+    })
+    .collect()
 }
 
 /// What the start-up check found, and the checkpoint it compared the head with.
@@ -341,12 +328,12 @@ pub struct HeadFound {
 /// the checkpoint file (only checkpoints whose signature verifies under `key` count, and none
 /// an operator's acceptance voided). See [`verify::head_state`].
 pub fn head_found(
-    conn: &Connection,
+    db: &dyn Db,
     key: &PublicKey,
     file: Option<&CheckpointFile>,
 ) -> Result<HeadFound, StoreError> {
-    let head = super::chain_head_of(conn)?;
-    let mut all = all_checkpoints(conn)?;
+    let head = last_record(db)?;
+    let mut all = all_checkpoints(db)?;
     let mut from_file = Vec::new();
     if let Some(f) = file {
         let read = f.read().map_err(|source| StoreError::Io {
@@ -356,7 +343,7 @@ pub fn head_found(
         from_file = read.checkpoints.iter().map(|(c, _)| c.clone()).collect();
         all.extend(read.checkpoints);
     }
-    let accepted = acceptances(conn, std::slice::from_ref(key), &from_file)?;
+    let accepted = acceptances(db, std::slice::from_ref(key), &from_file)?;
     all.retain(|(c, _)| {
         c.fault(std::slice::from_ref(key)).is_none() && !accepted.iter().any(|a| a.voids(c))
     });
@@ -364,16 +351,15 @@ pub fn head_found(
     // The hash a checkpoint at `seq` vouches for: the record's, or, for the anchor a purge left
     // just before the first record, the hash that record chains from.
     let at_seq = |seq: i64| -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(conn
-            .query_row(
+        Ok(db
+            .row(
                 "SELECT hash FROM log WHERE seq = ?1
                  UNION ALL
-                 SELECT prev_hash FROM log WHERE seq = ?1 + 1 AND seq = (SELECT MIN(seq) FROM log)
+                 SELECT prev_hash FROM log WHERE seq - 1 = ?1 AND seq = (SELECT MIN(seq) FROM log)
                  LIMIT 1",
-                [seq],
-                |r| r.get::<_, Vec<u8>>(0),
-            )
-            .optional()?)
+                &[seq.into()],
+            )?
+            .map(|r| lenient_bytes(r.value(0))))
     };
     let mut valid_to = 0;
     for (c, _) in &all {
@@ -386,7 +372,7 @@ pub fn head_found(
             state: verify::HeadState::Signed,
             checkpoint: None,
             valid_to,
-            head: head.map(|h| (h.seq, h.hash)),
+            head,
         });
     };
     let at_last: Vec<&(Checkpoint, Option<Reason>)> =
@@ -394,18 +380,27 @@ pub fn head_found(
     let clean = at_last.iter().any(|(_, r)| *r == Some(Reason::Shutdown));
     let cp = at_last.first().map(|(c, _)| c.clone());
     let at_cp = at_seq(last_seq)?;
-    let state = verify::head_state(
-        head.map(|h| (h.seq, h.hash)),
-        cp.as_ref(),
-        at_cp.as_deref(),
-        clean,
-    );
+    let state = verify::head_state(head, cp.as_ref(), at_cp.as_deref(), clean);
     Ok(HeadFound {
         state,
         checkpoint: cp,
         valid_to,
-        head: head.map(|h| (h.seq, h.hash)),
+        head,
     })
+}
+
+/// The last record's seq and hash (none for an empty log). A hash of the wrong length is an
+/// error, never the genesis value.
+fn last_record(db: &dyn Db) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+    let Some(r) = db.row("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1", &[])? else {
+        return Ok(None);
+    };
+    let (seq, hash) = (r.int(0)?, lenient_bytes(r.value(1)));
+    let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::BadHead {
+        seq,
+        why: format!("its hash is {} bytes, not 32", hash.len()),
+    })?;
+    Ok(Some((seq, hash)))
 }
 
 /// `postern log accept-head`, in the caller's write job: if the head is not one the gateway
@@ -419,21 +414,32 @@ pub fn accept_head(
     reason: &str,
     at: &str,
 ) -> Result<Option<(HeadAcceptedRecord, Signed)>, StoreError> {
-    let found = head_found(tx.conn()?, key.public(), file)?;
-    if found.state.may_start() {
+    let found = head_found(tx.db(), key.public(), file)?;
+    let fine = match tx.node {
+        None => found.state.may_start(),
+        Some(_) => found.state.may_start_shared(),
+    };
+    if fine {
         return Ok(None);
     }
     let Some(cp) = found.checkpoint.clone() else {
         return Ok(None);
     };
     let (head_seq, head_hash) = found.head.unwrap_or((0, crate::log::GENESIS));
+    // The acceptance chains from the last record there is. On a shared store the head row
+    // may still name records that are gone (deleted with their rows, say); over SQLite the
+    // head is the last record already.
+    *tx.head = super::ChainHead {
+        seq: head_seq,
+        hash: head_hash,
+    };
     let valid_to = match found.state {
         verify::HeadState::Appended { .. } => None,
         _ => Some(found.valid_to),
     };
     if let Some(v) = valid_to {
-        tx.conn()?
-            .execute("DELETE FROM checkpoints WHERE seq > ?1", [v])?;
+        tx.db()
+            .execute("DELETE FROM checkpoints WHERE seq > ?1", &[v.into()])?;
     }
     let record = HeadAcceptedRecord {
         kind: RecordKind::HeadAccepted,
@@ -764,21 +770,19 @@ pub fn verify_with(
 /// signed (see [`verify::Acceptance::is_signed`]): their checkpoints are looked for among all the
 /// database's and `external`, whatever range is being checked.
 fn acceptances(
-    conn: &Connection,
+    db: &dyn Db,
     keys: &[PublicKey],
     external: &[Checkpoint],
 ) -> Result<Vec<verify::Acceptance>, StoreError> {
-    let mut stmt =
-        conn.prepare("SELECT seq, body, hash FROM log WHERE kind = 'head_accepted' ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
     let mut found = Vec::new();
-    while let Some(r) = rows.next()? {
-        let seq: i64 = r.get(0)?;
-        if let Some(acceptance) = verify::Acceptance::parse(seq, bytes(r.get_ref(1)?)) {
-            found.push((acceptance, bytes(r.get_ref(2)?).to_vec()));
+    for r in db.rows(
+        "SELECT seq, body, hash FROM log WHERE kind = 'head_accepted' ORDER BY seq",
+        &[],
+    )? {
+        if let Some(acceptance) = verify::Acceptance::parse(r.int(0)?, &lenient_bytes(r.value(1))) {
+            found.push((acceptance, lenient_bytes(r.value(2))));
         }
     }
-    drop(rows);
     if found.is_empty() {
         return Ok(Vec::new());
     }
@@ -787,12 +791,12 @@ fn acceptances(
         .filter(|c| found.iter().any(|(a, _)| a.seq == c.seq))
         .cloned()
         .collect();
-    let mut own = conn
-        .prepare("SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq = ?1")?;
     for (a, _) in &found {
-        let mut rows = own.query([a.seq])?;
-        while let Some(r) = rows.next()? {
-            cps.push(checkpoint_row(r)?);
+        for r in db.rows(
+            "SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq = ?1",
+            &[a.seq.into()],
+        )? {
+            cps.push(checkpoint_of(&r)?);
         }
     }
     let signed = found
@@ -820,27 +824,45 @@ fn bytes<'a>(v: ValueRef<'a>) -> &'a [u8] {
     }
 }
 
-fn checkpoints(conn: &Connection, up_to: i64) -> Result<Vec<Checkpoint>, StoreError> {
-    let mut stmt = conn.prepare(
+fn checkpoints(db: &dyn Db, up_to: i64) -> Result<Vec<Checkpoint>, StoreError> {
+    db.rows(
         "SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq <= ?1 ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([up_to])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(checkpoint_row(r)?);
-    }
-    Ok(out)
+        &[up_to.into()],
+    )?
+    .iter()
+    .map(checkpoint_of)
+    .collect()
 }
 
-/// A checkpoint from a row whose first five columns are seq, at, hash, public_key, signature.
-fn checkpoint_row(r: &rusqlite::Row<'_>) -> Result<Checkpoint, StoreError> {
+/// A checkpoint from a row whose first five columns are seq, at, hash, public_key, signature
+/// (read whatever a tamperer stored in them: the signature check says what is wrong).
+fn checkpoint_of(r: &super::db::Row) -> Result<Checkpoint, StoreError> {
     Ok(Checkpoint {
-        seq: r.get(0)?,
-        at: String::from_utf8_lossy(bytes(r.get_ref(1)?)).into_owned(),
-        hash: bytes(r.get_ref(2)?).to_vec(),
-        public_key: String::from_utf8_lossy(bytes(r.get_ref(3)?)).into_owned(),
-        signature: bytes(r.get_ref(4)?).to_vec(),
+        seq: r.int(0)?,
+        at: lenient_text(r.value(1)).unwrap_or_default(),
+        hash: lenient_bytes(r.value(2)),
+        public_key: lenient_text(r.value(3)).unwrap_or_default(),
+        signature: lenient_bytes(r.value(4)),
     })
+}
+
+/// A value as bytes, whatever a tamperer stored in it.
+fn lenient_bytes(v: &super::db::Value) -> Vec<u8> {
+    use super::db::Value;
+    match v {
+        Value::Blob(b) => b.clone(),
+        Value::Text(t) => t.as_bytes().to_vec(),
+        Value::Int(_) | Value::Null => Vec::new(),
+    }
+}
+
+/// A value as text (none for NULL), whatever a tamperer stored in it.
+fn lenient_text(v: &super::db::Value) -> Option<String> {
+    use super::db::Value;
+    match v {
+        Value::Null => None,
+        other => Some(String::from_utf8_lossy(&lenient_bytes(other)).into_owned()),
+    }
 }
 
 /// Records handed to the index checker's thread: their bodies, one after another in one buffer,

@@ -525,16 +525,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Where the last record of the chain is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChainHead {
     pub(crate) seq: i64,
     pub(crate) hash: [u8; 32],
-}
-
-/// The chain's head (seq and hash), or `None` for an empty log.
-pub(crate) fn chain_head_of(conn: &Connection) -> Result<Option<ChainHead>, StoreError> {
-    let h = chain_head(conn)?;
-    Ok((h.seq > 0).then_some(h))
 }
 
 /// The chain's head. A head hash that is unreadable or of the wrong length is an error, never

@@ -236,7 +236,7 @@ fn writer_loop(
         // The head moved and the commit, in one message (the values are a number and hex).
         // PostgreSQL answers COMMIT in a failed transaction by rolling back, without an error:
         // a statement before it fails instead, so that such a batch is never reported durable.
-        let commit = if head.seq == start.seq {
+        let commit = if head == start {
             "SELECT 1; COMMIT".to_owned()
         } else {
             format!(

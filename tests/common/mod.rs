@@ -790,3 +790,46 @@ pub async fn keep_submitting(
     }
     mine
 }
+
+/// Runs `postern serve` to its exit or its first announcement; returns (exit status or None if
+/// it started, stderr).
+pub fn try_serve(d: &Deployment) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["serve", "--config"])
+        .arg(&d.config_dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+    if line.contains("listening") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return (None, String::new());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn accept_head(d: &Deployment, reason: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["log", "accept-head", "--reason", reason, "--config"])
+        .arg(&d.config_dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
