@@ -374,6 +374,22 @@ async fn a_rewritten_chain_is_caught_by_its_signed_checkpoint() {
     assert_break(&log.state, "bad_checkpoint", 20, 20);
 }
 
+/// A checkpoint column holding what no text column should (bytes that are not UTF-8, which
+/// SQLite stores as text all the same) is read as it is and reported as a checkpoint that does
+/// not verify, never an unreadable log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_with_garbage_in_its_text_columns_is_a_break_not_an_unreadable_log() {
+    let mut log = Log::with(20, &[10, 20]).await;
+    log.close();
+    let db = log.db();
+    db.execute(
+        "UPDATE checkpoints SET at = CAST(x'ff00fe' AS TEXT) WHERE seq = 20",
+        [],
+    )
+    .unwrap();
+    assert_break(&log.state, "bad_checkpoint", 20, 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
     let mut log = Log::new();

@@ -2811,11 +2811,14 @@ async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
     db.drop_it().await;
 }
 
-/// A failover to a replica that had not received the last commits: the shared log now ends
-/// before a checkpoint a node signed and keeps in its checkpoint file. Records other nodes
-/// appended while one was stopped do not stop it; records lost do: it refuses to start (exit 65)
-/// saying so, `log accept-head` records the operator's acceptance in the shared chain (chained
-/// from the last record there is), and then the node starts and the log verifies.
+/// A failover to a replica that had not received the last commits, while the other nodes stay
+/// up: the shared log loses its last records, the nodes go on appending over their seqs, and
+/// the signer signs the rewritten chain. A node that starts then finds the checkpoint it signed
+/// (in its checkpoint file) no longer matches, though the newest checkpoint does: it refuses
+/// (exit 65) saying the log was rewritten. Records other nodes appended while it was stopped do
+/// not stop it. `log accept-head` records the acceptance in the shared chain, chained from the
+/// last record there is even where the head row says otherwise; then the node starts and the
+/// log verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() {
     use postern_gateway::store::Store;
@@ -2873,7 +2876,7 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     assert_eq!(code, None, "{stderr}");
 
     // The failover: the database forgets its last records (the two refusals and what came
-    // after), their checkpoints with them, and its head row says so; the node's checkpoint file
+    // after) and their checkpoints, as the replica had them; the node's checkpoint file
     // remembers the checkpoint at `signed`.
     let cut = signed - 1;
     let c = pool.get().await.unwrap();
@@ -2894,27 +2897,70 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     )
     .await
     .unwrap();
+    // The nodes that stayed up append over the lost seqs, and the signer signs their head.
+    let node = Store::open_shared(other.path(), pool.clone(), "node-x")
+        .await
+        .unwrap();
+    for i in 10..14 {
+        node.write(false, move |tx| tx.append(&entry("node-x", i, "after")))
+            .await
+            .unwrap();
+    }
+    drop(node);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::copy(d.state_dir.join("keys").join("checkpoint.key"), &key_file).unwrap();
+    let key = postern_gateway::store::checkpoint::CheckpointKey::from_file(&key_file).unwrap();
+    let resigned = pg::checkpoint::sign_head(
+        &pool,
+        &key,
+        "node-x",
+        postern_gateway::clock::now(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .expect("a new head to sign");
+    assert!(
+        resigned.seq > signed,
+        "the rewritten chain is signed past `signed`"
+    );
     let (code, stderr) = common::try_serve(&d);
     assert_eq!(code, Some(65), "{stderr}");
-    assert!(stderr.contains("records were deleted"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "record {signed} is not the record the gateway signed at that position"
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("postern log accept-head"), "{stderr}");
 
+    // The head row names a record that is not there (same seq as the acceptance will take,
+    // another hash): the acceptance chains from the last record, and the head row follows.
+    let last = count(&pool, "SELECT MAX(seq) FROM log").await;
+    c.execute(
+        "UPDATE log_head SET seq = $1, hash = decode(repeat('00', 32), 'hex') WHERE id = 1",
+        &[&(last + 1)],
+    )
+    .await
+    .unwrap();
     let (code, said) = common::accept_head(&d, "Failover to db2: the last commits were lost");
     assert_eq!(code, 0, "{said}");
-    assert!(said.contains("accepted (truncated)"), "{said}");
+    assert!(said.contains("accepted (diverged)"), "{said}");
     let accepted = c
         .query_one(
-            "SELECT seq, node, prev_hash = (SELECT hash FROM log WHERE seq = $1) FROM log WHERE kind = 'head_accepted'",
-            &[&(cut - 1)],
+            "SELECT a.seq, a.prev_hash = l.hash, h.seq = a.seq AND h.hash = a.hash
+             FROM log a, log l, log_head h WHERE a.kind = 'head_accepted' AND l.seq = $1 AND h.id = 1",
+            &[&last],
         )
         .await
         .unwrap();
-    let (seq, _node, chained): (i64, Option<String>, bool) =
+    let (seq, chained, head_row): (i64, bool, bool) =
         (accepted.get(0), accepted.get(1), accepted.get(2));
     assert_eq!(
-        (seq, chained),
-        (cut, true),
-        "the acceptance follows the last record there is"
+        (seq, chained, head_row),
+        (last + 1, true, true),
+        "the acceptance follows the last record there is, and the head row follows it"
     );
     assert_eq!(
         common::try_serve(&d).0,
@@ -2934,7 +2980,7 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
         "{r} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(r["accepted"][0]["found"], "truncated", "{r}");
+    assert_eq!(r["accepted"][0]["found"], "diverged", "{r}");
     assert!(
         common::accept_head(&d, "again")
             .1

@@ -468,7 +468,8 @@ impl Prepared {
                 "delivery attempts did not finish within the grace period; they will be retried at the next start"
             );
         }
-        // A purge under way finishes (it is one write job); nothing else is waited for.
+        // A purge under way finishes (one write job; on a shared store, after its check of the
+        // records due); nothing else is waited for.
         let _ = upkeep.await;
         // Last, so that it signs every record the requests and attempts above wrote; marked
         // as a clean shutdown's, which the next start compares the head with.

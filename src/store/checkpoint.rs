@@ -300,7 +300,10 @@ impl CheckpointFile {
 /// Every checkpoint in the database, with the reason it was signed.
 fn all_checkpoints(db: &dyn Db) -> Result<Vec<(Checkpoint, Option<Reason>)>, StoreError> {
     db.rows(
-        "SELECT seq, at, hash, public_key, signature, reason FROM checkpoints ORDER BY seq",
+        &format!(
+            "SELECT seq, {} FROM checkpoints ORDER BY seq",
+            raw(db, &["at", "hash", "public_key", "signature", "reason"])
+        ),
         &[],
     )?
     .iter()
@@ -348,23 +351,28 @@ pub fn head_found(
         c.fault(std::slice::from_ref(key)).is_none() && !accepted.iter().any(|a| a.voids(c))
     });
     let last_seq = all.iter().map(|(c, _)| c.seq).max();
-    // The hash a checkpoint at `seq` vouches for: the record's, or, for the anchor a purge left
-    // just before the first record, the hash that record chains from.
-    let at_seq = |seq: i64| -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(db
-            .row(
-                "SELECT hash FROM log WHERE seq = ?1
-                 UNION ALL
-                 SELECT prev_hash FROM log WHERE seq - 1 = ?1 AND seq = (SELECT MIN(seq) FROM log)
-                 LIMIT 1",
-                &[seq.into()],
-            )?
-            .map(|r| lenient_bytes(r.value(0))))
-    };
+    let first = db
+        .row("SELECT MIN(seq) FROM log", &[])?
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten();
+    // Checkpoints of records purged since vouch for what is gone by design.
+    all.retain(|(c, _)| first.is_none_or(|f| c.seq >= f - 1));
+    all.sort_by_key(|(c, _)| c.seq);
+    let hashes = vouched(db, first, &all)?;
+    let at_seq = |seq: i64| hashes.get(&seq).map(Vec::as_slice);
+    // Every checkpoint, not only the newest: after a failover that lost commits, the nodes that
+    // stayed up sign the chain rewritten over the lost records, and only an older checkpoint
+    // (in a node's file) still says what was there.
     let mut valid_to = 0;
+    let mut broken: Option<&Checkpoint> = None;
     for (c, _) in &all {
-        if c.seq > valid_to && at_seq(c.seq)?.as_deref() == Some(c.hash.as_slice()) {
-            valid_to = c.seq;
+        if at_seq(c.seq) == Some(c.hash.as_slice()) {
+            if broken.is_none() {
+                valid_to = c.seq;
+            }
+        } else if broken.is_none() {
+            broken = Some(c);
         }
     }
     let Some(last_seq) = last_seq else {
@@ -379,8 +387,18 @@ pub fn head_found(
         all.iter().filter(|(c, _)| c.seq == last_seq).collect();
     let clean = at_last.iter().any(|(_, r)| *r == Some(Reason::Shutdown));
     let cp = at_last.first().map(|(c, _)| c.clone());
-    let at_cp = at_seq(last_seq)?;
-    let state = verify::head_state(head, cp.as_ref(), at_cp.as_deref(), clean);
+    let at_cp = at_seq(last_seq);
+    let newest_holds = cp
+        .as_ref()
+        .is_some_and(|c| at_cp == Some(c.hash.as_slice()));
+    let (state, cp) = match broken {
+        // The newest checkpoint matches, an older one does not: rewritten since.
+        Some(b) if newest_holds => (
+            verify::HeadState::Diverged { checkpoint: b.seq },
+            Some(b.clone()),
+        ),
+        _ => (verify::head_state(head, cp.as_ref(), at_cp, clean), cp),
+    };
     Ok(HeadFound {
         state,
         checkpoint: cp,
@@ -389,10 +407,50 @@ pub fn head_found(
     })
 }
 
+/// The hashes the checkpoints `all` vouch for, by seq, read in bulk: the record's at its seq,
+/// or, for the anchor a purge left just before the `first` record, the hash that record chains
+/// from.
+fn vouched(
+    db: &dyn Db,
+    first: Option<i64>,
+    all: &[(Checkpoint, Option<Reason>)],
+) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
+    let mut seqs: Vec<i64> = all.iter().map(|(c, _)| c.seq).collect();
+    seqs.dedup();
+    let mut hashes = HashMap::with_capacity(seqs.len());
+    for chunk in seqs.chunks(500) {
+        let sql = format!(
+            "SELECT seq, {} FROM log WHERE seq IN ({})",
+            raw(db, &["hash"]),
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let params: Vec<super::db::Value> = chunk.iter().map(|s| (*s).into()).collect();
+        for r in db.rows(&sql, &params)? {
+            hashes.insert(r.int(0)?, lenient_bytes(r.value(1)));
+        }
+    }
+    if let Some(f) = first
+        && let Some(r) = db.row(
+            &format!("SELECT {} FROM log WHERE seq = ?1", raw(db, &["prev_hash"])),
+            &[f.into()],
+        )?
+    {
+        hashes.insert(f - 1, lenient_bytes(r.value(0)));
+    }
+    Ok(hashes)
+}
+
 /// The last record's seq and hash (none for an empty log). A hash of the wrong length is an
 /// error, never the genesis value.
 fn last_record(db: &dyn Db) -> Result<Option<(i64, [u8; 32])>, StoreError> {
-    let Some(r) = db.row("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1", &[])? else {
+    let Some(r) = db.row(
+        &format!(
+            "SELECT seq, {} FROM log ORDER BY seq DESC LIMIT 1",
+            raw(db, &["hash"])
+        ),
+        &[],
+    )?
+    else {
         return Ok(None);
     };
     let (seq, hash) = (r.int(0)?, lenient_bytes(r.value(1)));
@@ -522,24 +580,37 @@ pub enum Purge {
     Refused(Break),
 }
 
-/// The records a purge removes: a prefix of the chain, from the first record to `to`, the last
-/// one stamped before the cutoff (records are stamped in about the order they are appended).
+/// The records a purge removes: a prefix of the chain, from the first record to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Due {
     from: i64,
     to: i64,
-    /// The hash of the record at `to`: what the anchor signs.
-    hash: [u8; 32],
+    /// The hash of the record at `to` as stored: what the anchor signs, once checked.
+    hash: Vec<u8>,
 }
 
-/// The prefix due for purging before `cutoff`, if any.
+/// The prefix due for purging before `cutoff`, if any: the longest prefix of records all
+/// stamped before it. Each node stamps its records with its own clock, so a record stamped
+/// early by a node whose clock is behind only holds the purge back; it never takes later
+/// records (another node's, stamped today) with it.
 fn due(db: &dyn Db, cutoff: &str) -> Result<Option<Due>, StoreError> {
-    let to = db
-        .row("SELECT MAX(seq) FROM log WHERE at < ?1", &[cutoff.into()])?
-        .map(|r| r.opt_int(0))
-        .transpose()?
-        .flatten();
-    let Some(to) = to else { return Ok(None) };
+    let Some(r) = db.row(
+        "SELECT MIN(seq), MAX(seq), (SELECT MIN(seq) FROM log WHERE at >= ?1) FROM log",
+        &[cutoff.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (Some(first), Some(last)) = (r.opt_int(0)?, r.opt_int(1)?) else {
+        return Ok(None);
+    };
+    let to = match r.opt_int(2)? {
+        Some(young) => young - 1,
+        None => last,
+    };
+    if to < first {
+        return Ok(None);
+    }
     due_to(db, to)
 }
 
@@ -551,23 +622,15 @@ fn due_to(db: &dyn Db, to: i64) -> Result<Option<Due>, StoreError> {
         .transpose()?
         .flatten();
     let hash = db
-        .row("SELECT hash FROM log WHERE seq = ?1", &[to.into()])?
-        .map(|r| r.blob(0))
-        .transpose()?;
-    match (from, hash) {
-        (Some(from), Some(hash)) => Ok(Some(Due {
-            from,
-            to,
-            hash: hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::BadHead {
-                    seq: to,
-                    why: format!("its hash is {} bytes, not 32", hash.len()),
-                })?,
-        })),
-        _ => Ok(None),
-    }
+        .row(
+            &format!("SELECT {} FROM log WHERE seq = ?1", raw(db, &["hash"])),
+            &[to.into()],
+        )?
+        .map(|r| lenient_bytes(r.value(0)));
+    Ok(match (from, hash) {
+        (Some(from), Some(hash)) => Some(Due { from, to, hash }),
+        _ => None,
+    })
 }
 
 /// The cutoff of a purge at `now`: the records stamped before it are due.
@@ -609,6 +672,11 @@ fn remove(
 ) -> Result<Purge, StoreError> {
     let at = crate::clock::stamp(now);
     let to = due.to;
+    // Checked by now: a hash of another length would not have verified.
+    let hash = <[u8; 32]>::try_from(due.hash.as_slice()).map_err(|_| StoreError::BadHead {
+        seq: to,
+        why: format!("its hash is {} bytes, not 32", due.hash.len()),
+    })?;
     let db = tx.db();
     // An existing checkpoint at `to` was just verified (signature and hash).
     let existing = db
@@ -618,7 +686,7 @@ fn remove(
     let (anchor_at, signed) = match existing {
         Some(a) => (a, None),
         None => {
-            let s = Signed::new(key, to, due.hash, &at, Reason::Purge);
+            let s = Signed::new(key, to, hash, &at, Reason::Purge);
             insert_checkpoint(db, &s, tx.node)?;
             (s.at.clone(), Some(Box::new(s)))
         }
@@ -666,7 +734,7 @@ fn remove(
         anchor: Anchor {
             seq: to,
             at: anchor_at,
-            hash: hex::encode(due.hash),
+            hash: hex::encode(hash),
         },
         transfers,
         deliveries,
@@ -732,6 +800,13 @@ pub async fn purge(
         super::pg::verify::verify_prefix(pool, std::slice::from_ref(key.public()), checked.to)
             .await?;
     if let Some(b) = report.first_break {
+        // Unless another node purged these records meanwhile (its anchor, without the
+        // records it vouches for, looks like records deleted to a snapshot taken after).
+        let to = checked.to;
+        let now_due = store.read(move |db| due_to(db, to)).await?;
+        if now_due.as_ref() != Some(&checked) {
+            return Ok(Purge::Nothing);
+        }
         return Ok(Purge::Refused(b));
     }
     store
@@ -776,7 +851,10 @@ fn acceptances(
 ) -> Result<Vec<verify::Acceptance>, StoreError> {
     let mut found = Vec::new();
     for r in db.rows(
-        "SELECT seq, body, hash FROM log WHERE kind = 'head_accepted' ORDER BY seq",
+        &format!(
+            "SELECT seq, {} FROM log WHERE kind = 'head_accepted' ORDER BY seq",
+            raw(db, &["body", "hash"])
+        ),
         &[],
     )? {
         if let Some(acceptance) = verify::Acceptance::parse(r.int(0)?, &lenient_bytes(r.value(1))) {
@@ -793,7 +871,10 @@ fn acceptances(
         .collect();
     for (a, _) in &found {
         for r in db.rows(
-            "SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq = ?1",
+            &format!(
+                "SELECT seq, {} FROM checkpoints WHERE seq = ?1",
+                raw(db, &["at", "hash", "public_key", "signature"])
+            ),
             &[a.seq.into()],
         )? {
             cps.push(checkpoint_of(&r)?);
@@ -826,7 +907,10 @@ fn bytes<'a>(v: ValueRef<'a>) -> &'a [u8] {
 
 fn checkpoints(db: &dyn Db, up_to: i64) -> Result<Vec<Checkpoint>, StoreError> {
     db.rows(
-        "SELECT seq, at, hash, public_key, signature FROM checkpoints WHERE seq <= ?1 ORDER BY seq",
+        &format!(
+            "SELECT seq, {} FROM checkpoints WHERE seq <= ?1 ORDER BY seq",
+            raw(db, &["at", "hash", "public_key", "signature"])
+        ),
         &[up_to.into()],
     )?
     .iter()
@@ -844,6 +928,20 @@ fn checkpoint_of(r: &super::db::Row) -> Result<Checkpoint, StoreError> {
         public_key: lenient_text(r.value(3)).unwrap_or_default(),
         signature: lenient_bytes(r.value(4)),
     })
+}
+
+/// `cols` for a select list, read as they are stored whatever a tamperer put in them: on SQLite
+/// (whose columns take any type) as bytes, so that text that is not UTF-8 is read and reported
+/// by the checks (a checkpoint that does not verify) rather than fail the read. PostgreSQL's
+/// columns hold only their own type, valid in the database's encoding.
+fn raw(db: &dyn Db, cols: &[&str]) -> String {
+    cols.iter()
+        .map(|c| match db.dialect() {
+            super::db::Dialect::Sqlite => format!("CAST({c} AS BLOB)"),
+            super::db::Dialect::Postgres => (*c).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A value as bytes, whatever a tamperer stored in it.

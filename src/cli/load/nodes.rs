@@ -11,7 +11,8 @@
 //!
 //! The ratios (one PostgreSQL node to SQLite, two nodes to one) are what to compare: on a
 //! machine where the nodes, the database and the load generator share the cores, a second node
-//! adds no cores.
+//! adds no cores: the CPU column says how busy the whole machine was while each setup was
+//! saturated (near 100%, a second node has nothing to run on).
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -35,6 +36,30 @@ struct Figures {
     wall: Duration,
     submit: Vec<Duration>,
     delivered: Vec<Duration>,
+    /// How busy the machine's CPUs were during the saturation phase, in percent (every
+    /// process: the nodes, the database and this load generator), where the kernel says.
+    cpu_busy: Option<f64>,
+}
+
+/// The machine's CPU time so far, busy and in all, in clock ticks (Linux `/proc/stat`).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map_while(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// Percent busy between two readings of [`cpu_ticks`].
+fn busy_between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+    Some(b1.saturating_sub(b0) as f64 * 100.0 / total as f64)
 }
 
 /// `url` naming the database `name` instead.
@@ -148,6 +173,7 @@ async fn measure(
     // Warm-up, not measured.
     let warm = a.connections * a.warmup;
     submit_all(&targets, tls.clone(), a.connections, warm, None, work).await?;
+    let cpu = cpu_ticks();
     let start = Instant::now();
     let submit = submit_all(
         &targets,
@@ -159,6 +185,7 @@ async fn measure(
     )
     .await?;
     let wall = start.elapsed();
+    let cpu_busy = busy_between(cpu, cpu_ticks());
     drained(source).await?;
     let since = postern_gateway::clock::stamp(postern_gateway::clock::now());
     let n = usize::try_from(a.rate)? * 10;
@@ -171,6 +198,7 @@ async fn measure(
         wall,
         submit,
         delivered,
+        cpu_busy,
     })
 }
 
@@ -257,23 +285,25 @@ pub(super) async fn benchmark(
     }
 
     println!(
-        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>20} {:>20}",
+        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>10} {:>20} {:>20}",
         "setup",
         "accepted",
         "accepted/s",
         "p50 ms",
         "p99 ms",
+        "CPU busy",
         "delivered p50 ms",
         "delivered p99 ms"
     );
     for f in &figures {
         println!(
-            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>20.1} {:>20.1}",
+            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>10} {:>20.1} {:>20.1}",
             f.name,
             f.accepted,
             f.accepted as f64 / f.wall.as_secs_f64(),
             pct(&f.submit, 0.50),
             pct(&f.submit, 0.99),
+            f.cpu_busy.map_or("-".into(), |b| format!("{b:.0}%")),
             pct(&f.delivered, 0.50),
             pct(&f.delivered, 0.99),
         );
@@ -292,6 +322,18 @@ pub(super) async fn benchmark(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busy_share_is_taken_between_two_readings() {
+        assert_eq!(busy_between(Some((10, 100)), Some((60, 200))), Some(50.0));
+        assert_eq!(busy_between(Some((10, 100)), Some((10, 100))), None);
+        assert_eq!(busy_between(None, Some((10, 100))), None);
+        #[cfg(target_os = "linux")]
+        {
+            let (busy, total) = cpu_ticks().unwrap();
+            assert!(busy <= total && total > 0);
+        }
+    }
 
     #[test]
     fn the_database_is_named_in_the_url() {

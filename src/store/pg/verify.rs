@@ -116,7 +116,10 @@ async fn check(
             // Only after a break: the chain's rows in memory, to say what kind of break it is.
             let mut lookup = Rows::default();
             for r in tx
-                .query("SELECT seq, prev_hash, hash, body FROM log", &[])
+                .query(
+                    "SELECT seq, prev_hash, hash, body FROM log WHERE seq <= $1",
+                    &[&bound],
+                )
                 .await
                 .map_err(err)?
             {
