@@ -2794,6 +2794,18 @@ async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
         (report.first_seq, report.anchor_seq, report.records),
         (Some(11), Some(10), 5)
     );
+    // The anchor still vouches for what it signed; a record purged is gone by design.
+    let anchor: [u8; 32] = c
+        .query_one("SELECT hash FROM checkpoints WHERE seq = 10", &[])
+        .await
+        .unwrap()
+        .get::<_, Vec<u8>>(0)
+        .try_into()
+        .unwrap();
+    use pg::checkpoint::{Since, since};
+    assert_eq!(since(&pool, 10, &anchor).await.unwrap(), Since::Holds);
+    assert_eq!(since(&pool, 10, &[7; 32]).await.unwrap(), Since::Rewritten);
+    assert_eq!(since(&pool, 6, &[7; 32]).await.unwrap(), Since::Purged);
     // Nothing more is due.
     assert_eq!(
         checkpoint::purge(&a, key.clone(), 365, now).await.unwrap(),
@@ -2880,6 +2892,18 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     // remembers the checkpoint at `signed`.
     let cut = signed - 1;
     let c = pool.get().await.unwrap();
+    let signed_hash: [u8; 32] = c
+        .query_one("SELECT hash FROM log WHERE seq = $1", &[&signed])
+        .await
+        .unwrap()
+        .get::<_, Vec<u8>>(0)
+        .try_into()
+        .unwrap();
+    use pg::checkpoint::{Since, since};
+    assert_eq!(
+        since(&pool, signed, &signed_hash).await.unwrap(),
+        Since::Holds
+    );
     for t in [
         "log_facets",
         "log_recipients",
@@ -2897,6 +2921,11 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     )
     .await
     .unwrap();
+    // What the signer says before its next checkpoint.
+    assert_eq!(
+        since(&pool, signed, &signed_hash).await.unwrap(),
+        Since::Lost
+    );
     // The nodes that stayed up append over the lost seqs, and the signer signs their head.
     let node = Store::open_shared(other.path(), pool.clone(), "node-x")
         .await
@@ -2924,6 +2953,10 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     assert!(
         resigned.seq > signed,
         "the rewritten chain is signed past `signed`"
+    );
+    assert_eq!(
+        since(&pool, signed, &signed_hash).await.unwrap(),
+        Since::Rewritten
     );
     let (code, stderr) = common::try_serve(&d);
     assert_eq!(code, Some(65), "{stderr}");

@@ -106,6 +106,8 @@ pub struct Prepared {
 struct Shared {
     pool: crate::store::pg::Pool,
     node: String,
+    /// The last checkpoint this node signed (seq, hash), checked before the next.
+    signed: Arc<std::sync::Mutex<Option<(i64, [u8; 32])>>>,
 }
 
 /// Opens the store `[store]` names: the state directory's SQLite (sweeping orphaned spool
@@ -134,6 +136,7 @@ async fn open_store(
             let shared = Shared {
                 pool,
                 node: pg.node.clone(),
+                signed: Arc::default(),
             };
             Ok((store, crate::store::SweepReport::default(), Some(shared)))
         }
@@ -468,8 +471,8 @@ impl Prepared {
                 "delivery attempts did not finish within the grace period; they will be retried at the next start"
             );
         }
-        // A purge under way finishes (one write job; on a shared store, after its check of the
-        // records due); nothing else is waited for.
+        // A purge under way stops (a write job it sent runs to its end); nothing else is
+        // waited for.
         let _ = upkeep.await;
         // Last, so that it signs every record the requests and attempts above wrote; marked
         // as a clean shutdown's, which the next start compares the head with.
@@ -923,20 +926,59 @@ impl Upkeep {
     ) {
         let signed = match shared {
             None => checkpoint::checkpoint(store, key.clone()).await,
-            Some(s) => crate::store::pg::checkpoint::sign_head(
-                &s.pool,
-                key,
-                &s.node,
-                crate::clock::now(),
-                lease,
-            )
-            .await
-            .map_err(StoreError::from),
+            Some(s) => {
+                Self::check_signed(s).await;
+                crate::store::pg::checkpoint::sign_head(
+                    &s.pool,
+                    key,
+                    &s.node,
+                    crate::clock::now(),
+                    lease,
+                )
+                .await
+                .map_err(StoreError::from)
+            }
         };
         match signed {
-            Ok(Some(c)) => checkpoint::publish(file, &c),
+            Ok(Some(c)) => {
+                if let Some(s) = shared {
+                    *s.signed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((c.seq, c.hash));
+                }
+                checkpoint::publish(file, &c)
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "could not sign the transfer log's head"),
+        }
+    }
+
+    /// On a shared store, before signing: says, once, if the record this node last signed is no
+    /// longer in the database as signed (a failover that lost commits, with the nodes that
+    /// stayed up appending over the lost seqs). The chain as it now is is still signed, so that
+    /// what the nodes write goes on being covered; this node's checkpoint file keeps what was
+    /// signed before, which `log verify` and the start-up check compare.
+    async fn check_signed(s: &Shared) {
+        use crate::store::pg::checkpoint::Since;
+        let last = *s
+            .signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((seq, hash)) = last else { return };
+        match crate::store::pg::checkpoint::since(&s.pool, seq, &hash).await {
+            Ok(Since::Holds | Since::Purged) => {}
+            Ok(found) => {
+                tracing::error!(
+                    seq,
+                    found = ?found,
+                    "the transfer log's record {seq}, which this node signed, is no longer in the database as signed: records were lost or rewritten (a failover to a replica that had not received the last commits?). Run `postern log verify --config DIR` on this node: its checkpoint file holds what was signed"
+                );
+                *s.signed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            }
+            // Said when the signing itself fails.
+            Err(_) => {}
         }
     }
 
@@ -961,7 +1003,15 @@ impl Upkeep {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                _ = purge.tick() => self.purge().await,
+                _ = purge.tick() => {
+                    // A shutdown does not wait for a purge's check of the records due (long on
+                    // a shared store, where it runs before the write job). Dropped, the check
+                    // leaves nothing behind; a write job already sent runs to its end.
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = self.purge() => {}
+                    }
+                }
                 _ = sign.tick() => {
                     Self::sign(&self.store, &self.key, self.shared.as_ref(), self.lease(), self.file.as_ref()).await;
                 }

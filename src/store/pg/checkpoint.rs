@@ -12,6 +12,51 @@ use crate::store::checkpoint::{Reason, Signed};
 /// The lease's name.
 pub const LEASE: &str = "checkpoints";
 
+/// What became of a record a node signed, as the database has it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// The record is there, with the hash signed.
+    Holds,
+    /// Purged since (before the first record there is): gone by design.
+    Purged,
+    /// The log ends before it: records were lost (a failover to a replica that had not received
+    /// the last commits) or deleted.
+    Lost,
+    /// Another record is at its seq: the log was rewritten (after a loss, the nodes that stayed
+    /// up appended over the lost seqs).
+    Rewritten,
+}
+
+/// Whether the record at `seq` still has the `hash` this node signed for it. The signer asks
+/// before each checkpoint, so that the nodes that stay up through a failover that lost commits
+/// say so at once, rather than only sign the chain as it now is.
+pub async fn since(pool: &Pool, seq: i64, hash: &[u8; 32]) -> Result<Since, PgError> {
+    let client = pool.get().await?;
+    let err = |e| pool.err(e);
+    let row = client
+        .query_one(
+            "SELECT (SELECT MIN(seq) FROM log), (SELECT hash FROM log WHERE seq = $1),
+                    (SELECT prev_hash FROM log WHERE seq - 1 = $1)",
+            &[&seq],
+        )
+        .await
+        .map_err(err)?;
+    let first: Option<i64> = row.try_get(0).map_err(err)?;
+    let at: Option<Vec<u8>> = row.try_get(1).map_err(err)?;
+    let next_chains_from: Option<Vec<u8>> = row.try_get(2).map_err(err)?;
+    Ok(match (first, at) {
+        (_, Some(h)) if h.as_slice() == hash.as_slice() => Since::Holds,
+        (_, Some(_)) => Since::Rewritten,
+        // The anchor a purge left: the first record chains from it.
+        (Some(f), None) if seq == f - 1 => match next_chains_from {
+            Some(p) if p.as_slice() == hash.as_slice() => Since::Holds,
+            _ => Since::Rewritten,
+        },
+        (Some(f), None) if seq < f => Since::Purged,
+        _ => Since::Lost,
+    })
+}
+
 /// Takes or renews the signing lease for `node` at `now`; whether `node` holds it. The purge
 /// and the thinning of checkpoints are the signer's too (one node at a time checks the records
 /// due, rather than every node).
