@@ -106,9 +106,12 @@ pub struct Prepared {
 struct Shared {
     pool: crate::store::pg::Pool,
     node: String,
-    /// The last checkpoint this node signed (seq, hash), checked before the next.
-    signed: Arc<std::sync::Mutex<Option<(i64, [u8; 32])>>>,
+    /// The last checkpoint this node signed, checked before the next.
+    signed: Arc<std::sync::Mutex<Option<LastSigned>>>,
 }
+
+/// A checkpoint's seq and the hash it signed.
+type LastSigned = (i64, [u8; 32]);
 
 /// Opens the store `[store]` names: the state directory's SQLite (sweeping orphaned spool
 /// files), or this node's handle on the shared PostgreSQL (which must be reachable and hold the
