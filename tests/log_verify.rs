@@ -988,6 +988,23 @@ async fn cutting_the_log_and_its_checkpoints_together_is_caught_by_the_checkpoin
     assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
     assert_eq!(r["accepted"][0]["found"], "truncated", "{r}");
     assert_eq!(common::try_serve(&d).0, None);
+
+    // Everything past its retention period: the purge stops short of the acceptance, which
+    // still voids the file's checkpoints of the records that were cut (purged with it, they
+    // would count again, and stop the gateway).
+    let accepted = r["accepted"][0]["seq"].as_i64().unwrap();
+    let (store, _) = Store::open(&d.state_dir).unwrap();
+    let key = Arc::new(CheckpointKey::from_file(&key_path(&d.state_dir)).unwrap());
+    let later = postern_gateway::clock::now() + time::Duration::days(2);
+    match checkpoint::purge(&store, key, 1, later).await.unwrap() {
+        Purge::Done { record, .. } => assert_eq!(record.to_seq, accepted - 1),
+        other => panic!("expected a purge, got {other:?}"),
+    }
+    drop(store);
+    let (code, r) = verify_bin(&d.state_dir, &config);
+    assert_eq!((code, &r["intact"]), (0, &json!(true)), "{r}");
+    let (code, stderr) = common::try_serve(&d);
+    assert_eq!(code, None, "{stderr}");
 }
 
 /// A head hash that is unreadable or of the wrong length is an error, never the genesis value:

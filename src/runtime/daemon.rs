@@ -474,8 +474,8 @@ impl Prepared {
                 "delivery attempts did not finish within the grace period; they will be retried at the next start"
             );
         }
-        // A purge under way stops (a write job it sent runs to its end); nothing else is
-        // waited for.
+        // A purge under way finishes (its check of the records due, then its write job), so
+        // that its anchor is published; nothing else is waited for.
         let _ = upkeep.await;
         // Last, so that it signs every record the requests and attempts above wrote; marked
         // as a clean shutdown's, which the next start compares the head with.
@@ -1006,15 +1006,7 @@ impl Upkeep {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                _ = purge.tick() => {
-                    // A shutdown does not wait for a purge's check of the records due (long on
-                    // a shared store, where it runs before the write job). Dropped, the check
-                    // leaves nothing behind; a write job already sent runs to its end.
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = self.purge() => {}
-                    }
-                }
+                _ = purge.tick() => self.purge().await,
                 _ = sign.tick() => {
                     Self::sign(&self.store, &self.key, self.shared.as_ref(), self.lease(), self.file.as_ref()).await;
                 }

@@ -350,31 +350,42 @@ pub fn head_found(
     all.retain(|(c, _)| {
         c.fault(std::slice::from_ref(key)).is_none() && !accepted.iter().any(|a| a.voids(c))
     });
-    let last_seq = all.iter().map(|(c, _)| c.seq).max();
     let first = db
         .row("SELECT MIN(seq) FROM log", &[])?
         .map(|r| r.opt_int(0))
         .transpose()?
         .flatten();
-    // Checkpoints of records purged since vouch for what is gone by design.
-    all.retain(|(c, _)| first.is_none_or(|f| c.seq >= f - 1));
     all.sort_by_key(|(c, _)| c.seq);
     let hashes = vouched(db, first, &all)?;
     let at_seq = |seq: i64| hashes.get(&seq).map(Vec::as_slice);
-    // Every checkpoint, not only the newest: after a failover that lost commits, the nodes that
-    // stayed up sign the chain rewritten over the lost records, and only an older checkpoint
-    // (in a node's file) still says what was there.
-    let mut valid_to = 0;
-    let mut broken: Option<&Checkpoint> = None;
-    for (c, _) in &all {
-        if at_seq(c.seq) == Some(c.hash.as_slice()) {
-            if broken.is_none() {
-                valid_to = c.seq;
-            }
-        } else if broken.is_none() {
-            broken = Some(c);
+    // Checkpoints of records purged since vouch for what is gone by design, once a checkpoint
+    // the key signed anchors the first record there is (a purge always leaves one, and
+    // thinning keeps it). Without that anchor they all count: a log replaced from some seq on
+    // is not a purge.
+    if let Some(f) = first {
+        let anchored = all
+            .iter()
+            .any(|(c, _)| c.seq == f - 1 && at_seq(c.seq) == Some(c.hash.as_slice()));
+        if anchored {
+            all.retain(|(c, _)| c.seq >= f - 1);
         }
     }
+    let last_seq = all.iter().map(|(c, _)| c.seq).max();
+    // Every checkpoint, not only the newest: after a failover that lost commits, the nodes that
+    // stayed up sign the chain rewritten over the lost records, and only an older checkpoint
+    // (in a node's file) still says what was there. The first seq at which any checkpoint
+    // does not match is where the log stopped being what was signed; the checkpoints before it
+    // vouch for the rest.
+    let broken = all
+        .iter()
+        .map(|(c, _)| c)
+        .find(|c| at_seq(c.seq) != Some(c.hash.as_slice()));
+    let valid_to = all
+        .iter()
+        .map(|(c, _)| c.seq)
+        .filter(|seq| broken.is_none_or(|b| *seq < b.seq))
+        .max()
+        .unwrap_or(0);
     let Some(last_seq) = last_seq else {
         return Ok(HeadFound {
             state: verify::HeadState::Signed,
@@ -388,16 +399,12 @@ pub fn head_found(
     let clean = at_last.iter().any(|(_, r)| *r == Some(Reason::Shutdown));
     let cp = at_last.first().map(|(c, _)| c.clone());
     let at_cp = at_seq(last_seq);
-    let newest_holds = cp
-        .as_ref()
-        .is_some_and(|c| at_cp == Some(c.hash.as_slice()));
-    let (state, cp) = match broken {
-        // The newest checkpoint matches, an older one does not: rewritten since.
-        Some(b) if newest_holds => (
-            verify::HeadState::Diverged { checkpoint: b.seq },
-            Some(b.clone()),
-        ),
-        _ => (verify::head_state(head, cp.as_ref(), at_cp, clean), cp),
+    // Compared at the first checkpoint that does not match: records deleted before it, or
+    // rewritten. The checkpoint reported stays the newest (an acceptance says it was the last
+    // signed before it, and a purge keeps the acceptance until that seq is purged too).
+    let state = match broken {
+        None => verify::head_state(head, cp.as_ref(), at_cp, clean),
+        Some(b) => verify::head_state(head, Some(b), at_seq(b.seq), false),
     };
     Ok(HeadFound {
         state,
@@ -416,6 +423,7 @@ fn vouched(
     all: &[(Checkpoint, Option<Reason>)],
 ) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
     let mut seqs: Vec<i64> = all.iter().map(|(c, _)| c.seq).collect();
+    seqs.sort_unstable();
     seqs.dedup();
     let mut hashes = HashMap::with_capacity(seqs.len());
     for chunk in seqs.chunks(500) {
@@ -604,10 +612,29 @@ fn due(db: &dyn Db, cutoff: &str) -> Result<Option<Due>, StoreError> {
     let (Some(first), Some(last)) = (r.opt_int(0)?, r.opt_int(1)?) else {
         return Ok(None);
     };
-    let to = match r.opt_int(2)? {
+    let mut to = match r.opt_int(2)? {
         Some(young) => young - 1,
         None => last,
     };
+    // An operator's acceptance voids the checkpoints (in the checkpoint files too) of records
+    // that were gone or replaced, up to the newest checkpoint it found. Purged while one of
+    // those could still be compared (at or after the anchor the purge leaves), it would void
+    // them no more, and they would stop the gateway: the purge stops short of it until then.
+    let mut held = Vec::new();
+    for r in db.rows(
+        &format!(
+            "SELECT seq, {} FROM log WHERE kind = 'head_accepted' AND seq <= ?1 ORDER BY seq",
+            raw(db, &["body"])
+        ),
+        &[to.into()],
+    )? {
+        if let Some(a) = verify::Acceptance::parse(r.int(0)?, &lenient_bytes(r.value(1))) {
+            held.push((a.seq, (a.seq - 1).max(a.checkpoint_seq)));
+        }
+    }
+    while let Some((seq, _)) = held.iter().find(|(seq, bound)| *seq <= to && to <= *bound) {
+        to = seq - 1;
+    }
     if to < first {
         return Ok(None);
     }

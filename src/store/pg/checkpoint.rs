@@ -36,7 +36,7 @@ pub async fn since(pool: &Pool, seq: i64, hash: &[u8; 32]) -> Result<Since, PgEr
     let row = client
         .query_one(
             "SELECT (SELECT MIN(seq) FROM log), (SELECT hash FROM log WHERE seq = $1),
-                    (SELECT prev_hash FROM log WHERE seq - 1 = $1)",
+                    (SELECT prev_hash FROM log WHERE seq = $1::BIGINT + 1)",
             &[&seq],
         )
         .await
