@@ -356,20 +356,31 @@ pub fn head_found(
         .transpose()?
         .flatten();
     all.sort_by_key(|(c, _)| c.seq);
-    let hashes = vouched(db, first, &all)?;
-    let at_seq = |seq: i64| hashes.get(&seq).map(Vec::as_slice);
+    // The hash the first record chains from: what an anchor at the seq before it signs.
+    let anchor = match first {
+        Some(f) => db
+            .row(
+                &format!("SELECT {} FROM log WHERE seq = ?1", raw(db, &["prev_hash"])),
+                &[f.into()],
+            )?
+            .map(|r| (f - 1, lenient_bytes(r.value(0)))),
+        None => None,
+    };
     // Checkpoints of records purged since vouch for what is gone by design, once a checkpoint
     // the key signed anchors the first record there is (a purge always leaves one, and
-    // thinning keeps it). Without that anchor they all count: a log replaced from some seq on
-    // is not a purge.
-    if let Some(f) = first {
-        let anchored = all
-            .iter()
-            .any(|(c, _)| c.seq == f - 1 && at_seq(c.seq) == Some(c.hash.as_slice()));
-        if anchored {
-            all.retain(|(c, _)| c.seq >= f - 1);
-        }
+    // thinning keeps it): they are set aside, with any other checkpoint at the anchor's seq
+    // (of a record purged since, whatever it was). Without that anchor they all count: a log
+    // replaced from some seq on is not a purge.
+    if let Some((at, hash)) = &anchor
+        && all.iter().any(|(c, _)| c.seq == *at && c.hash == *hash)
+    {
+        all.retain(|(c, _)| c.seq > *at || (c.seq == *at && c.hash == *hash));
     }
+    let mut hashes = vouched(db, &all)?;
+    if let Some((at, hash)) = anchor {
+        hashes.insert(at, hash);
+    }
+    let at_seq = |seq: i64| hashes.get(&seq).map(Vec::as_slice);
     let last_seq = all.iter().map(|(c, _)| c.seq).max();
     // Every checkpoint, not only the newest: after a failover that lost commits, the nodes that
     // stayed up sign the chain rewritten over the lost records, and only an older checkpoint
@@ -414,16 +425,13 @@ pub fn head_found(
     })
 }
 
-/// The hashes the checkpoints `all` vouch for, by seq, read in bulk: the record's at its seq,
-/// or, for the anchor a purge left just before the `first` record, the hash that record chains
-/// from.
+/// The hashes of the records the checkpoints `all` (sorted by seq) vouch for, by seq, read in
+/// bulk.
 fn vouched(
     db: &dyn Db,
-    first: Option<i64>,
     all: &[(Checkpoint, Option<Reason>)],
 ) -> Result<HashMap<i64, Vec<u8>>, StoreError> {
     let mut seqs: Vec<i64> = all.iter().map(|(c, _)| c.seq).collect();
-    seqs.sort_unstable();
     seqs.dedup();
     let mut hashes = HashMap::with_capacity(seqs.len());
     for chunk in seqs.chunks(500) {
@@ -436,14 +444,6 @@ fn vouched(
         for r in db.rows(&sql, &params)? {
             hashes.insert(r.int(0)?, lenient_bytes(r.value(1)));
         }
-    }
-    if let Some(f) = first
-        && let Some(r) = db.row(
-            &format!("SELECT {} FROM log WHERE seq = ?1", raw(db, &["prev_hash"])),
-            &[f.into()],
-        )?
-    {
-        hashes.insert(f - 1, lenient_bytes(r.value(0)));
     }
     Ok(hashes)
 }
@@ -601,7 +601,7 @@ struct Due {
 /// stamped before it. Each node stamps its records with its own clock, so a record stamped
 /// early by a node whose clock is behind only holds the purge back; it never takes later
 /// records (another node's, stamped today) with it.
-fn due(db: &dyn Db, cutoff: &str) -> Result<Option<Due>, StoreError> {
+fn due(db: &dyn Db, key: &PublicKey, cutoff: &str) -> Result<Option<Due>, StoreError> {
     let Some(r) = db.row(
         "SELECT MIN(seq), MAX(seq), (SELECT MIN(seq) FROM log WHERE at >= ?1) FROM log",
         &[cutoff.into()],
@@ -616,23 +616,21 @@ fn due(db: &dyn Db, cutoff: &str) -> Result<Option<Due>, StoreError> {
         Some(young) => young - 1,
         None => last,
     };
-    // An operator's acceptance voids the checkpoints (in the checkpoint files too) of records
-    // that were gone or replaced, up to the newest checkpoint it found. Purged while one of
-    // those could still be compared (at or after the anchor the purge leaves), it would void
-    // them no more, and they would stop the gateway: the purge stops short of it until then.
-    let mut held = Vec::new();
-    for r in db.rows(
-        &format!(
-            "SELECT seq, {} FROM log WHERE kind = 'head_accepted' AND seq <= ?1 ORDER BY seq",
-            raw(db, &["body"])
-        ),
-        &[to.into()],
-    )? {
-        if let Some(a) = verify::Acceptance::parse(r.int(0)?, &lenient_bytes(r.value(1))) {
-            held.push((a.seq, (a.seq - 1).max(a.checkpoint_seq)));
-        }
-    }
-    while let Some((seq, _)) = held.iter().find(|(seq, bound)| *seq <= to && to <= *bound) {
+    // An operator's acceptance (one the key signed) voids the checkpoints, in the checkpoint
+    // files too, of records that were gone or replaced, up to the newest checkpoint it found.
+    // Purged while one of those could still be compared (at or after the anchor the purge
+    // leaves), it would void them no more, and they would stop the gateway: the purge stops
+    // short of it until then (the seqs grow past it as records are written).
+    let held: Vec<(i64, i64)> = acceptances(db, std::slice::from_ref(key), &[])?
+        .iter()
+        .map(|a| (a.seq, (a.seq - 1).max(a.checkpoint_seq)))
+        .collect();
+    while let Some((seq, bound)) = held.iter().find(|(seq, bound)| *seq <= to && to <= *bound) {
+        tracing::info!(
+            acceptance = seq,
+            until = bound,
+            "the retention purge stops short of an operator's acceptance until the records after it reach the checkpoints it voids"
+        );
         to = seq - 1;
     }
     if to < first {
@@ -677,7 +675,7 @@ pub fn purge_in(
     if retain_days == 0 {
         return Ok(Purge::Nothing);
     }
-    let Some(due) = due(tx.db(), &cutoff(retain_days, now))? else {
+    let Some(due) = due(tx.db(), key.public(), &cutoff(retain_days, now))? else {
         return Ok(Purge::Nothing);
     };
     let checked = check(tx.conn()?, std::slice::from_ref(key.public()), Some(due.to))?;
@@ -820,7 +818,8 @@ pub async fn purge(
         return Ok(Purge::Nothing);
     }
     let limit = cutoff(retain_days, now);
-    let Some(checked) = store.read(move |db| due(db, &limit)).await? else {
+    let public = *key.public();
+    let Some(checked) = store.read(move |db| due(db, &public, &limit)).await? else {
         return Ok(Purge::Nothing);
     };
     let report =
