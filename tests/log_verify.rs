@@ -18,9 +18,8 @@ use postern_gateway::log::verify::{BreakKind, PublicKey, Report};
 use postern_gateway::log::{
     DeclinedRecord, LogEntry, PractitionerRecord, RecordKind, SenderRecord, chain_hash,
 };
-use postern_gateway::seal::SealSummary;
 use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge};
-use postern_gateway::store::{NewDelivery, NewTransfer, Reader, Store, StoredPayload, db_path};
+use postern_gateway::store::{Reader, Store, db_path};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -394,27 +393,7 @@ async fn a_checkpoint_with_garbage_in_its_text_columns_is_a_break_not_an_unreada
 async fn a_purge_keeps_the_chain_verifiable_and_records_itself() {
     let mut log = Log::new();
     let old = |i: usize| format!("2015-01-01T00:00:{i:02}.000000Z");
-    let summary = SealSummary {
-        plaintext_size: 1,
-        plaintext_sha256: [0; 32],
-        sealed_size: 1,
-        sealed_sha256: [0; 32],
-    };
-    let transfer = |id: TransferId| NewTransfer {
-        id,
-        sender: "northshire-cc".parse().unwrap(),
-        received_at: old(0),
-        purpose: "p".into(),
-        marking: "OFFICIAL".into(),
-        payload: StoredPayload::Inline(vec![1]),
-        summary,
-        sealed_envelope: vec![1],
-        deliveries: vec![NewDelivery {
-            recipient: "northshire-police".parse().unwrap(),
-            agreement: "isp".parse().unwrap(),
-            channel: "https",
-        }],
-    };
+    let transfer = |id: TransferId| common::stored_transfer(id, &old(0), &["northshire-police"]);
     // Three old transfers: `done` is finished (delivered, payload purged); `waiting` still has
     // a delivery to make; `recent` has a record newer than the retention period.
     let [done, waiting, recent] = [(); 3].map(|()| TransferId::from_uuid(uuid::Uuid::now_v7()));
@@ -864,33 +843,10 @@ fn append_forged(db: &Connection) -> i64 {
     next
 }
 
-/// Three transfers shared and delivered, then two refused (the newest records are refusals,
-/// which change nothing else), and the gateway stopped cleanly.
+/// Three transfers shared and delivered, then two refused, and the gateway stopped cleanly.
 async fn shared_and_stopped(d: &Deployment) {
     checkpoint::ensure_key_file(&key_path(&d.state_dir)).unwrap();
-    let server = d.start().await;
-    let mut conn = d.connect(server.addr, "northshire-cc").await;
-    for i in 0..3u8 {
-        let a = submit(&mut conn, &envelope(json!({})), vec![i; 500], None).await;
-        assert_eq!(a.status, 202);
-        let id = common::json(&a)["transfer_id"].as_str().unwrap().to_owned();
-        common::wait_recipient(&mut conn, &id, "northshire-police", "delivery", |s| {
-            s["state"] == "delivered"
-        })
-        .await;
-    }
-    for _ in 0..2 {
-        let refused = submit(
-            &mut conn,
-            &envelope(json!({"purpose": "nope"})),
-            vec![1],
-            None,
-        )
-        .await;
-        assert_eq!(refused.status, 403);
-    }
-    drop(conn);
-    server.stop().await;
+    common::shared_and_stopped(d, 3).await;
 }
 
 /// A record appended and re-chained while the gateway was stopped is not signed at the next

@@ -2600,9 +2600,8 @@ async fn a_node_on_a_former_single_nodes_state_directory_sweeps_none_of_its_file
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
     use postern_gateway::domain::ids::TransferId;
-    use postern_gateway::seal::SealSummary;
+    use postern_gateway::store::Store;
     use postern_gateway::store::checkpoint::{self, CheckpointKey, Purge, ensure_key_file};
-    use postern_gateway::store::{NewDelivery, NewTransfer, Store, StoredPayload};
     use std::sync::Arc;
     let Some(s) = server("the retention purge on a shared store") else {
         return;
@@ -2634,26 +2633,7 @@ async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
     // Record 1 accepts a transfer (finished by the time of the purge); 2..=10 are old too,
     // written by both nodes, with checkpoints at 6 and 10 signed on one old day.
     let done = TransferId::from_uuid(uuid::Uuid::now_v7());
-    let transfer = NewTransfer {
-        id: done,
-        sender: "northshire-cc".parse().unwrap(),
-        received_at: old(0),
-        purpose: "p".into(),
-        marking: "OFFICIAL".into(),
-        payload: StoredPayload::Inline(vec![1]),
-        summary: SealSummary {
-            plaintext_size: 1,
-            plaintext_sha256: [0; 32],
-            sealed_size: 1,
-            sealed_sha256: [0; 32],
-        },
-        sealed_envelope: vec![1],
-        deliveries: vec![NewDelivery {
-            recipient: "northshire-police".parse().unwrap(),
-            agreement: "isp".parse().unwrap(),
-            channel: "https",
-        }],
-    };
+    let transfer = common::stored_transfer(done, &old(0), &["northshire-police"]);
     let first = old(1);
     a.write(false, move |tx| {
         let seq = tx.append(&entry_at("node-a", 1, "kept", &first))?;
@@ -2842,30 +2822,8 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     migrate(&pool).await.unwrap();
     let d = Deployment::new();
     use_postgres(&d, &db);
-    let server = d.start().await;
-    let mut conn = d.connect(server.addr, "northshire-cc").await;
     // Delivered before the refusals: the records lost below are the refusals and after.
-    for i in 0..2u8 {
-        let a = submit(&mut conn, &envelope(json!({})), vec![i; 500], None).await;
-        assert_eq!(a.status, 202);
-        let id = common::json(&a)["transfer_id"].as_str().unwrap().to_owned();
-        common::wait_recipient(&mut conn, &id, "northshire-police", "delivery", |s| {
-            s["state"] == "delivered"
-        })
-        .await;
-    }
-    for _ in 0..2 {
-        let refused = submit(
-            &mut conn,
-            &envelope(json!({"purpose": "nope"})),
-            vec![1],
-            None,
-        )
-        .await;
-        assert_eq!(refused.status, 403);
-    }
-    drop(conn);
-    server.stop().await;
+    common::shared_and_stopped(&d, 2).await;
     let signed = count(&pool, "SELECT MAX(seq) FROM checkpoints").await;
     assert_eq!(
         signed,

@@ -833,3 +833,64 @@ pub fn accept_head(d: &Deployment, reason: &str) -> (i32, String) {
         ),
     )
 }
+
+/// `n` transfers shared and delivered, then two refused (the newest records are refusals,
+/// which change nothing else), and the gateway stopped cleanly.
+pub async fn shared_and_stopped(d: &Deployment, n: u8) {
+    let server = d.start().await;
+    let mut conn = d.connect(server.addr, "northshire-cc").await;
+    for i in 0..n {
+        let a = submit(&mut conn, &envelope(json!({})), vec![i; 500], None).await;
+        assert_eq!(a.status, 202);
+        let id = json(&a)["transfer_id"].as_str().unwrap().to_owned();
+        wait_recipient(&mut conn, &id, "northshire-police", "delivery", |s| {
+            s["state"] == "delivered"
+        })
+        .await;
+    }
+    for _ in 0..2 {
+        let refused = submit(
+            &mut conn,
+            &envelope(json!({"purpose": "nope"})),
+            vec![1],
+            None,
+        )
+        .await;
+        assert_eq!(refused.status, 403);
+    }
+    drop(conn);
+    server.stop().await;
+}
+
+/// A transfer from northshire-cc as the store records it, its (one byte) payload inline,
+/// received at `at`, to `recipients` under agreement `isp` by https.
+pub fn stored_transfer(
+    id: postern_gateway::domain::ids::TransferId,
+    at: &str,
+    recipients: &[&str],
+) -> postern_gateway::store::NewTransfer {
+    use postern_gateway::store::{NewDelivery, NewTransfer, StoredPayload};
+    NewTransfer {
+        id,
+        sender: "northshire-cc".parse().unwrap(),
+        received_at: at.into(),
+        purpose: "p".into(),
+        marking: "OFFICIAL".into(),
+        payload: StoredPayload::Inline(vec![1]),
+        summary: postern_gateway::seal::SealSummary {
+            plaintext_size: 1,
+            plaintext_sha256: [0; 32],
+            sealed_size: 1,
+            sealed_sha256: [0; 32],
+        },
+        sealed_envelope: vec![1],
+        deliveries: recipients
+            .iter()
+            .map(|r| NewDelivery {
+                recipient: r.parse().unwrap(),
+                agreement: "isp".parse().unwrap(),
+                channel: "https",
+            })
+            .collect(),
+    }
+}
