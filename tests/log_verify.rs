@@ -89,7 +89,7 @@ impl Log {
 
     async fn append(&self, e: LogEntry) -> i64 {
         self.store()
-            .write(false, move |tx| tx.append(&e))
+            .write(false, move |tx| tx.append_now(&e))
             .await
             .unwrap()
     }

@@ -41,7 +41,7 @@ use crate::log::{
     RequestEventRecord, SenderRecord, StatusReason,
 };
 use crate::store::requests::{self as stored, Change, NewRequest, RequestRow, Side};
-use crate::store::{IdempotencyClaim, StoreError, Tx};
+use crate::store::{IdempotencyClaim, Linked, StoreError, Tx};
 
 // ---------------------------------------------------------------------------------------------
 // What is answered.
@@ -415,6 +415,7 @@ pub async fn make_request(
                 return Ok(Some(previous));
             }
             let seq = tx.append(&entry)?;
+            let seq = tx.log_seq_for(seq, Linked::Requests, &new.id.to_string());
             stored::insert(tx.db(), &new, seq)?;
             Ok(None)
         })

@@ -1164,6 +1164,7 @@ pub fn index_of(body: &[u8]) -> Result<Index, IndexError> {
 }
 
 /// A record ready to append: its index and its body.
+#[derive(Clone)]
 pub struct LogEntry {
     pub kind: RecordKind,
     pub at: String,

@@ -142,7 +142,9 @@ pub async fn checkpoint(
     key: Arc<CheckpointKey>,
 ) -> Result<Option<Signed>, StoreError> {
     let at = crate::clock::stamp(crate::clock::now());
-    store.write(false, move |tx| sign_head(tx, &key, &at)).await
+    store
+        .write_at_head(move |tx| sign_head(tx, &key, &at))
+        .await
 }
 
 /// The checkpoint a clean shutdown leaves: the head signed with reason `shutdown` (if it was
@@ -153,7 +155,7 @@ pub async fn shutdown_checkpoint(
 ) -> Result<Option<Signed>, StoreError> {
     let at = crate::clock::stamp(crate::clock::now());
     store
-        .write(false, move |tx| {
+        .write_at_head(move |tx| {
             if let Some(s) = sign_head_for(tx, &key, &at, Reason::Shutdown)? {
                 return Ok(Some(s));
             }
@@ -764,7 +766,7 @@ fn remove(
         transfers,
         deliveries,
     };
-    let seq = tx.append(&LogEntry::new(&record)?)?;
+    let seq = tx.append_now(&LogEntry::new(&record)?)?;
     Ok(Purge::Done {
         seq,
         record: Box::new(record),
@@ -811,7 +813,7 @@ pub async fn purge(
 ) -> Result<Purge, StoreError> {
     let Some(pool) = store.shared_pool() else {
         return store
-            .write(false, move |tx| purge_in(tx, &key, retain_days, now))
+            .write_at_head(move |tx| purge_in(tx, &key, retain_days, now))
             .await;
     };
     if retain_days == 0 {
@@ -836,7 +838,7 @@ pub async fn purge(
         return Ok(Purge::Refused(b));
     }
     store
-        .write(false, move |tx| {
+        .write_at_head(move |tx| {
             if due_to(tx.db(), checked.to)?.as_ref() != Some(&checked) {
                 return Ok(Purge::Nothing);
             }

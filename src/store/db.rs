@@ -493,6 +493,41 @@ impl PgDb {
         }
     }
 
+    /// Sends `statements` (PostgreSQL's own text, `$1`...) and then `last` (simple-query text,
+    /// a commit, say) in one round trip, in that order, and waits for every answer: each
+    /// statement's rows changed, or the first error. Nothing may be deferred.
+    pub fn pipeline(
+        &self,
+        statements: &[(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)],
+        last: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        // Prepared first (each once per connection, then cached): a statement given as text
+        // would be prepared when first polled, and go out after `last`.
+        let prepared = statements
+            .iter()
+            .map(|(sql, _)| {
+                self.handle
+                    .block_on(self.client.prepare_cached(sql))
+                    .map_err(|e| self.err(e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (counts, ended) = self.handle.block_on(futures_util::future::join(
+            futures_util::future::join_all(
+                prepared
+                    .iter()
+                    .zip(statements)
+                    .map(|(stmt, (_, p))| self.client.execute(stmt, p)),
+            ),
+            self.client.batch_execute(last),
+        ));
+        let counts = counts
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        ended.map_err(|e| self.err(e))?;
+        Ok(counts)
+    }
+
     fn err(&self, e: tokio_postgres::Error) -> StoreError {
         StoreError::Pg(PgError::of(&self.target, e))
     }

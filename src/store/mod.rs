@@ -572,6 +572,44 @@ pub struct Tx<'a> {
     node: Option<&'a str>,
     /// A shared store's: the node's folders whose uploads a write job moves into the database.
     staged: Option<&'a payloads::Staged>,
+    /// A shared store's batch that appends at its end: the records its jobs append, and the
+    /// rows that name them, waiting for the chain's head (see [`Later`]).
+    later: Option<&'a mut Later>,
+}
+
+/// Where an appended record is in the chain: its number, or (on a shared store) its place
+/// among the records its batch appends when it commits, numbered then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSeq {
+    Now(i64),
+    Later(usize),
+}
+
+impl LogSeq {
+    /// The record's number, if it has one yet.
+    pub fn number(self) -> Option<i64> {
+        match self {
+            LogSeq::Now(n) => Some(n),
+            LogSeq::Later(_) => None,
+        }
+    }
+}
+
+/// What a shared store's batch appends once its jobs have run: the records, in order, and the
+/// rows that must say which record is theirs (a transfer's or a request's `log_seq`, written
+/// with 0 until then). The chain's head is locked only for that last step, so the nodes'
+/// batches run their jobs side by side and take turns only to append.
+#[derive(Default)]
+pub(crate) struct Later {
+    pub(crate) entries: Vec<LogEntry>,
+    pub(crate) links: Vec<(Linked, String, usize)>,
+}
+
+/// A table whose rows name the record that made them (`log_seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    Transfers,
+    Requests,
 }
 
 /// What ingest records for an accepted transfer.
@@ -630,6 +668,7 @@ impl<'a> Tx<'a> {
             head,
             node: None,
             staged: None,
+            later: None,
         }
     }
 
@@ -643,18 +682,46 @@ impl<'a> Tx<'a> {
         self.db
     }
 
-    /// Appends a record to the chained log; returns its sequence number.
-    pub fn append(&mut self, e: &LogEntry) -> Result<i64, StoreError> {
+    /// Appends a record to the chained log: now, or with the rest of a shared store's batch
+    /// when it commits (the same commit either way).
+    pub fn append(&mut self, e: &LogEntry) -> Result<LogSeq, StoreError> {
+        if let Some(later) = self.later.as_deref_mut() {
+            later.entries.push(e.clone());
+            return Ok(LogSeq::Later(later.entries.len() - 1));
+        }
         let seq = self.head.seq + 1;
         let hash = chain_hash(&self.head.hash, seq, &e.body);
         append_row(self.db, seq, e, &self.head.hash, &hash, self.node)?;
         *self.head = ChainHead { seq, hash };
-        Ok(seq)
+        Ok(LogSeq::Now(seq))
+    }
+
+    /// [`Tx::append`] for a job that needs the record's number now: one run at the head
+    /// ([`Store::write_at_head`]), or over SQLite.
+    pub fn append_now(&mut self, e: &LogEntry) -> Result<i64, StoreError> {
+        self.append(e)?.number().ok_or_else(|| {
+            StoreError::Task("a record's number is needed before its batch appends it".into())
+        })
+    }
+
+    /// The `log_seq` to write in a row of `table` keyed `id` that names the record at `seq`:
+    /// its number, or 0 until the batch appends it (and then sets it).
+    pub fn log_seq_for(&mut self, seq: LogSeq, table: Linked, id: &str) -> i64 {
+        match (seq, self.later.as_deref_mut()) {
+            (LogSeq::Now(n), _) => n,
+            (LogSeq::Later(i), Some(later)) => {
+                later.links.push((table, id.to_owned(), i));
+                0
+            }
+            // A place in a batch that is not this one's cannot be (jobs see only their own).
+            (LogSeq::Later(_), None) => 0,
+        }
     }
 
     /// Records an accepted transfer; on a shared store its payload file moves into the
     /// database with it.
-    pub fn insert_transfer(&mut self, t: &NewTransfer, log_seq: i64) -> Result<(), StoreError> {
+    pub fn insert_transfer(&mut self, t: &NewTransfer, seq: LogSeq) -> Result<(), StoreError> {
+        let log_seq = self.log_seq_for(seq, Linked::Transfers, &t.id.to_string());
         insert_transfer(self.db(), t, log_seq)?;
         if let (Some(staged), StoredPayload::File(file)) = (self.staged, &t.payload) {
             payloads::move_in(self.db, staged, payloads::Area::Spool, file)?;
@@ -746,12 +813,28 @@ pub fn claim_key(
     if let Some(previous) = idempotent_answer(db, &claim.sender, &claim.key)? {
         return Ok(Some(previous));
     }
-    let answer = IdempotentAnswer {
-        request_sha256: claim.request_sha256.clone(),
-        status,
-        response,
-    };
-    remember_answer(db, &claim.sender, &claim.key, &answer, &claim.at)?;
+    // Another node may be claiming the same key in a transaction of its own: the insert then
+    // waits for it, and if it committed, its answer is the one to give.
+    let claimed = db.execute(
+        "INSERT INTO idempotency (sender, key, request_sha256, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (sender, key) DO NOTHING",
+        &[
+            claim.sender.as_str().into(),
+            claim.key.as_str().into(),
+            claim.request_sha256.as_str().into(),
+            db::Value::Int(status.into()),
+            response.into(),
+            claim.at.as_str().into(),
+        ],
+    )?;
+    if claimed == 0 {
+        return match idempotent_answer(db, &claim.sender, &claim.key)? {
+            Some(previous) => Ok(Some(previous)),
+            None => Err(StoreError::Task(
+                "an idempotency key was claimed and then not found".into(),
+            )),
+        };
+    }
     Ok(None)
 }
 
@@ -781,7 +864,18 @@ pub fn remember_answer(
 /// it returns what to do once the batch's outcome is known.
 type Finisher = Box<dyn FnOnce(Result<(), CommitFailure>) + Send>;
 type JobFn = Box<dyn FnOnce(Option<&mut Tx<'_>>) -> (bool, Finisher) + Send>;
-type Job = (bool, JobFn);
+type Job = (Needs, JobFn);
+
+/// What a write job needs of its batch.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    /// The spool and inbox folders fsync'd before the commit (it records a new file there).
+    dir: bool,
+    /// The chain's head from its first statement (it reads or moves the head, or the log as
+    /// its batch leaves it): on a shared store it runs in a transaction of its own that locks
+    /// the head first. Over SQLite every job has it.
+    head: bool,
+}
 
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
@@ -924,9 +1018,42 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(
+            Needs {
+                dir: sync_spool,
+                head: false,
+            },
+            f,
+        )
+        .await
+    }
+
+    /// [`Store::write`] for a job that reads or moves the chain's head, or reads the log as
+    /// its own transaction leaves it (signing a checkpoint, accepting a head, a purge): its
+    /// appends are numbered as they are made.
+    pub async fn write_at_head<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(
+            Needs {
+                dir: false,
+                head: true,
+            },
+            f,
+        )
+        .await
+    }
+
+    async fn write_with<T, F>(&self, needs: Needs, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (done, wait) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = (
-            sync_spool,
+            needs,
             Box::new(move |tx: Option<&mut Tx<'_>>| {
                 let ran = tx.is_some();
                 let result = match tx {
@@ -1052,7 +1179,7 @@ fn next_batch(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
 /// One fsync of each folder covers every new spool or inbox file the batch records (none when
 /// no job records one).
 fn sync_dirs(batch: &[Job], dirs: &[PathBuf]) -> Result<(), CommitFailure> {
-    if !batch.iter().any(|(sync, _)| *sync) {
+    if !batch.iter().any(|(needs, _)| needs.dir) {
         return Ok(());
     }
     dirs.iter().try_for_each(|d| {
@@ -1107,8 +1234,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
         }
         let saved = head;
         let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
-        for (needs_dir, job) in batch {
-            let forced = if needs_dir {
+        for (needs, job) in batch {
+            let forced = if needs.dir {
                 dir_synced.as_ref().err().cloned()
             } else {
                 None

@@ -16,10 +16,11 @@ use tokio::sync::mpsc;
 
 use super::db::{Db, PgDb};
 use super::payloads::Staged;
+use super::pg::log::{Chained, Param};
 use super::pg::{PgError, Pool};
 use super::{
-    ChainHead, CommitFailure, Finisher, Job, Reading, StateDir, Store, StoreError, Tx, fail_all,
-    finish_all, io, next_batch, prepare_state_dir, sync_dirs,
+    ChainHead, CommitFailure, Finisher, Job, Later, Linked, Reading, StateDir, Store, StoreError,
+    Tx, fail_all, finish_all, io, next_batch, prepare_state_dir, sync_dirs,
 };
 use crate::log::GENESIS;
 
@@ -146,61 +147,120 @@ fn writer_loop(
     staged: &Staged,
     mut rx: mpsc::Receiver<Job>,
 ) {
+    let w = Writer {
+        pool,
+        node,
+        handle,
+        staged,
+    };
     while let Some(batch) = next_batch(&mut rx) {
         let dir_synced = sync_dirs(&batch, dirs);
-        let client = match handle.block_on(pool.get()) {
+        // The jobs run in order: those that need the chain's head from their first statement
+        // each in a transaction of its own, the others together, appending at the end.
+        let mut run = Vec::with_capacity(batch.len());
+        for job in batch {
+            if job.0.head {
+                if !run.is_empty() {
+                    w.commit(std::mem::take(&mut run), false, &dir_synced);
+                }
+                w.commit(vec![job], true, &dir_synced);
+            } else {
+                run.push(job);
+            }
+        }
+        if !run.is_empty() {
+            w.commit(run, false, &dir_synced);
+        }
+    }
+}
+
+/// What a node's writer commits with.
+struct Writer<'a> {
+    pool: &'a Pool,
+    node: &'a str,
+    handle: &'a tokio::runtime::Handle,
+    staged: &'a Staged,
+}
+
+impl Writer<'_> {
+    /// Runs `jobs` in one transaction and commits it. `at_head`: the chain's head is locked
+    /// first and each record appended as it is made; otherwise the records are appended at
+    /// the end, so that the head is locked only for the last round trips of the transaction
+    /// (the nodes' batches run their jobs side by side).
+    ///
+    /// Deadlocks: a batch takes the head last, and holding it writes only rows no other
+    /// transaction can hold (new records, its own transfers' and requests' `log_seq`), so two
+    /// such batches never wait on each other in a cycle. A job that needs the head first (a
+    /// purge, say) may still meet a batch's row locks; the database then ends one of the two
+    /// (an answer of 503, retried), never both waiting.
+    fn commit(&self, jobs: Vec<Job>, at_head: bool, dir_synced: &Result<(), CommitFailure>) {
+        let target = self.pool.target();
+        let client = match self.handle.block_on(self.pool.get()) {
             Ok(c) => c,
             Err(e) => {
                 fail_all(
-                    batch,
+                    jobs,
                     &CommitFailure::store("no connection to the database", &StoreError::Pg(e)),
                 );
-                continue;
+                return;
             }
         };
-        let db = PgDb::new(client, pool.target(), handle.clone());
-        // BEGIN goes out with the head's lock, and each job's savepoint with its first
-        // statement (PgDb::defer): one round trip to open the batch, none of its own per job.
+        let db = PgDb::new(client, target, self.handle.clone());
+        // BEGIN goes out with the first statement, and each job's savepoint with its first
+        // statement (PgDb::defer): no round trip of their own.
         db.defer("BEGIN");
-        let mut head = match lock_head(&db, pool.target()) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = db.batch("ROLLBACK");
-                fail_all(
-                    batch,
-                    &CommitFailure::store("cannot begin a transaction", &e),
-                );
-                continue;
+        let mut head = if at_head {
+            match lock_head(&db, target) {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = db.batch("ROLLBACK");
+                    fail_all(
+                        jobs,
+                        &CommitFailure::store("cannot begin a transaction", &e),
+                    );
+                    return;
+                }
+            }
+        } else {
+            // Not read: the batch's records are chained from the head it locks at the end.
+            ChainHead {
+                seq: 0,
+                hash: GENESIS,
             }
         };
         let start = head;
+        let mut later = Later::default();
+        // Whether BEGIN has gone out (a batch whose jobs sent nothing has not begun).
+        let mut begun = at_head;
         db.defer("SAVEPOINT job");
-        let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(batch.len());
+        let mut finishers: Vec<(Option<CommitFailure>, Finisher)> = Vec::with_capacity(jobs.len());
         // Set when a job's writes could not be kept apart or undone: the transaction is then
         // in doubt, and nothing of the batch may be reported committed.
         let mut aborted: Option<CommitFailure> = None;
-        for (needs_dir, job) in batch {
+        for (needs, job) in jobs {
             if aborted.is_some() {
                 let (_, finish) = job(None);
                 finishers.push((None, finish));
                 continue;
             }
-            let forced = if needs_dir {
+            let forced = if needs.dir {
                 dir_synced.as_ref().err().cloned()
             } else {
                 None
             };
-            let before = head;
+            let before = (head, later.entries.len(), later.links.len());
             let (ok, finish) = job(Some(&mut Tx {
                 db: &db,
                 sqlite: None,
                 head: &mut head,
-                node: Some(node),
-                staged: Some(staged),
+                node: Some(self.node),
+                staged: Some(self.staged),
+                later: (!at_head).then_some(&mut later),
             }));
             // What is still deferred was never sent: the job ran no statement, and its
             // savepoint is still to open.
             let wrote = db.deferred().is_none();
+            begun |= wrote;
             if ok && forced.is_none() {
                 if wrote {
                     db.defer("RELEASE SAVEPOINT job; SAVEPOINT job");
@@ -220,37 +280,101 @@ fn writer_loop(
                 if let Err(undo) = undone {
                     aborted = Some(CommitFailure::store("cannot undo a failed job", &undo));
                 }
-                head = before;
+                // What was deferred (BEGIN with it, if it was) went out with the undo.
+                begun = true;
+                head = before.0;
+                later.entries.truncate(before.1);
+                later.links.truncate(before.2);
                 finishers.push((forced, finish));
             }
         }
-        // A savepoint still deferred was never opened: nothing to say about it.
+        // A savepoint still deferred was never opened: nothing to say about it (nor BEGIN, if
+        // nothing went out: it goes with the head's lock, if anything is appended).
         db.forget_deferred();
         if let Some(failure) = aborted {
             let _ = db.batch("ROLLBACK");
             for (_, finish) in finishers {
                 finish(Err(failure.clone()));
             }
-            continue;
+            return;
         }
-        // The head moved and the commit, in one message (the values are a number and hex).
-        // PostgreSQL answers COMMIT in a failed transaction by rolling back, without an error:
-        // a statement before it fails instead, so that such a batch is never reported durable.
-        let commit = if head == start {
-            "SELECT 1; COMMIT".to_owned()
+        let committed = if !later.entries.is_empty() {
+            if !begun {
+                db.defer("BEGIN");
+            }
+            append_later(&db, target, self.node, &later)
+        } else if !begun {
+            // Nothing was written.
+            Ok(())
+        } else if head == start {
+            // PostgreSQL answers COMMIT in a failed transaction by rolling back, without an
+            // error: a statement before it fails instead, so that such a batch is never
+            // reported durable.
+            db.batch("SELECT 1; COMMIT")
         } else {
-            format!(
+            // The head moved and the commit, in one message (the values are a number and hex).
+            db.batch(&format!(
                 "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
                 head.seq,
                 hex::encode(head.hash)
-            )
-        };
-        let committed = db
-            .batch(&commit)
-            .map_err(|e| CommitFailure::store("commit failed", &e));
+            ))
+        }
+        .map_err(|e| CommitFailure::store("commit failed", &e));
         if committed.is_err() {
             let _ = db.batch("ROLLBACK");
         }
         finish_all(finishers, &committed);
     }
+}
+
+/// The end of a batch that appends: locks the chain's head, and in one more round trip writes
+/// the batch's records chained from it, sets the `log_seq` of the rows that name them, moves
+/// the head and commits.
+fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<(), StoreError> {
+    let head = lock_head(db, target)?;
+    let chained = Chained::new(head.seq, head.hash, &later.entries);
+    let node = node.to_owned();
+    let mut links: [(Vec<String>, Vec<i64>); 2] = Default::default();
+    for (table, id, i) in &later.links {
+        let seq = *chained.seqs.get(*i).ok_or_else(|| {
+            StoreError::Task("a row names a record its batch does not append".into())
+        })?;
+        let l = &mut links[match table {
+            Linked::Transfers => 0,
+            Linked::Requests => 1,
+        }];
+        l.0.push(id.clone());
+        l.1.push(seq);
+    }
+    let mut statements: Vec<(&str, Vec<Param<'_>>)> = chained.inserts(&node).into();
+    for (sql, (ids, seqs)) in [
+        "UPDATE transfers SET log_seq = u.seq FROM UNNEST($1::text[], $2::bigint[]) AS u(id, seq) WHERE transfers.id = u.id",
+        "UPDATE requests SET log_seq = u.seq FROM UNNEST($1::text[], $2::bigint[]) AS u(id, seq) WHERE requests.id = u.id",
+    ]
+    .into_iter()
+    .zip(&links)
+    {
+        if !ids.is_empty() {
+            statements.push((sql, vec![ids as Param<'_>, seqs as Param<'_>]));
+        }
+    }
+    // The head moved and the commit, last (the values are a number and hex). Should anything
+    // before fail, the UPDATE fails too and the COMMIT is not run.
+    let commit = format!(
+        "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
+        chained.seq,
+        hex::encode(chained.hash)
+    );
+    let counts = db.pipeline(&statements, &commit)?;
+    // Every row named was found (a job's row is its own, written in this transaction): if
+    // not, the records were committed with a row that does not name them. Said loudly.
+    let linked: u64 = counts.iter().skip(4).sum();
+    if linked != later.links.len() as u64 {
+        tracing::error!(
+            expected = later.links.len(),
+            found = linked,
+            "a committed batch's rows do not all name their records"
+        );
+    }
+    Ok(())
 }

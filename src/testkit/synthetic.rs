@@ -315,7 +315,7 @@ pub async fn generate(
             .write(false, move |tx| {
                 let mut out = Vec::with_capacity(records.len());
                 for (record, mut g) in records {
-                    let seq = tx.append(&LogEntry::new(&record)?)?;
+                    let seq = tx.append_now(&LogEntry::new(&record)?)?;
                     g.seq = seq;
                     if g.decision == "shared" {
                         tx.conn()?.prepare_cached(

@@ -32,121 +32,167 @@ pub async fn append(
         )
         .await
         .map_err(err)?;
-    let mut seq: i64 = head.get(0);
+    let seq: i64 = head.get(0);
     let stored: Vec<u8> = head.get(1);
-    let mut hash: [u8; 32] = stored.as_slice().try_into().map_err(|_| PgError::BadHead {
+    let hash: [u8; 32] = stored.as_slice().try_into().map_err(|_| PgError::BadHead {
         target: target.to_owned(),
         seq,
     })?;
-    // Every record's position and hash first (pure), then each table's rows in one statement
-    // (arrays, UNNEST), all sent without waiting for each other: a batch costs a handful of
-    // round trips to the database, however many records it holds.
-    let mut log = LogRows::default();
-    let (mut subj_hash, mut subj_seq) = (Vec::new(), Vec::new());
-    let mut facets = FacetRows::default();
-    let (mut rec_org, mut rec_seq) = (Vec::new(), Vec::new());
-    let mut seqs = Vec::with_capacity(entries.len());
-    for e in entries {
-        let prev = hash;
-        seq += 1;
-        hash = chain_hash(&prev, seq, &e.body);
-        let transfer = e.transfer_id.map(|t| t.to_string());
-        let sender = e.sender.as_ref().map(|s| OrgId::as_str(s).to_owned());
-        for sh in &e.subjects {
-            subj_hash.push(sh.as_str().to_owned());
-            subj_seq.push(seq);
-        }
-        if let Some(f) = &e.facets {
-            facets.seq.push(seq);
-            facets.at.push(e.at.clone());
-            facets.decision.push(f.decision.to_owned());
-            facets.transfer.push(transfer.clone());
-            facets.sender.push(sender.clone());
-            facets.originator.push(f.originator.clone());
-            facets.purpose.push(f.purpose.clone());
-            facets.basis.push(f.lawful_basis.clone());
-            facets.marking.push(f.marking.clone());
-            facets.urgency.push(f.urgency.clone());
-            facets
-                .correction
-                .push(f.correction_of.map(|t| t.to_string()));
-            facets.pending.push(i64::from(f.rationale_to_follow));
-            for r in &f.recipients {
-                rec_org.push(r.as_str().to_owned());
-                rec_seq.push(seq);
-            }
-        }
-        log.seq.push(seq);
-        log.at.push(e.at.clone());
-        log.kind.push(e.kind.as_str().to_owned());
-        log.transfer.push(transfer);
-        log.sender.push(sender);
-        log.code.push(e.code.clone());
-        log.body.push(e.body.clone());
-        log.prev.push(prev.to_vec());
-        log.hash.push(hash.to_vec());
-        seqs.push(seq);
-    }
+    let chained = Chained::new(seq, hash, entries);
     let node = node.to_owned();
-    let head_hash = hash.to_vec();
-    type P<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
-    let log_params: [P<'_>; 10] = [
-        &log.seq,
-        &log.at,
-        &log.kind,
-        &log.transfer,
-        &log.sender,
-        &log.code,
-        &log.body,
-        &log.prev,
-        &log.hash,
-        &node,
-    ];
-    let subject_params: [P<'_>; 2] = [&subj_hash, &subj_seq];
-    let facet_params: [P<'_>; 12] = [
-        &facets.seq,
-        &facets.at,
-        &facets.decision,
-        &facets.transfer,
-        &facets.sender,
-        &facets.originator,
-        &facets.purpose,
-        &facets.basis,
-        &facets.marking,
-        &facets.urgency,
-        &facets.correction,
-        &facets.pending,
-    ];
-    let recipient_params: [P<'_>; 2] = [&rec_org, &rec_seq];
-    let head_params: [P<'_>; 2] = [&seq, &head_hash];
+    let [a, b, c, d] = chained.inserts(&node);
+    let head_hash = chained.hash.to_vec();
+    let head_params: [Param<'_>; 2] = [&chained.seq, &head_hash];
     tokio::try_join!(
-        tx.execute(
-            "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node)
-             SELECT *, $10 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[])",
-            &log_params,
-        ),
-        tx.execute(
-            "INSERT INTO log_subjects (subject_hash, seq)
-             SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
-            &subject_params,
-        ),
-        tx.execute(
-            "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])",
-            &facet_params,
-        ),
-        tx.execute(
-            "INSERT INTO log_recipients (recipient, seq)
-             SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
-            &recipient_params,
-        ),
+        tx.execute(a.0, &a.1),
+        tx.execute(b.0, &b.1),
+        tx.execute(c.0, &c.1),
+        tx.execute(d.0, &d.1),
         tx.execute(
             "UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1",
             &head_params,
         ),
     )
     .map_err(err)?;
-    Ok(seqs)
+    Ok(chained.seqs)
+}
+
+/// A parameter of a statement.
+pub(crate) type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Records chained from a head: each one's number and hash (pure), and each table's rows as
+/// arrays, so that a batch is one statement per table (UNNEST) however many records it holds.
+pub(crate) struct Chained {
+    /// Each record's number, in order.
+    pub(crate) seqs: Vec<i64>,
+    /// The head after the last.
+    pub(crate) seq: i64,
+    pub(crate) hash: [u8; 32],
+    log: LogRows,
+    subj_hash: Vec<String>,
+    subj_seq: Vec<i64>,
+    facets: FacetRows,
+    rec_org: Vec<String>,
+    rec_seq: Vec<i64>,
+}
+
+impl Chained {
+    /// `entries` chained after the record `seq` whose hash is `hash`.
+    pub(crate) fn new<'e>(
+        mut seq: i64,
+        mut hash: [u8; 32],
+        entries: impl IntoIterator<Item = &'e LogEntry>,
+    ) -> Chained {
+        let mut log = LogRows::default();
+        let (mut subj_hash, mut subj_seq) = (Vec::new(), Vec::new());
+        let mut facets = FacetRows::default();
+        let (mut rec_org, mut rec_seq) = (Vec::new(), Vec::new());
+        let mut seqs = Vec::new();
+        for e in entries {
+            let prev = hash;
+            seq += 1;
+            hash = chain_hash(&prev, seq, &e.body);
+            let transfer = e.transfer_id.map(|t| t.to_string());
+            let sender = e.sender.as_ref().map(|s| OrgId::as_str(s).to_owned());
+            for sh in &e.subjects {
+                subj_hash.push(sh.as_str().to_owned());
+                subj_seq.push(seq);
+            }
+            if let Some(f) = &e.facets {
+                facets.seq.push(seq);
+                facets.at.push(e.at.clone());
+                facets.decision.push(f.decision.to_owned());
+                facets.transfer.push(transfer.clone());
+                facets.sender.push(sender.clone());
+                facets.originator.push(f.originator.clone());
+                facets.purpose.push(f.purpose.clone());
+                facets.basis.push(f.lawful_basis.clone());
+                facets.marking.push(f.marking.clone());
+                facets.urgency.push(f.urgency.clone());
+                facets
+                    .correction
+                    .push(f.correction_of.map(|t| t.to_string()));
+                facets.pending.push(i64::from(f.rationale_to_follow));
+                for r in &f.recipients {
+                    rec_org.push(r.as_str().to_owned());
+                    rec_seq.push(seq);
+                }
+            }
+            log.seq.push(seq);
+            log.at.push(e.at.clone());
+            log.kind.push(e.kind.as_str().to_owned());
+            log.transfer.push(transfer);
+            log.sender.push(sender);
+            log.code.push(e.code.clone());
+            log.body.push(e.body.clone());
+            log.prev.push(prev.to_vec());
+            log.hash.push(hash.to_vec());
+            seqs.push(seq);
+        }
+        Chained {
+            seqs,
+            seq,
+            hash,
+            log,
+            subj_hash,
+            subj_seq,
+            facets,
+            rec_org,
+            rec_seq,
+        }
+    }
+
+    /// The four statements that write the records and what they are filed under (`node`
+    /// wrote them), with their parameters.
+    pub(crate) fn inserts<'a>(&'a self, node: &'a String) -> [(&'static str, Vec<Param<'a>>); 4] {
+        let (log, facets) = (&self.log, &self.facets);
+        [
+            (
+                "INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node)
+                 SELECT *, $10 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[])",
+                vec![
+                    &log.seq,
+                    &log.at,
+                    &log.kind,
+                    &log.transfer,
+                    &log.sender,
+                    &log.code,
+                    &log.body,
+                    &log.prev,
+                    &log.hash,
+                    node,
+                ],
+            ),
+            (
+                "INSERT INTO log_subjects (subject_hash, seq)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                vec![&self.subj_hash, &self.subj_seq],
+            ),
+            (
+                "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])",
+                vec![
+                    &facets.seq,
+                    &facets.at,
+                    &facets.decision,
+                    &facets.transfer,
+                    &facets.sender,
+                    &facets.originator,
+                    &facets.purpose,
+                    &facets.basis,
+                    &facets.marking,
+                    &facets.urgency,
+                    &facets.correction,
+                    &facets.pending,
+                ],
+            ),
+            (
+                "INSERT INTO log_recipients (recipient, seq)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                vec![&self.rec_org, &self.rec_seq],
+            ),
+        ]
+    }
 }
 
 /// The log's columns for a batch, one array each.

@@ -101,7 +101,7 @@ pub enum PgError {
     /// A driver error seen by another request of the same batch.
     #[error("database {target}: {why}")]
     Failed { target: String, why: String },
-    #[error("database {target}: {source}")]
+    #[error("database {target}: {}", in_words(source))]
     Sql {
         target: String,
         #[source]
