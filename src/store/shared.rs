@@ -1,9 +1,12 @@
 //! The store of one node among several, on the shared PostgreSQL database: the same [`Store`]
 //! handle as over SQLite (the same write jobs, the same reads), with a writer whose group
-//! commit is one PostgreSQL transaction. Each batch locks the chain's head row (`log_head`,
-//! `FOR UPDATE`) for the length of its transaction, so that the nodes' appends are serialised
-//! into one chain and a batch that rolls back leaves no gap; every record says which node wrote
-//! it.
+//! commit is one PostgreSQL transaction. A batch runs its jobs first, keeping the records they
+//! append, and then locks the chain's head row (`log_head`) and appends them all, one statement
+//! per table, in its last round trip before the commit: the nodes' appends are serialised into
+//! one chain, a batch that rolls back leaves no gap, and the nodes' batches run their jobs side
+//! by side rather than in turn. Every record says which node wrote it. A job that reads or
+//! moves the head (a checkpoint, an acceptance, a purge) runs alone, with the head locked
+//! first.
 //!
 //! `postern serve` opens it when `[store]` names PostgreSQL. An upload is sealed into the node's
 //! folder first, as over SQLite, and the write job that records it moves it into the database
@@ -117,8 +120,9 @@ fn sweep_staged(dir: &Path) -> Result<usize, StoreError> {
 
 /// The chain's head, locked until the transaction ends; made, for the first append to an empty
 /// database. One statement: the upsert that finds the row takes its lock, as `FOR UPDATE`
-/// would. Every batch takes it first, before any other row: batches that locked a delivery's
-/// row and then waited for the head could deadlock with one holding the head.
+/// would. A batch takes it either first (a job that needs the head) or last, when it holds
+/// rows of its own and writes, under the head, only rows no other transaction can hold (see
+/// `Writer::commit`).
 fn lock_head(db: &dyn Db, target: &str) -> Result<ChainHead, StoreError> {
     let row = db.row(
         "INSERT INTO log_head (id, seq, hash) VALUES (1, 0, ?1) ON CONFLICT (id) DO UPDATE SET id = log_head.id RETURNING seq, hash",

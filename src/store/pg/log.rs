@@ -1,8 +1,9 @@
 //! The transfer log in PostgreSQL: one hash chain however many nodes append to it. An append
 //! locks the chain's head row (`log_head`, `FOR UPDATE`) in the appending transaction, so the
 //! nodes' appends are serialised into one order and a transaction that rolls back leaves no
-//! gap; each node still commits many records at once (its group commit holds the lock for one
-//! transaction, not one record). Every record says which node wrote it.
+//! gap; each node still commits many records at once, one statement per table ([`Chained`],
+//! what a node's store appends at the end of each batch too). Every record says which node
+//! wrote it.
 
 use crate::domain::ids::OrgId;
 use crate::log::{GENESIS, LogEntry, chain_hash};
