@@ -118,6 +118,8 @@ struct Metrics {
     handshakes: Family<Kind, Counter>,
     refused_connections: Family<Kind, Counter>,
     reauthentication: Family<Kind, Counter>,
+    head_wait: Counter<f64, AtomicU64>,
+    head_held: Counter<f64, AtomicU64>,
 }
 
 /// From acceptance to delivery: seconds when all is well, hours while a recipient is down.
@@ -153,6 +155,8 @@ impl Metrics {
             handshakes: Family::default(),
             refused_connections: Family::default(),
             reauthentication: Family::default(),
+            head_wait: Counter::default(),
+            head_held: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -238,6 +242,18 @@ impl Metrics {
             "Requests on connections already open whose client certificate no longer authenticates anyone (revoked, expired, or its identity removed by a reload), by kind",
             m.reauthentication.clone(),
         );
+        r.register_with_unit(
+            "log_head_wait",
+            "On a shared store: time this node's commits spent asking for the transfer log's head (the lock every appending commit takes; one round trip to the database included)",
+            Unit::Seconds,
+            m.head_wait.clone(),
+        );
+        r.register_with_unit(
+            "log_head_held",
+            "On a shared store: time this node's commits held the transfer log's head, from the lock's answer to the commit's (the nodes' appends take turns for this long; summed over the nodes and divided by the time elapsed, the share of the chain's capacity in use)",
+            Unit::Seconds,
+            m.head_held.clone(),
+        );
         // Series that exist from the start, so that rates and alerts see a zero rather than
         // nothing until the first event.
         for kind in SourceLimit::ALL {
@@ -279,6 +295,12 @@ impl Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// A commit on a shared store waited `wait` for the log's head and then held it for `held`.
+pub fn log_head(wait: Duration, held: Duration) {
+    METRICS.head_wait.inc_by(wait.as_secs_f64());
+    METRICS.head_held.inc_by(held.as_secs_f64());
+}
 
 /// A transfer was accepted and committed.
 pub fn transfer_accepted() {
@@ -480,6 +502,7 @@ mod tests {
         delivery_attempt("unit-test", "delivered", Duration::from_millis(20));
         delivered("unit-test", Duration::from_secs(2));
         tls_handshake_failed(HandshakeFailure::UnknownCa);
+        log_head(Duration::from_millis(3), Duration::from_millis(5));
         let text = encode(&Queue {
             depth: vec![("retrying", 3)],
             oldest_pending_age: Duration::from_secs(90),
@@ -503,6 +526,8 @@ mod tests {
             "postern_build_info{version=",
             "postern_inbound_deliveries_total{outcome=\"repeat\"} 0",
             "postern_transfer_errors_total{status=\"503\"} 0",
+            "# TYPE postern_log_head_held_seconds counter",
+            "postern_log_head_wait_seconds_total 0.003",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -21,12 +21,13 @@ const LAYERS: &[&[&str]] = &[
     &["tls"],
     // age streaming seal, key files
     &["seal"],
-    // the project's CA; the transfer log's records, chain, key and verification (pure)
-    &["pki", "log"],
+    // the project's CA; the transfer log's records, chain, key and verification (pure); what
+    // the layers above count (the store's commits included)
+    &["pki", "log", "metrics"],
     // configuration, validated; the store (all SQL, the spool, checkpoints)
     &["config", "store"],
-    // what everything above counts; the HTTP client
-    &["metrics", "client"],
+    // the HTTP client
+    &["client"],
     // receiving into an organisation's inbox (ingest's /v1/inbound and the inbox channel)
     &["inbox"],
     // the delivery worker and its channels

@@ -1793,20 +1793,30 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
         for i in 0..120usize {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store
-                    .write(false, move |tx| {
-                        let seq = tx.append(&entry(node, i, "kept"))?;
-                        if i % 3 == 0 {
-                            tx.append(&entry(node, 1000 + i, "kept"))?;
-                        }
-                        if i % 9 == 4 {
-                            tx.append(&entry(node, 2000 + i, "rolled-back"))?;
-                            return Err(StoreError::Damaged("failing on purpose".into()));
-                        }
-                        Ok(seq)
-                    })
-                    .await
-                    .map(|_| if i % 3 == 0 { 2 } else { 1 })
+                // Each job records a transfer named by its first record; a failing one too,
+                // before it fails (its rows and its link to a record are undone with it).
+                let job = move |tx: &mut postern_gateway::store::Tx<'_>| {
+                    let first = entry(node, i, "kept");
+                    let id = first.transfer_id.unwrap();
+                    let seq = tx.append(&first)?;
+                    tx.insert_transfer(&common::stored_transfer(id, &first.at, &[]), seq)?;
+                    if i % 3 == 0 {
+                        tx.append(&entry(node, 1000 + i, "kept"))?;
+                    }
+                    if i % 9 == 4 {
+                        tx.append(&entry(node, 2000 + i, "rolled-back"))?;
+                        return Err(StoreError::Damaged("failing on purpose".into()));
+                    }
+                    Ok(seq)
+                };
+                // Half run alongside the other node's jobs, half alone (the head locked first):
+                // a node's batch mixes both.
+                if i % 2 == 0 {
+                    store.write_late(false, job).await
+                } else {
+                    store.write(false, job).await
+                }
+                .map(|_| if i % 3 == 0 { 2 } else { 1 })
             }));
         }
     }
@@ -1842,6 +1852,23 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
         .unwrap()
         .get(0);
     assert_eq!(rolled, 0, "a failed job leaves nothing");
+    // Every transfer kept names its own first record; none of a failed job's is left.
+    let (transfers, named): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM transfers),
+                        (SELECT COUNT(*) FROM transfers t JOIN log l ON l.seq = t.log_seq AND l.transfer_id = t.id)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (transfers, named),
+        (240 - failed as i64, 240 - failed as i64),
+        "each transfer kept names its record"
+    );
     let head: i64 = c
         .query_one("SELECT seq FROM log_head WHERE id = 1", &[])
         .await
@@ -1960,7 +1987,7 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
         let store = store.clone();
         async move {
             store
-                .write(false, move |tx| tx.append(&entry("node-a", i, "kept")))
+                .write_late(false, move |tx| tx.append(&entry("node-a", i, "kept")))
                 .await
         }
     };
@@ -2530,7 +2557,7 @@ async fn a_job_that_fails_before_it_writes_leaves_the_others_and_the_chain_whole
                 let store = store.clone();
                 tokio::spawn(async move {
                     let written = store
-                        .write(false, move |tx| {
+                        .write_late(false, move |tx| {
                             if bad(i) {
                                 // Fails at the server's parse: no such column.
                                 tx.db().execute("UPDATE log SET no_such_column = 1", &[])?;
@@ -3052,5 +3079,57 @@ async fn a_request_asked_through_one_node_is_seen_through_the_other() {
     .await;
     assert_eq!(named, 1, "the request names its record");
     drop((a, b));
+    db.drop_it().await;
+}
+
+/// One Idempotency-Key claimed on two nodes at once, their batches running side by side: the
+/// second claim waits for the first's commit and is answered with its answer. One key, one
+/// answer, and no error for either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits() {
+    use postern_gateway::store::{IdempotencyClaim, Store};
+    let Some(s) = server("one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits")
+    else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
+        .await
+        .unwrap();
+    let claim = IdempotencyClaim {
+        sender: "northshire-cc".parse().unwrap(),
+        key: "k-1".into(),
+        request_sha256: "abc".into(),
+        at: "2026-12-04T00:00:00.000000Z".into(),
+    };
+    let (ca, cb) = (claim.clone(), claim);
+    let first = tokio::spawn(async move {
+        a.write_late(false, move |tx| {
+            let got = tx.claim(&ca, 202, "from node a".into())?;
+            // Holds its claim, not yet committed, while node B claims the same key.
+            tx.db().execute("SELECT pg_sleep(0.5)", &[])?;
+            Ok(got)
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let second = b
+        .write_late(false, move |tx| tx.claim(&cb, 202, "from node b".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        None,
+        "the first claim is the key's"
+    );
+    let previous = second.expect("the second claim is answered with the first's answer");
+    assert_eq!(previous.response, "from node a");
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM idempotency").await, 1);
     db.drop_it().await;
 }

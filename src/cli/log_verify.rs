@@ -434,7 +434,7 @@ pub fn accept(a: AcceptArgs) -> anyhow::Result<ExitCode> {
     );
     let job_file = file.clone();
     let done = tokio::task::block_in_place(|| {
-        runtime.block_on(store.write_at_head(move |tx| {
+        runtime.block_on(store.write(false, move |tx| {
             checkpoint::accept_head(tx, &key, job_file.as_ref(), &reason, &at)
         }))
     });

@@ -447,7 +447,7 @@ async fn renew_leases(d: &Deliverer) {
     let until = lease_until();
     if let Err(e) = d
         .store
-        .write(false, move |tx| tx.renew_leases(&until))
+        .write_late(false, move |tx| tx.renew_leases(&until))
         .await
     {
         tracing::warn!(error = %e, "could not renew the leases on this node's delivery attempts; will try again");
@@ -649,7 +649,7 @@ async fn claim(d: &Deliverer, in_flight: &InFlight, free: usize) -> Result<Vec<D
     }
     let until = lease_until();
     d.store
-        .write(false, move |tx| {
+        .write_late(false, move |tx| {
             let mut claimed = Vec::new();
             for c in chosen {
                 if tx.claim_delivery(&c, &now, &until)? {
@@ -832,7 +832,7 @@ async fn record(
     let attempt = job.attempt;
     let kept = d
         .store
-        .write(false, move |tx| {
+        .write_late(false, move |tx| {
             tx.append(&entry)?;
             tx.finish_delivery(&t, &r, &finish, &at, Some(attempt))
         })

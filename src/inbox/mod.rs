@@ -208,7 +208,7 @@ where
             store.stage(crate::store::payloads::Area::Inbox, f).await?;
         }
         let written = store
-            .write(file.is_some(), move |tx| {
+            .write_late(file.is_some(), move |tx| {
                 let inserted = tx.insert_inbox(&item)?;
                 match &inserted {
                     Inserted::New(_) => {

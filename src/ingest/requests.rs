@@ -415,7 +415,7 @@ pub async fn make_request(
                 return Ok(Some(previous));
             }
             let seq = tx.append(&entry)?;
-            let seq = tx.log_seq_for(seq, Linked::Requests, &new.id.to_string());
+            let seq = tx.log_seq_for(seq, Linked::Requests, &new.id.to_string())?;
             stored::insert(tx.db(), &new, seq)?;
             Ok(None)
         })

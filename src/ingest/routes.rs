@@ -702,7 +702,7 @@ async fn record_rejection(req: &Request, problem: &Problem) -> Result<(), StoreE
     let entry = LogEntry::new(&record)?;
     req.app
         .store
-        .write(false, move |tx| tx.append(&entry).map(|_| ()))
+        .write_late(false, move |tx| tx.append(&entry).map(|_| ()))
         .await
 }
 
@@ -720,7 +720,7 @@ async fn record_failure(req: &Request, problem: &Problem) -> Result<(), StoreErr
     let entry = LogEntry::new(&record)?;
     req.app
         .store
-        .write(false, move |tx| tx.append(&entry).map(|_| ()))
+        .write_late(false, move |tx| tx.append(&entry).map(|_| ()))
         .await
 }
 
@@ -742,7 +742,7 @@ async fn record_decision(
     let written = req
         .app
         .store
-        .write(false, move |tx| {
+        .write_late(false, move |tx| {
             if let Some(c) = &claim
                 && let Some(previous) = tx.claim(c, status, body)?
             {
@@ -1022,20 +1022,26 @@ async fn accept(
         if let Some(f) = &staged {
             store.stage(Area::Spool, f).await?;
         }
-        let outcome = store
-            .write(new_file, move |tx| {
-                // Two identical requests may race past the first lookup: the first to commit wins.
-                if let Some(c) = &claim
-                    && let Some(previous) = tx.claim(c, 202, stored_body)?
-                {
-                    return Ok(Some(previous));
-                }
-                let seq = tx.append(&entry)?;
-                tx.insert_transfer(&new, seq)?;
-                super::requests::answer_in_tx(tx, &settings.calendar, who, answers, id, &at)?;
-                Ok(None)
-            })
-            .await;
+        // A share that answers a request for information moves the request on from what it
+        // reads of it: that commit runs alone among the nodes'. Any other runs alongside.
+        let late = answers.is_none();
+        let job = move |tx: &mut crate::store::Tx<'_>| {
+            // Two identical requests may race past the first lookup: the first to commit wins.
+            if let Some(c) = &claim
+                && let Some(previous) = tx.claim(c, 202, stored_body)?
+            {
+                return Ok(Some(previous));
+            }
+            let seq = tx.append(&entry)?;
+            tx.insert_transfer(&new, seq)?;
+            super::requests::answer_in_tx(tx, &settings.calendar, who, answers, id, &at)?;
+            Ok(None)
+        };
+        let outcome = if late {
+            store.write_late(new_file, job).await
+        } else {
+            store.write(new_file, job).await
+        };
         if let (Ok(None), Some(f)) = (&outcome, file) {
             f.keep();
         } else if let Some(f) = &staged {

@@ -118,6 +118,7 @@ fn sign_head_for(
     at: &str,
     reason: Reason,
 ) -> Result<Option<Signed>, StoreError> {
+    tx.at_head()?;
     // The head as this transaction moved it (an acceptance just appended).
     let Some((seq, hash)) = last_record(tx.db())? else {
         return Ok(None);
@@ -142,9 +143,7 @@ pub async fn checkpoint(
     key: Arc<CheckpointKey>,
 ) -> Result<Option<Signed>, StoreError> {
     let at = crate::clock::stamp(crate::clock::now());
-    store
-        .write_at_head(move |tx| sign_head(tx, &key, &at))
-        .await
+    store.write(false, move |tx| sign_head(tx, &key, &at)).await
 }
 
 /// The checkpoint a clean shutdown leaves: the head signed with reason `shutdown` (if it was
@@ -155,7 +154,7 @@ pub async fn shutdown_checkpoint(
 ) -> Result<Option<Signed>, StoreError> {
     let at = crate::clock::stamp(crate::clock::now());
     store
-        .write_at_head(move |tx| {
+        .write(false, move |tx| {
             if let Some(s) = sign_head_for(tx, &key, &at, Reason::Shutdown)? {
                 return Ok(Some(s));
             }
@@ -482,6 +481,7 @@ pub fn accept_head(
     reason: &str,
     at: &str,
 ) -> Result<Option<(HeadAcceptedRecord, Signed)>, StoreError> {
+    tx.at_head()?;
     let found = head_found(tx.db(), key.public(), file)?;
     let fine = match tx.node {
         None => found.state.may_start(),
@@ -697,6 +697,7 @@ fn remove(
     retain_days: u32,
     now: time::OffsetDateTime,
 ) -> Result<Purge, StoreError> {
+    tx.at_head()?;
     let at = crate::clock::stamp(now);
     let to = due.to;
     // Checked by now: a hash of another length would not have verified.
@@ -813,7 +814,7 @@ pub async fn purge(
 ) -> Result<Purge, StoreError> {
     let Some(pool) = store.shared_pool() else {
         return store
-            .write_at_head(move |tx| purge_in(tx, &key, retain_days, now))
+            .write(false, move |tx| purge_in(tx, &key, retain_days, now))
             .await;
     };
     if retain_days == 0 {
@@ -838,7 +839,7 @@ pub async fn purge(
         return Ok(Purge::Refused(b));
     }
     store
-        .write_at_head(move |tx| {
+        .write(false, move |tx| {
             if due_to(tx.db(), checked.to)?.as_ref() != Some(&checked) {
                 return Ok(Purge::Nothing);
             }

@@ -495,12 +495,16 @@ impl PgDb {
 
     /// Sends `statements` (PostgreSQL's own text, `$1`...) and then `last` (simple-query text,
     /// a commit, say) in one round trip, in that order, and waits for every answer: each
-    /// statement's rows changed, or the first error. Nothing may be deferred.
+    /// statement's rows changed, or the first error. `last` is sent only once every statement
+    /// has been: one that fails before it goes out (its parameters cannot be encoded) stops
+    /// it, so a COMMIT in `last` never follows a statement the server did not get.
     pub fn pipeline(
         &self,
         statements: &[(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)],
         last: &str,
     ) -> Result<Vec<u64>, StoreError> {
+        // Sent with the first statement (nothing is dropped).
+        let first = self.take_deferred();
         // Prepared first (each once per connection, then cached): a statement given as text
         // would be prepared when first polled, and go out after `last`.
         let prepared = statements
@@ -511,21 +515,62 @@ impl PgDb {
                     .map_err(|e| self.err(e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (counts, ended) = self.handle.block_on(futures_util::future::join(
-            futures_util::future::join_all(
-                prepared
-                    .iter()
-                    .zip(statements)
-                    .map(|(stmt, (_, p))| self.client.execute(stmt, p)),
-            ),
-            self.client.batch_execute(last),
-        ));
-        let counts = counts
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        ended.map_err(|e| self.err(e))?;
-        Ok(counts)
+        self.handle.block_on(async {
+            if let Some(sql) = &first {
+                self.client
+                    .batch_execute(sql)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut sent: Vec<_> = prepared
+                .iter()
+                .zip(statements)
+                .map(|(stmt, (_, p))| Box::pin(self.client.execute(stmt, p)))
+                .collect();
+            // A request goes out when its future is first polled; one that cannot be encoded
+            // is ready at once with its error, having sent nothing.
+            let mut early = Vec::new();
+            for f in &mut sent {
+                early.push(futures_util::poll!(f.as_mut()));
+            }
+            let mut failed = None;
+            for r in &mut early {
+                if let std::task::Poll::Ready(Err(_)) = r
+                    && let std::task::Poll::Ready(Err(e)) =
+                        std::mem::replace(r, std::task::Poll::Pending)
+                {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if let Some(e) = failed {
+                // What went out is answered before the caller's ROLLBACK; no `last`.
+                for (f, r) in sent.iter_mut().zip(&early) {
+                    if r.is_pending() {
+                        let _ = f.as_mut().await;
+                    }
+                }
+                return Err(self.err(e));
+            }
+            let (rest, ended) = futures_util::future::join(
+                futures_util::future::join_all(sent.iter_mut().zip(early).map(
+                    |(f, r)| async move {
+                        match r {
+                            std::task::Poll::Ready(done) => done,
+                            std::task::Poll::Pending => f.as_mut().await,
+                        }
+                    },
+                )),
+                self.client.batch_execute(last),
+            )
+            .await;
+            let counts = rest
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?;
+            ended.map_err(|e| self.err(e))?;
+            Ok(counts)
+        })
     }
 
     fn err(&self, e: tokio_postgres::Error) -> StoreError {

@@ -205,31 +205,19 @@ pub fn payload(db: &dyn Db, recipient: &str, id: &str) -> Result<Option<InboxPay
 /// Stores an item unless this transfer already reached this recipient: a repeat with the
 /// same description gets the earlier item, one with another description is a conflict.
 pub fn insert(db: &dyn Db, i: &NewInboxItem) -> Result<Inserted, StoreError> {
-    if let Some((existing, via)) = held(db, &i.transfer_id, &i.recipient)? {
-        let differ = differences(
-            &existing,
-            &via,
-            &Described {
-                sender: &i.sender,
-                via: &i.via,
-                purpose: &i.purpose,
-                marking: &i.marking,
-                retain_until: &i.retain_until,
-            },
-        );
-        return Ok(if differ.is_empty() {
-            Inserted::Repeat(existing)
-        } else {
-            Inserted::Conflict(differ)
-        });
+    if let Some(found) = already(db, i)? {
+        return Ok(found);
     }
     let (file, inline) = match &i.payload {
         StoredPayload::File(f) => (Value::from(f.as_str()), Value::Null),
         StoredPayload::Inline(b) => (Value::Null, Value::from(b.as_slice())),
     };
-    db.execute(
+    // Another node may be storing the same delivery (an attempt taken over) in a transaction
+    // of its own: the insert then waits for it, and if it committed, this is a repeat of it.
+    let stored = db.execute(
         "INSERT INTO inbox (id, transfer_id, recipient, sender, sender_name, via, purpose, marking, retain_until, received_at, sealed_envelope, payload_file, payload_inline, payload_size, payload_sha256)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (transfer_id, recipient) DO NOTHING",
         &[
             (&i.id).into(),
             (&i.transfer_id).into(),
@@ -248,10 +236,38 @@ pub fn insert(db: &dyn Db, i: &NewInboxItem) -> Result<Inserted, StoreError> {
             (&i.payload_sha256).into(),
         ],
     )?;
+    if stored == 0 {
+        return already(db, i)?
+            .ok_or_else(|| StoreError::Task("an inbox item was held and then not found".into()));
+    }
     let stored = for_transfer(db, &i.transfer_id, &i.recipient)?.ok_or_else(|| {
         StoreError::Task("an inbox item was not found right after it was inserted".into())
     })?;
     Ok(Inserted::New(stored))
+}
+
+/// What storing `i` again is, if this transfer already reached this recipient: a repeat (the
+/// same description) or a conflict.
+fn already(db: &dyn Db, i: &NewInboxItem) -> Result<Option<Inserted>, StoreError> {
+    let Some((existing, via)) = held(db, &i.transfer_id, &i.recipient)? else {
+        return Ok(None);
+    };
+    let differ = differences(
+        &existing,
+        &via,
+        &Described {
+            sender: &i.sender,
+            via: &i.via,
+            purpose: &i.purpose,
+            marking: &i.marking,
+            retain_until: &i.retain_until,
+        },
+    );
+    Ok(Some(if differ.is_empty() {
+        Inserted::Repeat(existing)
+    } else {
+        Inserted::Conflict(differ)
+    }))
 }
 
 /// Acknowledges an item and forgets its payload. Returns the item as it was and its spool

@@ -696,8 +696,8 @@ impl<'a> Tx<'a> {
         Ok(LogSeq::Now(seq))
     }
 
-    /// [`Tx::append`] for a job that needs the record's number now: one run at the head
-    /// ([`Store::write_at_head`]), or over SQLite.
+    /// [`Tx::append`] for a job that needs the record's number now: any but one run with
+    /// [`Store::write_late`].
     pub fn append_now(&mut self, e: &LogEntry) -> Result<i64, StoreError> {
         self.append(e)?.number().ok_or_else(|| {
             StoreError::Task("a record's number is needed before its batch appends it".into())
@@ -705,23 +705,36 @@ impl<'a> Tx<'a> {
     }
 
     /// The `log_seq` to write in a row of `table` keyed `id` that names the record at `seq`:
-    /// its number, or 0 until the batch appends it (and then sets it).
-    pub fn log_seq_for(&mut self, seq: LogSeq, table: Linked, id: &str) -> i64 {
+    /// its number, or 0 until the batch appends it (and then sets it, or fails).
+    pub fn log_seq_for(&mut self, seq: LogSeq, table: Linked, id: &str) -> Result<i64, StoreError> {
         match (seq, self.later.as_deref_mut()) {
-            (LogSeq::Now(n), _) => n,
-            (LogSeq::Later(i), Some(later)) => {
+            (LogSeq::Now(n), _) => Ok(n),
+            (LogSeq::Later(i), Some(later)) if i < later.entries.len() => {
                 later.links.push((table, id.to_owned(), i));
-                0
+                Ok(0)
             }
-            // A place in a batch that is not this one's cannot be (jobs see only their own).
-            (LogSeq::Later(_), None) => 0,
+            // A place in a batch that is not this one's.
+            (LogSeq::Later(_), _) => Err(StoreError::Task(
+                "a row names a record its batch does not append".into(),
+            )),
+        }
+    }
+
+    /// Refuses a job that reads or moves the chain's head, or reads the log as its own
+    /// transaction leaves it, unless its batch locked the head first ([`Store::write`]).
+    pub(crate) fn at_head(&self) -> Result<(), StoreError> {
+        match self.later {
+            None => Ok(()),
+            Some(_) => Err(StoreError::Task(
+                "a job that needs the chain's head was run with its records appended later".into(),
+            )),
         }
     }
 
     /// Records an accepted transfer; on a shared store its payload file moves into the
     /// database with it.
     pub fn insert_transfer(&mut self, t: &NewTransfer, seq: LogSeq) -> Result<(), StoreError> {
-        let log_seq = self.log_seq_for(seq, Linked::Transfers, &t.id.to_string());
+        let log_seq = self.log_seq_for(seq, Linked::Transfers, &t.id.to_string())?;
         insert_transfer(self.db(), t, log_seq)?;
         if let (Some(staged), StoredPayload::File(file)) = (self.staged, &t.payload) {
             payloads::move_in(self.db, staged, payloads::Area::Spool, file)?;
@@ -871,10 +884,11 @@ type Job = (Needs, JobFn);
 struct Needs {
     /// The spool and inbox folders fsync'd before the commit (it records a new file there).
     dir: bool,
-    /// The chain's head from its first statement (it reads or moves the head, or the log as
-    /// its batch leaves it): on a shared store it runs in a transaction of its own that locks
-    /// the head first. Over SQLite every job has it.
-    head: bool,
+    /// On a shared store, whether the job may run alongside other nodes' jobs, its records
+    /// appended at the end of its batch ([`Store::write_late`]). Otherwise its batch locks the
+    /// chain's head first, and so runs alone among the nodes' batches: what a job that reads
+    /// a row and then writes on what it read relies on. Over SQLite every batch runs alone.
+    late: bool,
 }
 
 /// Handle to the store. Cheap to clone.
@@ -1021,25 +1035,30 @@ impl Store {
         self.write_with(
             Needs {
                 dir: sync_spool,
-                head: false,
+                late: false,
             },
             f,
         )
         .await
     }
 
-    /// [`Store::write`] for a job that reads or moves the chain's head, or reads the log as
-    /// its own transaction leaves it (signing a checkpoint, accepting a head, a purge): its
-    /// appends are numbered as they are made.
-    pub async fn write_at_head<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// [`Store::write`] for a job that may run, on a shared store, alongside the other nodes'
+    /// jobs, its records appended at the end of its batch, under the chain's head lock, with
+    /// the other jobs'. Only for a job that (1) writes rows of its own (new ones) or updates
+    /// rows only where a guard in the statement itself says the update still applies (a lease
+    /// still held, a state still the one expected), or locks the row it reads first; (2)
+    /// needs no record's number before the commit (see [`Tx::log_seq_for`]); (3) reads no
+    /// record appended in its batch. The transfer's intake, the delivery queue's claims,
+    /// outcomes and leases, and an inbound delivery are such jobs: the work of every transfer.
+    pub async fn write_late<T, F>(&self, sync_spool: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.write_with(
             Needs {
-                dir: false,
-                head: true,
+                dir: sync_spool,
+                late: true,
             },
             f,
         )

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -159,21 +160,20 @@ fn writer_loop(
     };
     while let Some(batch) = next_batch(&mut rx) {
         let dir_synced = sync_dirs(&batch, dirs);
-        // The jobs run in order: those that need the chain's head from their first statement
-        // each in a transaction of its own, the others together, appending at the end.
-        let mut run = Vec::with_capacity(batch.len());
+        // The jobs run in order, each run of jobs of one kind in a transaction: those that may
+        // run alongside the other nodes' appending at the end, the others with the chain's
+        // head locked first.
+        let mut run: Vec<Job> = Vec::with_capacity(batch.len());
         for job in batch {
-            if job.0.head {
-                if !run.is_empty() {
-                    w.commit(std::mem::take(&mut run), false, &dir_synced);
-                }
-                w.commit(vec![job], true, &dir_synced);
-            } else {
-                run.push(job);
+            if run.first().is_some_and(|first| first.0.late != job.0.late) {
+                let late = run[0].0.late;
+                w.commit(std::mem::take(&mut run), !late, &dir_synced);
             }
+            run.push(job);
         }
-        if !run.is_empty() {
-            w.commit(run, false, &dir_synced);
+        if let Some(first) = run.first() {
+            let late = first.0.late;
+            w.commit(run, !late, &dir_synced);
         }
     }
 }
@@ -188,15 +188,18 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Runs `jobs` in one transaction and commits it. `at_head`: the chain's head is locked
-    /// first and each record appended as it is made; otherwise the records are appended at
-    /// the end, so that the head is locked only for the last round trips of the transaction
-    /// (the nodes' batches run their jobs side by side).
+    /// first and each record appended as it is made, so the batch runs alone among the
+    /// nodes' (as every batch did before `Store::write_late`); otherwise the records are
+    /// appended at the end, so that the head is locked only for the last round trips of the
+    /// transaction and the nodes' batches run their jobs side by side.
     ///
-    /// Deadlocks: a batch takes the head last, and holding it writes only rows no other
-    /// transaction can hold (new records, its own transfers' and requests' `log_seq`), so two
-    /// such batches never wait on each other in a cycle. A job that needs the head first (a
-    /// purge, say) may still meet a batch's row locks; the database then ends one of the two
-    /// (an answer of 503, retried), never both waiting.
+    /// Deadlocks: a late batch takes the head last, and holding it writes only rows no other
+    /// transaction can hold (new records, its own transfers' and requests' `log_seq`), so it
+    /// never waits on another batch while holding the head. Two late batches can still lock
+    /// two rows in opposite orders (a multi-recipient transfer's row, finished on both nodes),
+    /// as can a late batch and one holding the head (a purge deleting a row a late job
+    /// locked): the database then ends one of the two (an answer of 503, or an outcome
+    /// recorded again later), never both waiting.
     fn commit(&self, jobs: Vec<Job>, at_head: bool, dir_synced: &Result<(), CommitFailure>) {
         let target = self.pool.target();
         let client = match self.handle.block_on(self.pool.get()) {
@@ -213,8 +216,12 @@ impl Writer<'_> {
         // BEGIN goes out with the first statement, and each job's savepoint with its first
         // statement (PgDb::defer): no round trip of their own.
         db.defer("BEGIN");
+        let asked = Instant::now();
+        let mut locked = None;
         let mut head = if at_head {
-            match lock_head(&db, target) {
+            let h = lock_head(&db, target);
+            locked = Some(Instant::now());
+            match h {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = db.batch("ROLLBACK");
@@ -324,6 +331,9 @@ impl Writer<'_> {
             ))
         }
         .map_err(|e| CommitFailure::store("commit failed", &e));
+        if let Some(at) = locked {
+            crate::metrics::log_head(at - asked, at.elapsed());
+        }
         if committed.is_err() {
             let _ = db.batch("ROLLBACK");
         }
@@ -335,7 +345,9 @@ impl Writer<'_> {
 /// the batch's records chained from it, sets the `log_seq` of the rows that name them, moves
 /// the head and commits.
 fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<(), StoreError> {
+    let asked = Instant::now();
     let head = lock_head(db, target)?;
+    let locked = Instant::now();
     let chained = Chained::new(head.seq, head.hash, &later.entries);
     let node = node.to_owned();
     let mut links: [(Vec<String>, Vec<i64>); 2] = Default::default();
@@ -351,34 +363,37 @@ fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<()
         l.1.push(seq);
     }
     let mut statements: Vec<(&str, Vec<Param<'_>>)> = chained.inserts(&node).into();
-    for (sql, (ids, seqs)) in [
-        "UPDATE transfers SET log_seq = u.seq FROM UNNEST($1::text[], $2::bigint[]) AS u(id, seq) WHERE transfers.id = u.id",
-        "UPDATE requests SET log_seq = u.seq FROM UNNEST($1::text[], $2::bigint[]) AS u(id, seq) WHERE requests.id = u.id",
+    // Every row named must be found (a job's rows are its own, written in this
+    // transaction), or the transaction fails here: a row left with 0 would be lost to the
+    // pages and taken by the next purge. The count is checked in the statement, so that the
+    // COMMIT after it is not run.
+    let counts: [i64; 2] = [
+        i64::try_from(links[0].0.len()).unwrap_or(i64::MAX),
+        i64::try_from(links[1].0.len()).unwrap_or(i64::MAX),
+    ];
+    for ((sql, (ids, seqs)), n) in [
+        "WITH u AS (UPDATE transfers SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE transfers.id = v.id RETURNING 1)
+         SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a transfer named by a record appended is missing' END AS INTEGER) FROM u",
+        "WITH u AS (UPDATE requests SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE requests.id = v.id RETURNING 1)
+         SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a request named by a record appended is missing' END AS INTEGER) FROM u",
     ]
     .into_iter()
     .zip(&links)
+    .zip(&counts)
     {
         if !ids.is_empty() {
-            statements.push((sql, vec![ids as Param<'_>, seqs as Param<'_>]));
+            statements.push((sql, vec![ids as Param<'_>, seqs as Param<'_>, n as Param<'_>]));
         }
     }
     // The head moved and the commit, last (the values are a number and hex). Should anything
-    // before fail, the UPDATE fails too and the COMMIT is not run.
+    // before fail at the server, the UPDATE fails too and the COMMIT is not run; should one
+    // fail before it is sent, neither is sent (PgDb::pipeline).
     let commit = format!(
         "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
         chained.seq,
         hex::encode(chained.hash)
     );
-    let counts = db.pipeline(&statements, &commit)?;
-    // Every row named was found (a job's row is its own, written in this transaction): if
-    // not, the records were committed with a row that does not name them. Said loudly.
-    let linked: u64 = counts.iter().skip(4).sum();
-    if linked != later.links.len() as u64 {
-        tracing::error!(
-            expected = later.links.len(),
-            found = linked,
-            "a committed batch's rows do not all name their records"
-        );
-    }
-    Ok(())
+    let done = db.pipeline(&statements, &commit);
+    crate::metrics::log_head(locked - asked, locked.elapsed());
+    done.map(|_| ())
 }

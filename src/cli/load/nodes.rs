@@ -15,6 +15,7 @@
 //! saturated (near 100%, a second node has nothing to run on).
 
 use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,6 +40,44 @@ struct Figures {
     /// How busy the machine's CPUs were during the saturation phase, in percent (every
     /// process: the nodes, the database and this load generator), where the kernel says.
     cpu_busy: Option<f64>,
+    /// On PostgreSQL: the share of the saturation phase during which some node held the
+    /// chain's head (the nodes' `postern_log_head_held_seconds`, summed), in percent: the
+    /// part of the work that cannot run side by side.
+    head_held: Option<f64>,
+}
+
+/// A free address on loopback for a node's ops listener (free a moment ago).
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The value of the counter `name` in a `/metrics` answer.
+fn counter(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The nodes' time holding the chain's head so far, in seconds, summed; `None` without nodes
+/// on a shared store (or if one does not answer).
+async fn head_held(ops: &[SocketAddr]) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if ops.is_empty() {
+        return None;
+    }
+    let mut sum = 0.0;
+    for a in ops {
+        let mut s = tokio::net::TcpStream::connect(a).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        sum += counter(&text, "postern_log_head_held_seconds_total")?;
+    }
+    Some(sum)
 }
 
 /// The machine's CPU time so far, busy and in all, in clock ticks (Linux `/proc/stat`).
@@ -158,6 +197,7 @@ async fn drained(source: &LogSource) -> anyhow::Result<()> {
 async fn measure(
     name: &'static str,
     servers: &[ServerProcess],
+    ops: &[SocketAddr],
     source: &LogSource,
     a: &LoadArgs,
     work: &Work,
@@ -174,6 +214,7 @@ async fn measure(
     let warm = a.connections * a.warmup;
     submit_all(&targets, tls.clone(), a.connections, warm, None, work).await?;
     let cpu = cpu_ticks();
+    let held = head_held(ops).await;
     let start = Instant::now();
     let submit = submit_all(
         &targets,
@@ -186,6 +227,10 @@ async fn measure(
     .await?;
     let wall = start.elapsed();
     let cpu_busy = busy_between(cpu, cpu_ticks());
+    let head_held = match (held, head_held(ops).await) {
+        (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
+        _ => None,
+    };
     drained(source).await?;
     let since = postern_gateway::clock::stamp(postern_gateway::clock::now());
     let n = usize::try_from(a.rate)? * 10;
@@ -199,6 +244,7 @@ async fn measure(
         submit,
         delivered,
         cpu_busy,
+        head_held,
     })
 }
 
@@ -249,7 +295,18 @@ pub(super) async fn benchmark(
     {
         let server = ServerProcess::spawn("serve", &scratch.config_dir())?;
         let source = LogSource::Dir(scratch.state_dir());
-        figures.push(measure("SQLite, 1 node", &[server], &source, a, &work, tls.clone()).await?);
+        figures.push(
+            measure(
+                "SQLite, 1 node",
+                &[server],
+                &[],
+                &source,
+                a,
+                &work,
+                tls.clone(),
+            )
+            .await?,
+        );
     }
 
     // One node, then two, on PostgreSQL, each on a fresh database.
@@ -260,24 +317,40 @@ pub(super) async fn benchmark(
         scratch.reset_store()?;
         let pool = database(&admin, pg, db).await?;
         configure(scratch, a, relay_port, pg, Some(db))?;
+        let ops = [free_addr()?, free_addr()?];
+        let ops_a = ops[0].to_string();
         let mut servers = vec![ServerProcess::spawn_with(
             "serve",
             &scratch.config_dir(),
-            &[("POSTERN_STORE__NODE", OsStr::new("node-a"))],
+            &[
+                ("POSTERN_STORE__NODE", OsStr::new("node-a")),
+                ("POSTERN_OPS__LISTEN", OsStr::new(&ops_a)),
+            ],
         )?];
         if count == 2 {
             let b = second_state(scratch)?;
+            let ops_b = ops[1].to_string();
             servers.push(ServerProcess::spawn_with(
                 "serve",
                 &scratch.config_dir(),
                 &[
                     ("POSTERN_STORE__NODE", OsStr::new("node-b")),
                     ("POSTERN_STATE_DIR", b.as_os_str()),
+                    ("POSTERN_OPS__LISTEN", OsStr::new(&ops_b)),
                 ],
             )?);
         }
         let source = LogSource::Shared(pool.clone());
-        let f = measure(name, &servers, &source, a, &work, tls.clone()).await;
+        let f = measure(
+            name,
+            &servers,
+            &ops[..count],
+            &source,
+            a,
+            &work,
+            tls.clone(),
+        )
+        .await;
         drop(servers);
         drop(pool);
         drop_database(&admin, db).await?;
@@ -285,25 +358,27 @@ pub(super) async fn benchmark(
     }
 
     println!(
-        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>10} {:>20} {:>20}",
+        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>10} {:>10} {:>20} {:>20}",
         "setup",
         "accepted",
         "accepted/s",
         "p50 ms",
         "p99 ms",
         "CPU busy",
+        "head held",
         "delivered p50 ms",
         "delivered p99 ms"
     );
     for f in &figures {
         println!(
-            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>10} {:>20.1} {:>20.1}",
+            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>10} {:>10} {:>20.1} {:>20.1}",
             f.name,
             f.accepted,
             f.accepted as f64 / f.wall.as_secs_f64(),
             pct(&f.submit, 0.50),
             pct(&f.submit, 0.99),
             f.cpu_busy.map_or("-".into(), |b| format!("{b:.0}%")),
+            f.head_held.map_or("-".into(), |h| format!("{h:.0}%")),
             pct(&f.delivered, 0.50),
             pct(&f.delivered, 0.99),
         );
@@ -322,6 +397,17 @@ pub(super) async fn benchmark(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counter_is_read_from_the_metrics_text() {
+        let text = "# TYPE postern_log_head_held_seconds counter\npostern_log_head_held_seconds_total 1.5\npostern_log_head_held_seconds_created 17\n";
+        assert_eq!(
+            counter(text, "postern_log_head_held_seconds_total"),
+            Some(1.5)
+        );
+        assert_eq!(counter(text, "postern_log_head_held_seconds"), None);
+        assert_eq!(counter("", "postern_log_head_held_seconds_total"), None);
+    }
 
     #[test]
     fn the_busy_share_is_taken_between_two_readings() {
