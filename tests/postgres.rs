@@ -3030,9 +3030,8 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     db.drop_it().await;
 }
 
-/// A request for information asked through one node is the holder's to see through the other.
-/// A batch appends its records at its end, and the request's row is then given the number of
-/// its `request_made` record: the detail page reads the request through that number.
+/// A request for information asked through one node is the holder's to see through the other:
+/// its row names its `request_made` record, and the detail page reads the request through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_asked_through_one_node_is_seen_through_the_other() {
     let Some(s) = server("a_request_asked_through_one_node_is_seen_through_the_other") else {
@@ -3109,16 +3108,21 @@ async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits()
         at: "2026-12-04T00:00:00.000000Z".into(),
     };
     let (ca, cb) = (claim.clone(), claim);
+    let (claimed, wait) = std::sync::mpsc::channel();
     let first = tokio::spawn(async move {
         a.write_late(false, move |tx| {
             let got = tx.claim(&ca, 202, "from node a".into())?;
             // Holds its claim, not yet committed, while node B claims the same key.
+            let _ = claimed.send(());
             tx.db().execute("SELECT pg_sleep(0.5)", &[])?;
             Ok(got)
         })
         .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    tokio::task::spawn_blocking(move || wait.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let second = b
         .write_late(false, move |tx| tx.claim(&cb, 202, "from node b".into()))
         .await
@@ -3131,5 +3135,118 @@ async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits()
     let previous = second.expect("the second claim is answered with the first's answer");
     assert_eq!(previous.response, "from node a");
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM idempotency").await, 1);
+    db.drop_it().await;
+}
+
+/// A batch of jobs that may run alongside other nodes' does not hold the chain's head while its
+/// jobs run (another connection can lock the head row at once), and takes it only to append; a
+/// batch of any other jobs holds it from its first statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_run_alongside_takes_the_head_only_to_append_and_another_holds_it_throughout() {
+    use postern_gateway::store::Store;
+    let Some(s) = server("a_batch_run_alongside_takes_the_head_only_to_append") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_shared(dir.path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    // The head row, made by a first append.
+    store
+        .write(false, |tx| {
+            tx.append(&entry("node-a", 0, "kept")).map(|_| ())
+        })
+        .await
+        .unwrap();
+    // Whether another connection can lock the head now, without waiting.
+    let probe = |pool: Pool| async move {
+        let mut c = pool.get().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        let free = tx
+            .execute("SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE NOWAIT", &[])
+            .await
+            .is_ok();
+        tx.rollback().await.unwrap();
+        free
+    };
+    for late in [true, false] {
+        let (running, wait) = std::sync::mpsc::channel();
+        let job = move |tx: &mut postern_gateway::store::Tx<'_>| {
+            tx.append(&entry("node-a", if late { 1 } else { 2 }, "kept"))?;
+            // Still running, its record appended: the probe looks now.
+            let _ = running.send(());
+            tx.db().execute("SELECT pg_sleep(0.7)", &[])?;
+            Ok(())
+        };
+        let store = store.clone();
+        let writing = tokio::spawn(async move {
+            if late {
+                store.write_late(false, job).await
+            } else {
+                store.write(false, job).await
+            }
+        });
+        tokio::task::spawn_blocking(move || wait.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            probe(pool.clone()).await,
+            late,
+            "the head is free while a batch run alongside runs its jobs, and held by any other"
+        );
+        writing.await.unwrap().unwrap();
+    }
+    let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
+    assert!(report.intact(), "{:?}", report.first_break);
+    assert_eq!(report.records, 3);
+    db.drop_it().await;
+}
+
+/// The last round trip of a batch that appends sends its COMMIT only once every statement
+/// before it has gone out: a statement that cannot be sent (its parameter of the wrong type)
+/// fails the whole, nothing is committed, and the connection is fine after the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_cannot_be_sent_stops_the_commit_after_it() {
+    use postern_gateway::store::db::{Db as _, PgDb};
+    let Some(s) = server("a_statement_that_cannot_be_sent_stops_the_commit_after_it") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let client = pool.get().await.unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let target = pool.target().to_owned();
+    let (result, after) = tokio::task::spawn_blocking(move || {
+        let db = PgDb::new(client, &target, handle);
+        db.batch("BEGIN").unwrap();
+        let (seq, wrong) = (7i64, "not a number".to_owned());
+        let result = db.pipeline(
+            &[
+                (
+                    "INSERT INTO leases (name, node, until) VALUES ('probe', 'node-a', $1::text)",
+                    vec![&"2026-12-04T00:00:00Z"],
+                ),
+                ("SELECT $1::bigint", vec![&wrong]),
+                ("SELECT $1::bigint", vec![&seq]),
+            ],
+            "COMMIT",
+        );
+        db.batch("ROLLBACK").unwrap();
+        let after = db.row("SELECT COUNT(*) FROM leases WHERE name = 'probe'", &[]);
+        (result.map(|_| ()), after.map(|r| r.map(|r| r.int(0))))
+    })
+    .await
+    .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        after.unwrap().unwrap().unwrap(),
+        0,
+        "nothing of it was committed"
+    );
     db.drop_it().await;
 }

@@ -41,7 +41,7 @@ use crate::log::{
     RequestEventRecord, SenderRecord, StatusReason,
 };
 use crate::store::requests::{self as stored, Change, NewRequest, RequestRow, Side};
-use crate::store::{IdempotencyClaim, Linked, StoreError, Tx};
+use crate::store::{IdempotencyClaim, StoreError, Tx};
 
 // ---------------------------------------------------------------------------------------------
 // What is answered.
@@ -414,8 +414,8 @@ pub async fn make_request(
             {
                 return Ok(Some(previous));
             }
-            let seq = tx.append(&entry)?;
-            let seq = tx.log_seq_for(seq, Linked::Requests, &new.id.to_string())?;
+            // Run alone (Store::write): the record has its number now.
+            let seq = tx.append_now(&entry)?;
             stored::insert(tx.db(), &new, seq)?;
             Ok(None)
         })

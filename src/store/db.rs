@@ -503,7 +503,7 @@ impl PgDb {
         statements: &[(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)],
         last: &str,
     ) -> Result<Vec<u64>, StoreError> {
-        // Sent with the first statement (nothing is dropped).
+        // Anything deferred goes out first, on its own (nothing is dropped).
         let first = self.take_deferred();
         // Prepared first (each once per connection, then cached): a statement given as text
         // would be prepared when first polled, and go out after `last`.
@@ -533,20 +533,21 @@ impl PgDb {
             for f in &mut sent {
                 early.push(futures_util::poll!(f.as_mut()));
             }
-            let mut failed = None;
-            for r in &mut early {
-                if let std::task::Poll::Ready(Err(_)) = r
-                    && let std::task::Poll::Ready(Err(e)) =
-                        std::mem::replace(r, std::task::Poll::Pending)
-                {
-                    failed = Some(e);
-                    break;
+            // Which are still to answer (a finished future must not be polled again).
+            let went_out: Vec<bool> = early.iter().map(std::task::Poll::is_pending).collect();
+            let failed = early.iter_mut().find_map(|r| {
+                match std::mem::replace(r, std::task::Poll::Pending) {
+                    std::task::Poll::Ready(Err(e)) => Some(e),
+                    other => {
+                        *r = other;
+                        None
+                    }
                 }
-            }
+            });
             if let Some(e) = failed {
                 // What went out is answered before the caller's ROLLBACK; no `last`.
-                for (f, r) in sent.iter_mut().zip(&early) {
-                    if r.is_pending() {
+                for (f, out) in sent.iter_mut().zip(&went_out) {
+                    if *out {
                         let _ = f.as_mut().await;
                     }
                 }

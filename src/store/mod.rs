@@ -596,8 +596,8 @@ impl LogSeq {
 }
 
 /// What a shared store's batch appends once its jobs have run: the records, in order, and the
-/// rows that must say which record is theirs (a transfer's or a request's `log_seq`, written
-/// with 0 until then). The chain's head is locked only for that last step, so the nodes'
+/// rows that must say which record is theirs (a transfer's `log_seq`, written with 0 until
+/// then). The chain's head is locked only for that last step, so the nodes'
 /// batches run their jobs side by side and take turns only to append.
 #[derive(Default)]
 pub(crate) struct Later {
@@ -605,11 +605,11 @@ pub(crate) struct Later {
     pub(crate) links: Vec<(Linked, String, usize)>,
 }
 
-/// A table whose rows name the record that made them (`log_seq`).
+/// A table whose rows name the record that made them (`log_seq`), written by a job run with
+/// [`Store::write_late`]. (A request's row is written by a job run alone: it has the number.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Linked {
     Transfers,
-    Requests,
 }
 
 /// What ingest records for an accepted transfer.

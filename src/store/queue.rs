@@ -323,15 +323,6 @@ pub fn finish_delivery(
     now: &str,
     attempt: Option<Attempt<'_>>,
 ) -> Result<bool, StoreError> {
-    // On a shared store, the transfer's row first: two nodes finishing its last two deliveries
-    // at once (their batches run side by side) take turns here, so that the second sees the
-    // first's outcome and completes the transfer. (A single node's batches run one at a time.)
-    if db.dialect() == super::db::Dialect::Postgres {
-        db.execute(
-            "SELECT 1 FROM transfers WHERE id = ?1 FOR UPDATE",
-            &[transfer_id.into()],
-        )?;
-    }
     let (state, next, error, receipt, delivered) = finish.columns(now);
     const SQL: &str = "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, last_error = COALESCE(?5, last_error), receipt = ?6, delivered_at = ?7, updated_at = ?8";
     let mut args: Vec<Value> = vec![
@@ -366,6 +357,16 @@ pub fn finish_delivery(
     };
     if n == 0 {
         return Ok(false);
+    }
+    // On a shared store, the transfer's row next (the delivery's, then the transfer's, the
+    // order a purge takes them in): two nodes finishing its last two deliveries at once (their
+    // batches run side by side) take turns here, so that the second counts after the first's
+    // outcome and completes the transfer. (A single node's batches run one at a time.)
+    if db.dialect() == super::db::Dialect::Postgres {
+        db.execute(
+            "SELECT 1 FROM transfers WHERE id = ?1 FOR UPDATE",
+            &[transfer_id.into()],
+        )?;
     }
     let open = db
         .row(

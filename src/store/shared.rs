@@ -194,7 +194,7 @@ impl Writer<'_> {
     /// transaction and the nodes' batches run their jobs side by side.
     ///
     /// Deadlocks: a late batch takes the head last, and holding it writes only rows no other
-    /// transaction can hold (new records, its own transfers' and requests' `log_seq`), so it
+    /// transaction can hold (new records, its own transfers' `log_seq`), so it
     /// never waits on another batch while holding the head. Two late batches can still lock
     /// two rows in opposite orders (a multi-recipient transfer's row, finished on both nodes),
     /// as can a late batch and one holding the head (a purge deleting a row a late job
@@ -342,22 +342,21 @@ impl Writer<'_> {
 }
 
 /// The end of a batch that appends: locks the chain's head, and in one more round trip writes
-/// the batch's records chained from it, sets the `log_seq` of the rows that name them, moves
-/// the head and commits.
+/// the batch's records chained from it, sets the `log_seq` of the transfers that name them,
+/// moves the head and commits.
 fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<(), StoreError> {
     let asked = Instant::now();
     let head = lock_head(db, target)?;
     let locked = Instant::now();
     let chained = Chained::new(head.seq, head.hash, &later.entries);
     let node = node.to_owned();
-    let mut links: [(Vec<String>, Vec<i64>); 2] = Default::default();
+    let mut links: [(Vec<String>, Vec<i64>); 1] = Default::default();
     for (table, id, i) in &later.links {
         let seq = *chained.seqs.get(*i).ok_or_else(|| {
             StoreError::Task("a row names a record its batch does not append".into())
         })?;
         let l = &mut links[match table {
             Linked::Transfers => 0,
-            Linked::Requests => 1,
         }];
         l.0.push(id.clone());
         l.1.push(seq);
@@ -367,15 +366,10 @@ fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<()
     // transaction), or the transaction fails here: a row left with 0 would be lost to the
     // pages and taken by the next purge. The count is checked in the statement, so that the
     // COMMIT after it is not run.
-    let counts: [i64; 2] = [
-        i64::try_from(links[0].0.len()).unwrap_or(i64::MAX),
-        i64::try_from(links[1].0.len()).unwrap_or(i64::MAX),
-    ];
+    let counts: [i64; 1] = [i64::try_from(links[0].0.len()).unwrap_or(i64::MAX)];
     for ((sql, (ids, seqs)), n) in [
         "WITH u AS (UPDATE transfers SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE transfers.id = v.id RETURNING 1)
          SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a transfer named by a record appended is missing' END AS INTEGER) FROM u",
-        "WITH u AS (UPDATE requests SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE requests.id = v.id RETURNING 1)
-         SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a request named by a record appended is missing' END AS INTEGER) FROM u",
     ]
     .into_iter()
     .zip(&links)
