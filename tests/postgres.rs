@@ -3174,11 +3174,13 @@ async fn a_batch_run_alongside_takes_the_head_only_to_append_and_another_holds_i
     };
     for late in [true, false] {
         let (running, wait) = std::sync::mpsc::channel();
+        let (looked, go_on) = std::sync::mpsc::channel::<()>();
         let job = move |tx: &mut postern_gateway::store::Tx<'_>| {
             tx.append(&entry("node-a", if late { 1 } else { 2 }, "kept"))?;
-            // Still running, its record appended: the probe looks now.
+            // Still running, its record appended: the probe looks now, and the job goes on
+            // once it has.
             let _ = running.send(());
-            tx.db().execute("SELECT pg_sleep(0.7)", &[])?;
+            let _ = go_on.recv_timeout(std::time::Duration::from_secs(30));
             Ok(())
         };
         let store = store.clone();
@@ -3193,12 +3195,13 @@ async fn a_batch_run_alongside_takes_the_head_only_to_append_and_another_holds_i
             .await
             .unwrap()
             .unwrap();
+        let free = probe(pool.clone()).await;
+        let _ = looked.send(());
+        writing.await.unwrap().unwrap();
         assert_eq!(
-            probe(pool.clone()).await,
-            late,
+            free, late,
             "the head is free while a batch run alongside runs its jobs, and held by any other"
         );
-        writing.await.unwrap().unwrap();
     }
     let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
     assert!(report.intact(), "{:?}", report.first_break);
