@@ -3253,3 +3253,56 @@ async fn a_statement_that_cannot_be_sent_stops_the_commit_after_it() {
     );
     db.drop_it().await;
 }
+
+/// Two processes cannot run as one node: the second to open the shared store under a name in
+/// use is refused, saying why (two nodes with one name would take each other's attempts), and
+/// the name is free again once the first has gone. Another name is fine meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() {
+    use postern_gateway::store::{Store, StoreError};
+    let Some(s) = server("a_second_node_with_a_name_in_use_is_refused") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = Store::open_shared(dirs[0].path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    match Store::open_shared(dirs[1].path(), db.pool(), "node-a").await {
+        Err(e @ StoreError::NodeNameTaken(_)) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("node-a") && said.contains("store.node"),
+                "{said}"
+            );
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second node-a was let in"),
+    }
+    let other = Store::open_shared(dirs[1].path(), db.pool(), "node-b")
+        .await
+        .unwrap();
+    drop(first);
+    // The name's connection closes with the store; the server frees it as it notices.
+    let mut again = None;
+    for _ in 0..50 {
+        match Store::open_shared(dirs[2].path(), db.pool(), "node-a").await {
+            Ok(s) => {
+                again = Some(s);
+                break;
+            }
+            Err(StoreError::NodeNameTaken(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        again.is_some(),
+        "node-a's name is free once its store is gone"
+    );
+    drop((other, again));
+    db.drop_it().await;
+}

@@ -86,6 +86,12 @@ pub enum StoreError {
     /// Something asked of the SQLite store alone, of a PostgreSQL one.
     #[error("this reads a single node's SQLite store, and the store is PostgreSQL")]
     SqliteOnly,
+    /// Another process holds this node's name on the shared store (a node serving, or a
+    /// command run for it): two nodes with one name would take each other's attempts.
+    #[error(
+        "another postern is running as node {0} on this database: give each node a name of its own (store.node), or stop the other first"
+    )]
+    NodeNameTaken(String),
 }
 
 /// Whether an IO error says the disk (or the quota) is full.
@@ -901,6 +907,9 @@ pub struct Store {
     /// This node's name on a shared store (none on a single node's SQLite).
     node: Option<Arc<str>>,
     _lock: Arc<std::fs::File>,
+    /// On a shared store, the connection that holds this node's name (see
+    /// `shared::hold_name`), closed when the last handle goes.
+    _name: Option<Arc<deadpool_postgres::ClientWrapper>>,
 }
 
 /// Where reads are answered: the SQLite reader connection, or a connection of the shared
@@ -982,6 +991,7 @@ impl Store {
                 inbox_dir: inbox,
                 node: None,
                 _lock: Arc::new(lock),
+                _name: None,
             },
             sweep,
         ))

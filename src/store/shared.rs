@@ -43,6 +43,7 @@ impl Store {
             let status = super::pg::status(&client, pool.target()).await?;
             status.ready(pool.target())?;
         }
+        let name = hold_name(&pool, node).await?;
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let handle = tokio::runtime::Handle::current();
         let writer_pool = pool.clone();
@@ -102,7 +103,36 @@ impl Store {
             inbox_dir: inbox,
             node: Some(Arc::from(node)),
             _lock: Arc::new(lock),
+            _name: Some(Arc::new(name)),
         })
+    }
+}
+
+/// Holds `node`'s name on the database for as long as the returned connection is open (a
+/// session's advisory lock, keyed by the name's hash), or refuses: another process runs as
+/// that node. The connection leaves the pool, so that closing it (the store dropped, or the
+/// process gone) frees the name. Should the database restart, the name is free again until
+/// the node opens its store anew: a guard against a mistake in configuration, not a lease.
+async fn hold_name(
+    pool: &Pool,
+    node: &str,
+) -> Result<deadpool_postgres::ClientWrapper, StoreError> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("postern node name\n{node}").as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    let key = i64::from_be_bytes(key);
+    let client = deadpool_postgres::Object::take(pool.get().await?);
+    let held: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .map_err(|e| pool.err(e))?
+        .try_get(0)
+        .map_err(|e| pool.err(e))?;
+    if held {
+        Ok(client)
+    } else {
+        Err(StoreError::NodeNameTaken(node.to_owned()))
     }
 }
 
