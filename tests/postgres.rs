@@ -3109,12 +3109,13 @@ async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits()
     };
     let (ca, cb) = (claim.clone(), claim);
     let (claimed, wait) = std::sync::mpsc::channel();
+    let (go, go_on) = std::sync::mpsc::channel::<()>();
     let first = tokio::spawn(async move {
         a.write_late(false, move |tx| {
             let got = tx.claim(&ca, 202, "from node a".into())?;
-            // Holds its claim, not yet committed, while node B claims the same key.
+            // Holds its claim, not yet committed, until node B's claim waits on it.
             let _ = claimed.send(());
-            tx.db().execute("SELECT pg_sleep(0.5)", &[])?;
+            let _ = go_on.recv_timeout(std::time::Duration::from_secs(20));
             Ok(got)
         })
         .await
@@ -3123,10 +3124,14 @@ async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits()
         .await
         .unwrap()
         .unwrap();
-    let second = b
-        .write_late(false, move |tx| tx.claim(&cb, 202, "from node b".into()))
-        .await
-        .unwrap();
+    let second = tokio::spawn(async move {
+        b.write_late(false, move |tx| tx.claim(&cb, 202, "from node b".into()))
+            .await
+    });
+    let waited = someone_waits_on_a_lock(&pool).await;
+    let _ = go.send(());
+    let second = second.await.unwrap().unwrap();
+    assert!(waited, "node B's claim waited for node A's");
     assert_eq!(
         first.await.unwrap().unwrap(),
         None,
@@ -3271,10 +3276,10 @@ async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() 
         .await
         .unwrap();
     match Store::open_shared(dirs[1].path(), db.pool(), "node-a").await {
-        Err(e @ StoreError::NodeNameTaken(_)) => {
+        Err(e @ StoreError::NodeNameTaken { .. }) => {
             let said = e.to_string();
             assert!(
-                said.contains("node-a") && said.contains("store.node"),
+                said.contains("node-a") && said.contains("store.node") && said.contains(" since "),
                 "{said}"
             );
         }
@@ -3293,7 +3298,7 @@ async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() 
                 again = Some(s);
                 break;
             }
-            Err(StoreError::NodeNameTaken(_)) => {
+            Err(StoreError::NodeNameTaken { .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Err(e) => panic!("{e}"),
@@ -3304,5 +3309,126 @@ async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() 
         "node-a's name is free once its store is gone"
     );
     drop((other, again));
+    db.drop_it().await;
+}
+
+/// Waits until a session of this database waits on a lock (another's row): the moment a test
+/// lets the holder commit. False after ten seconds without one.
+async fn someone_waits_on_a_lock(pool: &Pool) -> bool {
+    for _ in 0..200 {
+        let waiting = count(
+            pool,
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .await;
+        if waiting > 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The last two deliveries of a transfer finished on two nodes at once, their batches running
+/// side by side: the second outcome waits for the first's commit at the transfer's row and
+/// then counts what is left, so the transfer is completed (and its payload's grace period
+/// starts) however the two interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transfer() {
+    use postern_gateway::store::Store;
+    use postern_gateway::store::pg::queue::{Due, Finish};
+    let Some(s) = server("the_last_two_outcomes_recorded_on_two_nodes_at_once") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
+        .await
+        .unwrap();
+    let now = postern_gateway::clock::now();
+    let (at, until) = (
+        postern_gateway::clock::stamp(now),
+        postern_gateway::clock::stamp(now + time::Duration::minutes(5)),
+    );
+    let accepted = entry("node-a", 1, "kept");
+    let id = accepted.transfer_id.unwrap().to_string();
+    let transfer = common::stored_transfer(
+        accepted.transfer_id.unwrap(),
+        &at,
+        &["northshire-police", "riverside-youth"],
+    );
+    a.write_late(false, move |tx| {
+        let seq = tx.append(&accepted)?;
+        tx.insert_transfer(&transfer, seq)
+    })
+    .await
+    .unwrap();
+    let due = |r: &str| Due {
+        transfer_id: id.clone(),
+        recipient: r.into(),
+    };
+    // Each node claims one of the two.
+    for (store, r) in [(&a, "northshire-police"), (&b, "riverside-youth")] {
+        let (d, at, until) = (due(r), at.clone(), until.clone());
+        let claimed = store
+            .write_late(false, move |tx| tx.claim_delivery(&d, &at, &until))
+            .await
+            .unwrap();
+        assert!(claimed, "{r} claimed");
+    }
+    let finish =
+        |store: &Store,
+         r: &'static str,
+         hold: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>| {
+            let (store, t, at) = (store.clone(), id.clone(), at.clone());
+            tokio::spawn(async move {
+                store
+                    .write_late(false, move |tx| {
+                        let kept = tx.finish_delivery(
+                            &t,
+                            r,
+                            &Finish::Delivered {
+                                receipt: "{}".into(),
+                            },
+                            &at,
+                            Some(1),
+                        )?;
+                        // Node A holds its transaction open until node B waits on it.
+                        if let Some((recorded, go_on)) = hold {
+                            let _ = recorded.send(());
+                            let _ = go_on.recv_timeout(std::time::Duration::from_secs(20));
+                        }
+                        Ok(kept)
+                    })
+                    .await
+            })
+        };
+    let (recorded, wait) = std::sync::mpsc::channel();
+    let (go, go_on) = std::sync::mpsc::channel();
+    let first = finish(&a, "northshire-police", Some((recorded, go_on)));
+    tokio::task::spawn_blocking(move || wait.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = finish(&b, "riverside-youth", None);
+    let waited = someone_waits_on_a_lock(&pool).await;
+    let _ = go.send(());
+    assert!(first.await.unwrap().unwrap(), "node A's outcome kept");
+    assert!(second.await.unwrap().unwrap(), "node B's outcome kept");
+    assert!(
+        waited,
+        "node B's outcome waited for node A's at the transfer's row"
+    );
+    let done = count(
+        &pool,
+        "SELECT COUNT(*) FROM transfers WHERE completed_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(done, 1, "the transfer is complete");
     db.drop_it().await;
 }

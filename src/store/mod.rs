@@ -89,9 +89,9 @@ pub enum StoreError {
     /// Another process holds this node's name on the shared store (a node serving, or a
     /// command run for it): two nodes with one name would take each other's attempts.
     #[error(
-        "another postern is running as node {0} on this database: give each node a name of its own (store.node), or stop the other first"
+        "another postern is running as node {node} on this database (from {holder}): give each node a name of its own (store.node), or stop the other first; a node whose machine stopped without closing its connection frees the name within about 30 s"
     )]
-    NodeNameTaken(String),
+    NodeNameTaken { node: String, holder: String },
 }
 
 /// Whether an IO error says the disk (or the quota) is full.

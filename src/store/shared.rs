@@ -123,6 +123,15 @@ async fn hold_name(
     key.copy_from_slice(&digest[..8]);
     let key = i64::from_be_bytes(key);
     let client = deadpool_postgres::Object::take(pool.get().await?);
+    // The server finds this connection dead within about 25 s if the node's machine goes
+    // without closing it (power lost, a partition), and frees the name, rather than after the
+    // operating system's two hours: a node restarted after a crash is let in.
+    client
+        .batch_execute(
+            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+        )
+        .await
+        .map_err(|e| pool.err(e))?;
     let held: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
         .await
@@ -130,10 +139,25 @@ async fn hold_name(
         .try_get(0)
         .map_err(|e| pool.err(e))?;
     if held {
-        Ok(client)
-    } else {
-        Err(StoreError::NodeNameTaken(node.to_owned()))
+        return Ok(client);
     }
+    // Who holds it, for the message (the database's view of the other connection).
+    let (class, object) = ((key >> 32) as u32, (key & 0xffff_ffff) as u32);
+    let holder = client
+        .query_opt(
+            "SELECT COALESCE(host(a.client_addr), 'a local socket') || ' since ' || to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1",
+            &[&class, &object],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get::<_, String>(0).ok());
+    Err(StoreError::NodeNameTaken {
+        node: node.to_owned(),
+        holder: holder.unwrap_or_else(|| "another connection".into()),
+    })
 }
 
 /// Removes the files in `dir` (a node's staging folder); how many.
@@ -245,7 +269,7 @@ impl Writer<'_> {
         let db = PgDb::new(client, target, self.handle.clone());
         // BEGIN goes out with the first statement, and each job's savepoint with its first
         // statement (PgDb::defer): no round trip of their own.
-        db.defer("BEGIN");
+        db.defer("BEGIN ISOLATION LEVEL READ COMMITTED");
         let asked = Instant::now();
         let mut locked = None;
         let mut head = if at_head {
@@ -341,7 +365,7 @@ impl Writer<'_> {
         }
         let committed = if !later.entries.is_empty() {
             if !begun {
-                db.defer("BEGIN");
+                db.defer("BEGIN ISOLATION LEVEL READ COMMITTED");
             }
             append_later(&db, target, self.node, &later)
         } else if !begun {
