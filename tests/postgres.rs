@@ -1774,20 +1774,14 @@ async fn log_verify_on_postgresql_compares_the_indexes_and_delivery_states() {
 /// verifies as one, and each node reads what the other wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
-    use postern_gateway::store::{LogFilter, Store, StoreError};
+    use postern_gateway::store::{LogFilter, StoreError};
     let Some(s) = server("two nodes' stores") else {
         return;
     };
     let db = Db::new(&s).await;
     let pool = db.pool();
     migrate(&pool).await.unwrap();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
-        .await
-        .unwrap();
-    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
-        .await
-        .unwrap();
+    let (a, b, _dirs) = two_stores(&db).await;
     let mut tasks = Vec::new();
     for (node, store) in [("node-a", a.clone()), ("node-b", b.clone())] {
         for i in 0..120usize {
@@ -3086,7 +3080,7 @@ async fn a_request_asked_through_one_node_is_seen_through_the_other() {
 /// answer, and no error for either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits() {
-    use postern_gateway::store::{IdempotencyClaim, Store};
+    use postern_gateway::store::IdempotencyClaim;
     let Some(s) = server("one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits")
     else {
         return;
@@ -3094,13 +3088,7 @@ async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits()
     let db = Db::new(&s).await;
     let pool = db.pool();
     migrate(&pool).await.unwrap();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
-        .await
-        .unwrap();
-    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
-        .await
-        .unwrap();
+    let (a, b, _dirs) = two_stores(&db).await;
     let claim = IdempotencyClaim {
         sender: "northshire-cc".parse().unwrap(),
         key: "k-1".into(),
@@ -3343,13 +3331,7 @@ async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transf
     let db = Db::new(&s).await;
     let pool = db.pool();
     migrate(&pool).await.unwrap();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Store::open_shared(dir_a.path(), db.pool(), "node-a")
-        .await
-        .unwrap();
-    let b = Store::open_shared(dir_b.path(), db.pool(), "node-b")
-        .await
-        .unwrap();
+    let (a, b, _dirs) = two_stores(&db).await;
     let now = postern_gateway::clock::now();
     let (at, until) = (
         postern_gateway::clock::stamp(now),
@@ -3431,4 +3413,24 @@ async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transf
     .await;
     assert_eq!(done, 1, "the transfer is complete");
     db.drop_it().await;
+}
+
+/// Two nodes' stores (node-a and node-b) on `db`, and their state directories (kept as long
+/// as the stores are).
+async fn two_stores(
+    db: &Db,
+) -> (
+    postern_gateway::store::Store,
+    postern_gateway::store::Store,
+    [tempfile::TempDir; 2],
+) {
+    use postern_gateway::store::Store;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = Store::open_shared(dirs[0].path(), db.pool(), "node-a")
+        .await
+        .unwrap();
+    let b = Store::open_shared(dirs[1].path(), db.pool(), "node-b")
+        .await
+        .unwrap();
+    (a, b, dirs)
 }
