@@ -189,13 +189,7 @@ async fn an_untouched_log_is_intact_and_fully_signed_after_a_gateway_stops() {
         let a = submit(&mut conn, &envelope(json!({})), vec![i; 1000], None).await;
         assert_eq!(a.status, 202);
     }
-    let refused = submit(
-        &mut conn,
-        &envelope(json!({"purpose": "nope"})),
-        vec![1],
-        None,
-    )
-    .await;
+    let refused = common::submit_refused(&mut conn).await;
     assert_ne!(refused.status, 202);
     drop(conn);
     // Read only: it works alongside the running gateway.

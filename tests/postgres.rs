@@ -207,9 +207,7 @@ async fn a_database_newer_than_this_postern_is_left_alone_and_refused() {
     let Some(s) = server("newer schema") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     pool.get()
         .await
         .unwrap()
@@ -360,13 +358,7 @@ async fn copy_moves_a_single_node_into_postgres_and_log_verify_passes_on_the_cop
         .await;
         assert_eq!(a.status, 202, "{:?}", String::from_utf8_lossy(&a.body));
     }
-    let refused = submit(
-        &mut conn,
-        &envelope(json!({"purpose": "nope"})),
-        vec![1],
-        None,
-    )
-    .await;
+    let refused = common::submit_refused(&mut conn).await;
     assert_ne!(refused.status, 202);
     drop(conn);
 
@@ -1000,9 +992,7 @@ async fn one_node_at_a_time_holds_a_named_lease() {
     let Some(s) = server("named leases") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let c = pool.get().await.unwrap();
     let t = pool.target();
     let take = |node: &'static str, now: &'static str, until: &'static str| {
@@ -1150,9 +1140,7 @@ async fn sealed_payloads_go_into_chunks_and_stream_back_whole() {
     let Some(s) = server("payload chunks") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let read = |name: &str, size: u64| {
         payload::get(pool.clone(), name.to_owned(), size).try_collect::<Vec<_>>()
     };
@@ -1212,9 +1200,7 @@ async fn a_stalled_attempt_cannot_record_over_a_newer_one_even_on_the_same_node(
     let Some(s) = server("attempt fencing") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     queue_deliveries(&pool, 1).await;
     let c = pool.get().await.unwrap();
     let mut w = pool.get().await.unwrap();
@@ -1282,9 +1268,7 @@ async fn the_last_two_deliveries_finished_at_once_on_two_nodes_complete_the_tran
     let Some(s) = server("concurrent completion") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     queue_deliveries(&pool, 1).await;
     // A second recipient for the same transfer.
     let c = pool.get().await.unwrap();
@@ -1371,9 +1355,7 @@ async fn a_nodes_group_commit_answers_each_request_with_its_own_record() {
     let Some(s) = server("group commit") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let w = LogWriter::start(pool.clone(), "node-a".into());
     let tasks: Vec<_> = (0..64)
         .map(|i| {
@@ -1660,9 +1642,7 @@ async fn the_store_suite_passes_on_postgresql() {
     let Some(s) = server("the store suite") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let client = pool.get().await.unwrap();
     let pg = postern_gateway::store::db::PgDb::new(
         client,
@@ -1778,9 +1758,7 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
     let Some(s) = server("two nodes' stores") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let (a, b, _dirs) = two_stores(&db).await;
     let mut tasks = Vec::new();
     for (node, store) in [("node-a", a.clone()), ("node-b", b.clone())] {
@@ -2148,9 +2126,7 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
     let Some(s) = server("two_serving_nodes_lose_nothing_when_one_is_killed_mid_load") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let d = Deployment::new();
     use_postgres(&d, &db);
     let (mut a, b) = two_nodes(&d);
@@ -2374,9 +2350,7 @@ async fn serving_nodes_answer_503_while_the_database_is_away_and_lose_nothing() 
     else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     // The nodes reach the database through a relay that the test cuts (every connection
     // dropped, new ones refused, as when the database restarts) and restores.
     let upstream = s
@@ -2463,9 +2437,7 @@ async fn the_dpo_pages_sign_in_search_and_verify_the_shared_log() {
     let Some(s) = server("the_dpo_pages_sign_in_search_and_verify_the_shared_log") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let (d, sink) = deployment("").await;
     use_postgres(&d, &db);
     let server = d.start().await;
@@ -2534,9 +2506,7 @@ async fn a_job_that_fails_before_it_writes_leaves_the_others_and_the_chain_whole
     let Some(s) = server("a job that fails before it writes") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_shared(dir.path(), pool.clone(), "node-a")
         .await
@@ -2606,9 +2576,7 @@ async fn a_node_on_a_former_single_nodes_state_directory_sweeps_none_of_its_file
     let Some(s) = server("a node on a former single node's state directory") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let single = tempfile::tempdir().unwrap();
     drop(Store::open(single.path()).unwrap());
     let kept = single.path().join("spool").join("undelivered.age");
@@ -2647,9 +2615,7 @@ async fn two_nodes_purge_the_shared_log_once_and_it_still_verifies() {
     let Some(s) = server("the retention purge on a shared store") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("checkpoint.key");
     ensure_key_file(&key_file).unwrap();
@@ -2858,9 +2824,7 @@ async fn a_failover_that_lost_commits_stops_a_node_until_the_head_is_accepted() 
     let Some(s) = server("a failover that lost commits") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let d = Deployment::new();
     use_postgres(&d, &db);
     // Delivered before the refusals: the records lost below are the refusals and after.
@@ -3031,9 +2995,7 @@ async fn a_request_asked_through_one_node_is_seen_through_the_other() {
     let Some(s) = server("a_request_asked_through_one_node_is_seen_through_the_other") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let d = Deployment::new();
     use_postgres(&d, &db);
     let (a, b) = two_nodes(&d);
@@ -3085,9 +3047,7 @@ async fn one_idempotency_key_claimed_on_two_nodes_at_once_is_the_first_commits()
     else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let (a, b, _dirs) = two_stores(&db).await;
     let claim = IdempotencyClaim {
         sender: "northshire-cc".parse().unwrap(),
@@ -3140,9 +3100,7 @@ async fn a_batch_run_alongside_takes_the_head_only_to_append_and_another_holds_i
     let Some(s) = server("a_batch_run_alongside_takes_the_head_only_to_append") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_shared(dir.path(), db.pool(), "node-a")
         .await
@@ -3211,9 +3169,7 @@ async fn a_statement_that_cannot_be_sent_stops_the_commit_after_it() {
     let Some(s) = server("a_statement_that_cannot_be_sent_stops_the_commit_after_it") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let client = pool.get().await.unwrap();
     let handle = tokio::runtime::Handle::current();
     let target = pool.target().to_owned();
@@ -3256,9 +3212,7 @@ async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() 
     let Some(s) = server("a_second_node_with_a_name_in_use_is_refused") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, _pool) = migrated(&s).await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let first = Store::open_shared(dirs[0].path(), db.pool(), "node-a")
         .await
@@ -3328,9 +3282,7 @@ async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transf
     let Some(s) = server("the_last_two_outcomes_recorded_on_two_nodes_at_once") else {
         return;
     };
-    let db = Db::new(&s).await;
-    let pool = db.pool();
-    migrate(&pool).await.unwrap();
+    let (db, pool) = migrated(&s).await;
     let (a, b, _dirs) = two_stores(&db).await;
     let now = postern_gateway::clock::now();
     let (at, until) = (
@@ -3433,4 +3385,12 @@ async fn two_stores(
         .await
         .unwrap();
     (a, b, dirs)
+}
+
+/// A fresh database on `s`, with the schema this postern needs, and a pool on it.
+async fn migrated(s: &Server) -> (Db, Pool) {
+    let db = Db::new(s).await;
+    let pool = db.pool();
+    migrate(&pool).await.unwrap();
+    (db, pool)
 }

@@ -602,20 +602,14 @@ impl LogSeq {
 }
 
 /// What a shared store's batch appends once its jobs have run: the records, in order, and the
-/// rows that must say which record is theirs (a transfer's `log_seq`, written with 0 until
-/// then). The chain's head is locked only for that last step, so the nodes'
-/// batches run their jobs side by side and take turns only to append.
+/// transfers that must say which record is theirs (`log_seq`, written with 0 until then: the
+/// transfer's id and the record's place in `entries`). The chain's head is locked only for
+/// that last step, so the nodes' batches run their jobs side by side and take turns only to
+/// append. (A request's row is written by a job run alone: it has its record's number.)
 #[derive(Default)]
 pub(crate) struct Later {
     pub(crate) entries: Vec<LogEntry>,
-    pub(crate) links: Vec<(Linked, String, usize)>,
-}
-
-/// A table whose rows name the record that made them (`log_seq`), written by a job run with
-/// [`Store::write_late`]. (A request's row is written by a job run alone: it has the number.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Linked {
-    Transfers,
+    pub(crate) transfers: Vec<(String, usize)>,
 }
 
 /// What ingest records for an accepted transfer.
@@ -710,13 +704,13 @@ impl<'a> Tx<'a> {
         })
     }
 
-    /// The `log_seq` to write in a row of `table` keyed `id` that names the record at `seq`:
+    /// The `log_seq` to write in the transfer `id`'s row, which names the record at `seq`:
     /// its number, or 0 until the batch appends it (and then sets it, or fails).
-    pub fn log_seq_for(&mut self, seq: LogSeq, table: Linked, id: &str) -> Result<i64, StoreError> {
+    fn transfer_log_seq(&mut self, seq: LogSeq, id: &str) -> Result<i64, StoreError> {
         match (seq, self.later.as_deref_mut()) {
             (LogSeq::Now(n), _) => Ok(n),
             (LogSeq::Later(i), Some(later)) if i < later.entries.len() => {
-                later.links.push((table, id.to_owned(), i));
+                later.transfers.push((id.to_owned(), i));
                 Ok(0)
             }
             // A place in a batch that is not this one's.
@@ -740,7 +734,7 @@ impl<'a> Tx<'a> {
     /// Records an accepted transfer; on a shared store its payload file moves into the
     /// database with it.
     pub fn insert_transfer(&mut self, t: &NewTransfer, seq: LogSeq) -> Result<(), StoreError> {
-        let log_seq = self.log_seq_for(seq, Linked::Transfers, &t.id.to_string())?;
+        let log_seq = self.transfer_log_seq(seq, &t.id.to_string())?;
         insert_transfer(self.db(), t, log_seq)?;
         if let (Some(staged), StoredPayload::File(file)) = (self.staged, &t.payload) {
             payloads::move_in(self.db, staged, payloads::Area::Spool, file)?;
@@ -1057,7 +1051,7 @@ impl Store {
     /// the other jobs'. Only for a job that (1) writes rows of its own (new ones) or updates
     /// rows only where a guard in the statement itself says the update still applies (a lease
     /// still held, a state still the one expected), or locks the row it reads first; (2)
-    /// needs no record's number before the commit (see [`Tx::log_seq_for`]); (3) reads no
+    /// needs no record's number before the commit (a transfer's is set then: [`Tx::insert_transfer`]); (3) reads no
     /// record appended in its batch. The transfer's intake, the delivery queue's claims,
     /// outcomes and leases, and an inbound delivery are such jobs: the work of every transfer.
     pub async fn write_late<T, F>(&self, sync_spool: bool, f: F) -> Result<T, StoreError>

@@ -23,8 +23,8 @@ use super::payloads::Staged;
 use super::pg::log::{Chained, Param};
 use super::pg::{PgError, Pool};
 use super::{
-    ChainHead, CommitFailure, Finisher, Job, Later, Linked, Reading, StateDir, Store, StoreError,
-    Tx, fail_all, finish_all, io, next_batch, prepare_state_dir, sync_dirs,
+    ChainHead, CommitFailure, Finisher, Job, Later, Reading, StateDir, Store, StoreError, Tx,
+    fail_all, finish_all, io, next_batch, prepare_state_dir, sync_dirs,
 };
 use crate::log::GENESIS;
 
@@ -313,7 +313,7 @@ impl Writer<'_> {
             } else {
                 None
             };
-            let before = (head, later.entries.len(), later.links.len());
+            let before = (head, later.entries.len(), later.transfers.len());
             let (ok, finish) = job(Some(&mut Tx {
                 db: &db,
                 sqlite: None,
@@ -349,7 +349,7 @@ impl Writer<'_> {
                 begun = true;
                 head = before.0;
                 later.entries.truncate(before.1);
-                later.links.truncate(before.2);
+                later.transfers.truncate(before.2);
                 finishers.push((forced, finish));
             }
         }
@@ -377,12 +377,8 @@ impl Writer<'_> {
             // reported durable.
             db.batch("SELECT 1; COMMIT")
         } else {
-            // The head moved and the commit, in one message (the values are a number and hex).
-            db.batch(&format!(
-                "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
-                head.seq,
-                hex::encode(head.hash)
-            ))
+            // The head moved: its update and the commit, in one message.
+            db.batch(&move_head_and_commit(head))
         }
         .map_err(|e| CommitFailure::store("commit failed", &e));
         if let Some(at) = locked {
@@ -404,44 +400,46 @@ fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<()
     let locked = Instant::now();
     let chained = Chained::new(head.seq, head.hash, &later.entries);
     let node = node.to_owned();
-    let mut links: [(Vec<String>, Vec<i64>); 1] = Default::default();
-    for (table, id, i) in &later.links {
+    let (mut ids, mut seqs) = (Vec::new(), Vec::new());
+    for (id, i) in &later.transfers {
         let seq = *chained.seqs.get(*i).ok_or_else(|| {
             StoreError::Task("a row names a record its batch does not append".into())
         })?;
-        let l = &mut links[match table {
-            Linked::Transfers => 0,
-        }];
-        l.0.push(id.clone());
-        l.1.push(seq);
+        ids.push(id.clone());
+        seqs.push(seq);
     }
     let mut statements: Vec<(&str, Vec<Param<'_>>)> = chained.inserts(&node).into();
-    // Every row named must be found (a job's rows are its own, written in this
+    // Every transfer named must be found (a job's rows are its own, written in this
     // transaction), or the transaction fails here: a row left with 0 would be lost to the
     // pages and taken by the next purge. The count is checked in the statement, so that the
     // COMMIT after it is not run.
-    let counts: [i64; 1] = [i64::try_from(links[0].0.len()).unwrap_or(i64::MAX)];
-    for ((sql, (ids, seqs)), n) in [
-        "WITH u AS (UPDATE transfers SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE transfers.id = v.id RETURNING 1)
-         SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a transfer named by a record appended is missing' END AS INTEGER) FROM u",
-    ]
-    .into_iter()
-    .zip(&links)
-    .zip(&counts)
-    {
-        if !ids.is_empty() {
-            statements.push((sql, vec![ids as Param<'_>, seqs as Param<'_>, n as Param<'_>]));
-        }
+    let linked = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    if !ids.is_empty() {
+        statements.push((
+            "WITH u AS (UPDATE transfers SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE transfers.id = v.id RETURNING 1)
+             SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a transfer named by a record appended is missing' END AS INTEGER) FROM u",
+            vec![&ids, &seqs, &linked],
+        ));
     }
     // The head moved and the commit, last (the values are a number and hex). Should anything
     // before fail at the server, the UPDATE fails too and the COMMIT is not run; should one
     // fail before it is sent, neither is sent (PgDb::pipeline).
-    let commit = format!(
-        "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
-        chained.seq,
-        hex::encode(chained.hash)
-    );
+    let commit = move_head_and_commit(ChainHead {
+        seq: chained.seq,
+        hash: chained.hash,
+    });
     let done = db.pipeline(&statements, &commit);
     crate::metrics::log_head(locked - asked, locked.elapsed());
     done.map(|_| ())
+}
+
+/// The head moved to `head` and the commit, in one message (the values are a number and hex).
+/// In a transaction a statement has failed in, the UPDATE fails and the COMMIT is not run
+/// (PostgreSQL would answer a COMMIT there by rolling back, without an error).
+fn move_head_and_commit(head: ChainHead) -> String {
+    format!(
+        "UPDATE log_head SET seq = {}, hash = '\\x{}'::bytea WHERE id = 1; COMMIT",
+        head.seq,
+        hex::encode(head.hash)
+    )
 }

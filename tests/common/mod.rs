@@ -548,6 +548,12 @@ pub fn payload(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A transfer for a purpose no agreement allows (refused by policy): what the tests that need
+/// a refusal in the log send.
+pub async fn submit_refused(conn: &mut Connection) -> Answer {
+    submit(conn, &envelope(json!({"purpose": "nope"})), vec![1], None).await
+}
+
 pub async fn submit(
     conn: &mut Connection,
     envelope: &Value,
@@ -849,13 +855,7 @@ pub async fn shared_and_stopped(d: &Deployment, n: u8) {
         .await;
     }
     for _ in 0..2 {
-        let refused = submit(
-            &mut conn,
-            &envelope(json!({"purpose": "nope"})),
-            vec![1],
-            None,
-        )
-        .await;
+        let refused = submit_refused(&mut conn).await;
         assert_eq!(refused.status, 403);
     }
     drop(conn);
