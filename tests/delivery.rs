@@ -1079,3 +1079,43 @@ async fn a_relay_that_hangs_up_after_each_message_gets_each_at_the_first_attempt
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_to_one_recipient_goes_at_most_per_recipient_at_once_each_once() {
+    // A slow relay and a limit of two attempts at once to the council: a backlog of ten drains
+    // through two places, each taken over by the next delivery as the last one is delivered.
+    let (l, port) = listener().await;
+    let d = with_relay(port, "per_recipient = 2\n");
+    let smtp = sink(
+        l,
+        &d.ca(),
+        SinkOptions {
+            hold: Duration::from_millis(150),
+            ..SinkOptions::default()
+        },
+    );
+    let server = d.start().await;
+    let mut police = d.connect(server.addr, "northshire-police").await;
+    let mut ids = Vec::new();
+    for i in 0..10u8 {
+        ids.push(share_to_council(&mut police, vec![i; 500]).await);
+    }
+    for id in &ids {
+        let s = wait_recipient(&mut police, id, "northshire-cc", "delivered", |s| {
+            s["state"] == "delivered" || s["state"] == "dead"
+        })
+        .await;
+        assert_eq!(s["state"], "delivered", "{s}");
+        assert_eq!(s["attempts"], 1, "{s}");
+    }
+    assert_eq!(smtp.received().len(), 10);
+    let most = smtp.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(most, 2, "messages at the relay at once");
+    let attempts = d
+        .all_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "delivery_attempt" && r["outcome"] == "delivered")
+        .count();
+    assert_eq!(attempts, 10);
+    server.stop().await;
+}

@@ -3,7 +3,8 @@
 //! load generator measures email delivery against it. Not part of the gateway's service.
 //!
 //! It can be told to offer no STARTTLS, to answer the first few messages with a temporary
-//! failure, or to reject every message, so that tests see the gateway's side of each.
+//! failure, to reject every message, or to answer slowly (counting the messages waiting at
+//! once), so that tests see the gateway's side of each.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +41,9 @@ pub struct SinkOptions {
     /// Close the connection after each message accepted, without a word (as a relay with a
     /// limit of one message per connection may).
     pub one_message_per_connection: bool,
+    /// Wait this long before answering each message's end (a slow relay), counting how many
+    /// messages wait at once in [`SmtpSink::most_at_once`].
+    pub hold: std::time::Duration,
 }
 
 pub struct SmtpSink {
@@ -47,7 +51,16 @@ pub struct SmtpSink {
     pub messages: Arc<Mutex<Vec<ReceivedMail>>>,
     /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// The most messages that waited for their answer at once (see [`SinkOptions::hold`]).
+    pub most_at_once: Arc<AtomicUsize>,
     stop: CancellationToken,
+}
+
+/// Messages waiting for their answer now, and the most there have been.
+#[derive(Default)]
+struct Held {
+    now: AtomicUsize,
+    most: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
@@ -58,6 +71,8 @@ impl SmtpSink {
         let stop = CancellationToken::new();
         let failing = Arc::new(AtomicUsize::new(options.fail_first));
         let connections = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(Held::default());
+        let most_at_once = held.most.clone();
         let (msgs, token, count) = (messages.clone(), stop.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
@@ -66,9 +81,10 @@ impl SmtpSink {
                     r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                 };
                 count.fetch_add(1, Ordering::SeqCst);
-                let (msgs, options, failing) = (msgs.clone(), options.clone(), failing.clone());
+                let (msgs, options, failing, held) =
+                    (msgs.clone(), options.clone(), failing.clone(), held.clone());
                 tokio::spawn(async move {
-                    let _ = session(tcp, peer, options, failing, msgs).await;
+                    let _ = session(tcp, peer, options, failing, msgs, held).await;
                 });
             }
         });
@@ -76,6 +92,7 @@ impl SmtpSink {
             addr,
             messages,
             connections,
+            most_at_once,
             stop,
         })
     }
@@ -100,6 +117,8 @@ struct Collector {
     /// Set when a message was refused: mailin stays in its DATA state after an error reply
     /// (it would read the next commands as message text), so the session ends there instead.
     hang_up: Arc<AtomicBool>,
+    /// Set when a message has ended: its answer is held back (see [`SinkOptions::hold`]).
+    ended: Arc<AtomicBool>,
     out: Arc<Mutex<Vec<ReceivedMail>>>,
 }
 
@@ -123,6 +142,7 @@ impl Handler for Collector {
     }
 
     fn data_end(&mut self) -> Response {
+        self.ended.store(true, Ordering::SeqCst);
         if self.reject {
             self.hang_up.store(true, Ordering::SeqCst);
             return Response::custom(550, "Message rejected by policy".to_owned());
@@ -153,9 +173,11 @@ async fn session(
     options: SinkOptions,
     failing: Arc<AtomicUsize>,
     out: Arc<Mutex<Vec<ReceivedMail>>>,
+    held: Arc<Held>,
 ) -> std::io::Result<()> {
     let tls = Arc::new(AtomicBool::new(false));
     let hang_up = Arc::new(AtomicBool::new(false));
+    let ended = Arc::new(AtomicBool::new(false));
     let mut builder = SessionBuilder::new("postern-smtp-sink");
     if options.starttls.is_some() && !options.implicit {
         builder.enable_start_tls();
@@ -169,6 +191,7 @@ async fn session(
             reject: options.reject,
             one_message: options.one_message_per_connection,
             hang_up: hang_up.clone(),
+            ended: ended.clone(),
             out,
         },
     );
@@ -193,6 +216,12 @@ async fn session(
             return Ok(());
         }
         let response = session.process(&line);
+        if ended.swap(false, Ordering::SeqCst) && !options.hold.is_zero() {
+            let now = held.now.fetch_add(1, Ordering::SeqCst) + 1;
+            held.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(options.hold).await;
+            held.now.fetch_sub(1, Ordering::SeqCst);
+        }
         match response.action {
             Action::NoReply => {}
             Action::Close => {
