@@ -1083,7 +1083,7 @@ async fn a_relay_that_hangs_up_after_each_message_gets_each_at_the_first_attempt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_to_one_recipient_goes_at_most_per_recipient_at_once_each_once() {
     // A slow relay and a limit of two attempts at once to the council: a backlog of ten drains
-    // through two places, each taken over by the next delivery as the last one is delivered.
+    // two at a time, never more, each delivered once.
     let (l, port) = listener().await;
     let d = with_relay(port, "per_recipient = 2\n");
     let smtp = sink(

@@ -5,9 +5,7 @@
 //!   attempt interrupted by a crash is retried after restart; the recipient side makes repeats
 //!   harmless (the inbox stores a transfer once per recipient; emails carry a stable Message-ID).
 //! - Bounded: at most `delivery.concurrency` attempts at once, and `delivery.per_recipient` to
-//!   any one recipient, so a slow recipient does not hold up the others. A delivered attempt's
-//!   commit claims that recipient's next due delivery, so that a backlog drains without a
-//!   commit per claim; at most [`CHAIN_MAX`] in a row before the place goes back to the queue.
+//!   any one recipient, so a slow recipient does not hold up the others.
 //! - Temporary failures are retried with exponential backoff and jitter until the delivery's
 //!   lifetime ends; permanent failures (SMTP 5xx, HTTP 4xx other than 408/429, a certificate
 //!   that does not verify) end it at once. Either way the end is `dead`, with its reason. A
@@ -574,14 +572,23 @@ pub async fn run(d: Arc<Deliverer>, wake: Wake, stop: CancellationToken) {
                             break;
                         };
                         in_flight.start(&due);
-                        let (d, wake, in_flight, stop) =
-                            (d.clone(), wake.clone(), in_flight.clone(), stop.clone());
-                        tracker.spawn(async move {
-                            let last = run_chain(&d, due, &in_flight, &stop).await;
-                            in_flight.end(&last);
-                            drop(permit);
-                            wake.now();
-                        });
+                        let (d, wake, in_flight) = (d.clone(), wake.clone(), in_flight.clone());
+                        // Every line logged about this attempt, here or in a channel, carries
+                        // the transfer id.
+                        let span = tracing::info_span!(
+                            "delivery",
+                            transfer_id = %due.transfer_id,
+                            recipient = %due.recipient
+                        );
+                        tracker.spawn(
+                            async move {
+                                run_one(&d, &due).await;
+                                in_flight.end(&due);
+                                drop(permit);
+                                wake.now();
+                            }
+                            .instrument(span),
+                        );
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "could not read the delivery queue"),
@@ -674,50 +681,11 @@ async fn end_damaged(d: &Deliverer, due: &Due, why: &str) {
     }
 }
 
-/// At most this many attempts run one after another on one permit (see [`run_chain`]) before
-/// it goes back to the worker's loop, so that recipients waiting for a permit get their turn.
-const CHAIN_MAX: usize = 16;
-
-/// Runs the attempt at `due` (registered in flight), and while each is delivered, the next
-/// delivery due to the same recipient, claimed in the same commit as the outcome: a recipient
-/// with a backlog keeps its attempts going without a round through the worker's loop and a
-/// commit of its own for each claim (on PostgreSQL, a commit is a round trip and a flush). The
-/// attempts stay within `delivery.per_recipient`: each takes over the place of the one before.
-/// Returns the last delivery attempted, still registered in flight.
-async fn run_chain(
-    d: &Arc<Deliverer>,
-    first: Due,
-    in_flight: &Arc<InFlight>,
-    stop: &CancellationToken,
-) -> Due {
-    let mut due = first;
-    for n in 1..=CHAIN_MAX {
-        let chain = (n < CHAIN_MAX && !stop.is_cancelled()).then(|| in_flight.clone());
-        // Every line logged about this attempt, here or in a channel, carries the transfer id.
-        let span = tracing::info_span!(
-            "delivery",
-            transfer_id = %due.transfer_id,
-            recipient = %due.recipient
-        );
-        let Some(next) = run_one(d, &due, chain).instrument(span).await else {
-            break;
-        };
-        // The next is counted before the last is let go, so that the loop never sees a place
-        // free for this recipient in between.
-        in_flight.start(&next);
-        in_flight.end(&due);
-        due = next;
-    }
-    due
-}
-
-/// Runs one attempt and records it; with `chain`, a delivered attempt's commit also claims the
-/// recipient's next due delivery (not one `chain` holds in flight), which is returned.
-async fn run_one(d: &Arc<Deliverer>, due: &Due, chain: Option<Arc<InFlight>>) -> Option<Due> {
+async fn run_one(d: &Arc<Deliverer>, due: &Due) {
     let (t, r) = (due.transfer_id.clone(), due.recipient.clone());
     let job = match d.store.read(move |c| queue::job(c, &t, &r)).await {
         Ok(Some(j)) => j,
-        Ok(None) => return None,
+        Ok(None) => return,
         Err(e) => {
             match e.damaged_row() {
                 // A damaged row (an id or time that does not parse) will not mend by retrying:
@@ -728,7 +696,7 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due, chain: Option<Arc<InFlight>>) ->
                     tracing::error!(transfer_id = %due.transfer_id, error = %e, "could not load a delivery");
                 }
             }
-            return None;
+            return;
         }
     };
     // The attempt runs as a task of its own, so that even a panic inside it (a bug) ends as a
@@ -764,29 +732,20 @@ async fn run_one(d: &Arc<Deliverer>, due: &Due, chain: Option<Arc<InFlight>>) ->
             )
         }
     };
-    // Only after a delivery: a recipient that just failed is left to the retry schedule.
-    let chain = chain.filter(|_| matches!(outcome, Outcome::Delivered { .. }));
-    match record(d, &job, &outcome, started.elapsed(), chain).await {
-        Ok(next) => next,
-        Err(e) => {
-            // The delivery stays `delivering`; once this attempt is no longer in flight, the
-            // worker's sweep queues it again (the recipient side makes a repeat harmless).
-            tracing::error!(transfer_id = %job.transfer_id, error = %e, "could not record a delivery attempt; it will be attempted again");
-            None
-        }
+    if let Err(e) = record(d, &job, &outcome, started.elapsed()).await {
+        // The delivery stays `delivering`; once this attempt is no longer in flight, the
+        // worker's sweep queues it again (the recipient side makes a repeat harmless).
+        tracing::error!(transfer_id = %job.transfer_id, error = %e, "could not record a delivery attempt; it will be attempted again");
     }
 }
 
-/// Records an attempt's outcome (`took`: how long the attempt ran) and, once committed, counts
-/// it. With `chain`, the same commit claims the recipient's next due delivery (see
-/// [`run_chain`]), returned.
+/// Records an attempt's outcome (`took`: how long the attempt ran) and, once committed, counts it.
 async fn record(
     d: &Deliverer,
     job: &Job,
     outcome: &Outcome,
     took: Duration,
-    chain: Option<Arc<InFlight>>,
-) -> Result<Option<Due>, StoreError> {
+) -> Result<(), StoreError> {
     let now = clock::now();
     let at = clock::stamp(now);
     let accepted = job.accepted_at;
@@ -871,17 +830,11 @@ async fn record(
     let entry = LogEntry::new(&rec)?;
     let (t, r) = (job.transfer_id.to_string(), job.recipient.to_string());
     let attempt = job.attempt;
-    let until = lease_until();
-    let (kept, next) = d
+    let kept = d
         .store
         .write_late(false, move |tx| {
             tx.append(&entry)?;
-            let kept = tx.finish_delivery(&t, &r, &finish, &at, Some(attempt))?;
-            let next = match &chain {
-                Some(in_flight) => tx.claim_next_to(&r, &at, &until, |c| in_flight.holds(c))?,
-                None => None,
-            };
-            Ok((kept, next))
+            tx.finish_delivery(&t, &r, &finish, &at, Some(attempt))
         })
         .await?;
     if !kept && d.store.node().is_some() {
@@ -899,7 +852,7 @@ async fn record(
             Duration::try_from(now - accepted).unwrap_or(Duration::ZERO),
         );
     }
-    Ok(next)
+    Ok(())
 }
 
 /// Deletes the sealed payloads of transfers finished longer ago than the grace period.

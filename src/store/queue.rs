@@ -131,21 +131,6 @@ pub fn due(db: &dyn Db, now: &str, n: usize, shared: bool) -> Result<Vec<Due>, S
     due_rows(rows)
 }
 
-/// How far down the queue a worker that has just delivered to a recipient looks for that
-/// recipient's next delivery: the oldest due deliveries, so that a chained attempt never jumps
-/// far ahead of the queue's order, and the look is bounded however long the queue is.
-pub const CHAIN_WINDOW: usize = 64;
-
-/// Deliveries to `recipient` among the [`CHAIN_WINDOW`] oldest queued or retrying ones due at
-/// `now`, oldest first.
-pub fn due_to(db: &dyn Db, recipient: &str, now: &str) -> Result<Vec<Due>, StoreError> {
-    let rows = db.rows(
-        "SELECT transfer_id, recipient FROM (SELECT transfer_id, recipient, next_attempt_at FROM deliveries WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2) AS oldest WHERE recipient = ?3 ORDER BY next_attempt_at",
-        &[now.into(), limit(CHAIN_WINDOW), recipient.into()],
-    )?;
-    due_rows(rows)
-}
-
 /// When the next queued or retrying delivery falls due.
 pub fn next_due(db: &dyn Db) -> Result<Option<String>, StoreError> {
     db.row(
@@ -432,24 +417,6 @@ impl Tx<'_> {
     pub fn claim_delivery(&mut self, d: &Due, now: &str, until: &str) -> Result<bool, StoreError> {
         let lease = self.node.map(|node| Lease { node, until });
         claim_delivery(self.db(), d, now, lease)
-    }
-
-    /// Claims the next delivery to `recipient` that is due at `now` among the oldest
-    /// ([`due_to`]), passing over those `busy` names (attempts this node is making already);
-    /// `None` when there is none, or another worker or node claimed each first.
-    pub fn claim_next_to(
-        &mut self,
-        recipient: &str,
-        now: &str,
-        until: &str,
-        busy: impl Fn(&Due) -> bool,
-    ) -> Result<Option<Due>, StoreError> {
-        for d in due_to(self.db(), recipient, now)? {
-            if !busy(&d) && self.claim_delivery(&d, now, until)? {
-                return Ok(Some(d));
-            }
-        }
-        Ok(None)
     }
 
     /// On a shared store, extends this node's leases to `until` (nothing on a single node).
