@@ -1985,6 +1985,27 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
         matches!(&read, Err(StoreError::Pg(p)) if p.is_unavailable()),
         "{read:?}"
     );
+    // The connection that held node-a's name was cut with the others, so the name is free
+    // while the database is away from the node: a process reaching the database could take it.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut taken = None;
+    for _ in 0..50 {
+        match Store::open_shared(other_dir.path(), db.pool(), "node-a").await {
+            Ok(s) => {
+                taken = Some(s);
+                break;
+            }
+            Err(StoreError::NodeNameTaken { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        taken.is_some(),
+        "the name is free while its connection is gone"
+    );
+    drop(taken);
 
     relay.up().await;
     let mut back = false;
@@ -2001,6 +2022,30 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
         }
     }
     assert!(back, "the node writes again once the database is back");
+    // And the node takes its name again by itself (looked at from the server's side, without
+    // taking it), after which another node-a is refused once more.
+    let mut held = false;
+    for _ in 0..100 {
+        let names = count(
+            &db.pool(),
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await;
+        if names == 1 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        held,
+        "the node holds its name again once the database is back"
+    );
+    match Store::open_shared(other_dir.path(), db.pool(), "node-a").await {
+        Err(StoreError::NodeNameTaken { .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second node-a was let in after the database came back"),
+    }
     let (report, _) = pg::verify::verify_log(&db.pool(), &[], &[]).await.unwrap();
     assert!(report.intact(), "{:?}", report.first_break);
     assert_eq!(report.records, 2);
@@ -2056,6 +2101,41 @@ fn two_nodes(d: &Deployment) -> (Node, Node) {
             ops: ops_b,
         },
     )
+}
+
+/// While node-a serves, a second process started as node-a exits at once with EX_UNAVAILABLE
+/// (69: its supervisor may try again, as the name may come free), saying who holds the name.
+fn a_third_node_named_like_the_first_is_refused(d: &Deployment) {
+    let state_c = d.dir.path().join("state-c");
+    copy_tree(&d.state_dir, &state_c);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["serve", "--config", d.config_dir.to_str().unwrap()])
+        .env_remove("RUST_BACKTRACE")
+        .env("POSTERN_STORE__NODE", "node-a")
+        .env("POSTERN_STATE_DIR", &state_c)
+        .env("POSTERN_OPS__LISTEN", free_port().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second node-a kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("another postern is running as node node-a") && err.contains("store.node"),
+        "{err}"
+    );
 }
 
 /// A serving node and its health listener's address.
@@ -2130,6 +2210,7 @@ async fn two_serving_nodes_lose_nothing_when_one_is_killed_mid_load() {
     let d = Deployment::new();
     use_postgres(&d, &db);
     let (mut a, b) = two_nodes(&d);
+    a_third_node_named_like_the_first_is_refused(&d);
 
     // A payload too large to keep inline: accepted by one node, it is kept in the database
     // (no node's folder), delivered, and downloaded through the other node whole.

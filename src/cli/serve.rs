@@ -13,6 +13,7 @@ use clap::Args;
 use postern_gateway::config::{self, ConfigDir, ConfigErrors, LoadOptions, Overrides};
 use postern_gateway::runtime::daemon;
 use postern_gateway::runtime::devkit::{self, DevPaths};
+use postern_gateway::store::StoreError;
 
 use super::{EX_DATAERR, EX_UNAVAILABLE, EX_USAGE, exit};
 
@@ -183,6 +184,13 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(daemon::DaemonError::LogHead(why)) => {
             eprintln!("postern: {why}");
             return Ok(exit(EX_DATAERR));
+        }
+        // Another process runs under this node's name (or its connection has not yet closed):
+        // the name may come free, so a supervisor's restart is right; a distinct code lets a
+        // script tell this from a broken configuration.
+        Err(daemon::DaemonError::Store(e @ StoreError::NodeNameTaken { .. })) => {
+            eprintln!("postern: {e}");
+            return Ok(exit(EX_UNAVAILABLE));
         }
         Err(e) => return Err(e.into()),
     };

@@ -901,9 +901,9 @@ pub struct Store {
     /// This node's name on a shared store (none on a single node's SQLite).
     node: Option<Arc<str>>,
     _lock: Arc<std::fs::File>,
-    /// On a shared store, the connection that holds this node's name (see
-    /// `shared::hold_name`), closed when the last handle goes.
-    _name: Option<Arc<deadpool_postgres::ClientWrapper>>,
+    /// On a shared store, what keeps this node's name held (see `shared::hold_name`): let go,
+    /// and the name with it, when the last handle goes.
+    _name: Option<Arc<tokio_util::sync::DropGuard>>,
 }
 
 /// Where reads are answered: the SQLite reader connection, or a connection of the shared

@@ -108,20 +108,81 @@ impl Store {
     }
 }
 
-/// Holds `node`'s name on the database for as long as the returned connection is open (a
-/// session's advisory lock, keyed by the name's hash), or refuses: another process runs as
-/// that node. The connection leaves the pool, so that closing it (the store dropped, or the
-/// process gone) frees the name. Should the database restart, the name is free again until
-/// the node opens its store anew: a guard against a mistake in configuration, not a lease.
-async fn hold_name(
-    pool: &Pool,
-    node: &str,
-) -> Result<deadpool_postgres::ClientWrapper, StoreError> {
+/// How often the name's connection is looked at (a flag on the client: no round trip).
+const NAME_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Holds `node`'s name on the database while the store is open, or refuses: another process
+/// runs as that node. A task keeps it: should the name's connection be lost (the database
+/// restarted, a failover), which frees the name, the task takes it again on a new connection,
+/// and says so loudly if another process took it in between. Dropping the returned guard (the
+/// last store handle gone) ends the task and closes the connection, which frees the name.
+async fn hold_name(pool: &Pool, node: &str) -> Result<tokio_util::sync::DropGuard, StoreError> {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("postern node name\n{node}").as_bytes());
     let mut key = [0u8; 8];
     key.copy_from_slice(&digest[..8]);
     let key = i64::from_be_bytes(key);
+    let client = take_name(pool, node, key).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(keep_name(
+        pool.clone(),
+        node.to_owned(),
+        key,
+        client,
+        stop.clone(),
+    ));
+    Ok(stop.drop_guard())
+}
+
+/// Looks at the name's connection every [`NAME_CHECK_EVERY`] until `stop`, and takes the name
+/// again when it was lost. Each change is logged once.
+async fn keep_name(
+    pool: Pool,
+    node: String,
+    key: i64,
+    client: deadpool_postgres::ClientWrapper,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut held = Some(client);
+    let mut said: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(NAME_CHECK_EVERY) => {}
+        }
+        if held.as_ref().is_some_and(|c| !c.is_closed()) {
+            continue;
+        }
+        if held.take().is_some() {
+            tracing::warn!(node = %node, "the database connection holding this node's name was lost; taking the name again");
+        }
+        match take_name(&pool, &node, key).await {
+            Ok(c) => {
+                held = Some(c);
+                said = None;
+                tracing::info!(node = %node, "this node holds its name on the database again");
+            }
+            Err(e @ StoreError::NodeNameTaken { .. }) => {
+                let now = e.to_string();
+                if said.as_deref() != Some(now.as_str()) {
+                    tracing::error!(node = %node, error = %now, "another process took this node's name while its connection was lost: two nodes with one name take each other's delivery attempts; stop one (trying again every second)");
+                    said = Some(now);
+                }
+            }
+            // The database still away: the next look tries again.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Takes `node`'s name (advisory lock `key`) on a connection of its own, taken out of the
+/// pool so that closing it (the store dropped, or the process gone) frees the name; or
+/// refuses, saying who holds it.
+async fn take_name(
+    pool: &Pool,
+    node: &str,
+    key: i64,
+) -> Result<deadpool_postgres::ClientWrapper, StoreError> {
     let client = deadpool_postgres::Object::take(pool.get().await?);
     // The server finds this connection dead within about 25 s if the node's machine goes
     // without closing it (power lost, a partition), and frees the name, rather than after the
