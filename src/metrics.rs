@@ -120,6 +120,9 @@ struct Metrics {
     reauthentication: Family<Kind, Counter>,
     head_wait: Counter<f64, AtomicU64>,
     head_held: Counter<f64, AtomicU64>,
+    writer_busy: Counter<f64, AtomicU64>,
+    write_batches: Counter,
+    write_jobs: Counter,
 }
 
 /// From acceptance to delivery: seconds when all is well, hours while a recipient is down.
@@ -157,6 +160,9 @@ impl Metrics {
             reauthentication: Family::default(),
             head_wait: Counter::default(),
             head_held: Counter::default(),
+            writer_busy: Counter::default(),
+            write_batches: Counter::default(),
+            write_jobs: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -254,6 +260,22 @@ impl Metrics {
             Unit::Seconds,
             m.head_held.clone(),
         );
+        r.register_with_unit(
+            "store_writer_busy",
+            "Time this node's store writer spent on its commits rather than waiting for work (divided by the time elapsed: how near the writer is to its limit, 1; every write of the node goes through it)",
+            Unit::Seconds,
+            m.writer_busy.clone(),
+        );
+        r.register(
+            "store_write_batches",
+            "Commits of this node's store writer (each carries every write job waiting when it began)",
+            m.write_batches.clone(),
+        );
+        r.register(
+            "store_write_jobs",
+            "Write jobs this node's store writer ran (divided by store_write_batches: the jobs a commit carries)",
+            m.write_jobs.clone(),
+        );
         // Series that exist from the start, so that rates and alerts see a zero rather than
         // nothing until the first event.
         for kind in SourceLimit::ALL {
@@ -300,6 +322,19 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 pub fn log_head(wait: Duration, held: Duration) {
     METRICS.head_wait.inc_by(wait.as_secs_f64());
     METRICS.head_held.inc_by(held.as_secs_f64());
+}
+
+/// The store's writer took a batch of `jobs` write jobs.
+pub fn store_batch(jobs: usize) {
+    METRICS.write_batches.inc();
+    METRICS
+        .write_jobs
+        .inc_by(u64::try_from(jobs).unwrap_or(u64::MAX));
+}
+
+/// The store's writer worked `d` on its last batch.
+pub fn store_writer_busy(d: Duration) {
+    METRICS.writer_busy.inc_by(d.as_secs_f64());
 }
 
 /// A transfer was accepted and committed.
@@ -503,6 +538,8 @@ mod tests {
         delivered("unit-test", Duration::from_secs(2));
         tls_handshake_failed(HandshakeFailure::UnknownCa);
         log_head(Duration::from_millis(3), Duration::from_millis(5));
+        store_batch(2);
+        store_writer_busy(Duration::from_millis(4));
         let text = encode(&Queue {
             depth: vec![("retrying", 3)],
             oldest_pending_age: Duration::from_secs(90),
@@ -528,6 +565,10 @@ mod tests {
             "postern_transfer_errors_total{status=\"503\"} 0",
             "# TYPE postern_log_head_held_seconds counter",
             "postern_log_head_wait_seconds_total 0.003",
+            // Other unit tests' stores count here too: the types, not the values.
+            "# TYPE postern_store_writer_busy_seconds counter",
+            "# TYPE postern_store_write_batches counter",
+            "# TYPE postern_store_write_jobs counter",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

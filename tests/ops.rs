@@ -367,6 +367,18 @@ async fn metrics_count_decisions_and_deliveries_and_the_queue_matches_the_store(
         );
     }
     assert_eq!(delta("postern_transfer_errors_total", &[]), 0.0);
+    // The store's writer: at least the three acceptances went through it, in commits that
+    // carry one job or more, and it spent some time on them (other tests in this process may
+    // have added theirs, hence no exact figures).
+    let (jobs, batches) = (
+        delta("postern_store_write_jobs_total", &[]),
+        delta("postern_store_write_batches_total", &[]),
+    );
+    assert!(jobs >= 3.0 && batches >= 1.0 && jobs >= batches, "{text}");
+    assert!(
+        delta("postern_store_writer_busy_seconds_total", &[]) > 0.0,
+        "{text}"
+    );
     // The https delivery arrived at this gateway's own inbound endpoint.
     assert_eq!(
         delta("postern_inbound_deliveries_total", &[("outcome", "stored")]),

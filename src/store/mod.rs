@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -1186,8 +1187,13 @@ fn prepare_state_dir(state_dir: &Path) -> Result<StateDir, StoreError> {
 }
 
 /// The next batch for a writer: the first job waiting, and every other already queued (up to
-/// [`MAX_BATCH`]). `None` once the last handle is gone.
-fn next_batch(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+/// [`MAX_BATCH`]). `None` once the last handle is gone. `worked`: when the writer took its
+/// last batch; the time since is counted as the writer's work (its metrics: how near it is to
+/// its limit, and how many jobs a commit carries).
+fn next_batch(rx: &mut mpsc::Receiver<Job>, worked: &mut Option<Instant>) -> Option<Vec<Job>> {
+    if let Some(t) = worked.take() {
+        crate::metrics::store_writer_busy(t.elapsed());
+    }
     let first = rx.blocking_recv()?;
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
@@ -1196,6 +1202,8 @@ fn next_batch(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
             Err(_) => break,
         }
     }
+    crate::metrics::store_batch(batch.len());
+    *worked = Some(Instant::now());
     Some(batch)
 }
 
@@ -1241,7 +1249,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, dirs: &[PathBuf]) 
             hash: GENESIS,
         }
     });
-    while let Some(batch) = next_batch(&mut rx) {
+    let mut worked = None;
+    while let Some(batch) = next_batch(&mut rx, &mut worked) {
         if head.seq < 0 {
             fail_all(
                 batch,

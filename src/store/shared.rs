@@ -273,7 +273,8 @@ fn writer_loop(
         handle,
         staged,
     };
-    while let Some(batch) = next_batch(&mut rx) {
+    let mut worked = None;
+    while let Some(batch) = next_batch(&mut rx, &mut worked) {
         let dir_synced = sync_dirs(&batch, dirs);
         // The jobs run in order, each run of jobs of one kind in a transaction: those that may
         // run alongside the other nodes' appending at the end, the others with the chain's

@@ -12,7 +12,9 @@
 //! The ratios (one PostgreSQL node to SQLite, two nodes to one) are what to compare: on a
 //! machine where the nodes, the database and the load generator share the cores, a second node
 //! adds no cores: the CPU column says how busy the whole machine was while each setup was
-//! saturated (near 100%, a second node has nothing to run on).
+//! saturated (near 100%, a second node has nothing to run on). The nodes' own metrics say how
+//! much of each phase some node held the chain's head, and how busy each node's store writer
+//! was (every write of a node goes through it: near 100%, it is the node's limit).
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -44,6 +46,31 @@ struct Figures {
     /// chain's head (the nodes' `postern_log_head_held_seconds`, summed), in percent: the
     /// part of the work that cannot run side by side.
     head_held: Option<f64>,
+    /// How busy the nodes' store writers were (`postern_store_writer_busy_seconds`, averaged
+    /// over the nodes), in percent, in the saturation phase and in the fixed-rate one: every
+    /// write of a node goes through its one writer, so near 100% it is the node's limit.
+    writer_busy: Option<f64>,
+    writer_busy_at_rate: Option<f64>,
+}
+
+/// The nodes' counters that the figures are taken from, summed over the nodes.
+#[derive(Clone, Copy)]
+struct Counters {
+    head_held: f64,
+    writer_busy: f64,
+}
+
+impl Counters {
+    /// Since `before`, over `wall`, in percent: the time the chain's head was held (summed
+    /// over the nodes), and each node's writer busy (averaged over the `nodes`).
+    fn share(self, before: Option<Counters>, wall: Duration, nodes: usize) -> Option<(f64, f64)> {
+        let b = before?;
+        let pct = |d: f64| d / wall.as_secs_f64() * 100.0;
+        Some((
+            pct(self.head_held - b.head_held),
+            pct(self.writer_busy - b.writer_busy) / nodes.max(1) as f64,
+        ))
+    }
 }
 
 /// A free address on loopback for a node's ops listener (free a moment ago).
@@ -60,14 +87,13 @@ fn counter(text: &str, name: &str) -> Option<f64> {
         .ok()
 }
 
-/// The nodes' time holding the chain's head so far, in seconds, summed; `None` without nodes
-/// on a shared store (or if one does not answer).
-async fn head_held(ops: &[SocketAddr]) -> Option<f64> {
+/// The nodes' counters so far, summed; `None` if a node does not answer.
+async fn counters(ops: &[SocketAddr]) -> Option<Counters> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if ops.is_empty() {
-        return None;
-    }
-    let mut sum = 0.0;
+    let mut sum = Counters {
+        head_held: 0.0,
+        writer_busy: 0.0,
+    };
     for a in ops {
         let mut s = tokio::net::TcpStream::connect(a).await.ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
@@ -75,7 +101,8 @@ async fn head_held(ops: &[SocketAddr]) -> Option<f64> {
             .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).await.ok()?;
-        sum += counter(&text, "postern_log_head_held_seconds_total")?;
+        sum.head_held += counter(&text, "postern_log_head_held_seconds_total")?;
+        sum.writer_busy += counter(&text, "postern_store_writer_busy_seconds_total")?;
     }
     Some(sum)
 }
@@ -214,7 +241,7 @@ async fn measure(
     let warm = a.connections * a.warmup;
     submit_all(&targets, tls.clone(), a.connections, warm, None, work).await?;
     let cpu = cpu_ticks();
-    let held = head_held(ops).await;
+    let before = counters(ops).await;
     let start = Instant::now();
     let submit = submit_all(
         &targets,
@@ -227,15 +254,19 @@ async fn measure(
     .await?;
     let wall = start.elapsed();
     let cpu_busy = busy_between(cpu, cpu_ticks());
-    let head_held = match (held, head_held(ops).await) {
-        (Some(before), Some(after)) => Some((after - before) / wall.as_secs_f64() * 100.0),
-        _ => None,
-    };
+    let saturated = counters(ops)
+        .await
+        .and_then(|c| c.share(before, wall, ops.len()));
     drained(source).await?;
     let since = postern_gateway::clock::stamp(postern_gateway::clock::now());
     let n = usize::try_from(a.rate)? * 10;
+    let before = counters(ops).await;
+    let start = Instant::now();
     submit_all(&targets, tls, a.connections, n, Some(a.rate), work).await?;
     drained(source).await?;
+    let at_rate = counters(ops)
+        .await
+        .and_then(|c| c.share(before, start.elapsed(), ops.len()));
     let (_, _, delivered) = read_queue(source, since).await?;
     Ok(Figures {
         name,
@@ -244,7 +275,11 @@ async fn measure(
         submit,
         delivered,
         cpu_busy,
-        head_held,
+        head_held: saturated
+            .map(|s| s.0)
+            .filter(|_| matches!(source, LogSource::Shared(_))),
+        writer_busy: saturated.map(|s| s.1),
+        writer_busy_at_rate: at_rate.map(|s| s.1),
     })
 }
 
@@ -293,13 +328,18 @@ pub(super) async fn benchmark(
     scratch.reset_store()?;
     configure(scratch, a, relay_port, pg, None)?;
     {
-        let server = ServerProcess::spawn("serve", &scratch.config_dir())?;
+        let ops = free_addr()?;
+        let server = ServerProcess::spawn_with(
+            "serve",
+            &scratch.config_dir(),
+            &[("POSTERN_OPS__LISTEN", OsStr::new(&ops.to_string()))],
+        )?;
         let source = LogSource::Dir(scratch.state_dir());
         figures.push(
             measure(
                 "SQLite, 1 node",
                 &[server],
-                &[],
+                &[ops],
                 &source,
                 a,
                 &work,
@@ -358,7 +398,7 @@ pub(super) async fn benchmark(
     }
 
     println!(
-        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>10} {:>10} {:>20} {:>20}",
+        "{:<22} {:>9} {:>12} {:>9} {:>9} {:>10} {:>10} {:>12} {:>20} {:>20} {:>15}",
         "setup",
         "accepted",
         "accepted/s",
@@ -366,21 +406,26 @@ pub(super) async fn benchmark(
         "p99 ms",
         "CPU busy",
         "head held",
+        "writer busy",
         "delivered p50 ms",
-        "delivered p99 ms"
+        "delivered p99 ms",
+        "writer at rate"
     );
+    let percent = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
     for f in &figures {
         println!(
-            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>10} {:>10} {:>20.1} {:>20.1}",
+            "{:<22} {:>9} {:>12.0} {:>9.1} {:>9.1} {:>10} {:>10} {:>12} {:>20.1} {:>20.1} {:>15}",
             f.name,
             f.accepted,
             f.accepted as f64 / f.wall.as_secs_f64(),
             pct(&f.submit, 0.50),
             pct(&f.submit, 0.99),
-            f.cpu_busy.map_or("-".into(), |b| format!("{b:.0}%")),
-            f.head_held.map_or("-".into(), |h| format!("{h:.0}%")),
+            percent(f.cpu_busy),
+            percent(f.head_held),
+            percent(f.writer_busy),
             pct(&f.delivered, 0.50),
             pct(&f.delivered, 0.99),
+            percent(f.writer_busy_at_rate),
         );
     }
     let rate = |f: &Figures| f.accepted as f64 / f.wall.as_secs_f64();
