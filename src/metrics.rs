@@ -262,18 +262,18 @@ impl Metrics {
         );
         r.register_with_unit(
             "store_writer_busy",
-            "Time this node's store writer spent on its commits rather than waiting for work (divided by the time elapsed: how near the writer is to its limit, 1; every write of the node goes through it)",
+            "Time this node's store writers spent on their commits rather than waiting for work, summed over the writers (one on SQLite, two on PostgreSQL; divided by the time elapsed and the writers: how near they are to their limit, 1; every write of the node goes through them)",
             Unit::Seconds,
             m.writer_busy.clone(),
         );
         r.register(
             "store_write_batches",
-            "Commits of this node's store writer (each carries every write job waiting when it began)",
+            "Commits of this node's store writers (each carries every write job waiting when it began)",
             m.write_batches.clone(),
         );
         r.register(
             "store_write_jobs",
-            "Write jobs this node's store writer ran (divided by store_write_batches: the jobs a commit carries)",
+            "Write jobs this node's store writers ran (divided by store_write_batches: the jobs a commit carries)",
             m.write_jobs.clone(),
         );
         // Series that exist from the start, so that rates and alerts see a zero rather than

@@ -33,6 +33,7 @@ pub(crate) mod queue;
 pub mod requests;
 pub mod search;
 mod shared;
+pub use shared::WRITERS as SHARED_WRITERS;
 pub mod upload;
 pub(crate) mod web;
 

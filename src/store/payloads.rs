@@ -55,6 +55,7 @@ const CHUNK: usize = super::pg::payload::CHUNK;
 
 /// The node's folders that uploads are written to before a shared store's commit moves them
 /// into the database.
+#[derive(Clone)]
 pub(crate) struct Staged {
     pub spool: PathBuf,
     pub inbox: PathBuf,

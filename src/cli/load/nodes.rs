@@ -47,7 +47,7 @@ struct Figures {
     /// part of the work that cannot run side by side.
     head_held: Option<f64>,
     /// How busy the nodes' store writers were (`postern_store_writer_busy_seconds`, averaged
-    /// over the nodes), in percent, in the saturation phase and in the fixed-rate one: every
+    /// over the writers of all nodes), in percent, in the saturation phase and in the fixed-rate one: every
     /// write of a node goes through its one writer, so near 100% it is the node's limit.
     writer_busy: Option<f64>,
     writer_busy_at_rate: Option<f64>,
@@ -62,13 +62,14 @@ struct Counters {
 
 impl Counters {
     /// Since `before`, over `wall`, in percent: the time the chain's head was held (summed
-    /// over the nodes), and each node's writer busy (averaged over the `nodes`).
-    fn share(self, before: Option<Counters>, wall: Duration, nodes: usize) -> Option<(f64, f64)> {
+    /// over the nodes), and the store writers' busy time (averaged over the `writers`, all
+    /// nodes' together).
+    fn share(self, before: Option<Counters>, wall: Duration, writers: usize) -> Option<(f64, f64)> {
         let b = before?;
         let pct = |d: f64| d / wall.as_secs_f64() * 100.0;
         Some((
             pct(self.head_held - b.head_held),
-            pct(self.writer_busy - b.writer_busy) / nodes.max(1) as f64,
+            pct(self.writer_busy - b.writer_busy) / writers.max(1) as f64,
         ))
     }
 }
@@ -240,6 +241,11 @@ async fn measure(
     // Warm-up, not measured.
     let warm = a.connections * a.warmup;
     submit_all(&targets, tls.clone(), a.connections, warm, None, work).await?;
+    // One writer per node on SQLite, several on PostgreSQL.
+    let writers = match source {
+        LogSource::Shared(_) => ops.len() * postern_gateway::store::SHARED_WRITERS,
+        _ => ops.len(),
+    };
     let cpu = cpu_ticks();
     let before = counters(ops).await;
     let start = Instant::now();
@@ -256,7 +262,7 @@ async fn measure(
     let cpu_busy = busy_between(cpu, cpu_ticks());
     let saturated = counters(ops)
         .await
-        .and_then(|c| c.share(before, wall, ops.len()));
+        .and_then(|c| c.share(before, wall, writers));
     drained(source).await?;
     let since = postern_gateway::clock::stamp(postern_gateway::clock::now());
     let n = usize::try_from(a.rate)? * 10;
@@ -266,7 +272,7 @@ async fn measure(
     drained(source).await?;
     let at_rate = counters(ops)
         .await
-        .and_then(|c| c.share(before, start.elapsed(), ops.len()));
+        .and_then(|c| c.share(before, start.elapsed(), writers));
     let (_, _, delivered) = read_queue(source, since).await?;
     Ok(Figures {
         name,
