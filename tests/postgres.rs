@@ -3475,3 +3475,65 @@ async fn migrated(s: &Server) -> (Db, Pool) {
     migrate(&pool).await.unwrap();
     (db, pool)
 }
+
+/// A node's lease renewal passes over an attempt another transaction holds (the node's other
+/// writer recording its outcome) rather than waiting for it: waiting could deadlock, the
+/// renewal locking the node's attempts in one order and a batch of outcomes in another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_renewal_passes_over_an_attempt_another_transaction_holds() {
+    use postern_gateway::testkit::store_suite::renew_leases;
+    let Some(s) = server("a lease renewal passes over a held attempt") else {
+        return;
+    };
+    let (db, pool) = migrated(&s).await;
+    queue_deliveries(&pool, 2).await;
+    let holder = pool.get().await.unwrap();
+    holder
+        .batch_execute(
+            "UPDATE deliveries SET state = 'delivering', lease_node = 'node-a', lease_until = '2026-12-04T00:01:00Z'",
+        )
+        .await
+        .unwrap();
+    holder
+        .batch_execute(
+            "BEGIN; UPDATE deliveries SET updated_at = updated_at WHERE transfer_id = 't-0000'",
+        )
+        .await
+        .unwrap();
+    let pg = postern_gateway::store::db::PgDb::new(
+        pool.get().await.unwrap(),
+        pool.target(),
+        tokio::runtime::Handle::current(),
+    );
+    let renewed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || renew_leases(&pg, "node-a", "2026-12-04T00:05:00Z")),
+    )
+    .await
+    .expect("the renewal waited for the held attempt")
+    .unwrap()
+    .unwrap();
+    assert_eq!(renewed, 1, "the attempt not held is renewed");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let leases: Vec<(String, String)> = pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT transfer_id, lease_until FROM deliveries ORDER BY transfer_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        leases,
+        vec![
+            ("t-0000".into(), "2026-12-04T00:01:00Z".into()),
+            ("t-0001".into(), "2026-12-04T00:05:00Z".into()),
+        ]
+    );
+    db.drop_it().await;
+}

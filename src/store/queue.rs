@@ -294,11 +294,18 @@ pub fn claim_delivery(
 }
 
 /// Extends every lease `lease.node` holds on an attempt to `lease.until`; how many.
+///
+/// On PostgreSQL a row another transaction has locked is passed over, not waited for: it is
+/// this node's other writer recording that attempt's outcome (or claiming it afresh), which
+/// ends or renews the lease itself. Waiting could deadlock: the renewal locks the node's
+/// attempts in the table's order, a batch of outcomes in its jobs' order.
 pub fn renew_leases(db: &dyn Db, lease: Lease<'_>) -> Result<u64, StoreError> {
-    db.execute(
-        "UPDATE deliveries SET lease_until = ?2 WHERE state = 'delivering' AND lease_node = ?1",
-        &[lease.node.into(), lease.until.into()],
-    )
+    let sql = if db.dialect() == super::db::Dialect::Postgres {
+        "UPDATE deliveries SET lease_until = ?2 WHERE (transfer_id, recipient) IN (SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND lease_node = ?1 FOR UPDATE SKIP LOCKED)"
+    } else {
+        "UPDATE deliveries SET lease_until = ?2 WHERE state = 'delivering' AND lease_node = ?1"
+    };
+    db.execute(sql, &[lease.node.into(), lease.until.into()])
 }
 
 /// The attempt an outcome belongs to, on a shared store: the node that made it and its number.

@@ -1,6 +1,6 @@
 //! The store of one node among several, on the shared PostgreSQL database: the same [`Store`]
-//! handle as over SQLite (the same write jobs, the same reads), with a writer whose group
-//! commit is one PostgreSQL transaction. A batch runs its jobs first, keeping the records they
+//! handle as over SQLite (the same write jobs, the same reads), with writers (two, side by
+//! side: [`WRITERS`]) whose group commit is one PostgreSQL transaction. A batch runs its jobs first, keeping the records they
 //! append, and then locks the chain's head row (`log_head`) and appends them all, one statement
 //! per table, in its last round trip before the commit: the nodes' appends are serialised into
 //! one chain, a batch that rolls back leaves no gap, and the nodes' batches run their jobs side

@@ -414,6 +414,28 @@ fn transfers_and_queue(db: &dyn Db) -> Result<(), SuiteError> {
             "nor to queue again",
             (),
         )?;
+        // A renewal keeps the attempt from falling due when its first lease would have lapsed.
+        check(
+            queue::renew_leases(
+                db,
+                queue::Lease {
+                    node: "suite-a",
+                    until: "2026-12-01T10:00:35.000000Z",
+                },
+            )? >= 1,
+            "a node renews its leases",
+            (),
+        )?;
+        same(
+            mine(queue::due(
+                db,
+                "2026-12-01T10:00:33.000000Z",
+                1_000_000,
+                true,
+            )?),
+            vec![b.to_string()],
+            "a renewed lease is not due",
+        )?;
         let mut due = mine(queue::due(db, lapsed, 1_000_000, true)?);
         due.sort();
         same(
@@ -803,4 +825,10 @@ fn information_requests(db: &dyn Db) -> Result<(), SuiteError> {
         "the report's figures for the holder",
     )?;
     Ok(())
+}
+
+/// A node's lease renewal (`queue::renew_leases`), for a test that holds one of its rows from
+/// another connection.
+pub fn renew_leases(db: &dyn Db, node: &str, until: &str) -> Result<u64, StoreError> {
+    queue::renew_leases(db, queue::Lease { node, until })
 }
