@@ -45,8 +45,19 @@ impl Store {
         }
         let name = hold_name(&pool, node).await?;
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        let handle = tokio::runtime::Handle::current();
-        let writer_pool = pool.clone();
+        // The writers' connections are driven by a runtime of their own: on the node's runtime
+        // each of their round trips waited behind whatever else its threads were doing (TLS
+        // handshakes, sealing), and a writer makes several per batch while the batch waits.
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("postern-store-db")
+                .enable_all()
+                .build()
+                .map_err(io(state_dir))?,
+        );
+        let handle = runtime.handle().clone();
+        let writer_pool = pool.sibling(WRITERS)?;
         let writer_node = node.to_owned();
         let dirs = vec![spool.clone(), inbox.clone()];
         // Whatever is left in the node's folders is an upload cut off before its commit moved
@@ -94,17 +105,24 @@ impl Store {
         // not committed was never answered as durable.
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for _ in 0..WRITERS {
-            let (pool, node, handle, dirs, staged, rx) = (
+            let (pool, node, handle, dirs, staged, rx, runtime) = (
                 writer_pool.clone(),
                 writer_node.clone(),
                 handle.clone(),
                 dirs.clone(),
                 staged.clone(),
                 rx.clone(),
+                runtime.clone(),
             );
             std::thread::Builder::new()
                 .name("postern-store-writer".into())
-                .spawn(move || writer_loop(&pool, &node, &handle, &dirs, &staged, &rx))
+                .spawn(move || {
+                    writer_loop(&pool, &node, &handle, &dirs, &staged, &rx);
+                    // The last writer to end takes the runtime down (outside it: a blocking
+                    // thread may).
+                    drop(pool);
+                    drop(runtime);
+                })
                 .map_err(io(state_dir))?;
         }
         Ok(Store {

@@ -247,6 +247,9 @@ fn in_words(e: &(dyn std::error::Error + 'static)) -> String {
 pub struct Pool {
     inner: deadpool_postgres::Pool,
     target: String,
+    /// What the connections are opened with, for [`Pool::sibling`].
+    config: tokio_postgres::Config,
+    connector: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 /// How long a request waits for a connection, and for one to open, before the database counts
@@ -279,15 +282,24 @@ impl Pool {
         if let Some(p) = &t.password {
             config.password(p.as_bytes());
         }
+        Pool::build(config, connector, t.pool_size, t.describe())
+    }
+
+    fn build(
+        config: tokio_postgres::Config,
+        connector: tokio_postgres_rustls::MakeRustlsConnect,
+        size: usize,
+        target: String,
+    ) -> Result<Pool, PgError> {
         let manager = deadpool_postgres::Manager::from_config(
-            config,
-            connector,
+            config.clone(),
+            connector.clone(),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
         );
         let inner = deadpool_postgres::Pool::builder(manager)
-            .max_size(t.pool_size.max(1))
+            .max_size(size.max(1))
             .wait_timeout(Some(WAIT))
             .create_timeout(Some(WAIT))
             .recycle_timeout(Some(WAIT))
@@ -296,8 +308,21 @@ impl Pool {
             .map_err(|e| PgError::Config(e.to_string()))?;
         Ok(Pool {
             inner,
-            target: t.describe(),
+            target,
+            config,
+            connector,
         })
+    }
+
+    /// Another pool of at most `size` connections to the same database, opened the same way
+    /// (on the runtime it is first used from).
+    pub fn sibling(&self, size: usize) -> Result<Pool, PgError> {
+        Pool::build(
+            self.config.clone(),
+            self.connector.clone(),
+            size,
+            self.target.clone(),
+        )
     }
 
     /// `user@host:port/database`.
