@@ -2006,6 +2006,16 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
         "the name is free while its connection is gone"
     );
     drop(taken);
+    // Until the database has let that store's name go, a lock seen below could be its.
+    let mut let_go = false;
+    for _ in 0..100 {
+        if count(&db.pool(), ADVISORY_LOCKS).await == 0 {
+            let_go = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(let_go, "the second store's name is let go");
 
     relay.up().await;
     let mut back = false;
@@ -2026,11 +2036,7 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
     // taking it), after which another node-a is refused once more.
     let mut held = false;
     for _ in 0..100 {
-        let names = count(
-            &db.pool(),
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .await;
+        let names = count(&db.pool(), ADVISORY_LOCKS).await;
         if names == 1 {
             held = true;
             break;
@@ -2060,6 +2066,9 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
     drop(store);
     db.drop_it().await;
 }
+
+/// The advisory locks held in the test's database: node names, here.
+const ADVISORY_LOCKS: &str = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 /// Copies a directory tree: a second node's state directory gets the first's keys and
 /// certificates (every node of a deployment holds the same ones).

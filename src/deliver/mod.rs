@@ -445,11 +445,7 @@ fn lease_until() -> String {
 /// Extends this node's leases on the attempts it is running (a shared store only).
 async fn renew_leases(d: &Deliverer) {
     let until = lease_until();
-    if let Err(e) = d
-        .store
-        .write_late(false, move |tx| tx.renew_leases(&until))
-        .await
-    {
+    if let Err(e) = d.store.renew_leases(until).await {
         tracing::warn!(error = %e, "could not renew the leases on this node's delivery attempts; will try again");
     }
 }

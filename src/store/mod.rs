@@ -1119,6 +1119,25 @@ impl Store {
         .await
     }
 
+    /// On a shared store, extends this node's leases on the attempts it is running to `until`
+    /// (see [`queue::renew_leases`]): one statement, committed on its own on a connection of
+    /// the pool, outside the writers' batches. Nothing on a single node.
+    pub async fn renew_leases(&self, until: String) -> Result<u64, StoreError> {
+        let Some(node) = self.node.clone() else {
+            return Ok(0);
+        };
+        self.read(move |db| {
+            queue::renew_leases(
+                db,
+                queue::Lease {
+                    node: &node,
+                    until: &until,
+                },
+            )
+        })
+        .await
+    }
+
     /// Runs a read on the reader connection (off the async threads).
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where

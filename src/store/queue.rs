@@ -298,7 +298,9 @@ pub fn claim_delivery(
 /// On PostgreSQL a row another transaction has locked is passed over, not waited for: it is
 /// this node's other writer recording that attempt's outcome (or claiming it afresh), which
 /// ends or renews the lease itself. Waiting could deadlock: the renewal locks the node's
-/// attempts in the table's order, a batch of outcomes in its jobs' order.
+/// attempts in the table's order, a batch of outcomes in its jobs' order. For the same reason
+/// it runs in a transaction of its own ([`crate::store::Store::renew_leases`]), not in a
+/// writer's batch, whose other jobs would hold its locks until their commit.
 pub fn renew_leases(db: &dyn Db, lease: Lease<'_>) -> Result<u64, StoreError> {
     let sql = if db.dialect() == super::db::Dialect::Postgres {
         "UPDATE deliveries SET lease_until = ?2 WHERE (transfer_id, recipient) IN (SELECT transfer_id, recipient FROM deliveries WHERE state = 'delivering' AND lease_node = ?1 FOR UPDATE SKIP LOCKED)"
@@ -424,14 +426,6 @@ impl Tx<'_> {
     pub fn claim_delivery(&mut self, d: &Due, now: &str, until: &str) -> Result<bool, StoreError> {
         let lease = self.node.map(|node| Lease { node, until });
         claim_delivery(self.db(), d, now, lease)
-    }
-
-    /// On a shared store, extends this node's leases to `until` (nothing on a single node).
-    pub fn renew_leases(&mut self, until: &str) -> Result<u64, StoreError> {
-        match self.node {
-            Some(node) => renew_leases(self.db(), Lease { node, until }),
-            None => Ok(0),
-        }
     }
 
     /// Records the outcome of attempt `number` (see [`finish_delivery`]).

@@ -203,7 +203,7 @@ async fn keep_name(
             Err(e @ StoreError::NodeNameTaken { .. }) => {
                 let now = e.to_string();
                 if said.as_deref() != Some(now.as_str()) {
-                    tracing::error!(node = %node, error = %now, "another process took this node's name while its connection was lost: two nodes with one name take each other's delivery attempts; stop one (trying again every second)");
+                    tracing::error!(node = %node, error = %now, "another process holds this node's name since its connection was lost: two nodes with one name take each other's delivery attempts; stop one (trying again every second). If the holder named is this node's own address, the database has not yet noticed the old connection gone, and frees the name within about 30 s");
                     said = Some(now);
                 }
             }
@@ -313,8 +313,13 @@ fn writer_loop(
         handle,
         staged,
     };
-    let mut worked = None;
+    let mut worked: Option<Instant> = None;
     loop {
+        // The last batch's work is counted now, before this writer waits for its turn at the
+        // queue: the time it waits there while another writer waits for jobs is idle time.
+        if let Some(t) = worked.take() {
+            crate::metrics::store_writer_busy(t.elapsed());
+        }
         // One writer at a time waits for the next batch; the others are committing theirs.
         let batch = match rx.lock() {
             Ok(mut rx) => next_batch(&mut rx, &mut worked),

@@ -13,8 +13,8 @@
 //! machine where the nodes, the database and the load generator share the cores, a second node
 //! adds no cores: the CPU column says how busy the whole machine was while each setup was
 //! saturated (near 100%, a second node has nothing to run on). The nodes' own metrics say how
-//! much of each phase some node held the chain's head, and how busy each node's store writer
-//! was (every write of a node goes through it: near 100%, it is the node's limit).
+//! much of each phase some node held the chain's head, and how busy the nodes' store writers
+//! were (every write of a node goes through them: near 100%, they are the node's limit).
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -47,8 +47,8 @@ struct Figures {
     /// part of the work that cannot run side by side.
     head_held: Option<f64>,
     /// How busy the nodes' store writers were (`postern_store_writer_busy_seconds`, averaged
-    /// over the writers of all nodes), in percent, in the saturation phase and in the fixed-rate one: every
-    /// write of a node goes through its one writer, so near 100% it is the node's limit.
+    /// over the writers of all nodes), in percent, in the saturation phase and in the
+    /// fixed-rate one: every write of a node goes through them, so near 100% they are its limit.
     writer_busy: Option<f64>,
     writer_busy_at_rate: Option<f64>,
 }
