@@ -10,6 +10,7 @@
 //! It sits beside the SQLite store, at the same layer: the configuration hands the runtime a
 //! validated URL and the CA's certificates, and the runtime builds a [`Target`] from them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -248,8 +249,10 @@ pub struct Pool {
     inner: deadpool_postgres::Pool,
     target: String,
     /// What the connections are opened with, for [`Pool::sibling`].
-    config: tokio_postgres::Config,
-    connector: tokio_postgres_rustls::MakeRustlsConnect,
+    opened_with: Arc<(
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    )>,
 }
 
 /// How long a request waits for a connection, and for one to open, before the database counts
@@ -309,20 +312,15 @@ impl Pool {
         Ok(Pool {
             inner,
             target,
-            config,
-            connector,
+            opened_with: Arc::new((config, connector)),
         })
     }
 
     /// Another pool of at most `size` connections to the same database, opened the same way
     /// (on the runtime it is first used from).
     pub fn sibling(&self, size: usize) -> Result<Pool, PgError> {
-        Pool::build(
-            self.config.clone(),
-            self.connector.clone(),
-            size,
-            self.target.clone(),
-        )
+        let (config, connector) = &*self.opened_with;
+        Pool::build(config.clone(), connector.clone(), size, self.target.clone())
     }
 
     /// `user@host:port/database`.
