@@ -1988,34 +1988,17 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
     // The connection that held node-a's name was cut with the others, so the name is free
     // while the database is away from the node: a process reaching the database could take it.
     let other_dir = tempfile::tempdir().unwrap();
-    let mut taken = None;
-    for _ in 0..50 {
-        match Store::open_shared(other_dir.path(), db.pool(), "node-a").await {
-            Ok(s) => {
-                taken = Some(s);
-                break;
-            }
-            Err(StoreError::NodeNameTaken { .. }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let taken = open_once_free(other_dir.path(), &db.pool(), "node-a").await;
     assert!(
         taken.is_some(),
         "the name is free while its connection is gone"
     );
     drop(taken);
     // Until the database has let that store's name go, a lock seen below could be its.
-    let mut let_go = false;
-    for _ in 0..100 {
-        if count(&db.pool(), ADVISORY_LOCKS).await == 0 {
-            let_go = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(let_go, "the second store's name is let go");
+    assert!(
+        names_held_come_to(&db.pool(), 0).await,
+        "the second store's name is let go"
+    );
 
     relay.up().await;
     let mut back = false;
@@ -2034,17 +2017,8 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
     assert!(back, "the node writes again once the database is back");
     // And the node takes its name again by itself (looked at from the server's side, without
     // taking it), after which another node-a is refused once more.
-    let mut held = false;
-    for _ in 0..100 {
-        let names = count(&db.pool(), ADVISORY_LOCKS).await;
-        if names == 1 {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     assert!(
-        held,
+        names_held_come_to(&db.pool(), 1).await,
         "the node holds its name again once the database is back"
     );
     match Store::open_shared(other_dir.path(), db.pool(), "node-a").await {
@@ -2067,8 +2041,42 @@ async fn a_node_answers_unavailable_while_the_database_is_away_and_writes_again_
     db.drop_it().await;
 }
 
-/// The advisory locks held in the test's database: node names, here.
-const ADVISORY_LOCKS: &str = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+/// Opens a node's store as `node` once the name is free (within five seconds); `None` if it
+/// stays taken.
+async fn open_once_free(
+    dir: &Path,
+    pool: &Pool,
+    node: &str,
+) -> Option<postern_gateway::store::Store> {
+    use postern_gateway::store::{Store, StoreError};
+    for _ in 0..50 {
+        match Store::open_shared(dir, pool.clone(), node).await {
+            Ok(s) => return Some(s),
+            Err(StoreError::NodeNameTaken { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    None
+}
+
+/// Whether the node names held in the test's database (its advisory locks, seen from the
+/// server without taking any) come to `n` within ten seconds.
+async fn names_held_come_to(pool: &Pool, n: i64) -> bool {
+    for _ in 0..100 {
+        let held = count(
+            pool,
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await;
+        if held == n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
 
 /// Copies a directory tree: a second node's state directory gets the first's keys and
 /// certificates (every node of a deployment holds the same ones).
@@ -3323,19 +3331,7 @@ async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() 
         .unwrap();
     drop(first);
     // The name's connection closes with the store; the server frees it as it notices.
-    let mut again = None;
-    for _ in 0..50 {
-        match Store::open_shared(dirs[2].path(), db.pool(), "node-a").await {
-            Ok(s) => {
-                again = Some(s);
-                break;
-            }
-            Err(StoreError::NodeNameTaken { .. }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let again = open_once_free(dirs[2].path(), &db.pool(), "node-a").await;
     assert!(
         again.is_some(),
         "node-a's name is free once its store is gone"
