@@ -1211,9 +1211,7 @@ fn prepare_state_dir(state_dir: &Path) -> Result<StateDir, StoreError> {
 /// last batch; the time since is counted as the writer's work (its metrics: how near it is to
 /// its limit, and how many jobs a commit carries).
 fn next_batch(rx: &mut mpsc::Receiver<Job>, worked: &mut Option<Instant>) -> Option<Vec<Job>> {
-    if let Some(t) = worked.take() {
-        crate::metrics::store_writer_busy(t.elapsed());
-    }
+    count_work(worked);
     let first = rx.blocking_recv()?;
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
@@ -1225,6 +1223,13 @@ fn next_batch(rx: &mut mpsc::Receiver<Job>, worked: &mut Option<Instant>) -> Opt
     crate::metrics::store_batch(batch.len());
     *worked = Some(Instant::now());
     Some(batch)
+}
+
+/// Counts the writer's work since `worked` (when it took its last batch), once, before it waits.
+fn count_work(worked: &mut Option<Instant>) {
+    if let Some(t) = worked.take() {
+        crate::metrics::store_writer_busy(t.elapsed());
+    }
 }
 
 /// One fsync of each folder covers every new spool or inbox file the batch records (none when

@@ -24,7 +24,7 @@ use super::pg::log::{Chained, Param};
 use super::pg::{PgError, Pool};
 use super::{
     ChainHead, CommitFailure, Finisher, Job, Later, Reading, StateDir, Store, StoreError, Tx,
-    fail_all, finish_all, io, next_batch, prepare_state_dir, sync_dirs,
+    count_work, fail_all, finish_all, io, next_batch, prepare_state_dir, sync_dirs,
 };
 use crate::log::GENESIS;
 
@@ -317,9 +317,7 @@ fn writer_loop(
     loop {
         // The last batch's work is counted now, before this writer waits for its turn at the
         // queue: the time it waits there while another writer waits for jobs is idle time.
-        if let Some(t) = worked.take() {
-            crate::metrics::store_writer_busy(t.elapsed());
-        }
+        count_work(&mut worked);
         // One writer at a time waits for the next batch; the others are committing theirs.
         let batch = match rx.lock() {
             Ok(mut rx) => next_batch(&mut rx, &mut worked),
