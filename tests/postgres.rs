@@ -1779,6 +1779,11 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
                         tx.append(&entry(node, 2000 + i, "rolled-back"))?;
                         return Err(StoreError::Damaged("failing on purpose".into()));
                     }
+                    // A bug: the job panics after writing. It fails alone, as a failed job.
+                    if i % 9 == 7 {
+                        tx.append(&entry(node, 3000 + i, "rolled-back"))?;
+                        panic!("a bug in a write job, on purpose");
+                    }
                     Ok(seq)
                 };
                 // Half run alongside the other node's jobs, half alone (the head locked first):
@@ -1792,15 +1797,21 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
             }));
         }
     }
-    let (mut kept, mut failed) = (0i64, 0);
+    let (mut kept, mut failed, mut panicked) = (0i64, 0, 0);
     for t in tasks {
         match t.await.unwrap() {
             Ok(n) => kept += n,
             Err(StoreError::Damaged(_)) => failed += 1,
+            Err(StoreError::Task(_)) => panicked += 1,
             Err(e) => panic!("{e}"),
         }
     }
     assert_eq!(failed, 2 * (0..120).filter(|i| i % 9 == 4).count());
+    assert_eq!(
+        panicked,
+        2 * (0..120).filter(|i| i % 9 == 7).count(),
+        "a job that panics is answered with an error, and the writers go on"
+    );
     let c = pool.get().await.unwrap();
     let r = c
         .query_one(
@@ -1838,7 +1849,10 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
     };
     assert_eq!(
         (transfers, named),
-        (240 - failed as i64, 240 - failed as i64),
+        (
+            240 - (failed + panicked) as i64,
+            240 - (failed + panicked) as i64
+        ),
         "each transfer kept names its record"
     );
     let head: i64 = c
@@ -3479,6 +3493,55 @@ async fn migrated(s: &Server) -> (Db, Pool) {
     let pool = db.pool();
     migrate(&pool).await.unwrap();
     (db, pool)
+}
+
+/// A connection given back to the pool in the middle of a transaction (a job or a read that
+/// panicked) does not carry its uncommitted writes to the connection's next user, whose COMMIT
+/// would otherwise keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_transaction_leaves_nothing_for_its_next_user_to_commit() {
+    use postern_gateway::store::db::{Db as _, PgDb};
+    let Some(s) = server("a connection dropped mid-transaction") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE scratch (v TEXT NOT NULL)")
+        .await
+        .unwrap();
+    // One connection, so that the next user is handed the same one.
+    let one = pool.sibling(1).unwrap();
+    let (client, target) = (one.get().await.unwrap(), one.target().to_owned());
+    let handle = tokio::runtime::Handle::current();
+    let dropped = tokio::task::spawn_blocking(move || {
+        let pg = PgDb::new(client, &target, handle);
+        pg.batch("BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO scratch VALUES ('left open')")
+            .unwrap();
+        panic!("a bug, in the middle of a transaction");
+    })
+    .await;
+    assert!(dropped.unwrap_err().is_panic());
+    let next = one.get().await.unwrap();
+    next.batch_execute("BEGIN; INSERT INTO scratch VALUES ('its own'); COMMIT")
+        .await
+        .unwrap();
+    drop(next);
+    let kept: Vec<String> = pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT v FROM scratch ORDER BY v", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, vec!["its own".to_owned()]);
+    drop(one);
+    db.drop_it().await;
 }
 
 /// A node's lease renewal passes over an attempt another transaction holds (the node's other

@@ -411,6 +411,45 @@ pub struct PgDb {
     handle: tokio::runtime::Handle,
     /// Transaction control ([`PgDb::defer`]) to send with the next statement.
     deferred: std::sync::Mutex<Option<String>>,
+    /// Whether a transaction may be open on the connection: a BEGIN has gone out and no
+    /// COMMIT or ROLLBACK has been answered since (see [`transaction_control`]).
+    open: std::sync::atomic::AtomicBool,
+}
+
+/// A connection leaves with its transaction ended. The pool hands a connection back out as it
+/// is (it checks only that it is not closed), so one dropped mid-transaction (a job or a read
+/// that panicked, a path that returned early) would carry its uncommitted writes into the
+/// next user's transaction, whose COMMIT would keep them: half a batch. A ROLLBACK is sent
+/// first, without waiting for its answer (as tokio-postgres's own `Transaction` does when
+/// dropped): the connection's requests run in order, so it ends the transaction before
+/// anything the next user sends.
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if self.open.load(std::sync::atomic::Ordering::Relaxed) {
+            use futures_util::FutureExt;
+            // Polled once: the request is queued on the connection, and its answer dropped.
+            // On a closed connection it fails at once, and the pool discards the connection.
+            let _ = self.client.batch_execute("ROLLBACK").now_or_never();
+        }
+    }
+}
+
+/// What `sql` (simple-query text, statements separated by `;`) does to the connection's
+/// transaction, by its last statement that begins or ends one: `Some(true)` it begins one,
+/// `Some(false)` it ends it (`ROLLBACK TO SAVEPOINT` does not), `None` neither.
+fn transaction_control(sql: &str) -> Option<bool> {
+    sql.split(';').fold(None, |effect, statement| {
+        let mut words = statement.split_whitespace();
+        let first = words.next().unwrap_or("").to_ascii_uppercase();
+        match first.as_str() {
+            "BEGIN" | "START" => Some(true),
+            "COMMIT" | "END" | "ABORT" => Some(false),
+            "ROLLBACK" if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("TO")) => {
+                Some(false)
+            }
+            _ => effect,
+        }
+    })
 }
 
 impl PgDb {
@@ -424,7 +463,28 @@ impl PgDb {
             target: target.to_owned(),
             handle,
             deferred: std::sync::Mutex::new(None),
+            open: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Notes what `sql`, sent, did to the transaction: one begun is open whatever the answer;
+    /// one ended is closed only once the server said so (a COMMIT after a failed statement in
+    /// the same message never ran).
+    fn sent(&self, sql: &str, answered_ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match transaction_control(sql) {
+            Some(true) => self.open.store(true, Relaxed),
+            Some(false) if answered_ok => self.open.store(false, Relaxed),
+            _ => {}
+        }
+    }
+
+    /// Sends `sql` (simple-query text) and waits for its answer, noting what it did to the
+    /// transaction.
+    fn send_text(&self, sql: &str) -> Result<(), StoreError> {
+        let out = self.handle.block_on(self.client.batch_execute(sql));
+        self.sent(sql, out.is_ok());
+        out.map_err(|e| self.err(e))
     }
 
     /// Queues transaction control (`BEGIN`, `SAVEPOINT ...`) to go out with the next statement,
@@ -452,10 +512,7 @@ impl PgDb {
     /// Sends what is queued, alone (nothing, if nothing is).
     pub fn flush(&self) -> Result<(), StoreError> {
         match self.take_deferred() {
-            Some(sql) => self
-                .handle
-                .block_on(self.client.batch_execute(&sql))
-                .map_err(|e| self.err(e)),
+            Some(sql) => self.send_text(&sql),
             None => Ok(()),
         }
     }
@@ -487,6 +544,7 @@ impl PgDb {
                 let (sent, out) = self
                     .handle
                     .block_on(async { futures_util::join!(self.client.batch_execute(&first), f) });
+                self.sent(&first, sent.is_ok());
                 sent.map_err(|e| self.err(e))?;
                 out.map_err(|e| self.err(e))
             }
@@ -517,10 +575,9 @@ impl PgDb {
             .collect::<Result<Vec<_>, _>>()?;
         self.handle.block_on(async {
             if let Some(sql) = &first {
-                self.client
-                    .batch_execute(sql)
-                    .await
-                    .map_err(|e| self.err(e))?;
+                let sent = self.client.batch_execute(sql).await;
+                self.sent(sql, sent.is_ok());
+                sent.map_err(|e| self.err(e))?;
             }
             let mut sent: Vec<_> = prepared
                 .iter()
@@ -568,7 +625,9 @@ impl PgDb {
             let counts = rest
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.err(e));
+            self.sent(last, counts.is_ok() && ended.is_ok());
+            let counts = counts?;
             ended.map_err(|e| self.err(e))?;
             Ok(counts)
         })
@@ -608,9 +667,7 @@ impl Db for PgDb {
             Some(first) => format!("{first}; {sql}"),
             None => sql.to_owned(),
         };
-        self.handle
-            .block_on(self.client.batch_execute(&sql))
-            .map_err(|e| self.err(e))
+        self.send_text(&sql)
     }
 
     fn execute_all(&self, statements: &[(&str, Vec<Value>)]) -> Result<(), StoreError> {
@@ -671,6 +728,28 @@ mod tests {
             numbered("a = ?3 AND b = ?1 AND c = ?"),
             "a = $3 AND b = $1 AND c = $4"
         );
+    }
+
+    #[test]
+    fn transaction_control_is_read_from_the_last_statement_that_begins_or_ends_one() {
+        assert_eq!(
+            transaction_control("BEGIN ISOLATION LEVEL READ COMMITTED; SAVEPOINT job"),
+            Some(true)
+        );
+        assert_eq!(transaction_control("SELECT 1; COMMIT"), Some(false));
+        assert_eq!(
+            transaction_control("UPDATE log_head SET seq = 3 WHERE id = 1; COMMIT"),
+            Some(false)
+        );
+        assert_eq!(transaction_control("rollback"), Some(false));
+        assert_eq!(transaction_control("ROLLBACK TO SAVEPOINT job"), None);
+        assert_eq!(transaction_control("ROLLBACK TO job; RELEASE job"), None);
+        assert_eq!(
+            transaction_control("RELEASE SAVEPOINT job; SAVEPOINT job"),
+            None
+        );
+        assert_eq!(transaction_control("COMMIT; BEGIN"), Some(true));
+        assert_eq!(transaction_control(""), None);
     }
 
     #[test]

@@ -1082,7 +1082,20 @@ impl Store {
             Box::new(move |tx: Option<&mut Tx<'_>>| {
                 let ran = tx.is_some();
                 let result = match tx {
-                    Some(tx) => f(tx),
+                    // A job that panics (a bug) fails alone: the writer undoes its writes as
+                    // any failed job's, its batch-mates commit, the writer goes on, and its
+                    // caller is answered with an error rather than left to find the store
+                    // closed. (Unwinding is safe here: the job's own state is dropped, and
+                    // the writer's is restored to before the job.)
+                    Some(tx) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
+                        .unwrap_or_else(|_| {
+                            tracing::error!(
+                                "a write job panicked (a bug): its writes were undone and its request answered with an error"
+                            );
+                            Err(StoreError::Task(
+                                "a write job failed unexpectedly; nothing it wrote was kept".into(),
+                            ))
+                        }),
                     None => Err(StoreError::Closed),
                 };
                 let ok = result.is_ok();
@@ -1735,6 +1748,10 @@ mod tests {
                         // it, and must not leave a gap or a broken link.
                         if n % 7 == 3 {
                             Err(StoreError::Closed)
+                        } else if n % 7 == 5 {
+                            // A bug: the job panics after appending. It fails alone, as a
+                            // failed job, and the writer goes on.
+                            panic!("a bug in a write job, on purpose")
                         } else {
                             Ok(n)
                         }
@@ -1742,12 +1759,15 @@ mod tests {
                     .await
             }));
         }
-        let mut ok = 0;
+        let (mut ok, mut panicked) = (0, 0);
         for t in tasks {
-            if t.await.unwrap().is_ok() {
-                ok += 1;
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Task(_)) => panicked += 1,
+                Err(_) => {}
             }
         }
+        assert_eq!(panicked, (0..200).filter(|n| n % 7 == 5).count());
         let rows = chain(dir.path());
         assert_eq!(rows.len(), ok);
         assert_chained(&rows);
