@@ -3357,13 +3357,18 @@ async fn a_second_node_with_a_name_in_use_is_refused_until_the_first_has_gone() 
 /// Waits until a session of this database waits on a lock (another's row): the moment a test
 /// lets the holder commit. False after ten seconds without one.
 async fn someone_waits_on_a_lock(pool: &Pool) -> bool {
+    waiting_on_locks_come_to(pool, 1).await
+}
+
+/// Whether, within 10 s, at least `n` connections to the test's database wait for a lock.
+async fn waiting_on_locks_come_to(pool: &Pool, n: i64) -> bool {
     for _ in 0..200 {
         let waiting = count(
             pool,
             "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
         )
         .await;
-        if waiting > 0 {
+        if waiting >= n {
             return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -3372,9 +3377,9 @@ async fn someone_waits_on_a_lock(pool: &Pool) -> bool {
 }
 
 /// The last two deliveries of a transfer finished on two nodes at once, their batches running
-/// side by side: the second outcome waits for the first's commit at the transfer's row and
-/// then counts what is left, so the transfer is completed (and its payload's grace period
-/// starts) however the two interleave.
+/// side by side: the second outcome waits for the first's commit at the transfer's row (locked
+/// at its batch's end, before the head) and then counts what is left, so the transfer is
+/// completed (and its payload's grace period starts) however the two interleave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transfer() {
     use postern_gateway::store::Store;
@@ -3415,43 +3420,41 @@ async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transf
             .unwrap();
         assert!(claimed, "{r} claimed");
     }
-    let finish =
-        |store: &Store,
-         r: &'static str,
-         hold: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>| {
-            let (store, t, at) = (store.clone(), id.clone(), at.clone());
-            tokio::spawn(async move {
-                store
-                    .write_late(false, move |tx| {
-                        let kept = tx.finish_delivery(
-                            &t,
-                            r,
-                            &Finish::Delivered {
-                                receipt: "{}".into(),
-                            },
-                            &at,
-                            Some(1),
-                        )?;
-                        // Node A holds its transaction open until node B waits on it.
-                        if let Some((recorded, go_on)) = hold {
-                            let _ = recorded.send(());
-                            let _ = go_on.recv_timeout(std::time::Duration::from_secs(20));
-                        }
-                        Ok(kept)
-                    })
-                    .await
-            })
-        };
-    let (recorded, wait) = std::sync::mpsc::channel();
-    let (go, go_on) = std::sync::mpsc::channel();
-    let first = finish(&a, "northshire-police", Some((recorded, go_on)));
-    tokio::task::spawn_blocking(move || wait.recv())
+    let finish = |store: &Store, node: &'static str, r: &'static str| {
+        let (store, t, at) = (store.clone(), id.clone(), at.clone());
+        tokio::spawn(async move {
+            store
+                .write_late(false, move |tx| {
+                    tx.append(&entry(node, 2, "outcome"))?;
+                    tx.finish_delivery(
+                        &t,
+                        r,
+                        &Finish::Delivered {
+                            receipt: "{}".into(),
+                        },
+                        &at,
+                        Some(1),
+                    )
+                })
+                .await
+        })
+    };
+    // The chain's head held elsewhere: node A's batch, its outcome recorded and the transfer's
+    // row locked to settle its completion, waits there, uncommitted.
+    let holder = pool.get().await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE")
         .await
-        .unwrap()
         .unwrap();
-    let second = finish(&b, "riverside-youth", None);
-    let waited = someone_waits_on_a_lock(&pool).await;
-    let _ = go.send(());
+    let first = finish(&a, "node-a", "northshire-police");
+    assert!(
+        waiting_on_locks_come_to(&pool, 1).await,
+        "node A's batch waits for the head"
+    );
+    // Node B's, the transfer's other delivery, waits for node A's at the transfer's row.
+    let second = finish(&b, "node-b", "riverside-youth");
+    let waited = waiting_on_locks_come_to(&pool, 2).await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
     assert!(first.await.unwrap().unwrap(), "node A's outcome kept");
     assert!(second.await.unwrap().unwrap(), "node B's outcome kept");
     assert!(
@@ -3464,6 +3467,99 @@ async fn the_last_two_outcomes_recorded_on_two_nodes_at_once_complete_the_transf
     )
     .await;
     assert_eq!(done, 1, "the transfer is complete");
+    db.drop_it().await;
+}
+
+/// Two batches finishing deliveries of the same two transfers in opposite orders (two nodes,
+/// each finishing its recipient of both) take turns at the transfers' rows rather than
+/// deadlock, and the later completes both transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_of_the_same_transfers_recorded_in_opposite_orders_do_not_deadlock() {
+    use postern_gateway::store::pg::queue::{Due, Finish};
+    let Some(s) = server("outcomes in opposite orders") else {
+        return;
+    };
+    let (db, pool) = migrated(&s).await;
+    let (a, b, _dirs) = two_stores(&db).await;
+    let now = postern_gateway::clock::now();
+    let (at, until) = (
+        postern_gateway::clock::stamp(now),
+        postern_gateway::clock::stamp(now + time::Duration::minutes(5)),
+    );
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let accepted = entry("node-a", 10 + i, "kept");
+        ids.push(accepted.transfer_id.unwrap().to_string());
+        let transfer = common::stored_transfer(
+            accepted.transfer_id.unwrap(),
+            &at,
+            &["northshire-police", "riverside-youth"],
+        );
+        a.write_late(false, move |tx| {
+            let seq = tx.append(&accepted)?;
+            tx.insert_transfer(&transfer, seq)
+        })
+        .await
+        .unwrap();
+    }
+    for (store, r) in [(&a, "northshire-police"), (&b, "riverside-youth")] {
+        for id in &ids {
+            let (d, at, until) = (
+                Due {
+                    transfer_id: id.clone(),
+                    recipient: r.into(),
+                },
+                at.clone(),
+                until.clone(),
+            );
+            let claimed = store
+                .write_late(false, move |tx| tx.claim_delivery(&d, &at, &until))
+                .await
+                .unwrap();
+            assert!(claimed, "{r} claimed");
+        }
+    }
+    let finish = |store: &postern_gateway::store::Store,
+                  node: &'static str,
+                  r: &'static str,
+                  order: [String; 2]| {
+        let (store, at) = (store.clone(), at.clone());
+        tokio::spawn(async move {
+            store
+                .write_late(false, move |tx| {
+                    tx.append(&entry(node, 2, "outcome"))?;
+                    let mut kept = true;
+                    for (i, t) in order.iter().enumerate() {
+                        kept &= tx.finish_delivery(
+                            t,
+                            r,
+                            &Finish::Delivered {
+                                receipt: "{}".into(),
+                            },
+                            &at,
+                            Some(1),
+                        )?;
+                        // The other node's batch records its first outcome meanwhile.
+                        if i == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(1500));
+                        }
+                    }
+                    Ok(kept)
+                })
+                .await
+        })
+    };
+    let (t0, t1) = (ids[0].clone(), ids[1].clone());
+    let first = finish(&a, "node-a", "northshire-police", [t0.clone(), t1.clone()]);
+    let second = finish(&b, "node-b", "riverside-youth", [t1, t0]);
+    assert!(first.await.unwrap().unwrap(), "node A's outcomes kept");
+    assert!(second.await.unwrap().unwrap(), "node B's outcomes kept");
+    let done = count(
+        &pool,
+        "SELECT COUNT(*) FROM transfers WHERE completed_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(done, 2, "both transfers are complete");
     db.drop_it().await;
 }
 
@@ -3541,6 +3637,54 @@ async fn a_connection_dropped_mid_transaction_leaves_nothing_for_its_next_user_t
         .collect();
     assert_eq!(kept, vec!["its own".to_owned()]);
     drop(one);
+    db.drop_it().await;
+}
+
+/// A transaction the database ends for conflicting with another is said to be that (not the
+/// database away), and is still answered 503, to be tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_ended_for_a_conflict_is_said_so_and_answered_503() {
+    use postern_gateway::store::StoreError;
+    use postern_gateway::store::db::{Db as _, PgDb};
+    let Some(s) = server("a conflict is said so") else {
+        return;
+    };
+    let db = Db::new(&s).await;
+    let pool = db.pool();
+    let other = pool.get().await.unwrap();
+    other
+        .batch_execute("CREATE TABLE scratch (v INTEGER NOT NULL); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    let (client, target) = (pool.get().await.unwrap(), pool.target().to_owned());
+    let pg = PgDb::new(client, &target, tokio::runtime::Handle::current());
+    let (pg, snapshot) = tokio::task::spawn_blocking(move || {
+        let r = pg.batch("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT v FROM scratch");
+        (pg, r)
+    })
+    .await
+    .unwrap();
+    snapshot.unwrap();
+    // Another transaction changes the row after this one's snapshot: its own change must fail.
+    other
+        .batch_execute("UPDATE scratch SET v = 2")
+        .await
+        .unwrap();
+    let e = tokio::task::spawn_blocking(move || {
+        let e = pg.batch("UPDATE scratch SET v = 3").unwrap_err();
+        let _ = pg.batch("ROLLBACK");
+        e
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(e, StoreError::Pg(pg::PgError::Conflict { .. })),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("conflicted with another"), "{e}");
+    let problem = postern_gateway::ingest::problem::store_failure(&e, "nothing was kept");
+    assert_eq!(problem.status, 503);
+    drop(other);
     db.drop_it().await;
 }
 

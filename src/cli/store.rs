@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use postern_gateway::config::{self, ConfigDir, LoadOptions, Overrides, store::StoreSettings};
 use postern_gateway::store::pg::{self, PgError, Pool, Target, copy::CopyError};
 
-use super::{EX_DATAERR, EX_UNAVAILABLE, EX_USAGE, exit};
+use super::{EX_DATAERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE, exit};
 
 #[derive(Subcommand)]
 pub enum StoreCommand {
@@ -141,6 +141,8 @@ fn target(a: &TargetArgs) -> Result<Target, (u8, String)> {
 fn status_of(e: &PgError) -> u8 {
     match e {
         PgError::Unavailable { .. } => EX_UNAVAILABLE,
+        // Ended by the database for conflicting with another transaction: try again.
+        PgError::Conflict { .. } => EX_TEMPFAIL,
         PgError::NotMigrated { .. } | PgError::TooNew { .. } => EX_DATAERR,
         _ => EX_USAGE,
     }

@@ -138,8 +138,9 @@ impl StoreError {
 struct CommitFailure {
     message: String,
     full: bool,
-    /// The shared database cannot be reached: its target (a 503, retried; never a 500).
-    unavailable: Option<String>,
+    /// The shared database's failure that a retry may mend (away, or a conflict with another
+    /// transaction): a 503, retried; never a 500.
+    unavailable: Option<std::sync::Arc<pg::PgError>>,
 }
 
 impl CommitFailure {
@@ -154,10 +155,12 @@ impl CommitFailure {
     /// A failure of the shared store, kept typed: away for now, or otherwise.
     fn store(what: &str, e: &StoreError) -> Self {
         match e {
-            StoreError::Pg(pg::PgError::Unavailable { target, why }) => CommitFailure {
+            StoreError::Pg(
+                p @ (pg::PgError::Unavailable { why, .. } | pg::PgError::Conflict { why, .. }),
+            ) => CommitFailure {
                 message: format!("{what}: {why}"),
                 full: false,
-                unavailable: Some(target.clone()),
+                unavailable: Some(std::sync::Arc::new(p.again())),
             },
             other => CommitFailure {
                 message: format!("{what}: {other}"),
@@ -185,11 +188,10 @@ impl CommitFailure {
     }
 
     fn into_error(self) -> StoreError {
-        if let Some(target) = self.unavailable {
-            return StoreError::Pg(pg::PgError::Unavailable {
-                target,
-                why: self.message,
-            });
+        if let Some(p) = self.unavailable.as_deref()
+            && let Some(p) = p.retryable_as(self.message.clone())
+        {
+            return StoreError::Pg(p);
         }
         if self.full {
             StoreError::Full(self.message)
@@ -608,10 +610,16 @@ impl LogSeq {
 /// transfer's id and the record's place in `entries`). The chain's head is locked only for
 /// that last step, so the nodes' batches run their jobs side by side and take turns only to
 /// append. (A request's row is written by a job run alone: it has its record's number.)
+///
+/// The outcomes its jobs recorded wait too (`completions`: a transfer's id and the outcome's
+/// time): whether each transfer is now complete is settled for all of them in one step before
+/// the append, their rows locked in one order, so that two batches finishing deliveries of
+/// the same transfers in opposite orders take turns rather than deadlock.
 #[derive(Default)]
 pub(crate) struct Later {
     pub(crate) entries: Vec<LogEntry>,
     pub(crate) transfers: Vec<(String, usize)>,
+    pub(crate) completions: Vec<(String, String)>,
 }
 
 /// What ingest records for an accepted transfer.

@@ -332,6 +332,23 @@ pub fn finish_delivery(
     now: &str,
     attempt: Option<Attempt<'_>>,
 ) -> Result<bool, StoreError> {
+    if !record_outcome(db, transfer_id, recipient, finish, now, attempt)? {
+        return Ok(false);
+    }
+    complete_if_done(db, transfer_id, now)?;
+    Ok(true)
+}
+
+/// [`finish_delivery`] without its last step: whether the transfer is now complete is left to
+/// the caller, who asks [`complete_transfers`] once for all the outcomes of its batch.
+pub(crate) fn record_outcome(
+    db: &dyn Db,
+    transfer_id: &str,
+    recipient: &str,
+    finish: &Finish,
+    now: &str,
+    attempt: Option<Attempt<'_>>,
+) -> Result<bool, StoreError> {
     let (state, next, error, receipt, delivered) = finish.columns(now);
     const SQL: &str = "UPDATE deliveries SET state = ?3, next_attempt_at = ?4, last_error = COALESCE(?5, last_error), receipt = ?6, delivered_at = ?7, updated_at = ?8";
     let mut args: Vec<Value> = vec![
@@ -364,9 +381,11 @@ pub fn finish_delivery(
             )?
         }
     };
-    if n == 0 {
-        return Ok(false);
-    }
+    Ok(n > 0)
+}
+
+/// Marks the transfer complete at `now` if none of its deliveries is still open.
+fn complete_if_done(db: &dyn Db, transfer_id: &str, now: &str) -> Result<(), StoreError> {
     // On a shared store, the transfer's row next (the delivery's, then the transfer's, the
     // order a purge takes them in): two nodes finishing its last two deliveries at once (their
     // batches run side by side) take turns here, so that the second counts after the first's
@@ -389,7 +408,7 @@ pub fn finish_delivery(
             &[transfer_id.into(), now.into()],
         )?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Forgets a transfer's sealed payload. The caller deletes the file after the commit; if it
@@ -438,7 +457,21 @@ impl Tx<'_> {
         number: Option<i64>,
     ) -> Result<bool, StoreError> {
         let attempt = self.node.map(|node| Attempt { node, number });
-        finish_delivery(self.db(), transfer_id, recipient, finish, now, attempt)
+        let db = self.db;
+        match self.later.as_deref_mut() {
+            // A shared store's batch that appends at its end settles the transfer's completion
+            // there too (see `Later`).
+            Some(later) => {
+                let recorded = record_outcome(db, transfer_id, recipient, finish, now, attempt)?;
+                if recorded {
+                    later
+                        .completions
+                        .push((transfer_id.to_owned(), now.to_owned()));
+                }
+                Ok(recorded)
+            }
+            None => finish_delivery(db, transfer_id, recipient, finish, now, attempt),
+        }
     }
 
     pub fn mark_purged(&mut self, id: &TransferId, now: &str) -> Result<bool, StoreError> {

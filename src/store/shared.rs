@@ -361,12 +361,13 @@ impl Writer<'_> {
     /// transaction and the nodes' batches run their jobs side by side.
     ///
     /// Deadlocks: a late batch takes the head last, and holding it writes only rows no other
-    /// transaction can hold (new records, its own transfers' `log_seq`), so it
-    /// never waits on another batch while holding the head. Two late batches can still lock
-    /// two rows in opposite orders (a multi-recipient transfer's row, finished on both nodes),
-    /// as can a late batch and one holding the head (a purge deleting a row a late job
-    /// locked): the database then ends one of the two (an answer of 503, or an outcome
-    /// recorded again later), never both waiting.
+    /// transaction can hold (new records, its own transfers' `log_seq`), so it never waits on
+    /// another batch while holding the head. The rows late batches may both want (the
+    /// transfers whose deliveries they finish) they lock in one step, in one order, before the
+    /// head ([`complete_later`]). A late batch and one holding the head can still lock two rows
+    /// in opposite orders (a purge deleting a row a late job locked): the database then ends
+    /// one of the two (an answer of 503, or an outcome recorded again later), never both
+    /// waiting.
     fn commit(&self, jobs: Vec<Job>, at_head: bool, dir_synced: &Result<(), CommitFailure>) {
         let target = self.pool.target();
         let client = match self.handle.block_on(self.pool.get()) {
@@ -426,7 +427,12 @@ impl Writer<'_> {
             } else {
                 None
             };
-            let before = (head, later.entries.len(), later.transfers.len());
+            let before = (
+                head,
+                later.entries.len(),
+                later.transfers.len(),
+                later.completions.len(),
+            );
             let (ok, finish) = job(Some(&mut Tx {
                 db: &db,
                 sqlite: None,
@@ -463,6 +469,7 @@ impl Writer<'_> {
                 head = before.0;
                 later.entries.truncate(before.1);
                 later.transfers.truncate(before.2);
+                later.completions.truncate(before.3);
                 finishers.push((forced, finish));
             }
         }
@@ -476,7 +483,12 @@ impl Writer<'_> {
             }
             return;
         }
-        let committed = if !later.entries.is_empty() {
+        // Only a job that wrote leaves a completion to settle (it recorded an outcome): the
+        // transaction has begun.
+        let completed = complete_later(&db, &later.completions);
+        let committed = if let Err(e) = completed {
+            Err(e)
+        } else if !later.entries.is_empty() {
             if !begun {
                 db.defer("BEGIN ISOLATION LEVEL READ COMMITTED");
             }
@@ -502,6 +514,42 @@ impl Writer<'_> {
         }
         finish_all(finishers, &committed);
     }
+}
+
+/// Before a batch's end: marks complete each transfer in `done` (its id, and the time of an
+/// outcome its batch recorded) that has no delivery left open. Their rows are locked first, in
+/// one order (the transfers' ids), and then counted, by a statement that starts once the locks
+/// are held: a batch finishing another delivery of the same transfer at once, on this node or
+/// another, takes its turn after this one's commit and sees its outcome (so the later of the
+/// two completes the transfer), and two such batches never hold each other's rows. The head is
+/// not yet held: a batch holding the head never waits here.
+fn complete_later(db: &PgDb, done: &[(String, String)]) -> Result<(), StoreError> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    // Once per transfer (two of its recipients finished in one batch: the later time).
+    let mut latest: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for (id, at) in done {
+        let kept = latest.entry(id.as_str()).or_insert(at.as_str());
+        if at.as_str() > *kept {
+            *kept = at.as_str();
+        }
+    }
+    let ids: Vec<&str> = latest.keys().copied().collect();
+    let ats: Vec<&str> = latest.values().copied().collect();
+    db.execute_typed(&[
+        (
+            "SELECT 1 FROM transfers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            vec![&ids],
+        ),
+        (
+            "UPDATE transfers t SET completed_at = v.at FROM UNNEST($1::text[], $2::text[]) AS v(id, at)
+             WHERE t.id = v.id AND t.completed_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.transfer_id = t.id AND d.state NOT IN ('delivered', 'dead'))",
+            vec![&ids, &ats],
+        ),
+    ])
+    .map(|_| ())
 }
 
 /// The end of a batch that appends: locks the chain's head, and in one more round trip writes

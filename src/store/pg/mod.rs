@@ -70,6 +70,11 @@ pub enum PgError {
     /// the connection broke): temporary, answered 503 and retried, never a 500.
     #[error("the database {target} cannot be reached: {why}")]
     Unavailable { target: String, why: String },
+    /// The database ended the transaction because it conflicted with another (a deadlock, a
+    /// serialisation failure, a lock not granted in time): nothing of it was kept, and a
+    /// retry will do. Answered 503 as [`PgError::Unavailable`] is, but said as what it is.
+    #[error("the database {target} ended a transaction that conflicted with another: {why}")]
+    Conflict { target: String, why: String },
     /// The server's certificate was not trusted, or TLS failed: a configuration fault.
     #[error("TLS to the database {target} failed: {why}")]
     Tls { target: String, why: String },
@@ -119,6 +124,10 @@ impl PgError {
                 target: target.clone(),
                 why: why.clone(),
             },
+            PgError::Conflict { target, why } => PgError::Conflict {
+                target: target.clone(),
+                why: why.clone(),
+            },
             PgError::Tls { target, why } => PgError::Tls {
                 target: target.clone(),
                 why: why.clone(),
@@ -161,9 +170,26 @@ impl PgError {
         }
     }
 
-    /// Whether waiting may mend it (the database restarting, a failover, a network blip).
+    /// Whether waiting may mend it (the database restarting, a failover, a network blip, or
+    /// a conflict with another transaction): a 503, never a 500.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, PgError::Unavailable { .. })
+        matches!(self, PgError::Unavailable { .. } | PgError::Conflict { .. })
+    }
+
+    /// The same failure, said with `why` (what the store was doing when it came), for a
+    /// failure that waiting may mend; `None` for any other.
+    pub(crate) fn retryable_as(&self, why: String) -> Option<PgError> {
+        match self {
+            PgError::Unavailable { target, .. } => Some(PgError::Unavailable {
+                target: target.clone(),
+                why,
+            }),
+            PgError::Conflict { target, .. } => Some(PgError::Conflict {
+                target: target.clone(),
+                why,
+            }),
+            _ => None,
+        }
     }
 
     /// Classifies a driver error: what a peer's answer and `/readyz` need to know.
@@ -180,19 +206,27 @@ impl PgError {
                     why: db.message().to_owned(),
                 };
             }
+            // A conflict with another transaction, ended by the database: a serialisation
+            // failure, a deadlock, a lock not granted in time.
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
+            {
+                return PgError::Conflict {
+                    target,
+                    why: db.message().to_owned(),
+                };
+            }
             // Class 08 (connection), 57P01-57P03 (shutting down, crashed, starting), class 53
             // (too many connections, out of memory or disk): the server cannot take us now...
-            // ... and what passes on a retry: a serialisation failure or deadlock, a lock wait
-            // or statement that timed out, a server out of room for a moment, and a primary
-            // that became a standby (a failover in progress: 25006, read-only transaction).
+            // ... and what passes on a retry: a statement that timed out, a server out of room
+            // for a moment, and a primary that became a standby (a failover in progress:
+            // 25006, read-only transaction).
             let c = code.code();
             if c.starts_with("08")
                 || c.starts_with("57P")
                 || c.starts_with("53")
                 || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::LOCK_NOT_AVAILABLE
                 || *code == SqlState::QUERY_CANCELED
                 || *code == SqlState::READ_ONLY_SQL_TRANSACTION
             {
