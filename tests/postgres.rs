@@ -1885,6 +1885,49 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
     db.drop_it().await;
 }
 
+/// A batch chained by the database after a head whose hash is damaged appends nothing and
+/// says why, as a batch that reads the head first does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_head_is_not_chained_from_by_either_kind_of_batch() {
+    let Some(s) = server("a damaged head") else {
+        return;
+    };
+    let (db, pool) = migrated(&s).await;
+    let (a, _b, _dirs) = two_stores(&db).await;
+    a.write_late(false, |tx| {
+        tx.append(&entry("node-a", 1, "kept")).map(|_| ())
+    })
+    .await
+    .unwrap();
+    let c = pool.get().await.unwrap();
+    c.batch_execute("UPDATE log_head SET hash = '\\x0102' WHERE id = 1")
+        .await
+        .unwrap();
+    let late = a
+        .write_late(false, |tx| {
+            tx.append(&entry("node-a", 2, "refused")).map(|_| ())
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        late.to_string().contains("cannot be chained from"),
+        "{late}"
+    );
+    let at_head = a
+        .write(false, |tx| {
+            tx.append(&entry("node-a", 3, "refused")).map(|_| ())
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        at_head.to_string().contains("cannot be chained from"),
+        "{at_head}"
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM log").await, 1);
+    drop(c);
+    db.drop_it().await;
+}
+
 /// A TCP relay in front of the database that a test can take down (connections refused, those
 /// open cut) and bring back on the same port: the database restarting, as a node sees it.
 struct Relay {
@@ -3289,7 +3332,7 @@ async fn a_statement_that_cannot_be_sent_stops_the_commit_after_it() {
         let db = PgDb::new(client, &target, handle);
         db.batch("BEGIN").unwrap();
         let (seq, wrong) = (7i64, "not a number".to_owned());
-        let result = db.pipeline(
+        let (result, _) = db.pipeline(
             &[
                 (
                     "INSERT INTO leases (name, node, until) VALUES ('probe', 'node-a', $1::text)",

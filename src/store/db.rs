@@ -560,6 +560,18 @@ impl PgDb {
         &self,
         statements: &[(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)],
         last: &str,
+    ) -> (Result<Vec<u64>, StoreError>, Option<std::time::Instant>) {
+        // When the first statement was answered (the caller's measure of a lock it takes).
+        let first_answered = std::cell::Cell::new(None);
+        let out = self.pipeline_inner(statements, last, &first_answered);
+        (out, first_answered.get())
+    }
+
+    fn pipeline_inner(
+        &self,
+        statements: &[(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)],
+        last: &str,
+        first_answered: &std::cell::Cell<Option<std::time::Instant>>,
     ) -> Result<Vec<u64>, StoreError> {
         // Anything deferred goes out first, on its own (nothing is dropped).
         let first = self.take_deferred();
@@ -604,12 +616,16 @@ impl PgDb {
                 return Err(self.err(e));
             }
             let (rest, ended) = futures_util::future::join(
-                futures_util::future::join_all(sent.iter_mut().zip(early).map(
-                    |(f, r)| async move {
-                        match r {
+                futures_util::future::join_all(sent.iter_mut().zip(early).enumerate().map(
+                    |(i, (f, r))| async move {
+                        let done = match r {
                             std::task::Poll::Ready(done) => done,
                             std::task::Poll::Pending => f.as_mut().await,
+                        };
+                        if i == 0 {
+                            first_answered.set(Some(std::time::Instant::now()));
                         }
+                        done
                     },
                 )),
                 self.client.batch_execute(last),

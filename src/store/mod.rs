@@ -1110,9 +1110,10 @@ impl Store {
                 let finish: Finisher = Box::new(move |commit: Result<(), CommitFailure>| {
                     let out = match (commit, result) {
                         (Ok(()), r) => r,
-                        // Not run, because the shared database is away: say so (a 503 the
-                        // caller retries), not that the store closed.
-                        (Err(f), Err(_)) if !ran && f.unavailable.is_some() => Err(f.into_error()),
+                        // Not run, because its batch could not begin (the shared database
+                        // away, the chain's head damaged): say why (the database away is a
+                        // 503 the caller retries), not that the store closed.
+                        (Err(f), Err(_)) if !ran => Err(f.into_error()),
                         // The job's own error says most (a full disk inside the job is one).
                         (Err(_), Err(e)) => Err(e),
                         (Err(f), Ok(_)) => Err(f.into_error()),

@@ -492,7 +492,7 @@ impl Writer<'_> {
             if !begun {
                 db.defer("BEGIN ISOLATION LEVEL READ COMMITTED");
             }
-            append_later(&db, target, self.node, &later)
+            append_later(&db, self.node, &later)
         } else if !begun {
             // Nothing was written.
             Ok(())
@@ -552,24 +552,22 @@ fn complete_later(db: &PgDb, done: &[(String, String)]) -> Result<(), StoreError
     .map(|_| ())
 }
 
-/// The end of a batch that appends: locks the chain's head, and in one more round trip writes
-/// the batch's records chained from it, sets the `log_seq` of the transfers that name them,
-/// moves the head and commits.
-fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<(), StoreError> {
-    let asked = Instant::now();
-    let head = lock_head(db, target)?;
-    let locked = Instant::now();
-    let chained = Chained::new(head.seq, head.hash, &later.entries);
+/// The end of a batch that appends, in one round trip: locks the chain's head and writes the
+/// batch's records chained from it (the hashes made by the database: [`Chained::inserts_at_head`]),
+/// sets the `log_seq` of the transfers that name them, moves the head and commits. The head is
+/// held from the first statement to the commit's flush, with no answer to wait for in between.
+fn append_later(db: &PgDb, node: &str, later: &Later) -> Result<(), StoreError> {
+    let unchained = Chained::unchained(&later.entries);
     let node = node.to_owned();
-    let (mut ids, mut seqs) = (Vec::new(), Vec::new());
+    let (mut ids, mut places) = (Vec::new(), Vec::new());
     for (id, i) in &later.transfers {
-        let seq = *chained.seqs.get(*i).ok_or_else(|| {
+        let place = *unchained.seqs.get(*i).ok_or_else(|| {
             StoreError::Task("a row names a record its batch does not append".into())
         })?;
         ids.push(id.clone());
-        seqs.push(seq);
+        places.push(place);
     }
-    let mut statements: Vec<(&str, Vec<Param<'_>>)> = chained.inserts(&node).into();
+    let mut statements: Vec<(&str, Vec<Param<'_>>)> = unchained.inserts_at_head(&node).into();
     // Every transfer named must be found (a job's rows are its own, written in this
     // transaction), or the transaction fails here: a row left with 0 would be lost to the
     // pages and taken by the next purge. The count is checked in the statement, so that the
@@ -577,19 +575,23 @@ fn append_later(db: &PgDb, target: &str, node: &str, later: &Later) -> Result<()
     let linked = i64::try_from(ids.len()).unwrap_or(i64::MAX);
     if !ids.is_empty() {
         statements.push((
-            "WITH u AS (UPDATE transfers SET log_seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE transfers.id = v.id RETURNING 1)
+            "WITH u AS (
+                 UPDATE transfers SET log_seq = head.seq + v.n
+                 FROM UNNEST($1::text[], $2::bigint[]) AS v(id, n), (SELECT seq FROM log_head WHERE id = 1) AS head
+                 WHERE transfers.id = v.id RETURNING 1)
              SELECT CAST(CASE WHEN COUNT(*) = $3 THEN '1' ELSE 'a transfer named by a record appended is missing' END AS INTEGER) FROM u",
-            vec![&ids, &seqs, &linked],
+            vec![&ids, &places, &linked],
         ));
     }
-    // The head moved and the commit, last (the values are a number and hex). Should anything
-    // before fail at the server, the UPDATE fails too and the COMMIT is not run; should one
-    // fail before it is sent, neither is sent (PgDb::pipeline).
-    let commit = move_head_and_commit(ChainHead {
-        seq: chained.seq,
-        hash: chained.hash,
-    });
-    let done = db.pipeline(&statements, &commit);
+    // The head moved and the commit, last. Should anything before fail at the server, the
+    // UPDATE fails too and the COMMIT is not run; should one fail before it is sent, neither
+    // is sent (PgDb::pipeline).
+    let commit = format!("{}; COMMIT", unchained.move_head());
+    let asked = Instant::now();
+    let (done, locked) = db.pipeline(&statements, &commit);
+    // The head is taken by the first statement: held, as this node sees it, from its answer
+    // to the commit's.
+    let locked = locked.unwrap_or_else(Instant::now);
     crate::metrics::log_head(locked - asked, locked.elapsed());
     done.map(|_| ())
 }

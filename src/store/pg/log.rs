@@ -80,10 +80,25 @@ pub(crate) struct Chained {
 impl Chained {
     /// `entries` chained after the record `seq` whose hash is `hash`.
     pub(crate) fn new<'e>(
-        mut seq: i64,
-        mut hash: [u8; 32],
+        seq: i64,
+        hash: [u8; 32],
         entries: impl IntoIterator<Item = &'e LogEntry>,
     ) -> Chained {
+        Chained::build(Some((seq, hash)), entries)
+    }
+
+    /// `entries` to be chained by the database after whatever record is the head when they
+    /// are written ([`Chained::inserts_at_head`]): each one's number is its place among them
+    /// (from 1), and no hash is made here.
+    pub(crate) fn unchained<'e>(entries: impl IntoIterator<Item = &'e LogEntry>) -> Chained {
+        Chained::build(None, entries)
+    }
+
+    fn build<'e>(
+        after: Option<(i64, [u8; 32])>,
+        entries: impl IntoIterator<Item = &'e LogEntry>,
+    ) -> Chained {
+        let (mut seq, mut hash) = after.unwrap_or((0, GENESIS));
         let mut log = LogRows::default();
         let (mut subj_hash, mut subj_seq) = (Vec::new(), Vec::new());
         let mut facets = FacetRows::default();
@@ -92,7 +107,9 @@ impl Chained {
         for e in entries {
             let prev = hash;
             seq += 1;
-            hash = chain_hash(&prev, seq, &e.body);
+            if after.is_some() {
+                hash = chain_hash(&prev, seq, &e.body);
+            }
             let transfer = e.transfer_id.map(|t| t.to_string());
             let sender = e.sender.as_ref().map(|s| OrgId::as_str(s).to_owned());
             for sh in &e.subjects {
@@ -126,8 +143,10 @@ impl Chained {
             log.sender.push(sender);
             log.code.push(e.code.clone());
             log.body.push(e.body.clone());
-            log.prev.push(prev.to_vec());
-            log.hash.push(hash.to_vec());
+            if after.is_some() {
+                log.prev.push(prev.to_vec());
+                log.hash.push(hash.to_vec());
+            }
             seqs.push(seq);
         }
         Chained {
@@ -195,6 +214,102 @@ impl Chained {
         ]
     }
 }
+
+impl Chained {
+    /// The four statements that write [`Chained::unchained`] records after the chain's head,
+    /// with their parameters: the first locks the head (making it, for the first append to an
+    /// empty database) and chains the records in the database, each one's hash made there as
+    /// [`chain_hash`] makes it (SHA-256 of the previous hash, the number as 8 bytes big-endian,
+    /// and the body); the others number their rows from the head, which stays where it was
+    /// until the caller moves it ([`Chained::move_head`]). Sent together with the commit, they
+    /// hold the head for no round trip to this node: only for the database's own work and its
+    /// flush. A head whose hash is not 32 bytes fails the first, naming the fault.
+    pub(crate) fn inserts_at_head<'a>(
+        &'a self,
+        node: &'a String,
+    ) -> [(&'static str, Vec<Param<'a>>); 4] {
+        let (log, facets) = (&self.log, &self.facets);
+        [
+            (
+                "WITH RECURSIVE head AS (
+                     INSERT INTO log_head (id, seq, hash) VALUES (1, 0, $7) ON CONFLICT (id) DO UPDATE SET id = log_head.id
+                     RETURNING seq, hash,
+                         CAST(CASE WHEN length(hash) = 32 THEN '32' ELSE 'the transfer log''s head cannot be chained from: run postern log verify' END AS INTEGER) AS sound
+                 ),
+                 r AS (
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+                         WITH ORDINALITY AS u(at, kind, transfer_id, sender, code, body, n)
+                 ),
+                 c (n, seq, prev, hash) AS (
+                     SELECT 0::bigint, seq, hash, hash FROM head WHERE sound = 32
+                     UNION ALL
+                     SELECT r.n, c.seq + 1, c.hash, sha256(c.hash || int8send(c.seq + 1) || r.body)
+                     FROM c JOIN r ON r.n = c.n + 1
+                 )
+                 INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node)
+                 SELECT c.seq, r.at, r.kind, r.transfer_id, r.sender, r.code, r.body, c.prev, c.hash, $8
+                 FROM c JOIN r ON r.n = c.n",
+                vec![
+                    &log.at,
+                    &log.kind,
+                    &log.transfer,
+                    &log.sender,
+                    &log.code,
+                    &log.body,
+                    &GENESIS_PARAM,
+                    node,
+                ],
+            ),
+            (
+                "INSERT INTO log_subjects (subject_hash, seq)
+                 SELECT u.h, head.seq + u.n FROM UNNEST($1::text[], $2::bigint[]) AS u(h, n),
+                     (SELECT seq FROM log_head WHERE id = 1) AS head
+                 ON CONFLICT DO NOTHING",
+                vec![&self.subj_hash, &self.subj_seq],
+            ),
+            (
+                "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
+                 SELECT head.seq + u.n, u.at, u.decision, u.transfer_id, u.sender, u.originator, u.purpose, u.lawful_basis, u.marking, u.urgency, u.correction_of, u.rationale_pending
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+                     AS u(n, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending),
+                     (SELECT seq FROM log_head WHERE id = 1) AS head",
+                vec![
+                    &facets.seq,
+                    &facets.at,
+                    &facets.decision,
+                    &facets.transfer,
+                    &facets.sender,
+                    &facets.originator,
+                    &facets.purpose,
+                    &facets.basis,
+                    &facets.marking,
+                    &facets.urgency,
+                    &facets.correction,
+                    &facets.pending,
+                ],
+            ),
+            (
+                "INSERT INTO log_recipients (recipient, seq)
+                 SELECT u.r, head.seq + u.n FROM UNNEST($1::text[], $2::bigint[]) AS u(r, n),
+                     (SELECT seq FROM log_head WHERE id = 1) AS head
+                 ON CONFLICT DO NOTHING",
+                vec![&self.rec_org, &self.rec_seq],
+            ),
+        ]
+    }
+
+    /// After [`Chained::inserts_at_head`]: moves the head past the records (simple-query text;
+    /// the count is a number). The hash is the last record's, as the database made it.
+    pub(crate) fn move_head(&self) -> String {
+        format!(
+            "UPDATE log_head SET seq = seq + {n}, hash = (SELECT l.hash FROM log l WHERE l.seq = log_head.seq + {n}) WHERE id = 1",
+            n = self.seq
+        )
+    }
+}
+
+/// The genesis hash as a statement's parameter.
+static GENESIS_PARAM: &[u8] = &GENESIS;
 
 /// The log's columns for a batch, one array each.
 #[derive(Default)]
