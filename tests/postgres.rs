@@ -1764,6 +1764,23 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
     for (node, store) in [("node-a", a.clone()), ("node-b", b.clone())] {
         for i in 0..120usize {
             let store = store.clone();
+            // Some jobs append a real decision record too, run alongside the other node's
+            // (even i): its search index rows are numbered from the head the batch locks.
+            let decision = (i % 10 == 2).then(|| {
+                let key = postern_gateway::domain::subject::SubjectKey::new(vec![7; 32]).unwrap();
+                postern_gateway::testkit::synthetic::decision_entries(
+                    i as u64 + if node == "node-a" { 0 } else { 1000 },
+                    20,
+                    3,
+                    time::OffsetDateTime::now_utc(),
+                    &key,
+                )
+                .unwrap()
+                .into_iter()
+                .find(|e| e.kind != postern_gateway::log::RecordKind::TransferAccepted)
+                .unwrap()
+            });
+            let decided = u8::from(decision.is_some());
             tasks.push(tokio::spawn(async move {
                 // Each job records a transfer named by its first record; a failing one too,
                 // before it fails (its rows and its link to a record are undone with it).
@@ -1774,6 +1791,9 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
                     tx.insert_transfer(&common::stored_transfer(id, &first.at, &[]), seq)?;
                     if i % 3 == 0 {
                         tx.append(&entry(node, 1000 + i, "kept"))?;
+                    }
+                    if let Some(d) = &decision {
+                        tx.append(d)?;
                     }
                     if i % 9 == 4 {
                         tx.append(&entry(node, 2000 + i, "rolled-back"))?;
@@ -1793,7 +1813,7 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
                 } else {
                     store.write(false, job).await
                 }
-                .map(|_| if i % 3 == 0 { 2 } else { 1 })
+                .map(|_| (if i % 3 == 0 { 2 } else { 1 }) + i64::from(decided))
             }));
         }
     }
@@ -1861,6 +1881,32 @@ async fn two_nodes_stores_commit_their_jobs_into_one_chain() {
         .unwrap()
         .get(0);
     assert_eq!(head, kept);
+    // The head's hash is the last record's.
+    let same: bool = c
+        .query_one(
+            "SELECT h.hash = l.hash FROM log_head h JOIN log l ON l.seq = h.seq WHERE h.id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same, "the head's hash is the last record's");
+    // Each decision record's search index rows name it.
+    let (facets, misplaced): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM log_facets),
+                        (SELECT COUNT(*) FROM log_facets f JOIN log l ON l.seq = f.seq WHERE l.at <> f.at OR l.transfer_id IS DISTINCT FROM f.transfer_id)
+                          + (SELECT COUNT(*) FROM log_recipients r LEFT JOIN log_facets f ON f.seq = r.seq WHERE f.seq IS NULL)
+                          + (SELECT COUNT(*) FROM log_subjects s LEFT JOIN log_facets f ON f.seq = s.seq WHERE f.seq IS NULL)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(facets >= 10, "{facets} decision records kept");
+    assert_eq!(misplaced, 0, "search index rows at their records");
     let (report, _) = pg::verify::verify_log(&pool, &[], &[]).await.unwrap();
     assert!(report.intact(), "{:?}", report.first_break);
     assert_eq!(report.records as i64, kept);
@@ -3562,11 +3608,13 @@ async fn outcomes_of_the_same_transfers_recorded_in_opposite_orders_do_not_deadl
             assert!(claimed, "{r} claimed");
         }
     }
+    // When each job recorded its first outcome and when it went on to its second.
+    let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let finish = |store: &postern_gateway::store::Store,
                   node: &'static str,
                   r: &'static str,
                   order: [String; 2]| {
-        let (store, at) = (store.clone(), at.clone());
+        let (store, at, times) = (store.clone(), at.clone(), times.clone());
         tokio::spawn(async move {
             store
                 .write_late(false, move |tx| {
@@ -3584,7 +3632,12 @@ async fn outcomes_of_the_same_transfers_recorded_in_opposite_orders_do_not_deadl
                         )?;
                         // The other node's batch records its first outcome meanwhile.
                         if i == 0 {
+                            let first = std::time::Instant::now();
                             std::thread::sleep(std::time::Duration::from_millis(1500));
+                            times
+                                .lock()
+                                .unwrap()
+                                .push((first, std::time::Instant::now()));
                         }
                     }
                     Ok(kept)
@@ -3597,6 +3650,14 @@ async fn outcomes_of_the_same_transfers_recorded_in_opposite_orders_do_not_deadl
     let second = finish(&b, "node-b", "riverside-youth", [t1, t0]);
     assert!(first.await.unwrap().unwrap(), "node A's outcomes kept");
     assert!(second.await.unwrap().unwrap(), "node B's outcomes kept");
+    // Each job recorded its first outcome before the other went on to its second: the two
+    // batches held their first transfers at once.
+    let times = times.lock().unwrap().clone();
+    assert_eq!(times.len(), 2);
+    assert!(
+        times[0].0 < times[1].1 && times[1].0 < times[0].1,
+        "the two jobs overlapped"
+    );
     let done = count(
         &pool,
         "SELECT COUNT(*) FROM transfers WHERE completed_at IS NOT NULL",

@@ -492,6 +492,12 @@ pub const SHUTTING_DOWN: &str = "The gateway is shutting down. Try again shortly
 pub fn store_failure(e: &crate::store::StoreError, detail: &str) -> Problem {
     match e {
         crate::store::StoreError::Closed => Problem::new(ProblemCode::Unavailable, detail),
+        // The database ended the request's transaction for conflicting with another's:
+        // nothing was kept, and a retry will do.
+        crate::store::StoreError::Pg(crate::store::pg::PgError::Conflict { .. }) => Problem::new(
+            ProblemCode::Unavailable,
+            "The gateway's database set this request aside because it met another at the same moment; nothing was kept. Try again.",
+        ),
         // The shared database is away (restarting, failing over): nothing was kept, and a
         // retry will do (never a 500).
         crate::store::StoreError::Pg(p) if p.is_unavailable() => Problem::new(

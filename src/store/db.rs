@@ -434,18 +434,34 @@ impl Drop for PgDb {
     }
 }
 
-/// What `sql` (simple-query text, statements separated by `;`) does to the connection's
-/// transaction, by its last statement that begins or ends one: `Some(true)` it begins one,
-/// `Some(false)` it ends it (`ROLLBACK TO SAVEPOINT` does not), `None` neither.
+/// What `sql` (the store's own simple-query text, statements separated by `;`) does to the
+/// connection's transaction, by its last statement that begins or ends one: `Some(true)` it
+/// begins one, `Some(false)` it ends it (`ROLLBACK [WORK | TRANSACTION] TO ...` does not, nor
+/// does `... AND CHAIN`, which begins the next), `None` neither.
 fn transaction_control(sql: &str) -> Option<bool> {
     sql.split(';').fold(None, |effect, statement| {
-        let mut words = statement.split_whitespace();
-        let first = words.next().unwrap_or("").to_ascii_uppercase();
-        match first.as_str() {
+        let words: Vec<String> = statement
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let word = |i: usize| words.get(i).map_or("", String::as_str);
+        let chained = word(words.len().saturating_sub(1)) == "CHAIN"
+            && word(words.len().saturating_sub(2)) == "AND";
+        match word(0) {
             "BEGIN" | "START" => Some(true),
+            "COMMIT" | "END" | "ABORT" | "ROLLBACK" if chained => Some(true),
             "COMMIT" | "END" | "ABORT" => Some(false),
-            "ROLLBACK" if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("TO")) => {
-                Some(false)
+            "ROLLBACK" => {
+                let at = if matches!(word(1), "WORK" | "TRANSACTION") {
+                    2
+                } else {
+                    1
+                };
+                if word(at) == "TO" {
+                    effect
+                } else {
+                    Some(false)
+                }
             }
             _ => effect,
         }
@@ -467,15 +483,19 @@ impl PgDb {
         }
     }
 
-    /// Notes what `sql`, sent, did to the transaction: one begun is open whatever the answer;
-    /// one ended is closed only once the server said so (a COMMIT after a failed statement in
-    /// the same message never ran).
+    /// Notes what `sql`, sent, did to the transaction. Only an answer without error says for
+    /// sure: after an error the connection may be left in a transaction (a BEGIN before the
+    /// failed statement ran, its COMMIT did not), so it counts as open until a ROLLBACK or
+    /// COMMIT is answered (a ROLLBACK with none open costs the server a warning, nothing more).
     fn sent(&self, sql: &str, answered_ok: bool) {
         use std::sync::atomic::Ordering::Relaxed;
+        if !answered_ok {
+            self.open.store(true, Relaxed);
+            return;
+        }
         match transaction_control(sql) {
-            Some(true) => self.open.store(true, Relaxed),
-            Some(false) if answered_ok => self.open.store(false, Relaxed),
-            _ => {}
+            Some(open) => self.open.store(open, Relaxed),
+            None => {}
         }
     }
 
@@ -788,6 +808,11 @@ mod tests {
             None
         );
         assert_eq!(transaction_control("COMMIT; BEGIN"), Some(true));
+        assert_eq!(transaction_control("ROLLBACK WORK TO SAVEPOINT job"), None);
+        assert_eq!(transaction_control("rollback transaction to job"), None);
+        assert_eq!(transaction_control("ROLLBACK WORK"), Some(false));
+        assert_eq!(transaction_control("COMMIT AND CHAIN"), Some(true));
+        assert_eq!(transaction_control("COMMIT AND NO CHAIN"), Some(false));
         assert_eq!(transaction_control(""), None);
     }
 

@@ -340,7 +340,7 @@ pub fn finish_delivery(
 }
 
 /// [`finish_delivery`] without its last step: whether the transfer is now complete is left to
-/// the caller, who asks [`complete_transfers`] once for all the outcomes of its batch.
+/// the caller: a shared store's batch settles it once for all its outcomes, at its end.
 pub(crate) fn record_outcome(
     db: &dyn Db,
     transfer_id: &str,

@@ -522,7 +522,11 @@ impl Writer<'_> {
 /// are held: a batch finishing another delivery of the same transfer at once, on this node or
 /// another, takes its turn after this one's commit and sees its outcome (so the later of the
 /// two completes the transfer), and two such batches never hold each other's rows. The head is
-/// not yet held: a batch holding the head never waits here.
+/// not yet held here. A batch that holds the head from its start and then finishes a delivery
+/// (a damaged row ended, rare) locks a transfer's row too: should the two meet in opposite
+/// orders, the database ends one of them, and with it that batch (an outcome recorded again
+/// later, or an answer of 503). (The transfers named here have a delivery just finished, so
+/// none is one a purge takes.)
 fn complete_later(db: &PgDb, done: &[(String, String)]) -> Result<(), StoreError> {
     if done.is_empty() {
         return Ok(());
@@ -539,7 +543,7 @@ fn complete_later(db: &PgDb, done: &[(String, String)]) -> Result<(), StoreError
     let ats: Vec<&str> = latest.values().copied().collect();
     db.execute_typed(&[
         (
-            "SELECT 1 FROM transfers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT 1 FROM transfers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
             vec![&ids],
         ),
         (
