@@ -493,9 +493,8 @@ impl PgDb {
             self.open.store(true, Relaxed);
             return;
         }
-        match transaction_control(sql) {
-            Some(open) => self.open.store(open, Relaxed),
-            None => {}
+        if let Some(open) = transaction_control(sql) {
+            self.open.store(open, Relaxed);
         }
     }
 
