@@ -26,6 +26,7 @@ use postern_gateway::seal::SpoolKey;
 
 mod deliver;
 mod flood;
+mod latency;
 mod log;
 mod log_web;
 mod nodes;
@@ -109,6 +110,11 @@ pub struct LoadArgs {
     /// A file holding the PostgreSQL user's password.
     #[arg(long)]
     pg_password_file: Option<PathBuf>,
+    /// Put the database "across a network" for `--nodes` and `--pg-log`: the nodes reach it
+    /// through a relay in this process that adds this many milliseconds to every round trip
+    /// (half each way). 0 (the default): straight to `--pg-url`.
+    #[arg(long, default_value_t = 0.0)]
+    pg_rtt_ms: f64,
     /// Work directory for the scratch deployment (default: a temporary one, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -569,11 +575,25 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.log_records {
         return log::benchmark(n, &scratch).await;
     }
-    let pg_args = || {
+    if !(0.0..=1000.0).contains(&a.pg_rtt_ms) {
+        bail!("--pg-rtt-ms must be between 0 and 1000");
+    }
+    let pg_args = || async {
         let (Some(url), Some(ca)) = (a.pg_url.clone(), a.pg_ca.clone()) else {
             bail!(
                 "--pg-log and --nodes need --pg-url and --pg-ca (and --pg-password-file if the server asks)"
             );
+        };
+        let url = if a.pg_rtt_ms > 0.0 {
+            let rtt = std::time::Duration::from_secs_f64(a.pg_rtt_ms / 1000.0);
+            let relayed = latency::start(&url, rtt).await?;
+            println!(
+                "the database is reached through a relay adding {} ms to each round trip",
+                a.pg_rtt_ms
+            );
+            relayed
+        } else {
+            url
         };
         anyhow::Ok(pg::PgArgs {
             url,
@@ -582,7 +602,7 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
         })
     };
     if let Some(n) = a.pg_log {
-        return pg::benchmark(n, a.connections, &pg_args()?, &scratch).await;
+        return pg::benchmark(n, a.connections, &pg_args().await?, &scratch).await;
     }
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let relay_port = relay.local_addr()?.port();
@@ -603,7 +623,7 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
         return seal_benchmark(&a, &scratch, &payload, tls).await;
     }
     if a.nodes {
-        return nodes::benchmark(&a, &pg_args()?, &scratch, relay_port, &payload, tls).await;
+        return nodes::benchmark(&a, &pg_args().await?, &scratch, relay_port, &payload, tls).await;
     }
     if let Some(mode) = a.deliver {
         return deliver::benchmark(&a, mode, &scratch, relay_port, &sink, &payload).await;
