@@ -3,15 +3,17 @@
 //! writer waits for costs what it would between machines, rather than the loopback's few
 //! microseconds. The bytes pass through untouched (TLS end to end).
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Starts the relay on the loopback for the server `url` names, adding `rtt` to each round
 /// trip (half each way); `url` with its port changed to the relay's (its host kept, so that
-/// the server's certificate is still checked against it).
+/// the server's certificate is still checked against it). Plain threads, each sleeping until
+/// its chunk is due: the operating system's sleep is good to a few tens of microseconds,
+/// where tokio's timer rounds up to the next millisecond (which would make `1` closer to 3).
 pub async fn start(url: &str, rtt: Duration) -> anyhow::Result<String> {
     let (scheme, rest) = url.split_once("://").context("--pg-url is not a URL")?;
     let (base, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -24,25 +26,19 @@ pub async fn start(url: &str, rtt: Duration) -> anyhow::Result<String> {
         _ => (hostport, 5432),
     };
     let upstream = (host.trim_matches(['[', ']']).to_owned(), port);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
     let relay_port = listener.local_addr()?.port();
     let one_way = rtt / 2;
-    tokio::spawn(async move {
-        while let Ok((down, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Ok(up) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await {
-                    let _ = (down.set_nodelay(true), up.set_nodelay(true));
-                    let (down_r, down_w) = down.into_split();
-                    let (up_r, up_w) = up.into_split();
-                    tokio::join!(
-                        delayed(down_r, up_w, one_way),
-                        delayed(up_r, down_w, one_way)
-                    );
-                }
-            });
-        }
-    });
+    std::thread::Builder::new()
+        .name("pg-relay".into())
+        .spawn(move || {
+            for down in listener.incoming().flatten() {
+                let upstream = upstream.clone();
+                let _ = std::thread::Builder::new()
+                    .name("pg-relay-conn".into())
+                    .spawn(move || relay(down, &upstream, one_way));
+            }
+        })?;
     let at = if user.is_empty() {
         format!("{host}:{relay_port}")
     } else {
@@ -51,38 +47,52 @@ pub async fn start(url: &str, rtt: Duration) -> anyhow::Result<String> {
     Ok(format!("{scheme}://{at}/{path}"))
 }
 
+/// Relays one connection both ways, each held `delay`.
+fn relay(down: TcpStream, upstream: &(String, u16), delay: Duration) {
+    let Ok(up) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
+        return;
+    };
+    let _ = (down.set_nodelay(true), up.set_nodelay(true));
+    let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+        return;
+    };
+    let there = std::thread::spawn(move || delayed(down, up, delay));
+    delayed(up2, down2, delay);
+    let _ = there.join();
+}
+
 /// Copies `from` to `to`, each chunk written `delay` after it was read (in order; the reader
 /// goes on meanwhile, as a network's wire does).
-async fn delayed(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let reader = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let due = tokio::time::Instant::now() + delay;
-                    if tx.send((due, buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
+fn delayed(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer = std::thread::spawn(move || {
+        while let Ok((due, bytes)) = rx.recv() {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
             }
-        }
-    };
-    let writer = async move {
-        while let Some((due, bytes)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if to.write_all(&bytes).await.is_err() {
+            if to.write_all(&bytes).is_err() {
                 break;
             }
         }
-        let _ = to.shutdown().await;
-    };
-    tokio::join!(reader, writer);
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
 }
 
 #[cfg(test)]
