@@ -2291,12 +2291,12 @@ async fn a_store_that_no_longer_writes_is_answered_as_documented() {
     let urgent = accepted_transfer(gw, &org(me_org(me)), true, true).await;
 
     // The store refuses writes (`StoreError::Closed`) once its writer has stopped, as when the
-    // gateway shuts down; a write job that panics stops it.
+    // gateway shuts down; the test kit's StopWriter stops it.
     let stopped = gw
         .app
         .store
         .write(false, |_| -> Result<(), StoreError> {
-            panic!("stopping the store's writer for the test")
+            std::panic::panic_any(postern_gateway::store::StopWriter)
         })
         .await;
     assert!(

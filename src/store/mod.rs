@@ -622,6 +622,12 @@ pub(crate) struct Later {
     pub(crate) completions: Vec<(String, String)>,
 }
 
+/// What a test's write job panics with (`std::panic::panic_any(StopWriter)`) to stop the
+/// store's writer, as when the gateway shuts down: writes are answered [`StoreError::Closed`]
+/// from then on. Any other panic fails only its own job.
+#[cfg(feature = "testkit")]
+pub struct StopWriter;
+
 /// What ingest records for an accepted transfer.
 pub struct NewTransfer {
     pub id: TransferId,
@@ -1096,7 +1102,12 @@ impl Store {
                     // closed. (Unwinding is safe here: the job's own state is dropped, and
                     // the writer's is restored to before the job.)
                     Some(tx) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
-                        .unwrap_or_else(|_| {
+                        .unwrap_or_else(|payload| {
+                            #[cfg(feature = "testkit")]
+                            if payload.is::<StopWriter>() {
+                                std::panic::resume_unwind(payload)
+                            }
+                            let _ = payload;
                             tracing::error!(
                                 "a write job panicked (a bug): its writes were undone and its request answered with an error"
                             );

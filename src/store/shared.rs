@@ -593,10 +593,11 @@ fn append_later(db: &PgDb, node: &str, later: &Later) -> Result<(), StoreError> 
     let commit = format!("{}; COMMIT", unchained.move_head());
     let asked = Instant::now();
     let (done, locked) = db.pipeline(&statements, &commit);
-    // The head is taken by the first statement: held, as this node sees it, from its answer
-    // to the commit's.
-    let locked = locked.unwrap_or_else(Instant::now);
-    crate::metrics::log_head(locked - asked, locked.elapsed());
+    // The head is taken by the first statement, alone: held, as this node sees it, from its
+    // answer to the commit's (as when it was a round trip of its own).
+    if let Some(locked) = locked {
+        crate::metrics::log_head(locked - asked, locked.elapsed());
+    }
     done.map(|_| ())
 }
 

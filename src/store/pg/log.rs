@@ -216,38 +216,40 @@ impl Chained {
 }
 
 impl Chained {
-    /// The four statements that write [`Chained::unchained`] records after the chain's head,
-    /// with their parameters: the first locks the head (making it, for the first append to an
-    /// empty database) and chains the records in the database, each one's hash made there as
-    /// [`chain_hash`] makes it (SHA-256 of the previous hash, the number as 8 bytes big-endian,
-    /// and the body); the others number their rows from the head, which stays where it was
-    /// until the caller moves it ([`Chained::move_head`]). Sent together with the commit, they
-    /// hold the head for no round trip to this node: only for the database's own work and its
-    /// flush. A head whose hash is not 32 bytes fails the first, naming the fault.
+    /// The five statements that write [`Chained::unchained`] records after the chain's head,
+    /// with their parameters. The first locks the head (making it, for the first append to an
+    /// empty database; a head whose hash is not 32 bytes fails it, naming the fault): its
+    /// answer is when the head was taken. The second chains the records in the database, each
+    /// one's hash made there as [`chain_hash`] makes it (SHA-256 of the previous hash, the
+    /// number as 8 bytes big-endian, and the body); the others number their rows from the
+    /// head, which stays where it was until the caller moves it ([`Chained::move_head`]). Sent
+    /// together with the commit, they hold the head for no round trip to this node: only for
+    /// the database's own work and its flush.
     pub(crate) fn inserts_at_head<'a>(
         &'a self,
         node: &'a String,
-    ) -> [(&'static str, Vec<Param<'a>>); 4] {
+    ) -> [(&'static str, Vec<Param<'a>>); 5] {
         let (log, facets) = (&self.log, &self.facets);
         [
             (
-                "WITH RECURSIVE head AS (
-                     INSERT INTO log_head (id, seq, hash) VALUES (1, 0, $7) ON CONFLICT (id) DO UPDATE SET id = log_head.id
-                     RETURNING seq, hash,
-                         CAST(CASE WHEN length(hash) = 32 THEN '32' ELSE 'the transfer log''s head cannot be chained from: run postern log verify' END AS INTEGER) AS sound
-                 ),
+                "INSERT INTO log_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT (id) DO UPDATE SET id = log_head.id
+                 RETURNING CAST(CASE WHEN length(hash) = 32 THEN '32' ELSE 'the transfer log''s head cannot be chained from: run postern log verify' END AS INTEGER)",
+                vec![&GENESIS_PARAM],
+            ),
+            (
+                "WITH RECURSIVE head AS (SELECT seq, hash FROM log_head WHERE id = 1),
                  r AS (
                      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
                          WITH ORDINALITY AS u(at, kind, transfer_id, sender, code, body, n)
                  ),
                  c (n, seq, prev, hash) AS (
-                     SELECT 0::bigint, seq, hash, hash FROM head WHERE sound = 32
+                     SELECT 0::bigint, seq, hash, hash FROM head
                      UNION ALL
                      SELECT r.n, c.seq + 1, c.hash, sha256(c.hash || int8send(c.seq + 1) || r.body)
                      FROM c JOIN r ON r.n = c.n + 1
                  )
                  INSERT INTO log (seq, at, kind, transfer_id, sender, code, body, prev_hash, hash, node)
-                 SELECT c.seq, r.at, r.kind, r.transfer_id, r.sender, r.code, r.body, c.prev, c.hash, $8
+                 SELECT c.seq, r.at, r.kind, r.transfer_id, r.sender, r.code, r.body, c.prev, c.hash, $7
                  FROM c JOIN r ON r.n = c.n",
                 vec![
                     &log.at,
@@ -256,7 +258,6 @@ impl Chained {
                     &log.sender,
                     &log.code,
                     &log.body,
-                    &GENESIS_PARAM,
                     node,
                 ],
             ),
