@@ -11,28 +11,41 @@ use anyhow::Context;
 
 /// Starts the relay on the loopback for the server `url` names, adding `rtt` to each round
 /// trip (half each way); `url` with its port changed to the relay's (its host kept, so that
-/// the server's certificate is still checked against it). Plain threads, each sleeping until
-/// its chunk is due: the operating system's sleep is good to a few tens of microseconds,
-/// where tokio's timer rounds up to the next millisecond (which would make `1` closer to 3).
-pub async fn start(url: &str, rtt: Duration) -> anyhow::Result<String> {
+/// the server's certificate is still checked against it). The server must be on this machine
+/// (`localhost` or `127.0.0.1`, the relay's own address), and the URL plain
+/// (`postgres://USER@HOST[:PORT]/DATABASE`, no query). Plain threads, each sleeping until its
+/// chunk is due: an idle machine wakes them within tens of microseconds (a busy one later,
+/// and their work counts in the CPU the benchmark reports), where tokio's timer rounds each
+/// hold up to the next millisecond (which made `1` nearer 3).
+pub fn start(url: &str, rtt: Duration) -> anyhow::Result<String> {
     let (scheme, rest) = url.split_once("://").context("--pg-url is not a URL")?;
+    if rest.contains('?') {
+        anyhow::bail!("--pg-rtt-ms needs a --pg-url without a query (?...)");
+    }
     let (base, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (user, hostport) = base.rsplit_once('@').map_or(("", base), |(u, h)| (u, h));
-    // `host`, `host:port`, `[v6]` or `[v6]:port`.
+    let (user, hostport) = base.rsplit_once('@').unwrap_or(("", base));
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !hostport.ends_with(']') => {
-            (h, p.parse::<u16>().context("--pg-url's port")?)
-        }
-        _ => (hostport, 5432),
+        Some((h, p)) => (h, p.parse::<u16>().context("--pg-url's port")?),
+        None => (hostport, 5432),
     };
-    let upstream = (host.trim_matches(['[', ']']).to_owned(), port);
+    if !matches!(host, "localhost" | "127.0.0.1") {
+        anyhow::bail!(
+            "--pg-rtt-ms needs the database on this machine (--pg-url host localhost or 127.0.0.1), where the relay listens"
+        );
+    }
+    let upstream = ("127.0.0.1".to_owned(), port);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let relay_port = listener.local_addr()?.port();
     let one_way = rtt / 2;
     std::thread::Builder::new()
         .name("pg-relay".into())
         .spawn(move || {
-            for down in listener.incoming().flatten() {
+            for down in listener.incoming() {
+                let Ok(down) = down else {
+                    // Out of descriptors, say: wait rather than spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
                 let upstream = upstream.clone();
                 let _ = std::thread::Builder::new()
                     .name("pg-relay-conn".into())
@@ -56,7 +69,9 @@ fn relay(down: TcpStream, upstream: &(String, u16), delay: Duration) {
     let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
         return;
     };
-    let there = std::thread::spawn(move || delayed(down, up, delay));
+    let Ok(there) = std::thread::Builder::new().spawn(move || delayed(down, up, delay)) else {
+        return;
+    };
     delayed(up2, down2, delay);
     let _ = there.join();
 }
@@ -64,8 +79,9 @@ fn relay(down: TcpStream, upstream: &(String, u16), delay: Duration) {
 /// Copies `from` to `to`, each chunk written `delay` after it was read (in order; the reader
 /// goes on meanwhile, as a network's wire does).
 fn delayed(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
-    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
-    let writer = std::thread::spawn(move || {
+    // Bounded, so that a side that stops reading holds the other up, as over a network.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(256);
+    let Ok(writer) = std::thread::Builder::new().spawn(move || {
         while let Ok((due, bytes)) = rx.recv() {
             let now = Instant::now();
             if due > now {
@@ -76,7 +92,9 @@ fn delayed(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
             }
         }
         let _ = to.shutdown(Shutdown::Write);
-    });
+    }) else {
+        return;
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -100,14 +118,18 @@ mod tests {
     #[tokio::test]
     async fn the_relay_keeps_the_host_and_changes_the_port() {
         let url = super::start(
-            "postgres://postern@localhost:55432/postern",
+            "postgres://postern@localhost:1/postern",
             std::time::Duration::from_millis(1),
         )
-        .await
         .unwrap();
         assert!(url.starts_with("postgres://postern@localhost:"), "{url}");
         assert!(url.ends_with("/postern"), "{url}");
-        assert!(!url.contains(":55432/"), "{url}");
+        assert!(!url.contains(":1/"), "{url}");
+        // What it cannot relay is refused, not relayed wrongly.
+        let ms = std::time::Duration::from_millis(1);
+        assert!(super::start("postgres://u@db.example.org/db", ms).is_err());
+        assert!(super::start("postgres://u@localhost:5432/db?sslmode=require", ms).is_err());
+        assert!(super::start("postgres://u@localhost:x/db", ms).is_err());
     }
 
     #[tokio::test]
@@ -122,9 +144,7 @@ mod tests {
             s.write_all(&buf).await.unwrap();
         });
         let rtt = std::time::Duration::from_millis(40);
-        let url = super::start(&format!("postgres://u@127.0.0.1:{port}/db"), rtt)
-            .await
-            .unwrap();
+        let url = super::start(&format!("postgres://u@127.0.0.1:{port}/db"), rtt).unwrap();
         let relay: u16 = url
             .rsplit_once(':')
             .unwrap()

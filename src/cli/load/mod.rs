@@ -571,14 +571,17 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     if a.connections == 0 || a.transfers == 0 {
         bail!("--connections and --transfers must be at least 1");
     }
+    if !(0.0..=1000.0).contains(&a.pg_rtt_ms) {
+        bail!("--pg-rtt-ms must be between 0 and 1000");
+    }
+    if a.pg_rtt_ms > 0.0 && a.pg_log.is_none() && !a.nodes {
+        bail!("--pg-rtt-ms is for --pg-log and --nodes");
+    }
     let scratch = Scratch::new(a.work_dir.as_deref())?;
     if let Some(n) = a.log_records {
         return log::benchmark(n, &scratch).await;
     }
-    if !(0.0..=1000.0).contains(&a.pg_rtt_ms) {
-        bail!("--pg-rtt-ms must be between 0 and 1000");
-    }
-    let pg_args = || async {
+    let pg_args = || {
         let (Some(url), Some(ca)) = (a.pg_url.clone(), a.pg_ca.clone()) else {
             bail!(
                 "--pg-log and --nodes need --pg-url and --pg-ca (and --pg-password-file if the server asks)"
@@ -586,7 +589,7 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
         };
         let url = if a.pg_rtt_ms > 0.0 {
             let rtt = std::time::Duration::from_secs_f64(a.pg_rtt_ms / 1000.0);
-            let relayed = latency::start(&url, rtt).await?;
+            let relayed = latency::start(&url, rtt)?;
             println!(
                 "the database is reached through a relay adding {} ms to each round trip",
                 a.pg_rtt_ms
@@ -602,7 +605,7 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
         })
     };
     if let Some(n) = a.pg_log {
-        return pg::benchmark(n, a.connections, &pg_args().await?, &scratch).await;
+        return pg::benchmark(n, a.connections, &pg_args()?, &scratch).await;
     }
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let relay_port = relay.local_addr()?.port();
@@ -623,7 +626,7 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
         return seal_benchmark(&a, &scratch, &payload, tls).await;
     }
     if a.nodes {
-        return nodes::benchmark(&a, &pg_args().await?, &scratch, relay_port, &payload, tls).await;
+        return nodes::benchmark(&a, &pg_args()?, &scratch, relay_port, &payload, tls).await;
     }
     if let Some(mode) = a.deliver {
         return deliver::benchmark(&a, mode, &scratch, relay_port, &sink, &payload).await;
