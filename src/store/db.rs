@@ -662,7 +662,9 @@ impl PgDb {
     }
 
     /// Runs `statements` (PostgreSQL's own text, `$1`..., with parameters of any type the
-    /// driver takes: arrays, say) in order, in one round trip; each one's rows changed.
+    /// driver takes: arrays, say) in order, in one round trip; each one's rows changed. Polled
+    /// together, they go out on the connection in order without waiting for each other's
+    /// answers (tokio-postgres pipelines them); the server runs them in that order.
     pub fn execute_typed(
         &self,
         statements: &[(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)],
@@ -729,22 +731,13 @@ impl Db for PgDb {
     }
 
     fn execute_all(&self, statements: &[(&str, Vec<Value>)]) -> Result<(), StoreError> {
-        let prepared = statements
+        let texts: Vec<String> = statements.iter().map(|(sql, _)| numbered(sql)).collect();
+        let typed: Vec<(&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>)> = texts
             .iter()
-            .map(|(sql, _)| self.statement(sql))
-            .collect::<Result<Vec<_>, _>>()?;
-        let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
-            statements.iter().map(|(_, p)| as_params(p)).collect();
-        // Polled together, the statements go out on the connection in order without waiting
-        // for each other's answers (tokio-postgres pipelines them); the server runs them in
-        // that order.
-        let all = futures_util::future::try_join_all(
-            prepared
-                .iter()
-                .zip(&params)
-                .map(|(stmt, p)| self.client.execute(stmt, p)),
-        );
-        self.run(all).map(|_| ())
+            .zip(statements)
+            .map(|(sql, (_, p))| (sql.as_str(), as_params(p)))
+            .collect();
+        self.execute_typed(&typed).map(|_| ())
     }
 
     fn each(

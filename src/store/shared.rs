@@ -485,27 +485,27 @@ impl Writer<'_> {
         }
         // Only a job that wrote leaves a completion to settle (it recorded an outcome): the
         // transaction has begun.
-        let completed = complete_later(&db, &later.completions);
-        let committed = if let Err(e) = completed {
-            Err(e)
-        } else if !later.entries.is_empty() {
-            if !begun {
-                db.defer("BEGIN ISOLATION LEVEL READ COMMITTED");
-            }
-            append_later(&db, self.node, &later)
-        } else if !begun {
-            // Nothing was written.
-            Ok(())
-        } else if head == start {
-            // PostgreSQL answers COMMIT in a failed transaction by rolling back, without an
-            // error: a statement before it fails instead, so that such a batch is never
-            // reported durable.
-            db.batch("SELECT 1; COMMIT")
-        } else {
-            // The head moved: its update and the commit, in one message.
-            db.batch(&move_head_and_commit(head))
-        }
-        .map_err(|e| CommitFailure::store("commit failed", &e));
+        let committed = complete_later(&db, &later.completions)
+            .and_then(|()| {
+                if !later.entries.is_empty() {
+                    if !begun {
+                        db.defer("BEGIN ISOLATION LEVEL READ COMMITTED");
+                    }
+                    append_later(&db, self.node, &later)
+                } else if !begun {
+                    // Nothing was written.
+                    Ok(())
+                } else if head == start {
+                    // PostgreSQL answers COMMIT in a failed transaction by rolling back,
+                    // without an error: a statement before it fails instead, so that such a
+                    // batch is never reported durable.
+                    db.batch("SELECT 1; COMMIT")
+                } else {
+                    // The head moved: its update and the commit, in one message.
+                    db.batch(&move_head_and_commit(head))
+                }
+            })
+            .map_err(|e| CommitFailure::store("commit failed", &e));
         if let Some(at) = locked {
             crate::metrics::log_head(at - asked, at.elapsed());
         }

@@ -191,20 +191,7 @@ impl Chained {
             (
                 "INSERT INTO log_facets (seq, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending)
                  SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])",
-                vec![
-                    &facets.seq,
-                    &facets.at,
-                    &facets.decision,
-                    &facets.transfer,
-                    &facets.sender,
-                    &facets.originator,
-                    &facets.purpose,
-                    &facets.basis,
-                    &facets.marking,
-                    &facets.urgency,
-                    &facets.correction,
-                    &facets.pending,
-                ],
+                facets.params(),
             ),
             (
                 "INSERT INTO log_recipients (recipient, seq)
@@ -274,20 +261,7 @@ impl Chained {
                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
                      AS u(n, at, decision, transfer_id, sender, originator, purpose, lawful_basis, marking, urgency, correction_of, rationale_pending),
                      (SELECT seq FROM log_head WHERE id = 1) AS head",
-                vec![
-                    &facets.seq,
-                    &facets.at,
-                    &facets.decision,
-                    &facets.transfer,
-                    &facets.sender,
-                    &facets.originator,
-                    &facets.purpose,
-                    &facets.basis,
-                    &facets.marking,
-                    &facets.urgency,
-                    &facets.correction,
-                    &facets.pending,
-                ],
+                facets.params(),
             ),
             (
                 "INSERT INTO log_recipients (recipient, seq)
@@ -324,6 +298,26 @@ struct LogRows {
     body: Vec<Vec<u8>>,
     prev: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
+}
+
+impl FacetRows {
+    /// The twelve arrays, in the columns' order, as statement parameters.
+    fn params(&self) -> Vec<Param<'_>> {
+        vec![
+            &self.seq,
+            &self.at,
+            &self.decision,
+            &self.transfer,
+            &self.sender,
+            &self.originator,
+            &self.purpose,
+            &self.basis,
+            &self.marking,
+            &self.urgency,
+            &self.correction,
+            &self.pending,
+        ]
+    }
 }
 
 /// The search index's columns for a batch.
