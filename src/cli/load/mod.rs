@@ -24,6 +24,7 @@ use postern_gateway::live::Live;
 use postern_gateway::runtime::devkit::{self, DevPaths};
 use postern_gateway::seal::SpoolKey;
 
+mod cpu;
 mod deliver;
 mod flood;
 mod latency;
@@ -115,6 +116,11 @@ pub struct LoadArgs {
     /// (half each way). 0 (the default): straight to `--pg-url`.
     #[arg(long, default_value_t = 0.0)]
     pg_rtt_ms: f64,
+    /// For `--nodes`: hold each node to this many cores' worth of CPU time (a CPU cgroup; needs
+    /// root), as if each ran on a machine of its own while the database and the load generator
+    /// share the rest. 0 (the default): no limit.
+    #[arg(long, default_value_t = 0.0)]
+    node_cpus: f64,
     /// Work directory for the scratch deployment (default: a temporary one, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -576,6 +582,12 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     if a.pg_rtt_ms > 0.0 && a.pg_log.is_none() && !a.nodes {
         bail!("--pg-rtt-ms is for --pg-log and --nodes");
+    }
+    if !(0.0..=1024.0).contains(&a.node_cpus) || (a.node_cpus > 0.0 && a.node_cpus < 0.1) {
+        bail!("--node-cpus must be 0 (no limit) or between 0.1 and 1024");
+    }
+    if a.node_cpus > 0.0 && !a.nodes {
+        bail!("--node-cpus is for --nodes");
     }
     let scratch = Scratch::new(a.work_dir.as_deref())?;
     if let Some(n) = a.log_records {

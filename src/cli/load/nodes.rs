@@ -12,9 +12,13 @@
 //! The ratios (one PostgreSQL node to SQLite, two nodes to one) are what to compare: on a
 //! machine where the nodes, the database and the load generator share the cores, a second node
 //! adds no cores: the CPU column says how busy the whole machine was while each setup was
-//! saturated (near 100%, a second node has nothing to run on). The nodes' own metrics say how
-//! much of each phase some node held the chain's head, and how busy the nodes' store writers
-//! were (every write of a node goes through them: near 100%, they are the node's limit).
+//! saturated (near 100%, a second node has nothing to run on), and a second table how many
+//! milliseconds of CPU the nodes, the database and the load generator each spent per accepted
+//! transfer. `--node-cpus` holds each node to a share of the cores (see [`super::cpu`]) so that
+//! one node is limited by its own share, as on a machine of its own, and a second node brings
+//! its own. The nodes' own metrics say how much of each phase some node held the chain's head,
+//! and how busy the nodes' store writers were (every write of a node goes through them: near
+//! 100%, they are the node's limit).
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -28,6 +32,7 @@ use postern_gateway::client::Target;
 use postern_gateway::store::LogSource;
 use postern_gateway::store::pg::Pool;
 
+use super::cpu;
 use super::deliver::{Work, envelope, pct, submit_all};
 use super::pg::{PgArgs, database, drop_database, target};
 use super::{LoadArgs, Payload, Scratch, ServerProcess, human, reset_state};
@@ -39,9 +44,10 @@ struct Figures {
     wall: Duration,
     submit: Vec<Duration>,
     delivered: Vec<Duration>,
-    /// How busy the machine's CPUs were during the saturation phase, in percent (every
-    /// process: the nodes, the database and this load generator), where the kernel says.
-    cpu_busy: Option<f64>,
+    /// How busy the machine's CPUs were during the saturation phase (every process: the
+    /// nodes, the database and this load generator), and each one's CPU time per accepted
+    /// transfer, where the kernel says.
+    spent: Option<cpu::Spent>,
     /// On PostgreSQL: the share of the saturation phase during which some node held the
     /// chain's head (the nodes' `postern_log_head_held_seconds`, summed), in percent: the
     /// part of the work that cannot run side by side.
@@ -71,6 +77,25 @@ impl Counters {
             pct(self.head_held - b.head_held),
             pct(self.writer_busy - b.writer_busy) / writers.max(1) as f64,
         ))
+    }
+}
+
+/// A node: its process, and the CGroup that holds it to `--node-cpus` (removed after the
+/// process has ended, hence the order).
+struct Node {
+    server: ServerProcess,
+    _cap: Option<cpu::Cap>,
+}
+
+impl Node {
+    fn spawn(scratch: &Scratch, a: &LoadArgs, env: &[(&str, &OsStr)]) -> anyhow::Result<Node> {
+        let server = ServerProcess::spawn_with("serve", &scratch.config_dir(), env)?;
+        let cap = if a.node_cpus > 0.0 {
+            Some(cpu::Cap::new(server.child.id(), a.node_cpus)?)
+        } else {
+            None
+        };
+        Ok(Node { server, _cap: cap })
     }
 }
 
@@ -106,27 +131,6 @@ async fn counters(ops: &[SocketAddr]) -> Option<Counters> {
         sum.writer_busy += counter(&text, "postern_store_writer_busy_seconds_total")?;
     }
     Some(sum)
-}
-
-/// The machine's CPU time so far, busy and in all, in clock ticks (Linux `/proc/stat`).
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .map_while(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is counted in user).
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle), total))
-}
-
-/// Percent busy between two readings of [`cpu_ticks`].
-fn busy_between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
-    let ((b0, t0), (b1, t1)) = (before?, after?);
-    let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
-    Some(b1.saturating_sub(b0) as f64 * 100.0 / total as f64)
 }
 
 /// `url` naming the database `name` instead.
@@ -221,23 +225,24 @@ async fn drained(source: &LogSource) -> anyhow::Result<()> {
     }
 }
 
-/// Runs both phases against `servers`, whose store `source` is.
+/// Runs both phases against `nodes`, whose store `source` is.
 async fn measure(
     name: &'static str,
-    servers: &[ServerProcess],
+    nodes: &[Node],
     ops: &[SocketAddr],
     source: &LogSource,
     a: &LoadArgs,
     work: &Work,
     tls: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Figures> {
-    let targets: Vec<Target> = servers
+    let targets: Vec<Target> = nodes
         .iter()
-        .map(|s| Target {
+        .map(|n| Target {
             host: "localhost".into(),
-            port: s.addr.port(),
+            port: n.server.addr.port(),
         })
         .collect();
+    let pids: Vec<u32> = nodes.iter().map(|n| n.server.child.id()).collect();
     // Warm-up, not measured.
     let warm = a.connections * a.warmup;
     submit_all(&targets, tls.clone(), a.connections, warm, None, work).await?;
@@ -246,7 +251,7 @@ async fn measure(
         LogSource::Shared(_) => ops.len() * postern_gateway::store::SHARED_WRITERS,
         _ => ops.len(),
     };
-    let cpu = cpu_ticks();
+    let cpu = cpu::read(&pids);
     let before = counters(ops).await;
     let start = Instant::now();
     let submit = submit_all(
@@ -259,7 +264,8 @@ async fn measure(
     )
     .await?;
     let wall = start.elapsed();
-    let cpu_busy = busy_between(cpu, cpu_ticks());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spent = cpu::between(cpu, cpu::read(&pids), cpus, wall, submit.len());
     let saturated = counters(ops)
         .await
         .and_then(|c| c.share(before, wall, writers));
@@ -280,7 +286,7 @@ async fn measure(
         wall,
         submit,
         delivered,
-        cpu_busy,
+        spent,
         head_held: saturated
             .map(|s| s.0)
             .filter(|_| matches!(source, LogSource::Shared(_))),
@@ -313,14 +319,19 @@ pub(super) async fn benchmark(
         bail!("--rate must be at least 1");
     }
     println!(
-        "postern load --nodes: {} transfers of {} over {} connections (+{} warm-up each), then {} s at {}/s; {} CPUs",
+        "postern load --nodes: {} transfers of {} over {} connections (+{} warm-up each), then {} s at {}/s; {} CPUs{}",
         a.transfers,
         human(a.size),
         a.connections,
         a.warmup,
         10,
         a.rate,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if a.node_cpus > 0.0 {
+            format!("; each node held to {} cores' CPU time", a.node_cpus)
+        } else {
+            String::new()
+        }
     );
     let work = Work {
         envelope: envelope("northshire-police"),
@@ -335,16 +346,16 @@ pub(super) async fn benchmark(
     configure(scratch, a, relay_port, pg, None)?;
     {
         let ops = free_addr()?;
-        let server = ServerProcess::spawn_with(
-            "serve",
-            &scratch.config_dir(),
+        let node = Node::spawn(
+            scratch,
+            a,
             &[("POSTERN_OPS__LISTEN", OsStr::new(&ops.to_string()))],
         )?;
         let source = LogSource::Dir(scratch.state_dir());
         figures.push(
             measure(
                 "SQLite, 1 node",
-                &[server],
+                &[node],
                 &[ops],
                 &source,
                 a,
@@ -365,9 +376,9 @@ pub(super) async fn benchmark(
         configure(scratch, a, relay_port, pg, Some(db))?;
         let ops = [free_addr()?, free_addr()?];
         let ops_a = ops[0].to_string();
-        let mut servers = vec![ServerProcess::spawn_with(
-            "serve",
-            &scratch.config_dir(),
+        let mut nodes = vec![Node::spawn(
+            scratch,
+            a,
             &[
                 ("POSTERN_STORE__NODE", OsStr::new("node-a")),
                 ("POSTERN_OPS__LISTEN", OsStr::new(&ops_a)),
@@ -376,9 +387,9 @@ pub(super) async fn benchmark(
         if count == 2 {
             let b = second_state(scratch)?;
             let ops_b = ops[1].to_string();
-            servers.push(ServerProcess::spawn_with(
-                "serve",
-                &scratch.config_dir(),
+            nodes.push(Node::spawn(
+                scratch,
+                a,
                 &[
                     ("POSTERN_STORE__NODE", OsStr::new("node-b")),
                     ("POSTERN_STATE_DIR", b.as_os_str()),
@@ -387,17 +398,8 @@ pub(super) async fn benchmark(
             )?);
         }
         let source = LogSource::Shared(pool.clone());
-        let f = measure(
-            name,
-            &servers,
-            &ops[..count],
-            &source,
-            a,
-            &work,
-            tls.clone(),
-        )
-        .await;
-        drop(servers);
+        let f = measure(name, &nodes, &ops[..count], &source, a, &work, tls.clone()).await;
+        drop(nodes);
         drop(pool);
         drop_database(&admin, db).await?;
         figures.push(f?);
@@ -426,12 +428,30 @@ pub(super) async fn benchmark(
             f.accepted as f64 / f.wall.as_secs_f64(),
             pct(&f.submit, 0.50),
             pct(&f.submit, 0.99),
-            percent(f.cpu_busy),
+            percent(f.spent.as_ref().map(|s| s.busy_percent)),
             percent(f.head_held),
             percent(f.writer_busy),
             pct(&f.delivered, 0.50),
             pct(&f.delivered, 0.99),
             percent(f.writer_busy_at_rate),
+        );
+    }
+    // Where the CPU went while saturated, per accepted transfer: with the nodes on machines of
+    // their own, the nodes' share is what each node's cores must give, the rest is the
+    // database's and the clients'.
+    println!(
+        "CPU per accepted transfer while saturated, ms of one core: {:<22} {:>8} {:>9} {:>15}",
+        "setup", "nodes", "database", "load generator"
+    );
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    for f in &figures {
+        let s = f.spent.as_ref();
+        println!(
+            "CPU per accepted transfer while saturated, ms of one core: {:<22} {:>8} {:>9} {:>15}",
+            f.name,
+            ms(s.map(|s| s.nodes_ms)),
+            ms(s.map(|s| s.database_ms)),
+            ms(s.map(|s| s.load_ms)),
         );
     }
     let rate = |f: &Figures| f.accepted as f64 / f.wall.as_secs_f64();
@@ -458,18 +478,6 @@ mod tests {
         );
         assert_eq!(counter(text, "postern_log_head_held_seconds"), None);
         assert_eq!(counter("", "postern_log_head_held_seconds_total"), None);
-    }
-
-    #[test]
-    fn the_busy_share_is_taken_between_two_readings() {
-        assert_eq!(busy_between(Some((10, 100)), Some((60, 200))), Some(50.0));
-        assert_eq!(busy_between(Some((10, 100)), Some((10, 100))), None);
-        assert_eq!(busy_between(None, Some((10, 100))), None);
-        #[cfg(target_os = "linux")]
-        {
-            let (busy, total) = cpu_ticks().unwrap();
-            assert!(busy <= total && total > 0);
-        }
     }
 
     #[test]
