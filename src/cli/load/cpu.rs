@@ -5,38 +5,52 @@
 //! a second node otherwise has nothing to run on, and the benchmark would measure the machine
 //! rather than whether the shared parts (the database, the chain's head) let a cluster grow.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 
 /// CPU time so far, in clock ticks (the kernel's USER_HZ, the unit of `/proc/stat`).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(super) struct Ticks {
+    /// When read.
+    at: Instant,
+    /// The machine's CPUs, as `/proc/stat` counts them (every online one, whatever this
+    /// process's affinity or quota).
+    cpus: u64,
     /// The whole machine: busy, and in all (every CPU).
-    pub busy: u64,
-    pub total: u64,
+    busy: u64,
+    total: u64,
     /// The nodes' processes (their own threads).
-    pub nodes: u64,
-    /// Every `postgres` process, with the backends that have ended (the postmaster's reaped
-    /// children).
-    pub database: u64,
+    nodes: u64,
+    /// Every process on this machine named `postgres` (every cluster's), with the backends
+    /// that have ended (their time is in the postmaster's reaped children's); `None` if there
+    /// is none (a database elsewhere is not measured).
+    database: Option<u64>,
     /// This process: the load generator and the relay.
-    pub load: u64,
+    load: u64,
 }
 
 /// A reading of the machine's, the nodes' (`nodes`: their process ids), the database server's
 /// and this process's CPU time; `None` where `/proc` does not say (not Linux).
 pub(super) fn read(nodes: &[u32]) -> Option<Ticks> {
-    let (busy, total) = machine()?;
+    let (cpus, busy, total) = machine()?;
     let mut t = Ticks {
+        at: Instant::now(),
+        cpus,
         busy,
         total,
+        nodes: 0,
+        database: None,
         load: process("self").map(|p| p.own)?,
-        ..Ticks::default()
     };
     for pid in nodes {
         t.nodes += process(&pid.to_string()).map_or(0, |p| p.own);
     }
+    // A backend reaped by the postmaster after the postmaster was read and before its own
+    // entry is missed by this reading; the nodes' pools keep their backends for the run, so
+    // this is rare and small.
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -46,7 +60,7 @@ pub(super) fn read(nodes: &[u32]) -> Option<Ticks> {
             continue;
         };
         if let Some(p) = process(pid).filter(|p| p.comm == "postgres") {
-            t.database += p.own + p.children;
+            *t.database.get_or_insert(0) += p.own + p.children;
         }
     }
     Some(t)
@@ -57,34 +71,40 @@ pub(super) fn read(nodes: &[u32]) -> Option<Ticks> {
 pub(super) struct Spent {
     pub busy_percent: f64,
     pub nodes_ms: f64,
-    pub database_ms: f64,
+    pub database_ms: Option<f64>,
     pub load_ms: f64,
 }
 
-pub(super) fn between(
-    before: Option<Ticks>,
-    after: Option<Ticks>,
-    cpus: usize,
-    wall: std::time::Duration,
-    per: usize,
-) -> Option<Spent> {
+pub(super) fn between(before: Option<Ticks>, after: Option<Ticks>, per: usize) -> Option<Spent> {
     let (b, a) = (before?, after?);
     let total = a.total.checked_sub(b.total).filter(|t| *t > 0)?;
-    // `total` ticks are `cpus` cores for `wall`: one tick is this many ms of one core.
-    let tick_ms = wall.as_secs_f64() * 1000.0 * cpus.max(1) as f64 / total as f64;
+    // Between the readings, `total` ticks passed over `cpus` cores: one core's share of them
+    // took as long as the wall clock did, so one tick is this many ms of one core.
+    let wall_ms = a.at.duration_since(b.at).as_secs_f64() * 1000.0;
+    let tick_ms = wall_ms * a.cpus.max(1) as f64 / total as f64;
     let ms = |x: u64, y: u64| x.saturating_sub(y) as f64 * tick_ms / per.max(1) as f64;
     Some(Spent {
         busy_percent: a.busy.saturating_sub(b.busy) as f64 * 100.0 / total as f64,
         nodes_ms: ms(a.nodes, b.nodes),
-        database_ms: ms(a.database, b.database),
+        database_ms: a.database.zip(b.database).map(|(x, y)| ms(x, y)),
         load_ms: ms(a.load, b.load),
     })
 }
 
-/// The machine's CPU time so far, busy and in all, in clock ticks (`/proc/stat`).
-fn machine() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    parse_machine(stat.lines().next()?)
+/// The machine's CPUs, and its CPU time so far, busy and in all, in clock ticks (`/proc/stat`).
+fn machine() -> Option<(u64, u64, u64)> {
+    parse_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// `/proc/stat`: the count of `cpuN` lines, and the first line's (all CPUs') busy and total.
+fn parse_stat(stat: &str) -> Option<(u64, u64, u64)> {
+    let (busy, total) = parse_machine(stat.lines().next()?)?;
+    let cpus = stat
+        .lines()
+        .filter_map(|l| l.strip_prefix("cpu")?.split(' ').next())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    Some((u64::try_from(cpus).ok()?.max(1), busy, total))
 }
 
 fn parse_machine(line: &str) -> Option<(u64, u64)> {
@@ -137,48 +157,80 @@ pub(super) struct Cap {
 /// closer to a machine with fewer cores than to one that stops and starts.
 const PERIOD_US: u64 = 10_000;
 
+/// Where CPU cgroups can be made here, and which kind.
+enum Controller {
+    /// cgroup v1's `cpu` hierarchy: `cpu.cfs_period_us` and `cpu.cfs_quota_us`.
+    V1(PathBuf),
+    /// cgroup v2 with `cpu` enabled for children: `cpu.max`.
+    V2(PathBuf),
+}
+
+impl Controller {
+    fn find() -> anyhow::Result<Controller> {
+        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+        if v1.join("cpu.cfs_quota_us").exists() {
+            return Ok(Controller::V1(v1));
+        }
+        // In v2 a child gets `cpu.max` only where the parent hands the controller down.
+        let v2 = PathBuf::from("/sys/fs/cgroup");
+        match std::fs::read_to_string(v2.join("cgroup.subtree_control")) {
+            Ok(c) if c.split_whitespace().any(|c| c == "cpu") => Ok(Controller::V2(v2)),
+            Ok(_) => bail!(
+                "--node-cpus: cgroup v2 here does not hand the cpu controller to its children (enable it with `echo +cpu > /sys/fs/cgroup/cgroup.subtree_control` as root)"
+            ),
+            Err(_) => bail!(
+                "--node-cpus needs a CPU cgroup controller (/sys/fs/cgroup/cpu, or cgroup v2 with cpu enabled), and there is none here"
+            ),
+        }
+    }
+
+    /// The new cgroup's directory for `pid`, and the settings that limit it to `quota` µs of
+    /// CPU time each period.
+    fn cgroup(&self, pid: u32, quota: u64) -> (PathBuf, Vec<(&'static str, String)>) {
+        match self {
+            Controller::V1(root) => (
+                root.join(format!("postern-load-{pid}")),
+                vec![
+                    ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                ],
+            ),
+            Controller::V2(root) => (
+                root.join(format!("postern-load-{pid}")),
+                vec![("cpu.max", format!("{quota} {PERIOD_US}"))],
+            ),
+        }
+    }
+}
+
+/// Writes `value` to the cgroup file `path`, which must exist (a missing one says the
+/// controller is not there, rather than being made as a plain file).
+fn set(path: &std::path::Path, value: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
 impl Cap {
     /// Moves the process `pid` into a new CPU cgroup limited to `cpus` cores (cgroup v1's
     /// `cpu` controller, else cgroup v2's `cpu.max`). Needs the right to make cgroups (root).
     pub(super) fn new(pid: u32, cpus: f64) -> anyhow::Result<Cap> {
         let quota = (cpus * PERIOD_US as f64).round() as u64;
-        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
-        let v2 = PathBuf::from("/sys/fs/cgroup");
-        let (dir, settings): (PathBuf, Vec<(&str, String)>) = if v1
-            .join("cpu.cfs_quota_us")
-            .exists()
-        {
-            (
-                v1.join(format!("postern-load-{pid}")),
-                vec![
-                    ("cpu.cfs_period_us", PERIOD_US.to_string()),
-                    ("cpu.cfs_quota_us", quota.to_string()),
-                ],
-            )
-        } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
-        {
-            (
-                v2.join(format!("postern-load-{pid}")),
-                vec![("cpu.max", format!("{quota} {PERIOD_US}"))],
-            )
-        } else {
-            bail!(
-                "--node-cpus needs a CPU cgroup controller (/sys/fs/cgroup/cpu or cgroup v2 with cpu), and there is none here"
-            );
-        };
+        let (dir, settings) = Controller::find()?.cgroup(pid, quota);
         std::fs::create_dir(&dir).with_context(|| {
             format!(
-                "--node-cpus: making the cgroup {} (it needs root)",
+                "--node-cpus: making the cgroup {} (this needs root and a writable cgroup filesystem; one left by an interrupted run can be removed with rmdir)",
                 dir.display()
             )
         })?;
+        // From here the cgroup is removed again on any error (Drop).
         let cap = Cap { dir };
         for (file, value) in settings {
-            std::fs::write(cap.dir.join(file), value)
+            set(&cap.dir.join(file), &value)
                 .with_context(|| format!("--node-cpus: setting {file}"))?;
         }
-        std::fs::write(cap.dir.join("cgroup.procs"), pid.to_string())
+        set(&cap.dir.join("cgroup.procs"), &pid.to_string())
             .context("--node-cpus: moving the node into its cgroup")?;
         Ok(cap)
     }
@@ -217,6 +269,12 @@ mod tests {
     }
 
     #[test]
+    fn the_cpus_are_the_numbered_lines_not_the_sum_of_them() {
+        let stat = "cpu  30 0 6 35 1 0 0 0 0 0\ncpu0 14 0 3 18 0 0 0 0 0 0\ncpu1 16 0 3 17 1 0 0 0 0 0\nintr 1 2\nctxt 9\n";
+        assert_eq!(parse_stat(stat), Some((2, 36, 72)));
+    }
+
+    #[test]
     fn the_machine_line_counts_idle_and_iowait_as_not_busy() {
         assert_eq!(parse_machine("cpu  10 0 5 80 5 0 0 0 0 0"), Some((15, 100)));
         assert_eq!(parse_machine("cpu0 1 2 3 4"), None);
@@ -224,61 +282,95 @@ mod tests {
 
     #[test]
     fn the_time_spent_is_shared_out_per_transfer_in_milliseconds_of_one_core() {
+        let at = Instant::now();
         let before = Ticks {
+            at,
+            cpus: 2,
             busy: 0,
             total: 0,
             nodes: 0,
-            database: 0,
+            database: Some(0),
             load: 0,
         };
         // Two cores for one second is 200 ticks of 10 ms; the nodes took 50 of them (0.5 s),
         // over 100 transfers: 5 ms each.
         let after = Ticks {
+            at: at + Duration::from_secs(1),
             busy: 150,
             total: 200,
             nodes: 50,
-            database: 20,
+            database: Some(20),
             load: 10,
+            ..before
         };
-        let s = between(Some(before), Some(after), 2, Duration::from_secs(1), 100).unwrap();
+        let s = between(Some(before), Some(after), 100).unwrap();
         assert_eq!(s.busy_percent, 75.0);
         assert!((s.nodes_ms - 5.0).abs() < 1e-9);
-        assert!((s.database_ms - 2.0).abs() < 1e-9);
+        assert!((s.database_ms.unwrap() - 2.0).abs() < 1e-9);
         assert!((s.load_ms - 1.0).abs() < 1e-9);
-        assert!(between(Some(after), Some(after), 2, Duration::from_secs(1), 1).is_none());
-        assert!(between(None, Some(after), 2, Duration::from_secs(1), 1).is_none());
+        // No database process on this machine: not measured, rather than nothing spent.
+        let elsewhere = between(
+            Some(Ticks {
+                database: None,
+                ..before
+            }),
+            Some(Ticks {
+                database: None,
+                ..after
+            }),
+            100,
+        )
+        .unwrap();
+        assert!(elsewhere.database_ms.is_none());
+        assert!(between(Some(after), Some(after), 1).is_none());
+        assert!(between(None, Some(after), 1).is_none());
     }
 
     /// A process that would take a whole core, capped at a tenth of one, gets no more than its
     /// share (an upper bound, which a busy machine cannot break), and its cgroup is gone after.
+    /// Skipped, loudly, only where no CPU cgroup can be made at all (not root, or no
+    /// controller): any other failure to cap fails the test.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_capped_process_gets_no_more_than_its_share() {
+        let controller = match Controller::find() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIPPED: no CPU cgroup controller here ({e:#})");
+                return;
+            }
+        };
+        let (probe, _) = controller.cgroup(std::process::id(), 1000);
+        match std::fs::create_dir(&probe) {
+            Ok(()) => std::fs::remove_dir(&probe).unwrap(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                eprintln!("SKIPPED: no CPU cgroup can be made here ({e})");
+                return;
+            }
+            Err(e) => panic!("making {}: {e}", probe.display()),
+        }
         let mut spin = std::process::Command::new("sh")
             .args(["-c", "while :; do :; done"])
             .spawn()
             .unwrap();
         let pid = spin.id();
-        let cap = match Cap::new(pid, 0.1) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = spin.kill();
-                let _ = spin.wait();
-                eprintln!("SKIPPED: no CPU cgroup can be made here ({e:#})");
-                return;
-            }
-        };
+        let cap = Cap::new(pid, 0.1).unwrap();
         let dir = cap.dir.clone();
-        let before = (process(&pid.to_string()).unwrap().own, machine().unwrap().1);
+        let before = (process(&pid.to_string()).unwrap().own, machine().unwrap());
         std::thread::sleep(Duration::from_millis(1500));
-        let after = (process(&pid.to_string()).unwrap().own, machine().unwrap().1);
+        let after = (process(&pid.to_string()).unwrap().own, machine().unwrap());
         spin.kill().unwrap();
         spin.wait().unwrap();
         drop(cap);
-        // The machine's ticks are every core's: its share of one core, with a period's grace
-        // for where the readings fall.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let share = (after.0 - before.0) as f64 * cpus as f64 / (after.1 - before.1) as f64;
+        // The machine's ticks are every core's: the process's share of one core, with a
+        // period's grace for where the readings fall.
+        let cpus = after.1.0 as f64;
+        let share = (after.0 - before.0) as f64 * cpus / (after.1.2 - before.1.2) as f64;
         assert!(share < 0.2, "the capped process took {share:.2} of a core");
         assert!(
             !dir.exists(),
@@ -290,9 +382,17 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn this_process_and_the_machine_are_read() {
+        // Some CPU time of this process's own to see.
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
         let t = read(&[std::process::id()]).unwrap();
+        assert!(t.cpus >= 1);
         assert!(t.busy <= t.total && t.total > 0);
-        // This process counted as a node here too.
-        assert_eq!(t.nodes, t.load.max(t.nodes));
+        assert!(t.load > 0, "this process's CPU time was not read");
+        // This process, named as a node, is read after itself as the load generator.
+        assert!(t.nodes >= t.load);
     }
 }

@@ -99,7 +99,8 @@ pub struct LoadArgs {
     /// Serving-nodes benchmark: `postern serve` on SQLite, one node on PostgreSQL and two
     /// nodes on one PostgreSQL (the connections split between them), in one run: accepted/s
     /// and p99 for `--transfers` of `--size`, then the accepted-to-delivered p99 at `--rate`
-    /// (needs `--pg-url` and `--pg-ca`).
+    /// (needs `--pg-url` and `--pg-ca`); with the CPU the nodes, every `postgres` process on
+    /// this machine and the load generator spent per accepted transfer while saturated.
     #[arg(long)]
     nodes: bool,
     /// The PostgreSQL server for `--pg-log` and `--nodes`: a user that may create databases.

@@ -80,7 +80,7 @@ impl Counters {
     }
 }
 
-/// A node: its process, and the CGroup that holds it to `--node-cpus` (removed after the
+/// A node: its process, and the cgroup that holds it to `--node-cpus` (removed after the
 /// process has ended, hence the order).
 struct Node {
     server: ServerProcess,
@@ -264,8 +264,7 @@ async fn measure(
     )
     .await?;
     let wall = start.elapsed();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spent = cpu::between(cpu, cpu::read(&pids), cpus, wall, submit.len());
+    let spent = cpu::between(cpu, cpu::read(&pids), submit.len());
     let saturated = counters(ops)
         .await
         .and_then(|c| c.share(before, wall, writers));
@@ -436,9 +435,10 @@ pub(super) async fn benchmark(
             percent(f.writer_busy_at_rate),
         );
     }
-    // Where the CPU went while saturated, per accepted transfer: with the nodes on machines of
-    // their own, the nodes' share is what each node's cores must give, the rest is the
-    // database's and the clients'.
+    // Where the CPU went while saturated, per accepted transfer (with the deliveries made
+    // meanwhile): with the nodes on machines of their own, the nodes' share is what each
+    // node's cores must give, the rest is the database's (every `postgres` process on this
+    // machine; "-" where there is none) and the clients'.
     println!(
         "CPU per accepted transfer while saturated, ms of one core: {:<22} {:>8} {:>9} {:>15}",
         "setup", "nodes", "database", "load generator"
@@ -450,7 +450,7 @@ pub(super) async fn benchmark(
             "CPU per accepted transfer while saturated, ms of one core: {:<22} {:>8} {:>9} {:>15}",
             f.name,
             ms(s.map(|s| s.nodes_ms)),
-            ms(s.map(|s| s.database_ms)),
+            ms(s.and_then(|s| s.database_ms)),
             ms(s.map(|s| s.load_ms)),
         );
     }
