@@ -91,6 +91,11 @@ pub(super) fn between(before: Option<Ticks>, after: Option<Ticks>, per: usize) -
     })
 }
 
+/// The machine's CPUs, as the CPU columns count them (`/proc/stat`'s `cpuN` lines).
+pub(super) fn cpus() -> Option<u64> {
+    machine().map(|m| m.0)
+}
+
 /// The machine's CPUs, and its CPU time so far, busy and in all, in clock ticks (`/proc/stat`).
 fn machine() -> Option<(u64, u64, u64)> {
     parse_stat(&std::fs::read_to_string("/proc/stat").ok()?)
@@ -176,11 +181,30 @@ impl Controller {
         match std::fs::read_to_string(v2.join("cgroup.subtree_control")) {
             Ok(c) if c.split_whitespace().any(|c| c == "cpu") => Ok(Controller::V2(v2)),
             Ok(_) => bail!(
-                "--node-cpus: cgroup v2 here does not hand the cpu controller to its children (enable it with `echo +cpu > /sys/fs/cgroup/cgroup.subtree_control` as root)"
+                "--node-cpus: cgroup v2 here does not hand the cpu controller to its children (enable it with `echo +cpu > /sys/fs/cgroup/cgroup.subtree_control` as root; in a container, on the host)"
             ),
             Err(_) => bail!(
                 "--node-cpus needs a CPU cgroup controller (/sys/fs/cgroup/cpu, or cgroup v2 with cpu enabled), and there is none here"
             ),
+        }
+    }
+
+    fn root(&self) -> &std::path::Path {
+        match self {
+            Controller::V1(root) | Controller::V2(root) => root,
+        }
+    }
+
+    /// Removes the cgroups that runs stopped by a signal left behind (their nodes gone): a
+    /// cgroup in use cannot be removed, so another run's are safe.
+    fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(self.root()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("postern-load-") {
+                let _ = std::fs::remove_dir(e.path());
+            }
         }
     }
 
@@ -217,10 +241,12 @@ impl Cap {
     /// `cpu` controller, else cgroup v2's `cpu.max`). Needs the right to make cgroups (root).
     pub(super) fn new(pid: u32, cpus: f64) -> anyhow::Result<Cap> {
         let quota = (cpus * PERIOD_US as f64).round() as u64;
-        let (dir, settings) = Controller::find()?.cgroup(pid, quota);
+        let controller = Controller::find()?;
+        controller.sweep();
+        let (dir, settings) = controller.cgroup(pid, quota);
         std::fs::create_dir(&dir).with_context(|| {
             format!(
-                "--node-cpus: making the cgroup {} (this needs root and a writable cgroup filesystem; one left by an interrupted run can be removed with rmdir)",
+                "--node-cpus: making the cgroup {} (this needs root and a writable cgroup filesystem)",
                 dir.display()
             )
         })?;
@@ -285,19 +311,20 @@ mod tests {
         let at = Instant::now();
         let before = Ticks {
             at,
-            cpus: 2,
+            cpus: 4,
             busy: 0,
             total: 0,
             nodes: 0,
             database: Some(0),
             load: 0,
         };
-        // Two cores for one second is 200 ticks of 10 ms; the nodes took 50 of them (0.5 s),
-        // over 100 transfers: 5 ms each.
+        // Four cores for one second is 400 ticks of 10 ms (the count of cores is the
+        // reading's, not this process's); the nodes took 50 of them (0.5 s), over 100
+        // transfers: 5 ms each.
         let after = Ticks {
             at: at + Duration::from_secs(1),
-            busy: 150,
-            total: 200,
+            busy: 300,
+            total: 400,
             nodes: 50,
             database: Some(20),
             load: 10,
@@ -305,7 +332,7 @@ mod tests {
         };
         let s = between(Some(before), Some(after), 100).unwrap();
         assert_eq!(s.busy_percent, 75.0);
-        assert!((s.nodes_ms - 5.0).abs() < 1e-9);
+        assert!((s.nodes_ms - 5.0).abs() < 1e-9, "{}", s.nodes_ms);
         assert!((s.database_ms.unwrap() - 2.0).abs() < 1e-9);
         assert!((s.load_ms - 1.0).abs() < 1e-9);
         // No database process on this machine: not measured, rather than nothing spent.
@@ -354,18 +381,30 @@ mod tests {
             }
             Err(e) => panic!("making {}: {e}", probe.display()),
         }
-        let mut spin = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .unwrap();
-        let pid = spin.id();
-        let cap = Cap::new(pid, 0.1).unwrap();
+        /// The busy loop, killed however the test ends (declared after the cgroup's variable,
+        /// so that it is dropped first and the cgroup can go).
+        struct Spin(std::process::Child);
+        impl Drop for Spin {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let cap: Cap;
+        let mut spin = Spin(
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap(),
+        );
+        let pid = spin.0.id();
+        cap = Cap::new(pid, 0.1).unwrap();
         let dir = cap.dir.clone();
         let before = (process(&pid.to_string()).unwrap().own, machine().unwrap());
         std::thread::sleep(Duration::from_millis(1500));
         let after = (process(&pid.to_string()).unwrap().own, machine().unwrap());
-        spin.kill().unwrap();
-        spin.wait().unwrap();
+        spin.0.kill().unwrap();
+        spin.0.wait().unwrap();
         drop(cap);
         // The machine's ticks are every core's: the process's share of one core, with a
         // period's grace for where the readings fall.
@@ -389,7 +428,8 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         let t = read(&[std::process::id()]).unwrap();
-        assert!(t.cpus >= 1);
+        // Affinity and quotas can only lower what this process may use, never the machine's.
+        assert!(t.cpus >= std::thread::available_parallelism().unwrap().get() as u64);
         assert!(t.busy <= t.total && t.total > 0);
         assert!(t.load > 0, "this process's CPU time was not read");
         // This process, named as a node, is read after itself as the load generator.

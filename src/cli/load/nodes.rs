@@ -325,7 +325,7 @@ pub(super) async fn benchmark(
         a.warmup,
         10,
         a.rate,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu::cpus().unwrap_or(0),
         if a.node_cpus > 0.0 {
             format!("; each node held to {} cores' CPU time", a.node_cpus)
         } else {
