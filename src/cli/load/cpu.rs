@@ -163,23 +163,28 @@ pub(super) struct Cap {
 const PERIOD_US: u64 = 10_000;
 
 /// Where CPU cgroups can be made here, and which kind.
-enum Controller {
-    /// cgroup v1's `cpu` hierarchy: `cpu.cfs_period_us` and `cpu.cfs_quota_us`.
-    V1(PathBuf),
-    /// cgroup v2 with `cpu` enabled for children: `cpu.max`.
-    V2(PathBuf),
+struct Controller {
+    root: PathBuf,
+    /// cgroup v2 with `cpu` enabled for children (`cpu.max`); else cgroup v1's `cpu`
+    /// hierarchy (`cpu.cfs_period_us` and `cpu.cfs_quota_us`).
+    v2: bool,
 }
 
 impl Controller {
     fn find() -> anyhow::Result<Controller> {
         let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
         if v1.join("cpu.cfs_quota_us").exists() {
-            return Ok(Controller::V1(v1));
+            return Ok(Controller {
+                root: v1,
+                v2: false,
+            });
         }
         // In v2 a child gets `cpu.max` only where the parent hands the controller down.
         let v2 = PathBuf::from("/sys/fs/cgroup");
         match std::fs::read_to_string(v2.join("cgroup.subtree_control")) {
-            Ok(c) if c.split_whitespace().any(|c| c == "cpu") => Ok(Controller::V2(v2)),
+            Ok(c) if c.split_whitespace().any(|c| c == "cpu") => {
+                Ok(Controller { root: v2, v2: true })
+            }
             Ok(_) => bail!(
                 "--node-cpus: cgroup v2 here does not hand the cpu controller to its children (enable it with `echo +cpu > /sys/fs/cgroup/cgroup.subtree_control` as root; in a container, on the host)"
             ),
@@ -189,16 +194,10 @@ impl Controller {
         }
     }
 
-    fn root(&self) -> &std::path::Path {
-        match self {
-            Controller::V1(root) | Controller::V2(root) => root,
-        }
-    }
-
     /// Removes the cgroups that runs stopped by a signal left behind (their nodes gone): a
     /// cgroup in use cannot be removed, so another run's are safe.
     fn sweep(&self) {
-        let Ok(entries) = std::fs::read_dir(self.root()) else {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
         for e in entries.flatten() {
@@ -211,19 +210,15 @@ impl Controller {
     /// The new cgroup's directory for `pid`, and the settings that limit it to `quota` µs of
     /// CPU time each period.
     fn cgroup(&self, pid: u32, quota: u64) -> (PathBuf, Vec<(&'static str, String)>) {
-        match self {
-            Controller::V1(root) => (
-                root.join(format!("postern-load-{pid}")),
-                vec![
-                    ("cpu.cfs_period_us", PERIOD_US.to_string()),
-                    ("cpu.cfs_quota_us", quota.to_string()),
-                ],
-            ),
-            Controller::V2(root) => (
-                root.join(format!("postern-load-{pid}")),
-                vec![("cpu.max", format!("{quota} {PERIOD_US}"))],
-            ),
-        }
+        let settings = if self.v2 {
+            vec![("cpu.max", format!("{quota} {PERIOD_US}"))]
+        } else {
+            vec![
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota.to_string()),
+            ]
+        };
+        (self.root.join(format!("postern-load-{pid}")), settings)
     }
 }
 
